@@ -1,0 +1,5 @@
+//! `api` is glue: the `posledger` command-line tool ([`cli`]) and, later, the warp HTTP
+//! server. It parses arguments and wires the library crates together; business rules live
+//! in `ingest` and `ledger`.
+
+pub mod cli;

@@ -1,0 +1,5 @@
+//! The `posledger` binary.
+
+fn main() -> std::process::ExitCode {
+    api::cli::main()
+}

@@ -1,0 +1,638 @@
+//! The event catalogue: every fact posledger records, as typed values with a stable JSON form.
+//!
+//! Each event has a type name, a schema version, the stream it belongs to, the business time
+//! it occurred at and a deterministic id derived from its idempotency key, so that a retried
+//! record produces the very same event and the store recognises it.
+//!
+//! Streams: `channel-<channel>`, `merchant-<id>`, `terminal-<id>`, `payment-<txn_id>` (the
+//! capture and everything done to it afterwards), `batch-<terminal>-<batch_no>`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, FixedOffset, NaiveDate};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::money::Currency;
+use crate::store::EventData;
+
+/// Namespace of the version-5 UUIDs that identify events.
+const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x7f0c_2d1e_94b3_4c55_a1d6_0e3b_8f42_9a17);
+
+/// A payment channel a terminal can take money through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    /// UnionPay bank card (swipe, chip or tap).
+    UnionpayCard,
+    /// WeChat Pay QR.
+    Wechat,
+    /// Alipay QR.
+    Alipay,
+    /// UnionPay QR.
+    UnionpayQr,
+    /// Cash: never cleared through a channel, never on a statement.
+    Cash,
+}
+
+impl Channel {
+    /// Every channel, in a fixed order.
+    pub const ALL: [Channel; 5] = [
+        Channel::UnionpayCard,
+        Channel::Wechat,
+        Channel::Alipay,
+        Channel::UnionpayQr,
+        Channel::Cash,
+    ];
+
+    /// The wire name (`unionpay_card`, `wechat`, ...).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Channel::UnionpayCard => "unionpay_card",
+            Channel::Wechat => "wechat",
+            Channel::Alipay => "alipay",
+            Channel::UnionpayQr => "unionpay_qr",
+            Channel::Cash => "cash",
+        }
+    }
+
+    /// Whether the payer field is a card number (and so must be masked).
+    pub const fn is_card(self) -> bool {
+        matches!(self, Channel::UnionpayCard)
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Channel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Channel::ALL.into_iter().find(|c| c.as_str() == s).ok_or_else(|| {
+            format!("unknown channel {s:?} (expected unionpay_card, wechat, alipay, unionpay_qr or cash)")
+        })
+    }
+}
+
+/// How often a merchant is paid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SettlementCycle {
+    /// The business day after the sales.
+    #[serde(rename = "T1")]
+    T1,
+    /// The same business day.
+    #[serde(rename = "D0")]
+    D0,
+}
+
+/// The merchant's fee for one channel: `rate` × amount, raised to `min` and lowered to `cap`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeeTerms {
+    /// Fraction of the amount, e.g. `0.0038`.
+    pub rate: Decimal,
+    /// Lowest fee per payment, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<Decimal>,
+    /// Highest fee per payment, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap: Option<Decimal>,
+}
+
+/// What a channel charges us and how strictly its statements are matched, from a date on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelTermsSet {
+    /// The channel the terms apply to.
+    pub channel: Channel,
+    /// The channel's fee as a fraction of the amount.
+    pub fee_rate: Decimal,
+    /// Largest per-line fee difference still counted as a match.
+    pub fee_tolerance: Decimal,
+    /// Days a payment may be missing from statements before it is a break.
+    pub carry_forward_days: u32,
+    /// First business date the terms apply to.
+    pub effective_from: NaiveDate,
+}
+
+/// A merchant applied to accept payments (申请).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MerchantApplied {
+    /// Merchant id.
+    pub merchant_id: String,
+    /// Registered legal name.
+    pub legal_name: String,
+    /// Business licence number.
+    pub licence_no: String,
+    /// ISO 18245 merchant category code.
+    pub mcc: String,
+    /// IANA time zone of the shop, e.g. `Asia/Shanghai`.
+    pub timezone: String,
+    /// Bank account the merchant is paid to.
+    pub settlement_account: String,
+    /// When the application was made.
+    pub at: DateTime<FixedOffset>,
+}
+
+/// Risk review accepted the merchant (审核 passed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MerchantApproved {
+    /// Merchant id.
+    pub merchant_id: String,
+    /// Who reviewed.
+    pub reviewer: String,
+    /// When.
+    pub at: DateTime<FixedOffset>,
+}
+
+/// Risk review refused the merchant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MerchantRejected {
+    /// Merchant id.
+    pub merchant_id: String,
+    /// Who reviewed.
+    pub reviewer: String,
+    /// Why.
+    pub reason: String,
+    /// When.
+    pub at: DateTime<FixedOffset>,
+}
+
+/// The merchant signed a contract (签约): fees per channel and settlement cycle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContractSigned {
+    /// Merchant id.
+    pub merchant_id: String,
+    /// Fee terms per channel; a channel without terms cannot be used by the merchant.
+    pub fees: BTreeMap<Channel, FeeTerms>,
+    /// How often the merchant is paid.
+    pub settlement_cycle: SettlementCycle,
+    /// When the contract was signed.
+    pub at: DateTime<FixedOffset>,
+}
+
+/// A terminal was installed at a merchant (装机).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminalBound {
+    /// Terminal id.
+    pub terminal_id: String,
+    /// Merchant it belongs to.
+    pub merchant_id: String,
+    /// Hardware serial number.
+    pub serial: String,
+    /// Hardware model.
+    pub model: String,
+    /// When.
+    pub at: DateTime<FixedOffset>,
+}
+
+/// A terminal was switched on for payments (开通), or back on after a suspension.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminalActivated {
+    /// Terminal id.
+    pub terminal_id: String,
+    /// When.
+    pub at: DateTime<FixedOffset>,
+}
+
+/// A terminal may no longer take payments until activated again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminalSuspended {
+    /// Terminal id.
+    pub terminal_id: String,
+    /// Why, if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When.
+    pub at: DateTime<FixedOffset>,
+}
+
+/// A terminal was removed from its merchant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminalUnbound {
+    /// Terminal id.
+    pub terminal_id: String,
+    /// When.
+    pub at: DateTime<FixedOffset>,
+}
+
+/// The merchant relationship ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MerchantClosed {
+    /// Merchant id.
+    pub merchant_id: String,
+    /// When.
+    pub at: DateTime<FixedOffset>,
+}
+
+/// A sale was approved at a terminal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentCaptured {
+    /// Our order number (商户订单号), unique per payment.
+    pub txn_id: String,
+    /// Merchant.
+    pub merchant_id: String,
+    /// Terminal.
+    pub terminal_id: String,
+    /// The terminal's batch the sale belongs to.
+    pub batch_no: String,
+    /// System trace audit number.
+    pub stan: String,
+    /// Retrieval reference number, if the channel gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rrn: Option<String>,
+    /// Payment channel.
+    pub channel: Channel,
+    /// The channel's own transaction id; absent for cash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_txn_id: Option<String>,
+    /// Amount, at the currency's scale.
+    pub amount: Decimal,
+    /// Currency.
+    pub currency: Currency,
+    /// Business time at the terminal, with its UTC offset.
+    pub at: DateTime<FixedOffset>,
+    /// Payer token: a masked PAN for cards, the channel's payer id for QR; never a full PAN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payer: Option<String>,
+    /// Merchant category code of the sale.
+    pub mcc: String,
+}
+
+/// The shape shared by voids, refunds and reversals: an operation on an earlier capture.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentAdjustment {
+    /// This operation's own order number.
+    pub txn_id: String,
+    /// The capture it applies to.
+    pub original_txn_id: String,
+    /// Merchant.
+    pub merchant_id: String,
+    /// Terminal that sent it.
+    pub terminal_id: String,
+    /// The terminal batch it was made in.
+    pub batch_no: String,
+    /// System trace audit number.
+    pub stan: String,
+    /// Channel of the original payment.
+    pub channel: Channel,
+    /// Amount, at the currency's scale.
+    pub amount: Decimal,
+    /// Currency.
+    pub currency: Currency,
+    /// Business time at the terminal.
+    pub at: DateTime<FixedOffset>,
+}
+
+/// The terminal's own totals for a batch at day end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminalBatchClosed {
+    /// Merchant.
+    pub merchant_id: String,
+    /// Terminal.
+    pub terminal_id: String,
+    /// The batch closed.
+    pub batch_no: String,
+    /// Sales of the batch not reversed: count.
+    pub debit_count: u64,
+    /// Sales of the batch not reversed: amount.
+    pub debit_amount: Decimal,
+    /// Voids and refunds of the batch: count.
+    pub credit_count: u64,
+    /// Voids and refunds of the batch: amount.
+    pub credit_amount: Decimal,
+    /// Currency of the totals.
+    pub currency: Currency,
+    /// When the terminal closed the batch.
+    pub at: DateTime<FixedOffset>,
+}
+
+/// Every event posledger records. Statement and reconciliation events join with their issue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// See [`ChannelTermsSet`].
+    ChannelTermsSet(ChannelTermsSet),
+    /// See [`MerchantApplied`].
+    MerchantApplied(MerchantApplied),
+    /// See [`MerchantApproved`].
+    MerchantApproved(MerchantApproved),
+    /// See [`MerchantRejected`].
+    MerchantRejected(MerchantRejected),
+    /// See [`ContractSigned`].
+    ContractSigned(ContractSigned),
+    /// See [`TerminalBound`].
+    TerminalBound(TerminalBound),
+    /// See [`TerminalActivated`].
+    TerminalActivated(TerminalActivated),
+    /// See [`TerminalSuspended`].
+    TerminalSuspended(TerminalSuspended),
+    /// See [`TerminalUnbound`].
+    TerminalUnbound(TerminalUnbound),
+    /// See [`MerchantClosed`].
+    MerchantClosed(MerchantClosed),
+    /// See [`PaymentCaptured`].
+    PaymentCaptured(PaymentCaptured),
+    /// A sale cancelled within its terminal batch, for its full amount.
+    PaymentVoided(PaymentAdjustment),
+    /// Money given back on an earlier capture, partly or wholly.
+    PaymentRefunded(PaymentAdjustment),
+    /// Technical reversal (冲正) of a sale whose answer was lost.
+    PaymentReversed(PaymentAdjustment),
+    /// See [`TerminalBatchClosed`].
+    TerminalBatchClosed(TerminalBatchClosed),
+}
+
+/// Why a stored event could not be turned back into an [`Event`].
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The type name is not in the catalogue: a newer writer, or corruption.
+    #[error("unknown event type {0:?}")]
+    UnknownType(String),
+    /// The schema version is newer than this build understands.
+    #[error("event type {event_type} has schema version {version}, this build reads up to {known}")]
+    UnknownVersion {
+        /// Event type.
+        event_type: String,
+        /// Stored version.
+        version: u16,
+        /// Highest version known.
+        known: u16,
+    },
+    /// The payload does not match the schema.
+    #[error("event type {event_type} v{version}: {source}")]
+    Payload {
+        /// Event type.
+        event_type: String,
+        /// Stored version.
+        version: u16,
+        /// The JSON error.
+        source: serde_json::Error,
+    },
+}
+
+/// Calls `$body` with the inner value of whichever variant `$event` is.
+macro_rules! each_variant {
+    ($event:expr, $inner:ident => $body:expr) => {
+        match $event {
+            Event::ChannelTermsSet($inner) => $body,
+            Event::MerchantApplied($inner) => $body,
+            Event::MerchantApproved($inner) => $body,
+            Event::MerchantRejected($inner) => $body,
+            Event::ContractSigned($inner) => $body,
+            Event::TerminalBound($inner) => $body,
+            Event::TerminalActivated($inner) => $body,
+            Event::TerminalSuspended($inner) => $body,
+            Event::TerminalUnbound($inner) => $body,
+            Event::MerchantClosed($inner) => $body,
+            Event::PaymentCaptured($inner) => $body,
+            Event::PaymentVoided($inner) => $body,
+            Event::PaymentRefunded($inner) => $body,
+            Event::PaymentReversed($inner) => $body,
+            Event::TerminalBatchClosed($inner) => $body,
+        }
+    };
+}
+
+/// Current schema version of every event type. Bump one when its payload changes shape, and
+/// add the upcaster from the previous version to [`Event::decode`].
+pub const SCHEMA_VERSION: u16 = 1;
+
+impl Event {
+    /// The type name stored with the event.
+    pub const fn event_type(&self) -> &'static str {
+        match self {
+            Event::ChannelTermsSet(_) => "ChannelTermsSet",
+            Event::MerchantApplied(_) => "MerchantApplied",
+            Event::MerchantApproved(_) => "MerchantApproved",
+            Event::MerchantRejected(_) => "MerchantRejected",
+            Event::ContractSigned(_) => "ContractSigned",
+            Event::TerminalBound(_) => "TerminalBound",
+            Event::TerminalActivated(_) => "TerminalActivated",
+            Event::TerminalSuspended(_) => "TerminalSuspended",
+            Event::TerminalUnbound(_) => "TerminalUnbound",
+            Event::MerchantClosed(_) => "MerchantClosed",
+            Event::PaymentCaptured(_) => "PaymentCaptured",
+            Event::PaymentVoided(_) => "PaymentVoided",
+            Event::PaymentRefunded(_) => "PaymentRefunded",
+            Event::PaymentReversed(_) => "PaymentReversed",
+            Event::TerminalBatchClosed(_) => "TerminalBatchClosed",
+        }
+    }
+
+    /// The schema version this build writes for the event's type.
+    pub const fn schema_version(&self) -> u16 {
+        SCHEMA_VERSION
+    }
+
+    /// The stream the event is appended to.
+    pub fn stream(&self) -> String {
+        match self {
+            Event::ChannelTermsSet(e) => format!("channel-{}", e.channel),
+            Event::MerchantApplied(MerchantApplied { merchant_id, .. })
+            | Event::MerchantApproved(MerchantApproved { merchant_id, .. })
+            | Event::MerchantRejected(MerchantRejected { merchant_id, .. })
+            | Event::ContractSigned(ContractSigned { merchant_id, .. })
+            | Event::MerchantClosed(MerchantClosed { merchant_id, .. }) => {
+                format!("merchant-{merchant_id}")
+            }
+            Event::TerminalBound(TerminalBound { terminal_id, .. })
+            | Event::TerminalActivated(TerminalActivated { terminal_id, .. })
+            | Event::TerminalSuspended(TerminalSuspended { terminal_id, .. })
+            | Event::TerminalUnbound(TerminalUnbound { terminal_id, .. }) => {
+                format!("terminal-{terminal_id}")
+            }
+            Event::PaymentCaptured(e) => payment_stream(&e.txn_id),
+            Event::PaymentVoided(e) | Event::PaymentRefunded(e) | Event::PaymentReversed(e) => {
+                payment_stream(&e.original_txn_id)
+            }
+            Event::TerminalBatchClosed(e) => format!("batch-{}-{}", e.terminal_id, e.batch_no),
+        }
+    }
+
+    /// The business time the event occurred at.
+    pub fn occurred_at(&self) -> DateTime<FixedOffset> {
+        match self {
+            Event::ChannelTermsSet(e) => e
+                .effective_from
+                .and_hms_opt(0, 0, 0)
+                .map(|t| t.and_utc().fixed_offset())
+                .unwrap_or_default(),
+            Event::MerchantApplied(e) => e.at,
+            Event::MerchantApproved(e) => e.at,
+            Event::MerchantRejected(e) => e.at,
+            Event::ContractSigned(e) => e.at,
+            Event::TerminalBound(e) => e.at,
+            Event::TerminalActivated(e) => e.at,
+            Event::TerminalSuspended(e) => e.at,
+            Event::TerminalUnbound(e) => e.at,
+            Event::MerchantClosed(e) => e.at,
+            Event::PaymentCaptured(e) => e.at,
+            Event::PaymentVoided(e) | Event::PaymentRefunded(e) | Event::PaymentReversed(e) => e.at,
+            Event::TerminalBatchClosed(e) => e.at,
+        }
+    }
+
+    /// The key that makes a retried record recognisable: the same fact always has the same key.
+    pub fn idempotency_key(&self) -> String {
+        let at = self.occurred_at().to_rfc3339();
+        match self {
+            Event::ChannelTermsSet(e) => format!("{}/{}", e.channel, e.effective_from),
+            Event::MerchantApplied(e) => e.merchant_id.clone(),
+            Event::MerchantApproved(e) => e.merchant_id.clone(),
+            Event::MerchantRejected(e) => e.merchant_id.clone(),
+            Event::ContractSigned(e) => format!("{}/{at}", e.merchant_id),
+            Event::TerminalBound(e) => format!("{}/{}/{at}", e.terminal_id, e.merchant_id),
+            Event::TerminalActivated(e) => format!("{}/{at}", e.terminal_id),
+            Event::TerminalSuspended(e) => format!("{}/{at}", e.terminal_id),
+            Event::TerminalUnbound(e) => format!("{}/{at}", e.terminal_id),
+            Event::MerchantClosed(e) => e.merchant_id.clone(),
+            Event::PaymentCaptured(e) => e.txn_id.clone(),
+            Event::PaymentVoided(e) | Event::PaymentRefunded(e) | Event::PaymentReversed(e) => {
+                e.txn_id.clone()
+            }
+            Event::TerminalBatchClosed(e) => format!("{}/{}", e.terminal_id, e.batch_no),
+        }
+    }
+
+    /// The deterministic event id: a version-5 UUID of the type and idempotency key.
+    pub fn event_id(&self) -> Uuid {
+        let name = format!("{}/{}", self.event_type(), self.idempotency_key());
+        Uuid::new_v5(&EVENT_ID_NAMESPACE, name.as_bytes())
+    }
+
+    /// The payload's stable JSON form.
+    pub fn payload_json(&self) -> Vec<u8> {
+        // Serialising these plain structs cannot fail: every field is a string, number,
+        // decimal, date or map with string keys.
+        each_variant!(self, inner => serde_json::to_vec(inner).unwrap_or_default())
+    }
+
+    /// The event as the store takes it.
+    pub fn to_event_data(&self) -> EventData {
+        EventData {
+            event_id: self.event_id(),
+            event_type: self.event_type().to_owned(),
+            schema_version: self.schema_version(),
+            occurred_at_us: self.occurred_at().timestamp_micros(),
+            payload: self.payload_json(),
+        }
+    }
+
+    /// Reads an event back from its type name, schema version and payload, upcasting older
+    /// versions to the current shape.
+    pub fn decode(event_type: &str, version: u16, payload: &[u8]) -> Result<Event, DecodeError> {
+        if version > SCHEMA_VERSION {
+            return Err(DecodeError::UnknownVersion {
+                event_type: event_type.to_owned(),
+                version,
+                known: SCHEMA_VERSION,
+            });
+        }
+        fn parse<T: for<'de> Deserialize<'de>>(
+            t: &str,
+            v: u16,
+            p: &[u8],
+        ) -> Result<T, DecodeError> {
+            serde_json::from_slice(p).map_err(|source| DecodeError::Payload {
+                event_type: t.to_owned(),
+                version: v,
+                source,
+            })
+        }
+        let (t, v, p) = (event_type, version, payload);
+        Ok(match event_type {
+            "ChannelTermsSet" => Event::ChannelTermsSet(parse(t, v, p)?),
+            "MerchantApplied" => Event::MerchantApplied(parse(t, v, p)?),
+            "MerchantApproved" => Event::MerchantApproved(parse(t, v, p)?),
+            "MerchantRejected" => Event::MerchantRejected(parse(t, v, p)?),
+            "ContractSigned" => Event::ContractSigned(parse(t, v, p)?),
+            "TerminalBound" => Event::TerminalBound(parse(t, v, p)?),
+            "TerminalActivated" => Event::TerminalActivated(parse(t, v, p)?),
+            "TerminalSuspended" => Event::TerminalSuspended(parse(t, v, p)?),
+            "TerminalUnbound" => Event::TerminalUnbound(parse(t, v, p)?),
+            "MerchantClosed" => Event::MerchantClosed(parse(t, v, p)?),
+            "PaymentCaptured" => Event::PaymentCaptured(parse(t, v, p)?),
+            "PaymentVoided" => Event::PaymentVoided(parse(t, v, p)?),
+            "PaymentRefunded" => Event::PaymentRefunded(parse(t, v, p)?),
+            "PaymentReversed" => Event::PaymentReversed(parse(t, v, p)?),
+            "TerminalBatchClosed" => Event::TerminalBatchClosed(parse(t, v, p)?),
+            other => return Err(DecodeError::UnknownType(other.to_owned())),
+        })
+    }
+}
+
+/// The stream of a payment and everything done to it.
+pub fn payment_stream(txn_id: &str) -> String {
+    format!("payment-{txn_id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at() -> DateTime<FixedOffset> {
+        DateTime::parse_from_rfc3339("2026-11-26T12:00:01+08:00").expect("valid time")
+    }
+
+    fn sale() -> PaymentCaptured {
+        PaymentCaptured {
+            txn_id: "M1-1".into(),
+            merchant_id: "M1".into(),
+            terminal_id: "T1".into(),
+            batch_no: "000012".into(),
+            stan: "000123".into(),
+            rrn: None,
+            channel: Channel::Wechat,
+            channel_txn_id: Some("42".into()),
+            amount: Decimal::new(2500, 2),
+            currency: Currency::Cny,
+            at: at(),
+            payer: Some("oAbC".into()),
+            mcc: "5812".into(),
+        }
+    }
+
+    #[test]
+    fn event_ids_are_deterministic_and_distinguish_types() {
+        let captured = Event::PaymentCaptured(sale());
+        assert_eq!(
+            captured.event_id(),
+            Event::PaymentCaptured(sale()).event_id()
+        );
+        let mut other = sale();
+        other.txn_id = "M1-2".into();
+        assert_ne!(
+            captured.event_id(),
+            Event::PaymentCaptured(other).event_id()
+        );
+    }
+
+    #[test]
+    fn payload_round_trips_and_keeps_the_local_offset() {
+        let event = Event::PaymentCaptured(sale());
+        let data = event.to_event_data();
+        let json = String::from_utf8(data.payload.clone()).expect("utf8");
+        assert!(json.contains(r#""amount":"25.00""#), "{json}");
+        assert!(
+            json.contains(r#""at":"2026-11-26T12:00:01+08:00""#),
+            "{json}"
+        );
+        let back =
+            Event::decode(&data.event_type, data.schema_version, &data.payload).expect("decodes");
+        assert_eq!(back, event);
+    }
+
+    #[test]
+    fn newer_schema_versions_are_refused() {
+        let err = Event::decode("PaymentCaptured", SCHEMA_VERSION + 1, b"{}").expect_err("refused");
+        assert!(matches!(err, DecodeError::UnknownVersion { .. }));
+        assert!(matches!(
+            Event::decode("Nope", 1, b"{}"),
+            Err(DecodeError::UnknownType(_))
+        ));
+    }
+}

@@ -1,0 +1,11 @@
+//! `ingest` owns what comes into posledger and how it is kept: the event catalogue
+//! ([`event::Event`]), the event store ([`store::EventStore`], with the embedded backend
+//! [`store::EmbeddedStore`]), the parsers of terminal feeds and admin records
+//! ([`feed`], [`admin`]), and the write model ([`writemodel::WriteModel`]) that decides from
+//! the recorded events whether a new record is accepted.
+//!
+//! It knows nothing of accounts, HTTP or SQL.
+
+pub mod event;
+pub mod money;
+pub mod store;

@@ -1,0 +1,1202 @@
+//! The embedded backend: segment files in a data directory, one writer thread with group
+//! commit, in-memory indexes rebuilt from the log when the store opens.
+//!
+//! The writer takes every append waiting in its queue, checks each request against the
+//! committed index plus what the same batch already staged, encodes the accepted events into
+//! one frame, writes it with one call and makes it durable with one fdatasync. Only then does
+//! it publish the new head and answer the callers. A write or sync failure stops the writer
+//! (fail-stop): the file's state is unknown until the store is reopened and recovered.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot, watch};
+use uuid::Uuid;
+
+use super::fault::{LogFile, LogFs, RealFs};
+use super::format::{
+    self, FRAME_HEADER_LEN, NO_LOCATION, RecordMeta, RecordView, SEGMENT_HEADER_LEN, location,
+    split_location,
+};
+use super::{
+    AppendError, AppendRequest, Appended, EventStore, ExpectedRevision, READ_EVENTS_MAX, ReadError,
+    RecordedEvent, check_request, stream_hash,
+};
+
+/// Default size at which a segment is closed and the next one started.
+pub const SEGMENT_BYTES_MAX_DEFAULT: u64 = 512 << 20;
+/// Default most events in one group commit.
+pub const BATCH_EVENTS_MAX_DEFAULT: usize = 65_536;
+/// Default most bytes of records in one group commit (a batch may exceed it by one request).
+pub const BATCH_BYTES_MAX_DEFAULT: usize = 16 << 20;
+/// Most events one `append_many` call may carry in all.
+pub const APPEND_MANY_EVENTS_MAX: usize = 100_000;
+/// Largest frame body a reader accepts; anything larger is damage, not data.
+const FRAME_BODY_BYTES_MAX: u64 = 1 << 30;
+/// The sparse position index gets an entry at least every this many bytes of log.
+const SPARSE_INDEX_STRIDE_BYTES: u64 = 64 << 10;
+/// How many bytes a sequential read takes from a segment at a time.
+const READ_CHUNK_BYTES: usize = 1 << 20;
+/// Jobs that may wait for the writer before appenders are held back.
+const WRITER_QUEUE_JOBS_MAX: usize = 1024;
+
+/// How to open an [`EmbeddedStore`].
+#[derive(Clone)]
+pub struct StoreOptions {
+    /// Segment size limit in bytes.
+    pub segment_bytes_max: u64,
+    /// Most events in one group commit.
+    pub batch_events_max: usize,
+    /// Most record bytes in one group commit.
+    pub batch_bytes_max: usize,
+    /// The file layer the writer uses; tests put a crashing one here.
+    pub fs: Arc<dyn LogFs>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            segment_bytes_max: SEGMENT_BYTES_MAX_DEFAULT,
+            batch_events_max: BATCH_EVENTS_MAX_DEFAULT,
+            batch_bytes_max: BATCH_BYTES_MAX_DEFAULT,
+            fs: Arc::new(RealFs),
+        }
+    }
+}
+
+/// Why a store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// I/O error on the data directory.
+    #[error("{path}: {source}")]
+    Io {
+        /// File or directory.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// Another process holds the store open.
+    #[error("{0} is locked by another posledger process")]
+    Locked(PathBuf),
+    /// Damage before the end of the log: refused, never truncated.
+    #[error("corrupt event log: segment {segment} ({file}) at offset {offset}: {reason}")]
+    Corrupt {
+        /// Segment index.
+        segment: u32,
+        /// File name.
+        file: String,
+        /// Byte offset of the damaged frame or record.
+        offset: u64,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// What recovery did when the store opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    /// Events found.
+    pub events: u64,
+    /// Bytes of a torn last frame that were cut off (never acknowledged to anyone).
+    pub truncated_bytes: u64,
+}
+
+/// A stream's last event.
+#[derive(Debug, Clone, Copy)]
+struct StreamHead {
+    revision: u64,
+    loc: u64,
+}
+
+/// Hashes a u128 key that is already a hash (stream hash, UUID) by folding it.
+#[derive(Default)]
+struct FoldHasher(u64);
+
+impl Hasher for FoldHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = ((v as u64) ^ ((v >> 64) as u64)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type FoldMap<V> = HashMap<u128, V, BuildHasherDefault<FoldHasher>>;
+
+/// A place to start reading the log for a position.
+#[derive(Debug, Clone, Copy)]
+struct SparseEntry {
+    position: u64,
+    loc: u64,
+    frame_end: u64,
+}
+
+/// The committed state of the log, shared by the writer and readers.
+#[derive(Default)]
+struct Index {
+    head: u64,
+    streams: FoldMap<StreamHead>,
+    ids: FoldMap<u64>,
+    sparse: Vec<SparseEntry>,
+    files: Vec<Arc<File>>,
+    segment_lens: Vec<u64>,
+    link: [u8; 32],
+}
+
+impl Index {
+    fn add_sparse(&mut self, position: u64, loc: u64, frame_end: u64) {
+        let (seg, off) = split_location(loc);
+        let dense_enough = self.sparse.last().is_some_and(|last| {
+            let (last_seg, last_off) = split_location(last.loc);
+            last_seg == seg && off - last_off < SPARSE_INDEX_STRIDE_BYTES
+        });
+        if !dense_enough {
+            self.sparse.push(SparseEntry {
+                position,
+                loc,
+                frame_end,
+            });
+        }
+    }
+}
+
+struct Shared {
+    dir: PathBuf,
+    index: RwLock<Index>,
+}
+
+/// A job for the writer thread.
+struct Job {
+    requests: Vec<AppendRequest>,
+    reply: oneshot::Sender<Vec<Result<Appended, AppendError>>>,
+}
+
+/// The embedded event store. Cheap to share behind an `Arc`; dropping it stops the writer
+/// after the queued appends are written.
+pub struct EmbeddedStore {
+    shared: Arc<Shared>,
+    jobs: Option<mpsc::Sender<Job>>,
+    head_rx: watch::Receiver<u64>,
+    writer: Option<JoinHandle<()>>,
+    _lock: File,
+    report: OpenReport,
+}
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> OpenError + '_ {
+    move |source| OpenError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The segment files in `dir`, in order, checked to be numbered 0, 1, 2, ... without a gap.
+pub(crate) fn list_segments(dir: &Path) -> Result<Vec<PathBuf>, OpenError> {
+    let mut indices = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_at(dir))? {
+        let entry = entry.map_err(io_at(dir))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(n) = name
+            .strip_prefix("seg-")
+            .and_then(|s| s.strip_suffix(".log"))
+        {
+            let index: u32 = n.parse().map_err(|_| OpenError::Corrupt {
+                segment: 0,
+                file: name.to_owned(),
+                offset: 0,
+                reason: "segment file name is not seg-NNNNNN.log".into(),
+            })?;
+            indices.push(index);
+        }
+    }
+    indices.sort_unstable();
+    for (expected, &index) in indices.iter().enumerate() {
+        if index as usize != expected {
+            return Err(OpenError::Corrupt {
+                segment: expected as u32,
+                file: format::segment_file_name(expected as u32),
+                offset: 0,
+                reason: "segment file is missing".into(),
+            });
+        }
+    }
+    Ok(indices
+        .iter()
+        .map(|&i| dir.join(format::segment_file_name(i)))
+        .collect())
+}
+
+/// A problem found while scanning the log: where, and whether anything valid follows it.
+#[derive(Debug)]
+pub(crate) struct ScanFault {
+    pub segment: u32,
+    pub offset: u64,
+    pub reason: String,
+}
+
+/// What a scan visits.
+pub(crate) trait ScanVisitor {
+    fn record(&mut self, view: &RecordView<'_>, loc: u64) -> Result<(), String>;
+    fn frame(&mut self, first_position: u64, frame_loc: u64, frame_end: u64);
+    fn segment_end(&mut self, _segment: u32, _len: u64) {}
+}
+
+/// The result of scanning the whole log.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct ScanEnd {
+    pub events: u64,
+    pub link: [u8; 32],
+    pub frames: u64,
+    pub segments: u32,
+}
+
+/// Walks every segment, frame and record, checking magic numbers, checksums, the hash chain,
+/// position order, and whatever the visitor checks. Stops at the first fault.
+pub(crate) fn scan_log(
+    paths: &[PathBuf],
+    visitor: &mut dyn ScanVisitor,
+) -> (ScanEnd, Option<ScanFault>) {
+    let mut end = ScanEnd::default();
+    let mut body = Vec::new();
+    for (seg, path) in paths.iter().enumerate() {
+        let seg = seg as u32;
+        end.segments = seg + 1;
+        let fault = |offset: u64, reason: String| ScanFault {
+            segment: seg,
+            offset,
+            reason,
+        };
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) => return (end, Some(fault(0, format!("cannot open: {e}")))),
+        };
+        let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let mut reader = io::BufReader::with_capacity(READ_CHUNK_BYTES, file);
+        let mut header = [0u8; SEGMENT_HEADER_LEN];
+        if let Err(e) = reader.read_exact(&mut header) {
+            return (
+                end,
+                Some(fault(0, format!("segment header unreadable: {e}"))),
+            );
+        }
+        match format::decode_segment_header(&header) {
+            Ok(h) if h.index != seg => {
+                return (
+                    end,
+                    Some(fault(0, "segment header names another segment".into())),
+                );
+            }
+            Ok(h) if h.first_position != end.events => {
+                return (
+                    end,
+                    Some(fault(
+                        0,
+                        "segment header's first position does not follow the previous segment"
+                            .into(),
+                    )),
+                );
+            }
+            Ok(_) => {}
+            Err(e) => return (end, Some(fault(0, e.into()))),
+        }
+        let mut offset = SEGMENT_HEADER_LEN as u64;
+        while offset < file_len {
+            let mut fh = [0u8; FRAME_HEADER_LEN];
+            if file_len - offset < FRAME_HEADER_LEN as u64 {
+                return (end, Some(fault(offset, "frame header is truncated".into())));
+            }
+            if let Err(e) = reader.read_exact(&mut fh) {
+                return (
+                    end,
+                    Some(fault(offset, format!("frame header unreadable: {e}"))),
+                );
+            }
+            let header = match format::decode_frame_header(&fh) {
+                Ok(h) => h,
+                Err(e) => return (end, Some(fault(offset, e.into()))),
+            };
+            let body_start = offset + FRAME_HEADER_LEN as u64;
+            let body_len = u64::from(header.body_len);
+            if body_len > FRAME_BODY_BYTES_MAX || body_start + body_len > file_len {
+                return (
+                    end,
+                    Some(fault(
+                        offset,
+                        "frame body runs past the end of the segment".into(),
+                    )),
+                );
+            }
+            if header.first_position != end.events {
+                return (
+                    end,
+                    Some(fault(
+                        offset,
+                        format!(
+                            "frame starts at position {}, expected {}",
+                            header.first_position, end.events
+                        ),
+                    )),
+                );
+            }
+            body.resize(body_len as usize, 0);
+            if let Err(e) = reader.read_exact(&mut body) {
+                return (
+                    end,
+                    Some(fault(offset, format!("frame body unreadable: {e}"))),
+                );
+            }
+            if !format::check_frame_link(&end.link, &fh, &body, &header.link) {
+                return (
+                    end,
+                    Some(fault(
+                        offset,
+                        "hash chain broken: frame content does not match its link".into(),
+                    )),
+                );
+            }
+            let frame_end = body_start + body_len;
+            visitor.frame(header.first_position, location(seg, offset), frame_end);
+            let mut at = 0usize;
+            let mut count = 0u32;
+            while at < body.len() {
+                let rec_offset = body_start + at as u64;
+                let (view, len) = match format::decode_record(&body[at..]) {
+                    Ok(v) => v,
+                    Err(e) => return (end, Some(fault(rec_offset, e.into()))),
+                };
+                if view.meta.position != end.events {
+                    return (
+                        end,
+                        Some(fault(
+                            rec_offset,
+                            format!(
+                                "record has position {}, expected {}",
+                                view.meta.position, end.events
+                            ),
+                        )),
+                    );
+                }
+                if let Err(e) = visitor.record(&view, location(seg, rec_offset)) {
+                    return (end, Some(fault(rec_offset, e)));
+                }
+                end.events += 1;
+                count += 1;
+                at += len;
+            }
+            if count != header.record_count {
+                return (
+                    end,
+                    Some(fault(
+                        offset,
+                        "frame record count does not match its records".into(),
+                    )),
+                );
+            }
+            end.link = header.link;
+            end.frames += 1;
+            offset = frame_end;
+        }
+        visitor.segment_end(seg, file_len);
+    }
+    (end, None)
+}
+
+/// Whether a complete, valid frame header for some later position starts anywhere after
+/// `offset` in `path`. A torn tail has none; damage in the middle of the log does.
+fn valid_frame_after(path: &Path, offset: u64, min_position: u64) -> bool {
+    let Ok(bytes) = fs::read(path) else {
+        return true;
+    };
+    let start = (offset as usize + 1).min(bytes.len());
+    let magic = format::FRAME_MAGIC;
+    let mut i = start;
+    while i + FRAME_HEADER_LEN <= bytes.len() {
+        if bytes[i..i + 4] == magic
+            && let Ok(h) = format::decode_frame_header(&bytes[i..i + FRAME_HEADER_LEN])
+            && h.first_position >= min_position
+        {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Builds the index while the log is scanned, checking stream revisions and unique ids.
+pub(crate) struct IndexBuilder<'a> {
+    index: &'a mut Index,
+    frame_end: u64,
+}
+
+impl<'a> IndexBuilder<'a> {
+    fn new(index: &'a mut Index) -> Self {
+        IndexBuilder {
+            index,
+            frame_end: 0,
+        }
+    }
+}
+
+/// The index `verify` builds to check revisions and ids, then throws away.
+#[derive(Default)]
+pub(crate) struct IndexBuilderForVerify {
+    index: Index,
+}
+
+impl IndexBuilderForVerify {
+    pub(crate) fn builder(&mut self) -> IndexBuilder<'_> {
+        IndexBuilder::new(&mut self.index)
+    }
+}
+
+impl ScanVisitor for IndexBuilder<'_> {
+    fn record(&mut self, view: &RecordView<'_>, loc: u64) -> Result<(), String> {
+        let hash = stream_hash(view.stream);
+        let expected = self
+            .index
+            .streams
+            .get(&hash)
+            .map_or((0, NO_LOCATION), |h| (h.revision + 1, h.loc));
+        if (view.meta.revision, view.meta.prev_loc) != expected {
+            return Err(format!(
+                "stream {:?}: record has revision {}, expected {}",
+                view.stream, view.meta.revision, expected.0
+            ));
+        }
+        self.index.streams.insert(
+            hash,
+            StreamHead {
+                revision: view.meta.revision,
+                loc,
+            },
+        );
+        if self
+            .index
+            .ids
+            .insert(view.event_id.as_u128(), loc)
+            .is_some()
+        {
+            return Err(format!("event id {} appears twice", view.event_id));
+        }
+        self.index
+            .add_sparse(view.meta.position, loc, self.frame_end);
+        Ok(())
+    }
+    fn frame(&mut self, first_position: u64, frame_loc: u64, frame_end: u64) {
+        // An entry at a frame header has `frame_end` equal to its own offset, which tells a
+        // reader to read the header first.
+        self.index
+            .add_sparse(first_position, frame_loc, split_location(frame_loc).1);
+        self.frame_end = frame_end;
+    }
+    fn segment_end(&mut self, _segment: u32, len: u64) {
+        self.index.segment_lens.push(len);
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) the store in `dir` with default options.
+    pub fn open(dir: impl AsRef<Path>) -> Result<EmbeddedStore, OpenError> {
+        Self::open_with(dir, StoreOptions::default())
+    }
+
+    /// Opens the store in `dir`: scans and checks the whole log, cuts off a torn last frame,
+    /// refuses damage anywhere else, rebuilds the indexes and starts the writer.
+    pub fn open_with(
+        dir: impl AsRef<Path>,
+        options: StoreOptions,
+    ) -> Result<EmbeddedStore, OpenError> {
+        let dir = dir.as_ref().to_owned();
+        fs::create_dir_all(&dir).map_err(io_at(&dir))?;
+        let lock_path = dir.join("LOCK");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_at(&lock_path))?;
+        if lock.try_lock().is_err() {
+            return Err(OpenError::Locked(dir));
+        }
+        let mut report = OpenReport::default();
+        let mut paths = list_segments(&dir)?;
+        if paths.is_empty() {
+            create_segment(&*options.fs, &dir, 0, 0).map_err(io_at(&dir))?;
+            paths = list_segments(&dir)?;
+        }
+        let mut index = Index::default();
+        let (end, fault) = scan_log(&paths, &mut IndexBuilder::new(&mut index));
+        if let Some(fault) = fault {
+            let last = paths.len() as u32 - 1;
+            let path = &paths[fault.segment as usize];
+            let torn_tail =
+                fault.segment == last && !valid_frame_after(path, fault.offset, end.events);
+            if !torn_tail {
+                return Err(OpenError::Corrupt {
+                    segment: fault.segment,
+                    file: format::segment_file_name(fault.segment),
+                    offset: fault.offset,
+                    reason: fault.reason,
+                });
+            }
+            let file_len = fs::metadata(path).map_err(io_at(path))?.len();
+            if fault.offset < SEGMENT_HEADER_LEN as u64 {
+                // The segment's own header is torn: it was being created when the process
+                // died and holds nothing. Start it again.
+                fs::remove_file(path).map_err(io_at(path))?;
+                create_segment(&*options.fs, &dir, last, end.events).map_err(io_at(&dir))?;
+            } else {
+                // Undo whatever frames the scan accepted past the fault: none, since scanning
+                // stops at the first fault; only cut the file.
+                let mut f = options.fs.open(path, false).map_err(io_at(path))?;
+                f.set_len(fault.offset).map_err(io_at(path))?;
+                f.sync_data().map_err(io_at(path))?;
+            }
+            report.truncated_bytes =
+                file_len.saturating_sub(fault.offset.max(SEGMENT_HEADER_LEN as u64));
+            // Rebuild from scratch so the index holds exactly what the cut log holds.
+            index = Index::default();
+            let (end2, fault2) = scan_log(&paths, &mut IndexBuilder::new(&mut index));
+            if let Some(f) = fault2 {
+                return Err(OpenError::Corrupt {
+                    segment: f.segment,
+                    file: format::segment_file_name(f.segment),
+                    offset: f.offset,
+                    reason: f.reason,
+                });
+            }
+            index.head = end2.events;
+            index.link = end2.link;
+        } else {
+            index.head = end.events;
+            index.link = end.link;
+        }
+        report.events = index.head;
+        for path in &paths {
+            index
+                .files
+                .push(Arc::new(File::open(path).map_err(io_at(path))?));
+        }
+        let last_seg = paths.len() as u32 - 1;
+        let seg_len = index
+            .segment_lens
+            .last()
+            .copied()
+            .unwrap_or(SEGMENT_HEADER_LEN as u64);
+        let seg_path = &paths[last_seg as usize];
+        let file = options.fs.open(seg_path, false).map_err(io_at(seg_path))?;
+
+        let (head_tx, head_rx) = watch::channel(index.head);
+        let writer_state = Writer {
+            dir: dir.clone(),
+            options: options.clone(),
+            file,
+            segment: last_seg,
+            segment_len: seg_len,
+            head: index.head,
+            link: index.link,
+            head_tx,
+        };
+        let shared = Arc::new(Shared {
+            dir,
+            index: RwLock::new(index),
+        });
+        let (tx, rx) = mpsc::channel(WRITER_QUEUE_JOBS_MAX);
+        let writer_shared = shared.clone();
+        let writer = std::thread::Builder::new()
+            .name("posledger-writer".into())
+            .spawn(move || writer_state.run(writer_shared, rx))
+            .map_err(io_at(&shared.dir))?;
+        Ok(EmbeddedStore {
+            shared,
+            jobs: Some(tx),
+            head_rx,
+            writer: Some(writer),
+            _lock: lock,
+            report,
+        })
+    }
+
+    /// What recovery found and did when this store was opened.
+    pub fn open_report(&self) -> &OpenReport {
+        &self.report
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// The hash-chain link of the last committed frame: commits to the whole log.
+    pub fn head_hash(&self) -> [u8; 32] {
+        self.shared.index.read().map(|i| i.link).unwrap_or_default()
+    }
+
+    /// Waits for queued appends to be written and stops the writer.
+    pub fn close(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.jobs.take();
+        if let Some(handle) = self.writer.take() {
+            let _ = handle.join();
+        }
+    }
+
+    fn read_record_at(&self, loc: u64) -> Result<(RecordedEvent, u64), ReadError> {
+        let file = {
+            let index = self.shared.index.read().map_err(|_| poisoned())?;
+            let (seg, _) = split_location(loc);
+            index.files.get(seg as usize).cloned()
+        };
+        let file = file.ok_or_else(|| io::Error::other("record location names no segment"))?;
+        read_record_from(&file, loc)
+    }
+
+    fn read_all_sync(&self, from: u64, max: usize) -> Result<Vec<RecordedEvent>, ReadError> {
+        let (files, lens, head, start) = {
+            let index = self.shared.index.read().map_err(|_| poisoned())?;
+            if from >= index.head {
+                return Ok(Vec::new());
+            }
+            let i = index.sparse.partition_point(|e| e.position <= from);
+            // Position `from` exists, so some entry (the first frame's) is at or before it.
+            let start = index.sparse[i.saturating_sub(1)];
+            (
+                index.files.clone(),
+                index.segment_lens.clone(),
+                index.head,
+                start,
+            )
+        };
+        let want = max.min(READ_EVENTS_MAX).min((head - from) as usize);
+        let mut out = Vec::with_capacity(want.min(4096));
+        let (mut seg, mut off) = split_location(start.loc);
+        let mut frame_end = start.frame_end;
+        let mut buf = Vec::new();
+        while out.len() < want {
+            let seg_len = lens.get(seg as usize).copied().unwrap_or(0);
+            if off >= frame_end {
+                if off >= seg_len {
+                    seg += 1;
+                    off = SEGMENT_HEADER_LEN as u64;
+                    frame_end = off;
+                    if seg as usize >= files.len() {
+                        break;
+                    }
+                    continue;
+                }
+                let mut fh = [0u8; FRAME_HEADER_LEN];
+                files[seg as usize].read_exact_at(&mut fh, off)?;
+                let header =
+                    format::decode_frame_header(&fh).map_err(|reason| ReadError::Corrupt {
+                        segment: seg,
+                        offset: off,
+                        reason,
+                    })?;
+                off += FRAME_HEADER_LEN as u64;
+                frame_end = off + u64::from(header.body_len);
+                continue;
+            }
+            let chunk = ((frame_end - off) as usize).min(READ_CHUNK_BYTES);
+            buf.resize(chunk, 0);
+            files[seg as usize].read_exact_at(&mut buf, off)?;
+            let mut at = 0;
+            while at < buf.len() && out.len() < want {
+                let need = format::RECORD_PREFIX_LEN
+                    + if buf.len() - at >= 4 {
+                        format::le_u32(&buf[at..]) as usize
+                    } else {
+                        usize::MAX / 2
+                    };
+                if buf.len() - at < need {
+                    if at == 0 {
+                        // One record larger than the chunk: read exactly it.
+                        buf.resize(need.min((frame_end - off) as usize), 0);
+                        files[seg as usize].read_exact_at(&mut buf, off)?;
+                        continue;
+                    }
+                    break;
+                }
+                let (view, len) =
+                    format::decode_record(&buf[at..]).map_err(|reason| ReadError::Corrupt {
+                        segment: seg,
+                        offset: off + at as u64,
+                        reason,
+                    })?;
+                if view.meta.position >= from {
+                    out.push(view.to_recorded());
+                }
+                at += len;
+            }
+            off += at as u64;
+        }
+        Ok(out)
+    }
+}
+
+fn poisoned() -> ReadError {
+    ReadError::Io(io::Error::other(
+        "store index lock poisoned by a panicked thread",
+    ))
+}
+
+/// Reads the record at `loc`, returning it with the location of its stream's previous record.
+fn read_record_from(file: &File, loc: u64) -> Result<(RecordedEvent, u64), ReadError> {
+    let (seg, off) = split_location(loc);
+    let mut prefix = [0u8; 4];
+    file.read_exact_at(&mut prefix, off)?;
+    let total = format::RECORD_PREFIX_LEN + format::le_u32(&prefix) as usize;
+    if total > super::PAYLOAD_BYTES_MAX + 4096 {
+        return Err(ReadError::Corrupt {
+            segment: seg,
+            offset: off,
+            reason: "record length is implausible",
+        });
+    }
+    let mut buf = vec![0u8; total];
+    file.read_exact_at(&mut buf, off)?;
+    let (view, _) = format::decode_record(&buf).map_err(|reason| ReadError::Corrupt {
+        segment: seg,
+        offset: off,
+        reason,
+    })?;
+    Ok((view.to_recorded(), view.meta.prev_loc))
+}
+
+fn create_segment(
+    fs: &dyn LogFs,
+    dir: &Path,
+    index: u32,
+    first_position: u64,
+) -> io::Result<Box<dyn LogFile>> {
+    let path = dir.join(format::segment_file_name(index));
+    let mut file = fs.open(&path, true)?;
+    file.write_all_at(&format::encode_segment_header(index, first_position), 0)?;
+    file.sync_data()?;
+    fs.sync_dir(dir)?;
+    Ok(file)
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// State private to the writer thread.
+struct Writer {
+    dir: PathBuf,
+    options: StoreOptions,
+    file: Box<dyn LogFile>,
+    segment: u32,
+    segment_len: u64,
+    head: u64,
+    link: [u8; 32],
+    head_tx: watch::Sender<u64>,
+}
+
+/// An event staged in the current batch, for idempotency checks within the batch.
+struct Staged {
+    loc: u64,
+    body_offset: usize,
+}
+
+/// Everything one batch stages before it is written.
+struct Batch {
+    /// Frame header space followed by the records.
+    frame: Vec<u8>,
+    first_position: u64,
+    next_position: u64,
+    streams: FoldMap<StreamHead>,
+    ids: FoldMap<Staged>,
+    recorded_at_us: i64,
+}
+
+impl Writer {
+    fn run(mut self, shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
+        let mut failed: Option<String> = None;
+        while let Some(first) = rx.blocking_recv() {
+            let mut jobs = vec![first];
+            let mut events: usize = jobs[0].requests.iter().map(|r| r.events.len()).sum();
+            let mut bytes: usize = jobs[0].requests.iter().map(request_bytes).sum();
+            while events < self.options.batch_events_max && bytes < self.options.batch_bytes_max {
+                match rx.try_recv() {
+                    Ok(job) => {
+                        events += job.requests.iter().map(|r| r.events.len()).sum::<usize>();
+                        bytes += job.requests.iter().map(request_bytes).sum::<usize>();
+                        jobs.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if let Some(reason) = &failed {
+                for job in jobs {
+                    let n = job.requests.len();
+                    let _ = job.reply.send(
+                        (0..n)
+                            .map(|_| Err(AppendError::Io(reason.clone())))
+                            .collect(),
+                    );
+                }
+                continue;
+            }
+            if let Err(e) = self.commit_batch(&shared, jobs) {
+                failed = Some(e);
+            }
+        }
+    }
+
+    fn commit_batch(&mut self, shared: &Shared, jobs: Vec<Job>) -> Result<(), String> {
+        if self.segment_len >= self.options.segment_bytes_max
+            && let Err(e) = self.roll_segment(shared)
+        {
+            let reason = format!("starting segment {}: {e}", self.segment + 1);
+            reply_all_failed(jobs, &reason);
+            return Err(reason);
+        }
+        let mut batch = Batch {
+            frame: vec![0u8; FRAME_HEADER_LEN],
+            first_position: self.head,
+            next_position: self.head,
+            streams: FoldMap::default(),
+            ids: FoldMap::default(),
+            recorded_at_us: now_us(),
+        };
+        let mut results = Vec::with_capacity(jobs.len());
+        {
+            // Readers may run meanwhile; the writer is the only one that changes the index.
+            let index = shared.index.read().unwrap_or_else(|p| p.into_inner());
+            for job in &jobs {
+                let total: usize = job.requests.iter().map(|r| r.events.len()).sum();
+                let job_results: Vec<_> = if total > APPEND_MANY_EVENTS_MAX {
+                    job.requests
+                        .iter()
+                        .map(|_| {
+                            Err(AppendError::Invalid(format!(
+                                "one append_many may carry at most {APPEND_MANY_EVENTS_MAX} events"
+                            )))
+                        })
+                        .collect()
+                } else {
+                    job.requests
+                        .iter()
+                        .map(|r| self.stage(&index, &mut batch, r))
+                        .collect()
+                };
+                results.push(job_results);
+            }
+        }
+        let count = batch.next_position - batch.first_position;
+        if count > 0 {
+            let header = format::encode_frame_header(
+                &self.link,
+                count as u32,
+                batch.first_position,
+                &batch.frame[FRAME_HEADER_LEN..],
+            );
+            batch.frame[..FRAME_HEADER_LEN].copy_from_slice(&header);
+            let write = self
+                .file
+                .write_all_at(&batch.frame, self.segment_len)
+                .and_then(|()| self.file.sync_data());
+            if let Err(e) = write {
+                let reason = format!("segment {}: {e}", self.segment);
+                reply_all_failed(jobs, &reason);
+                return Err(reason);
+            }
+            let frame_loc = location(self.segment, self.segment_len);
+            let frame_end = self.segment_len + batch.frame.len() as u64;
+            self.segment_len = frame_end;
+            self.head = batch.next_position;
+            self.link.copy_from_slice(&header[32..64]);
+            let mut index = shared.index.write().unwrap_or_else(|p| p.into_inner());
+            index.streams.extend(batch.streams.drain());
+            index.ids.extend(batch.ids.drain().map(|(k, v)| (k, v.loc)));
+            // Entries every stride bytes inside the frame too, so a reader starts near any position.
+            let frame_start = split_location(frame_loc).1;
+            index.add_sparse(batch.first_position, frame_loc, frame_start);
+            let mut at = FRAME_HEADER_LEN;
+            while at < batch.frame.len() {
+                let position = format::le_u64(&batch.frame[at + format::RECORD_PREFIX_LEN..]);
+                index.add_sparse(
+                    position,
+                    location(self.segment, frame_start + at as u64),
+                    frame_end,
+                );
+                at += format::RECORD_PREFIX_LEN + format::le_u32(&batch.frame[at..]) as usize;
+            }
+            if let Some(len) = index.segment_lens.last_mut() {
+                *len = frame_end;
+            }
+            index.head = self.head;
+            index.link = self.link;
+            drop(index);
+            self.head_tx.send_replace(self.head);
+        }
+        for (job, job_results) in jobs.into_iter().zip(results) {
+            let _ = job.reply.send(job_results);
+        }
+        Ok(())
+    }
+
+    fn roll_segment(&mut self, shared: &Shared) -> io::Result<()> {
+        let next = self.segment + 1;
+        let file = create_segment(&*self.options.fs, &self.dir, next, self.head)?;
+        let read = File::open(self.dir.join(format::segment_file_name(next)))?;
+        self.file = file;
+        self.segment = next;
+        self.segment_len = SEGMENT_HEADER_LEN as u64;
+        let mut index = shared.index.write().unwrap_or_else(|p| p.into_inner());
+        index.files.push(Arc::new(read));
+        index.segment_lens.push(SEGMENT_HEADER_LEN as u64);
+        Ok(())
+    }
+
+    /// Checks one request against the committed index and the batch so far, and stages its
+    /// events into the batch's frame if it is accepted.
+    fn stage(
+        &self,
+        index: &Index,
+        batch: &mut Batch,
+        req: &AppendRequest,
+    ) -> Result<Appended, AppendError> {
+        check_request(req)?;
+        // Idempotency first: a retried append is answered with the original result whatever
+        // the stream's revision is now.
+        let mut found = Vec::new();
+        for (i, e) in req.events.iter().enumerate() {
+            if req.events[..i].iter().any(|p| p.event_id == e.event_id) {
+                return Err(AppendError::Invalid(format!(
+                    "event id {} appears twice in one append",
+                    e.event_id
+                )));
+            }
+            if let Some(view) = self.lookup_id(index, batch, e.event_id)? {
+                found.push((i, view));
+            }
+        }
+        if !found.is_empty() {
+            return duplicate_result(req, &found);
+        }
+        let hash = stream_hash(&req.stream);
+        let current = batch
+            .streams
+            .get(&hash)
+            .or_else(|| index.streams.get(&hash))
+            .copied();
+        let ok = match (req.expected, current) {
+            (ExpectedRevision::Any, _) => true,
+            (ExpectedRevision::NoStream, None) => true,
+            (ExpectedRevision::Exact(n), Some(h)) => h.revision == n,
+            _ => false,
+        };
+        if !ok {
+            return Err(AppendError::WrongExpectedRevision {
+                stream: req.stream.clone(),
+                expected: req.expected,
+                actual: current.map(|h| h.revision),
+            });
+        }
+        let mut revision = current.map_or(0, |h| h.revision + 1);
+        let mut prev_loc = current.map_or(NO_LOCATION, |h| h.loc);
+        let first_position = batch.next_position;
+        for e in &req.events {
+            let body_offset = batch.frame.len();
+            let loc = location(self.segment, self.segment_len + body_offset as u64);
+            let meta = RecordMeta {
+                position: batch.next_position,
+                revision,
+                prev_loc,
+                recorded_at_us: batch.recorded_at_us,
+            };
+            format::encode_record(&mut batch.frame, meta, &req.stream, e);
+            batch
+                .ids
+                .insert(e.event_id.as_u128(), Staged { loc, body_offset });
+            prev_loc = loc;
+            revision += 1;
+            batch.next_position += 1;
+        }
+        batch.streams.insert(
+            hash,
+            StreamHead {
+                revision: revision - 1,
+                loc: prev_loc,
+            },
+        );
+        Ok(Appended {
+            first_position,
+            last_revision: revision - 1,
+            duplicate: false,
+        })
+    }
+
+    /// The stored or staged event with this id.
+    fn lookup_id(
+        &self,
+        index: &Index,
+        batch: &Batch,
+        id: Uuid,
+    ) -> Result<Option<RecordedEvent>, AppendError> {
+        if let Some(staged) = batch.ids.get(&id.as_u128()) {
+            let (view, _) = format::decode_record(&batch.frame[staged.body_offset..])
+                .map_err(|e| AppendError::Io(format!("staged record unreadable: {e}")))?;
+            return Ok(Some(view.to_recorded()));
+        }
+        let Some(&loc) = index.ids.get(&id.as_u128()) else {
+            return Ok(None);
+        };
+        let (seg, _) = split_location(loc);
+        let file = index
+            .files
+            .get(seg as usize)
+            .ok_or_else(|| AppendError::Io("id index names no segment".into()))?;
+        read_record_from(file, loc)
+            .map(|(e, _)| Some(e))
+            .map_err(|e| AppendError::Io(e.to_string()))
+    }
+}
+
+/// The answer to a request some of whose ids are stored already: the original result if all
+/// of them are, with the same content, in order in the same stream; a conflict otherwise.
+fn duplicate_result(
+    req: &AppendRequest,
+    found: &[(usize, RecordedEvent)],
+) -> Result<Appended, AppendError> {
+    let conflict = |e: &RecordedEvent| AppendError::IdConflict {
+        event_id: e.data.event_id,
+        position: e.position,
+    };
+    if found.len() != req.events.len() {
+        return Err(conflict(&found[0].1));
+    }
+    for (k, (i, stored)) in found.iter().enumerate() {
+        let consecutive = k == 0 || stored.position == found[k - 1].1.position + 1;
+        if stored.stream != req.stream || stored.data != req.events[*i] || !consecutive {
+            return Err(conflict(stored));
+        }
+    }
+    let last = &found[found.len() - 1].1;
+    Ok(Appended {
+        first_position: found[0].1.position,
+        last_revision: last.revision,
+        duplicate: true,
+    })
+}
+
+fn request_bytes(r: &AppendRequest) -> usize {
+    r.events
+        .iter()
+        .map(|e| format::record_len(&r.stream, e))
+        .sum()
+}
+
+fn reply_all_failed(jobs: Vec<Job>, reason: &str) {
+    for job in jobs {
+        let n = job.requests.len();
+        let _ = job.reply.send(
+            (0..n)
+                .map(|_| Err(AppendError::Io(reason.to_owned())))
+                .collect(),
+        );
+    }
+}
+
+impl EventStore for EmbeddedStore {
+    async fn append_many(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> Vec<Result<Appended, AppendError>> {
+        let n = requests.len();
+        let closed = || (0..n).map(|_| Err(AppendError::Closed)).collect();
+        let Some(jobs) = &self.jobs else {
+            return closed();
+        };
+        let (reply, rx) = oneshot::channel();
+        if jobs.send(Job { requests, reply }).await.is_err() {
+            return closed();
+        }
+        rx.await.unwrap_or_else(|_| closed())
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        let head = {
+            let index = self.shared.index.read().map_err(|_| poisoned())?;
+            index.streams.get(&stream_hash(stream)).copied()
+        };
+        let Some(head) = head else {
+            return Ok(Vec::new());
+        };
+        if from > head.revision {
+            return Ok(Vec::new());
+        }
+        // Follow the back links from the last event down to `from`, then return in order.
+        let mut out = Vec::new();
+        let mut loc = head.loc;
+        loop {
+            let (event, prev) = self.read_record_at(loc)?;
+            let revision = event.revision;
+            out.push(event);
+            if revision == from || prev == NO_LOCATION {
+                break;
+            }
+            loc = prev;
+        }
+        out.reverse();
+        out.truncate(max.min(READ_EVENTS_MAX));
+        Ok(out)
+    }
+
+    async fn read_all(&self, from: u64, max: usize) -> Result<Vec<RecordedEvent>, ReadError> {
+        self.read_all_sync(from, max)
+    }
+
+    async fn event_by_id(&self, id: Uuid) -> Result<Option<RecordedEvent>, ReadError> {
+        let loc = {
+            let index = self.shared.index.read().map_err(|_| poisoned())?;
+            index.ids.get(&id.as_u128()).copied()
+        };
+        loc.map(|loc| self.read_record_at(loc).map(|(e, _)| e))
+            .transpose()
+    }
+
+    async fn stream_revision(&self, stream: &str) -> Option<u64> {
+        let index = self.shared.index.read().ok()?;
+        index.streams.get(&stream_hash(stream)).map(|h| h.revision)
+    }
+
+    fn head(&self) -> u64 {
+        *self.head_rx.borrow()
+    }
+
+    async fn wait_for(&self, position: u64) {
+        let mut rx = self.head_rx.clone();
+        let _ = rx.wait_for(|head| *head > position).await;
+    }
+}

@@ -1,0 +1,5 @@
+//! `posledger` as the end-to-end tests run it.
+
+fn main() -> std::process::ExitCode {
+    api::cli::main()
+}
