@@ -6,6 +6,11 @@
 //!
 //! It knows nothing of accounts, HTTP or SQL.
 
+pub mod admin;
 pub mod event;
+pub mod feed;
+pub mod fields;
 pub mod money;
+pub mod pipeline;
 pub mod store;
+pub mod writemodel;

@@ -1,0 +1,428 @@
+//! The terminal feed: NDJSON records (`sale`, `void`, `refund`, `reversal`, `batch_close`)
+//! validated once into typed [`FeedCommand`]s.
+//!
+//! Every field is checked here, at the edge; an error names the line, the field and why.
+//! Whether a valid record is *accepted* (terminal active, original exists, ...) is the write
+//! model's decision, not the parser's.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::Deserialize;
+
+use crate::event::{Channel, Event, PaymentAdjustment, PaymentCaptured, TerminalBatchClosed};
+use crate::fields::{self, FieldError, absent, required};
+use crate::money::Currency;
+
+/// Longest feed line accepted, in bytes.
+pub const FEED_LINE_BYTES_MAX: usize = 16 * 1024;
+
+/// A valid terminal record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedCommand {
+    /// A sale.
+    Sale(PaymentCaptured),
+    /// Cancel a sale within its batch.
+    Void(PaymentAdjustment),
+    /// Give money back on a sale.
+    Refund(PaymentAdjustment),
+    /// Technical reversal of a sale.
+    Reversal(PaymentAdjustment),
+    /// The terminal's own totals at batch close.
+    BatchClose(TerminalBatchClosed),
+}
+
+impl FeedCommand {
+    /// The record's kind as written in the feed.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FeedCommand::Sale(_) => "sale",
+            FeedCommand::Void(_) => "void",
+            FeedCommand::Refund(_) => "refund",
+            FeedCommand::Reversal(_) => "reversal",
+            FeedCommand::BatchClose(_) => "batch_close",
+        }
+    }
+
+    /// The event the record becomes if it is accepted.
+    pub fn to_event(&self) -> Event {
+        match self {
+            FeedCommand::Sale(s) => Event::PaymentCaptured(s.clone()),
+            FeedCommand::Void(a) => Event::PaymentVoided(a.clone()),
+            FeedCommand::Refund(a) => Event::PaymentRefunded(a.clone()),
+            FeedCommand::Reversal(a) => Event::PaymentReversed(a.clone()),
+            FeedCommand::BatchClose(b) => Event::TerminalBatchClosed(b.clone()),
+        }
+    }
+
+    /// The record's reference: its `txn_id`, or `terminal/batch` for a batch close.
+    pub fn reference(&self) -> String {
+        match self {
+            FeedCommand::Sale(s) => s.txn_id.clone(),
+            FeedCommand::Void(a) | FeedCommand::Refund(a) | FeedCommand::Reversal(a) => {
+                a.txn_id.clone()
+            }
+            FeedCommand::BatchClose(b) => format!("{}/{}", b.terminal_id, b.batch_no),
+        }
+    }
+}
+
+/// Why a line of input was refused, naming the line and field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineError {
+    /// 1-based line number in the input.
+    pub line: u64,
+    /// The field at fault, if the fault is in one field.
+    pub field: Option<String>,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl fmt::Display for LineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.field {
+            Some(field) => write!(f, "line {}, field `{field}`: {}", self.line, self.reason),
+            None => write!(f, "line {}: {}", self.line, self.reason),
+        }
+    }
+}
+
+impl std::error::Error for LineError {}
+
+impl LineError {
+    pub(crate) fn from_field(line: u64, e: FieldError) -> Self {
+        LineError {
+            line,
+            field: Some(e.field.to_owned()),
+            reason: e.reason,
+        }
+    }
+
+    /// Turns a JSON decoding error into a line error naming the field it was in.
+    pub(crate) fn from_json(line: u64, e: serde_path_to_error::Error<serde_json::Error>) -> Self {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let mut reason = inner.to_string();
+        // serde_json appends " at line 1 column N"; the line is ours to name, the column helps.
+        if let Some(i) = reason.rfind(" at line 1 ") {
+            reason.replace_range(i..i + " at line 1".len(), "");
+        }
+        let field = (path != "." && !path.is_empty()).then_some(path);
+        let reason = if inner.is_syntax() || inner.is_eof() {
+            format!("not valid JSON: {reason}")
+        } else {
+            reason
+        };
+        LineError {
+            line,
+            field,
+            reason,
+        }
+    }
+}
+
+/// The record as it arrives, before any check.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFeedRecord<'a> {
+    #[serde(borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    txn_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    original_txn_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    merchant_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    terminal_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    batch_no: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    stan: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    rrn: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    channel: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    channel_txn_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    amount: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    currency: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    at: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    payer: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    mcc: Option<Cow<'a, str>>,
+    #[serde(default)]
+    debit_count: Option<u64>,
+    #[serde(borrow, default)]
+    debit_amount: Option<Cow<'a, str>>,
+    #[serde(default)]
+    credit_count: Option<u64>,
+    #[serde(borrow, default)]
+    credit_amount: Option<Cow<'a, str>>,
+}
+
+/// Parses one feed line (`line` is its 1-based number, for errors).
+pub fn parse_feed_line(line: u64, text: &[u8]) -> Result<FeedCommand, LineError> {
+    if text.len() > FEED_LINE_BYTES_MAX {
+        return Err(LineError {
+            line,
+            field: None,
+            reason: format!("line is longer than {FEED_LINE_BYTES_MAX} bytes"),
+        });
+    }
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let raw: RawFeedRecord<'_> =
+        serde_path_to_error::deserialize(&mut de).map_err(|e| LineError::from_json(line, e))?;
+    de.end().map_err(|e| LineError {
+        line,
+        field: None,
+        reason: format!("not valid JSON: {e}"),
+    })?;
+    validate(raw).map_err(|e| LineError::from_field(line, e))
+}
+
+fn validate(r: RawFeedRecord<'_>) -> Result<FeedCommand, FieldError> {
+    let kind = required("kind", r.kind.as_deref())?.to_owned();
+    match kind.as_str() {
+        "sale" => {
+            absent("original_txn_id", &r.original_txn_id, "sale")?;
+            reject_batch_totals(&r, "sale")?;
+            let channel = fields::channel("channel", r.channel)?;
+            let currency = fields::currency("currency", r.currency)?;
+            let channel_txn_id = match (channel, r.channel_txn_id) {
+                (Channel::Cash, None) => None,
+                (_, v @ Some(_)) => Some(fields::id("channel_txn_id", v)?),
+                (_, None) => {
+                    return Err(FieldError::new(
+                        "channel_txn_id",
+                        "is required for non-cash sales",
+                    ));
+                }
+            };
+            let rrn = r.rrn.map(|v| fields::id("rrn", Some(v))).transpose()?;
+            Ok(FeedCommand::Sale(PaymentCaptured {
+                txn_id: fields::id("txn_id", r.txn_id)?,
+                merchant_id: fields::id("merchant_id", r.merchant_id)?,
+                terminal_id: fields::id("terminal_id", r.terminal_id)?,
+                batch_no: fields::digits("batch_no", r.batch_no, 12)?,
+                stan: fields::digits("stan", r.stan, 12)?,
+                rrn,
+                channel,
+                channel_txn_id,
+                amount: fields::positive_amount("amount", r.amount, currency)?,
+                currency,
+                at: fields::timestamp("at", r.at)?,
+                payer: fields::payer("payer", r.payer, channel)?,
+                mcc: fields::mcc("mcc", r.mcc)?,
+            }))
+        }
+        kind @ ("void" | "refund" | "reversal") => {
+            for (field, v) in [
+                ("payer", &r.payer),
+                ("mcc", &r.mcc),
+                ("channel_txn_id", &r.channel_txn_id),
+                ("rrn", &r.rrn),
+            ] {
+                absent(field, v, kind)?;
+            }
+            reject_batch_totals(&r, kind)?;
+            let currency = fields::currency("currency", r.currency)?;
+            let adjustment = PaymentAdjustment {
+                txn_id: fields::id("txn_id", r.txn_id)?,
+                original_txn_id: fields::id("original_txn_id", r.original_txn_id)?,
+                merchant_id: fields::id("merchant_id", r.merchant_id)?,
+                terminal_id: fields::id("terminal_id", r.terminal_id)?,
+                batch_no: fields::digits("batch_no", r.batch_no, 12)?,
+                stan: fields::digits("stan", r.stan, 12)?,
+                channel: fields::channel("channel", r.channel)?,
+                amount: fields::positive_amount("amount", r.amount, currency)?,
+                currency,
+                at: fields::timestamp("at", r.at)?,
+            };
+            if adjustment.txn_id == adjustment.original_txn_id {
+                return Err(FieldError::new(
+                    "original_txn_id",
+                    "must differ from txn_id",
+                ));
+            }
+            Ok(match kind {
+                "void" => FeedCommand::Void(adjustment),
+                "refund" => FeedCommand::Refund(adjustment),
+                _ => FeedCommand::Reversal(adjustment),
+            })
+        }
+        "batch_close" => {
+            for (field, v) in [
+                ("txn_id", &r.txn_id),
+                ("original_txn_id", &r.original_txn_id),
+                ("stan", &r.stan),
+                ("rrn", &r.rrn),
+                ("channel", &r.channel),
+                ("channel_txn_id", &r.channel_txn_id),
+                ("amount", &r.amount),
+                ("payer", &r.payer),
+                ("mcc", &r.mcc),
+            ] {
+                absent(field, v, "batch_close")?;
+            }
+            let currency = match r.currency {
+                Some(c) => fields::currency("currency", Some(c))?,
+                None => Currency::Cny,
+            };
+            Ok(FeedCommand::BatchClose(TerminalBatchClosed {
+                merchant_id: fields::id("merchant_id", r.merchant_id)?,
+                terminal_id: fields::id("terminal_id", r.terminal_id)?,
+                batch_no: fields::digits("batch_no", r.batch_no, 12)?,
+                debit_count: required("debit_count", r.debit_count)?,
+                debit_amount: fields::non_negative_amount(
+                    "debit_amount",
+                    r.debit_amount,
+                    currency,
+                )?,
+                credit_count: required("credit_count", r.credit_count)?,
+                credit_amount: fields::non_negative_amount(
+                    "credit_amount",
+                    r.credit_amount,
+                    currency,
+                )?,
+                currency,
+                at: fields::timestamp("at", r.at)?,
+            }))
+        }
+        other => Err(FieldError::new(
+            "kind",
+            format!(
+                "unknown kind {other:?} (expected sale, void, refund, reversal or batch_close)"
+            ),
+        )),
+    }
+}
+
+fn reject_batch_totals(r: &RawFeedRecord<'_>, kind: &str) -> Result<(), FieldError> {
+    absent("debit_count", &r.debit_count, kind)?;
+    absent("debit_amount", &r.debit_amount, kind)?;
+    absent("credit_count", &r.credit_count, kind)?;
+    absent("credit_amount", &r.credit_amount, kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SALE: &str = r#"{"kind":"sale","txn_id":"M000001-20261126-000123","merchant_id":"M000001","terminal_id":"T0000001","batch_no":"000012","stan":"000123","rrn":"633012345678","channel":"wechat","channel_txn_id":"4200000000202611260000000001","amount":"25.00","currency":"CNY","at":"2026-11-26T12:00:01+08:00","payer":"oAbC1xyz","mcc":"5812"}"#;
+
+    fn with(field: &str, value: &str) -> String {
+        let mut v: serde_json::Value = serde_json::from_str(SALE).expect("json");
+        if value == "<remove>" {
+            v.as_object_mut().expect("object").remove(field);
+        } else {
+            v[field] = serde_json::from_str(value).expect("value json");
+        }
+        v.to_string()
+    }
+
+    fn err(text: &str) -> LineError {
+        parse_feed_line(7, text.as_bytes()).expect_err("should be refused")
+    }
+
+    #[test]
+    fn the_design_example_parses() {
+        let FeedCommand::Sale(s) = parse_feed_line(1, SALE.as_bytes()).expect("valid") else {
+            panic!("a sale")
+        };
+        assert_eq!(s.amount.to_string(), "25.00");
+        assert_eq!(s.channel, Channel::Wechat);
+        assert_eq!(s.at.offset().local_minus_utc(), 8 * 3600);
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases = [
+            ("amount", r#""-1.00""#, "greater than zero"),
+            ("amount", r#""0.00""#, "greater than zero"),
+            ("amount", r#""1.001""#, "decimal places"),
+            ("amount", "25.0", "expected a string"),
+            ("channel", r#""paypal""#, "unknown channel"),
+            ("currency", r#""EUR""#, "unsupported currency"),
+            ("at", r#""yesterday""#, "RFC 3339"),
+            ("payer", r#""6222021234567890128""#, "full card number"),
+            ("mcc", r#""58""#, "four-digit"),
+            ("txn_id", "<remove>", "required"),
+            ("channel_txn_id", "<remove>", "required for non-cash"),
+            ("original_txn_id", r#""X""#, "not allowed"),
+            ("tip", r#""1.00""#, "unknown field"),
+        ];
+        for (field, value, reason) in cases {
+            let e = err(&with(field, value));
+            assert_eq!(e.line, 7);
+            assert!(e.reason.contains(reason), "{field}={value}: {e}");
+            let named =
+                e.field.as_deref() == Some(field) || (field == "tip" && e.reason.contains("tip"));
+            assert!(named, "{field}={value}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_card_sale_never_carries_a_full_pan_into_the_error() {
+        let line = with("channel", r#""unionpay_card""#).replace("oAbC1xyz", "6222021234567890128");
+        let e = err(&line);
+        assert!(!e.to_string().contains("6222021234567890128"), "{e}");
+    }
+
+    #[test]
+    fn malformed_json_and_oversized_lines_are_refused() {
+        assert!(err("{not json").reason.contains("not valid JSON"));
+        assert!(
+            err(&format!("{SALE} trailing"))
+                .reason
+                .contains("not valid JSON")
+        );
+        assert!(
+            err(&" ".repeat(FEED_LINE_BYTES_MAX + 1))
+                .reason
+                .contains("longer than")
+        );
+        assert!(err(r#"{"kind":"sell"}"#).reason.contains("unknown kind"));
+    }
+
+    #[test]
+    fn batch_close_parses_with_default_currency() {
+        let line = r#"{"kind":"batch_close","merchant_id":"M1","terminal_id":"T1","batch_no":"739944","debit_count":18,"debit_amount":"751.59","credit_count":0,"credit_amount":"0.00","at":"2026-11-24T23:59:59+08:00"}"#;
+        let FeedCommand::BatchClose(b) = parse_feed_line(1, line.as_bytes()).expect("valid") else {
+            panic!()
+        };
+        assert_eq!(
+            (b.debit_count, b.debit_amount.to_string(), b.currency),
+            (18, "751.59".into(), Currency::Cny)
+        );
+        assert!(
+            err(&line.replace(r#""debit_count":18"#, r#""debit_count":-1"#))
+                .field
+                .as_deref()
+                == Some("debit_count")
+        );
+    }
+
+    #[test]
+    fn the_fixture_feeds_parse_completely() {
+        for day in ["2026-11-24", "2026-11-25"] {
+            let path = format!(
+                "{}/../tests/fixtures/day/feed-{day}.ndjson",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            let text = std::fs::read_to_string(path).expect("fixture");
+            let mut kinds = std::collections::BTreeMap::new();
+            for (i, line) in text.lines().enumerate() {
+                let cmd = parse_feed_line(i as u64 + 1, line.as_bytes())
+                    .unwrap_or_else(|e| panic!("{day}: {e}"));
+                *kinds.entry(cmd.kind()).or_insert(0) += 1;
+            }
+            assert_eq!(kinds["sale"], 400, "{day}");
+            assert_eq!(kinds["batch_close"], 17, "{day}");
+        }
+    }
+}

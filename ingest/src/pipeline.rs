@@ -1,0 +1,657 @@
+//! Streaming ingest of NDJSON (terminal feed or admin records) into the store.
+//!
+//! Lines are read with a bounded buffer, parsed, decided against the write model in chunks of
+//! [`CHUNK_RECORDS_MAX`], and each chunk's accepted events go to the store in one
+//! `append_many` (one group commit). Decisions inside a chunk see the effect of earlier
+//! records of the same chunk through an overlay; every append carries the expected revision
+//! it was decided on, so a decision made on a stale view is refused by the store and decided
+//! again. After each chunk the registry catches up from the store itself.
+//!
+//! Re-running an import is safe at any point: every record maps to a deterministic event id,
+//! so what was stored before is answered as a duplicate and nothing is stored twice.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{self, BufRead};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::admin::parse_admin_line;
+use crate::event::{Event, payment_stream};
+use crate::feed::{FEED_LINE_BYTES_MAX, FeedCommand, LineError, parse_feed_line};
+use crate::store::{
+    AppendError, AppendRequest, EventStore, ExpectedRevision, READ_EVENTS_MAX, ReadError,
+};
+use crate::writemodel::{PaymentState, REGISTRY_EVENT_TYPES, Registry, Rejection, View};
+
+/// Records decided and appended together.
+pub const CHUNK_RECORDS_MAX: usize = 4096;
+/// Rejections kept word for word in a summary; the rest are counted.
+pub const REJECTIONS_LISTED_MAX: usize = 20;
+/// Times a record decided on a stale view is decided again before it is reported.
+const CONFLICT_RETRIES_MAX: u32 = 3;
+
+/// Which parser a file goes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputKind {
+    /// Terminal feed records.
+    Feed,
+    /// Admin records.
+    Admin,
+}
+
+/// What became of one record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum RecordOutcome {
+    /// Stored now at this position.
+    Accepted {
+        /// Global position.
+        position: u64,
+    },
+    /// Stored before with the same content; nothing was written.
+    Duplicate {
+        /// Where the original is.
+        position: u64,
+    },
+    /// Refused; nothing was stored.
+    Rejected(RejectedRecord),
+}
+
+/// A refused record: where it was, what it was, why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedRecord {
+    /// 1-based line in the input.
+    pub line: u64,
+    /// Its txn_id (or terminal/batch, merchant id ...), if it got far enough to have one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// The field at fault, for a record that failed parsing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// Stable code: `invalid_record` for parse errors, the rule's code otherwise.
+    pub code: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl RejectedRecord {
+    fn parse(e: LineError) -> Self {
+        RejectedRecord {
+            line: e.line,
+            reference: None,
+            field: e.field,
+            code: "invalid_record".into(),
+            message: e.reason,
+        }
+    }
+
+    fn rule(line: u64, reference: String, r: Rejection) -> Self {
+        RejectedRecord {
+            line,
+            reference: Some(reference),
+            field: None,
+            code: r.code.into(),
+            message: r.message,
+        }
+    }
+}
+
+/// Totals of an ingest run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestSummary {
+    /// Records read (blank lines are not records).
+    pub records: u64,
+    /// Stored now.
+    pub accepted: u64,
+    /// Stored before.
+    pub duplicates: u64,
+    /// Refused.
+    pub rejected: u64,
+    /// The first [`REJECTIONS_LISTED_MAX`] rejections.
+    pub first_rejections: Vec<RejectedRecord>,
+}
+
+impl IngestSummary {
+    fn count(&mut self, outcome: RecordOutcome) {
+        self.records += 1;
+        match outcome {
+            RecordOutcome::Accepted { .. } => self.accepted += 1,
+            RecordOutcome::Duplicate { .. } => self.duplicates += 1,
+            RecordOutcome::Rejected(r) => {
+                self.rejected += 1;
+                if self.first_rejections.len() < REJECTIONS_LISTED_MAX {
+                    self.first_rejections.push(r);
+                }
+            }
+        }
+    }
+}
+
+/// Why an ingest stopped before the end of its input. Records counted in the summary so far
+/// are settled; re-running the same input is safe.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// Reading the input failed.
+    #[error("reading input: {0}")]
+    Input(#[from] io::Error),
+    /// The store failed to read.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// The store failed to write: nothing after this point was stored.
+    #[error("storing records failed: {0}")]
+    Store(AppendError),
+    /// A stored event could not be decoded: a newer writer or damage.
+    #[error("decoding stored event at position {position}: {source}")]
+    Decode {
+        /// Position of the event.
+        position: u64,
+        /// Why.
+        source: crate::event::DecodeError,
+    },
+    /// The checkpoint file could not be written.
+    #[error("writing checkpoint {path}: {source}")]
+    Checkpoint {
+        /// File.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+/// The write model's checkpoint: the registry as of a position, and the id of the event just
+/// before that position so that a checkpoint from another log is recognised and ignored.
+#[derive(Serialize, Deserialize)]
+struct Checkpoint {
+    position: u64,
+    last_event_id: Option<Uuid>,
+    registry: Registry,
+}
+
+/// Decides and stores records against one store.
+pub struct Ingestor<S: EventStore> {
+    store: Arc<S>,
+    registry: Registry,
+    position: u64,
+}
+
+/// One record of a chunk, parsed and decided, waiting for the store's answer.
+struct Pending {
+    slot: usize,
+    line: u64,
+    reference: String,
+}
+
+impl<S: EventStore> Ingestor<S> {
+    /// A write model over `store`, caught up from `checkpoint` if that file holds a checkpoint
+    /// of this log, else from position 0.
+    pub async fn open(store: Arc<S>, checkpoint: Option<&Path>) -> Result<Self, IngestError> {
+        let mut ingestor = Ingestor {
+            store,
+            registry: Registry::default(),
+            position: 0,
+        };
+        if let Some(path) = checkpoint
+            && let Ok(bytes) = std::fs::read(path)
+            && let Ok(cp) = serde_json::from_slice::<Checkpoint>(&bytes)
+            && ingestor.checkpoint_matches(&cp).await?
+        {
+            ingestor.registry = cp.registry;
+            ingestor.position = cp.position;
+        }
+        ingestor.catch_up().await?;
+        Ok(ingestor)
+    }
+
+    async fn checkpoint_matches(&self, cp: &Checkpoint) -> Result<bool, IngestError> {
+        if cp.position > self.store.head() {
+            return Ok(false);
+        }
+        let last = match cp.position {
+            0 => None,
+            p => self
+                .store
+                .read_all(p - 1, 1)
+                .await?
+                .first()
+                .map(|e| e.data.event_id),
+        };
+        Ok(last == cp.last_event_id)
+    }
+
+    /// Writes the checkpoint atomically (temporary file, fsync, rename).
+    pub async fn save_checkpoint(&self, path: &Path) -> Result<(), IngestError> {
+        let last_event_id = match self.position {
+            0 => None,
+            p => self
+                .store
+                .read_all(p - 1, 1)
+                .await?
+                .first()
+                .map(|e| e.data.event_id),
+        };
+        let cp = Checkpoint {
+            position: self.position,
+            last_event_id,
+            registry: self.registry.clone(),
+        };
+        let err = |source| IngestError::Checkpoint {
+            path: path.to_owned(),
+            source,
+        };
+        let tmp = path.with_extension("tmp");
+        let bytes = serde_json::to_vec(&cp).map_err(|e| err(io::Error::other(e)))?;
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp).map_err(err)?;
+            f.write_all(&bytes).map_err(err)?;
+            f.sync_all().map_err(err)?;
+        }
+        std::fs::rename(&tmp, path).map_err(err)
+    }
+
+    /// The registry as of [`Ingestor::position`].
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The log position the registry is caught up to.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Applies every registry event stored since the last catch-up.
+    pub async fn catch_up(&mut self) -> Result<(), IngestError> {
+        loop {
+            let events = self.store.read_all(self.position, READ_EVENTS_MAX).await?;
+            let Some(last) = events.last() else {
+                return Ok(());
+            };
+            let next = last.position + 1;
+            for e in &events {
+                if REGISTRY_EVENT_TYPES.contains(&e.data.event_type.as_str()) {
+                    let event =
+                        Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)
+                            .map_err(|source| IngestError::Decode {
+                            position: e.position,
+                            source,
+                        })?;
+                    self.registry.apply(&event);
+                }
+            }
+            self.position = next;
+        }
+    }
+
+    /// Reads NDJSON from `input` to its end, storing what is accepted. `progress` is called
+    /// after every chunk with the bytes read so far and the running totals.
+    pub async fn ingest_reader(
+        &mut self,
+        mut input: impl BufRead,
+        kind: InputKind,
+        mut progress: impl FnMut(u64, &IngestSummary),
+    ) -> Result<IngestSummary, IngestError> {
+        let mut summary = IngestSummary::default();
+        let mut line_no = 0u64;
+        let mut bytes_read = 0u64;
+        let mut chunk: Vec<(u64, Vec<u8>)> = Vec::with_capacity(CHUNK_RECORDS_MAX);
+        let mut spare: Vec<Vec<u8>> = Vec::new();
+        loop {
+            let mut buf = spare.pop().unwrap_or_default();
+            let Some(n) = read_bounded_line(&mut input, &mut buf, FEED_LINE_BYTES_MAX)? else {
+                break;
+            };
+            bytes_read += n as u64;
+            line_no += 1;
+            if line_no == 1 && buf.starts_with(b"\xEF\xBB\xBF") {
+                buf.drain(..3);
+            }
+            if buf.iter().all(u8::is_ascii_whitespace) {
+                spare.push(buf);
+                continue;
+            }
+            chunk.push((line_no, buf));
+            if chunk.len() == CHUNK_RECORDS_MAX {
+                for outcome in self.process_chunk(&chunk, kind).await? {
+                    summary.count(outcome);
+                }
+                spare.extend(chunk.drain(..).map(|(_, mut b)| {
+                    b.clear();
+                    b
+                }));
+                progress(bytes_read, &summary);
+            }
+        }
+        for outcome in self.process_chunk(&chunk, kind).await? {
+            summary.count(outcome);
+        }
+        progress(bytes_read, &summary);
+        Ok(summary)
+    }
+
+    /// Decides and stores one chunk of lines, returning one outcome per line, in order.
+    pub async fn process_chunk(
+        &mut self,
+        lines: &[(u64, Vec<u8>)],
+        kind: InputKind,
+    ) -> Result<Vec<RecordOutcome>, IngestError> {
+        let mut outcomes: Vec<Option<RecordOutcome>> = vec![None; lines.len()];
+        let mut retry: Vec<usize> = Vec::new();
+        self.decide_and_store(
+            lines,
+            &(0..lines.len()).collect::<Vec<_>>(),
+            kind,
+            &mut outcomes,
+            &mut retry,
+        )
+        .await?;
+        // Records decided on a view that changed under them are decided again, alone.
+        for attempt in 0..=CONFLICT_RETRIES_MAX {
+            if retry.is_empty() {
+                break;
+            }
+            let again = std::mem::take(&mut retry);
+            if attempt == CONFLICT_RETRIES_MAX {
+                for slot in again {
+                    outcomes[slot] = Some(RecordOutcome::Rejected(RejectedRecord {
+                        line: lines[slot].0,
+                        reference: None,
+                        field: None,
+                        code: "concurrent_update".into(),
+                        message: "the record's payment kept changing under it; send it again"
+                            .into(),
+                    }));
+                }
+                break;
+            }
+            for slot in again {
+                self.decide_and_store(lines, &[slot], kind, &mut outcomes, &mut retry)
+                    .await?;
+            }
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| unreachable_outcome()))
+            .collect())
+    }
+
+    async fn decide_and_store(
+        &mut self,
+        lines: &[(u64, Vec<u8>)],
+        slots: &[usize],
+        kind: InputKind,
+        outcomes: &mut [Option<RecordOutcome>],
+        retry: &mut Vec<usize>,
+    ) -> Result<(), IngestError> {
+        let mut overlay = Registry::default();
+        let mut payments: HashMap<String, Option<PaymentState>> = HashMap::new();
+        let mut staged_ids: HashSet<Uuid> = HashSet::new();
+        let mut requests = Vec::new();
+        let mut pending = Vec::new();
+        let mut registry_changed = false;
+        for &slot in slots {
+            let (line, text) = &lines[slot];
+            let parsed = match kind {
+                InputKind::Feed => {
+                    parse_feed_line(*line, text).map(|cmd| (cmd.to_event(), Some(cmd)))
+                }
+                InputKind::Admin => parse_admin_line(*line, text).map(|e| (e, None)),
+            };
+            let (event, cmd) = match parsed {
+                Ok(p) => p,
+                Err(e) => {
+                    outcomes[slot] = Some(RecordOutcome::Rejected(RejectedRecord::parse(e)));
+                    continue;
+                }
+            };
+            let reference = cmd
+                .as_ref()
+                .map_or_else(|| event.idempotency_key(), FeedCommand::reference);
+            let data = event.to_event_data();
+            let stream = event.stream();
+            if !staged_ids.contains(&data.event_id)
+                && let Some(stored) = self.store.event_by_id(data.event_id).await?
+            {
+                outcomes[slot] = Some(if stored.stream == stream && stored.data == data {
+                    RecordOutcome::Duplicate {
+                        position: stored.position,
+                    }
+                } else {
+                    RecordOutcome::Rejected(RejectedRecord::rule(
+                        *line,
+                        reference,
+                        conflict_rejection(&event, stored.position),
+                    ))
+                });
+                continue;
+            }
+            let expected = if staged_ids.contains(&data.event_id) {
+                // The same record twice in one chunk: the store answers the second as a duplicate.
+                ExpectedRevision::Any
+            } else {
+                let view = View::new(&self.registry, &overlay);
+                let decided = match &cmd {
+                    None => view.decide_admin(&event).map(|()| ExpectedRevision::Any),
+                    Some(cmd) => self.decide_feed(&view, cmd, &mut payments).await?,
+                };
+                match decided {
+                    Ok(expected) => expected,
+                    Err(r) => {
+                        outcomes[slot] = Some(RecordOutcome::Rejected(RejectedRecord::rule(
+                            *line, reference, r,
+                        )));
+                        continue;
+                    }
+                }
+            };
+            if REGISTRY_EVENT_TYPES.contains(&event.event_type()) {
+                overlay.apply_over(&event, Some(&self.registry));
+                registry_changed = true;
+            }
+            apply_to_payment(&mut payments, &event);
+            staged_ids.insert(data.event_id);
+            requests.push(AppendRequest {
+                stream,
+                expected,
+                events: vec![data],
+            });
+            pending.push(Pending {
+                slot,
+                line: *line,
+                reference,
+            });
+        }
+        if requests.is_empty() {
+            return Ok(());
+        }
+        let head_before = self.store.head();
+        let results = self.store.append_many(requests).await;
+        let mut written = 0u64;
+        for (p, result) in pending.into_iter().zip(results) {
+            outcomes[p.slot] = Some(match result {
+                Ok(a) if a.duplicate => RecordOutcome::Duplicate {
+                    position: a.first_position,
+                },
+                Ok(a) => {
+                    written += 1;
+                    RecordOutcome::Accepted {
+                        position: a.first_position,
+                    }
+                }
+                Err(AppendError::WrongExpectedRevision { .. }) => {
+                    retry.push(p.slot);
+                    continue;
+                }
+                Err(AppendError::IdConflict { position, .. }) => {
+                    RecordOutcome::Rejected(RejectedRecord {
+                        line: p.line,
+                        reference: Some(p.reference),
+                        field: None,
+                        code: "conflicting_duplicate".into(),
+                        message: format!(
+                            "a different record with the same id is stored at position {position}"
+                        ),
+                    })
+                }
+                Err(AppendError::Invalid(m)) => RecordOutcome::Rejected(RejectedRecord {
+                    line: p.line,
+                    reference: Some(p.reference),
+                    field: None,
+                    code: "invalid_record".into(),
+                    message: m,
+                }),
+                Err(e) => return Err(IngestError::Store(e)),
+            });
+        }
+        // Only our own events were added and none of them changes the registry: nothing to
+        // read back. Otherwise catch up from the log, which is the truth.
+        if !registry_changed
+            && self.position == head_before
+            && self.store.head() == head_before + written
+        {
+            self.position = head_before + written;
+        } else {
+            self.catch_up().await?;
+        }
+        Ok(())
+    }
+
+    /// Loads what a feed record needs and decides it; returns the expected revision to append
+    /// with.
+    async fn decide_feed(
+        &self,
+        view: &View<'_>,
+        cmd: &FeedCommand,
+        payments: &mut HashMap<String, Option<PaymentState>>,
+    ) -> Result<Result<ExpectedRevision, Rejection>, IngestError> {
+        let key = match cmd {
+            FeedCommand::Sale(s) => &s.txn_id,
+            FeedCommand::Void(a) | FeedCommand::Refund(a) | FeedCommand::Reversal(a) => {
+                &a.original_txn_id
+            }
+            FeedCommand::BatchClose(_) => {
+                return Ok(view
+                    .decide_feed(cmd, None)
+                    .map(|()| ExpectedRevision::NoStream));
+            }
+        };
+        if let FeedCommand::Sale(_) = cmd {
+            // A sale needs only to know that its txn_id is new.
+            let exists = match payments.get(key) {
+                Some(state) => state.is_some(),
+                None => self
+                    .store
+                    .stream_revision(&payment_stream(key))
+                    .await
+                    .is_some(),
+            };
+            if exists {
+                return Ok(Err(Rejection {
+                    code: "txn_exists",
+                    message: format!("txn_id {key} is already recorded with different content"),
+                }));
+            }
+            return Ok(view
+                .decide_feed(cmd, None)
+                .map(|()| ExpectedRevision::NoStream));
+        }
+        if !payments.contains_key(key) {
+            let events = self
+                .store
+                .read_stream(&payment_stream(key), 0, READ_EVENTS_MAX)
+                .await?;
+            let state =
+                PaymentState::from_events(&events).map_err(|source| IngestError::Decode {
+                    position: events.first().map_or(0, |e| e.position),
+                    source,
+                })?;
+            payments.insert(key.clone(), state);
+        }
+        let state = payments.get(key).and_then(Option::as_ref);
+        Ok(view
+            .decide_feed(cmd, state)
+            .map(|()| ExpectedRevision::Exact(state.map_or(0, |s| s.revision))))
+    }
+}
+
+/// Keeps the chunk's payment states in step with what the chunk has staged.
+fn apply_to_payment(payments: &mut HashMap<String, Option<PaymentState>>, event: &Event) {
+    match event {
+        Event::PaymentCaptured(c) => {
+            payments.insert(c.txn_id.clone(), Some(PaymentState::captured(c.clone(), 0)));
+        }
+        Event::PaymentVoided(a) | Event::PaymentRefunded(a) | Event::PaymentReversed(a) => {
+            if let Some(Some(state)) = payments.get_mut(&a.original_txn_id) {
+                state.apply(event);
+                state.revision += 1;
+            }
+        }
+        _ => {}
+    }
+}
+
+fn conflict_rejection(event: &Event, position: u64) -> Rejection {
+    Rejection {
+        code: "conflicting_duplicate",
+        message: format!(
+            "{} {} is already recorded at position {position} with different content",
+            event.event_type(),
+            event.idempotency_key()
+        ),
+    }
+}
+
+fn unreachable_outcome() -> RecordOutcome {
+    // Every slot is given an outcome by decide_and_store or the retry loop; reaching this is a
+    // bug, reported rather than hidden.
+    RecordOutcome::Rejected(RejectedRecord {
+        line: 0,
+        reference: None,
+        field: None,
+        code: "internal_error".into(),
+        message: "record was not decided".into(),
+    })
+}
+
+/// Reads one line into `buf` (without its `\n` or `\r\n`), keeping at most `max + 1` bytes of
+/// it so that an overlong line costs bounded memory and is still refused by the parser.
+/// Returns the bytes consumed, or `None` at the end of input.
+pub fn read_bounded_line(
+    input: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<Option<usize>> {
+    buf.clear();
+    let mut consumed = 0usize;
+    loop {
+        let available = match input.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            if consumed == 0 {
+                return Ok(None);
+            }
+            break;
+        }
+        let (part, done) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (&available[..i], Some(i + 1)),
+            None => (available, None),
+        };
+        let room = (max + 1).saturating_sub(buf.len());
+        buf.extend_from_slice(&part[..part.len().min(room)]);
+        let used = done.unwrap_or(available.len());
+        input.consume(used);
+        consumed += used;
+        if done.is_some() {
+            break;
+        }
+    }
+    if buf.last() == Some(&b'\r') {
+        buf.pop();
+    }
+    Ok(Some(consumed))
+}

@@ -1,0 +1,378 @@
+//! The write model through the ingest pipeline: given these records stored, when this record
+//! arrives, then it is accepted, a duplicate, or rejected with this code.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ingest::pipeline::{IngestSummary, Ingestor, InputKind, RecordOutcome};
+use ingest::store::{EmbeddedStore, EventStore};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/day")
+        .join(name)
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    store: Arc<EmbeddedStore>,
+    ingestor: Ingestor<EmbeddedStore>,
+}
+
+const ADMIN: &str = r#"{"kind":"merchant_applied","merchant_id":"M1","legal_name":"Shop","licence_no":"91","mcc":"5812","timezone":"Asia/Shanghai","settlement_account":"6222","at":"2026-11-01T09:00:00+08:00"}
+{"kind":"merchant_approved","merchant_id":"M1","reviewer":"risk","at":"2026-11-02T09:00:00+08:00"}
+{"kind":"contract_signed","merchant_id":"M1","fees":{"wechat":{"rate":"0.0038"},"unionpay_card":{"rate":"0.006","cap":"20.00"},"cash":{"rate":"0"}},"settlement_cycle":"T1","at":"2026-11-03T09:00:00+08:00"}
+{"kind":"terminal_bound","merchant_id":"M1","terminal_id":"T1","serial":"S1","model":"ME31","at":"2026-11-04T09:00:00+08:00"}
+{"kind":"terminal_activated","terminal_id":"T1","at":"2026-11-05T09:00:00+08:00"}
+{"kind":"terminal_bound","merchant_id":"M1","terminal_id":"T2","serial":"S2","model":"ME31","at":"2026-11-04T09:00:00+08:00"}"#;
+
+fn sale(txn: &str, terminal: &str, batch: &str, amount: &str) -> String {
+    format!(
+        r#"{{"kind":"sale","txn_id":"{txn}","merchant_id":"M1","terminal_id":"{terminal}","batch_no":"{batch}","stan":"1","channel":"wechat","channel_txn_id":"42{txn}","amount":"{amount}","currency":"CNY","at":"2026-11-26T12:00:00+08:00","payer":"oX","mcc":"5812"}}"#
+    )
+}
+
+fn adjustment(
+    kind: &str,
+    txn: &str,
+    original: &str,
+    terminal: &str,
+    batch: &str,
+    amount: &str,
+) -> String {
+    format!(
+        r#"{{"kind":"{kind}","txn_id":"{txn}","original_txn_id":"{original}","merchant_id":"M1","terminal_id":"{terminal}","batch_no":"{batch}","stan":"2","channel":"wechat","amount":"{amount}","currency":"CNY","at":"2026-11-26T13:00:00+08:00"}}"#
+    )
+}
+
+fn batch_close(terminal: &str, batch: &str) -> String {
+    format!(
+        r#"{{"kind":"batch_close","merchant_id":"M1","terminal_id":"{terminal}","batch_no":"{batch}","debit_count":1,"debit_amount":"1.00","credit_count":0,"credit_amount":"0.00","at":"2026-11-26T23:59:59+08:00"}}"#
+    )
+}
+
+impl World {
+    async fn new() -> World {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(EmbeddedStore::open(dir.path().join("events")).expect("open"));
+        let ingestor = Ingestor::open(store.clone(), None).await.expect("ingestor");
+        let mut w = World {
+            _dir: dir,
+            store,
+            ingestor,
+        };
+        let s = w.run(InputKind::Admin, ADMIN).await;
+        assert_eq!((s.accepted, s.rejected), (6, 0), "{:?}", s.first_rejections);
+        w
+    }
+
+    async fn run(&mut self, kind: InputKind, text: &str) -> IngestSummary {
+        self.ingestor
+            .ingest_reader(text.as_bytes(), kind, |_, _| {})
+            .await
+            .expect("ingest")
+    }
+
+    /// Feeds the lines as one chunk and returns each line's outcome.
+    async fn outcomes(&mut self, lines: &[String]) -> Vec<RecordOutcome> {
+        let numbered: Vec<_> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i as u64 + 1, l.clone().into_bytes()))
+            .collect();
+        self.ingestor
+            .process_chunk(&numbered, InputKind::Feed)
+            .await
+            .expect("chunk")
+    }
+
+    /// Feeds the lines one by one (each its own chunk) and returns the outcomes.
+    async fn each(&mut self, lines: &[String]) -> Vec<RecordOutcome> {
+        let mut out = Vec::new();
+        for l in lines {
+            out.extend(self.outcomes(std::slice::from_ref(l)).await);
+        }
+        out
+    }
+}
+
+fn code(o: &RecordOutcome) -> &str {
+    match o {
+        RecordOutcome::Accepted { .. } => "accepted",
+        RecordOutcome::Duplicate { .. } => "duplicate",
+        RecordOutcome::Rejected(r) => &r.code,
+    }
+}
+
+fn codes(outcomes: &[RecordOutcome]) -> Vec<&str> {
+    outcomes.iter().map(code).collect()
+}
+
+/// Each rule, both when the records arrive in separate chunks and in one chunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_rule_rejects_what_it_should() {
+    let cases: Vec<(&str, Vec<String>, Vec<&str>)> = vec![
+        (
+            "sale on an active terminal",
+            vec![sale("A", "T1", "1", "10.00")],
+            vec!["accepted"],
+        ),
+        (
+            "sale on a terminal never activated",
+            vec![sale("A", "T2", "1", "10.00")],
+            vec!["terminal_not_active"],
+        ),
+        (
+            "sale on an unknown terminal",
+            vec![sale("A", "T9", "1", "10.00")],
+            vec!["terminal_unknown"],
+        ),
+        (
+            "sale for another merchant's terminal",
+            vec![
+                sale("A", "T1", "1", "10.00")
+                    .replace(r#""merchant_id":"M1""#, r#""merchant_id":"M2""#),
+            ],
+            vec!["terminal_merchant_mismatch"],
+        ),
+        (
+            "sale on a channel the contract lacks",
+            vec![
+                sale("A", "T1", "1", "10.00")
+                    .replace(r#""channel":"wechat""#, r#""channel":"alipay""#),
+            ],
+            vec!["channel_not_contracted"],
+        ),
+        (
+            "same sale twice, then the same txn_id with other content",
+            vec![
+                sale("A", "T1", "1", "10.00"),
+                sale("A", "T1", "1", "10.00"),
+                sale("A", "T1", "1", "11.00"),
+            ],
+            vec!["accepted", "duplicate", "conflicting_duplicate"],
+        ),
+        (
+            "refunds up to the amount, then one cent too many",
+            vec![
+                sale("A", "T1", "1", "10.00"),
+                adjustment("refund", "A-R1", "A", "T1", "1", "3.33"),
+                adjustment("refund", "A-R2", "A", "T1", "1", "6.67"),
+                adjustment("refund", "A-R3", "A", "T1", "1", "0.01"),
+            ],
+            vec![
+                "accepted",
+                "accepted",
+                "accepted",
+                "refund_exceeds_remaining",
+            ],
+        ),
+        (
+            "refund of an unknown sale",
+            vec![adjustment("refund", "X-R1", "X", "T1", "1", "1.00")],
+            vec!["original_unknown"],
+        ),
+        (
+            "void in the sale's batch, then a refund of the voided sale",
+            vec![
+                sale("A", "T1", "1", "10.00"),
+                adjustment("void", "A-V", "A", "T1", "1", "10.00"),
+                adjustment("refund", "A-R1", "A", "T1", "1", "1.00"),
+            ],
+            vec!["accepted", "accepted", "original_cancelled"],
+        ),
+        (
+            "void in another batch",
+            vec![
+                sale("A", "T1", "1", "10.00"),
+                adjustment("void", "A-V", "A", "T1", "2", "10.00"),
+            ],
+            vec!["accepted", "void_outside_batch"],
+        ),
+        (
+            "void of part of the amount",
+            vec![
+                sale("A", "T1", "1", "10.00"),
+                adjustment("void", "A-V", "A", "T1", "1", "5.00"),
+            ],
+            vec!["accepted", "amount_not_full"],
+        ),
+        (
+            "void after the batch closed, and a sale into the closed batch",
+            vec![
+                sale("A", "T1", "1", "10.00"),
+                batch_close("T1", "1"),
+                adjustment("void", "A-V", "A", "T1", "1", "10.00"),
+                sale("B", "T1", "1", "10.00"),
+                batch_close("T1", "1").replace("1.00", "2.00"),
+            ],
+            vec![
+                "accepted",
+                "accepted",
+                "batch_closed",
+                "batch_closed",
+                "conflicting_duplicate",
+            ],
+        ),
+        (
+            "reversal, then a second reversal",
+            vec![
+                sale("A", "T1", "1", "10.00"),
+                adjustment("reversal", "A-X", "A", "T1", "1", "10.00"),
+                adjustment("reversal", "A-X2", "A", "T1", "1", "10.00"),
+            ],
+            vec!["accepted", "accepted", "original_cancelled"],
+        ),
+        (
+            "reversal of a refunded sale",
+            vec![
+                sale("A", "T1", "1", "10.00"),
+                adjustment("refund", "A-R1", "A", "T1", "1", "1.00"),
+                adjustment("reversal", "A-X", "A", "T1", "1", "10.00"),
+            ],
+            vec!["accepted", "accepted", "original_refunded"],
+        ),
+        (
+            "a full PAN and a malformed amount are invalid records",
+            vec![
+                sale("A", "T1", "1", "10.00")
+                    .replace(r#""channel":"wechat""#, r#""channel":"unionpay_card""#)
+                    .replace(r#""payer":"oX""#, r#""payer":"6222021234567890128""#),
+                sale("B", "T1", "1", "-1.00"),
+            ],
+            vec!["invalid_record", "invalid_record"],
+        ),
+    ];
+    for (name, lines, expected) in cases {
+        for together in [false, true] {
+            let mut w = World::new().await;
+            let head = w.store.head();
+            let outcomes = if together {
+                w.outcomes(&lines).await
+            } else {
+                w.each(&lines).await
+            };
+            assert_eq!(codes(&outcomes), expected, "{name} (one chunk: {together})");
+            let accepted = expected.iter().filter(|c| **c == "accepted").count() as u64;
+            assert_eq!(
+                w.store.head(),
+                head + accepted,
+                "{name}: only accepted records are stored"
+            );
+        }
+    }
+}
+
+/// Lifecycle rules of admin records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn onboarding_follows_its_order() {
+    let mut w = World::new().await;
+    let lines = r#"{"kind":"merchant_approved","merchant_id":"M9","reviewer":"risk","at":"2026-11-02T09:00:00+08:00"}
+{"kind":"terminal_bound","merchant_id":"M1","terminal_id":"T1","serial":"S1","model":"ME31","at":"2026-11-09T09:00:00+08:00"}
+{"kind":"terminal_suspended","terminal_id":"T1","at":"2026-11-10T09:00:00+08:00"}
+{"kind":"terminal_suspended","terminal_id":"T1","at":"2026-11-11T09:00:00+08:00"}
+{"kind":"merchant_closed","merchant_id":"M1","at":"2026-11-12T09:00:00+08:00"}"#;
+    let s = w.run(InputKind::Admin, lines).await;
+    let got: Vec<_> = s
+        .first_rejections
+        .iter()
+        .map(|r| (r.line, r.code.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (1, "merchant_unknown"),
+            (2, "terminal_bound"),
+            (4, "terminal_state"),
+            (5, "merchant_has_terminals")
+        ]
+    );
+    assert_eq!(s.accepted, 1);
+    // The suspension is in force: a sale on T1 is refused now.
+    assert_eq!(
+        codes(&w.outcomes(&[sale("A", "T1", "1", "1.00")]).await),
+        vec!["terminal_not_active"]
+    );
+}
+
+/// The fixture day: everything is accepted, and a second run stores nothing again; the
+/// registry survives a restart through its checkpoint and equals a rebuild from the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fixture_days_ingest_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let checkpoint = dir.path().join("writemodel.json");
+    let files = [
+        ("admin.ndjson", InputKind::Admin, 62u64),
+        ("feed-2026-11-24.ndjson", InputKind::Feed, 429),
+        ("feed-2026-11-25.ndjson", InputKind::Feed, 444),
+    ];
+    let registry = {
+        let store = Arc::new(EmbeddedStore::open(dir.path().join("events")).expect("open"));
+        let mut ingestor = Ingestor::open(store.clone(), Some(&checkpoint))
+            .await
+            .expect("ingestor");
+        for (name, kind, n) in files {
+            let file =
+                std::io::BufReader::new(std::fs::File::open(fixture(name)).expect("fixture"));
+            let s = ingestor
+                .ingest_reader(file, kind, |_, _| {})
+                .await
+                .expect("ingest");
+            assert_eq!(
+                (s.records, s.accepted, s.rejected),
+                (n, n, 0),
+                "{name}: {:?}",
+                s.first_rejections
+            );
+        }
+        ingestor
+            .save_checkpoint(&checkpoint)
+            .await
+            .expect("checkpoint");
+        assert_eq!(store.head(), 62 + 429 + 444);
+        ingestor.registry().clone()
+    };
+    let store = Arc::new(EmbeddedStore::open(dir.path().join("events")).expect("reopen"));
+    let mut ingestor = Ingestor::open(store.clone(), Some(&checkpoint))
+        .await
+        .expect("from checkpoint");
+    assert_eq!(ingestor.registry(), &registry);
+    let rebuilt = Ingestor::open(store.clone(), None).await.expect("rebuilt");
+    assert_eq!(
+        rebuilt.registry(),
+        &registry,
+        "checkpoint equals a rebuild from the log"
+    );
+    for (name, kind, n) in files {
+        let file = std::io::BufReader::new(std::fs::File::open(fixture(name)).expect("fixture"));
+        let s = ingestor
+            .ingest_reader(file, kind, |_, _| {})
+            .await
+            .expect("again");
+        assert_eq!((s.duplicates, s.accepted), (n, 0), "{name} the second time");
+    }
+    assert_eq!(store.head(), 62 + 429 + 444);
+}
+
+/// A checkpoint that does not belong to the log is ignored and the registry rebuilt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_checkpoint_is_ignored() {
+    let mut w = World::new().await;
+    let path = w._dir.path().join("cp.json");
+    w.ingestor.save_checkpoint(&path).await.expect("save");
+    let other = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(EmbeddedStore::open(other.path()).expect("open"));
+    // Same number of events, different history.
+    let mut fresh = Ingestor::open(store.clone(), None).await.expect("fresh");
+    let admin = ADMIN.replace("M1", "M7");
+    fresh
+        .ingest_reader(admin.as_bytes(), InputKind::Admin, |_, _| {})
+        .await
+        .expect("admin");
+    let reopened = Ingestor::open(store, Some(&path))
+        .await
+        .expect("open with foreign checkpoint");
+    assert!(reopened.registry().merchants.contains_key("M7"));
+    assert!(!reopened.registry().merchants.contains_key("M1"));
+    let _ = w.outcomes(&[]).await;
+}
