@@ -1,4 +1,252 @@
-//! placeholder
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+//! The `posledger` command line: argument parsing and wiring, nothing more.
+//!
+//! Exit codes: 0 success; 1 the command ran but some input was rejected (or verify found
+//! damage); 2 the command could not run (bad arguments, unreadable files, store errors).
+
+use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use ingest::pipeline::{IngestSummary, Ingestor, InputKind};
+use ingest::store::{EmbeddedStore, verify_dir};
+
+use crate::bench;
+
+/// posledger: the back office of a POS acquirer.
+#[derive(Parser)]
+#[command(name = "posledger", version, about)]
+struct Cli {
+    /// Where posledger keeps its data.
+    #[arg(long, global = true, default_value = "./posledger-data")]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
 }
+
+#[derive(Subcommand)]
+enum Command {
+    /// Ingest a terminal feed (NDJSON; `-` reads standard input). Idempotent.
+    Ingest {
+        /// The feed file, or `-`.
+        file: PathBuf,
+        /// How to print the summary.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Merchant and terminal onboarding records.
+    Merchants {
+        #[command(subcommand)]
+        command: MerchantsCommand,
+    },
+    /// Check every checksum and the hash chain of the whole event log.
+    Verify {
+        /// How to print the report.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Run benchmarks and print one JSON object per line.
+    Bench {
+        /// Benchmarks to run (all when none is named): see `bench --list`.
+        names: Vec<String>,
+        /// List the benchmarks and exit.
+        #[arg(long)]
+        list: bool,
+        /// Multiply every benchmark's size by this (e.g. 0.01 for a quick run).
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+        /// Scratch directory (default: a temporary directory, removed afterwards).
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum MerchantsCommand {
+    /// Import admin records (NDJSON; `-` reads standard input). Idempotent.
+    Import {
+        /// The records file, or `-`.
+        file: PathBuf,
+        /// How to print the summary.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// For people.
+    Table,
+    /// For programs; stable.
+    Json,
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Ingest { file, format } => import(&cli.data_dir, &file, InputKind::Feed, format),
+        Command::Merchants { command: MerchantsCommand::Import { file, format } } => {
+            import(&cli.data_dir, &file, InputKind::Admin, format)
+        }
+        Command::Verify { format } => verify(&cli.data_dir, format),
+        Command::Bench { names, list, scale, work_dir } => {
+            if list {
+                for b in bench::BENCHMARKS {
+                    println!("{:<28} {}", b.name, b.about);
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            bench::run(&names, scale, work_dir.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The event log's directory inside the data directory.
+pub fn events_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("events")
+}
+
+/// The write model's checkpoint file inside the data directory.
+pub fn writemodel_checkpoint(data_dir: &Path) -> PathBuf {
+    data_dir.join("writemodel.json")
+}
+
+fn open_store(data_dir: &Path) -> Result<EmbeddedStore> {
+    let store = EmbeddedStore::open(events_dir(data_dir))
+        .with_context(|| format!("opening the event store in {}", data_dir.display()))?;
+    let report = store.open_report();
+    if report.truncated_bytes > 0 {
+        eprintln!(
+            "recovered: cut {} bytes of an unfinished last commit (never acknowledged)",
+            report.truncated_bytes
+        );
+    }
+    Ok(store)
+}
+
+fn progress_bar(total: Option<u64>) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = match total {
+        Some(n) => ProgressBar::new(n).with_style(
+            ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ),
+        None => ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{spinner} {bytes} {bytes_per_sec} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        ),
+    };
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+fn import(data_dir: &Path, file: &Path, kind: InputKind, format: Format) -> Result<ExitCode> {
+    let (input, total): (Box<dyn BufRead>, Option<u64>) = if file == Path::new("-") {
+        (Box::new(BufReader::with_capacity(1 << 20, std::io::stdin())), None)
+    } else {
+        let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+        let len = f.metadata().map(|m| m.len()).ok();
+        (Box::new(BufReader::with_capacity(1 << 20, f)), len)
+    };
+    let rt = runtime()?;
+    let summary = rt.block_on(async {
+        let store = Arc::new(open_store(data_dir)?);
+        let checkpoint = writemodel_checkpoint(data_dir);
+        let mut ingestor = Ingestor::open(store.clone(), Some(&checkpoint)).await?;
+        let bar = progress_bar(total);
+        let result = ingestor
+            .ingest_reader(input, kind, |bytes, s| {
+                bar.set_position(bytes);
+                bar.set_message(format!("{} accepted, {} duplicate, {} rejected", s.accepted, s.duplicates, s.rejected));
+            })
+            .await;
+        bar.finish_and_clear();
+        // Saved even after a failure: everything counted so far is stored.
+        ingestor.save_checkpoint(&checkpoint).await?;
+        anyhow::Ok(result.with_context(|| format!("ingesting {}", file.display()))?)
+    })?;
+    print_summary(&summary, format)?;
+    Ok(if summary.rejected > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn print_summary(s: &IngestSummary, format: Format) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Json => writeln!(out, "{}", serde_json::to_string(s)?)?,
+        Format::Table => {
+            writeln!(out, "records    {}", s.records)?;
+            writeln!(out, "accepted   {}", s.accepted)?;
+            writeln!(out, "duplicates {}", s.duplicates)?;
+            writeln!(out, "rejected   {}", s.rejected)?;
+            if !s.first_rejections.is_empty() {
+                let more = s.rejected - s.first_rejections.len() as u64;
+                writeln!(out, "first rejections:")?;
+                for r in &s.first_rejections {
+                    let field = r.field.as_deref().map(|f| format!(" field `{f}`")).unwrap_or_default();
+                    let reference = r.reference.as_deref().map(|f| format!(" {f}")).unwrap_or_default();
+                    writeln!(out, "  line {}{reference}{field}: {} [{}]", r.line, r.message, r.code)?;
+                }
+                if more > 0 {
+                    writeln!(out, "  ... and {more} more")?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn verify(data_dir: &Path, format: Format) -> Result<ExitCode> {
+    let dir = events_dir(data_dir);
+    if !dir.exists() {
+        anyhow::bail!("{} holds no event log", data_dir.display());
+    }
+    match verify_dir(&dir) {
+        Ok(report) => {
+            match format {
+                Format::Json => println!(
+                    "{}",
+                    serde_json::json!({
+                        "ok": true, "events": report.events, "frames": report.frames,
+                        "segments": report.segments, "head_hash": report.head_hash,
+                    })
+                ),
+                Format::Table => {
+                    println!("ok: {} events in {} commits, {} segment(s)", report.events, report.frames, report.segments);
+                    println!("head hash {}", report.head_hash);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(ingest::store::VerifyError::Io(e)) => anyhow::bail!(e),
+        Err(e) => {
+            match format {
+                Format::Json => println!("{}", serde_json::json!({"ok": false, "error": e.to_string()})),
+                Format::Table => println!("FAILED: {e}"),
+            }
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+

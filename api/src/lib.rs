@@ -2,4 +2,5 @@
 //! server. It parses arguments and wires the library crates together; business rules live
 //! in `ingest` and `ledger`.
 
+pub mod bench;
 pub mod cli;

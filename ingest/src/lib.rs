@@ -10,6 +10,7 @@ pub mod admin;
 pub mod event;
 pub mod feed;
 pub mod fields;
+pub mod generate;
 pub mod money;
 pub mod pipeline;
 pub mod store;
