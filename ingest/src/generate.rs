@@ -45,7 +45,12 @@ fn terminal_id(m: u32, t: u32) -> String {
 
 /// Writes admin records onboarding every merchant of `shape` with active terminals.
 pub fn write_admin(out: &mut impl Write, shape: Shape) -> io::Result<()> {
-    for (ch, rate) in [("wechat", "0.0025"), ("alipay", "0.0025"), ("unionpay_qr", "0.0025"), ("unionpay_card", "0.0045")] {
+    for (ch, rate) in [
+        ("wechat", "0.0025"),
+        ("alipay", "0.0025"),
+        ("unionpay_qr", "0.0025"),
+        ("unionpay_card", "0.0045"),
+    ] {
         writeln!(
             out,
             r#"{{"kind":"channel_terms","channel":"{ch}","fee_rate":"{rate}","fee_tolerance":"0.01","carry_forward_days":1,"effective_from":"2026-10-01"}}"#
@@ -57,7 +62,10 @@ pub fn write_admin(out: &mut impl Write, shape: Shape) -> io::Result<()> {
             out,
             r#"{{"kind":"merchant_applied","merchant_id":"{id}","legal_name":"Shop {m} Trading Co.","licence_no":"9131{m:014}","mcc":"5812","timezone":"Asia/Shanghai","settlement_account":"62220202{m:011}","at":"2026-10-02T09:00:00+08:00"}}"#
         )?;
-        writeln!(out, r#"{{"kind":"merchant_approved","merchant_id":"{id}","reviewer":"risk-01","at":"2026-10-03T09:00:00+08:00"}}"#)?;
+        writeln!(
+            out,
+            r#"{{"kind":"merchant_approved","merchant_id":"{id}","reviewer":"risk-01","at":"2026-10-03T09:00:00+08:00"}}"#
+        )?;
         writeln!(
             out,
             r#"{{"kind":"contract_signed","merchant_id":"{id}","fees":{{"wechat":{{"rate":"0.0038"}},"alipay":{{"rate":"0.0038"}},"unionpay_qr":{{"rate":"0.0038"}},"unionpay_card":{{"rate":"0.0060","cap":"20.00"}},"cash":{{"rate":"0"}}}},"settlement_cycle":"T1","at":"2026-10-04T09:00:00+08:00"}}"#
@@ -68,7 +76,10 @@ pub fn write_admin(out: &mut impl Write, shape: Shape) -> io::Result<()> {
                 out,
                 r#"{{"kind":"terminal_bound","merchant_id":"{id}","terminal_id":"{tid}","serial":"NL-{m:06}{t:02}","model":"ME31","at":"2026-10-05T09:00:00+08:00"}}"#
             )?;
-            writeln!(out, r#"{{"kind":"terminal_activated","terminal_id":"{tid}","at":"2026-10-06T09:00:00+08:00"}}"#)?;
+            writeln!(
+                out,
+                r#"{{"kind":"terminal_activated","terminal_id":"{tid}","at":"2026-10-06T09:00:00+08:00"}}"#
+            )?;
         }
     }
     Ok(())
@@ -80,7 +91,15 @@ pub fn write_admin(out: &mut impl Write, shape: Shape) -> io::Result<()> {
 pub fn write_feed(out: &mut impl Write, shape: Shape, records: u64) -> io::Result<u64> {
     let mut rng = SplitMix::new(shape.seed);
     let mut recent: Vec<(String, u32, u32, &'static str, u64)> = Vec::with_capacity(64);
-    let channels = ["wechat", "wechat", "alipay", "alipay", "unionpay_card", "unionpay_qr", "cash"];
+    let channels = [
+        "wechat",
+        "wechat",
+        "alipay",
+        "alipay",
+        "unionpay_card",
+        "unionpay_qr",
+        "cash",
+    ];
     let mut written = 0u64;
     let mut sale_no = 0u64;
     while written < records {
@@ -123,7 +142,10 @@ pub fn write_feed(out: &mut impl Write, shape: Shape, records: u64) -> io::Resul
                     format!(r#","channel_txn_id":"A{sale_no:027}""#),
                     format!(r#","payer":"2088{:012}""#, rng.below(1_000_000)),
                 ),
-                _ => (format!(r#","channel_txn_id":"W{sale_no:027}""#), format!(r#","payer":"o{:012x}""#, rng.below(1_000_000))),
+                _ => (
+                    format!(r#","channel_txn_id":"W{sale_no:027}""#),
+                    format!(r#","payer":"o{:012x}""#, rng.below(1_000_000)),
+                ),
             };
             writeln!(
                 out,
@@ -152,15 +174,27 @@ mod tests {
 
     #[test]
     fn generated_records_all_parse() {
-        let shape = Shape { merchants: 3, terminals_per_merchant: 2, seed: 7 };
+        let shape = Shape {
+            merchants: 3,
+            terminals_per_merchant: 2,
+            seed: 7,
+        };
         let mut admin = Vec::new();
         write_admin(&mut admin, shape).expect("write");
-        for (i, line) in admin.split(|&b| b == b'\n').filter(|l| !l.is_empty()).enumerate() {
+        for (i, line) in admin
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .enumerate()
+        {
             parse_admin_line(i as u64 + 1, line).unwrap_or_else(|e| panic!("{e}"));
         }
         let mut feed = Vec::new();
         assert_eq!(write_feed(&mut feed, shape, 2000).expect("write"), 2000);
-        for (i, line) in feed.split(|&b| b == b'\n').filter(|l| !l.is_empty()).enumerate() {
+        for (i, line) in feed
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .enumerate()
+        {
             parse_feed_line(i as u64 + 1, line).unwrap_or_else(|e| panic!("{e}"));
         }
     }

@@ -17,7 +17,10 @@ mod verify;
 
 pub mod conformance;
 
-pub use embedded::{EmbeddedStore, OpenError, OpenReport, StoreOptions};
+pub use embedded::{
+    APPEND_MANY_EVENTS_MAX, BATCH_BYTES_MAX_DEFAULT, BATCH_EVENTS_MAX_DEFAULT, EmbeddedStore,
+    OpenError, OpenReport, SEGMENT_BYTES_MAX_DEFAULT, StoreOptions,
+};
 pub use verify::{VerifyError, VerifyReport, verify_dir};
 
 /// Longest stream name accepted, in bytes.
