@@ -194,6 +194,25 @@ pub struct EmbeddedStore {
     report: OpenReport,
 }
 
+/// How long opening waits for a lock held by another process before giving up. A lock can be
+/// held for a moment by a process that is exiting, or by a child forked by another thread of
+/// this process between its fork and exec.
+pub(crate) const LOCK_WAIT_MS_MAX: u64 = 2000;
+
+/// Tries `take` until it succeeds or [`LOCK_WAIT_MS_MAX`] has passed.
+pub(crate) fn acquire(mut take: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    loop {
+        if take() {
+            return true;
+        }
+        if start.elapsed() >= std::time::Duration::from_millis(LOCK_WAIT_MS_MAX) {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 fn now_us() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

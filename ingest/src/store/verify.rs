@@ -8,7 +8,7 @@
 use std::fs::File;
 use std::path::Path;
 
-use super::embedded::{IndexBuilderForVerify, list_segments, scan_log};
+use super::embedded::{IndexBuilderForVerify, acquire, list_segments, scan_log};
 use super::format;
 
 /// What a successful verify found.
@@ -54,7 +54,7 @@ pub fn verify_dir(dir: &Path) -> Result<VerifyReport, VerifyError> {
         .write(true)
         .open(&lock_path)
         .map_err(|e| VerifyError::Io(format!("{}: {e}", lock_path.display())))?;
-    if lock.try_lock_shared().is_err() {
+    if !acquire(|| lock.try_lock_shared().is_ok()) {
         return Err(VerifyError::Io(format!(
             "{} is open for writing by another process",
             dir.display()
