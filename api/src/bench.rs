@@ -35,10 +35,7 @@ pub const BENCHMARKS: &[Benchmark] = &[
         name: "ingest_feed_records_per_s",
         about: "a generated 1M-record terminal feed through parsing, the write model and durable append",
     },
-    Benchmark {
-        name: "open_recover_s",
-        about: "reopening a 10M-event store: scan, check and index the whole log",
-    },
+    Benchmark { name: "open_recover_s", about: "reopening a 10M-event store: scan, check and index the whole log" },
 ];
 
 fn emit(name: &str, value: f64, unit: &str, params: Value) {
@@ -66,12 +63,7 @@ fn reset_peak_rss() {
 
 fn dir_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok()?.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        })
+        .map(|entries| entries.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum())
         .unwrap_or(0)
 }
 
@@ -89,21 +81,15 @@ pub fn run(names: &[String], scale: f64, work_dir: Option<&Path>) -> Result<()> 
         }
         None => tempfile::tempdir()?,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     for b in BENCHMARKS {
         if !names.is_empty() && !names.iter().any(|n| n == b.name) {
             continue;
         }
         let dir = scratch.path().join(b.name);
         match b.name {
-            "append_durable_events_per_s" => {
-                rt.block_on(append_durable(&dir, scaled(1_000_000, scale)))?
-            }
-            "ingest_feed_records_per_s" => {
-                rt.block_on(ingest_feed(&dir, scaled(1_000_000, scale)))?
-            }
+            "append_durable_events_per_s" => rt.block_on(append_durable(&dir, scaled(1_000_000, scale)))?,
+            "ingest_feed_records_per_s" => rt.block_on(ingest_feed(&dir, scaled(1_000_000, scale)))?,
             "open_recover_s" => rt.block_on(open_recover(&dir, scaled(10_000_000, scale)))?,
             _ => unreachable!("names were checked above"),
         }
@@ -130,11 +116,7 @@ fn capture(i: u64) -> AppendRequest {
         payer: None,
         mcc: "5812".into(),
     });
-    AppendRequest {
-        stream: event.stream(),
-        expected: ExpectedRevision::NoStream,
-        events: vec![event.to_event_data()],
-    }
+    AppendRequest { stream: event.stream(), expected: ExpectedRevision::NoStream, events: vec![event.to_event_data()] }
 }
 
 /// Each writer's share of the captures numbered `first..first + events`, in `append_many`
@@ -142,21 +124,14 @@ fn capture(i: u64) -> AppendRequest {
 fn prepare(first: u64, events: u64, writers: u64, batch: u64) -> Vec<Vec<Vec<AppendRequest>>> {
     (0..writers)
         .map(|w| {
-            let mine: Vec<u64> = (first..first + events)
-                .filter(|i| i % writers == w)
-                .collect();
-            mine.chunks(batch as usize)
-                .map(|c| c.iter().map(|&i| capture(i)).collect())
-                .collect()
+            let mine: Vec<u64> = (first..first + events).filter(|i| i % writers == w).collect();
+            mine.chunks(batch as usize).map(|c| c.iter().map(|&i| capture(i)).collect()).collect()
         })
         .collect()
 }
 
 /// Runs one task per writer, each appending its share in order; returns when all are durable.
-async fn run_writers(
-    store: &Arc<EmbeddedStore>,
-    prepared: Vec<Vec<Vec<AppendRequest>>>,
-) -> Result<()> {
+async fn run_writers(store: &Arc<EmbeddedStore>, prepared: Vec<Vec<Vec<AppendRequest>>>) -> Result<()> {
     let mut tasks = Vec::new();
     for requests in prepared {
         let store = store.clone();
@@ -184,9 +159,7 @@ async fn append_durable(dir: &Path, events: u64) -> Result<()> {
     let secs = start.elapsed().as_secs_f64();
     drop(store);
     let bytes = dir_bytes(dir);
-    let frames = ingest::store::verify_dir(dir)
-        .map(|r| r.frames)
-        .unwrap_or(0);
+    let frames = ingest::store::verify_dir(dir).map(|r| r.frames).unwrap_or(0);
     emit(
         "append_durable_events_per_s",
         events as f64 / secs,
@@ -202,11 +175,7 @@ async fn append_durable(dir: &Path, events: u64) -> Result<()> {
 
 async fn ingest_feed(dir: &Path, records: u64) -> Result<()> {
     std::fs::create_dir_all(dir)?;
-    let shape = Shape {
-        merchants: 1000,
-        terminals_per_merchant: 2,
-        seed: 42,
-    };
+    let shape = Shape { merchants: 1000, terminals_per_merchant: 2, seed: 42 };
     let admin_path = dir.join("admin.ndjson");
     let feed_path = dir.join("feed.ndjson");
     {
@@ -221,21 +190,14 @@ async fn ingest_feed(dir: &Path, records: u64) -> Result<()> {
     let store = Arc::new(EmbeddedStore::open(dir.join("events"))?);
     let mut ingestor = Ingestor::open(store.clone(), None).await?;
     let admin = BufReader::new(std::fs::File::open(&admin_path)?);
-    ingestor
-        .ingest_reader(admin, InputKind::Admin, |_, _| {})
-        .await?;
+    ingestor.ingest_reader(admin, InputKind::Admin, |_, _| {}).await?;
     reset_peak_rss();
     let feed = BufReader::with_capacity(1 << 20, std::fs::File::open(&feed_path)?);
     let start = Instant::now();
-    let summary = ingestor
-        .ingest_reader(feed, InputKind::Feed, |_, _| {})
-        .await?;
+    let summary = ingestor.ingest_reader(feed, InputKind::Feed, |_, _| {}).await?;
     let secs = start.elapsed().as_secs_f64();
     if summary.rejected > 0 {
-        anyhow::bail!(
-            "generated feed had rejections: {:?}",
-            summary.first_rejections
-        );
+        anyhow::bail!("generated feed had rejections: {:?}", summary.first_rejections);
     }
     emit(
         "ingest_feed_records_per_s",
@@ -248,12 +210,7 @@ async fn ingest_feed(dir: &Path, records: u64) -> Result<()> {
         }),
     );
     if let Some(mib) = peak_rss_mib() {
-        emit(
-            "ingest_feed_peak_rss_mib",
-            mib,
-            "MiB",
-            json!({"records": records}),
-        );
+        emit("ingest_feed_peak_rss_mib", mib, "MiB", json!({"records": records}));
     }
     Ok(())
 }
@@ -276,11 +233,6 @@ async fn open_recover(dir: &Path, events: u64) -> Result<()> {
     let store = EmbeddedStore::open(dir)?;
     let secs = start.elapsed().as_secs_f64();
     assert_eq!(store.head(), events, "reopened store holds every event");
-    emit(
-        "open_recover_s",
-        secs,
-        "s",
-        json!({"events": events, "log_bytes": bytes, "peak_rss_mib": peak_rss_mib()}),
-    );
+    emit("open_recover_s", secs, "s", json!({"events": events, "log_bytes": bytes, "peak_rss_mib": peak_rss_mib()}));
     Ok(())
 }

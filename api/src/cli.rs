@@ -98,25 +98,17 @@ pub fn main() -> ExitCode {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Ingest { file, format } => import(&cli.data_dir, &file, InputKind::Feed, format),
-        Command::Merchants {
-            command: MerchantsCommand::Import { file, format },
-        } => import(&cli.data_dir, &file, InputKind::Admin, format),
+        Command::Merchants { command: MerchantsCommand::Import { file, format } } => {
+            import(&cli.data_dir, &file, InputKind::Admin, format)
+        }
         Command::Verify { format } => verify(&cli.data_dir, format),
-        Command::Bench {
-            names,
-            list,
-            scale,
-            work_dir,
-        } => {
+        Command::Bench { names, list, scale, work_dir } => {
             if list {
                 for b in bench::BENCHMARKS {
                     println!("{:<28} {}", b.name, b.about);
@@ -144,10 +136,7 @@ fn open_store(data_dir: &Path) -> Result<EmbeddedStore> {
         .with_context(|| format!("opening the event store in {}", data_dir.display()))?;
     let report = store.open_report();
     if report.truncated_bytes > 0 {
-        eprintln!(
-            "recovered: cut {} bytes of an unfinished last commit (never acknowledged)",
-            report.truncated_bytes
-        );
+        eprintln!("recovered: cut {} bytes of an unfinished last commit (never acknowledged)", report.truncated_bytes);
     }
     Ok(store)
 }
@@ -158,10 +147,8 @@ fn progress_bar(total: Option<u64>) -> ProgressBar {
     }
     let bar = match total {
         Some(n) => ProgressBar::new(n).with_style(
-            ProgressStyle::with_template(
-                "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
         ),
         None => ProgressBar::new_spinner().with_style(
             ProgressStyle::with_template("{spinner} {bytes} {bytes_per_sec} {msg}")
@@ -174,10 +161,7 @@ fn progress_bar(total: Option<u64>) -> ProgressBar {
 
 fn import(data_dir: &Path, file: &Path, kind: InputKind, format: Format) -> Result<ExitCode> {
     let (input, total): (Box<dyn BufRead>, Option<u64>) = if file == Path::new("-") {
-        (
-            Box::new(BufReader::with_capacity(1 << 20, std::io::stdin())),
-            None,
-        )
+        (Box::new(BufReader::with_capacity(1 << 20, std::io::stdin())), None)
     } else {
         let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
         let len = f.metadata().map(|m| m.len()).ok();
@@ -204,11 +188,7 @@ fn import(data_dir: &Path, file: &Path, kind: InputKind, format: Format) -> Resu
         anyhow::Ok(result.with_context(|| format!("ingesting {}", file.display()))?)
     })?;
     print_summary(&summary, format)?;
-    Ok(if summary.rejected > 0 {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if summary.rejected > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 fn print_summary(s: &IngestSummary, format: Format) -> Result<()> {
@@ -224,21 +204,9 @@ fn print_summary(s: &IngestSummary, format: Format) -> Result<()> {
                 let more = s.rejected - s.first_rejections.len() as u64;
                 writeln!(out, "first rejections:")?;
                 for r in &s.first_rejections {
-                    let field = r
-                        .field
-                        .as_deref()
-                        .map(|f| format!(" field `{f}`"))
-                        .unwrap_or_default();
-                    let reference = r
-                        .reference
-                        .as_deref()
-                        .map(|f| format!(" {f}"))
-                        .unwrap_or_default();
-                    writeln!(
-                        out,
-                        "  line {}{reference}{field}: {} [{}]",
-                        r.line, r.message, r.code
-                    )?;
+                    let field = r.field.as_deref().map(|f| format!(" field `{f}`")).unwrap_or_default();
+                    let reference = r.reference.as_deref().map(|f| format!(" {f}")).unwrap_or_default();
+                    writeln!(out, "  line {}{reference}{field}: {} [{}]", r.line, r.message, r.code)?;
                 }
                 if more > 0 {
                     writeln!(out, "  ... and {more} more")?;
@@ -277,10 +245,7 @@ fn verify(data_dir: &Path, format: Format) -> Result<ExitCode> {
         Err(ingest::store::VerifyError::Io(e)) => anyhow::bail!(e),
         Err(e) => {
             match format {
-                Format::Json => println!(
-                    "{}",
-                    serde_json::json!({"ok": false, "error": e.to_string()})
-                ),
+                Format::Json => println!("{}", serde_json::json!({"ok": false, "error": e.to_string()})),
                 Format::Table => println!("FAILED: {e}"),
             }
             Ok(ExitCode::from(1))

@@ -7,9 +7,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::event::{
-    Channel, ChannelTermsSet, ContractSigned, Event, FeeTerms, MerchantApplied, MerchantApproved,
-    MerchantClosed, MerchantRejected, SettlementCycle, TerminalActivated, TerminalBound,
-    TerminalSuspended, TerminalUnbound,
+    Channel, ChannelTermsSet, ContractSigned, Event, FeeTerms, MerchantApplied, MerchantApproved, MerchantClosed,
+    MerchantRejected, SettlementCycle, TerminalActivated, TerminalBound, TerminalSuspended, TerminalUnbound,
 };
 use crate::feed::{FEED_LINE_BYTES_MAX, LineError};
 use crate::fields::{self, FieldError, required};
@@ -86,54 +85,37 @@ pub fn parse_admin_line(line: u64, text: &[u8]) -> Result<Event, LineError> {
     let mut de = serde_json::Deserializer::from_slice(text);
     let raw: RawAdminRecord<'_> =
         serde_path_to_error::deserialize(&mut de).map_err(|e| LineError::from_json(line, e))?;
-    de.end().map_err(|e| LineError {
-        line,
-        field: None,
-        reason: format!("not valid JSON: {e}"),
-    })?;
+    de.end().map_err(|e| LineError { line, field: None, reason: format!("not valid JSON: {e}") })?;
     validate(raw).map_err(|e| LineError::from_field(line, e))
 }
 
 fn timezone(value: Option<Cow<'_, str>>) -> Result<String, FieldError> {
     let v = fields::text("timezone", value)?;
-    let ok = v.contains('/')
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'-' | b'+'));
+    let ok = v.contains('/') && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'-' | b'+'));
     if !ok {
-        return Err(FieldError::new(
-            "timezone",
-            "must be an IANA time zone such as Asia/Shanghai",
-        ));
+        return Err(FieldError::new("timezone", "must be an IANA time zone such as Asia/Shanghai"));
     }
     Ok(v)
 }
 
-fn fees(
-    value: Option<BTreeMap<Cow<'_, str>, RawFee<'_>>>,
-) -> Result<BTreeMap<Channel, FeeTerms>, FieldError> {
+fn fees(value: Option<BTreeMap<Cow<'_, str>, RawFee<'_>>>) -> Result<BTreeMap<Channel, FeeTerms>, FieldError> {
     let raw = required("fees", value)?;
     if raw.is_empty() {
         return Err(FieldError::new("fees", "must name at least one channel"));
     }
     let mut out = BTreeMap::new();
     for (name, fee) in raw {
-        let channel: Channel = name
-            .parse()
-            .map_err(|e: String| FieldError::new("fees", e))?;
+        let channel: Channel = name.parse().map_err(|e: String| FieldError::new("fees", e))?;
         let rate = fields::fraction("fees.rate", fee.rate)?;
         let amount = |field, v: Option<Cow<'_, str>>| {
-            v.map(|v| fields::non_negative_amount(field, Some(v), Currency::Cny))
-                .transpose()
+            v.map(|v| fields::non_negative_amount(field, Some(v), Currency::Cny)).transpose()
         };
         let min = amount("fees.min", fee.min)?;
         let cap = amount("fees.cap", fee.cap)?;
         if let (Some(min), Some(cap)) = (min, cap)
             && min > cap
         {
-            return Err(FieldError::new(
-                "fees.min",
-                format!("{channel}: min {min} is above cap {cap}"),
-            ));
+            return Err(FieldError::new("fees.min", format!("{channel}: min {min} is above cap {cap}")));
         }
         out.insert(channel, FeeTerms { rate, min, cap });
     }
@@ -149,19 +131,12 @@ fn validate(r: RawAdminRecord<'_>) -> Result<Event, FieldError> {
         "channel_terms" => {
             let carry_forward_days = required("carry_forward_days", r.carry_forward_days)?;
             if carry_forward_days > CARRY_FORWARD_DAYS_MAX {
-                return Err(FieldError::new(
-                    "carry_forward_days",
-                    format!("must be at most {CARRY_FORWARD_DAYS_MAX}"),
-                ));
+                return Err(FieldError::new("carry_forward_days", format!("must be at most {CARRY_FORWARD_DAYS_MAX}")));
             }
             Event::ChannelTermsSet(ChannelTermsSet {
                 channel: fields::channel("channel", r.channel)?,
                 fee_rate: fields::fraction("fee_rate", r.fee_rate)?,
-                fee_tolerance: fields::non_negative_amount(
-                    "fee_tolerance",
-                    r.fee_tolerance,
-                    Currency::Cny,
-                )?,
+                fee_tolerance: fields::non_negative_amount("fee_tolerance", r.fee_tolerance, Currency::Cny)?,
                 carry_forward_days,
                 effective_from: fields::date("effective_from", r.effective_from)?,
             })
@@ -187,8 +162,7 @@ fn validate(r: RawAdminRecord<'_>) -> Result<Event, FieldError> {
             at: at(r.at)?,
         }),
         "contract_signed" => {
-            let settlement_cycle = match required("settlement_cycle", r.settlement_cycle)?.as_ref()
-            {
+            let settlement_cycle = match required("settlement_cycle", r.settlement_cycle)?.as_ref() {
                 "T1" => SettlementCycle::T1,
                 "D0" => SettlementCycle::D0,
                 _ => return Err(FieldError::new("settlement_cycle", "must be T1 or D0")),
@@ -207,26 +181,20 @@ fn validate(r: RawAdminRecord<'_>) -> Result<Event, FieldError> {
             model: fields::text("model", r.model)?,
             at: at(r.at)?,
         }),
-        "terminal_activated" => Event::TerminalActivated(TerminalActivated {
-            terminal_id: terminal(r.terminal_id)?,
-            at: at(r.at)?,
-        }),
+        "terminal_activated" => {
+            Event::TerminalActivated(TerminalActivated { terminal_id: terminal(r.terminal_id)?, at: at(r.at)? })
+        }
         "terminal_suspended" => Event::TerminalSuspended(TerminalSuspended {
             terminal_id: terminal(r.terminal_id)?,
-            reason: r
-                .reason
-                .map(|v| fields::text("reason", Some(v)))
-                .transpose()?,
+            reason: r.reason.map(|v| fields::text("reason", Some(v))).transpose()?,
             at: at(r.at)?,
         }),
-        "terminal_unbound" => Event::TerminalUnbound(TerminalUnbound {
-            terminal_id: terminal(r.terminal_id)?,
-            at: at(r.at)?,
-        }),
-        "merchant_closed" => Event::MerchantClosed(MerchantClosed {
-            merchant_id: merchant(r.merchant_id)?,
-            at: at(r.at)?,
-        }),
+        "terminal_unbound" => {
+            Event::TerminalUnbound(TerminalUnbound { terminal_id: terminal(r.terminal_id)?, at: at(r.at)? })
+        }
+        "merchant_closed" => {
+            Event::MerchantClosed(MerchantClosed { merchant_id: merchant(r.merchant_id)?, at: at(r.at)? })
+        }
         other => {
             return Err(FieldError::new(
                 "kind",
@@ -246,26 +214,16 @@ mod tests {
 
     #[test]
     fn the_fixture_admin_records_parse() {
-        let path = format!(
-            "{}/../tests/fixtures/day/admin.ndjson",
-            env!("CARGO_MANIFEST_DIR")
-        );
+        let path = format!("{}/../tests/fixtures/day/admin.ndjson", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(path).expect("fixture");
         let events: Vec<_> = text
             .lines()
             .enumerate()
-            .map(|(i, l)| {
-                parse_admin_line(i as u64 + 1, l.as_bytes()).unwrap_or_else(|e| panic!("{e}"))
-            })
+            .map(|(i, l)| parse_admin_line(i as u64 + 1, l.as_bytes()).unwrap_or_else(|e| panic!("{e}")))
             .collect();
         assert_eq!(events.len(), 62);
-        let Event::ContractSigned(c) = &events[6] else {
-            panic!("contract at line 7: {:?}", events[6])
-        };
-        assert_eq!(
-            c.fees[&Channel::UnionpayCard].cap.map(|d| d.to_string()),
-            Some("20.00".into())
-        );
+        let Event::ContractSigned(c) = &events[6] else { panic!("contract at line 7: {:?}", events[6]) };
+        assert_eq!(c.fees[&Channel::UnionpayCard].cap.map(|d| d.to_string()), Some("20.00".into()));
     }
 
     #[test]
@@ -291,10 +249,7 @@ mod tests {
                 r#"{"kind":"merchant_applied","merchant_id":"M1","legal_name":"A","licence_no":"1","mcc":"5812","timezone":"Shanghai","settlement_account":"1","at":"2026-11-06T09:01:00+08:00"}"#,
                 "timezone",
             ),
-            (
-                r#"{"kind":"terminal_activated","at":"2026-11-06T09:01:00+08:00"}"#,
-                "terminal_id",
-            ),
+            (r#"{"kind":"terminal_activated","at":"2026-11-06T09:01:00+08:00"}"#, "terminal_id"),
         ];
         for (line, field) in cases {
             let e = parse_admin_line(3, line.as_bytes()).expect_err(line);

@@ -40,13 +40,8 @@ pub enum Channel {
 
 impl Channel {
     /// Every channel, in a fixed order.
-    pub const ALL: [Channel; 5] = [
-        Channel::UnionpayCard,
-        Channel::Wechat,
-        Channel::Alipay,
-        Channel::UnionpayQr,
-        Channel::Cash,
-    ];
+    pub const ALL: [Channel; 5] =
+        [Channel::UnionpayCard, Channel::Wechat, Channel::Alipay, Channel::UnionpayQr, Channel::Cash];
 
     /// The wire name (`unionpay_card`, `wechat`, ...).
     pub const fn as_str(self) -> &'static str {
@@ -456,11 +451,9 @@ impl Event {
     /// The business time the event occurred at.
     pub fn occurred_at(&self) -> DateTime<FixedOffset> {
         match self {
-            Event::ChannelTermsSet(e) => e
-                .effective_from
-                .and_hms_opt(0, 0, 0)
-                .map(|t| t.and_utc().fixed_offset())
-                .unwrap_or_default(),
+            Event::ChannelTermsSet(e) => {
+                e.effective_from.and_hms_opt(0, 0, 0).map(|t| t.and_utc().fixed_offset()).unwrap_or_default()
+            }
             Event::MerchantApplied(e) => e.at,
             Event::MerchantApproved(e) => e.at,
             Event::MerchantRejected(e) => e.at,
@@ -491,9 +484,7 @@ impl Event {
             Event::TerminalUnbound(e) => format!("{}/{at}", e.terminal_id),
             Event::MerchantClosed(e) => e.merchant_id.clone(),
             Event::PaymentCaptured(e) => e.txn_id.clone(),
-            Event::PaymentVoided(e) | Event::PaymentRefunded(e) | Event::PaymentReversed(e) => {
-                e.txn_id.clone()
-            }
+            Event::PaymentVoided(e) | Event::PaymentRefunded(e) | Event::PaymentReversed(e) => e.txn_id.clone(),
             Event::TerminalBatchClosed(e) => format!("{}/{}", e.terminal_id, e.batch_no),
         }
     }
@@ -532,11 +523,7 @@ impl Event {
                 known: SCHEMA_VERSION,
             });
         }
-        fn parse<T: for<'de> Deserialize<'de>>(
-            t: &str,
-            v: u16,
-            p: &[u8],
-        ) -> Result<T, DecodeError> {
+        fn parse<T: for<'de> Deserialize<'de>>(t: &str, v: u16, p: &[u8]) -> Result<T, DecodeError> {
             serde_json::from_slice(p).map_err(|source| DecodeError::Payload {
                 event_type: t.to_owned(),
                 version: v,
@@ -599,16 +586,10 @@ mod tests {
     #[test]
     fn event_ids_are_deterministic_and_distinguish_types() {
         let captured = Event::PaymentCaptured(sale());
-        assert_eq!(
-            captured.event_id(),
-            Event::PaymentCaptured(sale()).event_id()
-        );
+        assert_eq!(captured.event_id(), Event::PaymentCaptured(sale()).event_id());
         let mut other = sale();
         other.txn_id = "M1-2".into();
-        assert_ne!(
-            captured.event_id(),
-            Event::PaymentCaptured(other).event_id()
-        );
+        assert_ne!(captured.event_id(), Event::PaymentCaptured(other).event_id());
     }
 
     #[test]
@@ -617,12 +598,8 @@ mod tests {
         let data = event.to_event_data();
         let json = String::from_utf8(data.payload.clone()).expect("utf8");
         assert!(json.contains(r#""amount":"25.00""#), "{json}");
-        assert!(
-            json.contains(r#""at":"2026-11-26T12:00:01+08:00""#),
-            "{json}"
-        );
-        let back =
-            Event::decode(&data.event_type, data.schema_version, &data.payload).expect("decodes");
+        assert!(json.contains(r#""at":"2026-11-26T12:00:01+08:00""#), "{json}");
+        let back = Event::decode(&data.event_type, data.schema_version, &data.payload).expect("decodes");
         assert_eq!(back, event);
     }
 
@@ -630,9 +607,6 @@ mod tests {
     fn newer_schema_versions_are_refused() {
         let err = Event::decode("PaymentCaptured", SCHEMA_VERSION + 1, b"{}").expect_err("refused");
         assert!(matches!(err, DecodeError::UnknownVersion { .. }));
-        assert!(matches!(
-            Event::decode("Nope", 1, b"{}"),
-            Err(DecodeError::UnknownType(_))
-        ));
+        assert!(matches!(Event::decode("Nope", 1, b"{}"), Err(DecodeError::UnknownType(_))));
     }
 }

@@ -59,9 +59,7 @@ impl FeedCommand {
     pub fn reference(&self) -> String {
         match self {
             FeedCommand::Sale(s) => s.txn_id.clone(),
-            FeedCommand::Void(a) | FeedCommand::Refund(a) | FeedCommand::Reversal(a) => {
-                a.txn_id.clone()
-            }
+            FeedCommand::Void(a) | FeedCommand::Refund(a) | FeedCommand::Reversal(a) => a.txn_id.clone(),
             FeedCommand::BatchClose(b) => format!("{}/{}", b.terminal_id, b.batch_no),
         }
     }
@@ -91,11 +89,7 @@ impl std::error::Error for LineError {}
 
 impl LineError {
     pub(crate) fn from_field(line: u64, e: FieldError) -> Self {
-        LineError {
-            line,
-            field: Some(e.field.to_owned()),
-            reason: e.reason,
-        }
+        LineError { line, field: Some(e.field.to_owned()), reason: e.reason }
     }
 
     /// Turns a JSON decoding error into a line error naming the field it was in.
@@ -108,16 +102,8 @@ impl LineError {
             reason.replace_range(i..i + " at line 1".len(), "");
         }
         let field = (path != "." && !path.is_empty()).then_some(path);
-        let reason = if inner.is_syntax() || inner.is_eof() {
-            format!("not valid JSON: {reason}")
-        } else {
-            reason
-        };
-        LineError {
-            line,
-            field,
-            reason,
-        }
+        let reason = if inner.is_syntax() || inner.is_eof() { format!("not valid JSON: {reason}") } else { reason };
+        LineError { line, field, reason }
     }
 }
 
@@ -177,11 +163,7 @@ pub fn parse_feed_line(line: u64, text: &[u8]) -> Result<FeedCommand, LineError>
     let mut de = serde_json::Deserializer::from_slice(text);
     let raw: RawFeedRecord<'_> =
         serde_path_to_error::deserialize(&mut de).map_err(|e| LineError::from_json(line, e))?;
-    de.end().map_err(|e| LineError {
-        line,
-        field: None,
-        reason: format!("not valid JSON: {e}"),
-    })?;
+    de.end().map_err(|e| LineError { line, field: None, reason: format!("not valid JSON: {e}") })?;
     validate(raw).map_err(|e| LineError::from_field(line, e))
 }
 
@@ -197,10 +179,7 @@ fn validate(r: RawFeedRecord<'_>) -> Result<FeedCommand, FieldError> {
                 (Channel::Cash, None) => None,
                 (_, v @ Some(_)) => Some(fields::id("channel_txn_id", v)?),
                 (_, None) => {
-                    return Err(FieldError::new(
-                        "channel_txn_id",
-                        "is required for non-cash sales",
-                    ));
+                    return Err(FieldError::new("channel_txn_id", "is required for non-cash sales"));
                 }
             };
             let rrn = r.rrn.map(|v| fields::id("rrn", Some(v))).transpose()?;
@@ -221,12 +200,9 @@ fn validate(r: RawFeedRecord<'_>) -> Result<FeedCommand, FieldError> {
             }))
         }
         kind @ ("void" | "refund" | "reversal") => {
-            for (field, v) in [
-                ("payer", &r.payer),
-                ("mcc", &r.mcc),
-                ("channel_txn_id", &r.channel_txn_id),
-                ("rrn", &r.rrn),
-            ] {
+            for (field, v) in
+                [("payer", &r.payer), ("mcc", &r.mcc), ("channel_txn_id", &r.channel_txn_id), ("rrn", &r.rrn)]
+            {
                 absent(field, v, kind)?;
             }
             reject_batch_totals(&r, kind)?;
@@ -244,10 +220,7 @@ fn validate(r: RawFeedRecord<'_>) -> Result<FeedCommand, FieldError> {
                 at: fields::timestamp("at", r.at)?,
             };
             if adjustment.txn_id == adjustment.original_txn_id {
-                return Err(FieldError::new(
-                    "original_txn_id",
-                    "must differ from txn_id",
-                ));
+                return Err(FieldError::new("original_txn_id", "must differ from txn_id"));
             }
             Ok(match kind {
                 "void" => FeedCommand::Void(adjustment),
@@ -278,26 +251,16 @@ fn validate(r: RawFeedRecord<'_>) -> Result<FeedCommand, FieldError> {
                 terminal_id: fields::id("terminal_id", r.terminal_id)?,
                 batch_no: fields::digits("batch_no", r.batch_no, 12)?,
                 debit_count: required("debit_count", r.debit_count)?,
-                debit_amount: fields::non_negative_amount(
-                    "debit_amount",
-                    r.debit_amount,
-                    currency,
-                )?,
+                debit_amount: fields::non_negative_amount("debit_amount", r.debit_amount, currency)?,
                 credit_count: required("credit_count", r.credit_count)?,
-                credit_amount: fields::non_negative_amount(
-                    "credit_amount",
-                    r.credit_amount,
-                    currency,
-                )?,
+                credit_amount: fields::non_negative_amount("credit_amount", r.credit_amount, currency)?,
                 currency,
                 at: fields::timestamp("at", r.at)?,
             }))
         }
         other => Err(FieldError::new(
             "kind",
-            format!(
-                "unknown kind {other:?} (expected sale, void, refund, reversal or batch_close)"
-            ),
+            format!("unknown kind {other:?} (expected sale, void, refund, reversal or batch_close)"),
         )),
     }
 }
@@ -331,9 +294,7 @@ mod tests {
 
     #[test]
     fn the_design_example_parses() {
-        let FeedCommand::Sale(s) = parse_feed_line(1, SALE.as_bytes()).expect("valid") else {
-            panic!("a sale")
-        };
+        let FeedCommand::Sale(s) = parse_feed_line(1, SALE.as_bytes()).expect("valid") else { panic!("a sale") };
         assert_eq!(s.amount.to_string(), "25.00");
         assert_eq!(s.channel, Channel::Wechat);
         assert_eq!(s.at.offset().local_minus_utc(), 8 * 3600);
@@ -360,8 +321,7 @@ mod tests {
             let e = err(&with(field, value));
             assert_eq!(e.line, 7);
             assert!(e.reason.contains(reason), "{field}={value}: {e}");
-            let named =
-                e.field.as_deref() == Some(field) || (field == "tip" && e.reason.contains("tip"));
+            let named = e.field.as_deref() == Some(field) || (field == "tip" && e.reason.contains("tip"));
             assert!(named, "{field}={value}: {e}");
         }
     }
@@ -376,49 +336,29 @@ mod tests {
     #[test]
     fn malformed_json_and_oversized_lines_are_refused() {
         assert!(err("{not json").reason.contains("not valid JSON"));
-        assert!(
-            err(&format!("{SALE} trailing"))
-                .reason
-                .contains("not valid JSON")
-        );
-        assert!(
-            err(&" ".repeat(FEED_LINE_BYTES_MAX + 1))
-                .reason
-                .contains("longer than")
-        );
+        assert!(err(&format!("{SALE} trailing")).reason.contains("not valid JSON"));
+        assert!(err(&" ".repeat(FEED_LINE_BYTES_MAX + 1)).reason.contains("longer than"));
         assert!(err(r#"{"kind":"sell"}"#).reason.contains("unknown kind"));
     }
 
     #[test]
     fn batch_close_parses_with_default_currency() {
         let line = r#"{"kind":"batch_close","merchant_id":"M1","terminal_id":"T1","batch_no":"739944","debit_count":18,"debit_amount":"751.59","credit_count":0,"credit_amount":"0.00","at":"2026-11-24T23:59:59+08:00"}"#;
-        let FeedCommand::BatchClose(b) = parse_feed_line(1, line.as_bytes()).expect("valid") else {
-            panic!()
-        };
-        assert_eq!(
-            (b.debit_count, b.debit_amount.to_string(), b.currency),
-            (18, "751.59".into(), Currency::Cny)
-        );
+        let FeedCommand::BatchClose(b) = parse_feed_line(1, line.as_bytes()).expect("valid") else { panic!() };
+        assert_eq!((b.debit_count, b.debit_amount.to_string(), b.currency), (18, "751.59".into(), Currency::Cny));
         assert!(
-            err(&line.replace(r#""debit_count":18"#, r#""debit_count":-1"#))
-                .field
-                .as_deref()
-                == Some("debit_count")
+            err(&line.replace(r#""debit_count":18"#, r#""debit_count":-1"#)).field.as_deref() == Some("debit_count")
         );
     }
 
     #[test]
     fn the_fixture_feeds_parse_completely() {
         for day in ["2026-11-24", "2026-11-25"] {
-            let path = format!(
-                "{}/../tests/fixtures/day/feed-{day}.ndjson",
-                env!("CARGO_MANIFEST_DIR")
-            );
+            let path = format!("{}/../tests/fixtures/day/feed-{day}.ndjson", env!("CARGO_MANIFEST_DIR"));
             let text = std::fs::read_to_string(path).expect("fixture");
             let mut kinds = std::collections::BTreeMap::new();
             for (i, line) in text.lines().enumerate() {
-                let cmd = parse_feed_line(i as u64 + 1, line.as_bytes())
-                    .unwrap_or_else(|e| panic!("{day}: {e}"));
+                let cmd = parse_feed_line(i as u64 + 1, line.as_bytes()).unwrap_or_else(|e| panic!("{day}: {e}"));
                 *kinds.entry(cmd.kind()).or_insert(0) += 1;
             }
             assert_eq!(kinds["sale"], 400, "{day}");

@@ -26,10 +26,7 @@ pub struct FieldError {
 impl FieldError {
     /// A field error.
     pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
-        FieldError {
-            field,
-            reason: reason.into(),
-        }
+        FieldError { field, reason: reason.into() }
     }
 }
 
@@ -44,10 +41,7 @@ pub fn required<T>(field: &'static str, value: Option<T>) -> FieldResult<T> {
 /// Refuses a field that has no meaning for this kind of record.
 pub fn absent<T>(field: &'static str, value: &Option<T>, kind: &str) -> FieldResult<()> {
     match value {
-        Some(_) => Err(FieldError::new(
-            field,
-            format!("is not allowed on a {kind} record"),
-        )),
+        Some(_) => Err(FieldError::new(field, format!("is not allowed on a {kind} record"))),
         None => Ok(()),
     }
 }
@@ -57,13 +51,9 @@ pub fn id(field: &'static str, value: Option<Cow<'_, str>>) -> FieldResult<Strin
     let v = required(field, value)?;
     let ok = !v.is_empty()
         && v.len() <= ID_BYTES_MAX
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     if !ok {
-        return Err(FieldError::new(
-            field,
-            format!("must be 1 to {ID_BYTES_MAX} letters, digits, '-', '_' or '.'"),
-        ));
+        return Err(FieldError::new(field, format!("must be 1 to {ID_BYTES_MAX} letters, digits, '-', '_' or '.'")));
     }
     Ok(v.into_owned())
 }
@@ -93,81 +83,50 @@ pub fn text(field: &'static str, value: Option<Cow<'_, str>>) -> FieldResult<Str
 pub fn mcc(field: &'static str, value: Option<Cow<'_, str>>) -> FieldResult<String> {
     let v = required(field, value)?;
     if v.len() != 4 || !v.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(FieldError::new(
-            field,
-            "must be a four-digit merchant category code",
-        ));
+        return Err(FieldError::new(field, "must be a four-digit merchant category code"));
     }
     Ok(v.into_owned())
 }
 
 /// A payment channel.
 pub fn channel(field: &'static str, value: Option<Cow<'_, str>>) -> FieldResult<Channel> {
-    required(field, value)?
-        .parse()
-        .map_err(|e: String| FieldError::new(field, e))
+    required(field, value)?.parse().map_err(|e: String| FieldError::new(field, e))
 }
 
 /// A currency code.
 pub fn currency(field: &'static str, value: Option<Cow<'_, str>>) -> FieldResult<Currency> {
-    required(field, value)?
-        .parse()
-        .map_err(|e: String| FieldError::new(field, e))
+    required(field, value)?.parse().map_err(|e: String| FieldError::new(field, e))
 }
 
 /// An RFC 3339 time with its UTC offset, e.g. `2026-11-26T12:00:01+08:00`.
-pub fn timestamp(
-    field: &'static str,
-    value: Option<Cow<'_, str>>,
-) -> FieldResult<DateTime<FixedOffset>> {
+pub fn timestamp(field: &'static str, value: Option<Cow<'_, str>>) -> FieldResult<DateTime<FixedOffset>> {
     let v = required(field, value)?;
     DateTime::parse_from_rfc3339(&v).map_err(|e| {
-        FieldError::new(
-            field,
-            format!("must be an RFC 3339 time with offset, like 2026-11-26T12:00:01+08:00 ({e})"),
-        )
+        FieldError::new(field, format!("must be an RFC 3339 time with offset, like 2026-11-26T12:00:01+08:00 ({e})"))
     })
 }
 
 /// A calendar date `YYYY-MM-DD`.
 pub fn date(field: &'static str, value: Option<Cow<'_, str>>) -> FieldResult<NaiveDate> {
     let v = required(field, value)?;
-    NaiveDate::parse_from_str(&v, "%Y-%m-%d")
-        .map_err(|_| FieldError::new(field, "must be a date YYYY-MM-DD"))
+    NaiveDate::parse_from_str(&v, "%Y-%m-%d").map_err(|_| FieldError::new(field, "must be a date YYYY-MM-DD"))
 }
 
 /// A positive amount at the currency's scale.
-pub fn positive_amount(
-    field: &'static str,
-    value: Option<Cow<'_, str>>,
-    cur: Currency,
-) -> FieldResult<Decimal> {
-    money::parse_positive_amount(&required(field, value)?, cur)
-        .map_err(|e| FieldError::new(field, e.to_string()))
+pub fn positive_amount(field: &'static str, value: Option<Cow<'_, str>>, cur: Currency) -> FieldResult<Decimal> {
+    money::parse_positive_amount(&required(field, value)?, cur).map_err(|e| FieldError::new(field, e.to_string()))
 }
 
 /// A zero or positive amount at the currency's scale.
-pub fn non_negative_amount(
-    field: &'static str,
-    value: Option<Cow<'_, str>>,
-    cur: Currency,
-) -> FieldResult<Decimal> {
-    money::parse_non_negative_amount(&required(field, value)?, cur)
-        .map_err(|e| FieldError::new(field, e.to_string()))
+pub fn non_negative_amount(field: &'static str, value: Option<Cow<'_, str>>, cur: Currency) -> FieldResult<Decimal> {
+    money::parse_non_negative_amount(&required(field, value)?, cur).map_err(|e| FieldError::new(field, e.to_string()))
 }
 
 /// A rate or tolerance: a plain non-negative decimal below 1 with at most 6 places.
 pub fn fraction(field: &'static str, value: Option<Cow<'_, str>>) -> FieldResult<Decimal> {
     let v = required(field, value)?;
-    let bad = || {
-        FieldError::new(
-            field,
-            "must be a decimal from 0 up to 1 with at most 6 places, like \"0.0038\"",
-        )
-    };
-    let plain = v.bytes().all(|b| b.is_ascii_digit() || b == b'.')
-        && !v.starts_with('.')
-        && !v.ends_with('.');
+    let bad = || FieldError::new(field, "must be a decimal from 0 up to 1 with at most 6 places, like \"0.0038\"");
+    let plain = v.bytes().all(|b| b.is_ascii_digit() || b == b'.') && !v.starts_with('.') && !v.ends_with('.');
     let d: Decimal = if plain {
         v.parse().map_err(|_| bad())?
     } else {
@@ -199,16 +158,11 @@ fn luhn_valid(digits: &str) -> bool {
 /// last 4 digits). On any channel a full PAN (13 to 19 digits passing the Luhn check) is
 /// refused, except Alipay's own 16-digit buyer ids (`2088…`) on the Alipay channel. The error
 /// never repeats the value.
-pub fn payer(
-    field: &'static str,
-    value: Option<Cow<'_, str>>,
-    ch: Channel,
-) -> FieldResult<Option<String>> {
+pub fn payer(field: &'static str, value: Option<Cow<'_, str>>, ch: Channel) -> FieldResult<Option<String>> {
     let Some(v) = value else { return Ok(None) };
     let all_digits = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
     let pan_like = all_digits && (13..=19).contains(&v.len()) && luhn_valid(&v);
-    let alipay_buyer =
-        ch == Channel::Alipay && v.len() == 16 && v.starts_with("2088") && all_digits;
+    let alipay_buyer = ch == Channel::Alipay && v.len() == 16 && v.starts_with("2088") && all_digits;
     let full_pan = "is a full card number (PAN); it is never stored: send it masked as the first 6 and last 4 digits";
     if ch.is_card() {
         let b = v.as_bytes();
@@ -232,10 +186,7 @@ pub fn payer(
         return Err(FieldError::new(field, full_pan));
     }
     if v.is_empty() || v.len() > ID_BYTES_MAX || v.chars().any(char::is_control) {
-        return Err(FieldError::new(
-            field,
-            format!("must be 1 to {ID_BYTES_MAX} bytes without control characters"),
-        ));
+        return Err(FieldError::new(field, format!("must be 1 to {ID_BYTES_MAX} bytes without control characters")));
     }
     Ok(Some(v.into_owned()))
 }
@@ -253,22 +204,13 @@ mod tests {
         let pan = "6222021234567890128"; // 19 digits, Luhn-valid
         assert!(luhn_valid(pan));
         let err = payer("payer", c(pan), Channel::UnionpayCard).expect_err("refused");
-        assert!(
-            err.reason.contains("full card number") && !err.reason.contains(pan),
-            "{err:?}"
-        );
+        assert!(err.reason.contains("full card number") && !err.reason.contains(pan), "{err:?}");
         let err = payer("payer", c(pan), Channel::Wechat).expect_err("refused on QR too");
         assert!(!err.reason.contains(pan));
         assert!(payer("payer", c("622848******1964"), Channel::UnionpayCard).is_ok());
-        assert!(
-            payer("payer", c("622848*1964"), Channel::UnionpayCard).is_err(),
-            "too short a mask"
-        );
+        assert!(payer("payer", c("622848*1964"), Channel::UnionpayCard).is_err(), "too short a mask");
         assert!(payer("payer", c("62284812345X1964"), Channel::UnionpayCard).is_err());
-        assert!(
-            payer("payer", c("2088498289387902"), Channel::Alipay).is_ok(),
-            "Alipay buyer id"
-        );
+        assert!(payer("payer", c("2088498289387902"), Channel::Alipay).is_ok(), "Alipay buyer id");
         assert!(payer("payer", c("o397e0750ea82"), Channel::Wechat).is_ok());
         assert_eq!(payer("payer", None, Channel::Cash), Ok(None));
     }
@@ -278,18 +220,12 @@ mod tests {
         assert!(id("txn_id", c("M1-20261126-000123")).is_ok());
         assert!(id("txn_id", c("bad id")).is_err());
         assert!(id("txn_id", c(&"x".repeat(65))).is_err());
-        assert_eq!(
-            id("txn_id", None).expect_err("missing").reason,
-            "is required"
-        );
+        assert_eq!(id("txn_id", None).expect_err("missing").reason, "is required");
         assert!(fraction("fee_rate", c("0.0038")).is_ok());
         for bad in ["1", "1.5", "-0.1", "0.0000001", "abc", ".5"] {
             assert!(fraction("fee_rate", c(bad)).is_err(), "{bad}");
         }
-        assert!(
-            timestamp("at", c("2026-11-26T12:00:01")).is_err(),
-            "offset required"
-        );
+        assert!(timestamp("at", c("2026-11-26T12:00:01")).is_err(), "offset required");
         assert!(mcc("mcc", c("58123")).is_err());
     }
 }

@@ -45,12 +45,9 @@ fn terminal_id(m: u32, t: u32) -> String {
 
 /// Writes admin records onboarding every merchant of `shape` with active terminals.
 pub fn write_admin(out: &mut impl Write, shape: Shape) -> io::Result<()> {
-    for (ch, rate) in [
-        ("wechat", "0.0025"),
-        ("alipay", "0.0025"),
-        ("unionpay_qr", "0.0025"),
-        ("unionpay_card", "0.0045"),
-    ] {
+    for (ch, rate) in
+        [("wechat", "0.0025"), ("alipay", "0.0025"), ("unionpay_qr", "0.0025"), ("unionpay_card", "0.0045")]
+    {
         writeln!(
             out,
             r#"{{"kind":"channel_terms","channel":"{ch}","fee_rate":"{rate}","fee_tolerance":"0.01","carry_forward_days":1,"effective_from":"2026-10-01"}}"#
@@ -76,10 +73,7 @@ pub fn write_admin(out: &mut impl Write, shape: Shape) -> io::Result<()> {
                 out,
                 r#"{{"kind":"terminal_bound","merchant_id":"{id}","terminal_id":"{tid}","serial":"NL-{m:06}{t:02}","model":"ME31","at":"2026-10-05T09:00:00+08:00"}}"#
             )?;
-            writeln!(
-                out,
-                r#"{{"kind":"terminal_activated","terminal_id":"{tid}","at":"2026-10-06T09:00:00+08:00"}}"#
-            )?;
+            writeln!(out, r#"{{"kind":"terminal_activated","terminal_id":"{tid}","at":"2026-10-06T09:00:00+08:00"}}"#)?;
         }
     }
     Ok(())
@@ -91,15 +85,7 @@ pub fn write_admin(out: &mut impl Write, shape: Shape) -> io::Result<()> {
 pub fn write_feed(out: &mut impl Write, shape: Shape, records: u64) -> io::Result<u64> {
     let mut rng = SplitMix::new(shape.seed);
     let mut recent: Vec<(String, u32, u32, &'static str, u64)> = Vec::with_capacity(64);
-    let channels = [
-        "wechat",
-        "wechat",
-        "alipay",
-        "alipay",
-        "unionpay_card",
-        "unionpay_qr",
-        "cash",
-    ];
+    let channels = ["wechat", "wechat", "alipay", "alipay", "unionpay_card", "unionpay_qr", "cash"];
     let mut written = 0u64;
     let mut sale_no = 0u64;
     while written < records {
@@ -174,27 +160,15 @@ mod tests {
 
     #[test]
     fn generated_records_all_parse() {
-        let shape = Shape {
-            merchants: 3,
-            terminals_per_merchant: 2,
-            seed: 7,
-        };
+        let shape = Shape { merchants: 3, terminals_per_merchant: 2, seed: 7 };
         let mut admin = Vec::new();
         write_admin(&mut admin, shape).expect("write");
-        for (i, line) in admin
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .enumerate()
-        {
+        for (i, line) in admin.split(|&b| b == b'\n').filter(|l| !l.is_empty()).enumerate() {
             parse_admin_line(i as u64 + 1, line).unwrap_or_else(|e| panic!("{e}"));
         }
         let mut feed = Vec::new();
         assert_eq!(write_feed(&mut feed, shape, 2000).expect("write"), 2000);
-        for (i, line) in feed
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .enumerate()
-        {
+        for (i, line) in feed.split(|&b| b == b'\n').filter(|l| !l.is_empty()).enumerate() {
             parse_feed_line(i as u64 + 1, line).unwrap_or_else(|e| panic!("{e}"));
         }
     }

@@ -65,9 +65,7 @@ impl FromStr for Currency {
             "HKD" => Ok(Currency::Hkd),
             "USD" => Ok(Currency::Usd),
             "JPY" => Ok(Currency::Jpy),
-            other => Err(format!(
-                "unsupported currency {other:?} (expected CNY, HKD, USD or JPY)"
-            )),
+            other => Err(format!("unsupported currency {other:?} (expected CNY, HKD, USD or JPY)")),
         }
     }
 }
@@ -112,10 +110,7 @@ pub fn parse_amount(text: &str, currency: Currency) -> Result<Decimal, AmountErr
     }
     let frac_len = frac_part.map_or(0, str::len);
     if frac_len as u32 > currency.scale() {
-        return Err(AmountError::OverScale {
-            text: text.to_owned(),
-            scale: currency.scale(),
-        });
+        return Err(AmountError::OverScale { text: text.to_owned(), scale: currency.scale() });
     }
     let mut value = Decimal::from_str(text).map_err(|_| malformed())?;
     if value.abs() > AMOUNT_MAX {
@@ -149,60 +144,25 @@ mod tests {
 
     #[test]
     fn amounts_are_rescaled_to_the_currency() {
-        assert_eq!(
-            parse_amount("25", Currency::Cny).map(|d| d.to_string()),
-            Ok("25.00".into())
-        );
-        assert_eq!(
-            parse_amount("0.5", Currency::Cny).map(|d| d.to_string()),
-            Ok("0.50".into())
-        );
-        assert_eq!(
-            parse_amount("1200", Currency::Jpy).map(|d| d.to_string()),
-            Ok("1200".into())
-        );
+        assert_eq!(parse_amount("25", Currency::Cny).map(|d| d.to_string()), Ok("25.00".into()));
+        assert_eq!(parse_amount("0.5", Currency::Cny).map(|d| d.to_string()), Ok("0.50".into()));
+        assert_eq!(parse_amount("1200", Currency::Jpy).map(|d| d.to_string()), Ok("1200".into()));
     }
 
     #[test]
     fn bad_amount_text_is_refused() {
-        for bad in [
-            "", "1e3", " 1.00", "1.00 ", "+1", "1,00", "1.", ".5", "--1", "0x10", "NaN",
-        ] {
+        for bad in ["", "1e3", " 1.00", "1.00 ", "+1", "1,00", "1.", ".5", "--1", "0x10", "NaN"] {
             assert!(
-                matches!(
-                    parse_amount(bad, Currency::Cny),
-                    Err(AmountError::Malformed(_))
-                ),
+                matches!(parse_amount(bad, Currency::Cny), Err(AmountError::Malformed(_))),
                 "{bad:?} should be malformed"
             );
         }
-        assert!(matches!(
-            parse_amount("1.001", Currency::Cny),
-            Err(AmountError::OverScale { scale: 2, .. })
-        ));
-        assert!(matches!(
-            parse_amount("1.5", Currency::Jpy),
-            Err(AmountError::OverScale { .. })
-        ));
-        assert!(matches!(
-            parse_amount("100000000.01", Currency::Cny),
-            Err(AmountError::TooLarge(_))
-        ));
-        assert!(matches!(
-            parse_positive_amount("0.00", Currency::Cny),
-            Err(AmountError::NotPositive(_))
-        ));
-        assert!(matches!(
-            parse_positive_amount("-3.00", Currency::Cny),
-            Err(AmountError::NotPositive(_))
-        ));
-        assert!(matches!(
-            parse_non_negative_amount("-0.01", Currency::Cny),
-            Err(AmountError::Negative(_))
-        ));
-        assert_eq!(
-            parse_non_negative_amount("0", Currency::Cny).map(|d| d.to_string()),
-            Ok("0.00".into())
-        );
+        assert!(matches!(parse_amount("1.001", Currency::Cny), Err(AmountError::OverScale { scale: 2, .. })));
+        assert!(matches!(parse_amount("1.5", Currency::Jpy), Err(AmountError::OverScale { .. })));
+        assert!(matches!(parse_amount("100000000.01", Currency::Cny), Err(AmountError::TooLarge(_))));
+        assert!(matches!(parse_positive_amount("0.00", Currency::Cny), Err(AmountError::NotPositive(_))));
+        assert!(matches!(parse_positive_amount("-3.00", Currency::Cny), Err(AmountError::NotPositive(_))));
+        assert!(matches!(parse_non_negative_amount("-0.01", Currency::Cny), Err(AmountError::Negative(_))));
+        assert_eq!(parse_non_negative_amount("0", Currency::Cny).map(|d| d.to_string()), Ok("0.00".into()));
     }
 }

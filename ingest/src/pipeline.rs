@@ -21,9 +21,7 @@ use uuid::Uuid;
 use crate::admin::parse_admin_line;
 use crate::event::{Event, payment_stream};
 use crate::feed::{FEED_LINE_BYTES_MAX, FeedCommand, LineError, parse_feed_line};
-use crate::store::{
-    AppendError, AppendRequest, EventStore, ExpectedRevision, READ_EVENTS_MAX, ReadError,
-};
+use crate::store::{AppendError, AppendRequest, EventStore, ExpectedRevision, READ_EVENTS_MAX, ReadError};
 use crate::writemodel::{PaymentState, REGISTRY_EVENT_TYPES, Registry, Rejection, View};
 
 /// Records decided and appended together.
@@ -89,13 +87,7 @@ impl RejectedRecord {
     }
 
     fn rule(line: u64, reference: String, r: Rejection) -> Self {
-        RejectedRecord {
-            line,
-            reference: Some(reference),
-            field: None,
-            code: r.code.into(),
-            message: r.message,
-        }
+        RejectedRecord { line, reference: Some(reference), field: None, code: r.code.into(), message: r.message }
     }
 }
 
@@ -188,11 +180,7 @@ impl<S: EventStore> Ingestor<S> {
     /// A write model over `store`, caught up from `checkpoint` if that file holds a checkpoint
     /// of this log, else from position 0.
     pub async fn open(store: Arc<S>, checkpoint: Option<&Path>) -> Result<Self, IngestError> {
-        let mut ingestor = Ingestor {
-            store,
-            registry: Registry::default(),
-            position: 0,
-        };
+        let mut ingestor = Ingestor { store, registry: Registry::default(), position: 0 };
         if let Some(path) = checkpoint
             && let Ok(bytes) = std::fs::read(path)
             && let Ok(cp) = serde_json::from_slice::<Checkpoint>(&bytes)
@@ -211,12 +199,7 @@ impl<S: EventStore> Ingestor<S> {
         }
         let last = match cp.position {
             0 => None,
-            p => self
-                .store
-                .read_all(p - 1, 1)
-                .await?
-                .first()
-                .map(|e| e.data.event_id),
+            p => self.store.read_all(p - 1, 1).await?.first().map(|e| e.data.event_id),
         };
         Ok(last == cp.last_event_id)
     }
@@ -225,22 +208,10 @@ impl<S: EventStore> Ingestor<S> {
     pub async fn save_checkpoint(&self, path: &Path) -> Result<(), IngestError> {
         let last_event_id = match self.position {
             0 => None,
-            p => self
-                .store
-                .read_all(p - 1, 1)
-                .await?
-                .first()
-                .map(|e| e.data.event_id),
+            p => self.store.read_all(p - 1, 1).await?.first().map(|e| e.data.event_id),
         };
-        let cp = Checkpoint {
-            position: self.position,
-            last_event_id,
-            registry: self.registry.clone(),
-        };
-        let err = |source| IngestError::Checkpoint {
-            path: path.to_owned(),
-            source,
-        };
+        let cp = Checkpoint { position: self.position, last_event_id, registry: self.registry.clone() };
+        let err = |source| IngestError::Checkpoint { path: path.to_owned(), source };
         let tmp = path.with_extension("tmp");
         let bytes = serde_json::to_vec(&cp).map_err(|e| err(io::Error::other(e)))?;
         {
@@ -272,12 +243,8 @@ impl<S: EventStore> Ingestor<S> {
             let next = last.position + 1;
             for e in &events {
                 if REGISTRY_EVENT_TYPES.contains(&e.data.event_type.as_str()) {
-                    let event =
-                        Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)
-                            .map_err(|source| IngestError::Decode {
-                            position: e.position,
-                            source,
-                        })?;
+                    let event = Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)
+                        .map_err(|source| IngestError::Decode { position: e.position, source })?;
                     self.registry.apply(&event);
                 }
             }
@@ -339,14 +306,7 @@ impl<S: EventStore> Ingestor<S> {
     ) -> Result<Vec<RecordOutcome>, IngestError> {
         let mut outcomes: Vec<Option<RecordOutcome>> = vec![None; lines.len()];
         let mut retry: Vec<usize> = Vec::new();
-        self.decide_and_store(
-            lines,
-            &(0..lines.len()).collect::<Vec<_>>(),
-            kind,
-            &mut outcomes,
-            &mut retry,
-        )
-        .await?;
+        self.decide_and_store(lines, &(0..lines.len()).collect::<Vec<_>>(), kind, &mut outcomes, &mut retry).await?;
         // Records decided on a view that changed under them are decided again, alone.
         for attempt in 0..=CONFLICT_RETRIES_MAX {
             if retry.is_empty() {
@@ -360,21 +320,16 @@ impl<S: EventStore> Ingestor<S> {
                         reference: None,
                         field: None,
                         code: "concurrent_update".into(),
-                        message: "the record's payment kept changing under it; send it again"
-                            .into(),
+                        message: "the record's payment kept changing under it; send it again".into(),
                     }));
                 }
                 break;
             }
             for slot in again {
-                self.decide_and_store(lines, &[slot], kind, &mut outcomes, &mut retry)
-                    .await?;
+                self.decide_and_store(lines, &[slot], kind, &mut outcomes, &mut retry).await?;
             }
         }
-        Ok(outcomes
-            .into_iter()
-            .map(|o| o.unwrap_or_else(|| unreachable_outcome()))
-            .collect())
+        Ok(outcomes.into_iter().map(|o| o.unwrap_or_else(|| unreachable_outcome())).collect())
     }
 
     async fn decide_and_store(
@@ -394,9 +349,7 @@ impl<S: EventStore> Ingestor<S> {
         for &slot in slots {
             let (line, text) = &lines[slot];
             let parsed = match kind {
-                InputKind::Feed => {
-                    parse_feed_line(*line, text).map(|cmd| (cmd.to_event(), Some(cmd)))
-                }
+                InputKind::Feed => parse_feed_line(*line, text).map(|cmd| (cmd.to_event(), Some(cmd))),
                 InputKind::Admin => parse_admin_line(*line, text).map(|e| (e, None)),
             };
             let (event, cmd) = match parsed {
@@ -406,18 +359,14 @@ impl<S: EventStore> Ingestor<S> {
                     continue;
                 }
             };
-            let reference = cmd
-                .as_ref()
-                .map_or_else(|| event.idempotency_key(), FeedCommand::reference);
+            let reference = cmd.as_ref().map_or_else(|| event.idempotency_key(), FeedCommand::reference);
             let data = event.to_event_data();
             let stream = event.stream();
             if !staged_ids.contains(&data.event_id)
                 && let Some(stored) = self.store.event_by_id(data.event_id).await?
             {
                 outcomes[slot] = Some(if stored.stream == stream && stored.data == data {
-                    RecordOutcome::Duplicate {
-                        position: stored.position,
-                    }
+                    RecordOutcome::Duplicate { position: stored.position }
                 } else {
                     RecordOutcome::Rejected(RejectedRecord::rule(
                         *line,
@@ -439,9 +388,7 @@ impl<S: EventStore> Ingestor<S> {
                 match decided {
                     Ok(expected) => expected,
                     Err(r) => {
-                        outcomes[slot] = Some(RecordOutcome::Rejected(RejectedRecord::rule(
-                            *line, reference, r,
-                        )));
+                        outcomes[slot] = Some(RecordOutcome::Rejected(RejectedRecord::rule(*line, reference, r)));
                         continue;
                     }
                 }
@@ -452,16 +399,8 @@ impl<S: EventStore> Ingestor<S> {
             }
             apply_to_payment(&mut payments, &event);
             staged_ids.insert(data.event_id);
-            requests.push(AppendRequest {
-                stream,
-                expected,
-                events: vec![data],
-            });
-            pending.push(Pending {
-                slot,
-                line: *line,
-                reference,
-            });
+            requests.push(AppendRequest { stream, expected, events: vec![data] });
+            pending.push(Pending { slot, line: *line, reference });
         }
         if requests.is_empty() {
             return Ok(());
@@ -471,30 +410,22 @@ impl<S: EventStore> Ingestor<S> {
         let mut written = 0u64;
         for (p, result) in pending.into_iter().zip(results) {
             outcomes[p.slot] = Some(match result {
-                Ok(a) if a.duplicate => RecordOutcome::Duplicate {
-                    position: a.first_position,
-                },
+                Ok(a) if a.duplicate => RecordOutcome::Duplicate { position: a.first_position },
                 Ok(a) => {
                     written += 1;
-                    RecordOutcome::Accepted {
-                        position: a.first_position,
-                    }
+                    RecordOutcome::Accepted { position: a.first_position }
                 }
                 Err(AppendError::WrongExpectedRevision { .. }) => {
                     retry.push(p.slot);
                     continue;
                 }
-                Err(AppendError::IdConflict { position, .. }) => {
-                    RecordOutcome::Rejected(RejectedRecord {
-                        line: p.line,
-                        reference: Some(p.reference),
-                        field: None,
-                        code: "conflicting_duplicate".into(),
-                        message: format!(
-                            "a different record with the same id is stored at position {position}"
-                        ),
-                    })
-                }
+                Err(AppendError::IdConflict { position, .. }) => RecordOutcome::Rejected(RejectedRecord {
+                    line: p.line,
+                    reference: Some(p.reference),
+                    field: None,
+                    code: "conflicting_duplicate".into(),
+                    message: format!("a different record with the same id is stored at position {position}"),
+                }),
                 Err(AppendError::Invalid(m)) => RecordOutcome::Rejected(RejectedRecord {
                     line: p.line,
                     reference: Some(p.reference),
@@ -507,10 +438,7 @@ impl<S: EventStore> Ingestor<S> {
         }
         // Only our own events were added and none of them changes the registry: nothing to
         // read back. Otherwise catch up from the log, which is the truth.
-        if !registry_changed
-            && self.position == head_before
-            && self.store.head() == head_before + written
-        {
+        if !registry_changed && self.position == head_before && self.store.head() == head_before + written {
             self.position = head_before + written;
         } else {
             self.catch_up().await?;
@@ -528,24 +456,16 @@ impl<S: EventStore> Ingestor<S> {
     ) -> Result<Result<ExpectedRevision, Rejection>, IngestError> {
         let key = match cmd {
             FeedCommand::Sale(s) => &s.txn_id,
-            FeedCommand::Void(a) | FeedCommand::Refund(a) | FeedCommand::Reversal(a) => {
-                &a.original_txn_id
-            }
+            FeedCommand::Void(a) | FeedCommand::Refund(a) | FeedCommand::Reversal(a) => &a.original_txn_id,
             FeedCommand::BatchClose(_) => {
-                return Ok(view
-                    .decide_feed(cmd, None)
-                    .map(|()| ExpectedRevision::NoStream));
+                return Ok(view.decide_feed(cmd, None).map(|()| ExpectedRevision::NoStream));
             }
         };
         if let FeedCommand::Sale(_) = cmd {
             // A sale needs only to know that its txn_id is new.
             let exists = match payments.get(key) {
                 Some(state) => state.is_some(),
-                None => self
-                    .store
-                    .stream_revision(&payment_stream(key))
-                    .await
-                    .is_some(),
+                None => self.store.stream_revision(&payment_stream(key)).await.is_some(),
             };
             if exists {
                 return Ok(Err(Rejection {
@@ -553,26 +473,16 @@ impl<S: EventStore> Ingestor<S> {
                     message: format!("txn_id {key} is already recorded with different content"),
                 }));
             }
-            return Ok(view
-                .decide_feed(cmd, None)
-                .map(|()| ExpectedRevision::NoStream));
+            return Ok(view.decide_feed(cmd, None).map(|()| ExpectedRevision::NoStream));
         }
         if !payments.contains_key(key) {
-            let events = self
-                .store
-                .read_stream(&payment_stream(key), 0, READ_EVENTS_MAX)
-                .await?;
-            let state =
-                PaymentState::from_events(&events).map_err(|source| IngestError::Decode {
-                    position: events.first().map_or(0, |e| e.position),
-                    source,
-                })?;
+            let events = self.store.read_stream(&payment_stream(key), 0, READ_EVENTS_MAX).await?;
+            let state = PaymentState::from_events(&events)
+                .map_err(|source| IngestError::Decode { position: events.first().map_or(0, |e| e.position), source })?;
             payments.insert(key.clone(), state);
         }
         let state = payments.get(key).and_then(Option::as_ref);
-        Ok(view
-            .decide_feed(cmd, state)
-            .map(|()| ExpectedRevision::Exact(state.map_or(0, |s| s.revision))))
+        Ok(view.decide_feed(cmd, state).map(|()| ExpectedRevision::Exact(state.map_or(0, |s| s.revision))))
     }
 }
 
@@ -618,11 +528,7 @@ fn unreachable_outcome() -> RecordOutcome {
 /// Reads one line into `buf` (without its `\n` or `\r\n`), keeping at most `max + 1` bytes of
 /// it so that an overlong line costs bounded memory and is still refused by the parser.
 /// Returns the bytes consumed, or `None` at the end of input.
-pub fn read_bounded_line(
-    input: &mut impl BufRead,
-    buf: &mut Vec<u8>,
-    max: usize,
-) -> io::Result<Option<usize>> {
+pub fn read_bounded_line(input: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> io::Result<Option<usize>> {
     buf.clear();
     let mut consumed = 0usize;
     loop {

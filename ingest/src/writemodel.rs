@@ -12,10 +12,7 @@ use std::fmt;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::event::{
-    Channel, ContractSigned, Event, FeeTerms, PaymentAdjustment, PaymentCaptured,
-    TerminalBatchClosed,
-};
+use crate::event::{Channel, ContractSigned, Event, FeeTerms, PaymentAdjustment, PaymentCaptured, TerminalBatchClosed};
 use crate::feed::FeedCommand;
 use crate::store::RecordedEvent;
 
@@ -125,17 +122,11 @@ impl<'a> View<'a> {
     }
 
     fn merchant(&self, id: &str) -> Option<&'a MerchantState> {
-        self.overlay
-            .merchants
-            .get(id)
-            .or_else(|| self.base.merchants.get(id))
+        self.overlay.merchants.get(id).or_else(|| self.base.merchants.get(id))
     }
 
     fn terminal(&self, id: &str) -> Option<&'a TerminalState> {
-        self.overlay
-            .terminals
-            .get(id)
-            .or_else(|| self.base.terminals.get(id))
+        self.overlay.terminals.get(id).or_else(|| self.base.terminals.get(id))
     }
 
     fn batch_closed(&self, terminal: &str, batch: &str) -> bool {
@@ -152,158 +143,87 @@ impl<'a> View<'a> {
             Event::ChannelTermsSet(_) => Ok(()),
             Event::MerchantApplied(e) => match merchant_status(&e.merchant_id) {
                 None => Ok(()),
-                Some(_) => reject(
-                    "merchant_exists",
-                    format!("merchant {} has already applied", e.merchant_id),
-                ),
+                Some(_) => reject("merchant_exists", format!("merchant {} has already applied", e.merchant_id)),
             },
-            Event::MerchantApproved(e) => need_merchant(
-                &e.merchant_id,
-                merchant_status(&e.merchant_id),
-                &[M::Applied],
-            ),
-            Event::MerchantRejected(e) => need_merchant(
-                &e.merchant_id,
-                merchant_status(&e.merchant_id),
-                &[M::Applied],
-            ),
-            Event::ContractSigned(e) => need_merchant(
-                &e.merchant_id,
-                merchant_status(&e.merchant_id),
-                &[M::Approved, M::Contracted],
-            ),
+            Event::MerchantApproved(e) => need_merchant(&e.merchant_id, merchant_status(&e.merchant_id), &[M::Applied]),
+            Event::MerchantRejected(e) => need_merchant(&e.merchant_id, merchant_status(&e.merchant_id), &[M::Applied]),
+            Event::ContractSigned(e) => {
+                need_merchant(&e.merchant_id, merchant_status(&e.merchant_id), &[M::Approved, M::Contracted])
+            }
             Event::MerchantClosed(e) => {
                 need_merchant(
                     &e.merchant_id,
                     merchant_status(&e.merchant_id),
                     &[M::Applied, M::Approved, M::Rejected, M::Contracted],
                 )?;
-                let bound = self
-                    .terminals_of(&e.merchant_id)
-                    .filter(|(_, t)| t.status != T::Unbound)
-                    .count();
+                let bound = self.terminals_of(&e.merchant_id).filter(|(_, t)| t.status != T::Unbound).count();
                 if bound > 0 {
                     return reject(
                         "merchant_has_terminals",
-                        format!(
-                            "merchant {} still has {bound} bound terminal(s); unbind them first",
-                            e.merchant_id
-                        ),
+                        format!("merchant {} still has {bound} bound terminal(s); unbind them first", e.merchant_id),
                     );
                 }
                 Ok(())
             }
             Event::TerminalBound(e) => {
-                need_merchant(
-                    &e.merchant_id,
-                    merchant_status(&e.merchant_id),
-                    &[M::Contracted],
-                )?;
+                need_merchant(&e.merchant_id, merchant_status(&e.merchant_id), &[M::Contracted])?;
                 match self.terminal(&e.terminal_id) {
                     None => Ok(()),
                     Some(t) if t.status == T::Unbound => Ok(()),
                     Some(t) => reject(
                         "terminal_bound",
-                        format!(
-                            "terminal {} is already bound to merchant {}",
-                            e.terminal_id, t.merchant_id
-                        ),
+                        format!("terminal {} is already bound to merchant {}", e.terminal_id, t.merchant_id),
                     ),
                 }
             }
             Event::TerminalActivated(e) => {
                 let t = self.need_terminal(&e.terminal_id, &[T::Bound, T::Suspended])?;
-                need_merchant(
-                    &t.merchant_id,
-                    merchant_status(&t.merchant_id),
-                    &[M::Contracted],
-                )
+                need_merchant(&t.merchant_id, merchant_status(&t.merchant_id), &[M::Contracted])
             }
-            Event::TerminalSuspended(e) => {
-                self.need_terminal(&e.terminal_id, &[T::Active]).map(drop)
+            Event::TerminalSuspended(e) => self.need_terminal(&e.terminal_id, &[T::Active]).map(drop),
+            Event::TerminalUnbound(e) => {
+                self.need_terminal(&e.terminal_id, &[T::Bound, T::Active, T::Suspended]).map(drop)
             }
-            Event::TerminalUnbound(e) => self
-                .need_terminal(&e.terminal_id, &[T::Bound, T::Active, T::Suspended])
-                .map(drop),
-            other => reject(
-                "not_admin",
-                format!("{} is not an admin record", other.event_type()),
-            ),
+            other => reject("not_admin", format!("{} is not an admin record", other.event_type())),
         }
     }
 
-    fn terminals_of<'b>(
-        &'b self,
-        merchant: &'b str,
-    ) -> impl Iterator<Item = (&'b String, &'b TerminalState)> + 'b {
+    fn terminals_of<'b>(&'b self, merchant: &'b str) -> impl Iterator<Item = (&'b String, &'b TerminalState)> + 'b {
         let overlay = self.overlay.terminals.iter();
-        let base = self
-            .base
-            .terminals
-            .iter()
-            .filter(|(id, _)| !self.overlay.terminals.contains_key(*id));
-        overlay
-            .chain(base)
-            .filter(move |(_, t)| t.merchant_id == merchant)
+        let base = self.base.terminals.iter().filter(|(id, _)| !self.overlay.terminals.contains_key(*id));
+        overlay.chain(base).filter(move |(_, t)| t.merchant_id == merchant)
     }
 
-    fn need_terminal(
-        &self,
-        id: &str,
-        allowed: &[TerminalStatus],
-    ) -> Result<&'a TerminalState, Rejection> {
+    fn need_terminal(&self, id: &str, allowed: &[TerminalStatus]) -> Result<&'a TerminalState, Rejection> {
         match self.terminal(id) {
             None => reject("terminal_unknown", format!("terminal {id} is not known")),
             Some(t) if allowed.contains(&t.status) => Ok(t),
-            Some(t) => reject(
-                "terminal_state",
-                format!("terminal {id} is {:?}, which does not allow this", t.status),
-            ),
+            Some(t) => reject("terminal_state", format!("terminal {id} is {:?}, which does not allow this", t.status)),
         }
     }
 
     /// Checks that `terminal` is active and bound to `merchant`, and that the merchant has a
     /// contract that covers `channel`.
-    fn check_point_of_sale(
-        &self,
-        merchant: &str,
-        terminal: &str,
-        channel: Channel,
-    ) -> Result<(), Rejection> {
+    fn check_point_of_sale(&self, merchant: &str, terminal: &str, channel: Channel) -> Result<(), Rejection> {
         let Some(t) = self.terminal(terminal) else {
-            return reject(
-                "terminal_unknown",
-                format!("terminal {terminal} is not known"),
-            );
+            return reject("terminal_unknown", format!("terminal {terminal} is not known"));
         };
         if t.merchant_id != merchant {
             return reject(
                 "terminal_merchant_mismatch",
-                format!(
-                    "terminal {terminal} belongs to merchant {}, not {merchant}",
-                    t.merchant_id
-                ),
+                format!("terminal {terminal} belongs to merchant {}, not {merchant}", t.merchant_id),
             );
         }
         if t.status != TerminalStatus::Active {
-            return reject(
-                "terminal_not_active",
-                format!("terminal {terminal} is {:?}, not active", t.status),
-            );
+            return reject("terminal_not_active", format!("terminal {terminal} is {:?}, not active", t.status));
         }
         let Some(m) = self.merchant(merchant) else {
-            return reject(
-                "merchant_unknown",
-                format!("merchant {merchant} is not known"),
-            );
+            return reject("merchant_unknown", format!("merchant {merchant} is not known"));
         };
         if m.status != MerchantStatus::Contracted {
             return reject(
                 "merchant_no_contract",
-                format!(
-                    "merchant {merchant} has no contract in force ({:?})",
-                    m.status
-                ),
+                format!("merchant {merchant} has no contract in force ({:?})", m.status),
             );
         }
         if !m.fees.iter().any(|(c, _)| *c == channel) {
@@ -317,20 +237,13 @@ impl<'a> View<'a> {
 
     /// Decides a terminal record. `payment` is the state of the payment it refers to (the
     /// sale's own txn_id for a sale, the original for the others), `None` if there is none.
-    pub fn decide_feed(
-        &self,
-        cmd: &FeedCommand,
-        payment: Option<&PaymentState>,
-    ) -> Result<(), Rejection> {
+    pub fn decide_feed(&self, cmd: &FeedCommand, payment: Option<&PaymentState>) -> Result<(), Rejection> {
         match cmd {
             FeedCommand::Sale(s) => {
                 if payment.is_some() {
                     return reject(
                         "txn_exists",
-                        format!(
-                            "txn_id {} is already recorded with different content",
-                            s.txn_id
-                        ),
+                        format!("txn_id {} is already recorded with different content", s.txn_id),
                     );
                 }
                 self.check_point_of_sale(&s.merchant_id, &s.terminal_id, s.channel)?;
@@ -365,10 +278,7 @@ impl<'a> View<'a> {
                 if a.terminal_id != p.capture.terminal_id || a.batch_no != p.capture.batch_no {
                     return reject(
                         "reversal_outside_batch",
-                        format!(
-                            "reversal {} must come from the sale's terminal and batch",
-                            a.txn_id
-                        ),
+                        format!("reversal {} must come from the sale's terminal and batch", a.txn_id),
                     );
                 }
                 p.check_full_amount(a, "reversal")?;
@@ -389,12 +299,7 @@ impl<'a> View<'a> {
                         "refund_exceeds_remaining",
                         format!(
                             "refund {} of {} exceeds the {} that remains of sale {} ({} captured, {} refunded)",
-                            a.txn_id,
-                            a.amount,
-                            remaining,
-                            p.capture.txn_id,
-                            p.capture.amount,
-                            p.refunded
+                            a.txn_id, a.amount, remaining, p.capture.txn_id, p.capture.amount, p.refunded
                         ),
                     );
                 }
@@ -403,10 +308,7 @@ impl<'a> View<'a> {
             }
             FeedCommand::BatchClose(b) => {
                 let Some(t) = self.terminal(&b.terminal_id) else {
-                    return reject(
-                        "terminal_unknown",
-                        format!("terminal {} is not known", b.terminal_id),
-                    );
+                    return reject("terminal_unknown", format!("terminal {} is not known", b.terminal_id));
                 };
                 if t.merchant_id != b.merchant_id {
                     return reject(
@@ -425,40 +327,24 @@ impl<'a> View<'a> {
 
     fn check_batch_open(&self, terminal: &str, batch: &str) -> Result<(), Rejection> {
         if self.batch_closed(terminal, batch) {
-            return reject(
-                "batch_closed",
-                format!("batch {batch} of terminal {terminal} is already closed"),
-            );
+            return reject("batch_closed", format!("batch {batch} of terminal {terminal} is already closed"));
         }
         Ok(())
     }
 }
 
-fn need_merchant(
-    id: &str,
-    status: Option<MerchantStatus>,
-    allowed: &[MerchantStatus],
-) -> Result<(), Rejection> {
+fn need_merchant(id: &str, status: Option<MerchantStatus>, allowed: &[MerchantStatus]) -> Result<(), Rejection> {
     match status {
         None => reject("merchant_unknown", format!("merchant {id} is not known")),
         Some(s) if allowed.contains(&s) => Ok(()),
-        Some(s) => reject(
-            "merchant_state",
-            format!("merchant {id} is {s:?}, which does not allow this"),
-        ),
+        Some(s) => reject("merchant_state", format!("merchant {id} is {s:?}, which does not allow this")),
     }
 }
 
-fn original<'p>(
-    a: &PaymentAdjustment,
-    payment: Option<&'p PaymentState>,
-) -> Result<&'p PaymentState, Rejection> {
+fn original<'p>(a: &PaymentAdjustment, payment: Option<&'p PaymentState>) -> Result<&'p PaymentState, Rejection> {
     payment.ok_or_else(|| Rejection {
         code: "original_unknown",
-        message: format!(
-            "{}: original sale {} is not recorded",
-            a.txn_id, a.original_txn_id
-        ),
+        message: format!("{}: original sale {} is not recorded", a.txn_id, a.original_txn_id),
     })
 }
 
@@ -480,26 +366,16 @@ pub struct PaymentState {
 impl PaymentState {
     /// The state after a capture at `revision`.
     pub fn captured(capture: PaymentCaptured, revision: u64) -> Self {
-        PaymentState {
-            capture,
-            refunded: Decimal::ZERO,
-            refunds: 0,
-            cancelled: None,
-            revision,
-        }
+        PaymentState { capture, refunded: Decimal::ZERO, refunds: 0, cancelled: None, revision }
     }
 
     /// Folds a payment stream. `None` if the stream is empty or does not start with a capture.
-    pub fn from_events(
-        events: &[RecordedEvent],
-    ) -> Result<Option<Self>, crate::event::DecodeError> {
+    pub fn from_events(events: &[RecordedEvent]) -> Result<Option<Self>, crate::event::DecodeError> {
         let mut state: Option<PaymentState> = None;
         for e in events {
             let event = Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)?;
             match (&mut state, event) {
-                (None, Event::PaymentCaptured(c)) => {
-                    state = Some(PaymentState::captured(c, e.revision))
-                }
+                (None, Event::PaymentCaptured(c)) => state = Some(PaymentState::captured(c, e.revision)),
                 (Some(s), event) => {
                     s.apply(&event);
                     s.revision = e.revision;
@@ -532,19 +408,13 @@ impl PaymentState {
         if let Some(kind) = self.cancelled {
             return reject(
                 "original_cancelled",
-                format!(
-                    "{what} {}: sale {} was already {kind}",
-                    a.txn_id, self.capture.txn_id
-                ),
+                format!("{what} {}: sale {} was already {kind}", a.txn_id, self.capture.txn_id),
             );
         }
         if self.refunds > 0 {
             return reject(
                 "original_refunded",
-                format!(
-                    "{what} {}: sale {} already has refunds",
-                    a.txn_id, self.capture.txn_id
-                ),
+                format!("{what} {}: sale {} already has refunds", a.txn_id, self.capture.txn_id),
             );
         }
         self.check_same_payment(a)
@@ -557,14 +427,7 @@ impl PaymentState {
                 "original_mismatch",
                 format!(
                     "{} does not match sale {} (merchant {} / {}, channel {} / {}, currency {} / {})",
-                    a.txn_id,
-                    c.txn_id,
-                    a.merchant_id,
-                    c.merchant_id,
-                    a.channel,
-                    c.channel,
-                    a.currency,
-                    c.currency
+                    a.txn_id, c.txn_id, a.merchant_id, c.merchant_id, a.channel, c.channel, a.currency, c.currency
                 ),
             );
         }
@@ -608,23 +471,12 @@ impl Registry {
         };
         match event {
             Event::MerchantApplied(e) => {
-                self.merchants.insert(
-                    e.merchant_id.clone(),
-                    MerchantState {
-                        status: MerchantStatus::Applied,
-                        fees: Vec::new(),
-                    },
-                );
+                self.merchants
+                    .insert(e.merchant_id.clone(), MerchantState { status: MerchantStatus::Applied, fees: Vec::new() });
             }
-            Event::MerchantApproved(e) => {
-                set_merchant(self, &e.merchant_id, MerchantStatus::Approved)
-            }
-            Event::MerchantRejected(e) => {
-                set_merchant(self, &e.merchant_id, MerchantStatus::Rejected)
-            }
-            Event::ContractSigned(ContractSigned {
-                merchant_id, fees, ..
-            }) => {
+            Event::MerchantApproved(e) => set_merchant(self, &e.merchant_id, MerchantStatus::Approved),
+            Event::MerchantRejected(e) => set_merchant(self, &e.merchant_id, MerchantStatus::Rejected),
+            Event::ContractSigned(ContractSigned { merchant_id, fees, .. }) => {
                 if let Some(m) = merchant(self, base, merchant_id) {
                     m.status = MerchantStatus::Contracted;
                     m.fees = fees.iter().map(|(c, f)| (*c, f.clone())).collect();
@@ -634,28 +486,14 @@ impl Registry {
             Event::TerminalBound(e) => {
                 self.terminals.insert(
                     e.terminal_id.clone(),
-                    TerminalState {
-                        merchant_id: e.merchant_id.clone(),
-                        status: TerminalStatus::Bound,
-                    },
+                    TerminalState { merchant_id: e.merchant_id.clone(), status: TerminalStatus::Bound },
                 );
             }
-            Event::TerminalActivated(e) => {
-                set_terminal(self, &e.terminal_id, TerminalStatus::Active)
-            }
-            Event::TerminalSuspended(e) => {
-                set_terminal(self, &e.terminal_id, TerminalStatus::Suspended)
-            }
-            Event::TerminalUnbound(e) => {
-                set_terminal(self, &e.terminal_id, TerminalStatus::Unbound)
-            }
-            Event::TerminalBatchClosed(TerminalBatchClosed {
-                terminal_id,
-                batch_no,
-                ..
-            }) => {
-                self.closed_batches
-                    .insert((terminal_id.clone(), batch_no.clone()));
+            Event::TerminalActivated(e) => set_terminal(self, &e.terminal_id, TerminalStatus::Active),
+            Event::TerminalSuspended(e) => set_terminal(self, &e.terminal_id, TerminalStatus::Suspended),
+            Event::TerminalUnbound(e) => set_terminal(self, &e.terminal_id, TerminalStatus::Unbound),
+            Event::TerminalBatchClosed(TerminalBatchClosed { terminal_id, batch_no, .. }) => {
+                self.closed_batches.insert((terminal_id.clone(), batch_no.clone()));
             }
             _ => {}
         }
@@ -670,11 +508,7 @@ impl Registry {
 }
 
 /// The merchant's entry in `reg`, copied from `base` first if only `base` has it.
-fn merchant_entry<'r>(
-    reg: &'r mut Registry,
-    base: Option<&Registry>,
-    id: &str,
-) -> Option<&'r mut MerchantState> {
+fn merchant_entry<'r>(reg: &'r mut Registry, base: Option<&Registry>, id: &str) -> Option<&'r mut MerchantState> {
     if !reg.merchants.contains_key(id)
         && let Some(m) = base.and_then(|b| b.merchants.get(id))
     {
@@ -684,11 +518,7 @@ fn merchant_entry<'r>(
 }
 
 /// The terminal's entry in `reg`, copied from `base` first if only `base` has it.
-fn terminal_entry<'r>(
-    reg: &'r mut Registry,
-    base: Option<&Registry>,
-    id: &str,
-) -> Option<&'r mut TerminalState> {
+fn terminal_entry<'r>(reg: &'r mut Registry, base: Option<&Registry>, id: &str) -> Option<&'r mut TerminalState> {
     if !reg.terminals.contains_key(id)
         && let Some(t) = base.and_then(|b| b.terminals.get(id))
     {

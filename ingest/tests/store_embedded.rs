@@ -7,15 +7,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ingest::store::conformance::{self, event};
 use ingest::store::fault::CrashingFs;
-use ingest::store::{
-    AppendRequest, EmbeddedStore, EventStore, ExpectedRevision, StoreOptions, verify_dir,
-};
+use ingest::store::{AppendRequest, EmbeddedStore, EventStore, ExpectedRevision, StoreOptions, verify_dir};
 
 fn small_segments() -> StoreOptions {
-    StoreOptions {
-        segment_bytes_max: 4096,
-        ..StoreOptions::default()
-    }
+    StoreOptions { segment_bytes_max: 4096, ..StoreOptions::default() }
 }
 
 /// The shared suite, with default segments and with tiny ones so that rollover is exercised.
@@ -25,9 +20,7 @@ async fn embedded_store_passes_the_conformance_suite() {
         let root = tempfile::tempdir().expect("tempdir");
         let n = AtomicUsize::new(0);
         conformance::run_all(|| {
-            let dir = root
-                .path()
-                .join(n.fetch_add(1, Ordering::SeqCst).to_string());
+            let dir = root.path().join(n.fetch_add(1, Ordering::SeqCst).to_string());
             EmbeddedStore::open_with(dir, options.clone()).expect("open")
         })
         .await;
@@ -37,11 +30,7 @@ async fn embedded_store_passes_the_conformance_suite() {
 async fn fill(store: &EmbeddedStore, from: u64, to: u64) {
     for i in from..to {
         store
-            .append(
-                &format!("s{}", i % 5),
-                ExpectedRevision::Any,
-                vec![event(&format!("k{i}"), i)],
-            )
+            .append(&format!("s{}", i % 5), ExpectedRevision::Any, vec![event(&format!("k{i}"), i)])
             .await
             .expect("append");
     }
@@ -54,25 +43,16 @@ async fn reopening_keeps_every_event_and_the_chain() {
     let (before, hash) = {
         let store = EmbeddedStore::open_with(dir.path(), small_segments()).expect("open");
         fill(&store, 0, 200).await;
-        (
-            store.read_all(0, usize::MAX).await.expect("read"),
-            store.head_hash(),
-        )
+        (store.read_all(0, usize::MAX).await.expect("read"), store.head_hash())
     };
-    assert!(
-        fs::read_dir(dir.path()).expect("dir").count() > 3,
-        "small segments roll over"
-    );
+    assert!(fs::read_dir(dir.path()).expect("dir").count() > 3, "small segments roll over");
     let store = EmbeddedStore::open_with(dir.path(), small_segments()).expect("reopen");
     assert_eq!(store.open_report().truncated_bytes, 0);
     assert_eq!(store.read_all(0, usize::MAX).await.expect("read"), before);
     assert_eq!(store.head_hash(), hash);
     // Streams and ids were rebuilt: revisions continue and retries are recognised.
     assert_eq!(store.stream_revision("s0").await, Some(39));
-    let retry = store
-        .append("s1", ExpectedRevision::Any, vec![event("k1", 1)])
-        .await
-        .expect("retry");
+    let retry = store.append("s1", ExpectedRevision::Any, vec![event("k1", 1)]).await.expect("retry");
     assert!(retry.duplicate);
     fill(&store, 200, 210).await;
     drop(store);
@@ -85,10 +65,7 @@ async fn reopening_keeps_every_event_and_the_chain() {
 fn a_store_is_opened_by_one_writer_only() {
     let dir = tempfile::tempdir().expect("tempdir");
     let _first = EmbeddedStore::open(dir.path()).expect("open");
-    assert!(matches!(
-        EmbeddedStore::open(dir.path()),
-        Err(ingest::store::OpenError::Locked(_))
-    ));
+    assert!(matches!(EmbeddedStore::open(dir.path()), Err(ingest::store::OpenError::Locked(_))));
 }
 
 fn segment_files(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -109,17 +86,11 @@ async fn crash_at_any_write_loses_nothing_acknowledged() {
         for torn in [0usize, 1, 63, 64, 100, 10_000] {
             let dir = tempfile::tempdir().expect("tempdir");
             let fs_layer = CrashingFs::new(crash_at, torn);
-            let options = StoreOptions {
-                segment_bytes_max: 2048,
-                fs: Arc::new(fs_layer.clone()),
-                ..StoreOptions::default()
-            };
+            let options =
+                StoreOptions { segment_bytes_max: 2048, fs: Arc::new(fs_layer.clone()), ..StoreOptions::default() };
             let mut acked = Vec::new();
             match EmbeddedStore::open_with(dir.path(), options) {
-                Err(_) => assert!(
-                    fs_layer.crashed(),
-                    "open fails only from the injected crash"
-                ),
+                Err(_) => assert!(fs_layer.crashed(), "open fails only from the injected crash"),
                 Ok(store) => {
                     for i in 0..40u64 {
                         // Two requests a commit, so frames hold more than one record.
@@ -138,24 +109,17 @@ async fn crash_at_any_write_loses_nothing_acknowledged() {
                     }
                 }
             }
-            let store = EmbeddedStore::open(dir.path())
-                .unwrap_or_else(|e| panic!("recover crash@{crash_at} torn {torn}: {e}"));
+            let store =
+                EmbeddedStore::open(dir.path()).unwrap_or_else(|e| panic!("recover crash@{crash_at} torn {torn}: {e}"));
             let log = store.read_all(0, usize::MAX).await.expect("read");
             for p in &acked {
-                assert!(
-                    (*p as usize) < log.len(),
-                    "acknowledged position {p} lost (crash@{crash_at} torn {torn})"
-                );
+                assert!((*p as usize) < log.len(), "acknowledged position {p} lost (crash@{crash_at} torn {torn})");
             }
             assert!(log.iter().enumerate().all(|(i, e)| e.position == i as u64));
             // The store takes new appends after recovery, and the result verifies.
-            store
-                .append("after", ExpectedRevision::Any, vec![event("after", 0)])
-                .await
-                .expect("append after crash");
+            store.append("after", ExpectedRevision::Any, vec![event("after", 0)]).await.expect("append after crash");
             drop(store);
-            let report = verify_dir(dir.path())
-                .unwrap_or_else(|e| panic!("verify crash@{crash_at} torn {torn}: {e}"));
+            let report = verify_dir(dir.path()).unwrap_or_else(|e| panic!("verify crash@{crash_at} torn {torn}: {e}"));
             assert_eq!(report.events, log.len() as u64 + 1);
         }
     }
@@ -177,11 +141,7 @@ async fn every_flipped_byte_is_detected_by_verify() {
             let mut bad = original.clone();
             bad[i] ^= 0x20;
             fs::write(&path, &bad).expect("write");
-            assert!(
-                verify_dir(dir.path()).is_err(),
-                "flip at {}:{i} not detected",
-                path.display()
-            );
+            assert!(verify_dir(dir.path()).is_err(), "flip at {}:{i} not detected", path.display());
         }
         fs::write(&path, &original).expect("restore");
     }
@@ -204,13 +164,12 @@ async fn open_refuses_a_corrupt_middle_and_cuts_a_torn_tail() {
     fs::write(&path, &middle).expect("write");
     let err = EmbeddedStore::open(dir.path()).err().expect("refused");
     let msg = err.to_string();
-    assert!(
-        msg.contains("segment 0") && msg.contains("offset 32"),
-        "{msg}"
-    );
+    assert!(msg.contains("segment 0") && msg.contains("offset 32"), "{msg}");
 
+    // The last commit's final bytes never reached the disk: zeros where they should be.
     let mut torn = original.clone();
-    torn.truncate(original.len() - 5);
+    let end = original.iter().rposition(|&b| b != 0).expect("data") + 1;
+    torn[end - 5..end].fill(0);
     fs::write(&path, &torn).expect("write");
     let store = EmbeddedStore::open(dir.path()).expect("torn tail is recovered");
     assert_eq!(store.head(), 9, "only the torn last frame is gone");

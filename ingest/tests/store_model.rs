@@ -5,19 +5,12 @@
 use std::collections::HashMap;
 
 use ingest::store::conformance::event;
-use ingest::store::{
-    AppendError, EmbeddedStore, EventData, EventStore, ExpectedRevision, StoreOptions,
-};
+use ingest::store::{AppendError, EmbeddedStore, EventData, EventStore, ExpectedRevision, StoreOptions};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append {
-        stream: u8,
-        expected: ExpectedRevision,
-        keys: Vec<u8>,
-        variant: u8,
-    },
+    Append { stream: u8, expected: ExpectedRevision, keys: Vec<u8>, variant: u8 },
     Reopen,
 }
 
@@ -66,20 +59,11 @@ impl Model {
                 return Expect::Invalid;
             }
         }
-        let found: Vec<_> = events
-            .iter()
-            .filter_map(|e| {
-                self.log
-                    .iter()
-                    .position(|(_, _, d)| d.event_id == e.event_id)
-            })
-            .collect();
+        let found: Vec<_> =
+            events.iter().filter_map(|e| self.log.iter().position(|(_, _, d)| d.event_id == e.event_id)).collect();
         if !found.is_empty() {
             let all_same = found.len() == events.len()
-                && found
-                    .iter()
-                    .zip(events)
-                    .all(|(&p, e)| self.log[p].0 == stream && self.log[p].2 == *e)
+                && found.iter().zip(events).all(|(&p, e)| self.log[p].0 == stream && self.log[p].2 == *e)
                 && found.windows(2).all(|w| w[1] == w[0] + 1);
             return if all_same {
                 Expect::Duplicate(found[0] as u64, self.log[found[found.len() - 1]].1)

@@ -8,9 +8,7 @@ use ingest::pipeline::{IngestSummary, Ingestor, InputKind, RecordOutcome};
 use ingest::store::{EmbeddedStore, EventStore};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures/day")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/day").join(name)
 }
 
 struct World {
@@ -32,14 +30,7 @@ fn sale(txn: &str, terminal: &str, batch: &str, amount: &str) -> String {
     )
 }
 
-fn adjustment(
-    kind: &str,
-    txn: &str,
-    original: &str,
-    terminal: &str,
-    batch: &str,
-    amount: &str,
-) -> String {
+fn adjustment(kind: &str, txn: &str, original: &str, terminal: &str, batch: &str, amount: &str) -> String {
     format!(
         r#"{{"kind":"{kind}","txn_id":"{txn}","original_txn_id":"{original}","merchant_id":"M1","terminal_id":"{terminal}","batch_no":"{batch}","stan":"2","channel":"wechat","amount":"{amount}","currency":"CNY","at":"2026-11-26T13:00:00+08:00"}}"#
     )
@@ -56,34 +47,20 @@ impl World {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(EmbeddedStore::open(dir.path().join("events")).expect("open"));
         let ingestor = Ingestor::open(store.clone(), None).await.expect("ingestor");
-        let mut w = World {
-            _dir: dir,
-            store,
-            ingestor,
-        };
+        let mut w = World { _dir: dir, store, ingestor };
         let s = w.run(InputKind::Admin, ADMIN).await;
         assert_eq!((s.accepted, s.rejected), (6, 0), "{:?}", s.first_rejections);
         w
     }
 
     async fn run(&mut self, kind: InputKind, text: &str) -> IngestSummary {
-        self.ingestor
-            .ingest_reader(text.as_bytes(), kind, |_, _| {})
-            .await
-            .expect("ingest")
+        self.ingestor.ingest_reader(text.as_bytes(), kind, |_, _| {}).await.expect("ingest")
     }
 
     /// Feeds the lines as one chunk and returns each line's outcome.
     async fn outcomes(&mut self, lines: &[String]) -> Vec<RecordOutcome> {
-        let numbered: Vec<_> = lines
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (i as u64 + 1, l.clone().into_bytes()))
-            .collect();
-        self.ingestor
-            .process_chunk(&numbered, InputKind::Feed)
-            .await
-            .expect("chunk")
+        let numbered: Vec<_> = lines.iter().enumerate().map(|(i, l)| (i as u64 + 1, l.clone().into_bytes())).collect();
+        self.ingestor.process_chunk(&numbered, InputKind::Feed).await.expect("chunk")
     }
 
     /// Feeds the lines one by one (each its own chunk) and returns the outcomes.
@@ -112,44 +89,22 @@ fn codes(outcomes: &[RecordOutcome]) -> Vec<&str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_rule_rejects_what_it_should() {
     let cases: Vec<(&str, Vec<String>, Vec<&str>)> = vec![
-        (
-            "sale on an active terminal",
-            vec![sale("A", "T1", "1", "10.00")],
-            vec!["accepted"],
-        ),
-        (
-            "sale on a terminal never activated",
-            vec![sale("A", "T2", "1", "10.00")],
-            vec!["terminal_not_active"],
-        ),
-        (
-            "sale on an unknown terminal",
-            vec![sale("A", "T9", "1", "10.00")],
-            vec!["terminal_unknown"],
-        ),
+        ("sale on an active terminal", vec![sale("A", "T1", "1", "10.00")], vec!["accepted"]),
+        ("sale on a terminal never activated", vec![sale("A", "T2", "1", "10.00")], vec!["terminal_not_active"]),
+        ("sale on an unknown terminal", vec![sale("A", "T9", "1", "10.00")], vec!["terminal_unknown"]),
         (
             "sale for another merchant's terminal",
-            vec![
-                sale("A", "T1", "1", "10.00")
-                    .replace(r#""merchant_id":"M1""#, r#""merchant_id":"M2""#),
-            ],
+            vec![sale("A", "T1", "1", "10.00").replace(r#""merchant_id":"M1""#, r#""merchant_id":"M2""#)],
             vec!["terminal_merchant_mismatch"],
         ),
         (
             "sale on a channel the contract lacks",
-            vec![
-                sale("A", "T1", "1", "10.00")
-                    .replace(r#""channel":"wechat""#, r#""channel":"alipay""#),
-            ],
+            vec![sale("A", "T1", "1", "10.00").replace(r#""channel":"wechat""#, r#""channel":"alipay""#)],
             vec!["channel_not_contracted"],
         ),
         (
             "same sale twice, then the same txn_id with other content",
-            vec![
-                sale("A", "T1", "1", "10.00"),
-                sale("A", "T1", "1", "10.00"),
-                sale("A", "T1", "1", "11.00"),
-            ],
+            vec![sale("A", "T1", "1", "10.00"), sale("A", "T1", "1", "10.00"), sale("A", "T1", "1", "11.00")],
             vec!["accepted", "duplicate", "conflicting_duplicate"],
         ),
         (
@@ -160,12 +115,7 @@ async fn each_rule_rejects_what_it_should() {
                 adjustment("refund", "A-R2", "A", "T1", "1", "6.67"),
                 adjustment("refund", "A-R3", "A", "T1", "1", "0.01"),
             ],
-            vec![
-                "accepted",
-                "accepted",
-                "accepted",
-                "refund_exceeds_remaining",
-            ],
+            vec!["accepted", "accepted", "accepted", "refund_exceeds_remaining"],
         ),
         (
             "refund of an unknown sale",
@@ -183,18 +133,12 @@ async fn each_rule_rejects_what_it_should() {
         ),
         (
             "void in another batch",
-            vec![
-                sale("A", "T1", "1", "10.00"),
-                adjustment("void", "A-V", "A", "T1", "2", "10.00"),
-            ],
+            vec![sale("A", "T1", "1", "10.00"), adjustment("void", "A-V", "A", "T1", "2", "10.00")],
             vec!["accepted", "void_outside_batch"],
         ),
         (
             "void of part of the amount",
-            vec![
-                sale("A", "T1", "1", "10.00"),
-                adjustment("void", "A-V", "A", "T1", "1", "5.00"),
-            ],
+            vec![sale("A", "T1", "1", "10.00"), adjustment("void", "A-V", "A", "T1", "1", "5.00")],
             vec!["accepted", "amount_not_full"],
         ),
         (
@@ -206,13 +150,7 @@ async fn each_rule_rejects_what_it_should() {
                 sale("B", "T1", "1", "10.00"),
                 batch_close("T1", "1").replace("1.00", "2.00"),
             ],
-            vec![
-                "accepted",
-                "accepted",
-                "batch_closed",
-                "batch_closed",
-                "conflicting_duplicate",
-            ],
+            vec!["accepted", "accepted", "batch_closed", "batch_closed", "conflicting_duplicate"],
         ),
         (
             "reversal, then a second reversal",
@@ -247,18 +185,10 @@ async fn each_rule_rejects_what_it_should() {
         for together in [false, true] {
             let mut w = World::new().await;
             let head = w.store.head();
-            let outcomes = if together {
-                w.outcomes(&lines).await
-            } else {
-                w.each(&lines).await
-            };
+            let outcomes = if together { w.outcomes(&lines).await } else { w.each(&lines).await };
             assert_eq!(codes(&outcomes), expected, "{name} (one chunk: {together})");
             let accepted = expected.iter().filter(|c| **c == "accepted").count() as u64;
-            assert_eq!(
-                w.store.head(),
-                head + accepted,
-                "{name}: only accepted records are stored"
-            );
+            assert_eq!(w.store.head(), head + accepted, "{name}: only accepted records are stored");
         }
     }
 }
@@ -273,26 +203,14 @@ async fn onboarding_follows_its_order() {
 {"kind":"terminal_suspended","terminal_id":"T1","at":"2026-11-11T09:00:00+08:00"}
 {"kind":"merchant_closed","merchant_id":"M1","at":"2026-11-12T09:00:00+08:00"}"#;
     let s = w.run(InputKind::Admin, lines).await;
-    let got: Vec<_> = s
-        .first_rejections
-        .iter()
-        .map(|r| (r.line, r.code.as_str()))
-        .collect();
+    let got: Vec<_> = s.first_rejections.iter().map(|r| (r.line, r.code.as_str())).collect();
     assert_eq!(
         got,
-        vec![
-            (1, "merchant_unknown"),
-            (2, "terminal_bound"),
-            (4, "terminal_state"),
-            (5, "merchant_has_terminals")
-        ]
+        vec![(1, "merchant_unknown"), (2, "terminal_bound"), (4, "terminal_state"), (5, "merchant_has_terminals")]
     );
     assert_eq!(s.accepted, 1);
     // The suspension is in force: a sale on T1 is refused now.
-    assert_eq!(
-        codes(&w.outcomes(&[sale("A", "T1", "1", "1.00")]).await),
-        vec!["terminal_not_active"]
-    );
+    assert_eq!(codes(&w.outcomes(&[sale("A", "T1", "1", "1.00")]).await), vec!["terminal_not_active"]);
 }
 
 /// The fixture day: everything is accepted, and a second run stores nothing again; the
@@ -308,47 +226,24 @@ async fn the_fixture_days_ingest_once() {
     ];
     let registry = {
         let store = Arc::new(EmbeddedStore::open(dir.path().join("events")).expect("open"));
-        let mut ingestor = Ingestor::open(store.clone(), Some(&checkpoint))
-            .await
-            .expect("ingestor");
+        let mut ingestor = Ingestor::open(store.clone(), Some(&checkpoint)).await.expect("ingestor");
         for (name, kind, n) in files {
-            let file =
-                std::io::BufReader::new(std::fs::File::open(fixture(name)).expect("fixture"));
-            let s = ingestor
-                .ingest_reader(file, kind, |_, _| {})
-                .await
-                .expect("ingest");
-            assert_eq!(
-                (s.records, s.accepted, s.rejected),
-                (n, n, 0),
-                "{name}: {:?}",
-                s.first_rejections
-            );
+            let file = std::io::BufReader::new(std::fs::File::open(fixture(name)).expect("fixture"));
+            let s = ingestor.ingest_reader(file, kind, |_, _| {}).await.expect("ingest");
+            assert_eq!((s.records, s.accepted, s.rejected), (n, n, 0), "{name}: {:?}", s.first_rejections);
         }
-        ingestor
-            .save_checkpoint(&checkpoint)
-            .await
-            .expect("checkpoint");
+        ingestor.save_checkpoint(&checkpoint).await.expect("checkpoint");
         assert_eq!(store.head(), 62 + 429 + 444);
         ingestor.registry().clone()
     };
     let store = Arc::new(EmbeddedStore::open(dir.path().join("events")).expect("reopen"));
-    let mut ingestor = Ingestor::open(store.clone(), Some(&checkpoint))
-        .await
-        .expect("from checkpoint");
+    let mut ingestor = Ingestor::open(store.clone(), Some(&checkpoint)).await.expect("from checkpoint");
     assert_eq!(ingestor.registry(), &registry);
     let rebuilt = Ingestor::open(store.clone(), None).await.expect("rebuilt");
-    assert_eq!(
-        rebuilt.registry(),
-        &registry,
-        "checkpoint equals a rebuild from the log"
-    );
+    assert_eq!(rebuilt.registry(), &registry, "checkpoint equals a rebuild from the log");
     for (name, kind, n) in files {
         let file = std::io::BufReader::new(std::fs::File::open(fixture(name)).expect("fixture"));
-        let s = ingestor
-            .ingest_reader(file, kind, |_, _| {})
-            .await
-            .expect("again");
+        let s = ingestor.ingest_reader(file, kind, |_, _| {}).await.expect("again");
         assert_eq!((s.duplicates, s.accepted), (n, 0), "{name} the second time");
     }
     assert_eq!(store.head(), 62 + 429 + 444);
@@ -365,13 +260,8 @@ async fn a_foreign_checkpoint_is_ignored() {
     // Same number of events, different history.
     let mut fresh = Ingestor::open(store.clone(), None).await.expect("fresh");
     let admin = ADMIN.replace("M1", "M7");
-    fresh
-        .ingest_reader(admin.as_bytes(), InputKind::Admin, |_, _| {})
-        .await
-        .expect("admin");
-    let reopened = Ingestor::open(store, Some(&path))
-        .await
-        .expect("open with foreign checkpoint");
+    fresh.ingest_reader(admin.as_bytes(), InputKind::Admin, |_, _| {}).await.expect("admin");
+    let reopened = Ingestor::open(store, Some(&path)).await.expect("open with foreign checkpoint");
     assert!(reopened.registry().merchants.contains_key("M7"));
     assert!(!reopened.registry().merchants.contains_key("M1"));
     let _ = w.outcomes(&[]).await;

@@ -15,9 +15,7 @@ const APPENDER: &str = env!("CARGO_BIN_EXE_store-appender");
 const POSLEDGER: &str = env!("CARGO_BIN_EXE_posledger-under-test");
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("runtime")
+    tokio::runtime::Builder::new_current_thread().build().expect("runtime")
 }
 
 /// Kills the appender after it has acknowledged some commits, with a varying extra delay so
@@ -31,11 +29,7 @@ fn killed_appender_keeps_every_acknowledged_event() {
         // Several kills on the same store: each restart continues where the log ends.
         for kill in 0..3u64 {
             let mut child = Command::new(APPENDER)
-                .args([
-                    dir.path().to_str().expect("utf8 path"),
-                    &total.to_string(),
-                    "500",
-                ])
+                .args([dir.path().to_str().expect("utf8 path"), &total.to_string(), "500"])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
                 .spawn()
@@ -65,18 +59,11 @@ fn killed_appender_keeps_every_acknowledged_event() {
             rt.block_on(async {
                 let store = EmbeddedStore::open(dir.path()).expect("recover");
                 let head = store.head();
-                assert!(
-                    head >= acked,
-                    "round {round} kill {kill}: {acked} acknowledged, {head} recovered"
-                );
+                assert!(head >= acked, "round {round} kill {kill}: {acked} acknowledged, {head} recovered");
                 let log = store.read_all(0, usize::MAX).await.expect("read");
                 for (i, e) in log.iter().enumerate() {
                     assert_eq!(e.position, i as u64);
-                    assert_eq!(
-                        e.data,
-                        event(&format!("k{i}"), i as u64),
-                        "event {i} intact"
-                    );
+                    assert_eq!(e.data, event(&format!("k{i}"), i as u64), "event {i} intact");
                 }
                 let _ = report;
             });
@@ -94,11 +81,7 @@ fn count_lines(path: &Path) -> u64 {
 #[test]
 fn killed_ingest_rerun_stores_every_record_once() {
     let work = tempfile::tempdir().expect("tempdir");
-    let shape = Shape {
-        merchants: 50,
-        terminals_per_merchant: 2,
-        seed: 9,
-    };
+    let shape = Shape { merchants: 50, terminals_per_merchant: 2, seed: 9 };
     let admin = work.path().join("admin.ndjson");
     let feed = work.path().join("feed.ndjson");
     {
@@ -113,13 +96,7 @@ fn killed_ingest_rerun_stores_every_record_once() {
     for (round, delay_ms) in [5u64, 40, 90, 150, 260].into_iter().enumerate() {
         let data = work.path().join(format!("data{round}"));
         let status = Command::new(POSLEDGER)
-            .args([
-                "--data-dir",
-                data.to_str().expect("utf8"),
-                "merchants",
-                "import",
-                admin.to_str().expect("utf8"),
-            ])
+            .args(["--data-dir", data.to_str().expect("utf8"), "merchants", "import", admin.to_str().expect("utf8")])
             .stdout(Stdio::null())
             .status()
             .expect("import admin");
@@ -145,37 +122,22 @@ fn killed_ingest_rerun_stores_every_record_once() {
         }
         child.kill().expect("SIGKILL");
         let _ = child.wait();
-        let head = runtime().block_on(async {
-            EmbeddedStore::open(data.join("events"))
-                .expect("recover")
-                .head()
-        });
+        let head = runtime().block_on(async { EmbeddedStore::open(data.join("events")).expect("recover").head() });
         if head > admin_n && head < admin_n + feed_n {
             interrupted_midway += 1;
         }
         // Run again to completion.
         let out = ingest().wait_with_output().expect("rerun");
-        assert!(
-            out.status.success(),
-            "rerun after kill at {delay_ms} ms: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        assert!(out.status.success(), "rerun after kill at {delay_ms} ms: {}", String::from_utf8_lossy(&out.stdout));
         let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json summary");
         assert_eq!(summary["records"], feed_n);
         assert_eq!(summary["rejected"], 0);
         let rt = runtime();
         rt.block_on(async {
             let store = EmbeddedStore::open(data.join("events")).expect("open");
-            assert_eq!(
-                store.head(),
-                admin_n + feed_n,
-                "every record exactly once (kill at {delay_ms} ms)"
-            );
+            assert_eq!(store.head(), admin_n + feed_n, "every record exactly once (kill at {delay_ms} ms)");
         });
         verify_dir(&data.join("events")).expect("verify");
     }
-    assert!(
-        interrupted_midway > 0,
-        "at least one kill must land in the middle of the feed"
-    );
+    assert!(interrupted_midway > 0, "at least one kill must land in the middle of the feed");
 }

@@ -8,10 +8,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::{
-    AppendError, AppendRequest, EventData, EventStore, ExpectedRevision, RecordedEvent,
-    Subscription,
-};
+use super::{AppendError, AppendRequest, EventData, EventStore, ExpectedRevision, RecordedEvent, Subscription};
 
 /// An event with an id derived from `key` and a small JSON payload holding `n`.
 pub fn event(key: &str, n: u64) -> EventData {
@@ -44,133 +41,48 @@ async fn all(store: &impl EventStore) -> Vec<RecordedEvent> {
 pub async fn append_and_read_back(store: &impl EventStore) {
     assert_eq!(store.head(), 0, "a new store is empty");
     let a = store
-        .append(
-            "a",
-            ExpectedRevision::NoStream,
-            vec![event("a0", 0), event("a1", 1)],
-        )
+        .append("a", ExpectedRevision::NoStream, vec![event("a0", 0), event("a1", 1)])
         .await
         .expect("first append");
-    assert_eq!(
-        (a.first_position, a.last_revision, a.duplicate),
-        (0, 1, false)
-    );
-    let b = store
-        .append("b", ExpectedRevision::Any, vec![event("b0", 2)])
-        .await
-        .expect("second stream");
+    assert_eq!((a.first_position, a.last_revision, a.duplicate), (0, 1, false));
+    let b = store.append("b", ExpectedRevision::Any, vec![event("b0", 2)]).await.expect("second stream");
     assert_eq!((b.first_position, b.last_revision), (2, 0));
-    let a2 = store
-        .append("a", ExpectedRevision::Exact(1), vec![event("a2", 3)])
-        .await
-        .expect("third");
+    let a2 = store.append("a", ExpectedRevision::Exact(1), vec![event("a2", 3)]).await.expect("third");
     assert_eq!((a2.first_position, a2.last_revision), (3, 2));
     assert_eq!(store.head(), 4);
 
     let stream = store.read_stream("a", 0, 100).await.expect("read_stream");
-    let keys: Vec<_> = stream
-        .iter()
-        .map(|e| (e.position, e.revision, e.data.clone()))
-        .collect();
-    assert_eq!(
-        keys,
-        vec![
-            (0, 0, event("a0", 0)),
-            (1, 1, event("a1", 1)),
-            (3, 2, event("a2", 3))
-        ]
-    );
+    let keys: Vec<_> = stream.iter().map(|e| (e.position, e.revision, e.data.clone())).collect();
+    assert_eq!(keys, vec![(0, 0, event("a0", 0)), (1, 1, event("a1", 1)), (3, 2, event("a2", 3))]);
     assert!(stream.iter().all(|e| e.stream == "a"));
-    let tail = store
-        .read_stream("a", 1, 1)
-        .await
-        .expect("read_stream from 1");
-    assert_eq!(
-        tail.iter().map(|e| e.revision).collect::<Vec<_>>(),
-        vec![1],
-        "from and max are honoured"
-    );
-    assert!(
-        store
-            .read_stream("nope", 0, 10)
-            .await
-            .expect("missing stream")
-            .is_empty()
-    );
+    let tail = store.read_stream("a", 1, 1).await.expect("read_stream from 1");
+    assert_eq!(tail.iter().map(|e| e.revision).collect::<Vec<_>>(), vec![1], "from and max are honoured");
+    assert!(store.read_stream("nope", 0, 10).await.expect("missing stream").is_empty());
 
     let log = all(store).await;
-    assert_eq!(
-        log.iter().map(|e| e.position).collect::<Vec<_>>(),
-        vec![0, 1, 2, 3]
-    );
+    assert_eq!(log.iter().map(|e| e.position).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
     assert_eq!(log[2].stream, "b");
     assert_eq!(store.stream_revision("a").await, Some(2));
     assert_eq!(store.stream_revision("nope").await, None);
-    let by_id = store
-        .event_by_id(event("b0", 2).event_id)
-        .await
-        .expect("by id")
-        .expect("found");
+    let by_id = store.event_by_id(event("b0", 2).event_id).await.expect("by id").expect("found");
     assert_eq!(by_id.position, 2);
-    assert!(
-        store
-            .event_by_id(Uuid::nil())
-            .await
-            .expect("by id")
-            .is_none()
-    );
+    assert!(store.event_by_id(Uuid::nil()).await.expect("by id").is_none());
 }
 
 /// NoStream, Exact and Any mean what they say.
 pub async fn expected_revision_is_enforced(store: &impl EventStore) {
-    store
-        .append("s", ExpectedRevision::NoStream, vec![event("s0", 0)])
-        .await
-        .expect("create");
-    let again = store
-        .append("s", ExpectedRevision::NoStream, vec![event("s1", 1)])
-        .await;
+    store.append("s", ExpectedRevision::NoStream, vec![event("s0", 0)]).await.expect("create");
+    let again = store.append("s", ExpectedRevision::NoStream, vec![event("s1", 1)]).await;
     assert!(
-        matches!(
-            again,
-            Err(AppendError::WrongExpectedRevision {
-                actual: Some(0),
-                ..
-            })
-        ),
+        matches!(again, Err(AppendError::WrongExpectedRevision { actual: Some(0), .. })),
         "NoStream on an existing stream must conflict: {again:?}"
     );
-    let stale = store
-        .append("s", ExpectedRevision::Exact(5), vec![event("s1", 1)])
-        .await;
-    assert!(
-        matches!(
-            stale,
-            Err(AppendError::WrongExpectedRevision {
-                actual: Some(0),
-                ..
-            })
-        ),
-        "{stale:?}"
-    );
-    let missing = store
-        .append("t", ExpectedRevision::Exact(0), vec![event("t0", 1)])
-        .await;
-    assert!(
-        matches!(
-            missing,
-            Err(AppendError::WrongExpectedRevision { actual: None, .. })
-        ),
-        "{missing:?}"
-    );
-    store
-        .append("s", ExpectedRevision::Exact(0), vec![event("s1", 1)])
-        .await
-        .expect("exact");
-    store
-        .append("s", ExpectedRevision::Any, vec![event("s2", 2)])
-        .await
-        .expect("any");
+    let stale = store.append("s", ExpectedRevision::Exact(5), vec![event("s1", 1)]).await;
+    assert!(matches!(stale, Err(AppendError::WrongExpectedRevision { actual: Some(0), .. })), "{stale:?}");
+    let missing = store.append("t", ExpectedRevision::Exact(0), vec![event("t0", 1)]).await;
+    assert!(matches!(missing, Err(AppendError::WrongExpectedRevision { actual: None, .. })), "{missing:?}");
+    store.append("s", ExpectedRevision::Exact(0), vec![event("s1", 1)]).await.expect("exact");
+    store.append("s", ExpectedRevision::Any, vec![event("s2", 2)]).await.expect("any");
     assert_eq!(store.stream_revision("s").await, Some(2));
     assert_eq!(store.head(), 3, "refused appends take no position");
 }
@@ -179,64 +91,24 @@ pub async fn expected_revision_is_enforced(store: &impl EventStore) {
 /// conflict.
 pub async fn retried_appends_are_recognised(store: &impl EventStore) {
     let events = vec![event("r0", 0), event("r1", 1)];
-    let first = store
-        .append("r", ExpectedRevision::NoStream, events.clone())
-        .await
-        .expect("first");
-    store
-        .append("other", ExpectedRevision::Any, vec![event("o0", 2)])
-        .await
-        .expect("other");
+    let first = store.append("r", ExpectedRevision::NoStream, events.clone()).await.expect("first");
+    store.append("other", ExpectedRevision::Any, vec![event("o0", 2)]).await.expect("other");
     // The retry's expected revision no longer holds, but a retry is still a retry.
-    let retry = store
-        .append("r", ExpectedRevision::NoStream, events.clone())
-        .await
-        .expect("retry");
+    let retry = store.append("r", ExpectedRevision::NoStream, events.clone()).await.expect("retry");
     assert!(retry.duplicate, "a retried append must be recognised");
-    assert_eq!(
-        (retry.first_position, retry.last_revision),
-        (first.first_position, first.last_revision)
-    );
+    assert_eq!((retry.first_position, retry.last_revision), (first.first_position, first.last_revision));
     assert_eq!(store.head(), 3, "a retry writes nothing");
 
     let mut changed = event("r0", 0);
     changed.payload = br#"{"key":"r0","n":999}"#.to_vec();
-    let conflict = store
-        .append("r", ExpectedRevision::Any, vec![changed])
-        .await;
-    assert!(
-        matches!(conflict, Err(AppendError::IdConflict { position: 0, .. })),
-        "{conflict:?}"
-    );
-    let elsewhere = store
-        .append("z", ExpectedRevision::Any, vec![event("r0", 0)])
-        .await;
-    assert!(
-        matches!(elsewhere, Err(AppendError::IdConflict { .. })),
-        "same id, other stream: {elsewhere:?}"
-    );
-    let partial = store
-        .append(
-            "r",
-            ExpectedRevision::Any,
-            vec![event("r1", 1), event("r-new", 5)],
-        )
-        .await;
-    assert!(
-        matches!(partial, Err(AppendError::IdConflict { .. })),
-        "partly stored: {partial:?}"
-    );
-    let reordered = store
-        .append(
-            "r",
-            ExpectedRevision::Any,
-            vec![event("r1", 1), event("r0", 0)],
-        )
-        .await;
-    assert!(
-        matches!(reordered, Err(AppendError::IdConflict { .. })),
-        "other order: {reordered:?}"
-    );
+    let conflict = store.append("r", ExpectedRevision::Any, vec![changed]).await;
+    assert!(matches!(conflict, Err(AppendError::IdConflict { position: 0, .. })), "{conflict:?}");
+    let elsewhere = store.append("z", ExpectedRevision::Any, vec![event("r0", 0)]).await;
+    assert!(matches!(elsewhere, Err(AppendError::IdConflict { .. })), "same id, other stream: {elsewhere:?}");
+    let partial = store.append("r", ExpectedRevision::Any, vec![event("r1", 1), event("r-new", 5)]).await;
+    assert!(matches!(partial, Err(AppendError::IdConflict { .. })), "partly stored: {partial:?}");
+    let reordered = store.append("r", ExpectedRevision::Any, vec![event("r1", 1), event("r0", 0)]).await;
+    assert!(matches!(reordered, Err(AppendError::IdConflict { .. })), "other order: {reordered:?}");
     assert_eq!(store.head(), 3, "conflicts write nothing");
 }
 
@@ -246,28 +118,14 @@ pub async fn refused_requests_write_nothing(store: &impl EventStore) {
     assert!(matches!(empty, Err(AppendError::Invalid(_))), "{empty:?}");
     let long = "x".repeat(super::STREAM_NAME_BYTES_MAX + 1);
     assert!(matches!(
-        store
-            .append(&long, ExpectedRevision::Any, vec![event("l", 0)])
-            .await,
+        store.append(&long, ExpectedRevision::Any, vec![event("l", 0)]).await,
         Err(AppendError::Invalid(_))
     ));
     let mut big = event("big", 0);
     big.payload = vec![b' '; super::PAYLOAD_BYTES_MAX + 1];
-    assert!(matches!(
-        store.append("e", ExpectedRevision::Any, vec![big]).await,
-        Err(AppendError::Invalid(_))
-    ));
-    let twice = store
-        .append(
-            "e",
-            ExpectedRevision::Any,
-            vec![event("d", 0), event("d", 0)],
-        )
-        .await;
-    assert!(
-        matches!(twice, Err(AppendError::Invalid(_))),
-        "same id twice in one append: {twice:?}"
-    );
+    assert!(matches!(store.append("e", ExpectedRevision::Any, vec![big]).await, Err(AppendError::Invalid(_))));
+    let twice = store.append("e", ExpectedRevision::Any, vec![event("d", 0), event("d", 0)]).await;
+    assert!(matches!(twice, Err(AppendError::Invalid(_))), "same id twice in one append: {twice:?}");
     assert_eq!(store.head(), 0);
     assert!(all(store).await.is_empty());
 }
@@ -290,30 +148,10 @@ pub async fn batched_requests_see_each_other(store: &impl EventStore) {
         .await;
     assert_eq!(results.len(), 5);
     assert_eq!(results[0].as_ref().map(|a| a.first_position).ok(), Some(0));
-    assert_eq!(
-        results[1]
-            .as_ref()
-            .map(|a| (a.first_position, a.last_revision))
-            .ok(),
-        Some((1, 1))
-    );
-    assert!(
-        matches!(results[2], Err(AppendError::WrongExpectedRevision { .. })),
-        "{:?}",
-        results[2]
-    );
-    assert_eq!(
-        results[3].as_ref().map(|a| a.first_position).ok(),
-        Some(2),
-        "a refusal takes no position"
-    );
-    assert!(
-        results[4]
-            .as_ref()
-            .is_ok_and(|a| a.duplicate && a.first_position == 0),
-        "{:?}",
-        results[4]
-    );
+    assert_eq!(results[1].as_ref().map(|a| (a.first_position, a.last_revision)).ok(), Some((1, 1)));
+    assert!(matches!(results[2], Err(AppendError::WrongExpectedRevision { .. })), "{:?}", results[2]);
+    assert_eq!(results[3].as_ref().map(|a| a.first_position).ok(), Some(2), "a refusal takes no position");
+    assert!(results[4].as_ref().is_ok_and(|a| a.duplicate && a.first_position == 0), "{:?}", results[4]);
     assert_eq!(store.head(), 3);
 }
 
@@ -337,34 +175,15 @@ pub async fn read_all_from_every_position(store: &impl EventStore) {
     assert_eq!(everything.len() as u64, n);
     for from in 0..=n {
         let got = store.read_all(from, usize::MAX).await.expect("read_all");
-        assert_eq!(
-            got.as_slice(),
-            &everything[from as usize..],
-            "read_all from {from}"
-        );
+        assert_eq!(got.as_slice(), &everything[from as usize..], "read_all from {from}");
         let few = store.read_all(from, 3).await.expect("read_all max");
-        assert_eq!(
-            few.as_slice(),
-            &everything[from as usize..(from + 3).min(n) as usize]
-        );
+        assert_eq!(few.as_slice(), &everything[from as usize..(from + 3).min(n) as usize]);
     }
     for s in 0..7 {
-        let stream = store
-            .read_stream(&format!("s{s}"), 0, usize::MAX)
-            .await
-            .expect("stream");
-        let expected: Vec<_> = everything
-            .iter()
-            .filter(|e| e.stream == format!("s{s}"))
-            .cloned()
-            .collect();
+        let stream = store.read_stream(&format!("s{s}"), 0, usize::MAX).await.expect("stream");
+        let expected: Vec<_> = everything.iter().filter(|e| e.stream == format!("s{s}")).cloned().collect();
         assert_eq!(stream, expected, "stream s{s} in revision order");
-        assert!(
-            stream
-                .iter()
-                .enumerate()
-                .all(|(i, e)| e.revision == i as u64)
-        );
+        assert!(stream.iter().enumerate().all(|(i, e)| e.revision == i as u64));
     }
 }
 
@@ -379,24 +198,14 @@ pub async fn concurrent_appends_get_gap_free_positions<S: EventStore>(store: Arc
         handles.push(tokio::spawn(async move {
             for i in 0..per_task {
                 let key = format!("t{t}-{i}");
-                store
-                    .append(
-                        &format!("own-{t}"),
-                        ExpectedRevision::Any,
-                        vec![event(&key, i)],
-                    )
-                    .await
-                    .expect("own");
+                store.append(&format!("own-{t}"), ExpectedRevision::Any, vec![event(&key, i)]).await.expect("own");
                 // Read-decide-append on the shared stream, retrying on conflict.
                 loop {
                     let expected = match store.stream_revision("shared").await {
                         None => ExpectedRevision::NoStream,
                         Some(r) => ExpectedRevision::Exact(r),
                     };
-                    match store
-                        .append("shared", expected, vec![event(&format!("shared-{key}"), i)])
-                        .await
-                    {
+                    match store.append("shared", expected, vec![event(&format!("shared-{key}"), i)]).await {
                         Ok(_) => break,
                         Err(AppendError::WrongExpectedRevision { .. }) => continue,
                         Err(e) => panic!("shared append failed: {e}"),
@@ -410,49 +219,23 @@ pub async fn concurrent_appends_get_gap_free_positions<S: EventStore>(store: Arc
     }
     let log = all(&*store).await;
     assert_eq!(log.len() as u64, tasks * per_task * 2);
-    assert!(
-        log.iter().enumerate().all(|(i, e)| e.position == i as u64),
-        "positions gap-free"
-    );
-    let shared = store
-        .read_stream("shared", 0, usize::MAX)
-        .await
-        .expect("shared");
+    assert!(log.iter().enumerate().all(|(i, e)| e.position == i as u64), "positions gap-free");
+    let shared = store.read_stream("shared", 0, usize::MAX).await.expect("shared");
     assert_eq!(shared.len() as u64, tasks * per_task);
-    assert!(
-        shared
-            .iter()
-            .enumerate()
-            .all(|(i, e)| e.revision == i as u64),
-        "revisions gap-free"
-    );
+    assert!(shared.iter().enumerate().all(|(i, e)| e.revision == i as u64), "revisions gap-free");
 }
 
 /// Subscriptions started at every position, while appends go on, see each later event once.
 pub async fn subscriptions_neither_skip_nor_repeat<S: EventStore>(store: Arc<S>) {
     let total = 120u64;
     for i in 0..40 {
-        store
-            .append(
-                "pre",
-                ExpectedRevision::Any,
-                vec![event(&format!("pre{i}"), i)],
-            )
-            .await
-            .expect("pre");
+        store.append("pre", ExpectedRevision::Any, vec![event(&format!("pre{i}"), i)]).await.expect("pre");
     }
     let writer = {
         let store = store.clone();
         tokio::spawn(async move {
             for i in 40..total {
-                store
-                    .append(
-                        "live",
-                        ExpectedRevision::Any,
-                        vec![event(&format!("live{i}"), i)],
-                    )
-                    .await
-                    .expect("live");
+                store.append("live", ExpectedRevision::Any, vec![event(&format!("live{i}"), i)]).await.expect("live");
                 if i % 10 == 0 {
                     tokio::task::yield_now().await;
                 }
@@ -470,11 +253,7 @@ pub async fn subscriptions_neither_skip_nor_repeat<S: EventStore>(store: Arc<S>)
                 assert!(!batch.is_empty(), "next_batch returns events or waits");
                 seen.extend(batch.into_iter().map(|e| e.position));
             }
-            assert_eq!(
-                seen,
-                (from..total).collect::<Vec<_>>(),
-                "subscription from {from}"
-            );
+            assert_eq!(seen, (from..total).collect::<Vec<_>>(), "subscription from {from}");
         }));
     }
     writer.await.expect("writer");

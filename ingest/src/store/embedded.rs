@@ -20,14 +20,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
-use super::fault::{LogFile, LogFs, RealFs};
+use super::fault::{LogFile, LogFs, RealFs, ZERO_FILL_ALIGN};
 use super::format::{
-    self, FRAME_HEADER_LEN, NO_LOCATION, RecordMeta, RecordView, SEGMENT_HEADER_LEN, location,
-    split_location,
+    self, FRAME_HEADER_LEN, NO_LOCATION, RecordMeta, RecordView, SEGMENT_HEADER_LEN, location, split_location,
 };
 use super::{
-    AppendError, AppendRequest, Appended, EventStore, ExpectedRevision, READ_EVENTS_MAX, ReadError,
-    RecordedEvent, check_request, stream_hash,
+    AppendError, AppendRequest, Appended, EventStore, ExpectedRevision, READ_EVENTS_MAX, ReadError, RecordedEvent,
+    check_request, stream_hash,
 };
 
 /// Default size at which a segment is closed and the next one started.
@@ -38,8 +37,14 @@ pub const BATCH_EVENTS_MAX_DEFAULT: usize = 65_536;
 pub const BATCH_BYTES_MAX_DEFAULT: usize = 16 << 20;
 /// Most events one `append_many` call may carry in all.
 pub const APPEND_MANY_EVENTS_MAX: usize = 100_000;
-/// Largest frame body a reader accepts; anything larger is damage, not data.
-const FRAME_BODY_BYTES_MAX: u64 = 1 << 30;
+/// Largest frame a writer produces and a reader accepts; anything larger is damage. It also
+/// bounds how far past the last commit an unfinished one can have left bytes.
+const FRAME_BYTES_MAX: u64 = 64 << 20;
+/// Most bytes of records one `append_many` call may carry (so a frame stays within
+/// [`FRAME_BYTES_MAX`]: a batch is at most `batch_bytes_max` plus one call).
+pub const APPEND_MANY_BYTES_MAX: usize = 32 << 20;
+/// Space zero-filled ahead of the log at a time.
+const PREALLOCATE_STEP_BYTES: u64 = 16 << 20;
 /// The sparse position index gets an entry at least every this many bytes of log.
 const SPARSE_INDEX_STRIDE_BYTES: u64 = 64 << 10;
 /// How many bytes a sequential read takes from a segment at a time.
@@ -163,11 +168,7 @@ impl Index {
             last_seg == seg && off - last_off < SPARSE_INDEX_STRIDE_BYTES
         });
         if !dense_enough {
-            self.sparse.push(SparseEntry {
-                position,
-                loc,
-                frame_end,
-            });
+            self.sparse.push(SparseEntry { position, loc, frame_end });
         }
     }
 }
@@ -180,7 +181,25 @@ struct Shared {
 /// A job for the writer thread.
 struct Job {
     requests: Vec<AppendRequest>,
-    reply: oneshot::Sender<Vec<Result<Appended, AppendError>>>,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// The writer's answer to a job. The requests travel back so that the caller, not the writer
+/// thread, pays for freeing them.
+struct Reply {
+    results: Vec<Result<Appended, AppendError>>,
+    _requests: Vec<AppendRequest>,
+}
+
+impl Job {
+    fn answer(self, results: Vec<Result<Appended, AppendError>>) {
+        let _ = self.reply.send(Reply { results, _requests: self.requests });
+    }
+
+    fn fail(self, e: impl Fn() -> AppendError) {
+        let n = self.requests.len();
+        self.answer((0..n).map(|_| Err(e())).collect());
+    }
 }
 
 /// The embedded event store. Cheap to share behind an `Arc`; dropping it stops the writer
@@ -214,17 +233,11 @@ pub(crate) fn acquire(mut take: impl FnMut() -> bool) -> bool {
 }
 
 fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> OpenError + '_ {
-    move |source| OpenError::Io {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| OpenError::Io { path: path.to_owned(), source }
 }
 
 /// The segment files in `dir`, in order, checked to be numbered 0, 1, 2, ... without a gap.
@@ -234,10 +247,7 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<PathBuf>, OpenError> {
         let entry = entry.map_err(io_at(dir))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if let Some(n) = name
-            .strip_prefix("seg-")
-            .and_then(|s| s.strip_suffix(".log"))
-        {
+        if let Some(n) = name.strip_prefix("seg-").and_then(|s| s.strip_suffix(".log")) {
             let index: u32 = n.parse().map_err(|_| OpenError::Corrupt {
                 segment: 0,
                 file: name.to_owned(),
@@ -258,10 +268,7 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<PathBuf>, OpenError> {
             });
         }
     }
-    Ok(indices
-        .iter()
-        .map(|&i| dir.join(format::segment_file_name(i)))
-        .collect())
+    Ok(indices.iter().map(|&i| dir.join(format::segment_file_name(i))).collect())
 }
 
 /// A problem found while scanning the log: where, and whether anything valid follows it.
@@ -288,22 +295,31 @@ pub(crate) struct ScanEnd {
     pub segments: u32,
 }
 
+/// How much of the zero-filled space after a segment's last frame a scan checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TailCheck {
+    /// Every byte after the last frame of every segment must be zero (verify).
+    Strict,
+    /// Only the last segment's next [`FRAME_BYTES_MAX`] bytes, where an unfinished commit
+    /// could have left bytes (opening the store).
+    LastSegment,
+}
+
 /// Walks every segment, frame and record, checking magic numbers, checksums, the hash chain,
-/// position order, and whatever the visitor checks. Stops at the first fault.
+/// position order, and whatever the visitor checks. A segment's data ends where the next
+/// frame header would start and is all zeros (the space is zero-filled ahead of the log).
+/// Stops at the first fault.
 pub(crate) fn scan_log(
     paths: &[PathBuf],
     visitor: &mut dyn ScanVisitor,
+    tail: TailCheck,
 ) -> (ScanEnd, Option<ScanFault>) {
     let mut end = ScanEnd::default();
     let mut body = Vec::new();
     for (seg, path) in paths.iter().enumerate() {
         let seg = seg as u32;
         end.segments = seg + 1;
-        let fault = |offset: u64, reason: String| ScanFault {
-            segment: seg,
-            offset,
-            reason,
-        };
+        let fault = |offset: u64, reason: String| ScanFault { segment: seg, offset, reason };
         let file = match File::open(path) {
             Ok(f) => f,
             Err(e) => return (end, Some(fault(0, format!("cannot open: {e}")))),
@@ -312,26 +328,16 @@ pub(crate) fn scan_log(
         let mut reader = io::BufReader::with_capacity(READ_CHUNK_BYTES, file);
         let mut header = [0u8; SEGMENT_HEADER_LEN];
         if let Err(e) = reader.read_exact(&mut header) {
-            return (
-                end,
-                Some(fault(0, format!("segment header unreadable: {e}"))),
-            );
+            return (end, Some(fault(0, format!("segment header unreadable: {e}"))));
         }
         match format::decode_segment_header(&header) {
             Ok(h) if h.index != seg => {
-                return (
-                    end,
-                    Some(fault(0, "segment header names another segment".into())),
-                );
+                return (end, Some(fault(0, "segment header names another segment".into())));
             }
             Ok(h) if h.first_position != end.events => {
                 return (
                     end,
-                    Some(fault(
-                        0,
-                        "segment header's first position does not follow the previous segment"
-                            .into(),
-                    )),
+                    Some(fault(0, "segment header's first position does not follow the previous segment".into())),
                 );
             }
             Ok(_) => {}
@@ -340,14 +346,26 @@ pub(crate) fn scan_log(
         let mut offset = SEGMENT_HEADER_LEN as u64;
         while offset < file_len {
             let mut fh = [0u8; FRAME_HEADER_LEN];
-            if file_len - offset < FRAME_HEADER_LEN as u64 {
-                return (end, Some(fault(offset, "frame header is truncated".into())));
+            let n = (file_len - offset).min(FRAME_HEADER_LEN as u64) as usize;
+            if let Err(e) = reader.read_exact(&mut fh[..n]) {
+                return (end, Some(fault(offset, format!("frame header unreadable: {e}"))));
             }
-            if let Err(e) = reader.read_exact(&mut fh) {
-                return (
-                    end,
-                    Some(fault(offset, format!("frame header unreadable: {e}"))),
-                );
+            if fh.iter().all(|&b| b == 0) {
+                // The end of this segment's data: what follows must be unused, zeroed space.
+                let last = seg as usize == paths.len() - 1;
+                let limit = match tail {
+                    TailCheck::Strict => file_len,
+                    TailCheck::LastSegment if last => file_len.min(offset + FRAME_BYTES_MAX),
+                    TailCheck::LastSegment => offset,
+                };
+                if let Some(at) = first_nonzero(&mut reader, offset + n as u64, limit) {
+                    let reason = format!("non-zero byte at offset {at} after the last commit");
+                    return (end, Some(fault(offset, reason)));
+                }
+                break;
+            }
+            if n < FRAME_HEADER_LEN {
+                return (end, Some(fault(offset, "frame header is truncated".into())));
             }
             let header = match format::decode_frame_header(&fh) {
                 Ok(h) => h,
@@ -355,42 +373,24 @@ pub(crate) fn scan_log(
             };
             let body_start = offset + FRAME_HEADER_LEN as u64;
             let body_len = u64::from(header.body_len);
-            if body_len > FRAME_BODY_BYTES_MAX || body_start + body_len > file_len {
-                return (
-                    end,
-                    Some(fault(
-                        offset,
-                        "frame body runs past the end of the segment".into(),
-                    )),
-                );
+            if body_len > FRAME_BYTES_MAX || body_start + body_len > file_len {
+                return (end, Some(fault(offset, "frame body runs past the end of the segment".into())));
             }
             if header.first_position != end.events {
                 return (
                     end,
                     Some(fault(
                         offset,
-                        format!(
-                            "frame starts at position {}, expected {}",
-                            header.first_position, end.events
-                        ),
+                        format!("frame starts at position {}, expected {}", header.first_position, end.events),
                     )),
                 );
             }
             body.resize(body_len as usize, 0);
             if let Err(e) = reader.read_exact(&mut body) {
-                return (
-                    end,
-                    Some(fault(offset, format!("frame body unreadable: {e}"))),
-                );
+                return (end, Some(fault(offset, format!("frame body unreadable: {e}"))));
             }
             if !format::check_frame_link(&end.link, &fh, &body, &header.link) {
-                return (
-                    end,
-                    Some(fault(
-                        offset,
-                        "hash chain broken: frame content does not match its link".into(),
-                    )),
-                );
+                return (end, Some(fault(offset, "hash chain broken: frame content does not match its link".into())));
             }
             let frame_end = body_start + body_len;
             visitor.frame(header.first_position, location(seg, offset), frame_end);
@@ -407,10 +407,7 @@ pub(crate) fn scan_log(
                         end,
                         Some(fault(
                             rec_offset,
-                            format!(
-                                "record has position {}, expected {}",
-                                view.meta.position, end.events
-                            ),
+                            format!("record has position {}, expected {}", view.meta.position, end.events),
                         )),
                     );
                 }
@@ -422,40 +419,61 @@ pub(crate) fn scan_log(
                 at += len;
             }
             if count != header.record_count {
-                return (
-                    end,
-                    Some(fault(
-                        offset,
-                        "frame record count does not match its records".into(),
-                    )),
-                );
+                return (end, Some(fault(offset, "frame record count does not match its records".into())));
             }
             end.link = header.link;
             end.frames += 1;
             offset = frame_end;
         }
-        visitor.segment_end(seg, file_len);
+        visitor.segment_end(seg, offset.min(file_len));
     }
     (end, None)
 }
 
+/// The offset of the first non-zero byte in `from..to` of the reader's file (which is
+/// positioned at `from`), if any.
+fn first_nonzero(reader: &mut impl Read, from: u64, to: u64) -> Option<u64> {
+    let mut buf = vec![0u8; READ_CHUNK_BYTES];
+    let mut at = from;
+    while at < to {
+        let n = ((to - at) as usize).min(buf.len());
+        if reader.read_exact(&mut buf[..n]).is_err() {
+            return Some(at);
+        }
+        if let Some(i) = buf[..n].iter().position(|&b| b != 0) {
+            return Some(at + i as u64);
+        }
+        at += n as u64;
+    }
+    None
+}
+
 /// Whether a complete, valid frame header for some later position starts anywhere after
-/// `offset` in `path`. A torn tail has none; damage in the middle of the log does.
+/// `offset` in `path`. A torn tail has none; damage in the middle of the log does. Reads the
+/// file in chunks that overlap by a header, so a header across a chunk border is seen.
 fn valid_frame_after(path: &Path, offset: u64, min_position: u64) -> bool {
-    let Ok(bytes) = fs::read(path) else {
+    let Ok(file) = File::open(path) else {
         return true;
     };
-    let start = (offset as usize + 1).min(bytes.len());
-    let magic = format::FRAME_MAGIC;
-    let mut i = start;
-    while i + FRAME_HEADER_LEN <= bytes.len() {
-        if bytes[i..i + 4] == magic
-            && let Ok(h) = format::decode_frame_header(&bytes[i..i + FRAME_HEADER_LEN])
-            && h.first_position >= min_position
-        {
+    let Ok(len) = file.metadata().map(|m| m.len()) else {
+        return true;
+    };
+    let mut buf = vec![0u8; READ_CHUNK_BYTES + FRAME_HEADER_LEN];
+    let mut at = offset + 1;
+    while at + FRAME_HEADER_LEN as u64 <= len {
+        let n = ((len - at) as usize).min(buf.len());
+        if file.read_exact_at(&mut buf[..n], at).is_err() {
             return true;
         }
-        i += 1;
+        for i in 0..=n - FRAME_HEADER_LEN {
+            if buf[i..i + 4] == format::FRAME_MAGIC
+                && let Ok(h) = format::decode_frame_header(&buf[i..i + FRAME_HEADER_LEN])
+                && h.first_position >= min_position
+            {
+                return true;
+            }
+        }
+        at += (n - FRAME_HEADER_LEN + 1) as u64;
     }
     false
 }
@@ -468,10 +486,7 @@ pub(crate) struct IndexBuilder<'a> {
 
 impl<'a> IndexBuilder<'a> {
     fn new(index: &'a mut Index) -> Self {
-        IndexBuilder {
-            index,
-            frame_end: 0,
-        }
+        IndexBuilder { index, frame_end: 0 }
     }
 }
 
@@ -490,41 +505,24 @@ impl IndexBuilderForVerify {
 impl ScanVisitor for IndexBuilder<'_> {
     fn record(&mut self, view: &RecordView<'_>, loc: u64) -> Result<(), String> {
         let hash = stream_hash(view.stream);
-        let expected = self
-            .index
-            .streams
-            .get(&hash)
-            .map_or((0, NO_LOCATION), |h| (h.revision + 1, h.loc));
+        let expected = self.index.streams.get(&hash).map_or((0, NO_LOCATION), |h| (h.revision + 1, h.loc));
         if (view.meta.revision, view.meta.prev_loc) != expected {
             return Err(format!(
                 "stream {:?}: record has revision {}, expected {}",
                 view.stream, view.meta.revision, expected.0
             ));
         }
-        self.index.streams.insert(
-            hash,
-            StreamHead {
-                revision: view.meta.revision,
-                loc,
-            },
-        );
-        if self
-            .index
-            .ids
-            .insert(view.event_id.as_u128(), loc)
-            .is_some()
-        {
+        self.index.streams.insert(hash, StreamHead { revision: view.meta.revision, loc });
+        if self.index.ids.insert(view.event_id.as_u128(), loc).is_some() {
             return Err(format!("event id {} appears twice", view.event_id));
         }
-        self.index
-            .add_sparse(view.meta.position, loc, self.frame_end);
+        self.index.add_sparse(view.meta.position, loc, self.frame_end);
         Ok(())
     }
     fn frame(&mut self, first_position: u64, frame_loc: u64, frame_end: u64) {
         // An entry at a frame header has `frame_end` equal to its own offset, which tells a
         // reader to read the header first.
-        self.index
-            .add_sparse(first_position, frame_loc, split_location(frame_loc).1);
+        self.index.add_sparse(first_position, frame_loc, split_location(frame_loc).1);
         self.frame_end = frame_end;
     }
     fn segment_end(&mut self, _segment: u32, len: u64) {
@@ -540,20 +538,13 @@ impl EmbeddedStore {
 
     /// Opens the store in `dir`: scans and checks the whole log, cuts off a torn last frame,
     /// refuses damage anywhere else, rebuilds the indexes and starts the writer.
-    pub fn open_with(
-        dir: impl AsRef<Path>,
-        options: StoreOptions,
-    ) -> Result<EmbeddedStore, OpenError> {
+    pub fn open_with(dir: impl AsRef<Path>, options: StoreOptions) -> Result<EmbeddedStore, OpenError> {
         let dir = dir.as_ref().to_owned();
         fs::create_dir_all(&dir).map_err(io_at(&dir))?;
         let lock_path = dir.join("LOCK");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_at(&lock_path))?;
-        if lock.try_lock().is_err() {
+        let lock =
+            File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(io_at(&lock_path))?;
+        if !acquire(|| lock.try_lock().is_ok()) {
             return Err(OpenError::Locked(dir));
         }
         let mut report = OpenReport::default();
@@ -563,12 +554,11 @@ impl EmbeddedStore {
             paths = list_segments(&dir)?;
         }
         let mut index = Index::default();
-        let (end, fault) = scan_log(&paths, &mut IndexBuilder::new(&mut index));
+        let (end, fault) = scan_log(&paths, &mut IndexBuilder::new(&mut index), TailCheck::LastSegment);
         if let Some(fault) = fault {
             let last = paths.len() as u32 - 1;
             let path = &paths[fault.segment as usize];
-            let torn_tail =
-                fault.segment == last && !valid_frame_after(path, fault.offset, end.events);
+            let torn_tail = fault.segment == last && !valid_frame_after(path, fault.offset, end.events);
             if !torn_tail {
                 return Err(OpenError::Corrupt {
                     segment: fault.segment,
@@ -577,24 +567,19 @@ impl EmbeddedStore {
                     reason: fault.reason,
                 });
             }
-            let file_len = fs::metadata(path).map_err(io_at(path))?.len();
             if fault.offset < SEGMENT_HEADER_LEN as u64 {
                 // The segment's own header is torn: it was being created when the process
                 // died and holds nothing. Start it again.
                 fs::remove_file(path).map_err(io_at(path))?;
                 create_segment(&*options.fs, &dir, last, end.events).map_err(io_at(&dir))?;
             } else {
-                // Undo whatever frames the scan accepted past the fault: none, since scanning
-                // stops at the first fault; only cut the file.
-                let mut f = options.fs.open(path, false).map_err(io_at(path))?;
-                f.set_len(fault.offset).map_err(io_at(path))?;
-                f.sync_data().map_err(io_at(path))?;
+                // An unfinished commit: zero it, back to unused space. Scanning stopped at it,
+                // so nothing past it is in the index.
+                report.truncated_bytes = discard_torn_tail(&*options.fs, path, fault.offset).map_err(io_at(path))?;
             }
-            report.truncated_bytes =
-                file_len.saturating_sub(fault.offset.max(SEGMENT_HEADER_LEN as u64));
             // Rebuild from scratch so the index holds exactly what the cut log holds.
             index = Index::default();
-            let (end2, fault2) = scan_log(&paths, &mut IndexBuilder::new(&mut index));
+            let (end2, fault2) = scan_log(&paths, &mut IndexBuilder::new(&mut index), TailCheck::LastSegment);
             if let Some(f) = fault2 {
                 return Err(OpenError::Corrupt {
                     segment: f.segment,
@@ -611,18 +596,13 @@ impl EmbeddedStore {
         }
         report.events = index.head;
         for path in &paths {
-            index
-                .files
-                .push(Arc::new(File::open(path).map_err(io_at(path))?));
+            index.files.push(Arc::new(File::open(path).map_err(io_at(path))?));
         }
         let last_seg = paths.len() as u32 - 1;
-        let seg_len = index
-            .segment_lens
-            .last()
-            .copied()
-            .unwrap_or(SEGMENT_HEADER_LEN as u64);
+        let seg_len = index.segment_lens.last().copied().unwrap_or(SEGMENT_HEADER_LEN as u64);
         let seg_path = &paths[last_seg as usize];
         let file = options.fs.open(seg_path, false).map_err(io_at(seg_path))?;
+        let preallocated = fs::metadata(seg_path).map_err(io_at(seg_path))?.len();
 
         let (head_tx, head_rx) = watch::channel(index.head);
         let writer_state = Writer {
@@ -631,28 +611,20 @@ impl EmbeddedStore {
             file,
             segment: last_seg,
             segment_len: seg_len,
+            preallocated,
             head: index.head,
             link: index.link,
             head_tx,
+            spare: Batch::default(),
         };
-        let shared = Arc::new(Shared {
-            dir,
-            index: RwLock::new(index),
-        });
+        let shared = Arc::new(Shared { dir, index: RwLock::new(index) });
         let (tx, rx) = mpsc::channel(WRITER_QUEUE_JOBS_MAX);
         let writer_shared = shared.clone();
         let writer = std::thread::Builder::new()
             .name("posledger-writer".into())
             .spawn(move || writer_state.run(writer_shared, rx))
             .map_err(io_at(&shared.dir))?;
-        Ok(EmbeddedStore {
-            shared,
-            jobs: Some(tx),
-            head_rx,
-            writer: Some(writer),
-            _lock: lock,
-            report,
-        })
+        Ok(EmbeddedStore { shared, jobs: Some(tx), head_rx, writer: Some(writer), _lock: lock, report })
     }
 
     /// What recovery found and did when this store was opened.
@@ -701,12 +673,7 @@ impl EmbeddedStore {
             let i = index.sparse.partition_point(|e| e.position <= from);
             // Position `from` exists, so some entry (the first frame's) is at or before it.
             let start = index.sparse[i.saturating_sub(1)];
-            (
-                index.files.clone(),
-                index.segment_lens.clone(),
-                index.head,
-                start,
-            )
+            (index.files.clone(), index.segment_lens.clone(), index.head, start)
         };
         let want = max.min(READ_EVENTS_MAX).min((head - from) as usize);
         let mut out = Vec::with_capacity(want.min(4096));
@@ -727,12 +694,11 @@ impl EmbeddedStore {
                 }
                 let mut fh = [0u8; FRAME_HEADER_LEN];
                 files[seg as usize].read_exact_at(&mut fh, off)?;
-                let header =
-                    format::decode_frame_header(&fh).map_err(|reason| ReadError::Corrupt {
-                        segment: seg,
-                        offset: off,
-                        reason,
-                    })?;
+                let header = format::decode_frame_header(&fh).map_err(|reason| ReadError::Corrupt {
+                    segment: seg,
+                    offset: off,
+                    reason,
+                })?;
                 off += FRAME_HEADER_LEN as u64;
                 frame_end = off + u64::from(header.body_len);
                 continue;
@@ -743,11 +709,7 @@ impl EmbeddedStore {
             let mut at = 0;
             while at < buf.len() && out.len() < want {
                 let need = format::RECORD_PREFIX_LEN
-                    + if buf.len() - at >= 4 {
-                        format::le_u32(&buf[at..]) as usize
-                    } else {
-                        usize::MAX / 2
-                    };
+                    + if buf.len() - at >= 4 { format::le_u32(&buf[at..]) as usize } else { usize::MAX / 2 };
                 if buf.len() - at < need {
                     if at == 0 {
                         // One record larger than the chunk: read exactly it.
@@ -757,12 +719,11 @@ impl EmbeddedStore {
                     }
                     break;
                 }
-                let (view, len) =
-                    format::decode_record(&buf[at..]).map_err(|reason| ReadError::Corrupt {
-                        segment: seg,
-                        offset: off + at as u64,
-                        reason,
-                    })?;
+                let (view, len) = format::decode_record(&buf[at..]).map_err(|reason| ReadError::Corrupt {
+                    segment: seg,
+                    offset: off + at as u64,
+                    reason,
+                })?;
                 if view.meta.position >= from {
                     out.push(view.to_recorded());
                 }
@@ -775,9 +736,7 @@ impl EmbeddedStore {
 }
 
 fn poisoned() -> ReadError {
-    ReadError::Io(io::Error::other(
-        "store index lock poisoned by a panicked thread",
-    ))
+    ReadError::Io(io::Error::other("store index lock poisoned by a panicked thread"))
 }
 
 /// Reads the record at `loc`, returning it with the location of its stream's previous record.
@@ -787,28 +746,43 @@ fn read_record_from(file: &File, loc: u64) -> Result<(RecordedEvent, u64), ReadE
     file.read_exact_at(&mut prefix, off)?;
     let total = format::RECORD_PREFIX_LEN + format::le_u32(&prefix) as usize;
     if total > super::PAYLOAD_BYTES_MAX + 4096 {
-        return Err(ReadError::Corrupt {
-            segment: seg,
-            offset: off,
-            reason: "record length is implausible",
-        });
+        return Err(ReadError::Corrupt { segment: seg, offset: off, reason: "record length is implausible" });
     }
     let mut buf = vec![0u8; total];
     file.read_exact_at(&mut buf, off)?;
-    let (view, _) = format::decode_record(&buf).map_err(|reason| ReadError::Corrupt {
-        segment: seg,
-        offset: off,
-        reason,
-    })?;
+    let (view, _) =
+        format::decode_record(&buf).map_err(|reason| ReadError::Corrupt { segment: seg, offset: off, reason })?;
     Ok((view.to_recorded(), view.meta.prev_loc))
 }
 
-fn create_segment(
-    fs: &dyn LogFs,
-    dir: &Path,
-    index: u32,
-    first_position: u64,
-) -> io::Result<Box<dyn LogFile>> {
+/// Zeros the bytes an unfinished commit left from `offset` on (at most [`FRAME_BYTES_MAX`] of
+/// them) and syncs. Returns how many bytes it cleared, up to the last non-zero one.
+fn discard_torn_tail(fs: &dyn LogFs, path: &Path, offset: u64) -> io::Result<u64> {
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let end = len.min(offset + FRAME_BYTES_MAX);
+    let mut last_nonzero = offset;
+    let mut buf = vec![0u8; READ_CHUNK_BYTES];
+    let mut at = offset;
+    while at < end {
+        let n = ((end - at) as usize).min(buf.len());
+        file.read_exact_at(&mut buf[..n], at)?;
+        if let Some(i) = buf[..n].iter().rposition(|&b| b != 0) {
+            last_nonzero = at + i as u64 + 1;
+        }
+        at += n as u64;
+    }
+    let mut f = fs.open(path, false)?;
+    let aligned = offset.next_multiple_of(ZERO_FILL_ALIGN).min(end.max(offset));
+    f.write_all_at(&vec![0u8; (aligned - offset) as usize], offset)?;
+    if end > aligned {
+        f.zero_fill(aligned, end.next_multiple_of(ZERO_FILL_ALIGN))?;
+    }
+    f.sync_data()?;
+    Ok(last_nonzero - offset)
+}
+
+fn create_segment(fs: &dyn LogFs, dir: &Path, index: u32, first_position: u64) -> io::Result<Box<dyn LogFile>> {
     let path = dir.join(format::segment_file_name(index));
     let mut file = fs.open(&path, true)?;
     file.write_all_at(&format::encode_segment_header(index, first_position), 0)?;
@@ -830,9 +804,13 @@ struct Writer {
     file: Box<dyn LogFile>,
     segment: u32,
     segment_len: u64,
+    /// The segment file's length: space up to here is allocated (zero-filled or written).
+    preallocated: u64,
     head: u64,
     link: [u8; 32],
     head_tx: watch::Sender<u64>,
+    /// The last batch's buffers, kept for the next one.
+    spare: Batch,
 }
 
 /// An event staged in the current batch, for idempotency checks within the batch.
@@ -842,6 +820,7 @@ struct Staged {
 }
 
 /// Everything one batch stages before it is written.
+#[derive(Default)]
 struct Batch {
     /// Frame header space followed by the records.
     frame: Vec<u8>,
@@ -871,12 +850,7 @@ impl Writer {
             }
             if let Some(reason) = &failed {
                 for job in jobs {
-                    let n = job.requests.len();
-                    let _ = job.reply.send(
-                        (0..n)
-                            .map(|_| Err(AppendError::Io(reason.clone())))
-                            .collect(),
-                    );
+                    job.fail(|| AppendError::Io(reason.clone()));
                 }
                 continue;
             }
@@ -894,34 +868,34 @@ impl Writer {
             reply_all_failed(jobs, &reason);
             return Err(reason);
         }
-        let mut batch = Batch {
-            frame: vec![0u8; FRAME_HEADER_LEN],
-            first_position: self.head,
-            next_position: self.head,
-            streams: FoldMap::default(),
-            ids: FoldMap::default(),
-            recorded_at_us: now_us(),
-        };
+        // The batch reuses the previous one's buffers: no allocation or page faults per commit.
+        let mut batch = std::mem::take(&mut self.spare);
+        batch.frame.clear();
+        batch.frame.resize(FRAME_HEADER_LEN, 0);
+        batch.streams.clear();
+        batch.ids.clear();
+        batch.first_position = self.head;
+        batch.next_position = self.head;
+        batch.recorded_at_us = now_us();
         let mut results = Vec::with_capacity(jobs.len());
         {
             // Readers may run meanwhile; the writer is the only one that changes the index.
             let index = shared.index.read().unwrap_or_else(|p| p.into_inner());
             for job in &jobs {
                 let total: usize = job.requests.iter().map(|r| r.events.len()).sum();
-                let job_results: Vec<_> = if total > APPEND_MANY_EVENTS_MAX {
+                let bytes: usize = job.requests.iter().map(request_bytes).sum();
+                let job_results: Vec<_> = if total > APPEND_MANY_EVENTS_MAX || bytes > APPEND_MANY_BYTES_MAX {
                     job.requests
                         .iter()
                         .map(|_| {
                             Err(AppendError::Invalid(format!(
-                                "one append_many may carry at most {APPEND_MANY_EVENTS_MAX} events"
+                                "one append_many may carry at most {APPEND_MANY_EVENTS_MAX} events \
+                                 and {APPEND_MANY_BYTES_MAX} bytes"
                             )))
                         })
                         .collect()
                 } else {
-                    job.requests
-                        .iter()
-                        .map(|r| self.stage(&index, &mut batch, r))
-                        .collect()
+                    job.requests.iter().map(|r| self.stage(&index, &mut batch, r)).collect()
                 };
                 results.push(job_results);
             }
@@ -935,10 +909,12 @@ impl Writer {
                 &batch.frame[FRAME_HEADER_LEN..],
             );
             batch.frame[..FRAME_HEADER_LEN].copy_from_slice(&header);
-            let write = self
-                .file
-                .write_all_at(&batch.frame, self.segment_len)
-                .and_then(|()| self.file.sync_data());
+            if let Err(e) = self.preallocate(self.segment_len + batch.frame.len() as u64) {
+                let reason = format!("segment {}: allocating space: {e}", self.segment);
+                reply_all_failed(jobs, &reason);
+                return Err(reason);
+            }
+            let write = self.file.write_all_at(&batch.frame, self.segment_len).and_then(|()| self.file.sync_data());
             if let Err(e) = write {
                 let reason = format!("segment {}: {e}", self.segment);
                 reply_all_failed(jobs, &reason);
@@ -958,11 +934,7 @@ impl Writer {
             let mut at = FRAME_HEADER_LEN;
             while at < batch.frame.len() {
                 let position = format::le_u64(&batch.frame[at + format::RECORD_PREFIX_LEN..]);
-                index.add_sparse(
-                    position,
-                    location(self.segment, frame_start + at as u64),
-                    frame_end,
-                );
+                index.add_sparse(position, location(self.segment, frame_start + at as u64), frame_end);
                 at += format::RECORD_PREFIX_LEN + format::le_u32(&batch.frame[at..]) as usize;
             }
             if let Some(len) = index.segment_lens.last_mut() {
@@ -974,8 +946,27 @@ impl Writer {
             self.head_tx.send_replace(self.head);
         }
         for (job, job_results) in jobs.into_iter().zip(results) {
-            let _ = job.reply.send(job_results);
+            job.answer(job_results);
         }
+        self.spare = batch;
+        Ok(())
+    }
+
+    /// Makes sure `..end` of the current segment is allocated, zero-filling ahead of the log
+    /// in steps of [`PREALLOCATE_STEP_BYTES`], never past the segment's size limit.
+    fn preallocate(&mut self, end: u64) -> io::Result<()> {
+        if end <= self.preallocated {
+            return Ok(());
+        }
+        // Never zero a byte at or before the log's end: start at the next block after it.
+        let from = self.preallocated.max(self.segment_len).next_multiple_of(ZERO_FILL_ALIGN);
+        let limit = self.options.segment_bytes_max.next_multiple_of(ZERO_FILL_ALIGN);
+        let to = (end + PREALLOCATE_STEP_BYTES).next_multiple_of(ZERO_FILL_ALIGN).min(limit.max(from));
+        if to > from {
+            self.file.zero_fill(from, to)?;
+        }
+        // Past the limit the frame itself extends the file.
+        self.preallocated = to.max(end);
         Ok(())
     }
 
@@ -986,6 +977,7 @@ impl Writer {
         self.file = file;
         self.segment = next;
         self.segment_len = SEGMENT_HEADER_LEN as u64;
+        self.preallocated = SEGMENT_HEADER_LEN as u64;
         let mut index = shared.index.write().unwrap_or_else(|p| p.into_inner());
         index.files.push(Arc::new(read));
         index.segment_lens.push(SEGMENT_HEADER_LEN as u64);
@@ -994,22 +986,14 @@ impl Writer {
 
     /// Checks one request against the committed index and the batch so far, and stages its
     /// events into the batch's frame if it is accepted.
-    fn stage(
-        &self,
-        index: &Index,
-        batch: &mut Batch,
-        req: &AppendRequest,
-    ) -> Result<Appended, AppendError> {
+    fn stage(&self, index: &Index, batch: &mut Batch, req: &AppendRequest) -> Result<Appended, AppendError> {
         check_request(req)?;
         // Idempotency first: a retried append is answered with the original result whatever
         // the stream's revision is now.
         let mut found = Vec::new();
         for (i, e) in req.events.iter().enumerate() {
             if req.events[..i].iter().any(|p| p.event_id == e.event_id) {
-                return Err(AppendError::Invalid(format!(
-                    "event id {} appears twice in one append",
-                    e.event_id
-                )));
+                return Err(AppendError::Invalid(format!("event id {} appears twice in one append", e.event_id)));
             }
             if let Some(view) = self.lookup_id(index, batch, e.event_id)? {
                 found.push((i, view));
@@ -1019,11 +1003,7 @@ impl Writer {
             return duplicate_result(req, &found);
         }
         let hash = stream_hash(&req.stream);
-        let current = batch
-            .streams
-            .get(&hash)
-            .or_else(|| index.streams.get(&hash))
-            .copied();
+        let current = batch.streams.get(&hash).or_else(|| index.streams.get(&hash)).copied();
         let ok = match (req.expected, current) {
             (ExpectedRevision::Any, _) => true,
             (ExpectedRevision::NoStream, None) => true,
@@ -1043,41 +1023,20 @@ impl Writer {
         for e in &req.events {
             let body_offset = batch.frame.len();
             let loc = location(self.segment, self.segment_len + body_offset as u64);
-            let meta = RecordMeta {
-                position: batch.next_position,
-                revision,
-                prev_loc,
-                recorded_at_us: batch.recorded_at_us,
-            };
+            let meta =
+                RecordMeta { position: batch.next_position, revision, prev_loc, recorded_at_us: batch.recorded_at_us };
             format::encode_record(&mut batch.frame, meta, &req.stream, e);
-            batch
-                .ids
-                .insert(e.event_id.as_u128(), Staged { loc, body_offset });
+            batch.ids.insert(e.event_id.as_u128(), Staged { loc, body_offset });
             prev_loc = loc;
             revision += 1;
             batch.next_position += 1;
         }
-        batch.streams.insert(
-            hash,
-            StreamHead {
-                revision: revision - 1,
-                loc: prev_loc,
-            },
-        );
-        Ok(Appended {
-            first_position,
-            last_revision: revision - 1,
-            duplicate: false,
-        })
+        batch.streams.insert(hash, StreamHead { revision: revision - 1, loc: prev_loc });
+        Ok(Appended { first_position, last_revision: revision - 1, duplicate: false })
     }
 
     /// The stored or staged event with this id.
-    fn lookup_id(
-        &self,
-        index: &Index,
-        batch: &Batch,
-        id: Uuid,
-    ) -> Result<Option<RecordedEvent>, AppendError> {
+    fn lookup_id(&self, index: &Index, batch: &Batch, id: Uuid) -> Result<Option<RecordedEvent>, AppendError> {
         if let Some(staged) = batch.ids.get(&id.as_u128()) {
             let (view, _) = format::decode_record(&batch.frame[staged.body_offset..])
                 .map_err(|e| AppendError::Io(format!("staged record unreadable: {e}")))?;
@@ -1087,26 +1046,15 @@ impl Writer {
             return Ok(None);
         };
         let (seg, _) = split_location(loc);
-        let file = index
-            .files
-            .get(seg as usize)
-            .ok_or_else(|| AppendError::Io("id index names no segment".into()))?;
-        read_record_from(file, loc)
-            .map(|(e, _)| Some(e))
-            .map_err(|e| AppendError::Io(e.to_string()))
+        let file = index.files.get(seg as usize).ok_or_else(|| AppendError::Io("id index names no segment".into()))?;
+        read_record_from(file, loc).map(|(e, _)| Some(e)).map_err(|e| AppendError::Io(e.to_string()))
     }
 }
 
 /// The answer to a request some of whose ids are stored already: the original result if all
 /// of them are, with the same content, in order in the same stream; a conflict otherwise.
-fn duplicate_result(
-    req: &AppendRequest,
-    found: &[(usize, RecordedEvent)],
-) -> Result<Appended, AppendError> {
-    let conflict = |e: &RecordedEvent| AppendError::IdConflict {
-        event_id: e.data.event_id,
-        position: e.position,
-    };
+fn duplicate_result(req: &AppendRequest, found: &[(usize, RecordedEvent)]) -> Result<Appended, AppendError> {
+    let conflict = |e: &RecordedEvent| AppendError::IdConflict { event_id: e.data.event_id, position: e.position };
     if found.len() != req.events.len() {
         return Err(conflict(&found[0].1));
     }
@@ -1117,36 +1065,21 @@ fn duplicate_result(
         }
     }
     let last = &found[found.len() - 1].1;
-    Ok(Appended {
-        first_position: found[0].1.position,
-        last_revision: last.revision,
-        duplicate: true,
-    })
+    Ok(Appended { first_position: found[0].1.position, last_revision: last.revision, duplicate: true })
 }
 
 fn request_bytes(r: &AppendRequest) -> usize {
-    r.events
-        .iter()
-        .map(|e| format::record_len(&r.stream, e))
-        .sum()
+    r.events.iter().map(|e| format::record_len(&r.stream, e)).sum()
 }
 
 fn reply_all_failed(jobs: Vec<Job>, reason: &str) {
     for job in jobs {
-        let n = job.requests.len();
-        let _ = job.reply.send(
-            (0..n)
-                .map(|_| Err(AppendError::Io(reason.to_owned())))
-                .collect(),
-        );
+        job.fail(|| AppendError::Io(reason.to_owned()));
     }
 }
 
 impl EventStore for EmbeddedStore {
-    async fn append_many(
-        &self,
-        requests: Vec<AppendRequest>,
-    ) -> Vec<Result<Appended, AppendError>> {
+    async fn append_many(&self, requests: Vec<AppendRequest>) -> Vec<Result<Appended, AppendError>> {
         let n = requests.len();
         let closed = || (0..n).map(|_| Err(AppendError::Closed)).collect();
         let Some(jobs) = &self.jobs else {
@@ -1156,15 +1089,10 @@ impl EventStore for EmbeddedStore {
         if jobs.send(Job { requests, reply }).await.is_err() {
             return closed();
         }
-        rx.await.unwrap_or_else(|_| closed())
+        rx.await.map(|reply| reply.results).unwrap_or_else(|_| closed())
     }
 
-    async fn read_stream(
-        &self,
-        stream: &str,
-        from: u64,
-        max: usize,
-    ) -> Result<Vec<RecordedEvent>, ReadError> {
+    async fn read_stream(&self, stream: &str, from: u64, max: usize) -> Result<Vec<RecordedEvent>, ReadError> {
         let head = {
             let index = self.shared.index.read().map_err(|_| poisoned())?;
             index.streams.get(&stream_hash(stream)).copied()
@@ -1201,8 +1129,7 @@ impl EventStore for EmbeddedStore {
             let index = self.shared.index.read().map_err(|_| poisoned())?;
             index.ids.get(&id.as_u128()).copied()
         };
-        loc.map(|loc| self.read_record_at(loc).map(|(e, _)| e))
-            .transpose()
+        loc.map(|loc| self.read_record_at(loc).map(|(e, _)| e)).transpose()
     }
 
     async fn stream_revision(&self, stream: &str) -> Option<u64> {

@@ -135,10 +135,7 @@ pub fn decode_segment_header(h: &[u8]) -> Result<SegmentHeader, &'static str> {
     if le_u32(&h[8..12]) != FORMAT_VERSION {
         return Err("unsupported segment format version");
     }
-    Ok(SegmentHeader {
-        index: le_u32(&h[12..16]),
-        first_position: le_u64(&h[16..24]),
-    })
+    Ok(SegmentHeader { index: le_u32(&h[12..16]), first_position: le_u64(&h[16..24]) })
 }
 
 /// A decoded frame header.
@@ -205,12 +202,7 @@ pub fn decode_frame_header(h: &[u8]) -> Result<FrameHeader, &'static str> {
 }
 
 /// Whether the frame's stored link equals the link computed from the previous one and its body.
-pub fn check_frame_link(
-    prev_link: &[u8; 32],
-    header_bytes: &[u8],
-    body: &[u8],
-    stored: &[u8; 32],
-) -> bool {
+pub fn check_frame_link(prev_link: &[u8; 32], header_bytes: &[u8], body: &[u8], stored: &[u8; 32]) -> bool {
     frame_link(prev_link, &header_bytes[8..32], body) == *stored
 }
 
@@ -379,12 +371,7 @@ mod tests {
     #[test]
     fn record_round_trips_and_length_matches() {
         let mut buf = Vec::new();
-        let meta = RecordMeta {
-            position: 9,
-            revision: 2,
-            prev_loc: location(3, 77),
-            recorded_at_us: 123,
-        };
+        let meta = RecordMeta { position: 9, revision: 2, prev_loc: location(3, 77), recorded_at_us: 123 };
         encode_record(&mut buf, meta, "payment-1", &data());
         assert_eq!(buf.len(), record_len("payment-1", &data()));
         let (view, len) = decode_record(&buf).expect("decodes");
@@ -399,12 +386,7 @@ mod tests {
     #[test]
     fn every_flipped_bit_of_a_record_is_caught() {
         let mut buf = Vec::new();
-        let meta = RecordMeta {
-            position: 1,
-            revision: 0,
-            prev_loc: NO_LOCATION,
-            recorded_at_us: 0,
-        };
+        let meta = RecordMeta { position: 1, revision: 0, prev_loc: NO_LOCATION, recorded_at_us: 0 };
         encode_record(&mut buf, meta, "s", &data());
         for i in 0..buf.len() * 8 {
             let mut bad = buf.clone();
@@ -417,13 +399,7 @@ mod tests {
     #[test]
     fn headers_round_trip_and_refuse_damage() {
         let h = encode_segment_header(4, 1000);
-        assert_eq!(
-            decode_segment_header(&h),
-            Ok(SegmentHeader {
-                index: 4,
-                first_position: 1000
-            })
-        );
+        assert_eq!(decode_segment_header(&h), Ok(SegmentHeader { index: 4, first_position: 1000 }));
         let mut bad = h;
         bad[17] ^= 1;
         assert!(decode_segment_header(&bad).is_err());

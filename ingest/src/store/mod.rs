@@ -18,7 +18,7 @@ mod verify;
 pub mod conformance;
 
 pub use embedded::{
-    APPEND_MANY_EVENTS_MAX, BATCH_BYTES_MAX_DEFAULT, BATCH_EVENTS_MAX_DEFAULT, EmbeddedStore,
+    APPEND_MANY_BYTES_MAX, APPEND_MANY_EVENTS_MAX, BATCH_BYTES_MAX_DEFAULT, BATCH_EVENTS_MAX_DEFAULT, EmbeddedStore,
     OpenError, OpenReport, SEGMENT_BYTES_MAX_DEFAULT, StoreOptions,
 };
 pub use verify::{VerifyError, VerifyReport, verify_dir};
@@ -166,11 +166,7 @@ pub trait EventStore: Send + Sync + 'static {
         expected: ExpectedRevision,
         events: Vec<EventData>,
     ) -> impl Future<Output = Result<Appended, AppendError>> + Send {
-        let request = AppendRequest {
-            stream: stream.to_owned(),
-            expected,
-            events,
-        };
+        let request = AppendRequest { stream: stream.to_owned(), expected, events };
         async move {
             let mut results = self.append_many(vec![request]).await;
             results.pop().unwrap_or(Err(AppendError::Closed))
@@ -186,17 +182,10 @@ pub trait EventStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<RecordedEvent>, ReadError>> + Send;
 
     /// Reads up to `max` events of the whole log from global position `from` on.
-    fn read_all(
-        &self,
-        from: u64,
-        max: usize,
-    ) -> impl Future<Output = Result<Vec<RecordedEvent>, ReadError>> + Send;
+    fn read_all(&self, from: u64, max: usize) -> impl Future<Output = Result<Vec<RecordedEvent>, ReadError>> + Send;
 
     /// The stored event with this id, if any.
-    fn event_by_id(
-        &self,
-        id: Uuid,
-    ) -> impl Future<Output = Result<Option<RecordedEvent>, ReadError>> + Send;
+    fn event_by_id(&self, id: Uuid) -> impl Future<Output = Result<Option<RecordedEvent>, ReadError>> + Send;
 
     /// The revision of the stream's last event, or `None` if the stream does not exist.
     fn stream_revision(&self, stream: &str) -> impl Future<Output = Option<u64>> + Send;
@@ -232,10 +221,7 @@ impl<'a, S: EventStore> Subscription<'a, S> {
             let events = self.store.read_all(self.next, max).await?;
             if let Some(last) = events.last() {
                 // The store delivers consecutive positions; a gap or repeat here is a bug.
-                assert_eq!(
-                    events[0].position, self.next,
-                    "subscription must not skip or repeat"
-                );
+                assert_eq!(events[0].position, self.next, "subscription must not skip or repeat");
                 self.next = last.position + 1;
                 return Ok(events);
             }
@@ -255,29 +241,20 @@ pub fn stream_hash(stream: &str) -> u128 {
 pub fn check_request(request: &AppendRequest) -> Result<(), AppendError> {
     let invalid = |m: String| Err(AppendError::Invalid(m));
     if request.stream.is_empty() || request.stream.len() > STREAM_NAME_BYTES_MAX {
-        return invalid(format!(
-            "stream name must be 1 to {STREAM_NAME_BYTES_MAX} bytes"
-        ));
+        return invalid(format!("stream name must be 1 to {STREAM_NAME_BYTES_MAX} bytes"));
     }
     if request.events.is_empty() {
         return invalid("an append needs at least one event".into());
     }
     if request.events.len() > REQUEST_EVENTS_MAX {
-        return invalid(format!(
-            "an append may carry at most {REQUEST_EVENTS_MAX} events"
-        ));
+        return invalid(format!("an append may carry at most {REQUEST_EVENTS_MAX} events"));
     }
     for e in &request.events {
         if e.event_type.is_empty() || e.event_type.len() > EVENT_TYPE_BYTES_MAX {
-            return invalid(format!(
-                "event type must be 1 to {EVENT_TYPE_BYTES_MAX} bytes"
-            ));
+            return invalid(format!("event type must be 1 to {EVENT_TYPE_BYTES_MAX} bytes"));
         }
         if e.payload.len() > PAYLOAD_BYTES_MAX {
-            return invalid(format!(
-                "payload of {} bytes exceeds {PAYLOAD_BYTES_MAX}",
-                e.payload.len()
-            ));
+            return invalid(format!("payload of {} bytes exceeds {PAYLOAD_BYTES_MAX}", e.payload.len()));
         }
     }
     Ok(())

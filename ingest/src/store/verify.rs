@@ -8,7 +8,7 @@
 use std::fs::File;
 use std::path::Path;
 
-use super::embedded::{IndexBuilderForVerify, acquire, list_segments, scan_log};
+use super::embedded::{IndexBuilderForVerify, TailCheck, acquire, list_segments, scan_log};
 use super::format;
 
 /// What a successful verify found.
@@ -55,20 +55,14 @@ pub fn verify_dir(dir: &Path) -> Result<VerifyReport, VerifyError> {
         .open(&lock_path)
         .map_err(|e| VerifyError::Io(format!("{}: {e}", lock_path.display())))?;
     if !acquire(|| lock.try_lock_shared().is_ok()) {
-        return Err(VerifyError::Io(format!(
-            "{} is open for writing by another process",
-            dir.display()
-        )));
+        return Err(VerifyError::Io(format!("{} is open for writing by another process", dir.display())));
     }
     let paths = list_segments(dir).map_err(|e| VerifyError::Io(e.to_string()))?;
     if paths.is_empty() {
-        return Err(VerifyError::Io(format!(
-            "{} holds no event log",
-            dir.display()
-        )));
+        return Err(VerifyError::Io(format!("{} holds no event log", dir.display())));
     }
     let mut checker = IndexBuilderForVerify::default();
-    let (end, fault) = scan_log(&paths, &mut checker.builder());
+    let (end, fault) = scan_log(&paths, &mut checker.builder(), TailCheck::Strict);
     if let Some(f) = fault {
         return Err(VerifyError::Corrupt {
             segment: f.segment,

@@ -17,9 +17,7 @@ fn main() {
     };
     let total: u64 = total.parse().expect("TOTAL is a number");
     let per_commit: u64 = per_commit.parse().expect("PER_COMMIT is a number");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
     rt.block_on(async {
         let store = EmbeddedStore::open(dir).expect("open");
         let mut next = store.head();
