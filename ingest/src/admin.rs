@@ -82,10 +82,11 @@ pub fn parse_admin_line(line: u64, text: &[u8]) -> Result<Event, LineError> {
             reason: format!("line is longer than {FEED_LINE_BYTES_MAX} bytes"),
         });
     }
-    let mut de = serde_json::Deserializer::from_slice(text);
-    let raw: RawAdminRecord<'_> =
-        serde_path_to_error::deserialize(&mut de).map_err(|e| LineError::from_json(line, e))?;
-    de.end().map_err(|e| LineError { line, field: None, reason: format!("not valid JSON: {e}") })?;
+    let raw: RawAdminRecord<'_> = match serde_json::from_slice(text) {
+        Ok(raw) => raw,
+        // Only a bad line pays for finding out which field it was.
+        Err(_) => return Err(json_error(line, text)),
+    };
     validate(raw).map_err(|e| LineError::from_field(line, e))
 }
 
@@ -206,6 +207,18 @@ fn validate(r: RawAdminRecord<'_>) -> Result<Event, FieldError> {
             ));
         }
     })
+}
+
+/// Parses `text` again, tracking the path, to name the field of a JSON error.
+fn json_error(line: u64, text: &[u8]) -> LineError {
+    let mut de = serde_json::Deserializer::from_slice(text);
+    match serde_path_to_error::deserialize::<_, RawAdminRecord<'_>>(&mut de) {
+        Err(e) => LineError::from_json(line, e),
+        Ok(_) => match de.end() {
+            Err(e) => LineError { line, field: None, reason: format!("not valid JSON: {e}") },
+            Ok(()) => LineError { line, field: None, reason: "not valid JSON".into() },
+        },
+    }
 }
 
 #[cfg(test)]

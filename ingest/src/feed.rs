@@ -45,13 +45,13 @@ impl FeedCommand {
     }
 
     /// The event the record becomes if it is accepted.
-    pub fn to_event(&self) -> Event {
+    pub fn into_event(self) -> Event {
         match self {
-            FeedCommand::Sale(s) => Event::PaymentCaptured(s.clone()),
-            FeedCommand::Void(a) => Event::PaymentVoided(a.clone()),
-            FeedCommand::Refund(a) => Event::PaymentRefunded(a.clone()),
-            FeedCommand::Reversal(a) => Event::PaymentReversed(a.clone()),
-            FeedCommand::BatchClose(b) => Event::TerminalBatchClosed(b.clone()),
+            FeedCommand::Sale(s) => Event::PaymentCaptured(s),
+            FeedCommand::Void(a) => Event::PaymentVoided(a),
+            FeedCommand::Refund(a) => Event::PaymentRefunded(a),
+            FeedCommand::Reversal(a) => Event::PaymentReversed(a),
+            FeedCommand::BatchClose(b) => Event::TerminalBatchClosed(b),
         }
     }
 
@@ -160,10 +160,11 @@ pub fn parse_feed_line(line: u64, text: &[u8]) -> Result<FeedCommand, LineError>
             reason: format!("line is longer than {FEED_LINE_BYTES_MAX} bytes"),
         });
     }
-    let mut de = serde_json::Deserializer::from_slice(text);
-    let raw: RawFeedRecord<'_> =
-        serde_path_to_error::deserialize(&mut de).map_err(|e| LineError::from_json(line, e))?;
-    de.end().map_err(|e| LineError { line, field: None, reason: format!("not valid JSON: {e}") })?;
+    let raw: RawFeedRecord<'_> = match serde_json::from_slice(text) {
+        Ok(raw) => raw,
+        // Only a bad line pays for finding out which field it was.
+        Err(_) => return Err(json_error(line, text)),
+    };
     validate(raw).map_err(|e| LineError::from_field(line, e))
 }
 
@@ -270,6 +271,18 @@ fn reject_batch_totals(r: &RawFeedRecord<'_>, kind: &str) -> Result<(), FieldErr
     absent("debit_amount", &r.debit_amount, kind)?;
     absent("credit_count", &r.credit_count, kind)?;
     absent("credit_amount", &r.credit_amount, kind)
+}
+
+/// Parses `text` again, tracking the path, to name the field of a JSON error.
+fn json_error(line: u64, text: &[u8]) -> LineError {
+    let mut de = serde_json::Deserializer::from_slice(text);
+    match serde_path_to_error::deserialize::<_, RawFeedRecord<'_>>(&mut de) {
+        Err(e) => LineError::from_json(line, e),
+        Ok(_) => match de.end() {
+            Err(e) => LineError { line, field: None, reason: format!("not valid JSON: {e}") },
+            Ok(()) => LineError { line, field: None, reason: "not valid JSON".into() },
+        },
+    }
 }
 
 #[cfg(test)]

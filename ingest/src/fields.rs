@@ -151,7 +151,7 @@ fn luhn_valid(digits: &str) -> bool {
         }
         sum += d;
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// A payer token. On the card channel it must be a masked PAN (first 6 digits, 2 to 9 `*`,

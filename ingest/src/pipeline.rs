@@ -10,7 +10,7 @@
 //! Re-running an import is safe at any point: every record maps to a deterministic event id,
 //! so what was stored before is answered as a duplicate and nothing is stored twice.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::{self, BufRead};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::admin::parse_admin_line;
 use crate::event::{Event, payment_stream};
-use crate::feed::{FEED_LINE_BYTES_MAX, FeedCommand, LineError, parse_feed_line};
+use crate::feed::{FEED_LINE_BYTES_MAX, LineError, parse_feed_line};
 use crate::store::{AppendError, AppendRequest, EventStore, ExpectedRevision, READ_EVENTS_MAX, ReadError};
 use crate::writemodel::{PaymentState, REGISTRY_EVENT_TYPES, Registry, Rejection, View};
 
@@ -167,6 +167,8 @@ pub struct Ingestor<S: EventStore> {
     store: Arc<S>,
     registry: Registry,
     position: u64,
+    tentative: Tentative,
+    seq: u64,
 }
 
 /// One record of a chunk, parsed and decided, waiting for the store's answer.
@@ -180,7 +182,8 @@ impl<S: EventStore> Ingestor<S> {
     /// A write model over `store`, caught up from `checkpoint` if that file holds a checkpoint
     /// of this log, else from position 0.
     pub async fn open(store: Arc<S>, checkpoint: Option<&Path>) -> Result<Self, IngestError> {
-        let mut ingestor = Ingestor { store, registry: Registry::default(), position: 0 };
+        let mut ingestor =
+            Ingestor { store, registry: Registry::default(), position: 0, tentative: Tentative::default(), seq: 0 };
         if let Some(path) = checkpoint
             && let Ok(bytes) = std::fs::read(path)
             && let Ok(cp) = serde_json::from_slice::<Checkpoint>(&bytes)
@@ -254,6 +257,12 @@ impl<S: EventStore> Ingestor<S> {
 
     /// Reads NDJSON from `input` to its end, storing what is accepted. `progress` is called
     /// after every chunk with the bytes read so far and the running totals.
+    ///
+    /// Chunks are pipelined: the next chunk is parsed and decided while the previous one is
+    /// being made durable, its decisions seeing the previous chunk's through the tentative
+    /// state. If the previous chunk comes back with anything but the expected answers (a
+    /// stale decision) or changed the registry, the tentative state is dropped and the next
+    /// chunk decided again from the log.
     pub async fn ingest_reader(
         &mut self,
         mut input: impl BufRead,
@@ -263,38 +272,46 @@ impl<S: EventStore> Ingestor<S> {
         let mut summary = IngestSummary::default();
         let mut line_no = 0u64;
         let mut bytes_read = 0u64;
-        let mut chunk: Vec<(u64, Vec<u8>)> = Vec::with_capacity(CHUNK_RECORDS_MAX);
+        let mut in_flight: Option<InFlight> = None;
         let mut spare: Vec<Vec<u8>> = Vec::new();
         loop {
-            let mut buf = spare.pop().unwrap_or_default();
-            let Some(n) = read_bounded_line(&mut input, &mut buf, FEED_LINE_BYTES_MAX)? else {
-                break;
-            };
-            bytes_read += n as u64;
-            line_no += 1;
-            if line_no == 1 && buf.starts_with(b"\xEF\xBB\xBF") {
-                buf.drain(..3);
-            }
-            if buf.iter().all(u8::is_ascii_whitespace) {
-                spare.push(buf);
-                continue;
-            }
-            chunk.push((line_no, buf));
-            if chunk.len() == CHUNK_RECORDS_MAX {
-                for outcome in self.process_chunk(&chunk, kind).await? {
-                    summary.count(outcome);
+            let mut lines: Vec<(u64, Vec<u8>)> = Vec::with_capacity(CHUNK_RECORDS_MAX);
+            while lines.len() < CHUNK_RECORDS_MAX {
+                let mut buf = spare.pop().unwrap_or_default();
+                let Some(n) = read_bounded_line(&mut input, &mut buf, FEED_LINE_BYTES_MAX)? else { break };
+                bytes_read += n as u64;
+                line_no += 1;
+                if line_no == 1 && buf.starts_with(b"\xEF\xBB\xBF") {
+                    buf.drain(..3);
                 }
-                spare.extend(chunk.drain(..).map(|(_, mut b)| {
-                    b.clear();
-                    b
-                }));
+                if buf.iter().all(u8::is_ascii_whitespace) {
+                    spare.push(buf);
+                    continue;
+                }
+                lines.push((line_no, buf));
+            }
+            let at_end = lines.is_empty();
+            let mut next = if at_end { None } else { Some(self.decide_chunk(lines, kind).await?) };
+            if let Some(previous) = in_flight.take() {
+                let clean = self.settle_in_flight(previous, kind, &mut summary, &mut spare).await?;
+                if !clean && let Some(chunk) = next.take() {
+                    // Decided on a view that turned out wrong: decide again from the log.
+                    self.tentative = Tentative::default();
+                    next = Some(self.decide_chunk(chunk.lines, kind).await?);
+                }
                 progress(bytes_read, &summary);
             }
+            let Some(chunk) = next else { break };
+            let registry_changed = chunk.registry_changed;
+            let flight = self.send(chunk);
+            if registry_changed {
+                // The registry must be caught up before anything is decided on it.
+                self.settle_in_flight(flight, kind, &mut summary, &mut spare).await?;
+                progress(bytes_read, &summary);
+            } else {
+                in_flight = Some(flight);
+            }
         }
-        for outcome in self.process_chunk(&chunk, kind).await? {
-            summary.count(outcome);
-        }
-        progress(bytes_read, &summary);
         Ok(summary)
     }
 
@@ -304,112 +321,190 @@ impl<S: EventStore> Ingestor<S> {
         lines: &[(u64, Vec<u8>)],
         kind: InputKind,
     ) -> Result<Vec<RecordOutcome>, IngestError> {
-        let mut outcomes: Vec<Option<RecordOutcome>> = vec![None; lines.len()];
-        let mut retry: Vec<usize> = Vec::new();
-        self.decide_and_store(lines, &(0..lines.len()).collect::<Vec<_>>(), kind, &mut outcomes, &mut retry).await?;
-        // Records decided on a view that changed under them are decided again, alone.
+        let chunk = self.decide_chunk(lines.to_vec(), kind).await?;
+        let flight = self.send(chunk);
+        let chunk = self.settle(flight, kind).await?;
+        Ok(chunk.outcomes.into_iter().map(|o| o.unwrap_or_else(unreachable_outcome)).collect())
+    }
+
+    /// Parses and decides every line of a chunk against the registry and the tentative state.
+    async fn decide_chunk(&mut self, lines: Vec<(u64, Vec<u8>)>, kind: InputKind) -> Result<Chunk, IngestError> {
+        self.seq += 1;
+        let mut chunk = Chunk {
+            seq: self.seq,
+            outcomes: vec![None; lines.len()],
+            lines,
+            requests: Vec::new(),
+            pending: Vec::new(),
+            registry_changed: false,
+        };
+        for slot in 0..chunk.lines.len() {
+            self.decide_one(&mut chunk, slot, kind).await?;
+        }
+        Ok(chunk)
+    }
+
+    async fn decide_one(&mut self, chunk: &mut Chunk, slot: usize, kind: InputKind) -> Result<(), IngestError> {
+        let (line, text) = &chunk.lines[slot];
+        let line = *line;
+        let parsed = match kind {
+            InputKind::Feed => parse_feed_line(line, text).map(|cmd| (cmd.reference(), cmd.into_event(), true)),
+            InputKind::Admin => parse_admin_line(line, text).map(|e| (e.idempotency_key(), e, false)),
+        };
+        let (reference, event, is_feed) = match parsed {
+            Ok(p) => p,
+            Err(e) => {
+                chunk.outcomes[slot] = Some(RecordOutcome::Rejected(RejectedRecord::parse(e)));
+                return Ok(());
+            }
+        };
+        let data = event.to_event_data();
+        let stream = event.stream();
+        let staged = self.tentative.staged.contains_key(&data.event_id);
+        if !staged && let Some(stored) = self.store.event_by_id(data.event_id).await? {
+            chunk.outcomes[slot] = Some(if stored.stream == stream && stored.data == data {
+                RecordOutcome::Duplicate { position: stored.position }
+            } else {
+                RecordOutcome::Rejected(RejectedRecord::rule(
+                    line,
+                    reference,
+                    conflict_rejection(&event, stored.position),
+                ))
+            });
+            return Ok(());
+        }
+        let expected = if staged {
+            // The same record again while the first is not yet stored: the store answers it
+            // as a duplicate (or a conflict, if its content differs).
+            ExpectedRevision::Any
+        } else {
+            let decided = if is_feed {
+                self.decide_feed(&event).await?
+            } else {
+                View::new(&self.registry, &self.tentative.overlay).decide_admin(&event).map(|()| ExpectedRevision::Any)
+            };
+            match decided {
+                Ok(expected) => expected,
+                Err(r) => {
+                    chunk.outcomes[slot] = Some(RecordOutcome::Rejected(RejectedRecord::rule(line, reference, r)));
+                    return Ok(());
+                }
+            }
+        };
+        if REGISTRY_EVENT_TYPES.contains(&event.event_type()) {
+            self.tentative.overlay.apply_over(&event, Some(&self.registry));
+            chunk.registry_changed = true;
+        }
+        self.tentative.apply_payment(&event, chunk.seq);
+        self.tentative.staged.insert(data.event_id, chunk.seq);
+        chunk.requests.push(AppendRequest { stream, expected, events: vec![data] });
+        chunk.pending.push(Pending { slot, line, reference });
+        Ok(())
+    }
+
+    /// Hands a decided chunk to the store; its answer is awaited by [`Ingestor::settle`].
+    fn send(&mut self, mut chunk: Chunk) -> InFlight {
+        let requests = std::mem::take(&mut chunk.requests);
+        let head_before = self.store.head();
+        let store = self.store.clone();
+        let answer = tokio::spawn(async move { store.append_many(requests).await });
+        InFlight { chunk, head_before, answer }
+    }
+
+    /// Settles a chunk and counts its outcomes; true if everything came back as decided.
+    async fn settle_in_flight(
+        &mut self,
+        flight: InFlight,
+        kind: InputKind,
+        summary: &mut IngestSummary,
+        spare: &mut Vec<Vec<u8>>,
+    ) -> Result<bool, IngestError> {
+        let registry_changed = flight.chunk.registry_changed;
+        let chunk = self.settle(flight, kind).await?;
+        let clean = !chunk.retried && !registry_changed;
+        for outcome in chunk.outcomes {
+            summary.count(outcome.unwrap_or_else(unreachable_outcome));
+        }
+        spare.extend(chunk.lines.into_iter().map(|(_, mut b)| {
+            b.clear();
+            b
+        }));
+        Ok(clean)
+    }
+
+    /// Waits for the store's answer to a chunk, turns it into outcomes, decides again (alone)
+    /// the records decided on a stale view, and brings the registry up to date.
+    async fn settle(&mut self, flight: InFlight, kind: InputKind) -> Result<Settled, IngestError> {
+        let InFlight { mut chunk, head_before, answer } = flight;
+        let results = answer.await.map_err(|e| IngestError::Store(AppendError::Io(format!("append task: {e}"))))?;
+        let mut retry = Vec::new();
+        let written = self.record_results(&mut chunk, results, &mut retry)?;
+        let seq = chunk.seq;
+        if retry.is_empty() && !chunk.registry_changed {
+            // Only our own events were added and none changes the registry: nothing to read
+            // back. The tentative entries of this chunk are in the store now.
+            if self.position == head_before && self.store.head() == head_before + written {
+                self.position = head_before + written;
+            } else {
+                self.catch_up().await?;
+            }
+            self.tentative.forget_up_to(seq);
+            return Ok(Settled { outcomes: chunk.outcomes, lines: chunk.lines, retried: false });
+        }
+        self.tentative = Tentative::default();
+        self.catch_up().await?;
         for attempt in 0..=CONFLICT_RETRIES_MAX {
             if retry.is_empty() {
                 break;
             }
             let again = std::mem::take(&mut retry);
-            if attempt == CONFLICT_RETRIES_MAX {
-                for slot in again {
-                    outcomes[slot] = Some(RecordOutcome::Rejected(RejectedRecord {
-                        line: lines[slot].0,
+            for slot in again {
+                if attempt == CONFLICT_RETRIES_MAX {
+                    chunk.outcomes[slot] = Some(RecordOutcome::Rejected(RejectedRecord {
+                        line: chunk.lines[slot].0,
                         reference: None,
                         field: None,
                         code: "concurrent_update".into(),
                         message: "the record's payment kept changing under it; send it again".into(),
                     }));
-                }
-                break;
-            }
-            for slot in again {
-                self.decide_and_store(lines, &[slot], kind, &mut outcomes, &mut retry).await?;
-            }
-        }
-        Ok(outcomes.into_iter().map(|o| o.unwrap_or_else(|| unreachable_outcome())).collect())
-    }
-
-    async fn decide_and_store(
-        &mut self,
-        lines: &[(u64, Vec<u8>)],
-        slots: &[usize],
-        kind: InputKind,
-        outcomes: &mut [Option<RecordOutcome>],
-        retry: &mut Vec<usize>,
-    ) -> Result<(), IngestError> {
-        let mut overlay = Registry::default();
-        let mut payments: HashMap<String, Option<PaymentState>> = HashMap::new();
-        let mut staged_ids: HashSet<Uuid> = HashSet::new();
-        let mut requests = Vec::new();
-        let mut pending = Vec::new();
-        let mut registry_changed = false;
-        for &slot in slots {
-            let (line, text) = &lines[slot];
-            let parsed = match kind {
-                InputKind::Feed => parse_feed_line(*line, text).map(|cmd| (cmd.to_event(), Some(cmd))),
-                InputKind::Admin => parse_admin_line(*line, text).map(|e| (e, None)),
-            };
-            let (event, cmd) = match parsed {
-                Ok(p) => p,
-                Err(e) => {
-                    outcomes[slot] = Some(RecordOutcome::Rejected(RejectedRecord::parse(e)));
                     continue;
                 }
-            };
-            let reference = cmd.as_ref().map_or_else(|| event.idempotency_key(), FeedCommand::reference);
-            let data = event.to_event_data();
-            let stream = event.stream();
-            if !staged_ids.contains(&data.event_id)
-                && let Some(stored) = self.store.event_by_id(data.event_id).await?
-            {
-                outcomes[slot] = Some(if stored.stream == stream && stored.data == data {
-                    RecordOutcome::Duplicate { position: stored.position }
-                } else {
-                    RecordOutcome::Rejected(RejectedRecord::rule(
-                        *line,
-                        reference,
-                        conflict_rejection(&event, stored.position),
-                    ))
-                });
-                continue;
-            }
-            let expected = if staged_ids.contains(&data.event_id) {
-                // The same record twice in one chunk: the store answers the second as a duplicate.
-                ExpectedRevision::Any
-            } else {
-                let view = View::new(&self.registry, &overlay);
-                let decided = match &cmd {
-                    None => view.decide_admin(&event).map(|()| ExpectedRevision::Any),
-                    Some(cmd) => self.decide_feed(&view, cmd, &mut payments).await?,
+                let mut single = Chunk {
+                    seq,
+                    outcomes: vec![None],
+                    lines: vec![chunk.lines[slot].clone()],
+                    requests: Vec::new(),
+                    pending: Vec::new(),
+                    registry_changed: false,
                 };
-                match decided {
-                    Ok(expected) => expected,
-                    Err(r) => {
-                        outcomes[slot] = Some(RecordOutcome::Rejected(RejectedRecord::rule(*line, reference, r)));
-                        continue;
-                    }
+                self.decide_one(&mut single, 0, kind).await?;
+                let requests = std::mem::take(&mut single.requests);
+                let results = self.store.append_many(requests).await;
+                let mut again_retry = Vec::new();
+                self.record_results(&mut single, results, &mut again_retry)?;
+                if again_retry.is_empty() {
+                    chunk.outcomes[slot] = single.outcomes.pop().flatten();
+                } else {
+                    retry.push(slot);
                 }
-            };
-            if REGISTRY_EVENT_TYPES.contains(&event.event_type()) {
-                overlay.apply_over(&event, Some(&self.registry));
-                registry_changed = true;
+                self.tentative = Tentative::default();
+                self.catch_up().await?;
             }
-            apply_to_payment(&mut payments, &event);
-            staged_ids.insert(data.event_id);
-            requests.push(AppendRequest { stream, expected, events: vec![data] });
-            pending.push(Pending { slot, line: *line, reference });
         }
-        if requests.is_empty() {
-            return Ok(());
-        }
-        let head_before = self.store.head();
-        let results = self.store.append_many(requests).await;
+        Ok(Settled { outcomes: chunk.outcomes, lines: chunk.lines, retried: true })
+    }
+
+    /// Turns the store's answers into outcomes; stale decisions go to `retry`. Returns how
+    /// many events were written.
+    fn record_results(
+        &self,
+        chunk: &mut Chunk,
+        results: Vec<Result<crate::store::Appended, AppendError>>,
+        retry: &mut Vec<usize>,
+    ) -> Result<u64, IngestError> {
         let mut written = 0u64;
-        for (p, result) in pending.into_iter().zip(results) {
-            outcomes[p.slot] = Some(match result {
+        for (p, result) in std::mem::take(&mut chunk.pending).into_iter().zip(results) {
+            chunk.outcomes[p.slot] = Some(match result {
                 Ok(a) if a.duplicate => RecordOutcome::Duplicate { position: a.first_position },
                 Ok(a) => {
                     written += 1;
@@ -436,35 +531,24 @@ impl<S: EventStore> Ingestor<S> {
                 Err(e) => return Err(IngestError::Store(e)),
             });
         }
-        // Only our own events were added and none of them changes the registry: nothing to
-        // read back. Otherwise catch up from the log, which is the truth.
-        if !registry_changed && self.position == head_before && self.store.head() == head_before + written {
-            self.position = head_before + written;
-        } else {
-            self.catch_up().await?;
-        }
-        Ok(())
+        Ok(written)
     }
 
-    /// Loads what a feed record needs and decides it; returns the expected revision to append
-    /// with.
-    async fn decide_feed(
-        &self,
-        view: &View<'_>,
-        cmd: &FeedCommand,
-        payments: &mut HashMap<String, Option<PaymentState>>,
-    ) -> Result<Result<ExpectedRevision, Rejection>, IngestError> {
-        let key = match cmd {
-            FeedCommand::Sale(s) => &s.txn_id,
-            FeedCommand::Void(a) | FeedCommand::Refund(a) | FeedCommand::Reversal(a) => &a.original_txn_id,
-            FeedCommand::BatchClose(_) => {
-                return Ok(view.decide_feed(cmd, None).map(|()| ExpectedRevision::NoStream));
+    /// Loads what a terminal record needs and decides it; returns the expected revision to
+    /// append with.
+    async fn decide_feed(&mut self, event: &Event) -> Result<Result<ExpectedRevision, Rejection>, IngestError> {
+        let key = match event {
+            Event::PaymentCaptured(s) => &s.txn_id,
+            Event::PaymentVoided(a) | Event::PaymentRefunded(a) | Event::PaymentReversed(a) => &a.original_txn_id,
+            _ => {
+                let view = View::new(&self.registry, &self.tentative.overlay);
+                return Ok(view.decide_feed(event, None).map(|()| ExpectedRevision::NoStream));
             }
         };
-        if let FeedCommand::Sale(_) = cmd {
+        if let Event::PaymentCaptured(_) = event {
             // A sale needs only to know that its txn_id is new.
-            let exists = match payments.get(key) {
-                Some(state) => state.is_some(),
+            let exists = match self.tentative.payments.get(key) {
+                Some((state, _)) => state.is_some(),
                 None => self.store.stream_revision(&payment_stream(key)).await.is_some(),
             };
             if exists {
@@ -473,33 +557,78 @@ impl<S: EventStore> Ingestor<S> {
                     message: format!("txn_id {key} is already recorded with different content"),
                 }));
             }
-            return Ok(view.decide_feed(cmd, None).map(|()| ExpectedRevision::NoStream));
+            let view = View::new(&self.registry, &self.tentative.overlay);
+            return Ok(view.decide_feed(event, None).map(|()| ExpectedRevision::NoStream));
         }
-        if !payments.contains_key(key) {
+        if !self.tentative.payments.contains_key(key) {
             let events = self.store.read_stream(&payment_stream(key), 0, READ_EVENTS_MAX).await?;
             let state = PaymentState::from_events(&events)
                 .map_err(|source| IngestError::Decode { position: events.first().map_or(0, |e| e.position), source })?;
-            payments.insert(key.clone(), state);
+            // Loaded from the log, not staged by any chunk: sequence 0 is forgotten first.
+            self.tentative.payments.insert(key.clone(), (state, 0));
         }
-        let state = payments.get(key).and_then(Option::as_ref);
-        Ok(view.decide_feed(cmd, state).map(|()| ExpectedRevision::Exact(state.map_or(0, |s| s.revision))))
+        let state = self.tentative.payments.get(key).and_then(|(s, _)| s.as_ref());
+        let view = View::new(&self.registry, &self.tentative.overlay);
+        Ok(view.decide_feed(event, state).map(|()| ExpectedRevision::Exact(state.map_or(0, |s| s.revision))))
     }
 }
 
-/// Keeps the chunk's payment states in step with what the chunk has staged.
-fn apply_to_payment(payments: &mut HashMap<String, Option<PaymentState>>, event: &Event) {
-    match event {
-        Event::PaymentCaptured(c) => {
-            payments.insert(c.txn_id.clone(), Some(PaymentState::captured(c.clone(), 0)));
-        }
-        Event::PaymentVoided(a) | Event::PaymentRefunded(a) | Event::PaymentReversed(a) => {
-            if let Some(Some(state)) = payments.get_mut(&a.original_txn_id) {
-                state.apply(event);
-                state.revision += 1;
+/// Decisions made but not yet confirmed by the store, which later decisions must see. Each
+/// entry remembers the chunk that last touched it, so a settled chunk's entries can go.
+#[derive(Default)]
+struct Tentative {
+    overlay: Registry,
+    payments: HashMap<String, (Option<PaymentState>, u64)>,
+    staged: HashMap<Uuid, u64>,
+}
+
+impl Tentative {
+    /// Keeps the payment states in step with what a chunk has staged.
+    fn apply_payment(&mut self, event: &Event, seq: u64) {
+        match event {
+            Event::PaymentCaptured(c) => {
+                self.payments.insert(c.txn_id.clone(), (Some(PaymentState::captured(c.clone(), 0)), seq));
             }
+            Event::PaymentVoided(a) | Event::PaymentRefunded(a) | Event::PaymentReversed(a) => {
+                if let Some((Some(state), touched)) = self.payments.get_mut(&a.original_txn_id) {
+                    state.apply(event);
+                    state.revision += 1;
+                    *touched = seq;
+                }
+            }
+            _ => {}
         }
-        _ => {}
     }
+
+    /// Drops what chunks up to `seq` staged: the store holds it now.
+    fn forget_up_to(&mut self, seq: u64) {
+        self.payments.retain(|_, (_, touched)| *touched > seq);
+        self.staged.retain(|_, touched| *touched > seq);
+    }
+}
+
+/// A chunk of lines and what was decided about them.
+struct Chunk {
+    seq: u64,
+    lines: Vec<(u64, Vec<u8>)>,
+    outcomes: Vec<Option<RecordOutcome>>,
+    requests: Vec<AppendRequest>,
+    pending: Vec<Pending>,
+    registry_changed: bool,
+}
+
+/// A chunk whose appends the store is working on.
+struct InFlight {
+    chunk: Chunk,
+    head_before: u64,
+    answer: tokio::task::JoinHandle<Vec<Result<crate::store::Appended, AppendError>>>,
+}
+
+/// A chunk with every outcome known.
+struct Settled {
+    outcomes: Vec<Option<RecordOutcome>>,
+    lines: Vec<(u64, Vec<u8>)>,
+    retried: bool,
 }
 
 fn conflict_rejection(event: &Event, position: u64) -> Rejection {

@@ -13,7 +13,6 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Channel, ContractSigned, Event, FeeTerms, PaymentAdjustment, PaymentCaptured, TerminalBatchClosed};
-use crate::feed::FeedCommand;
 use crate::store::RecordedEvent;
 
 /// Where a merchant is in onboarding.
@@ -237,9 +236,9 @@ impl<'a> View<'a> {
 
     /// Decides a terminal record. `payment` is the state of the payment it refers to (the
     /// sale's own txn_id for a sale, the original for the others), `None` if there is none.
-    pub fn decide_feed(&self, cmd: &FeedCommand, payment: Option<&PaymentState>) -> Result<(), Rejection> {
-        match cmd {
-            FeedCommand::Sale(s) => {
+    pub fn decide_feed(&self, event: &Event, payment: Option<&PaymentState>) -> Result<(), Rejection> {
+        match event {
+            Event::PaymentCaptured(s) => {
                 if payment.is_some() {
                     return reject(
                         "txn_exists",
@@ -250,7 +249,7 @@ impl<'a> View<'a> {
                 self.check_batch_open(&s.terminal_id, &s.batch_no)?;
                 Ok(())
             }
-            FeedCommand::Void(a) => {
+            Event::PaymentVoided(a) => {
                 let p = original(a, payment)?;
                 p.check_untouched(a, "void")?;
                 if a.terminal_id != p.capture.terminal_id || a.batch_no != p.capture.batch_no {
@@ -272,7 +271,7 @@ impl<'a> View<'a> {
                 self.check_point_of_sale(&a.merchant_id, &a.terminal_id, a.channel)?;
                 Ok(())
             }
-            FeedCommand::Reversal(a) => {
+            Event::PaymentReversed(a) => {
                 let p = original(a, payment)?;
                 p.check_untouched(a, "reversal")?;
                 if a.terminal_id != p.capture.terminal_id || a.batch_no != p.capture.batch_no {
@@ -284,7 +283,7 @@ impl<'a> View<'a> {
                 p.check_full_amount(a, "reversal")?;
                 Ok(())
             }
-            FeedCommand::Refund(a) => {
+            Event::PaymentRefunded(a) => {
                 let p = original(a, payment)?;
                 if let Some(kind) = p.cancelled {
                     return reject(
@@ -306,7 +305,7 @@ impl<'a> View<'a> {
                 self.check_point_of_sale(&a.merchant_id, &a.terminal_id, a.channel)?;
                 Ok(())
             }
-            FeedCommand::BatchClose(b) => {
+            Event::TerminalBatchClosed(b) => {
                 let Some(t) = self.terminal(&b.terminal_id) else {
                     return reject("terminal_unknown", format!("terminal {} is not known", b.terminal_id));
                 };
@@ -322,6 +321,7 @@ impl<'a> View<'a> {
                 self.check_batch_open(&b.terminal_id, &b.batch_no)?;
                 Ok(())
             }
+            other => reject("not_terminal_record", format!("{} is not a terminal record", other.event_type())),
         }
     }
 

@@ -101,10 +101,8 @@ async fn crash_at_any_write_loses_nothing_acknowledged() {
                                 events: vec![event(&format!("k{i}-{j}"), i)],
                             })
                             .collect();
-                        for r in store.append_many(reqs).await {
-                            if let Ok(a) = r {
-                                acked.push(a.first_position);
-                            }
+                        for a in store.append_many(reqs).await.into_iter().flatten() {
+                            acked.push(a.first_position);
                         }
                     }
                 }

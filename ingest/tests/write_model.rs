@@ -266,3 +266,25 @@ async fn a_foreign_checkpoint_is_ignored() {
     assert!(!reopened.registry().merchants.contains_key("M1"));
     let _ = w.outcomes(&[]).await;
 }
+
+/// Across chunk borders, where the next chunk is decided while the previous one is still
+/// being stored: a refund sees its sale, an over-refund is refused, a repeated sale is a
+/// duplicate and a changed one a conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_see_the_chunk_still_being_stored() {
+    let mut w = World::new().await;
+    let chunk = ingest::pipeline::CHUNK_RECORDS_MAX;
+    let mut lines: Vec<String> = (0..chunk - 1).map(|i| sale(&format!("F{i}"), "T1", "1", "1.00")).collect();
+    lines.push(sale("A", "T1", "1", "10.00")); // last line of the first chunk
+    lines.push(adjustment("refund", "A-R1", "A", "T1", "1", "6.00"));
+    lines.push(adjustment("refund", "A-R2", "A", "T1", "1", "4.01"));
+    lines.push(sale("A", "T1", "1", "10.00"));
+    lines.push(sale("A", "T1", "1", "10.01"));
+    // A third chunk that refunds what the second left.
+    lines.extend((0..chunk).map(|i| sale(&format!("G{i}"), "T1", "1", "1.00")));
+    lines.push(adjustment("refund", "A-R3", "A", "T1", "1", "4.00"));
+    let s = w.run(InputKind::Feed, &lines.join("\n")).await;
+    let got: Vec<_> = s.first_rejections.iter().map(|r| (r.line as usize, r.code.as_str())).collect();
+    assert_eq!(got, vec![(chunk + 2, "refund_exceeds_remaining"), (chunk + 4, "conflicting_duplicate")]);
+    assert_eq!((s.accepted, s.duplicates, s.rejected), (lines.len() as u64 - 3, 1, 2));
+}

@@ -41,7 +41,7 @@ fn aligned_zeros(storage: &mut Vec<u8>) -> &[u8] {
 
 /// Writes zeros over `from..to` through `write`, a chunk at a time.
 fn fill_with(mut write: impl FnMut(&[u8], u64) -> io::Result<()>, zeros: &[u8], from: u64, to: u64) -> io::Result<()> {
-    debug_assert!(from % ZERO_FILL_ALIGN == 0 && to % ZERO_FILL_ALIGN == 0);
+    debug_assert!(from.is_multiple_of(ZERO_FILL_ALIGN) && to.is_multiple_of(ZERO_FILL_ALIGN));
     let mut at = from;
     while at < to {
         let n = ((to - at) as usize).min(zeros.len());
