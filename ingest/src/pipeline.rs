@@ -175,7 +175,6 @@ pub struct Ingestor<S: EventStore> {
 struct Pending {
     slot: usize,
     line: u64,
-    reference: String,
 }
 
 impl<S: EventStore> Ingestor<S> {
@@ -273,8 +272,10 @@ impl<S: EventStore> Ingestor<S> {
         let mut line_no = 0u64;
         let mut bytes_read = 0u64;
         let mut in_flight: Option<InFlight> = None;
+        let mut parsing: Option<Parsing> = None;
         let mut spare: Vec<Vec<u8>> = Vec::new();
         loop {
+            // Stage 1: read a chunk and parse it on another thread.
             let mut lines: Vec<(u64, Vec<u8>)> = Vec::with_capacity(CHUNK_RECORDS_MAX);
             while lines.len() < CHUNK_RECORDS_MAX {
                 let mut buf = spare.pop().unwrap_or_default();
@@ -290,23 +291,45 @@ impl<S: EventStore> Ingestor<S> {
                 }
                 lines.push((line_no, buf));
             }
-            let at_end = lines.is_empty();
-            let mut next = if at_end { None } else { Some(self.decide_chunk(lines, kind).await?) };
+            let parsing_next = (!lines.is_empty()).then(|| {
+                tokio::task::spawn_blocking(move || {
+                    let parsed = parse_chunk(&lines, kind);
+                    (parsed, lines)
+                })
+            });
+            // Stage 2: decide the chunk parsed before, while stage 3 stores the one before it.
+            let mut next = match parsing.take() {
+                Some(p) => {
+                    let (parsed, lines) = p.await.map_err(|e| IngestError::Input(io::Error::other(e)))?;
+                    spare.extend(lines.into_iter().map(|(_, mut b)| {
+                        b.clear();
+                        b
+                    }));
+                    Some(self.decide_chunk(parsed).await?)
+                }
+                None => None,
+            };
+            parsing = parsing_next;
             if let Some(previous) = in_flight.take() {
-                let clean = self.settle_in_flight(previous, kind, &mut summary, &mut spare).await?;
+                let clean = self.settle_in_flight(previous, &mut summary).await?;
                 if !clean && let Some(chunk) = next.take() {
                     // Decided on a view that turned out wrong: decide again from the log.
                     self.tentative = Tentative::default();
-                    next = Some(self.decide_chunk(chunk.lines, kind).await?);
+                    next = Some(self.decide_chunk(chunk.lines).await?);
                 }
                 progress(bytes_read, &summary);
             }
-            let Some(chunk) = next else { break };
+            let Some(chunk) = next else {
+                if parsing.is_none() {
+                    break;
+                }
+                continue;
+            };
             let registry_changed = chunk.registry_changed;
             let flight = self.send(chunk);
             if registry_changed {
                 // The registry must be caught up before anything is decided on it.
-                self.settle_in_flight(flight, kind, &mut summary, &mut spare).await?;
+                self.settle_in_flight(flight, &mut summary).await?;
                 progress(bytes_read, &summary);
             } else {
                 in_flight = Some(flight);
@@ -321,14 +344,14 @@ impl<S: EventStore> Ingestor<S> {
         lines: &[(u64, Vec<u8>)],
         kind: InputKind,
     ) -> Result<Vec<RecordOutcome>, IngestError> {
-        let chunk = self.decide_chunk(lines.to_vec(), kind).await?;
+        let chunk = self.decide_chunk(parse_chunk(lines, kind)).await?;
         let flight = self.send(chunk);
-        let chunk = self.settle(flight, kind).await?;
+        let chunk = self.settle(flight).await?;
         Ok(chunk.outcomes.into_iter().map(|o| o.unwrap_or_else(unreachable_outcome)).collect())
     }
 
-    /// Parses and decides every line of a chunk against the registry and the tentative state.
-    async fn decide_chunk(&mut self, lines: Vec<(u64, Vec<u8>)>, kind: InputKind) -> Result<Chunk, IngestError> {
+    /// Decides every parsed line of a chunk against the registry and the tentative state.
+    async fn decide_chunk(&mut self, lines: Vec<ParsedLine>) -> Result<Chunk, IngestError> {
         self.seq += 1;
         let mut chunk = Chunk {
             seq: self.seq,
@@ -339,37 +362,32 @@ impl<S: EventStore> Ingestor<S> {
             registry_changed: false,
         };
         for slot in 0..chunk.lines.len() {
-            self.decide_one(&mut chunk, slot, kind).await?;
+            self.decide_one(&mut chunk, slot).await?;
         }
         Ok(chunk)
     }
 
-    async fn decide_one(&mut self, chunk: &mut Chunk, slot: usize, kind: InputKind) -> Result<(), IngestError> {
-        let (line, text) = &chunk.lines[slot];
-        let line = *line;
-        let parsed = match kind {
-            InputKind::Feed => parse_feed_line(line, text).map(|cmd| (cmd.reference(), cmd.into_event(), true)),
-            InputKind::Admin => parse_admin_line(line, text).map(|e| (e.idempotency_key(), e, false)),
-        };
-        let (reference, event, is_feed) = match parsed {
+    async fn decide_one(&mut self, chunk: &mut Chunk, slot: usize) -> Result<(), IngestError> {
+        let Chunk { seq, lines, outcomes, requests, pending, registry_changed } = chunk;
+        let line = lines[slot].line;
+        let p = match &mut lines[slot].parsed {
             Ok(p) => p,
             Err(e) => {
-                chunk.outcomes[slot] = Some(RecordOutcome::Rejected(RejectedRecord::parse(e)));
+                outcomes[slot] = Some(RecordOutcome::Rejected(RejectedRecord::parse(e.clone())));
                 return Ok(());
             }
         };
-        let data = event.to_event_data();
-        let stream = event.stream();
+        // Taken, not cloned: a record decided again after a stale decision derives them anew.
+        let data = p.data.take().unwrap_or_else(|| p.event.to_event_data());
+        let stream = p.stream.take().unwrap_or_else(|| p.event.stream());
+        let event = &p.event;
         let staged = self.tentative.staged.contains_key(&data.event_id);
         if !staged && let Some(stored) = self.store.event_by_id(data.event_id).await? {
-            chunk.outcomes[slot] = Some(if stored.stream == stream && stored.data == data {
+            outcomes[slot] = Some(if stored.stream == stream && stored.data == data {
                 RecordOutcome::Duplicate { position: stored.position }
             } else {
-                RecordOutcome::Rejected(RejectedRecord::rule(
-                    line,
-                    reference,
-                    conflict_rejection(&event, stored.position),
-                ))
+                let r = conflict_rejection(event, stored.position);
+                RecordOutcome::Rejected(RejectedRecord::rule(line, p.reference.clone(), r))
             });
             return Ok(());
         }
@@ -378,27 +396,27 @@ impl<S: EventStore> Ingestor<S> {
             // as a duplicate (or a conflict, if its content differs).
             ExpectedRevision::Any
         } else {
-            let decided = if is_feed {
-                self.decide_feed(&event).await?
+            let decided = if p.is_feed {
+                self.decide_feed(event).await?
             } else {
-                View::new(&self.registry, &self.tentative.overlay).decide_admin(&event).map(|()| ExpectedRevision::Any)
+                View::new(&self.registry, &self.tentative.overlay).decide_admin(event).map(|()| ExpectedRevision::Any)
             };
             match decided {
                 Ok(expected) => expected,
                 Err(r) => {
-                    chunk.outcomes[slot] = Some(RecordOutcome::Rejected(RejectedRecord::rule(line, reference, r)));
+                    outcomes[slot] = Some(RecordOutcome::Rejected(RejectedRecord::rule(line, p.reference.clone(), r)));
                     return Ok(());
                 }
             }
         };
         if REGISTRY_EVENT_TYPES.contains(&event.event_type()) {
-            self.tentative.overlay.apply_over(&event, Some(&self.registry));
-            chunk.registry_changed = true;
+            self.tentative.overlay.apply_over(event, Some(&self.registry));
+            *registry_changed = true;
         }
-        self.tentative.apply_payment(&event, chunk.seq);
-        self.tentative.staged.insert(data.event_id, chunk.seq);
-        chunk.requests.push(AppendRequest { stream, expected, events: vec![data] });
-        chunk.pending.push(Pending { slot, line, reference });
+        self.tentative.apply_payment(event, *seq);
+        self.tentative.staged.insert(data.event_id, *seq);
+        requests.push(AppendRequest { stream, expected, events: vec![data] });
+        pending.push(Pending { slot, line });
         Ok(())
     }
 
@@ -412,29 +430,19 @@ impl<S: EventStore> Ingestor<S> {
     }
 
     /// Settles a chunk and counts its outcomes; true if everything came back as decided.
-    async fn settle_in_flight(
-        &mut self,
-        flight: InFlight,
-        kind: InputKind,
-        summary: &mut IngestSummary,
-        spare: &mut Vec<Vec<u8>>,
-    ) -> Result<bool, IngestError> {
+    async fn settle_in_flight(&mut self, flight: InFlight, summary: &mut IngestSummary) -> Result<bool, IngestError> {
         let registry_changed = flight.chunk.registry_changed;
-        let chunk = self.settle(flight, kind).await?;
+        let chunk = self.settle(flight).await?;
         let clean = !chunk.retried && !registry_changed;
         for outcome in chunk.outcomes {
             summary.count(outcome.unwrap_or_else(unreachable_outcome));
         }
-        spare.extend(chunk.lines.into_iter().map(|(_, mut b)| {
-            b.clear();
-            b
-        }));
         Ok(clean)
     }
 
     /// Waits for the store's answer to a chunk, turns it into outcomes, decides again (alone)
     /// the records decided on a stale view, and brings the registry up to date.
-    async fn settle(&mut self, flight: InFlight, kind: InputKind) -> Result<Settled, IngestError> {
+    async fn settle(&mut self, flight: InFlight) -> Result<Settled, IngestError> {
         let InFlight { mut chunk, head_before, answer } = flight;
         let results = answer.await.map_err(|e| IngestError::Store(AppendError::Io(format!("append task: {e}"))))?;
         let mut retry = Vec::new();
@@ -449,7 +457,7 @@ impl<S: EventStore> Ingestor<S> {
                 self.catch_up().await?;
             }
             self.tentative.forget_up_to(seq);
-            return Ok(Settled { outcomes: chunk.outcomes, lines: chunk.lines, retried: false });
+            return Ok(Settled { outcomes: chunk.outcomes, retried: false });
         }
         self.tentative = Tentative::default();
         self.catch_up().await?;
@@ -461,7 +469,7 @@ impl<S: EventStore> Ingestor<S> {
             for slot in again {
                 if attempt == CONFLICT_RETRIES_MAX {
                     chunk.outcomes[slot] = Some(RecordOutcome::Rejected(RejectedRecord {
-                        line: chunk.lines[slot].0,
+                        line: chunk.lines[slot].line,
                         reference: None,
                         field: None,
                         code: "concurrent_update".into(),
@@ -477,7 +485,7 @@ impl<S: EventStore> Ingestor<S> {
                     pending: Vec::new(),
                     registry_changed: false,
                 };
-                self.decide_one(&mut single, 0, kind).await?;
+                self.decide_one(&mut single, 0).await?;
                 let requests = std::mem::take(&mut single.requests);
                 let results = self.store.append_many(requests).await;
                 let mut again_retry = Vec::new();
@@ -491,7 +499,7 @@ impl<S: EventStore> Ingestor<S> {
                 self.catch_up().await?;
             }
         }
-        Ok(Settled { outcomes: chunk.outcomes, lines: chunk.lines, retried: true })
+        Ok(Settled { outcomes: chunk.outcomes, retried: true })
     }
 
     /// Turns the store's answers into outcomes; stale decisions go to `retry`. Returns how
@@ -504,6 +512,7 @@ impl<S: EventStore> Ingestor<S> {
     ) -> Result<u64, IngestError> {
         let mut written = 0u64;
         for (p, result) in std::mem::take(&mut chunk.pending).into_iter().zip(results) {
+            let reference = || chunk.lines[p.slot].parsed.as_ref().ok().map(|parsed| parsed.reference.clone());
             chunk.outcomes[p.slot] = Some(match result {
                 Ok(a) if a.duplicate => RecordOutcome::Duplicate { position: a.first_position },
                 Ok(a) => {
@@ -516,14 +525,14 @@ impl<S: EventStore> Ingestor<S> {
                 }
                 Err(AppendError::IdConflict { position, .. }) => RecordOutcome::Rejected(RejectedRecord {
                     line: p.line,
-                    reference: Some(p.reference),
+                    reference: reference(),
                     field: None,
                     code: "conflicting_duplicate".into(),
                     message: format!("a different record with the same id is stored at position {position}"),
                 }),
                 Err(AppendError::Invalid(m)) => RecordOutcome::Rejected(RejectedRecord {
                     line: p.line,
-                    reference: Some(p.reference),
+                    reference: reference(),
                     field: None,
                     code: "invalid_record".into(),
                     message: m,
@@ -610,7 +619,7 @@ impl Tentative {
 /// A chunk of lines and what was decided about them.
 struct Chunk {
     seq: u64,
-    lines: Vec<(u64, Vec<u8>)>,
+    lines: Vec<ParsedLine>,
     outcomes: Vec<Option<RecordOutcome>>,
     requests: Vec<AppendRequest>,
     pending: Vec<Pending>,
@@ -627,8 +636,49 @@ struct InFlight {
 /// A chunk with every outcome known.
 struct Settled {
     outcomes: Vec<Option<RecordOutcome>>,
-    lines: Vec<(u64, Vec<u8>)>,
     retried: bool,
+}
+
+/// A chunk being parsed on a blocking thread; the raw lines come back for reuse.
+type Parsing = tokio::task::JoinHandle<(Vec<ParsedLine>, Vec<(u64, Vec<u8>)>)>;
+
+/// A line as the parser left it.
+#[derive(Clone)]
+struct ParsedLine {
+    line: u64,
+    parsed: Result<Parsed, LineError>,
+}
+
+/// A valid record turned into the event it would record, with everything derived from it
+/// that the decision and the store need.
+#[derive(Clone)]
+struct Parsed {
+    reference: String,
+    event: Event,
+    data: Option<crate::store::EventData>,
+    stream: Option<String>,
+    is_feed: bool,
+}
+
+/// Parses a chunk of lines. Pure, so it runs on any thread.
+fn parse_chunk(lines: &[(u64, Vec<u8>)], kind: InputKind) -> Vec<ParsedLine> {
+    lines
+        .iter()
+        .map(|(line, text)| {
+            let parsed = match kind {
+                InputKind::Feed => parse_feed_line(*line, text).map(|cmd| (cmd.reference(), cmd.into_event(), true)),
+                InputKind::Admin => parse_admin_line(*line, text).map(|e| (e.idempotency_key(), e, false)),
+            };
+            let parsed = parsed.map(|(reference, event, is_feed)| Parsed {
+                reference,
+                data: Some(event.to_event_data()),
+                stream: Some(event.stream()),
+                event,
+                is_feed,
+            });
+            ParsedLine { line: *line, parsed }
+        })
+        .collect()
 }
 
 fn conflict_rejection(event: &Event, position: u64) -> Rejection {
