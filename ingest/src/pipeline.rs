@@ -558,7 +558,7 @@ impl<S: EventStore> Ingestor<S> {
             // A sale needs only to know that its txn_id is new.
             let exists = match self.tentative.payments.get(key) {
                 Some((state, _)) => state.is_some(),
-                None => self.store.stream_revision(&payment_stream(key)).await.is_some(),
+                None => self.store.stream_revision(&payment_stream(key)).await?.is_some(),
             };
             if exists {
                 return Ok(Err(Rejection {

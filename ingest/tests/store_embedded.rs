@@ -51,7 +51,7 @@ async fn reopening_keeps_every_event_and_the_chain() {
     assert_eq!(store.read_all(0, usize::MAX).await.expect("read"), before);
     assert_eq!(store.head_hash(), hash);
     // Streams and ids were rebuilt: revisions continue and retries are recognised.
-    assert_eq!(store.stream_revision("s0").await, Some(39));
+    assert_eq!(store.stream_revision("s0").await.expect("revision"), Some(39));
     let retry = store.append("s1", ExpectedRevision::Any, vec![event("k1", 1)]).await.expect("retry");
     assert!(retry.duplicate);
     fill(&store, 200, 210).await;
@@ -156,6 +156,9 @@ async fn open_refuses_a_corrupt_middle_and_cuts_a_torn_tail() {
     }
     let path = segment_files(dir.path()).remove(0);
     let original = fs::read(&path).expect("read");
+    // Opening trusts the index snapshot for the log it covers (verify checks everything);
+    // without one, as after a crash, open scans and checks the whole log.
+    fs::remove_file(dir.path().join("index.snap")).expect("a clean close leaves a snapshot");
 
     let mut middle = original.clone();
     middle[32 + 64 + 20] ^= 1; // inside the first record of the first frame
@@ -172,4 +175,38 @@ async fn open_refuses_a_corrupt_middle_and_cuts_a_torn_tail() {
     let store = EmbeddedStore::open(dir.path()).expect("torn tail is recovered");
     assert_eq!(store.head(), 9, "only the torn last frame is gone");
     assert!(store.open_report().truncated_bytes > 0);
+}
+
+/// A clean close leaves an index snapshot that the next open starts from; a snapshot that
+/// does not match the log (another store's, or one older than a rewritten tail) is ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopening_uses_a_matching_index_snapshot_only() {
+    let a = tempfile::tempdir().expect("tempdir");
+    let b = tempfile::tempdir().expect("tempdir");
+    for dir in [&a, &b] {
+        let store = EmbeddedStore::open_with(dir.path(), small_segments()).expect("open");
+        fill(&store, 0, 50).await;
+    }
+    {
+        let store = EmbeddedStore::open_with(a.path(), small_segments()).expect("reopen");
+        assert_eq!(store.open_report().from_snapshot, Some(50));
+        // Appends after the snapshot are found by scanning on from it.
+        fill(&store, 50, 60).await;
+        assert_eq!(store.read_all(0, usize::MAX).await.expect("read").len(), 60);
+    }
+    // B's log differs from A's (other keys): A's snapshot must not be used for it.
+    {
+        let store = EmbeddedStore::open_with(b.path(), small_segments()).expect("open b");
+        store.append("x", ExpectedRevision::Any, vec![event("only-in-b", 1)]).await.expect("append");
+    }
+    fs::copy(a.path().join("index.snap"), b.path().join("index.snap")).expect("copy");
+    let store = EmbeddedStore::open_with(b.path(), small_segments()).expect("open b with a's snapshot");
+    assert_eq!(store.open_report().from_snapshot, None);
+    assert_eq!(store.head(), 51);
+    assert!(store.event_by_id(event("only-in-b", 1).event_id).await.expect("by id").is_some());
+    // A snapshot that is not there after a crash is simply not used.
+    drop(store);
+    fs::remove_file(b.path().join("index.snap")).expect("remove");
+    let store = EmbeddedStore::open_with(b.path(), small_segments()).expect("open b without snapshot");
+    assert_eq!((store.open_report().from_snapshot, store.head()), (None, 51));
 }

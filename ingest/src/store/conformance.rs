@@ -62,8 +62,8 @@ pub async fn append_and_read_back(store: &impl EventStore) {
     let log = all(store).await;
     assert_eq!(log.iter().map(|e| e.position).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
     assert_eq!(log[2].stream, "b");
-    assert_eq!(store.stream_revision("a").await, Some(2));
-    assert_eq!(store.stream_revision("nope").await, None);
+    assert_eq!(store.stream_revision("a").await.expect("revision"), Some(2));
+    assert_eq!(store.stream_revision("nope").await.expect("revision"), None);
     let by_id = store.event_by_id(event("b0", 2).event_id).await.expect("by id").expect("found");
     assert_eq!(by_id.position, 2);
     assert!(store.event_by_id(Uuid::nil()).await.expect("by id").is_none());
@@ -83,7 +83,7 @@ pub async fn expected_revision_is_enforced(store: &impl EventStore) {
     assert!(matches!(missing, Err(AppendError::WrongExpectedRevision { actual: None, .. })), "{missing:?}");
     store.append("s", ExpectedRevision::Exact(0), vec![event("s1", 1)]).await.expect("exact");
     store.append("s", ExpectedRevision::Any, vec![event("s2", 2)]).await.expect("any");
-    assert_eq!(store.stream_revision("s").await, Some(2));
+    assert_eq!(store.stream_revision("s").await.expect("revision"), Some(2));
     assert_eq!(store.head(), 3, "refused appends take no position");
 }
 
@@ -201,7 +201,7 @@ pub async fn concurrent_appends_get_gap_free_positions<S: EventStore>(store: Arc
                 store.append(&format!("own-{t}"), ExpectedRevision::Any, vec![event(&key, i)]).await.expect("own");
                 // Read-decide-append on the shared stream, retrying on conflict.
                 loop {
-                    let expected = match store.stream_revision("shared").await {
+                    let expected = match store.stream_revision("shared").await.expect("revision") {
                         None => ExpectedRevision::NoStream,
                         Some(r) => ExpectedRevision::Exact(r),
                     };

@@ -7,9 +7,7 @@
 //! it publish the new head and answer the callers. A write or sync failure stops the writer
 //! (fail-stop): the file's state is unknown until the store is reopened and recovered.
 
-use std::collections::HashMap;
 use std::fs::{self, File};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -24,6 +22,7 @@ use super::fault::{LogFile, LogFs, RealFs, ZERO_FILL_ALIGN};
 use super::format::{
     self, FRAME_HEADER_LEN, NO_LOCATION, RecordMeta, RecordView, SEGMENT_HEADER_LEN, location, split_location,
 };
+use super::index::{HashKeyMap, Index, StreamHead};
 use super::{
     AppendError, AppendRequest, Appended, EventStore, ExpectedRevision, READ_EVENTS_MAX, ReadError, RecordedEvent,
     check_request, stream_hash,
@@ -45,8 +44,6 @@ const FRAME_BYTES_MAX: u64 = 64 << 20;
 pub const APPEND_MANY_BYTES_MAX: usize = 32 << 20;
 /// Space zero-filled ahead of the log at a time.
 const PREALLOCATE_STEP_BYTES: u64 = 16 << 20;
-/// The sparse position index gets an entry at least every this many bytes of log.
-const SPARSE_INDEX_STRIDE_BYTES: u64 = 64 << 10;
 /// How many bytes a sequential read takes from a segment at a time.
 const READ_CHUNK_BYTES: usize = 1 << 20;
 /// Jobs that may wait for the writer before appenders are held back.
@@ -109,73 +106,17 @@ pub enum OpenError {
 pub struct OpenReport {
     /// Events found.
     pub events: u64,
+    /// Events the index snapshot covered (the log after them was scanned), if one was used.
+    pub from_snapshot: Option<u64>,
     /// Bytes of a torn last frame that were cut off (never acknowledged to anyone).
     pub truncated_bytes: u64,
-}
-
-/// A stream's last event.
-#[derive(Debug, Clone, Copy)]
-struct StreamHead {
-    revision: u64,
-    loc: u64,
-}
-
-/// Hashes a u128 key that is already a hash (stream hash, UUID) by folding it.
-#[derive(Default)]
-struct FoldHasher(u64);
-
-impl Hasher for FoldHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u128(&mut self, v: u128) {
-        self.0 = ((v as u64) ^ ((v >> 64) as u64)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-type FoldMap<V> = HashMap<u128, V, BuildHasherDefault<FoldHasher>>;
-
-/// A place to start reading the log for a position.
-#[derive(Debug, Clone, Copy)]
-struct SparseEntry {
-    position: u64,
-    loc: u64,
-    frame_end: u64,
-}
-
-/// The committed state of the log, shared by the writer and readers.
-#[derive(Default)]
-struct Index {
-    head: u64,
-    streams: FoldMap<StreamHead>,
-    ids: FoldMap<u64>,
-    sparse: Vec<SparseEntry>,
-    files: Vec<Arc<File>>,
-    segment_lens: Vec<u64>,
-    link: [u8; 32],
-}
-
-impl Index {
-    fn add_sparse(&mut self, position: u64, loc: u64, frame_end: u64) {
-        let (seg, off) = split_location(loc);
-        let dense_enough = self.sparse.last().is_some_and(|last| {
-            let (last_seg, last_off) = split_location(last.loc);
-            last_seg == seg && off - last_off < SPARSE_INDEX_STRIDE_BYTES
-        });
-        if !dense_enough {
-            self.sparse.push(SparseEntry { position, loc, frame_end });
-        }
-    }
 }
 
 struct Shared {
     dir: PathBuf,
     index: RwLock<Index>,
+    /// Set when the writer stopped after a failed write.
+    failed: std::sync::atomic::AtomicBool,
 }
 
 /// A job for the writer thread.
@@ -279,6 +220,15 @@ pub(crate) struct ScanFault {
     pub reason: String,
 }
 
+/// Where a scan starts when the log before it is known (from the index snapshot).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Resume {
+    segment: u32,
+    offset: u64,
+    events: u64,
+    link: [u8; 32],
+}
+
 /// What a scan visits.
 pub(crate) trait ScanVisitor {
     fn record(&mut self, view: &RecordView<'_>, loc: u64) -> Result<(), String>;
@@ -313,10 +263,16 @@ pub(crate) fn scan_log(
     paths: &[PathBuf],
     visitor: &mut dyn ScanVisitor,
     tail: TailCheck,
+    resume: Option<Resume>,
 ) -> (ScanEnd, Option<ScanFault>) {
     let mut end = ScanEnd::default();
     let mut body = Vec::new();
-    for (seg, path) in paths.iter().enumerate() {
+    let first_segment = resume.map_or(0, |r| r.segment);
+    if let Some(r) = resume {
+        end.events = r.events;
+        end.link = r.link;
+    }
+    for (seg, path) in paths.iter().enumerate().skip(first_segment as usize) {
         let seg = seg as u32;
         end.segments = seg + 1;
         let fault = |offset: u64, reason: String| ScanFault { segment: seg, offset, reason };
@@ -334,7 +290,7 @@ pub(crate) fn scan_log(
             Ok(h) if h.index != seg => {
                 return (end, Some(fault(0, "segment header names another segment".into())));
             }
-            Ok(h) if h.first_position != end.events => {
+            Ok(h) if h.first_position != end.events && resume.is_none_or(|r| r.segment != seg) => {
                 return (
                     end,
                     Some(fault(0, "segment header's first position does not follow the previous segment".into())),
@@ -344,6 +300,14 @@ pub(crate) fn scan_log(
             Err(e) => return (end, Some(fault(0, e.into()))),
         }
         let mut offset = SEGMENT_HEADER_LEN as u64;
+        if let Some(r) = resume
+            && r.segment == seg
+        {
+            if let Err(e) = reader.seek_relative((r.offset - offset) as i64) {
+                return (end, Some(fault(r.offset, format!("cannot seek: {e}"))));
+            }
+            offset = r.offset;
+        }
         while offset < file_len {
             let mut fh = [0u8; FRAME_HEADER_LEN];
             let n = (file_len - offset).min(FRAME_HEADER_LEN as u64) as usize;
@@ -491,29 +455,38 @@ impl<'a> IndexBuilder<'a> {
 }
 
 /// The index `verify` builds to check revisions and ids, then throws away.
-#[derive(Default)]
 pub(crate) struct IndexBuilderForVerify {
     index: Index,
 }
 
 impl IndexBuilderForVerify {
+    pub(crate) fn new(paths: &[PathBuf]) -> io::Result<Self> {
+        Ok(IndexBuilderForVerify { index: Index::new(open_for_reading(paths)?) })
+    }
+
     pub(crate) fn builder(&mut self) -> IndexBuilder<'_> {
         IndexBuilder::new(&mut self.index)
     }
 }
 
+/// Read handles of every segment.
+fn open_for_reading(paths: &[PathBuf]) -> io::Result<Vec<Arc<File>>> {
+    paths.iter().map(|p| File::open(p).map(Arc::new)).collect()
+}
+
 impl ScanVisitor for IndexBuilder<'_> {
     fn record(&mut self, view: &RecordView<'_>, loc: u64) -> Result<(), String> {
-        let hash = stream_hash(view.stream);
-        let expected = self.index.streams.get(&hash).map_or((0, NO_LOCATION), |h| (h.revision + 1, h.loc));
+        let read = |e: ReadError| format!("reading an earlier record: {e}");
+        let head = self.index.stream_head(view.stream).map_err(read)?;
+        let expected = head.map_or((0, NO_LOCATION), |h| (h.revision + 1, h.loc));
         if (view.meta.revision, view.meta.prev_loc) != expected {
             return Err(format!(
                 "stream {:?}: record has revision {}, expected {}",
                 view.stream, view.meta.revision, expected.0
             ));
         }
-        self.index.streams.insert(hash, StreamHead { revision: view.meta.revision, loc });
-        if self.index.ids.insert(view.event_id.as_u128(), loc).is_some() {
+        self.index.set_stream_head(view.stream, loc).map_err(read)?;
+        if !self.index.insert_id(view.event_id, loc).map_err(read)? {
             return Err(format!("event id {} appears twice", view.event_id));
         }
         self.index.add_sparse(view.meta.position, loc, self.frame_end);
@@ -523,10 +496,11 @@ impl ScanVisitor for IndexBuilder<'_> {
         // An entry at a frame header has `frame_end` equal to its own offset, which tells a
         // reader to read the header first.
         self.index.add_sparse(first_position, frame_loc, split_location(frame_loc).1);
+        self.index.last_frame = frame_loc;
         self.frame_end = frame_end;
     }
-    fn segment_end(&mut self, _segment: u32, len: u64) {
-        self.index.segment_lens.push(len);
+    fn segment_end(&mut self, segment: u32, len: u64) {
+        self.index.set_segment_len(segment, len);
     }
 }
 
@@ -553,8 +527,9 @@ impl EmbeddedStore {
             create_segment(&*options.fs, &dir, 0, 0).map_err(io_at(&dir))?;
             paths = list_segments(&dir)?;
         }
-        let mut index = Index::default();
-        let (end, fault) = scan_log(&paths, &mut IndexBuilder::new(&mut index), TailCheck::LastSegment);
+        let snapshot = dir.join(SNAPSHOT_FILE);
+        let (mut index, resume) = load_index(&snapshot, &paths).map_err(io_at(&dir))?;
+        let (mut end, fault) = scan_log(&paths, &mut IndexBuilder::new(&mut index), TailCheck::LastSegment, resume);
         if let Some(fault) = fault {
             let last = paths.len() as u32 - 1;
             let path = &paths[fault.segment as usize];
@@ -577,9 +552,10 @@ impl EmbeddedStore {
                 // so nothing past it is in the index.
                 report.truncated_bytes = discard_torn_tail(&*options.fs, path, fault.offset).map_err(io_at(path))?;
             }
-            // Rebuild from scratch so the index holds exactly what the cut log holds.
-            index = Index::default();
-            let (end2, fault2) = scan_log(&paths, &mut IndexBuilder::new(&mut index), TailCheck::LastSegment);
+            // Index again so the index holds exactly what the repaired log holds.
+            let (again, resume) = load_index(&snapshot, &paths).map_err(io_at(&dir))?;
+            index = again;
+            let (end2, fault2) = scan_log(&paths, &mut IndexBuilder::new(&mut index), TailCheck::LastSegment, resume);
             if let Some(f) = fault2 {
                 return Err(OpenError::Corrupt {
                     segment: f.segment,
@@ -588,16 +564,12 @@ impl EmbeddedStore {
                     reason: f.reason,
                 });
             }
-            index.head = end2.events;
-            index.link = end2.link;
-        } else {
-            index.head = end.events;
-            index.link = end.link;
+            end = end2;
         }
+        index.head = end.events;
+        index.link = end.link;
         report.events = index.head;
-        for path in &paths {
-            index.files.push(Arc::new(File::open(path).map_err(io_at(path))?));
-        }
+        report.from_snapshot = resume.map(|r| r.events);
         let last_seg = paths.len() as u32 - 1;
         let seg_len = index.segment_lens.last().copied().unwrap_or(SEGMENT_HEADER_LEN as u64);
         let seg_path = &paths[last_seg as usize];
@@ -617,7 +589,7 @@ impl EmbeddedStore {
             head_tx,
             spare: Batch::default(),
         };
-        let shared = Arc::new(Shared { dir, index: RwLock::new(index) });
+        let shared = Arc::new(Shared { dir, index: RwLock::new(index), failed: Default::default() });
         let (tx, rx) = mpsc::channel(WRITER_QUEUE_JOBS_MAX);
         let writer_shared = shared.clone();
         let writer = std::thread::Builder::new()
@@ -651,17 +623,16 @@ impl EmbeddedStore {
         self.jobs.take();
         if let Some(handle) = self.writer.take() {
             let _ = handle.join();
+            // With the writer stopped cleanly, the index describes the whole log: save it so
+            // the next open scans nothing. After a write failure the log's end is unknown.
+            if !self.shared.failed.load(std::sync::atomic::Ordering::SeqCst) {
+                let index = self.shared.index.read().unwrap_or_else(|p| p.into_inner());
+                if index.head > 0 {
+                    // A snapshot that cannot be written only makes the next open slower.
+                    let _ = index.write_snapshot(&self.shared.dir.join(SNAPSHOT_FILE));
+                }
+            }
         }
-    }
-
-    fn read_record_at(&self, loc: u64) -> Result<(RecordedEvent, u64), ReadError> {
-        let file = {
-            let index = self.shared.index.read().map_err(|_| poisoned())?;
-            let (seg, _) = split_location(loc);
-            index.files.get(seg as usize).cloned()
-        };
-        let file = file.ok_or_else(|| io::Error::other("record location names no segment"))?;
-        read_record_from(&file, loc)
     }
 
     fn read_all_sync(&self, from: u64, max: usize) -> Result<Vec<RecordedEvent>, ReadError> {
@@ -739,20 +710,32 @@ fn poisoned() -> ReadError {
     ReadError::Io(io::Error::other("store index lock poisoned by a panicked thread"))
 }
 
-/// Reads the record at `loc`, returning it with the location of its stream's previous record.
-fn read_record_from(file: &File, loc: u64) -> Result<(RecordedEvent, u64), ReadError> {
-    let (seg, off) = split_location(loc);
-    let mut prefix = [0u8; 4];
-    file.read_exact_at(&mut prefix, off)?;
-    let total = format::RECORD_PREFIX_LEN + format::le_u32(&prefix) as usize;
-    if total > super::PAYLOAD_BYTES_MAX + 4096 {
-        return Err(ReadError::Corrupt { segment: seg, offset: off, reason: "record length is implausible" });
+/// The index snapshot's file name in the data directory.
+const SNAPSHOT_FILE: &str = "index.snap";
+
+/// The index to start scanning with: the snapshot's, if there is one and the log holds
+/// exactly the frame it ends with, and where to resume; otherwise an empty one.
+fn load_index(snapshot: &Path, paths: &[PathBuf]) -> io::Result<(Index, Option<Resume>)> {
+    let files = open_for_reading(paths)?;
+    let Some(index) = Index::read_snapshot(snapshot, files.clone()) else { return Ok((Index::new(files), None)) };
+    let matches = || -> Option<Resume> {
+        let segment = u32::try_from(index.segment_lens.len().checked_sub(1)?).ok()?;
+        let (frame_seg, frame_off) = split_location(index.last_frame);
+        if index.head == 0 || frame_seg != segment || segment as usize >= paths.len() {
+            return None;
+        }
+        let mut fh = [0u8; FRAME_HEADER_LEN];
+        index.files[segment as usize].read_exact_at(&mut fh, frame_off).ok()?;
+        let h = format::decode_frame_header(&fh).ok()?;
+        let end = frame_off + FRAME_HEADER_LEN as u64 + u64::from(h.body_len);
+        let offset = index.segment_lens[segment as usize];
+        let same = h.link == index.link && h.first_position + u64::from(h.record_count) == index.head && end == offset;
+        same.then_some(Resume { segment, offset, events: index.head, link: index.link })
+    };
+    match matches() {
+        Some(resume) => Ok((index, Some(resume))),
+        None => Ok((Index::new(files), None)),
     }
-    let mut buf = vec![0u8; total];
-    file.read_exact_at(&mut buf, off)?;
-    let (view, _) =
-        format::decode_record(&buf).map_err(|reason| ReadError::Corrupt { segment: seg, offset: off, reason })?;
-    Ok((view.to_recorded(), view.meta.prev_loc))
 }
 
 /// Zeros the bytes an unfinished commit left from `offset` on (at most [`FRAME_BYTES_MAX`] of
@@ -826,8 +809,9 @@ struct Batch {
     frame: Vec<u8>,
     first_position: u64,
     next_position: u64,
-    streams: FoldMap<StreamHead>,
-    ids: FoldMap<Staged>,
+    /// Streams the batch appends to, by their full 128-bit hash: name and new head.
+    streams: HashKeyMap<u128, (String, StreamHead)>,
+    ids: HashKeyMap<u128, Staged>,
     recorded_at_us: i64,
 }
 
@@ -855,6 +839,7 @@ impl Writer {
                 continue;
             }
             if let Err(e) = self.commit_batch(&shared, jobs) {
+                shared.failed.store(true, std::sync::atomic::Ordering::SeqCst);
                 failed = Some(e);
             }
         }
@@ -926,8 +911,15 @@ impl Writer {
             self.head = batch.next_position;
             self.link.copy_from_slice(&header[32..64]);
             let mut index = shared.index.write().unwrap_or_else(|p| p.into_inner());
-            index.streams.extend(batch.streams.drain());
-            index.ids.extend(batch.ids.drain().map(|(k, v)| (k, v.loc)));
+            if let Err(e) = index_batch(&mut index, &mut batch) {
+                // The frame is durable but the index could not take it: stop writing; a
+                // reopen indexes the log from disk.
+                drop(index);
+                let reason = format!("indexing the commit: {e}");
+                reply_all_failed(jobs, &reason);
+                return Err(reason);
+            }
+            index.last_frame = frame_loc;
             // Entries every stride bytes inside the frame too, so a reader starts near any position.
             let frame_start = split_location(frame_loc).1;
             index.add_sparse(batch.first_position, frame_loc, frame_start);
@@ -937,9 +929,7 @@ impl Writer {
                 index.add_sparse(position, location(self.segment, frame_start + at as u64), frame_end);
                 at += format::RECORD_PREFIX_LEN + format::le_u32(&batch.frame[at..]) as usize;
             }
-            if let Some(len) = index.segment_lens.last_mut() {
-                *len = frame_end;
-            }
+            index.set_segment_len(self.segment, frame_end);
             index.head = self.head;
             index.link = self.link;
             drop(index);
@@ -980,7 +970,7 @@ impl Writer {
         self.preallocated = SEGMENT_HEADER_LEN as u64;
         let mut index = shared.index.write().unwrap_or_else(|p| p.into_inner());
         index.files.push(Arc::new(read));
-        index.segment_lens.push(SEGMENT_HEADER_LEN as u64);
+        index.set_segment_len(next, SEGMENT_HEADER_LEN as u64);
         Ok(())
     }
 
@@ -1003,7 +993,10 @@ impl Writer {
             return duplicate_result(req, &found);
         }
         let hash = stream_hash(&req.stream);
-        let current = batch.streams.get(&hash).or_else(|| index.streams.get(&hash)).copied();
+        let current = match batch.streams.get(&hash) {
+            Some((_, head)) => Some(*head),
+            None => index.stream_head(&req.stream).map_err(|e| AppendError::Io(e.to_string()))?,
+        };
         let ok = match (req.expected, current) {
             (ExpectedRevision::Any, _) => true,
             (ExpectedRevision::NoStream, None) => true,
@@ -1031,7 +1024,13 @@ impl Writer {
             revision += 1;
             batch.next_position += 1;
         }
-        batch.streams.insert(hash, StreamHead { revision: revision - 1, loc: prev_loc });
+        let head = StreamHead { revision: revision - 1, loc: prev_loc };
+        match batch.streams.get_mut(&hash) {
+            Some((_, h)) => *h = head,
+            None => {
+                batch.streams.insert(hash, (req.stream.clone(), head));
+            }
+        }
         Ok(Appended { first_position, last_revision: revision - 1, duplicate: false })
     }
 
@@ -1042,13 +1041,21 @@ impl Writer {
                 .map_err(|e| AppendError::Io(format!("staged record unreadable: {e}")))?;
             return Ok(Some(view.to_recorded()));
         }
-        let Some(&loc) = index.ids.get(&id.as_u128()) else {
-            return Ok(None);
-        };
-        let (seg, _) = split_location(loc);
-        let file = index.files.get(seg as usize).ok_or_else(|| AppendError::Io("id index names no segment".into()))?;
-        read_record_from(file, loc).map(|(e, _)| Some(e)).map_err(|e| AppendError::Io(e.to_string()))
+        let io = |e: ReadError| AppendError::Io(e.to_string());
+        let Some(loc) = index.id_loc(id).map_err(io)? else { return Ok(None) };
+        index.read_at(loc).map(|(e, _)| Some(e)).map_err(io)
     }
+}
+
+/// Puts a durable batch's streams and ids into the index.
+fn index_batch(index: &mut Index, batch: &mut Batch) -> Result<(), ReadError> {
+    for (_, (name, head)) in batch.streams.drain() {
+        index.set_stream_head(&name, head.loc)?;
+    }
+    for (id, staged) in batch.ids.drain() {
+        index.insert_id(Uuid::from_u128(id), staged.loc)?;
+    }
+    Ok(())
 }
 
 /// The answer to a request some of whose ids are stored already: the original result if all
@@ -1093,11 +1100,8 @@ impl EventStore for EmbeddedStore {
     }
 
     async fn read_stream(&self, stream: &str, from: u64, max: usize) -> Result<Vec<RecordedEvent>, ReadError> {
-        let head = {
-            let index = self.shared.index.read().map_err(|_| poisoned())?;
-            index.streams.get(&stream_hash(stream)).copied()
-        };
-        let Some(head) = head else {
+        let index = self.shared.index.read().map_err(|_| poisoned())?;
+        let Some(head) = index.stream_head(stream)? else {
             return Ok(Vec::new());
         };
         if from > head.revision {
@@ -1107,7 +1111,7 @@ impl EventStore for EmbeddedStore {
         let mut out = Vec::new();
         let mut loc = head.loc;
         loop {
-            let (event, prev) = self.read_record_at(loc)?;
+            let (event, prev) = index.read_at(loc)?;
             let revision = event.revision;
             out.push(event);
             if revision == from || prev == NO_LOCATION {
@@ -1125,16 +1129,13 @@ impl EventStore for EmbeddedStore {
     }
 
     async fn event_by_id(&self, id: Uuid) -> Result<Option<RecordedEvent>, ReadError> {
-        let loc = {
-            let index = self.shared.index.read().map_err(|_| poisoned())?;
-            index.ids.get(&id.as_u128()).copied()
-        };
-        loc.map(|loc| self.read_record_at(loc).map(|(e, _)| e)).transpose()
+        let index = self.shared.index.read().map_err(|_| poisoned())?;
+        index.id_loc(id)?.map(|loc| index.read_at(loc).map(|(e, _)| e)).transpose()
     }
 
-    async fn stream_revision(&self, stream: &str) -> Option<u64> {
-        let index = self.shared.index.read().ok()?;
-        index.streams.get(&stream_hash(stream)).map(|h| h.revision)
+    async fn stream_revision(&self, stream: &str) -> Result<Option<u64>, ReadError> {
+        let index = self.shared.index.read().map_err(|_| poisoned())?;
+        Ok(index.stream_head(stream)?.map(|h| h.revision))
     }
 
     fn head(&self) -> u64 {

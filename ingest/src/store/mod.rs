@@ -13,6 +13,7 @@ use uuid::Uuid;
 mod embedded;
 pub mod fault;
 pub mod format;
+mod index;
 mod verify;
 
 pub mod conformance;
@@ -188,7 +189,7 @@ pub trait EventStore: Send + Sync + 'static {
     fn event_by_id(&self, id: Uuid) -> impl Future<Output = Result<Option<RecordedEvent>, ReadError>> + Send;
 
     /// The revision of the stream's last event, or `None` if the stream does not exist.
-    fn stream_revision(&self, stream: &str) -> impl Future<Output = Option<u64>> + Send;
+    fn stream_revision(&self, stream: &str) -> impl Future<Output = Result<Option<u64>, ReadError>> + Send;
 
     /// The position the next appended event will get: the number of events stored.
     fn head(&self) -> u64;

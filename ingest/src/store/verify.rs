@@ -61,8 +61,9 @@ pub fn verify_dir(dir: &Path) -> Result<VerifyReport, VerifyError> {
     if paths.is_empty() {
         return Err(VerifyError::Io(format!("{} holds no event log", dir.display())));
     }
-    let mut checker = IndexBuilderForVerify::default();
-    let (end, fault) = scan_log(&paths, &mut checker.builder(), TailCheck::Strict);
+    let mut checker =
+        IndexBuilderForVerify::new(&paths).map_err(|e| VerifyError::Io(format!("{}: {e}", dir.display())))?;
+    let (end, fault) = scan_log(&paths, &mut checker.builder(), TailCheck::Strict, None);
     if let Some(f) = fault {
         return Err(VerifyError::Corrupt {
             segment: f.segment,

@@ -1,0 +1,397 @@
+//! The embedded store's in-memory indexes and their snapshot file.
+//!
+//! Streams and events are indexed by 64-bit hashes mapped to the location of a record on
+//! disk: the last record of a stream, the record of an event id. A hit is always confirmed
+//! against the record itself (its stream name, its full event id), and the rare key that
+//! collides with another's hash lives in a small side map under its full name. So the maps
+//! cost 16 bytes of payload per stream and per event, and never mistake one for another.
+//!
+//! Revision numbers are not kept in memory: a stream's revision is read from its last record
+//! when an append to an existing stream needs it.
+//!
+//! # Snapshot file (`index.snap`), little-endian
+//!
+//! | size | field |
+//! |---|---|
+//! | 8 | magic `PLIDX001` |
+//! | 8 | head (events covered) |
+//! | 32 | hash-chain link after the last covered frame |
+//! | 8 | location of the last covered frame's header (`u64::MAX` if none) |
+//! | 8 × 6 | counts: streams, ids, stream collisions, id collisions, sparse entries, segments |
+//! | 16 × n | streams: (hash, location) |
+//! | 16 × n | ids: (hash, location) |
+//! | var | stream collisions: (u16 name length, name, u64 location) |
+//! | 24 × n | id collisions: (u128 id, u64 location) |
+//! | 24 × n | sparse entries: (position, location, frame end) |
+//! | 8 × n | logical length of each segment |
+//! | 4 | CRC32C of everything before |
+//!
+//! It is written when the store closes and trusted on open only if the frame it names holds
+//! exactly its link and head; the log after it is then scanned as usual.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::format::{self, NO_LOCATION, RecordView, split_location};
+use super::{ReadError, RecordedEvent};
+
+/// The snapshot file's magic.
+const SNAPSHOT_MAGIC: [u8; 8] = *b"PLIDX001";
+/// The sparse position index gets an entry at least every this many bytes of log.
+const SPARSE_INDEX_STRIDE_BYTES: u64 = 64 << 10;
+
+/// Hashes a u64 key that is already a hash by mixing it once.
+#[derive(Default)]
+pub(crate) struct MixHasher(u64);
+
+impl Hasher for MixHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.write_u64((v as u64) ^ ((v >> 64) as u64));
+    }
+}
+
+/// A map keyed by something that is already a good hash.
+pub(crate) type HashKeyMap<K, V> = HashMap<K, V, BuildHasherDefault<MixHasher>>;
+
+/// The 64-bit index key of a stream name.
+pub(crate) fn stream_key(name: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(name.as_bytes())
+}
+
+/// The 64-bit index key of an event id (UUIDs are already random).
+fn id_key(id: Uuid) -> u64 {
+    let v = id.as_u128();
+    (v as u64) ^ ((v >> 64) as u64)
+}
+
+/// A stream's last record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StreamHead {
+    /// Its revision.
+    pub revision: u64,
+    /// Its location.
+    pub loc: u64,
+}
+
+/// A place to start reading the log for a position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SparseEntry {
+    pub position: u64,
+    pub loc: u64,
+    pub frame_end: u64,
+}
+
+/// The committed state of the log, shared by the writer and readers.
+#[derive(Default)]
+pub(crate) struct Index {
+    pub head: u64,
+    pub link: [u8; 32],
+    pub last_frame: u64,
+    pub sparse: Vec<SparseEntry>,
+    pub files: Vec<Arc<File>>,
+    pub segment_lens: Vec<u64>,
+    streams: HashKeyMap<u64, u64>,
+    stream_collisions: HashMap<String, u64>,
+    ids: HashKeyMap<u64, u64>,
+    id_collisions: HashKeyMap<u128, u64>,
+}
+
+impl Index {
+    /// An empty index reading records from `files`.
+    pub fn new(files: Vec<Arc<File>>) -> Self {
+        Index { files, last_frame: NO_LOCATION, ..Index::default() }
+    }
+
+    /// Records a place to start reading for `position`, if the last one is far enough back.
+    pub fn add_sparse(&mut self, position: u64, loc: u64, frame_end: u64) {
+        let (seg, off) = split_location(loc);
+        let dense_enough = self.sparse.last().is_some_and(|last| {
+            let (last_seg, last_off) = split_location(last.loc);
+            last_seg == seg && off - last_off < SPARSE_INDEX_STRIDE_BYTES
+        });
+        if !dense_enough {
+            self.sparse.push(SparseEntry { position, loc, frame_end });
+        }
+    }
+
+    /// Sets the logical length of segment `seg`.
+    pub fn set_segment_len(&mut self, seg: u32, len: u64) {
+        let seg = seg as usize;
+        if self.segment_lens.len() <= seg {
+            self.segment_lens.resize(seg + 1, 0);
+        }
+        self.segment_lens[seg] = len;
+    }
+
+    /// Calls `f` with the record at `loc`, checked, without copying it.
+    pub fn with_record<T>(&self, loc: u64, f: impl FnOnce(&RecordView<'_>) -> T) -> Result<T, ReadError> {
+        let (seg, off) = split_location(loc);
+        let file = self.files.get(seg as usize).ok_or_else(|| io::Error::other("record location names no segment"))?;
+        let mut prefix = [0u8; 4];
+        file.read_exact_at(&mut prefix, off)?;
+        let total = format::RECORD_PREFIX_LEN + format::le_u32(&prefix) as usize;
+        if total > super::PAYLOAD_BYTES_MAX + 4096 {
+            return Err(ReadError::Corrupt { segment: seg, offset: off, reason: "record length is implausible" });
+        }
+        let mut buf = vec![0u8; total];
+        file.read_exact_at(&mut buf, off)?;
+        let (view, _) =
+            format::decode_record(&buf).map_err(|reason| ReadError::Corrupt { segment: seg, offset: off, reason })?;
+        Ok(f(&view))
+    }
+
+    /// The record at `loc` and the location of its stream's previous record.
+    pub fn read_at(&self, loc: u64) -> Result<(RecordedEvent, u64), ReadError> {
+        self.with_record(loc, |v| (v.to_recorded(), v.meta.prev_loc))
+    }
+
+    /// Where the stream's last record is, if the stream exists.
+    fn stream_loc(&self, name: &str) -> Result<Option<u64>, ReadError> {
+        if let Some(&loc) = self.stream_collisions.get(name) {
+            return Ok(Some(loc));
+        }
+        let Some(&loc) = self.streams.get(&stream_key(name)) else { return Ok(None) };
+        // The key may belong to another stream with the same hash.
+        Ok(self.with_record(loc, |v| v.stream == name)?.then_some(loc))
+    }
+
+    /// The stream's last record, if the stream exists.
+    pub fn stream_head(&self, name: &str) -> Result<Option<StreamHead>, ReadError> {
+        match self.stream_loc(name)? {
+            None => Ok(None),
+            Some(loc) => Ok(Some(StreamHead { revision: self.with_record(loc, |v| v.meta.revision)?, loc })),
+        }
+    }
+
+    /// Makes `loc` the stream's last record.
+    pub fn set_stream_head(&mut self, name: &str, loc: u64) -> Result<(), ReadError> {
+        if let Some(slot) = self.stream_collisions.get_mut(name) {
+            *slot = loc;
+            return Ok(());
+        }
+        let key = stream_key(name);
+        match self.streams.get(&key).copied() {
+            None => {
+                self.streams.insert(key, loc);
+            }
+            Some(old) if self.with_record(old, |v| v.stream == name)? => {
+                self.streams.insert(key, loc);
+            }
+            Some(_) => {
+                self.stream_collisions.insert(name.to_owned(), loc);
+            }
+        }
+        Ok(())
+    }
+
+    /// Where the event with this id is, if stored.
+    pub fn id_loc(&self, id: Uuid) -> Result<Option<u64>, ReadError> {
+        if let Some(&loc) = self.id_collisions.get(&id.as_u128()) {
+            return Ok(Some(loc));
+        }
+        let Some(&loc) = self.ids.get(&id_key(id)) else { return Ok(None) };
+        Ok(self.with_record(loc, |v| v.event_id == id)?.then_some(loc))
+    }
+
+    /// Records where a new event id is. Returns false if the id is already indexed.
+    pub fn insert_id(&mut self, id: Uuid, loc: u64) -> Result<bool, ReadError> {
+        if self.id_loc(id)?.is_some() {
+            return Ok(false);
+        }
+        let key = id_key(id);
+        if self.ids.contains_key(&key) {
+            self.id_collisions.insert(id.as_u128(), loc);
+        } else {
+            self.ids.insert(key, loc);
+        }
+        Ok(true)
+    }
+
+    /// Writes the snapshot atomically: a temporary file, synced, renamed over `path`.
+    pub fn write_snapshot(&self, path: &Path) -> io::Result<()> {
+        let mut out = Vec::with_capacity(128 + 16 * (self.streams.len() + self.ids.len()) + 24 * self.sparse.len());
+        out.extend_from_slice(&SNAPSHOT_MAGIC);
+        out.extend_from_slice(&self.head.to_le_bytes());
+        out.extend_from_slice(&self.link);
+        out.extend_from_slice(&self.last_frame.to_le_bytes());
+        for n in [
+            self.streams.len(),
+            self.ids.len(),
+            self.stream_collisions.len(),
+            self.id_collisions.len(),
+            self.sparse.len(),
+            self.segment_lens.len(),
+        ] {
+            out.extend_from_slice(&(n as u64).to_le_bytes());
+        }
+        for map in [&self.streams, &self.ids] {
+            for (k, v) in map {
+                out.extend_from_slice(&k.to_le_bytes());
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        for (name, loc) in &self.stream_collisions {
+            out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(&loc.to_le_bytes());
+        }
+        for (id, loc) in &self.id_collisions {
+            out.extend_from_slice(&id.to_le_bytes());
+            out.extend_from_slice(&loc.to_le_bytes());
+        }
+        for e in &self.sparse {
+            for v in [e.position, e.loc, e.frame_end] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        for len in &self.segment_lens {
+            out.extend_from_slice(&len.to_le_bytes());
+        }
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        let tmp = path.with_extension("tmp");
+        {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&out)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// Reads a snapshot, or `None` if it is missing, damaged or of another format. Whether it
+    /// matches the log is for the caller to check.
+    pub fn read_snapshot(path: &Path, files: Vec<Arc<File>>) -> Option<Index> {
+        let bytes = std::fs::read(path).ok()?;
+        if bytes.len() < 8 + 8 + 32 + 8 + 48 + 4 || bytes[..8] != SNAPSHOT_MAGIC {
+            return None;
+        }
+        let (body, crc) = bytes.split_at(bytes.len() - 4);
+        if crc32c::crc32c(body) != format::le_u32(crc) {
+            return None;
+        }
+        let mut r = Reader { bytes: body, at: 8 };
+        let mut index = Index::new(files);
+        index.head = r.u64()?;
+        index.link.copy_from_slice(r.take(32)?);
+        index.last_frame = r.u64()?;
+        let counts: Vec<usize> = (0..6).map(|_| r.u64().map(|n| n as usize)).collect::<Option<_>>()?;
+        // Counts are checked against the bytes before anything is allocated for them.
+        let fixed = 16 * counts[0] + 16 * counts[1] + 24 * counts[3] + 24 * counts[4] + 8 * counts[5];
+        if fixed > body.len() {
+            return None;
+        }
+        index.streams.reserve(counts[0]);
+        for _ in 0..counts[0] {
+            index.streams.insert(r.u64()?, r.u64()?);
+        }
+        index.ids.reserve(counts[1]);
+        for _ in 0..counts[1] {
+            index.ids.insert(r.u64()?, r.u64()?);
+        }
+        for _ in 0..counts[2] {
+            let len = format::le_u16(r.take(2)?) as usize;
+            let name = std::str::from_utf8(r.take(len)?).ok()?.to_owned();
+            index.stream_collisions.insert(name, r.u64()?);
+        }
+        for _ in 0..counts[3] {
+            let id = u128::from_le_bytes(r.take(16)?.try_into().ok()?);
+            index.id_collisions.insert(id, r.u64()?);
+        }
+        for _ in 0..counts[4] {
+            index.sparse.push(SparseEntry { position: r.u64()?, loc: r.u64()?, frame_end: r.u64()? });
+        }
+        for _ in 0..counts[5] {
+            index.segment_lens.push(r.u64()?);
+        }
+        (r.at == body.len()).then_some(index)
+    }
+}
+
+/// A cursor over snapshot bytes that answers `None` past the end.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let s = self.bytes.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(s)
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8).map(format::le_u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::conformance::event;
+    use crate::store::format::{RecordMeta, encode_record, location};
+
+    /// Two records in a file: stream `a` (event `x`) and stream `b` (event `y`).
+    fn two_records() -> (tempfile::NamedTempFile, u64, u64) {
+        let mut bytes = Vec::new();
+        let meta = |position| RecordMeta { position, revision: 0, prev_loc: NO_LOCATION, recorded_at_us: 0 };
+        encode_record(&mut bytes, meta(0), "a", &event("x", 0));
+        let second = bytes.len() as u64;
+        encode_record(&mut bytes, meta(1), "b", &event("y", 1));
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        file.write_all(&bytes).expect("write");
+        (file, location(0, 0), location(0, second))
+    }
+
+    #[test]
+    fn colliding_keys_never_confuse_two_streams_or_ids() {
+        let (file, loc_a, loc_b) = two_records();
+        let mut index = Index::new(vec![Arc::new(File::open(file.path()).expect("open"))]);
+        // Pretend `b` hashes like `a`, and `y` like `x`: their keys are taken by the others.
+        index.streams.insert(stream_key("b"), loc_a);
+        let (x, y) = (event("x", 0).event_id, event("y", 1).event_id);
+        index.ids.insert(id_key(y), loc_a);
+        assert_eq!(index.stream_head("b").expect("read"), None, "a hit is confirmed by name");
+        assert_eq!(index.id_loc(y).expect("read"), None, "a hit is confirmed by id");
+        index.set_stream_head("b", loc_b).expect("set");
+        assert!(index.insert_id(y, loc_b).expect("insert"));
+        assert_eq!(index.stream_head("b").expect("read"), Some(StreamHead { revision: 0, loc: loc_b }));
+        assert_eq!(index.id_loc(y).expect("read"), Some(loc_b));
+        assert_eq!(index.id_loc(x).expect("read"), None, "x was never indexed");
+        assert!(!index.insert_id(y, loc_b).expect("insert"), "an id is indexed once");
+        // And they survive a snapshot.
+        index.head = 2;
+        let snap = tempfile::NamedTempFile::new().expect("temp file");
+        index.write_snapshot(snap.path()).expect("write snapshot");
+        let files = vec![Arc::new(File::open(file.path()).expect("open"))];
+        let back = Index::read_snapshot(snap.path(), files).expect("read snapshot");
+        assert_eq!(back.stream_head("b").expect("read"), Some(StreamHead { revision: 0, loc: loc_b }));
+        assert_eq!(back.id_loc(y).expect("read"), Some(loc_b));
+        // A damaged snapshot is not used.
+        let mut bytes = std::fs::read(snap.path()).expect("read");
+        bytes[20] ^= 1;
+        std::fs::write(snap.path(), &bytes).expect("write");
+        assert!(Index::read_snapshot(snap.path(), Vec::new()).is_none());
+    }
+}
