@@ -35,7 +35,11 @@ pub const BENCHMARKS: &[Benchmark] = &[
         name: "ingest_feed_records_per_s",
         about: "a generated 1M-record terminal feed through parsing, the write model and durable append",
     },
-    Benchmark { name: "open_recover_s", about: "reopening a 10M-event store: scan, check and index the whole log" },
+    Benchmark {
+        name: "open_recover_s",
+        about: "reopening a 10M-event store after a clean close (index snapshot), and after a crash \
+                (open_recover_no_snapshot_s: scan, check and index the whole log)",
+    },
 ];
 
 fn emit(name: &str, value: f64, unit: &str, params: Value) {
@@ -61,14 +65,16 @@ fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| entries.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum())
-        .unwrap_or(0)
+/// The median of some timings (seconds).
+fn median(mut runs: Vec<f64>) -> f64 {
+    runs.sort_by(f64::total_cmp);
+    runs[runs.len() / 2]
 }
 
-/// Runs the named benchmarks (all when `names` is empty).
-pub fn run(names: &[String], scale: f64, work_dir: Option<&Path>) -> Result<()> {
+/// Runs the named benchmarks (all when `names` is empty), each timed `repeat` times; the
+/// figure is the median, every run is in the params.
+pub fn run(names: &[String], scale: f64, repeat: usize, work_dir: Option<&Path>) -> Result<()> {
+    let repeat = repeat.max(1);
     for n in names {
         if !BENCHMARKS.iter().any(|b| b.name == n) {
             anyhow::bail!("unknown benchmark {n:?}; `posledger bench --list` names them");
@@ -88,9 +94,9 @@ pub fn run(names: &[String], scale: f64, work_dir: Option<&Path>) -> Result<()> 
         }
         let dir = scratch.path().join(b.name);
         match b.name {
-            "append_durable_events_per_s" => rt.block_on(append_durable(&dir, scaled(1_000_000, scale)))?,
-            "ingest_feed_records_per_s" => rt.block_on(ingest_feed(&dir, scaled(1_000_000, scale)))?,
-            "open_recover_s" => rt.block_on(open_recover(&dir, scaled(10_000_000, scale)))?,
+            "append_durable_events_per_s" => rt.block_on(append_durable(&dir, scaled(1_000_000, scale), repeat))?,
+            "ingest_feed_records_per_s" => rt.block_on(ingest_feed(&dir, scaled(1_000_000, scale), repeat))?,
+            "open_recover_s" => rt.block_on(open_recover(&dir, scaled(10_000_000, scale), repeat))?,
             _ => unreachable!("names were checked above"),
         }
         let _ = std::fs::remove_dir_all(&dir);
@@ -150,16 +156,23 @@ async fn run_writers(store: &Arc<EmbeddedStore>, prepared: Vec<Vec<Vec<AppendReq
     Ok(())
 }
 
-async fn append_durable(dir: &Path, events: u64) -> Result<()> {
+async fn append_durable(dir: &Path, events: u64, repeat: usize) -> Result<()> {
     let (writers, batch) = (4u64, 1000u64);
-    let store = Arc::new(EmbeddedStore::open(dir)?);
-    let prepared = prepare(0, events, writers, batch);
-    let start = Instant::now();
-    run_writers(&store, prepared).await?;
-    let secs = start.elapsed().as_secs_f64();
-    drop(store);
-    let bytes = dir_bytes(dir);
-    let frames = ingest::store::verify_dir(dir).map(|r| r.frames).unwrap_or(0);
+    let mut runs = Vec::new();
+    let (mut bytes, mut frames) = (0, 0);
+    for run in 0..repeat {
+        let dir = dir.join(run.to_string());
+        let store = Arc::new(EmbeddedStore::open(&dir)?);
+        let prepared = prepare(0, events, writers, batch);
+        let start = Instant::now();
+        run_writers(&store, prepared).await?;
+        runs.push(start.elapsed().as_secs_f64());
+        drop(store);
+        let report = ingest::store::verify_dir(&dir)?;
+        (bytes, frames) = (logical_bytes(&dir), report.frames);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let secs = median(runs.clone());
     emit(
         "append_durable_events_per_s",
         events as f64 / secs,
@@ -167,13 +180,42 @@ async fn append_durable(dir: &Path, events: u64) -> Result<()> {
         json!({
             "events": events, "writers": writers, "requests_per_append_many": batch,
             "bytes_per_event_on_disk": (bytes as f64 / events as f64).round(), "group_commits": frames,
-            "seconds": secs, "fdatasync": true,
+            "median_seconds": secs, "runs_seconds": runs, "fdatasync": true,
         }),
     );
     Ok(())
 }
 
-async fn ingest_feed(dir: &Path, records: u64) -> Result<()> {
+/// Bytes of log in `dir` up to the end of the last commit of each segment (the zero-filled
+/// space ahead of it is not counted).
+fn logical_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        .filter_map(|e| last_nonzero_end(&e.path()).ok())
+        .sum()
+}
+
+/// The offset just past a file's last non-zero byte, read a chunk at a time.
+fn last_nonzero_end(path: &Path) -> std::io::Result<u64> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 8 << 20];
+    let (mut at, mut end) = (0u64, 0u64);
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(end);
+        }
+        if let Some(i) = buf[..n].iter().rposition(|&x| x != 0) {
+            end = at + i as u64 + 1;
+        }
+        at += n as u64;
+    }
+}
+
+async fn ingest_feed(dir: &Path, records: u64, repeat: usize) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     let shape = Shape { merchants: 1000, terminals_per_merchant: 2, seed: 42 };
     let admin_path = dir.join("admin.ndjson");
@@ -187,35 +229,47 @@ async fn ingest_feed(dir: &Path, records: u64) -> Result<()> {
         feed.flush()?;
     }
     let feed_bytes = std::fs::metadata(&feed_path)?.len();
-    let store = Arc::new(EmbeddedStore::open(dir.join("events"))?);
-    let mut ingestor = Ingestor::open(store.clone(), None).await?;
-    let admin = BufReader::new(std::fs::File::open(&admin_path)?);
-    ingestor.ingest_reader(admin, InputKind::Admin, |_, _| {}).await?;
-    reset_peak_rss();
-    let feed = BufReader::with_capacity(1 << 20, std::fs::File::open(&feed_path)?);
-    let start = Instant::now();
-    let summary = ingestor.ingest_reader(feed, InputKind::Feed, |_, _| {}).await?;
-    let secs = start.elapsed().as_secs_f64();
-    if summary.rejected > 0 {
-        anyhow::bail!("generated feed had rejections: {:?}", summary.first_rejections);
+    let mut runs = Vec::new();
+    let mut peak = Vec::new();
+    let mut accepted = 0;
+    for run in 0..repeat {
+        let events = dir.join(format!("events-{run}"));
+        let store = Arc::new(EmbeddedStore::open(&events)?);
+        let mut ingestor = Ingestor::open(store.clone(), None).await?;
+        let admin = BufReader::new(std::fs::File::open(&admin_path)?);
+        ingestor.ingest_reader(admin, InputKind::Admin, |_, _| {}).await?;
+        reset_peak_rss();
+        let feed = BufReader::with_capacity(1 << 20, std::fs::File::open(&feed_path)?);
+        let start = Instant::now();
+        let summary = ingestor.ingest_reader(feed, InputKind::Feed, |_, _| {}).await?;
+        runs.push(start.elapsed().as_secs_f64());
+        peak.extend(peak_rss_mib());
+        if summary.rejected > 0 {
+            anyhow::bail!("generated feed had rejections: {:?}", summary.first_rejections);
+        }
+        accepted = summary.accepted;
+        drop(ingestor);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&events);
     }
+    let secs = median(runs.clone());
     emit(
         "ingest_feed_records_per_s",
         records as f64 / secs,
         "records/s",
         json!({
-            "records": records, "accepted": summary.accepted, "feed_bytes": feed_bytes,
+            "records": records, "accepted": accepted, "feed_bytes": feed_bytes,
             "merchants": shape.merchants, "terminals": shape.merchants * shape.terminals_per_merchant,
-            "seconds": secs,
+            "median_seconds": secs, "runs_seconds": runs,
         }),
     );
-    if let Some(mib) = peak_rss_mib() {
-        emit("ingest_feed_peak_rss_mib", mib, "MiB", json!({"records": records}));
+    if !peak.is_empty() {
+        emit("ingest_feed_peak_rss_mib", median(peak.clone()), "MiB", json!({"records": records, "runs_mib": peak}));
     }
     Ok(())
 }
 
-async fn open_recover(dir: &Path, events: u64) -> Result<()> {
+async fn open_recover(dir: &Path, events: u64, repeat: usize) -> Result<()> {
     {
         let store = Arc::new(EmbeddedStore::open(dir)?);
         // Built in slices so the prepared requests never hold more than a million events.
@@ -227,12 +281,36 @@ async fn open_recover(dir: &Path, events: u64) -> Result<()> {
             done += n;
         }
     }
-    let bytes = dir_bytes(dir);
-    reset_peak_rss();
-    let start = Instant::now();
-    let store = EmbeddedStore::open(dir)?;
-    let secs = start.elapsed().as_secs_f64();
-    assert_eq!(store.head(), events, "reopened store holds every event");
-    emit("open_recover_s", secs, "s", json!({"events": events, "log_bytes": bytes, "peak_rss_mib": peak_rss_mib()}));
+    let bytes = logical_bytes(dir);
+    // After a clean close: the index snapshot and nothing to scan.
+    let mut runs = Vec::new();
+    for _ in 0..repeat {
+        let start = Instant::now();
+        let store = EmbeddedStore::open(dir)?;
+        runs.push(start.elapsed().as_secs_f64());
+        anyhow::ensure!(store.head() == events, "reopened store holds every event");
+        anyhow::ensure!(store.open_report().from_snapshot == Some(events), "the snapshot was used");
+    }
+    emit(
+        "open_recover_s",
+        median(runs.clone()),
+        "s",
+        json!({"events": events, "log_bytes": bytes, "runs_seconds": runs}),
+    );
+    // After a crash: no snapshot, the whole log is scanned, checked and indexed.
+    let mut runs = Vec::new();
+    for _ in 0..repeat.min(2) {
+        std::fs::remove_file(dir.join("index.snap"))?;
+        let start = Instant::now();
+        let store = EmbeddedStore::open(dir)?;
+        runs.push(start.elapsed().as_secs_f64());
+        anyhow::ensure!(store.head() == events && store.open_report().from_snapshot.is_none());
+    }
+    emit(
+        "open_recover_no_snapshot_s",
+        median(runs.clone()),
+        "s",
+        json!({"events": events, "log_bytes": bytes, "runs_seconds": runs}),
+    );
     Ok(())
 }

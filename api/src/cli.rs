@@ -59,6 +59,9 @@ enum Command {
         /// Multiply every benchmark's size by this (e.g. 0.01 for a quick run).
         #[arg(long, default_value_t = 1.0)]
         scale: f64,
+        /// Timed runs per benchmark; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
         /// Scratch directory (default: a temporary directory, removed afterwards).
         #[arg(long)]
         work_dir: Option<PathBuf>,
@@ -108,14 +111,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             import(&cli.data_dir, &file, InputKind::Admin, format)
         }
         Command::Verify { format } => verify(&cli.data_dir, format),
-        Command::Bench { names, list, scale, work_dir } => {
+        Command::Bench { names, list, scale, repeat, work_dir } => {
             if list {
                 for b in bench::BENCHMARKS {
                     println!("{:<28} {}", b.name, b.about);
                 }
                 return Ok(ExitCode::SUCCESS);
             }
-            bench::run(&names, scale, work_dir.as_deref())?;
+            bench::run(&names, scale, repeat, work_dir.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
     }
