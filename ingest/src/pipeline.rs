@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::admin::parse_admin_line;
 use crate::event::{Event, payment_stream};
 use crate::feed::{FEED_LINE_BYTES_MAX, LineError, parse_feed_line};
-use crate::store::{AppendError, AppendRequest, EventStore, ExpectedRevision, READ_EVENTS_MAX, ReadError};
+use crate::store::{AppendError, AppendRequest, EventStore, ExpectedRevision, HashKeyMap, READ_EVENTS_MAX, ReadError};
 use crate::writemodel::{PaymentState, REGISTRY_EVENT_TYPES, Registry, Rejection, View};
 
 /// Records decided and appended together.
@@ -268,6 +268,7 @@ impl<S: EventStore> Ingestor<S> {
         kind: InputKind,
         mut progress: impl FnMut(u64, &IngestSummary),
     ) -> Result<IngestSummary, IngestError> {
+        self.catch_up().await?;
         let mut summary = IngestSummary::default();
         let mut line_no = 0u64;
         let mut bytes_read = 0u64;
@@ -301,21 +302,17 @@ impl<S: EventStore> Ingestor<S> {
             let mut next = match parsing.take() {
                 Some(p) => {
                     let (parsed, lines) = p.await.map_err(|e| IngestError::Input(io::Error::other(e)))?;
-                    spare.extend(lines.into_iter().map(|(_, mut b)| {
-                        b.clear();
-                        b
-                    }));
-                    Some(self.decide_chunk(parsed).await?)
+                    Some(self.decide_chunk(parsed, lines, kind).await?)
                 }
                 None => None,
             };
             parsing = parsing_next;
             if let Some(previous) = in_flight.take() {
-                let clean = self.settle_in_flight(previous, &mut summary).await?;
+                let clean = self.settle_in_flight(previous, &mut summary, &mut spare).await?;
                 if !clean && let Some(chunk) = next.take() {
-                    // Decided on a view that turned out wrong: decide again from the log.
+                    // Decided on a view that turned out wrong: parse and decide again from the log.
                     self.tentative = Tentative::default();
-                    next = Some(self.decide_chunk(chunk.lines).await?);
+                    next = Some(self.decide_chunk(parse_chunk(&chunk.raw, kind), chunk.raw, kind).await?);
                 }
                 progress(bytes_read, &summary);
             }
@@ -329,7 +326,7 @@ impl<S: EventStore> Ingestor<S> {
             let flight = self.send(chunk);
             if registry_changed {
                 // The registry must be caught up before anything is decided on it.
-                self.settle_in_flight(flight, &mut summary).await?;
+                self.settle_in_flight(flight, &mut summary, &mut spare).await?;
                 progress(bytes_read, &summary);
             } else {
                 in_flight = Some(flight);
@@ -344,19 +341,28 @@ impl<S: EventStore> Ingestor<S> {
         lines: &[(u64, Vec<u8>)],
         kind: InputKind,
     ) -> Result<Vec<RecordOutcome>, IngestError> {
-        let chunk = self.decide_chunk(parse_chunk(lines, kind)).await?;
+        // Another writer may have changed the registry since the last chunk.
+        self.catch_up().await?;
+        let chunk = self.decide_chunk(parse_chunk(lines, kind), lines.to_vec(), kind).await?;
         let flight = self.send(chunk);
         let chunk = self.settle(flight).await?;
         Ok(chunk.outcomes.into_iter().map(|o| o.unwrap_or_else(unreachable_outcome)).collect())
     }
 
     /// Decides every parsed line of a chunk against the registry and the tentative state.
-    async fn decide_chunk(&mut self, lines: Vec<ParsedLine>) -> Result<Chunk, IngestError> {
+    async fn decide_chunk(
+        &mut self,
+        lines: Vec<ParsedLine>,
+        raw: Vec<(u64, Vec<u8>)>,
+        kind: InputKind,
+    ) -> Result<Chunk, IngestError> {
         self.seq += 1;
         let mut chunk = Chunk {
             seq: self.seq,
             outcomes: vec![None; lines.len()],
             lines,
+            raw,
+            kind,
             requests: Vec::new(),
             pending: Vec::new(),
             registry_changed: false,
@@ -368,7 +374,7 @@ impl<S: EventStore> Ingestor<S> {
     }
 
     async fn decide_one(&mut self, chunk: &mut Chunk, slot: usize) -> Result<(), IngestError> {
-        let Chunk { seq, lines, outcomes, requests, pending, registry_changed } = chunk;
+        let Chunk { seq, lines, outcomes, requests, pending, registry_changed, .. } = chunk;
         let line = lines[slot].line;
         let p = match &mut lines[slot].parsed {
             Ok(p) => p,
@@ -377,16 +383,19 @@ impl<S: EventStore> Ingestor<S> {
                 return Ok(());
             }
         };
-        // Taken, not cloned: a record decided again after a stale decision derives them anew.
-        let data = p.data.take().unwrap_or_else(|| p.event.to_event_data());
-        let stream = p.stream.take().unwrap_or_else(|| p.event.stream());
-        let event = &p.event;
-        let staged = self.tentative.staged.contains_key(&data.event_id);
+        // Taken, not cloned: a record decided again after a stale decision is parsed anew.
+        let Some(event) = p.event.take() else {
+            outcomes[slot] = Some(unreachable_outcome());
+            return Ok(());
+        };
+        let data = p.data.take().unwrap_or_else(|| event.to_event_data());
+        let stream = p.stream.take().unwrap_or_else(|| event.stream());
+        let staged = self.tentative.staged.contains_key(&data.event_id.as_u128());
         if !staged && let Some(stored) = self.store.event_by_id(data.event_id).await? {
             outcomes[slot] = Some(if stored.stream == stream && stored.data == data {
                 RecordOutcome::Duplicate { position: stored.position }
             } else {
-                let r = conflict_rejection(event, stored.position);
+                let r = conflict_rejection(&event, stored.position);
                 RecordOutcome::Rejected(RejectedRecord::rule(line, p.reference.clone(), r))
             });
             return Ok(());
@@ -397,9 +406,9 @@ impl<S: EventStore> Ingestor<S> {
             ExpectedRevision::Any
         } else {
             let decided = if p.is_feed {
-                self.decide_feed(event).await?
+                self.decide_feed(&event).await?
             } else {
-                View::new(&self.registry, &self.tentative.overlay).decide_admin(event).map(|()| ExpectedRevision::Any)
+                View::new(&self.registry, &self.tentative.overlay).decide_admin(&event).map(|()| ExpectedRevision::Any)
             };
             match decided {
                 Ok(expected) => expected,
@@ -410,13 +419,13 @@ impl<S: EventStore> Ingestor<S> {
             }
         };
         if REGISTRY_EVENT_TYPES.contains(&event.event_type()) {
-            self.tentative.overlay.apply_over(event, Some(&self.registry));
+            self.tentative.overlay.apply_over(&event, Some(&self.registry));
             *registry_changed = true;
         }
-        self.tentative.apply_payment(event, *seq);
-        self.tentative.staged.insert(data.event_id, *seq);
+        self.tentative.staged.insert(data.event_id.as_u128(), *seq);
         requests.push(AppendRequest { stream, expected, events: vec![data] });
         pending.push(Pending { slot, line });
+        self.tentative.apply_payment(event, *seq);
         Ok(())
     }
 
@@ -430,13 +439,22 @@ impl<S: EventStore> Ingestor<S> {
     }
 
     /// Settles a chunk and counts its outcomes; true if everything came back as decided.
-    async fn settle_in_flight(&mut self, flight: InFlight, summary: &mut IngestSummary) -> Result<bool, IngestError> {
+    async fn settle_in_flight(
+        &mut self,
+        flight: InFlight,
+        summary: &mut IngestSummary,
+        spare: &mut Vec<Vec<u8>>,
+    ) -> Result<bool, IngestError> {
         let registry_changed = flight.chunk.registry_changed;
         let chunk = self.settle(flight).await?;
         let clean = !chunk.retried && !registry_changed;
         for outcome in chunk.outcomes {
             summary.count(outcome.unwrap_or_else(unreachable_outcome));
         }
+        spare.extend(chunk.raw.into_iter().map(|(_, mut b)| {
+            b.clear();
+            b
+        }));
         Ok(clean)
     }
 
@@ -457,7 +475,7 @@ impl<S: EventStore> Ingestor<S> {
                 self.catch_up().await?;
             }
             self.tentative.forget_up_to(seq);
-            return Ok(Settled { outcomes: chunk.outcomes, retried: false });
+            return Ok(Settled { outcomes: chunk.outcomes, raw: chunk.raw, retried: false });
         }
         self.tentative = Tentative::default();
         self.catch_up().await?;
@@ -477,10 +495,13 @@ impl<S: EventStore> Ingestor<S> {
                     }));
                     continue;
                 }
+                let raw = vec![chunk.raw[slot].clone()];
                 let mut single = Chunk {
                     seq,
                     outcomes: vec![None],
-                    lines: vec![chunk.lines[slot].clone()],
+                    lines: parse_chunk(&raw, chunk.kind),
+                    raw,
+                    kind: chunk.kind,
                     requests: Vec::new(),
                     pending: Vec::new(),
                     registry_changed: false,
@@ -499,7 +520,7 @@ impl<S: EventStore> Ingestor<S> {
                 self.catch_up().await?;
             }
         }
-        Ok(Settled { outcomes: chunk.outcomes, retried: true })
+        Ok(Settled { outcomes: chunk.outcomes, raw: chunk.raw, retried: true })
     }
 
     /// Turns the store's answers into outcomes; stale decisions go to `retry`. Returns how
@@ -588,19 +609,21 @@ impl<S: EventStore> Ingestor<S> {
 struct Tentative {
     overlay: Registry,
     payments: HashMap<String, (Option<PaymentState>, u64)>,
-    staged: HashMap<Uuid, u64>,
+    /// Event ids (as u128) staged by chunks not yet settled.
+    staged: HashKeyMap<u128, u64>,
 }
 
 impl Tentative {
     /// Keeps the payment states in step with what a chunk has staged.
-    fn apply_payment(&mut self, event: &Event, seq: u64) {
-        match event {
-            Event::PaymentCaptured(c) => {
-                self.payments.insert(c.txn_id.clone(), (Some(PaymentState::captured(c.clone(), 0)), seq));
+    fn apply_payment(&mut self, event: Event, seq: u64) {
+        match &event {
+            Event::PaymentCaptured(_) => {
+                let Event::PaymentCaptured(c) = event else { return };
+                self.payments.insert(c.txn_id.clone(), (Some(PaymentState::captured(c, 0)), seq));
             }
             Event::PaymentVoided(a) | Event::PaymentRefunded(a) | Event::PaymentReversed(a) => {
                 if let Some((Some(state), touched)) = self.payments.get_mut(&a.original_txn_id) {
-                    state.apply(event);
+                    state.apply(&event);
                     state.revision += 1;
                     *touched = seq;
                 }
@@ -620,6 +643,10 @@ impl Tentative {
 struct Chunk {
     seq: u64,
     lines: Vec<ParsedLine>,
+    /// The lines as read, kept until the chunk is settled: a record decided again is parsed
+    /// again from them.
+    raw: Vec<(u64, Vec<u8>)>,
+    kind: InputKind,
     outcomes: Vec<Option<RecordOutcome>>,
     requests: Vec<AppendRequest>,
     pending: Vec<Pending>,
@@ -636,6 +663,7 @@ struct InFlight {
 /// A chunk with every outcome known.
 struct Settled {
     outcomes: Vec<Option<RecordOutcome>>,
+    raw: Vec<(u64, Vec<u8>)>,
     retried: bool,
 }
 
@@ -643,7 +671,6 @@ struct Settled {
 type Parsing = tokio::task::JoinHandle<(Vec<ParsedLine>, Vec<(u64, Vec<u8>)>)>;
 
 /// A line as the parser left it.
-#[derive(Clone)]
 struct ParsedLine {
     line: u64,
     parsed: Result<Parsed, LineError>,
@@ -651,10 +678,10 @@ struct ParsedLine {
 
 /// A valid record turned into the event it would record, with everything derived from it
 /// that the decision and the store need.
-#[derive(Clone)]
 struct Parsed {
     reference: String,
-    event: Event,
+    /// Taken when the record is staged (a sale's capture moves into the tentative state).
+    event: Option<Event>,
     data: Option<crate::store::EventData>,
     stream: Option<String>,
     is_feed: bool,
@@ -673,7 +700,7 @@ fn parse_chunk(lines: &[(u64, Vec<u8>)], kind: InputKind) -> Vec<ParsedLine> {
                 reference,
                 data: Some(event.to_event_data()),
                 stream: Some(event.stream()),
-                event,
+                event: Some(event),
                 is_feed,
             });
             ParsedLine { line: *line, parsed }

@@ -63,15 +63,19 @@ pub struct TerminalState {
     pub status: TerminalStatus,
 }
 
+/// A map keyed by ids from admin records (trusted input), hashed with xxh3: it is looked up
+/// for every terminal record.
+pub type IdMap<V> = HashMap<String, V, xxhash_rust::xxh3::Xxh3DefaultBuilder>;
+
 /// Merchants, terminals and closed batches: the part of the write model kept in memory.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registry {
     /// By merchant id.
-    pub merchants: HashMap<String, MerchantState>,
+    pub merchants: IdMap<MerchantState>,
     /// By terminal id.
-    pub terminals: HashMap<String, TerminalState>,
-    /// `(terminal_id, batch_no)` of every closed batch.
-    pub closed_batches: HashSet<(String, String)>,
+    pub terminals: IdMap<TerminalState>,
+    /// The closed batch numbers of each terminal.
+    pub closed_batches: IdMap<HashSet<String>>,
 }
 
 /// Why a valid record was not accepted: a stable code for programs and a sentence for people.
@@ -129,8 +133,8 @@ impl<'a> View<'a> {
     }
 
     fn batch_closed(&self, terminal: &str, batch: &str) -> bool {
-        let key = (terminal.to_owned(), batch.to_owned());
-        self.overlay.closed_batches.contains(&key) || self.base.closed_batches.contains(&key)
+        let closed = |r: &Registry| r.closed_batches.get(terminal).is_some_and(|b| b.contains(batch));
+        closed(self.overlay) || closed(self.base)
     }
 
     /// Decides whether an admin record's event may be recorded now.
@@ -493,7 +497,7 @@ impl Registry {
             Event::TerminalSuspended(e) => set_terminal(self, &e.terminal_id, TerminalStatus::Suspended),
             Event::TerminalUnbound(e) => set_terminal(self, &e.terminal_id, TerminalStatus::Unbound),
             Event::TerminalBatchClosed(TerminalBatchClosed { terminal_id, batch_no, .. }) => {
-                self.closed_batches.insert((terminal_id.clone(), batch_no.clone()));
+                self.closed_batches.entry(terminal_id.clone()).or_default().insert(batch_no.clone());
             }
             _ => {}
         }
@@ -503,7 +507,9 @@ impl Registry {
     pub fn merge(&mut self, other: Registry) {
         self.merchants.extend(other.merchants);
         self.terminals.extend(other.terminals);
-        self.closed_batches.extend(other.closed_batches);
+        for (terminal, batches) in other.closed_batches {
+            self.closed_batches.entry(terminal).or_default().extend(batches);
+        }
     }
 }
 

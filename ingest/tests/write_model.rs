@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use ingest::pipeline::{IngestSummary, Ingestor, InputKind, RecordOutcome};
-use ingest::store::{EmbeddedStore, EventStore};
+use ingest::store::{
+    AppendError, AppendRequest, Appended, EmbeddedStore, EventStore, ExpectedRevision, ReadError, RecordedEvent,
+};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/day").join(name)
@@ -287,4 +289,92 @@ async fn decisions_see_the_chunk_still_being_stored() {
     let got: Vec<_> = s.first_rejections.iter().map(|r| (r.line as usize, r.code.as_str())).collect();
     assert_eq!(got, vec![(chunk + 2, "refund_exceeds_remaining"), (chunk + 4, "conflicting_duplicate")]);
     assert_eq!((s.accepted, s.duplicates, s.rejected), (lines.len() as u64 - 3, 1, 2));
+}
+
+/// A store through which another writer refunds payment `A` just before the ingestor's own
+/// first append to it, so that the ingestor's decision is stale when it reaches the store.
+struct Meddling {
+    inner: EmbeddedStore,
+    meddled: std::sync::atomic::AtomicBool,
+}
+
+impl EventStore for Meddling {
+    async fn append_many(&self, requests: Vec<AppendRequest>) -> Vec<Result<Appended, AppendError>> {
+        let touches_a = requests.iter().any(|r| r.stream == "payment-A" && r.expected != ExpectedRevision::NoStream);
+        if touches_a && !self.meddled.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let line = adjustment("refund", "A-OTHER", "A", "T1", "1", "7.00");
+            let ingest::feed::FeedCommand::Refund(r) =
+                ingest::feed::parse_feed_line(1, line.as_bytes()).expect("valid")
+            else {
+                panic!("a refund")
+            };
+            let event = ingest::event::Event::PaymentRefunded(r);
+            self.inner
+                .append("payment-A", ExpectedRevision::Exact(0), vec![event.to_event_data()])
+                .await
+                .expect("meddle");
+        }
+        self.inner.append_many(requests).await
+    }
+    async fn read_stream(&self, stream: &str, from: u64, max: usize) -> Result<Vec<RecordedEvent>, ReadError> {
+        self.inner.read_stream(stream, from, max).await
+    }
+    async fn read_all(&self, from: u64, max: usize) -> Result<Vec<RecordedEvent>, ReadError> {
+        self.inner.read_all(from, max).await
+    }
+    async fn event_by_id(&self, id: uuid::Uuid) -> Result<Option<RecordedEvent>, ReadError> {
+        self.inner.event_by_id(id).await
+    }
+    async fn stream_revision(&self, stream: &str) -> Result<Option<u64>, ReadError> {
+        self.inner.stream_revision(stream).await
+    }
+    fn head(&self) -> u64 {
+        self.inner.head()
+    }
+    async fn wait_for(&self, position: u64) {
+        self.inner.wait_for(position).await
+    }
+}
+
+/// A decision made on a view that another writer changed before it reached the store is
+/// refused by the store (expected revision) and decided again: here the second refund no
+/// longer fits what remains, so it is rejected instead of over-refunding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_decision_is_decided_again() {
+    for pipelined in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Meddling {
+            inner: EmbeddedStore::open(dir.path()).expect("open"),
+            meddled: std::sync::atomic::AtomicBool::new(false),
+        });
+        let mut ingestor = Ingestor::open(store.clone(), None).await.expect("ingestor");
+        ingestor.ingest_reader(ADMIN.as_bytes(), InputKind::Admin, |_, _| {}).await.expect("admin");
+        let sale_line = sale("A", "T1", "1", "10.00");
+        let refunds = [
+            adjustment("refund", "A-R1", "A", "T1", "1", "2.00"),
+            adjustment("refund", "A-R2", "A", "T1", "1", "2.00"),
+        ];
+        // The sale first, alone; then both refunds, which the meddler races with a 7.00 refund.
+        ingestor.process_chunk(&[(1, sale_line.into_bytes())], InputKind::Feed).await.expect("sale");
+        let outcomes = if pipelined {
+            let s =
+                ingestor.ingest_reader(refunds.join("\n").as_bytes(), InputKind::Feed, |_, _| {}).await.expect("feed");
+            assert_eq!((s.accepted, s.rejected), (1, 1), "{:?}", s.first_rejections);
+            s.first_rejections.iter().map(|r| r.code.clone()).collect::<Vec<_>>()
+        } else {
+            let lines: Vec<_> =
+                refunds.iter().enumerate().map(|(i, l)| (i as u64 + 1, l.clone().into_bytes())).collect();
+            let outcomes = ingestor.process_chunk(&lines, InputKind::Feed).await.expect("refunds");
+            assert_eq!(code(&outcomes[0]), "accepted");
+            vec![code(&outcomes[1]).to_owned()]
+        };
+        assert_eq!(outcomes, vec!["refund_exceeds_remaining".to_owned()], "pipelined: {pipelined}");
+        let events = store.read_stream("payment-A", 0, 100).await.expect("stream");
+        let types: Vec<_> = events.iter().map(|e| e.data.event_type.as_str()).collect();
+        assert_eq!(
+            types,
+            vec!["PaymentCaptured", "PaymentRefunded", "PaymentRefunded"],
+            "10.00 = 7.00 + 2.00 + nothing more"
+        );
+    }
 }

@@ -153,6 +153,20 @@ pub async fn batched_requests_see_each_other(store: &impl EventStore) {
     assert_eq!(results[3].as_ref().map(|a| a.first_position).ok(), Some(2), "a refusal takes no position");
     assert!(results[4].as_ref().is_ok_and(|a| a.duplicate && a.first_position == 0), "{:?}", results[4]);
     assert_eq!(store.head(), 3);
+
+    // A request after a refused one to the same stream is refused even though its expected
+    // revision would match what is stored; `Any` is not affected.
+    let results = store
+        .append_many(vec![
+            req("p", ExpectedRevision::Exact(7), "p-stale", 4),
+            req("p", ExpectedRevision::Exact(1), "p-dependent", 5),
+            req("p", ExpectedRevision::Any, "p-any", 6),
+        ])
+        .await;
+    assert!(matches!(results[0], Err(AppendError::WrongExpectedRevision { .. })), "{:?}", results[0]);
+    assert!(matches!(results[1], Err(AppendError::WrongExpectedRevision { .. })), "{:?}", results[1]);
+    assert!(results[2].is_ok(), "{:?}", results[2]);
+    assert_eq!(store.head(), 4);
 }
 
 /// `read_all` from any position returns exactly the suffix, in order, within `max`.

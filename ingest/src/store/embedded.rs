@@ -880,7 +880,19 @@ impl Writer {
                         })
                         .collect()
                 } else {
-                    job.requests.iter().map(|r| self.stage(&index, &mut batch, r)).collect()
+                    // A request decided on the effect of an earlier one to the same stream must
+                    // not land if that one was refused: its revision may still match.
+                    let mut refused: HashKeyMap<u128, ()> = HashKeyMap::default();
+                    job.requests
+                        .iter()
+                        .map(|r| {
+                            let result = self.stage(&index, &mut batch, r, &refused);
+                            if result.is_err() {
+                                refused.insert(stream_hash(&r.stream), ());
+                            }
+                            result
+                        })
+                        .collect()
                 };
                 results.push(job_results);
             }
@@ -976,7 +988,13 @@ impl Writer {
 
     /// Checks one request against the committed index and the batch so far, and stages its
     /// events into the batch's frame if it is accepted.
-    fn stage(&self, index: &Index, batch: &mut Batch, req: &AppendRequest) -> Result<Appended, AppendError> {
+    fn stage(
+        &self,
+        index: &Index,
+        batch: &mut Batch,
+        req: &AppendRequest,
+        refused: &HashKeyMap<u128, ()>,
+    ) -> Result<Appended, AppendError> {
         check_request(req)?;
         // Idempotency first: a retried append is answered with the original result whatever
         // the stream's revision is now.
@@ -993,6 +1011,13 @@ impl Writer {
             return duplicate_result(req, &found);
         }
         let hash = stream_hash(&req.stream);
+        if refused.contains_key(&hash) && req.expected != ExpectedRevision::Any {
+            return Err(AppendError::WrongExpectedRevision {
+                stream: req.stream.clone(),
+                expected: req.expected,
+                actual: None,
+            });
+        }
         let current = match batch.streams.get(&hash) {
             Some((_, head)) => Some(*head),
             None => index.stream_head(&req.stream).map_err(|e| AppendError::Io(e.to_string()))?,

@@ -22,6 +22,7 @@ pub use embedded::{
     APPEND_MANY_BYTES_MAX, APPEND_MANY_EVENTS_MAX, BATCH_BYTES_MAX_DEFAULT, BATCH_EVENTS_MAX_DEFAULT, EmbeddedStore,
     OpenError, OpenReport, SEGMENT_BYTES_MAX_DEFAULT, StoreOptions,
 };
+pub(crate) use index::HashKeyMap;
 pub use verify::{VerifyError, VerifyReport, verify_dir};
 
 /// Longest stream name accepted, in bytes.
@@ -153,8 +154,11 @@ pub enum ReadError {
 /// The contract every backend fulfils; `conformance` holds the tests that prove it.
 pub trait EventStore: Send + Sync + 'static {
     /// Appends several requests in one durable commit. Each request succeeds or fails on its
-    /// own; a later request sees the effect of an earlier successful one. Returns once every
-    /// successful request is durable.
+    /// own; a later request sees the effect of an earlier successful one. Once a request to a
+    /// stream is refused, later requests to that stream with an expected revision are refused
+    /// too (`WrongExpectedRevision`): they were presumably decided on the refused one's
+    /// effect, and its revision number could be matched by someone else's event. Returns once
+    /// every successful request is durable.
     fn append_many(
         &self,
         requests: Vec<AppendRequest>,
