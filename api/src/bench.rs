@@ -4,6 +4,9 @@
 //! Each benchmark builds its own data in a scratch directory, times only the operation it
 //! names, and reports the parameters it ran with. Sizes scale with `--scale`.
 
+// Timings and rates are measurements, not money: floating point is the right tool here.
+#![allow(clippy::float_arithmetic)]
+
 use std::io::{BufReader, BufWriter, Write};
 use std::path::Path;
 use std::sync::Arc;

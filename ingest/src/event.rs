@@ -471,6 +471,9 @@ impl Event {
 
     /// The key that makes a retried record recognisable: the same fact always has the same key.
     pub fn idempotency_key(&self) -> String {
+        if let Some(key) = self.plain_key() {
+            return key.to_owned();
+        }
         let at = self.occurred_at().to_rfc3339();
         match self {
             Event::ChannelTermsSet(e) => format!("{}/{}", e.channel, e.effective_from),
@@ -489,17 +492,57 @@ impl Event {
         }
     }
 
+    /// How a person refers to the record behind the event: the `txn_id` of a payment event,
+    /// `terminal/batch` of a batch close, the idempotency key of anything else.
+    pub fn reference(&self) -> String {
+        match self {
+            Event::TerminalBatchClosed(b) => format!("{}/{}", b.terminal_id, b.batch_no),
+            other => other.idempotency_key(),
+        }
+    }
+
     /// The deterministic event id: a version-5 UUID of the type and idempotency key.
     pub fn event_id(&self) -> Uuid {
-        let name = format!("{}/{}", self.event_type(), self.idempotency_key());
-        Uuid::new_v5(&EVENT_ID_NAMESPACE, name.as_bytes())
+        // Uuid::new_v5(namespace, "{type}/{key}"), hashed piecewise so that the common case
+        // (a payment, keyed by its txn_id) allocates nothing.
+        let mut sha1 = sha1_smol::Sha1::new();
+        sha1.update(EVENT_ID_NAMESPACE.as_bytes());
+        sha1.update(self.event_type().as_bytes());
+        sha1.update(b"/");
+        match self.plain_key() {
+            Some(key) => sha1.update(key.as_bytes()),
+            None => sha1.update(self.idempotency_key().as_bytes()),
+        }
+        let digest = sha1.digest().bytes();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        uuid::Builder::from_sha1_bytes(bytes).into_uuid()
+    }
+
+    /// The idempotency key where it is one field of the event, borrowed.
+    fn plain_key(&self) -> Option<&str> {
+        match self {
+            Event::MerchantApplied(MerchantApplied { merchant_id, .. })
+            | Event::MerchantApproved(MerchantApproved { merchant_id, .. })
+            | Event::MerchantRejected(MerchantRejected { merchant_id, .. })
+            | Event::MerchantClosed(MerchantClosed { merchant_id, .. }) => Some(merchant_id),
+            Event::PaymentCaptured(e) => Some(&e.txn_id),
+            Event::PaymentVoided(e) | Event::PaymentRefunded(e) | Event::PaymentReversed(e) => Some(&e.txn_id),
+            _ => None,
+        }
     }
 
     /// The payload's stable JSON form.
     pub fn payload_json(&self) -> Vec<u8> {
         // Serialising these plain structs cannot fail: every field is a string, number,
         // decimal, date or map with string keys.
-        each_variant!(self, inner => serde_json::to_vec(inner).unwrap_or_default())
+        let mut out = Vec::with_capacity(512);
+        each_variant!(self, inner => {
+            if serde_json::to_writer(&mut out, inner).is_err() {
+                out.clear();
+            }
+        });
+        out
     }
 
     /// The event as the store takes it.
@@ -601,6 +644,15 @@ mod tests {
         assert!(json.contains(r#""at":"2026-11-26T12:00:01+08:00""#), "{json}");
         let back = Event::decode(&data.event_type, data.schema_version, &data.payload).expect("decodes");
         assert_eq!(back, event);
+    }
+
+    #[test]
+    fn event_ids_are_version_5_uuids_of_type_and_key() {
+        let terminal = Event::TerminalActivated(TerminalActivated { terminal_id: "T1".into(), at: at() });
+        for event in [Event::PaymentCaptured(sale()), terminal] {
+            let name = format!("{}/{}", event.event_type(), event.idempotency_key());
+            assert_eq!(event.event_id(), Uuid::new_v5(&EVENT_ID_NAMESPACE, name.as_bytes()));
+        }
     }
 
     #[test]

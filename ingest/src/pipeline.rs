@@ -10,7 +10,6 @@
 //! Re-running an import is safe at any point: every record maps to a deterministic event id,
 //! so what was stored before is answered as a duplicate and nothing is stored twice.
 
-use std::collections::HashMap;
 use std::io::{self, BufRead};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -396,7 +395,7 @@ impl<S: EventStore> Ingestor<S> {
                 RecordOutcome::Duplicate { position: stored.position }
             } else {
                 let r = conflict_rejection(&event, stored.position);
-                RecordOutcome::Rejected(RejectedRecord::rule(line, p.reference.clone(), r))
+                RecordOutcome::Rejected(RejectedRecord::rule(line, event.reference(), r))
             });
             return Ok(());
         }
@@ -413,7 +412,7 @@ impl<S: EventStore> Ingestor<S> {
             match decided {
                 Ok(expected) => expected,
                 Err(r) => {
-                    outcomes[slot] = Some(RecordOutcome::Rejected(RejectedRecord::rule(line, p.reference.clone(), r)));
+                    outcomes[slot] = Some(RecordOutcome::Rejected(RejectedRecord::rule(line, event.reference(), r)));
                     return Ok(());
                 }
             }
@@ -533,7 +532,15 @@ impl<S: EventStore> Ingestor<S> {
     ) -> Result<u64, IngestError> {
         let mut written = 0u64;
         for (p, result) in std::mem::take(&mut chunk.pending).into_iter().zip(results) {
-            let reference = || chunk.lines[p.slot].parsed.as_ref().ok().map(|parsed| parsed.reference.clone());
+            // The event has moved on; the rare refusal that names it parses its line again.
+            let reference = || {
+                let raw = &chunk.raw[p.slot];
+                parse_chunk(std::slice::from_ref(raw), chunk.kind)
+                    .pop()
+                    .and_then(|l| l.parsed.ok())
+                    .and_then(|parsed| parsed.event)
+                    .map(|e| e.reference())
+            };
             chunk.outcomes[p.slot] = Some(match result {
                 Ok(a) if a.duplicate => RecordOutcome::Duplicate { position: a.first_position },
                 Ok(a) => {
@@ -577,7 +584,7 @@ impl<S: EventStore> Ingestor<S> {
         };
         if let Event::PaymentCaptured(_) = event {
             // A sale needs only to know that its txn_id is new.
-            let exists = match self.tentative.payments.get(key) {
+            let exists = match self.tentative.payments.get(&txn_key(key)) {
                 Some((state, _)) => state.is_some(),
                 None => self.store.stream_revision(&payment_stream(key)).await?.is_some(),
             };
@@ -590,17 +597,23 @@ impl<S: EventStore> Ingestor<S> {
             let view = View::new(&self.registry, &self.tentative.overlay);
             return Ok(view.decide_feed(event, None).map(|()| ExpectedRevision::NoStream));
         }
-        if !self.tentative.payments.contains_key(key) {
+        if !self.tentative.payments.contains_key(&txn_key(key)) {
             let events = self.store.read_stream(&payment_stream(key), 0, READ_EVENTS_MAX).await?;
             let state = PaymentState::from_events(&events)
                 .map_err(|source| IngestError::Decode { position: events.first().map_or(0, |e| e.position), source })?;
             // Loaded from the log, not staged by any chunk: sequence 0 is forgotten first.
-            self.tentative.payments.insert(key.clone(), (state, 0));
+            self.tentative.payments.insert(txn_key(key), (state, 0));
         }
-        let state = self.tentative.payments.get(key).and_then(|(s, _)| s.as_ref());
+        let state = self.tentative.payments.get(&txn_key(key)).and_then(|(s, _)| s.as_ref());
         let view = View::new(&self.registry, &self.tentative.overlay);
         Ok(view.decide_feed(event, state).map(|()| ExpectedRevision::Exact(state.map_or(0, |s| s.revision))))
     }
+}
+
+/// The key of a payment in the tentative state: a 128-bit hash of its txn_id (the same footing
+/// as the store's stream hashes; no allocation per payment).
+fn txn_key(txn_id: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(txn_id.as_bytes())
 }
 
 /// Decisions made but not yet confirmed by the store, which later decisions must see. Each
@@ -608,7 +621,8 @@ impl<S: EventStore> Ingestor<S> {
 #[derive(Default)]
 struct Tentative {
     overlay: Registry,
-    payments: HashMap<String, (Option<PaymentState>, u64)>,
+    /// Payment states by the 128-bit hash of their txn_id.
+    payments: HashKeyMap<u128, (Option<PaymentState>, u64)>,
     /// Event ids (as u128) staged by chunks not yet settled.
     staged: HashKeyMap<u128, u64>,
 }
@@ -619,10 +633,10 @@ impl Tentative {
         match &event {
             Event::PaymentCaptured(_) => {
                 let Event::PaymentCaptured(c) = event else { return };
-                self.payments.insert(c.txn_id.clone(), (Some(PaymentState::captured(c, 0)), seq));
+                self.payments.insert(txn_key(&c.txn_id), (Some(PaymentState::captured(c, 0)), seq));
             }
             Event::PaymentVoided(a) | Event::PaymentRefunded(a) | Event::PaymentReversed(a) => {
-                if let Some((Some(state), touched)) = self.payments.get_mut(&a.original_txn_id) {
+                if let Some((Some(state), touched)) = self.payments.get_mut(&txn_key(&a.original_txn_id)) {
                     state.apply(&event);
                     state.revision += 1;
                     *touched = seq;
@@ -679,7 +693,6 @@ struct ParsedLine {
 /// A valid record turned into the event it would record, with everything derived from it
 /// that the decision and the store need.
 struct Parsed {
-    reference: String,
     /// Taken when the record is staged (a sale's capture moves into the tentative state).
     event: Option<Event>,
     data: Option<crate::store::EventData>,
@@ -693,11 +706,10 @@ fn parse_chunk(lines: &[(u64, Vec<u8>)], kind: InputKind) -> Vec<ParsedLine> {
         .iter()
         .map(|(line, text)| {
             let parsed = match kind {
-                InputKind::Feed => parse_feed_line(*line, text).map(|cmd| (cmd.reference(), cmd.into_event(), true)),
-                InputKind::Admin => parse_admin_line(*line, text).map(|e| (e.idempotency_key(), e, false)),
+                InputKind::Feed => parse_feed_line(*line, text).map(|cmd| (cmd.into_event(), true)),
+                InputKind::Admin => parse_admin_line(*line, text).map(|e| (e, false)),
             };
-            let parsed = parsed.map(|(reference, event, is_feed)| Parsed {
-                reference,
+            let parsed = parsed.map(|(event, is_feed)| Parsed {
                 data: Some(event.to_event_data()),
                 stream: Some(event.stream()),
                 event: Some(event),

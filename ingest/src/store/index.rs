@@ -216,11 +216,13 @@ impl Index {
         if self.id_loc(id)?.is_some() {
             return Ok(false);
         }
-        let key = id_key(id);
-        if self.ids.contains_key(&key) {
-            self.id_collisions.insert(id.as_u128(), loc);
-        } else {
-            self.ids.insert(key, loc);
+        match self.ids.entry(id_key(id)) {
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.id_collisions.insert(id.as_u128(), loc);
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(loc);
+            }
         }
         Ok(true)
     }
