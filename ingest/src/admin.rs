@@ -10,7 +10,7 @@ use crate::event::{
     Channel, ChannelTermsSet, ContractSigned, Event, FeeTerms, MerchantApplied, MerchantApproved, MerchantClosed,
     MerchantRejected, SettlementCycle, TerminalActivated, TerminalBound, TerminalSuspended, TerminalUnbound,
 };
-use crate::feed::{FEED_LINE_BYTES_MAX, LineError};
+use crate::feed::{LineError, parse_raw};
 use crate::fields::{self, FieldError, required};
 use crate::money::Currency;
 
@@ -75,18 +75,7 @@ struct RawAdminRecord<'a> {
 
 /// Parses one admin line into the event it records (`line` is 1-based, for errors).
 pub fn parse_admin_line(line: u64, text: &[u8]) -> Result<Event, LineError> {
-    if text.len() > FEED_LINE_BYTES_MAX {
-        return Err(LineError {
-            line,
-            field: None,
-            reason: format!("line is longer than {FEED_LINE_BYTES_MAX} bytes"),
-        });
-    }
-    let raw: RawAdminRecord<'_> = match serde_json::from_slice(text) {
-        Ok(raw) => raw,
-        // Only a bad line pays for finding out which field it was.
-        Err(_) => return Err(json_error(line, text)),
-    };
+    let raw: RawAdminRecord<'_> = parse_raw(line, text)?;
     validate(raw).map_err(|e| LineError::from_field(line, e))
 }
 
@@ -207,18 +196,6 @@ fn validate(r: RawAdminRecord<'_>) -> Result<Event, FieldError> {
             ));
         }
     })
-}
-
-/// Parses `text` again, tracking the path, to name the field of a JSON error.
-fn json_error(line: u64, text: &[u8]) -> LineError {
-    let mut de = serde_json::Deserializer::from_slice(text);
-    match serde_path_to_error::deserialize::<_, RawAdminRecord<'_>>(&mut de) {
-        Err(e) => LineError::from_json(line, e),
-        Ok(_) => match de.end() {
-            Err(e) => LineError { line, field: None, reason: format!("not valid JSON: {e}") },
-            Ok(()) => LineError { line, field: None, reason: "not valid JSON".into() },
-        },
-    }
 }
 
 #[cfg(test)]

@@ -153,6 +153,13 @@ struct RawFeedRecord<'a> {
 
 /// Parses one feed line (`line` is its 1-based number, for errors).
 pub fn parse_feed_line(line: u64, text: &[u8]) -> Result<FeedCommand, LineError> {
+    let raw: RawFeedRecord<'_> = parse_raw(line, text)?;
+    validate(raw).map_err(|e| LineError::from_field(line, e))
+}
+
+/// Decodes one NDJSON line into its raw record type, refusing lines over
+/// [`FEED_LINE_BYTES_MAX`]. Shared by the feed and admin parsers.
+pub(crate) fn parse_raw<'a, T: Deserialize<'a>>(line: u64, text: &'a [u8]) -> Result<T, LineError> {
     if text.len() > FEED_LINE_BYTES_MAX {
         return Err(LineError {
             line,
@@ -160,12 +167,20 @@ pub fn parse_feed_line(line: u64, text: &[u8]) -> Result<FeedCommand, LineError>
             reason: format!("line is longer than {FEED_LINE_BYTES_MAX} bytes"),
         });
     }
-    let raw: RawFeedRecord<'_> = match serde_json::from_slice(text) {
-        Ok(raw) => raw,
-        // Only a bad line pays for finding out which field it was.
-        Err(_) => return Err(json_error(line, text)),
-    };
-    validate(raw).map_err(|e| LineError::from_field(line, e))
+    match serde_json::from_slice(text) {
+        Ok(raw) => Ok(raw),
+        // Only a bad line pays for finding out which field it was: parse again, tracking the path.
+        Err(_) => {
+            let mut de = serde_json::Deserializer::from_slice(text);
+            Err(match serde_path_to_error::deserialize::<_, T>(&mut de) {
+                Err(e) => LineError::from_json(line, e),
+                Ok(_) => match de.end() {
+                    Err(e) => LineError { line, field: None, reason: format!("not valid JSON: {e}") },
+                    Ok(()) => LineError { line, field: None, reason: "not valid JSON".into() },
+                },
+            })
+        }
+    }
 }
 
 fn validate(r: RawFeedRecord<'_>) -> Result<FeedCommand, FieldError> {
@@ -271,18 +286,6 @@ fn reject_batch_totals(r: &RawFeedRecord<'_>, kind: &str) -> Result<(), FieldErr
     absent("debit_amount", &r.debit_amount, kind)?;
     absent("credit_count", &r.credit_count, kind)?;
     absent("credit_amount", &r.credit_amount, kind)
-}
-
-/// Parses `text` again, tracking the path, to name the field of a JSON error.
-fn json_error(line: u64, text: &[u8]) -> LineError {
-    let mut de = serde_json::Deserializer::from_slice(text);
-    match serde_path_to_error::deserialize::<_, RawFeedRecord<'_>>(&mut de) {
-        Err(e) => LineError::from_json(line, e),
-        Ok(_) => match de.end() {
-            Err(e) => LineError { line, field: None, reason: format!("not valid JSON: {e}") },
-            Ok(()) => LineError { line, field: None, reason: "not valid JSON".into() },
-        },
-    }
 }
 
 #[cfg(test)]
