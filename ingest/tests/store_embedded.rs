@@ -210,3 +210,31 @@ async fn reopening_uses_a_matching_index_snapshot_only() {
     let store = EmbeddedStore::open_with(b.path(), small_segments()).expect("open b without snapshot");
     assert_eq!((store.open_report().from_snapshot, store.head()), (None, 51));
 }
+
+/// While the store runs it writes snapshots every so many events, so a crash (no clean
+/// close) leaves only the log after the last one to scan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_taken_while_running_shorten_recovery_after_a_crash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = StoreOptions { snapshot_every_events: 25, segment_bytes_max: 4096, ..StoreOptions::default() };
+    {
+        let store = EmbeddedStore::open_with(dir.path(), options.clone()).expect("open");
+        fill(&store, 0, 60).await;
+        // A crash: the process dies without closing; simulate by keeping only what is on disk.
+        let copy = tempfile::tempdir().expect("tempdir");
+        for entry in fs::read_dir(dir.path()).expect("dir") {
+            let entry = entry.expect("entry");
+            if entry.file_name() != "LOCK" {
+                fs::copy(entry.path(), copy.path().join(entry.file_name())).expect("copy");
+            }
+        }
+        drop(store);
+        let crashed = EmbeddedStore::open_with(copy.path(), options.clone()).expect("recover");
+        let from = crashed.open_report().from_snapshot.expect("a running snapshot was used");
+        assert!((25..60).contains(&from), "snapshot at {from}");
+        assert_eq!(crashed.head(), 60);
+        assert_eq!(crashed.stream_revision("s0").await.expect("revision"), Some(11));
+        drop(crashed);
+        verify_dir(copy.path()).expect("verify");
+    }
+}

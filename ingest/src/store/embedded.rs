@@ -34,6 +34,8 @@ pub const SEGMENT_BYTES_MAX_DEFAULT: u64 = 512 << 20;
 pub const BATCH_EVENTS_MAX_DEFAULT: usize = 65_536;
 /// Default most bytes of records in one group commit (a batch may exceed it by one request).
 pub const BATCH_BYTES_MAX_DEFAULT: usize = 16 << 20;
+/// Default events between index snapshots written while the store runs.
+pub const SNAPSHOT_EVERY_EVENTS_DEFAULT: u64 = 2_000_000;
 /// Most events one `append_many` call may carry in all.
 pub const APPEND_MANY_EVENTS_MAX: usize = 100_000;
 /// Largest frame a writer produces and a reader accepts; anything larger is damage. It also
@@ -60,6 +62,9 @@ pub struct StoreOptions {
     pub batch_bytes_max: usize,
     /// The file layer the writer uses; tests put a crashing one here.
     pub fs: Arc<dyn LogFs>,
+    /// Write an index snapshot every this many events (0: only on a clean close), so that
+    /// opening after a crash scans at most about this many events.
+    pub snapshot_every_events: u64,
 }
 
 impl Default for StoreOptions {
@@ -69,6 +74,7 @@ impl Default for StoreOptions {
             batch_events_max: BATCH_EVENTS_MAX_DEFAULT,
             batch_bytes_max: BATCH_BYTES_MAX_DEFAULT,
             fs: Arc::new(RealFs),
+            snapshot_every_events: SNAPSHOT_EVERY_EVENTS_DEFAULT,
         }
     }
 }
@@ -588,6 +594,8 @@ impl EmbeddedStore {
             link: index.link,
             head_tx,
             spare: Batch::default(),
+            snapshot_head: index.head,
+            snapshot_writer: None,
         };
         let shared = Arc::new(Shared { dir, index: RwLock::new(index), failed: Default::default() });
         let (tx, rx) = mpsc::channel(WRITER_QUEUE_JOBS_MAX);
@@ -794,6 +802,10 @@ struct Writer {
     head_tx: watch::Sender<u64>,
     /// The last batch's buffers, kept for the next one.
     spare: Batch,
+    /// Head when the last snapshot was taken.
+    snapshot_head: u64,
+    /// The thread writing the last snapshot, if it may still run.
+    snapshot_writer: Option<JoinHandle<()>>,
 }
 
 /// An event staged in the current batch, for idempotency checks within the batch.
@@ -842,6 +854,10 @@ impl Writer {
                 shared.failed.store(true, std::sync::atomic::Ordering::SeqCst);
                 failed = Some(e);
             }
+        }
+        // A snapshot still being written must land before the closing one replaces it.
+        if let Some(handle) = self.snapshot_writer.take() {
+            let _ = handle.join();
         }
     }
 
@@ -944,14 +960,39 @@ impl Writer {
             index.set_segment_len(self.segment, frame_end);
             index.head = self.head;
             index.link = self.link;
+            let snapshot = self.snapshot_due().then(|| index.snapshot_bytes());
             drop(index);
             self.head_tx.send_replace(self.head);
+            if let Some(bytes) = snapshot {
+                self.write_snapshot_behind(shared, bytes);
+            }
         }
         for (job, job_results) in jobs.into_iter().zip(results) {
             job.answer(job_results);
         }
         self.spare = batch;
         Ok(())
+    }
+
+    /// Whether enough has been appended since the last snapshot to take another.
+    fn snapshot_due(&self) -> bool {
+        let every = self.options.snapshot_every_events;
+        every > 0
+            && self.head - self.snapshot_head >= every
+            && self.snapshot_writer.as_ref().is_none_or(|h| h.is_finished())
+    }
+
+    /// Writes snapshot bytes on a thread of their own so that appends go on meanwhile. The
+    /// bytes were taken under the index lock after a durable commit, so they describe a
+    /// prefix of the log whatever happens later.
+    fn write_snapshot_behind(&mut self, shared: &Shared, bytes: Vec<u8>) {
+        self.snapshot_head = self.head;
+        let path = shared.dir.join(SNAPSHOT_FILE);
+        let spawned = std::thread::Builder::new().name("posledger-snapshot".into()).spawn(move || {
+            // A snapshot that cannot be written only makes the next open after a crash slower.
+            let _ = super::index::write_snapshot_file(&path, &bytes);
+        });
+        self.snapshot_writer = spawned.ok();
     }
 
     /// Makes sure `..end` of the current segment is allocated, zero-filling ahead of the log

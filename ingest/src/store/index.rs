@@ -229,6 +229,11 @@ impl Index {
 
     /// Writes the snapshot atomically: a temporary file, synced, renamed over `path`.
     pub fn write_snapshot(&self, path: &Path) -> io::Result<()> {
+        write_snapshot_file(path, &self.snapshot_bytes())
+    }
+
+    /// The snapshot file's bytes.
+    pub fn snapshot_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(128 + 16 * (self.streams.len() + self.ids.len()) + 24 * self.sparse.len());
         out.extend_from_slice(&SNAPSHOT_MAGIC);
         out.extend_from_slice(&self.head.to_le_bytes());
@@ -269,17 +274,7 @@ impl Index {
         }
         let crc = crc32c::crc32c(&out);
         out.extend_from_slice(&crc.to_le_bytes());
-        let tmp = path.with_extension("tmp");
-        {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&out)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent() {
-            File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        out
     }
 
     /// Reads a snapshot, or `None` if it is missing, damaged or of another format. Whether it
@@ -329,6 +324,21 @@ impl Index {
         }
         (r.at == body.len()).then_some(index)
     }
+}
+
+/// Writes snapshot bytes atomically: a temporary file, synced, renamed over `path`.
+pub(crate) fn write_snapshot_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// A cursor over snapshot bytes that answers `None` past the end.
