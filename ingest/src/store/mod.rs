@@ -20,7 +20,7 @@ pub mod conformance;
 
 pub use embedded::{
     APPEND_MANY_BYTES_MAX, APPEND_MANY_EVENTS_MAX, BATCH_BYTES_MAX_DEFAULT, BATCH_EVENTS_MAX_DEFAULT, EmbeddedStore,
-    OpenError, OpenReport, SEGMENT_BYTES_MAX_DEFAULT, StoreOptions,
+    OpenError, OpenReport, SEGMENT_BYTES_MAX_DEFAULT, SNAPSHOT_EVERY_EVENTS_DEFAULT, StoreOptions,
 };
 pub(crate) use index::HashKeyMap;
 pub use verify::{VerifyError, VerifyReport, verify_dir};
