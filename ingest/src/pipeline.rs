@@ -390,7 +390,20 @@ impl<S: EventStore> Ingestor<S> {
         let data = p.data.take().unwrap_or_else(|| event.to_event_data());
         let stream = p.stream.take().unwrap_or_else(|| event.stream());
         let staged = self.tentative.staged.contains_key(&data.event_id.as_u128());
-        if !staged && let Some(stored) = self.store.event_by_id(data.event_id).await? {
+        // A sale whose payment stream does not exist cannot be stored yet: no need to look its
+        // id up (most records of a feed are such sales).
+        let new_sale = !staged
+            && match &event {
+                Event::PaymentCaptured(c) => {
+                    !self.tentative.payments.contains_key(&txn_key(&c.txn_id))
+                        && self.store.stream_revision(&stream).await?.is_none()
+                }
+                _ => false,
+            };
+        if !staged
+            && !new_sale
+            && let Some(stored) = self.store.event_by_id(data.event_id).await?
+        {
             outcomes[slot] = Some(if stored.stream == stream && stored.data == data {
                 RecordOutcome::Duplicate { position: stored.position }
             } else {
@@ -405,7 +418,7 @@ impl<S: EventStore> Ingestor<S> {
             ExpectedRevision::Any
         } else {
             let decided = if p.is_feed {
-                self.decide_feed(&event).await?
+                self.decide_feed(&event, new_sale).await?
             } else {
                 View::new(&self.registry, &self.tentative.overlay).decide_admin(&event).map(|()| ExpectedRevision::Any)
             };
@@ -573,7 +586,11 @@ impl<S: EventStore> Ingestor<S> {
 
     /// Loads what a terminal record needs and decides it; returns the expected revision to
     /// append with.
-    async fn decide_feed(&mut self, event: &Event) -> Result<Result<ExpectedRevision, Rejection>, IngestError> {
+    async fn decide_feed(
+        &mut self,
+        event: &Event,
+        new_sale: bool,
+    ) -> Result<Result<ExpectedRevision, Rejection>, IngestError> {
         let key = match event {
             Event::PaymentCaptured(s) => &s.txn_id,
             Event::PaymentVoided(a) | Event::PaymentRefunded(a) | Event::PaymentReversed(a) => &a.original_txn_id,
@@ -584,10 +601,11 @@ impl<S: EventStore> Ingestor<S> {
         };
         if let Event::PaymentCaptured(_) = event {
             // A sale needs only to know that its txn_id is new.
-            let exists = match self.tentative.payments.get(&txn_key(key)) {
-                Some((state, _)) => state.is_some(),
-                None => self.store.stream_revision(&payment_stream(key)).await?.is_some(),
-            };
+            let exists = !new_sale
+                && match self.tentative.payments.get(&txn_key(key)) {
+                    Some((state, _)) => state.is_some(),
+                    None => self.store.stream_revision(&payment_stream(key)).await?.is_some(),
+                };
             if exists {
                 return Ok(Err(Rejection {
                     code: "txn_exists",

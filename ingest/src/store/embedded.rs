@@ -1118,8 +1118,10 @@ fn index_batch(index: &mut Index, batch: &mut Batch) -> Result<(), ReadError> {
     for (_, (name, head)) in batch.streams.drain() {
         index.set_stream_head(&name, head.loc)?;
     }
+    // Every staged id was looked up and found absent when it was staged, and only this thread
+    // changes the index.
     for (id, staged) in batch.ids.drain() {
-        index.insert_id(Uuid::from_u128(id), staged.loc)?;
+        index.insert_new_id(Uuid::from_u128(id), staged.loc);
     }
     Ok(())
 }

@@ -165,7 +165,10 @@ impl Index {
 
     /// Where the stream's last record is, if the stream exists.
     fn stream_loc(&self, name: &str) -> Result<Option<u64>, ReadError> {
-        if let Some(&loc) = self.stream_collisions.get(name) {
+        // The side map is almost always empty: skip hashing the name for it.
+        if !self.stream_collisions.is_empty()
+            && let Some(&loc) = self.stream_collisions.get(name)
+        {
             return Ok(Some(loc));
         }
         let Some(&loc) = self.streams.get(&stream_key(name)) else { return Ok(None) };
@@ -183,32 +186,49 @@ impl Index {
 
     /// Makes `loc` the stream's last record.
     pub fn set_stream_head(&mut self, name: &str, loc: u64) -> Result<(), ReadError> {
-        if let Some(slot) = self.stream_collisions.get_mut(name) {
+        if !self.stream_collisions.is_empty()
+            && let Some(slot) = self.stream_collisions.get_mut(name)
+        {
             *slot = loc;
             return Ok(());
         }
-        let key = stream_key(name);
-        match self.streams.get(&key).copied() {
-            None => {
-                self.streams.insert(key, loc);
+        let old = match self.streams.entry(stream_key(name)) {
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(loc);
+                return Ok(());
             }
-            Some(old) if self.with_record(old, |v| v.stream == name)? => {
-                self.streams.insert(key, loc);
-            }
-            Some(_) => {
-                self.stream_collisions.insert(name.to_owned(), loc);
-            }
+            std::collections::hash_map::Entry::Occupied(slot) => *slot.get(),
+        };
+        if self.with_record(old, |v| v.stream == name)? {
+            self.streams.insert(stream_key(name), loc);
+        } else {
+            self.stream_collisions.insert(name.to_owned(), loc);
         }
         Ok(())
     }
 
     /// Where the event with this id is, if stored.
     pub fn id_loc(&self, id: Uuid) -> Result<Option<u64>, ReadError> {
-        if let Some(&loc) = self.id_collisions.get(&id.as_u128()) {
+        if !self.id_collisions.is_empty()
+            && let Some(&loc) = self.id_collisions.get(&id.as_u128())
+        {
             return Ok(Some(loc));
         }
         let Some(&loc) = self.ids.get(&id_key(id)) else { return Ok(None) };
         Ok(self.with_record(loc, |v| v.event_id == id)?.then_some(loc))
+    }
+
+    /// Records where an event id is that the caller knows is not indexed yet (the writer
+    /// checked it when it staged the event, under the same lock).
+    pub fn insert_new_id(&mut self, id: Uuid, loc: u64) {
+        match self.ids.entry(id_key(id)) {
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.id_collisions.insert(id.as_u128(), loc);
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(loc);
+            }
+        }
     }
 
     /// Records where a new event id is. Returns false if the id is already indexed.
