@@ -376,6 +376,8 @@ mod tests {
             for (i, line) in text.lines().enumerate() {
                 let cmd = parse_feed_line(i as u64 + 1, line.as_bytes()).unwrap_or_else(|e| panic!("{day}: {e}"));
                 *kinds.entry(cmd.kind()).or_insert(0) += 1;
+                let event = cmd.into_event();
+                assert_eq!(event.payload_json(), event.payload_json_serde(), "{day} line {}", i + 1);
             }
             assert_eq!(kinds["sale"], 400, "{day}");
             assert_eq!(kinds["batch_close"], 17, "{day}");
