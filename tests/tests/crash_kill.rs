@@ -93,7 +93,23 @@ fn killed_ingest_rerun_stores_every_record_once() {
     }
     let (admin_n, feed_n) = (count_lines(&admin), count_lines(&feed));
     let mut interrupted_midway = 0;
-    for (round, delay_ms) in [5u64, 40, 90, 150, 260].into_iter().enumerate() {
+    // Kill at fractions of how long a whole run takes on this machine now, so the kills land
+    // at the start, in the middle and near the end however fast or loaded the machine is.
+    let full_run = {
+        let data = work.path().join("timing");
+        let run = |args: &[&str]| {
+            let mut all = vec!["--data-dir", data.to_str().expect("utf8")];
+            all.extend_from_slice(args);
+            Command::new(POSLEDGER).args(&all).stdout(Stdio::null()).status().expect("run")
+        };
+        assert!(run(&["merchants", "import", admin.to_str().expect("utf8")]).success());
+        let start = Instant::now();
+        assert!(run(&["ingest", feed.to_str().expect("utf8")]).success());
+        start.elapsed()
+    };
+    for (round, percent) in [2u32, 15, 35, 55, 75, 95].into_iter().enumerate() {
+        let delay = full_run * percent / 100;
+        let delay_ms = delay.as_millis();
         let data = work.path().join(format!("data{round}"));
         let status = Command::new(POSLEDGER)
             .args(["--data-dir", data.to_str().expect("utf8"), "merchants", "import", admin.to_str().expect("utf8")])
@@ -117,7 +133,7 @@ fn killed_ingest_rerun_stores_every_record_once() {
         };
         let mut child = ingest();
         let start = Instant::now();
-        while start.elapsed() < Duration::from_millis(delay_ms) {
+        while start.elapsed() < delay {
             std::thread::sleep(Duration::from_millis(1));
         }
         child.kill().expect("SIGKILL");
