@@ -960,17 +960,16 @@ impl Writer {
             index.set_segment_len(self.segment, frame_end);
             index.head = self.head;
             index.link = self.link;
-            let snapshot = self.snapshot_due().then(|| index.snapshot_bytes());
             drop(index);
             self.head_tx.send_replace(self.head);
-            if let Some(bytes) = snapshot {
-                self.write_snapshot_behind(shared, bytes);
-            }
         }
         for (job, job_results) in jobs.into_iter().zip(results) {
             job.answer(job_results);
         }
         self.spare = batch;
+        if self.snapshot_due() {
+            self.take_snapshot(shared);
+        }
         Ok(())
     }
 
@@ -982,15 +981,20 @@ impl Writer {
             && self.snapshot_writer.as_ref().is_none_or(|h| h.is_finished())
     }
 
-    /// Writes snapshot bytes on a thread of their own so that appends go on meanwhile. The
-    /// bytes were taken under the index lock after a durable commit, so they describe a
-    /// prefix of the log whatever happens later.
-    fn write_snapshot_behind(&mut self, shared: &Shared, bytes: Vec<u8>) {
+    /// Streams the index into the snapshot's temporary file (appends wait meanwhile, readers
+    /// do not), then makes it durable and puts it in place on a thread of its own. Taken after
+    /// a durable commit, it describes a prefix of the log whatever happens later.
+    fn take_snapshot(&mut self, shared: &Shared) {
         self.snapshot_head = self.head;
         let path = shared.dir.join(SNAPSHOT_FILE);
+        let tmp = {
+            let index = shared.index.read().unwrap_or_else(|p| p.into_inner());
+            index.write_snapshot_tmp(&path)
+        };
+        // A snapshot that cannot be written only makes the next open after a crash slower.
+        let Ok(tmp) = tmp else { return };
         let spawned = std::thread::Builder::new().name("posledger-snapshot".into()).spawn(move || {
-            // A snapshot that cannot be written only makes the next open after a crash slower.
-            let _ = super::index::write_snapshot_file(&path, &bytes);
+            let _ = super::index::finish_snapshot(&tmp, &path);
         });
         self.snapshot_writer = spawned.ok();
     }

@@ -249,16 +249,20 @@ impl Index {
 
     /// Writes the snapshot atomically: a temporary file, synced, renamed over `path`.
     pub fn write_snapshot(&self, path: &Path) -> io::Result<()> {
-        write_snapshot_file(path, &self.snapshot_bytes())
+        let tmp = self.write_snapshot_tmp(path)?;
+        finish_snapshot(&tmp, path)
     }
 
-    /// The snapshot file's bytes.
-    pub fn snapshot_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(128 + 16 * (self.streams.len() + self.ids.len()) + 24 * self.sparse.len());
-        out.extend_from_slice(&SNAPSHOT_MAGIC);
-        out.extend_from_slice(&self.head.to_le_bytes());
-        out.extend_from_slice(&self.link);
-        out.extend_from_slice(&self.last_frame.to_le_bytes());
+    /// Streams the snapshot into `path`'s temporary file (not yet synced) and returns that
+    /// file's path; [`finish_snapshot`] makes it durable and puts it in place. Streaming keeps
+    /// memory flat: the snapshot is as large as the index.
+    pub fn write_snapshot_tmp(&self, path: &Path) -> io::Result<std::path::PathBuf> {
+        let tmp = path.with_extension("tmp");
+        let mut out = CrcWriter { inner: io::BufWriter::with_capacity(1 << 20, File::create(&tmp)?), crc: 0 };
+        out.put(&SNAPSHOT_MAGIC)?;
+        out.put(&self.head.to_le_bytes())?;
+        out.put(&self.link)?;
+        out.put(&self.last_frame.to_le_bytes())?;
         for n in [
             self.streams.len(),
             self.ids.len(),
@@ -267,58 +271,61 @@ impl Index {
             self.sparse.len(),
             self.segment_lens.len(),
         ] {
-            out.extend_from_slice(&(n as u64).to_le_bytes());
+            out.put(&(n as u64).to_le_bytes())?;
         }
         for map in [&self.streams, &self.ids] {
             for (k, v) in map {
-                out.extend_from_slice(&k.to_le_bytes());
-                out.extend_from_slice(&v.to_le_bytes());
+                out.put(&k.to_le_bytes())?;
+                out.put(&v.to_le_bytes())?;
             }
         }
         for (name, loc) in &self.stream_collisions {
-            out.extend_from_slice(&(name.len() as u16).to_le_bytes());
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(&loc.to_le_bytes());
+            out.put(&(name.len() as u16).to_le_bytes())?;
+            out.put(name.as_bytes())?;
+            out.put(&loc.to_le_bytes())?;
         }
         for (id, loc) in &self.id_collisions {
-            out.extend_from_slice(&id.to_le_bytes());
-            out.extend_from_slice(&loc.to_le_bytes());
+            out.put(&id.to_le_bytes())?;
+            out.put(&loc.to_le_bytes())?;
         }
         for e in &self.sparse {
             for v in [e.position, e.loc, e.frame_end] {
-                out.extend_from_slice(&v.to_le_bytes());
+                out.put(&v.to_le_bytes())?;
             }
         }
         for len in &self.segment_lens {
-            out.extend_from_slice(&len.to_le_bytes());
+            out.put(&len.to_le_bytes())?;
         }
-        let crc = crc32c::crc32c(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
-        out
+        let crc = out.crc;
+        out.inner.write_all(&crc.to_le_bytes())?;
+        out.inner.flush()?;
+        Ok(tmp)
     }
 
     /// Reads a snapshot, or `None` if it is missing, damaged or of another format. Whether it
-    /// matches the log is for the caller to check.
+    /// matches the log is for the caller to check. Streams the file: memory holds the index,
+    /// not the file as well.
     pub fn read_snapshot(path: &Path, files: Vec<Arc<File>>) -> Option<Index> {
-        let bytes = std::fs::read(path).ok()?;
-        if bytes.len() < 8 + 8 + 32 + 8 + 48 + 4 || bytes[..8] != SNAPSHOT_MAGIC {
+        let file = File::open(path).ok()?;
+        let len = file.metadata().ok()?.len();
+        if len < 8 + 8 + 32 + 8 + 48 + 4 {
             return None;
         }
-        let (body, crc) = bytes.split_at(bytes.len() - 4);
-        if crc32c::crc32c(body) != format::le_u32(crc) {
+        let mut r = CrcReader { inner: io::BufReader::with_capacity(1 << 20, file), crc: 0, left: len - 4 };
+        if r.take::<8>()? != SNAPSHOT_MAGIC {
             return None;
         }
-        let mut r = Reader { bytes: body, at: 8 };
         let mut index = Index::new(files);
         index.head = r.u64()?;
-        index.link.copy_from_slice(r.take(32)?);
+        index.link = r.take::<32>()?;
         index.last_frame = r.u64()?;
-        let counts: Vec<usize> = (0..6).map(|_| r.u64().map(|n| n as usize)).collect::<Option<_>>()?;
-        // Counts are checked against the bytes before anything is allocated for them.
-        let fixed = 16 * counts[0] + 16 * counts[1] + 24 * counts[3] + 24 * counts[4] + 8 * counts[5];
-        if fixed > body.len() {
+        let counts: Vec<u64> = (0..6).map(|_| r.u64()).collect::<Option<_>>()?;
+        // Counts are checked against the file's length before anything is allocated for them.
+        let fixed = [16, 16, 0, 24, 24, 8].iter().zip(&counts).try_fold(0u64, |acc, (w, n)| acc.checked_add(w * n))?;
+        if fixed > len {
             return None;
         }
+        let counts: Vec<usize> = counts.into_iter().map(|n| n as usize).collect();
         index.streams.reserve(counts[0]);
         for _ in 0..counts[0] {
             index.streams.insert(r.u64()?, r.u64()?);
@@ -328,12 +335,13 @@ impl Index {
             index.ids.insert(r.u64()?, r.u64()?);
         }
         for _ in 0..counts[2] {
-            let len = format::le_u16(r.take(2)?) as usize;
-            let name = std::str::from_utf8(r.take(len)?).ok()?.to_owned();
-            index.stream_collisions.insert(name, r.u64()?);
+            let name_len = u16::from_le_bytes(r.take::<2>()?) as usize;
+            let mut name = vec![0u8; name_len];
+            r.fill(&mut name)?;
+            index.stream_collisions.insert(String::from_utf8(name).ok()?, r.u64()?);
         }
         for _ in 0..counts[3] {
-            let id = u128::from_le_bytes(r.take(16)?.try_into().ok()?);
+            let id = u128::from_le_bytes(r.take::<16>()?);
             index.id_collisions.insert(id, r.u64()?);
         }
         for _ in 0..counts[4] {
@@ -342,39 +350,62 @@ impl Index {
         for _ in 0..counts[5] {
             index.segment_lens.push(r.u64()?);
         }
-        (r.at == body.len()).then_some(index)
+        if r.left != 0 {
+            return None;
+        }
+        let stored = u32::from_le_bytes({
+            let mut b = [0u8; 4];
+            io::Read::read_exact(&mut r.inner, &mut b).ok()?;
+            b
+        });
+        (stored == r.crc).then_some(index)
     }
 }
 
-/// Writes snapshot bytes atomically: a temporary file, synced, renamed over `path`.
-pub(crate) fn write_snapshot_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
+/// Makes a snapshot written by [`Index::write_snapshot_tmp`] durable and puts it in place.
+pub(crate) fn finish_snapshot(tmp: &Path, path: &Path) -> io::Result<()> {
+    File::open(tmp)?.sync_all()?;
+    std::fs::rename(tmp, path)?;
     if let Some(dir) = path.parent() {
         File::open(dir)?.sync_all()?;
     }
     Ok(())
 }
 
-/// A cursor over snapshot bytes that answers `None` past the end.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
+/// A writer that keeps the CRC32C of what went through it.
+struct CrcWriter<W: Write> {
+    inner: W,
+    crc: u32,
 }
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let s = self.bytes.get(self.at..self.at.checked_add(n)?)?;
-        self.at += n;
-        Some(s)
+impl<W: Write> CrcWriter<W> {
+    fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.crc = crc32c::crc32c_append(self.crc, bytes);
+        self.inner.write_all(bytes)
+    }
+}
+
+/// A reader that keeps the CRC32C of what it read and refuses to read past the checksum.
+struct CrcReader<R: io::Read> {
+    inner: R,
+    crc: u32,
+    left: u64,
+}
+
+impl<R: io::Read> CrcReader<R> {
+    fn fill(&mut self, buf: &mut [u8]) -> Option<()> {
+        self.left = self.left.checked_sub(buf.len() as u64)?;
+        self.inner.read_exact(buf).ok()?;
+        self.crc = crc32c::crc32c_append(self.crc, buf);
+        Some(())
+    }
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let mut b = [0u8; N];
+        self.fill(&mut b)?;
+        Some(b)
     }
     fn u64(&mut self) -> Option<u64> {
-        self.take(8).map(format::le_u64)
+        self.take::<8>().map(u64::from_le_bytes)
     }
 }
 
