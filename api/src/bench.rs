@@ -187,7 +187,105 @@ async fn append_durable(dir: &Path, events: u64, repeat: usize) -> Result<()> {
             "median_seconds": secs, "runs_seconds": runs, "fdatasync": true,
         }),
     );
+    // The peer, on the same events, in the same minute: PostgreSQL COPY in 1000-row
+    // transactions with fsync and synchronous_commit on, when a server is installed.
+    match postgres_copy(&prepare(0, events, 1, 1000), repeat) {
+        Ok(Some(pg_runs)) => {
+            let pg = median(pg_runs.clone());
+            emit(
+                "peer_postgres_copy_events_per_s",
+                events as f64 / pg,
+                "events/s",
+                json!({"events": events, "rows_per_transaction": 1000, "runs_seconds": pg_runs}),
+            );
+            emit("append_durable_vs_postgres_ratio", pg / secs, "x", json!({"events": events}));
+        }
+        Ok(None) => eprintln!("peer skipped: PostgreSQL (initdb, pg_ctl, psql) is not installed"),
+        Err(e) => eprintln!("peer skipped: PostgreSQL run failed: {e:#}"),
+    }
     Ok(())
+}
+
+/// Times loading the same events into a throwaway PostgreSQL cluster with `psql` and COPY,
+/// 1000 rows a transaction. `None` when PostgreSQL is not installed.
+fn postgres_copy(requests: &[Vec<Vec<AppendRequest>>], repeat: usize) -> Result<Option<Vec<f64>>> {
+    use std::process::{Command, Stdio};
+    let found =
+        |tool: &str| Command::new(tool).arg("--version").stdout(Stdio::null()).status().is_ok_and(|s| s.success());
+    if !["initdb", "pg_ctl", "psql"].iter().all(|t| found(t)) {
+        return Ok(None);
+    }
+    // PostgreSQL refuses to run as root: run the server as `postgres` then.
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let as_server_user = |args: &[&str]| {
+        let mut cmd = if root { Command::new("runuser") } else { Command::new(args[0]) };
+        if root {
+            cmd.args(["-u", "postgres", "--"]).args(args);
+        } else {
+            cmd.args(&args[1..]);
+        }
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        cmd
+    };
+    let dir = tempfile::Builder::new().prefix("posledger-pg-").tempdir()?;
+    let data = dir.path().join("data");
+    let path = |p: &Path| p.to_string_lossy().into_owned();
+    if root {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))?;
+    }
+    anyhow::ensure!(
+        as_server_user(&["initdb", "-D", &path(&data), "-A", "trust", "-U", "postgres"]).status()?.success(),
+        "initdb"
+    );
+    let options = format!("-k {} -c listen_addresses='' -c fsync=on -c synchronous_commit=on", path(dir.path()));
+    let log = path(&dir.path().join("log"));
+    anyhow::ensure!(
+        as_server_user(&["pg_ctl", "-D", &path(&data), "-o", &options, "-l", &log, "-w", "start"]).status()?.success(),
+        "pg_ctl start"
+    );
+    let psql = |args: &[&str]| {
+        let mut cmd = Command::new("psql");
+        cmd.args(["-h", &path(dir.path()), "-U", "postgres", "-q", "-v", "ON_ERROR_STOP=1"]).args(args);
+        cmd.stdout(Stdio::null());
+        cmd
+    };
+    let result = (|| -> Result<Vec<f64>> {
+        // The same rows the store writes: position, stream, revision, id, type, times, payload.
+        let script = dir.path().join("copy.sql");
+        {
+            let mut out = BufWriter::new(std::fs::File::create(&script)?);
+            let mut position = 0u64;
+            for chunk in requests.iter().flatten() {
+                writeln!(out, "COPY events FROM STDIN;")?;
+                for r in chunk {
+                    let e = &r.events[0];
+                    let payload = String::from_utf8_lossy(&e.payload).replace('\\', "\\\\");
+                    writeln!(
+                        out,
+                        "{position}\t{}\t0\t{}\t{}\t{}\t{}\t{payload}",
+                        r.stream, e.event_id, e.event_type, e.occurred_at_us, e.occurred_at_us
+                    )?;
+                    position += 1;
+                }
+                writeln!(out, "\\.")?;
+            }
+            out.flush()?;
+        }
+        let mut runs = Vec::new();
+        for _ in 0..repeat {
+            let table = "SET client_min_messages = warning; DROP TABLE IF EXISTS events; CREATE TABLE events (position bigint PRIMARY KEY, \
+                         stream text, revision bigint, event_id uuid UNIQUE, event_type text, \
+                         occurred_at_us bigint, recorded_at_us bigint, payload text)";
+            anyhow::ensure!(psql(&["-c", table]).status()?.success(), "create table");
+            let start = Instant::now();
+            anyhow::ensure!(psql(&["-f", &path(&script)]).status()?.success(), "psql COPY");
+            runs.push(start.elapsed().as_secs_f64());
+        }
+        Ok(runs)
+    })();
+    let _ = as_server_user(&["pg_ctl", "-D", &path(&data), "-m", "immediate", "stop"]).status();
+    result.map(Some)
 }
 
 /// Bytes of log in `dir` up to the end of the last commit of each segment (the zero-filled
