@@ -24,6 +24,7 @@ pub fn event(key: &str, n: u64) -> EventData {
 /// Runs every check, each on a fresh store from `make`.
 pub async fn run_all<S: EventStore>(mut make: impl FnMut() -> S) {
     append_and_read_back(&make()).await;
+    the_largest_events_round_trip(&make()).await;
     expected_revision_is_enforced(&make()).await;
     retried_appends_are_recognised(&make()).await;
     refused_requests_write_nothing(&make()).await;
@@ -67,6 +68,33 @@ pub async fn append_and_read_back(store: &impl EventStore) {
     let by_id = store.event_by_id(event("b0", 2).event_id).await.expect("by id").expect("found");
     assert_eq!(by_id.position, 2);
     assert!(store.event_by_id(Uuid::nil()).await.expect("by id").is_none());
+}
+
+/// Events at the payload limit, between small ones, read back whole by every read.
+pub async fn the_largest_events_round_trip(store: &impl EventStore) {
+    let mut big = event("big", 1);
+    big.payload = vec![b'x'; super::PAYLOAD_BYTES_MAX];
+    let mut events = vec![event("small-0", 0)];
+    store.append("l", ExpectedRevision::NoStream, events.clone()).await.expect("small");
+    store.append("l", ExpectedRevision::Exact(0), vec![big.clone(), big_variant(&big)]).await.expect("big ones");
+    store.append("l", ExpectedRevision::Exact(2), vec![event("small-3", 3)]).await.expect("small after");
+    events.extend([big.clone(), big_variant(&big), event("small-3", 3)]);
+    let log = all(store).await;
+    assert_eq!(log.iter().map(|e| e.data.clone()).collect::<Vec<_>>(), events, "read_all");
+    for from in 0..4 {
+        let one = store.read_all(from, 1).await.expect("read_all one");
+        assert_eq!(one[0].data, events[from as usize], "read_all from {from}");
+    }
+    let stream = store.read_stream("l", 0, 10).await.expect("read_stream");
+    assert_eq!(stream.iter().map(|e| e.data.clone()).collect::<Vec<_>>(), events, "read_stream");
+    let by_id = store.event_by_id(big.event_id).await.expect("by id").expect("found");
+    assert_eq!(by_id.data, big);
+}
+
+fn big_variant(big: &EventData) -> EventData {
+    let mut other = event("big-2", 2);
+    other.payload = big.payload.iter().map(|_| b'y').collect();
+    other
 }
 
 /// NoStream, Exact and Any mean what they say.
