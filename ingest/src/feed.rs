@@ -183,9 +183,9 @@ pub(crate) fn parse_raw<'a, T: Deserialize<'a>>(line: u64, text: &'a [u8]) -> Re
     }
 }
 
-fn validate(r: RawFeedRecord<'_>) -> Result<FeedCommand, FieldError> {
-    let kind = required("kind", r.kind.as_deref())?.to_owned();
-    match kind.as_str() {
+fn validate(mut r: RawFeedRecord<'_>) -> Result<FeedCommand, FieldError> {
+    let kind = required("kind", r.kind.take())?;
+    match kind.as_ref() {
         "sale" => {
             absent("original_txn_id", &r.original_txn_id, "sale")?;
             reject_batch_totals(&r, "sale")?;
