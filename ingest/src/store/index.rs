@@ -258,7 +258,7 @@ impl Index {
     /// memory flat: the snapshot is as large as the index.
     pub fn write_snapshot_tmp(&self, path: &Path) -> io::Result<std::path::PathBuf> {
         let tmp = path.with_extension("tmp");
-        let mut out = CrcWriter { inner: io::BufWriter::with_capacity(1 << 20, File::create(&tmp)?), crc: 0 };
+        let mut out = CrcWriter::new(File::create(&tmp)?);
         out.put(&SNAPSHOT_MAGIC)?;
         out.put(&self.head.to_le_bytes())?;
         out.put(&self.link)?;
@@ -296,9 +296,7 @@ impl Index {
         for len in &self.segment_lens {
             out.put(&len.to_le_bytes())?;
         }
-        let crc = out.crc;
-        out.inner.write_all(&crc.to_le_bytes())?;
-        out.inner.flush()?;
+        out.finish()?;
         Ok(tmp)
     }
 
@@ -311,7 +309,7 @@ impl Index {
         if len < 8 + 8 + 32 + 8 + 48 + 4 {
             return None;
         }
-        let mut r = CrcReader { inner: io::BufReader::with_capacity(1 << 20, file), crc: 0, left: len - 4 };
+        let mut r = CrcReader::new(file, len - 4);
         if r.take::<8>()? != SNAPSHOT_MAGIC {
             return None;
         }
@@ -350,15 +348,7 @@ impl Index {
         for _ in 0..counts[5] {
             index.segment_lens.push(r.u64()?);
         }
-        if r.left != 0 {
-            return None;
-        }
-        let stored = u32::from_le_bytes({
-            let mut b = [0u8; 4];
-            io::Read::read_exact(&mut r.inner, &mut b).ok()?;
-            b
-        });
-        (stored == r.crc).then_some(index)
+        r.finish().then_some(index)
     }
 }
 
@@ -372,32 +362,89 @@ pub(crate) fn finish_snapshot(tmp: &Path, path: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// A writer that keeps the CRC32C of what went through it.
+/// Bytes a snapshot is checksummed and written or read in at a time.
+const SNAPSHOT_BLOCK_BYTES: usize = 1 << 20;
+
+/// A writer that keeps the CRC32C of what went through it, a block at a time.
 struct CrcWriter<W: Write> {
     inner: W,
+    block: Vec<u8>,
     crc: u32,
 }
 
 impl<W: Write> CrcWriter<W> {
+    fn new(inner: W) -> Self {
+        CrcWriter { inner, block: Vec::with_capacity(SNAPSHOT_BLOCK_BYTES), crc: 0 }
+    }
+
     fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.crc = crc32c::crc32c_append(self.crc, bytes);
-        self.inner.write_all(bytes)
+        if self.block.len() + bytes.len() > SNAPSHOT_BLOCK_BYTES {
+            self.flush_block()?;
+        }
+        self.block.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn flush_block(&mut self) -> io::Result<()> {
+        self.crc = crc32c::crc32c_append(self.crc, &self.block);
+        self.inner.write_all(&self.block)?;
+        self.block.clear();
+        Ok(())
+    }
+
+    /// Writes what is buffered, then the checksum of everything.
+    fn finish(mut self) -> io::Result<W> {
+        self.flush_block()?;
+        self.inner.write_all(&self.crc.to_le_bytes())?;
+        Ok(self.inner)
     }
 }
 
-/// A reader that keeps the CRC32C of what it read and refuses to read past the checksum.
+/// A reader that keeps the CRC32C of what it read, a block at a time, and refuses to read
+/// past the checksum at the end.
 struct CrcReader<R: io::Read> {
     inner: R,
+    block: Vec<u8>,
+    at: usize,
     crc: u32,
+    /// Checksummed bytes not yet read into `block`.
     left: u64,
 }
 
 impl<R: io::Read> CrcReader<R> {
+    fn new(inner: R, checksummed: u64) -> Self {
+        CrcReader { inner, block: Vec::new(), at: 0, crc: 0, left: checksummed }
+    }
+
     fn fill(&mut self, buf: &mut [u8]) -> Option<()> {
-        self.left = self.left.checked_sub(buf.len() as u64)?;
-        self.inner.read_exact(buf).ok()?;
-        self.crc = crc32c::crc32c_append(self.crc, buf);
+        let mut done = 0;
+        while done < buf.len() {
+            if self.at == self.block.len() {
+                let n = (SNAPSHOT_BLOCK_BYTES as u64).min(self.left) as usize;
+                if n == 0 {
+                    return None;
+                }
+                self.block.resize(n, 0);
+                self.inner.read_exact(&mut self.block).ok()?;
+                self.crc = crc32c::crc32c_append(self.crc, &self.block);
+                self.left -= n as u64;
+                self.at = 0;
+            }
+            let n = (buf.len() - done).min(self.block.len() - self.at);
+            buf[done..done + n].copy_from_slice(&self.block[self.at..self.at + n]);
+            self.at += n;
+            done += n;
+        }
         Some(())
+    }
+
+    /// Whether everything checksummed was read and the stored checksum matches.
+    fn finish(mut self) -> bool {
+        let mut stored = [0u8; 4];
+        self.left == 0
+            && self.at == self.block.len()
+            && self.inner.read_exact(&mut stored).is_ok()
+            && u32::from_le_bytes(stored) == self.crc
     }
     fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
         let mut b = [0u8; N];
