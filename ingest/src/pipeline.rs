@@ -365,6 +365,7 @@ impl<S: EventStore> Ingestor<S> {
             requests: Vec::new(),
             pending: Vec::new(),
             registry_changed: false,
+            deferred: Vec::new(),
         };
         for slot in 0..chunk.lines.len() {
             self.decide_one(&mut chunk, slot).await?;
@@ -373,7 +374,7 @@ impl<S: EventStore> Ingestor<S> {
     }
 
     async fn decide_one(&mut self, chunk: &mut Chunk, slot: usize) -> Result<(), IngestError> {
-        let Chunk { seq, lines, outcomes, requests, pending, registry_changed, .. } = chunk;
+        let Chunk { seq, lines, outcomes, requests, pending, registry_changed, deferred, .. } = chunk;
         let line = lines[slot].line;
         let p = match &mut lines[slot].parsed {
             Ok(p) => p,
@@ -389,21 +390,23 @@ impl<S: EventStore> Ingestor<S> {
         };
         let data = p.data.take().unwrap_or_else(|| event.to_event_data());
         let stream = p.stream.take().unwrap_or_else(|| event.stream());
-        let staged = self.tentative.staged.contains_key(&data.event_id.as_u128());
+        if self.tentative.staged.contains_key(&data.event_id.as_u128()) {
+            // The same record again while the first is not yet settled: it is decided once the
+            // first one is (a duplicate then, or decided on its own if the first was refused).
+            // Deciding it now would count it twice in the tentative state.
+            deferred.push(slot);
+            return Ok(());
+        }
         // A sale whose payment stream does not exist cannot be stored yet: no need to look its
         // id up (most records of a feed are such sales).
-        let new_sale = !staged
-            && match &event {
-                Event::PaymentCaptured(c) => {
-                    !self.tentative.payments.contains_key(&txn_key(&c.txn_id))
-                        && self.store.stream_revision(&stream).await?.is_none()
-                }
-                _ => false,
-            };
-        if !staged
-            && !new_sale
-            && let Some(stored) = self.store.event_by_id(data.event_id).await?
-        {
+        let new_sale = match &event {
+            Event::PaymentCaptured(c) => {
+                !self.tentative.payments.contains_key(&txn_key(&c.txn_id))
+                    && self.store.stream_revision(&stream).await?.is_none()
+            }
+            _ => false,
+        };
+        if !new_sale && let Some(stored) = self.store.event_by_id(data.event_id).await? {
             outcomes[slot] = Some(if stored.stream == stream && stored.data == data {
                 RecordOutcome::Duplicate { position: stored.position }
             } else {
@@ -412,11 +415,7 @@ impl<S: EventStore> Ingestor<S> {
             });
             return Ok(());
         }
-        let expected = if staged {
-            // The same record again while the first is not yet stored: the store answers it
-            // as a duplicate (or a conflict, if its content differs).
-            ExpectedRevision::Any
-        } else {
+        let expected = {
             let decided = if p.is_feed {
                 self.decide_feed(&event, new_sale).await?
             } else {
@@ -476,9 +475,10 @@ impl<S: EventStore> Ingestor<S> {
         let InFlight { mut chunk, head_before, answer } = flight;
         let results = answer.await.map_err(|e| IngestError::Store(AppendError::Io(format!("append task: {e}"))))?;
         let mut retry = Vec::new();
-        let written = self.record_results(&mut chunk, results, &mut retry)?;
+        let (written, as_decided) = self.record_results(&mut chunk, results, &mut retry)?;
+        retry.append(&mut chunk.deferred);
         let seq = chunk.seq;
-        if retry.is_empty() && !chunk.registry_changed {
+        if retry.is_empty() && !chunk.registry_changed && as_decided {
             // Only our own events were added and none changes the registry: nothing to read
             // back. The tentative entries of this chunk are in the store now.
             if self.position == head_before && self.store.head() == head_before + written {
@@ -517,12 +517,14 @@ impl<S: EventStore> Ingestor<S> {
                     requests: Vec::new(),
                     pending: Vec::new(),
                     registry_changed: false,
+                    deferred: Vec::new(),
                 };
                 self.decide_one(&mut single, 0).await?;
                 let requests = std::mem::take(&mut single.requests);
                 let results = self.store.append_many(requests).await;
                 let mut again_retry = Vec::new();
                 self.record_results(&mut single, results, &mut again_retry)?;
+                again_retry.append(&mut single.deferred);
                 if again_retry.is_empty() {
                     chunk.outcomes[slot] = single.outcomes.pop().flatten();
                 } else {
@@ -536,14 +538,16 @@ impl<S: EventStore> Ingestor<S> {
     }
 
     /// Turns the store's answers into outcomes; stale decisions go to `retry`. Returns how
-    /// many events were written.
+    /// many events were written and whether every answer was the append that was decided (if
+    /// not, decisions taken on top of this chunk's may be wrong).
     fn record_results(
         &self,
         chunk: &mut Chunk,
         results: Vec<Result<crate::store::Appended, AppendError>>,
         retry: &mut Vec<usize>,
-    ) -> Result<u64, IngestError> {
+    ) -> Result<(u64, bool), IngestError> {
         let mut written = 0u64;
+        let as_decided = results.iter().all(|r| r.as_ref().is_ok_and(|a| !a.duplicate));
         for (p, result) in std::mem::take(&mut chunk.pending).into_iter().zip(results) {
             // The event has moved on; the rare refusal that names it parses its line again.
             let reference = || {
@@ -581,7 +585,7 @@ impl<S: EventStore> Ingestor<S> {
                 Err(e) => return Err(IngestError::Store(e)),
             });
         }
-        Ok(written)
+        Ok((written, as_decided))
     }
 
     /// Loads what a terminal record needs and decides it; returns the expected revision to
@@ -683,6 +687,8 @@ struct Chunk {
     requests: Vec<AppendRequest>,
     pending: Vec<Pending>,
     registry_changed: bool,
+    /// Records whose id an unsettled record already staged: decided after it settles.
+    deferred: Vec<usize>,
 }
 
 /// A chunk whose appends the store is working on.

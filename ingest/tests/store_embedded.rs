@@ -238,3 +238,42 @@ async fn snapshots_taken_while_running_shorten_recovery_after_a_crash() {
         verify_dir(copy.path()).expect("verify");
     }
 }
+
+/// Damage to an old record that the index snapshot covers is met while indexing a newer,
+/// intact last commit (its stream's previous record must be read). That commit checked out
+/// whole, so it is damage, not an unfinished write: open refuses and changes no byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damage_found_while_indexing_a_whole_commit_is_refused_not_cut() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = StoreOptions { snapshot_every_events: 2, ..StoreOptions::default() };
+    let store = EmbeddedStore::open_with(dir.path(), options.clone()).expect("open");
+    store.append("x", ExpectedRevision::NoStream, vec![event("e0", 0)]).await.expect("e0");
+    store.append("y", ExpectedRevision::NoStream, vec![event("e1", 1)]).await.expect("e1");
+    // The running snapshot (after 2 events) is written by a thread of its own.
+    for _ in 0..500 {
+        if dir.path().join("index.snap").exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(dir.path().join("index.snap").exists(), "running snapshot written");
+    store.append("x", ExpectedRevision::Exact(0), vec![event("e2", 2)]).await.expect("e2");
+    // A crash: copy what is on disk without closing (no closing snapshot).
+    let copy = tempfile::tempdir().expect("tempdir");
+    for entry in fs::read_dir(dir.path()).expect("dir") {
+        let entry = entry.expect("entry");
+        if entry.file_name() != "LOCK" && entry.file_name() != "index.tmp" {
+            fs::copy(entry.path(), copy.path().join(entry.file_name())).expect("copy");
+        }
+    }
+    drop(store);
+    // Rot one byte of e0's payload: the first record of the first frame, at 32 + 64.
+    let seg = copy.path().join("seg-000000.log");
+    let mut bytes = fs::read(&seg).expect("read");
+    let len = u32::from_le_bytes(bytes[96..100].try_into().expect("4 bytes")) as usize;
+    bytes[96 + 8 + len - 1] ^= 0x01;
+    fs::write(&seg, &bytes).expect("write");
+    let err = EmbeddedStore::open_with(copy.path(), options).err().expect("refused");
+    assert!(matches!(err, ingest::store::OpenError::Corrupt { .. }), "{err}");
+    assert_eq!(fs::read(&seg).expect("read"), bytes, "a refused open changes nothing");
+}

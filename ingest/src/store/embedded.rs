@@ -224,6 +224,9 @@ pub(crate) struct ScanFault {
     pub segment: u32,
     pub offset: u64,
     pub reason: String,
+    /// The fault is inside a frame whose hash-chain link checked out: the frame was written
+    /// whole, so this is damage (or an I/O error), never an unfinished commit.
+    pub in_verified_frame: bool,
 }
 
 /// Where a scan starts when the log before it is known (from the index snapshot).
@@ -281,7 +284,9 @@ pub(crate) fn scan_log(
     for (seg, path) in paths.iter().enumerate().skip(first_segment as usize) {
         let seg = seg as u32;
         end.segments = seg + 1;
-        let fault = |offset: u64, reason: String| ScanFault { segment: seg, offset, reason };
+        let fault = |offset: u64, reason: String| ScanFault { segment: seg, offset, reason, in_verified_frame: false };
+        let verified_fault =
+            |offset: u64, reason: String| ScanFault { segment: seg, offset, reason, in_verified_frame: true };
         let file = match File::open(path) {
             Ok(f) => f,
             Err(e) => return (end, Some(fault(0, format!("cannot open: {e}")))),
@@ -370,26 +375,26 @@ pub(crate) fn scan_log(
                 let rec_offset = body_start + at as u64;
                 let (view, len) = match format::decode_record(&body[at..]) {
                     Ok(v) => v,
-                    Err(e) => return (end, Some(fault(rec_offset, e.into()))),
+                    Err(e) => return (end, Some(verified_fault(rec_offset, e.into()))),
                 };
                 if view.meta.position != end.events {
                     return (
                         end,
-                        Some(fault(
+                        Some(verified_fault(
                             rec_offset,
                             format!("record has position {}, expected {}", view.meta.position, end.events),
                         )),
                     );
                 }
                 if let Err(e) = visitor.record(&view, location(seg, rec_offset)) {
-                    return (end, Some(fault(rec_offset, e)));
+                    return (end, Some(verified_fault(rec_offset, e)));
                 }
                 end.events += 1;
                 count += 1;
                 at += len;
             }
             if count != header.record_count {
-                return (end, Some(fault(offset, "frame record count does not match its records".into())));
+                return (end, Some(verified_fault(offset, "frame record count does not match its records".into())));
             }
             end.link = header.link;
             end.frames += 1;
@@ -539,7 +544,10 @@ impl EmbeddedStore {
         if let Some(fault) = fault {
             let last = paths.len() as u32 - 1;
             let path = &paths[fault.segment as usize];
-            let torn_tail = fault.segment == last && !valid_frame_after(path, fault.offset, end.events);
+            // Only a frame that never checked out whole, at the very end of the log, can be an
+            // unfinished commit. Anything else is damage: refused, never cut.
+            let torn_tail =
+                !fault.in_verified_frame && fault.segment == last && !valid_frame_after(path, fault.offset, end.events);
             if !torn_tail {
                 return Err(OpenError::Corrupt {
                     segment: fault.segment,
@@ -630,7 +638,10 @@ impl EmbeddedStore {
     fn stop(&mut self) {
         self.jobs.take();
         if let Some(handle) = self.writer.take() {
-            let _ = handle.join();
+            // A writer that panicked may have left the index half updated: no snapshot then.
+            if handle.join().is_err() {
+                return;
+            }
             // With the writer stopped cleanly, the index describes the whole log: save it so
             // the next open scans nothing. After a write failure the log's end is unknown.
             if !self.shared.failed.load(std::sync::atomic::Ordering::SeqCst) {
