@@ -11,7 +11,7 @@ use std::fmt;
 use serde::Deserialize;
 
 use crate::event::{Channel, Event, PaymentAdjustment, PaymentCaptured, TerminalBatchClosed};
-use crate::fields::{self, FieldError, absent, required};
+use crate::fields::{self, FieldError, absent, mask_card_numbers, required};
 use crate::money::Currency;
 
 /// Longest feed line accepted, in bytes.
@@ -89,7 +89,7 @@ impl std::error::Error for LineError {}
 
 impl LineError {
     pub(crate) fn from_field(line: u64, e: FieldError) -> Self {
-        LineError { line, field: Some(e.field.to_owned()), reason: e.reason }
+        LineError { line, field: Some(e.field.to_owned()), reason: mask_card_numbers(&e.reason).into_owned() }
     }
 
     /// Turns a JSON decoding error into a line error naming the field it was in.
@@ -101,9 +101,10 @@ impl LineError {
         if let Some(i) = reason.rfind(" at line 1 ") {
             reason.replace_range(i..i + " at line 1".len(), "");
         }
-        let field = (path != "." && !path.is_empty()).then_some(path);
+        let field = (path != "." && !path.is_empty()).then(|| mask_card_numbers(&path).into_owned());
         let reason = if inner.is_syntax() || inner.is_eof() { format!("not valid JSON: {reason}") } else { reason };
-        LineError { line, field, reason }
+        // serde quotes the offending value; a card number must not travel on in a message.
+        LineError { line, field, reason: mask_card_numbers(&reason).into_owned() }
     }
 }
 
@@ -347,6 +348,19 @@ mod tests {
         let line = with("channel", r#""unionpay_card""#).replace("oAbC1xyz", "6222021234567890128");
         let e = err(&line);
         assert!(!e.to_string().contains("6222021234567890128"), "{e}");
+        // Wherever it is put, whatever error it causes, the number is masked in the message.
+        for (field, value) in [
+            ("payer", "6222021234567890128"),
+            ("amount", r#""6222021234567890128""#),
+            ("currency", r#""6222021234567890128""#),
+            ("kind", r#""6222 0212 3456 7890 128""#),
+            ("6222021234567890128", "1"),
+        ] {
+            let e = err(&with(field, value));
+            let text = format!("{e} {:?}", e.field);
+            assert!(!text.contains("3456789"), "{field}: {text}");
+            assert!(!text.contains("3456 7890"), "{field}: {text}");
+        }
     }
 
     #[test]

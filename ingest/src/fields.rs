@@ -138,6 +138,84 @@ pub fn fraction(field: &'static str, value: Option<Cow<'_, str>>) -> FieldResult
     Ok(d)
 }
 
+/// Masks anything in `text` that could be a card number before it goes into a message: every
+/// stretch of 12 or more digits, counting digits joined by single spaces or dashes, keeps its
+/// first 6 and last 4 digits and shows `*` for the rest. Error messages quote input; a full
+/// PAN must never reach a log or a screen through them.
+pub fn mask_card_numbers(text: &str) -> std::borrow::Cow<'_, str> {
+    let bytes = text.as_bytes();
+    let mut out: Option<Vec<u8>> = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        if !bytes[i].is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        // A stretch: digits, possibly joined by one space or dash between digits.
+        let start = i;
+        let mut end = i;
+        let mut digits = 0;
+        while end < bytes.len() {
+            if bytes[end].is_ascii_digit() {
+                digits += 1;
+                end += 1;
+            } else if matches!(bytes[end], b' ' | b'-') && end + 1 < bytes.len() && bytes[end + 1].is_ascii_digit() {
+                end += 1;
+            } else {
+                break;
+            }
+        }
+        if digits >= 12 {
+            let buf = out.get_or_insert_with(|| bytes.to_vec());
+            let mut seen = 0;
+            for b in &mut buf[start..end] {
+                if b.is_ascii_digit() {
+                    seen += 1;
+                    if seen > 6 && seen <= digits - 4 {
+                        *b = b'*';
+                    }
+                }
+            }
+        }
+        i = end;
+    }
+    match out {
+        // Only ASCII digits were replaced by an ASCII '*': still UTF-8.
+        Some(buf) => std::borrow::Cow::Owned(String::from_utf8_lossy(&buf).into_owned()),
+        None => std::borrow::Cow::Borrowed(text),
+    }
+}
+
+/// The digits of `text` with single spaces and dashes between them dropped, split into runs.
+fn digit_runs(text: &str) -> impl Iterator<Item = String> + '_ {
+    let joined: String = text
+        .char_indices()
+        .filter(|&(i, c)| {
+            let between_digits = |j: usize| {
+                text[..j].chars().next_back().is_some_and(|p| p.is_ascii_digit())
+                    && text[j + 1..].chars().next().is_some_and(|n| n.is_ascii_digit())
+            };
+            !(matches!(c, ' ' | '-') && between_digits(i))
+        })
+        .map(|(_, c)| c)
+        .collect();
+    joined
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|r| !r.is_empty())
+        .map(str::to_owned)
+        .collect::<Vec<_>>()
+        .into_iter()
+}
+
+/// Whether `text` holds a full card number: 13 to 19 digits (spaces and dashes between them
+/// ignored) that pass the Luhn check, anywhere in it.
+fn holds_pan(text: &str) -> bool {
+    digit_runs(text).any(|run| {
+        (13..=19).contains(&run.len()) && luhn_valid(&run)
+            || run.len() > 19 && run.as_bytes().windows(16).any(|w| luhn_valid(std::str::from_utf8(w).unwrap_or("")))
+    })
+}
+
 /// Luhn check of an all-digit string.
 fn luhn_valid(digits: &str) -> bool {
     let mut sum = 0u32;
@@ -155,14 +233,15 @@ fn luhn_valid(digits: &str) -> bool {
 }
 
 /// A payer token. On the card channel it must be a masked PAN (first 6 digits, 2 to 9 `*`,
-/// last 4 digits). On any channel a full PAN (13 to 19 digits passing the Luhn check) is
-/// refused, except Alipay's own 16-digit buyer ids (`2088…`) on the Alipay channel. The error
-/// never repeats the value.
+/// last 4 digits). On any channel a full PAN (13 to 19 digits passing the Luhn check, also
+/// when spaces or dashes separate them or other text surrounds them) is refused, except
+/// Alipay's own 16-digit buyer ids (`2088…`) on the Alipay channel. The error never repeats
+/// the value.
 pub fn payer(field: &'static str, value: Option<Cow<'_, str>>, ch: Channel) -> FieldResult<Option<String>> {
     let Some(v) = value else { return Ok(None) };
     let all_digits = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
-    let pan_like = all_digits && (13..=19).contains(&v.len()) && luhn_valid(&v);
     let alipay_buyer = ch == Channel::Alipay && v.len() == 16 && v.starts_with("2088") && all_digits;
+    let pan_like = holds_pan(&v);
     let full_pan = "is a full card number (PAN); it is never stored: send it masked as the first 6 and last 4 digits";
     if ch.is_card() {
         let b = v.as_bytes();
@@ -213,6 +292,22 @@ mod tests {
         assert!(payer("payer", c("2088498289387902"), Channel::Alipay).is_ok(), "Alipay buyer id");
         assert!(payer("payer", c("o397e0750ea82"), Channel::Wechat).is_ok());
         assert_eq!(payer("payer", None, Channel::Cash), Ok(None));
+    }
+
+    #[test]
+    fn card_numbers_are_found_with_separators_and_masked_in_messages() {
+        for hidden in
+            ["6222 0212 3456 7890 128", "6222-0212-3456-7890-128", "card:6222021234567890128", "x6222021234567890128y"]
+        {
+            let err = payer("payer", c(hidden), Channel::Wechat).expect_err(hidden);
+            assert!(err.reason.contains("full card number"), "{hidden}: {err:?}");
+        }
+        assert_eq!(
+            mask_card_numbers("invalid type: integer `6222021234567890128`, expected a string"),
+            "invalid type: integer `622202*********0128`, expected a string"
+        );
+        assert_eq!(mask_card_numbers("6222 0212 3456 7890 128 and 42"), "6222 02** **** ***0 128 and 42");
+        assert_eq!(mask_card_numbers("line 12, 25.00, 20261126"), "line 12, 25.00, 20261126");
     }
 
     #[test]

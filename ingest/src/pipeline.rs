@@ -773,6 +773,7 @@ fn unreachable_outcome() -> RecordOutcome {
 pub fn read_bounded_line(input: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> io::Result<Option<usize>> {
     buf.clear();
     let mut consumed = 0usize;
+    let mut line_len = 0usize;
     loop {
         let available = match input.fill_buf() {
             Ok(b) => b,
@@ -791,6 +792,7 @@ pub fn read_bounded_line(input: &mut impl BufRead, buf: &mut Vec<u8>, max: usize
         };
         let room = (max + 1).saturating_sub(buf.len());
         buf.extend_from_slice(&part[..part.len().min(room)]);
+        line_len += part.len();
         let used = done.unwrap_or(available.len());
         input.consume(used);
         consumed += used;
@@ -798,7 +800,9 @@ pub fn read_bounded_line(input: &mut impl BufRead, buf: &mut Vec<u8>, max: usize
             break;
         }
     }
-    if buf.last() == Some(&b'\r') {
+    // A cut line keeps its `max + 1` bytes whatever they end with, so the parser refuses it.
+    let truncated = line_len > buf.len();
+    if !truncated && buf.last() == Some(&b'\r') {
         buf.pop();
     }
     Ok(Some(consumed))

@@ -418,3 +418,24 @@ async fn a_repeated_record_in_flight_is_decided_once() {
     let s = w.run(InputKind::Feed, &lines.join("\n")).await;
     assert_eq!((s.accepted, s.duplicates, s.rejected), (lines.len() as u64 - 1, 1, 0), "{:?}", s.first_rejections);
 }
+
+/// A line longer than the limit is refused whole, however it is padded: nothing after the cut
+/// is lost unseen (a `\r` at the cut used to make a cut line fit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overlong_line_is_refused_not_cut() {
+    let mut w = World::new().await;
+    let max = ingest::feed::FEED_LINE_BYTES_MAX;
+    let valid = sale("A", "T1", "1", "1.00");
+    let mut line = valid.clone();
+    line.push_str(&" ".repeat(max - valid.len()));
+    line.push('\r');
+    line.push_str(&sale("LOST", "T1", "1", "1.00"));
+    let s = w.run(InputKind::Feed, &format!("{line}\r\n{}\r\n", sale("B", "T1", "1", "1.00"))).await;
+    assert_eq!((s.accepted, s.rejected), (1, 1), "{:?}", s.first_rejections);
+    assert!(s.first_rejections[0].message.contains("longer than"), "{:?}", s.first_rejections);
+    // A line exactly at the limit, with CRLF, is fine.
+    let mut exact = sale("C", "T1", "1", "1.00");
+    exact.push_str(&" ".repeat(max - exact.len()));
+    let s = w.run(InputKind::Feed, &format!("{exact}\r\n")).await;
+    assert_eq!(s.accepted, 1, "{:?}", s.first_rejections);
+}
