@@ -503,20 +503,10 @@ impl Event {
 
     /// The deterministic event id: a version-5 UUID of the type and idempotency key.
     pub fn event_id(&self) -> Uuid {
-        // Uuid::new_v5(namespace, "{type}/{key}"), hashed piecewise so that the common case
-        // (a payment, keyed by its txn_id) allocates nothing.
-        let mut sha1 = sha1_smol::Sha1::new();
-        sha1.update(EVENT_ID_NAMESPACE.as_bytes());
-        sha1.update(self.event_type().as_bytes());
-        sha1.update(b"/");
         match self.plain_key() {
-            Some(key) => sha1.update(key.as_bytes()),
-            None => sha1.update(self.idempotency_key().as_bytes()),
+            Some(key) => event_id_of(self.event_type(), key),
+            None => event_id_of(self.event_type(), &self.idempotency_key()),
         }
-        let digest = sha1.digest().bytes();
-        let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(&digest[..16]);
-        uuid::Builder::from_sha1_bytes(bytes).into_uuid()
     }
 
     /// The idempotency key where it is one field of the event, borrowed.
@@ -700,6 +690,23 @@ fn write_adjustment(out: &mut Vec<u8>, e: &PaymentAdjustment) {
     put_time(out, "at", &e.at);
     out.push(b'}');
 }
+
+/// The id of the event of type `event_type` with idempotency key `key`:
+/// `Uuid::new_v5(namespace, "{type}/{key}")`, hashed piecewise so nothing is allocated.
+pub fn event_id_of(event_type: &str, key: &str) -> Uuid {
+    let mut sha1 = sha1_smol::Sha1::new();
+    sha1.update(EVENT_ID_NAMESPACE.as_bytes());
+    sha1.update(event_type.as_bytes());
+    sha1.update(b"/");
+    sha1.update(key.as_bytes());
+    let digest = sha1.digest().bytes();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_sha1_bytes(bytes).into_uuid()
+}
+
+/// The event types a terminal's own `txn_id` names: it must name only one of them.
+pub const PAYMENT_EVENT_TYPES: [&str; 4] = ["PaymentCaptured", "PaymentVoided", "PaymentRefunded", "PaymentReversed"];
 
 /// The stream of a payment and everything done to it.
 pub fn payment_stream(txn_id: &str) -> String {

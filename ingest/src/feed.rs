@@ -204,8 +204,8 @@ fn validate(mut r: RawFeedRecord<'_>) -> Result<FeedCommand, FieldError> {
                 txn_id: fields::id("txn_id", r.txn_id)?,
                 merchant_id: fields::id("merchant_id", r.merchant_id)?,
                 terminal_id: fields::id("terminal_id", r.terminal_id)?,
-                batch_no: fields::digits("batch_no", r.batch_no, 12)?,
-                stan: fields::digits("stan", r.stan, 12)?,
+                batch_no: fields::fixed_digits("batch_no", r.batch_no, 6)?,
+                stan: fields::fixed_digits("stan", r.stan, 6)?,
                 rrn,
                 channel,
                 channel_txn_id,
@@ -229,8 +229,8 @@ fn validate(mut r: RawFeedRecord<'_>) -> Result<FeedCommand, FieldError> {
                 original_txn_id: fields::id("original_txn_id", r.original_txn_id)?,
                 merchant_id: fields::id("merchant_id", r.merchant_id)?,
                 terminal_id: fields::id("terminal_id", r.terminal_id)?,
-                batch_no: fields::digits("batch_no", r.batch_no, 12)?,
-                stan: fields::digits("stan", r.stan, 12)?,
+                batch_no: fields::fixed_digits("batch_no", r.batch_no, 6)?,
+                stan: fields::fixed_digits("stan", r.stan, 6)?,
                 channel: fields::channel("channel", r.channel)?,
                 amount: fields::positive_amount("amount", r.amount, currency)?,
                 currency,
@@ -263,23 +263,44 @@ fn validate(mut r: RawFeedRecord<'_>) -> Result<FeedCommand, FieldError> {
                 Some(c) => fields::currency("currency", Some(c))?,
                 None => Currency::Cny,
             };
-            Ok(FeedCommand::BatchClose(TerminalBatchClosed {
+            let close = TerminalBatchClosed {
                 merchant_id: fields::id("merchant_id", r.merchant_id)?,
                 terminal_id: fields::id("terminal_id", r.terminal_id)?,
-                batch_no: fields::digits("batch_no", r.batch_no, 12)?,
-                debit_count: required("debit_count", r.debit_count)?,
+                batch_no: fields::fixed_digits("batch_no", r.batch_no, 6)?,
+                debit_count: batch_count("debit_count", r.debit_count)?,
                 debit_amount: fields::non_negative_amount("debit_amount", r.debit_amount, currency)?,
-                credit_count: required("credit_count", r.credit_count)?,
+                credit_count: batch_count("credit_count", r.credit_count)?,
                 credit_amount: fields::non_negative_amount("credit_amount", r.credit_amount, currency)?,
                 currency,
                 at: fields::timestamp("at", r.at)?,
-            }))
+            };
+            // A count of nothing has no amount, and an amount comes from something counted.
+            for (field, count, amount) in [
+                ("debit_amount", close.debit_count, close.debit_amount),
+                ("credit_amount", close.credit_count, close.credit_amount),
+            ] {
+                if (count == 0) != amount.is_zero() {
+                    return Err(FieldError::new(field, format!("{amount} does not fit a count of {count}")));
+                }
+            }
+            Ok(FeedCommand::BatchClose(close))
         }
         other => Err(FieldError::new(
             "kind",
             format!("unknown kind {other:?} (expected sale, void, refund, reversal or batch_close)"),
         )),
     }
+}
+
+/// Most transactions one terminal batch may report.
+pub const BATCH_COUNT_MAX: u64 = 1_000_000;
+
+fn batch_count(field: &'static str, value: Option<u64>) -> Result<u64, FieldError> {
+    let n = required(field, value)?;
+    if n > BATCH_COUNT_MAX {
+        return Err(FieldError::new(field, format!("must be at most {BATCH_COUNT_MAX}")));
+    }
+    Ok(n)
 }
 
 fn reject_batch_totals(r: &RawFeedRecord<'_>, kind: &str) -> Result<(), FieldError> {
@@ -327,6 +348,11 @@ mod tests {
             ("channel", r#""paypal""#, "unknown channel"),
             ("currency", r#""EUR""#, "unsupported currency"),
             ("at", r#""yesterday""#, "RFC 3339"),
+            ("at", r#""1999-12-31T23:59:59+08:00""#, "years"),
+            ("at", r#""2026-11-26T23:59:60+08:00""#, "leap second"),
+            ("at", r#""2026-11-26T12:00:00+20:00""#, "offset"),
+            ("batch_no", r#""12""#, "exactly 6 digits"),
+            ("stan", r#""0001234""#, "exactly 6 digits"),
             ("payer", r#""6222021234567890128""#, "full card number"),
             ("mcc", r#""58""#, "four-digit"),
             ("txn_id", "<remove>", "required"),
@@ -378,6 +404,13 @@ mod tests {
         assert_eq!((b.debit_count, b.debit_amount.to_string(), b.currency), (18, "751.59".into(), Currency::Cny));
         assert!(
             err(&line.replace(r#""debit_count":18"#, r#""debit_count":-1"#)).field.as_deref() == Some("debit_count")
+        );
+        assert!(
+            err(&line.replace(r#""debit_count":18"#, r#""debit_count":0"#)).field.as_deref() == Some("debit_amount")
+        );
+        assert!(
+            err(&line.replace(r#""debit_count":18"#, r#""debit_count":1000001"#)).field.as_deref()
+                == Some("debit_count")
         );
     }
 

@@ -67,6 +67,16 @@ pub fn digits(field: &'static str, value: Option<Cow<'_, str>>, max: usize) -> F
     Ok(v.into_owned())
 }
 
+/// Exactly `len` ASCII digits (batch numbers and trace numbers are fixed-width on terminals,
+/// so `000012` and `12` are not allowed to name the same batch).
+pub fn fixed_digits(field: &'static str, value: Option<Cow<'_, str>>, len: usize) -> FieldResult<String> {
+    let v = required(field, value)?;
+    if v.len() != len || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(FieldError::new(field, format!("must be exactly {len} digits")));
+    }
+    Ok(v.into_owned())
+}
+
 /// Free text: 1 to [`TEXT_BYTES_MAX`] bytes, no control characters.
 pub fn text(field: &'static str, value: Option<Cow<'_, str>>) -> FieldResult<String> {
     let v = required(field, value)?;
@@ -98,12 +108,31 @@ pub fn currency(field: &'static str, value: Option<Cow<'_, str>>) -> FieldResult
     required(field, value)?.parse().map_err(|e: String| FieldError::new(field, e))
 }
 
-/// An RFC 3339 time with its UTC offset, e.g. `2026-11-26T12:00:01+08:00`.
+/// Earliest business time accepted.
+pub const TIME_YEAR_MIN: i32 = 2000;
+/// Latest business time accepted (years before this one).
+pub const TIME_YEAR_END: i32 = 2100;
+/// Largest UTC offset accepted, in seconds (real time zones stay within ±14 h).
+pub const UTC_OFFSET_SECONDS_MAX: i32 = 14 * 3600;
+
+/// An RFC 3339 time with its UTC offset, e.g. `2026-11-26T12:00:01+08:00`, in the years
+/// [`TIME_YEAR_MIN`]..[`TIME_YEAR_END`], with a real-world offset and no leap second.
 pub fn timestamp(field: &'static str, value: Option<Cow<'_, str>>) -> FieldResult<DateTime<FixedOffset>> {
+    use chrono::{Datelike, Timelike};
     let v = required(field, value)?;
-    DateTime::parse_from_rfc3339(&v).map_err(|e| {
+    let t = DateTime::parse_from_rfc3339(&v).map_err(|e| {
         FieldError::new(field, format!("must be an RFC 3339 time with offset, like 2026-11-26T12:00:01+08:00 ({e})"))
-    })
+    })?;
+    if !(TIME_YEAR_MIN..TIME_YEAR_END).contains(&t.year()) {
+        return Err(FieldError::new(field, format!("must be in the years {TIME_YEAR_MIN} to {}", TIME_YEAR_END - 1)));
+    }
+    if t.offset().local_minus_utc().abs() > UTC_OFFSET_SECONDS_MAX {
+        return Err(FieldError::new(field, "has a UTC offset beyond ±14:00"));
+    }
+    if t.nanosecond() >= 1_000_000_000 {
+        return Err(FieldError::new(field, "must not be a leap second"));
+    }
+    Ok(t)
 }
 
 /// A calendar date `YYYY-MM-DD`.

@@ -103,7 +103,7 @@ pub fn write_feed(out: &mut impl Write, shape: Shape, records: u64) -> io::Resul
             };
             writeln!(
                 out,
-                r#"{{"kind":"{kind}","txn_id":"{txn}-{suffix}","original_txn_id":"{txn}","merchant_id":"M{m:06}","terminal_id":"{}","batch_no":"000001","stan":"{:06}","channel":"{ch}","amount":"{}.{:02}","currency":"CNY","at":"2026-11-26T13:00:00+08:00"}}"#,
+                r#"{{"kind":"{kind}","txn_id":"{txn}-{suffix}","original_txn_id":"{txn}","merchant_id":"M{m:06}","terminal_id":"{}","batch_no":"000001","stan":"{:06}","channel":"{ch}","amount":"{}.{:02}","currency":"CNY","at":"2026-11-26T23:59:30+08:00"}}"#,
                 terminal_id(m, t),
                 written % 1_000_000,
                 amount / 100,
@@ -171,5 +171,25 @@ mod tests {
         for (i, line) in feed.split(|&b| b == b'\n').filter(|l| !l.is_empty()).enumerate() {
             parse_feed_line(i as u64 + 1, line).unwrap_or_else(|e| panic!("{e}"));
         }
+    }
+
+    #[test]
+    fn a_generated_day_is_accepted_whole() {
+        let shape = Shape { merchants: 5, terminals_per_merchant: 2, seed: 3 };
+        let (mut admin, mut feed) = (Vec::new(), Vec::new());
+        write_admin(&mut admin, shape).expect("admin");
+        write_feed(&mut feed, shape, 5000).expect("feed");
+        let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        rt.block_on(async {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = std::sync::Arc::new(crate::store::EmbeddedStore::open(dir.path()).expect("open"));
+            let mut ingestor = crate::pipeline::Ingestor::open(store, None).await.expect("ingestor");
+            let kind = crate::pipeline::InputKind::Admin;
+            let s = ingestor.ingest_reader(admin.as_slice(), kind, |_, _| {}).await.expect("admin");
+            assert_eq!(s.rejected, 0, "{:?}", s.first_rejections);
+            let kind = crate::pipeline::InputKind::Feed;
+            let s = ingestor.ingest_reader(feed.as_slice(), kind, |_, _| {}).await.expect("feed");
+            assert_eq!((s.accepted, s.rejected), (5000, 0), "{:?}", s.first_rejections);
+        });
     }
 }

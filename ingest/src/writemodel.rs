@@ -285,6 +285,8 @@ impl<'a> View<'a> {
                     );
                 }
                 p.check_full_amount(a, "reversal")?;
+                // A reversal changes the batch's totals: the batch must still be open.
+                self.check_batch_open(&a.terminal_id, &a.batch_no)?;
                 Ok(())
             }
             Event::PaymentRefunded(a) => {
@@ -307,6 +309,8 @@ impl<'a> View<'a> {
                     );
                 }
                 self.check_point_of_sale(&a.merchant_id, &a.terminal_id, a.channel)?;
+                // A refund counts in the totals of the batch it is made in.
+                self.check_batch_open(&a.terminal_id, &a.batch_no)?;
                 Ok(())
             }
             Event::TerminalBatchClosed(b) => {
@@ -426,6 +430,18 @@ impl PaymentState {
 
     fn check_same_payment(&self, a: &PaymentAdjustment) -> Result<(), Rejection> {
         let c = &self.capture;
+        if a.at < c.at {
+            return reject(
+                "before_original",
+                format!(
+                    "{} at {} is earlier than sale {} at {}",
+                    a.txn_id,
+                    a.at.to_rfc3339(),
+                    c.txn_id,
+                    c.at.to_rfc3339()
+                ),
+            );
+        }
         if a.merchant_id != c.merchant_id || a.channel != c.channel || a.currency != c.currency {
             return reject(
                 "original_mismatch",

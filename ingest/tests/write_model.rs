@@ -28,13 +28,13 @@ const ADMIN: &str = r#"{"kind":"merchant_applied","merchant_id":"M1","legal_name
 
 fn sale(txn: &str, terminal: &str, batch: &str, amount: &str) -> String {
     format!(
-        r#"{{"kind":"sale","txn_id":"{txn}","merchant_id":"M1","terminal_id":"{terminal}","batch_no":"{batch}","stan":"1","channel":"wechat","channel_txn_id":"42{txn}","amount":"{amount}","currency":"CNY","at":"2026-11-26T12:00:00+08:00","payer":"oX","mcc":"5812"}}"#
+        r#"{{"kind":"sale","txn_id":"{txn}","merchant_id":"M1","terminal_id":"{terminal}","batch_no":"{batch}","stan":"000001","channel":"wechat","channel_txn_id":"42{txn}","amount":"{amount}","currency":"CNY","at":"2026-11-26T12:00:00+08:00","payer":"oX","mcc":"5812"}}"#
     )
 }
 
 fn adjustment(kind: &str, txn: &str, original: &str, terminal: &str, batch: &str, amount: &str) -> String {
     format!(
-        r#"{{"kind":"{kind}","txn_id":"{txn}","original_txn_id":"{original}","merchant_id":"M1","terminal_id":"{terminal}","batch_no":"{batch}","stan":"2","channel":"wechat","amount":"{amount}","currency":"CNY","at":"2026-11-26T13:00:00+08:00"}}"#
+        r#"{{"kind":"{kind}","txn_id":"{txn}","original_txn_id":"{original}","merchant_id":"M1","terminal_id":"{terminal}","batch_no":"{batch}","stan":"000002","channel":"wechat","amount":"{amount}","currency":"CNY","at":"2026-11-26T13:00:00+08:00"}}"#
     )
 }
 
@@ -91,94 +91,129 @@ fn codes(outcomes: &[RecordOutcome]) -> Vec<&str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_rule_rejects_what_it_should() {
     let cases: Vec<(&str, Vec<String>, Vec<&str>)> = vec![
-        ("sale on an active terminal", vec![sale("A", "T1", "1", "10.00")], vec!["accepted"]),
-        ("sale on a terminal never activated", vec![sale("A", "T2", "1", "10.00")], vec!["terminal_not_active"]),
-        ("sale on an unknown terminal", vec![sale("A", "T9", "1", "10.00")], vec!["terminal_unknown"]),
+        ("sale on an active terminal", vec![sale("A", "T1", "000001", "10.00")], vec!["accepted"]),
+        ("sale on a terminal never activated", vec![sale("A", "T2", "000001", "10.00")], vec!["terminal_not_active"]),
+        ("sale on an unknown terminal", vec![sale("A", "T9", "000001", "10.00")], vec!["terminal_unknown"]),
         (
             "sale for another merchant's terminal",
-            vec![sale("A", "T1", "1", "10.00").replace(r#""merchant_id":"M1""#, r#""merchant_id":"M2""#)],
+            vec![sale("A", "T1", "000001", "10.00").replace(r#""merchant_id":"M1""#, r#""merchant_id":"M2""#)],
             vec!["terminal_merchant_mismatch"],
         ),
         (
             "sale on a channel the contract lacks",
-            vec![sale("A", "T1", "1", "10.00").replace(r#""channel":"wechat""#, r#""channel":"alipay""#)],
+            vec![sale("A", "T1", "000001", "10.00").replace(r#""channel":"wechat""#, r#""channel":"alipay""#)],
             vec!["channel_not_contracted"],
         ),
         (
             "same sale twice, then the same txn_id with other content",
-            vec![sale("A", "T1", "1", "10.00"), sale("A", "T1", "1", "10.00"), sale("A", "T1", "1", "11.00")],
+            vec![
+                sale("A", "T1", "000001", "10.00"),
+                sale("A", "T1", "000001", "10.00"),
+                sale("A", "T1", "000001", "11.00"),
+            ],
             vec!["accepted", "duplicate", "conflicting_duplicate"],
         ),
         (
             "refunds up to the amount, then one cent too many",
             vec![
-                sale("A", "T1", "1", "10.00"),
-                adjustment("refund", "A-R1", "A", "T1", "1", "3.33"),
-                adjustment("refund", "A-R2", "A", "T1", "1", "6.67"),
-                adjustment("refund", "A-R3", "A", "T1", "1", "0.01"),
+                sale("A", "T1", "000001", "10.00"),
+                adjustment("refund", "A-R1", "A", "T1", "000001", "3.33"),
+                adjustment("refund", "A-R2", "A", "T1", "000001", "6.67"),
+                adjustment("refund", "A-R3", "A", "T1", "000001", "0.01"),
             ],
             vec!["accepted", "accepted", "accepted", "refund_exceeds_remaining"],
         ),
         (
             "refund of an unknown sale",
-            vec![adjustment("refund", "X-R1", "X", "T1", "1", "1.00")],
+            vec![adjustment("refund", "X-R1", "X", "T1", "000001", "1.00")],
             vec!["original_unknown"],
         ),
         (
             "void in the sale's batch, then a refund of the voided sale",
             vec![
-                sale("A", "T1", "1", "10.00"),
-                adjustment("void", "A-V", "A", "T1", "1", "10.00"),
-                adjustment("refund", "A-R1", "A", "T1", "1", "1.00"),
+                sale("A", "T1", "000001", "10.00"),
+                adjustment("void", "A-V", "A", "T1", "000001", "10.00"),
+                adjustment("refund", "A-R1", "A", "T1", "000001", "1.00"),
             ],
             vec!["accepted", "accepted", "original_cancelled"],
         ),
         (
             "void in another batch",
-            vec![sale("A", "T1", "1", "10.00"), adjustment("void", "A-V", "A", "T1", "2", "10.00")],
+            vec![sale("A", "T1", "000001", "10.00"), adjustment("void", "A-V", "A", "T1", "000002", "10.00")],
             vec!["accepted", "void_outside_batch"],
         ),
         (
             "void of part of the amount",
-            vec![sale("A", "T1", "1", "10.00"), adjustment("void", "A-V", "A", "T1", "1", "5.00")],
+            vec![sale("A", "T1", "000001", "10.00"), adjustment("void", "A-V", "A", "T1", "000001", "5.00")],
             vec!["accepted", "amount_not_full"],
         ),
         (
             "void after the batch closed, and a sale into the closed batch",
             vec![
-                sale("A", "T1", "1", "10.00"),
-                batch_close("T1", "1"),
-                adjustment("void", "A-V", "A", "T1", "1", "10.00"),
-                sale("B", "T1", "1", "10.00"),
-                batch_close("T1", "1").replace("1.00", "2.00"),
+                sale("A", "T1", "000001", "10.00"),
+                batch_close("T1", "000001"),
+                adjustment("void", "A-V", "A", "T1", "000001", "10.00"),
+                sale("B", "T1", "000001", "10.00"),
+                batch_close("T1", "000001").replace("1.00", "2.00"),
             ],
             vec!["accepted", "accepted", "batch_closed", "batch_closed", "conflicting_duplicate"],
         ),
         (
             "reversal, then a second reversal",
             vec![
-                sale("A", "T1", "1", "10.00"),
-                adjustment("reversal", "A-X", "A", "T1", "1", "10.00"),
-                adjustment("reversal", "A-X2", "A", "T1", "1", "10.00"),
+                sale("A", "T1", "000001", "10.00"),
+                adjustment("reversal", "A-X", "A", "T1", "000001", "10.00"),
+                adjustment("reversal", "A-X2", "A", "T1", "000001", "10.00"),
             ],
             vec!["accepted", "accepted", "original_cancelled"],
         ),
         (
             "reversal of a refunded sale",
             vec![
-                sale("A", "T1", "1", "10.00"),
-                adjustment("refund", "A-R1", "A", "T1", "1", "1.00"),
-                adjustment("reversal", "A-X", "A", "T1", "1", "10.00"),
+                sale("A", "T1", "000001", "10.00"),
+                adjustment("refund", "A-R1", "A", "T1", "000001", "1.00"),
+                adjustment("reversal", "A-X", "A", "T1", "000001", "10.00"),
             ],
             vec!["accepted", "accepted", "original_refunded"],
         ),
         (
+            "a refund or reversal into a closed batch",
+            vec![
+                sale("A", "T1", "000001", "10.00"),
+                batch_close("T1", "000001"),
+                adjustment("refund", "A-R1", "A", "T1", "000001", "1.00"),
+                adjustment("reversal", "A-X", "A", "T1", "000001", "10.00"),
+                adjustment("refund", "A-R2", "A", "T1", "000002", "1.00"),
+            ],
+            vec!["accepted", "accepted", "batch_closed", "batch_closed", "accepted"],
+        ),
+        (
+            "a txn_id names one record only",
+            vec![
+                sale("A", "T1", "000001", "10.00"),
+                sale("B", "T1", "000001", "10.00"),
+                adjustment("refund", "B", "A", "T1", "000001", "1.00"),
+                adjustment("refund", "A-R1", "A", "T1", "000001", "1.00"),
+                sale("A-R1", "T1", "000001", "10.00"),
+                adjustment("void", "A-R1", "B", "T1", "000001", "10.00"),
+            ],
+            vec!["accepted", "accepted", "txn_id_in_use", "accepted", "txn_id_in_use", "txn_id_in_use"],
+        ),
+        (
+            "an adjustment dated before its sale",
+            vec![
+                sale("A", "T1", "000001", "10.00").replace("12:00:00", "14:00:00"),
+                adjustment("refund", "A-R1", "A", "T1", "000001", "1.00"),
+            ],
+            vec!["accepted", "before_original"],
+        ),
+        (
             "a full PAN and a malformed amount are invalid records",
             vec![
-                sale("A", "T1", "1", "10.00")
+                sale("A", "T1", "000001", "10.00")
                     .replace(r#""channel":"wechat""#, r#""channel":"unionpay_card""#)
                     .replace(r#""payer":"oX""#, r#""payer":"6222021234567890128""#),
-                sale("B", "T1", "1", "-1.00"),
+                sale("B", "T1", "000001", "-1.00"),
             ],
             vec!["invalid_record", "invalid_record"],
         ),
@@ -212,7 +247,7 @@ async fn onboarding_follows_its_order() {
     );
     assert_eq!(s.accepted, 1);
     // The suspension is in force: a sale on T1 is refused now.
-    assert_eq!(codes(&w.outcomes(&[sale("A", "T1", "1", "1.00")]).await), vec!["terminal_not_active"]);
+    assert_eq!(codes(&w.outcomes(&[sale("A", "T1", "000001", "1.00")]).await), vec!["terminal_not_active"]);
 }
 
 /// The fixture day: everything is accepted, and a second run stores nothing again; the
@@ -276,15 +311,15 @@ async fn a_foreign_checkpoint_is_ignored() {
 async fn decisions_see_the_chunk_still_being_stored() {
     let mut w = World::new().await;
     let chunk = ingest::pipeline::CHUNK_RECORDS_MAX;
-    let mut lines: Vec<String> = (0..chunk - 1).map(|i| sale(&format!("F{i}"), "T1", "1", "1.00")).collect();
-    lines.push(sale("A", "T1", "1", "10.00")); // last line of the first chunk
-    lines.push(adjustment("refund", "A-R1", "A", "T1", "1", "6.00"));
-    lines.push(adjustment("refund", "A-R2", "A", "T1", "1", "4.01"));
-    lines.push(sale("A", "T1", "1", "10.00"));
-    lines.push(sale("A", "T1", "1", "10.01"));
+    let mut lines: Vec<String> = (0..chunk - 1).map(|i| sale(&format!("F{i}"), "T1", "000001", "1.00")).collect();
+    lines.push(sale("A", "T1", "000001", "10.00")); // last line of the first chunk
+    lines.push(adjustment("refund", "A-R1", "A", "T1", "000001", "6.00"));
+    lines.push(adjustment("refund", "A-R2", "A", "T1", "000001", "4.01"));
+    lines.push(sale("A", "T1", "000001", "10.00"));
+    lines.push(sale("A", "T1", "000001", "10.01"));
     // A third chunk that refunds what the second left.
-    lines.extend((0..chunk).map(|i| sale(&format!("G{i}"), "T1", "1", "1.00")));
-    lines.push(adjustment("refund", "A-R3", "A", "T1", "1", "4.00"));
+    lines.extend((0..chunk).map(|i| sale(&format!("G{i}"), "T1", "000001", "1.00")));
+    lines.push(adjustment("refund", "A-R3", "A", "T1", "000001", "4.00"));
     let s = w.run(InputKind::Feed, &lines.join("\n")).await;
     let got: Vec<_> = s.first_rejections.iter().map(|r| (r.line as usize, r.code.as_str())).collect();
     assert_eq!(got, vec![(chunk + 2, "refund_exceeds_remaining"), (chunk + 4, "conflicting_duplicate")]);
@@ -302,7 +337,7 @@ impl EventStore for Meddling {
     async fn append_many(&self, requests: Vec<AppendRequest>) -> Vec<Result<Appended, AppendError>> {
         let touches_a = requests.iter().any(|r| r.stream == "payment-A" && r.expected != ExpectedRevision::NoStream);
         if touches_a && !self.meddled.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            let line = adjustment("refund", "A-OTHER", "A", "T1", "1", "7.00");
+            let line = adjustment("refund", "A-OTHER", "A", "T1", "000001", "7.00");
             let ingest::feed::FeedCommand::Refund(r) =
                 ingest::feed::parse_feed_line(1, line.as_bytes()).expect("valid")
             else {
@@ -349,10 +384,10 @@ async fn a_stale_decision_is_decided_again() {
         });
         let mut ingestor = Ingestor::open(store.clone(), None).await.expect("ingestor");
         ingestor.ingest_reader(ADMIN.as_bytes(), InputKind::Admin, |_, _| {}).await.expect("admin");
-        let sale_line = sale("A", "T1", "1", "10.00");
+        let sale_line = sale("A", "T1", "000001", "10.00");
         let refunds = [
-            adjustment("refund", "A-R1", "A", "T1", "1", "2.00"),
-            adjustment("refund", "A-R2", "A", "T1", "1", "2.00"),
+            adjustment("refund", "A-R1", "A", "T1", "000001", "2.00"),
+            adjustment("refund", "A-R2", "A", "T1", "000001", "2.00"),
         ];
         // The sale first, alone; then both refunds, which the meddler races with a 7.00 refund.
         ingestor.process_chunk(&[(1, sale_line.into_bytes())], InputKind::Feed).await.expect("sale");
@@ -385,11 +420,11 @@ async fn a_stale_decision_is_decided_again() {
 async fn a_repeated_record_in_flight_is_decided_once() {
     let mut w = World::new().await;
     let lines = vec![
-        sale("S", "T1", "1", "100.00"),
-        adjustment("refund", "S-A", "S", "T1", "1", "100.00"),
-        sale("S", "T1", "1", "100.00"),
-        adjustment("refund", "S-B", "S", "T1", "1", "100.00"),
-        adjustment("refund", "S-B", "S", "T1", "1", "100.00"),
+        sale("S", "T1", "000001", "100.00"),
+        adjustment("refund", "S-A", "S", "T1", "000001", "100.00"),
+        sale("S", "T1", "000001", "100.00"),
+        adjustment("refund", "S-B", "S", "T1", "000001", "100.00"),
+        adjustment("refund", "S-B", "S", "T1", "000001", "100.00"),
     ];
     let outcomes = w.outcomes(&lines).await;
     assert_eq!(
@@ -400,21 +435,21 @@ async fn a_repeated_record_in_flight_is_decided_once() {
     assert_eq!(events.len(), 2, "the sale and one full refund, nothing more");
 
     let mut w = World::new().await;
-    w.outcomes(&[sale("T", "T1", "1", "100.00")]).await;
+    w.outcomes(&[sale("T", "T1", "000001", "100.00")]).await;
     let lines = vec![
-        adjustment("refund", "T-A", "T", "T1", "1", "60.00"),
-        adjustment("refund", "T-A", "T", "T1", "1", "60.00"),
-        adjustment("refund", "T-B", "T", "T1", "1", "30.00"),
+        adjustment("refund", "T-A", "T", "T1", "000001", "60.00"),
+        adjustment("refund", "T-A", "T", "T1", "000001", "60.00"),
+        adjustment("refund", "T-B", "T", "T1", "000001", "30.00"),
     ];
     assert_eq!(codes(&w.outcomes(&lines).await), vec!["accepted", "duplicate", "accepted"]);
     // The same through the pipelined reader, the repeat arriving in the next chunk.
     let mut w = World::new().await;
     let chunk = ingest::pipeline::CHUNK_RECORDS_MAX;
-    let mut lines: Vec<String> = (0..chunk - 2).map(|i| sale(&format!("F{i}"), "T1", "1", "1.00")).collect();
-    lines.push(sale("U", "T1", "1", "100.00"));
-    lines.push(adjustment("refund", "U-A", "U", "T1", "1", "60.00"));
-    lines.push(adjustment("refund", "U-A", "U", "T1", "1", "60.00"));
-    lines.push(adjustment("refund", "U-B", "U", "T1", "1", "30.00"));
+    let mut lines: Vec<String> = (0..chunk - 2).map(|i| sale(&format!("F{i}"), "T1", "000001", "1.00")).collect();
+    lines.push(sale("U", "T1", "000001", "100.00"));
+    lines.push(adjustment("refund", "U-A", "U", "T1", "000001", "60.00"));
+    lines.push(adjustment("refund", "U-A", "U", "T1", "000001", "60.00"));
+    lines.push(adjustment("refund", "U-B", "U", "T1", "000001", "30.00"));
     let s = w.run(InputKind::Feed, &lines.join("\n")).await;
     assert_eq!((s.accepted, s.duplicates, s.rejected), (lines.len() as u64 - 1, 1, 0), "{:?}", s.first_rejections);
 }
@@ -425,16 +460,16 @@ async fn a_repeated_record_in_flight_is_decided_once() {
 async fn an_overlong_line_is_refused_not_cut() {
     let mut w = World::new().await;
     let max = ingest::feed::FEED_LINE_BYTES_MAX;
-    let valid = sale("A", "T1", "1", "1.00");
+    let valid = sale("A", "T1", "000001", "1.00");
     let mut line = valid.clone();
     line.push_str(&" ".repeat(max - valid.len()));
     line.push('\r');
-    line.push_str(&sale("LOST", "T1", "1", "1.00"));
-    let s = w.run(InputKind::Feed, &format!("{line}\r\n{}\r\n", sale("B", "T1", "1", "1.00"))).await;
+    line.push_str(&sale("LOST", "T1", "000001", "1.00"));
+    let s = w.run(InputKind::Feed, &format!("{line}\r\n{}\r\n", sale("B", "T1", "000001", "1.00"))).await;
     assert_eq!((s.accepted, s.rejected), (1, 1), "{:?}", s.first_rejections);
     assert!(s.first_rejections[0].message.contains("longer than"), "{:?}", s.first_rejections);
     // A line exactly at the limit, with CRLF, is fine.
-    let mut exact = sale("C", "T1", "1", "1.00");
+    let mut exact = sale("C", "T1", "000001", "1.00");
     exact.push_str(&" ".repeat(max - exact.len()));
     let s = w.run(InputKind::Feed, &format!("{exact}\r\n")).await;
     assert_eq!(s.accepted, 1, "{:?}", s.first_rejections);
