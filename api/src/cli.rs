@@ -171,7 +171,7 @@ fn import(data_dir: &Path, file: &Path, kind: InputKind, format: Format) -> Resu
         (Box::new(BufReader::with_capacity(1 << 20, f)), len)
     };
     let rt = runtime()?;
-    let summary = rt.block_on(async {
+    let result = rt.block_on(async {
         let store = Arc::new(open_store(data_dir)?);
         let checkpoint = writemodel_checkpoint(data_dir);
         let mut ingestor = Ingestor::open(store.clone(), Some(&checkpoint)).await?;
@@ -186,12 +186,30 @@ fn import(data_dir: &Path, file: &Path, kind: InputKind, format: Format) -> Resu
             })
             .await;
         bar.finish_and_clear();
-        // Saved even after a failure: everything counted so far is stored.
-        ingestor.save_checkpoint(&checkpoint).await?;
-        anyhow::Ok(result.with_context(|| format!("ingesting {}", file.display()))?)
+        // The checkpoint only saves the next run from reading the log again: failing to write
+        // it loses nothing, so it is a warning, and it is tried after a failure too.
+        if let Err(e) = ingestor.save_checkpoint(&checkpoint).await {
+            eprintln!("warning: {e} (the next run rebuilds it from the event log)");
+        }
+        anyhow::Ok(result)
     })?;
-    print_summary(&summary, format)?;
-    Ok(if summary.rejected > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    match result {
+        Ok(summary) => {
+            print_summary(&summary, format)?;
+            Ok(if summary.rejected > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+        }
+        Err(failure) => {
+            // What was settled before the failure is stored for good: say so, with its totals.
+            print_summary(&failure.summary, format)?;
+            eprintln!(
+                "error: ingesting {} stopped: {}\nthe records counted above are settled; running the same input \
+                 again stores nothing twice",
+                file.display(),
+                failure.error
+            );
+            Ok(ExitCode::from(2))
+        }
+    }
 }
 
 fn print_summary(s: &IngestSummary, format: Format) -> Result<()> {

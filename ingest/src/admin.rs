@@ -60,7 +60,7 @@ struct RawAdminRecord<'a> {
     #[serde(borrow, default)]
     reason: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    fees: Option<BTreeMap<Cow<'a, str>, RawFee<'a>>>,
+    fees: Option<RawFees<'a>>,
     #[serde(borrow, default)]
     settlement_cycle: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
@@ -88,8 +88,32 @@ fn timezone(value: Option<Cow<'_, str>>) -> Result<String, FieldError> {
     Ok(v)
 }
 
-fn fees(value: Option<BTreeMap<Cow<'_, str>, RawFee<'_>>>) -> Result<BTreeMap<Channel, FeeTerms>, FieldError> {
-    let raw = required("fees", value)?;
+/// The `fees` object as written, keys in order and repeated keys kept, so that a channel
+/// named twice is refused instead of one of its terms silently winning.
+struct RawFees<'a>(Vec<(Cow<'a, str>, RawFee<'a>)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawFees<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Entries<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Entries<'a> {
+            type Value = RawFees<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object of fee terms by channel")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut entries = Vec::new();
+                while let Some((k, v)) = map.next_entry::<Cow<'a, str>, RawFee<'a>>()? {
+                    entries.push((k, v));
+                }
+                Ok(RawFees(entries))
+            }
+        }
+        deserializer.deserialize_map(Entries(std::marker::PhantomData))
+    }
+}
+
+fn fees(value: Option<RawFees<'_>>) -> Result<BTreeMap<Channel, FeeTerms>, FieldError> {
+    let raw = required("fees", value)?.0;
     if raw.is_empty() {
         return Err(FieldError::new("fees", "must name at least one channel"));
     }
@@ -107,7 +131,9 @@ fn fees(value: Option<BTreeMap<Cow<'_, str>, RawFee<'_>>>) -> Result<BTreeMap<Ch
         {
             return Err(FieldError::new("fees.min", format!("{channel}: min {min} is above cap {cap}")));
         }
-        out.insert(channel, FeeTerms { rate, min, cap });
+        if out.insert(channel, FeeTerms { rate, min, cap }).is_some() {
+            return Err(FieldError::new("fees", format!("names {channel} twice")));
+        }
     }
     Ok(out)
 }
@@ -240,6 +266,10 @@ mod tests {
                 "timezone",
             ),
             (r#"{"kind":"terminal_activated","at":"2026-11-06T09:01:00+08:00"}"#, "terminal_id"),
+            (
+                r#"{"kind":"contract_signed","merchant_id":"M1","fees":{"wechat":{"rate":"0.9"},"wechat":{"rate":"0.0038"}},"settlement_cycle":"T1","at":"2026-11-06T09:01:00+08:00"}"#,
+                "fees",
+            ),
         ];
         for (line, field) in cases {
             let e = parse_admin_line(3, line.as_bytes()).expect_err(line);

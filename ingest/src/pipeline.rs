@@ -152,6 +152,16 @@ pub enum IngestError {
     },
 }
 
+/// An ingest that stopped early, with the totals of what was settled before it stopped.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct IngestFailure {
+    /// Records settled (stored, duplicate or refused) before the failure.
+    pub summary: IngestSummary,
+    /// What stopped it.
+    pub error: IngestError,
+}
+
 /// The write model's checkpoint: the registry as of a position, and the id of the event just
 /// before that position so that a checkpoint from another log is recognised and ignored.
 #[derive(Serialize, Deserialize)]
@@ -261,14 +271,30 @@ impl<S: EventStore> Ingestor<S> {
     /// state. If the previous chunk comes back with anything but the expected answers (a
     /// stale decision) or changed the registry, the tentative state is dropped and the next
     /// chunk decided again from the log.
+    ///
+    /// On failure the summary of everything settled before it comes with the error: those
+    /// records are stored (or were refused) for good, and re-running the input is safe.
     pub async fn ingest_reader(
+        &mut self,
+        input: impl BufRead,
+        kind: InputKind,
+        progress: impl FnMut(u64, &IngestSummary),
+    ) -> Result<IngestSummary, IngestFailure> {
+        let mut summary = IngestSummary::default();
+        match self.ingest_into(input, kind, progress, &mut summary).await {
+            Ok(()) => Ok(summary),
+            Err(error) => Err(IngestFailure { summary, error }),
+        }
+    }
+
+    async fn ingest_into(
         &mut self,
         mut input: impl BufRead,
         kind: InputKind,
         mut progress: impl FnMut(u64, &IngestSummary),
-    ) -> Result<IngestSummary, IngestError> {
+        summary: &mut IngestSummary,
+    ) -> Result<(), IngestError> {
         self.catch_up().await?;
-        let mut summary = IngestSummary::default();
         let mut line_no = 0u64;
         let mut bytes_read = 0u64;
         let mut in_flight: Option<InFlight> = None;
@@ -307,13 +333,13 @@ impl<S: EventStore> Ingestor<S> {
             };
             parsing = parsing_next;
             if let Some(previous) = in_flight.take() {
-                let clean = self.settle_in_flight(previous, &mut summary, &mut spare).await?;
+                let clean = self.settle_in_flight(previous, summary, &mut spare).await?;
                 if !clean && let Some(chunk) = next.take() {
                     // Decided on a view that turned out wrong: parse and decide again from the log.
                     self.tentative = Tentative::default();
                     next = Some(self.decide_chunk(parse_chunk(&chunk.raw, kind), chunk.raw, kind).await?);
                 }
-                progress(bytes_read, &summary);
+                progress(bytes_read, summary);
             }
             let Some(chunk) = next else {
                 if parsing.is_none() {
@@ -325,13 +351,13 @@ impl<S: EventStore> Ingestor<S> {
             let flight = self.send(chunk);
             if registry_changed {
                 // The registry must be caught up before anything is decided on it.
-                self.settle_in_flight(flight, &mut summary, &mut spare).await?;
-                progress(bytes_read, &summary);
+                self.settle_in_flight(flight, summary, &mut spare).await?;
+                progress(bytes_read, summary);
             } else {
                 in_flight = Some(flight);
             }
         }
-        Ok(summary)
+        Ok(())
     }
 
     /// Decides and stores one chunk of lines, returning one outcome per line, in order.

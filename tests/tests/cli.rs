@@ -1,0 +1,98 @@
+//! The `posledger` command line end to end: imports, summaries, exit codes, verify.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const POSLEDGER: &str = env!("CARGO_BIN_EXE_posledger-under-test");
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/day").join(name)
+}
+
+fn posledger(data: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(POSLEDGER);
+    cmd.arg("--data-dir").arg(data).args(args);
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn posledger");
+    if let Some(text) = stdin {
+        use std::io::Write;
+        child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write stdin");
+    }
+    child.wait_with_output().expect("wait")
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[test]
+fn the_fixture_day_through_the_cli() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path();
+    let admin = posledger(
+        data,
+        &["merchants", "import", fixture("admin.ndjson").to_str().expect("utf8"), "--format", "json"],
+        None,
+    );
+    assert_eq!(admin.status.code(), Some(0));
+    assert_eq!(json(&admin)["accepted"], 62);
+    let feed = fixture("feed-2026-11-24.ndjson");
+    let first = posledger(data, &["ingest", feed.to_str().expect("utf8"), "--format", "json"], None);
+    assert_eq!((first.status.code(), json(&first)["accepted"].clone()), (Some(0), 429.into()));
+    // Standard input works the same; the second day is new, the first is all duplicates.
+    let day2 = std::fs::read_to_string(fixture("feed-2026-11-25.ndjson")).expect("fixture");
+    let second = posledger(data, &["ingest", "-", "--format", "json"], Some(&day2));
+    assert_eq!(json(&second)["accepted"], 444);
+    let again = posledger(data, &["ingest", feed.to_str().expect("utf8"), "--format", "json"], None);
+    assert_eq!((json(&again)["duplicates"].clone(), json(&again)["accepted"].clone()), (429.into(), 0.into()));
+
+    // A rejected record: exit 1, the line, field and reason in the table.
+    let bad = r#"{"kind":"sale","txn_id":"X1","merchant_id":"M000001","terminal_id":"T0000100","batch_no":"739945","stan":"000001","channel":"wechat","channel_txn_id":"42","amount":"1.001","currency":"CNY","at":"2026-11-25T10:00:00+08:00","mcc":"5812"}"#;
+    let out = posledger(data, &["ingest", "-"], Some(&format!("\n{bad}\n")));
+    assert_eq!(out.status.code(), Some(1));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("line 2") && table.contains("field `amount`") && table.contains("decimal places"),
+        "{table}"
+    );
+
+    // verify: every event, a head hash.
+    let verify = posledger(data, &["verify", "--format", "json"], None);
+    assert_eq!(verify.status.code(), Some(0));
+    let report = json(&verify);
+    assert_eq!(report["events"], 62 + 429 + 444);
+    assert_eq!(report["head_hash"].as_str().map(str::len), Some(64));
+}
+
+/// A checkpoint that cannot be written is a warning: the records are stored and counted.
+#[test]
+fn an_unwritable_checkpoint_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path();
+    std::fs::create_dir_all(data.join("writemodel.json")).expect("a directory where the file goes");
+    let out = posledger(
+        data,
+        &["merchants", "import", fixture("admin.ndjson").to_str().expect("utf8"), "--format", "json"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(json(&out)["accepted"], 62);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warning"));
+}
+
+/// Verify on a directory with no log, and a damaged log, fail with their own exit codes.
+#[test]
+fn verify_reports_damage_with_exit_code_1() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path();
+    assert_eq!(posledger(data, &["verify"], None).status.code(), Some(2), "no log at all");
+    posledger(data, &["merchants", "import", fixture("admin.ndjson").to_str().expect("utf8")], None);
+    let seg = data.join("events/seg-000000.log");
+    let mut bytes = std::fs::read(&seg).expect("segment");
+    bytes[200] ^= 0x40;
+    std::fs::write(&seg, &bytes).expect("damage");
+    let out = posledger(data, &["verify"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FAILED"), "{}", String::from_utf8_lossy(&out.stdout));
+}
