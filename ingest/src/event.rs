@@ -502,10 +502,20 @@ impl Event {
     }
 
     /// The deterministic event id: a version-5 UUID of the type and idempotency key.
+    ///
+    /// The four payment events share one id space, `Payment/{txn_id}`: a terminal's txn_id
+    /// names one record, so a refund that reuses a sale's txn_id is the same id with other
+    /// content, which the store refuses as a conflict without any extra lookup.
     pub fn event_id(&self) -> Uuid {
-        match self.plain_key() {
-            Some(key) => event_id_of(self.event_type(), key),
-            None => event_id_of(self.event_type(), &self.idempotency_key()),
+        match self {
+            Event::PaymentCaptured(e) => event_id_of(PAYMENT_ID_SPACE, &e.txn_id),
+            Event::PaymentVoided(e) | Event::PaymentRefunded(e) | Event::PaymentReversed(e) => {
+                event_id_of(PAYMENT_ID_SPACE, &e.txn_id)
+            }
+            _ => match self.plain_key() {
+                Some(key) => event_id_of(self.event_type(), key),
+                None => event_id_of(self.event_type(), &self.idempotency_key()),
+            },
         }
     }
 
@@ -705,8 +715,8 @@ pub fn event_id_of(event_type: &str, key: &str) -> Uuid {
     uuid::Builder::from_sha1_bytes(bytes).into_uuid()
 }
 
-/// The event types a terminal's own `txn_id` names: it must name only one of them.
-pub const PAYMENT_EVENT_TYPES: [&str; 4] = ["PaymentCaptured", "PaymentVoided", "PaymentRefunded", "PaymentReversed"];
+/// The id space shared by the payment events (captures, voids, refunds, reversals).
+pub const PAYMENT_ID_SPACE: &str = "Payment";
 
 /// The stream of a payment and everything done to it.
 pub fn payment_stream(txn_id: &str) -> String {
@@ -762,10 +772,10 @@ mod tests {
     #[test]
     fn event_ids_are_version_5_uuids_of_type_and_key() {
         let terminal = Event::TerminalActivated(TerminalActivated { terminal_id: "T1".into(), at: at() });
-        for event in [Event::PaymentCaptured(sale()), terminal] {
-            let name = format!("{}/{}", event.event_type(), event.idempotency_key());
-            assert_eq!(event.event_id(), Uuid::new_v5(&EVENT_ID_NAMESPACE, name.as_bytes()));
-        }
+        let name = format!("TerminalActivated/{}", terminal.idempotency_key());
+        assert_eq!(terminal.event_id(), Uuid::new_v5(&EVENT_ID_NAMESPACE, name.as_bytes()));
+        let capture = Event::PaymentCaptured(sale());
+        assert_eq!(capture.event_id(), Uuid::new_v5(&EVENT_ID_NAMESPACE, b"Payment/M1-1"));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::admin::parse_admin_line;
-use crate::event::{Event, PAYMENT_EVENT_TYPES, event_id_of, payment_stream};
+use crate::event::{Event, payment_stream};
 use crate::feed::{FEED_LINE_BYTES_MAX, LineError, parse_feed_line};
 use crate::store::{AppendError, AppendRequest, EventStore, ExpectedRevision, HashKeyMap, READ_EVENTS_MAX, ReadError};
 use crate::writemodel::{PaymentState, REGISTRY_EVENT_TYPES, Registry, Rejection, View};
@@ -435,6 +435,13 @@ impl<S: EventStore> Ingestor<S> {
         if !new_sale && let Some(stored) = self.store.event_by_id(data.event_id).await? {
             outcomes[slot] = Some(if stored.stream == stream && stored.data == data {
                 RecordOutcome::Duplicate { position: stored.position }
+            } else if stored.data.event_type != data.event_type {
+                // Payment events share one id space: the txn_id already names another record.
+                let r = Rejection {
+                    code: "txn_id_in_use",
+                    message: format!("txn_id {} already names a {} record", event.reference(), stored.data.event_type),
+                };
+                RecordOutcome::Rejected(RejectedRecord::rule(line, event.reference(), r))
             } else {
                 let r = conflict_rejection(&event, stored.position);
                 RecordOutcome::Rejected(RejectedRecord::rule(line, event.reference(), r))
@@ -599,7 +606,10 @@ impl<S: EventStore> Ingestor<S> {
                     reference: reference(),
                     field: None,
                     code: "conflicting_duplicate".into(),
-                    message: format!("a different record with the same id is stored at position {position}"),
+                    message: format!(
+                        "a different record with the same id (the same txn_id, for a payment record) is \
+                         stored at position {position}"
+                    ),
                 }),
                 Err(AppendError::Invalid(m)) => RecordOutcome::Rejected(RejectedRecord {
                     line: p.line,
@@ -629,10 +639,6 @@ impl<S: EventStore> Ingestor<S> {
                 return Ok(view.decide_feed(event, None).map(|()| ExpectedRevision::NoStream));
             }
         };
-        // A terminal's txn_id names one record: a sale, a void, a refund or a reversal.
-        if let Some(taken) = self.txn_id_taken(event).await? {
-            return Ok(Err(taken));
-        }
         if let Event::PaymentCaptured(_) = event {
             // A sale needs only to know that its txn_id is new.
             let exists = !new_sale
@@ -659,32 +665,6 @@ impl<S: EventStore> Ingestor<S> {
         let state = self.tentative.payments.get(&txn_key(key)).and_then(|(s, _)| s.as_ref());
         let view = View::new(&self.registry, &self.tentative.overlay);
         Ok(view.decide_feed(event, state).map(|()| ExpectedRevision::Exact(state.map_or(0, |s| s.revision))))
-    }
-}
-
-impl<S: EventStore> Ingestor<S> {
-    /// A rejection if the record's own `txn_id` already names another kind of payment record
-    /// (stored or staged): reconciliation matches on it, so it must be unique.
-    async fn txn_id_taken(&self, event: &Event) -> Result<Option<Rejection>, IngestError> {
-        let (own_type, txn_id) = match event {
-            Event::PaymentCaptured(s) => ("PaymentCaptured", &s.txn_id),
-            Event::PaymentVoided(a) | Event::PaymentRefunded(a) | Event::PaymentReversed(a) => {
-                (event.event_type(), &a.txn_id)
-            }
-            _ => return Ok(None),
-        };
-        for other in PAYMENT_EVENT_TYPES.into_iter().filter(|t| *t != own_type) {
-            let id = event_id_of(other, txn_id);
-            let taken =
-                self.tentative.staged.contains_key(&id.as_u128()) || self.store.event_by_id(id).await?.is_some();
-            if taken {
-                return Ok(Some(Rejection {
-                    code: "txn_id_in_use",
-                    message: format!("txn_id {txn_id} already names a {other} record"),
-                }));
-            }
-        }
-        Ok(None)
     }
 }
 
