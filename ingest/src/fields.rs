@@ -239,10 +239,20 @@ fn digit_runs(text: &str) -> impl Iterator<Item = String> + '_ {
 /// Whether `text` holds a full card number: 13 to 19 digits (spaces and dashes between them
 /// ignored) that pass the Luhn check, anywhere in it.
 fn holds_pan(text: &str) -> bool {
-    digit_runs(text).any(|run| {
-        (13..=19).contains(&run.len()) && luhn_valid(&run)
-            || run.len() > 19 && run.as_bytes().windows(16).any(|w| luhn_valid(std::str::from_utf8(w).unwrap_or("")))
-    })
+    // Most payer tokens hold far fewer digits than a card number: nothing more to look at.
+    if text.bytes().filter(u8::is_ascii_digit).count() < 13 {
+        return false;
+    }
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        return (13..=19).contains(&text.len()) && luhn_valid(text) || text.len() > 19 && has_pan_window(text);
+    }
+    digit_runs(text)
+        .any(|run| (13..=19).contains(&run.len()) && luhn_valid(&run) || run.len() > 19 && has_pan_window(&run))
+}
+
+/// Whether a long run of digits holds 16 consecutive digits that pass the Luhn check.
+fn has_pan_window(digits: &str) -> bool {
+    digits.as_bytes().windows(16).any(|w| luhn_valid(std::str::from_utf8(w).unwrap_or("")))
 }
 
 /// Luhn check of an all-digit string.
