@@ -1,6 +1,56 @@
-//! `ledger` will own the projection of events into double-entry postings, balances now and
-//! as of any position or business time, merchant settlement and the reconciliation engine.
+//! `ledger` owns the double-entry books: the projection of events into balanced journal
+//! entries ([`projection::Projection`], [`entry::BalancedEntry`]), the fee arithmetic
+//! ([`fees`]), and balances now and as of any position ([`projection::Balances`]). Later:
+//! merchant settlement and the reconciliation engine.
 //!
-//! It is a deterministic state machine: it reads events only through the store's
-//! read/subscribe API, reads no clock and does no other I/O. Nothing is implemented yet;
-//! the crate exists so the workspace has its final shape.
+//! The projection is a deterministic state machine: it reads no clock and does no I/O; events
+//! arrive through the store's read API ([`replay`]).
+
+pub mod entry;
+pub mod fees;
+pub mod projection;
+
+use ingest::event::Event;
+use ingest::store::{EventStore, READ_EVENTS_MAX, ReadError};
+
+pub use projection::{LedgerError, Projection};
+
+/// Why a replay stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// Reading the log failed.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// A stored event could not be decoded.
+    #[error("decoding the event at position {position}: {source}")]
+    Decode {
+        /// Position.
+        position: u64,
+        /// Why.
+        source: ingest::event::DecodeError,
+    },
+    /// The books broke an invariant.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+/// Builds the books from the log: every event before position `until` (`u64::MAX`: all),
+/// then checks that the trial balance is zero.
+pub async fn replay<S: EventStore>(store: &S, until: u64) -> Result<Projection, ReplayError> {
+    let mut projection = Projection::default();
+    let end = until.min(store.head());
+    while projection.position() < end {
+        let max = READ_EVENTS_MAX.min((end - projection.position()) as usize);
+        let events = store.read_all(projection.position(), max).await?;
+        if events.is_empty() {
+            break;
+        }
+        for e in events {
+            let event = Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)
+                .map_err(|source| ReplayError::Decode { position: e.position, source })?;
+            projection.apply(e.position, &event)?;
+        }
+    }
+    projection.check_trial_balance()?;
+    Ok(projection)
+}

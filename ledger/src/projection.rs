@@ -1,0 +1,270 @@
+//! The projection: events in, balanced entries out, balances kept. Deterministic: no clock,
+//! no I/O, no randomness; the same events in the same order give the same books.
+//!
+//! Posting rules (amounts in the payment's currency):
+//!
+//! | event | debit | credit |
+//! |---|---|---|
+//! | sale, card or QR | `assets:clearing:<ch>` amount | `liabilities:merchant:<m>:payable` amount − fee; `income:mdr:<ch>` fee |
+//! | sale, cash | — (the merchant holds the cash; no entry) | — |
+//! | void, reversal | the sale's entry, reversed | |
+//! | refund | payable refund − fee part; `income:mdr:<ch>` fee part | `assets:clearing:<ch>` refund |
+//! | channel fee on a settled line ([`Projection::channel_fee`]) | `expenses:channel-fees:<ch>` | `assets:clearing:<ch>` |
+//!
+//! The fee is the merchant's contract in force when the sale is booked ([`crate::fees`]); a
+//! refund gives back the fee in proportion, and the refund that completes the payment gives
+//! back exactly the rest, so a fully refunded payment nets to zero on every account.
+
+use std::collections::{BTreeMap, HashMap};
+
+use ingest::event::{Channel, Event, FeeTerms, PaymentAdjustment};
+use ingest::money::Currency;
+use rust_decimal::Decimal;
+
+use crate::entry::{Account, BalancedEntry, EntryError, Posting};
+use crate::fees;
+
+/// Why the projection stopped: a bug or damaged history, never bad input (the write model
+/// refuses bad input before it becomes an event).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerError {
+    /// A posting rule made an unbalanced entry.
+    #[error(transparent)]
+    Entry(#[from] EntryError),
+    /// An event breaks an invariant of the books.
+    #[error("invariant broken at position {position}: {message}")]
+    Invariant {
+        /// Position of the event.
+        position: u64,
+        /// What is wrong.
+        message: String,
+    },
+    /// Events must arrive in position order, each once.
+    #[error("event at position {got} arrived, expected position {expected}")]
+    OutOfOrder {
+        /// Position the projection expected.
+        expected: u64,
+        /// Position it got.
+        got: u64,
+    },
+}
+
+/// What the books remember of a payment, to book what happens to it later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PaymentBook {
+    merchant: String,
+    channel: Channel,
+    currency: Currency,
+    amount: Decimal,
+    fee: Decimal,
+    refunded: Decimal,
+    fee_returned: Decimal,
+    cancelled: bool,
+}
+
+/// Balances of every account, now and at every position where they changed.
+#[derive(Debug, Clone, Default)]
+pub struct Balances {
+    /// Per account and currency: (position, balance after the posting at that position).
+    history: BTreeMap<(Account, Currency), Vec<(u64, Decimal)>>,
+}
+
+impl Balances {
+    fn post(&mut self, position: u64, p: &Posting) {
+        let history = self.history.entry((p.account.clone(), p.currency)).or_default();
+        let before = history.last().map_or(Decimal::ZERO, |(_, b)| *b);
+        match history.last_mut() {
+            // Two postings of one entry to one account: one point in its history.
+            Some((at, balance)) if *at == position => *balance = before + p.amount,
+            _ => history.push((position, before + p.amount)),
+        }
+    }
+
+    /// The balance of `account` in `currency` after every event before position `until`
+    /// (`u64::MAX` for now). A binary search: no replay.
+    pub fn balance(&self, account: &Account, currency: Currency, until: u64) -> Decimal {
+        let Some(history) = self.history.get(&(account.clone(), currency)) else { return Decimal::ZERO };
+        let i = history.partition_point(|(at, _)| *at < until);
+        if i == 0 { Decimal::ZERO } else { history[i - 1].1 }
+    }
+
+    /// Every account's balance before position `until`, accounts in path order; zero
+    /// balances of accounts that were used are kept (a trial balance lists them).
+    pub fn trial_balance(&self, until: u64) -> Vec<(Account, Currency, Decimal)> {
+        self.history
+            .iter()
+            .filter(|(_, h)| h.first().is_some_and(|(at, _)| *at < until))
+            .map(|((account, currency), _)| (account.clone(), *currency, self.balance(account, *currency, until)))
+            .collect()
+    }
+}
+
+/// The double-entry projection of the event log.
+#[derive(Debug, Clone, Default)]
+pub struct Projection {
+    contracts: HashMap<String, BTreeMap<Channel, FeeTerms>>,
+    payments: HashMap<String, PaymentBook>,
+    balances: Balances,
+    next_position: u64,
+    entries: u64,
+}
+
+impl Projection {
+    /// The balances.
+    pub fn balances(&self) -> &Balances {
+        &self.balances
+    }
+
+    /// The position of the next event the projection expects (events applied so far).
+    pub fn position(&self) -> u64 {
+        self.next_position
+    }
+
+    /// Entries booked so far.
+    pub fn entries(&self) -> u64 {
+        self.entries
+    }
+
+    /// Applies the event at `position`, returning the entry it books, if any.
+    pub fn apply(&mut self, position: u64, event: &Event) -> Result<Option<BalancedEntry>, LedgerError> {
+        if position != self.next_position {
+            return Err(LedgerError::OutOfOrder { expected: self.next_position, got: position });
+        }
+        let entry = self.entry_for(position, event)?;
+        if let Some(entry) = &entry {
+            for p in entry.postings() {
+                self.balances.post(position, p);
+            }
+            self.entries += 1;
+        }
+        self.next_position += 1;
+        Ok(entry)
+    }
+
+    fn entry_for(&mut self, position: u64, event: &Event) -> Result<Option<BalancedEntry>, LedgerError> {
+        let invariant = |message: String| LedgerError::Invariant { position, message };
+        match event {
+            Event::ContractSigned(c) => {
+                self.contracts.insert(c.merchant_id.clone(), c.fees.clone());
+                Ok(None)
+            }
+            Event::PaymentCaptured(s) => {
+                let terms =
+                    self.contracts.get(&s.merchant_id).and_then(|f| f.get(&s.channel)).ok_or_else(|| {
+                        invariant(format!("sale {} has no contract terms for {}", s.txn_id, s.channel))
+                    })?;
+                let fee = fees::merchant_fee(terms, s.amount, s.currency);
+                let book = PaymentBook {
+                    merchant: s.merchant_id.clone(),
+                    channel: s.channel,
+                    currency: s.currency,
+                    amount: s.amount,
+                    fee,
+                    refunded: Decimal::ZERO,
+                    fee_returned: Decimal::ZERO,
+                    cancelled: false,
+                };
+                let entry = capture_postings(&book, Decimal::ONE);
+                if self.payments.insert(s.txn_id.clone(), book).is_some() {
+                    return Err(invariant(format!("sale {} captured twice", s.txn_id)));
+                }
+                Ok(entry.map(|p| BalancedEntry::new(position, p)).transpose()?)
+            }
+            Event::PaymentVoided(a) | Event::PaymentReversed(a) => {
+                let book = self.payment(position, a)?;
+                if book.cancelled || !book.refunded.is_zero() {
+                    return Err(invariant(format!(
+                        "{} cancels sale {} after a cancel or refund",
+                        a.txn_id, a.original_txn_id
+                    )));
+                }
+                book.cancelled = true;
+                let entry = capture_postings(book, Decimal::NEGATIVE_ONE);
+                Ok(entry.map(|p| BalancedEntry::new(position, p)).transpose()?)
+            }
+            Event::PaymentRefunded(a) => {
+                let book = self.payment(position, a)?;
+                if book.cancelled || book.refunded + a.amount > book.amount {
+                    return Err(invariant(format!(
+                        "refund {} of {} exceeds what remains of sale {}",
+                        a.txn_id, a.amount, a.original_txn_id
+                    )));
+                }
+                let fee_part = fees::refunded_fee(
+                    book.fee,
+                    book.fee_returned,
+                    book.amount,
+                    book.refunded,
+                    a.amount,
+                    book.currency,
+                );
+                book.refunded += a.amount;
+                book.fee_returned += fee_part;
+                if book.channel == Channel::Cash {
+                    return Ok(None);
+                }
+                let cur = book.currency;
+                let postings = vec![
+                    Posting { account: Account::payable(&book.merchant), amount: a.amount - fee_part, currency: cur },
+                    Posting { account: Account::mdr(book.channel), amount: fee_part, currency: cur },
+                    Posting { account: Account::clearing(book.channel), amount: -a.amount, currency: cur },
+                ];
+                Ok(Some(BalancedEntry::new(position, postings)?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn payment(&mut self, position: u64, a: &PaymentAdjustment) -> Result<&mut PaymentBook, LedgerError> {
+        self.payments.get_mut(&a.original_txn_id).ok_or_else(|| LedgerError::Invariant {
+            position,
+            message: format!("{} refers to sale {}, which was never booked", a.txn_id, a.original_txn_id),
+        })
+    }
+
+    /// The entry for a channel's fee on a payment its statement settled: the channel keeps
+    /// the fee out of what it pays, so clearing is reduced by it. Booked when a statement
+    /// line is matched (the statement events arrive with reconciliation).
+    pub fn channel_fee(
+        position: u64,
+        channel: Channel,
+        fee: Decimal,
+        currency: Currency,
+    ) -> Result<BalancedEntry, EntryError> {
+        BalancedEntry::new(
+            position,
+            vec![
+                Posting { account: Account::channel_fees(channel), amount: fee, currency },
+                Posting { account: Account::clearing(channel), amount: -fee, currency },
+            ],
+        )
+    }
+
+    /// Checks the books: every currency's balances sum to zero (the trial balance balances).
+    pub fn check_trial_balance(&self) -> Result<(), LedgerError> {
+        let mut sums: BTreeMap<Currency, Decimal> = BTreeMap::new();
+        for (_, currency, balance) in self.balances.trial_balance(u64::MAX) {
+            *sums.entry(currency).or_default() += balance;
+        }
+        match sums.into_iter().find(|(_, s)| !s.is_zero()) {
+            None => Ok(()),
+            Some((currency, s)) => Err(LedgerError::Invariant {
+                position: self.next_position,
+                message: format!("trial balance is off by {s} {currency}"),
+            }),
+        }
+    }
+}
+
+/// The postings of a sale (`sign` 1) or of its cancellation (`sign` −1); none for cash.
+fn capture_postings(book: &PaymentBook, sign: Decimal) -> Option<Vec<Posting>> {
+    if book.channel == Channel::Cash {
+        return None;
+    }
+    let cur = book.currency;
+    Some(vec![
+        Posting { account: Account::clearing(book.channel), amount: sign * book.amount, currency: cur },
+        Posting { account: Account::payable(&book.merchant), amount: -sign * (book.amount - book.fee), currency: cur },
+        Posting { account: Account::mdr(book.channel), amount: -sign * book.fee, currency: cur },
+    ])
+}

@@ -1,0 +1,260 @@
+//! Given these events, when this one is applied, then these postings and balances.
+
+use std::collections::BTreeMap;
+
+use chrono::DateTime;
+use ingest::event::{Channel, ContractSigned, Event, FeeTerms, PaymentAdjustment, PaymentCaptured, SettlementCycle};
+use ingest::money::Currency;
+use ledger::Projection;
+use ledger::entry::Account;
+use proptest::prelude::*;
+use rust_decimal::Decimal;
+
+fn d(s: &str) -> Decimal {
+    s.parse().expect("decimal")
+}
+
+fn at() -> chrono::DateTime<chrono::FixedOffset> {
+    DateTime::parse_from_rfc3339("2026-11-26T12:00:00+08:00").expect("time")
+}
+
+fn contract(merchant: &str) -> Event {
+    let mut fees = BTreeMap::new();
+    fees.insert(Channel::Wechat, FeeTerms { rate: d("0.0038"), min: None, cap: None });
+    fees.insert(Channel::UnionpayCard, FeeTerms { rate: d("0.0060"), min: None, cap: Some(d("20.00")) });
+    fees.insert(Channel::Cash, FeeTerms { rate: d("0"), min: None, cap: None });
+    Event::ContractSigned(ContractSigned {
+        merchant_id: merchant.into(),
+        fees,
+        settlement_cycle: SettlementCycle::T1,
+        at: at(),
+    })
+}
+
+fn sale(txn: &str, merchant: &str, channel: Channel, amount: &str) -> Event {
+    Event::PaymentCaptured(PaymentCaptured {
+        txn_id: txn.into(),
+        merchant_id: merchant.into(),
+        terminal_id: "T1".into(),
+        batch_no: "000001".into(),
+        stan: "000001".into(),
+        rrn: None,
+        channel,
+        channel_txn_id: (channel != Channel::Cash).then(|| format!("C{txn}")),
+        amount: d(amount),
+        currency: Currency::Cny,
+        at: at(),
+        payer: None,
+        mcc: "5812".into(),
+    })
+}
+
+fn adjustment(txn: &str, original: &str, merchant: &str, channel: Channel, amount: &str) -> PaymentAdjustment {
+    PaymentAdjustment {
+        txn_id: txn.into(),
+        original_txn_id: original.into(),
+        merchant_id: merchant.into(),
+        terminal_id: "T1".into(),
+        batch_no: "000001".into(),
+        stan: "000002".into(),
+        channel,
+        amount: d(amount),
+        currency: Currency::Cny,
+        at: at(),
+    }
+}
+
+/// Applies events in order from position 0.
+fn book(events: &[Event]) -> Projection {
+    let mut p = Projection::default();
+    for (i, e) in events.iter().enumerate() {
+        p.apply(i as u64, e).unwrap_or_else(|err| panic!("event {i}: {err}"));
+    }
+    p.check_trial_balance().expect("trial balance zero");
+    p
+}
+
+fn balance(p: &Projection, account: Account) -> Decimal {
+    p.balances().balance(&account, Currency::Cny, u64::MAX)
+}
+
+#[test]
+fn a_wechat_sale_books_clearing_payable_and_fee() {
+    // design.md §4: 100.00 at 0.38 %: Dr clearing 100.00 / Cr payable 99.62 / Cr mdr 0.38.
+    let mut p = Projection::default();
+    p.apply(0, &contract("M1")).expect("contract");
+    let entry = p.apply(1, &sale("A", "M1", Channel::Wechat, "100.00")).expect("sale").expect("an entry");
+    let lines: Vec<_> = entry.postings().iter().map(|x| (x.account.path().to_owned(), x.amount)).collect();
+    assert_eq!(
+        lines,
+        vec![
+            ("assets:clearing:wechat".to_owned(), d("100.00")),
+            ("liabilities:merchant:M1:payable".to_owned(), d("-99.62")),
+            ("income:mdr:wechat".to_owned(), d("-0.38")),
+        ]
+    );
+}
+
+#[test]
+fn cash_never_touches_clearing_and_costs_nothing() {
+    let p = book(&[contract("M1"), sale("A", "M1", Channel::Cash, "47.82")]);
+    assert!(p.balances().trial_balance(u64::MAX).is_empty());
+    assert_eq!(p.entries(), 0);
+}
+
+#[test]
+fn a_void_and_a_reversal_undo_their_sale() {
+    let void = Event::PaymentVoided(adjustment("A-V", "A", "M1", Channel::Wechat, "25.00"));
+    let reversal = Event::PaymentReversed(adjustment("B-X", "B", "M1", Channel::UnionpayCard, "5000.00"));
+    let p = book(&[
+        contract("M1"),
+        sale("A", "M1", Channel::Wechat, "25.00"),
+        void,
+        sale("B", "M1", Channel::UnionpayCard, "5000.00"),
+        reversal,
+    ]);
+    for (account, currency, b) in p.balances().trial_balance(u64::MAX) {
+        assert_eq!(b, Decimal::ZERO, "{account} {currency}");
+    }
+}
+
+#[test]
+fn refunds_in_thirds_of_an_odd_amount_net_to_zero_everywhere() {
+    let refund = |n: &str, amount: &str| Event::PaymentRefunded(adjustment(n, "A", "M1", Channel::Wechat, amount));
+    let p = book(&[
+        contract("M1"),
+        sale("A", "M1", Channel::Wechat, "100.01"),
+        refund("A-R1", "33.33"),
+        refund("A-R2", "33.33"),
+        refund("A-R3", "33.35"),
+    ]);
+    for (account, _, b) in p.balances().trial_balance(u64::MAX) {
+        assert_eq!(b, Decimal::ZERO, "{account}");
+    }
+    // As of before the last refund: the first two gave back 0.13 + 0.13 of the 0.38 fee.
+    assert_eq!(p.balances().balance(&Account::mdr(Channel::Wechat), Currency::Cny, 4), d("-0.12"));
+}
+
+#[test]
+fn the_card_cap_is_reached_exactly() {
+    let p = book(&[contract("M1"), sale("A", "M1", Channel::UnionpayCard, "3333.33")]);
+    assert_eq!(balance(&p, Account::mdr(Channel::UnionpayCard)), d("-20.00"));
+    assert_eq!(balance(&p, Account::payable("M1")), d("-3313.33"));
+}
+
+#[test]
+fn balances_as_of_any_position() {
+    let p = book(&[
+        contract("M1"),
+        sale("A", "M1", Channel::Wechat, "10.00"),
+        sale("B", "M1", Channel::Wechat, "20.00"),
+        Event::PaymentRefunded(adjustment("A-R1", "A", "M1", Channel::Wechat, "10.00")),
+    ]);
+    let clearing = Account::clearing(Channel::Wechat);
+    let at = |until| p.balances().balance(&clearing, Currency::Cny, until);
+    assert_eq!((at(0), at(2), at(3), at(4), at(u64::MAX)), (d("0"), d("10.00"), d("30.00"), d("20.00"), d("20.00")));
+    assert_eq!(p.balances().trial_balance(2).len(), 3, "accounts used before position 2");
+}
+
+#[test]
+fn the_channel_fee_rule_reduces_clearing() {
+    let entry = Projection::channel_fee(9, Channel::Wechat, d("0.25"), Currency::Cny).expect("balanced");
+    let lines: Vec<_> = entry.postings().iter().map(|x| (x.account.path().to_owned(), x.amount)).collect();
+    assert_eq!(
+        lines,
+        vec![("expenses:channel-fees:wechat".to_owned(), d("0.25")), ("assets:clearing:wechat".to_owned(), d("-0.25"))]
+    );
+}
+
+#[test]
+fn broken_history_fails_loudly_with_its_position() {
+    let mut p = Projection::default();
+    p.apply(0, &contract("M1")).expect("contract");
+    p.apply(1, &sale("A", "M1", Channel::Wechat, "10.00")).expect("sale");
+    let err = p
+        .apply(2, &Event::PaymentRefunded(adjustment("A-R1", "A", "M1", Channel::Wechat, "10.01")))
+        .expect_err("over-refund");
+    assert!(err.to_string().contains("position 2"), "{err}");
+    let err = p.apply(5, &sale("B", "M1", Channel::Wechat, "1.00")).expect_err("gap");
+    assert!(matches!(err, ledger::LedgerError::OutOfOrder { expected: 2, got: 5 }), "{err}");
+    let unknown = Event::PaymentVoided(adjustment("Z-V", "Z", "M1", Channel::Wechat, "1.00"));
+    assert!(p.apply(2, &unknown).is_err(), "a void of a sale never booked");
+}
+
+/// One step of a random history.
+#[derive(Debug, Clone)]
+enum Step {
+    Sale { channel: u8, cents: i64 },
+    Refund { payment: usize, cents: i64 },
+    Void { payment: usize },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        3 => (0u8..3, 1i64..1_000_000).prop_map(|(channel, cents)| Step::Sale { channel, cents }),
+        2 => (0usize..50, 1i64..1_000_000).prop_map(|(payment, cents)| Step::Refund { payment, cents }),
+        1 => (0usize..50).prop_map(|payment| Step::Void { payment }),
+    ]
+}
+
+proptest! {
+    /// Random valid histories: the trial balance is zero after every event, every balance
+    /// equals a naive sum of postings, and refunding or voiding everything empties the books.
+    #[test]
+    fn books_always_balance_and_full_unwinds_net_to_zero(steps in prop::collection::vec(step(), 1..80)) {
+        let channels = [Channel::Wechat, Channel::UnionpayCard, Channel::Cash];
+        let mut events = vec![contract("M1")];
+        // (txn, channel, amount cents, refunded cents, cancelled)
+        let mut payments: Vec<(String, Channel, i64, i64, bool)> = Vec::new();
+        for s in steps {
+            match s {
+                Step::Sale { channel, cents } => {
+                    let txn = format!("P{}", payments.len());
+                    let ch = channels[channel as usize];
+                    events.push(sale(&txn, "M1", ch, &Decimal::new(cents, 2).to_string()));
+                    payments.push((txn, ch, cents, 0, false));
+                }
+                Step::Refund { payment, cents } => {
+                    let Some(p) = payments.get_mut(payment) else { continue };
+                    let part = cents.min(p.2 - p.3);
+                    if p.4 || part <= 0 { continue }
+                    p.3 += part;
+                    let n = format!("{}-R{}", p.0, p.3);
+                    events.push(Event::PaymentRefunded(adjustment(&n, &p.0, "M1", p.1, &Decimal::new(part, 2).to_string())));
+                }
+                Step::Void { payment } => {
+                    let Some(p) = payments.get_mut(payment) else { continue };
+                    if p.4 || p.3 > 0 { continue }
+                    p.4 = true;
+                    let n = format!("{}-V", p.0);
+                    events.push(Event::PaymentVoided(adjustment(&n, &p.0, "M1", p.1, &Decimal::new(p.2, 2).to_string())));
+                }
+            }
+        }
+        let mut projection = Projection::default();
+        let mut naive: BTreeMap<String, Decimal> = BTreeMap::new();
+        for (i, e) in events.iter().enumerate() {
+            if let Some(entry) = projection.apply(i as u64, e).expect("apply") {
+                for p in entry.postings() {
+                    *naive.entry(p.account.path().to_owned()).or_default() += p.amount;
+                }
+            }
+            projection.check_trial_balance().expect("zero after every event");
+        }
+        for (account, _, b) in projection.balances().trial_balance(u64::MAX) {
+            prop_assert_eq!(b, naive[account.path()], "{}", account);
+        }
+        // Unwind: refund what remains of everything not cancelled.
+        let mut position = events.len() as u64;
+        for p in &payments {
+            if p.4 || p.3 == p.2 { continue }
+            let n = format!("{}-RX", p.0);
+            let e = Event::PaymentRefunded(adjustment(&n, &p.0, "M1", p.1, &Decimal::new(p.2 - p.3, 2).to_string()));
+            projection.apply(position, &e).expect("final refund");
+            position += 1;
+        }
+        for (account, _, b) in projection.balances().trial_balance(u64::MAX) {
+            prop_assert_eq!(b, Decimal::ZERO, "{} after unwinding", account);
+        }
+    }
+}
