@@ -43,6 +43,26 @@ enum Command {
         #[command(subcommand)]
         command: MerchantsCommand,
     },
+    /// The balance of one account, now or as of a position of the log.
+    Balance {
+        /// Account path, e.g. `liabilities:merchant:M000001:payable`.
+        account: String,
+        /// Balance after the events before this global position (default: all of them).
+        #[arg(long)]
+        as_of: Option<u64>,
+        /// How to print it.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
+    },
+    /// Every account's balance, now or as of a position of the log; they sum to zero.
+    TrialBalance {
+        /// Balances after the events before this global position (default: all of them).
+        #[arg(long)]
+        as_of: Option<u64>,
+        /// How to print it.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
+    },
     /// Check every checksum and the hash chain of the whole event log.
     Verify {
         /// How to print the report.
@@ -88,6 +108,16 @@ enum Format {
     Json,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ReportFormat {
+    /// For people.
+    Table,
+    /// For programs; stable.
+    Json,
+    /// For spreadsheets.
+    Csv,
+}
+
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -111,6 +141,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             import(&cli.data_dir, &file, InputKind::Admin, format)
         }
         Command::Verify { format } => verify(&cli.data_dir, format),
+        Command::Balance { account, as_of, format } => balances(&cli.data_dir, Some(&account), as_of, format),
+        Command::TrialBalance { as_of, format } => balances(&cli.data_dir, None, as_of, format),
         Command::Bench { names, list, scale, repeat, work_dir } => {
             if list {
                 for b in bench::BENCHMARKS {
@@ -236,6 +268,62 @@ fn print_summary(s: &IngestSummary, format: Format) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Books the log and prints one account's balance (`account`) or the trial balance.
+fn balances(data_dir: &Path, account: Option<&str>, as_of: Option<u64>, format: ReportFormat) -> Result<ExitCode> {
+    let account = account.map(ledger::entry::Account::parse).transpose().map_err(anyhow::Error::msg)?;
+    let until = as_of.unwrap_or(u64::MAX);
+    let rt = runtime()?;
+    let books = rt.block_on(async {
+        let store = open_store(data_dir)?;
+        anyhow::Ok(ledger::replay(&store, u64::MAX).await.context("booking the event log")?)
+    })?;
+    let rows: Vec<(String, String, String)> = match &account {
+        Some(account) => {
+            let currencies: Vec<_> = books
+                .balances()
+                .trial_balance(until)
+                .into_iter()
+                .filter(|(a, _, _)| a == account)
+                .map(|(_, c, b)| (account.path().to_owned(), c.code().to_owned(), b.to_string()))
+                .collect();
+            if currencies.is_empty() {
+                vec![(account.path().to_owned(), "CNY".to_owned(), "0.00".to_owned())]
+            } else {
+                currencies
+            }
+        }
+        None => books
+            .balances()
+            .trial_balance(until)
+            .into_iter()
+            .map(|(a, c, b)| (a.path().to_owned(), c.code().to_owned(), b.to_string()))
+            .collect(),
+    };
+    let position = until.min(books.position());
+    let mut out = std::io::stdout().lock();
+    match format {
+        ReportFormat::Json => {
+            let balances: Vec<_> =
+                rows.iter().map(|(a, c, b)| serde_json::json!({"account": a, "currency": c, "balance": b})).collect();
+            writeln!(out, "{}", serde_json::json!({"as_of_position": position, "balances": balances}))?;
+        }
+        ReportFormat::Csv => {
+            writeln!(out, "account,currency,balance")?;
+            for (a, c, b) in &rows {
+                writeln!(out, "{a},{c},{b}")?;
+            }
+        }
+        ReportFormat::Table => {
+            let width = rows.iter().map(|(a, _, _)| a.len()).max().unwrap_or(7);
+            for (a, c, b) in &rows {
+                writeln!(out, "{a:<width$}  {b:>16} {c}")?;
+            }
+            writeln!(out, "(as of position {position}; debits positive, credits negative)")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn verify(data_dir: &Path, format: Format) -> Result<ExitCode> {

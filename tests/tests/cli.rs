@@ -57,6 +57,24 @@ fn the_fixture_day_through_the_cli() {
         "{table}"
     );
 
+    // The books: the trial balance sums to zero, one account's balance agrees with it, and
+    // an earlier position gives an earlier balance.
+    let tb = json(&posledger(data, &["trial-balance", "--format", "json"], None));
+    let rows = tb["balances"].as_array().expect("balances");
+    let sum: rust_decimal::Decimal = rows
+        .iter()
+        .map(|r| r["balance"].as_str().expect("balance").parse::<rust_decimal::Decimal>().expect("decimal"))
+        .sum();
+    assert!(sum.is_zero(), "trial balance sums to {sum}");
+    let payable = "liabilities:merchant:M000001:payable";
+    let row = rows.iter().find(|r| r["account"] == payable).expect("payable listed");
+    let one = json(&posledger(data, &["balance", payable, "--format", "json"], None));
+    assert_eq!(one["balances"][0]["balance"], row["balance"]);
+    let early = json(&posledger(data, &["balance", payable, "--as-of", "100", "--format", "json"], None));
+    assert_ne!(early["balances"][0]["balance"], row["balance"]);
+    let csv = posledger(data, &["trial-balance", "--format", "csv"], None);
+    assert!(String::from_utf8_lossy(&csv.stdout).starts_with("account,currency,balance\n"));
+
     // verify: every event, a head hash.
     let verify = posledger(data, &["verify", "--format", "json"], None);
     assert_eq!(verify.status.code(), Some(0));
