@@ -63,6 +63,15 @@ enum Command {
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
     },
+    /// The books as a journal that ledger-cli or beancount read unchanged (to standard output).
+    Journal {
+        /// ledger (ledger-cli, hledger) or beancount.
+        #[arg(long, value_enum, default_value_t = JournalKind::Ledger)]
+        format: JournalKind,
+        /// Only the events before this global position.
+        #[arg(long)]
+        until: Option<u64>,
+    },
     /// Check every checksum and the hash chain of the whole event log.
     Verify {
         /// How to print the report.
@@ -109,6 +118,14 @@ enum Format {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum JournalKind {
+    /// ledger-cli and hledger.
+    Ledger,
+    /// beancount.
+    Beancount,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ReportFormat {
     /// For people.
     Table,
@@ -143,6 +160,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Verify { format } => verify(&cli.data_dir, format),
         Command::Balance { account, as_of, format } => balances(&cli.data_dir, Some(&account), as_of, format),
         Command::TrialBalance { as_of, format } => balances(&cli.data_dir, None, as_of, format),
+        Command::Journal { format, until } => journal(&cli.data_dir, format, until),
         Command::Bench { names, list, scale, repeat, work_dir } => {
             if list {
                 for b in bench::BENCHMARKS {
@@ -323,6 +341,32 @@ fn balances(data_dir: &Path, account: Option<&str>, as_of: Option<u64>, format: 
             writeln!(out, "(as of position {position}; debits positive, credits negative)")?;
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn journal(data_dir: &Path, kind: JournalKind, until: Option<u64>) -> Result<ExitCode> {
+    let format = match kind {
+        JournalKind::Ledger => ledger::journal::JournalFormat::Ledger,
+        JournalKind::Beancount => ledger::journal::JournalFormat::Beancount,
+    };
+    let rt = runtime()?;
+    rt.block_on(async {
+        let store = open_store(data_dir)?;
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let written = ledger::journal::write_journal(&store, until.unwrap_or(u64::MAX), format, &mut out).await;
+        match written.map_err(anyhow::Error::from).and_then(|_| Ok(out.flush()?)) {
+            // A reader that stopped early (`| head`) is not an error.
+            Err(e)
+                if e.chain().any(|c| {
+                    c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+                        || c.to_string().contains("Broken pipe")
+                }) =>
+            {
+                Ok(())
+            }
+            other => other,
+        }
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 

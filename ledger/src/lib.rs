@@ -8,6 +8,7 @@
 
 pub mod entry;
 pub mod fees;
+pub mod journal;
 pub mod projection;
 
 use ingest::event::Event;

@@ -1,0 +1,123 @@
+//! The books as a plain-text journal that ledger-cli or beancount accept unchanged and that
+//! gives exactly posledger's balances.
+
+use std::collections::HashSet;
+use std::io::{self, Write};
+
+use ingest::event::Event;
+use ingest::store::{EventStore, READ_EVENTS_MAX};
+
+use crate::entry::{Account, BalancedEntry};
+use crate::{Projection, ReplayError};
+
+/// Which plain-text accounting tool the journal is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JournalFormat {
+    /// ledger-cli (and hledger).
+    Ledger,
+    /// beancount.
+    Beancount,
+}
+
+/// Why a journal could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// Booking the log failed.
+    #[error(transparent)]
+    Replay(#[from] ReplayError),
+    /// Writing the journal failed.
+    #[error("writing the journal: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// The account's name for beancount: capitalised components of letters, digits and dashes.
+fn beancount_account(account: &Account) -> String {
+    account
+        .path()
+        .split(':')
+        .map(|part| {
+            let part = part.replace(['_', '.'], "-");
+            let mut chars = part.chars();
+            match chars.next() {
+                Some(first) => first.to_ascii_uppercase().to_string() + chars.as_str(),
+                None => String::new(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Books every event before `until` and writes each entry as a transaction dated by the
+/// event's business date (in its own UTC offset). Returns the books.
+pub async fn write_journal<S: EventStore>(
+    store: &S,
+    until: u64,
+    format: JournalFormat,
+    out: &mut impl Write,
+) -> Result<Projection, JournalError> {
+    let mut projection = Projection::default();
+    let mut opened: HashSet<Account> = HashSet::new();
+    let end = until.min(store.head());
+    while projection.position() < end {
+        let max = READ_EVENTS_MAX.min((end - projection.position()) as usize);
+        let events = store.read_all(projection.position(), max).await.map_err(ReplayError::from)?;
+        if events.is_empty() {
+            break;
+        }
+        for e in events {
+            let event = Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)
+                .map_err(|source| ReplayError::Decode { position: e.position, source })?;
+            if let Some(entry) = projection.apply(e.position, &event).map_err(ReplayError::from)? {
+                write_entry(out, format, &event, &entry, &mut opened)?;
+            }
+        }
+    }
+    projection.check_trial_balance().map_err(ReplayError::from)?;
+    Ok(projection)
+}
+
+fn write_entry(
+    out: &mut impl Write,
+    format: JournalFormat,
+    event: &Event,
+    entry: &BalancedEntry,
+    opened: &mut HashSet<Account>,
+) -> io::Result<()> {
+    let date = event.occurred_at().date_naive();
+    let what = format!("{} {}", event.event_type(), event.reference());
+    match format {
+        JournalFormat::Ledger => {
+            writeln!(out, "{date} * {what}")?;
+            writeln!(out, "    ; position: {}", entry.position())?;
+            for p in entry.postings() {
+                writeln!(out, "    {}    {} {}", p.account, p.currency, p.amount)?;
+            }
+        }
+        JournalFormat::Beancount => {
+            for p in entry.postings() {
+                if opened.insert(p.account.clone()) {
+                    writeln!(out, "{date} open {}", beancount_account(&p.account))?;
+                }
+            }
+            writeln!(out, "{date} * \"{}\"", what.replace('"', "'"))?;
+            writeln!(out, "  position: \"{}\"", entry.position())?;
+            for p in entry.postings() {
+                writeln!(out, "  {}    {} {}", beancount_account(&p.account), p.amount, p.currency)?;
+            }
+        }
+    }
+    writeln!(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn beancount_names_are_capitalised_and_dashed() {
+        let a = Account::parse("liabilities:merchant:M000001:payable").expect("account");
+        assert_eq!(beancount_account(&a), "Liabilities:Merchant:M000001:Payable");
+        let c = Account::parse("assets:clearing:unionpay_card").expect("account");
+        assert_eq!(beancount_account(&c), "Assets:Clearing:Unionpay-card");
+    }
+}
