@@ -44,10 +44,16 @@ pub const BENCHMARKS: &[Benchmark] = &[
                 (open_recover_after_crash_s: the snapshot 2M events behind) and with no snapshot \
                 (open_recover_no_snapshot_s: scan, check and index the whole log)",
     },
+    Benchmark {
+        name: "projection_postings_per_s",
+        about: "the ledger projection over 1M captures and refunds in memory (~3M postings); also \
+                balances_1m_postings_s, as_of_balance_ms, and ledger-cli's `bal` on the same \
+                journal when it is installed",
+    },
 ];
 
 fn emit(name: &str, value: f64, unit: &str, params: Value) {
-    let line = json!({"name": name, "value": (value * 1000.0).round() / 1000.0, "unit": unit, "params": params});
+    let line = json!({"name": name, "value": (value * 1e6).round() / 1e6, "unit": unit, "params": params});
     println!("{line}");
 }
 
@@ -101,6 +107,7 @@ pub fn run(names: &[String], scale: f64, repeat: usize, work_dir: Option<&Path>)
             "append_durable_events_per_s" => rt.block_on(append_durable(&dir, scaled(1_000_000, scale), repeat))?,
             "ingest_feed_records_per_s" => rt.block_on(ingest_feed(&dir, scaled(1_000_000, scale), repeat))?,
             "open_recover_s" => rt.block_on(open_recover(&dir, scaled(10_000_000, scale), repeat))?,
+            "projection_postings_per_s" => projection(&dir, scaled(1_000_000, scale), repeat)?,
             _ => unreachable!("names were checked above"),
         }
         let _ = std::fs::remove_dir_all(&dir);
@@ -431,5 +438,137 @@ async fn open_recover(dir: &Path, events: u64, repeat: usize) -> Result<()> {
         "s",
         json!({"events": events, "log_bytes": bytes, "runs_seconds": runs}),
     );
+    Ok(())
+}
+
+/// Captures of 100 merchants with one refund in ten, as events in memory.
+fn ledger_events(payments: u64) -> Vec<Event> {
+    use ingest::event::{ContractSigned, FeeTerms, PaymentAdjustment, SettlementCycle};
+    let at = chrono::DateTime::parse_from_rfc3339("2026-11-26T12:00:00+08:00").unwrap_or_default();
+    let mut events = Vec::new();
+    for m in 0..100 {
+        let mut fees = std::collections::BTreeMap::new();
+        fees.insert(Channel::Wechat, FeeTerms { rate: rust_decimal::Decimal::new(38, 4), min: None, cap: None });
+        events.push(Event::ContractSigned(ContractSigned {
+            merchant_id: format!("M{m:06}"),
+            fees,
+            settlement_cycle: SettlementCycle::T1,
+            at,
+        }));
+    }
+    for i in 0..payments {
+        let AppendRequest { events: data, .. } = capture(i);
+        let Ok(Event::PaymentCaptured(mut sale)) =
+            Event::decode(&data[0].event_type, data[0].schema_version, &data[0].payload)
+        else {
+            continue;
+        };
+        sale.merchant_id = format!("M{:06}", i % 100);
+        let refund = (i % 10 == 0).then(|| PaymentAdjustment {
+            txn_id: format!("{}-R1", sale.txn_id),
+            original_txn_id: sale.txn_id.clone(),
+            merchant_id: sale.merchant_id.clone(),
+            terminal_id: sale.terminal_id.clone(),
+            batch_no: sale.batch_no.clone(),
+            stan: sale.stan.clone(),
+            channel: sale.channel,
+            amount: sale.amount / rust_decimal::Decimal::TWO,
+            currency: sale.currency,
+            at,
+        });
+        events.push(Event::PaymentCaptured(sale));
+        if let Some(mut r) = refund {
+            r.amount = r.amount.round_dp(2);
+            events.push(Event::PaymentRefunded(r));
+        }
+    }
+    events
+}
+
+fn projection(dir: &Path, payments: u64, repeat: usize) -> Result<()> {
+    let events = ledger_events(payments);
+    let mut runs = Vec::new();
+    let mut books = ledger::Projection::default();
+    let mut postings = 0usize;
+    for _ in 0..repeat {
+        let mut p = ledger::Projection::default();
+        postings = 0;
+        let start = Instant::now();
+        for (i, e) in events.iter().enumerate() {
+            if let Some(entry) = p.apply(i as u64, e)? {
+                postings += entry.postings().len();
+            }
+        }
+        runs.push(start.elapsed().as_secs_f64());
+        p.check_trial_balance()?;
+        books = p;
+    }
+    let secs = median(runs.clone());
+    emit(
+        "projection_postings_per_s",
+        postings as f64 / secs,
+        "postings/s",
+        json!({"events": events.len(), "postings": postings, "runs_seconds": runs}),
+    );
+    // Balances of every account over the first million postings, from nothing.
+    let million = events.len().min(340_000);
+    let mut runs = Vec::new();
+    for _ in 0..repeat {
+        let mut p = ledger::Projection::default();
+        let start = Instant::now();
+        for (i, e) in events[..million].iter().enumerate() {
+            p.apply(i as u64, e)?;
+        }
+        let _ = p.balances().trial_balance(u64::MAX);
+        runs.push(start.elapsed().as_secs_f64());
+    }
+    let ours = median(runs.clone());
+    emit("balances_1m_postings_s", ours, "s", json!({"events": million, "runs_seconds": runs}));
+    // As-of queries at spread positions: a binary search each.
+    let account = ledger::entry::Account::payable("M000007");
+    let n = 10_000u64;
+    let start = Instant::now();
+    let mut check = rust_decimal::Decimal::ZERO;
+    for k in 0..n {
+        check += books.balances().balance(&account, Currency::Cny, (k * 7919) % events.len() as u64);
+    }
+    let per_query_ms = start.elapsed().as_secs_f64() * 1000.0 / n as f64;
+    emit(
+        "as_of_balance_ms",
+        per_query_ms,
+        "ms",
+        json!({"queries": n, "events": events.len(), "checksum": check.to_string()}),
+    );
+    // The peer on the same postings: ledger-cli's `bal` over our journal of the first million.
+    if std::process::Command::new("ledger").arg("--version").output().is_ok() {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("books.ledger");
+        {
+            let mut out = BufWriter::new(std::fs::File::create(&path)?);
+            let mut p = ledger::Projection::default();
+            for (i, e) in events[..million].iter().enumerate() {
+                if let Some(entry) = p.apply(i as u64, e)? {
+                    writeln!(out, "{} * {}", e.occurred_at().date_naive(), e.reference())?;
+                    for post in entry.postings() {
+                        writeln!(out, "    {}    {} {}", post.account, post.currency, post.amount)?;
+                    }
+                    writeln!(out)?;
+                }
+            }
+            out.flush()?;
+        }
+        let start = Instant::now();
+        let status = std::process::Command::new("ledger")
+            .args(["-f", &path.to_string_lossy(), "bal", "--flat"])
+            .stdout(std::process::Stdio::null())
+            .status()?;
+        let theirs = start.elapsed().as_secs_f64();
+        if status.success() {
+            emit("peer_ledger_cli_bal_1m_postings_s", theirs, "s", json!({"events": million}));
+            emit("balances_1m_postings_vs_ledger_cli_ratio", theirs / ours, "x", json!({"events": million}));
+        }
+    } else {
+        eprintln!("peer skipped: ledger-cli is not installed");
+    }
     Ok(())
 }
