@@ -63,6 +63,17 @@ enum Command {
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
     },
+    /// Rebuild the books in memory up to a point and print the trial balance and a digest of
+    /// every balance (two replays with the same digest hold the same books).
+    Replay {
+        /// A global position (events before it), or an RFC 3339 business time (events that
+        /// happened at or before it).
+        #[arg(long)]
+        until: String,
+        /// How to print it.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
+    },
     /// The books as a journal that ledger-cli or beancount read unchanged (to standard output).
     Journal {
         /// ledger (ledger-cli, hledger) or beancount.
@@ -161,6 +172,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Balance { account, as_of, format } => balances(&cli.data_dir, Some(&account), as_of, format),
         Command::TrialBalance { as_of, format } => balances(&cli.data_dir, None, as_of, format),
         Command::Journal { format, until } => journal(&cli.data_dir, format, until),
+        Command::Replay { until, format } => replay(&cli.data_dir, &until, format),
         Command::Bench { names, list, scale, repeat, work_dir } => {
             if list {
                 for b in bench::BENCHMARKS {
@@ -339,6 +351,51 @@ fn balances(data_dir: &Path, account: Option<&str>, as_of: Option<u64>, format: 
                 writeln!(out, "{a:<width$}  {b:>16} {c}")?;
             }
             writeln!(out, "(as of position {position}; debits positive, credits negative)")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn replay(data_dir: &Path, until: &str, format: ReportFormat) -> Result<ExitCode> {
+    let rt = runtime()?;
+    let books = rt.block_on(async {
+        let store = open_store(data_dir)?;
+        let books = if let Ok(position) = until.parse::<u64>() {
+            ledger::replay(&store, position).await
+        } else {
+            let time = chrono::DateTime::parse_from_rfc3339(until).with_context(|| {
+                format!("--until {until:?} is neither a position nor an RFC 3339 time like 2026-11-25T23:59:59+08:00")
+            })?;
+            ledger::replay_until_time(&store, time).await
+        };
+        anyhow::Ok(books.context("replaying the event log")?)
+    })?;
+    let rows: Vec<_> = books.balances().trial_balance(u64::MAX);
+    let mut out = std::io::stdout().lock();
+    match format {
+        ReportFormat::Json => {
+            let balances: Vec<_> = rows
+                .iter()
+                .map(|(a, c, b)| serde_json::json!({"account": a.path(), "currency": c.code(), "balance": b.to_string()}))
+                .collect();
+            let report = serde_json::json!({
+                "until": until, "events_read": books.position(), "entries": books.entries(),
+                "digest": books.digest(), "balances": balances,
+            });
+            writeln!(out, "{report}")?;
+        }
+        ReportFormat::Csv => {
+            writeln!(out, "account,currency,balance")?;
+            for (a, c, b) in &rows {
+                writeln!(out, "{a},{c},{b}")?;
+            }
+        }
+        ReportFormat::Table => {
+            let width = rows.iter().map(|(a, _, _)| a.path().len()).max().unwrap_or(7);
+            for (a, c, b) in &rows {
+                writeln!(out, "{:<width$}  {b:>16} {c}", a.path())?;
+            }
+            writeln!(out, "events read {}, entries {}, digest {}", books.position(), books.entries(), books.digest())?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -38,6 +38,24 @@ pub enum ReplayError {
 /// Builds the books from the log: every event before position `until` (`u64::MAX`: all),
 /// then checks that the trial balance is zero.
 pub async fn replay<S: EventStore>(store: &S, until: u64) -> Result<Projection, ReplayError> {
+    replay_filtered(store, until, |_| true).await
+}
+
+/// Builds the books from the events that happened at or before business time `time` (in log
+/// order; later ones are passed over). Consistent because nothing that happened before `time`
+/// depends on something after it: contracts precede sales, sales precede their adjustments.
+pub async fn replay_until_time<S: EventStore>(
+    store: &S,
+    time: chrono::DateTime<chrono::FixedOffset>,
+) -> Result<Projection, ReplayError> {
+    replay_filtered(store, u64::MAX, |e| e.occurred_at() <= time).await
+}
+
+async fn replay_filtered<S: EventStore>(
+    store: &S,
+    until: u64,
+    keep: impl Fn(&Event) -> bool,
+) -> Result<Projection, ReplayError> {
     let mut projection = Projection::default();
     let end = until.min(store.head());
     while projection.position() < end {
@@ -49,7 +67,11 @@ pub async fn replay<S: EventStore>(store: &S, until: u64) -> Result<Projection, 
         for e in events {
             let event = Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)
                 .map_err(|source| ReplayError::Decode { position: e.position, source })?;
-            projection.apply(e.position, &event)?;
+            if keep(&event) {
+                projection.apply(e.position, &event)?;
+            } else {
+                projection.skip(e.position)?;
+            }
         }
     }
     projection.check_trial_balance()?;

@@ -75,6 +75,15 @@ fn the_fixture_day_through_the_cli() {
     let csv = posledger(data, &["trial-balance", "--format", "csv"], None);
     assert!(String::from_utf8_lossy(&csv.stdout).starts_with("account,currency,balance\n"));
 
+    // Replays: to the end of day one by position and by business time give the same books;
+    // the whole log gives others.
+    let digest =
+        |until: &str| json(&posledger(data, &["replay", "--until", until, "--format", "json"], None))["digest"].clone();
+    let day_one = (62 + 429).to_string();
+    assert_eq!(digest(&day_one), digest("2026-11-24T23:59:59+08:00"));
+    assert_ne!(digest(&day_one), digest("2026-11-25T23:59:59+08:00"));
+    assert_eq!(posledger(data, &["replay", "--until", "yesterday"], None).status.code(), Some(2));
+
     // verify: every event, a head hash.
     let verify = posledger(data, &["verify", "--format", "json"], None);
     assert_eq!(verify.status.code(), Some(0));
