@@ -6,36 +6,39 @@ use std::fmt;
 use ingest::event::Channel;
 use ingest::money::Currency;
 use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
 
-/// An account of the chart (design.md §4), named by its path.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Account(String);
+/// An account of the chart (design.md §4), named by its path. Shared, so a clone is cheap.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Account(std::sync::Arc<str>);
 
 impl Account {
+    fn new(path: String) -> Self {
+        Account(path.into())
+    }
+
     /// `assets:clearing:<channel>`: owed to us by the channel for captured payments.
     pub fn clearing(channel: Channel) -> Self {
-        Account(format!("assets:clearing:{channel}"))
+        Account::new(format!("assets:clearing:{channel}"))
     }
     /// `assets:bank:settlement`: money received from channels and paid to merchants.
     pub fn bank() -> Self {
-        Account("assets:bank:settlement".into())
+        Account::new("assets:bank:settlement".to_owned())
     }
     /// `liabilities:merchant:<id>:payable`: what we owe the merchant.
     pub fn payable(merchant: &str) -> Self {
-        Account(format!("liabilities:merchant:{merchant}:payable"))
+        Account::new(format!("liabilities:merchant:{merchant}:payable"))
     }
     /// `income:mdr:<channel>`: the merchant discount, our fee.
     pub fn mdr(channel: Channel) -> Self {
-        Account(format!("income:mdr:{channel}"))
+        Account::new(format!("income:mdr:{channel}"))
     }
     /// `expenses:channel-fees:<channel>`: what the channel charged us.
     pub fn channel_fees(channel: Channel) -> Self {
-        Account(format!("expenses:channel-fees:{channel}"))
+        Account::new(format!("expenses:channel-fees:{channel}"))
     }
     /// `assets:suspense:<channel>`: unmatched items parked until resolved.
     pub fn suspense(channel: Channel) -> Self {
-        Account(format!("assets:suspense:{channel}"))
+        Account::new(format!("assets:suspense:{channel}"))
     }
     /// An account named by its path as typed by a user; it must have a known root.
     pub fn parse(path: &str) -> Result<Self, String> {
@@ -48,7 +51,7 @@ impl Account {
                 "{path:?} is not an account path like assets:clearing:wechat or liabilities:merchant:M1:payable"
             ));
         }
-        Ok(Account(path.to_owned()))
+        Ok(Account::new(path.to_owned()))
     }
     /// The path.
     pub fn path(&self) -> &str {
@@ -63,7 +66,7 @@ impl fmt::Display for Account {
 }
 
 /// One line of an entry: a signed amount on an account (debit positive, credit negative).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Posting {
     /// The account.
     pub account: Account,
@@ -101,7 +104,7 @@ pub enum EntryError {
 }
 
 /// A journal entry whose postings balance per currency; only [`BalancedEntry::new`] makes one.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BalancedEntry {
     position: u64,
     postings: Vec<Posting>,

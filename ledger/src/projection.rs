@@ -52,7 +52,7 @@ pub enum LedgerError {
 /// What the books remember of a payment, to book what happens to it later.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct PaymentBook {
-    merchant: String,
+    payable: Account,
     channel: Channel,
     currency: Currency,
     amount: Decimal,
@@ -62,16 +62,34 @@ struct PaymentBook {
     cancelled: bool,
 }
 
+/// An account's balance after each position that changed it, in position order.
+type History = Vec<(u64, Decimal)>;
+
 /// Balances of every account, now and at every position where they changed.
 #[derive(Debug, Clone, Default)]
 pub struct Balances {
-    /// Per account and currency: (position, balance after the posting at that position).
-    history: BTreeMap<(Account, Currency), Vec<(u64, Decimal)>>,
+    /// Where each account's histories are, per currency (looked up without cloning the key).
+    slots: HashMap<Account, Vec<(Currency, usize)>>,
+    /// Per slot: the account, its currency, and its history.
+    history: Vec<(Account, Currency, History)>,
 }
 
 impl Balances {
+    fn slot(&self, account: &Account, currency: Currency) -> Option<usize> {
+        self.slots.get(account)?.iter().find(|(c, _)| *c == currency).map(|(_, i)| *i)
+    }
+
     fn post(&mut self, position: u64, p: &Posting) {
-        let history = self.history.entry((p.account.clone(), p.currency)).or_default();
+        let slot = match self.slot(&p.account, p.currency) {
+            Some(i) => i,
+            None => {
+                self.history.push((p.account.clone(), p.currency, Vec::new()));
+                let i = self.history.len() - 1;
+                self.slots.entry(p.account.clone()).or_default().push((p.currency, i));
+                i
+            }
+        };
+        let history = &mut self.history[slot].2;
         let before = history.last().map_or(Decimal::ZERO, |(_, b)| *b);
         match history.last_mut() {
             // Two postings of one entry to one account: one point in its history.
@@ -83,7 +101,8 @@ impl Balances {
     /// The balance of `account` in `currency` after every event before position `until`
     /// (`u64::MAX` for now). A binary search: no replay.
     pub fn balance(&self, account: &Account, currency: Currency, until: u64) -> Decimal {
-        let Some(history) = self.history.get(&(account.clone(), currency)) else { return Decimal::ZERO };
+        let Some(slot) = self.slot(account, currency) else { return Decimal::ZERO };
+        let history = &self.history[slot].2;
         let i = history.partition_point(|(at, _)| *at < until);
         if i == 0 { Decimal::ZERO } else { history[i - 1].1 }
     }
@@ -91,11 +110,14 @@ impl Balances {
     /// Every account's balance before position `until`, accounts in path order; zero
     /// balances of accounts that were used are kept (a trial balance lists them).
     pub fn trial_balance(&self, until: u64) -> Vec<(Account, Currency, Decimal)> {
-        self.history
+        let mut rows: Vec<_> = self
+            .history
             .iter()
-            .filter(|(_, h)| h.first().is_some_and(|(at, _)| *at < until))
-            .map(|((account, currency), _)| (account.clone(), *currency, self.balance(account, *currency, until)))
-            .collect()
+            .filter(|(_, _, h)| h.first().is_some_and(|(at, _)| *at < until))
+            .map(|(account, currency, _)| (account.clone(), *currency, self.balance(account, *currency, until)))
+            .collect();
+        rows.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        rows
     }
 }
 
@@ -104,6 +126,9 @@ impl Balances {
 pub struct Projection {
     contracts: HashMap<String, BTreeMap<Channel, FeeTerms>>,
     payments: HashMap<String, PaymentBook>,
+    /// Accounts made once and shared: each merchant's payable, each channel's accounts.
+    payables: HashMap<String, Account>,
+    channel_accounts: HashMap<Channel, (Account, Account)>,
     balances: Balances,
     next_position: u64,
     entries: u64,
@@ -174,8 +199,16 @@ impl Projection {
                         invariant(format!("sale {} has no contract terms for {}", s.txn_id, s.channel))
                     })?;
                 let fee = fees::merchant_fee(terms, s.amount, s.currency);
+                let payable = self
+                    .payables
+                    .entry(s.merchant_id.clone())
+                    .or_insert_with(|| Account::payable(&s.merchant_id))
+                    .clone();
+                self.channel_accounts
+                    .entry(s.channel)
+                    .or_insert_with(|| (Account::clearing(s.channel), Account::mdr(s.channel)));
                 let book = PaymentBook {
-                    merchant: s.merchant_id.clone(),
+                    payable,
                     channel: s.channel,
                     currency: s.currency,
                     amount: s.amount,
@@ -184,14 +217,15 @@ impl Projection {
                     fee_returned: Decimal::ZERO,
                     cancelled: false,
                 };
-                let entry = capture_postings(&book, Decimal::ONE);
+                let entry = capture_postings(&book, &self.channel_accounts, Decimal::ONE);
                 if self.payments.insert(s.txn_id.clone(), book).is_some() {
                     return Err(invariant(format!("sale {} captured twice", s.txn_id)));
                 }
                 Ok(entry.map(|p| BalancedEntry::new(position, p)).transpose()?)
             }
             Event::PaymentVoided(a) | Event::PaymentReversed(a) => {
-                let book = self.payment(position, a)?;
+                let accounts = &self.channel_accounts;
+                let book = self.payments.get_mut(&a.original_txn_id).ok_or_else(|| unknown_sale(position, a))?;
                 if book.cancelled || !book.refunded.is_zero() {
                     return Err(invariant(format!(
                         "{} cancels sale {} after a cancel or refund",
@@ -199,11 +233,11 @@ impl Projection {
                     )));
                 }
                 book.cancelled = true;
-                let entry = capture_postings(book, Decimal::NEGATIVE_ONE);
+                let entry = capture_postings(book, accounts, Decimal::NEGATIVE_ONE);
                 Ok(entry.map(|p| BalancedEntry::new(position, p)).transpose()?)
             }
             Event::PaymentRefunded(a) => {
-                let book = self.payment(position, a)?;
+                let book = self.payments.get_mut(&a.original_txn_id).ok_or_else(|| unknown_sale(position, a))?;
                 if book.cancelled || book.refunded + a.amount > book.amount {
                     return Err(invariant(format!(
                         "refund {} of {} exceeds what remains of sale {}",
@@ -224,22 +258,16 @@ impl Projection {
                     return Ok(None);
                 }
                 let cur = book.currency;
+                let (clearing, mdr) = channel_pair(&self.channel_accounts, book.channel);
                 let postings = vec![
-                    Posting { account: Account::payable(&book.merchant), amount: a.amount - fee_part, currency: cur },
-                    Posting { account: Account::mdr(book.channel), amount: fee_part, currency: cur },
-                    Posting { account: Account::clearing(book.channel), amount: -a.amount, currency: cur },
+                    Posting { account: book.payable.clone(), amount: a.amount - fee_part, currency: cur },
+                    Posting { account: mdr, amount: fee_part, currency: cur },
+                    Posting { account: clearing, amount: -a.amount, currency: cur },
                 ];
                 Ok(Some(BalancedEntry::new(position, postings)?))
             }
             _ => Ok(None),
         }
-    }
-
-    fn payment(&mut self, position: u64, a: &PaymentAdjustment) -> Result<&mut PaymentBook, LedgerError> {
-        self.payments.get_mut(&a.original_txn_id).ok_or_else(|| LedgerError::Invariant {
-            position,
-            message: format!("{} refers to sale {}, which was never booked", a.txn_id, a.original_txn_id),
-        })
     }
 
     /// The entry for a channel's fee on a payment its statement settled: the channel keeps
@@ -276,15 +304,32 @@ impl Projection {
     }
 }
 
+fn unknown_sale(position: u64, a: &PaymentAdjustment) -> LedgerError {
+    LedgerError::Invariant {
+        position,
+        message: format!("{} refers to sale {}, which was never booked", a.txn_id, a.original_txn_id),
+    }
+}
+
+/// A channel's clearing and fee income accounts, from the cache (made here if missing).
+fn channel_pair(cache: &HashMap<Channel, (Account, Account)>, channel: Channel) -> (Account, Account) {
+    cache.get(&channel).cloned().unwrap_or_else(|| (Account::clearing(channel), Account::mdr(channel)))
+}
+
 /// The postings of a sale (`sign` 1) or of its cancellation (`sign` −1); none for cash.
-fn capture_postings(book: &PaymentBook, sign: Decimal) -> Option<Vec<Posting>> {
+fn capture_postings(
+    book: &PaymentBook,
+    accounts: &HashMap<Channel, (Account, Account)>,
+    sign: Decimal,
+) -> Option<Vec<Posting>> {
     if book.channel == Channel::Cash {
         return None;
     }
     let cur = book.currency;
+    let (clearing, mdr) = channel_pair(accounts, book.channel);
     Some(vec![
-        Posting { account: Account::clearing(book.channel), amount: sign * book.amount, currency: cur },
-        Posting { account: Account::payable(&book.merchant), amount: -sign * (book.amount - book.fee), currency: cur },
-        Posting { account: Account::mdr(book.channel), amount: -sign * book.fee, currency: cur },
+        Posting { account: clearing, amount: sign * book.amount, currency: cur },
+        Posting { account: book.payable.clone(), amount: -sign * (book.amount - book.fee), currency: cur },
+        Posting { account: mdr, amount: -sign * book.fee, currency: cur },
     ])
 }
