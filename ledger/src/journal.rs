@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::io::{self, Write};
 
 use ingest::event::Event;
-use ingest::store::{EventStore, READ_EVENTS_MAX};
+use ingest::store::EventStore;
 
 use crate::entry::{Account, BalancedEntry};
 use crate::{Projection, ReplayError};
@@ -55,25 +55,14 @@ pub async fn write_journal<S: EventStore>(
     format: JournalFormat,
     out: &mut impl Write,
 ) -> Result<Projection, JournalError> {
-    let mut projection = Projection::default();
     let mut opened: HashSet<Account> = HashSet::new();
-    let end = until.min(store.head());
-    while projection.position() < end {
-        let max = READ_EVENTS_MAX.min((end - projection.position()) as usize);
-        let events = store.read_all(projection.position(), max).await.map_err(ReplayError::from)?;
-        if events.is_empty() {
-            break;
-        }
-        for e in events {
-            let event = Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)
-                .map_err(|source| ReplayError::Decode { position: e.position, source })?;
-            if let Some(entry) = projection.apply(e.position, &event).map_err(ReplayError::from)? {
-                write_entry(out, format, &event, &entry, &mut opened)?;
-            }
-        }
-    }
-    projection.check_trial_balance().map_err(ReplayError::from)?;
-    Ok(projection)
+    crate::replay_with(
+        store,
+        until,
+        |_| true,
+        |event, entry| -> Result<(), JournalError> { Ok(write_entry(out, format, event, entry, &mut opened)?) },
+    )
+    .await
 }
 
 fn write_entry(

@@ -56,11 +56,22 @@ async fn replay_filtered<S: EventStore>(
     until: u64,
     keep: impl Fn(&Event) -> bool,
 ) -> Result<Projection, ReplayError> {
+    replay_with(store, until, keep, |_, _| Ok::<(), ReplayError>(())).await
+}
+
+/// The one replay loop: books every event before `until` that `keep` keeps, handing each
+/// entry to `on_entry`, then checks the trial balance.
+pub(crate) async fn replay_with<S: EventStore, E: From<ReplayError>>(
+    store: &S,
+    until: u64,
+    keep: impl Fn(&Event) -> bool,
+    mut on_entry: impl FnMut(&Event, &entry::BalancedEntry) -> Result<(), E>,
+) -> Result<Projection, E> {
     let mut projection = Projection::default();
     let end = until.min(store.head());
     while projection.position() < end {
         let max = READ_EVENTS_MAX.min((end - projection.position()) as usize);
-        let events = store.read_all(projection.position(), max).await?;
+        let events = store.read_all(projection.position(), max).await.map_err(ReplayError::from)?;
         if events.is_empty() {
             break;
         }
@@ -68,12 +79,14 @@ async fn replay_filtered<S: EventStore>(
             let event = Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)
                 .map_err(|source| ReplayError::Decode { position: e.position, source })?;
             if keep(&event) {
-                projection.apply(e.position, &event)?;
+                if let Some(entry) = projection.apply(e.position, &event).map_err(ReplayError::from)? {
+                    on_entry(&event, &entry)?;
+                }
             } else {
-                projection.skip(e.position)?;
+                projection.skip(e.position).map_err(ReplayError::from)?;
             }
         }
     }
-    projection.check_trial_balance()?;
+    projection.check_trial_balance().map_err(ReplayError::from)?;
     Ok(projection)
 }
