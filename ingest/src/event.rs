@@ -306,6 +306,28 @@ pub struct TerminalBatchClosed {
     pub at: DateTime<FixedOffset>,
 }
 
+/// What a merchant is paid for one settlement date (T+1: the sales of the day before; D0: of
+/// the day itself), booked as a payout from the settlement bank account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MerchantSettled {
+    /// Merchant.
+    pub merchant_id: String,
+    /// The date the merchant is paid for.
+    pub settlement_date: NaiveDate,
+    /// The business date whose payments it covers.
+    pub business_date: NaiveDate,
+    /// Sales of that day, less those voided or reversed.
+    pub gross: Decimal,
+    /// Refunds made that day.
+    pub refunds: Decimal,
+    /// The merchant's fees on those sales, less what the refunds gave back.
+    pub fees: Decimal,
+    /// `gross − refunds − fees`: what is paid (negative: what the merchant owes).
+    pub net: Decimal,
+    /// Currency.
+    pub currency: Currency,
+}
+
 /// Every event posledger records. Statement and reconciliation events join with their issue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -339,6 +361,8 @@ pub enum Event {
     PaymentReversed(PaymentAdjustment),
     /// See [`TerminalBatchClosed`].
     TerminalBatchClosed(TerminalBatchClosed),
+    /// See [`MerchantSettled`].
+    MerchantSettled(MerchantSettled),
 }
 
 /// Why a stored event could not be turned back into an [`Event`].
@@ -388,6 +412,7 @@ macro_rules! each_variant {
             Event::PaymentRefunded($inner) => $body,
             Event::PaymentReversed($inner) => $body,
             Event::TerminalBatchClosed($inner) => $body,
+            Event::MerchantSettled($inner) => $body,
         }
     };
 }
@@ -415,6 +440,7 @@ impl Event {
             Event::PaymentRefunded(_) => "PaymentRefunded",
             Event::PaymentReversed(_) => "PaymentReversed",
             Event::TerminalBatchClosed(_) => "TerminalBatchClosed",
+            Event::MerchantSettled(_) => "MerchantSettled",
         }
     }
 
@@ -445,6 +471,7 @@ impl Event {
                 payment_stream(&e.original_txn_id)
             }
             Event::TerminalBatchClosed(e) => format!("batch-{}-{}", e.terminal_id, e.batch_no),
+            Event::MerchantSettled(e) => format!("settlement-{}-{}", e.merchant_id, e.settlement_date),
         }
     }
 
@@ -466,6 +493,10 @@ impl Event {
             Event::PaymentCaptured(e) => e.at,
             Event::PaymentVoided(e) | Event::PaymentRefunded(e) | Event::PaymentReversed(e) => e.at,
             Event::TerminalBatchClosed(e) => e.at,
+            // A settlement is dated by its settlement date (00:00 UTC: dates carry no offset).
+            Event::MerchantSettled(e) => {
+                e.settlement_date.and_hms_opt(0, 0, 0).map(|t| t.and_utc().fixed_offset()).unwrap_or_default()
+            }
         }
     }
 
@@ -489,6 +520,7 @@ impl Event {
             Event::PaymentCaptured(e) => e.txn_id.clone(),
             Event::PaymentVoided(e) | Event::PaymentRefunded(e) | Event::PaymentReversed(e) => e.txn_id.clone(),
             Event::TerminalBatchClosed(e) => format!("{}/{}", e.terminal_id, e.batch_no),
+            Event::MerchantSettled(e) => format!("{}/{}/{}", e.merchant_id, e.settlement_date, e.currency),
         }
     }
 
@@ -603,6 +635,7 @@ impl Event {
             "PaymentRefunded" => Event::PaymentRefunded(parse(t, v, p)?),
             "PaymentReversed" => Event::PaymentReversed(parse(t, v, p)?),
             "TerminalBatchClosed" => Event::TerminalBatchClosed(parse(t, v, p)?),
+            "MerchantSettled" => Event::MerchantSettled(parse(t, v, p)?),
             other => return Err(DecodeError::UnknownType(other.to_owned())),
         })
     }

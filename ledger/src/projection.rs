@@ -17,7 +17,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use ingest::event::{Channel, Event, FeeTerms, PaymentAdjustment};
+use chrono::NaiveDate;
+use ingest::event::{Channel, Event, FeeTerms, MerchantSettled, PaymentAdjustment, SettlementCycle};
 use ingest::money::Currency;
 use rust_decimal::Decimal;
 
@@ -52,6 +53,8 @@ pub enum LedgerError {
 /// What the books remember of a payment, to book what happens to it later.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct PaymentBook {
+    merchant: String,
+    date: NaiveDate,
     payable: Account,
     channel: Channel,
     currency: Currency,
@@ -121,11 +124,25 @@ impl Balances {
     }
 }
 
+/// A merchant's business day, for settlement.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct DayTotals {
+    gross: Decimal,
+    refunds: Decimal,
+    fees: Decimal,
+}
+
 /// The double-entry projection of the event log.
 #[derive(Debug, Clone, Default)]
 pub struct Projection {
     contracts: HashMap<String, BTreeMap<Channel, FeeTerms>>,
     payments: HashMap<String, PaymentBook>,
+    /// Settlement cycle of each merchant's contract in force.
+    cycles: HashMap<String, SettlementCycle>,
+    /// What each merchant's business day brought, per currency, for settlement.
+    days: BTreeMap<(String, NaiveDate, Currency), DayTotals>,
+    /// Merchant, settlement date and currency of every settlement booked.
+    settled: std::collections::HashSet<(String, NaiveDate, Currency)>,
     /// Accounts made once and shared: each merchant's payable, each channel's accounts.
     payables: HashMap<String, Account>,
     channel_accounts: HashMap<Channel, (Account, Account)>,
@@ -191,7 +208,29 @@ impl Projection {
         match event {
             Event::ContractSigned(c) => {
                 self.contracts.insert(c.merchant_id.clone(), c.fees.clone());
+                self.cycles.insert(c.merchant_id.clone(), c.settlement_cycle);
                 Ok(None)
+            }
+            Event::MerchantSettled(m) => {
+                if m.net != m.gross - m.refunds - m.fees {
+                    return Err(invariant(format!(
+                        "settlement of {} on {} does not add up",
+                        m.merchant_id, m.settlement_date
+                    )));
+                }
+                if !self.settled.insert((m.merchant_id.clone(), m.settlement_date, m.currency)) {
+                    return Err(invariant(format!("{} settled twice for {}", m.merchant_id, m.settlement_date)));
+                }
+                let payable = self
+                    .payables
+                    .entry(m.merchant_id.clone())
+                    .or_insert_with(|| Account::payable(&m.merchant_id))
+                    .clone();
+                let postings = vec![
+                    Posting { account: payable, amount: m.net, currency: m.currency },
+                    Posting { account: Account::bank(), amount: -m.net, currency: m.currency },
+                ];
+                Ok(Some(BalancedEntry::new(position, postings)?))
             }
             Event::PaymentCaptured(s) => {
                 let terms =
@@ -207,7 +246,15 @@ impl Projection {
                 self.channel_accounts
                     .entry(s.channel)
                     .or_insert_with(|| (Account::clearing(s.channel), Account::mdr(s.channel)));
+                let date = s.at.date_naive();
+                if s.channel != Channel::Cash {
+                    let day = self.days.entry((s.merchant_id.clone(), date, s.currency)).or_default();
+                    day.gross += s.amount;
+                    day.fees += fee;
+                }
                 let book = PaymentBook {
+                    merchant: s.merchant_id.clone(),
+                    date,
                     payable,
                     channel: s.channel,
                     currency: s.currency,
@@ -233,6 +280,12 @@ impl Projection {
                     )));
                 }
                 book.cancelled = true;
+                if book.channel != Channel::Cash {
+                    // The sale never happened: it leaves the day it was made.
+                    let day = self.days.entry((book.merchant.clone(), book.date, book.currency)).or_default();
+                    day.gross -= book.amount;
+                    day.fees -= book.fee;
+                }
                 let entry = capture_postings(book, accounts, Decimal::NEGATIVE_ONE);
                 Ok(entry.map(|p| BalancedEntry::new(position, p)).transpose()?)
             }
@@ -257,6 +310,10 @@ impl Projection {
                 if book.channel == Channel::Cash {
                     return Ok(None);
                 }
+                // A refund counts on the day it is made.
+                let day = self.days.entry((book.merchant.clone(), a.at.date_naive(), book.currency)).or_default();
+                day.refunds += a.amount;
+                day.fees -= fee_part;
                 let cur = book.currency;
                 let (clearing, mdr) = channel_pair(&self.channel_accounts, book.channel);
                 let postings = vec![
@@ -286,6 +343,38 @@ impl Projection {
                 Posting { account: Account::clearing(channel), amount: -fee, currency },
             ],
         )
+    }
+
+    /// The settlements due on `settlement_date` and not booked yet, one per merchant and
+    /// currency with business on the day it covers (T+1: the day before; D0: the day).
+    pub fn settlements_due(&self, settlement_date: NaiveDate) -> Vec<MerchantSettled> {
+        let mut due = Vec::new();
+        for ((merchant, day, currency), totals) in &self.days {
+            let cycle = self.cycles.get(merchant).copied().unwrap_or(SettlementCycle::T1);
+            let business_date = match cycle {
+                SettlementCycle::T1 => settlement_date.pred_opt(),
+                SettlementCycle::D0 => Some(settlement_date),
+            };
+            if Some(*day) != business_date || self.settled.contains(&(merchant.clone(), settlement_date, *currency)) {
+                continue;
+            }
+            due.push(MerchantSettled {
+                merchant_id: merchant.clone(),
+                settlement_date,
+                business_date: *day,
+                gross: totals.gross,
+                refunds: totals.refunds,
+                fees: totals.fees,
+                net: totals.gross - totals.refunds - totals.fees,
+                currency: *currency,
+            });
+        }
+        due
+    }
+
+    /// Whether the merchant's settlement for `settlement_date` in `currency` is booked.
+    pub fn is_settled(&self, merchant: &str, settlement_date: NaiveDate, currency: Currency) -> bool {
+        self.settled.contains(&(merchant.to_owned(), settlement_date, currency))
     }
 
     /// Checks the books: every currency's balances sum to zero (the trial balance balances).
