@@ -63,6 +63,17 @@ enum Command {
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
     },
+    /// Pay merchants for a date: per merchant gross, refunds, fees and net of the business day
+    /// the date settles (T+1: the day before; D0: the date), recorded once and booked as a
+    /// payout. Running it again for the same date settles nothing twice.
+    Settle {
+        /// Settlement date, YYYY-MM-DD.
+        #[arg(long)]
+        date: chrono::NaiveDate,
+        /// How to print the settlements.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
+    },
     /// Rebuild the books in memory up to a point and print the trial balance and a digest of
     /// every balance (two replays with the same digest hold the same books).
     Replay {
@@ -173,6 +184,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::TrialBalance { as_of, format } => balances(&cli.data_dir, None, as_of, format),
         Command::Journal { format, until } => journal(&cli.data_dir, format, until),
         Command::Replay { until, format } => replay(&cli.data_dir, &until, format),
+        Command::Settle { date, format } => settle(&cli.data_dir, date, format),
         Command::Bench { names, list, scale, repeat, work_dir } => {
             if list {
                 for b in bench::BENCHMARKS {
@@ -351,6 +363,59 @@ fn balances(data_dir: &Path, account: Option<&str>, as_of: Option<u64>, format: 
                 writeln!(out, "{a:<width$}  {b:>16} {c}")?;
             }
             writeln!(out, "(as of position {position}; debits positive, credits negative)")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn settle(data_dir: &Path, date: chrono::NaiveDate, format: ReportFormat) -> Result<ExitCode> {
+    use ingest::store::{EventStore, ExpectedRevision};
+    let rt = runtime()?;
+    let settled = rt.block_on(async {
+        let store = open_store(data_dir)?;
+        let books = ledger::replay(&store, u64::MAX).await.context("booking the event log")?;
+        let mut settled = Vec::new();
+        for s in books.settlements_due(date) {
+            let event = ingest::event::Event::MerchantSettled(s.clone());
+            let appended = store
+                .append(&event.stream(), ExpectedRevision::Any, vec![event.to_event_data()])
+                .await
+                .with_context(|| format!("recording the settlement of {}", s.merchant_id))?;
+            settled.push((s, appended.first_position));
+        }
+        anyhow::Ok(settled)
+    })?;
+    let mut out = std::io::stdout().lock();
+    match format {
+        ReportFormat::Json => {
+            let rows: Vec<_> = settled
+                .iter()
+                .map(|(s, position)| {
+                    serde_json::json!({
+                        "merchant_id": s.merchant_id, "business_date": s.business_date.to_string(),
+                        "gross": s.gross.to_string(), "refunds": s.refunds.to_string(), "fees": s.fees.to_string(),
+                        "net": s.net.to_string(), "currency": s.currency.code(), "position": position,
+                    })
+                })
+                .collect();
+            writeln!(out, "{}", serde_json::json!({"settlement_date": date.to_string(), "settled": rows}))?;
+        }
+        ReportFormat::Csv => {
+            writeln!(out, "merchant_id,business_date,gross,refunds,fees,net,currency")?;
+            for (s, _) in &settled {
+                let (m, d, c) = (&s.merchant_id, s.business_date, s.currency);
+                writeln!(out, "{m},{d},{},{},{},{},{c}", s.gross, s.refunds, s.fees, s.net)?;
+            }
+        }
+        ReportFormat::Table => {
+            writeln!(out, "{:<10} {:>12} {:>12} {:>10} {:>12}", "merchant", "gross", "refunds", "fees", "net")?;
+            for (s, _) in &settled {
+                let (m, c) = (&s.merchant_id, s.currency);
+                writeln!(out, "{m:<10} {:>12} {:>12} {:>10} {:>12} {c}", s.gross, s.refunds, s.fees, s.net)?;
+            }
+            if settled.is_empty() {
+                writeln!(out, "nothing to settle for {date} (no business that day, or already settled)")?;
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -358,14 +358,18 @@ impl Projection {
             if Some(*day) != business_date || self.settled.contains(&(merchant.clone(), settlement_date, *currency)) {
                 continue;
             }
+            let scaled = |mut v: Decimal| {
+                v.rescale(currency.scale());
+                v
+            };
             due.push(MerchantSettled {
                 merchant_id: merchant.clone(),
                 settlement_date,
                 business_date: *day,
-                gross: totals.gross,
-                refunds: totals.refunds,
-                fees: totals.fees,
-                net: totals.gross - totals.refunds - totals.fees,
+                gross: scaled(totals.gross),
+                refunds: scaled(totals.refunds),
+                fees: scaled(totals.fees),
+                net: scaled(totals.gross - totals.refunds - totals.fees),
                 currency: *currency,
             });
         }

@@ -84,11 +84,27 @@ fn the_fixture_day_through_the_cli() {
     assert_ne!(digest(&day_one), digest("2026-11-25T23:59:59+08:00"));
     assert_eq!(posledger(data, &["replay", "--until", "yesterday"], None).status.code(), Some(2));
 
+    // Settlement: 11-25 pays the 11-24 business day (T+1) once; the payout leaves the payables.
+    let first = json(&posledger(data, &["settle", "--date", "2026-11-25", "--format", "json"], None));
+    let rows = first["settled"].as_array().expect("settled");
+    assert_eq!(rows.len(), 8);
+    assert!(rows.iter().all(|r| r["business_date"] == "2026-11-24"));
+    let again = json(&posledger(data, &["settle", "--date", "2026-11-25", "--format", "json"], None));
+    assert_eq!(again["settled"].as_array().map(Vec::len), Some(0), "settling twice settles nothing twice");
+    let tb = json(&posledger(data, &["trial-balance", "--format", "json"], None));
+    let bank = tb["balances"].as_array().expect("rows").iter().find(|r| r["account"] == "assets:bank:settlement");
+    let paid: rust_decimal::Decimal =
+        rows.iter().map(|r| r["net"].as_str().expect("net").parse::<rust_decimal::Decimal>().expect("decimal")).sum();
+    assert_eq!(
+        bank.map(|b| b["balance"].as_str().expect("balance").parse::<rust_decimal::Decimal>().expect("d")),
+        Some(-paid)
+    );
+
     // verify: every event, a head hash.
     let verify = posledger(data, &["verify", "--format", "json"], None);
     assert_eq!(verify.status.code(), Some(0));
     let report = json(&verify);
-    assert_eq!(report["events"], 62 + 429 + 444);
+    assert_eq!(report["events"], 62 + 429 + 444 + 8, "the feeds and eight settlements");
     assert_eq!(report["head_hash"].as_str().map(str::len), Some(64));
 }
 
