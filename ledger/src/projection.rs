@@ -137,6 +137,8 @@ struct DayTotals {
 pub struct Projection {
     contracts: HashMap<String, BTreeMap<Channel, FeeTerms>>,
     payments: HashMap<String, PaymentBook>,
+    /// Merchants whose relationship ended: nothing may be posted for them any more.
+    closed: std::collections::HashSet<String>,
     /// Settlement cycle of each merchant's contract in force.
     cycles: HashMap<String, SettlementCycle>,
     /// What each merchant's business day brought, per currency, for settlement.
@@ -205,7 +207,22 @@ impl Projection {
 
     fn entry_for(&mut self, position: u64, event: &Event) -> Result<Option<BalancedEntry>, LedgerError> {
         let invariant = |message: String| LedgerError::Invariant { position, message };
+        let merchant = match event {
+            Event::PaymentCaptured(s) => Some(&s.merchant_id),
+            Event::PaymentVoided(a) | Event::PaymentRefunded(a) | Event::PaymentReversed(a) => Some(&a.merchant_id),
+            Event::MerchantSettled(m) => Some(&m.merchant_id),
+            _ => None,
+        };
+        if let Some(m) = merchant
+            && self.closed.contains(m)
+        {
+            return Err(invariant(format!("{} posts to merchant {m}, which is closed", event.event_type())));
+        }
         match event {
+            Event::MerchantClosed(c) => {
+                self.closed.insert(c.merchant_id.clone());
+                Ok(None)
+            }
             Event::ContractSigned(c) => {
                 self.contracts.insert(c.merchant_id.clone(), c.fees.clone());
                 self.cycles.insert(c.merchant_id.clone(), c.settlement_cycle);

@@ -181,6 +181,18 @@ fn broken_history_fails_loudly_with_its_position() {
     assert!(p.apply(2, &unknown).is_err(), "a void of a sale never booked");
 }
 
+#[test]
+fn nothing_posts_to_a_closed_merchant() {
+    let mut p = Projection::default();
+    p.apply(0, &contract("M1")).expect("contract");
+    p.apply(1, &sale("A", "M1", Channel::Wechat, "10.00")).expect("sale");
+    let closed = Event::MerchantClosed(ingest::event::MerchantClosed { merchant_id: "M1".into(), at: at() });
+    p.apply(2, &closed).expect("closed");
+    let refund = Event::PaymentRefunded(adjustment("A-R1", "A", "M1", Channel::Wechat, "1.00"));
+    let err = p.apply(3, &refund).expect_err("refused");
+    assert!(err.to_string().contains("closed") && err.to_string().contains("position 3"), "{err}");
+}
+
 /// One step of a random history.
 #[derive(Debug, Clone)]
 enum Step {
