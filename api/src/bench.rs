@@ -545,14 +545,11 @@ fn projection(dir: &Path, payments: u64, repeat: usize) -> Result<()> {
         let path = dir.join("books.ledger");
         {
             let mut out = BufWriter::new(std::fs::File::create(&path)?);
+            let mut journal = ledger::journal::JournalWriter::new(ledger::journal::JournalFormat::Ledger);
             let mut p = ledger::Projection::default();
             for (i, e) in events[..million].iter().enumerate() {
                 if let Some(entry) = p.apply(i as u64, e)? {
-                    writeln!(out, "{} * {}", e.occurred_at().date_naive(), e.reference())?;
-                    for post in entry.postings() {
-                        writeln!(out, "    {}    {} {}", post.account, post.currency, post.amount)?;
-                    }
-                    writeln!(out)?;
+                    journal.write(&mut out, e, &entry)?;
                 }
             }
             out.flush()?;

@@ -54,15 +54,6 @@ impl FeedCommand {
             FeedCommand::BatchClose(b) => Event::TerminalBatchClosed(b),
         }
     }
-
-    /// The record's reference: its `txn_id`, or `terminal/batch` for a batch close.
-    pub fn reference(&self) -> String {
-        match self {
-            FeedCommand::Sale(s) => s.txn_id.clone(),
-            FeedCommand::Void(a) | FeedCommand::Refund(a) | FeedCommand::Reversal(a) => a.txn_id.clone(),
-            FeedCommand::BatchClose(b) => format!("{}/{}", b.terminal_id, b.batch_no),
-        }
-    }
 }
 
 /// Why a line of input was refused, naming the line and field.

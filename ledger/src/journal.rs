@@ -55,47 +55,57 @@ pub async fn write_journal<S: EventStore>(
     format: JournalFormat,
     out: &mut impl Write,
 ) -> Result<Projection, JournalError> {
-    let mut opened: HashSet<Account> = HashSet::new();
+    let mut writer = JournalWriter::new(format);
     crate::replay_with(
         store,
         until,
         |_| true,
-        |event, entry| -> Result<(), JournalError> { Ok(write_entry(out, format, event, entry, &mut opened)?) },
+        |event, entry| -> Result<(), JournalError> { Ok(writer.write(out, event, entry)?) },
     )
     .await
 }
 
-fn write_entry(
-    out: &mut impl Write,
+/// Writes entries as journal transactions, one after another, opening beancount accounts
+/// before their first use.
+pub struct JournalWriter {
     format: JournalFormat,
-    event: &Event,
-    entry: &BalancedEntry,
-    opened: &mut HashSet<Account>,
-) -> io::Result<()> {
-    let date = event.occurred_at().date_naive();
-    let what = format!("{} {}", event.event_type(), event.reference());
-    match format {
-        JournalFormat::Ledger => {
-            writeln!(out, "{date} * {what}")?;
-            writeln!(out, "    ; position: {}", entry.position())?;
-            for p in entry.postings() {
-                writeln!(out, "    {}    {} {}", p.account, p.currency, p.amount)?;
-            }
-        }
-        JournalFormat::Beancount => {
-            for p in entry.postings() {
-                if opened.insert(p.account.clone()) {
-                    writeln!(out, "{date} open {}", beancount_account(&p.account))?;
+    opened: HashSet<Account>,
+}
+
+impl JournalWriter {
+    /// A writer for `format`.
+    pub fn new(format: JournalFormat) -> Self {
+        JournalWriter { format, opened: HashSet::new() }
+    }
+
+    /// Writes the entry `event` booked, dated by the event's business date (in its own UTC
+    /// offset).
+    pub fn write(&mut self, out: &mut impl Write, event: &Event, entry: &BalancedEntry) -> io::Result<()> {
+        let date = event.occurred_at().date_naive();
+        let what = format!("{} {}", event.event_type(), event.reference());
+        match self.format {
+            JournalFormat::Ledger => {
+                writeln!(out, "{date} * {what}")?;
+                writeln!(out, "    ; position: {}", entry.position())?;
+                for p in entry.postings() {
+                    writeln!(out, "    {}    {} {}", p.account, p.currency, p.amount)?;
                 }
             }
-            writeln!(out, "{date} * \"{}\"", what.replace('"', "'"))?;
-            writeln!(out, "  position: \"{}\"", entry.position())?;
-            for p in entry.postings() {
-                writeln!(out, "  {}    {} {}", beancount_account(&p.account), p.amount, p.currency)?;
+            JournalFormat::Beancount => {
+                for p in entry.postings() {
+                    if self.opened.insert(p.account.clone()) {
+                        writeln!(out, "{date} open {}", beancount_account(&p.account))?;
+                    }
+                }
+                writeln!(out, "{date} * \"{}\"", what.replace('"', "'"))?;
+                writeln!(out, "  position: \"{}\"", entry.position())?;
+                for p in entry.postings() {
+                    writeln!(out, "  {}    {} {}", beancount_account(&p.account), p.amount, p.currency)?;
+                }
             }
         }
+        writeln!(out)
     }
-    writeln!(out)
 }
 
 #[cfg(test)]
