@@ -321,51 +321,58 @@ fn balances(data_dir: &Path, account: Option<&str>, as_of: Option<u64>, format: 
         let store = open_store(data_dir)?;
         anyhow::Ok(ledger::replay(&store, u64::MAX).await.context("booking the event log")?)
     })?;
-    let rows: Vec<(String, String, String)> = match &account {
-        Some(account) => {
-            let currencies: Vec<_> = books
-                .balances()
-                .trial_balance(until)
-                .into_iter()
-                .filter(|(a, _, _)| a == account)
-                .map(|(_, c, b)| (account.path().to_owned(), c.code().to_owned(), b.to_string()))
-                .collect();
-            if currencies.is_empty() {
-                vec![(account.path().to_owned(), "CNY".to_owned(), "0.00".to_owned())]
-            } else {
-                currencies
-            }
+    let rows: Vec<_> = books
+        .balances()
+        .trial_balance(until)
+        .into_iter()
+        .filter(|(a, _, _)| account.as_ref().is_none_or(|wanted| a == wanted))
+        .collect();
+    // An account never used has a zero balance, not no balance.
+    let rows = match (&account, rows.is_empty()) {
+        (Some(account), true) => {
+            vec![(account.clone(), ingest::money::Currency::Cny, rust_decimal::Decimal::new(0, 2))]
         }
-        None => books
-            .balances()
-            .trial_balance(until)
-            .into_iter()
-            .map(|(a, c, b)| (a.path().to_owned(), c.code().to_owned(), b.to_string()))
-            .collect(),
+        _ => rows,
     };
     let position = until.min(books.position());
+    let meta = serde_json::json!({"as_of_position": position});
+    print_balances(&rows, format, meta, &format!("(as of position {position}; debits positive, credits negative)"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints balances as a table (with `footer` under it), CSV, or a JSON object holding `meta`'s
+/// fields and the rows under `balances`.
+fn print_balances(
+    rows: &[(ledger::entry::Account, ingest::money::Currency, rust_decimal::Decimal)],
+    format: ReportFormat,
+    mut meta: serde_json::Value,
+    footer: &str,
+) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match format {
         ReportFormat::Json => {
-            let balances: Vec<_> =
-                rows.iter().map(|(a, c, b)| serde_json::json!({"account": a, "currency": c, "balance": b})).collect();
-            writeln!(out, "{}", serde_json::json!({"as_of_position": position, "balances": balances}))?;
+            let balances: Vec<_> = rows
+                .iter()
+                .map(|(a, c, b)| serde_json::json!({"account": a.path(), "currency": c.code(), "balance": b.to_string()}))
+                .collect();
+            meta["balances"] = serde_json::Value::Array(balances);
+            writeln!(out, "{meta}")?;
         }
         ReportFormat::Csv => {
             writeln!(out, "account,currency,balance")?;
-            for (a, c, b) in &rows {
+            for (a, c, b) in rows {
                 writeln!(out, "{a},{c},{b}")?;
             }
         }
         ReportFormat::Table => {
-            let width = rows.iter().map(|(a, _, _)| a.len()).max().unwrap_or(7);
-            for (a, c, b) in &rows {
-                writeln!(out, "{a:<width$}  {b:>16} {c}")?;
+            let width = rows.iter().map(|(a, _, _)| a.path().len()).max().unwrap_or(7);
+            for (a, c, b) in rows {
+                writeln!(out, "{:<width$}  {b:>16} {c}", a.path())?;
             }
-            writeln!(out, "(as of position {position}; debits positive, credits negative)")?;
+            writeln!(out, "{footer}")?;
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 fn settle(data_dir: &Path, date: chrono::NaiveDate, format: ReportFormat) -> Result<ExitCode> {
@@ -435,34 +442,12 @@ fn replay(data_dir: &Path, until: &str, format: ReportFormat) -> Result<ExitCode
         };
         anyhow::Ok(books.context("replaying the event log")?)
     })?;
-    let rows: Vec<_> = books.balances().trial_balance(u64::MAX);
-    let mut out = std::io::stdout().lock();
-    match format {
-        ReportFormat::Json => {
-            let balances: Vec<_> = rows
-                .iter()
-                .map(|(a, c, b)| serde_json::json!({"account": a.path(), "currency": c.code(), "balance": b.to_string()}))
-                .collect();
-            let report = serde_json::json!({
-                "until": until, "events_read": books.position(), "entries": books.entries(),
-                "digest": books.digest(), "balances": balances,
-            });
-            writeln!(out, "{report}")?;
-        }
-        ReportFormat::Csv => {
-            writeln!(out, "account,currency,balance")?;
-            for (a, c, b) in &rows {
-                writeln!(out, "{a},{c},{b}")?;
-            }
-        }
-        ReportFormat::Table => {
-            let width = rows.iter().map(|(a, _, _)| a.path().len()).max().unwrap_or(7);
-            for (a, c, b) in &rows {
-                writeln!(out, "{:<width$}  {b:>16} {c}", a.path())?;
-            }
-            writeln!(out, "events read {}, entries {}, digest {}", books.position(), books.entries(), books.digest())?;
-        }
-    }
+    let rows = books.balances().trial_balance(u64::MAX);
+    let meta = serde_json::json!({
+        "until": until, "events_read": books.position(), "entries": books.entries(), "digest": books.digest(),
+    });
+    let footer = format!("events read {}, entries {}, digest {}", books.position(), books.entries(), books.digest());
+    print_balances(&rows, format, meta, &footer)?;
     Ok(ExitCode::SUCCESS)
 }
 
