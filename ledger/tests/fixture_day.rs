@@ -1,40 +1,20 @@
 //! The fixture days booked from the log: the trial balance is zero and every merchant's
 //! payable equals what this test computes on its own from the feed files.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
-use std::sync::Arc;
 
+use common::{dec, fee, fee_terms, fixture, half_up, store_fixture};
 use ingest::money::Currency;
-use ingest::pipeline::{Ingestor, InputKind};
-use ingest::store::EmbeddedStore;
 use ledger::entry::Account;
-use rust_decimal::{Decimal, RoundingStrategy};
+use rust_decimal::Decimal;
 use serde_json::Value;
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/day").join(name)
-}
-
-fn dec(v: &Value) -> Decimal {
-    v.as_str().expect("decimal string").parse().expect("decimal")
-}
 
 /// Payables computed straight from the files: fee = rate × amount rounded half up, capped;
 /// voids and reversals undo; a refund gives back its share of the fee, the last refund the rest.
 fn expected_payables() -> BTreeMap<String, Decimal> {
-    let admin = std::fs::read_to_string(fixture("admin.ndjson")).expect("admin");
-    let mut terms: HashMap<(String, String), (Decimal, Option<Decimal>)> = HashMap::new();
-    for line in admin.lines() {
-        let v: Value = serde_json::from_str(line).expect("json");
-        if v["kind"] == "contract_signed" {
-            for (channel, fee) in v["fees"].as_object().expect("fees") {
-                let cap = fee.get("cap").map(dec);
-                terms
-                    .insert((v["merchant_id"].as_str().expect("id").into(), channel.clone()), (dec(&fee["rate"]), cap));
-            }
-        }
-    }
+    let terms = fee_terms();
     // txn → (merchant, channel, amount, fee, refunded, fee returned)
     let mut sales: HashMap<String, (String, String, Decimal, Decimal, Decimal, Decimal)> = HashMap::new();
     let mut payable: BTreeMap<String, Decimal> = BTreeMap::new();
@@ -51,11 +31,7 @@ fn expected_payables() -> BTreeMap<String, Decimal> {
             match kind {
                 "sale" => {
                     let channel = v["channel"].as_str().expect("channel").to_owned();
-                    let (rate, cap) = terms[&(merchant.clone(), channel.clone())];
-                    let mut fee = (rate * amount).round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
-                    if let Some(cap) = cap {
-                        fee = fee.min(cap);
-                    }
+                    let fee = fee(&terms, &merchant, &channel, amount);
                     *payable.entry(merchant.clone()).or_default() += amount - fee;
                     let txn = v["txn_id"].as_str().expect("txn").to_owned();
                     sales.insert(txn, (merchant, channel, amount, fee, Decimal::ZERO, Decimal::ZERO));
@@ -66,11 +42,7 @@ fn expected_payables() -> BTreeMap<String, Decimal> {
                 }
                 "refund" => {
                     let s = sales.get_mut(v["original_txn_id"].as_str().expect("original")).expect("sale");
-                    let part = if s.4 + amount == s.2 {
-                        s.3 - s.5
-                    } else {
-                        (s.3 * amount / s.2).round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero)
-                    };
+                    let part = if s.4 + amount == s.2 { s.3 - s.5 } else { half_up(s.3 * amount / s.2) };
                     s.4 += amount;
                     s.5 += part;
                     *payable.entry(merchant).or_default() -= amount - part;
@@ -85,17 +57,7 @@ fn expected_payables() -> BTreeMap<String, Decimal> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fixture_days_balance_and_payables_match() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Arc::new(EmbeddedStore::open(dir.path()).expect("open"));
-    let mut ingestor = Ingestor::open(store.clone(), None).await.expect("ingestor");
-    for (name, kind) in [
-        ("admin.ndjson", InputKind::Admin),
-        ("feed-2026-11-24.ndjson", InputKind::Feed),
-        ("feed-2026-11-25.ndjson", InputKind::Feed),
-    ] {
-        let file = std::io::BufReader::new(std::fs::File::open(fixture(name)).expect("fixture"));
-        let s = ingestor.ingest_reader(file, kind, |_, _| {}).await.expect("ingest");
-        assert_eq!(s.rejected, 0, "{name}: {:?}", s.first_rejections);
-    }
+    let store = store_fixture(dir.path(), &["2026-11-24", "2026-11-25"]).await;
     let books = ledger::replay(&*store, u64::MAX).await.expect("replay checks the trial balance");
     let expected = expected_payables();
     assert_eq!(expected.len(), 8, "every merchant has sales");

@@ -1,18 +1,12 @@
 //! The journal export opened by ledger-cli: every account's balance equals ours.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Command;
-use std::sync::Arc;
+mod common;
 
-use ingest::pipeline::{Ingestor, InputKind};
-use ingest::store::EmbeddedStore;
+use std::collections::BTreeMap;
+use std::process::Command;
+
 use ledger::journal::{JournalFormat, write_journal};
 use rust_decimal::Decimal;
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/day").join(name)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ledger_cli_agrees_with_every_balance() {
@@ -23,16 +17,7 @@ async fn ledger_cli_agrees_with_every_balance() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Arc::new(EmbeddedStore::open(dir.path().join("events")).expect("open"));
-    let mut ingestor = Ingestor::open(store.clone(), None).await.expect("ingestor");
-    for (name, kind) in [
-        ("admin.ndjson", InputKind::Admin),
-        ("feed-2026-11-24.ndjson", InputKind::Feed),
-        ("feed-2026-11-25.ndjson", InputKind::Feed),
-    ] {
-        let file = std::io::BufReader::new(std::fs::File::open(fixture(name)).expect("fixture"));
-        ingestor.ingest_reader(file, kind, |_, _| {}).await.expect("ingest");
-    }
+    let store = common::store_fixture(&dir.path().join("events"), &["2026-11-24", "2026-11-25"]).await;
     let path = dir.path().join("books.ledger");
     let mut out = std::io::BufWriter::new(std::fs::File::create(&path).expect("journal file"));
     let books = write_journal(&*store, u64::MAX, JournalFormat::Ledger, &mut out).await.expect("journal");

@@ -2,40 +2,22 @@
 //! feed says they earned, the payout empties that part of the payable, and settling the
 //! same date again settles nothing.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
-use std::sync::Arc;
 
 use chrono::NaiveDate;
+use common::{dec, fee, fee_terms, fixture, half_up, store_fixture};
 use ingest::event::Event;
 use ingest::money::Currency;
-use ingest::pipeline::{Ingestor, InputKind};
-use ingest::store::{EmbeddedStore, EventStore, ExpectedRevision};
+use ingest::store::{EventStore, ExpectedRevision};
 use ledger::entry::Account;
-use rust_decimal::{Decimal, RoundingStrategy};
+use rust_decimal::Decimal;
 use serde_json::Value;
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/day").join(name)
-}
-
-fn dec(v: &Value) -> Decimal {
-    v.as_str().expect("decimal string").parse().expect("decimal")
-}
 
 /// Net of each merchant for the business day of one feed file, computed from the files.
 fn day_nets(feed: &str) -> BTreeMap<String, Decimal> {
-    let admin = std::fs::read_to_string(fixture("admin.ndjson")).expect("admin");
-    let mut terms: HashMap<(String, String), (Decimal, Option<Decimal>)> = HashMap::new();
-    for line in admin.lines() {
-        let v: Value = serde_json::from_str(line).expect("json");
-        if v["kind"] == "contract_signed" {
-            for (channel, fee) in v["fees"].as_object().expect("fees") {
-                let key = (v["merchant_id"].as_str().expect("id").to_owned(), channel.clone());
-                terms.insert(key, (dec(&fee["rate"]), fee.get("cap").map(dec)));
-            }
-        }
-    }
+    let terms = fee_terms();
     let mut sales: HashMap<String, (Decimal, Decimal)> = HashMap::new();
     let mut net: BTreeMap<String, Decimal> = BTreeMap::new();
     for line in std::fs::read_to_string(fixture(feed)).expect("feed").lines() {
@@ -47,11 +29,7 @@ fn day_nets(feed: &str) -> BTreeMap<String, Decimal> {
         let amount = dec(&v["amount"]);
         match v["kind"].as_str().expect("kind") {
             "sale" => {
-                let (rate, cap) = terms[&(merchant.clone(), v["channel"].as_str().expect("ch").to_owned())];
-                let mut fee = (rate * amount).round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
-                if let Some(cap) = cap {
-                    fee = fee.min(cap);
-                }
+                let fee = fee(&terms, &merchant, v["channel"].as_str().expect("ch"), amount);
                 sales.insert(v["txn_id"].as_str().expect("txn").to_owned(), (amount, fee));
                 *net.entry(merchant).or_default() += amount - fee;
             }
@@ -63,11 +41,7 @@ fn day_nets(feed: &str) -> BTreeMap<String, Decimal> {
             "refund" => {
                 let original = v["original_txn_id"].as_str().expect("original");
                 let (a, f) = sales.get(original).copied().unwrap_or((Decimal::ZERO, Decimal::ZERO));
-                let part = if amount == a {
-                    f
-                } else {
-                    (f * amount / a).round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero)
-                };
+                let part = if amount == a { f } else { half_up(f * amount / a) };
                 *net.entry(merchant).or_default() -= amount - part;
             }
             other => panic!("unexpected {other}"),
@@ -79,12 +53,7 @@ fn day_nets(feed: &str) -> BTreeMap<String, Decimal> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settling_a_day_pays_its_net_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Arc::new(EmbeddedStore::open(dir.path()).expect("open"));
-    let mut ingestor = Ingestor::open(store.clone(), None).await.expect("ingestor");
-    for (name, kind) in [("admin.ndjson", InputKind::Admin), ("feed-2026-11-24.ndjson", InputKind::Feed)] {
-        let file = std::io::BufReader::new(std::fs::File::open(fixture(name)).expect("fixture"));
-        ingestor.ingest_reader(file, kind, |_, _| {}).await.expect("ingest");
-    }
+    let store = store_fixture(dir.path(), &["2026-11-24"]).await;
     let date = NaiveDate::from_ymd_opt(2026, 11, 25).expect("date");
     let books = ledger::replay(&*store, u64::MAX).await.expect("books");
     let due = books.settlements_due(date);
