@@ -45,6 +45,12 @@ pub const BENCHMARKS: &[Benchmark] = &[
                 (open_recover_no_snapshot_s: scan, check and index the whole log)",
     },
     Benchmark {
+        name: "replay_10m_events_s",
+        about: "rebuilding the books from a stored log of 10M events (9.1M captures of 1000 merchants, \
+                a refund for one in ten) without a checkpoint: read, decode, project; also its peak \
+                memory (replay_peak_rss_mib)",
+    },
+    Benchmark {
         name: "projection_postings_per_s",
         about: "the ledger projection over 1M captures and refunds in memory (~3M postings); also \
                 balances_1m_postings_s, as_of_balance_ms, and ledger-cli's `bal` on the same \
@@ -108,6 +114,7 @@ pub fn run(names: &[String], scale: f64, repeat: usize, work_dir: Option<&Path>)
             "ingest_feed_records_per_s" => rt.block_on(ingest_feed(&dir, scaled(1_000_000, scale), repeat))?,
             "open_recover_s" => rt.block_on(open_recover(&dir, scaled(10_000_000, scale), repeat))?,
             "projection_postings_per_s" => projection(&dir, scaled(1_000_000, scale), repeat)?,
+            "replay_10m_events_s" => rt.block_on(replay(&dir, scaled(9_090_909, scale), repeat))?,
             _ => unreachable!("names were checked above"),
         }
         let _ = std::fs::remove_dir_all(&dir);
@@ -443,27 +450,43 @@ async fn open_recover(dir: &Path, events: u64, repeat: usize) -> Result<()> {
 
 /// Captures of 100 merchants with one refund in ten, as events in memory.
 fn ledger_events(payments: u64) -> Vec<Event> {
-    use ingest::event::{ContractSigned, FeeTerms, PaymentAdjustment, SettlementCycle};
+    let mut events = contracts(100);
+    events.extend(payment_events(0, payments, 100));
+    events
+}
+
+/// The contracts of merchants `M000000..` (WeChat at 0.38 %, T+1).
+fn contracts(merchants: u64) -> Vec<Event> {
+    use ingest::event::{ContractSigned, FeeTerms, SettlementCycle};
+    let at = chrono::DateTime::parse_from_rfc3339("2026-11-26T08:00:00+08:00").unwrap_or_default();
+    (0..merchants)
+        .map(|m| {
+            let mut fees = std::collections::BTreeMap::new();
+            fees.insert(Channel::Wechat, FeeTerms { rate: rust_decimal::Decimal::new(38, 4), min: None, cap: None });
+            Event::ContractSigned(ContractSigned {
+                merchant_id: format!("M{m:06}"),
+                fees,
+                settlement_cycle: SettlementCycle::T1,
+                at,
+            })
+        })
+        .collect()
+}
+
+/// Captures numbered `first..first + payments` spread over `merchants`, each tenth followed by
+/// a refund of half its amount.
+fn payment_events(first: u64, payments: u64, merchants: u64) -> Vec<Event> {
+    use ingest::event::PaymentAdjustment;
     let at = chrono::DateTime::parse_from_rfc3339("2026-11-26T12:00:00+08:00").unwrap_or_default();
-    let mut events = Vec::new();
-    for m in 0..100 {
-        let mut fees = std::collections::BTreeMap::new();
-        fees.insert(Channel::Wechat, FeeTerms { rate: rust_decimal::Decimal::new(38, 4), min: None, cap: None });
-        events.push(Event::ContractSigned(ContractSigned {
-            merchant_id: format!("M{m:06}"),
-            fees,
-            settlement_cycle: SettlementCycle::T1,
-            at,
-        }));
-    }
-    for i in 0..payments {
+    let mut events = Vec::with_capacity(payments as usize * 11 / 10 + 1);
+    for i in first..first + payments {
         let AppendRequest { events: data, .. } = capture(i);
         let Ok(Event::PaymentCaptured(mut sale)) =
             Event::decode(&data[0].event_type, data[0].schema_version, &data[0].payload)
         else {
             continue;
         };
-        sale.merchant_id = format!("M{:06}", i % 100);
+        sale.merchant_id = format!("M{:06}", i % merchants);
         let refund = (i % 10 == 0).then(|| PaymentAdjustment {
             txn_id: format!("{}-R1", sale.txn_id),
             original_txn_id: sale.txn_id.clone(),
@@ -472,17 +495,73 @@ fn ledger_events(payments: u64) -> Vec<Event> {
             batch_no: sale.batch_no.clone(),
             stan: sale.stan.clone(),
             channel: sale.channel,
-            amount: sale.amount / rust_decimal::Decimal::TWO,
+            amount: (sale.amount / rust_decimal::Decimal::TWO).round_dp(2),
             currency: sale.currency,
             at,
         });
         events.push(Event::PaymentCaptured(sale));
-        if let Some(mut r) = refund {
-            r.amount = r.amount.round_dp(2);
+        if let Some(r) = refund {
             events.push(Event::PaymentRefunded(r));
         }
     }
     events
+}
+
+/// The books rebuilt from a stored log of `payments` captures (and their refunds) of 1000
+/// merchants: read, decode and project every event, as a restart without a checkpoint does.
+async fn replay(dir: &Path, payments: u64, repeat: usize) -> Result<()> {
+    let merchants = 1000;
+    {
+        let store = Arc::new(EmbeddedStore::open(dir)?);
+        let append = |events: Vec<Event>| {
+            let requests: Vec<AppendRequest> = events
+                .iter()
+                .map(|e| AppendRequest {
+                    stream: e.stream(),
+                    expected: ExpectedRevision::Any,
+                    events: vec![e.to_event_data()],
+                })
+                .collect();
+            let store = store.clone();
+            async move {
+                for chunk in requests.chunks(5000) {
+                    for r in store.append_many(chunk.to_vec()).await {
+                        r.context("append")?;
+                    }
+                }
+                anyhow::Ok(())
+            }
+        };
+        append(contracts(merchants)).await?;
+        let mut done = 0;
+        while done < payments {
+            let n = 500_000u64.min(payments - done);
+            append(payment_events(done, n, merchants)).await?;
+            done += n;
+        }
+    }
+    let store = EmbeddedStore::open(dir)?;
+    let events = store.head();
+    let mut runs = Vec::new();
+    let mut rss = Vec::new();
+    let mut postings = 0;
+    for _ in 0..repeat {
+        reset_peak_rss();
+        let start = Instant::now();
+        let books = ledger::replay(&store, u64::MAX).await?;
+        runs.push(start.elapsed().as_secs_f64());
+        rss.push(peak_rss_mib().unwrap_or(f64::NAN));
+        postings = books.postings();
+    }
+    emit(
+        "replay_10m_events_s",
+        median(runs.clone()),
+        "s",
+        json!({"events": events, "payments": payments, "merchants": merchants, "postings": postings,
+               "runs_seconds": runs}),
+    );
+    emit("replay_peak_rss_mib", median(rss.clone()), "MiB", json!({"payments": payments, "runs_mib": rss}));
+    Ok(())
 }
 
 fn projection(dir: &Path, payments: u64, repeat: usize) -> Result<()> {

@@ -43,22 +43,40 @@ enum Command {
         #[command(subcommand)]
         command: MerchantsCommand,
     },
-    /// The balance of one account, now or as of a position of the log.
+    /// The balance of one account, now or as of a position of the log or a business time.
     Balance {
         /// Account path, e.g. `liabilities:merchant:M000001:payable`.
         account: String,
-        /// Balance after the events before this global position (default: all of them).
+        /// A global position (the events before it) or an RFC 3339 business time (the entries
+        /// of events that happened at or before it), e.g. 2026-11-25T23:59:59+08:00.
         #[arg(long)]
-        as_of: Option<u64>,
+        as_of: Option<String>,
         /// How to print it.
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
     },
-    /// Every account's balance, now or as of a position of the log; they sum to zero.
+    /// Every account's balance, now or as of a position or business time; they sum to zero.
     TrialBalance {
-        /// Balances after the events before this global position (default: all of them).
+        /// A global position or an RFC 3339 business time (see `balance --as-of`).
         #[arg(long)]
-        as_of: Option<u64>,
+        as_of: Option<String>,
+        /// How to print it.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
+    },
+    /// One account's postings, a page at a time: position, event, amount and balance after.
+    History {
+        /// Account path.
+        account: String,
+        /// Currency of the history.
+        #[arg(long, default_value = "CNY")]
+        currency: ingest::money::Currency,
+        /// First position to show (the `next` of the previous page).
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Postings per page (at most HISTORY_PAGE_MAX).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
         /// How to print it.
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
@@ -94,7 +112,8 @@ enum Command {
         #[arg(long)]
         until: Option<u64>,
     },
-    /// Check every checksum and the hash chain of the whole event log.
+    /// Check every checksum and the hash chain of the whole event log, then rebuild the books
+    /// from position 0 (checking every invariant) and compare them with the ledger checkpoint.
     Verify {
         /// How to print the report.
         #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -180,8 +199,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             import(&cli.data_dir, &file, InputKind::Admin, format)
         }
         Command::Verify { format } => verify(&cli.data_dir, format),
-        Command::Balance { account, as_of, format } => balances(&cli.data_dir, Some(&account), as_of, format),
-        Command::TrialBalance { as_of, format } => balances(&cli.data_dir, None, as_of, format),
+        Command::Balance { account, as_of, format } => {
+            balances(&cli.data_dir, Some(&account), as_of.as_deref(), format)
+        }
+        Command::TrialBalance { as_of, format } => balances(&cli.data_dir, None, as_of.as_deref(), format),
+        Command::History { account, currency, from, limit, format } => {
+            history(&cli.data_dir, &account, currency, from, limit, format)
+        }
         Command::Journal { format, until } => journal(&cli.data_dir, format, until),
         Command::Replay { until, format } => replay(&cli.data_dir, &until, format),
         Command::Settle { date, format } => settle(&cli.data_dir, date, format),
@@ -201,6 +225,52 @@ fn run(cli: Cli) -> Result<ExitCode> {
 /// The event log's directory inside the data directory.
 pub fn events_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("events")
+}
+
+/// The ledger's checkpoint file inside the data directory.
+pub fn ledger_checkpoint(data_dir: &Path) -> PathBuf {
+    data_dir.join("ledger.ckpt")
+}
+
+/// Most postings one page of `posledger history` shows.
+pub const HISTORY_PAGE_MAX: usize = 10_000;
+
+/// Opens the books from the ledger checkpoint (or the log, when there is none or it is
+/// refused), caught up to the head; saves a new checkpoint when the books moved on.
+async fn open_books(store: &EmbeddedStore, data_dir: &Path) -> Result<ledger::Projection> {
+    let path = ledger_checkpoint(data_dir);
+    let (books, opened) = ledger::open_books(store, Some(&path)).await.context("booking the event log")?;
+    let saved_at = match opened {
+        ledger::Opened::Resumed(at) => Some(at),
+        ledger::Opened::Refused(why) => {
+            eprintln!("warning: {why}; the books were rebuilt from position 0");
+            None
+        }
+        ledger::Opened::Rebuilt => None,
+    };
+    if saved_at != Some(books.position()) {
+        // The checkpoint only saves the next run from replaying: failing to write it loses
+        // nothing, so it is a warning.
+        if let Err(e) = ledger::save_books(store, &books, &path).await {
+            eprintln!("warning: {e} (the next run replays the log instead)");
+        }
+    }
+    Ok(books)
+}
+
+/// A point of the books: a global position, or an RFC 3339 business time.
+enum AsOf {
+    Position(u64),
+    Time(chrono::DateTime<chrono::FixedOffset>),
+}
+
+fn parse_as_of(text: &str, flag: &str) -> Result<AsOf> {
+    if let Ok(p) = text.parse::<u64>() {
+        return Ok(AsOf::Position(p));
+    }
+    chrono::DateTime::parse_from_rfc3339(text).map(AsOf::Time).with_context(|| {
+        format!("{flag} {text:?} is neither a position nor an RFC 3339 time like 2026-11-25T23:59:59+08:00")
+    })
 }
 
 /// The write model's checkpoint file inside the data directory.
@@ -313,20 +383,34 @@ fn print_summary(s: &IngestSummary, format: Format) -> Result<()> {
 }
 
 /// Books the log and prints one account's balance (`account`) or the trial balance.
-fn balances(data_dir: &Path, account: Option<&str>, as_of: Option<u64>, format: ReportFormat) -> Result<ExitCode> {
+fn balances(data_dir: &Path, account: Option<&str>, as_of: Option<&str>, format: ReportFormat) -> Result<ExitCode> {
     let account = account.map(ledger::entry::Account::parse).transpose().map_err(anyhow::Error::msg)?;
-    let until = as_of.unwrap_or(u64::MAX);
+    let as_of = as_of.map(|t| parse_as_of(t, "--as-of")).transpose()?;
     let rt = runtime()?;
     let books = rt.block_on(async {
         let store = open_store(data_dir)?;
-        anyhow::Ok(ledger::replay(&store, u64::MAX).await.context("booking the event log")?)
+        open_books(&store, data_dir).await
     })?;
-    let rows: Vec<_> = books
-        .balances()
-        .trial_balance(until)
-        .into_iter()
-        .filter(|(a, _, _)| account.as_ref().is_none_or(|wanted| a == wanted))
-        .collect();
+    let (all, meta, footer) = match as_of {
+        None | Some(AsOf::Position(_)) => {
+            let until = match as_of {
+                Some(AsOf::Position(p)) => p,
+                _ => u64::MAX,
+            };
+            let position = until.min(books.position());
+            (
+                books.balances().trial_balance(until),
+                serde_json::json!({"as_of_position": position}),
+                format!("(as of position {position}; debits positive, credits negative)"),
+            )
+        }
+        Some(AsOf::Time(t)) => (
+            books.trial_balance_at_time(t.timestamp_micros()),
+            serde_json::json!({"as_of_time": t.to_rfc3339(), "events": books.position()}),
+            format!("(entries of events at or before {}; debits positive, credits negative)", t.to_rfc3339()),
+        ),
+    };
+    let rows: Vec<_> = all.into_iter().filter(|(a, _, _)| account.as_ref().is_none_or(|wanted| a == wanted)).collect();
     // An account never used has a zero balance, not no balance.
     let rows = match (&account, rows.is_empty()) {
         (Some(account), true) => {
@@ -334,9 +418,82 @@ fn balances(data_dir: &Path, account: Option<&str>, as_of: Option<u64>, format: 
         }
         _ => rows,
     };
-    let position = until.min(books.position());
-    let meta = serde_json::json!({"as_of_position": position});
-    print_balances(&rows, format, meta, &format!("(as of position {position}; debits positive, credits negative)"))?;
+    print_balances(&rows, format, meta, &footer)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn history(
+    data_dir: &Path,
+    account: &str,
+    currency: ingest::money::Currency,
+    from: u64,
+    limit: usize,
+    format: ReportFormat,
+) -> Result<ExitCode> {
+    use ingest::store::EventStore;
+    let account = ledger::entry::Account::parse(account).map_err(anyhow::Error::msg)?;
+    if limit == 0 || limit > HISTORY_PAGE_MAX {
+        anyhow::bail!("--limit {limit} is out of range: 1 to {HISTORY_PAGE_MAX} postings a page");
+    }
+    let rt = runtime()?;
+    let (rows, next) = rt.block_on(async {
+        let store = open_store(data_dir)?;
+        let books = open_books(&store, data_dir).await?;
+        let mut points: Vec<_> = books
+            .balances()
+            .history(&account, currency)
+            .map(|h| h.points_from(from).take(limit + 1).collect())
+            .unwrap_or_default();
+        let next = (points.len() > limit).then(|| points.pop().map(|p| p.position)).flatten();
+        let mut rows = Vec::with_capacity(points.len());
+        for p in points {
+            let stored = store.read_all(p.position, 1).await?;
+            let e = stored.first().context("a posting's event is missing from the log")?;
+            let event = ingest::event::Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)?;
+            rows.push((p, event.event_type(), event.reference(), event.occurred_at()));
+        }
+        anyhow::Ok((rows, next))
+    })?;
+    let mut out = std::io::stdout().lock();
+    match format {
+        ReportFormat::Json => {
+            let postings: Vec<_> = rows
+                .iter()
+                .map(|(p, kind, reference, at)| {
+                    serde_json::json!({
+                        "position": p.position, "event_type": kind, "reference": reference,
+                        "occurred_at": at.to_rfc3339(), "amount": p.amount.to_string(), "balance": p.balance.to_string(),
+                    })
+                })
+                .collect();
+            let page = serde_json::json!({
+                "account": account.path(), "currency": currency.code(), "postings": postings, "next": next,
+            });
+            writeln!(out, "{page}")?;
+        }
+        ReportFormat::Csv => {
+            writeln!(out, "position,event_type,reference,occurred_at,amount,balance")?;
+            for (p, kind, reference, at) in &rows {
+                writeln!(out, "{},{kind},{reference},{},{},{}", p.position, at.to_rfc3339(), p.amount, p.balance)?;
+            }
+        }
+        ReportFormat::Table => {
+            for (p, kind, reference, at) in &rows {
+                writeln!(
+                    out,
+                    "{:>10}  {}  {kind:<18} {reference:<36} {:>14} {:>16}",
+                    p.position,
+                    at.to_rfc3339(),
+                    p.amount,
+                    p.balance
+                )?;
+            }
+            match next {
+                Some(n) => writeln!(out, "(more: --from {n})")?,
+                None => writeln!(out, "(end of history)")?,
+            }
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -380,7 +537,7 @@ fn settle(data_dir: &Path, date: chrono::NaiveDate, format: ReportFormat) -> Res
     let rt = runtime()?;
     let settled = rt.block_on(async {
         let store = open_store(data_dir)?;
-        let books = ledger::replay(&store, u64::MAX).await.context("booking the event log")?;
+        let books = open_books(&store, data_dir).await?;
         let mut settled = Vec::new();
         for s in books.settlements_due(date) {
             let event = ingest::event::Event::MerchantSettled(s.clone());
@@ -429,24 +586,23 @@ fn settle(data_dir: &Path, date: chrono::NaiveDate, format: ReportFormat) -> Res
 }
 
 fn replay(data_dir: &Path, until: &str, format: ReportFormat) -> Result<ExitCode> {
+    let until_point = parse_as_of(until, "--until")?;
     let rt = runtime()?;
-    let books = rt.block_on(async {
+    let (rows, events_read, entries, digest) = rt.block_on(async {
         let store = open_store(data_dir)?;
-        let books = if let Ok(position) = until.parse::<u64>() {
-            ledger::replay(&store, position).await
-        } else {
-            let time = chrono::DateTime::parse_from_rfc3339(until).with_context(|| {
-                format!("--until {until:?} is neither a position nor an RFC 3339 time like 2026-11-25T23:59:59+08:00")
-            })?;
-            ledger::replay_until_time(&store, time).await
-        };
-        anyhow::Ok(books.context("replaying the event log")?)
+        anyhow::Ok(match until_point {
+            AsOf::Position(position) => {
+                let books = ledger::replay(&store, position).await.context("replaying the event log")?;
+                (books.balances().trial_balance(u64::MAX), books.position(), books.entries(), books.digest())
+            }
+            AsOf::Time(time) => {
+                let r = ledger::replay_until_time(&store, time).await.context("replaying the event log")?;
+                (r.rows, r.events_read, r.entries, r.digest)
+            }
+        })
     })?;
-    let rows = books.balances().trial_balance(u64::MAX);
-    let meta = serde_json::json!({
-        "until": until, "events_read": books.position(), "entries": books.entries(), "digest": books.digest(),
-    });
-    let footer = format!("events read {}, entries {}, digest {}", books.position(), books.entries(), books.digest());
+    let meta = serde_json::json!({"until": until, "events_read": events_read, "entries": entries, "digest": digest});
+    let footer = format!("events read {events_read}, entries {entries}, digest {digest}");
     print_balances(&rows, format, meta, &footer)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -482,33 +638,81 @@ fn verify(data_dir: &Path, format: Format) -> Result<ExitCode> {
     if !dir.exists() {
         anyhow::bail!("{} holds no event log", data_dir.display());
     }
-    match verify_dir(&dir) {
-        Ok(report) => {
-            match format {
-                Format::Json => println!(
-                    "{}",
-                    serde_json::json!({
-                        "ok": true, "events": report.events, "frames": report.frames,
-                        "segments": report.segments, "head_hash": report.head_hash,
-                    })
-                ),
-                Format::Table => {
-                    println!(
-                        "ok: {} events in {} commits, {} segment(s)",
-                        report.events, report.frames, report.segments
-                    );
-                    println!("head hash {}", report.head_hash);
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+    let report = match verify_dir(&dir) {
+        Ok(report) => report,
         Err(ingest::store::VerifyError::Io(e)) => anyhow::bail!(e),
         Err(e) => {
             match format {
                 Format::Json => println!("{}", serde_json::json!({"ok": false, "error": e.to_string()})),
                 Format::Table => println!("FAILED: {e}"),
             }
-            Ok(ExitCode::from(1))
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let rt = runtime()?;
+    let books = rt.block_on(async {
+        let store = open_store(data_dir)?;
+        anyhow::Ok(ledger::verify_books(&store, Some(&ledger_checkpoint(data_dir))).await)
+    })?;
+    let books = match books {
+        Ok(b) => b,
+        Err(e) => {
+            match format {
+                Format::Json => println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "events": report.events, "head_hash": report.head_hash,
+                                       "error": format!("books: {e}")})
+                ),
+                Format::Table => {
+                    println!("log ok: {} events, head hash {}", report.events, report.head_hash);
+                    println!("FAILED: books: {e}");
+                }
+            }
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let checkpoint = books.checkpoint.as_ref().map(|c| {
+        serde_json::json!({
+            "position": c.position, "refused": c.refused, "matches_rebuild": c.matches_rebuild,
+            "resumed_matches_rebuild": c.resumed_matches_rebuild,
+        })
+    });
+    match format {
+        Format::Json => println!(
+            "{}",
+            serde_json::json!({
+                "ok": books.ok(), "events": report.events, "frames": report.frames,
+                "segments": report.segments, "head_hash": report.head_hash,
+                "books": {"entries": books.entries, "postings": books.postings, "digest": books.digest,
+                          "state_digest": books.state_digest, "checkpoint": checkpoint},
+            })
+        ),
+        Format::Table => {
+            println!("ok: {} events in {} commits, {} segment(s)", report.events, report.frames, report.segments);
+            println!("head hash {}", report.head_hash);
+            println!(
+                "books rebuilt from position 0: {} entries, {} postings, trial balance zero, every balance the sum \
+                 of its postings",
+                books.entries, books.postings
+            );
+            println!("balances digest {}", books.digest);
+            match &books.checkpoint {
+                None => println!("no ledger checkpoint to compare"),
+                Some(c) => match &c.refused {
+                    Some(why) => println!("FAILED: ledger checkpoint: {why}"),
+                    None => {
+                        let word = |ok: bool| if ok { "equal" } else { "DIFFERENT" };
+                        println!(
+                            "ledger checkpoint at position {}: {} to a rebuild to that position; caught up, {} to \
+                             the rebuild",
+                            c.position,
+                            word(c.matches_rebuild),
+                            word(c.resumed_matches_rebuild)
+                        );
+                    }
+                },
+            }
         }
     }
+    Ok(if books.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

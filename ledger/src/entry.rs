@@ -1,6 +1,5 @@
 //! Accounts, postings and balanced journal entries.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use ingest::event::Channel;
@@ -115,7 +114,8 @@ impl BalancedEntry {
     /// `position`.
     pub fn new(position: u64, postings: Vec<Posting>) -> Result<Self, EntryError> {
         let postings: Vec<Posting> = postings.into_iter().filter(|p| !p.amount.is_zero()).collect();
-        let mut sums: BTreeMap<Currency, Decimal> = BTreeMap::new();
+        // Sums per currency; an entry has a handful of postings in one or two currencies.
+        let mut sums: Vec<(Currency, Decimal)> = Vec::new();
         for p in &postings {
             if p.amount.scale() > p.currency.scale() {
                 return Err(EntryError::OverScale {
@@ -125,7 +125,10 @@ impl BalancedEntry {
                     currency: p.currency,
                 });
             }
-            *sums.entry(p.currency).or_default() += p.amount;
+            match sums.iter_mut().find(|(c, _)| *c == p.currency) {
+                Some((_, sum)) => *sum += p.amount,
+                None => sums.push((p.currency, p.amount)),
+            }
         }
         if let Some((currency, difference)) = sums.into_iter().find(|(_, s)| !s.is_zero()) {
             return Err(EntryError::Unbalanced { position, currency, difference });

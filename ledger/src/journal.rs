@@ -56,13 +56,13 @@ pub async fn write_journal<S: EventStore>(
     out: &mut impl Write,
 ) -> Result<Projection, JournalError> {
     let mut writer = JournalWriter::new(format);
-    crate::replay_with(
-        store,
-        until,
-        |_| true,
-        |event, entry| -> Result<(), JournalError> { Ok(writer.write(out, event, entry)?) },
-    )
-    .await
+    let mut books = Projection::default();
+    crate::catch_up_with(store, &mut books, until, |event, entry| -> Result<(), JournalError> {
+        Ok(writer.write(out, event, entry)?)
+    })
+    .await?;
+    books.check().map_err(ReplayError::from)?;
+    Ok(books)
 }
 
 /// Writes entries as journal transactions, one after another, opening beancount accounts

@@ -6,15 +6,30 @@
 //! The projection is a deterministic state machine: it reads no clock and does no I/O; events
 //! arrive through the store's read API ([`replay`]).
 
+pub mod checkpoint;
 pub mod entry;
 pub mod fees;
+pub mod history;
 pub mod journal;
 pub mod projection;
+pub mod timeline;
+
+use std::path::Path;
 
 use ingest::event::Event;
-use ingest::store::{EventStore, READ_EVENTS_MAX, ReadError};
+use ingest::money::Currency;
+use ingest::store::{EventStore, READ_EVENTS_MAX, ReadError, RecordedEvent};
+use rust_decimal::Decimal;
 
 pub use projection::{LedgerError, Projection};
+
+use crate::entry::{Account, BalancedEntry};
+
+/// Events read from the log per batch while replaying (also the decoder's unit of work).
+pub const REPLAY_BATCH_EVENTS: usize = 8192;
+/// Batches read ahead of the projection while it books the current one.
+pub const REPLAY_BATCHES_AHEAD: usize = 3;
+const _: () = assert!(REPLAY_BATCH_EVENTS <= READ_EVENTS_MAX);
 
 /// Why a replay stopped.
 #[derive(Debug, thiserror::Error)]
@@ -33,60 +48,282 @@ pub enum ReplayError {
     /// The books broke an invariant.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// Saving a checkpoint failed.
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::CheckpointError),
+    /// The decoding thread stopped unexpectedly.
+    #[error("the event decoder stopped: {0}")]
+    Decoder(String),
 }
 
 /// Builds the books from the log: every event before position `until` (`u64::MAX`: all),
-/// then checks that the trial balance is zero.
+/// then checks them (trial balance zero, every balance the sum of its postings).
 pub async fn replay<S: EventStore>(store: &S, until: u64) -> Result<Projection, ReplayError> {
-    replay_filtered(store, until, |_| true).await
+    let mut books = Projection::default();
+    catch_up(store, &mut books, until).await?;
+    books.check()?;
+    Ok(books)
 }
 
-/// Builds the books from the events that happened at or before business time `time` (in log
-/// order; later ones are passed over). Consistent because nothing that happened before `time`
-/// depends on something after it: contracts precede sales, sales precede their adjustments.
+/// What a replay to a business time gives: the balances of the entries of every event that
+/// happened at or before that time, as the log booked them.
+#[derive(Debug, Clone)]
+pub struct AsOfTime {
+    /// Every account used by those entries, in path order, with its balance.
+    pub rows: Vec<(Account, Currency, Decimal)>,
+    /// Events read (the whole log).
+    pub events_read: u64,
+    /// Entries counted.
+    pub entries: u64,
+    /// [`projection::digest_rows`] of the rows.
+    pub digest: String,
+}
+
+/// Replays the whole log and sums, on their own, the entries of the events that happened at
+/// or before `time` — the independent counterpart of [`Projection::trial_balance_at_time`].
+/// Business time, not log order: an event recorded late still counts on the day it happened.
 pub async fn replay_until_time<S: EventStore>(
     store: &S,
     time: chrono::DateTime<chrono::FixedOffset>,
-) -> Result<Projection, ReplayError> {
-    replay_filtered(store, u64::MAX, |e| e.occurred_at() <= time).await
+) -> Result<AsOfTime, ReplayError> {
+    let t = time.timestamp_micros();
+    let mut sums: std::collections::BTreeMap<(Account, Currency), Decimal> = Default::default();
+    let mut entries = 0;
+    let mut books = Projection::default();
+    catch_up_with(store, &mut books, u64::MAX, |event, entry| {
+        if event.occurred_at().timestamp_micros() <= t {
+            entries += 1;
+            for p in entry.postings() {
+                *sums.entry((p.account.clone(), p.currency)).or_default() += p.amount;
+            }
+        }
+        Ok::<(), ReplayError>(())
+    })
+    .await?;
+    books.check()?;
+    let rows: Vec<_> = sums.into_iter().map(|((a, c), b)| (a, c, b)).collect();
+    let digest = projection::digest_rows(&rows);
+    Ok(AsOfTime { rows, events_read: books.position(), entries, digest })
 }
 
-async fn replay_filtered<S: EventStore>(
-    store: &S,
-    until: u64,
-    keep: impl Fn(&Event) -> bool,
-) -> Result<Projection, ReplayError> {
-    replay_with(store, until, keep, |_, _| Ok::<(), ReplayError>(())).await
+/// Applies every event from the books' position up to `until` (exclusive; `u64::MAX`: the
+/// head of the log).
+pub async fn catch_up<S: EventStore>(store: &S, books: &mut Projection, until: u64) -> Result<(), ReplayError> {
+    catch_up_with(store, books, until, |_, _| Ok::<(), ReplayError>(())).await
 }
 
-/// The one replay loop: books every event before `until` that `keep` keeps, handing each
-/// entry to `on_entry`, then checks the trial balance.
-pub(crate) async fn replay_with<S: EventStore, E: From<ReplayError>>(
+type Decoded = Result<Vec<(u64, Event)>, ReplayError>;
+
+/// The one replay loop: books every event from the books' position up to `until`, handing
+/// each entry to `on_entry`. Reading, decoding and booking overlap: a decoder thread turns
+/// batches of stored events into events while the projection books the previous batch.
+pub(crate) async fn catch_up_with<S: EventStore, E: From<ReplayError>>(
     store: &S,
+    books: &mut Projection,
     until: u64,
-    keep: impl Fn(&Event) -> bool,
-    mut on_entry: impl FnMut(&Event, &entry::BalancedEntry) -> Result<(), E>,
-) -> Result<Projection, E> {
-    let mut projection = Projection::default();
+    mut on_entry: impl FnMut(&Event, &BalancedEntry) -> Result<(), E>,
+) -> Result<(), E> {
     let end = until.min(store.head());
-    while projection.position() < end {
-        let max = READ_EVENTS_MAX.min((end - projection.position()) as usize);
-        let events = store.read_all(projection.position(), max).await.map_err(ReplayError::from)?;
-        if events.is_empty() {
+    if books.position() >= end {
+        return Ok(());
+    }
+    let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<Vec<RecordedEvent>>(REPLAY_BATCHES_AHEAD);
+    let (decoded_tx, mut decoded_rx) = tokio::sync::mpsc::channel::<Decoded>(REPLAY_BATCHES_AHEAD);
+    std::thread::Builder::new()
+        .name("posledger-decode".into())
+        .spawn(move || {
+            for batch in raw_rx {
+                let decoded = batch
+                    .into_iter()
+                    .map(|e| {
+                        Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)
+                            .map(|event| (e.position, event))
+                            .map_err(|source| ReplayError::Decode { position: e.position, source })
+                    })
+                    .collect();
+                if decoded_tx.blocking_send(decoded).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(|e| ReplayError::Decoder(e.to_string()))?;
+    let mut next_read = books.position();
+    let mut in_flight = 0;
+    loop {
+        while in_flight < REPLAY_BATCHES_AHEAD && next_read < end {
+            let want = REPLAY_BATCH_EVENTS.min((end - next_read) as usize);
+            let events = store.read_all(next_read, want).await.map_err(ReplayError::from)?;
+            if events.is_empty() {
+                break;
+            }
+            next_read += events.len() as u64;
+            in_flight += 1;
+            raw_tx.send(events).map_err(|_| ReplayError::Decoder("it hung up".into()))?;
+        }
+        if in_flight == 0 {
             break;
         }
-        for e in events {
-            let event = Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)
-                .map_err(|source| ReplayError::Decode { position: e.position, source })?;
-            if keep(&event) {
-                if let Some(entry) = projection.apply(e.position, &event).map_err(ReplayError::from)? {
-                    on_entry(&event, &entry)?;
-                }
-            } else {
-                projection.skip(e.position).map_err(ReplayError::from)?;
+        let batch = decoded_rx.recv().await.ok_or_else(|| ReplayError::Decoder("it hung up".into()))??;
+        in_flight -= 1;
+        for (position, event) in batch {
+            if let Some(entry) = books.apply(position, &event).map_err(ReplayError::from)? {
+                on_entry(&event, &entry)?;
             }
         }
     }
-    projection.check_trial_balance().map_err(ReplayError::from)?;
-    Ok(projection)
+    Ok(())
+}
+
+/// How the books were opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opened {
+    /// No checkpoint: built from position 0.
+    Rebuilt,
+    /// Resumed from a checkpoint at this position.
+    Resumed(u64),
+    /// A checkpoint was there but refused (why); built from position 0.
+    Refused(String),
+}
+
+/// Opens the books: from the checkpoint at `checkpoint` when it is one of this log, else from
+/// position 0, then caught up to the head of the log.
+pub async fn open_books<S: EventStore>(
+    store: &S,
+    checkpoint: Option<&Path>,
+) -> Result<(Projection, Opened), ReplayError> {
+    let (mut books, opened) = match checkpoint.filter(|p| p.exists()) {
+        None => (Projection::default(), Opened::Rebuilt),
+        Some(path) => match checkpoint::load(path) {
+            Err(e) => (Projection::default(), Opened::Refused(e.to_string())),
+            Ok(loaded) => match mismatch(store, &loaded).await? {
+                None => {
+                    let at = loaded.books.position();
+                    (loaded.books, Opened::Resumed(at))
+                }
+                Some(reason) => (Projection::default(), Opened::Refused(reason)),
+            },
+        },
+    };
+    catch_up(store, &mut books, u64::MAX).await?;
+    books.check_trial_balance()?;
+    Ok((books, opened))
+}
+
+/// Why a checkpoint is not one of this log, if it is not.
+async fn mismatch<S: EventStore>(store: &S, loaded: &checkpoint::Loaded) -> Result<Option<String>, ReplayError> {
+    let position = loaded.books.position();
+    if position > store.head() {
+        return Ok(Some(format!("it is at position {position} but the log ends at {}", store.head())));
+    }
+    if loaded.anchor != log_anchor(store, position).await? {
+        return Ok(Some(format!("its last event is not the log's event at position {}", position.saturating_sub(1))));
+    }
+    Ok(None)
+}
+
+/// The [`checkpoint::anchor`] of the log's event just before `position` (zeros at 0).
+async fn log_anchor<S: EventStore>(store: &S, position: u64) -> Result<[u8; 32], ReplayError> {
+    if position == 0 {
+        return Ok([0; 32]);
+    }
+    let events = store.read_all(position - 1, 1).await?;
+    Ok(events.first().map(checkpoint::anchor).unwrap_or_default())
+}
+
+/// Saves the books as a checkpoint of `store`'s log.
+pub async fn save_books<S: EventStore>(store: &S, books: &Projection, path: &Path) -> Result<(), ReplayError> {
+    let anchor = log_anchor(store, books.position()).await?;
+    Ok(checkpoint::save(path, books, &anchor)?)
+}
+
+/// What `verify` found about the books.
+#[derive(Debug, Clone)]
+pub struct BooksReport {
+    /// Events in the log.
+    pub events: u64,
+    /// Entries and postings the rebuild booked.
+    pub entries: u64,
+    /// Postings.
+    pub postings: u64,
+    /// Digest of every balance ([`Projection::digest`]).
+    pub digest: String,
+    /// Digest of the whole state ([`checkpoint::state_digest`]), hex.
+    pub state_digest: String,
+    /// The checkpoint's comparison, when there is one.
+    pub checkpoint: Option<CheckpointCheck>,
+}
+
+/// A checkpoint compared with rebuilds from position 0.
+#[derive(Debug, Clone)]
+pub struct CheckpointCheck {
+    /// Its position.
+    pub position: u64,
+    /// Refused before any comparison (damaged, or not of this log): why.
+    pub refused: Option<String>,
+    /// The books rebuilt from 0 up to its position equal it.
+    pub matches_rebuild: bool,
+    /// The books resumed from it and caught up equal the books rebuilt from 0.
+    pub resumed_matches_rebuild: bool,
+}
+
+impl BooksReport {
+    /// Whether everything compared equal (or there was no checkpoint to compare).
+    pub fn ok(&self) -> bool {
+        self.checkpoint.as_ref().is_none_or(|c| c.refused.is_none() && c.matches_rebuild && c.resumed_matches_rebuild)
+    }
+}
+
+/// Rebuilds the books from position 0 (checking every invariant) and compares them with the
+/// checkpoint at `checkpoint`, if there is one: the checkpoint must equal a rebuild to its
+/// position, and the checkpoint caught up must equal the full rebuild. One set of books is
+/// held at a time.
+pub async fn verify_books<S: EventStore>(store: &S, checkpoint: Option<&Path>) -> Result<BooksReport, ReplayError> {
+    let mut check = None;
+    let mut resumed_digest = None;
+    if let Some(path) = checkpoint.filter(|p| p.exists()) {
+        match checkpoint::load(path) {
+            Err(e) => {
+                check = Some(CheckpointCheck {
+                    position: 0,
+                    refused: Some(e.to_string()),
+                    matches_rebuild: false,
+                    resumed_matches_rebuild: false,
+                })
+            }
+            Ok(loaded) => {
+                let position = loaded.books.position();
+                let refused = mismatch(store, &loaded).await?;
+                let mut c =
+                    CheckpointCheck { position, refused, matches_rebuild: false, resumed_matches_rebuild: false };
+                if c.refused.is_none() {
+                    let saved = checkpoint::state_digest(&loaded.books);
+                    let mut resumed = loaded.books;
+                    catch_up(store, &mut resumed, u64::MAX).await?;
+                    resumed.check()?;
+                    resumed_digest = Some(checkpoint::state_digest(&resumed));
+                    drop(resumed);
+                    let rebuilt = replay(store, position).await?;
+                    c.matches_rebuild = checkpoint::state_digest(&rebuilt) == saved;
+                }
+                check = Some(c);
+            }
+        }
+    }
+    let full = replay(store, u64::MAX).await?;
+    let state = checkpoint::state_digest(&full);
+    if let (Some(c), Some(resumed)) = (check.as_mut(), resumed_digest) {
+        c.resumed_matches_rebuild = resumed == state;
+    }
+    Ok(BooksReport {
+        events: full.position(),
+        entries: full.entries(),
+        postings: full.postings(),
+        digest: full.digest(),
+        state_digest: hex_of(&state),
+        checkpoint: check,
+    })
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

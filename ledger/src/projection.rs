@@ -15,15 +15,22 @@
 //! refund gives back the fee in proportion, and the refund that completes the payment gives
 //! back exactly the rest, so a fully refunded payment nets to zero on every account.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::NaiveDate;
+use hashbrown::HashTable;
 use ingest::event::{Channel, Event, FeeTerms, MerchantSettled, PaymentAdjustment, SettlementCycle};
 use ingest::money::Currency;
 use rust_decimal::Decimal;
+use xxhash_rust::xxh3::{Xxh3DefaultBuilder, xxh3_64};
 
 use crate::entry::{Account, BalancedEntry, EntryError, Posting};
 use crate::fees;
+use crate::history::History;
+use crate::timeline::Timeline;
+
+pub(crate) type FastMap<K, V> = HashMap<K, V, Xxh3DefaultBuilder>;
+pub(crate) type FastSet<K> = HashSet<K, Xxh3DefaultBuilder>;
 
 /// Why the projection stopped: a bug or damaged history, never bad input (the write model
 /// refuses bad input before it becomes an event).
@@ -50,113 +57,177 @@ pub enum LedgerError {
     },
 }
 
-/// What the books remember of a payment, to book what happens to it later.
+/// What the books remember of a merchant.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct PaymentBook {
-    merchant: String,
-    date: NaiveDate,
-    payable: Account,
-    channel: Channel,
-    currency: Currency,
-    amount: Decimal,
-    fee: Decimal,
-    refunded: Decimal,
-    fee_returned: Decimal,
-    cancelled: bool,
+pub(crate) struct MerchantBook {
+    pub(crate) id: Box<str>,
+    pub(crate) payable: Account,
+    /// Fee terms of the contract in force; none before a contract.
+    pub(crate) fees: Option<BTreeMap<Channel, FeeTerms>>,
+    pub(crate) cycle: Option<SettlementCycle>,
+    /// The relationship ended: nothing may be posted for the merchant any more.
+    pub(crate) closed: bool,
+    /// The payable's balance slot per currency (a cache).
+    pub(crate) payable_slots: Vec<(Currency, u32)>,
 }
 
-/// An account's balance after each position that changed it, in position order.
-type History = Vec<(u64, Decimal)>;
+/// What the books remember of a payment, to book what happens to it later. Kept small: the
+/// books hold one per payment (the id lives in the projection's id arena).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PaymentBook {
+    pub(crate) id_start: u64,
+    pub(crate) id_len: u32,
+    pub(crate) merchant: u32,
+    pub(crate) date: NaiveDate,
+    pub(crate) amount: Decimal,
+    pub(crate) fee: Decimal,
+    pub(crate) channel: Channel,
+    pub(crate) currency: Currency,
+    pub(crate) cancelled: bool,
+}
 
-/// Balances of every account, now and at every position where they changed.
+/// How much of a payment was refunded, and how much fee went back with it (only refunded
+/// payments have one).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Refunded {
+    pub(crate) amount: Decimal,
+    pub(crate) fee: Decimal,
+}
+
+/// Balances of every account, now and as of any position.
 #[derive(Debug, Clone, Default)]
 pub struct Balances {
-    /// Where each account's histories are, per currency (looked up without cloning the key).
-    slots: HashMap<Account, Vec<(Currency, usize)>>,
+    /// Where each account's histories are, per currency.
+    slots: FastMap<Account, Vec<(Currency, u32)>>,
     /// Per slot: the account, its currency, and its history.
-    history: Vec<(Account, Currency, History)>,
+    pub(crate) accounts: Vec<(Account, Currency, History)>,
 }
 
 impl Balances {
-    fn slot(&self, account: &Account, currency: Currency) -> Option<usize> {
+    fn find(&self, account: &Account, currency: Currency) -> Option<u32> {
         self.slots.get(account)?.iter().find(|(c, _)| *c == currency).map(|(_, i)| *i)
     }
 
-    fn post(&mut self, position: u64, p: &Posting) {
-        let slot = match self.slot(&p.account, p.currency) {
-            Some(i) => i,
-            None => {
-                self.history.push((p.account.clone(), p.currency, Vec::new()));
-                let i = self.history.len() - 1;
-                self.slots.entry(p.account.clone()).or_default().push((p.currency, i));
-                i
-            }
-        };
-        let history = &mut self.history[slot].2;
-        let before = history.last().map_or(Decimal::ZERO, |(_, b)| *b);
-        match history.last_mut() {
-            // Two postings of one entry to one account: one point in its history.
-            Some((at, balance)) if *at == position => *balance = before + p.amount,
-            _ => history.push((position, before + p.amount)),
+    /// The slot of an account's history in a currency, made when first used.
+    pub(crate) fn slot(&mut self, account: &Account, currency: Currency) -> u32 {
+        if let Some(i) = self.find(account, currency) {
+            return i;
         }
+        self.accounts.push((account.clone(), currency, History::default()));
+        let i = (self.accounts.len() - 1) as u32;
+        self.slots.entry(account.clone()).or_default().push((currency, i));
+        i
+    }
+
+    /// Puts back the lookup of slots (after a checkpoint load).
+    pub(crate) fn from_accounts(accounts: Vec<(Account, Currency, History)>) -> Self {
+        let mut slots: FastMap<Account, Vec<(Currency, u32)>> = FastMap::default();
+        for (i, (account, currency, _)) in accounts.iter().enumerate() {
+            slots.entry(account.clone()).or_default().push((*currency, i as u32));
+        }
+        Balances { slots, accounts }
+    }
+
+    fn post(&mut self, slot: u32, position: u64, amount: Decimal) {
+        self.accounts[slot as usize].2.push(position, amount);
+    }
+
+    /// The history of `account` in `currency`, if it was ever posted to.
+    pub fn history(&self, account: &Account, currency: Currency) -> Option<&History> {
+        self.find(account, currency).map(|i| &self.accounts[i as usize].2)
     }
 
     /// The balance of `account` in `currency` after every event before position `until`
-    /// (`u64::MAX` for now). A binary search: no replay.
+    /// (`u64::MAX` for now). A binary search and a short scan: no replay.
     pub fn balance(&self, account: &Account, currency: Currency, until: u64) -> Decimal {
-        let Some(slot) = self.slot(account, currency) else { return Decimal::ZERO };
-        let history = &self.history[slot].2;
-        let i = history.partition_point(|(at, _)| *at < until);
-        if i == 0 { Decimal::ZERO } else { history[i - 1].1 }
+        match self.history(account, currency) {
+            None => Decimal::ZERO,
+            Some(h) if until == u64::MAX => h.current(),
+            Some(h) => h.before(until),
+        }
     }
 
     /// Every account's balance before position `until`, accounts in path order; zero
     /// balances of accounts that were used are kept (a trial balance lists them).
     pub fn trial_balance(&self, until: u64) -> Vec<(Account, Currency, Decimal)> {
+        self.rows(|h| h.first_position().is_some_and(|p| p < until), |h| h.before(until))
+    }
+
+    fn rows(
+        &self,
+        used: impl Fn(&History) -> bool,
+        balance: impl Fn(&History) -> Decimal,
+    ) -> Vec<(Account, Currency, Decimal)> {
         let mut rows: Vec<_> = self
-            .history
+            .accounts
             .iter()
-            .filter(|(_, _, h)| h.first().is_some_and(|(at, _)| *at < until))
-            .map(|(account, currency, _)| (account.clone(), *currency, self.balance(account, *currency, until)))
+            .filter(|(_, _, h)| used(h))
+            .map(|(account, currency, h)| (account.clone(), *currency, balance(h)))
             .collect();
         rows.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
         rows
+    }
+
+    /// Checks every balance against the sum of its postings.
+    pub fn check(&self) -> Result<(), String> {
+        for (account, currency, h) in &self.accounts {
+            h.check().map_err(|e| format!("{account} {currency}: {e}"))?;
+        }
+        Ok(())
     }
 }
 
 /// A merchant's business day, for settlement.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct DayTotals {
-    gross: Decimal,
-    refunds: Decimal,
-    fees: Decimal,
+pub(crate) struct DayTotals {
+    pub(crate) gross: Decimal,
+    pub(crate) refunds: Decimal,
+    pub(crate) fees: Decimal,
 }
 
 /// The double-entry projection of the event log.
+///
+/// After an error the projection is broken for good: every later call returns that error
+/// (the books never hold half an entry, but the state behind them may be half-updated).
 #[derive(Debug, Clone, Default)]
 pub struct Projection {
-    contracts: HashMap<String, BTreeMap<Channel, FeeTerms>>,
-    payments: HashMap<String, PaymentBook>,
-    /// Merchants whose relationship ended: nothing may be posted for them any more.
-    closed: std::collections::HashSet<String>,
-    /// Settlement cycle of each merchant's contract in force.
-    cycles: HashMap<String, SettlementCycle>,
+    pub(crate) merchants: Vec<MerchantBook>,
+    pub(crate) merchant_index: FastMap<Box<str>, u32>,
+    pub(crate) payments: Vec<PaymentBook>,
+    /// Every payment's `txn_id`, end to end.
+    pub(crate) payment_ids: String,
+    /// Payments by the hash of their id (indexes into `payments`).
+    pub(crate) payment_index: HashTable<u32>,
+    pub(crate) refunds: FastMap<u32, Refunded>,
     /// What each merchant's business day brought, per currency, for settlement.
-    days: BTreeMap<(String, NaiveDate, Currency), DayTotals>,
+    pub(crate) days: FastMap<(u32, NaiveDate, Currency), DayTotals>,
     /// Merchant, settlement date and currency of every settlement booked.
-    settled: std::collections::HashSet<(String, NaiveDate, Currency)>,
-    /// Accounts made once and shared: each merchant's payable, each channel's accounts.
-    payables: HashMap<String, Account>,
-    channel_accounts: HashMap<Channel, (Account, Account)>,
-    balances: Balances,
-    next_position: u64,
-    entries: u64,
+    pub(crate) settled: FastSet<(u32, NaiveDate, Currency)>,
+    /// Balance slots of each channel's clearing and fee income accounts (a cache).
+    channel_slots: Vec<(Channel, Currency, u32, u32)>,
+    pub(crate) balances: Balances,
+    pub(crate) timeline: Timeline,
+    pub(crate) next_position: u64,
+    pub(crate) entries: u64,
+    pub(crate) postings: u64,
+    broken: Option<LedgerError>,
+}
+
+/// The postings of one entry with the balance slot of each (at most three).
+struct Lines {
+    slots: [u32; 3],
+    postings: Vec<Posting>,
 }
 
 impl Projection {
     /// The balances.
     pub fn balances(&self) -> &Balances {
         &self.balances
+    }
+
+    /// When each event happened, by position.
+    pub fn timeline(&self) -> &Timeline {
+        &self.timeline
     }
 
     /// The position of the next event the projection expects (events applied so far).
@@ -169,179 +240,284 @@ impl Projection {
         self.entries
     }
 
-    /// Applies the event at `position`, returning the entry it books, if any.
-    pub fn apply(&mut self, position: u64, event: &Event) -> Result<Option<BalancedEntry>, LedgerError> {
-        if position != self.next_position {
-            return Err(LedgerError::OutOfOrder { expected: self.next_position, got: position });
-        }
-        let entry = self.entry_for(position, event)?;
-        if let Some(entry) = &entry {
-            for p in entry.postings() {
-                self.balances.post(position, p);
-            }
-            self.entries += 1;
-        }
-        self.next_position += 1;
-        Ok(entry)
+    /// Postings booked so far.
+    pub fn postings(&self) -> u64 {
+        self.postings
     }
 
-    /// Passes over the event at `position` without booking it (a replay to a business time
-    /// leaves out events that happened after it).
-    pub fn skip(&mut self, position: u64) -> Result<(), LedgerError> {
+    /// Payments booked so far.
+    pub fn payments(&self) -> u64 {
+        self.payments.len() as u64
+    }
+
+    /// Applies the event at `position`, returning the entry it books, if any.
+    pub fn apply(&mut self, position: u64, event: &Event) -> Result<Option<BalancedEntry>, LedgerError> {
+        if let Some(e) = &self.broken {
+            return Err(e.clone());
+        }
         if position != self.next_position {
             return Err(LedgerError::OutOfOrder { expected: self.next_position, got: position });
         }
+        let booked = self.book(position, event);
+        if let Err(e) = &booked {
+            self.broken = Some(e.clone());
+        }
+        self.timeline.push(event.occurred_at().timestamp_micros());
         self.next_position += 1;
-        Ok(())
+        booked
+    }
+
+    fn book(&mut self, position: u64, event: &Event) -> Result<Option<BalancedEntry>, LedgerError> {
+        let Some(Lines { slots, mut postings }) = self.entry_for(position, event)? else {
+            return Ok(None);
+        };
+        let mut kept = [0u32; 3];
+        let mut n = 0;
+        for (p, slot) in postings.iter().zip(slots) {
+            if !p.amount.is_zero() {
+                kept[n] = slot;
+                n += 1;
+            }
+        }
+        postings.retain(|p| !p.amount.is_zero());
+        let entry = BalancedEntry::new(position, postings)?;
+        for (p, slot) in entry.postings().iter().zip(kept) {
+            self.balances.post(slot, position, p.amount);
+        }
+        self.entries += 1;
+        self.postings += entry.postings().len() as u64;
+        Ok(Some(entry))
     }
 
     /// A digest of every balance (BLAKE3 over `account currency balance` lines in account
     /// order, hex): two books with the same digest hold the same balances.
     pub fn digest(&self) -> String {
-        let mut hasher = blake3::Hasher::new();
-        for (account, currency, balance) in self.balances.trial_balance(u64::MAX) {
-            hasher.update(format!("{account} {currency} {balance}\n").as_bytes());
-        }
-        hasher.finalize().to_hex().to_string()
+        digest_rows(&self.balances.trial_balance(u64::MAX))
     }
 
-    fn entry_for(&mut self, position: u64, event: &Event) -> Result<Option<BalancedEntry>, LedgerError> {
+    /// The balance of `account` in `currency` counting the entries of every event that
+    /// happened at or before business time `t` (microseconds since the Unix epoch), as the
+    /// log booked them. No replay: the timeline narrows the events to look at to those
+    /// recorded out of time order around `t`.
+    pub fn balance_at_time(&self, account: &Account, currency: Currency, t: i64) -> Decimal {
+        let Some(h) = self.balances.history(account, currency) else { return Decimal::ZERO };
+        let (from, to) = self.timeline.window(t);
+        h.before_window(from, to, |p| self.timeline.time(p).is_some_and(|at| at <= t))
+    }
+
+    /// Every account's balance as of business time `t` (see [`Projection::balance_at_time`]).
+    pub fn trial_balance_at_time(&self, t: i64) -> Vec<(Account, Currency, Decimal)> {
+        let (from, to) = self.timeline.window(t);
+        let counts = |p: u64| self.timeline.time(p).is_some_and(|at| at <= t);
+        // An account counts when one of its postings does: its first one is early enough.
+        self.balances.rows(
+            |h| h.points_from(0).take_while(|pt| pt.position < to).any(|pt| pt.position < from || counts(pt.position)),
+            |h| h.before_window(from, to, counts),
+        )
+    }
+
+    fn merchant(&mut self, id: &str) -> u32 {
+        if let Some(i) = self.merchant_index.get(id) {
+            return *i;
+        }
+        let i = self.merchants.len() as u32;
+        self.merchants.push(MerchantBook {
+            id: id.into(),
+            payable: Account::payable(id),
+            fees: None,
+            cycle: None,
+            closed: false,
+            payable_slots: Vec::new(),
+        });
+        self.merchant_index.insert(id.into(), i);
+        i
+    }
+
+    fn payable_slot(&mut self, merchant: u32, currency: Currency) -> u32 {
+        let book = &self.merchants[merchant as usize];
+        if let Some((_, s)) = book.payable_slots.iter().find(|(c, _)| *c == currency) {
+            return *s;
+        }
+        let slot = self.balances.slot(&book.payable, currency);
+        self.merchants[merchant as usize].payable_slots.push((currency, slot));
+        slot
+    }
+
+    /// Slots of the channel's clearing and fee income accounts.
+    fn channel_slots(&mut self, channel: Channel, currency: Currency) -> (u32, u32) {
+        if let Some((_, _, c, m)) = self.channel_slots.iter().find(|(ch, cu, _, _)| *ch == channel && *cu == currency) {
+            return (*c, *m);
+        }
+        let c = self.balances.slot(&Account::clearing(channel), currency);
+        let m = self.balances.slot(&Account::mdr(channel), currency);
+        self.channel_slots.push((channel, currency, c, m));
+        (c, m)
+    }
+
+    fn account(&self, slot: u32) -> Account {
+        self.balances.accounts[slot as usize].0.clone()
+    }
+
+    pub(crate) fn payment_id(&self, book: &PaymentBook) -> &str {
+        &self.payment_ids[book.id_start as usize..(book.id_start + u64::from(book.id_len)) as usize]
+    }
+
+    fn find_payment(&self, txn_id: &str) -> Option<u32> {
+        let hash = xxh3_64(txn_id.as_bytes());
+        self.payment_index.find(hash, |&i| self.payment_id(&self.payments[i as usize]) == txn_id).copied()
+    }
+
+    /// Indexes payment `i` (already in `payments`) by its id.
+    pub(crate) fn index_payment(&mut self, i: u32) {
+        let (ids, payments) = (&self.payment_ids, &self.payments);
+        let id_of = |j: &u32| {
+            let b = &payments[*j as usize];
+            xxh3_64(&ids.as_bytes()[b.id_start as usize..(b.id_start + u64::from(b.id_len)) as usize])
+        };
+        self.payment_index.insert_unique(id_of(&i), i, id_of);
+    }
+
+    fn entry_for(&mut self, position: u64, event: &Event) -> Result<Option<Lines>, LedgerError> {
         let invariant = |message: String| LedgerError::Invariant { position, message };
-        let merchant = match event {
+        let merchant_id = match event {
             Event::PaymentCaptured(s) => Some(&s.merchant_id),
             Event::PaymentVoided(a) | Event::PaymentRefunded(a) | Event::PaymentReversed(a) => Some(&a.merchant_id),
             Event::MerchantSettled(m) => Some(&m.merchant_id),
             _ => None,
         };
-        if let Some(m) = merchant
-            && self.closed.contains(m)
+        if let Some(m) = merchant_id
+            && self.merchant_index.get(m.as_str()).is_some_and(|&i| self.merchants[i as usize].closed)
         {
             return Err(invariant(format!("{} posts to merchant {m}, which is closed", event.event_type())));
         }
         match event {
             Event::MerchantClosed(c) => {
-                self.closed.insert(c.merchant_id.clone());
+                let m = self.merchant(&c.merchant_id);
+                self.merchants[m as usize].closed = true;
                 Ok(None)
             }
             Event::ContractSigned(c) => {
-                self.contracts.insert(c.merchant_id.clone(), c.fees.clone());
-                self.cycles.insert(c.merchant_id.clone(), c.settlement_cycle);
+                let m = self.merchant(&c.merchant_id) as usize;
+                self.merchants[m].fees = Some(c.fees.clone());
+                self.merchants[m].cycle = Some(c.settlement_cycle);
                 Ok(None)
             }
-            Event::MerchantSettled(m) => {
-                if m.net != m.gross - m.refunds - m.fees {
+            Event::MerchantSettled(s) => {
+                if s.net != s.gross - s.refunds - s.fees {
                     return Err(invariant(format!(
                         "settlement of {} on {} does not add up",
-                        m.merchant_id, m.settlement_date
+                        s.merchant_id, s.settlement_date
                     )));
                 }
-                if !self.settled.insert((m.merchant_id.clone(), m.settlement_date, m.currency)) {
-                    return Err(invariant(format!("{} settled twice for {}", m.merchant_id, m.settlement_date)));
+                let m = self.merchant(&s.merchant_id);
+                if !self.settled.insert((m, s.settlement_date, s.currency)) {
+                    return Err(invariant(format!("{} settled twice for {}", s.merchant_id, s.settlement_date)));
                 }
-                let payable = self
-                    .payables
-                    .entry(m.merchant_id.clone())
-                    .or_insert_with(|| Account::payable(&m.merchant_id))
-                    .clone();
+                let payable = self.payable_slot(m, s.currency);
+                let bank = self.balances.slot(&Account::bank(), s.currency);
                 let postings = vec![
-                    Posting { account: payable, amount: m.net, currency: m.currency },
-                    Posting { account: Account::bank(), amount: -m.net, currency: m.currency },
+                    Posting { account: self.account(payable), amount: s.net, currency: s.currency },
+                    Posting { account: self.account(bank), amount: -s.net, currency: s.currency },
                 ];
-                Ok(Some(BalancedEntry::new(position, postings)?))
+                Ok(Some(Lines { slots: [payable, bank, 0], postings }))
             }
             Event::PaymentCaptured(s) => {
+                let m = self.merchant(&s.merchant_id);
                 let terms =
-                    self.contracts.get(&s.merchant_id).and_then(|f| f.get(&s.channel)).ok_or_else(|| {
+                    self.merchants[m as usize].fees.as_ref().and_then(|f| f.get(&s.channel)).ok_or_else(|| {
                         invariant(format!("sale {} has no contract terms for {}", s.txn_id, s.channel))
                     })?;
                 let fee = fees::merchant_fee(terms, s.amount, s.currency);
-                let payable = self
-                    .payables
-                    .entry(s.merchant_id.clone())
-                    .or_insert_with(|| Account::payable(&s.merchant_id))
-                    .clone();
-                self.channel_accounts
-                    .entry(s.channel)
-                    .or_insert_with(|| (Account::clearing(s.channel), Account::mdr(s.channel)));
-                let date = s.at.date_naive();
-                if s.channel != Channel::Cash {
-                    let day = self.days.entry((s.merchant_id.clone(), date, s.currency)).or_default();
-                    day.gross += s.amount;
-                    day.fees += fee;
-                }
-                let book = PaymentBook {
-                    merchant: s.merchant_id.clone(),
-                    date,
-                    payable,
-                    channel: s.channel,
-                    currency: s.currency,
-                    amount: s.amount,
-                    fee,
-                    refunded: Decimal::ZERO,
-                    fee_returned: Decimal::ZERO,
-                    cancelled: false,
-                };
-                let entry = capture_postings(&book, &self.channel_accounts, Decimal::ONE);
-                if self.payments.insert(s.txn_id.clone(), book).is_some() {
+                if self.find_payment(&s.txn_id).is_some() {
                     return Err(invariant(format!("sale {} captured twice", s.txn_id)));
                 }
-                Ok(entry.map(|p| BalancedEntry::new(position, p)).transpose()?)
+                let date = s.at.date_naive();
+                let book = PaymentBook {
+                    id_start: self.payment_ids.len() as u64,
+                    id_len: s.txn_id.len() as u32,
+                    merchant: m,
+                    date,
+                    amount: s.amount,
+                    fee,
+                    channel: s.channel,
+                    currency: s.currency,
+                    cancelled: false,
+                };
+                self.payment_ids.push_str(&s.txn_id);
+                self.payments.push(book);
+                self.index_payment((self.payments.len() - 1) as u32);
+                if s.channel == Channel::Cash {
+                    return Ok(None);
+                }
+                let day = self.days.entry((m, date, s.currency)).or_default();
+                day.gross += s.amount;
+                day.fees += fee;
+                Ok(Some(self.capture_lines(&book, Decimal::ONE)))
             }
             Event::PaymentVoided(a) | Event::PaymentReversed(a) => {
-                let accounts = &self.channel_accounts;
-                let book = self.payments.get_mut(&a.original_txn_id).ok_or_else(|| unknown_sale(position, a))?;
-                if book.cancelled || !book.refunded.is_zero() {
+                let i = self.find_payment(&a.original_txn_id).ok_or_else(|| unknown_sale(position, a))?;
+                let book = self.payments[i as usize];
+                if book.cancelled || self.refunds.contains_key(&i) {
                     return Err(invariant(format!(
                         "{} cancels sale {} after a cancel or refund",
                         a.txn_id, a.original_txn_id
                     )));
                 }
-                book.cancelled = true;
-                if book.channel != Channel::Cash {
-                    // The sale never happened: it leaves the day it was made.
-                    let day = self.days.entry((book.merchant.clone(), book.date, book.currency)).or_default();
-                    day.gross -= book.amount;
-                    day.fees -= book.fee;
+                self.payments[i as usize].cancelled = true;
+                if book.channel == Channel::Cash {
+                    return Ok(None);
                 }
-                let entry = capture_postings(book, accounts, Decimal::NEGATIVE_ONE);
-                Ok(entry.map(|p| BalancedEntry::new(position, p)).transpose()?)
+                // The sale never happened: it leaves the day it was made.
+                let day = self.days.entry((book.merchant, book.date, book.currency)).or_default();
+                day.gross -= book.amount;
+                day.fees -= book.fee;
+                Ok(Some(self.capture_lines(&book, Decimal::NEGATIVE_ONE)))
             }
             Event::PaymentRefunded(a) => {
-                let book = self.payments.get_mut(&a.original_txn_id).ok_or_else(|| unknown_sale(position, a))?;
-                if book.cancelled || book.refunded + a.amount > book.amount {
+                let i = self.find_payment(&a.original_txn_id).ok_or_else(|| unknown_sale(position, a))?;
+                let book = self.payments[i as usize];
+                let so_far = self.refunds.get(&i).copied().unwrap_or_default();
+                if book.cancelled || so_far.amount + a.amount > book.amount {
                     return Err(invariant(format!(
                         "refund {} of {} exceeds what remains of sale {}",
                         a.txn_id, a.amount, a.original_txn_id
                     )));
                 }
-                let fee_part = fees::refunded_fee(
-                    book.fee,
-                    book.fee_returned,
-                    book.amount,
-                    book.refunded,
-                    a.amount,
-                    book.currency,
-                );
-                book.refunded += a.amount;
-                book.fee_returned += fee_part;
+                let fee_part =
+                    fees::refunded_fee(book.fee, so_far.fee, book.amount, so_far.amount, a.amount, book.currency);
+                self.refunds.insert(i, Refunded { amount: so_far.amount + a.amount, fee: so_far.fee + fee_part });
                 if book.channel == Channel::Cash {
                     return Ok(None);
                 }
                 // A refund counts on the day it is made.
-                let day = self.days.entry((book.merchant.clone(), a.at.date_naive(), book.currency)).or_default();
+                let day = self.days.entry((book.merchant, a.at.date_naive(), book.currency)).or_default();
                 day.refunds += a.amount;
                 day.fees -= fee_part;
                 let cur = book.currency;
-                let (clearing, mdr) = channel_pair(&self.channel_accounts, book.channel);
+                let payable = self.payable_slot(book.merchant, cur);
+                let (clearing, mdr) = self.channel_slots(book.channel, cur);
                 let postings = vec![
-                    Posting { account: book.payable.clone(), amount: a.amount - fee_part, currency: cur },
-                    Posting { account: mdr, amount: fee_part, currency: cur },
-                    Posting { account: clearing, amount: -a.amount, currency: cur },
+                    Posting { account: self.account(payable), amount: a.amount - fee_part, currency: cur },
+                    Posting { account: self.account(mdr), amount: fee_part, currency: cur },
+                    Posting { account: self.account(clearing), amount: -a.amount, currency: cur },
                 ];
-                Ok(Some(BalancedEntry::new(position, postings)?))
+                Ok(Some(Lines { slots: [payable, mdr, clearing], postings }))
             }
             _ => Ok(None),
         }
+    }
+
+    /// The postings of a sale (`sign` 1) or of its cancellation (`sign` −1).
+    fn capture_lines(&mut self, book: &PaymentBook, sign: Decimal) -> Lines {
+        let cur = book.currency;
+        let payable = self.payable_slot(book.merchant, cur);
+        let (clearing, mdr) = self.channel_slots(book.channel, cur);
+        let postings = vec![
+            Posting { account: self.account(clearing), amount: sign * book.amount, currency: cur },
+            Posting { account: self.account(payable), amount: -sign * (book.amount - book.fee), currency: cur },
+            Posting { account: self.account(mdr), amount: -sign * book.fee, currency: cur },
+        ];
+        Lines { slots: [clearing, payable, mdr], postings }
     }
 
     /// The entry for a channel's fee on a payment its statement settled: the channel keeps
@@ -363,16 +539,17 @@ impl Projection {
     }
 
     /// The settlements due on `settlement_date` and not booked yet, one per merchant and
-    /// currency with business on the day it covers (T+1: the day before; D0: the day).
+    /// currency with business on the day it covers (T+1: the day before; D0: the day), in
+    /// merchant order.
     pub fn settlements_due(&self, settlement_date: NaiveDate) -> Vec<MerchantSettled> {
         let mut due = Vec::new();
-        for ((merchant, day, currency), totals) in &self.days {
-            let cycle = self.cycles.get(merchant).copied().unwrap_or(SettlementCycle::T1);
-            let business_date = match cycle {
+        for (&(m, day, currency), totals) in &self.days {
+            let book = &self.merchants[m as usize];
+            let business_date = match book.cycle.unwrap_or(SettlementCycle::T1) {
                 SettlementCycle::T1 => settlement_date.pred_opt(),
                 SettlementCycle::D0 => Some(settlement_date),
             };
-            if Some(*day) != business_date || self.settled.contains(&(merchant.clone(), settlement_date, *currency)) {
+            if Some(day) != business_date || self.settled.contains(&(m, settlement_date, currency)) {
                 continue;
             }
             let scaled = |mut v: Decimal| {
@@ -380,29 +557,30 @@ impl Projection {
                 v
             };
             due.push(MerchantSettled {
-                merchant_id: merchant.clone(),
+                merchant_id: book.id.to_string(),
                 settlement_date,
-                business_date: *day,
+                business_date: day,
                 gross: scaled(totals.gross),
                 refunds: scaled(totals.refunds),
                 fees: scaled(totals.fees),
                 net: scaled(totals.gross - totals.refunds - totals.fees),
-                currency: *currency,
+                currency,
             });
         }
+        due.sort_by(|a, b| (&a.merchant_id, a.currency).cmp(&(&b.merchant_id, b.currency)));
         due
     }
 
     /// Whether the merchant's settlement for `settlement_date` in `currency` is booked.
     pub fn is_settled(&self, merchant: &str, settlement_date: NaiveDate, currency: Currency) -> bool {
-        self.settled.contains(&(merchant.to_owned(), settlement_date, currency))
+        self.merchant_index.get(merchant).is_some_and(|&m| self.settled.contains(&(m, settlement_date, currency)))
     }
 
     /// Checks the books: every currency's balances sum to zero (the trial balance balances).
     pub fn check_trial_balance(&self) -> Result<(), LedgerError> {
         let mut sums: BTreeMap<Currency, Decimal> = BTreeMap::new();
-        for (_, currency, balance) in self.balances.trial_balance(u64::MAX) {
-            *sums.entry(currency).or_default() += balance;
+        for (_, currency, h) in &self.balances.accounts {
+            *sums.entry(*currency).or_default() += h.current();
         }
         match sums.into_iter().find(|(_, s)| !s.is_zero()) {
             None => Ok(()),
@@ -412,6 +590,22 @@ impl Projection {
             }),
         }
     }
+
+    /// The checks after a replay: the trial balance is zero and every balance is the sum of
+    /// its postings.
+    pub fn check(&self) -> Result<(), LedgerError> {
+        self.check_trial_balance()?;
+        self.balances.check().map_err(|message| LedgerError::Invariant { position: self.next_position, message })
+    }
+}
+
+/// BLAKE3 over `account currency balance` lines, hex.
+pub fn digest_rows(rows: &[(Account, Currency, Decimal)]) -> String {
+    let mut hasher = blake3::Hasher::new();
+    for (account, currency, balance) in rows {
+        hasher.update(format!("{account} {currency} {balance}\n").as_bytes());
+    }
+    hasher.finalize().to_hex().to_string()
 }
 
 fn unknown_sale(position: u64, a: &PaymentAdjustment) -> LedgerError {
@@ -419,27 +613,4 @@ fn unknown_sale(position: u64, a: &PaymentAdjustment) -> LedgerError {
         position,
         message: format!("{} refers to sale {}, which was never booked", a.txn_id, a.original_txn_id),
     }
-}
-
-/// A channel's clearing and fee income accounts, from the cache (made here if missing).
-fn channel_pair(cache: &HashMap<Channel, (Account, Account)>, channel: Channel) -> (Account, Account) {
-    cache.get(&channel).cloned().unwrap_or_else(|| (Account::clearing(channel), Account::mdr(channel)))
-}
-
-/// The postings of a sale (`sign` 1) or of its cancellation (`sign` −1); none for cash.
-fn capture_postings(
-    book: &PaymentBook,
-    accounts: &HashMap<Channel, (Account, Account)>,
-    sign: Decimal,
-) -> Option<Vec<Posting>> {
-    if book.channel == Channel::Cash {
-        return None;
-    }
-    let cur = book.currency;
-    let (clearing, mdr) = channel_pair(accounts, book.channel);
-    Some(vec![
-        Posting { account: clearing, amount: sign * book.amount, currency: cur },
-        Posting { account: book.payable.clone(), amount: -sign * (book.amount - book.fee), currency: cur },
-        Posting { account: mdr, amount: -sign * book.fee, currency: cur },
-    ])
 }

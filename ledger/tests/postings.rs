@@ -175,10 +175,18 @@ fn broken_history_fails_loudly_with_its_position() {
         .apply(2, &Event::PaymentRefunded(adjustment("A-R1", "A", "M1", Channel::Wechat, "10.01")))
         .expect_err("over-refund");
     assert!(err.to_string().contains("position 2"), "{err}");
+    // Broken books stay broken: nothing more is booked on top of them.
+    let again = p.apply(3, &sale("B", "M1", Channel::Wechat, "1.00")).expect_err("still broken");
+    assert_eq!(again, err);
+    assert_eq!(p.entries(), 1, "only the sale was booked");
+
+    let mut p = Projection::default();
+    p.apply(0, &contract("M1")).expect("contract");
     let err = p.apply(5, &sale("B", "M1", Channel::Wechat, "1.00")).expect_err("gap");
-    assert!(matches!(err, ledger::LedgerError::OutOfOrder { expected: 2, got: 5 }), "{err}");
+    assert!(matches!(err, ledger::LedgerError::OutOfOrder { expected: 1, got: 5 }), "{err}");
     let unknown = Event::PaymentVoided(adjustment("Z-V", "Z", "M1", Channel::Wechat, "1.00"));
-    assert!(p.apply(2, &unknown).is_err(), "a void of a sale never booked");
+    let err = p.apply(1, &unknown).expect_err("a void of a sale never booked");
+    assert!(err.to_string().contains("never booked") && err.to_string().contains("position 1"), "{err}");
 }
 
 #[test]

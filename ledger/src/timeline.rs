@@ -1,0 +1,126 @@
+//! When each event happened, by position, and the window of positions a business time cuts.
+//!
+//! The log is in the order events were recorded, which is nearly but not exactly the order
+//! they happened (terminals' clocks differ, a feed arrives late). For a business time `t`
+//! the timeline finds two positions `from ≤ to` such that every event before `from` happened
+//! at or before `t` and every event from `to` on happened after it; only the events in
+//! between need their own time looked at. `from` is the first position where the running
+//! maximum of times passes `t`; `to` is one past the last event at or before `t`. Both are
+//! found through per-block summaries ([`TIME_BLOCK`] events a block), so a query costs a
+//! binary search, a scan of the block summaries from the end, and the window itself.
+
+/// Events per block of the timeline's summaries.
+pub const TIME_BLOCK: usize = 1024;
+
+/// Event times (microseconds since the Unix epoch, UTC) by position.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Timeline {
+    times: Vec<i64>,
+    /// Per block: the earliest time in it.
+    block_min: Vec<i64>,
+    /// Per block: the latest time up to its end (a running maximum, so never decreasing).
+    prefix_max: Vec<i64>,
+}
+
+impl Timeline {
+    /// A timeline of these times, in position order.
+    pub(crate) fn from_times(times: Vec<i64>) -> Self {
+        let mut t = Timeline { times: Vec::with_capacity(times.len()), ..Timeline::default() };
+        for time in times {
+            t.push(time);
+        }
+        t
+    }
+
+    /// Records the time of the next position.
+    pub(crate) fn push(&mut self, time: i64) {
+        if self.times.len().is_multiple_of(TIME_BLOCK) {
+            let max = self.prefix_max.last().map_or(time, |m| (*m).max(time));
+            self.block_min.push(time);
+            self.prefix_max.push(max);
+        } else if let (Some(min), Some(max)) = (self.block_min.last_mut(), self.prefix_max.last_mut()) {
+            *min = (*min).min(time);
+            *max = (*max).max(time);
+        }
+        self.times.push(time);
+    }
+
+    /// Positions recorded.
+    pub fn len(&self) -> u64 {
+        self.times.len() as u64
+    }
+
+    /// Whether no position was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.times.is_empty()
+    }
+
+    /// The times, in position order.
+    pub fn times(&self) -> &[i64] {
+        &self.times
+    }
+
+    /// When the event at `position` happened.
+    pub fn time(&self, position: u64) -> Option<i64> {
+        self.times.get(position as usize).copied()
+    }
+
+    /// `(from, to)`: every event before `from` happened at or before `t`, every event from
+    /// `to` on after it.
+    pub fn window(&self, t: i64) -> (u64, u64) {
+        // from: the first position whose running maximum passes t.
+        let b = self.prefix_max.partition_point(|m| *m <= t);
+        let from = if b == self.prefix_max.len() {
+            self.times.len()
+        } else {
+            let mut max = if b == 0 { i64::MIN } else { self.prefix_max[b - 1] };
+            let start = b * TIME_BLOCK;
+            let end = (start + TIME_BLOCK).min(self.times.len());
+            (start..end)
+                .find(|&p| {
+                    max = max.max(self.times[p]);
+                    max > t
+                })
+                .unwrap_or(end)
+        };
+        // to: one past the last event at or before t.
+        let to = match self.block_min.iter().rposition(|m| *m <= t) {
+            None => 0,
+            Some(b) => {
+                let start = b * TIME_BLOCK;
+                let end = (start + TIME_BLOCK).min(self.times.len());
+                (start..end).rev().find(|&p| self.times[p] <= t).map_or(start, |p| p + 1)
+            }
+        };
+        (from as u64, (to.max(from)) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_split_the_log_correctly() {
+        // Times mostly rising, with late arrivals and a late batch.
+        let mut times = Vec::new();
+        for i in 0..5000i64 {
+            let t = if i % 97 == 0 {
+                i - 300
+            } else if (3000..3400).contains(&i) {
+                i - 2500
+            } else {
+                i
+            };
+            times.push(t);
+        }
+        let tl = Timeline::from_times(times.clone());
+        for t in (-400..5100).step_by(7) {
+            let (from, to) = tl.window(t);
+            assert!(from <= to);
+            assert!(times[..from as usize].iter().all(|x| *x <= t), "before from at {t}");
+            assert!(times[to as usize..].iter().all(|x| *x > t), "from to on at {t}");
+        }
+        assert_eq!(Timeline::default().window(5), (0, 0));
+    }
+}
