@@ -69,8 +69,17 @@ fn scaled(n: u64, scale: f64) -> u64 {
 
 /// Peak resident memory of this process since the last [`reset_peak_rss`], in MiB.
 fn peak_rss_mib() -> Option<f64> {
+    status_mib("VmHWM:")
+}
+
+/// Resident memory of this process now, in MiB.
+fn rss_mib() -> Option<f64> {
+    status_mib("VmRSS:")
+}
+
+fn status_mib(field: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
 }
@@ -545,6 +554,8 @@ async fn replay(dir: &Path, payments: u64, repeat: usize) -> Result<()> {
     let mut runs = Vec::new();
     let mut rss = Vec::new();
     let mut postings = 0;
+    let mut parts = json!({});
+    let before = rss_mib().unwrap_or(f64::NAN);
     for _ in 0..repeat {
         reset_peak_rss();
         let start = Instant::now();
@@ -552,6 +563,9 @@ async fn replay(dir: &Path, payments: u64, repeat: usize) -> Result<()> {
         runs.push(start.elapsed().as_secs_f64());
         rss.push(peak_rss_mib().unwrap_or(f64::NAN));
         postings = books.postings();
+        for (part, bytes) in books.memory() {
+            parts[part] = json!((bytes as f64 / 1048576.0).round());
+        }
     }
     emit(
         "replay_10m_events_s",
@@ -560,7 +574,13 @@ async fn replay(dir: &Path, payments: u64, repeat: usize) -> Result<()> {
         json!({"events": events, "payments": payments, "merchants": merchants, "postings": postings,
                "runs_seconds": runs}),
     );
-    emit("replay_peak_rss_mib", median(rss.clone()), "MiB", json!({"payments": payments, "runs_mib": rss}));
+    emit(
+        "replay_peak_rss_mib",
+        median(rss.clone()),
+        "MiB",
+        json!({"payments": payments, "runs_mib": rss, "rss_before_replay_mib": before.round(),
+               "books_mib_by_part": parts}),
+    );
     Ok(())
 }
 

@@ -16,7 +16,7 @@
 //!      first u64, before, start u64, count u32; bytes: length u64 then the bytes)
 //!   merchants: count u32, then per merchant: id, closed u8, cycle u8 (0 none, 1 T1, 2 D0),
 //!     fee terms as JSON (`null` before a contract)
-//!   payment ids: length u64 then the bytes
+//!   payment ids: chunk count u64, then per chunk its length u64 and bytes
 //!   payments: count u64, then per payment: id_start u64, id_len u32, merchant u32,
 //!     date i32 (days from CE), amount, fee, channel u8, currency, cancelled u8
 //!   refunds: count u64, then (payment u32, amount, fee), in payment order
@@ -42,6 +42,7 @@ use ingest::money::Currency;
 use ingest::store::RecordedEvent;
 use rust_decimal::Decimal;
 
+use crate::chunked::ID_CHUNK_BYTES;
 use crate::entry::Account;
 use crate::history::{Block, History};
 use crate::projection::{Balances, DayTotals, MerchantBook, PaymentBook, Projection, Refunded};
@@ -147,10 +148,13 @@ pub fn load(path: &Path) -> Result<Loaded, CheckpointError> {
         return Err(refused(format!("body is {} bytes, header says {len}", file_len.saturating_sub(HEADER_LEN))));
     }
     let mut hashed = HashingReader { inner: input, hasher: blake3::Hasher::new() };
-    let (books, anchor) = read_body(&mut hashed).map_err(|e| refused(format!("body does not decode: {e}")))?;
+    let body = read_body(&mut hashed);
+    // A body that does not decode is most likely damaged: hash the rest to say which.
+    let _ = io::copy(&mut hashed, &mut io::sink());
     if hashed.hasher.finalize().as_bytes()[..] != header[16..48] {
         return Err(refused("body does not match its hash (damaged)".into()));
     }
+    let (books, anchor) = body.map_err(|e| refused(format!("body does not decode: {e}")))?;
     books.check().map_err(|e| refused(format!("books inside do not check: {e}")))?;
     Ok(Loaded { books, anchor })
 }
@@ -238,11 +242,14 @@ fn write_body(out: &mut impl Write, books: &Projection, anchor: &[u8; 32]) -> io
         out.write_all(&[u8::from(m.closed), cycle])?;
         put_str(out, &serde_json::to_string(&m.fees).map_err(io::Error::other)?)?;
     }
-    out.write_all(&(books.payment_ids.len() as u64).to_le_bytes())?;
-    out.write_all(books.payment_ids.as_bytes())?;
+    out.write_all(&(books.payment_ids.chunks.len() as u64).to_le_bytes())?;
+    for chunk in &books.payment_ids.chunks {
+        out.write_all(&(chunk.len() as u64).to_le_bytes())?;
+        out.write_all(chunk.as_bytes())?;
+    }
     out.write_all(&(books.payments.len() as u64).to_le_bytes())?;
     let mut buf = Vec::with_capacity(1 << 16);
-    for p in &books.payments {
+    for p in books.payments.iter() {
         buf.extend_from_slice(&p.id_start.to_le_bytes());
         buf.extend_from_slice(&p.id_len.to_le_bytes());
         buf.extend_from_slice(&p.merchant.to_le_bytes());
@@ -406,10 +413,17 @@ fn read_body(input: &mut impl Read) -> io::Result<(Projection, [u8; 32])> {
             payable_slots: Vec::new(),
         });
     }
-    let len = r.u64()?;
-    books.payment_ids = String::from_utf8(r.vec(len)?).map_err(|_| bad("payment ids are not UTF-8"))?;
     let n = r.u64()?;
-    books.payments.reserve(capacity(n));
+    for _ in 0..n {
+        let len = r.u64()?;
+        if len > ID_CHUNK_BYTES as u64 {
+            return Err(bad("a chunk of payment ids is too long"));
+        }
+        let mut chunk = String::with_capacity(ID_CHUNK_BYTES);
+        chunk.push_str(std::str::from_utf8(&r.vec(len)?).map_err(|_| bad("payment ids are not UTF-8"))?);
+        books.payment_ids.chunks.push(chunk);
+    }
+    let n = r.u64()?;
     for _ in 0..n {
         let p = PaymentBook {
             id_start: r.u64()?,
@@ -422,10 +436,7 @@ fn read_body(input: &mut impl Read) -> io::Result<(Projection, [u8; 32])> {
             currency: r.currency()?,
             cancelled: r.u8()? != 0,
         };
-        let end = p.id_start + u64::from(p.id_len);
-        if end > len
-            || !books.payment_ids.is_char_boundary(p.id_start as usize)
-            || !books.payment_ids.is_char_boundary(end as usize)
+        if books.payment_ids.get(p.id_start, p.id_len as usize).is_none()
             || p.merchant as usize >= books.merchants.len()
         {
             return Err(bad("a payment points outside the ids or merchants"));

@@ -90,6 +90,11 @@ impl History {
         self.points
     }
 
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.blocks.capacity() * std::mem::size_of::<Block>() + self.bytes.capacity()
+    }
+
     /// Whether nothing was ever posted.
     pub fn is_empty(&self) -> bool {
         self.points == 0

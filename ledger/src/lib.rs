@@ -7,6 +7,7 @@
 //! arrive through the store's read API ([`replay`]).
 
 pub mod checkpoint;
+mod chunked;
 pub mod entry;
 pub mod fees;
 pub mod history;

@@ -24,6 +24,7 @@ use ingest::money::Currency;
 use rust_decimal::Decimal;
 use xxhash_rust::xxh3::{Xxh3DefaultBuilder, xxh3_64};
 
+use crate::chunked::{Chunked, IdArena};
 use crate::entry::{Account, BalancedEntry, EntryError, Posting};
 use crate::fees;
 use crate::history::History;
@@ -193,9 +194,9 @@ pub(crate) struct DayTotals {
 pub struct Projection {
     pub(crate) merchants: Vec<MerchantBook>,
     pub(crate) merchant_index: FastMap<Box<str>, u32>,
-    pub(crate) payments: Vec<PaymentBook>,
-    /// Every payment's `txn_id`, end to end.
-    pub(crate) payment_ids: String,
+    pub(crate) payments: Chunked<PaymentBook>,
+    /// Every payment's `txn_id`.
+    pub(crate) payment_ids: IdArena,
     /// Payments by the hash of their id (indexes into `payments`).
     pub(crate) payment_index: HashTable<u32>,
     pub(crate) refunds: FastMap<u32, Refunded>,
@@ -358,23 +359,35 @@ impl Projection {
         self.balances.accounts[slot as usize].0.clone()
     }
 
-    pub(crate) fn payment_id(&self, book: &PaymentBook) -> &str {
-        &self.payment_ids[book.id_start as usize..(book.id_start + u64::from(book.id_len)) as usize]
-    }
-
     fn find_payment(&self, txn_id: &str) -> Option<u32> {
+        let (ids, payments) = (&self.payment_ids, &self.payments);
         let hash = xxh3_64(txn_id.as_bytes());
-        self.payment_index.find(hash, |&i| self.payment_id(&self.payments[i as usize]) == txn_id).copied()
+        self.payment_index.find(hash, |&i| payment_id(ids, payments, i) == Some(txn_id)).copied()
     }
 
     /// Indexes payment `i` (already in `payments`) by its id.
     pub(crate) fn index_payment(&mut self, i: u32) {
         let (ids, payments) = (&self.payment_ids, &self.payments);
-        let id_of = |j: &u32| {
-            let b = &payments[*j as usize];
-            xxh3_64(&ids.as_bytes()[b.id_start as usize..(b.id_start + u64::from(b.id_len)) as usize])
-        };
-        self.payment_index.insert_unique(id_of(&i), i, id_of);
+        let hash_of = |j: &u32| xxh3_64(payment_id(ids, payments, *j).unwrap_or_default().as_bytes());
+        self.payment_index.insert_unique(hash_of(&i), i, hash_of);
+    }
+
+    /// Approximate bytes held, by part (for the bench's memory figures).
+    pub fn memory(&self) -> Vec<(&'static str, u64)> {
+        let histories: usize = self.balances.accounts.iter().map(|(_, _, h)| h.bytes()).sum();
+        vec![
+            ("payments", self.payments.bytes() as u64),
+            ("payment_ids", self.payment_ids.bytes() as u64),
+            ("payment_index", (self.payment_index.capacity() * 5) as u64),
+            ("refunds", (self.refunds.capacity() * 40) as u64),
+            ("histories", histories as u64),
+            ("timeline", self.timeline.bytes() as u64),
+        ]
+    }
+
+    /// The payment found by [`Projection::find_payment`] (so it exists).
+    fn payment(&self, i: u32) -> PaymentBook {
+        self.payments.get(i as usize).copied().unwrap_or_else(|| unreachable!("payment {i} was found, so it exists"))
     }
 
     fn entry_for(&mut self, position: u64, event: &Event) -> Result<Option<Lines>, LedgerError> {
@@ -433,7 +446,7 @@ impl Projection {
                 }
                 let date = s.at.date_naive();
                 let book = PaymentBook {
-                    id_start: self.payment_ids.len() as u64,
+                    id_start: self.payment_ids.push(&s.txn_id),
                     id_len: s.txn_id.len() as u32,
                     merchant: m,
                     date,
@@ -443,9 +456,8 @@ impl Projection {
                     currency: s.currency,
                     cancelled: false,
                 };
-                self.payment_ids.push_str(&s.txn_id);
-                self.payments.push(book);
-                self.index_payment((self.payments.len() - 1) as u32);
+                let i = self.payments.push(book) as u32;
+                self.index_payment(i);
                 if s.channel == Channel::Cash {
                     return Ok(None);
                 }
@@ -456,14 +468,16 @@ impl Projection {
             }
             Event::PaymentVoided(a) | Event::PaymentReversed(a) => {
                 let i = self.find_payment(&a.original_txn_id).ok_or_else(|| unknown_sale(position, a))?;
-                let book = self.payments[i as usize];
+                let book = self.payment(i);
                 if book.cancelled || self.refunds.contains_key(&i) {
                     return Err(invariant(format!(
                         "{} cancels sale {} after a cancel or refund",
                         a.txn_id, a.original_txn_id
                     )));
                 }
-                self.payments[i as usize].cancelled = true;
+                if let Some(b) = self.payments.get_mut(i as usize) {
+                    b.cancelled = true;
+                }
                 if book.channel == Channel::Cash {
                     return Ok(None);
                 }
@@ -475,7 +489,7 @@ impl Projection {
             }
             Event::PaymentRefunded(a) => {
                 let i = self.find_payment(&a.original_txn_id).ok_or_else(|| unknown_sale(position, a))?;
-                let book = self.payments[i as usize];
+                let book = self.payment(i);
                 let so_far = self.refunds.get(&i).copied().unwrap_or_default();
                 if book.cancelled || so_far.amount + a.amount > book.amount {
                     return Err(invariant(format!(
@@ -597,6 +611,12 @@ impl Projection {
         self.check_trial_balance()?;
         self.balances.check().map_err(|message| LedgerError::Invariant { position: self.next_position, message })
     }
+}
+
+/// The id of payment `i`.
+pub(crate) fn payment_id<'a>(ids: &'a IdArena, payments: &Chunked<PaymentBook>, i: u32) -> Option<&'a str> {
+    let b = payments.get(i as usize)?;
+    ids.get(b.id_start, b.id_len as usize)
 }
 
 /// BLAKE3 over `account currency balance` lines, hex.

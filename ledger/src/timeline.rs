@@ -50,6 +50,11 @@ impl Timeline {
         self.times.len() as u64
     }
 
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        (self.times.capacity() + self.block_min.capacity() + self.prefix_max.capacity()) * 8
+    }
+
     /// Whether no position was recorded.
     pub fn is_empty(&self) -> bool {
         self.times.is_empty()

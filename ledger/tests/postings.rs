@@ -217,52 +217,124 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
+/// Sets when the event happened: `minutes` after the fixed time of the other helpers.
+fn timed(mut e: Event, minutes: i64) -> Event {
+    let t = at() + chrono::Duration::minutes(minutes);
+    match &mut e {
+        Event::PaymentCaptured(s) => s.at = t,
+        Event::PaymentRefunded(a) | Event::PaymentVoided(a) | Event::PaymentReversed(a) => a.at = t,
+        _ => {}
+    }
+    e
+}
+
+/// The merchant fee of the contract in [`contract`], computed here on its own: rate × amount
+/// rounded half away from zero to the fen, the card fee capped at 20.00.
+fn naive_fee(channel: Channel, cents: i64) -> i64 {
+    let (rate_per_10k, cap) = match channel {
+        Channel::Wechat => (38, None),
+        Channel::UnionpayCard => (60, Some(2000)),
+        _ => (0, None),
+    };
+    // cents × rate / 10000, rounded half up (amounts are positive).
+    let fee = (cents * rate_per_10k + 5000) / 10000;
+    cap.map_or(fee, |c: i64| fee.min(c))
+}
+
 proptest! {
-    /// Random valid histories: the trial balance is zero after every event, every balance
-    /// equals a naive sum of postings, and refunding or voiding everything empties the books.
+    /// Random valid histories, with events recorded out of the order they happened:
+    /// - the trial balance is zero after every event;
+    /// - clearing and fee income equal what a naive model of the payments computes;
+    /// - the balances as of every position equal a replay to that position;
+    /// - the balances as of any business time equal the sum of the entries of the events that
+    ///   happened by then;
+    /// - refunding what remains of everything empties the books.
     #[test]
-    fn books_always_balance_and_full_unwinds_net_to_zero(steps in prop::collection::vec(step(), 1..80)) {
+    fn books_always_balance_and_full_unwinds_net_to_zero(
+        steps in prop::collection::vec((step(), 0i64..600), 1..80),
+    ) {
         let channels = [Channel::Wechat, Channel::UnionpayCard, Channel::Cash];
         let mut events = vec![contract("M1")];
-        // (txn, channel, amount cents, refunded cents, cancelled)
-        let mut payments: Vec<(String, Channel, i64, i64, bool)> = Vec::new();
-        for s in steps {
+        // (txn, channel, amount cents, refunded cents, cancelled, refunds)
+        let mut payments: Vec<(String, Channel, i64, i64, bool, i64)> = Vec::new();
+        for (s, minutes) in steps {
             match s {
                 Step::Sale { channel, cents } => {
                     let txn = format!("P{}", payments.len());
                     let ch = channels[channel as usize];
-                    events.push(sale(&txn, "M1", ch, &Decimal::new(cents, 2).to_string()));
-                    payments.push((txn, ch, cents, 0, false));
+                    events.push(timed(sale(&txn, "M1", ch, &Decimal::new(cents, 2).to_string()), minutes));
+                    payments.push((txn, ch, cents, 0, false, 0));
                 }
                 Step::Refund { payment, cents } => {
                     let Some(p) = payments.get_mut(payment) else { continue };
                     let part = cents.min(p.2 - p.3);
                     if p.4 || part <= 0 { continue }
                     p.3 += part;
+                    p.5 += 1;
                     let n = format!("{}-R{}", p.0, p.3);
-                    events.push(Event::PaymentRefunded(adjustment(&n, &p.0, "M1", p.1, &Decimal::new(part, 2).to_string())));
+                    let refund = adjustment(&n, &p.0, "M1", p.1, &Decimal::new(part, 2).to_string());
+                    events.push(timed(Event::PaymentRefunded(refund), minutes));
                 }
                 Step::Void { payment } => {
                     let Some(p) = payments.get_mut(payment) else { continue };
                     if p.4 || p.3 > 0 { continue }
                     p.4 = true;
                     let n = format!("{}-V", p.0);
-                    events.push(Event::PaymentVoided(adjustment(&n, &p.0, "M1", p.1, &Decimal::new(p.2, 2).to_string())));
+                    let void = adjustment(&n, &p.0, "M1", p.1, &Decimal::new(p.2, 2).to_string());
+                    events.push(timed(Event::PaymentVoided(void), minutes));
                 }
             }
         }
         let mut projection = Projection::default();
-        let mut naive: BTreeMap<String, Decimal> = BTreeMap::new();
+        // Every entry's postings with the time its event happened.
+        let mut entries: Vec<(i64, Vec<(String, Decimal)>)> = Vec::new();
         for (i, e) in events.iter().enumerate() {
             if let Some(entry) = projection.apply(i as u64, e).expect("apply") {
-                for p in entry.postings() {
-                    *naive.entry(p.account.path().to_owned()).or_default() += p.amount;
-                }
+                let postings = entry.postings().iter().map(|p| (p.account.path().to_owned(), p.amount)).collect();
+                entries.push((e.occurred_at().timestamp_micros(), postings));
             }
             projection.check_trial_balance().expect("zero after every event");
         }
-        for (account, _, b) in projection.balances().trial_balance(u64::MAX) {
-            prop_assert_eq!(b, naive[account.path()], "{}", account);
+        projection.check().expect("every balance is the sum of its postings");
+        // The naive model: clearing holds what is not cancelled or refunded; fee income holds
+        // the fee of what remains (exact without refunds, within a fen per refund with them).
+        for channel in [Channel::Wechat, Channel::UnionpayCard] {
+            let mine = payments.iter().filter(|p| p.1 == channel && !p.4);
+            let clearing: i64 = mine.clone().map(|p| p.2 - p.3).sum();
+            let got = projection.balances().balance(&Account::clearing(channel), Currency::Cny, u64::MAX);
+            prop_assert_eq!(got, Decimal::new(clearing, 2), "clearing {}", channel);
+            let fee_now = -projection.balances().balance(&Account::mdr(channel), Currency::Cny, u64::MAX);
+            let (mut low, mut high) = (Decimal::ZERO, Decimal::ZERO);
+            for p in mine {
+                let fee = Decimal::new(naive_fee(channel, p.2), 2);
+                let share = fee * Decimal::new(p.2 - p.3, 0) / Decimal::new(p.2, 0);
+                let slack = Decimal::new(p.5, 2);
+                low += if p.3 == p.2 { Decimal::ZERO } else { share - slack };
+                high += if p.3 == p.2 { Decimal::ZERO } else { share + slack };
+            }
+            prop_assert!(low <= fee_now && fee_now <= high, "fee income {} of {} outside [{}, {}]", fee_now, channel, low, high);
+        }
+        // As of every position: equal to a replay of the events before it.
+        for k in 0..=events.len() {
+            let replayed = book(&events[..k]);
+            prop_assert_eq!(projection.balances().trial_balance(k as u64), replayed.balances().trial_balance(u64::MAX), "as of {}", k);
+        }
+        // As of business times: the entries of the events that happened by then.
+        let mut times: Vec<i64> = entries.iter().map(|(t, _)| *t).collect();
+        times.push(at().timestamp_micros() - 1);
+        for t in times {
+            let mut want: BTreeMap<String, Decimal> = BTreeMap::new();
+            for (_, postings) in entries.iter().filter(|(at, _)| *at <= t) {
+                for (account, amount) in postings {
+                    *want.entry(account.clone()).or_default() += *amount;
+                }
+            }
+            let got: BTreeMap<String, Decimal> = projection
+                .trial_balance_at_time(t)
+                .into_iter()
+                .map(|(a, _, b)| (a.path().to_owned(), b))
+                .collect();
+            prop_assert_eq!(got, want, "as of time {}", t);
         }
         // Unwind: refund what remains of everything not cancelled.
         let mut position = events.len() as u64;

@@ -83,6 +83,39 @@ fn the_fixture_day_through_the_cli() {
     assert_eq!(digest(&day_one), digest("2026-11-24T23:59:59+08:00"));
     assert_ne!(digest(&day_one), digest("2026-11-25T23:59:59+08:00"));
     assert_eq!(posledger(data, &["replay", "--until", "yesterday"], None).status.code(), Some(2));
+    // The trial balance as of a business time, answered from the books without a replay,
+    // equals the replay to that time.
+    let end_of_day_one = "2026-11-24T23:59:59+08:00";
+    let as_of = json(&posledger(data, &["trial-balance", "--as-of", end_of_day_one, "--format", "json"], None));
+    let replayed = json(&posledger(data, &["replay", "--until", end_of_day_one, "--format", "json"], None));
+    assert_eq!(as_of["balances"], replayed["balances"]);
+    assert_eq!(as_of["as_of_time"], "2026-11-24T23:59:59+08:00");
+    let one = json(&posledger(data, &["balance", payable, "--as-of", end_of_day_one, "--format", "json"], None));
+    let row = replayed["balances"].as_array().expect("rows").iter().find(|r| r["account"] == payable).expect("row");
+    assert_eq!(one["balances"][0]["balance"], row["balance"]);
+
+    // History, a page at a time: the pages join up, and the last balance is the balance.
+    let page = |from: &str| {
+        json(&posledger(data, &["history", payable, "--from", from, "--limit", "3", "--format", "json"], None))
+    };
+    let (mut from, mut seen, mut last) = ("0".to_owned(), Vec::new(), serde_json::Value::Null);
+    loop {
+        let p = page(&from);
+        for posting in p["postings"].as_array().expect("postings") {
+            seen.push(posting["position"].as_u64().expect("position"));
+            last = posting["balance"].clone();
+            assert!(posting["event_type"].as_str().is_some_and(|t| t.starts_with("Payment")), "{posting}");
+        }
+        match p["next"].as_u64() {
+            Some(n) => from = n.to_string(),
+            None => break,
+        }
+    }
+    assert!(seen.len() > 3 && seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+    let now = json(&posledger(data, &["balance", payable, "--format", "json"], None));
+    assert_eq!(now["balances"][0]["balance"], last);
+    let too_many = posledger(data, &["history", payable, "--limit", "1000000"], None);
+    assert_eq!(too_many.status.code(), Some(2));
 
     // Settlement: 11-25 pays the 11-24 business day (T+1) once; the payout leaves the payables.
     let first = json(&posledger(data, &["settle", "--date", "2026-11-25", "--format", "json"], None));
@@ -100,12 +133,33 @@ fn the_fixture_day_through_the_cli() {
         Some(-paid)
     );
 
-    // verify: every event, a head hash.
+    // verify: every event, a head hash, the books rebuilt and equal to the checkpoint.
     let verify = posledger(data, &["verify", "--format", "json"], None);
     assert_eq!(verify.status.code(), Some(0));
     let report = json(&verify);
     assert_eq!(report["events"], 62 + 429 + 444 + 8, "the feeds and eight settlements");
     assert_eq!(report["head_hash"].as_str().map(str::len), Some(64));
+    let checkpoint = &report["books"]["checkpoint"];
+    assert_eq!(
+        (checkpoint["matches_rebuild"].clone(), checkpoint["resumed_matches_rebuild"].clone()),
+        (true.into(), true.into())
+    );
+    assert_eq!(report["books"]["digest"], digest(&(62 + 429 + 444 + 8).to_string()));
+
+    // A damaged ledger checkpoint: the books are rebuilt from the log (with a warning) and
+    // give the same answer; verify says what is wrong and exits 1.
+    let path = data.join("ledger.ckpt");
+    let mut bytes = std::fs::read(&path).expect("checkpoint");
+    let n = bytes.len();
+    bytes[n - 20] ^= 1;
+    std::fs::write(&path, &bytes).expect("damage");
+    let verify = posledger(data, &["verify", "--format", "json"], None);
+    assert_eq!(verify.status.code(), Some(1));
+    assert!(json(&verify)["books"]["checkpoint"]["refused"].as_str().is_some_and(|r| r.contains("damaged")));
+    let out = posledger(data, &["trial-balance", "--format", "json"], None);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rebuilt from position 0"));
+    assert_eq!(json(&out)["balances"], tb["balances"]);
+    assert_eq!(posledger(data, &["verify"], None).status.code(), Some(0), "a new checkpoint was written");
 }
 
 /// A checkpoint that cannot be written is a warning: the records are stored and counted.

@@ -1,0 +1,98 @@
+//! Checkpoints: the books saved with their position resume equal to a replay; a checkpoint
+//! that is damaged, ahead of the log or from another log is refused and the books rebuilt.
+
+mod common;
+
+use std::path::Path;
+
+use common::store_fixture;
+use ingest::store::EventStore;
+use ledger::checkpoint::{self, state_digest};
+use ledger::{Opened, open_books, replay, save_books, verify_books};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_checkpoint_resumes_to_the_same_books_as_a_replay() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = store_fixture(dir.path(), &["2026-11-24"]).await;
+    let path = dir.path().join("ledger.ckpt");
+    let (books, opened) = open_books(&*store, Some(&path)).await.expect("books");
+    assert_eq!(opened, Opened::Rebuilt);
+    save_books(&*store, &books, &path).await.expect("saved");
+    let day_one = books.position();
+
+    // Resuming at the head: nothing to catch up, the same state.
+    let (again, opened) = open_books(&*store, Some(&path)).await.expect("books");
+    assert_eq!(opened, Opened::Resumed(day_one));
+    assert_eq!(state_digest(&again), state_digest(&books));
+
+    // Day two arrives: resumed and caught up equals a replay from position 0.
+    let mut ingestor = ingest::pipeline::Ingestor::open(store.clone(), None).await.expect("ingestor");
+    let feed = std::fs::File::open(common::fixture("feed-2026-11-25.ndjson")).expect("feed");
+    ingestor
+        .ingest_reader(std::io::BufReader::new(feed), ingest::pipeline::InputKind::Feed, |_, _| {})
+        .await
+        .map_err(|f| f.error)
+        .expect("day two");
+    let (resumed, opened) = open_books(&*store, Some(&path)).await.expect("books");
+    assert_eq!(opened, Opened::Resumed(day_one));
+    assert!(resumed.position() > day_one);
+    let rebuilt = replay(&*store, u64::MAX).await.expect("replay");
+    assert_eq!(state_digest(&resumed), state_digest(&rebuilt));
+    assert_eq!(resumed.digest(), rebuilt.digest());
+
+    let report = verify_books(&*store, Some(&path)).await.expect("verify");
+    let c = report.checkpoint.as_ref().expect("checkpoint compared");
+    assert_eq!(c.position, day_one);
+    assert!(report.ok() && c.matches_rebuild && c.resumed_matches_rebuild, "{report:?}");
+}
+
+fn refused(opened: &Opened, why: &str) {
+    match opened {
+        Opened::Refused(reason) => assert!(reason.contains(why), "{reason}"),
+        other => panic!("expected a refusal ({why}), got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn checkpoints_that_do_not_match_the_log_are_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = store_fixture(&dir.path().join("a"), &["2026-11-24"]).await;
+    let path = dir.path().join("ledger.ckpt");
+    let books = replay(&*store, u64::MAX).await.expect("books");
+    save_books(&*store, &books, &path).await.expect("saved");
+    let good = std::fs::read(&path).expect("read");
+    let want = state_digest(&books);
+
+    // Damaged: one byte of the body flipped.
+    let mut bytes = good.clone();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&path, &bytes).expect("write");
+    let (rebuilt, opened) = open_books(&*store, Some(&path)).await.expect("books");
+    refused(&opened, "refused");
+    assert_eq!(state_digest(&rebuilt), want, "rebuilt from the log");
+    let report = verify_books(&*store, Some(&path)).await.expect("verify");
+    assert!(!report.ok(), "verify reports the damaged checkpoint");
+
+    // Truncated.
+    std::fs::write(&path, &good[..good.len() - 7]).expect("write");
+    refused(&open_books(&*store, Some(&path)).await.expect("books").1, "header says");
+
+    // Ahead of the log: a checkpoint of a longer log.
+    let longer = store_fixture(&dir.path().join("b"), &["2026-11-24", "2026-11-25"]).await;
+    let ahead = replay(&*longer, u64::MAX).await.expect("books");
+    save_books(&*longer, &ahead, &path).await.expect("saved");
+    refused(&open_books(&*store, Some(&path)).await.expect("books").1, "log ends at");
+
+    // Same position, another log: the anchor differs.
+    let other = store_fixture(&dir.path().join("c"), &["2026-11-25"]).await;
+    let cut = replay(&*other, store.head()).await.expect("books");
+    assert_eq!(cut.position(), store.head());
+    save_books(&*other, &cut, &path).await.expect("saved");
+    refused(&open_books(&*store, Some(&path)).await.expect("books").1, "is not the log's event");
+
+    // Not a checkpoint at all.
+    std::fs::write(&path, b"hello").expect("write");
+    refused(&open_books(&*store, Some(&path)).await.expect("books").1, "header");
+    assert!(checkpoint::load(Path::new("/nonexistent/ledger.ckpt")).is_err());
+}
