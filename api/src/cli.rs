@@ -235,9 +235,15 @@ pub fn ledger_checkpoint(data_dir: &Path) -> PathBuf {
 /// Most postings one page of `posledger history` shows.
 pub const HISTORY_PAGE_MAX: usize = 10_000;
 
+/// The books as a command opened them, and the position of the checkpoint they came from.
+struct Books {
+    books: ledger::Projection,
+    saved_at: Option<u64>,
+}
+
 /// Opens the books from the ledger checkpoint (or the log, when there is none or it is
-/// refused), caught up to the head; saves a new checkpoint when the books moved on.
-async fn open_books(store: &EmbeddedStore, data_dir: &Path) -> Result<ledger::Projection> {
+/// refused), caught up to the head.
+async fn open_books(store: &EmbeddedStore, data_dir: &Path) -> Result<Books> {
     let path = ledger_checkpoint(data_dir);
     let (books, opened) = ledger::open_books(store, Some(&path)).await.context("booking the event log")?;
     let saved_at = match opened {
@@ -248,14 +254,18 @@ async fn open_books(store: &EmbeddedStore, data_dir: &Path) -> Result<ledger::Pr
         }
         ledger::Opened::Rebuilt => None,
     };
-    if saved_at != Some(books.position()) {
-        // The checkpoint only saves the next run from replaying: failing to write it loses
-        // nothing, so it is a warning.
-        if let Err(e) = ledger::save_books(store, &books, &path).await {
-            eprintln!("warning: {e} (the next run replays the log instead)");
-        }
+    Ok(Books { books, saved_at })
+}
+
+/// Saves a new checkpoint when the books moved on since theirs (after the command answered:
+/// the answer does not wait for the file). The checkpoint only saves the next run from
+/// replaying, so failing to write it loses nothing and is a warning.
+async fn keep_books(store: &EmbeddedStore, data_dir: &Path, books: &Books) {
+    if books.saved_at != Some(books.books.position())
+        && let Err(e) = ledger::save_books(store, &books.books, &ledger_checkpoint(data_dir)).await
+    {
+        eprintln!("warning: {e} (the next run replays the log instead)");
     }
-    Ok(books)
 }
 
 /// A point of the books: a global position, or an RFC 3339 business time.
@@ -387,10 +397,9 @@ fn balances(data_dir: &Path, account: Option<&str>, as_of: Option<&str>, format:
     let account = account.map(ledger::entry::Account::parse).transpose().map_err(anyhow::Error::msg)?;
     let as_of = as_of.map(|t| parse_as_of(t, "--as-of")).transpose()?;
     let rt = runtime()?;
-    let books = rt.block_on(async {
-        let store = open_store(data_dir)?;
-        open_books(&store, data_dir).await
-    })?;
+    let store = open_store(data_dir)?;
+    let opened = rt.block_on(open_books(&store, data_dir))?;
+    let books = &opened.books;
     let (all, meta, footer) = match as_of {
         None | Some(AsOf::Position(_)) => {
             let until = match as_of {
@@ -419,6 +428,7 @@ fn balances(data_dir: &Path, account: Option<&str>, as_of: Option<&str>, format:
         _ => rows,
     };
     print_balances(&rows, format, meta, &footer)?;
+    rt.block_on(keep_books(&store, data_dir, &opened));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -436,10 +446,11 @@ fn history(
         anyhow::bail!("--limit {limit} is out of range: 1 to {HISTORY_PAGE_MAX} postings a page");
     }
     let rt = runtime()?;
+    let store = open_store(data_dir)?;
+    let opened = rt.block_on(open_books(&store, data_dir))?;
     let (rows, next) = rt.block_on(async {
-        let store = open_store(data_dir)?;
-        let books = open_books(&store, data_dir).await?;
-        let mut points: Vec<_> = books
+        let mut points: Vec<_> = opened
+            .books
             .balances()
             .history(&account, currency)
             .map(|h| h.points_from(from).take(limit + 1).collect())
@@ -494,6 +505,8 @@ fn history(
             }
         }
     }
+    drop(out);
+    rt.block_on(keep_books(&store, data_dir, &opened));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -535,11 +548,11 @@ fn print_balances(
 fn settle(data_dir: &Path, date: chrono::NaiveDate, format: ReportFormat) -> Result<ExitCode> {
     use ingest::store::{EventStore, ExpectedRevision};
     let rt = runtime()?;
+    let store = open_store(data_dir)?;
+    let opened = rt.block_on(open_books(&store, data_dir))?;
     let settled = rt.block_on(async {
-        let store = open_store(data_dir)?;
-        let books = open_books(&store, data_dir).await?;
         let mut settled = Vec::new();
-        for s in books.settlements_due(date) {
+        for s in opened.books.settlements_due(date) {
             let event = ingest::event::Event::MerchantSettled(s.clone());
             let appended = store
                 .append(&event.stream(), ExpectedRevision::Any, vec![event.to_event_data()])
@@ -582,6 +595,8 @@ fn settle(data_dir: &Path, date: chrono::NaiveDate, format: ReportFormat) -> Res
             }
         }
     }
+    drop(out);
+    rt.block_on(keep_books(&store, data_dir, &opened));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -619,6 +619,21 @@ impl Event {
             })
         }
         let (t, v, p) = (event_type, version, payload);
+        // The payment events are most of the log and were written by `write_capture` /
+        // `write_adjustment`: read that exact shape directly; anything else (escapes, another
+        // field order, an older version) goes to serde, which decides.
+        if version == SCHEMA_VERSION {
+            let fast = match event_type {
+                "PaymentCaptured" => read_capture(p).map(Event::PaymentCaptured),
+                "PaymentVoided" => read_adjustment(p).map(Event::PaymentVoided),
+                "PaymentRefunded" => read_adjustment(p).map(Event::PaymentRefunded),
+                "PaymentReversed" => read_adjustment(p).map(Event::PaymentReversed),
+                _ => None,
+            };
+            if let Some(event) = fast {
+                return Ok(event);
+            }
+        }
         Ok(match event_type {
             "ChannelTermsSet" => Event::ChannelTermsSet(parse(t, v, p)?),
             "MerchantApplied" => Event::MerchantApplied(parse(t, v, p)?),
@@ -734,6 +749,110 @@ fn write_adjustment(out: &mut Vec<u8>, e: &PaymentAdjustment) {
     out.push(b'}');
 }
 
+/// Reads the exact JSON the hand-written payment writers produce; `None` at the first byte
+/// that differs (the caller then lets serde read it).
+struct Exact<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Exact<'a> {
+    fn literal(&mut self, text: &[u8]) -> Option<()> {
+        let end = self.at.checked_add(text.len())?;
+        (self.bytes.get(self.at..end)? == text).then(|| self.at = end)
+    }
+
+    /// `,"name":` (or `"name":` right after the opening brace) and a string without escapes.
+    fn field(&mut self, name: &str) -> Option<&'a str> {
+        if self.at > 1 {
+            self.literal(b",")?;
+        }
+        self.literal(b"\"")?;
+        self.literal(name.as_bytes())?;
+        self.literal(b"\":\"")?;
+        let rest = self.bytes.get(self.at..)?;
+        let len = rest.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        if rest[len] != b'"' {
+            return None;
+        }
+        let value = std::str::from_utf8(&rest[..len]).ok()?;
+        self.at += len + 1;
+        Some(value)
+    }
+
+    /// An optional field: read only when it is the next one.
+    fn optional(&mut self, name: &str) -> Option<Option<&'a str>> {
+        let next = self.bytes.get(self.at + 2..)?;
+        if next.starts_with(name.as_bytes()) && next.get(name.len()..)?.starts_with(b"\":") {
+            self.field(name).map(Some)
+        } else {
+            Some(None)
+        }
+    }
+
+    fn end(&mut self) -> Option<()> {
+        self.literal(b"}")?;
+        (self.at == self.bytes.len()).then_some(())
+    }
+}
+
+fn channel_named(name: &str) -> Option<Channel> {
+    Channel::ALL.into_iter().find(|c| c.as_str() == name)
+}
+
+fn read_capture(payload: &[u8]) -> Option<PaymentCaptured> {
+    let mut r = Exact { bytes: payload, at: 0 };
+    r.literal(b"{")?;
+    let txn_id = r.field("txn_id")?.to_owned();
+    let merchant_id = r.field("merchant_id")?.to_owned();
+    let terminal_id = r.field("terminal_id")?.to_owned();
+    let batch_no = r.field("batch_no")?.to_owned();
+    let stan = r.field("stan")?.to_owned();
+    let rrn = r.optional("rrn")?.map(str::to_owned);
+    let channel = channel_named(r.field("channel")?)?;
+    let channel_txn_id = r.optional("channel_txn_id")?.map(str::to_owned);
+    let amount = r.field("amount")?.parse().ok()?;
+    let currency = r.field("currency")?.parse().ok()?;
+    let at = r.field("at")?.parse().ok()?;
+    let payer = r.optional("payer")?.map(str::to_owned);
+    let mcc = r.field("mcc")?.to_owned();
+    r.end()?;
+    Some(PaymentCaptured {
+        txn_id,
+        merchant_id,
+        terminal_id,
+        batch_no,
+        stan,
+        rrn,
+        channel,
+        channel_txn_id,
+        amount,
+        currency,
+        at,
+        payer,
+        mcc,
+    })
+}
+
+fn read_adjustment(payload: &[u8]) -> Option<PaymentAdjustment> {
+    let mut r = Exact { bytes: payload, at: 0 };
+    r.literal(b"{")?;
+    let adjustment = PaymentAdjustment {
+        txn_id: r.field("txn_id")?.to_owned(),
+        original_txn_id: r.field("original_txn_id")?.to_owned(),
+        merchant_id: r.field("merchant_id")?.to_owned(),
+        terminal_id: r.field("terminal_id")?.to_owned(),
+        batch_no: r.field("batch_no")?.to_owned(),
+        stan: r.field("stan")?.to_owned(),
+        channel: channel_named(r.field("channel")?)?,
+        amount: r.field("amount")?.parse().ok()?,
+        currency: r.field("currency")?.parse().ok()?,
+        at: r.field("at")?.parse().ok()?,
+    };
+    r.end()?;
+    Some(adjustment)
+}
+
 /// The id of the event of type `event_type` with idempotency key `key`:
 /// `Uuid::new_v5(namespace, "{type}/{key}")`, hashed piecewise so nothing is allocated.
 pub fn event_id_of(event_type: &str, key: &str) -> Uuid {
@@ -847,6 +966,55 @@ mod tests {
                 String::from_utf8(e.payload_json_serde()).expect("utf8")
             );
         }
+    }
+
+    #[test]
+    fn the_direct_payment_reader_equals_serde_or_steps_aside() {
+        let mut with_all = sale();
+        with_all.rrn = Some("633012345678".into());
+        with_all.payer = Some("623456******1234".into());
+        with_all.at = DateTime::parse_from_rfc3339("2026-11-26T12:00:01.250-05:30").expect("time");
+        let mut escaped = sale();
+        escaped.payer = Some("needs \"escaping\" and 中文".into());
+        let mut bare = sale();
+        bare.channel_txn_id = None;
+        bare.payer = None;
+        for (capture, direct) in [(sale(), true), (with_all, true), (bare, true), (escaped, false)] {
+            let payload = Event::PaymentCaptured(capture.clone()).payload_json();
+            assert_eq!(read_capture(&payload).is_some(), direct, "{capture:?}");
+            let by_serde: PaymentCaptured = serde_json::from_slice(&payload).expect("serde");
+            let decoded = Event::decode("PaymentCaptured", SCHEMA_VERSION, &payload).expect("decodes");
+            assert_eq!(decoded, Event::PaymentCaptured(by_serde));
+            assert_eq!(decoded, Event::PaymentCaptured(capture));
+        }
+        let payload = Event::PaymentCaptured(sale()).payload_json();
+        // Anything but the exact shape is serde's to judge: extra space, unknown field, junk after.
+        let spaced = String::from_utf8(payload.clone()).expect("utf8").replacen(':', ": ", 1);
+        assert!(read_capture(spaced.as_bytes()).is_none());
+        assert!(Event::decode("PaymentCaptured", SCHEMA_VERSION, spaced.as_bytes()).is_ok());
+        let mut extra = payload.clone();
+        extra.pop();
+        extra.extend_from_slice(b",\"surprise\":\"x\"}");
+        assert!(read_capture(&extra).is_none());
+        let mut trailing = payload;
+        trailing.extend_from_slice(b"x");
+        assert!(read_capture(&trailing).is_none());
+        assert!(Event::decode("PaymentCaptured", SCHEMA_VERSION, &trailing).is_err());
+        let adjustment = PaymentAdjustment {
+            txn_id: "T-R1".into(),
+            original_txn_id: "T".into(),
+            merchant_id: "M".into(),
+            terminal_id: "T1".into(),
+            batch_no: "000001".into(),
+            stan: "000002".into(),
+            channel: Channel::Alipay,
+            amount: Decimal::new(1050, 2),
+            currency: Currency::Cny,
+            at: at(),
+        };
+        let payload = Event::PaymentRefunded(adjustment.clone()).payload_json();
+        assert_eq!(read_adjustment(&payload), Some(adjustment.clone()));
+        assert_eq!(serde_json::from_slice::<PaymentAdjustment>(&payload).expect("serde"), adjustment);
     }
 
     #[test]

@@ -105,19 +105,21 @@ pub fn state_digest(books: &Projection) -> [u8; 32] {
     *hasher.finalize().as_bytes()
 }
 
-/// Writes the books to `path` atomically (temporary file, fsync, rename), with `anchor` the
-/// [`anchor`] of the event at `books.position() - 1`.
+/// Writes the books to `path` (a temporary file renamed over it), with `anchor` the
+/// [`anchor`] of the event at `books.position() - 1`. Not synced: a checkpoint lost or torn
+/// in a crash is refused by its hash and costs a rebuild, nothing more.
 pub fn save(path: &Path, books: &Projection, anchor: &[u8; 32]) -> Result<(), CheckpointError> {
     let err = |source| CheckpointError::Io { path: path.display().to_string(), source };
     let tmp = path.with_extension("tmp");
     let mut file = std::fs::File::create(&tmp).map_err(err)?;
+    file.write_all(&[0; HEADER_LEN as usize]).map_err(err)?;
     let (len, hash) = {
-        let mut out =
-            Hashing { inner: BufWriter::with_capacity(1 << 20, &mut file), hasher: blake3::Hasher::new(), len: 0 };
-        out.inner.write_all(&[0; HEADER_LEN as usize]).map_err(err)?;
+        // Hashed below the buffer: the hasher gets whole megabytes, not field-sized pieces.
+        let hashing = Hashing { inner: &mut file, hasher: blake3::Hasher::new(), len: 0 };
+        let mut out = BufWriter::with_capacity(1 << 20, hashing);
         write_body(&mut out, books, anchor).map_err(err)?;
-        out.inner.flush().map_err(err)?;
-        (out.len, *out.hasher.finalize().as_bytes())
+        let hashing = out.into_inner().map_err(|e| err(e.into_error()))?;
+        (hashing.len, *hashing.hasher.finalize().as_bytes())
     };
     file.seek(SeekFrom::Start(0)).map_err(err)?;
     let mut header = Vec::with_capacity(HEADER_LEN as usize);
@@ -125,7 +127,6 @@ pub fn save(path: &Path, books: &Projection, anchor: &[u8; 32]) -> Result<(), Ch
     header.extend_from_slice(&len.to_le_bytes());
     header.extend_from_slice(&hash);
     file.write_all(&header).map_err(err)?;
-    file.sync_all().map_err(err)?;
     drop(file);
     std::fs::rename(&tmp, path).map_err(err)
 }
@@ -137,9 +138,9 @@ pub fn load(path: &Path) -> Result<Loaded, CheckpointError> {
     let file = std::fs::File::open(path).map_err(|source| CheckpointError::Io { path: name.clone(), source })?;
     let refused = |reason: String| CheckpointError::Refused { path: name.clone(), reason };
     let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut input = BufReader::with_capacity(1 << 20, file);
+    let mut file = file;
     let mut header = [0u8; HEADER_LEN as usize];
-    input.read_exact(&mut header).map_err(|_| refused("shorter than its header".into()))?;
+    file.read_exact(&mut header).map_err(|_| refused("shorter than its header".into()))?;
     if &header[..8] != MAGIC {
         return Err(refused("not a posledger ledger checkpoint (bad magic)".into()));
     }
@@ -147,11 +148,12 @@ pub fn load(path: &Path) -> Result<Loaded, CheckpointError> {
     if HEADER_LEN + len != file_len {
         return Err(refused(format!("body is {} bytes, header says {len}", file_len.saturating_sub(HEADER_LEN))));
     }
-    let mut hashed = HashingReader { inner: input, hasher: blake3::Hasher::new() };
-    let body = read_body(&mut hashed);
+    // Hashed below the buffer: the hasher gets whole megabytes.
+    let mut input = BufReader::with_capacity(1 << 20, HashingReader { inner: file, hasher: blake3::Hasher::new() });
+    let body = read_body(&mut input, len);
     // A body that does not decode is most likely damaged: hash the rest to say which.
-    let _ = io::copy(&mut hashed, &mut io::sink());
-    if hashed.hasher.finalize().as_bytes()[..] != header[16..48] {
+    let _ = io::copy(&mut input, &mut io::sink());
+    if input.into_inner().hasher.finalize().as_bytes()[..] != header[16..48] {
         return Err(refused("body does not match its hash (damaged)".into()));
     }
     let (books, anchor) = body.map_err(|e| refused(format!("body does not decode: {e}")))?;
@@ -303,13 +305,24 @@ fn channel_code(c: Channel) -> u8 {
 /// left before anything is allocated for them).
 struct Body<R> {
     input: R,
+    /// Bytes of the body not read yet: no count read from the file may claim more.
+    left: u64,
 }
 
 impl<R: Read> Body<R> {
     fn bytes<const N: usize>(&mut self) -> io::Result<[u8; N]> {
         let mut b = [0u8; N];
         self.input.read_exact(&mut b)?;
+        self.left = self.left.saturating_sub(N as u64);
         Ok(b)
+    }
+
+    /// Checks that `n` items of at least `size` bytes each can still be in the body.
+    fn fits(&self, n: u64, size: u64) -> io::Result<usize> {
+        match n.checked_mul(size) {
+            Some(bytes) if bytes <= self.left => Ok(n as usize),
+            _ => Err(bad("a count is larger than the rest of the body")),
+        }
     }
     fn u8(&mut self) -> io::Result<u8> {
         Ok(self.bytes::<1>()?[0])
@@ -331,11 +344,9 @@ impl<R: Read> Body<R> {
         Ok(d)
     }
     fn vec(&mut self, len: u64) -> io::Result<Vec<u8>> {
-        let mut v = Vec::new();
-        (&mut self.input).take(len).read_to_end(&mut v)?;
-        if v.len() as u64 != len {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
+        let mut v = vec![0u8; self.fits(len, 1)?];
+        self.input.read_exact(&mut v)?;
+        self.left -= len;
         Ok(v)
     }
     fn string(&mut self) -> io::Result<String> {
@@ -355,13 +366,8 @@ fn bad(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.to_owned())
 }
 
-/// Reserves for `n` items of a count read from the file without trusting it to be small.
-fn capacity(n: u64) -> usize {
-    n.min(1 << 20) as usize
-}
-
-fn read_body(input: &mut impl Read) -> io::Result<(Projection, [u8; 32])> {
-    let mut r = Body { input };
+fn read_body(input: &mut impl Read, len: u64) -> io::Result<(Projection, [u8; 32])> {
+    let mut r = Body { input, left: len };
     let mut books = Projection::default();
     books.next_position = r.u64()?;
     books.entries = r.u64()?;
@@ -371,19 +377,19 @@ fn read_body(input: &mut impl Read) -> io::Result<(Projection, [u8; 32])> {
     if n != books.next_position {
         return Err(bad("the timeline does not cover the position"));
     }
-    let mut times = Vec::with_capacity(capacity(n));
+    let mut times = Vec::with_capacity(r.fits(n, 8)?);
     for _ in 0..n {
         times.push(r.i64()?);
     }
     books.timeline = Timeline::from_times(times);
     let n = r.u32()?;
-    let mut accounts = Vec::with_capacity(capacity(u64::from(n)));
+    let mut accounts = Vec::with_capacity(r.fits(u64::from(n), 8)?);
     for _ in 0..n {
         let account = Account::parse(&r.string()?).map_err(|e| bad(&e))?;
         let currency = r.currency()?;
         let mut h = History { points: r.u64()?, last_position: r.u64()?, current: r.dec()?, ..History::default() };
         let blocks = r.u64()?;
-        h.blocks.reserve(capacity(blocks));
+        h.blocks.reserve(r.fits(blocks, 36)?);
         for _ in 0..blocks {
             h.blocks.push(Block { first: r.u64()?, before: r.dec()?, start: r.u64()?, count: r.u32()? });
         }

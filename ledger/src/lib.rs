@@ -110,7 +110,7 @@ pub async fn replay_until_time<S: EventStore>(
 /// Applies every event from the books' position up to `until` (exclusive; `u64::MAX`: the
 /// head of the log).
 pub async fn catch_up<S: EventStore>(store: &S, books: &mut Projection, until: u64) -> Result<(), ReplayError> {
-    catch_up_with(store, books, until, |_, _| Ok::<(), ReplayError>(())).await
+    catch_up_inner(store, books, until, false, |_, _| Ok::<(), ReplayError>(())).await
 }
 
 type Decoded = Result<Vec<(u64, Event)>, ReplayError>;
@@ -122,36 +122,42 @@ pub(crate) async fn catch_up_with<S: EventStore, E: From<ReplayError>>(
     store: &S,
     books: &mut Projection,
     until: u64,
+    on_entry: impl FnMut(&Event, &BalancedEntry) -> Result<(), E>,
+) -> Result<(), E> {
+    catch_up_inner(store, books, until, true, on_entry).await
+}
+
+async fn catch_up_inner<S: EventStore, E: From<ReplayError>>(
+    store: &S,
+    books: &mut Projection,
+    until: u64,
+    want_entries: bool,
     mut on_entry: impl FnMut(&Event, &BalancedEntry) -> Result<(), E>,
 ) -> Result<(), E> {
     let end = until.min(store.head());
     if books.position() >= end {
         return Ok(());
     }
-    let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<Vec<RecordedEvent>>(REPLAY_BATCHES_AHEAD);
+    books.reserve(end - books.position());
     let (decoded_tx, mut decoded_rx) = tokio::sync::mpsc::channel::<Decoded>(REPLAY_BATCHES_AHEAD);
+    // Booked batches go back to the decoder thread to be freed where they were allocated.
+    let (spent_tx, spent_rx) = std::sync::mpsc::channel::<Vec<(u64, Event)>>();
+    let start = books.position();
+    // With a blocking reader, the decoder thread reads too; otherwise this task reads and
+    // hands the batches over.
+    let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<Vec<RecordedEvent>>(REPLAY_BATCHES_AHEAD);
+    let (source, handing) = match store.blocking_reader() {
+        Some(reader) => (Source::Reader(reader), false),
+        None => (Source::Handed(raw_rx), true),
+    };
     std::thread::Builder::new()
         .name("posledger-decode".into())
-        .spawn(move || {
-            for batch in raw_rx {
-                let decoded = batch
-                    .into_iter()
-                    .map(|e| {
-                        Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)
-                            .map(|event| (e.position, event))
-                            .map_err(|source| ReplayError::Decode { position: e.position, source })
-                    })
-                    .collect();
-                if decoded_tx.blocking_send(decoded).is_err() {
-                    break;
-                }
-            }
-        })
+        .spawn(move || decode_loop(source, start, end, &decoded_tx, &spent_rx))
         .map_err(|e| ReplayError::Decoder(e.to_string()))?;
-    let mut next_read = books.position();
+    let mut next_read = start;
     let mut in_flight = 0;
     loop {
-        while in_flight < REPLAY_BATCHES_AHEAD && next_read < end {
+        while handing && in_flight < REPLAY_BATCHES_AHEAD && next_read < end {
             let want = REPLAY_BATCH_EVENTS.min((end - next_read) as usize);
             let events = store.read_all(next_read, want).await.map_err(ReplayError::from)?;
             if events.is_empty() {
@@ -161,18 +167,80 @@ pub(crate) async fn catch_up_with<S: EventStore, E: From<ReplayError>>(
             in_flight += 1;
             raw_tx.send(events).map_err(|_| ReplayError::Decoder("it hung up".into()))?;
         }
-        if in_flight == 0 {
+        if handing && in_flight == 0 {
             break;
         }
-        let batch = decoded_rx.recv().await.ok_or_else(|| ReplayError::Decoder("it hung up".into()))??;
-        in_flight -= 1;
-        for (position, event) in batch {
-            if let Some(entry) = books.apply(position, &event).map_err(ReplayError::from)? {
-                on_entry(&event, &entry)?;
+        let Some(batch) = decoded_rx.recv().await else {
+            // The decoder is done: it read up to `end`, or the log ended before it.
+            break;
+        };
+        in_flight = in_flight.saturating_sub(1);
+        let batch = batch?;
+        for (position, event) in &batch {
+            if !want_entries {
+                books.apply_unrecorded(*position, event).map_err(ReplayError::from)?;
+            } else if let Some(entry) = books.apply(*position, event).map_err(ReplayError::from)? {
+                on_entry(event, &entry)?;
             }
         }
+        let _ = spent_tx.send(batch);
     }
     Ok(())
+}
+
+/// Where the decoder thread gets stored events.
+enum Source {
+    /// It reads them itself.
+    Reader(ingest::store::BlockingReader),
+    /// The replaying task reads them and hands them over.
+    Handed(std::sync::mpsc::Receiver<Vec<RecordedEvent>>),
+}
+
+/// The decoder thread: batches of stored events in, batches of events out, in order, until
+/// `end` (or the first error, which is passed on and ends it).
+fn decode_loop(
+    mut source: Source,
+    mut next: u64,
+    end: u64,
+    out: &tokio::sync::mpsc::Sender<Decoded>,
+    spent: &std::sync::mpsc::Receiver<Vec<(u64, Event)>>,
+) {
+    loop {
+        while let Ok(batch) = spent.try_recv() {
+            drop(batch);
+        }
+        let stored = match &mut source {
+            Source::Reader(read) => {
+                if next >= end {
+                    return;
+                }
+                match read(next, REPLAY_BATCH_EVENTS.min((end - next) as usize)) {
+                    Ok(events) if events.is_empty() => return,
+                    Ok(events) => events,
+                    Err(e) => {
+                        let _ = out.blocking_send(Err(e.into()));
+                        return;
+                    }
+                }
+            }
+            Source::Handed(rx) => match rx.recv() {
+                Ok(events) => events,
+                Err(_) => return,
+            },
+        };
+        next += stored.len() as u64;
+        let decoded = stored
+            .into_iter()
+            .map(|e| {
+                Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)
+                    .map(|event| (e.position, event))
+                    .map_err(|source| ReplayError::Decode { position: e.position, source })
+            })
+            .collect();
+        if out.blocking_send(decoded).is_err() {
+            return;
+        }
+    }
 }
 
 /// How the books were opened.

@@ -15,14 +15,14 @@
 //! refund gives back the fee in proportion, and the refund that completes the payment gives
 //! back exactly the rest, so a fully refunded payment nets to zero on every account.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 use hashbrown::HashTable;
 use ingest::event::{Channel, Event, FeeTerms, MerchantSettled, PaymentAdjustment, SettlementCycle};
 use ingest::money::Currency;
 use rust_decimal::Decimal;
-use xxhash_rust::xxh3::{Xxh3DefaultBuilder, xxh3_64};
+use xxhash_rust::xxh3::xxh3_64;
 
 use crate::chunked::{Chunked, IdArena};
 use crate::entry::{Account, BalancedEntry, EntryError, Posting};
@@ -30,8 +30,10 @@ use crate::fees;
 use crate::history::History;
 use crate::timeline::Timeline;
 
-pub(crate) type FastMap<K, V> = HashMap<K, V, Xxh3DefaultBuilder>;
-pub(crate) type FastSet<K> = HashSet<K, Xxh3DefaultBuilder>;
+/// Maps with small keys (merchant ids, indexes, days): hashbrown's default hasher (foldhash),
+/// much cheaper than SipHash or a streaming xxh3 for keys of a few bytes.
+pub(crate) type FastMap<K, V> = hashbrown::HashMap<K, V>;
+pub(crate) type FastSet<K> = hashbrown::HashSet<K>;
 
 /// Why the projection stopped: a bug or damaged history, never bad input (the write model
 /// refuses bad input before it becomes an event).
@@ -214,10 +216,29 @@ pub struct Projection {
     broken: Option<LedgerError>,
 }
 
-/// The postings of one entry with the balance slot of each (at most three).
+/// The postings of one entry, in one currency: the balance slot and amount of each (at most
+/// three; zeros are dropped when booked).
 struct Lines {
-    slots: [u32; 3],
-    postings: Vec<Posting>,
+    currency: Currency,
+    items: [(u32, Decimal); 3],
+    len: usize,
+}
+
+impl Lines {
+    fn new(currency: Currency, items: &[(u32, Decimal)]) -> Lines {
+        let mut lines = Lines { currency, items: [(0, Decimal::ZERO); 3], len: 0 };
+        for &(slot, amount) in items {
+            if !amount.is_zero() {
+                lines.items[lines.len] = (slot, amount);
+                lines.len += 1;
+            }
+        }
+        lines
+    }
+
+    fn items(&self) -> &[(u32, Decimal)] {
+        &self.items[..self.len]
+    }
 }
 
 impl Projection {
@@ -253,13 +274,32 @@ impl Projection {
 
     /// Applies the event at `position`, returning the entry it books, if any.
     pub fn apply(&mut self, position: u64, event: &Event) -> Result<Option<BalancedEntry>, LedgerError> {
+        self.apply_inner(position, event, true)
+    }
+
+    /// Applies the event at `position` like [`Projection::apply`] (with the same checks) but
+    /// does not hand out the entry: a replay that only wants the balances saves making it.
+    pub fn apply_unrecorded(&mut self, position: u64, event: &Event) -> Result<(), LedgerError> {
+        self.apply_inner(position, event, false).map(|_| ())
+    }
+
+    /// Makes room for `n` more payments at once (a replay knows about how many events are
+    /// coming; growing the payment index step by step would rehash it again and again).
+    pub fn reserve(&mut self, n: u64) {
+        self.timeline.reserve(n);
+        let (ids, payments) = (&self.payment_ids, &self.payments);
+        let n = n.min(PAYMENTS_RESERVED_MAX) as usize;
+        self.payment_index.reserve(n, |&j| xxh3_64(payment_id(ids, payments, j).unwrap_or_default().as_bytes()));
+    }
+
+    fn apply_inner(&mut self, position: u64, event: &Event, want: bool) -> Result<Option<BalancedEntry>, LedgerError> {
         if let Some(e) = &self.broken {
             return Err(e.clone());
         }
         if position != self.next_position {
             return Err(LedgerError::OutOfOrder { expected: self.next_position, got: position });
         }
-        let booked = self.book(position, event);
+        let booked = self.book(position, event, want);
         if let Err(e) = &booked {
             self.broken = Some(e.clone());
         }
@@ -268,26 +308,39 @@ impl Projection {
         booked
     }
 
-    fn book(&mut self, position: u64, event: &Event) -> Result<Option<BalancedEntry>, LedgerError> {
-        let Some(Lines { slots, mut postings }) = self.entry_for(position, event)? else {
+    /// Books the event's lines after checking them (the checks of [`BalancedEntry::new`]).
+    fn book(&mut self, position: u64, event: &Event, want: bool) -> Result<Option<BalancedEntry>, LedgerError> {
+        let Some(lines) = self.entry_for(position, event)? else {
             return Ok(None);
         };
-        let mut kept = [0u32; 3];
-        let mut n = 0;
-        for (p, slot) in postings.iter().zip(slots) {
-            if !p.amount.is_zero() {
-                kept[n] = slot;
-                n += 1;
+        let currency = lines.currency;
+        let mut sum = Decimal::ZERO;
+        for &(slot, amount) in lines.items() {
+            if amount.scale() > currency.scale() {
+                let account = self.account(slot);
+                return Err(EntryError::OverScale { position, account, amount, currency }.into());
             }
+            sum += amount;
         }
-        postings.retain(|p| !p.amount.is_zero());
-        let entry = BalancedEntry::new(position, postings)?;
-        for (p, slot) in entry.postings().iter().zip(kept) {
-            self.balances.post(slot, position, p.amount);
+        if !sum.is_zero() {
+            return Err(EntryError::Unbalanced { position, currency, difference: sum }.into());
+        }
+        let entry = if want {
+            let postings = lines
+                .items()
+                .iter()
+                .map(|&(slot, amount)| Posting { account: self.account(slot), amount, currency })
+                .collect();
+            Some(BalancedEntry::new(position, postings)?)
+        } else {
+            None
+        };
+        for &(slot, amount) in lines.items() {
+            self.balances.post(slot, position, amount);
         }
         self.entries += 1;
-        self.postings += entry.postings().len() as u64;
-        Ok(Some(entry))
+        self.postings += lines.len as u64;
+        Ok(entry)
     }
 
     /// A digest of every balance (BLAKE3 over `account currency balance` lines in account
@@ -428,11 +481,7 @@ impl Projection {
                 }
                 let payable = self.payable_slot(m, s.currency);
                 let bank = self.balances.slot(&Account::bank(), s.currency);
-                let postings = vec![
-                    Posting { account: self.account(payable), amount: s.net, currency: s.currency },
-                    Posting { account: self.account(bank), amount: -s.net, currency: s.currency },
-                ];
-                Ok(Some(Lines { slots: [payable, bank, 0], postings }))
+                Ok(Some(Lines::new(s.currency, &[(payable, s.net), (bank, -s.net)])))
             }
             Event::PaymentCaptured(s) => {
                 let m = self.merchant(&s.merchant_id);
@@ -441,9 +490,15 @@ impl Projection {
                         invariant(format!("sale {} has no contract terms for {}", s.txn_id, s.channel))
                     })?;
                 let fee = fees::merchant_fee(terms, s.amount, s.currency);
-                if self.find_payment(&s.txn_id).is_some() {
+                let (ids, payments) = (&self.payment_ids, &self.payments);
+                let entry = self.payment_index.entry(
+                    xxh3_64(s.txn_id.as_bytes()),
+                    |&j| payment_id(ids, payments, j) == Some(&s.txn_id),
+                    |&j| xxh3_64(payment_id(ids, payments, j).unwrap_or_default().as_bytes()),
+                );
+                let hashbrown::hash_table::Entry::Vacant(vacant) = entry else {
                     return Err(invariant(format!("sale {} captured twice", s.txn_id)));
-                }
+                };
                 let date = s.at.date_naive();
                 let book = PaymentBook {
                     id_start: self.payment_ids.push(&s.txn_id),
@@ -456,15 +511,14 @@ impl Projection {
                     currency: s.currency,
                     cancelled: false,
                 };
-                let i = self.payments.push(book) as u32;
-                self.index_payment(i);
+                vacant.insert(self.payments.push(book) as u32);
                 if s.channel == Channel::Cash {
                     return Ok(None);
                 }
                 let day = self.days.entry((m, date, s.currency)).or_default();
                 day.gross += s.amount;
                 day.fees += fee;
-                Ok(Some(self.capture_lines(&book, Decimal::ONE)))
+                Ok(Some(self.capture_lines(&book, false)))
             }
             Event::PaymentVoided(a) | Event::PaymentReversed(a) => {
                 let i = self.find_payment(&a.original_txn_id).ok_or_else(|| unknown_sale(position, a))?;
@@ -485,7 +539,7 @@ impl Projection {
                 let day = self.days.entry((book.merchant, book.date, book.currency)).or_default();
                 day.gross -= book.amount;
                 day.fees -= book.fee;
-                Ok(Some(self.capture_lines(&book, Decimal::NEGATIVE_ONE)))
+                Ok(Some(self.capture_lines(&book, true)))
             }
             Event::PaymentRefunded(a) => {
                 let i = self.find_payment(&a.original_txn_id).ok_or_else(|| unknown_sale(position, a))?;
@@ -510,28 +564,19 @@ impl Projection {
                 let cur = book.currency;
                 let payable = self.payable_slot(book.merchant, cur);
                 let (clearing, mdr) = self.channel_slots(book.channel, cur);
-                let postings = vec![
-                    Posting { account: self.account(payable), amount: a.amount - fee_part, currency: cur },
-                    Posting { account: self.account(mdr), amount: fee_part, currency: cur },
-                    Posting { account: self.account(clearing), amount: -a.amount, currency: cur },
-                ];
-                Ok(Some(Lines { slots: [payable, mdr, clearing], postings }))
+                Ok(Some(Lines::new(cur, &[(payable, a.amount - fee_part), (mdr, fee_part), (clearing, -a.amount)])))
             }
             _ => Ok(None),
         }
     }
 
-    /// The postings of a sale (`sign` 1) or of its cancellation (`sign` −1).
-    fn capture_lines(&mut self, book: &PaymentBook, sign: Decimal) -> Lines {
+    /// The postings of a sale, or of its cancellation (the same, each the other way).
+    fn capture_lines(&mut self, book: &PaymentBook, cancel: bool) -> Lines {
         let cur = book.currency;
         let payable = self.payable_slot(book.merchant, cur);
         let (clearing, mdr) = self.channel_slots(book.channel, cur);
-        let postings = vec![
-            Posting { account: self.account(clearing), amount: sign * book.amount, currency: cur },
-            Posting { account: self.account(payable), amount: -sign * (book.amount - book.fee), currency: cur },
-            Posting { account: self.account(mdr), amount: -sign * book.fee, currency: cur },
-        ];
-        Lines { slots: [clearing, payable, mdr], postings }
+        let way = |amount: Decimal| if cancel { -amount } else { amount };
+        Lines::new(cur, &[(clearing, way(book.amount)), (payable, way(book.fee - book.amount)), (mdr, way(-book.fee))])
     }
 
     /// The entry for a channel's fee on a payment its statement settled: the channel keeps
@@ -612,6 +657,9 @@ impl Projection {
         self.balances.check().map_err(|message| LedgerError::Invariant { position: self.next_position, message })
     }
 }
+
+/// Most payments [`Projection::reserve`] makes room for at once.
+pub const PAYMENTS_RESERVED_MAX: u64 = 1 << 25;
 
 /// The id of payment `i`.
 pub(crate) fn payment_id<'a>(ids: &'a IdArena, payments: &Chunked<PaymentBook>, i: u32) -> Option<&'a str> {

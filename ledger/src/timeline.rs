@@ -32,6 +32,11 @@ impl Timeline {
         t
     }
 
+    /// Makes room for `n` more positions (bounded: a hint, not a promise).
+    pub(crate) fn reserve(&mut self, n: u64) {
+        self.times.reserve(n.min(1 << 27) as usize);
+    }
+
     /// Records the time of the next position.
     pub(crate) fn push(&mut self, time: i64) {
         if self.times.len().is_multiple_of(TIME_BLOCK) {

@@ -96,3 +96,60 @@ async fn checkpoints_that_do_not_match_the_log_are_refused() {
     refused(&open_books(&*store, Some(&path)).await.expect("books").1, "header");
     assert!(checkpoint::load(Path::new("/nonexistent/ledger.ckpt")).is_err());
 }
+
+/// A store that offers no blocking reader: the replay reads on its own task and hands the
+/// batches to the decoder thread.
+struct AsyncOnly(std::sync::Arc<ingest::store::EmbeddedStore>);
+
+impl EventStore for AsyncOnly {
+    async fn append_many(
+        &self,
+        requests: Vec<ingest::store::AppendRequest>,
+    ) -> Vec<Result<ingest::store::Appended, ingest::store::AppendError>> {
+        self.0.append_many(requests).await
+    }
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<ingest::store::RecordedEvent>, ingest::store::ReadError> {
+        self.0.read_stream(stream, from, max).await
+    }
+    async fn read_all(
+        &self,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<ingest::store::RecordedEvent>, ingest::store::ReadError> {
+        self.0.read_all(from, max).await
+    }
+    async fn event_by_id(
+        &self,
+        id: uuid::Uuid,
+    ) -> Result<Option<ingest::store::RecordedEvent>, ingest::store::ReadError> {
+        self.0.event_by_id(id).await
+    }
+    async fn stream_revision(&self, stream: &str) -> Result<Option<u64>, ingest::store::ReadError> {
+        self.0.stream_revision(stream).await
+    }
+    fn head(&self) -> u64 {
+        self.0.head()
+    }
+    async fn wait_for(&self, position: u64) {
+        self.0.wait_for(position).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replays_without_a_blocking_reader_give_the_same_books() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = store_fixture(dir.path(), &["2026-11-24", "2026-11-25"]).await;
+    let async_only = AsyncOnly(store.clone());
+    assert!(async_only.blocking_reader().is_none());
+    let a = replay(&async_only, u64::MAX).await.expect("books");
+    let b = replay(&*store, u64::MAX).await.expect("books");
+    assert_eq!(a.position(), store.head());
+    assert_eq!(state_digest(&a), state_digest(&b));
+    let part = replay(&async_only, 300).await.expect("books to 300");
+    assert_eq!(state_digest(&part), state_digest(&replay(&*store, 300).await.expect("books")));
+}

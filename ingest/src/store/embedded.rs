@@ -646,7 +646,9 @@ impl EmbeddedStore {
             // the next open scans nothing. After a write failure the log's end is unknown.
             if !self.shared.failed.load(std::sync::atomic::Ordering::SeqCst) {
                 let index = self.shared.index.read().unwrap_or_else(|p| p.into_inner());
-                if index.head > 0 {
+                // Nothing appended since the snapshot this open started from: it is current.
+                let current = self.report.from_snapshot == Some(index.head);
+                if index.head > 0 && !current {
                     // A snapshot that cannot be written only makes the next open slower.
                     let _ = index.write_snapshot(&self.shared.dir.join(SNAPSHOT_FILE));
                 }
@@ -655,74 +657,78 @@ impl EmbeddedStore {
     }
 
     fn read_all_sync(&self, from: u64, max: usize) -> Result<Vec<RecordedEvent>, ReadError> {
-        let (files, lens, head, start) = {
-            let index = self.shared.index.read().map_err(|_| poisoned())?;
-            if from >= index.head {
-                return Ok(Vec::new());
-            }
-            let i = index.sparse.partition_point(|e| e.position <= from);
-            // Position `from` exists, so some entry (the first frame's) is at or before it.
-            let start = index.sparse[i.saturating_sub(1)];
-            (index.files.clone(), index.segment_lens.clone(), index.head, start)
-        };
-        let want = max.min(READ_EVENTS_MAX).min((head - from) as usize);
-        let mut out = Vec::with_capacity(want.min(4096));
-        let (mut seg, mut off) = split_location(start.loc);
-        let mut frame_end = start.frame_end;
-        let mut buf = Vec::new();
-        while out.len() < want {
-            let seg_len = lens.get(seg as usize).copied().unwrap_or(0);
-            if off >= frame_end {
-                if off >= seg_len {
-                    seg += 1;
-                    off = SEGMENT_HEADER_LEN as u64;
-                    frame_end = off;
-                    if seg as usize >= files.len() {
-                        break;
-                    }
-                    continue;
-                }
-                let mut fh = [0u8; FRAME_HEADER_LEN];
-                files[seg as usize].read_exact_at(&mut fh, off)?;
-                let header = format::decode_frame_header(&fh).map_err(|reason| ReadError::Corrupt {
-                    segment: seg,
-                    offset: off,
-                    reason,
-                })?;
-                off += FRAME_HEADER_LEN as u64;
-                frame_end = off + u64::from(header.body_len);
-                continue;
-            }
-            let chunk = ((frame_end - off) as usize).min(READ_CHUNK_BYTES);
-            buf.resize(chunk, 0);
-            files[seg as usize].read_exact_at(&mut buf, off)?;
-            let mut at = 0;
-            while at < buf.len() && out.len() < want {
-                let need = format::RECORD_PREFIX_LEN
-                    + if buf.len() - at >= 4 { format::le_u32(&buf[at..]) as usize } else { usize::MAX / 2 };
-                if buf.len() - at < need {
-                    if at == 0 {
-                        // One record larger than the chunk: read exactly it.
-                        buf.resize(need.min((frame_end - off) as usize), 0);
-                        files[seg as usize].read_exact_at(&mut buf, off)?;
-                        continue;
-                    }
+        read_all_shared(&self.shared, from, max)
+    }
+}
+
+fn read_all_shared(shared: &Shared, from: u64, max: usize) -> Result<Vec<RecordedEvent>, ReadError> {
+    let (files, lens, head, start) = {
+        let index = shared.index.read().map_err(|_| poisoned())?;
+        if from >= index.head {
+            return Ok(Vec::new());
+        }
+        let i = index.sparse.partition_point(|e| e.position <= from);
+        // Position `from` exists, so some entry (the first frame's) is at or before it.
+        let start = index.sparse[i.saturating_sub(1)];
+        (index.files.clone(), index.segment_lens.clone(), index.head, start)
+    };
+    let want = max.min(READ_EVENTS_MAX).min((head - from) as usize);
+    let mut out = Vec::with_capacity(want.min(4096));
+    let (mut seg, mut off) = split_location(start.loc);
+    let mut frame_end = start.frame_end;
+    let mut buf = Vec::new();
+    while out.len() < want {
+        let seg_len = lens.get(seg as usize).copied().unwrap_or(0);
+        if off >= frame_end {
+            if off >= seg_len {
+                seg += 1;
+                off = SEGMENT_HEADER_LEN as u64;
+                frame_end = off;
+                if seg as usize >= files.len() {
                     break;
                 }
-                let (view, len) = format::decode_record(&buf[at..]).map_err(|reason| ReadError::Corrupt {
-                    segment: seg,
-                    offset: off + at as u64,
-                    reason,
-                })?;
-                if view.meta.position >= from {
-                    out.push(view.to_recorded());
-                }
-                at += len;
+                continue;
             }
-            off += at as u64;
+            let mut fh = [0u8; FRAME_HEADER_LEN];
+            files[seg as usize].read_exact_at(&mut fh, off)?;
+            let header = format::decode_frame_header(&fh).map_err(|reason| ReadError::Corrupt {
+                segment: seg,
+                offset: off,
+                reason,
+            })?;
+            off += FRAME_HEADER_LEN as u64;
+            frame_end = off + u64::from(header.body_len);
+            continue;
         }
-        Ok(out)
+        let chunk = ((frame_end - off) as usize).min(READ_CHUNK_BYTES);
+        buf.resize(chunk, 0);
+        files[seg as usize].read_exact_at(&mut buf, off)?;
+        let mut at = 0;
+        while at < buf.len() && out.len() < want {
+            let need = format::RECORD_PREFIX_LEN
+                + if buf.len() - at >= 4 { format::le_u32(&buf[at..]) as usize } else { usize::MAX / 2 };
+            if buf.len() - at < need {
+                if at == 0 {
+                    // One record larger than the chunk: read exactly it.
+                    buf.resize(need.min((frame_end - off) as usize), 0);
+                    files[seg as usize].read_exact_at(&mut buf, off)?;
+                    continue;
+                }
+                break;
+            }
+            let (view, len) = format::decode_record(&buf[at..]).map_err(|reason| ReadError::Corrupt {
+                segment: seg,
+                offset: off + at as u64,
+                reason,
+            })?;
+            if view.meta.position >= from {
+                out.push(view.to_recorded());
+            }
+            at += len;
+        }
+        off += at as u64;
     }
+    Ok(out)
 }
 
 fn poisoned() -> ReadError {
@@ -1209,6 +1215,11 @@ impl EventStore for EmbeddedStore {
 
     async fn read_all(&self, from: u64, max: usize) -> Result<Vec<RecordedEvent>, ReadError> {
         self.read_all_sync(from, max)
+    }
+
+    fn blocking_reader(&self) -> Option<super::BlockingReader> {
+        let shared = self.shared.clone();
+        Some(Box::new(move |from, max| read_all_shared(&shared, from, max)))
     }
 
     async fn event_by_id(&self, id: Uuid) -> Result<Option<RecordedEvent>, ReadError> {

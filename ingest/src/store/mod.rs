@@ -200,7 +200,17 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Resolves once an event at `position` exists (`head() > position`).
     fn wait_for(&self, position: u64) -> impl Future<Output = ()> + Send;
+
+    /// A reader of the global order for another thread (a replay reads and decodes the log
+    /// on its own thread while the books are kept on the caller's), when the backend can
+    /// read without the async runtime. `None` by default: callers then use [`EventStore::read_all`].
+    fn blocking_reader(&self) -> Option<BlockingReader> {
+        None
+    }
 }
+
+/// Reads up to `max` events from a global position, like [`EventStore::read_all`], blocking.
+pub type BlockingReader = Box<dyn FnMut(u64, usize) -> Result<Vec<RecordedEvent>, ReadError> + Send>;
 
 /// A catch-up subscription: the history from a position, then live events as they commit,
 /// each exactly once and in order.
