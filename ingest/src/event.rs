@@ -306,19 +306,20 @@ pub struct TerminalBatchClosed {
     pub at: DateTime<FixedOffset>,
 }
 
-/// What a merchant is paid for one settlement date (T+1: the sales of the day before; D0: of
-/// the day itself), booked as a payout from the settlement bank account.
+/// What a merchant is paid for one settlement date (T+1: the business of the day before; D0:
+/// of the day itself, plus whatever earlier settlements left unpaid, such as a refund that
+/// arrived after its day was settled), booked as a payout from the settlement bank account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MerchantSettled {
     /// Merchant.
     pub merchant_id: String,
     /// The date the merchant is paid for.
     pub settlement_date: NaiveDate,
-    /// The business date whose payments it covers.
+    /// The last business date it covers (every earlier one is covered too).
     pub business_date: NaiveDate,
-    /// Sales of that day, less those voided or reversed.
+    /// Sales of the days covered not paid before, less those voided or reversed.
     pub gross: Decimal,
-    /// Refunds made that day.
+    /// Refunds of those days not paid before.
     pub refunds: Decimal,
     /// The merchant's fees on those sales, less what the refunds gave back.
     pub fees: Decimal,

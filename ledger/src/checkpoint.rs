@@ -22,6 +22,7 @@
 //!   refunds: count u64, then (payment u32, amount, fee), in payment order
 //!   days: count u64, then (merchant u32, date i32, currency, gross, refunds, fees), sorted
 //!   settled: count u64, then (merchant u32, date i32, currency), sorted
+//!   paid: count u64, then (merchant u32, currency, through i32, gross, refunds, fees), sorted
 //! ```
 //!
 //! Strings are a u32 length and UTF-8 bytes; a currency is its code as a string; a Decimal is
@@ -45,7 +46,7 @@ use rust_decimal::Decimal;
 use crate::chunked::ID_CHUNK_BYTES;
 use crate::entry::Account;
 use crate::history::{Block, History};
-use crate::projection::{Balances, DayTotals, MerchantBook, PaymentBook, Projection, Refunded};
+use crate::projection::{Balances, DayTotals, MerchantBook, Paid, PaymentBook, Projection, Refunded};
 use crate::timeline::Timeline;
 
 const MAGIC: &[u8; 8] = b"PLLEDGR1";
@@ -294,6 +295,17 @@ fn write_body(out: &mut impl Write, books: &Projection, anchor: &[u8; 32]) -> io
         out.write_all(&days_of(*date))?;
         put_str(out, currency.code())?;
     }
+    let mut paid: Vec<_> = books.paid.iter().collect();
+    paid.sort_by_key(|(k, _)| **k);
+    out.write_all(&(paid.len() as u64).to_le_bytes())?;
+    for ((m, currency), p) in paid {
+        out.write_all(&m.to_le_bytes())?;
+        put_str(out, currency.code())?;
+        out.write_all(&days_of(p.through))?;
+        for v in [p.totals.gross, p.totals.refunds, p.totals.fees] {
+            put_dec(out, v)?;
+        }
+    }
     Ok(())
 }
 
@@ -478,6 +490,16 @@ fn read_body(input: &mut impl Read, len: u64) -> io::Result<(Projection, [u8; 32
             return Err(bad("a settlement points outside the merchants"));
         }
         books.settled.insert(key);
+    }
+    let n = r.u64()?;
+    for _ in 0..n {
+        let key = (r.u32()?, r.currency()?);
+        if u64::from(key.0) >= merchants {
+            return Err(bad("a payout points outside the merchants"));
+        }
+        let through = r.date()?;
+        let totals = DayTotals { gross: r.dec()?, refunds: r.dec()?, fees: r.dec()? };
+        books.paid.insert(key, Paid { through, totals });
     }
     let mut rest = [0u8; 1];
     if r.input.read(&mut rest)? != 0 {

@@ -188,6 +188,15 @@ pub(crate) struct DayTotals {
     pub(crate) fees: Decimal,
 }
 
+/// What a merchant's settlements paid so far in one currency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Paid {
+    /// The last business date covered.
+    pub(crate) through: NaiveDate,
+    /// Sums of the settlements' gross, refunds and fees.
+    pub(crate) totals: DayTotals,
+}
+
 /// The double-entry projection of the event log.
 ///
 /// After an error the projection is broken for good: every later call returns that error
@@ -206,6 +215,9 @@ pub struct Projection {
     pub(crate) days: FastMap<(u32, NaiveDate, Currency), DayTotals>,
     /// Merchant, settlement date and currency of every settlement booked.
     pub(crate) settled: FastSet<(u32, NaiveDate, Currency)>,
+    /// Per merchant and currency: what its settlements paid so far and the last business
+    /// date they covered.
+    pub(crate) paid: FastMap<(u32, Currency), Paid>,
     /// Balance slots of each channel's clearing and fee income accounts (a cache).
     channel_slots: Vec<(Channel, Currency, u32, u32)>,
     pub(crate) balances: Balances,
@@ -479,6 +491,14 @@ impl Projection {
                 if !self.settled.insert((m, s.settlement_date, s.currency)) {
                     return Err(invariant(format!("{} settled twice for {}", s.merchant_id, s.settlement_date)));
                 }
+                let paid = self
+                    .paid
+                    .entry((m, s.currency))
+                    .or_insert(Paid { through: s.business_date, totals: DayTotals::default() });
+                paid.through = paid.through.max(s.business_date);
+                paid.totals.gross += s.gross;
+                paid.totals.refunds += s.refunds;
+                paid.totals.fees += s.fees;
                 let payable = self.payable_slot(m, s.currency);
                 let bank = self.balances.slot(&Account::bank(), s.currency);
                 Ok(Some(Lines::new(s.currency, &[(payable, s.net), (bank, -s.net)])))
@@ -597,32 +617,57 @@ impl Projection {
         )
     }
 
-    /// The settlements due on `settlement_date` and not booked yet, one per merchant and
-    /// currency with business on the day it covers (T+1: the day before; D0: the day), in
-    /// merchant order.
+    /// The settlements due on `settlement_date` and not booked yet, in merchant order: per
+    /// merchant and currency, everything of the business days up to the one the date covers
+    /// (T+1: the day before; D0: the day) that earlier settlements did not pay — that day's
+    /// business, and any event that arrived after its own day was settled (a late refund, a
+    /// void of a settled sale). A merchant with no business that day and nothing left over is
+    /// not due; nor is one with a settlement covering that day or a later one already (what is
+    /// left over then waits for its next settlement).
     pub fn settlements_due(&self, settlement_date: NaiveDate) -> Vec<MerchantSettled> {
-        let mut due = Vec::new();
+        // Per merchant and currency: the sums of its days up to the day covered, and whether
+        // it had business on that day.
+        let mut sums: FastMap<(u32, Currency), (NaiveDate, DayTotals, bool)> = FastMap::default();
         for (&(m, day, currency), totals) in &self.days {
-            let book = &self.merchants[m as usize];
-            let business_date = match book.cycle.unwrap_or(SettlementCycle::T1) {
+            let business_date = match self.merchants[m as usize].cycle.unwrap_or(SettlementCycle::T1) {
                 SettlementCycle::T1 => settlement_date.pred_opt(),
                 SettlementCycle::D0 => Some(settlement_date),
             };
-            if Some(day) != business_date || self.settled.contains(&(m, settlement_date, currency)) {
+            let Some(business_date) = business_date.filter(|b| day <= *b) else { continue };
+            let entry = sums.entry((m, currency)).or_insert((business_date, DayTotals::default(), false));
+            entry.1.gross += totals.gross;
+            entry.1.refunds += totals.refunds;
+            entry.1.fees += totals.fees;
+            entry.2 |= day == business_date;
+        }
+        let mut due = Vec::new();
+        for ((m, currency), (business_date, sum, business_that_day)) in sums {
+            if self.settled.contains(&(m, settlement_date, currency)) {
                 continue;
             }
+            let paid = self.paid.get(&(m, currency));
+            if paid.is_some_and(|p| p.through >= business_date) {
+                continue;
+            }
+            let paid = paid.map(|p| p.totals).unwrap_or_default();
             let scaled = |mut v: Decimal| {
                 v.rescale(currency.scale());
                 v
             };
+            let (gross, refunds, fees) =
+                (scaled(sum.gross - paid.gross), scaled(sum.refunds - paid.refunds), scaled(sum.fees - paid.fees));
+            let net = scaled(gross - refunds - fees);
+            if !business_that_day && gross.is_zero() && refunds.is_zero() && fees.is_zero() {
+                continue;
+            }
             due.push(MerchantSettled {
-                merchant_id: book.id.to_string(),
+                merchant_id: self.merchants[m as usize].id.to_string(),
                 settlement_date,
-                business_date: day,
-                gross: scaled(totals.gross),
-                refunds: scaled(totals.refunds),
-                fees: scaled(totals.fees),
-                net: scaled(totals.gross - totals.refunds - totals.fees),
+                business_date,
+                gross,
+                refunds,
+                fees,
+                net,
                 currency,
             });
         }

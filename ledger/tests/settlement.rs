@@ -78,3 +78,61 @@ async fn settling_a_day_pays_its_net_once() {
     let bank = after.balances().balance(&Account::bank(), Currency::Cny, u64::MAX);
     assert_eq!(-bank, expected.values().copied().sum::<Decimal>(), "the bank paid the sum of the nets");
 }
+
+/// A refund of a day-one sale, dated day one but recorded after day one was settled: the next
+/// settlement pays it back (it is not lost in a settled day), and the payable ends at zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_recorded_after_its_day_was_settled_is_settled_next() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store_fixture(dir.path(), &["2026-11-24"]).await;
+    let (day_two, day_three) =
+        (NaiveDate::from_ymd_opt(2026, 11, 25).expect("date"), NaiveDate::from_ymd_opt(2026, 11, 26).expect("date"));
+    let settle = |date: NaiveDate| {
+        let store = store.clone();
+        async move {
+            let books = ledger::replay(&*store, u64::MAX).await.expect("books");
+            let due = books.settlements_due(date);
+            for s in &due {
+                let event = Event::MerchantSettled(s.clone());
+                store
+                    .append(&event.stream(), ExpectedRevision::Any, vec![event.to_event_data()])
+                    .await
+                    .expect("append");
+            }
+            due
+        }
+    };
+    assert!(!settle(day_two).await.is_empty());
+    // The late refund: half of the first WeChat sale of M000006 on day one (15.14 at 0.38 %:
+    // fee 0.06; half the amount gives back half the fee, 0.03).
+    let sale = "M000006-20261124-000042";
+    let refund = Event::PaymentRefunded(ingest::event::PaymentAdjustment {
+        txn_id: format!("{sale}-late"),
+        original_txn_id: sale.into(),
+        merchant_id: "M000006".into(),
+        terminal_id: "T0000601".into(),
+        batch_no: "739944".into(),
+        stan: "000999".into(),
+        channel: ingest::event::Channel::Wechat,
+        amount: Decimal::new(757, 2),
+        currency: Currency::Cny,
+        at: chrono::DateTime::parse_from_rfc3339("2026-11-24T23:00:00+08:00").expect("time"),
+    });
+    store.append(&refund.stream(), ExpectedRevision::Any, vec![refund.to_event_data()]).await.expect("append");
+    let books = ledger::replay(&*store, u64::MAX).await.expect("books");
+    let payable = books.balances().balance(&Account::payable("M000006"), Currency::Cny, u64::MAX);
+    assert_eq!(payable, Decimal::new(757 - 3, 2), "the merchant owes the refund less the fee given back");
+    // Settling day one again is still nothing; the next date carries the late refund.
+    assert!(books.settlements_due(day_two).is_empty());
+    let next = settle(day_three).await;
+    let m6 = next.iter().find(|s| s.merchant_id == "M000006").expect("M000006 is due its late refund");
+    assert_eq!(
+        (m6.business_date, m6.gross, m6.refunds, m6.fees),
+        (day_two, Decimal::ZERO, Decimal::new(757, 2), Decimal::new(-3, 2))
+    );
+    assert_eq!(m6.net, Decimal::new(-754, 2), "negative: the merchant pays it back");
+    assert!(next.iter().all(|s| s.merchant_id == "M000006"), "nobody else had anything left: {next:?}");
+    let after = ledger::replay(&*store, u64::MAX).await.expect("books");
+    assert_eq!(after.balances().balance(&Account::payable("M000006"), Currency::Cny, u64::MAX), Decimal::ZERO);
+    assert!(after.settlements_due(day_three).is_empty());
+}
