@@ -174,6 +174,8 @@ struct Checkpoint {
 /// Decides and stores records against one store.
 pub struct Ingestor<S: EventStore> {
     store: Arc<S>,
+    /// Merchants the books still owe (or that owe): a close is refused for them.
+    owed: Option<std::collections::HashSet<String>>,
     registry: Registry,
     position: u64,
     tentative: Tentative,
@@ -190,8 +192,14 @@ impl<S: EventStore> Ingestor<S> {
     /// A write model over `store`, caught up from `checkpoint` if that file holds a checkpoint
     /// of this log, else from position 0.
     pub async fn open(store: Arc<S>, checkpoint: Option<&Path>) -> Result<Self, IngestError> {
-        let mut ingestor =
-            Ingestor { store, registry: Registry::default(), position: 0, tentative: Tentative::default(), seq: 0 };
+        let mut ingestor = Ingestor {
+            store,
+            owed: None,
+            registry: Registry::default(),
+            position: 0,
+            tentative: Tentative::default(),
+            seq: 0,
+        };
         if let Some(path) = checkpoint
             && let Ok(bytes) = std::fs::read(path)
             && let Ok(cp) = serde_json::from_slice::<Checkpoint>(&bytes)
@@ -232,6 +240,33 @@ impl<S: EventStore> Ingestor<S> {
             f.sync_all().map_err(err)?;
         }
         std::fs::rename(&tmp, path).map_err(err)
+    }
+
+    /// Tells the write model which merchants have a payable that is not zero (from the books):
+    /// closing one of them is refused (`merchant_payable_not_zero`). Without it, closes are
+    /// refused for every merchant (`merchant_payable_unknown`): the write model cannot know.
+    pub fn set_owed_merchants(&mut self, owed: std::collections::HashSet<String>) {
+        self.owed = Some(owed);
+    }
+
+    /// A merchant may close only with a zero payable (design: `MerchantClosed` only with zero
+    /// payable); the payables come from the books through [`Ingestor::set_owed_merchants`].
+    fn decide_close(&self, event: &Event) -> Result<(), crate::writemodel::Rejection> {
+        let Event::MerchantClosed(e) = event else { return Ok(()) };
+        match &self.owed {
+            None => Err(crate::writemodel::Rejection {
+                code: "merchant_payable_unknown",
+                message: format!("merchant {} cannot be closed here: its payable is not known", e.merchant_id),
+            }),
+            Some(owed) if owed.contains(&e.merchant_id) => Err(crate::writemodel::Rejection {
+                code: "merchant_payable_not_zero",
+                message: format!(
+                    "merchant {} still has a payable that is not zero; settle it before closing",
+                    e.merchant_id
+                ),
+            }),
+            Some(_) => Ok(()),
+        }
     }
 
     /// The registry as of [`Ingestor::position`].
@@ -452,7 +487,10 @@ impl<S: EventStore> Ingestor<S> {
             let decided = if p.is_feed {
                 self.decide_feed(&event, new_sale).await?
             } else {
-                View::new(&self.registry, &self.tentative.overlay).decide_admin(&event).map(|()| ExpectedRevision::Any)
+                View::new(&self.registry, &self.tentative.overlay)
+                    .decide_admin(&event)
+                    .and_then(|()| self.decide_close(&event))
+                    .map(|()| ExpectedRevision::Any)
             };
             match decided {
                 Ok(expected) => expected,

@@ -251,6 +251,25 @@ async fn onboarding_follows_its_order() {
     assert_eq!(codes(&w.outcomes(&[sale("A", "T1", "000001", "1.00")]).await), vec!["terminal_not_active"]);
 }
 
+/// A merchant closes only with a zero payable, which the books tell the write model; without
+/// the books' word no close is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merchant_closes_only_with_a_zero_payable() {
+    let mut w = World::new().await;
+    let unbind = r#"{"kind":"terminal_unbound","terminal_id":"T1","at":"2026-11-10T09:00:00+08:00"}
+{"kind":"terminal_unbound","terminal_id":"T2","at":"2026-11-10T09:00:00+08:00"}"#;
+    assert_eq!(w.run(InputKind::Admin, unbind).await.accepted, 2);
+    let close = r#"{"kind":"merchant_closed","merchant_id":"M1","at":"2026-11-12T09:00:00+08:00"}"#;
+    let code = |s: &ingest::pipeline::IngestSummary| s.first_rejections.first().map(|r| r.code.clone());
+    let s = w.run(InputKind::Admin, close).await;
+    assert_eq!(code(&s).as_deref(), Some("merchant_payable_unknown"));
+    w.ingestor.set_owed_merchants(["M1".to_owned()].into());
+    let s = w.run(InputKind::Admin, close).await;
+    assert_eq!(code(&s).as_deref(), Some("merchant_payable_not_zero"));
+    w.ingestor.set_owed_merchants(["M2".to_owned()].into());
+    assert_eq!(w.run(InputKind::Admin, close).await.accepted, 1);
+}
+
 /// The fixture day: everything is accepted, and a second run stores nothing again; the
 /// registry survives a restart through its checkpoint and equals a rebuild from the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

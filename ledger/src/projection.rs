@@ -680,6 +680,19 @@ impl Projection {
         self.merchant_index.get(merchant).is_some_and(|&m| self.settled.contains(&(m, settlement_date, currency)))
     }
 
+    /// Merchants whose payable is not zero in some currency (they may not close).
+    pub fn merchants_with_payable(&self) -> std::collections::HashSet<String> {
+        self.merchants
+            .iter()
+            .filter(|m| {
+                self.balances.slots.get(&m.payable).is_some_and(|slots| {
+                    slots.iter().any(|(_, i)| !self.balances.accounts[*i as usize].2.current().is_zero())
+                })
+            })
+            .map(|m| m.id.to_string())
+            .collect()
+    }
+
     /// Checks the books: every currency's balances sum to zero (the trial balance balances).
     pub fn check_trial_balance(&self) -> Result<(), LedgerError> {
         let mut sums: BTreeMap<Currency, Decimal> = BTreeMap::new();

@@ -57,6 +57,19 @@ fn the_fixture_day_through_the_cli() {
         "{table}"
     );
 
+    // A merchant the books still owe cannot close (its terminals unbound first).
+    let close = ["T0000800", "T0000801", "T0000802"]
+        .iter()
+        .map(|t| format!(r#"{{"kind":"terminal_unbound","terminal_id":"{t}","at":"2026-11-26T09:00:00+08:00"}}"#))
+        .chain([r#"{"kind":"merchant_closed","merchant_id":"M000008","at":"2026-11-26T10:00:00+08:00"}"#.to_owned()])
+        .collect::<Vec<_>>()
+        .join("\n");
+    let out = posledger(data, &["merchants", "import", "-", "--format", "json"], Some(&close));
+    assert_eq!(out.status.code(), Some(1));
+    let summary = json(&out);
+    assert_eq!((summary["accepted"].clone(), summary["rejected"].clone()), (3.into(), 1.into()));
+    assert_eq!(summary["first_rejections"][0]["code"], "merchant_payable_not_zero");
+
     // The books: the trial balance sums to zero, one account's balance agrees with it, and
     // an earlier position gives an earlier balance.
     let tb = json(&posledger(data, &["trial-balance", "--format", "json"], None));
@@ -137,14 +150,14 @@ fn the_fixture_day_through_the_cli() {
     let verify = posledger(data, &["verify", "--format", "json"], None);
     assert_eq!(verify.status.code(), Some(0));
     let report = json(&verify);
-    assert_eq!(report["events"], 62 + 429 + 444 + 8, "the feeds and eight settlements");
+    assert_eq!(report["events"], 62 + 429 + 444 + 3 + 8, "the feeds, three unbindings and eight settlements");
     assert_eq!(report["head_hash"].as_str().map(str::len), Some(64));
     let checkpoint = &report["books"]["checkpoint"];
     assert_eq!(
         (checkpoint["matches_rebuild"].clone(), checkpoint["resumed_matches_rebuild"].clone()),
         (true.into(), true.into())
     );
-    assert_eq!(report["books"]["digest"], digest(&(62 + 429 + 444 + 8).to_string()));
+    assert_eq!(report["books"]["digest"], digest(&(62 + 429 + 444 + 3 + 8).to_string()));
 
     // A damaged ledger checkpoint: the books are rebuilt from the log (with a warning) and
     // give the same answer; verify says what is wrong and exits 1.
