@@ -108,9 +108,10 @@ enum Command {
         /// ledger (ledger-cli, hledger) or beancount.
         #[arg(long, value_enum, default_value_t = JournalKind::Ledger)]
         format: JournalKind,
-        /// Only the events before this global position.
+        /// Only the events before this global position, or the entries of events that happened
+        /// at or before this RFC 3339 business time.
         #[arg(long)]
-        until: Option<u64>,
+        until: Option<String>,
     },
     /// Check every checksum and the hash chain of the whole event log, then rebuild the books
     /// from position 0 (checking every invariant) and compare them with the ledger checkpoint.
@@ -206,7 +207,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::History { account, currency, from, limit, format } => {
             history(&cli.data_dir, &account, currency, from, limit, format)
         }
-        Command::Journal { format, until } => journal(&cli.data_dir, format, until),
+        Command::Journal { format, until } => journal(&cli.data_dir, format, until.as_deref()),
         Command::Replay { until, format } => replay(&cli.data_dir, &until, format),
         Command::Settle { date, format } => settle(&cli.data_dir, date, format),
         Command::Bench { names, list, scale, repeat, work_dir } => {
@@ -628,7 +629,8 @@ fn replay(data_dir: &Path, until: &str, format: ReportFormat) -> Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-fn journal(data_dir: &Path, kind: JournalKind, until: Option<u64>) -> Result<ExitCode> {
+fn journal(data_dir: &Path, kind: JournalKind, until: Option<&str>) -> Result<ExitCode> {
+    let until = until.map(|u| parse_as_of(u, "--until")).transpose()?;
     let format = match kind {
         JournalKind::Ledger => ledger::journal::JournalFormat::Ledger,
         JournalKind::Beancount => ledger::journal::JournalFormat::Beancount,
@@ -637,7 +639,13 @@ fn journal(data_dir: &Path, kind: JournalKind, until: Option<u64>) -> Result<Exi
     rt.block_on(async {
         let store = open_store(data_dir)?;
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-        let written = ledger::journal::write_journal(&store, until.unwrap_or(u64::MAX), format, &mut out).await;
+        let written = match until {
+            Some(AsOf::Time(t)) => {
+                ledger::journal::write_journal_to_time(&store, t.timestamp_micros(), format, &mut out).await
+            }
+            Some(AsOf::Position(p)) => ledger::journal::write_journal(&store, p, format, &mut out).await,
+            None => ledger::journal::write_journal(&store, u64::MAX, format, &mut out).await,
+        };
         match written.map_err(anyhow::Error::from).and_then(|_| Ok(out.flush()?)) {
             // A reader that stopped early (`| head`) is not an error.
             Err(e)

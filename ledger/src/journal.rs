@@ -31,7 +31,7 @@ pub enum JournalError {
 }
 
 /// The account's name for beancount: capitalised components of letters, digits and dashes.
-fn beancount_account(account: &Account) -> String {
+pub fn beancount_account(account: &Account) -> String {
     account
         .path()
         .split(':')
@@ -59,6 +59,28 @@ pub async fn write_journal<S: EventStore>(
     let mut books = Projection::default();
     crate::catch_up_with(store, &mut books, until, |event, entry| -> Result<(), JournalError> {
         Ok(writer.write(out, event, entry)?)
+    })
+    .await?;
+    books.check().map_err(ReplayError::from)?;
+    Ok(books)
+}
+
+/// Like [`write_journal`] over the whole log, writing only the entries of events that
+/// happened at or before business time `t` (µs since the epoch): the journal of the books as
+/// of that time (see [`Projection::balance_at_time`]).
+pub async fn write_journal_to_time<S: EventStore>(
+    store: &S,
+    t: i64,
+    format: JournalFormat,
+    out: &mut impl Write,
+) -> Result<Projection, JournalError> {
+    let mut writer = JournalWriter::new(format);
+    let mut books = Projection::default();
+    crate::catch_up_with(store, &mut books, u64::MAX, |event, entry| -> Result<(), JournalError> {
+        if event.occurred_at().timestamp_micros() <= t {
+            writer.write(out, event, entry)?;
+        }
+        Ok(())
     })
     .await?;
     books.check().map_err(ReplayError::from)?;
