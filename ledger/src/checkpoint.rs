@@ -13,7 +13,8 @@
 //!   timeline: count u64, then one i64 (µs since the epoch) per position
 //!   accounts: count u32, then per account: path, currency, history
 //!     (points u64, last_position u64, current, blocks: count u64 then per block
-//!      first u64, before, start u64, count u32; bytes: length u64 then the bytes)
+//!      first u64, before, start u64, count u32; bytes: length u64 then the bytes;
+//!      late postings: count u64 then (position u64, amount) each)
 //!   merchants: count u32, then per merchant: id, closed u8, cycle u8 (0 none, 1 T1, 2 D0),
 //!     fee terms as JSON (`null` before a contract)
 //!   payment ids: chunk count u64, then per chunk its length u64 and bytes
@@ -233,6 +234,11 @@ fn write_body(out: &mut impl Write, books: &Projection, anchor: &[u8; 32]) -> io
         }
         out.write_all(&(h.bytes.len() as u64).to_le_bytes())?;
         out.write_all(&h.bytes)?;
+        out.write_all(&(h.late.len() as u64).to_le_bytes())?;
+        for (position, amount) in &h.late {
+            out.write_all(&position.to_le_bytes())?;
+            put_dec(out, *amount)?;
+        }
     }
     out.write_all(&(books.merchants.len() as u32).to_le_bytes())?;
     for m in &books.merchants {
@@ -407,6 +413,15 @@ fn read_body(input: &mut impl Read, len: u64) -> io::Result<(Projection, [u8; 32
         }
         let len = r.u64()?;
         h.bytes = r.vec(len)?;
+        let late = r.u64()?;
+        h.late.reserve(r.fits(late, 24)?);
+        for _ in 0..late {
+            let (position, amount) = (r.u64()?, r.dec()?);
+            if !books.timeline.is_late(position) || h.late.last().is_some_and(|(p, _)| *p > position) {
+                return Err(bad("a late posting is not of a late event, or out of order"));
+            }
+            h.late.push((position, amount));
+        }
         accounts.push((account, currency, h));
     }
     books.balances = Balances::from_accounts(accounts);

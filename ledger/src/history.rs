@@ -41,6 +41,9 @@ pub struct History {
     pub(crate) last_position: u64,
     pub(crate) current: Decimal,
     pub(crate) points: u64,
+    /// The postings of late events (see [`crate::timeline`]), again, in position order: an
+    /// as-of-time query finds them here instead of in a long window.
+    pub(crate) late: Vec<(u64, Decimal)>,
 }
 
 /// One posting as the history holds it.
@@ -80,6 +83,23 @@ impl History {
         self.points += 1;
     }
 
+    /// Records that the posting just pushed belongs to a late event.
+    pub(crate) fn mark_late(&mut self, position: u64, amount: Decimal) {
+        self.late.push((position, amount));
+    }
+
+    /// The late postings at or after position `from` that `counts` keeps.
+    pub(crate) fn late_from(&self, from: u64, counts: impl Fn(u64) -> bool) -> Decimal {
+        let i = self.late.partition_point(|(p, _)| *p < from);
+        self.late[i..].iter().filter(|(p, _)| counts(*p)).map(|(_, a)| *a).sum()
+    }
+
+    /// Whether a late posting at or after `from` counts.
+    pub(crate) fn any_late_from(&self, from: u64, counts: impl Fn(u64) -> bool) -> bool {
+        let i = self.late.partition_point(|(p, _)| *p < from);
+        self.late[i..].iter().any(|(p, _)| counts(*p))
+    }
+
     /// The balance now.
     pub fn current(&self) -> Decimal {
         self.current
@@ -92,7 +112,9 @@ impl History {
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        self.blocks.capacity() * std::mem::size_of::<Block>() + self.bytes.capacity()
+        self.blocks.capacity() * std::mem::size_of::<Block>()
+            + self.bytes.capacity()
+            + self.late.capacity() * std::mem::size_of::<(u64, Decimal)>()
     }
 
     /// Whether nothing was ever posted.

@@ -131,8 +131,12 @@ impl Balances {
         Balances { slots, accounts }
     }
 
-    fn post(&mut self, slot: u32, position: u64, amount: Decimal) {
-        self.accounts[slot as usize].2.push(position, amount);
+    fn post(&mut self, slot: u32, position: u64, amount: Decimal, late: bool) {
+        let history = &mut self.accounts[slot as usize].2;
+        history.push(position, amount);
+        if late {
+            history.mark_late(position, amount);
+        }
     }
 
     /// The history of `account` in `currency`, if it was ever posted to.
@@ -311,17 +315,23 @@ impl Projection {
         if position != self.next_position {
             return Err(LedgerError::OutOfOrder { expected: self.next_position, got: position });
         }
-        let booked = self.book(position, event, want);
+        let late = self.timeline.push(event.occurred_at().timestamp_micros());
+        let booked = self.book(position, event, want, late);
         if let Err(e) = &booked {
             self.broken = Some(e.clone());
         }
-        self.timeline.push(event.occurred_at().timestamp_micros());
         self.next_position += 1;
         booked
     }
 
     /// Books the event's lines after checking them (the checks of [`BalancedEntry::new`]).
-    fn book(&mut self, position: u64, event: &Event, want: bool) -> Result<Option<BalancedEntry>, LedgerError> {
+    fn book(
+        &mut self,
+        position: u64,
+        event: &Event,
+        want: bool,
+        late: bool,
+    ) -> Result<Option<BalancedEntry>, LedgerError> {
         let Some(lines) = self.entry_for(position, event)? else {
             return Ok(None);
         };
@@ -348,7 +358,7 @@ impl Projection {
             None
         };
         for &(slot, amount) in lines.items() {
-            self.balances.post(slot, position, amount);
+            self.balances.post(slot, position, amount, late);
         }
         self.entries += 1;
         self.postings += lines.len as u64;
@@ -368,17 +378,21 @@ impl Projection {
     pub fn balance_at_time(&self, account: &Account, currency: Currency, t: i64) -> Decimal {
         let Some(h) = self.balances.history(account, currency) else { return Decimal::ZERO };
         let (from, to) = self.timeline.window(t);
-        h.before_window(from, to, |p| self.timeline.time(p).is_some_and(|at| at <= t))
+        let counts = |p: u64| self.timeline.time(p).is_some_and(|at| at <= t);
+        h.before_window(from, to, counts) + h.late_from(to, counts)
     }
 
     /// Every account's balance as of business time `t` (see [`Projection::balance_at_time`]).
     pub fn trial_balance_at_time(&self, t: i64) -> Vec<(Account, Currency, Decimal)> {
         let (from, to) = self.timeline.window(t);
         let counts = |p: u64| self.timeline.time(p).is_some_and(|at| at <= t);
-        // An account counts when one of its postings does: its first one is early enough.
+        // An account is listed when one of its postings counts.
         self.balances.rows(
-            |h| h.points_from(0).take_while(|pt| pt.position < to).any(|pt| pt.position < from || counts(pt.position)),
-            |h| h.before_window(from, to, counts),
+            |h| {
+                h.points_from(0).take_while(|pt| pt.position < to).any(|pt| pt.position < from || counts(pt.position))
+                    || h.any_late_from(to, counts)
+            },
+            |h| h.before_window(from, to, counts) + h.late_from(to, counts),
         )
     }
 

@@ -8,16 +8,29 @@
 //! maximum of times passes `t`; `to` is one past the last event at or before `t`. Both are
 //! found through per-block summaries ([`TIME_BLOCK`] events a block), so a query costs a
 //! binary search, a scan of the block summaries from the end, and the window itself.
+//!
+//! An event recorded more than [`LATE_AFTER_US`] after a later-dated one (a terminal that was
+//! offline, a feed that came a day late) is *late*: it is left out of the summaries, so it does
+//! not stretch the window back to its own time; instead each account keeps its late postings
+//! aside ([`crate::history::History`]) and an as-of query adds those at or after `to` that
+//! happened by `t`. The window then spans at most the events recorded within
+//! [`LATE_AFTER_US`] of each other's times, plus what a clock running ahead adds.
 
 /// Events per block of the timeline's summaries.
 pub const TIME_BLOCK: usize = 1024;
+
+/// How far (µs) an event may be dated before the latest time already recorded and still count
+/// as in order (clocks of terminals differ by seconds); anything earlier is late.
+pub const LATE_AFTER_US: i64 = 60_000_000;
 
 /// Event times (microseconds since the Unix epoch, UTC) by position.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Timeline {
     times: Vec<i64>,
-    /// Per block: the earliest time in it.
+    /// Per block: the earliest time of its events that are not late (`i64::MAX`: none).
     block_min: Vec<i64>,
+    /// One bit per position: the event is late.
+    late: Vec<u64>,
     /// Per block: the latest time up to its end (a running maximum, so never decreasing).
     prefix_max: Vec<i64>,
 }
@@ -37,17 +50,32 @@ impl Timeline {
         self.times.reserve(n.min(1 << 27) as usize);
     }
 
-    /// Records the time of the next position.
-    pub(crate) fn push(&mut self, time: i64) {
-        if self.times.len().is_multiple_of(TIME_BLOCK) {
+    /// Records the time of the next position; returns whether that event is late.
+    pub(crate) fn push(&mut self, time: i64) -> bool {
+        let position = self.times.len();
+        let late = self.prefix_max.last().is_some_and(|max| time < max.saturating_sub(LATE_AFTER_US));
+        let counted = if late { i64::MAX } else { time };
+        if position.is_multiple_of(TIME_BLOCK) {
             let max = self.prefix_max.last().map_or(time, |m| (*m).max(time));
-            self.block_min.push(time);
+            self.block_min.push(counted);
             self.prefix_max.push(max);
         } else if let (Some(min), Some(max)) = (self.block_min.last_mut(), self.prefix_max.last_mut()) {
-            *min = (*min).min(time);
+            *min = (*min).min(counted);
             *max = (*max).max(time);
         }
+        if position.is_multiple_of(64) {
+            self.late.push(0);
+        }
+        if late && let Some(word) = self.late.last_mut() {
+            *word |= 1 << (position % 64);
+        }
         self.times.push(time);
+        late
+    }
+
+    /// Whether the event at `position` is late (see the module doc).
+    pub fn is_late(&self, position: u64) -> bool {
+        self.late.get((position / 64) as usize).is_some_and(|w| w & (1 << (position % 64)) != 0)
     }
 
     /// Positions recorded.
@@ -57,7 +85,7 @@ impl Timeline {
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        (self.times.capacity() + self.block_min.capacity() + self.prefix_max.capacity()) * 8
+        (self.times.capacity() + self.block_min.capacity() + self.prefix_max.capacity() + self.late.capacity()) * 8
     }
 
     /// Whether no position was recorded.
@@ -75,8 +103,8 @@ impl Timeline {
         self.times.get(position as usize).copied()
     }
 
-    /// `(from, to)`: every event before `from` happened at or before `t`, every event from
-    /// `to` on after it.
+    /// `(from, to)`: every event before `from` happened at or before `t`; every event from
+    /// `to` on that is not late happened after it.
     pub fn window(&self, t: i64) -> (u64, u64) {
         // from: the first position whose running maximum passes t.
         let b = self.prefix_max.partition_point(|m| *m <= t);
@@ -93,13 +121,13 @@ impl Timeline {
                 })
                 .unwrap_or(end)
         };
-        // to: one past the last event at or before t.
+        // to: one past the last event at or before t that is not late.
         let to = match self.block_min.iter().rposition(|m| *m <= t) {
             None => 0,
             Some(b) => {
                 let start = b * TIME_BLOCK;
                 let end = (start + TIME_BLOCK).min(self.times.len());
-                (start..end).rev().find(|&p| self.times[p] <= t).map_or(start, |p| p + 1)
+                (start..end).rev().find(|&p| self.times[p] <= t && !self.is_late(p as u64)).map_or(start, |p| p + 1)
             }
         };
         (from as u64, (to.max(from)) as u64)
@@ -124,13 +152,20 @@ mod tests {
             };
             times.push(t);
         }
+        // In seconds, so a late arrival is one more than a minute behind.
+        let times: Vec<i64> = times.into_iter().map(|t| t * 1_000_000).collect();
         let tl = Timeline::from_times(times.clone());
-        for t in (-400..5100).step_by(7) {
+        assert!(tl.is_late(3100) && tl.is_late(3009) && !tl.is_late(2999) && tl.is_late(97 * 5));
+        for t in (-400..5100).step_by(7).map(|t| t * 1_000_000) {
             let (from, to) = tl.window(t);
             assert!(from <= to);
             assert!(times[..from as usize].iter().all(|x| *x <= t), "before from at {t}");
-            assert!(times[to as usize..].iter().all(|x| *x > t), "from to on at {t}");
+            let after = times.iter().enumerate().skip(to as usize).filter(|(p, _)| !tl.is_late(*p as u64));
+            assert!(after.clone().all(|(_, x)| *x > t), "from to on at {t}");
         }
+        // The late batch does not stretch the window back to its own times.
+        let (from, to) = tl.window(1000 * 1_000_000);
+        assert!(to - from < 200, "{from}..{to}");
         assert_eq!(Timeline::default().window(5), (0, 0));
     }
 }
