@@ -969,6 +969,69 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Generated captures and refunds (any text, optional fields present or not, any
+        /// amount, time and offset): the direct reader gives exactly serde's event, or steps
+        /// aside; and decoding always gives back the event written.
+        #[test]
+        fn the_direct_reader_never_differs_from_serde(
+            texts in proptest::collection::vec("[a-zA-Z0-9 \"\\\\/\u{1}\u{7f}中文é-]{0,12}", 8),
+            optional in proptest::collection::vec(proptest::bool::ANY, 3),
+            mantissa in -10_000_000_000i64..10_000_000_000,
+            scale in 0u32..4,
+            secs in 946_684_800i64..4_102_444_800,
+            micros in 0u32..1_000_000,
+            offset_minutes in -14 * 60i32..14 * 60,
+            channel in 0usize..5,
+        ) {
+            // Offsets in whole minutes, as RFC 3339 text carries them.
+            let tz = chrono::FixedOffset::east_opt(offset_minutes * 60).expect("offset");
+            let at = DateTime::from_timestamp(secs, micros * 1000).map(|t| t.with_timezone(&tz)).expect("time");
+            let capture = PaymentCaptured {
+                txn_id: texts[0].clone(),
+                merchant_id: texts[1].clone(),
+                terminal_id: texts[2].clone(),
+                batch_no: texts[3].clone(),
+                stan: texts[4].clone(),
+                rrn: optional[0].then(|| texts[5].clone()),
+                channel: Channel::ALL[channel],
+                channel_txn_id: optional[1].then(|| texts[6].clone()),
+                amount: Decimal::new(mantissa, scale),
+                currency: Currency::Cny,
+                at,
+                payer: optional[2].then(|| texts[7].clone()),
+                mcc: texts[0].clone(),
+            };
+            let payload = Event::PaymentCaptured(capture.clone()).payload_json();
+            let by_serde: PaymentCaptured = serde_json::from_slice(&payload).expect("serde reads what we write");
+            if let Some(direct) = read_capture(&payload) {
+                proptest::prop_assert_eq!(&direct, &by_serde);
+            }
+            proptest::prop_assert_eq!(
+                Event::decode("PaymentCaptured", SCHEMA_VERSION, &payload).expect("decodes"),
+                Event::PaymentCaptured(capture.clone())
+            );
+            let refund = PaymentAdjustment {
+                txn_id: texts[7].clone(),
+                original_txn_id: texts[0].clone(),
+                merchant_id: texts[1].clone(),
+                terminal_id: texts[2].clone(),
+                batch_no: texts[3].clone(),
+                stan: texts[4].clone(),
+                channel: capture.channel,
+                amount: capture.amount,
+                currency: capture.currency,
+                at,
+            };
+            let payload = Event::PaymentRefunded(refund.clone()).payload_json();
+            let by_serde: PaymentAdjustment = serde_json::from_slice(&payload).expect("serde reads what we write");
+            if let Some(direct) = read_adjustment(&payload) {
+                proptest::prop_assert_eq!(&direct, &by_serde);
+            }
+            proptest::prop_assert_eq!(by_serde, refund);
+        }
+    }
+
     #[test]
     fn the_direct_payment_reader_equals_serde_or_steps_aside() {
         let mut with_all = sale();

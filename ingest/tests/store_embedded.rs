@@ -190,6 +190,18 @@ async fn reopening_uses_a_matching_index_snapshot_only() {
     {
         let store = EmbeddedStore::open_with(a.path(), small_segments()).expect("reopen");
         assert_eq!(store.open_report().from_snapshot, Some(50));
+    }
+    {
+        // A read-only open leaves the current snapshot alone (it is not rewritten on close)
+        // and the next open still starts from it and scans nothing.
+        let snapshot = a.path().join("index.snap");
+        let before = std::fs::metadata(&snapshot).and_then(|m| m.modified()).expect("snapshot");
+        let store = EmbeddedStore::open_with(a.path(), small_segments()).expect("reopen");
+        assert_eq!(store.open_report().from_snapshot, Some(50));
+        drop(store);
+        assert_eq!(std::fs::metadata(&snapshot).and_then(|m| m.modified()).expect("snapshot"), before);
+        let store = EmbeddedStore::open_with(a.path(), small_segments()).expect("reopen");
+        assert_eq!((store.open_report().from_snapshot, store.head()), (Some(50), 50));
         // Appends after the snapshot are found by scanning on from it.
         fill(&store, 50, 60).await;
         assert_eq!(store.read_all(0, usize::MAX).await.expect("read").len(), 60);

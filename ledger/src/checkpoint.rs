@@ -4,10 +4,11 @@
 //! File layout (little-endian):
 //!
 //! ```text
-//! magic    8 bytes  "PLLEDGR1"
+//! magic    8 bytes  "PLLEDGR2" (the layout's version)
 //! body_len u64
 //! body_hash 32 bytes  BLAKE3 of the body
 //! body:
+//!   rules    u32  [`RULES_VERSION`]
 //!   position u64, entries u64, postings u64
 //!   anchor   32 bytes  BLAKE3 of the last event applied (see `anchor`); zeros at position 0
 //!   timeline: count u64, then one i64 (µs since the epoch) per position
@@ -50,7 +51,11 @@ use crate::history::{Block, History};
 use crate::projection::{Balances, DayTotals, MerchantBook, Paid, PaymentBook, Projection, Refunded};
 use crate::timeline::Timeline;
 
-const MAGIC: &[u8; 8] = b"PLLEDGR1";
+const MAGIC: &[u8; 8] = b"PLLEDGR2";
+
+/// The version of the posting rules (and of what the state means) a checkpoint was written
+/// with: raise it whenever a rule changes, so that books built by other rules are rebuilt.
+pub const RULES_VERSION: u32 = 2;
 const HEADER_LEN: u64 = 8 + 8 + 32;
 
 /// Why a checkpoint could not be used or written.
@@ -147,7 +152,7 @@ pub fn load(path: &Path) -> Result<Loaded, CheckpointError> {
         return Err(refused("not a posledger ledger checkpoint (bad magic)".into()));
     }
     let len = u64::from_le_bytes(header[8..16].try_into().unwrap_or_default());
-    if HEADER_LEN + len != file_len {
+    if HEADER_LEN.checked_add(len) != Some(file_len) {
         return Err(refused(format!("body is {} bytes, header says {len}", file_len.saturating_sub(HEADER_LEN))));
     }
     // Hashed below the buffer: the hasher gets whole megabytes.
@@ -208,6 +213,7 @@ fn days_of(date: NaiveDate) -> [u8; 4] {
 }
 
 fn write_body(out: &mut impl Write, books: &Projection, anchor: &[u8; 32]) -> io::Result<()> {
+    out.write_all(&RULES_VERSION.to_le_bytes())?;
     for v in [books.next_position, books.entries, books.postings] {
         out.write_all(&v.to_le_bytes())?;
     }
@@ -387,6 +393,10 @@ fn bad(what: &str) -> io::Error {
 fn read_body(input: &mut impl Read, len: u64) -> io::Result<(Projection, [u8; 32])> {
     let mut r = Body { input, left: len };
     let mut books = Projection::default();
+    let rules = r.u32()?;
+    if rules != RULES_VERSION {
+        return Err(bad(&format!("written by posting rules version {rules}, these are version {RULES_VERSION}")));
+    }
     books.next_position = r.u64()?;
     books.entries = r.u64()?;
     books.postings = r.u64()?;
@@ -447,12 +457,13 @@ fn read_body(input: &mut impl Read, len: u64) -> io::Result<(Projection, [u8; 32
         });
     }
     let n = r.u64()?;
+    r.fits(n, 8)?;
     for _ in 0..n {
         let len = r.u64()?;
         if len > ID_CHUNK_BYTES as u64 {
             return Err(bad("a chunk of payment ids is too long"));
         }
-        let mut chunk = String::with_capacity(ID_CHUNK_BYTES);
+        let mut chunk = String::with_capacity(r.fits(len, 1)?);
         chunk.push_str(std::str::from_utf8(&r.vec(len)?).map_err(|_| bad("payment ids are not UTF-8"))?);
         books.payment_ids.chunks.push(chunk);
     }

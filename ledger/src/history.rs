@@ -163,8 +163,8 @@ impl History {
     /// Every posting by an event at or after position `from`, in order.
     pub fn points_from(&self, from: u64) -> impl Iterator<Item = Point> + '_ {
         // The block that may hold the first point at or after `from`: the last one starting
-        // at or before it.
-        let i = self.blocks.partition_point(|b| b.first <= from).saturating_sub(1);
+        // before it (a block starting at `from` may follow points at `from` in the one before).
+        let i = self.blocks.partition_point(|b| b.first < from).saturating_sub(1);
         self.blocks[i.min(self.blocks.len())..]
             .iter()
             .flat_map(|b| self.block_points(b))
@@ -315,6 +315,17 @@ mod tests {
             assert_eq!(h.before(until), want, "until {until}");
         }
         let from: Vec<_> = h.points_from(2500).map(|p| p.position).collect();
+        // Two points at one position across a block boundary.
+        let mut twice = History::default();
+        for p in 0..31 {
+            twice.push(p, d("1"));
+        }
+        twice.push(31, d("1"));
+        twice.push(31, d("1"));
+        twice.check().expect("consistent");
+        assert_eq!(twice.points_from(31).count(), 2);
+        assert_eq!(twice.before_window(31, 32, |_| true), twice.current());
+        assert_eq!(twice.before(32), d("33"));
         let want: Vec<_> = naive.iter().map(|(p, _)| *p).filter(|p| *p >= 2500).collect();
         assert_eq!(from, want);
     }

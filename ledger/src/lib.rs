@@ -150,7 +150,7 @@ async fn catch_up_inner<S: EventStore, E: From<ReplayError>>(
         Some(reader) => (Source::Reader(reader), false),
         None => (Source::Handed(raw_rx), true),
     };
-    std::thread::Builder::new()
+    let decoder = std::thread::Builder::new()
         .name("posledger-decode".into())
         .spawn(move || decode_loop(source, start, end, &decoded_tx, &spent_rx))
         .map_err(|e| ReplayError::Decoder(e.to_string()))?;
@@ -171,7 +171,7 @@ async fn catch_up_inner<S: EventStore, E: From<ReplayError>>(
             break;
         }
         let Some(batch) = decoded_rx.recv().await else {
-            // The decoder is done: it read up to `end`, or the log ended before it.
+            // The decoder stopped: done, or it died (checked below).
             break;
         };
         in_flight = in_flight.saturating_sub(1);
@@ -184,6 +184,25 @@ async fn catch_up_inner<S: EventStore, E: From<ReplayError>>(
             }
         }
         let _ = spent_tx.send(batch);
+    }
+    drop(raw_tx);
+    drop(spent_tx);
+    if books.position() < end {
+        // The log holds events up to `end` (its head when the replay began): a decoder that
+        // stopped before handing them all over failed, whatever it said.
+        let why = match decoder.join() {
+            Err(panic) => panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "it panicked".into()),
+            Ok(()) => "it stopped early".into(),
+        };
+        return Err(ReplayError::Decoder(format!(
+            "{why}; the books stopped at position {} of {end}",
+            books.position()
+        ))
+        .into());
     }
     Ok(())
 }

@@ -153,3 +153,106 @@ async fn replays_without_a_blocking_reader_give_the_same_books() {
     let part = replay(&async_only, 300).await.expect("books to 300");
     assert_eq!(state_digest(&part), state_digest(&replay(&*store, 300).await.expect("books")));
 }
+
+/// A store whose blocking reader fails after its first batch (`Err`), or claims the log ends
+/// early (an empty batch): a replay must fail, never stop short with balanced books.
+struct FailingReader(std::sync::Arc<ingest::store::EmbeddedStore>, bool);
+
+impl EventStore for FailingReader {
+    async fn append_many(
+        &self,
+        requests: Vec<ingest::store::AppendRequest>,
+    ) -> Vec<Result<ingest::store::Appended, ingest::store::AppendError>> {
+        self.0.append_many(requests).await
+    }
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<ingest::store::RecordedEvent>, ingest::store::ReadError> {
+        self.0.read_stream(stream, from, max).await
+    }
+    async fn read_all(
+        &self,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<ingest::store::RecordedEvent>, ingest::store::ReadError> {
+        self.0.read_all(from, max).await
+    }
+    async fn event_by_id(
+        &self,
+        id: uuid::Uuid,
+    ) -> Result<Option<ingest::store::RecordedEvent>, ingest::store::ReadError> {
+        self.0.event_by_id(id).await
+    }
+    async fn stream_revision(&self, stream: &str) -> Result<Option<u64>, ingest::store::ReadError> {
+        self.0.stream_revision(stream).await
+    }
+    fn head(&self) -> u64 {
+        self.0.head()
+    }
+    async fn wait_for(&self, position: u64) {
+        self.0.wait_for(position).await
+    }
+    fn blocking_reader(&self) -> Option<ingest::store::BlockingReader> {
+        let mut inner = self.0.blocking_reader()?;
+        let fail = self.1;
+        let mut calls = 0;
+        Some(Box::new(move |from, max| {
+            calls += 1;
+            match calls {
+                1 => inner(from, max.min(100)),
+                _ if fail => Err(ingest::store::ReadError::Io(std::io::Error::other("disk on fire"))),
+                _ => Ok(Vec::new()),
+            }
+        }))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_whose_reader_fails_fails() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = store_fixture(dir.path(), &["2026-11-24"]).await;
+    let err = replay(&FailingReader(store.clone(), true), u64::MAX).await.expect_err("the read error");
+    assert!(err.to_string().contains("disk on fire"), "{err}");
+    let err = replay(&FailingReader(store.clone(), false), u64::MAX).await.expect_err("stopped short");
+    assert!(err.to_string().contains("stopped at position 100"), "{err}");
+    let err = open_books(&FailingReader(store, false), None).await.map(|_| ()).expect_err("stopped short");
+    assert!(err.to_string().contains("stopped"), "{err}");
+}
+
+/// Counts in a damaged file are checked against what is left of it before anything is
+/// allocated for them, and a header length near `u64::MAX` is refused.
+#[test]
+fn hostile_checkpoints_are_refused_without_large_allocations() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("ledger.ckpt");
+    let mut body = Vec::new();
+    body.extend_from_slice(&checkpoint::RULES_VERSION.to_le_bytes());
+    body.extend_from_slice(&[0; 24]); // position, entries, postings
+    body.extend_from_slice(&[0; 32]); // anchor
+    body.extend_from_slice(&0u64.to_le_bytes()); // timeline
+    body.extend_from_slice(&0u32.to_le_bytes()); // accounts
+    body.extend_from_slice(&0u32.to_le_bytes()); // merchants
+    body.extend_from_slice(&(u64::MAX / 2).to_le_bytes()); // chunks of payment ids
+    body.extend_from_slice(&[0; 64]);
+    let file = |len: u64, body: &[u8]| {
+        let mut f = b"PLLEDGR2".to_vec();
+        f.extend_from_slice(&len.to_le_bytes());
+        f.extend_from_slice(&[0; 32]);
+        f.extend_from_slice(body);
+        f
+    };
+    std::fs::write(&path, file(body.len() as u64, &body)).expect("write");
+    let err = checkpoint::load(&path).err().expect("refused");
+    assert!(err.to_string().contains("refused"), "{err}");
+    std::fs::write(&path, file(u64::MAX - 10, &body)).expect("write");
+    let err = checkpoint::load(&path).err().expect("refused");
+    assert!(err.to_string().contains("header says"), "{err}");
+    // An older layout is refused by its magic.
+    let mut old = file(body.len() as u64, &body);
+    old[7] = b'1';
+    std::fs::write(&path, old).expect("write");
+    assert!(checkpoint::load(&path).err().expect("refused").to_string().contains("bad magic"));
+}

@@ -350,3 +350,61 @@ proptest! {
         }
     }
 }
+
+/// Thousands of payments, recorded out of time order (terminal clocks seconds apart, an
+/// offline terminal's sales arriving hours late, in the middle and at the end): the balances
+/// as of any business time equal the sum of the entries of the events that happened by then.
+#[test]
+fn as_of_time_holds_across_blocks_and_late_batches() {
+    let mut events = vec![contract("M1"), contract("M2")];
+    let channels = [Channel::Wechat, Channel::UnionpayCard, Channel::Alipay];
+    let mut fees = BTreeMap::new();
+    fees.insert(Channel::Alipay, FeeTerms { rate: d("0.006"), min: None, cap: None });
+    if let Event::ContractSigned(c) = &mut events[1] {
+        c.fees.extend(fees);
+    }
+    if let Event::ContractSigned(c) = &mut events[0] {
+        c.fees.insert(Channel::Alipay, FeeTerms { rate: d("0.006"), min: None, cap: None });
+    }
+    for i in 0..5000i64 {
+        let merchant = if i % 3 == 0 { "M2" } else { "M1" };
+        let minutes = if (2000..2300).contains(&i) || i >= 4900 { i / 10 - 240 } else { i / 10 };
+        let e = sale(&format!("P{i}"), merchant, channels[(i % 3) as usize], &Decimal::new(100 + i * 7, 2).to_string());
+        let mut e = timed(e, minutes);
+        if let Event::PaymentCaptured(s) = &mut e {
+            s.at += chrono::Duration::seconds(i % 13);
+        }
+        events.push(e);
+        if i % 7 == 0 {
+            let refund = adjustment(&format!("P{i}-R"), &format!("P{i}"), merchant, channels[(i % 3) as usize], "0.50");
+            events.push(timed(Event::PaymentRefunded(refund), i / 10 + 1));
+        }
+    }
+    let mut p = Projection::default();
+    let mut entries: Vec<(i64, Vec<(String, Decimal)>)> = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        if let Some(entry) = p.apply(i as u64, e).expect("apply") {
+            let postings = entry.postings().iter().map(|x| (x.account.path().to_owned(), x.amount)).collect();
+            entries.push((e.occurred_at().timestamp_micros(), postings));
+        }
+    }
+    assert!((0..events.len() as u64).filter(|&i| p.timeline().is_late(i)).count() > 300, "late events");
+    let base = at().timestamp_micros();
+    for minutes in (-250..520).step_by(11) {
+        let t = base + minutes * 60_000_000 + 30_000_000;
+        let mut want: BTreeMap<String, Decimal> = BTreeMap::new();
+        for (_, postings) in entries.iter().filter(|(at, _)| *at <= t) {
+            for (account, amount) in postings {
+                *want.entry(account.clone()).or_default() += *amount;
+            }
+        }
+        let got: BTreeMap<String, Decimal> =
+            p.trial_balance_at_time(t).into_iter().map(|(a, _, b)| (a.path().to_owned(), b)).collect();
+        assert_eq!(got, want, "as of {minutes} minutes");
+        let payable = Account::payable("M2");
+        assert_eq!(
+            p.balance_at_time(&payable, Currency::Cny, t),
+            want.get(payable.path()).copied().unwrap_or_default()
+        );
+    }
+}
