@@ -15,7 +15,7 @@
 //!   accounts: count u32, then per account: path, currency, history
 //!     (points u64, last_position u64, current, blocks: count u64 then per block
 //!      first u64, before, start u64, count u32; bytes: length u64 then the bytes;
-//!      late postings: count u64 then (position u64, amount) each)
+//!      late postings: given up u8, count u64 then (position u64, amount) each)
 //!   merchants: count u32, then per merchant: id, closed u8, cycle u8 (0 none, 1 T1, 2 D0),
 //!     fee terms as JSON (`null` before a contract)
 //!   payment ids: chunk count u64, then per chunk its length u64 and bytes
@@ -240,6 +240,7 @@ fn write_body(out: &mut impl Write, books: &Projection, anchor: &[u8; 32]) -> io
         }
         out.write_all(&(h.bytes.len() as u64).to_le_bytes())?;
         out.write_all(&h.bytes)?;
+        out.write_all(&[u8::from(h.late_given_up)])?;
         out.write_all(&(h.late.len() as u64).to_le_bytes())?;
         for (position, amount) in &h.late {
             out.write_all(&position.to_le_bytes())?;
@@ -423,6 +424,7 @@ fn read_body(input: &mut impl Read, len: u64) -> io::Result<(Projection, [u8; 32
         }
         let len = r.u64()?;
         h.bytes = r.vec(len)?;
+        h.late_given_up = r.u8()? != 0;
         let late = r.u64()?;
         h.late.reserve(r.fits(late, 24)?);
         for _ in 0..late {

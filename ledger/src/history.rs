@@ -42,9 +42,15 @@ pub struct History {
     pub(crate) current: Decimal,
     pub(crate) points: u64,
     /// The postings of late events (see [`crate::timeline`]), again, in position order: an
-    /// as-of-time query finds them here instead of in a long window.
+    /// as-of-time query finds them here instead of in a long window. Given up (and emptied)
+    /// once they pass an eighth of the postings: memory stays bounded, queries then scan
+    /// the whole window.
     pub(crate) late: Vec<(u64, Decimal)>,
+    pub(crate) late_given_up: bool,
 }
+
+/// Late postings an account keeps aside before the one-eighth rule applies.
+pub const LATE_KEPT_MIN: usize = 4096;
 
 /// One posting as the history holds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +91,19 @@ impl History {
 
     /// Records that the posting just pushed belongs to a late event.
     pub(crate) fn mark_late(&mut self, position: u64, amount: Decimal) {
+        if self.late_given_up {
+            return;
+        }
         self.late.push((position, amount));
+        if self.late.len() > LATE_KEPT_MIN && self.late.len() as u64 * 8 > self.points {
+            self.late = Vec::new();
+            self.late_given_up = true;
+        }
+    }
+
+    /// Whether the late postings are kept aside (see [`History::mark_late`]).
+    pub fn keeps_late(&self) -> bool {
+        !self.late_given_up
     }
 
     /// The late postings at or after position `from` that `counts` keeps.

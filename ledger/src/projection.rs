@@ -377,22 +377,25 @@ impl Projection {
     /// recorded out of time order around `t`.
     pub fn balance_at_time(&self, account: &Account, currency: Currency, t: i64) -> Decimal {
         let Some(h) = self.balances.history(account, currency) else { return Decimal::ZERO };
-        let (from, to) = self.timeline.window(t);
+        let window = self.timeline.window(t);
         let counts = |p: u64| self.timeline.time(p).is_some_and(|at| at <= t);
-        h.before_window(from, to, counts) + h.late_from(to, counts)
+        at_time(h, window, counts)
     }
 
     /// Every account's balance as of business time `t` (see [`Projection::balance_at_time`]).
     pub fn trial_balance_at_time(&self, t: i64) -> Vec<(Account, Currency, Decimal)> {
-        let (from, to) = self.timeline.window(t);
+        let window = self.timeline.window(t);
         let counts = |p: u64| self.timeline.time(p).is_some_and(|at| at <= t);
         // An account is listed when one of its postings counts.
         self.balances.rows(
             |h| {
-                h.points_from(0).take_while(|pt| pt.position < to).any(|pt| pt.position < from || counts(pt.position))
-                    || h.any_late_from(to, counts)
+                let end = window.end(h.keeps_late());
+                h.points_from(0)
+                    .take_while(|pt| pt.position < end)
+                    .any(|pt| pt.position < window.from || counts(pt.position))
+                    || (h.keeps_late() && h.any_late_from(end, counts))
             },
-            |h| h.before_window(from, to, counts) + h.late_from(to, counts),
+            |h| at_time(h, window, counts),
         )
     }
 
@@ -732,6 +735,13 @@ impl Projection {
 
 /// Most payments [`Projection::reserve`] makes room for at once.
 pub const PAYMENTS_RESERVED_MAX: u64 = 1 << 25;
+
+/// A history's balance as of the time `window` and `counts` come from.
+fn at_time(h: &History, window: crate::timeline::Window, counts: impl Fn(u64) -> bool + Copy) -> Decimal {
+    let end = window.end(h.keeps_late());
+    let late = if h.keeps_late() { h.late_from(end, counts) } else { Decimal::ZERO };
+    h.before_window(window.from, end, counts) + late
+}
 
 /// The id of payment `i`.
 pub(crate) fn payment_id<'a>(ids: &'a IdArena, payments: &Chunked<PaymentBook>, i: u32) -> Option<&'a str> {

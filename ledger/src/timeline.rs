@@ -29,6 +29,8 @@ pub struct Timeline {
     times: Vec<i64>,
     /// Per block: the earliest time of its events that are not late (`i64::MAX`: none).
     block_min: Vec<i64>,
+    /// Per block: the earliest time of all its events.
+    block_min_all: Vec<i64>,
     /// One bit per position: the event is late.
     late: Vec<u64>,
     /// Per block: the latest time up to its end (a running maximum, so never decreasing).
@@ -58,9 +60,13 @@ impl Timeline {
         if position.is_multiple_of(TIME_BLOCK) {
             let max = self.prefix_max.last().map_or(time, |m| (*m).max(time));
             self.block_min.push(counted);
+            self.block_min_all.push(time);
             self.prefix_max.push(max);
-        } else if let (Some(min), Some(max)) = (self.block_min.last_mut(), self.prefix_max.last_mut()) {
+        } else if let (Some(min), Some(min_all), Some(max)) =
+            (self.block_min.last_mut(), self.block_min_all.last_mut(), self.prefix_max.last_mut())
+        {
             *min = (*min).min(counted);
+            *min_all = (*min_all).min(time);
             *max = (*max).max(time);
         }
         if position.is_multiple_of(64) {
@@ -85,7 +91,12 @@ impl Timeline {
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        (self.times.capacity() + self.block_min.capacity() + self.prefix_max.capacity() + self.late.capacity()) * 8
+        (self.times.capacity()
+            + self.block_min.capacity()
+            + self.block_min_all.capacity()
+            + self.prefix_max.capacity()
+            + self.late.capacity())
+            * 8
     }
 
     /// Whether no position was recorded.
@@ -103,9 +114,10 @@ impl Timeline {
         self.times.get(position as usize).copied()
     }
 
-    /// `(from, to)`: every event before `from` happened at or before `t`; every event from
-    /// `to` on that is not late happened after it.
-    pub fn window(&self, t: i64) -> (u64, u64) {
+    /// The window of a business time `t`: every event before `from` happened at or before
+    /// `t`; every event from `to` on that is not late happened after it; every event from
+    /// `to_all` on, late or not, happened after it.
+    pub fn window(&self, t: i64) -> Window {
         // from: the first position whose running maximum passes t.
         let b = self.prefix_max.partition_point(|m| *m <= t);
         let from = if b == self.prefix_max.len() {
@@ -121,16 +133,36 @@ impl Timeline {
                 })
                 .unwrap_or(end)
         };
-        // to: one past the last event at or before t that is not late.
-        let to = match self.block_min.iter().rposition(|m| *m <= t) {
+        // to: one past the last event at or before t that is not late (to_all: of any event).
+        let last = |mins: &[i64], keep: &dyn Fn(usize) -> bool| match mins.iter().rposition(|m| *m <= t) {
             None => 0,
             Some(b) => {
                 let start = b * TIME_BLOCK;
                 let end = (start + TIME_BLOCK).min(self.times.len());
-                (start..end).rev().find(|&p| self.times[p] <= t && !self.is_late(p as u64)).map_or(start, |p| p + 1)
+                (start..end).rev().find(|&p| self.times[p] <= t && keep(p)).map_or(start, |p| p + 1)
             }
         };
-        (from as u64, (to.max(from)) as u64)
+        let to = last(&self.block_min, &|p| !self.is_late(p as u64));
+        let to_all = last(&self.block_min_all, &|_| true);
+        Window { from: from as u64, to: to.max(from) as u64, to_all: to_all.max(from) as u64 }
+    }
+}
+
+/// The positions a business time cuts the log at (see [`Timeline::window`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Everything before it happened by the time.
+    pub from: u64,
+    /// Nothing from it on happened by the time, late events aside.
+    pub to: u64,
+    /// Nothing from it on happened by the time.
+    pub to_all: u64,
+}
+
+impl Window {
+    /// The end of the window for a history that kept its late postings aside, or not.
+    pub(crate) fn end(&self, late_kept: bool) -> u64 {
+        if late_kept { self.to } else { self.to_all }
     }
 }
 
@@ -157,15 +189,16 @@ mod tests {
         let tl = Timeline::from_times(times.clone());
         assert!(tl.is_late(3100) && tl.is_late(3009) && !tl.is_late(2999) && tl.is_late(97 * 5));
         for t in (-400..5100).step_by(7).map(|t| t * 1_000_000) {
-            let (from, to) = tl.window(t);
-            assert!(from <= to);
+            let Window { from, to, to_all } = tl.window(t);
+            assert!(from <= to && to <= to_all);
             assert!(times[..from as usize].iter().all(|x| *x <= t), "before from at {t}");
             let after = times.iter().enumerate().skip(to as usize).filter(|(p, _)| !tl.is_late(*p as u64));
             assert!(after.clone().all(|(_, x)| *x > t), "from to on at {t}");
+            assert!(times[to_all as usize..].iter().all(|x| *x > t), "from to_all on at {t}");
         }
         // The late batch does not stretch the window back to its own times.
-        let (from, to) = tl.window(1000 * 1_000_000);
-        assert!(to - from < 200, "{from}..{to}");
-        assert_eq!(Timeline::default().window(5), (0, 0));
+        let Window { from, to, to_all } = tl.window(1000 * 1_000_000);
+        assert!(to - from < 200 && to_all > 3300, "{from}..{to}, {to_all}");
+        assert_eq!(Timeline::default().window(5), Window { from: 0, to: 0, to_all: 0 });
     }
 }
