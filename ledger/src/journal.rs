@@ -55,14 +55,7 @@ pub async fn write_journal<S: EventStore>(
     format: JournalFormat,
     out: &mut impl Write,
 ) -> Result<Projection, JournalError> {
-    let mut writer = JournalWriter::new(format);
-    let mut books = Projection::default();
-    crate::catch_up_with(store, &mut books, until, |event, entry| -> Result<(), JournalError> {
-        Ok(writer.write(out, event, entry)?)
-    })
-    .await?;
-    books.check().map_err(ReplayError::from)?;
-    Ok(books)
+    write_journal_where(store, until, format, out, |_| true).await
 }
 
 /// Like [`write_journal`] over the whole log, writing only the entries of events that
@@ -74,10 +67,21 @@ pub async fn write_journal_to_time<S: EventStore>(
     format: JournalFormat,
     out: &mut impl Write,
 ) -> Result<Projection, JournalError> {
+    write_journal_where(store, u64::MAX, format, out, |event| event.occurred_at().timestamp_micros() <= t).await
+}
+
+/// Books every event before `until`, writing the entries of the events `keep` keeps.
+async fn write_journal_where<S: EventStore>(
+    store: &S,
+    until: u64,
+    format: JournalFormat,
+    out: &mut impl Write,
+    keep: impl Fn(&Event) -> bool,
+) -> Result<Projection, JournalError> {
     let mut writer = JournalWriter::new(format);
     let mut books = Projection::default();
-    crate::catch_up_with(store, &mut books, u64::MAX, |event, entry| -> Result<(), JournalError> {
-        if event.occurred_at().timestamp_micros() <= t {
+    crate::catch_up_with(store, &mut books, until, |event, entry| -> Result<(), JournalError> {
+        if keep(event) {
             writer.write(out, event, entry)?;
         }
         Ok(())

@@ -97,68 +97,21 @@ async fn checkpoints_that_do_not_match_the_log_are_refused() {
     assert!(checkpoint::load(Path::new("/nonexistent/ledger.ckpt")).is_err());
 }
 
-/// A store that offers no blocking reader: the replay reads on its own task and hands the
-/// batches to the decoder thread.
-struct AsyncOnly(std::sync::Arc<ingest::store::EmbeddedStore>);
-
-impl EventStore for AsyncOnly {
-    async fn append_many(
-        &self,
-        requests: Vec<ingest::store::AppendRequest>,
-    ) -> Vec<Result<ingest::store::Appended, ingest::store::AppendError>> {
-        self.0.append_many(requests).await
-    }
-    async fn read_stream(
-        &self,
-        stream: &str,
-        from: u64,
-        max: usize,
-    ) -> Result<Vec<ingest::store::RecordedEvent>, ingest::store::ReadError> {
-        self.0.read_stream(stream, from, max).await
-    }
-    async fn read_all(
-        &self,
-        from: u64,
-        max: usize,
-    ) -> Result<Vec<ingest::store::RecordedEvent>, ingest::store::ReadError> {
-        self.0.read_all(from, max).await
-    }
-    async fn event_by_id(
-        &self,
-        id: uuid::Uuid,
-    ) -> Result<Option<ingest::store::RecordedEvent>, ingest::store::ReadError> {
-        self.0.event_by_id(id).await
-    }
-    async fn stream_revision(&self, stream: &str) -> Result<Option<u64>, ingest::store::ReadError> {
-        self.0.stream_revision(stream).await
-    }
-    fn head(&self) -> u64 {
-        self.0.head()
-    }
-    async fn wait_for(&self, position: u64) {
-        self.0.wait_for(position).await
-    }
+/// How a [`TestStore`] reads for a replay's decoder thread.
+#[derive(Clone, Copy)]
+enum Reader {
+    /// No blocking reader: the replay reads on its own task and hands the batches over.
+    None,
+    /// Its first batch (100 events), then an error.
+    FailsAfterFirst,
+    /// Its first batch (100 events), then "the log ends here".
+    EndsAfterFirst,
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn replays_without_a_blocking_reader_give_the_same_books() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let store = store_fixture(dir.path(), &["2026-11-24", "2026-11-25"]).await;
-    let async_only = AsyncOnly(store.clone());
-    assert!(async_only.blocking_reader().is_none());
-    let a = replay(&async_only, u64::MAX).await.expect("books");
-    let b = replay(&*store, u64::MAX).await.expect("books");
-    assert_eq!(a.position(), store.head());
-    assert_eq!(state_digest(&a), state_digest(&b));
-    let part = replay(&async_only, 300).await.expect("books to 300");
-    assert_eq!(state_digest(&part), state_digest(&replay(&*store, 300).await.expect("books")));
-}
+/// The embedded store with another way of reading for replays.
+struct TestStore(std::sync::Arc<ingest::store::EmbeddedStore>, Reader);
 
-/// A store whose blocking reader fails after its first batch (`Err`), or claims the log ends
-/// early (an empty batch): a replay must fail, never stop short with balanced books.
-struct FailingReader(std::sync::Arc<ingest::store::EmbeddedStore>, bool);
-
-impl EventStore for FailingReader {
+impl EventStore for TestStore {
     async fn append_many(
         &self,
         requests: Vec<ingest::store::AppendRequest>,
@@ -196,14 +149,19 @@ impl EventStore for FailingReader {
         self.0.wait_for(position).await
     }
     fn blocking_reader(&self) -> Option<ingest::store::BlockingReader> {
+        let mode = self.1;
+        if matches!(mode, Reader::None) {
+            return None;
+        }
         let mut inner = self.0.blocking_reader()?;
-        let fail = self.1;
         let mut calls = 0;
         Some(Box::new(move |from, max| {
             calls += 1;
-            match calls {
-                1 => inner(from, max.min(100)),
-                _ if fail => Err(ingest::store::ReadError::Io(std::io::Error::other("disk on fire"))),
+            match (calls, mode) {
+                (1, _) => inner(from, max.min(100)),
+                (_, Reader::FailsAfterFirst) => {
+                    Err(ingest::store::ReadError::Io(std::io::Error::other("disk on fire")))
+                }
                 _ => Ok(Vec::new()),
             }
         }))
@@ -211,14 +169,28 @@ impl EventStore for FailingReader {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn replays_without_a_blocking_reader_give_the_same_books() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = store_fixture(dir.path(), &["2026-11-24", "2026-11-25"]).await;
+    let async_only = TestStore(store.clone(), Reader::None);
+    assert!(async_only.blocking_reader().is_none());
+    let a = replay(&async_only, u64::MAX).await.expect("books");
+    let b = replay(&*store, u64::MAX).await.expect("books");
+    assert_eq!(a.position(), store.head());
+    assert_eq!(state_digest(&a), state_digest(&b));
+    let part = replay(&async_only, 300).await.expect("books to 300");
+    assert_eq!(state_digest(&part), state_digest(&replay(&*store, 300).await.expect("books")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_replay_whose_reader_fails_fails() {
     let dir = tempfile::tempdir().expect("tmp");
     let store = store_fixture(dir.path(), &["2026-11-24"]).await;
-    let err = replay(&FailingReader(store.clone(), true), u64::MAX).await.expect_err("the read error");
+    let err = replay(&TestStore(store.clone(), Reader::FailsAfterFirst), u64::MAX).await.expect_err("the read error");
     assert!(err.to_string().contains("disk on fire"), "{err}");
-    let err = replay(&FailingReader(store.clone(), false), u64::MAX).await.expect_err("stopped short");
+    let err = replay(&TestStore(store.clone(), Reader::EndsAfterFirst), u64::MAX).await.expect_err("stopped short");
     assert!(err.to_string().contains("stopped at position 100"), "{err}");
-    let err = open_books(&FailingReader(store, false), None).await.map(|_| ()).expect_err("stopped short");
+    let err = open_books(&TestStore(store, Reader::EndsAfterFirst), None).await.map(|_| ()).expect_err("stopped short");
     assert!(err.to_string().contains("stopped"), "{err}");
 }
 
