@@ -1,0 +1,403 @@
+//! Channel statements: what WeChat Pay, Alipay, UnionPay (or any other channel, as a generic
+//! CSV) say they settled, read into [`Statement`]s.
+//!
+//! Every parser is strict: a file in the wrong encoding, a missing column, a malformed amount,
+//! a truncated record, or totals that disagree with the rows fail with a [`StatementError`]
+//! naming the file, the line and the field — and nothing of the file is used. Columns are found
+//! by their header name where the format has a header (legacy names are accepted); the
+//! UnionPay ZM file has none and is sliced by byte widths.
+//!
+//! Amounts are exact decimals in yuan. A statement line is either a payment (the channel took
+//! the money) or a refund (it gave money back); its `fee` is the size of the channel's fee on
+//! the line (charged on a payment, given back on a refund), whatever sign the format writes it
+//! with.
+
+pub mod alipay;
+pub mod generic;
+pub mod unionpay;
+pub mod wechat;
+
+use std::borrow::Cow;
+use std::fmt;
+
+use chrono::{NaiveDate, NaiveDateTime};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::fields::ID_BYTES_MAX;
+
+/// Largest statement file accepted, in bytes.
+pub const STATEMENT_BYTES_MAX: u64 = 1 << 30;
+/// Most lines a statement may hold.
+pub const STATEMENT_LINES_MAX: u64 = 10_000_000;
+/// Largest amount on a statement line, in yuan.
+pub const STATEMENT_AMOUNT_MAX: Decimal = crate::money::AMOUNT_MAX;
+
+/// The channel a statement comes from. `Unionpay` covers both UnionPay card and QR payments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatementChannel {
+    /// WeChat Pay trade bill.
+    Wechat,
+    /// Alipay 业务明细.
+    Alipay,
+    /// UnionPay 全渠道 ZM file (card and QR).
+    Unionpay,
+    /// Any other channel, as a CSV with named columns.
+    Generic,
+}
+
+impl StatementChannel {
+    /// The name used on the command line and in reports.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            StatementChannel::Wechat => "wechat",
+            StatementChannel::Alipay => "alipay",
+            StatementChannel::Unionpay => "unionpay",
+            StatementChannel::Generic => "generic",
+        }
+    }
+}
+
+impl fmt::Display for StatementChannel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a statement line records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LineKind {
+    /// The channel collected a payment.
+    Payment,
+    /// The channel gave money back.
+    Refund,
+}
+
+/// One line of a statement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatementLine {
+    /// Line number in the file (from 1).
+    pub line: u64,
+    /// Payment or refund.
+    pub kind: LineKind,
+    /// Our order number: the sale's `txn_id` on a payment, the refund's `txn_id` on a refund.
+    pub txn_id: String,
+    /// On a refund, the sale's `txn_id` when the file gives it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_txn_id: Option<String>,
+    /// The channel's transaction id.
+    pub channel_txn_id: String,
+    /// Amount paid or refunded, positive.
+    pub amount: Decimal,
+    /// Size of the channel's fee on the line.
+    pub fee: Decimal,
+    /// When the channel says it happened (local time as printed), if the file says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<NaiveDateTime>,
+}
+
+/// Sums over a statement's lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Payment lines.
+    pub payments: u64,
+    /// Their amounts.
+    pub payment_amount: Decimal,
+    /// Refund lines.
+    pub refunds: u64,
+    /// Their amounts.
+    pub refund_amount: Decimal,
+    /// Fees of all lines (sizes).
+    pub fees: Decimal,
+}
+
+impl Totals {
+    fn add(&mut self, line: &StatementLine) {
+        match line.kind {
+            LineKind::Payment => {
+                self.payments += 1;
+                self.payment_amount += line.amount;
+            }
+            LineKind::Refund => {
+                self.refunds += 1;
+                self.refund_amount += line.amount;
+            }
+        }
+        self.fees += line.fee;
+    }
+}
+
+/// A statement as read from its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    /// Where it comes from.
+    pub channel: StatementChannel,
+    /// The date the file itself names (Alipay's header), if it names one.
+    pub stated_date: Option<NaiveDate>,
+    /// Its lines, in file order.
+    pub lines: Vec<StatementLine>,
+    /// Sums over the lines (checked against the file's own summary where it has one).
+    pub totals: Totals,
+}
+
+/// Why a statement file was refused: which file, line and field, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file} line {line}{}: {reason}", field.as_deref().map(|f| format!(" field `{f}`")).unwrap_or_default())]
+pub struct StatementError {
+    /// The file's name as given.
+    pub file: String,
+    /// Line number (from 1; 0: the file as a whole).
+    pub line: u64,
+    /// The column or field, when one is to blame.
+    pub field: Option<String>,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Builds errors for one file.
+#[derive(Clone, Copy)]
+pub(crate) struct Blame<'a> {
+    pub(crate) file: &'a str,
+}
+
+impl Blame<'_> {
+    pub(crate) fn at(&self, line: u64, field: Option<&str>, reason: impl Into<String>) -> StatementError {
+        StatementError { file: self.file.to_owned(), line, field: field.map(str::to_owned), reason: reason.into() }
+    }
+
+    pub(crate) fn file(&self, reason: impl Into<String>) -> StatementError {
+        self.at(0, None, reason)
+    }
+}
+
+/// Checks a file's size before it is read.
+pub fn check_size(file: &str, bytes: u64) -> Result<(), StatementError> {
+    if bytes > STATEMENT_BYTES_MAX {
+        return Err(Blame { file }.file(format!(
+            "is {bytes} bytes; statements are limited to {STATEMENT_BYTES_MAX} bytes (STATEMENT_BYTES_MAX)"
+        )));
+    }
+    Ok(())
+}
+
+/// Splits a file into lines (`\n`, with an optional `\r` before it), numbered from 1; a last
+/// line without `\n` counts, an empty tail does not.
+pub(crate) fn lines(bytes: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
+    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    let empty = bytes.is_empty();
+    body.split(|b| *b == b'\n')
+        .filter(move |_| !empty)
+        .enumerate()
+        .map(|(i, l)| (i as u64 + 1, l.strip_suffix(b"\r").unwrap_or(l)))
+}
+
+/// Splits one CSV record into fields. Quotes follow RFC 4180 (a quoted field may hold commas
+/// and doubled quotes); most statements have none, and then nothing is copied.
+pub(crate) fn csv_fields(line: &str) -> Result<Vec<Cow<'_, str>>, String> {
+    if !line.contains('"') {
+        return Ok(line.split(',').map(Cow::Borrowed).collect());
+    }
+    let mut fields = Vec::new();
+    let mut chars = line.char_indices().peekable();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut was_quoted = false;
+    while let Some((_, c)) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek().is_some_and(|(_, n)| *n == '"') => {
+                chars.next();
+                field.push('"');
+            }
+            (true, '"') => quoted = false,
+            (true, c) => field.push(c),
+            (false, '"') if field.is_empty() && !was_quoted => {
+                quoted = true;
+                was_quoted = true;
+            }
+            (false, '"') => return Err("a quote in the middle of an unquoted field".into()),
+            (false, ',') => {
+                fields.push(Cow::Owned(std::mem::take(&mut field)));
+                was_quoted = false;
+            }
+            (false, c) => field.push(c),
+        }
+    }
+    if quoted {
+        return Err("a quoted field is not closed".into());
+    }
+    fields.push(Cow::Owned(field));
+    Ok(fields)
+}
+
+/// Where each wanted column is in a header row.
+pub(crate) struct Columns {
+    index: Vec<Option<usize>>,
+}
+
+/// A column a parser wants: its name and the older names it is also found by.
+pub(crate) struct Wanted<'a> {
+    pub(crate) names: &'a [&'a str],
+    pub(crate) required: bool,
+}
+
+impl Columns {
+    /// Finds `wanted` in `header` (names compared after `normalise`); a missing required
+    /// column is an error naming it.
+    pub(crate) fn find(
+        header: &[Cow<'_, str>],
+        wanted: &[Wanted<'_>],
+        normalise: impl Fn(&str) -> String,
+        blame: Blame<'_>,
+        line: u64,
+    ) -> Result<Columns, StatementError> {
+        let names: Vec<String> = header.iter().map(|h| normalise(h)).collect();
+        let mut index = Vec::with_capacity(wanted.len());
+        for w in wanted {
+            let found = w.names.iter().find_map(|n| names.iter().position(|h| h == &normalise(n)));
+            if found.is_none() && w.required {
+                let also = if w.names.len() > 1 {
+                    format!(" (also accepted: {})", w.names[1..].join(", "))
+                } else {
+                    String::new()
+                };
+                return Err(blame.at(line, Some(w.names[0]), format!("the header has no column {}{also}", w.names[0])));
+            }
+            index.push(found);
+        }
+        Ok(Columns { index })
+    }
+
+    /// The value of wanted column `i` in `row` (`None` when the column is absent).
+    pub(crate) fn get<'r>(&self, row: &'r [Cow<'r, str>], i: usize) -> Option<&'r str> {
+        self.index[i].and_then(|c| row.get(c)).map(|v| v.as_ref())
+    }
+}
+
+/// An exact decimal with at most `scale` places, optionally negative, at most
+/// [`STATEMENT_AMOUNT_MAX`] in size.
+pub(crate) fn decimal(text: &str, scale: u32) -> Result<Decimal, String> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let (int_part, frac) = digits.split_once('.').map_or((digits, ""), |(i, f)| (i, f));
+    let plain = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if int_part.is_empty() || !plain(int_part) || !plain(frac) || (digits.contains('.') && frac.is_empty()) {
+        return Err(format!("{text:?} is not an amount"));
+    }
+    if frac.len() as u32 > scale {
+        return Err(format!("{text:?} has more than {scale} decimal places"));
+    }
+    if int_part.len() > 12 {
+        return Err(format!("{text:?} is too large"));
+    }
+    let value: Decimal = text.parse().map_err(|_| format!("{text:?} is not an amount"))?;
+    if value.abs() > STATEMENT_AMOUNT_MAX {
+        return Err(format!("{text:?} is over the largest amount {STATEMENT_AMOUNT_MAX}"));
+    }
+    Ok(value)
+}
+
+/// An id: 1 to [`ID_BYTES_MAX`] bytes without control characters or spaces.
+pub(crate) fn id(text: &str) -> Result<String, String> {
+    if text.is_empty() {
+        return Err("is empty".into());
+    }
+    if text.len() > ID_BYTES_MAX || text.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!("{text:?} is not an id (1 to {ID_BYTES_MAX} bytes, no spaces)"));
+    }
+    Ok(text.to_owned())
+}
+
+/// `YYYY-MM-DD HH:MM:SS`.
+pub(crate) fn local_time(text: &str) -> Result<NaiveDateTime, String> {
+    NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S")
+        .map_err(|_| format!("{text:?} is not a time like 2026-11-24 12:00:00"))
+}
+
+/// Fails when a file's own total disagrees with the sum of its rows.
+pub(crate) fn agree(
+    blame: Blame<'_>,
+    line: u64,
+    field: &str,
+    stated: Decimal,
+    counted: Decimal,
+) -> Result<(), StatementError> {
+    if stated != counted {
+        return Err(blame.at(line, Some(field), format!("the file says {stated}, its rows add up to {counted}")));
+    }
+    Ok(())
+}
+
+/// The statement date a file name carries (`...2026-11-24...` or `...20261124...`), if any.
+pub fn date_in_name(name: &str) -> Option<NaiveDate> {
+    let bytes = name.as_bytes();
+    for start in 0..bytes.len() {
+        for (len, format) in [(10, "%Y-%m-%d"), (8, "%Y%m%d")] {
+            let Some(candidate) = name.get(start..start + len) else { continue };
+            let bounded = |i: usize| bytes.get(i).is_none_or(|b| !b.is_ascii_digit());
+            if (start == 0 || bounded(start - 1))
+                && bounded(start + len)
+                && let Ok(date) = NaiveDate::parse_from_str(candidate, format)
+            {
+                return Some(date);
+            }
+        }
+    }
+    None
+}
+
+/// Counts a parsed line in, refusing files with more than [`STATEMENT_LINES_MAX`] lines.
+pub(crate) fn push_line(
+    statement: &mut Statement,
+    line: StatementLine,
+    blame: Blame<'_>,
+) -> Result<(), StatementError> {
+    if statement.lines.len() as u64 >= STATEMENT_LINES_MAX {
+        return Err(blame.at(line.line, None, format!("more than {STATEMENT_LINES_MAX} lines (STATEMENT_LINES_MAX)")));
+    }
+    statement.totals.add(&line);
+    statement.lines.push(line);
+    Ok(())
+}
+
+/// Reads a statement of `channel` from its bytes (`name` is used in errors).
+pub fn parse(channel: StatementChannel, name: &str, bytes: &[u8]) -> Result<Statement, StatementError> {
+    check_size(name, bytes.len() as u64)?;
+    match channel {
+        StatementChannel::Wechat => wechat::parse(name, bytes),
+        StatementChannel::Alipay => alipay::parse(name, bytes),
+        StatementChannel::Unionpay => unionpay::parse(name, bytes),
+        StatementChannel::Generic => generic::parse(name, bytes, &generic::Mapping::default()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_follow_rfc_4180() {
+        assert_eq!(csv_fields("a,b,,c").expect("plain"), vec!["a", "b", "", "c"]);
+        assert_eq!(csv_fields(r#""a,1","b""x""",c"#).expect("quoted"), vec!["a,1", "b\"x\"", "c"]);
+        assert!(csv_fields(r#""open,b"#).is_err());
+        assert!(csv_fields(r#"a"b,c"#).is_err());
+    }
+
+    #[test]
+    fn amounts_are_exact_and_bounded() {
+        assert_eq!(decimal("15.14", 2), Ok(Decimal::new(1514, 2)));
+        assert_eq!(decimal("-0.03785", 5), Ok(Decimal::new(-3785, 5)));
+        for bad in ["", "1.", ".5", "1.234", "1e3", "12,00", "--1", "1 000", "9999999999999"] {
+            assert!(decimal(bad, 2).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn dates_are_found_in_file_names() {
+        let d = NaiveDate::from_ymd_opt(2026, 11, 24);
+        assert_eq!(date_in_name("statements/unionpay-2026-11-24.txt"), d);
+        assert_eq!(date_in_name("ZM_898110000000001_20261124.txt"), d);
+        assert_eq!(date_in_name("bill-2026-13-01.csv"), None);
+        assert_eq!(date_in_name("x12026112455.csv"), None);
+    }
+}
