@@ -13,6 +13,7 @@ pub mod fees;
 pub mod history;
 pub mod journal;
 pub mod projection;
+pub mod recon;
 pub mod timeline;
 
 use std::path::Path;
