@@ -370,19 +370,17 @@ pub async fn load_items<S: ingest::store::EventStore>(
                     });
                     payments.insert(s.txn_id, (s.channel_txn_id, index));
                 }
-                Event::PaymentRefunded(r) if statement_of(r.channel) == Some(statement) => {
-                    if in_range(&r.at) {
-                        let channel_txn_id = payments.get(&r.original_txn_id).and_then(|(c, _)| c.clone());
-                        items.push(Item {
-                            kind: LineKind::Refund,
-                            txn_id: r.txn_id,
-                            channel_txn_id,
-                            channel: r.channel,
-                            amount: r.amount,
-                            at: r.at,
-                            cancelled: false,
-                        });
-                    }
+                Event::PaymentRefunded(r) if statement_of(r.channel) == Some(statement) && in_range(&r.at) => {
+                    let channel_txn_id = payments.get(&r.original_txn_id).and_then(|(c, _)| c.clone());
+                    items.push(Item {
+                        kind: LineKind::Refund,
+                        txn_id: r.txn_id,
+                        channel_txn_id,
+                        channel: r.channel,
+                        amount: r.amount,
+                        at: r.at,
+                        cancelled: false,
+                    });
                 }
                 Event::PaymentVoided(a) | Event::PaymentReversed(a) => {
                     if let Some((_, Some(i))) = payments.get(&a.original_txn_id) {
