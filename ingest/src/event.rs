@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::money::Currency;
+use crate::statement::{LineKind, StatementChannel, StatementLine, Totals};
 use crate::store::EventData;
 
 /// Namespace of the version-5 UUIDs that identify events.
@@ -329,7 +330,96 @@ pub struct MerchantSettled {
     pub currency: Currency,
 }
 
-/// Every event posledger records. Statement and reconciliation events join with their issue.
+/// A part of an imported statement's lines (a statement is recorded as its parts, then one
+/// [`StatementImported`] that makes it count; parts without it are an import that did not
+/// finish and are ignored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatementLines {
+    /// The statement's channel.
+    pub channel: StatementChannel,
+    /// Its settlement date.
+    pub date: NaiveDate,
+    /// BLAKE3 of the file, hex: which import the part belongs to.
+    pub digest: String,
+    /// Part number, from 0.
+    pub part: u32,
+    /// The lines, in file order.
+    pub lines: Vec<StatementLine>,
+}
+
+/// A channel statement was imported: the file's identity, its size, and its totals; its lines
+/// are in the [`StatementLines`] parts with the same digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatementImported {
+    /// The statement's channel.
+    pub channel: StatementChannel,
+    /// Its settlement date.
+    pub date: NaiveDate,
+    /// The file's name as given.
+    pub file_name: String,
+    /// BLAKE3 of the file, hex (importing the same file again is recognised by it).
+    pub digest: String,
+    /// Lines, and parts they are recorded in.
+    pub lines: u64,
+    /// Parts.
+    pub parts: u32,
+    /// Sums over the lines (the file's own summary agreed with them).
+    pub totals: Totals,
+}
+
+/// One break of a reconciliation (or an item carried forward).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconBreak {
+    /// `amount_mismatch`, `fee_mismatch`, `status_mismatch`, `missing_in_statement`,
+    /// `missing_in_ledger`, `duplicate_in_statement` or `carried_forward`.
+    pub outcome: String,
+    /// Payment or refund.
+    pub kind: LineKind,
+    /// Our order number (the line's when we have no item).
+    pub txn_id: String,
+    /// The channel's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_txn_id: Option<String>,
+    /// Statement line, if one is involved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    /// Our amount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub our_amount: Option<Decimal>,
+    /// The fee we expected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_fee: Option<Decimal>,
+    /// The statement's amount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub their_amount: Option<Decimal>,
+    /// The statement's fee.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub their_fee: Option<Decimal>,
+    /// Business date of our item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_date: Option<NaiveDate>,
+}
+
+/// A statement and date were reconciled: how many lines and items got each outcome, and every
+/// one that is not `matched`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconciliationCompleted {
+    /// The statement's channel.
+    pub channel: StatementChannel,
+    /// The date reconciled.
+    pub date: NaiveDate,
+    /// The statement's digest.
+    pub statement_digest: String,
+    /// Count per outcome (every outcome listed, zeros too).
+    pub counts: std::collections::BTreeMap<String, u64>,
+    /// Everything but the matched.
+    pub breaks: Vec<ReconBreak>,
+    /// A digest of the whole classification (every line and item with its outcome): the same
+    /// inputs give the same digest.
+    pub classification_digest: String,
+}
+
+/// Every event posledger records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// See [`ChannelTermsSet`].
@@ -364,6 +454,12 @@ pub enum Event {
     TerminalBatchClosed(TerminalBatchClosed),
     /// See [`MerchantSettled`].
     MerchantSettled(MerchantSettled),
+    /// See [`StatementLines`].
+    StatementLines(StatementLines),
+    /// See [`StatementImported`].
+    StatementImported(StatementImported),
+    /// See [`ReconciliationCompleted`].
+    ReconciliationCompleted(ReconciliationCompleted),
 }
 
 /// Why a stored event could not be turned back into an [`Event`].
@@ -414,6 +510,9 @@ macro_rules! each_variant {
             Event::PaymentReversed($inner) => $body,
             Event::TerminalBatchClosed($inner) => $body,
             Event::MerchantSettled($inner) => $body,
+            Event::StatementLines($inner) => $body,
+            Event::StatementImported($inner) => $body,
+            Event::ReconciliationCompleted($inner) => $body,
         }
     };
 }
@@ -442,6 +541,9 @@ impl Event {
             Event::PaymentReversed(_) => "PaymentReversed",
             Event::TerminalBatchClosed(_) => "TerminalBatchClosed",
             Event::MerchantSettled(_) => "MerchantSettled",
+            Event::StatementLines(_) => "StatementLines",
+            Event::StatementImported(_) => "StatementImported",
+            Event::ReconciliationCompleted(_) => "ReconciliationCompleted",
         }
     }
 
@@ -473,6 +575,11 @@ impl Event {
             }
             Event::TerminalBatchClosed(e) => format!("batch-{}-{}", e.terminal_id, e.batch_no),
             Event::MerchantSettled(e) => format!("settlement-{}-{}", e.merchant_id, e.settlement_date),
+            Event::StatementLines(StatementLines { channel, date, .. })
+            | Event::StatementImported(StatementImported { channel, date, .. }) => {
+                format!("statement-{channel}-{date}")
+            }
+            Event::ReconciliationCompleted(e) => format!("recon-{}-{}", e.channel, e.date),
         }
     }
 
@@ -498,6 +605,13 @@ impl Event {
             Event::MerchantSettled(e) => {
                 e.settlement_date.and_hms_opt(0, 0, 0).map(|t| t.and_utc().fixed_offset()).unwrap_or_default()
             }
+            // Statements and their reconciliations are dated by the date they are for (the
+            // store records when they were written).
+            Event::StatementLines(StatementLines { date, .. })
+            | Event::StatementImported(StatementImported { date, .. })
+            | Event::ReconciliationCompleted(ReconciliationCompleted { date, .. }) => {
+                date.and_hms_opt(0, 0, 0).map(|t| t.and_utc().fixed_offset()).unwrap_or_default()
+            }
         }
     }
 
@@ -522,6 +636,11 @@ impl Event {
             Event::PaymentVoided(e) | Event::PaymentRefunded(e) | Event::PaymentReversed(e) => e.txn_id.clone(),
             Event::TerminalBatchClosed(e) => format!("{}/{}", e.terminal_id, e.batch_no),
             Event::MerchantSettled(e) => format!("{}/{}/{}", e.merchant_id, e.settlement_date, e.currency),
+            Event::StatementLines(e) => format!("{}/{}/{}/{}", e.channel, e.date, e.digest, e.part),
+            Event::StatementImported(e) => format!("{}/{}/{}", e.channel, e.date, e.digest),
+            Event::ReconciliationCompleted(e) => {
+                format!("{}/{}/{}/{}", e.channel, e.date, e.statement_digest, e.classification_digest)
+            }
         }
     }
 
@@ -652,6 +771,9 @@ impl Event {
             "PaymentReversed" => Event::PaymentReversed(parse(t, v, p)?),
             "TerminalBatchClosed" => Event::TerminalBatchClosed(parse(t, v, p)?),
             "MerchantSettled" => Event::MerchantSettled(parse(t, v, p)?),
+            "StatementLines" => Event::StatementLines(parse(t, v, p)?),
+            "StatementImported" => Event::StatementImported(parse(t, v, p)?),
+            "ReconciliationCompleted" => Event::ReconciliationCompleted(parse(t, v, p)?),
             other => return Err(DecodeError::UnknownType(other.to_owned())),
         })
     }
