@@ -43,6 +43,32 @@ enum Command {
         #[command(subcommand)]
         command: MerchantsCommand,
     },
+    /// Channel statements (WeChat Pay, Alipay, UnionPay, generic CSV).
+    Statement {
+        #[command(subcommand)]
+        command: StatementCommand,
+    },
+    /// Reconcile the imported statements of a date against the books: the end-of-day report.
+    Reconcile {
+        /// The statement date, YYYY-MM-DD.
+        #[arg(long)]
+        date: chrono::NaiveDate,
+        /// Only this statement channel (default: every channel with a statement for the date).
+        #[arg(long, value_enum)]
+        channel: Option<StatementChannelArg>,
+        /// How to print the report.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
+    },
+    /// The breaks of the latest reconciliation of every statement and date.
+    Breaks {
+        /// Only breaks not resolved yet (all are open until resolution exists).
+        #[arg(long)]
+        open: bool,
+        /// How to print them.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
+    },
     /// The balance of one account, now or as of a position of the log or a business time.
     Balance {
         /// Account path, e.g. `liabilities:merchant:M000001:payable`.
@@ -140,6 +166,48 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum StatementCommand {
+    /// Import a statement file: all of it or nothing; the same file again changes nothing.
+    Import {
+        /// Which channel's statement.
+        #[arg(long, value_enum)]
+        channel: StatementChannelArg,
+        /// The file (an Alipay statement may be its zip).
+        file: PathBuf,
+        /// The statement date when neither the file nor its name says (YYYY-MM-DD).
+        #[arg(long)]
+        date: Option<chrono::NaiveDate>,
+        /// How to print the summary.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StatementChannelArg {
+    /// WeChat Pay trade bill.
+    Wechat,
+    /// Alipay 业务明细 (CSV or zip).
+    Alipay,
+    /// UnionPay 全渠道 ZM file.
+    Unionpay,
+    /// Generic CSV: reference, amount, fee, date, status.
+    Generic,
+}
+
+impl StatementChannelArg {
+    fn channel(self) -> ingest::statement::StatementChannel {
+        use ingest::statement::StatementChannel as C;
+        match self {
+            StatementChannelArg::Wechat => C::Wechat,
+            StatementChannelArg::Alipay => C::Alipay,
+            StatementChannelArg::Unionpay => C::Unionpay,
+            StatementChannelArg::Generic => C::Generic,
+        }
+    }
+}
+
+#[derive(Subcommand)]
 enum MerchantsCommand {
     /// Import admin records (NDJSON; `-` reads standard input). Idempotent.
     Import {
@@ -167,6 +235,16 @@ enum JournalKind {
     Beancount,
 }
 
+impl From<ReportFormat> for crate::recon::Output {
+    fn from(f: ReportFormat) -> Self {
+        match f {
+            ReportFormat::Table => crate::recon::Output::Table,
+            ReportFormat::Json => crate::recon::Output::Json,
+            ReportFormat::Csv => crate::recon::Output::Csv,
+        }
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ReportFormat {
     /// For people.
@@ -189,7 +267,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
 }
 
@@ -200,6 +278,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             import(&cli.data_dir, &file, InputKind::Admin, format)
         }
         Command::Verify { format } => verify(&cli.data_dir, format),
+        Command::Statement { command: StatementCommand::Import { channel, file, date, format } } => {
+            crate::recon::import(&cli.data_dir, channel.channel(), &file, date, format == Format::Json)
+        }
+        Command::Reconcile { date, channel, format } => {
+            crate::recon::reconcile(&cli.data_dir, date, channel.map(StatementChannelArg::channel), format.into())
+        }
+        Command::Breaks { open, format } => crate::recon::breaks(&cli.data_dir, open, format.into()),
         Command::Balance { account, as_of, format } => {
             balances(&cli.data_dir, Some(&account), as_of.as_deref(), format)
         }
@@ -237,14 +322,14 @@ pub fn ledger_checkpoint(data_dir: &Path) -> PathBuf {
 pub const HISTORY_PAGE_MAX: usize = 10_000;
 
 /// The books as a command opened them, and the position of the checkpoint they came from.
-struct Books {
-    books: ledger::Projection,
+pub(crate) struct Books {
+    pub(crate) books: ledger::Projection,
     saved_at: Option<u64>,
 }
 
 /// Opens the books from the ledger checkpoint (or the log, when there is none or it is
 /// refused), caught up to the head.
-async fn open_books(store: &EmbeddedStore, data_dir: &Path) -> Result<Books> {
+pub(crate) async fn open_books(store: &EmbeddedStore, data_dir: &Path) -> Result<Books> {
     let path = ledger_checkpoint(data_dir);
     let (books, opened) = ledger::open_books(store, Some(&path)).await.context("booking the event log")?;
     let saved_at = match opened {
@@ -261,7 +346,7 @@ async fn open_books(store: &EmbeddedStore, data_dir: &Path) -> Result<Books> {
 /// Saves a new checkpoint when the books moved on since theirs (after the command answered:
 /// the answer does not wait for the file). The checkpoint only saves the next run from
 /// replaying, so failing to write it loses nothing and is a warning.
-async fn keep_books(store: &EmbeddedStore, data_dir: &Path, books: &Books) {
+pub(crate) async fn keep_books(store: &EmbeddedStore, data_dir: &Path, books: &Books) {
     if books.saved_at != Some(books.books.position())
         && let Err(e) = ledger::save_books(store, &books.books, &ledger_checkpoint(data_dir)).await
     {
@@ -289,7 +374,7 @@ pub fn writemodel_checkpoint(data_dir: &Path) -> PathBuf {
     data_dir.join("writemodel.json")
 }
 
-fn open_store(data_dir: &Path) -> Result<EmbeddedStore> {
+pub(crate) fn open_store(data_dir: &Path) -> Result<EmbeddedStore> {
     let store = EmbeddedStore::open(events_dir(data_dir))
         .with_context(|| format!("opening the event store in {}", data_dir.display()))?;
     let report = store.open_report();

@@ -692,6 +692,22 @@ impl Projection {
         due
     }
 
+    /// Each merchant's business of `date` (sales less voids and reversals, refunds, fees, net),
+    /// in merchant order.
+    pub fn day_totals(&self, date: NaiveDate) -> Vec<(String, Currency, Decimal, Decimal, Decimal, Decimal)> {
+        let mut rows: Vec<_> = self
+            .days
+            .iter()
+            .filter(|((_, d, _), _)| *d == date)
+            .map(|(&(m, _, currency), t)| {
+                let id = self.merchants[m as usize].id.to_string();
+                (id, currency, t.gross, t.refunds, t.fees, t.gross - t.refunds - t.fees)
+            })
+            .collect();
+        rows.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        rows
+    }
+
     /// Whether the merchant's settlement for `settlement_date` in `currency` is booked.
     pub fn is_settled(&self, merchant: &str, settlement_date: NaiveDate, currency: Currency) -> bool {
         self.merchant_index.get(merchant).is_some_and(|&m| self.settled.contains(&(m, settlement_date, currency)))

@@ -393,3 +393,257 @@ pub async fn load_items<S: ingest::store::EventStore>(
     }
     Ok((items, terms.into_iter().map(|(c, (_, t))| (c, t)).collect()))
 }
+
+/// Lines a statement part holds (a part is one event: at most about 1 MiB of JSON).
+pub const STATEMENT_PART_LINES: usize = 2_000;
+
+/// Why a statement could not be imported or reconciled.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconError {
+    /// The file was refused.
+    #[error(transparent)]
+    Statement(#[from] ingest::statement::StatementError),
+    /// The statement's date is not known.
+    #[error("{0}: the statement date is not in the file or its name; give it with --date")]
+    NoDate(String),
+    /// Nothing was imported for that channel and date.
+    #[error("no {0} statement is imported for {1}; import it with `posledger statement import`")]
+    NoStatement(StatementChannel, NaiveDate),
+    /// A channel's terms are not known for the date.
+    #[error("no channel_terms for {0} in force on {1}: import the channel's terms first")]
+    NoTerms(Channel, NaiveDate),
+    /// The stored statement is not whole.
+    #[error("the stored {0} statement for {1} is damaged: {2}")]
+    Damaged(StatementChannel, NaiveDate, String),
+    /// Reading the log failed.
+    #[error(transparent)]
+    Replay(#[from] crate::ReplayError),
+    /// Writing to the log failed.
+    #[error("recording: {0}")]
+    Append(#[from] ingest::store::AppendError),
+    /// Reading a stream failed.
+    #[error(transparent)]
+    Read(#[from] ingest::store::ReadError),
+}
+
+/// What an import did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Imported {
+    /// The import's record (new, or the earlier one of the same file).
+    pub statement: ingest::event::StatementImported,
+    /// The same file was imported before: nothing was recorded.
+    pub again: bool,
+}
+
+/// BLAKE3 of a file, hex.
+pub fn file_digest(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex().to_string()
+}
+
+/// Imports a statement file: parses it (all or nothing), then records its lines in parts and
+/// the [`ingest::event::StatementImported`] that makes them count. The same file again (same
+/// digest) records nothing. `date` overrides the date the file or its name gives.
+pub async fn import_statement<S: ingest::store::EventStore>(
+    store: &S,
+    channel: StatementChannel,
+    name: &str,
+    bytes: &[u8],
+    date: Option<NaiveDate>,
+) -> Result<Imported, ReconError> {
+    use ingest::event::{Event, StatementImported, StatementLines};
+    use ingest::store::{AppendRequest, ExpectedRevision};
+    let date_hint = date.or_else(|| ingest::statement::date_in_name(name));
+    let statement = match channel {
+        StatementChannel::Unionpay => ingest::statement::unionpay::parse_dated(name, bytes, date_hint)?,
+        _ => ingest::statement::parse(channel, name, bytes)?,
+    };
+    let date = date.or(statement.stated_date).or(date_hint).ok_or_else(|| ReconError::NoDate(name.to_owned()))?;
+    let digest = file_digest(bytes);
+    if let Some((earlier, _)) = stored_statement(store, channel, date, Some(&digest)).await? {
+        return Ok(Imported { statement: earlier, again: true });
+    }
+    let parts: Vec<Event> = statement
+        .lines
+        .chunks(STATEMENT_PART_LINES)
+        .enumerate()
+        .map(|(part, lines)| {
+            Event::StatementLines(StatementLines {
+                channel,
+                date,
+                digest: digest.clone(),
+                part: part as u32,
+                lines: lines.to_vec(),
+            })
+        })
+        .collect();
+    let imported = StatementImported {
+        channel,
+        date,
+        file_name: name.to_owned(),
+        digest: digest.clone(),
+        lines: statement.lines.len() as u64,
+        parts: parts.len() as u32,
+        totals: statement.totals,
+    };
+    let stream = format!("statement-{channel}-{date}");
+    // Parts first (a retried import finds them already there: same ids, same content), the
+    // record that makes them count last.
+    for group in parts.chunks(16) {
+        let requests = group
+            .iter()
+            .map(|e| AppendRequest {
+                stream: stream.clone(),
+                expected: ExpectedRevision::Any,
+                events: vec![e.to_event_data()],
+            })
+            .collect();
+        for r in store.append_many(requests).await {
+            r?;
+        }
+    }
+    let record = Event::StatementImported(imported.clone());
+    store.append(&stream, ExpectedRevision::Any, vec![record.to_event_data()]).await?;
+    Ok(Imported { statement: imported, again: false })
+}
+
+/// The statement recorded for a channel and date — the last import, or the one with `digest`
+/// — with its lines; `None` when there is none.
+pub async fn stored_statement<S: ingest::store::EventStore>(
+    store: &S,
+    channel: StatementChannel,
+    date: NaiveDate,
+    digest: Option<&str>,
+) -> Result<Option<(ingest::event::StatementImported, Vec<StatementLine>)>, ReconError> {
+    use ingest::event::Event;
+    let stream = format!("statement-{channel}-{date}");
+    let mut parts: Vec<ingest::event::StatementLines> = Vec::new();
+    let mut chosen = None;
+    let mut from = 0;
+    loop {
+        let batch = store.read_stream(&stream, from, ingest::store::READ_EVENTS_MAX).await?;
+        if batch.is_empty() {
+            break;
+        }
+        from += batch.len() as u64;
+        for e in batch {
+            match Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)
+                .map_err(|source| crate::ReplayError::Decode { position: e.position, source })?
+            {
+                Event::StatementLines(p) => parts.push(p),
+                Event::StatementImported(s) if digest.is_none_or(|d| d == s.digest) => chosen = Some(s),
+                _ => {}
+            }
+        }
+    }
+    let Some(imported) = chosen else { return Ok(None) };
+    let mut mine: Vec<_> = parts.into_iter().filter(|p| p.digest == imported.digest).collect();
+    mine.sort_by_key(|p| p.part);
+    mine.dedup_by_key(|p| p.part);
+    let damaged = |why: String| ReconError::Damaged(channel, date, why);
+    if mine.len() as u32 != imported.parts || mine.iter().enumerate().any(|(i, p)| p.part != i as u32) {
+        return Err(damaged(format!("{} of {} parts", mine.len(), imported.parts)));
+    }
+    let lines: Vec<StatementLine> = mine.into_iter().flat_map(|p| p.lines).collect();
+    if lines.len() as u64 != imported.lines {
+        return Err(damaged(format!("{} of {} lines", lines.len(), imported.lines)));
+    }
+    Ok(Some((imported, lines)))
+}
+
+/// A reconciliation of one statement and date.
+#[derive(Debug, Clone)]
+pub struct Reconciled {
+    /// The statement's record.
+    pub statement: ingest::event::StatementImported,
+    /// Every line and item classified.
+    pub classification: Classification,
+    /// Our items of the date (payments and refunds), for the report's totals.
+    pub our_totals: ingest::statement::Totals,
+    /// What was recorded (the same record when the run repeats an earlier one).
+    pub record: ingest::event::ReconciliationCompleted,
+}
+
+/// Reconciles the statement of `channel` for `date` against the log, and records the result
+/// (a repeated run with the same inputs records nothing new).
+pub async fn reconcile<S: ingest::store::EventStore>(
+    store: &S,
+    channel: StatementChannel,
+    date: NaiveDate,
+) -> Result<Reconciled, ReconError> {
+    use ingest::event::{Event, ReconBreak, ReconciliationCompleted};
+    use ingest::store::ExpectedRevision;
+    let (statement, lines) =
+        stored_statement(store, channel, date, None).await?.ok_or(ReconError::NoStatement(channel, date))?;
+    // The longest carry-forward of the statement's channels says how far back items may come.
+    let (_, probe) = load_items(store, channel, date, date).await?;
+    let carry = probe.values().map(|t| t.carry_forward_days).max().unwrap_or(0);
+    let first = date - chrono::Duration::days(i64::from(carry));
+    let (items, terms) = load_items(store, channel, first, date).await?;
+    let mut earlier = Vec::new();
+    let mut day = first;
+    while day < date {
+        if let Some((_, l)) = stored_statement(store, channel, day, None).await? {
+            earlier.push(l);
+        }
+        day = day.succ_opt().unwrap_or(date);
+    }
+    for item in &items {
+        if !terms.contains_key(&item.channel) {
+            return Err(ReconError::NoTerms(item.channel, date));
+        }
+    }
+    let earlier_refs: Vec<&[StatementLine]> = earlier.iter().map(Vec::as_slice).collect();
+    let classification = classify(date, &lines, &earlier_refs, &items, |c| {
+        terms.get(&c).copied().unwrap_or(Terms {
+            fee_rate: Decimal::ZERO,
+            fee_tolerance: Decimal::ZERO,
+            carry_forward_days: 0,
+        })
+    });
+    let mut our_totals = ingest::statement::Totals::default();
+    for i in items.iter().filter(|i| i.date() == date && !i.cancelled) {
+        match i.kind {
+            LineKind::Payment => {
+                our_totals.payments += 1;
+                our_totals.payment_amount += i.amount;
+            }
+            LineKind::Refund => {
+                our_totals.refunds += 1;
+                our_totals.refund_amount += i.amount;
+            }
+        }
+        our_totals.fees += i.amount * terms.get(&i.channel).map_or(Decimal::ZERO, |t| t.fee_rate);
+    }
+    let mut digest = blake3::Hasher::new();
+    for c in &classification.items {
+        digest.update(serde_json::to_string(c).unwrap_or_default().as_bytes());
+        digest.update(b"\n");
+    }
+    let record = ReconciliationCompleted {
+        channel,
+        date,
+        statement_digest: statement.digest.clone(),
+        counts: classification.counts().into_iter().map(|(o, n)| (o.as_str().to_owned(), n)).collect(),
+        breaks: classification
+            .items
+            .iter()
+            .filter(|c| c.outcome != Outcome::Matched)
+            .map(|c| ReconBreak {
+                outcome: c.outcome.as_str().to_owned(),
+                kind: c.kind,
+                txn_id: c.txn_id.clone(),
+                channel_txn_id: c.channel_txn_id.clone(),
+                line: c.line,
+                our_amount: c.our_amount,
+                expected_fee: c.expected_fee,
+                their_amount: c.their_amount,
+                their_fee: c.their_fee,
+                item_date: c.item_date,
+            })
+            .collect(),
+        classification_digest: digest.finalize().to_hex().to_string(),
+    };
+    let event = Event::ReconciliationCompleted(record.clone());
+    store.append(&event.stream(), ExpectedRevision::Any, vec![event.to_event_data()]).await?;
+    Ok(Reconciled { statement, classification, our_totals, record })
+}

@@ -206,3 +206,89 @@ fn verify_reports_damage_with_exit_code_1() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("FAILED"), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+/// Statements through the CLI: imported once (again changes nothing), refused whole when
+/// damaged, and reconciled into the end-of-day report — the same report when run again.
+#[test]
+fn statements_import_and_reconcile_through_the_cli() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path();
+    let path = |f: &str| fixture(f).to_str().expect("utf8").to_owned();
+    assert_eq!(posledger(data, &["merchants", "import", &path("admin.ndjson")], None).status.code(), Some(0));
+    for day in ["2026-11-24", "2026-11-25"] {
+        let out = posledger(data, &["ingest", &path(&format!("feed-{day}.ndjson"))], None);
+        assert_eq!(out.status.code(), Some(0));
+    }
+    let statements = [
+        ("wechat", "statements/wechat-2026-11-24.csv"),
+        ("alipay", "statements/alipay-2026-11-24.csv"),
+        ("unionpay", "statements/unionpay-2026-11-24.txt"),
+        ("wechat", "statements/wechat-2026-11-25.csv"),
+        ("alipay", "statements/alipay-2026-11-25.csv"),
+        ("unionpay", "statements/unionpay-2026-11-25.txt"),
+    ];
+    for (channel, file) in statements {
+        let out =
+            posledger(data, &["statement", "import", "--channel", channel, &path(file), "--format", "json"], None);
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(json(&out)["imported"], true);
+    }
+    let again = posledger(
+        data,
+        &["statement", "import", "--channel", "wechat", &path("statements/wechat-2026-11-24.csv"), "--format", "json"],
+        None,
+    );
+    assert_eq!((json(&again)["again"].clone(), json(&again)["imported"].clone()), (true.into(), false.into()));
+    // A damaged file: refused with its line and field, nothing recorded.
+    let bad = dir.path().join("wechat-2026-11-26.csv");
+    let text = std::fs::read_to_string(fixture("statements/wechat-2026-11-24.csv")).expect("fixture");
+    std::fs::write(&bad, text.replacen("`59.05,", "`59.x5,", 1)).expect("write");
+    let out = posledger(
+        data,
+        &["statement", "import", "--channel", "wechat", bad.to_str().expect("utf8"), "--format", "json"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let refusal = json(&out);
+    assert_eq!((refusal["line"].clone(), refusal["field"].clone()), (3.into(), "应结订单金额".into()));
+    assert_eq!(
+        posledger(data, &["reconcile", "--date", "2026-11-26"], None).status.code(),
+        Some(2),
+        "nothing imported for 11-26"
+    );
+
+    let answer: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("answer.json")).expect("answer")).expect("json");
+    for day in ["2026-11-24", "2026-11-25"] {
+        let run = || posledger(data, &["reconcile", "--date", day, "--format", "json"], None);
+        let first = run();
+        assert_eq!(first.status.code(), Some(1), "breaks: exit 1; {}", String::from_utf8_lossy(&first.stderr));
+        let report = json(&first);
+        assert_eq!(report, json(&run()), "a re-run gives the identical report");
+        for r in report["reports"].as_array().expect("reports") {
+            let key = format!("{}:{day}", r["statement"].as_str().expect("statement"));
+            assert_eq!(r["counts"]["matched"], answer["matched"][&key], "{key}");
+            let want = answer["breaks"]
+                .as_array()
+                .expect("breaks")
+                .iter()
+                .filter(|b| b["date"] == day && b["statement"] == r["statement"])
+                .count();
+            let got =
+                r["breaks"].as_array().expect("breaks").iter().filter(|b| b["outcome"] != "carried_forward").count();
+            assert_eq!(got, want, "{key}");
+            assert!(
+                r["settlement"].as_array().is_some_and(|s| !s.is_empty())
+                    && r["clearing"].as_array().is_some_and(|c| !c.is_empty())
+            );
+        }
+    }
+    let table = posledger(data, &["reconcile", "--date", "2026-11-25", "--channel", "alipay"], None);
+    assert!(
+        String::from_utf8_lossy(&table.stdout).contains("carried_forward"),
+        "{}",
+        String::from_utf8_lossy(&table.stdout)
+    );
+    let breaks = json(&posledger(data, &["breaks", "--format", "json"], None));
+    assert_eq!(breaks["breaks"].as_array().map(Vec::len), answer["breaks"].as_array().map(Vec::len));
+}

@@ -1,0 +1,369 @@
+//! The statement and reconciliation commands: `statement import`, `reconcile` (the end-of-day
+//! report of design.md §5) and `breaks`.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use chrono::NaiveDate;
+use ingest::statement::StatementChannel;
+use ledger::entry::Account;
+use ledger::recon::{Outcome, Reconciled};
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+
+use crate::cli::{keep_books, open_books, open_store, runtime};
+
+/// How a report is printed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// For people.
+    Table,
+    /// For programs; stable.
+    Json,
+    /// For spreadsheets.
+    Csv,
+}
+
+/// `posledger statement import`.
+pub fn import(
+    data_dir: &Path,
+    channel: StatementChannel,
+    file: &Path,
+    date: Option<NaiveDate>,
+    json: bool,
+) -> Result<ExitCode> {
+    let name = file.display().to_string();
+    let len = std::fs::metadata(file).with_context(|| format!("opening {name}"))?.len();
+    ingest::statement::check_size(&name, len)?;
+    let bytes = std::fs::read(file).with_context(|| format!("reading {name}"))?;
+    let rt = runtime()?;
+    let store = open_store(data_dir)?;
+    let imported = match rt.block_on(ledger::recon::import_statement(&store, channel, &name, &bytes, date)) {
+        Ok(i) => i,
+        Err(ledger::recon::ReconError::Statement(e)) => {
+            // Refused input: nothing was recorded.
+            if json {
+                println!(
+                    "{}",
+                    json!({"imported": false, "error": e.to_string(), "file": e.file, "line": e.line, "field": e.field})
+                );
+            } else {
+                println!("refused, nothing imported: {e}");
+            }
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let s = &imported.statement;
+    if json {
+        println!(
+            "{}",
+            json!({
+                "imported": !imported.again, "again": imported.again, "channel": s.channel.as_str(),
+                "date": s.date.to_string(), "digest": s.digest, "lines": s.lines, "totals": totals_json(&s.totals),
+            })
+        );
+    } else if imported.again {
+        println!(
+            "{} statement for {} was imported before (same file, digest {}): nothing changed",
+            s.channel,
+            s.date,
+            &s.digest[..16]
+        );
+    } else {
+        let t = &s.totals;
+        println!(
+            "imported {} statement for {}: {} lines ({} payments {}, {} refunds {}, fees {})",
+            s.channel, s.date, s.lines, t.payments, t.payment_amount, t.refunds, t.refund_amount, t.fees
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn totals_json(t: &ingest::statement::Totals) -> Value {
+    json!({
+        "payments": t.payments, "payment_amount": t.payment_amount.to_string(),
+        "refunds": t.refunds, "refund_amount": t.refund_amount.to_string(), "fees": t.fees.to_string(),
+    })
+}
+
+/// `posledger reconcile`.
+pub fn reconcile(data_dir: &Path, date: NaiveDate, only: Option<StatementChannel>, output: Output) -> Result<ExitCode> {
+    let rt = runtime()?;
+    let store = open_store(data_dir)?;
+    let channels: Vec<StatementChannel> = match only {
+        Some(c) => vec![c],
+        None => {
+            [StatementChannel::Wechat, StatementChannel::Alipay, StatementChannel::Unionpay, StatementChannel::Generic]
+                .into_iter()
+                .filter(|c| {
+                    rt.block_on(ledger::recon::stored_statement(&store, *c, date, None)).is_ok_and(|s| s.is_some())
+                })
+                .collect()
+        }
+    };
+    if channels.is_empty() {
+        anyhow::bail!("no statement is imported for {date}; import one with `posledger statement import`");
+    }
+    let mut runs = Vec::new();
+    for c in channels {
+        runs.push(
+            rt.block_on(ledger::recon::reconcile(&store, c, date))
+                .with_context(|| format!("reconciling {c} {date}"))?,
+        );
+    }
+    let opened = rt.block_on(open_books(&store, data_dir))?;
+    let books = &opened.books;
+    let reports: Vec<Value> = runs.iter().map(|r| report_json(r, date, books)).collect();
+    let mut out = std::io::stdout().lock();
+    match output {
+        Output::Json => writeln!(out, "{}", json!({"date": date.to_string(), "reports": reports}))?,
+        Output::Csv => {
+            writeln!(
+                out,
+                "statement,date,outcome,kind,txn_id,channel_txn_id,line,our_amount,expected_fee,their_amount,their_fee,age_days"
+            )?;
+            for r in &reports {
+                for b in r["breaks"].as_array().into_iter().flatten() {
+                    let f = |k: &str| match &b[k] {
+                        Value::String(s) => s.clone(),
+                        Value::Null => String::new(),
+                        v => v.to_string(),
+                    };
+                    writeln!(
+                        out,
+                        "{},{},{},{},{},{},{},{},{},{},{},{}",
+                        r["statement"].as_str().unwrap_or_default(),
+                        date,
+                        f("outcome"),
+                        f("kind"),
+                        f("txn_id"),
+                        f("channel_txn_id"),
+                        f("line"),
+                        f("our_amount"),
+                        f("expected_fee"),
+                        f("their_amount"),
+                        f("their_fee"),
+                        f("age_days")
+                    )?;
+                }
+            }
+        }
+        Output::Table => {
+            for r in &reports {
+                table(&mut out, r)?;
+            }
+        }
+    }
+    drop(out);
+    rt.block_on(keep_books(&store, data_dir, &opened));
+    let breaks = runs.iter().any(|r| r.classification.items.iter().any(|c| c.outcome.is_break()));
+    Ok(if breaks { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// The report of one statement and date (design.md §5), as JSON (the stable form).
+fn report_json(r: &Reconciled, date: NaiveDate, books: &ledger::Projection) -> Value {
+    let counts: serde_json::Map<String, Value> =
+        r.classification.counts().into_iter().map(|(o, n)| (o.as_str().to_owned(), json!(n))).collect();
+    let breaks: Vec<Value> = r
+        .classification
+        .items
+        .iter()
+        .filter(|c| c.outcome != Outcome::Matched)
+        .map(|c| {
+            json!({
+                "outcome": c.outcome.as_str(), "kind": c.kind, "txn_id": c.txn_id, "channel_txn_id": c.channel_txn_id,
+                "line": c.line, "our_amount": c.our_amount.map(|d| d.to_string()),
+                "expected_fee": c.expected_fee.map(|d| d.normalize().to_string()),
+                "their_amount": c.their_amount.map(|d| d.to_string()), "their_fee": c.their_fee.map(|d| d.to_string()),
+                "age_days": c.item_date.map_or(0, |d| (date - d).num_days()),
+            })
+        })
+        .collect();
+    // The clearing accounts the statement settles: how they moved on the date in the books.
+    let day = |d: NaiveDate| {
+        d.and_hms_opt(23, 59, 59).and_then(|t| t.and_local_timezone(chrono::FixedOffset::east_opt(8 * 3600)?).single())
+    };
+    let clearing: Vec<Value> = ingest::event::Channel::ALL
+        .iter()
+        .filter(|c| ledger::recon::statement_of(**c) == Some(r.statement.channel))
+        .map(|c| {
+            let account = Account::clearing(*c);
+            let at = |d: Option<chrono::DateTime<chrono::FixedOffset>>| {
+                d.map_or(Decimal::ZERO, |t| {
+                    books.balance_at_time(&account, ingest::money::Currency::Cny, t.timestamp_micros())
+                })
+            };
+            let movement = at(day(date)) - at(date.pred_opt().and_then(day));
+            json!({"account": account.path(), "movement": movement.to_string()})
+        })
+        .collect();
+    let t = &r.statement.totals;
+    let settlement: Vec<Value> = books
+        .day_totals(date)
+        .into_iter()
+        .map(|(m, c, g, rf, f, n)| {
+            json!({"merchant_id": m, "currency": c.code(), "gross": g.to_string(), "refunds": rf.to_string(),
+                   "fees": f.to_string(), "net": n.to_string()})
+        })
+        .collect();
+    json!({
+        "statement": r.statement.channel.as_str(),
+        "date": date.to_string(),
+        "file": {"name": r.statement.file_name, "digest": r.statement.digest, "lines": r.statement.lines},
+        "theirs": totals_json(t),
+        "theirs_net": (t.payment_amount - t.refund_amount - t.fees).normalize().to_string(),
+        "ours": totals_json(&r.our_totals),
+        "counts": counts,
+        "breaks": breaks,
+        "clearing": clearing,
+        "settlement": settlement,
+        "classification_digest": r.record.classification_digest,
+    })
+}
+
+fn table(out: &mut impl Write, r: &Value) -> Result<()> {
+    let s = |v: &Value| {
+        v.as_str().map(str::to_owned).unwrap_or_else(|| if v.is_null() { String::new() } else { v.to_string() })
+    };
+    writeln!(
+        out,
+        "== {} {} ({}, {} lines)",
+        s(&r["statement"]),
+        s(&r["date"]),
+        s(&r["file"]["name"]),
+        r["file"]["lines"]
+    )?;
+    for (label, side) in [("theirs", &r["theirs"]), ("ours", &r["ours"])] {
+        writeln!(
+            out,
+            "{label:<7} payments {:>6} {:>14}   refunds {:>5} {:>12}   fees {:>12}",
+            side["payments"],
+            s(&side["payment_amount"]),
+            side["refunds"],
+            s(&side["refund_amount"]),
+            s(&side["fees"])
+        )?;
+    }
+    let counts: Vec<String> = r["counts"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, n)| n.as_u64() != Some(0))
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    writeln!(out, "outcomes: {}", counts.join(", "))?;
+    for b in r["breaks"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "  {:<22} {:<7} {:<28} {:<30} ours {:>10} fee {:>9}  theirs {:>10} fee {:>9}  age {}",
+            s(&b["outcome"]),
+            s(&b["kind"]),
+            s(&b["txn_id"]),
+            s(&b["channel_txn_id"]),
+            s(&b["our_amount"]),
+            s(&b["expected_fee"]),
+            s(&b["their_amount"]),
+            s(&b["their_fee"]),
+            b["age_days"]
+        )?;
+    }
+    for c in r["clearing"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "clearing {} moved {} on the day (statement net {})",
+            s(&c["account"]),
+            s(&c["movement"]),
+            s(&r["theirs_net"])
+        )?;
+    }
+    writeln!(out, "settlement of the day's business:")?;
+    for m in r["settlement"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "  {:<10} gross {:>12} refunds {:>10} fees {:>8} net {:>12} {}",
+            s(&m["merchant_id"]),
+            s(&m["gross"]),
+            s(&m["refunds"]),
+            s(&m["fees"]),
+            s(&m["net"]),
+            s(&m["currency"])
+        )?;
+    }
+    Ok(())
+}
+
+/// `posledger breaks`: the breaks of the latest reconciliation of every statement and date.
+pub fn breaks(data_dir: &Path, _open: bool, output: Output) -> Result<ExitCode> {
+    use ingest::store::EventStore;
+    let rt = runtime()?;
+    let store = open_store(data_dir)?;
+    let mut latest: std::collections::BTreeMap<(String, NaiveDate), ingest::event::ReconciliationCompleted> =
+        Default::default();
+    rt.block_on(async {
+        let mut position = 0;
+        while position < store.head() {
+            let batch = store.read_all(position, ingest::store::READ_EVENTS_MAX).await?;
+            if batch.is_empty() {
+                break;
+            }
+            for e in batch {
+                position = e.position + 1;
+                if e.data.event_type == "ReconciliationCompleted"
+                    && let ingest::event::Event::ReconciliationCompleted(r) =
+                        ingest::event::Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)?
+                {
+                    latest.insert((r.channel.to_string(), r.date), r);
+                }
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    let rows: Vec<(&(String, NaiveDate), &ingest::event::ReconBreak)> = latest
+        .iter()
+        .flat_map(|(k, r)| r.breaks.iter().filter(|b| b.outcome != "carried_forward").map(move |b| (k, b)))
+        .collect();
+    let mut out = std::io::stdout().lock();
+    match output {
+        Output::Json => {
+            let list: Vec<Value> = rows
+                .iter()
+                .map(|((c, d), b)| {
+                    let mut v = serde_json::to_value(b).unwrap_or_default();
+                    v["statement"] = json!(c);
+                    v["date"] = json!(d.to_string());
+                    v
+                })
+                .collect();
+            writeln!(out, "{}", json!({"breaks": list}))?;
+        }
+        Output::Csv => {
+            writeln!(out, "statement,date,outcome,kind,txn_id,channel_txn_id")?;
+            for ((c, d), b) in &rows {
+                let kind = if b.kind == ingest::statement::LineKind::Refund { "refund" } else { "payment" };
+                writeln!(
+                    out,
+                    "{c},{d},{},{kind},{},{}",
+                    b.outcome,
+                    b.txn_id,
+                    b.channel_txn_id.as_deref().unwrap_or("")
+                )?;
+            }
+        }
+        Output::Table => {
+            for ((c, d), b) in &rows {
+                writeln!(
+                    out,
+                    "{c:<9} {d} {:<22} {:<28} {}",
+                    b.outcome,
+                    b.txn_id,
+                    b.channel_txn_id.as_deref().unwrap_or("")
+                )?;
+            }
+            writeln!(out, "{} open break(s)", rows.len())?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
