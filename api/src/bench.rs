@@ -45,6 +45,17 @@ pub const BENCHMARKS: &[Benchmark] = &[
                 (open_recover_no_snapshot_s: scan, check and index the whole log)",
     },
     Benchmark {
+        name: "reconcile_1m_items_s",
+        about: "classifying 1M statement lines against 1M ledger items (the full outcome set, a few \
+                hundred planted breaks); DuckDB's and polars' bare full outer join of the same keys \
+                when they are installed (pip install duckdb polars)",
+    },
+    Benchmark {
+        name: "parse_statements_lines_per_s",
+        about: "parsing generated 1M-line statements: parse_wechat_lines_per_s (UTF-8 CSV), \
+                parse_alipay_lines_per_s (GBK CSV), parse_unionpay_lines_per_s (fixed-width GBK)",
+    },
+    Benchmark {
         name: "replay_10m_events_s",
         about: "rebuilding the books from a stored log of 10M events (9.1M captures of 1000 merchants, \
                 a refund for one in ten) without a checkpoint: read, decode, project; also its peak \
@@ -125,6 +136,8 @@ pub fn run(names: &[String], scale: f64, repeat: usize, work_dir: Option<&Path>)
             "open_recover_s" => rt.block_on(open_recover(&dir, scaled(10_000_000, scale), repeat))?,
             "projection_postings_per_s" => projection(&dir, scaled(1_000_000, scale), repeat)?,
             "replay_10m_events_s" => rt.block_on(replay(&dir, scaled(9_090_909, scale), repeat))?,
+            "reconcile_1m_items_s" => reconcile(&dir, scaled(1_000_000, scale), repeat)?,
+            "parse_statements_lines_per_s" => parse_statements(scaled(1_000_000, scale), repeat)?,
             _ => unreachable!("names were checked above"),
         }
         let _ = std::fs::remove_dir_all(&dir);
@@ -717,6 +730,251 @@ fn projection(dir: &Path, payments: u64, repeat: usize) -> Result<()> {
         }
     } else {
         eprintln!("peer skipped: ledger-cli is not installed");
+    }
+    Ok(())
+}
+
+/// `n` of our payments and the statement lines for them: every 1000th line's amount is off,
+/// every 1000th payment (another) is missing from the statement, every 1000th line repeats,
+/// and every 2000th line is unknown to us.
+fn recon_inputs(n: u64) -> (Vec<ledger::recon::Item>, Vec<ingest::statement::StatementLine>) {
+    use ingest::statement::{LineKind, StatementLine};
+    let day = chrono::DateTime::parse_from_rfc3339("2026-11-24T00:00:00+08:00").unwrap_or_default();
+    let mut items = Vec::with_capacity(n as usize);
+    let mut lines = Vec::with_capacity(n as usize + n as usize / 500);
+    for i in 0..n {
+        let amount = rust_decimal::Decimal::new(100 + (i % 50_000) as i64, 2);
+        let item = ledger::recon::Item {
+            kind: LineKind::Payment,
+            txn_id: format!("M{:06}-20261124-{i:09}", i % 1000),
+            channel_txn_id: Some(format!("42000{i:023}")),
+            channel: Channel::Wechat,
+            amount,
+            // Spread over the day, none near the cut-off.
+            at: day + chrono::Duration::milliseconds((i * 80_000_000 / n.max(1)) as i64),
+            cancelled: false,
+        };
+        if i % 1000 != 7 {
+            let mut line = StatementLine {
+                line: lines.len() as u64 + 2,
+                kind: LineKind::Payment,
+                txn_id: item.txn_id.clone(),
+                original_txn_id: None,
+                channel_txn_id: item.channel_txn_id.clone().unwrap_or_default(),
+                amount,
+                fee: amount * rust_decimal::Decimal::new(25, 4),
+                at: None,
+            };
+            if i % 1000 == 3 {
+                line.amount += rust_decimal::Decimal::new(1, 2);
+            }
+            if i % 1000 == 5 {
+                lines.push(line.clone());
+            }
+            if i % 2000 == 11 {
+                let mut stranger = line.clone();
+                stranger.channel_txn_id = format!("99999{i:023}");
+                stranger.txn_id = format!("X-{i}");
+                lines.push(stranger);
+            }
+            lines.push(line);
+        }
+        items.push(item);
+    }
+    (items, lines)
+}
+
+fn reconcile(dir: &Path, n: u64, repeat: usize) -> Result<()> {
+    let (items, lines) = recon_inputs(n);
+    let date = chrono::NaiveDate::from_ymd_opt(2026, 11, 24).context("date")?;
+    let terms = ledger::recon::Terms {
+        fee_rate: rust_decimal::Decimal::new(25, 4),
+        fee_tolerance: rust_decimal::Decimal::new(1, 2),
+        carry_forward_days: 1,
+    };
+    let mut runs = Vec::new();
+    let mut counts = Vec::new();
+    for _ in 0..repeat {
+        let start = Instant::now();
+        let c = ledger::recon::classify(date, &lines, &[], &items, |_| terms);
+        runs.push(start.elapsed().as_secs_f64());
+        counts = c.counts();
+    }
+    let ours = median(runs.clone());
+    let counts: serde_json::Map<String, Value> =
+        counts.into_iter().map(|(o, k)| (o.as_str().to_owned(), json!(k))).collect();
+    emit(
+        "reconcile_1m_items_s",
+        ours,
+        "s",
+        json!({"lines": lines.len(), "items": items.len(), "counts": counts, "runs_seconds": runs}),
+    );
+    // The peers: a bare full outer join of the same keys, in the same minute.
+    std::fs::create_dir_all(dir)?;
+    let script = format!(
+        r#"
+import sys, time, statistics
+n = {n}
+repeat = {repeat}
+def keys(tag):
+    return ["42000%023d" % i for i in range(n) if not (tag == "b" and i % 1000 == 7)]
+a, b = keys("a"), keys("b")
+out = {{}}
+try:
+    import duckdb
+    con = duckdb.connect()
+    con.execute("CREATE TABLE a AS SELECT k, 1.00::DECIMAL(18,2) AS amount FROM (SELECT unnest($1) AS k)", [a])
+    con.execute("CREATE TABLE b AS SELECT k, 1.00::DECIMAL(18,2) AS amount FROM (SELECT unnest($1) AS k)", [b])
+    runs = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        con.execute("CREATE OR REPLACE TABLE j AS SELECT * FROM a FULL OUTER JOIN b USING (k)")
+        runs.append(time.perf_counter() - t)
+    out["duckdb"] = statistics.median(runs)
+except ImportError:
+    pass
+try:
+    import polars as pl
+    pa, pb = pl.DataFrame({{"k": a, "x": [1] * len(a)}}), pl.DataFrame({{"k": b, "y": [1] * len(b)}})
+    runs = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        pa.join(pb, on="k", how="full")
+        runs.append(time.perf_counter() - t)
+    out["polars"] = statistics.median(runs)
+except ImportError:
+    pass
+print(" ".join("%s=%f" % kv for kv in out.items()))
+"#
+    );
+    match std::process::Command::new("python3").args(["-c", &script]).output() {
+        Ok(o) if o.status.success() => {
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            for pair in text.split_whitespace() {
+                let Some((peer, secs)) = pair.split_once('=') else { continue };
+                let Ok(secs) = secs.parse::<f64>() else { continue };
+                emit(&format!("peer_{peer}_full_outer_join_1m_s"), secs, "s", json!({"keys": n}));
+                emit(&format!("reconcile_1m_vs_{peer}_join_ratio"), ours / secs, "x", json!({"keys": n}));
+            }
+            if text.trim().is_empty() {
+                eprintln!("peers skipped: neither duckdb nor polars is installed for python3");
+            }
+        }
+        _ => eprintln!("peers skipped: python3 is not available"),
+    }
+    Ok(())
+}
+
+/// Generated statements of `n` lines in each format.
+fn statement_files(n: u64) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    use std::fmt::Write as _;
+    let mut wechat = String::with_capacity(n as usize * 300);
+    wechat.push_str("\u{feff}交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注\r\n");
+    let mut alipay = String::with_capacity(n as usize * 250);
+    alipay.push_str("#支付宝业务明细查询\r\n#账号：[20880000000000010156]\r\n#起始日期：[2026年11月24日 00:00:00]   终止日期：[2026年11月25日 00:00:00]\r\n#-----------------------------------------业务明细列表----------------------------------------\r\n");
+    alipay.push_str("支付宝交易号,商户订单号,业务类型,商品名称,创建时间,完成时间,门店编号,门店名称,操作员,终端号,对方账户,订单金额（元）,商家实收（元）,支付宝红包（元）,集分宝（元）,支付宝优惠（元）,商家优惠（元）,券核销金额（元）,券名称,商家红包消费金额（元）,卡消费金额（元）,退款批次号/请求号,服务费（元）,分润（元）,备注\r\n");
+    let mut unionpay = Vec::with_capacity(n as usize * 610);
+    let (mut total, mut fees) = (rust_decimal::Decimal::ZERO, rust_decimal::Decimal::ZERO);
+    let pad = |s: &str, w: usize| format!("{s:<w$}");
+    for i in 0..n {
+        let cents = 100 + (i % 50_000) as i64;
+        let amount = rust_decimal::Decimal::new(cents, 2);
+        let fee = rust_decimal::Decimal::new(cents * 25, 5);
+        total += amount;
+        fees += fee;
+        let (h, m, s) = ((i / 3600) % 24, (i / 60) % 60, i % 60);
+        let _ = write!(
+            wechat,
+            "`2026-11-24 {h:02}:{m:02}:{s:02},`wx8888888888888888,`1900000109,`1900012345,`T0000601,`42000{i:023},`M000006-20261124-{i:09},`o397e0750ea82,`MICROPAY,`SUCCESS,`CMB_DEBIT,`CNY,`{amount},`0.00,`0,`0,`0.00,`0.00,`,`,`POS sale,`,`{fee},`0.25%,`{amount},`0.00,`\r\n"
+        );
+        let _ = write!(
+            alipay,
+            "2026112422{i:018}\t,M000001-20261124-{i:09}\t,交易\t,POS消费,2026-11-24 {h:02}:{m:02}:{s:02},2026-11-24 {h:02}:{m:02}:{s:02},M000001\t,门店001\t,op1\t,T0000100\t,*7902\t,{amount},{amount},0.00,0.00,0.00,0.00,0.00,,0.00\t,0.00,\t,-{},0.00,\r\n",
+            fee.round_dp(2)
+        );
+        let fields: Vec<String> = vec![
+            "S22".into(),
+            "00000000000".into(),
+            "00000000000".into(),
+            format!("{:06}", i % 1_000_000),
+            format!("1124{h:02}{m:02}{s:02}"),
+            pad("622848******1964", 19),
+            format!("{cents:012}"),
+            "5812".into(),
+            "03".into(),
+            pad(&format!("1124{i:017}"), 21),
+            "01".into(),
+            pad(&format!("M000004-20261124-{i:09}"), 32),
+            "01".into(),
+            "000000".into(),
+            "0000000000".into(),
+            format!("C{:012}", cents / 400),
+            format!("C{:012}", cents - cents / 400),
+            "0001".into(),
+            pad("", 15),
+            "01".into(),
+            "01".into(),
+            "000000".into(),
+            "01".into(),
+            pad("", 4),
+            pad("", 32),
+            "0".into(),
+            pad("", 21),
+            pad("M000004", 15),
+            "0".into(),
+            pad("", 15),
+            pad("", 32),
+            "C000000000000".into(),
+            format!("C{:012}", cents),
+            "T0000401".into(),
+            pad("", 32),
+            "C000000000000".into(),
+            "C000000000000".into(),
+            pad("", 12),
+            "00".into(),
+            "1".into(),
+            pad("", 32),
+            pad("", 98),
+        ];
+        unionpay.extend_from_slice(fields.join(" ").as_bytes());
+        unionpay.extend_from_slice(b"\r\n");
+    }
+    let _ = write!(
+        wechat,
+        "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额\r\n`{n},`{total},`0.00,`0.00,`{fees},`{total},`0.00\r\n"
+    );
+    let _ = write!(
+        alipay,
+        "#-----------------------------------------业务明细列表结束------------------------------------\r\n#交易合计：{n}笔，商家实收共{total}元，商家优惠共0.00元\r\n#退款合计：0笔，商家实收退款共0.00元，商家优惠退款共0.00元\r\n#导出时间：[2026年11月25日 09:12:00]\r\n"
+    );
+    let alipay = encoding_rs::GBK.encode(&alipay).0.into_owned();
+    (wechat.into_bytes(), alipay, unionpay)
+}
+
+fn parse_statements(n: u64, repeat: usize) -> Result<()> {
+    use ingest::statement::{alipay, unionpay, wechat};
+    let (w, a, u) = statement_files(n);
+    let date = chrono::NaiveDate::from_ymd_opt(2026, 11, 24);
+    type Parser<'a> = Box<dyn Fn() -> Result<ingest::statement::Statement, ingest::statement::StatementError> + 'a>;
+    let runs: [(&str, &[u8], Parser<'_>); 3] = [
+        ("parse_wechat_lines_per_s", &w, Box::new(|| wechat::parse("bench-wechat.csv", &w))),
+        ("parse_alipay_lines_per_s", &a, Box::new(|| alipay::parse("bench-alipay.csv", &a))),
+        ("parse_unionpay_lines_per_s", &u, Box::new(|| unionpay::parse_dated("bench-unionpay.txt", &u, date))),
+    ];
+    for (name, bytes, parse) in runs {
+        let mut times = Vec::new();
+        for _ in 0..repeat {
+            let start = Instant::now();
+            let s = parse()?;
+            times.push(start.elapsed().as_secs_f64());
+            anyhow::ensure!(s.lines.len() as u64 == n, "{name}: every line read");
+        }
+        emit(
+            name,
+            n as f64 / median(times.clone()),
+            "lines/s",
+            json!({"lines": n, "bytes": bytes.len(), "runs_seconds": times}),
+        );
     }
     Ok(())
 }

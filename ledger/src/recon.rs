@@ -3,8 +3,9 @@
 //! inputs give the same classification, in the same order (statement lines in file order,
 //! then our unmatched items by date and `txn_id`).
 //!
-//! Keys: a payment line is matched to our payment by the channel's transaction id, then by our
-//! order number (`txn_id`); a refund line to our refund by the refund's `txn_id`. Outcomes, the
+//! Keys: a payment line is matched to our payment by the channel's transaction id; a refund
+//! line to our refund by the refund's `txn_id`. A line whose key finds nothing is then tried
+//! by our order number among the items no line took by its key. Outcomes, the
 //! first that applies winning:
 //!
 //! | outcome | when |
@@ -166,26 +167,60 @@ pub struct Classified {
     pub item_date: Option<NaiveDate>,
 }
 
-/// What a reconciliation of one statement and date found.
+/// What matched lines of one ledger channel add up to (what the channel settled for us).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct MatchedSums {
+    /// Matched payment lines.
+    pub payments: u64,
+    /// Their amounts.
+    pub payment_amount: Decimal,
+    /// Matched refund lines.
+    pub refunds: u64,
+    /// Their amounts.
+    pub refund_amount: Decimal,
+    /// The statement's fees on them.
+    pub fees: Decimal,
+}
+
+/// What a reconciliation of one statement and date found: every line and item has one
+/// outcome; the matched ones are counted and summed per ledger channel, every other one is
+/// listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Classification {
-    /// Every line and item, statement lines first (file order), then our unmatched items.
+    /// Every line and item not matched: statement lines first (file order), then our
+    /// unmatched items by date and `txn_id`.
     pub items: Vec<Classified>,
+    /// Matched lines.
+    pub matched: u64,
+    /// What the matched lines add up to, per ledger channel.
+    pub matched_sums: std::collections::BTreeMap<Channel, MatchedSums>,
 }
 
 impl Classification {
     /// How many got each outcome.
     pub fn counts(&self) -> Vec<(Outcome, u64)> {
-        Outcome::ALL.iter().map(|o| (*o, self.items.iter().filter(|c| c.outcome == *o).count() as u64)).collect()
+        Outcome::ALL
+            .iter()
+            .map(|o| {
+                let n = if *o == Outcome::Matched {
+                    self.matched
+                } else {
+                    self.items.iter().filter(|c| c.outcome == *o).count() as u64
+                };
+                (*o, n)
+            })
+            .collect()
     }
 }
+
+type KeyMap<'a, V> = hashbrown::HashMap<(LineKind, &'a str), V>;
 
 /// Classifies the statement `lines` of `date` (a file already read) against our `items`.
 ///
 /// `items` are ours for the statement's channels, of `date` and of the days before it within
 /// the longest `carry_forward_days`; `earlier` holds the statement lines of those earlier
 /// days, to tell which of their items near the cut-off are still unsettled. `terms` gives each
-/// ledger channel's terms for the date.
+/// ledger channel's terms for the date. Items are taken in the order given (the log's).
 pub fn classify(
     date: NaiveDate,
     lines: &[StatementLine],
@@ -194,20 +229,21 @@ pub fn classify(
     terms: impl Fn(Channel) -> Terms,
 ) -> Classification {
     // Keys of what earlier files settled.
-    let mut settled_before: std::collections::HashSet<(LineKind, &str)> = std::collections::HashSet::new();
+    let mut settled_before: hashbrown::HashSet<(LineKind, &str)> = hashbrown::HashSet::new();
     for l in earlier.iter().flat_map(|ls| ls.iter()) {
         settled_before.insert((l.kind, key_of_line(l)));
         settled_before.insert((l.kind, l.txn_id.as_str()));
     }
-    // The items this date's file may settle: today's, and earlier ones carried to it.
-    let mut candidates: Vec<&Item> = items
+    // The items this date's file may settle: today's, and earlier ones carried to it (each
+    // with its business date, worked out once).
+    let candidates: Vec<(&Item, NaiveDate)> = items
         .iter()
-        .filter(|i| {
-            let d = i.date();
-            if d == date {
+        .map(|i| (i, i.date()))
+        .filter(|(i, d)| {
+            if *d == date {
                 return true;
             }
-            let days = (date - d).num_days();
+            let days = (date - *d).num_days();
             days > 0
                 && days <= i64::from(terms(i.channel).carry_forward_days)
                 && i.near_cutoff()
@@ -216,49 +252,91 @@ pub fn classify(
                 && !settled_before.contains(&(i.kind, i.txn_id.as_str()))
         })
         .collect();
-    candidates.sort_by(|a, b| (a.date(), &a.txn_id).cmp(&(b.date(), &b.txn_id)));
-    let mut by_key: HashMap<(LineKind, &str), usize> = HashMap::with_capacity(candidates.len() * 2);
-    for (i, item) in candidates.iter().enumerate() {
-        by_key.entry((item.kind, item_key(item))).or_insert(i);
-        by_key.entry((item.kind, item.txn_id.as_str())).or_insert(i);
-    }
-    let mut taken = vec![false; candidates.len()];
-    let mut seen: std::collections::HashSet<(LineKind, &str)> = std::collections::HashSet::with_capacity(lines.len());
-    let mut out = Vec::with_capacity(lines.len() + candidates.len() / 8);
-    for line in lines {
-        let key = key_of_line(line);
-        let mut c = Classified {
-            outcome: Outcome::Matched,
-            kind: line.kind,
-            txn_id: line.txn_id.clone(),
-            channel_txn_id: Some(line.channel_txn_id.clone()),
-            line: Some(line.line),
-            our_amount: None,
-            expected_fee: None,
-            their_amount: Some(line.amount),
-            their_fee: Some(line.fee),
-            item_date: None,
-        };
-        if !seen.insert((line.kind, key)) {
-            c.outcome = Outcome::DuplicateInStatement;
-            out.push(c);
-            continue;
+    // Candidates by key: a table of their indexes (4 bytes a slot), hashed by the key.
+    let hasher = hashbrown::DefaultHashBuilder::default();
+    let hash = |kind: LineKind, key: &str| std::hash::BuildHasher::hash_one(&hasher, (kind, key));
+    // Hashes are worked out on every core; the table is filled on one.
+    let item_hashes = par_map(&candidates, |(item, _)| hash(item.kind, item_key(item)));
+    let mut by_key: hashbrown::HashTable<u32> = hashbrown::HashTable::with_capacity(candidates.len());
+    for (i, (item, _)) in candidates.iter().enumerate() {
+        let (kind, key) = (item.kind, item_key(item));
+        if let hashbrown::hash_table::Entry::Vacant(v) = by_key.entry(
+            item_hashes[i],
+            |&j| candidates[j as usize].0.kind == kind && item_key(candidates[j as usize].0) == key,
+            |&j| item_hashes[j as usize],
+        ) {
+            v.insert(i as u32);
         }
-        let found = by_key.get(&(line.kind, key)).or_else(|| by_key.get(&(line.kind, line.txn_id.as_str()))).copied();
-        let Some(i) = found.filter(|i| !taken[*i]) else {
-            c.outcome = Outcome::MissingInLedger;
-            out.push(c);
-            continue;
+    }
+    // Every line's item by its key, looked up on every core.
+    let looked_up: Vec<Option<u32>> = par_map(lines, |line| {
+        let (kind, key) = (line.kind, key_of_line(line));
+        by_key
+            .find(hash(kind, key), |&j| {
+                candidates[j as usize].0.kind == kind && item_key(candidates[j as usize].0) == key
+            })
+            .copied()
+    });
+    // The terms of each ledger channel among the candidates, looked up once.
+    let mut known: Vec<(Channel, Terms)> = Vec::new();
+    for (item, _) in &candidates {
+        if !known.iter().any(|(c, _)| *c == item.channel) {
+            known.push((item.channel, terms(item.channel)));
+        }
+    }
+    let terms_of = |c: Channel| known.iter().find(|(x, _)| *x == c).map(|(_, t)| *t).unwrap_or_else(|| terms(c));
+    let mut taken = vec![false; candidates.len()];
+    // Keys of lines that matched no item by their key: repeats among them are duplicates too.
+    let mut unmatched_keys: hashbrown::HashSet<(LineKind, &str)> = hashbrown::HashSet::new();
+    // Lines whose key found no item: tried by our order number once every key is matched.
+    let mut pending: Vec<usize> = Vec::new();
+    let mut outcomes: Vec<Option<(Outcome, Option<usize>)>> = vec![None; lines.len()];
+    for (n, line) in lines.iter().enumerate() {
+        let key = key_of_line(line);
+        outcomes[n] = match looked_up[n].map(|i| i as usize) {
+            Some(i) if taken[i] => Some((Outcome::DuplicateInStatement, None)),
+            Some(i) => {
+                taken[i] = true;
+                Some((Outcome::Matched, Some(i)))
+            }
+            None if !unmatched_keys.insert((line.kind, key)) => Some((Outcome::DuplicateInStatement, None)),
+            None => {
+                pending.push(n);
+                None
+            }
         };
-        taken[i] = true;
-        let item = candidates[i];
-        let t = terms(item.channel);
+    }
+    if !pending.is_empty() {
+        // Our order number, among the items no line took by its key.
+        let mut by_txn: KeyMap<'_, usize> = KeyMap::new();
+        for (i, (item, _)) in candidates.iter().enumerate() {
+            if !taken[i] {
+                by_txn.entry((item.kind, item.txn_id.as_str())).or_insert(i);
+            }
+        }
+        for n in pending {
+            let line = &lines[n];
+            outcomes[n] = Some(match by_txn.get(&(line.kind, line.txn_id.as_str())) {
+                Some(&i) if !taken[i] => {
+                    taken[i] = true;
+                    (Outcome::Matched, Some(i))
+                }
+                _ => (Outcome::MissingInLedger, None),
+            });
+        }
+    }
+    // The checks of every line that found its item (amount, fee), on every core.
+    let paired: Vec<(&StatementLine, Option<(Outcome, Option<usize>)>)> = lines.iter().zip(outcomes).collect();
+    let checked = par_map(&paired, |(line, outcome)| {
+        let (outcome, found) = outcome.unwrap_or((Outcome::MissingInLedger, None));
+        let Some(i) = found else { return (outcome, None, None) };
+        let item = candidates[i].0;
+        // Every candidate's channel is known (looked up above).
+        let Some(t) = known.iter().find(|(c, _)| *c == item.channel).map(|(_, t)| *t) else {
+            return (Outcome::MissingInLedger, None, None);
+        };
         let expected = item.amount * t.fee_rate;
-        c.txn_id = item.txn_id.clone();
-        c.our_amount = Some(item.amount);
-        c.expected_fee = Some(expected);
-        c.item_date = Some(item.date());
-        c.outcome = if item.cancelled {
+        let outcome = if item.cancelled {
             Outcome::StatusMismatch
         } else if line.amount != item.amount {
             Outcome::AmountMismatch
@@ -267,14 +345,58 @@ pub fn classify(
         } else {
             Outcome::Matched
         };
-        out.push(c);
-    }
-    for (i, item) in candidates.iter().enumerate() {
-        if taken[i] || item.cancelled {
+        (outcome, Some(i), Some(expected))
+    });
+    let mut out = Vec::new();
+    let mut matched = 0;
+    let mut matched_sums: std::collections::BTreeMap<Channel, MatchedSums> = Default::default();
+    for ((line, _), (outcome, found, expected)) in paired.iter().zip(checked) {
+        let detail = |outcome: Outcome, item: Option<(&Item, NaiveDate)>, expected: Option<Decimal>| Classified {
+            outcome,
+            kind: line.kind,
+            txn_id: item.map_or_else(|| line.txn_id.clone(), |(i, _)| i.txn_id.clone()),
+            channel_txn_id: Some(line.channel_txn_id.clone()),
+            line: Some(line.line),
+            our_amount: item.map(|(i, _)| i.amount),
+            expected_fee: expected,
+            their_amount: Some(line.amount),
+            their_fee: Some(line.fee),
+            item_date: item.map(|(_, d)| d),
+        };
+        let Some(i) = found else {
+            out.push(detail(outcome, None, None));
             continue;
+        };
+        let (item, item_date) = candidates[i];
+        if outcome == Outcome::Matched {
+            matched += 1;
+            let sums = matched_sums.entry(item.channel).or_default();
+            match line.kind {
+                LineKind::Payment => {
+                    sums.payments += 1;
+                    sums.payment_amount += line.amount;
+                }
+                LineKind::Refund => {
+                    sums.refunds += 1;
+                    sums.refund_amount += line.amount;
+                }
+            }
+            sums.fees += line.fee;
+        } else {
+            out.push(detail(outcome, Some((item, item_date)), expected));
         }
-        let age = (date - item.date()).num_days();
-        let carry = i64::from(terms(item.channel).carry_forward_days);
+    }
+    let mut unmatched: Vec<(&Item, NaiveDate)> = candidates
+        .iter()
+        .zip(&taken)
+        .filter(|((item, _), taken)| !**taken && !item.cancelled)
+        .map(|(c, _)| *c)
+        .collect();
+    unmatched.sort_by(|a, b| (a.1, &a.0.txn_id).cmp(&(b.1, &b.0.txn_id)));
+    for (item, item_date) in unmatched {
+        let age = (date - item_date).num_days();
+        let t = terms_of(item.channel);
+        let carry = i64::from(t.carry_forward_days);
         let outcome =
             if item.near_cutoff() && age < carry { Outcome::CarriedForward } else { Outcome::MissingInStatement };
         out.push(Classified {
@@ -284,13 +406,29 @@ pub fn classify(
             channel_txn_id: item.channel_txn_id.clone(),
             line: None,
             our_amount: Some(item.amount),
-            expected_fee: Some(item.amount * terms(item.channel).fee_rate),
+            expected_fee: Some(item.amount * t.fee_rate),
             their_amount: None,
             their_fee: None,
-            item_date: Some(item.date()),
+            item_date: Some(item_date),
         });
     }
-    Classification { items: out }
+    Classification { items: out, matched, matched_sums }
+}
+
+/// `f` over `items`, the work split between the machine's cores; results in order.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    if threads < 2 || items.len() < 50_000 {
+        return items.iter().map(&f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|scope| {
+        let parts: Vec<_> =
+            items.chunks(chunk).map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<R>>())).collect();
+        // A worker can only fail by panicking, and then this panics too.
+        parts.into_iter().flat_map(|p| p.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
+    })
 }
 
 /// The key a statement line is matched by: a payment's channel id, a refund's `txn_id`.
@@ -615,6 +753,8 @@ pub async fn reconcile<S: ingest::store::EventStore>(
         our_totals.fees += i.amount * terms.get(&i.channel).map_or(Decimal::ZERO, |t| t.fee_rate);
     }
     let mut digest = blake3::Hasher::new();
+    digest.update(format!("matched {}\n", classification.matched).as_bytes());
+    digest.update(serde_json::to_string(&classification.matched_sums).unwrap_or_default().as_bytes());
     for c in &classification.items {
         digest.update(serde_json::to_string(c).unwrap_or_default().as_bytes());
         digest.update(b"\n");
@@ -627,7 +767,6 @@ pub async fn reconcile<S: ingest::store::EventStore>(
         breaks: classification
             .items
             .iter()
-            .filter(|c| c.outcome != Outcome::Matched)
             .map(|c| ReconBreak {
                 outcome: c.outcome.as_str().to_owned(),
                 kind: c.kind,
