@@ -215,6 +215,9 @@ impl Classification {
 
 type KeyMap<'a, V> = hashbrown::HashMap<(LineKind, &'a str), V>;
 
+/// A line's first verdict: its outcome and the candidate it found (`None`: not decided yet).
+type Found = Option<(Outcome, Option<usize>)>;
+
 /// Classifies the statement `lines` of `date` (a file already read) against our `items`.
 ///
 /// `items` are ours for the statement's channels, of `date` and of the days before it within
@@ -290,7 +293,7 @@ pub fn classify(
     let mut unmatched_keys: hashbrown::HashSet<(LineKind, &str)> = hashbrown::HashSet::new();
     // Lines whose key found no item: tried by our order number once every key is matched.
     let mut pending: Vec<usize> = Vec::new();
-    let mut outcomes: Vec<Option<(Outcome, Option<usize>)>> = vec![None; lines.len()];
+    let mut outcomes: Vec<Found> = vec![None; lines.len()];
     for (n, line) in lines.iter().enumerate() {
         let key = key_of_line(line);
         outcomes[n] = match looked_up[n].map(|i| i as usize) {
@@ -326,7 +329,7 @@ pub fn classify(
         }
     }
     // The checks of every line that found its item (amount, fee), on every core.
-    let paired: Vec<(&StatementLine, Option<(Outcome, Option<usize>)>)> = lines.iter().zip(outcomes).collect();
+    let paired: Vec<(&StatementLine, Found)> = lines.iter().zip(outcomes).collect();
     let checked = par_map(&paired, |(line, outcome)| {
         let (outcome, found) = outcome.unwrap_or((Outcome::MissingInLedger, None));
         let Some(i) = found else { return (outcome, None, None) };

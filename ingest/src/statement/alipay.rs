@@ -16,7 +16,7 @@ use rust_decimal::Decimal;
 
 use super::{
     Blame, Columns, LineKind, Statement, StatementChannel, StatementError, StatementLine, Totals, Wanted, agree,
-    csv_fields, decimal, id, lines, local_time, push_line,
+    csv_fields, decimal, id, lines, local_time, push_line, total,
 };
 
 const CHANNEL_ID: usize = 0;
@@ -218,7 +218,7 @@ fn parse_csv(name: &str, bytes: &[u8]) -> Result<Statement, StatementError> {
         if count != rows {
             return Err(blame.at(n, Some(field), format!("the file says {count} rows, it has {rows}")));
         }
-        let stated = decimal(&amount, 2).map_err(|e| blame.at(n, Some(field), e))?;
+        let stated = total(&amount, 2).map_err(|e| blame.at(n, Some(field), e))?;
         agree(blame, n, field, stated, counted)?;
     }
     Ok(statement)

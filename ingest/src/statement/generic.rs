@@ -14,7 +14,7 @@ use rust_decimal::Decimal;
 
 use super::{
     Blame, Columns, LineKind, Statement, StatementChannel, StatementError, StatementLine, Totals, Wanted, agree,
-    csv_fields, decimal, id, lines, local_time, push_line,
+    csv_fields, decimal, id, lines, local_time, push_line, total,
 };
 
 /// The header names of the generic CSV's columns.
@@ -100,19 +100,19 @@ pub fn parse(name: &str, bytes: &[u8], mapping: &Mapping) -> Result<Statement, S
         totals: Totals::default(),
     };
     let mut columns: Option<(Columns, usize)> = None;
-    let mut total: Option<(u64, Vec<Cow<'_, str>>)> = None;
+    let mut total_row: Option<(u64, Vec<Cow<'_, str>>)> = None;
     let mut signed_sum = Decimal::ZERO;
     for (n, raw) in lines(bytes) {
         let line = std::str::from_utf8(raw).map_err(|_| blame.at(n, None, "is not UTF-8"))?;
         if line.trim().is_empty() {
             continue;
         }
-        if total.is_some() {
+        if total_row.is_some() {
             return Err(blame.at(n, None, "a row after the #total row"));
         }
         let fields = csv_fields(line).map_err(|e| blame.at(n, None, e))?;
         if fields[0].trim() == "#total" {
-            total = Some((n, fields));
+            total_row = Some((n, fields));
             continue;
         }
         let Some((cols, width)) = &columns else {
@@ -170,7 +170,7 @@ pub fn parse(name: &str, bytes: &[u8], mapping: &Mapping) -> Result<Statement, S
     if columns.is_none() {
         return Err(blame.file("has no header row"));
     }
-    if let Some((n, fields)) = total {
+    if let Some((n, fields)) = total_row {
         if fields.len() != 4 {
             return Err(blame.at(n, None, "a #total row is #total,COUNT,AMOUNT,FEES"));
         }
@@ -179,9 +179,9 @@ pub fn parse(name: &str, bytes: &[u8], mapping: &Mapping) -> Result<Statement, S
         if count != rows {
             return Err(blame.at(n, Some("COUNT"), format!("the file says {count} rows, it has {rows}")));
         }
-        let amount = decimal(fields[2].trim(), 2).map_err(|e| blame.at(n, Some("AMOUNT"), e))?;
+        let amount = total(fields[2].trim(), 2).map_err(|e| blame.at(n, Some("AMOUNT"), e))?;
         agree(blame, n, "AMOUNT", amount, signed_sum)?;
-        let fees = decimal(fields[3].trim(), 5).map_err(|e| blame.at(n, Some("FEES"), e))?;
+        let fees = total(fields[3].trim(), 5).map_err(|e| blame.at(n, Some("FEES"), e))?;
         agree(blame, n, "FEES", fees, statement.totals.fees)?;
     }
     Ok(statement)

@@ -275,9 +275,21 @@ impl Columns {
     }
 }
 
+/// Largest total a file's summary may state (its lines add up to far more than one amount).
+pub const STATEMENT_TOTAL_MAX: Decimal = Decimal::from_parts(2_764_472_320, 232_830, 0, false, 0); // 10^15
+
 /// An exact decimal with at most `scale` places, optionally negative, at most
 /// [`STATEMENT_AMOUNT_MAX`] in size.
 pub(crate) fn decimal(text: &str, scale: u32) -> Result<Decimal, String> {
+    bounded(text, scale, STATEMENT_AMOUNT_MAX)
+}
+
+/// A summary's total: like [`decimal`], up to [`STATEMENT_TOTAL_MAX`].
+pub(crate) fn total(text: &str, scale: u32) -> Result<Decimal, String> {
+    bounded(text, scale, STATEMENT_TOTAL_MAX)
+}
+
+fn bounded(text: &str, scale: u32, max: Decimal) -> Result<Decimal, String> {
     let digits = text.strip_prefix('-').unwrap_or(text);
     let (int_part, frac) = digits.split_once('.').map_or((digits, ""), |(i, f)| (i, f));
     let plain = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
@@ -287,12 +299,12 @@ pub(crate) fn decimal(text: &str, scale: u32) -> Result<Decimal, String> {
     if frac.len() as u32 > scale {
         return Err(format!("{text:?} has more than {scale} decimal places"));
     }
-    if int_part.len() > 12 {
+    if int_part.len() > 16 {
         return Err(format!("{text:?} is too large"));
     }
     let value: Decimal = text.parse().map_err(|_| format!("{text:?} is not an amount"))?;
-    if value.abs() > STATEMENT_AMOUNT_MAX {
-        return Err(format!("{text:?} is over the largest amount {STATEMENT_AMOUNT_MAX}"));
+    if value.abs() > max {
+        return Err(format!("{text:?} is over the largest amount {max}"));
     }
     Ok(value)
 }
@@ -387,6 +399,9 @@ mod tests {
     fn amounts_are_exact_and_bounded() {
         assert_eq!(decimal("15.14", 2), Ok(Decimal::new(1514, 2)));
         assert_eq!(decimal("-0.03785", 5), Ok(Decimal::new(-3785, 5)));
+        assert!(decimal("250995000.00", 2).is_err(), "one line's amount is bounded");
+        assert_eq!(total("250995000.00", 2), Ok(Decimal::new(25_099_500_000, 2)));
+        assert_eq!(STATEMENT_TOTAL_MAX, Decimal::new(1_000_000_000_000_000, 0));
         for bad in ["", "1.", ".5", "1.234", "1e3", "12,00", "--1", "1 000", "9999999999999"] {
             assert!(decimal(bad, 2).is_err(), "{bad:?}");
         }

@@ -12,7 +12,7 @@
 
 use super::{
     Blame, Columns, LineKind, Statement, StatementChannel, StatementError, StatementLine, Totals, Wanted, agree,
-    csv_fields, decimal, id, lines, local_time, push_line,
+    csv_fields, decimal, id, lines, local_time, push_line, total,
 };
 use rust_decimal::Decimal;
 
@@ -163,7 +163,7 @@ pub fn parse(name: &str, bytes: &[u8]) -> Result<Statement, StatementError> {
         let Some(text) = stated(name)? else {
             return Err(blame.at(n, Some(name), "the summary has no such total"));
         };
-        let total = decimal(text, scale).map_err(|e| blame.at(n, Some(name), e))?;
+        let total = total(text, scale).map_err(|e| blame.at(n, Some(name), e))?;
         agree(blame, n, name, total, counted)?;
     }
     Ok(statement)
