@@ -114,12 +114,32 @@ pub fn reconcile(data_dir: &Path, date: NaiveDate, only: Option<StatementChannel
                 .with_context(|| format!("reconciling {c} {date}"))?,
         );
     }
+    // Terminal batches closed that day: the host's verdict, recorded once.
+    let verdicts = rt.block_on(async {
+        use ingest::store::{EventStore, ExpectedRevision};
+        let verdicts = ledger::recon::batch_verdicts(&store, date).await?;
+        for v in &verdicts {
+            let e = ingest::event::Event::TerminalBatchReconciled(v.clone());
+            store.append(&e.stream(), ExpectedRevision::Any, vec![e.to_event_data()]).await?;
+        }
+        anyhow::Ok(verdicts)
+    })?;
+    let unbalanced: Vec<Value> = verdicts
+        .iter()
+        .filter(|v| !v.balanced)
+        .map(|v| {
+            json!({"merchant_id": v.merchant_id, "terminal_id": v.terminal_id, "batch_no": v.batch_no,
+                   "difference": v.difference.to_string(), "terminal": v.terminal, "host": v.host})
+        })
+        .collect();
+    let batches =
+        json!({"closed": verdicts.len(), "balanced": verdicts.len() - unbalanced.len(), "unbalanced": unbalanced});
     let opened = rt.block_on(open_books(&store, data_dir))?;
     let books = &opened.books;
     let reports: Vec<Value> = runs.iter().map(|r| report_json(r, date, books)).collect();
     let mut out = std::io::stdout().lock();
     match output {
-        Output::Json => writeln!(out, "{}", json!({"date": date.to_string(), "reports": reports}))?,
+        Output::Json => writeln!(out, "{}", json!({"date": date.to_string(), "reports": reports, "batches": batches}))?,
         Output::Csv => {
             writeln!(
                 out,
@@ -155,11 +175,27 @@ pub fn reconcile(data_dir: &Path, date: NaiveDate, only: Option<StatementChannel
             for r in &reports {
                 table(&mut out, r)?;
             }
+            writeln!(
+                out,
+                "== terminal batches closed {date}: {} balanced of {}",
+                batches["balanced"], batches["closed"]
+            )?;
+            for b in batches["unbalanced"].as_array().into_iter().flatten() {
+                writeln!(
+                    out,
+                    "  unbalanced {} batch {} ({}): terminal differs from host by {}",
+                    b["terminal_id"].as_str().unwrap_or_default(),
+                    b["batch_no"].as_str().unwrap_or_default(),
+                    b["merchant_id"].as_str().unwrap_or_default(),
+                    b["difference"].as_str().unwrap_or_default()
+                )?;
+            }
         }
     }
     drop(out);
     rt.block_on(keep_books(&store, data_dir, &opened));
-    let breaks = runs.iter().any(|r| r.classification.items.iter().any(|c| c.outcome.is_break()));
+    let breaks = runs.iter().any(|r| r.classification.items.iter().any(|c| c.outcome.is_break()))
+        || verdicts.iter().any(|v| !v.balanced);
     Ok(if breaks { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 

@@ -419,6 +419,42 @@ pub struct ReconciliationCompleted {
     pub classification_digest: String,
 }
 
+/// Counts and amounts of a terminal batch: debits (sales not reversed) and credits (voids and
+/// refunds); cash is not counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchTotals {
+    /// Sales.
+    pub debit_count: u64,
+    /// Their amounts.
+    pub debit_amount: Decimal,
+    /// Voids and refunds.
+    pub credit_count: u64,
+    /// Their amounts.
+    pub credit_amount: Decimal,
+}
+
+/// The host's verdict on a terminal's batch close: its totals against the host's own for the
+/// same terminal batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminalBatchReconciled {
+    /// Merchant.
+    pub merchant_id: String,
+    /// Terminal.
+    pub terminal_id: String,
+    /// Batch number.
+    pub batch_no: String,
+    /// Business date of the close.
+    pub date: NaiveDate,
+    /// What the terminal reported.
+    pub terminal: BatchTotals,
+    /// What the host recorded.
+    pub host: BatchTotals,
+    /// Both sides agree on every count and amount.
+    pub balanced: bool,
+    /// The terminal's net (debits − credits) less the host's.
+    pub difference: Decimal,
+}
+
 /// Every event posledger records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -460,6 +496,8 @@ pub enum Event {
     StatementImported(StatementImported),
     /// See [`ReconciliationCompleted`].
     ReconciliationCompleted(ReconciliationCompleted),
+    /// See [`TerminalBatchReconciled`].
+    TerminalBatchReconciled(TerminalBatchReconciled),
 }
 
 /// Why a stored event could not be turned back into an [`Event`].
@@ -513,6 +551,7 @@ macro_rules! each_variant {
             Event::StatementLines($inner) => $body,
             Event::StatementImported($inner) => $body,
             Event::ReconciliationCompleted($inner) => $body,
+            Event::TerminalBatchReconciled($inner) => $body,
         }
     };
 }
@@ -544,6 +583,7 @@ impl Event {
             Event::StatementLines(_) => "StatementLines",
             Event::StatementImported(_) => "StatementImported",
             Event::ReconciliationCompleted(_) => "ReconciliationCompleted",
+            Event::TerminalBatchReconciled(_) => "TerminalBatchReconciled",
         }
     }
 
@@ -580,6 +620,7 @@ impl Event {
                 format!("statement-{channel}-{date}")
             }
             Event::ReconciliationCompleted(e) => format!("recon-{}-{}", e.channel, e.date),
+            Event::TerminalBatchReconciled(e) => format!("batch-verdict-{}-{}", e.terminal_id, e.batch_no),
         }
     }
 
@@ -609,7 +650,8 @@ impl Event {
             // store records when they were written).
             Event::StatementLines(StatementLines { date, .. })
             | Event::StatementImported(StatementImported { date, .. })
-            | Event::ReconciliationCompleted(ReconciliationCompleted { date, .. }) => {
+            | Event::ReconciliationCompleted(ReconciliationCompleted { date, .. })
+            | Event::TerminalBatchReconciled(TerminalBatchReconciled { date, .. }) => {
                 date.and_hms_opt(0, 0, 0).map(|t| t.and_utc().fixed_offset()).unwrap_or_default()
             }
         }
@@ -641,6 +683,7 @@ impl Event {
             Event::ReconciliationCompleted(e) => {
                 format!("{}/{}/{}/{}", e.channel, e.date, e.statement_digest, e.classification_digest)
             }
+            Event::TerminalBatchReconciled(e) => format!("{}/{}/{}", e.terminal_id, e.batch_no, e.difference),
         }
     }
 
@@ -774,6 +817,7 @@ impl Event {
             "StatementLines" => Event::StatementLines(parse(t, v, p)?),
             "StatementImported" => Event::StatementImported(parse(t, v, p)?),
             "ReconciliationCompleted" => Event::ReconciliationCompleted(parse(t, v, p)?),
+            "TerminalBatchReconciled" => Event::TerminalBatchReconciled(parse(t, v, p)?),
             other => return Err(DecodeError::UnknownType(other.to_owned())),
         })
     }

@@ -789,3 +789,88 @@ pub async fn reconcile<S: ingest::store::EventStore>(
     store.append(&event.stream(), ExpectedRevision::Any, vec![event.to_event_data()]).await?;
     Ok(Reconciled { statement, classification, our_totals, record })
 }
+
+/// The host's verdict on every terminal batch closed on `date`: the terminal's totals against
+/// the host's for the same terminal and batch (debits: sales less reversals; credits: voids
+/// and refunds; cash left out), read from the log.
+pub async fn batch_verdicts<S: ingest::store::EventStore>(
+    store: &S,
+    date: NaiveDate,
+) -> Result<Vec<ingest::event::TerminalBatchReconciled>, crate::ReplayError> {
+    use ingest::event::{BatchTotals, Event, TerminalBatchClosed, TerminalBatchReconciled};
+    let mut host: HashMap<(String, String), BatchTotals> = HashMap::new();
+    let mut sales: HashMap<String, ((String, String), Decimal)> = HashMap::new();
+    let mut closes: Vec<TerminalBatchClosed> = Vec::new();
+    let mut position = 0;
+    while position < store.head() {
+        let batch = store.read_all(position, crate::REPLAY_BATCH_EVENTS).await?;
+        if batch.is_empty() {
+            break;
+        }
+        for e in batch {
+            position = e.position + 1;
+            if !matches!(
+                e.data.event_type.as_str(),
+                "PaymentCaptured" | "PaymentVoided" | "PaymentRefunded" | "PaymentReversed" | "TerminalBatchClosed"
+            ) {
+                continue;
+            }
+            let event = Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)
+                .map_err(|source| crate::ReplayError::Decode { position: e.position, source })?;
+            match event {
+                Event::PaymentCaptured(s) if s.channel != Channel::Cash => {
+                    let key = (s.terminal_id.clone(), s.batch_no.clone());
+                    let t = host.entry(key.clone()).or_default();
+                    t.debit_count += 1;
+                    t.debit_amount += s.amount;
+                    sales.insert(s.txn_id, (key, s.amount));
+                }
+                Event::PaymentReversed(a) => {
+                    if let Some((key, amount)) = sales.get(&a.original_txn_id) {
+                        let t = host.entry(key.clone()).or_default();
+                        t.debit_count = t.debit_count.saturating_sub(1);
+                        t.debit_amount -= *amount;
+                    }
+                }
+                Event::PaymentVoided(a) | Event::PaymentRefunded(a) if a.channel != Channel::Cash => {
+                    let t = host.entry((a.terminal_id, a.batch_no)).or_default();
+                    t.credit_count += 1;
+                    t.credit_amount += a.amount;
+                }
+                Event::TerminalBatchClosed(c) if c.at.date_naive() == date => closes.push(c),
+                _ => {}
+            }
+        }
+    }
+    let mut verdicts: Vec<TerminalBatchReconciled> = closes
+        .into_iter()
+        .map(|c| {
+            let h = host.get(&(c.terminal_id.clone(), c.batch_no.clone())).copied().unwrap_or_default();
+            let terminal = BatchTotals {
+                debit_count: c.debit_count,
+                debit_amount: c.debit_amount,
+                credit_count: c.credit_count,
+                credit_amount: c.credit_amount,
+            };
+            let net = |t: &BatchTotals| t.debit_amount - t.credit_amount;
+            let balanced = terminal.debit_count == h.debit_count
+                && terminal.debit_amount == h.debit_amount
+                && terminal.credit_count == h.credit_count
+                && terminal.credit_amount == h.credit_amount;
+            let mut difference = net(&terminal) - net(&h);
+            difference.rescale(c.currency.scale());
+            TerminalBatchReconciled {
+                merchant_id: c.merchant_id,
+                terminal_id: c.terminal_id,
+                batch_no: c.batch_no,
+                date,
+                terminal,
+                host: h,
+                balanced,
+                difference,
+            }
+        })
+        .collect();
+    verdicts.sort_by(|a, b| (&a.terminal_id, &a.batch_no).cmp(&(&b.terminal_id, &b.batch_no)));
+    Ok(verdicts)
+}

@@ -80,4 +80,21 @@ async fn the_fixture_days_reconcile_to_the_answer_key() {
         .map(|b| (s(&b["statement"]), s(&b["date"]), s(&b["txn_id"]), s(&b["channel_txn_id"])))
         .collect();
     assert_eq!(carried, want_carried);
+
+    // Terminal batches: the terminals' own totals against the host's.
+    let mut unbalanced = BTreeSet::new();
+    for date in ["2026-11-24", "2026-11-25"] {
+        let verdicts = ledger::recon::batch_verdicts(&*store, date.parse().expect("date")).await.expect("verdicts");
+        assert!(verdicts.len() > 10, "every terminal closes its batch");
+        for v in verdicts.iter().filter(|v| !v.balanced) {
+            unbalanced.insert((date.to_owned(), v.terminal_id.clone(), v.batch_no.clone(), v.difference.to_string()));
+        }
+    }
+    let want: BTreeSet<_> = answer["unbalanced_batches"]
+        .as_array()
+        .expect("batches")
+        .iter()
+        .map(|b| (s(&b["date"]), s(&b["terminal_id"]), s(&b["batch_no"]), s(&b["difference"])))
+        .collect();
+    assert_eq!(unbalanced, want);
 }

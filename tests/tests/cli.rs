@@ -283,6 +283,21 @@ fn statements_import_and_reconcile_through_the_cli() {
             );
         }
     }
+    let batches: Vec<_> = ["2026-11-24", "2026-11-25"]
+        .iter()
+        .flat_map(|day| {
+            let r = json(&posledger(data, &["reconcile", "--date", day, "--format", "json"], None));
+            r["batches"]["unbalanced"].as_array().cloned().unwrap_or_default()
+        })
+        .map(|b| (b["terminal_id"].clone(), b["difference"].clone()))
+        .collect();
+    let want: Vec<_> = answer["unbalanced_batches"]
+        .as_array()
+        .expect("batches")
+        .iter()
+        .map(|b| (b["terminal_id"].clone(), b["difference"].clone()))
+        .collect();
+    assert_eq!(batches, want);
     let table = posledger(data, &["reconcile", "--date", "2026-11-25", "--channel", "alipay"], None);
     assert!(
         String::from_utf8_lossy(&table.stdout).contains("carried_forward"),
