@@ -98,3 +98,146 @@ async fn the_fixture_days_reconcile_to_the_answer_key() {
         .collect();
     assert_eq!(unbalanced, want);
 }
+
+/// Importing the statements in another order, then reconciling, records the same results.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_order_of_imports_does_not_matter() {
+    let files = [
+        (StatementChannel::Wechat, "statements/wechat-2026-11-24.csv"),
+        (StatementChannel::Alipay, "statements/alipay-2026-11-24.csv"),
+        (StatementChannel::Unionpay, "statements/unionpay-2026-11-24.txt"),
+        (StatementChannel::Wechat, "statements/wechat-2026-11-25.csv"),
+        (StatementChannel::Alipay, "statements/alipay-2026-11-25.csv"),
+        (StatementChannel::Unionpay, "statements/unionpay-2026-11-25.txt"),
+    ];
+    let mut digests = Vec::new();
+    for order in [vec![0, 1, 2, 3, 4, 5], vec![5, 3, 1, 4, 0, 2]] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store_fixture(dir.path(), &["2026-11-24", "2026-11-25"]).await;
+        for i in order {
+            let (channel, name) = files[i];
+            let bytes = std::fs::read(fixture(name)).expect("fixture");
+            ledger::recon::import_statement(&*store, channel, name, &bytes, None).await.expect("import");
+        }
+        let mut run = Vec::new();
+        for date in ["2026-11-24", "2026-11-25"] {
+            for channel in [StatementChannel::Wechat, StatementChannel::Alipay, StatementChannel::Unionpay] {
+                let r =
+                    ledger::recon::reconcile(&*store, channel, date.parse().expect("date")).await.expect("reconcile");
+                run.push(r.record);
+            }
+        }
+        digests.push(run);
+    }
+    assert_eq!(digests[0], digests[1]);
+}
+
+mod shuffled {
+    use chrono::NaiveDate;
+    use ingest::event::Channel;
+    use ingest::statement::{LineKind, StatementLine};
+    use ledger::recon::{Item, Terms, classify};
+    use proptest::prelude::*;
+    use rust_decimal::Decimal;
+
+    /// What becomes of one of our payments on the statement.
+    #[derive(Debug, Clone, Copy)]
+    enum Fate {
+        Settled,
+        Missing,
+        WrongAmount,
+        WrongFee,
+        Twice,
+        Voided,
+    }
+
+    fn fate() -> impl Strategy<Value = Fate> {
+        prop_oneof![
+            12 => Just(Fate::Settled),
+            1 => Just(Fate::Missing),
+            1 => Just(Fate::WrongAmount),
+            1 => Just(Fate::WrongFee),
+            1 => Just(Fate::Twice),
+            1 => Just(Fate::Voided),
+        ]
+    }
+
+    proptest! {
+        /// Shuffling the statement's lines changes no line's or item's outcome.
+        #[test]
+        fn shuffling_lines_changes_no_outcome(
+            fates in prop::collection::vec((fate(), 1i64..100_000, 0u32..1440), 1..120),
+            strangers in 0usize..5,
+            seed in any::<u64>(),
+        ) {
+            let date = NaiveDate::from_ymd_opt(2026, 11, 24).expect("date");
+            let terms = Terms { fee_rate: Decimal::new(25, 4), fee_tolerance: Decimal::new(1, 2), carry_forward_days: 1 };
+            let mut items = Vec::new();
+            let mut lines = Vec::new();
+            for (i, (fate, cents, minute)) in fates.iter().enumerate() {
+                let amount = Decimal::new(*cents, 2);
+                let at = chrono::DateTime::parse_from_rfc3339("2026-11-24T00:00:00+08:00").expect("time")
+                    + chrono::Duration::minutes(i64::from(*minute));
+                items.push(Item {
+                    kind: LineKind::Payment,
+                    txn_id: format!("T{i}"),
+                    channel_txn_id: Some(format!("C{i}")),
+                    channel: Channel::Wechat,
+                    amount,
+                    at,
+                    cancelled: matches!(fate, Fate::Voided),
+                });
+                let line = StatementLine {
+                    line: 0,
+                    kind: LineKind::Payment,
+                    txn_id: format!("T{i}"),
+                    original_txn_id: None,
+                    channel_txn_id: format!("C{i}"),
+                    amount: if matches!(fate, Fate::WrongAmount) { amount + Decimal::ONE } else { amount },
+                    fee: if matches!(fate, Fate::WrongFee) { amount * Decimal::new(25, 4) + Decimal::ONE } else { amount * Decimal::new(25, 4) },
+                    at: None,
+                };
+                match fate {
+                    Fate::Missing => {}
+                    Fate::Twice => {
+                        lines.push(line.clone());
+                        lines.push(line);
+                    }
+                    _ => lines.push(line),
+                }
+            }
+            for k in 0..strangers {
+                lines.push(StatementLine {
+                    line: 0,
+                    kind: LineKind::Payment,
+                    txn_id: format!("X{k}"),
+                    original_txn_id: None,
+                    channel_txn_id: format!("Z{k}"),
+                    amount: Decimal::ONE,
+                    fee: Decimal::ZERO,
+                    at: None,
+                });
+            }
+            let outcomes = |lines: &[StatementLine]| {
+                let c = classify(date, lines, &[], &items, |_| terms);
+                let mut v: Vec<_> = c
+                    .items
+                    .iter()
+                    .map(|x| (x.outcome, x.txn_id.clone(), x.channel_txn_id.clone(), x.their_amount, x.their_fee))
+                    .collect();
+                v.sort();
+                (v, c.matched, c.matched_sums)
+            };
+            let before = outcomes(&lines);
+            // A seeded Fisher-Yates shuffle.
+            let mut state = seed | 1;
+            for i in (1..lines.len()).rev() {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                lines.swap(i, (state % (i as u64 + 1)) as usize);
+            }
+            prop_assert_eq!(outcomes(&lines), before);
+        }
+    }
+}
