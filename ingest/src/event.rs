@@ -367,6 +367,22 @@ pub struct StatementImported {
     pub totals: Totals,
 }
 
+/// What the matched lines of one ledger channel add up to in a reconciliation: what the
+/// channel settled for us, and its fee.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconMatched {
+    /// Matched payment lines.
+    pub payments: u64,
+    /// Their amounts.
+    pub payment_amount: Decimal,
+    /// Matched refund lines.
+    pub refunds: u64,
+    /// Their amounts.
+    pub refund_amount: Decimal,
+    /// The channel's fees: charged on payments less given back on refunds.
+    pub fees: Decimal,
+}
+
 /// One break of a reconciliation (or an item carried forward).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReconBreak {
@@ -380,6 +396,9 @@ pub struct ReconBreak {
     /// The channel's id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel_txn_id: Option<String>,
+    /// Our item's ledger channel, when we have an item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger_channel: Option<Channel>,
     /// Statement line, if one is involved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line: Option<u64>,
@@ -412,6 +431,8 @@ pub struct ReconciliationCompleted {
     pub statement_digest: String,
     /// Count per outcome (every outcome listed, zeros too).
     pub counts: std::collections::BTreeMap<String, u64>,
+    /// What the matched lines add up to, per ledger channel.
+    pub matched: std::collections::BTreeMap<Channel, ReconMatched>,
     /// Everything but the matched.
     pub breaks: Vec<ReconBreak>,
     /// A digest of the whole classification (every line and item with its outcome): the same

@@ -87,12 +87,24 @@ fn one_of_each() -> Vec<Event> {
         channel: StatementChannel::Wechat,
         date: date("2026-11-24"),
         statement_digest: digest,
-        counts: [("matched".to_owned(), 0u64), ("missing_in_statement".to_owned(), 1)].into(),
+        counts: [("matched".to_owned(), 1u64), ("missing_in_statement".to_owned(), 1)].into(),
+        matched: [(
+            ingest::event::Channel::Wechat,
+            ingest::event::ReconMatched {
+                payments: 1,
+                payment_amount: amount("15.14"),
+                refunds: 0,
+                refund_amount: amount("0.00"),
+                fees: amount("0.03785"),
+            },
+        )]
+        .into(),
         breaks: vec![ingest::event::ReconBreak {
             outcome: "missing_in_statement".into(),
             kind: LineKind::Payment,
             txn_id: "M1-2".into(),
             channel_txn_id: Some("42".into()),
+            ledger_channel: Some(ingest::event::Channel::Wechat),
             line: None,
             our_amount: Some(amount("20.90")),
             expected_fee: Some(amount("0.05225")),

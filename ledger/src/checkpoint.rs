@@ -25,6 +25,8 @@
 //!   days: count u64, then (merchant u32, date i32, currency, gross, refunds, fees), sorted
 //!   settled: count u64, then (merchant u32, date i32, currency), sorted
 //!   paid: count u64, then (merchant u32, currency, through i32, gross, refunds, fees), sorted
+//!   reconciliations booked: count u64, then per statement and date (sorted): channel,
+//!     date i32, count u32 and (slot u32, amount) each
 //! ```
 //!
 //! Strings are a u32 length and UTF-8 bytes; a currency is its code as a string; a Decimal is
@@ -55,7 +57,7 @@ const MAGIC: &[u8; 8] = b"PLLEDGR2";
 
 /// The version of the posting rules (and of what the state means) a checkpoint was written
 /// with: raise it whenever a rule changes, so that books built by other rules are rebuilt.
-pub const RULES_VERSION: u32 = 2;
+pub const RULES_VERSION: u32 = 3;
 const HEADER_LEN: u64 = 8 + 8 + 32;
 
 /// Why a checkpoint could not be used or written.
@@ -308,6 +310,8 @@ fn write_body(out: &mut impl Write, books: &Projection, anchor: &[u8; 32]) -> io
         out.write_all(&days_of(*date))?;
         put_str(out, currency.code())?;
     }
+    let mut booked: Vec<_> = books.recon_booked.iter().collect();
+    booked.sort_by_key(|(k, _)| **k);
     let mut paid: Vec<_> = books.paid.iter().collect();
     paid.sort_by_key(|(k, _)| **k);
     out.write_all(&(paid.len() as u64).to_le_bytes())?;
@@ -317,6 +321,16 @@ fn write_body(out: &mut impl Write, books: &Projection, anchor: &[u8; 32]) -> io
         out.write_all(&days_of(p.through))?;
         for v in [p.totals.gross, p.totals.refunds, p.totals.fees] {
             put_dec(out, v)?;
+        }
+    }
+    out.write_all(&(booked.len() as u64).to_le_bytes())?;
+    for ((channel, date), lines) in booked {
+        put_str(out, channel.as_str())?;
+        out.write_all(&days_of(*date))?;
+        out.write_all(&(lines.len() as u32).to_le_bytes())?;
+        for (slot, amount) in lines {
+            out.write_all(&slot.to_le_bytes())?;
+            put_dec(out, *amount)?;
         }
     }
     Ok(())
@@ -528,6 +542,29 @@ fn read_body(input: &mut impl Read, len: u64) -> io::Result<(Projection, [u8; 32
         let through = r.date()?;
         let totals = DayTotals { gross: r.dec()?, refunds: r.dec()?, fees: r.dec()? };
         books.paid.insert(key, Paid { through, totals });
+    }
+    let n = r.u64()?;
+    r.fits(n, 12)?;
+    let accounts = books.balances.accounts.len() as u64;
+    for _ in 0..n {
+        let channel = match r.string()?.as_str() {
+            "wechat" => ingest::statement::StatementChannel::Wechat,
+            "alipay" => ingest::statement::StatementChannel::Alipay,
+            "unionpay" => ingest::statement::StatementChannel::Unionpay,
+            "generic" => ingest::statement::StatementChannel::Generic,
+            _ => return Err(bad("unknown statement channel")),
+        };
+        let date = r.date()?;
+        let count = r.u32()?;
+        let mut lines = Vec::with_capacity(r.fits(u64::from(count), 20)?);
+        for _ in 0..count {
+            let slot = r.u32()?;
+            if u64::from(slot) >= accounts {
+                return Err(bad("a booked reconciliation points outside the accounts"));
+            }
+            lines.push((slot, r.dec()?));
+        }
+        books.recon_booked.insert((channel, date), lines);
     }
     let mut rest = [0u8; 1];
     if r.input.read(&mut rest)? != 0 {

@@ -10,6 +10,13 @@
 //! | void, reversal | the sale's entry, reversed | |
 //! | refund | payable refund − fee part; `income:mdr:<ch>` fee part | `assets:clearing:<ch>` refund |
 //! | channel fee on a settled line ([`Projection::channel_fee`]) | `expenses:channel-fees:<ch>` | `assets:clearing:<ch>` |
+//! | reconciliation, matched lines of a channel (per run, summed) | `assets:bank:settlement` what was paid; `expenses:channel-fees:<ch>` the day's fee, rounded to the fen | `assets:clearing:<ch>` payments less refunds |
+//! | break `missing_in_statement` | `assets:suspense:<statement>` | `assets:clearing:<ch>` |
+//! | break `missing_in_ledger`, `status_mismatch`, `duplicate_in_statement` (money came) | bank, channel fees | suspense |
+//! | break `amount_mismatch` / `fee_mismatch` | bank what came, channel fees (theirs / the expected), suspense the difference | clearing our amount |
+//!
+//! Refund lines and items book the same the other way. A reconciliation run again for the same
+//! statement and date books only the difference from what its previous run booked.
 //!
 //! The fee is the merchant's contract in force when the sale is booked ([`crate::fees`]); a
 //! refund gives back the fee in proportion, and the refund that completes the payment gives
@@ -19,8 +26,11 @@ use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 use hashbrown::HashTable;
-use ingest::event::{Channel, Event, FeeTerms, MerchantSettled, PaymentAdjustment, SettlementCycle};
+use ingest::event::{
+    Channel, Event, FeeTerms, MerchantSettled, PaymentAdjustment, ReconciliationCompleted, SettlementCycle,
+};
 use ingest::money::Currency;
+use ingest::statement::{LineKind, StatementChannel};
 use rust_decimal::Decimal;
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -222,6 +232,9 @@ pub struct Projection {
     /// Per merchant and currency: what its settlements paid so far and the last business
     /// date they covered.
     pub(crate) paid: FastMap<(u32, Currency), Paid>,
+    /// The postings each statement and date's reconciliation booked last (a re-run books the
+    /// difference), by balance slot.
+    pub(crate) recon_booked: FastMap<(StatementChannel, NaiveDate), Vec<(u32, Decimal)>>,
     /// Balance slots of each channel's clearing and fee income accounts (a cache).
     channel_slots: Vec<(Channel, Currency, u32, u32)>,
     pub(crate) balances: Balances,
@@ -238,22 +251,27 @@ struct Lines {
     currency: Currency,
     items: [(u32, Decimal); 3],
     len: usize,
+    /// Entries of more than three postings (reconciliations) keep them here instead.
+    many: Vec<(u32, Decimal)>,
 }
 
 impl Lines {
     fn new(currency: Currency, items: &[(u32, Decimal)]) -> Lines {
-        let mut lines = Lines { currency, items: [(0, Decimal::ZERO); 3], len: 0 };
-        for &(slot, amount) in items {
-            if !amount.is_zero() {
-                lines.items[lines.len] = (slot, amount);
-                lines.len += 1;
-            }
+        let mut lines = Lines { currency, items: [(0, Decimal::ZERO); 3], len: 0, many: Vec::new() };
+        let nonzero = items.iter().filter(|(_, a)| !a.is_zero());
+        if items.len() > 3 {
+            lines.many = nonzero.copied().collect();
+            return lines;
+        }
+        for &(slot, amount) in nonzero {
+            lines.items[lines.len] = (slot, amount);
+            lines.len += 1;
         }
         lines
     }
 
     fn items(&self) -> &[(u32, Decimal)] {
-        &self.items[..self.len]
+        if self.many.is_empty() { &self.items[..self.len] } else { &self.many }
     }
 }
 
@@ -361,7 +379,7 @@ impl Projection {
             self.balances.post(slot, position, amount, late);
         }
         self.entries += 1;
-        self.postings += lines.len as u64;
+        self.postings += lines.items().len() as u64;
         Ok(entry)
     }
 
@@ -491,6 +509,10 @@ impl Projection {
                 self.merchants[m as usize].closed = true;
                 Ok(None)
             }
+            Event::ReconciliationCompleted(r) => {
+                let lines = self.recon_lines(r);
+                Ok((!lines.items().is_empty()).then_some(lines))
+            }
             Event::ContractSigned(c) => {
                 let m = self.merchant(&c.merchant_id) as usize;
                 self.merchants[m].fees = Some(c.fees.clone());
@@ -605,6 +627,89 @@ impl Projection {
             }
             _ => Ok(None),
         }
+    }
+
+    /// What a reconciliation books (see the module doc), less what the previous run for the
+    /// same statement and date booked: a re-run books only the difference.
+    fn recon_lines(&mut self, r: &ReconciliationCompleted) -> Lines {
+        let cny = Currency::Cny;
+        let mut want: BTreeMap<Account, Decimal> = BTreeMap::new();
+        let mut add = |account: Account, amount: Decimal| *want.entry(account).or_default() += amount;
+        // Channels state fees to more places than money has (WeChat: 5): a day's fees are
+        // booked rounded to the fen (the module's rounding rule), as the channel pays them.
+        let fen = |d: Decimal| fees::round(d, cny);
+        for (channel, m) in &r.matched {
+            let settled = m.payment_amount - m.refund_amount;
+            add(Account::clearing(*channel), -settled);
+            add(Account::channel_fees(*channel), fen(m.fees));
+            add(Account::bank(), settled - fen(m.fees));
+        }
+        let suspense = Account::parse(&format!("assets:suspense:{}", r.channel)).unwrap_or_else(|_| Account::bank());
+        for b in &r.breaks {
+            // A refund moves money the other way.
+            let way = if b.kind == LineKind::Refund { Decimal::NEGATIVE_ONE } else { Decimal::ONE };
+            let (ours, expected) = (b.our_amount.unwrap_or_default(), fen(b.expected_fee.unwrap_or_default()));
+            let (theirs, their_fee) = (b.their_amount.unwrap_or_default(), fen(b.their_fee.unwrap_or_default()));
+            let clearing = b.ledger_channel.map(Account::clearing);
+            let fees = Account::parse(&format!(
+                "expenses:channel-fees:{}",
+                b.ledger_channel.map_or(r.channel.as_str(), Channel::as_str)
+            ))
+            .unwrap_or_else(|_| Account::bank());
+            match b.outcome.as_str() {
+                // Money came for something we do not hold (or hold cancelled, or twice): it
+                // waits in suspense.
+                "missing_in_ledger" | "status_mismatch" | "duplicate_in_statement" => {
+                    add(Account::bank(), way * (theirs - their_fee));
+                    add(fees, way * their_fee);
+                    add(suspense.clone(), -way * theirs);
+                }
+                // Settled with another amount: ours leaves clearing, the difference waits.
+                "amount_mismatch" => {
+                    if let Some(clearing) = clearing {
+                        add(clearing, -way * ours);
+                        add(Account::bank(), way * (theirs - their_fee));
+                        add(fees, way * their_fee);
+                        add(suspense.clone(), way * (ours - theirs));
+                    }
+                }
+                // Settled, with another fee: the expected fee is booked, the difference waits.
+                "fee_mismatch" => {
+                    if let Some(clearing) = clearing {
+                        add(clearing, -way * ours);
+                        add(Account::bank(), way * (theirs - their_fee));
+                        add(fees, way * expected);
+                        add(suspense.clone(), way * (their_fee - expected));
+                    }
+                }
+                // Never settled: out of clearing, into suspense until resolved.
+                "missing_in_statement" => {
+                    if let Some(clearing) = clearing {
+                        add(clearing, -way * ours);
+                        add(suspense.clone(), way * ours);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut slots: BTreeMap<u32, Decimal> = BTreeMap::new();
+        for (account, amount) in want {
+            *slots.entry(self.balances.slot(&account, cny)).or_default() += amount;
+        }
+        let new: Vec<(u32, Decimal)> = slots.into_iter().filter(|(_, a)| !a.is_zero()).collect();
+        let key = (r.channel, r.date);
+        let mut delta: BTreeMap<u32, Decimal> = new.iter().copied().collect();
+        for (slot, amount) in self.recon_booked.get(&key).into_iter().flatten() {
+            *delta.entry(*slot).or_default() -= *amount;
+        }
+        self.recon_booked.insert(key, new);
+        let items: Vec<(u32, Decimal)> = delta.into_iter().filter(|(_, a)| !a.is_zero()).collect();
+        let mut lines = Lines::new(cny, &[]);
+        lines.many = items;
+        if lines.many.is_empty() {
+            lines.len = 0;
+        }
+        lines
     }
 
     /// The postings of a sale, or of its cancellation (the same, each the other way).

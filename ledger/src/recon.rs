@@ -153,6 +153,8 @@ pub struct Classified {
     pub txn_id: String,
     /// The channel's id.
     pub channel_txn_id: Option<String>,
+    /// Our item's ledger channel, when we have an item.
+    pub ledger_channel: Option<Channel>,
     /// The statement line, if one is involved.
     pub line: Option<u64>,
     /// Our amount.
@@ -168,19 +170,7 @@ pub struct Classified {
 }
 
 /// What matched lines of one ledger channel add up to (what the channel settled for us).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct MatchedSums {
-    /// Matched payment lines.
-    pub payments: u64,
-    /// Their amounts.
-    pub payment_amount: Decimal,
-    /// Matched refund lines.
-    pub refunds: u64,
-    /// Their amounts.
-    pub refund_amount: Decimal,
-    /// The statement's fees on them.
-    pub fees: Decimal,
-}
+pub type MatchedSums = ingest::event::ReconMatched;
 
 /// What a reconciliation of one statement and date found: every line and item has one
 /// outcome; the matched ones are counted and summed per ledger channel, every other one is
@@ -359,6 +349,7 @@ pub fn classify(
             kind: line.kind,
             txn_id: item.map_or_else(|| line.txn_id.clone(), |(i, _)| i.txn_id.clone()),
             channel_txn_id: Some(line.channel_txn_id.clone()),
+            ledger_channel: item.map(|(i, _)| i.channel),
             line: Some(line.line),
             our_amount: item.map(|(i, _)| i.amount),
             expected_fee: expected,
@@ -378,13 +369,14 @@ pub fn classify(
                 LineKind::Payment => {
                     sums.payments += 1;
                     sums.payment_amount += line.amount;
+                    sums.fees += line.fee;
                 }
                 LineKind::Refund => {
                     sums.refunds += 1;
                     sums.refund_amount += line.amount;
+                    sums.fees -= line.fee;
                 }
             }
-            sums.fees += line.fee;
         } else {
             out.push(detail(outcome, Some((item, item_date)), expected));
         }
@@ -407,6 +399,7 @@ pub fn classify(
             kind: item.kind,
             txn_id: item.txn_id.clone(),
             channel_txn_id: item.channel_txn_id.clone(),
+            ledger_channel: Some(item.channel),
             line: None,
             our_amount: Some(item.amount),
             expected_fee: Some(item.amount * t.fee_rate),
@@ -767,6 +760,7 @@ pub async fn reconcile<S: ingest::store::EventStore>(
         date,
         statement_digest: statement.digest.clone(),
         counts: classification.counts().into_iter().map(|(o, n)| (o.as_str().to_owned(), n)).collect(),
+        matched: classification.matched_sums.clone(),
         breaks: classification
             .items
             .iter()
@@ -775,6 +769,7 @@ pub async fn reconcile<S: ingest::store::EventStore>(
                 kind: c.kind,
                 txn_id: c.txn_id.clone(),
                 channel_txn_id: c.channel_txn_id.clone(),
+                ledger_channel: c.ledger_channel,
                 line: c.line,
                 our_amount: c.our_amount,
                 expected_fee: c.expected_fee,

@@ -241,3 +241,61 @@ mod shuffled {
         }
     }
 }
+
+/// Reconciled days clear the clearing accounts: what is left in each is what the statements
+/// have not settled yet (the carried items); a re-run books nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_clears_the_clearing_accounts() {
+    use ingest::money::Currency;
+    use ledger::entry::Account;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store_fixture(dir.path(), &["2026-11-24", "2026-11-25"]).await;
+    for (channel, name) in [
+        (StatementChannel::Wechat, "statements/wechat-2026-11-24.csv"),
+        (StatementChannel::Alipay, "statements/alipay-2026-11-24.csv"),
+        (StatementChannel::Unionpay, "statements/unionpay-2026-11-24.txt"),
+        (StatementChannel::Wechat, "statements/wechat-2026-11-25.csv"),
+        (StatementChannel::Alipay, "statements/alipay-2026-11-25.csv"),
+        (StatementChannel::Unionpay, "statements/unionpay-2026-11-25.txt"),
+    ] {
+        let bytes = std::fs::read(fixture(name)).expect("fixture");
+        ledger::recon::import_statement(&*store, channel, name, &bytes, None).await.expect("import");
+    }
+    let before = ledger::replay(&*store, u64::MAX).await.expect("books");
+    let mut carried = std::collections::HashMap::new();
+    for _ in 0..2 {
+        for date in ["2026-11-24", "2026-11-25"] {
+            for channel in [StatementChannel::Wechat, StatementChannel::Alipay, StatementChannel::Unionpay] {
+                let r = ledger::recon::reconcile(&*store, channel, date.parse().expect("date")).await.expect("run");
+                for b in r.record.breaks.iter().filter(|b| b.outcome == "carried_forward") {
+                    carried.insert((b.ledger_channel, b.txn_id.clone()), b.our_amount.unwrap_or_default());
+                }
+            }
+        }
+    }
+    let after = ledger::replay(&*store, u64::MAX).await.expect("books balance after reconciling");
+    for channel in [
+        ingest::event::Channel::Wechat,
+        ingest::event::Channel::Alipay,
+        ingest::event::Channel::UnionpayCard,
+        ingest::event::Channel::UnionpayQr,
+    ] {
+        let left = after.balances().balance(&Account::clearing(channel), Currency::Cny, u64::MAX);
+        let want: rust_decimal::Decimal =
+            carried.iter().filter(|((c, _), _)| *c == Some(channel)).map(|(_, a)| *a).sum();
+        assert_eq!(left, want, "{channel}: only the carried items stay in clearing");
+        let was = before.balances().balance(&Account::clearing(channel), Currency::Cny, u64::MAX);
+        assert!(was > left, "{channel} was cleared");
+    }
+    assert!(after.balances().balance(&Account::bank(), Currency::Cny, u64::MAX) > rust_decimal::Decimal::ZERO);
+    // The second round of runs booked nothing: the same books as after the first.
+    let entries_after_first = after.entries();
+    let third = async {
+        for channel in [StatementChannel::Wechat, StatementChannel::Alipay, StatementChannel::Unionpay] {
+            ledger::recon::reconcile(&*store, channel, "2026-11-25".parse().expect("date")).await.expect("run");
+        }
+    };
+    third.await;
+    let again = ledger::replay(&*store, u64::MAX).await.expect("books");
+    assert_eq!((again.entries(), again.digest()), (entries_after_first, after.digest()));
+}
