@@ -38,6 +38,24 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Resolve a break: book it, write it off or refund it. Breaks parking more than
+    /// POSLEDGER_APPROVAL_OVER (default 1000.00) need a second person (--approved-by).
+    Resolve {
+        /// The break's id (`posledger breaks`).
+        break_id: String,
+        /// How.
+        #[arg(long, value_enum)]
+        action: ResolveArg,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+        /// Who resolves it.
+        #[arg(long)]
+        by: String,
+        /// A second person who approves it.
+        #[arg(long)]
+        approved_by: Option<String>,
+    },
     /// Merchant and terminal onboarding records.
     Merchants {
         #[command(subcommand)]
@@ -60,9 +78,9 @@ enum Command {
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
     },
-    /// The breaks of the latest reconciliation of every statement and date.
+    /// The breaks of the latest reconciliation of every statement and date, with their ids.
     Breaks {
-        /// Only breaks not resolved yet (all are open until resolution exists).
+        /// Only breaks not resolved yet.
         #[arg(long)]
         open: bool,
         /// How to print them.
@@ -184,6 +202,16 @@ enum StatementCommand {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ResolveArg {
+    /// Book the item where it belongs (its suspense goes to clearing).
+    Book,
+    /// Write the difference off.
+    WriteOff,
+    /// Give the money back.
+    Refund,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum StatementChannelArg {
     /// WeChat Pay trade bill.
     Wechat,
@@ -285,6 +313,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             crate::recon::reconcile(&cli.data_dir, date, channel.map(StatementChannelArg::channel), format.into())
         }
         Command::Breaks { open, format } => crate::recon::breaks(&cli.data_dir, open, format.into()),
+        Command::Resolve { break_id, action, reason, by, approved_by } => {
+            let action = match action {
+                ResolveArg::Book => ingest::event::ResolveAction::Book,
+                ResolveArg::WriteOff => ingest::event::ResolveAction::WriteOff,
+                ResolveArg::Refund => ingest::event::ResolveAction::Refund,
+            };
+            crate::recon::resolve(&cli.data_dir, &break_id, action, &reason, &by, approved_by.as_deref())
+        }
         Command::Balance { account, as_of, format } => {
             balances(&cli.data_dir, Some(&account), as_of.as_deref(), format)
         }

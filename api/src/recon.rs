@@ -331,75 +331,100 @@ fn table(out: &mut impl Write, r: &Value) -> Result<()> {
     Ok(())
 }
 
-/// `posledger breaks`: the breaks of the latest reconciliation of every statement and date.
-pub fn breaks(data_dir: &Path, _open: bool, output: Output) -> Result<ExitCode> {
-    use ingest::store::EventStore;
+/// `posledger breaks`: the breaks of the latest reconciliation of every statement and date,
+/// with their ids and, once resolved, how.
+pub fn breaks(data_dir: &Path, open: bool, output: Output) -> Result<ExitCode> {
     let rt = runtime()?;
     let store = open_store(data_dir)?;
-    let mut latest: std::collections::BTreeMap<(String, NaiveDate), ingest::event::ReconciliationCompleted> =
-        Default::default();
-    rt.block_on(async {
-        let mut position = 0;
-        while position < store.head() {
-            let batch = store.read_all(position, ingest::store::READ_EVENTS_MAX).await?;
-            if batch.is_empty() {
-                break;
-            }
-            for e in batch {
-                position = e.position + 1;
-                if e.data.event_type == "ReconciliationCompleted"
-                    && let ingest::event::Event::ReconciliationCompleted(r) =
-                        ingest::event::Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)?
-                {
-                    latest.insert((r.channel.to_string(), r.date), r);
-                }
-            }
-        }
-        anyhow::Ok(())
-    })?;
-    let rows: Vec<(&(String, NaiveDate), &ingest::event::ReconBreak)> = latest
+    let (latest, resolved) = rt.block_on(ledger::recon::recorded_breaks(&store))?;
+    let rows: Vec<(String, &(StatementChannel, NaiveDate), &ingest::event::ReconBreak)> = latest
         .iter()
-        .flat_map(|(k, r)| r.breaks.iter().filter(|b| b.outcome != "carried_forward").map(move |b| (k, b)))
+        .flat_map(|(k, r)| {
+            r.breaks
+                .iter()
+                .filter(|b| b.outcome != "carried_forward")
+                .map(move |b| (ledger::recon::break_id(k.0, k.1, b), k, b))
+        })
+        .filter(|(id, _, _)| !open || !resolved.contains_key(id))
         .collect();
     let mut out = std::io::stdout().lock();
     match output {
         Output::Json => {
             let list: Vec<Value> = rows
                 .iter()
-                .map(|((c, d), b)| {
+                .map(|(id, (c, d), b)| {
                     let mut v = serde_json::to_value(b).unwrap_or_default();
-                    v["statement"] = json!(c);
+                    v["id"] = json!(id);
+                    v["statement"] = json!(c.as_str());
                     v["date"] = json!(d.to_string());
+                    v["suspense_amount"] = json!(ledger::recon::parked(b).to_string());
+                    v["resolved"] =
+                        resolved.get(id).map_or(Value::Null, |r| serde_json::to_value(r).unwrap_or_default());
                     v
                 })
                 .collect();
             writeln!(out, "{}", json!({"breaks": list}))?;
         }
         Output::Csv => {
-            writeln!(out, "statement,date,outcome,kind,txn_id,channel_txn_id")?;
-            for ((c, d), b) in &rows {
+            writeln!(out, "id,statement,date,outcome,kind,txn_id,channel_txn_id,suspense_amount,resolved_by")?;
+            for (id, (c, d), b) in &rows {
                 let kind = if b.kind == ingest::statement::LineKind::Refund { "refund" } else { "payment" };
+                let by = resolved.get(id).map(|r| r.by.as_str()).unwrap_or("");
                 writeln!(
                     out,
-                    "{c},{d},{},{kind},{},{}",
+                    "{id},{c},{d},{},{kind},{},{},{},{by}",
                     b.outcome,
                     b.txn_id,
-                    b.channel_txn_id.as_deref().unwrap_or("")
+                    b.channel_txn_id.as_deref().unwrap_or(""),
+                    ledger::recon::parked(b)
                 )?;
             }
         }
         Output::Table => {
-            for ((c, d), b) in &rows {
+            for (id, (c, d), b) in &rows {
+                let state = resolved.get(id).map_or("open".to_owned(), |r| format!("resolved by {}", r.by));
                 writeln!(
                     out,
-                    "{c:<9} {d} {:<22} {:<28} {}",
+                    "{id}  {c:<9} {d} {:<22} {:<28} {:>10}  {state}",
                     b.outcome,
                     b.txn_id,
-                    b.channel_txn_id.as_deref().unwrap_or("")
+                    ledger::recon::parked(b)
                 )?;
             }
-            writeln!(out, "{} open break(s)", rows.len())?;
+            let open_count = rows.iter().filter(|(id, _, _)| !resolved.contains_key(id)).count();
+            writeln!(out, "{} break(s), {open_count} open", rows.len())?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `posledger resolve`.
+pub fn resolve(
+    data_dir: &Path,
+    id: &str,
+    action: ingest::event::ResolveAction,
+    reason: &str,
+    by: &str,
+    approved_by: Option<&str>,
+) -> Result<ExitCode> {
+    let threshold = match std::env::var("POSLEDGER_APPROVAL_OVER") {
+        Ok(v) => v.parse::<Decimal>().with_context(|| format!("POSLEDGER_APPROVAL_OVER={v:?} is not an amount"))?,
+        Err(_) => ledger::recon::APPROVAL_OVER_DEFAULT,
+    };
+    let rt = runtime()?;
+    let store = open_store(data_dir)?;
+    match rt.block_on(ledger::recon::resolve(&store, id, action, reason, by, approved_by, threshold)) {
+        Ok(r) => {
+            println!(
+                "resolved {} ({} {} on {} {}): {} moved out of suspense",
+                r.break_id, r.outcome, r.txn_id, r.statement, r.date, r.suspense_amount
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ (ledger::recon::ResolveError::Replay(_) | ledger::recon::ResolveError::Append(_))) => Err(e.into()),
+        Err(e) => {
+            println!("refused: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
 }

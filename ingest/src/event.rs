@@ -476,6 +476,48 @@ pub struct TerminalBatchReconciled {
     pub difference: Decimal,
 }
 
+/// How a break is resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResolveAction {
+    /// The item is booked where it belongs (its suspense goes to clearing).
+    Book,
+    /// The difference is written off (its suspense goes to `expenses:write-offs:<statement>`).
+    WriteOff,
+    /// The money goes back (its suspense goes to the bank account).
+    Refund,
+}
+
+/// A break was resolved, by whom, how and why; amounts over the approval threshold carry a
+/// second, different person's approval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakResolved {
+    /// The break's id (see `posledger breaks`).
+    pub break_id: String,
+    /// The statement it was found on.
+    pub statement: StatementChannel,
+    /// The date reconciled.
+    pub date: NaiveDate,
+    /// Its outcome.
+    pub outcome: String,
+    /// Our order number (or the line's).
+    pub txn_id: String,
+    /// What the break parked in suspense (debit positive), which the resolution moves out.
+    pub suspense_amount: Decimal,
+    /// Our item's ledger channel, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger_channel: Option<Channel>,
+    /// How.
+    pub action: ResolveAction,
+    /// Why.
+    pub reason: String,
+    /// Who.
+    pub by: String,
+    /// Who approved, when the amount needs a second person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
+}
+
 /// Every event posledger records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -519,6 +561,8 @@ pub enum Event {
     ReconciliationCompleted(ReconciliationCompleted),
     /// See [`TerminalBatchReconciled`].
     TerminalBatchReconciled(TerminalBatchReconciled),
+    /// See [`BreakResolved`].
+    BreakResolved(BreakResolved),
 }
 
 /// Why a stored event could not be turned back into an [`Event`].
@@ -573,6 +617,7 @@ macro_rules! each_variant {
             Event::StatementImported($inner) => $body,
             Event::ReconciliationCompleted($inner) => $body,
             Event::TerminalBatchReconciled($inner) => $body,
+            Event::BreakResolved($inner) => $body,
         }
     };
 }
@@ -605,6 +650,7 @@ impl Event {
             Event::StatementImported(_) => "StatementImported",
             Event::ReconciliationCompleted(_) => "ReconciliationCompleted",
             Event::TerminalBatchReconciled(_) => "TerminalBatchReconciled",
+            Event::BreakResolved(_) => "BreakResolved",
         }
     }
 
@@ -642,6 +688,7 @@ impl Event {
             }
             Event::ReconciliationCompleted(e) => format!("recon-{}-{}", e.channel, e.date),
             Event::TerminalBatchReconciled(e) => format!("batch-verdict-{}-{}", e.terminal_id, e.batch_no),
+            Event::BreakResolved(e) => format!("break-{}", e.break_id),
         }
     }
 
@@ -672,7 +719,8 @@ impl Event {
             Event::StatementLines(StatementLines { date, .. })
             | Event::StatementImported(StatementImported { date, .. })
             | Event::ReconciliationCompleted(ReconciliationCompleted { date, .. })
-            | Event::TerminalBatchReconciled(TerminalBatchReconciled { date, .. }) => {
+            | Event::TerminalBatchReconciled(TerminalBatchReconciled { date, .. })
+            | Event::BreakResolved(BreakResolved { date, .. }) => {
                 date.and_hms_opt(0, 0, 0).map(|t| t.and_utc().fixed_offset()).unwrap_or_default()
             }
         }
@@ -705,6 +753,7 @@ impl Event {
                 format!("{}/{}/{}/{}", e.channel, e.date, e.statement_digest, e.classification_digest)
             }
             Event::TerminalBatchReconciled(e) => format!("{}/{}/{}", e.terminal_id, e.batch_no, e.difference),
+            Event::BreakResolved(e) => e.break_id.clone(),
         }
     }
 
@@ -839,6 +888,7 @@ impl Event {
             "StatementImported" => Event::StatementImported(parse(t, v, p)?),
             "ReconciliationCompleted" => Event::ReconciliationCompleted(parse(t, v, p)?),
             "TerminalBatchReconciled" => Event::TerminalBatchReconciled(parse(t, v, p)?),
+            "BreakResolved" => Event::BreakResolved(parse(t, v, p)?),
             other => return Err(DecodeError::UnknownType(other.to_owned())),
         })
     }

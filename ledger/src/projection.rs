@@ -509,6 +509,21 @@ impl Projection {
                 self.merchants[m as usize].closed = true;
                 Ok(None)
             }
+            Event::BreakResolved(b) => {
+                let cny = Currency::Cny;
+                let suspense = self.balances.slot(&statement_account("assets:suspense", b.statement, None), cny);
+                let target = match b.action {
+                    ingest::event::ResolveAction::WriteOff => {
+                        statement_account("expenses:write-offs", b.statement, None)
+                    }
+                    ingest::event::ResolveAction::Refund => Account::bank(),
+                    ingest::event::ResolveAction::Book => {
+                        statement_account("assets:clearing", b.statement, b.ledger_channel)
+                    }
+                };
+                let target = self.balances.slot(&target, cny);
+                Ok(Some(Lines::new(cny, &[(suspense, -b.suspense_amount), (target, b.suspense_amount)])))
+            }
             Event::ReconciliationCompleted(r) => {
                 let lines = self.recon_lines(r);
                 Ok((!lines.items().is_empty()).then_some(lines))
@@ -644,25 +659,21 @@ impl Projection {
             add(Account::channel_fees(*channel), fen(m.fees));
             add(Account::bank(), settled - fen(m.fees));
         }
-        let suspense = Account::parse(&format!("assets:suspense:{}", r.channel)).unwrap_or_else(|_| Account::bank());
+        let suspense = statement_account("assets:suspense", r.channel, None);
         for b in &r.breaks {
             // A refund moves money the other way.
             let way = if b.kind == LineKind::Refund { Decimal::NEGATIVE_ONE } else { Decimal::ONE };
             let (ours, expected) = (b.our_amount.unwrap_or_default(), fen(b.expected_fee.unwrap_or_default()));
             let (theirs, their_fee) = (b.their_amount.unwrap_or_default(), fen(b.their_fee.unwrap_or_default()));
             let clearing = b.ledger_channel.map(Account::clearing);
-            let fees = Account::parse(&format!(
-                "expenses:channel-fees:{}",
-                b.ledger_channel.map_or(r.channel.as_str(), Channel::as_str)
-            ))
-            .unwrap_or_else(|_| Account::bank());
+            let fees = statement_account("expenses:channel-fees", r.channel, b.ledger_channel);
             match b.outcome.as_str() {
                 // Money came for something we do not hold (or hold cancelled, or twice): it
                 // waits in suspense.
                 "missing_in_ledger" | "status_mismatch" | "duplicate_in_statement" => {
                     add(Account::bank(), way * (theirs - their_fee));
                     add(fees, way * their_fee);
-                    add(suspense.clone(), -way * theirs);
+                    add(suspense.clone(), crate::recon::parked(b));
                 }
                 // Settled with another amount: ours leaves clearing, the difference waits.
                 "amount_mismatch" => {
@@ -670,7 +681,7 @@ impl Projection {
                         add(clearing, -way * ours);
                         add(Account::bank(), way * (theirs - their_fee));
                         add(fees, way * their_fee);
-                        add(suspense.clone(), way * (ours - theirs));
+                        add(suspense.clone(), crate::recon::parked(b));
                     }
                 }
                 // Settled, with another fee: the expected fee is booked, the difference waits.
@@ -679,14 +690,14 @@ impl Projection {
                         add(clearing, -way * ours);
                         add(Account::bank(), way * (theirs - their_fee));
                         add(fees, way * expected);
-                        add(suspense.clone(), way * (their_fee - expected));
+                        add(suspense.clone(), crate::recon::parked(b));
                     }
                 }
                 // Never settled: out of clearing, into suspense until resolved.
                 "missing_in_statement" => {
                     if let Some(clearing) = clearing {
                         add(clearing, -way * ours);
-                        add(suspense.clone(), way * ours);
+                        add(suspense.clone(), crate::recon::parked(b));
                     }
                 }
                 _ => {}
@@ -856,6 +867,13 @@ impl Projection {
 
 /// Most payments [`Projection::reserve`] makes room for at once.
 pub const PAYMENTS_RESERVED_MAX: u64 = 1 << 25;
+
+/// `<root>:<channel>`: the ledger channel's when known, else the statement's.
+fn statement_account(root: &str, statement: StatementChannel, ledger: Option<Channel>) -> Account {
+    let name = ledger.map_or(statement.as_str(), Channel::as_str);
+    // Roots and channel names are fixed words: the path is always valid.
+    Account::parse(&format!("{root}:{name}")).unwrap_or_else(|_| Account::bank())
+}
 
 /// A history's balance as of the time `window` and `counts` come from.
 fn at_time(h: &History, window: crate::timeline::Window, counts: impl Fn(u64) -> bool + Copy) -> Decimal {

@@ -869,3 +869,156 @@ pub async fn batch_verdicts<S: ingest::store::EventStore>(
     verdicts.sort_by(|a, b| (&a.terminal_id, &a.batch_no).cmp(&(&b.terminal_id, &b.batch_no)));
     Ok(verdicts)
 }
+
+/// What a break parks in its statement's suspense account (debit positive): the amount a
+/// resolution moves out again. Refunds the other way.
+pub fn parked(b: &ingest::event::ReconBreak) -> Decimal {
+    let fen = |d: Decimal| crate::fees::round(d, ingest::money::Currency::Cny);
+    let way = if b.kind == LineKind::Refund { Decimal::NEGATIVE_ONE } else { Decimal::ONE };
+    let ours = b.our_amount.unwrap_or_default();
+    let theirs = b.their_amount.unwrap_or_default();
+    match b.outcome.as_str() {
+        "missing_in_ledger" | "status_mismatch" | "duplicate_in_statement" => -way * theirs,
+        "amount_mismatch" if b.ledger_channel.is_some() => way * (ours - theirs),
+        "fee_mismatch" if b.ledger_channel.is_some() => {
+            way * (fen(b.their_fee.unwrap_or_default()) - fen(b.expected_fee.unwrap_or_default()))
+        }
+        "missing_in_statement" if b.ledger_channel.is_some() => way * ours,
+        _ => Decimal::ZERO,
+    }
+}
+
+/// A break's id: stable across re-runs of the same reconciliation.
+pub fn break_id(statement: StatementChannel, date: NaiveDate, b: &ingest::event::ReconBreak) -> String {
+    let text = format!(
+        "{statement}|{date}|{}|{:?}|{}|{}|{}",
+        b.outcome,
+        b.kind,
+        b.txn_id,
+        b.channel_txn_id.as_deref().unwrap_or(""),
+        b.line.map(|l| l.to_string()).unwrap_or_default()
+    );
+    blake3::hash(text.as_bytes()).to_hex()[..12].to_owned()
+}
+
+/// Breaks parking more than this (either way) need a second person's approval: 1000.00.
+pub const APPROVAL_OVER_DEFAULT: Decimal = Decimal::from_parts(100_000, 0, 0, false, 2);
+
+/// The latest reconciliation of each statement and date, and every resolution by break id.
+pub type RecordedBreaks = (
+    std::collections::BTreeMap<(StatementChannel, NaiveDate), ingest::event::ReconciliationCompleted>,
+    std::collections::BTreeMap<String, ingest::event::BreakResolved>,
+);
+
+/// Reads the latest reconciliation of every statement and date, and every resolved break.
+pub async fn recorded_breaks<S: ingest::store::EventStore>(store: &S) -> Result<RecordedBreaks, crate::ReplayError> {
+    use ingest::event::Event;
+    let mut latest = std::collections::BTreeMap::new();
+    let mut resolved = std::collections::BTreeMap::new();
+    let mut position = 0;
+    while position < store.head() {
+        let batch = store.read_all(position, crate::REPLAY_BATCH_EVENTS).await?;
+        if batch.is_empty() {
+            break;
+        }
+        for e in batch {
+            position = e.position + 1;
+            if !matches!(e.data.event_type.as_str(), "ReconciliationCompleted" | "BreakResolved") {
+                continue;
+            }
+            match Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)
+                .map_err(|source| crate::ReplayError::Decode { position: e.position, source })?
+            {
+                Event::ReconciliationCompleted(r) => {
+                    latest.insert((r.channel, r.date), r);
+                }
+                Event::BreakResolved(b) => {
+                    resolved.insert(b.break_id.clone(), b);
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok((latest, resolved))
+}
+
+/// Why a resolution was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// No break has that id.
+    #[error("no break {0} in the latest reconciliations (see `posledger breaks`)")]
+    Unknown(String),
+    /// It was resolved before.
+    #[error("break {0} was resolved already, by {1}")]
+    Resolved(String, String),
+    /// A large break needs a second person.
+    #[error("break {id} parks {amount}, over {threshold}: it needs --approved-by, a second person other than {by}")]
+    NeedsApproval {
+        /// The break.
+        id: String,
+        /// What it parks.
+        amount: Decimal,
+        /// The threshold.
+        threshold: Decimal,
+        /// Who resolves.
+        by: String,
+    },
+    /// Who and why must be said.
+    #[error("{0}")]
+    Incomplete(String),
+    /// Reading the log failed.
+    #[error(transparent)]
+    Replay(#[from] crate::ReplayError),
+    /// Writing the log failed.
+    #[error("recording: {0}")]
+    Append(#[from] ingest::store::AppendError),
+}
+
+/// Resolves a break: checks it is open, that a large one carries a second person's approval,
+/// and records [`ingest::event::BreakResolved`] (which the books post: its suspense out).
+pub async fn resolve<S: ingest::store::EventStore>(
+    store: &S,
+    id: &str,
+    action: ingest::event::ResolveAction,
+    reason: &str,
+    by: &str,
+    approved_by: Option<&str>,
+    threshold: Decimal,
+) -> Result<ingest::event::BreakResolved, ResolveError> {
+    use ingest::event::{BreakResolved, Event};
+    use ingest::store::ExpectedRevision;
+    if reason.trim().is_empty() || by.trim().is_empty() {
+        return Err(ResolveError::Incomplete("a resolution needs --reason and --by".into()));
+    }
+    let (latest, resolved) = recorded_breaks(store).await?;
+    if let Some(r) = resolved.get(id) {
+        return Err(ResolveError::Resolved(id.to_owned(), r.by.clone()));
+    }
+    let found = latest.iter().find_map(|((statement, date), r)| {
+        r.breaks
+            .iter()
+            .find(|b| b.outcome != "carried_forward" && break_id(*statement, *date, b) == id)
+            .map(|b| (*statement, *date, b))
+    });
+    let Some((statement, date, b)) = found else { return Err(ResolveError::Unknown(id.to_owned())) };
+    let amount = parked(b);
+    if amount.abs() > threshold && approved_by.is_none_or(|a| a.trim().is_empty() || a == by) {
+        return Err(ResolveError::NeedsApproval { id: id.to_owned(), amount, threshold, by: by.to_owned() });
+    }
+    let record = BreakResolved {
+        break_id: id.to_owned(),
+        statement,
+        date,
+        outcome: b.outcome.clone(),
+        txn_id: b.txn_id.clone(),
+        suspense_amount: amount,
+        ledger_channel: b.ledger_channel,
+        action,
+        reason: reason.to_owned(),
+        by: by.to_owned(),
+        approved_by: approved_by.map(str::to_owned),
+    };
+    let event = Event::BreakResolved(record.clone());
+    store.append(&event.stream(), ExpectedRevision::NoStream, vec![event.to_event_data()]).await?;
+    Ok(record)
+}

@@ -306,4 +306,59 @@ fn statements_import_and_reconcile_through_the_cli() {
     );
     let breaks = json(&posledger(data, &["breaks", "--format", "json"], None));
     assert_eq!(breaks["breaks"].as_array().map(Vec::len), answer["breaks"].as_array().map(Vec::len));
+
+    // Resolving breaks: once each; large ones need a second, different person.
+    let open = |data: &Path| json(&posledger(data, &["breaks", "--open", "--format", "json"], None))["breaks"].clone();
+    let all = open(data);
+    let find = |outcome: &str| {
+        all.as_array()
+            .expect("breaks")
+            .iter()
+            .find(|b| b["outcome"] == outcome)
+            .map(|b| {
+                (
+                    b["id"].as_str().expect("id").to_owned(),
+                    b["statement"].as_str().expect("s").to_owned(),
+                    b["suspense_amount"].as_str().expect("a").to_owned(),
+                )
+            })
+            .expect("a break")
+    };
+    let (id, statement, parked) = find("missing_in_statement");
+    let resolve = |id: &str, extra: &[&str], over: &str| {
+        let mut cmd = Command::new(POSLEDGER);
+        cmd.arg("--data-dir").arg(data).args([
+            "resolve",
+            id,
+            "--action",
+            "write-off",
+            "--reason",
+            "the channel never settled it",
+        ]);
+        cmd.args(extra).env("POSLEDGER_APPROVAL_OVER", over).stdin(Stdio::null());
+        cmd.output().expect("run")
+    };
+    let out = resolve(&id, &["--by", "ops-1"], "1000.00");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(open(data).as_array().map(Vec::len), all.as_array().map(|a| a.len() - 1));
+    let again = resolve(&id, &["--by", "ops-2"], "1000.00");
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("resolved already"));
+    let tb = json(&posledger(data, &["trial-balance", "--format", "json"], None));
+    let written_off = tb["balances"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|r| r["account"] == format!("expenses:write-offs:{statement}"))
+        .expect("write-off account");
+    assert_eq!(written_off["balance"], parked);
+    // Over the threshold: a second person, and not the same one.
+    let (big, _, _) = find("missing_in_ledger");
+    let refused = resolve(&big, &["--by", "ops-1"], "0.01");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stdout).contains("--approved-by"));
+    assert_eq!(resolve(&big, &["--by", "ops-1", "--approved-by", "ops-1"], "0.01").status.code(), Some(1));
+    assert_eq!(resolve(&big, &["--by", "ops-1", "--approved-by", "lead-1"], "0.01").status.code(), Some(0));
+    assert_eq!(resolve("000000000000", &["--by", "ops-1"], "1000.00").status.code(), Some(1), "unknown id");
+    assert_eq!(posledger(data, &["verify"], None).status.code(), Some(0), "the books still balance and rebuild");
 }
