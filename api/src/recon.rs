@@ -339,8 +339,8 @@ pub fn breaks(data_dir: &Path, open: bool, output: Output) -> Result<ExitCode> {
     let (latest, resolved) = rt.block_on(ledger::recon::recorded_breaks(&store))?;
     let rows: Vec<(String, &(StatementChannel, NaiveDate), &ingest::event::ReconBreak)> = latest
         .iter()
-        .flat_map(|(k, r)| {
-            r.breaks
+        .flat_map(|(k, (_, breaks))| {
+            breaks
                 .iter()
                 .filter(|b| b.outcome != "carried_forward")
                 .map(move |b| (ledger::recon::break_id(k.0, k.1, b), k, b))

@@ -419,8 +419,25 @@ pub struct ReconBreak {
     pub item_date: Option<NaiveDate>,
 }
 
-/// A statement and date were reconciled: how many lines and items got each outcome, and every
-/// one that is not `matched`.
+/// A part of a reconciliation's breaks (a run is recorded as its parts, then its
+/// [`ReconciliationCompleted`]; parts of a run that did not finish are replaced by the next run).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconciliationBreaks {
+    /// The statement's channel.
+    pub channel: StatementChannel,
+    /// The date reconciled.
+    pub date: NaiveDate,
+    /// The run's classification digest: which run the part belongs to.
+    pub classification_digest: String,
+    /// Part number, from 0.
+    pub part: u32,
+    /// Everything but the matched, in classification order.
+    pub breaks: Vec<ReconBreak>,
+}
+
+/// A statement and date were reconciled: how many lines and items got each outcome, what the
+/// matched ones add up to; every one that is not `matched` is in the run's
+/// [`ReconciliationBreaks`] parts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReconciliationCompleted {
     /// The statement's channel.
@@ -433,8 +450,10 @@ pub struct ReconciliationCompleted {
     pub counts: std::collections::BTreeMap<String, u64>,
     /// What the matched lines add up to, per ledger channel.
     pub matched: std::collections::BTreeMap<Channel, ReconMatched>,
-    /// Everything but the matched.
-    pub breaks: Vec<ReconBreak>,
+    /// Parts the breaks are recorded in.
+    pub break_parts: u32,
+    /// Breaks (and carried items) in them.
+    pub breaks: u64,
     /// A digest of the whole classification (every line and item with its outcome): the same
     /// inputs give the same digest.
     pub classification_digest: String,
@@ -557,6 +576,8 @@ pub enum Event {
     StatementLines(StatementLines),
     /// See [`StatementImported`].
     StatementImported(StatementImported),
+    /// See [`ReconciliationBreaks`].
+    ReconciliationBreaks(ReconciliationBreaks),
     /// See [`ReconciliationCompleted`].
     ReconciliationCompleted(ReconciliationCompleted),
     /// See [`TerminalBatchReconciled`].
@@ -615,6 +636,7 @@ macro_rules! each_variant {
             Event::MerchantSettled($inner) => $body,
             Event::StatementLines($inner) => $body,
             Event::StatementImported($inner) => $body,
+            Event::ReconciliationBreaks($inner) => $body,
             Event::ReconciliationCompleted($inner) => $body,
             Event::TerminalBatchReconciled($inner) => $body,
             Event::BreakResolved($inner) => $body,
@@ -648,6 +670,7 @@ impl Event {
             Event::MerchantSettled(_) => "MerchantSettled",
             Event::StatementLines(_) => "StatementLines",
             Event::StatementImported(_) => "StatementImported",
+            Event::ReconciliationBreaks(_) => "ReconciliationBreaks",
             Event::ReconciliationCompleted(_) => "ReconciliationCompleted",
             Event::TerminalBatchReconciled(_) => "TerminalBatchReconciled",
             Event::BreakResolved(_) => "BreakResolved",
@@ -686,7 +709,10 @@ impl Event {
             | Event::StatementImported(StatementImported { channel, date, .. }) => {
                 format!("statement-{channel}-{date}")
             }
-            Event::ReconciliationCompleted(e) => format!("recon-{}-{}", e.channel, e.date),
+            Event::ReconciliationBreaks(ReconciliationBreaks { channel, date, .. })
+            | Event::ReconciliationCompleted(ReconciliationCompleted { channel, date, .. }) => {
+                format!("recon-{channel}-{date}")
+            }
             Event::TerminalBatchReconciled(e) => format!("batch-verdict-{}-{}", e.terminal_id, e.batch_no),
             Event::BreakResolved(e) => format!("break-{}", e.break_id),
         }
@@ -719,6 +745,7 @@ impl Event {
             Event::StatementLines(StatementLines { date, .. })
             | Event::StatementImported(StatementImported { date, .. })
             | Event::ReconciliationCompleted(ReconciliationCompleted { date, .. })
+            | Event::ReconciliationBreaks(ReconciliationBreaks { date, .. })
             | Event::TerminalBatchReconciled(TerminalBatchReconciled { date, .. })
             | Event::BreakResolved(BreakResolved { date, .. }) => {
                 date.and_hms_opt(0, 0, 0).map(|t| t.and_utc().fixed_offset()).unwrap_or_default()
@@ -751,6 +778,9 @@ impl Event {
             Event::StatementImported(e) => format!("{}/{}/{}", e.channel, e.date, e.digest),
             Event::ReconciliationCompleted(e) => {
                 format!("{}/{}/{}/{}", e.channel, e.date, e.statement_digest, e.classification_digest)
+            }
+            Event::ReconciliationBreaks(e) => {
+                format!("{}/{}/{}/{}", e.channel, e.date, e.classification_digest, e.part)
             }
             Event::TerminalBatchReconciled(e) => format!("{}/{}/{}", e.terminal_id, e.batch_no, e.difference),
             Event::BreakResolved(e) => e.break_id.clone(),
@@ -887,6 +917,7 @@ impl Event {
             "StatementLines" => Event::StatementLines(parse(t, v, p)?),
             "StatementImported" => Event::StatementImported(parse(t, v, p)?),
             "ReconciliationCompleted" => Event::ReconciliationCompleted(parse(t, v, p)?),
+            "ReconciliationBreaks" => Event::ReconciliationBreaks(parse(t, v, p)?),
             "TerminalBatchReconciled" => Event::TerminalBatchReconciled(parse(t, v, p)?),
             "BreakResolved" => Event::BreakResolved(parse(t, v, p)?),
             other => return Err(DecodeError::UnknownType(other.to_owned())),

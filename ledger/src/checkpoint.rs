@@ -26,7 +26,7 @@
 //!   settled: count u64, then (merchant u32, date i32, currency), sorted
 //!   paid: count u64, then (merchant u32, currency, through i32, gross, refunds, fees), sorted
 //!   reconciliations booked: count u64, then per statement and date (sorted): channel,
-//!     date i32, count u32 and (slot u32, amount) each
+//!     date i32, the run's digest, count u32 and (slot u32, amount) each
 //! ```
 //!
 //! Strings are a u32 length and UTF-8 bytes; a currency is its code as a string; a Decimal is
@@ -57,7 +57,7 @@ const MAGIC: &[u8; 8] = b"PLLEDGR2";
 
 /// The version of the posting rules (and of what the state means) a checkpoint was written
 /// with: raise it whenever a rule changes, so that books built by other rules are rebuilt.
-pub const RULES_VERSION: u32 = 3;
+pub const RULES_VERSION: u32 = 4;
 const HEADER_LEN: u64 = 8 + 8 + 32;
 
 /// Why a checkpoint could not be used or written.
@@ -324,9 +324,10 @@ fn write_body(out: &mut impl Write, books: &Projection, anchor: &[u8; 32]) -> io
         }
     }
     out.write_all(&(booked.len() as u64).to_le_bytes())?;
-    for ((channel, date), lines) in booked {
+    for ((channel, date), (digest, lines)) in booked {
         put_str(out, channel.as_str())?;
         out.write_all(&days_of(*date))?;
+        put_str(out, digest)?;
         out.write_all(&(lines.len() as u32).to_le_bytes())?;
         for (slot, amount) in lines {
             out.write_all(&slot.to_le_bytes())?;
@@ -555,6 +556,7 @@ fn read_body(input: &mut impl Read, len: u64) -> io::Result<(Projection, [u8; 32
             _ => return Err(bad("unknown statement channel")),
         };
         let date = r.date()?;
+        let digest = r.string()?;
         let count = r.u32()?;
         let mut lines = Vec::with_capacity(r.fits(u64::from(count), 20)?);
         for _ in 0..count {
@@ -564,7 +566,7 @@ fn read_body(input: &mut impl Read, len: u64) -> io::Result<(Projection, [u8; 32
             }
             lines.push((slot, r.dec()?));
         }
-        books.recon_booked.insert((channel, date), lines);
+        books.recon_booked.insert((channel, date), (digest, lines));
     }
     let mut rest = [0u8; 1];
     if r.input.read(&mut rest)? != 0 {

@@ -26,9 +26,7 @@ use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 use hashbrown::HashTable;
-use ingest::event::{
-    Channel, Event, FeeTerms, MerchantSettled, PaymentAdjustment, ReconciliationCompleted, SettlementCycle,
-};
+use ingest::event::{Channel, Event, FeeTerms, MerchantSettled, PaymentAdjustment, ReconBreak, SettlementCycle};
 use ingest::money::Currency;
 use ingest::statement::{LineKind, StatementChannel};
 use rust_decimal::Decimal;
@@ -202,6 +200,10 @@ pub(crate) struct DayTotals {
     pub(crate) fees: Decimal,
 }
 
+/// The classification digest of the reconciliation run booked last for a statement and date,
+/// and what it booked by balance slot.
+pub(crate) type ReconBooked = (String, Vec<(u32, Decimal)>);
+
 /// What a merchant's settlements paid so far in one currency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Paid {
@@ -232,9 +234,9 @@ pub struct Projection {
     /// Per merchant and currency: what its settlements paid so far and the last business
     /// date they covered.
     pub(crate) paid: FastMap<(u32, Currency), Paid>,
-    /// The postings each statement and date's reconciliation booked last (a re-run books the
-    /// difference), by balance slot.
-    pub(crate) recon_booked: FastMap<(StatementChannel, NaiveDate), Vec<(u32, Decimal)>>,
+    /// Per statement and date: the classification digest of the run booked last and what it
+    /// booked, by balance slot (another run first takes that back).
+    pub(crate) recon_booked: FastMap<(StatementChannel, NaiveDate), ReconBooked>,
     /// Balance slots of each channel's clearing and fee income accounts (a cache).
     channel_slots: Vec<(Channel, Currency, u32, u32)>,
     pub(crate) balances: Balances,
@@ -525,7 +527,12 @@ impl Projection {
                 Ok(Some(Lines::new(cny, &[(suspense, -b.suspense_amount), (target, b.suspense_amount)])))
             }
             Event::ReconciliationCompleted(r) => {
-                let lines = self.recon_lines(r);
+                let lines = self.recon_lines(r.channel, r.date, &r.classification_digest, &r.matched, &[]);
+                Ok((!lines.items().is_empty()).then_some(lines))
+            }
+            Event::ReconciliationBreaks(p) => {
+                let lines =
+                    self.recon_lines(p.channel, p.date, &p.classification_digest, &Default::default(), &p.breaks);
                 Ok((!lines.items().is_empty()).then_some(lines))
             }
             Event::ContractSigned(c) => {
@@ -644,29 +651,37 @@ impl Projection {
         }
     }
 
-    /// What a reconciliation books (see the module doc), less what the previous run for the
-    /// same statement and date booked: a re-run books only the difference.
-    fn recon_lines(&mut self, r: &ReconciliationCompleted) -> Lines {
+    /// What part of a reconciliation run books (see the module doc): its matched sums, or a
+    /// part of its breaks. The first event of another run for the same statement and date
+    /// first takes back everything the previous run booked.
+    fn recon_lines(
+        &mut self,
+        statement: StatementChannel,
+        date: NaiveDate,
+        digest: &str,
+        matched: &BTreeMap<Channel, ingest::event::ReconMatched>,
+        breaks: &[ReconBreak],
+    ) -> Lines {
         let cny = Currency::Cny;
         let mut want: BTreeMap<Account, Decimal> = BTreeMap::new();
         let mut add = |account: Account, amount: Decimal| *want.entry(account).or_default() += amount;
         // Channels state fees to more places than money has (WeChat: 5): a day's fees are
         // booked rounded to the fen (the module's rounding rule), as the channel pays them.
         let fen = |d: Decimal| fees::round(d, cny);
-        for (channel, m) in &r.matched {
+        for (channel, m) in matched {
             let settled = m.payment_amount - m.refund_amount;
             add(Account::clearing(*channel), -settled);
             add(Account::channel_fees(*channel), fen(m.fees));
             add(Account::bank(), settled - fen(m.fees));
         }
-        let suspense = statement_account("assets:suspense", r.channel, None);
-        for b in &r.breaks {
+        let suspense = statement_account("assets:suspense", statement, None);
+        for b in breaks {
             // A refund moves money the other way.
             let way = if b.kind == LineKind::Refund { Decimal::NEGATIVE_ONE } else { Decimal::ONE };
             let (ours, expected) = (b.our_amount.unwrap_or_default(), fen(b.expected_fee.unwrap_or_default()));
             let (theirs, their_fee) = (b.their_amount.unwrap_or_default(), fen(b.their_fee.unwrap_or_default()));
             let clearing = b.ledger_channel.map(Account::clearing);
-            let fees = statement_account("expenses:channel-fees", r.channel, b.ledger_channel);
+            let fees = statement_account("expenses:channel-fees", statement, b.ledger_channel);
             match b.outcome.as_str() {
                 // Money came for something we do not hold (or hold cancelled, or twice): it
                 // waits in suspense.
@@ -703,24 +718,27 @@ impl Projection {
                 _ => {}
             }
         }
-        let mut slots: BTreeMap<u32, Decimal> = BTreeMap::new();
+        let mut lines: BTreeMap<u32, Decimal> = BTreeMap::new();
         for (account, amount) in want {
-            *slots.entry(self.balances.slot(&account, cny)).or_default() += amount;
+            *lines.entry(self.balances.slot(&account, cny)).or_default() += amount;
         }
-        let new: Vec<(u32, Decimal)> = slots.into_iter().filter(|(_, a)| !a.is_zero()).collect();
-        let key = (r.channel, r.date);
-        let mut delta: BTreeMap<u32, Decimal> = new.iter().copied().collect();
-        for (slot, amount) in self.recon_booked.get(&key).into_iter().flatten() {
-            *delta.entry(*slot).or_default() -= *amount;
+        let booked = self.recon_booked.entry((statement, date)).or_insert_with(|| (digest.to_owned(), Vec::new()));
+        let mut entry = lines.clone();
+        if booked.0 != digest {
+            // Another run: what the previous one booked goes back first.
+            for (slot, amount) in booked.1.drain(..) {
+                *entry.entry(slot).or_default() -= amount;
+            }
+            booked.0 = digest.to_owned();
         }
-        self.recon_booked.insert(key, new);
-        let items: Vec<(u32, Decimal)> = delta.into_iter().filter(|(_, a)| !a.is_zero()).collect();
-        let mut lines = Lines::new(cny, &[]);
-        lines.many = items;
-        if lines.many.is_empty() {
-            lines.len = 0;
+        let mut total: BTreeMap<u32, Decimal> = booked.1.iter().copied().collect();
+        for (slot, amount) in lines {
+            *total.entry(slot).or_default() += amount;
         }
-        lines
+        booked.1 = total.into_iter().filter(|(_, a)| !a.is_zero()).collect();
+        let mut out = Lines::new(cny, &[]);
+        out.many = entry.into_iter().filter(|(_, a)| !a.is_zero()).collect();
+        out
     }
 
     /// The postings of a sale, or of its cancellation (the same, each the other way).

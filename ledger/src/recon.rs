@@ -695,7 +695,13 @@ pub struct Reconciled {
     pub our_totals: ingest::statement::Totals,
     /// What was recorded (the same record when the run repeats an earlier one).
     pub record: ingest::event::ReconciliationCompleted,
+    /// Its breaks (and carried items), as recorded in its parts.
+    pub breaks: Vec<ingest::event::ReconBreak>,
 }
+
+/// Breaks recorded in one [`ingest::event::ReconciliationBreaks`] part (about 300 bytes each:
+/// a part stays well under the store's payload limit).
+pub const RECON_BREAKS_PART: usize = 1_000;
 
 /// Reconciles the statement of `channel` for `date` against the log, and records the result
 /// (a repeated run with the same inputs records nothing new).
@@ -704,7 +710,7 @@ pub async fn reconcile<S: ingest::store::EventStore>(
     channel: StatementChannel,
     date: NaiveDate,
 ) -> Result<Reconciled, ReconError> {
-    use ingest::event::{Event, ReconBreak, ReconciliationCompleted};
+    use ingest::event::{Event, ReconBreak, ReconciliationBreaks, ReconciliationCompleted};
     use ingest::store::ExpectedRevision;
     let (statement, lines) =
         stored_statement(store, channel, date, None).await?.ok_or(ReconError::NoStatement(channel, date))?;
@@ -755,34 +761,66 @@ pub async fn reconcile<S: ingest::store::EventStore>(
         digest.update(serde_json::to_string(c).unwrap_or_default().as_bytes());
         digest.update(b"\n");
     }
+    let breaks: Vec<ReconBreak> = classification
+        .items
+        .iter()
+        .map(|c| ReconBreak {
+            outcome: c.outcome.as_str().to_owned(),
+            kind: c.kind,
+            txn_id: c.txn_id.clone(),
+            channel_txn_id: c.channel_txn_id.clone(),
+            ledger_channel: c.ledger_channel,
+            line: c.line,
+            our_amount: c.our_amount,
+            expected_fee: c.expected_fee,
+            their_amount: c.their_amount,
+            their_fee: c.their_fee,
+            item_date: c.item_date,
+        })
+        .collect();
+    let classification_digest = digest.finalize().to_hex().to_string();
+    let parts: Vec<Event> = breaks
+        .chunks(RECON_BREAKS_PART)
+        .enumerate()
+        .map(|(part, chunk)| {
+            Event::ReconciliationBreaks(ReconciliationBreaks {
+                channel,
+                date,
+                classification_digest: classification_digest.clone(),
+                part: part as u32,
+                breaks: chunk.to_vec(),
+            })
+        })
+        .collect();
     let record = ReconciliationCompleted {
         channel,
         date,
         statement_digest: statement.digest.clone(),
         counts: classification.counts().into_iter().map(|(o, n)| (o.as_str().to_owned(), n)).collect(),
         matched: classification.matched_sums.clone(),
-        breaks: classification
-            .items
-            .iter()
-            .map(|c| ReconBreak {
-                outcome: c.outcome.as_str().to_owned(),
-                kind: c.kind,
-                txn_id: c.txn_id.clone(),
-                channel_txn_id: c.channel_txn_id.clone(),
-                ledger_channel: c.ledger_channel,
-                line: c.line,
-                our_amount: c.our_amount,
-                expected_fee: c.expected_fee,
-                their_amount: c.their_amount,
-                their_fee: c.their_fee,
-                item_date: c.item_date,
-            })
-            .collect(),
-        classification_digest: digest.finalize().to_hex().to_string(),
+        break_parts: parts.len() as u32,
+        breaks: breaks.len() as u64,
+        classification_digest,
     };
+    // The parts first, the record that completes the run last; a run repeated with the same
+    // inputs finds every one of them stored already (same ids, same content).
+    let stream = format!("recon-{channel}-{date}");
+    for group in parts.chunks(16) {
+        let requests = group
+            .iter()
+            .map(|e| ingest::store::AppendRequest {
+                stream: stream.clone(),
+                expected: ExpectedRevision::Any,
+                events: vec![e.to_event_data()],
+            })
+            .collect();
+        for r in store.append_many(requests).await {
+            r?;
+        }
+    }
     let event = Event::ReconciliationCompleted(record.clone());
-    store.append(&event.stream(), ExpectedRevision::Any, vec![event.to_event_data()]).await?;
-    Ok(Reconciled { statement, classification, our_totals, record })
+    store.append(&stream, ExpectedRevision::Any, vec![event.to_event_data()]).await?;
+    Ok(Reconciled { statement, classification, our_totals, record, breaks })
 }
 
 /// The host's verdict on every terminal batch closed on `date`: the terminal's totals against
@@ -904,9 +942,12 @@ pub fn break_id(statement: StatementChannel, date: NaiveDate, b: &ingest::event:
 /// Breaks parking more than this (either way) need a second person's approval: 1000.00.
 pub const APPROVAL_OVER_DEFAULT: Decimal = Decimal::from_parts(100_000, 0, 0, false, 2);
 
+/// A completed reconciliation run and its breaks.
+pub type RecordedRun = (ingest::event::ReconciliationCompleted, Vec<ingest::event::ReconBreak>);
+
 /// The latest reconciliation of each statement and date, and every resolution by break id.
 pub type RecordedBreaks = (
-    std::collections::BTreeMap<(StatementChannel, NaiveDate), ingest::event::ReconciliationCompleted>,
+    std::collections::BTreeMap<(StatementChannel, NaiveDate), RecordedRun>,
     std::collections::BTreeMap<String, ingest::event::BreakResolved>,
 );
 
@@ -915,6 +956,9 @@ pub async fn recorded_breaks<S: ingest::store::EventStore>(store: &S) -> Result<
     use ingest::event::Event;
     let mut latest = std::collections::BTreeMap::new();
     let mut resolved = std::collections::BTreeMap::new();
+    // Parts by run (statement, date, digest), until their record completes the run.
+    let mut parts: HashMap<(StatementChannel, NaiveDate, String), Vec<ingest::event::ReconciliationBreaks>> =
+        HashMap::new();
     let mut position = 0;
     while position < store.head() {
         let batch = store.read_all(position, crate::REPLAY_BATCH_EVENTS).await?;
@@ -923,14 +967,25 @@ pub async fn recorded_breaks<S: ingest::store::EventStore>(store: &S) -> Result<
         }
         for e in batch {
             position = e.position + 1;
-            if !matches!(e.data.event_type.as_str(), "ReconciliationCompleted" | "BreakResolved") {
+            if !matches!(
+                e.data.event_type.as_str(),
+                "ReconciliationCompleted" | "ReconciliationBreaks" | "BreakResolved"
+            ) {
                 continue;
             }
             match Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)
                 .map_err(|source| crate::ReplayError::Decode { position: e.position, source })?
             {
+                Event::ReconciliationBreaks(p) => {
+                    parts.entry((p.channel, p.date, p.classification_digest.clone())).or_default().push(p);
+                }
                 Event::ReconciliationCompleted(r) => {
-                    latest.insert((r.channel, r.date), r);
+                    let mut mine =
+                        parts.remove(&(r.channel, r.date, r.classification_digest.clone())).unwrap_or_default();
+                    mine.sort_by_key(|p| p.part);
+                    mine.dedup_by_key(|p| p.part);
+                    let breaks: Vec<_> = mine.into_iter().flat_map(|p| p.breaks).collect();
+                    latest.insert((r.channel, r.date), (r, breaks));
                 }
                 Event::BreakResolved(b) => {
                     resolved.insert(b.break_id.clone(), b);
@@ -994,8 +1049,8 @@ pub async fn resolve<S: ingest::store::EventStore>(
     if let Some(r) = resolved.get(id) {
         return Err(ResolveError::Resolved(id.to_owned(), r.by.clone()));
     }
-    let found = latest.iter().find_map(|((statement, date), r)| {
-        r.breaks
+    let found = latest.iter().find_map(|((statement, date), (_, breaks))| {
+        breaks
             .iter()
             .find(|b| b.outcome != "carried_forward" && break_id(*statement, *date, b) == id)
             .map(|b| (*statement, *date, b))

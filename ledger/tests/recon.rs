@@ -267,7 +267,7 @@ async fn reconciliation_clears_the_clearing_accounts() {
         for date in ["2026-11-24", "2026-11-25"] {
             for channel in [StatementChannel::Wechat, StatementChannel::Alipay, StatementChannel::Unionpay] {
                 let r = ledger::recon::reconcile(&*store, channel, date.parse().expect("date")).await.expect("run");
-                for b in r.record.breaks.iter().filter(|b| b.outcome == "carried_forward") {
+                for b in r.breaks.iter().filter(|b| b.outcome == "carried_forward") {
                     carried.insert((b.ledger_channel, b.txn_id.clone()), b.our_amount.unwrap_or_default());
                 }
             }
@@ -298,4 +298,31 @@ async fn reconciliation_clears_the_clearing_accounts() {
     third.await;
     let again = ledger::replay(&*store, u64::MAX).await.expect("books");
     assert_eq!((again.entries(), again.digest()), (entries_after_first, after.digest()));
+}
+
+/// A run with thousands of breaks records them in parts (each under the store's payload
+/// limit), books all of them, and reads them all back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_breaks_are_recorded_in_parts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store_fixture(dir.path(), &["2026-11-24"]).await;
+    let mut csv = String::from("reference,amount,fee,date,status\n");
+    for i in 0..2500 {
+        csv.push_str(&format!("UNKNOWN-{i},10.00,0.03,2026-11-24,payment\n"));
+    }
+    let date: NaiveDate = "2026-11-24".parse().expect("date");
+    ledger::recon::import_statement(&*store, StatementChannel::Generic, "other.csv", csv.as_bytes(), Some(date))
+        .await
+        .expect("import");
+    let r = ledger::recon::reconcile(&*store, StatementChannel::Generic, date).await.expect("reconcile");
+    assert_eq!((r.breaks.len(), r.record.break_parts), (2500, 3));
+    let (latest, _) = ledger::recon::recorded_breaks(&*store).await.expect("read back");
+    assert_eq!(latest[&(StatementChannel::Generic, date)].1, r.breaks);
+    let books = ledger::replay(&*store, u64::MAX).await.expect("books balance");
+    let suspense = books.balances().balance(
+        &ledger::entry::Account::parse("assets:suspense:generic").expect("account"),
+        ingest::money::Currency::Cny,
+        u64::MAX,
+    );
+    assert_eq!(suspense, rust_decimal::Decimal::new(-2_500_000, 2), "every unknown line waits in suspense");
 }
