@@ -222,3 +222,18 @@ fn every_fixture_statement_parses() {
         assert!(s.lines.len() > 80, "{file}");
     }
 }
+
+#[test]
+fn legacy_header_names_are_accepted() {
+    // An older WeChat bill names the settled amount 总金额; an older Alipay export writes
+    // ASCII parentheses.
+    let (name, bytes) = fixture("wechat-2026-11-24.csv");
+    let text = String::from_utf8(bytes).expect("utf8");
+    let old = text.replacen("应结订单金额", "总金额", 1);
+    assert_eq!(wechat::parse(&name, old.as_bytes()).expect("legacy wechat").lines.len(), 164);
+    let (name, bytes) = fixture("alipay-2026-11-24.csv");
+    let text = encoding_rs::GBK.decode(&bytes).0.into_owned();
+    let old = text.replace("（元）", "(元)");
+    let gbk = encoding_rs::GBK.encode(&old).0.into_owned();
+    assert_eq!(alipay::parse(&name, &gbk).expect("legacy alipay").totals.payments, 126);
+}
