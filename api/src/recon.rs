@@ -96,12 +96,19 @@ pub fn reconcile(data_dir: &Path, date: NaiveDate, only: Option<StatementChannel
     let channels: Vec<StatementChannel> = match only {
         Some(c) => vec![c],
         None => {
-            [StatementChannel::Wechat, StatementChannel::Alipay, StatementChannel::Unionpay, StatementChannel::Generic]
-                .into_iter()
-                .filter(|c| {
-                    rt.block_on(ledger::recon::stored_statement(&store, *c, date, None)).is_ok_and(|s| s.is_some())
-                })
-                .collect()
+            let mut found = Vec::new();
+            for c in [
+                StatementChannel::Wechat,
+                StatementChannel::Alipay,
+                StatementChannel::Unionpay,
+                StatementChannel::Generic,
+            ] {
+                // A statement stored damaged is an error, not a statement to skip.
+                if !rt.block_on(ledger::recon::statement_imports(&store, c, date))?.is_empty() {
+                    found.push(c);
+                }
+            }
+            found
         }
     };
     if channels.is_empty() {
@@ -137,9 +144,24 @@ pub fn reconcile(data_dir: &Path, date: NaiveDate, only: Option<StatementChannel
     let opened = rt.block_on(open_books(&store, data_dir))?;
     let books = &opened.books;
     let reports: Vec<Value> = runs.iter().map(|r| report_json(r, date, books)).collect();
+    let settlement: Vec<Value> = books
+        .day_totals(date)
+        .into_iter()
+        .map(|(m, c, g, rf, f, n)| {
+            let fen = |mut d: Decimal| {
+                d.rescale(c.scale());
+                d.to_string()
+            };
+            json!({"merchant_id": m, "currency": c.code(), "gross": fen(g), "refunds": fen(rf), "fees": fen(f), "net": fen(n)})
+        })
+        .collect();
     let mut out = std::io::stdout().lock();
     match output {
-        Output::Json => writeln!(out, "{}", json!({"date": date.to_string(), "reports": reports, "batches": batches}))?,
+        Output::Json => writeln!(
+            out,
+            "{}",
+            json!({"date": date.to_string(), "reports": reports, "batches": batches, "settlement": settlement})
+        )?,
         Output::Csv => {
             writeln!(
                 out,
@@ -174,6 +196,20 @@ pub fn reconcile(data_dir: &Path, date: NaiveDate, only: Option<StatementChannel
         Output::Table => {
             for r in &reports {
                 table(&mut out, r)?;
+            }
+            writeln!(out, "== merchants' business of {date} (every channel; what settlement pays):")?;
+            for m in &settlement {
+                let s = |k: &str| m[k].as_str().unwrap_or_default().to_owned();
+                writeln!(
+                    out,
+                    "  {:<10} gross {:>12} refunds {:>10} fees {:>8} net {:>12} {}",
+                    s("merchant_id"),
+                    s("gross"),
+                    s("refunds"),
+                    s("fees"),
+                    s("net"),
+                    s("currency")
+                )?;
             }
             writeln!(
                 out,
@@ -237,14 +273,6 @@ fn report_json(r: &Reconciled, date: NaiveDate, books: &ledger::Projection) -> V
         })
         .collect();
     let t = &r.statement.totals;
-    let settlement: Vec<Value> = books
-        .day_totals(date)
-        .into_iter()
-        .map(|(m, c, g, rf, f, n)| {
-            json!({"merchant_id": m, "currency": c.code(), "gross": g.to_string(), "refunds": rf.to_string(),
-                   "fees": f.to_string(), "net": n.to_string()})
-        })
-        .collect();
     json!({
         "statement": r.statement.channel.as_str(),
         "date": date.to_string(),
@@ -255,7 +283,6 @@ fn report_json(r: &Reconciled, date: NaiveDate, books: &ledger::Projection) -> V
         "counts": counts,
         "breaks": breaks,
         "clearing": clearing,
-        "settlement": settlement,
         "classification_digest": r.record.classification_digest,
     })
 }
@@ -306,27 +333,9 @@ fn table(out: &mut impl Write, r: &Value) -> Result<()> {
             b["age_days"]
         )?;
     }
+    writeln!(out, "the statement settles {} (payments less refunds less fees)", s(&r["theirs_net"]))?;
     for c in r["clearing"].as_array().into_iter().flatten() {
-        writeln!(
-            out,
-            "clearing {} moved {} on the day (statement net {})",
-            s(&c["account"]),
-            s(&c["movement"]),
-            s(&r["theirs_net"])
-        )?;
-    }
-    writeln!(out, "settlement of the day's business:")?;
-    for m in r["settlement"].as_array().into_iter().flatten() {
-        writeln!(
-            out,
-            "  {:<10} gross {:>12} refunds {:>10} fees {:>8} net {:>12} {}",
-            s(&m["merchant_id"]),
-            s(&m["gross"]),
-            s(&m["refunds"]),
-            s(&m["fees"]),
-            s(&m["net"]),
-            s(&m["currency"])
-        )?;
+        writeln!(out, "clearing {} moved {} over the day in the books", s(&c["account"]), s(&c["movement"]))?;
     }
     Ok(())
 }
@@ -340,10 +349,11 @@ pub fn breaks(data_dir: &Path, open: bool, output: Output) -> Result<ExitCode> {
     let rows: Vec<(String, &(StatementChannel, NaiveDate), &ingest::event::ReconBreak)> = latest
         .iter()
         .flat_map(|(k, (_, breaks))| {
-            breaks
-                .iter()
-                .filter(|b| b.outcome != "carried_forward")
-                .map(move |b| (ledger::recon::break_id(k.0, k.1, b), k, b))
+            ledger::recon::break_ids(k.0, k.1, breaks)
+                .into_iter()
+                .zip(breaks)
+                .filter(|(_, b)| b.outcome != "carried_forward")
+                .map(move |(id, b)| (id, k, b))
         })
         .filter(|(id, _, _)| !open || !resolved.contains_key(id))
         .collect();

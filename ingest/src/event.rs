@@ -359,6 +359,9 @@ pub struct StatementImported {
     pub file_name: String,
     /// BLAKE3 of the file, hex (importing the same file again is recognised by it).
     pub digest: String,
+    /// Which import of the statement's date this is (1, 2, ...): importing an earlier file
+    /// again makes it the one in force again, as a new import.
+    pub import_no: u32,
     /// Lines, and parts they are recorded in.
     pub lines: u64,
     /// Parts.
@@ -535,6 +538,8 @@ pub struct BreakResolved {
     /// Who approved, when the amount needs a second person.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_by: Option<String>,
+    /// The threshold in force: breaks parking more need a second person.
+    pub approval_over: Decimal,
 }
 
 /// Every event posledger records.
@@ -775,14 +780,19 @@ impl Event {
             Event::TerminalBatchClosed(e) => format!("{}/{}", e.terminal_id, e.batch_no),
             Event::MerchantSettled(e) => format!("{}/{}/{}", e.merchant_id, e.settlement_date, e.currency),
             Event::StatementLines(e) => format!("{}/{}/{}/{}", e.channel, e.date, e.digest, e.part),
-            Event::StatementImported(e) => format!("{}/{}/{}", e.channel, e.date, e.digest),
+            Event::StatementImported(e) => format!("{}/{}/{}/{}", e.channel, e.date, e.digest, e.import_no),
             Event::ReconciliationCompleted(e) => {
                 format!("{}/{}/{}/{}", e.channel, e.date, e.statement_digest, e.classification_digest)
             }
             Event::ReconciliationBreaks(e) => {
                 format!("{}/{}/{}/{}", e.channel, e.date, e.classification_digest, e.part)
             }
-            Event::TerminalBatchReconciled(e) => format!("{}/{}/{}", e.terminal_id, e.batch_no, e.difference),
+            Event::TerminalBatchReconciled(e) => {
+                let t = |b: &BatchTotals| {
+                    format!("{}:{}:{}:{}", b.debit_count, b.debit_amount, b.credit_count, b.credit_amount)
+                };
+                format!("{}/{}/{}/{}", e.terminal_id, e.batch_no, t(&e.terminal), t(&e.host))
+            }
             Event::BreakResolved(e) => e.break_id.clone(),
         }
     }

@@ -79,6 +79,7 @@ fn one_of_each() -> Vec<Event> {
         date: date("2026-11-24"),
         file_name: "wechat-2026-11-24.csv".into(),
         digest: digest.clone(),
+        import_no: 1,
         lines: 1,
         parts: 1,
         totals,
@@ -150,6 +151,7 @@ fn one_of_each() -> Vec<Event> {
         reason: "never settled by the channel".into(),
         by: "ops-1".into(),
         approved_by: None,
+        approval_over: amount("1000.00"),
     }));
     events
 }

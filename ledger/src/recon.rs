@@ -240,7 +240,6 @@ pub fn classify(
             days > 0
                 && days <= i64::from(terms(i.channel).carry_forward_days)
                 && i.near_cutoff()
-                && !i.cancelled
                 && !settled_before.contains(&(i.kind, item_key(i)))
                 && !settled_before.contains(&(i.kind, i.txn_id.as_str()))
         })
@@ -540,6 +539,9 @@ pub enum ReconError {
     /// The statement's date is not known.
     #[error("{0}: the statement date is not in the file or its name; give it with --date")]
     NoDate(String),
+    /// The date given and the date the file states differ.
+    #[error("{0} is the statement of {1}, not of {2}")]
+    DateConflict(String, NaiveDate, NaiveDate),
     /// Nothing was imported for that channel and date.
     #[error("no {0} statement is imported for {1}; import it with `posledger statement import`")]
     NoStatement(StatementChannel, NaiveDate),
@@ -585,17 +587,25 @@ pub async fn import_statement<S: ingest::store::EventStore>(
     date: Option<NaiveDate>,
 ) -> Result<Imported, ReconError> {
     use ingest::event::{Event, StatementImported, StatementLines};
-    use ingest::store::{AppendRequest, ExpectedRevision};
     let date_hint = date.or_else(|| ingest::statement::date_in_name(name));
     let statement = match channel {
         StatementChannel::Unionpay => ingest::statement::unionpay::parse_dated(name, bytes, date_hint)?,
         _ => ingest::statement::parse(channel, name, bytes)?,
     };
+    if let (Some(given), Some(stated)) = (date, statement.stated_date)
+        && given != stated
+    {
+        return Err(ReconError::DateConflict(name.to_owned(), stated, given));
+    }
     let date = date.or(statement.stated_date).or(date_hint).ok_or_else(|| ReconError::NoDate(name.to_owned()))?;
     let digest = file_digest(bytes);
-    if let Some((earlier, _)) = stored_statement(store, channel, date, Some(&digest)).await? {
-        return Ok(Imported { statement: earlier, again: true });
+    let imports = statement_imports(store, channel, date).await?;
+    if let Some(last) = imports.last().filter(|i| i.digest == digest) {
+        return Ok(Imported { statement: last.clone(), again: true });
     }
+    // A file imported before (then replaced by another) has its parts stored already: only
+    // a new record is needed to put it back in force.
+    let stored_before = imports.iter().any(|i| i.digest == digest);
     let parts: Vec<Event> = statement
         .lines
         .chunks(STATEMENT_PART_LINES)
@@ -615,29 +625,80 @@ pub async fn import_statement<S: ingest::store::EventStore>(
         date,
         file_name: name.to_owned(),
         digest: digest.clone(),
+        import_no: imports.len() as u32 + 1,
         lines: statement.lines.len() as u64,
         parts: parts.len() as u32,
         totals: statement.totals,
     };
+    let mut events = if stored_before { Vec::new() } else { parts };
+    events.push(Event::StatementImported(imported.clone()));
+    append_run(store, &format!("statement-{channel}-{date}"), events).await?;
+    Ok(Imported { statement: imported, again: false })
+}
+
+/// Events of one stream appended as one atomic request (with the stream's revision expected,
+/// so two writers cannot interleave) when they fit one; otherwise in order, in several requests
+/// — the last event being the one that makes the others count, a cut run is ignored and
+/// completed by running again.
+async fn append_run<S: ingest::store::EventStore>(
+    store: &S,
+    stream: &str,
+    events: Vec<ingest::event::Event>,
+) -> Result<(), ReconError> {
+    use ingest::store::ExpectedRevision;
+    let data: Vec<_> = events.iter().map(ingest::event::Event::to_event_data).collect();
+    let bytes: usize = data.iter().map(|d| d.payload.len()).sum();
+    if data.len() <= ATOMIC_RUN_EVENTS_MAX && bytes <= ATOMIC_RUN_BYTES_MAX {
+        let expected = match store.stream_revision(stream).await? {
+            Some(r) => ExpectedRevision::Exact(r),
+            None => ExpectedRevision::NoStream,
+        };
+        // A run already recorded whole: nothing to do.
+        if let Some(last) = data.last()
+            && store.event_by_id(last.event_id).await?.is_some()
+        {
+            return Ok(());
+        }
+        store.append(stream, expected, data).await?;
+        return Ok(());
+    }
+    for event in data {
+        store.append(stream, ExpectedRevision::Any, vec![event]).await?;
+    }
+    Ok(())
+}
+
+/// Most events (and payload bytes) a run or import is appended with atomically.
+pub const ATOMIC_RUN_EVENTS_MAX: usize = 1_000;
+/// See [`ATOMIC_RUN_EVENTS_MAX`].
+pub const ATOMIC_RUN_BYTES_MAX: usize = 24 << 20;
+
+/// Every import of a statement's channel and date, in order (the last is in force).
+pub async fn statement_imports<S: ingest::store::EventStore>(
+    store: &S,
+    channel: StatementChannel,
+    date: NaiveDate,
+) -> Result<Vec<ingest::event::StatementImported>, ReconError> {
+    use ingest::event::Event;
     let stream = format!("statement-{channel}-{date}");
-    // Parts first (a retried import finds them already there: same ids, same content), the
-    // record that makes them count last.
-    for group in parts.chunks(16) {
-        let requests = group
-            .iter()
-            .map(|e| AppendRequest {
-                stream: stream.clone(),
-                expected: ExpectedRevision::Any,
-                events: vec![e.to_event_data()],
-            })
-            .collect();
-        for r in store.append_many(requests).await {
-            r?;
+    let mut out = Vec::new();
+    let mut from = 0;
+    loop {
+        let batch = store.read_stream(&stream, from, ingest::store::READ_EVENTS_MAX).await?;
+        if batch.is_empty() {
+            break;
+        }
+        from += batch.len() as u64;
+        for e in batch.iter().filter(|e| e.data.event_type == "StatementImported") {
+            if let Event::StatementImported(i) =
+                Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)
+                    .map_err(|source| crate::ReplayError::Decode { position: e.position, source })?
+            {
+                out.push(i);
+            }
         }
     }
-    let record = Event::StatementImported(imported.clone());
-    store.append(&stream, ExpectedRevision::Any, vec![record.to_event_data()]).await?;
-    Ok(Imported { statement: imported, again: false })
+    Ok(out)
 }
 
 /// The statement recorded for a channel and date — the last import, or the one with `digest`
@@ -711,7 +772,6 @@ pub async fn reconcile<S: ingest::store::EventStore>(
     date: NaiveDate,
 ) -> Result<Reconciled, ReconError> {
     use ingest::event::{Event, ReconBreak, ReconciliationBreaks, ReconciliationCompleted};
-    use ingest::store::ExpectedRevision;
     let (statement, lines) =
         stored_statement(store, channel, date, None).await?.ok_or(ReconError::NoStatement(channel, date))?;
     // The longest carry-forward of the statement's channels says how far back items may come.
@@ -754,8 +814,11 @@ pub async fn reconcile<S: ingest::store::EventStore>(
         }
         our_totals.fees += i.amount * terms.get(&i.channel).map_or(Decimal::ZERO, |t| t.fee_rate);
     }
+    // The run's identity: the statement file and everything it was classified into (another
+    // file with the same rows is another run).
     let mut digest = blake3::Hasher::new();
-    digest.update(format!("matched {}\n", classification.matched).as_bytes());
+    digest.update(statement.digest.as_bytes());
+    digest.update(format!("\nmatched {}\n", classification.matched).as_bytes());
     digest.update(serde_json::to_string(&classification.matched_sums).unwrap_or_default().as_bytes());
     for c in &classification.items {
         digest.update(serde_json::to_string(c).unwrap_or_default().as_bytes());
@@ -802,24 +865,11 @@ pub async fn reconcile<S: ingest::store::EventStore>(
         breaks: breaks.len() as u64,
         classification_digest,
     };
-    // The parts first, the record that completes the run last; a run repeated with the same
-    // inputs finds every one of them stored already (same ids, same content).
-    let stream = format!("recon-{channel}-{date}");
-    for group in parts.chunks(16) {
-        let requests = group
-            .iter()
-            .map(|e| ingest::store::AppendRequest {
-                stream: stream.clone(),
-                expected: ExpectedRevision::Any,
-                events: vec![e.to_event_data()],
-            })
-            .collect();
-        for r in store.append_many(requests).await {
-            r?;
-        }
-    }
-    let event = Event::ReconciliationCompleted(record.clone());
-    store.append(&stream, ExpectedRevision::Any, vec![event.to_event_data()]).await?;
+    // The parts and the record that completes the run, atomically when they fit; a run
+    // repeated with the same inputs finds them all stored already.
+    let mut events = parts;
+    events.push(Event::ReconciliationCompleted(record.clone()));
+    append_run(store, &format!("recon-{channel}-{date}"), events).await?;
     Ok(Reconciled { statement, classification, our_totals, record, breaks })
 }
 
@@ -926,17 +976,26 @@ pub fn parked(b: &ingest::event::ReconBreak) -> Decimal {
     }
 }
 
-/// A break's id: stable across re-runs of the same reconciliation.
-pub fn break_id(statement: StatementChannel, date: NaiveDate, b: &ingest::event::ReconBreak) -> String {
-    let text = format!(
-        "{statement}|{date}|{}|{:?}|{}|{}|{}",
-        b.outcome,
-        b.kind,
-        b.txn_id,
-        b.channel_txn_id.as_deref().unwrap_or(""),
-        b.line.map(|l| l.to_string()).unwrap_or_default()
-    );
-    blake3::hash(text.as_bytes()).to_hex()[..12].to_owned()
+/// The ids of a run's breaks, in order: a hash of statement, date, outcome, kind and the ids
+/// (not the line number, which moves when a corrected file is imported), with the break's
+/// occurrence among identical ones (a line repeated three times is two duplicates).
+pub fn break_ids(statement: StatementChannel, date: NaiveDate, breaks: &[ingest::event::ReconBreak]) -> Vec<String> {
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    breaks
+        .iter()
+        .map(|b| {
+            let base = format!(
+                "{statement}|{date}|{}|{:?}|{}|{}",
+                b.outcome,
+                b.kind,
+                b.txn_id,
+                b.channel_txn_id.as_deref().unwrap_or("")
+            );
+            let n = seen.entry(base.clone()).or_default();
+            *n += 1;
+            blake3::hash(format!("{base}|{n}").as_bytes()).to_hex()[..12].to_owned()
+        })
+        .collect()
 }
 
 /// Breaks parking more than this (either way) need a second person's approval: 1000.00.
@@ -1050,15 +1109,39 @@ pub async fn resolve<S: ingest::store::EventStore>(
         return Err(ResolveError::Resolved(id.to_owned(), r.by.clone()));
     }
     let found = latest.iter().find_map(|((statement, date), (_, breaks))| {
-        breaks
-            .iter()
-            .find(|b| b.outcome != "carried_forward" && break_id(*statement, *date, b) == id)
-            .map(|b| (*statement, *date, b))
+        break_ids(*statement, *date, breaks)
+            .into_iter()
+            .zip(breaks)
+            .find(|(bid, b)| b.outcome != "carried_forward" && bid == id)
+            .map(|(_, b)| (*statement, *date, b))
     });
     let Some((statement, date, b)) = found else { return Err(ResolveError::Unknown(id.to_owned())) };
     let amount = parked(b);
-    if amount.abs() > threshold && approved_by.is_none_or(|a| a.trim().is_empty() || a == by) {
+    let same_person = |a: &str| a.trim().is_empty() || a.trim().to_lowercase() == by.trim().to_lowercase();
+    if amount.abs() > threshold && approved_by.is_none_or(same_person) {
         return Err(ResolveError::NeedsApproval { id: id.to_owned(), amount, threshold, by: by.to_owned() });
+    }
+    // Booking needs a clearing account of a ledger channel; a refund needs money that came.
+    let ledger_channel = b.ledger_channel.or(match statement {
+        StatementChannel::Wechat => Some(Channel::Wechat),
+        StatementChannel::Alipay => Some(Channel::Alipay),
+        StatementChannel::Unionpay | StatementChannel::Generic => None,
+    });
+    match action {
+        ingest::event::ResolveAction::Book if ledger_channel.is_none() => {
+            return Err(ResolveError::Incomplete(format!(
+                "break {id} is not tied to one ledger channel ({statement} covers several): write it off or refund it"
+            )));
+        }
+        ingest::event::ResolveAction::Refund
+            if b.outcome == "missing_in_statement" || b.outcome == "amount_mismatch" && amount > Decimal::ZERO =>
+        {
+            return Err(ResolveError::Incomplete(format!(
+                "break {id} ({}) received no money to give back: book it or write it off",
+                b.outcome
+            )));
+        }
+        _ => {}
     }
     let record = BreakResolved {
         break_id: id.to_owned(),
@@ -1067,11 +1150,12 @@ pub async fn resolve<S: ingest::store::EventStore>(
         outcome: b.outcome.clone(),
         txn_id: b.txn_id.clone(),
         suspense_amount: amount,
-        ledger_channel: b.ledger_channel,
+        ledger_channel,
         action,
         reason: reason.to_owned(),
-        by: by.to_owned(),
-        approved_by: approved_by.map(str::to_owned),
+        by: by.trim().to_owned(),
+        approved_by: approved_by.map(|a| a.trim().to_owned()),
+        approval_over: threshold,
     };
     let event = Event::BreakResolved(record.clone());
     store.append(&event.stream(), ExpectedRevision::NoStream, vec![event.to_event_data()]).await?;

@@ -265,6 +265,7 @@ fn statements_import_and_reconcile_through_the_cli() {
         assert_eq!(first.status.code(), Some(1), "breaks: exit 1; {}", String::from_utf8_lossy(&first.stderr));
         let report = json(&first);
         assert_eq!(report, json(&run()), "a re-run gives the identical report");
+        assert!(report["settlement"].as_array().is_some_and(|s| s.len() == 8), "every merchant's business of the day");
         for r in report["reports"].as_array().expect("reports") {
             let key = format!("{}:{day}", r["statement"].as_str().expect("statement"));
             assert_eq!(r["counts"]["matched"], answer["matched"][&key], "{key}");
@@ -277,10 +278,7 @@ fn statements_import_and_reconcile_through_the_cli() {
             let got =
                 r["breaks"].as_array().expect("breaks").iter().filter(|b| b["outcome"] != "carried_forward").count();
             assert_eq!(got, want, "{key}");
-            assert!(
-                r["settlement"].as_array().is_some_and(|s| !s.is_empty())
-                    && r["clearing"].as_array().is_some_and(|c| !c.is_empty())
-            );
+            assert!(r["clearing"].as_array().is_some_and(|c| !c.is_empty()));
         }
     }
     let batches: Vec<_> = ["2026-11-24", "2026-11-25"]

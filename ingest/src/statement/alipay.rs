@@ -46,6 +46,8 @@ fn normalise(name: &str) -> String {
 
 /// The largest zip entry read, in bytes.
 const ZIP_ENTRY_BYTES_MAX: u64 = super::STATEMENT_BYTES_MAX;
+/// The largest unpacked-to-packed ratio of a zip entry (CSV text packs about 10:1).
+pub const ZIP_RATIO_MAX: u64 = 200;
 
 /// Reads an Alipay statement: the CSV itself, or a zip holding it.
 pub fn parse(name: &str, bytes: &[u8]) -> Result<Statement, StatementError> {
@@ -79,9 +81,18 @@ fn from_zip(name: &str, bytes: &[u8]) -> Result<Vec<u8>, StatementError> {
         return Err(blame.file("the zip holds no .csv account detail (业务明细) file"));
     };
     let entry = archive.by_index(i).map_err(|e| blame.file(format!("zip entry {entry_name}: {e}")))?;
+    // A zip entry says how large it unpacks: refuse more than a statement may be, or a ratio
+    // no text file compresses to (a zip bomb), before unpacking anything.
+    let (size, packed) = (entry.size(), entry.compressed_size().max(1));
+    if size > ZIP_ENTRY_BYTES_MAX || size / packed > ZIP_RATIO_MAX {
+        return Err(blame.file(format!(
+            "zip entry {entry_name} unpacks to {size} bytes from {packed}: over the limits \
+             (STATEMENT_BYTES_MAX, a ratio of {ZIP_RATIO_MAX})"
+        )));
+    }
     let mut out = Vec::new();
     entry
-        .take(ZIP_ENTRY_BYTES_MAX + 1)
+        .take(size.min(ZIP_ENTRY_BYTES_MAX) + 1)
         .read_to_end(&mut out)
         .map_err(|e| blame.file(format!("reading {entry_name} from the zip: {e}")))?;
     super::check_size(&format!("{name}:{entry_name}"), out.len() as u64)?;
@@ -133,6 +144,16 @@ fn parse_csv(name: &str, bytes: &[u8]) -> Result<Statement, StatementError> {
             if columns.is_none() {
                 if comment.contains("起始日期") {
                     statement.stated_date = bracket_date(comment);
+                    let end = comment.split_once("终止日期").and_then(|(_, rest)| bracket_date(rest));
+                    if let (Some(start), Some(end)) = (statement.stated_date, end)
+                        && end != start + chrono::Duration::days(1)
+                    {
+                        return Err(blame.at(
+                            n,
+                            Some("起始日期"),
+                            format!("the statement covers {start} to {end}: a statement is one day"),
+                        ));
+                    }
                 }
             } else {
                 rows_ended = true;

@@ -116,7 +116,11 @@ pub fn parse_dated(name: &str, bytes: &[u8], date: Option<NaiveDate>) -> Result<
                 ));
             }
             let v: i64 = std::str::from_utf8(digits).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
-            Ok(Decimal::new(v, 2))
+            let value = Decimal::new(v, 2);
+            if value > super::STATEMENT_AMOUNT_MAX {
+                return Err(blame.at(n, Some(name_of(i)), format!("{value} is over the largest amount")));
+            }
+            Ok(value)
         };
         let signed = |i: usize| -> Result<Decimal, StatementError> {
             let field = raw(i);
