@@ -237,3 +237,36 @@ fn legacy_header_names_are_accepted() {
     let gbk = encoding_rs::GBK.encode(&old).0.into_owned();
     assert_eq!(alipay::parse(&name, &gbk).expect("legacy alipay").totals.payments, 126);
 }
+
+#[test]
+fn zip_bombs_long_periods_and_huge_amounts_are_refused() {
+    // An entry that unpacks far beyond what text packs to.
+    let mut zipped = std::io::Cursor::new(Vec::new());
+    {
+        use std::io::Write;
+        let mut w = zip::ZipWriter::new(&mut zipped);
+        let opts = zip::write::SimpleFileOptions::default();
+        w.start_file("业务明细.csv", opts).expect("entry");
+        w.write_all(&vec![b'#'; 20 << 20]).expect("write");
+        w.finish().expect("zip");
+    }
+    let err = alipay::parse("bomb.zip", zipped.get_ref()).expect_err("refused");
+    assert!(err.to_string().contains("ratio"), "{err}");
+
+    // An Alipay export of two days is not one day's statement.
+    let (name, bytes) = fixture("alipay-2026-11-24.csv");
+    let text = encoding_rs::GBK.decode(&bytes).0.into_owned().replacen(
+        "2026年11月25日 00:00:00",
+        "2026年11月26日 00:00:00",
+        1,
+    );
+    let err = alipay::parse(&name, &encoding_rs::GBK.encode(&text).0).expect_err("two days");
+    assert!(err.to_string().contains("a statement is one day"), "{err}");
+
+    // A UnionPay amount over the largest one accepted.
+    let (name, mut bytes) = fixture("unionpay-2026-11-24.txt");
+    let at = 3 + 1 + 11 + 1 + 11 + 1 + 6 + 1 + 10 + 1 + 19 + 1;
+    bytes[at..at + 12].copy_from_slice(b"999999999999");
+    let err = unionpay::parse(&name, &bytes).expect_err("too large");
+    assert!(err.to_string().contains("largest amount") && err.line == 1, "{err}");
+}

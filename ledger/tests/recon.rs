@@ -326,3 +326,132 @@ async fn thousands_of_breaks_are_recorded_in_parts() {
     );
     assert_eq!(suspense, rust_decimal::Decimal::new(-2_500_000, 2), "every unknown line waits in suspense");
 }
+
+/// Re-imports: a re-downloaded file (other bytes, same rows) is another run that books the
+/// same, an earlier file imported again is in force again, a file whose lines moved keeps its
+/// breaks' ids (and their resolutions), and a date that disagrees with the file is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reimports_keep_the_books_and_the_breaks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store_fixture(dir.path(), &["2026-11-24"]).await;
+    let date: NaiveDate = "2026-11-24".parse().expect("date");
+    let name = "statements/alipay-2026-11-24.csv";
+    let original = std::fs::read(fixture(name)).expect("fixture");
+    let text = encoding_rs::GBK.decode(&original).0.into_owned();
+    let gbk = |t: &str| encoding_rs::GBK.encode(t).0.into_owned();
+    let redownloaded =
+        gbk(&text.replace("#导出时间：[2026年11月25日 09:12:00]", "#导出时间：[2026年11月25日 10:40:00]"));
+    assert_ne!(redownloaded, original);
+    let import = |bytes: Vec<u8>| {
+        let store = store.clone();
+        async move { ledger::recon::import_statement(&*store, StatementChannel::Alipay, name, &bytes, None).await }
+    };
+    let run = || async {
+        let r = ledger::recon::reconcile(&*store, StatementChannel::Alipay, date).await.expect("reconcile");
+        let books = ledger::replay(&*store, u64::MAX).await.expect("books");
+        (r.breaks, books.digest())
+    };
+    import(original.clone()).await.expect("import");
+    let (breaks, books) = run().await;
+    assert_eq!(breaks.len(), 6);
+    let first = import(redownloaded.clone()).await.expect("import");
+    assert!(!first.again && first.statement.import_no == 2);
+    let (again, books_again) = run().await;
+    assert_eq!((again.len(), &books_again), (6, &books), "another run, the same books and breaks");
+    let (latest, _) = ledger::recon::recorded_breaks(&*store).await.expect("read");
+    assert_eq!(latest[&(StatementChannel::Alipay, date)].1.len(), 6);
+    // The first file again: in force again (a third import), same books.
+    let back = import(original.clone()).await.expect("import");
+    assert!(
+        !back.again && back.statement.import_no == 3 && back.statement.digest == ledger::recon::file_digest(&original)
+    );
+    assert!(import(original.clone()).await.expect("import").again, "the file in force: nothing changes");
+    assert_eq!(run().await.1, books);
+
+    // Resolve a break, then import the file with its lines moved down by one: same break ids,
+    // the resolution holds.
+    let ids = ledger::recon::break_ids(StatementChannel::Alipay, date, &breaks);
+    let (id, _) = ids.iter().zip(&breaks).find(|(_, b)| b.outcome == "missing_in_statement").expect("one");
+    ledger::recon::resolve(
+        &*store,
+        id,
+        ingest::event::ResolveAction::WriteOff,
+        "never paid",
+        "ops-1",
+        None,
+        rust_decimal::Decimal::new(1000, 0),
+    )
+    .await
+    .expect("resolved");
+    let moved = gbk(&text.replacen("#支付宝业务明细查询\r\n", "#支付宝业务明细查询\r\n\r\n", 1));
+    import(moved).await.expect("import");
+    let (moved_breaks, _) = run().await;
+    assert!(moved_breaks.iter().zip(&breaks).any(|(a, b)| a.line != b.line), "lines moved");
+    assert_eq!(ledger::recon::break_ids(StatementChannel::Alipay, date, &moved_breaks), ids);
+    let err = ledger::recon::resolve(
+        &*store,
+        id,
+        ingest::event::ResolveAction::Refund,
+        "again",
+        "ops-2",
+        None,
+        rust_decimal::Decimal::new(1000, 0),
+    )
+    .await
+    .expect_err("once");
+    assert!(err.to_string().contains("resolved already"), "{err}");
+    // Four eyes: the same name in other case or spacing is the same person.
+    let big =
+        ids.iter().zip(&breaks).find(|(_, b)| b.outcome == "missing_in_ledger").map(|(i, _)| i.clone()).expect("one");
+    let err = ledger::recon::resolve(
+        &*store,
+        &big,
+        ingest::event::ResolveAction::WriteOff,
+        "x",
+        "Ops-1",
+        Some(" ops-1 "),
+        rust_decimal::Decimal::ZERO,
+    )
+    .await
+    .expect_err("needs another person");
+    assert!(err.to_string().contains("--approved-by"), "{err}");
+
+    let err =
+        ledger::recon::import_statement(&*store, StatementChannel::Alipay, name, &original, "2026-11-25".parse().ok())
+            .await
+            .expect_err("the file says 11-24");
+    assert!(err.to_string().contains("not of 2026-11-25"), "{err}");
+}
+
+/// A sale in the last minutes of a day, reversed, that the next day's file settles anyway is a
+/// status mismatch there, not a line unknown to us.
+#[test]
+fn a_reversed_sale_settled_the_next_day_is_a_status_mismatch() {
+    use ingest::event::Channel;
+    use ingest::statement::LineKind;
+    use ledger::recon::{Item, Outcome, Terms, classify};
+    use rust_decimal::Decimal;
+    let at = chrono::DateTime::parse_from_rfc3339("2026-11-24T23:58:00+08:00").expect("time");
+    let item = Item {
+        kind: LineKind::Payment,
+        txn_id: "T1".into(),
+        channel_txn_id: Some("C1".into()),
+        channel: Channel::Wechat,
+        amount: Decimal::new(1000, 2),
+        at,
+        cancelled: true,
+    };
+    let line = StatementLine {
+        line: 2,
+        kind: LineKind::Payment,
+        txn_id: "T1".into(),
+        original_txn_id: None,
+        channel_txn_id: "C1".into(),
+        amount: Decimal::new(1000, 2),
+        fee: Decimal::new(3, 2),
+        at: None,
+    };
+    let terms = Terms { fee_rate: Decimal::new(25, 4), fee_tolerance: Decimal::new(1, 2), carry_forward_days: 1 };
+    let c = classify("2026-11-25".parse().expect("date"), &[line], &[&[]], &[item], |_| terms);
+    assert_eq!(c.items.iter().map(|i| i.outcome).collect::<Vec<_>>(), vec![Outcome::StatusMismatch]);
+}
