@@ -270,3 +270,15 @@ fn zip_bombs_long_periods_and_huge_amounts_are_refused() {
     let err = unionpay::parse(&name, &bytes).expect_err("too large");
     assert!(err.to_string().contains("largest amount") && err.line == 1, "{err}");
 }
+
+#[test]
+fn parsed_statements_hold_together() {
+    let (name, bytes) = fixture("wechat-2026-11-25.csv");
+    let mut s = wechat::parse(&name, &bytes).expect("parses");
+    assert!(s.consistent());
+    s.totals.fees += d("0.00001");
+    assert!(!s.consistent(), "totals that are not the lines' sums");
+    s.totals.fees -= d("0.00001");
+    s.lines[0].amount = d("-1.00");
+    assert!(!s.consistent(), "a negative amount");
+}

@@ -457,73 +457,58 @@ pub async fn load_items<S: ingest::store::EventStore>(
     // void or reversal marks its sale.
     let mut payments: HashMap<String, (Option<String>, Option<usize>)> = HashMap::new();
     let mut terms: HashMap<Channel, (NaiveDate, Terms)> = HashMap::new();
-    let mut position = 0;
-    let head = store.head();
-    while position < head {
-        let batch = store.read_all(position, crate::REPLAY_BATCH_EVENTS).await?;
-        if batch.is_empty() {
-            break;
-        }
-        for e in batch {
-            position = e.position + 1;
-            let kind = e.data.event_type.as_str();
-            if !matches!(
-                kind,
-                "PaymentCaptured" | "PaymentRefunded" | "PaymentVoided" | "PaymentReversed" | "ChannelTermsSet"
-            ) {
-                continue;
+    let in_range = |at: &DateTime<FixedOffset>| (from..=to).contains(&at.date_naive());
+    for_each_event(
+        store,
+        &["PaymentCaptured", "PaymentRefunded", "PaymentVoided", "PaymentReversed", "ChannelTermsSet"],
+        |event| match event {
+            Event::ChannelTermsSet(t) if t.effective_from <= to => {
+                let new = Terms {
+                    fee_rate: t.fee_rate,
+                    fee_tolerance: t.fee_tolerance,
+                    carry_forward_days: t.carry_forward_days,
+                };
+                let entry = terms.entry(t.channel).or_insert((t.effective_from, new));
+                if t.effective_from >= entry.0 {
+                    *entry = (t.effective_from, new);
+                }
             }
-            let event = Event::decode(kind, e.data.schema_version, &e.data.payload)
-                .map_err(|source| crate::ReplayError::Decode { position: e.position, source })?;
-            let in_range = |at: &DateTime<FixedOffset>| (from..=to).contains(&at.date_naive());
-            match event {
-                Event::ChannelTermsSet(t) if t.effective_from <= to => {
-                    let new = Terms {
-                        fee_rate: t.fee_rate,
-                        fee_tolerance: t.fee_tolerance,
-                        carry_forward_days: t.carry_forward_days,
-                    };
-                    let entry = terms.entry(t.channel).or_insert((t.effective_from, new));
-                    if t.effective_from >= entry.0 {
-                        *entry = (t.effective_from, new);
-                    }
-                }
-                Event::PaymentCaptured(s) if statement_of(s.channel) == Some(statement) => {
-                    let index = in_range(&s.at).then(|| {
-                        items.push(Item {
-                            kind: LineKind::Payment,
-                            txn_id: s.txn_id.clone(),
-                            channel_txn_id: s.channel_txn_id.clone(),
-                            channel: s.channel,
-                            amount: s.amount,
-                            at: s.at,
-                            cancelled: false,
-                        });
-                        items.len() - 1
-                    });
-                    payments.insert(s.txn_id, (s.channel_txn_id, index));
-                }
-                Event::PaymentRefunded(r) if statement_of(r.channel) == Some(statement) && in_range(&r.at) => {
-                    let channel_txn_id = payments.get(&r.original_txn_id).and_then(|(c, _)| c.clone());
+            Event::PaymentCaptured(s) if statement_of(s.channel) == Some(statement) => {
+                let index = in_range(&s.at).then(|| {
                     items.push(Item {
-                        kind: LineKind::Refund,
-                        txn_id: r.txn_id,
-                        channel_txn_id,
-                        channel: r.channel,
-                        amount: r.amount,
-                        at: r.at,
+                        kind: LineKind::Payment,
+                        txn_id: s.txn_id.clone(),
+                        channel_txn_id: s.channel_txn_id.clone(),
+                        channel: s.channel,
+                        amount: s.amount,
+                        at: s.at,
                         cancelled: false,
                     });
-                }
-                Event::PaymentVoided(a) | Event::PaymentReversed(a) => {
-                    if let Some((_, Some(i))) = payments.get(&a.original_txn_id) {
-                        items[*i].cancelled = true;
-                    }
-                }
-                _ => {}
+                    items.len() - 1
+                });
+                payments.insert(s.txn_id, (s.channel_txn_id, index));
             }
-        }
-    }
+            Event::PaymentRefunded(r) if statement_of(r.channel) == Some(statement) && in_range(&r.at) => {
+                let channel_txn_id = payments.get(&r.original_txn_id).and_then(|(c, _)| c.clone());
+                items.push(Item {
+                    kind: LineKind::Refund,
+                    txn_id: r.txn_id,
+                    channel_txn_id,
+                    channel: r.channel,
+                    amount: r.amount,
+                    at: r.at,
+                    cancelled: false,
+                });
+            }
+            Event::PaymentVoided(a) | Event::PaymentReversed(a) => {
+                if let Some((_, Some(i))) = payments.get(&a.original_txn_id) {
+                    items[*i].cancelled = true;
+                }
+            }
+            _ => {}
+        },
+    )
+    .await?;
     Ok((items, terms.into_iter().map(|(c, (_, t))| (c, t)).collect()))
 }
 
@@ -884,47 +869,34 @@ pub async fn batch_verdicts<S: ingest::store::EventStore>(
     let mut host: HashMap<(String, String), BatchTotals> = HashMap::new();
     let mut sales: HashMap<String, ((String, String), Decimal)> = HashMap::new();
     let mut closes: Vec<TerminalBatchClosed> = Vec::new();
-    let mut position = 0;
-    while position < store.head() {
-        let batch = store.read_all(position, crate::REPLAY_BATCH_EVENTS).await?;
-        if batch.is_empty() {
-            break;
-        }
-        for e in batch {
-            position = e.position + 1;
-            if !matches!(
-                e.data.event_type.as_str(),
-                "PaymentCaptured" | "PaymentVoided" | "PaymentRefunded" | "PaymentReversed" | "TerminalBatchClosed"
-            ) {
-                continue;
+    for_each_event(
+        store,
+        &["PaymentCaptured", "PaymentVoided", "PaymentRefunded", "PaymentReversed", "TerminalBatchClosed"],
+        |event| match event {
+            Event::PaymentCaptured(s) if s.channel != Channel::Cash => {
+                let key = (s.terminal_id.clone(), s.batch_no.clone());
+                let t = host.entry(key.clone()).or_default();
+                t.debit_count += 1;
+                t.debit_amount += s.amount;
+                sales.insert(s.txn_id, (key, s.amount));
             }
-            let event = Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)
-                .map_err(|source| crate::ReplayError::Decode { position: e.position, source })?;
-            match event {
-                Event::PaymentCaptured(s) if s.channel != Channel::Cash => {
-                    let key = (s.terminal_id.clone(), s.batch_no.clone());
+            Event::PaymentReversed(a) => {
+                if let Some((key, amount)) = sales.get(&a.original_txn_id) {
                     let t = host.entry(key.clone()).or_default();
-                    t.debit_count += 1;
-                    t.debit_amount += s.amount;
-                    sales.insert(s.txn_id, (key, s.amount));
+                    t.debit_count = t.debit_count.saturating_sub(1);
+                    t.debit_amount -= *amount;
                 }
-                Event::PaymentReversed(a) => {
-                    if let Some((key, amount)) = sales.get(&a.original_txn_id) {
-                        let t = host.entry(key.clone()).or_default();
-                        t.debit_count = t.debit_count.saturating_sub(1);
-                        t.debit_amount -= *amount;
-                    }
-                }
-                Event::PaymentVoided(a) | Event::PaymentRefunded(a) if a.channel != Channel::Cash => {
-                    let t = host.entry((a.terminal_id, a.batch_no)).or_default();
-                    t.credit_count += 1;
-                    t.credit_amount += a.amount;
-                }
-                Event::TerminalBatchClosed(c) if c.at.date_naive() == date => closes.push(c),
-                _ => {}
             }
-        }
-    }
+            Event::PaymentVoided(a) | Event::PaymentRefunded(a) if a.channel != Channel::Cash => {
+                let t = host.entry((a.terminal_id, a.batch_no)).or_default();
+                t.credit_count += 1;
+                t.credit_amount += a.amount;
+            }
+            Event::TerminalBatchClosed(c) if c.at.date_naive() == date => closes.push(c),
+            _ => {}
+        },
+    )
+    .await?;
     let mut verdicts: Vec<TerminalBatchReconciled> = closes
         .into_iter()
         .map(|c| {
@@ -1018,41 +990,23 @@ pub async fn recorded_breaks<S: ingest::store::EventStore>(store: &S) -> Result<
     // Parts by run (statement, date, digest), until their record completes the run.
     let mut parts: HashMap<(StatementChannel, NaiveDate, String), Vec<ingest::event::ReconciliationBreaks>> =
         HashMap::new();
-    let mut position = 0;
-    while position < store.head() {
-        let batch = store.read_all(position, crate::REPLAY_BATCH_EVENTS).await?;
-        if batch.is_empty() {
-            break;
+    for_each_event(store, &["ReconciliationCompleted", "ReconciliationBreaks", "BreakResolved"], |event| match event {
+        Event::ReconciliationBreaks(p) => {
+            parts.entry((p.channel, p.date, p.classification_digest.clone())).or_default().push(p);
         }
-        for e in batch {
-            position = e.position + 1;
-            if !matches!(
-                e.data.event_type.as_str(),
-                "ReconciliationCompleted" | "ReconciliationBreaks" | "BreakResolved"
-            ) {
-                continue;
-            }
-            match Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)
-                .map_err(|source| crate::ReplayError::Decode { position: e.position, source })?
-            {
-                Event::ReconciliationBreaks(p) => {
-                    parts.entry((p.channel, p.date, p.classification_digest.clone())).or_default().push(p);
-                }
-                Event::ReconciliationCompleted(r) => {
-                    let mut mine =
-                        parts.remove(&(r.channel, r.date, r.classification_digest.clone())).unwrap_or_default();
-                    mine.sort_by_key(|p| p.part);
-                    mine.dedup_by_key(|p| p.part);
-                    let breaks: Vec<_> = mine.into_iter().flat_map(|p| p.breaks).collect();
-                    latest.insert((r.channel, r.date), (r, breaks));
-                }
-                Event::BreakResolved(b) => {
-                    resolved.insert(b.break_id.clone(), b);
-                }
-                _ => {}
-            }
+        Event::ReconciliationCompleted(r) => {
+            let mut mine = parts.remove(&(r.channel, r.date, r.classification_digest.clone())).unwrap_or_default();
+            mine.sort_by_key(|p| p.part);
+            mine.dedup_by_key(|p| p.part);
+            let breaks: Vec<_> = mine.into_iter().flat_map(|p| p.breaks).collect();
+            latest.insert((r.channel, r.date), (r, breaks));
         }
-    }
+        Event::BreakResolved(b) => {
+            resolved.insert(b.break_id.clone(), b);
+        }
+        _ => {}
+    })
+    .await?;
     Ok((latest, resolved))
 }
 
@@ -1160,4 +1114,29 @@ pub async fn resolve<S: ingest::store::EventStore>(
     let event = Event::BreakResolved(record.clone());
     store.append(&event.stream(), ExpectedRevision::NoStream, vec![event.to_event_data()]).await?;
     Ok(record)
+}
+
+/// Hands `f` every event of the given types in the log, in order (the others are passed over
+/// without being decoded).
+async fn for_each_event<S: ingest::store::EventStore>(
+    store: &S,
+    types: &[&str],
+    mut f: impl FnMut(ingest::event::Event),
+) -> Result<(), crate::ReplayError> {
+    let head = store.head();
+    let mut position = 0;
+    while position < head {
+        let batch = store.read_all(position, crate::REPLAY_BATCH_EVENTS).await?;
+        if batch.is_empty() {
+            break;
+        }
+        for e in batch {
+            position = e.position + 1;
+            if types.contains(&e.data.event_type.as_str()) {
+                f(ingest::event::Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)
+                    .map_err(|source| crate::ReplayError::Decode { position: e.position, source })?);
+            }
+        }
+    }
+    Ok(())
 }

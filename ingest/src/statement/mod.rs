@@ -142,6 +142,22 @@ pub struct Statement {
     pub totals: Totals,
 }
 
+impl Statement {
+    /// Whether the statement holds together: every amount positive, every fee not negative,
+    /// and its totals the sums of its lines (what the parsers promise; the fuzz targets check
+    /// it on whatever they accept).
+    pub fn consistent(&self) -> bool {
+        let mut totals = Totals::default();
+        for line in &self.lines {
+            if line.amount <= Decimal::ZERO || line.fee < Decimal::ZERO {
+                return false;
+            }
+            totals.add(line);
+        }
+        totals == self.totals
+    }
+}
+
 /// Why a statement file was refused: which file, line and field, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file} line {line}{}: {reason}", field.as_deref().map(|f| format!(" field `{f}`")).unwrap_or_default())]
