@@ -268,8 +268,11 @@ fn report_json(r: &Reconciled, date: NaiveDate, books: &ledger::Projection) -> V
                     books.balance_at_time(&account, ingest::money::Currency::Cny, t.timestamp_micros())
                 })
             };
-            let movement = at(day(date)) - at(date.pred_opt().and_then(day));
-            json!({"account": account.path(), "movement": movement.to_string()})
+            // In: the day's captures less refunds. Out: what reconciliations cleared. Left:
+            // what the channel still owes at the end of the day (carried items, other days).
+            let opening = at(date.pred_opt().and_then(day));
+            let closing = at(day(date));
+            json!({"account": account.path(), "opening": opening.to_string(), "closing": closing.to_string()})
         })
         .collect();
     let t = &r.statement.totals;
@@ -335,7 +338,13 @@ fn table(out: &mut impl Write, r: &Value) -> Result<()> {
     }
     writeln!(out, "the statement settles {} (payments less refunds less fees)", s(&r["theirs_net"]))?;
     for c in r["clearing"].as_array().into_iter().flatten() {
-        writeln!(out, "clearing {} moved {} over the day in the books", s(&c["account"]), s(&c["movement"]))?;
+        writeln!(
+            out,
+            "{} held {} at the start of the day and {} at its end (what the channel still owes)",
+            s(&c["account"]),
+            s(&c["opening"]),
+            s(&c["closing"])
+        )?;
     }
     Ok(())
 }
