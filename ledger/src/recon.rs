@@ -664,7 +664,22 @@ pub async fn statement_imports<S: ingest::store::EventStore>(
     channel: StatementChannel,
     date: NaiveDate,
 ) -> Result<Vec<ingest::event::StatementImported>, ReconError> {
-    use ingest::event::Event;
+    Ok(statement_events(store, channel, date)
+        .await?
+        .into_iter()
+        .filter_map(|e| match e {
+            ingest::event::Event::StatementImported(i) => Some(i),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Every event of a statement's stream, decoded, in order.
+async fn statement_events<S: ingest::store::EventStore>(
+    store: &S,
+    channel: StatementChannel,
+    date: NaiveDate,
+) -> Result<Vec<ingest::event::Event>, ReconError> {
     let stream = format!("statement-{channel}-{date}");
     let mut out = Vec::new();
     let mut from = 0;
@@ -674,13 +689,11 @@ pub async fn statement_imports<S: ingest::store::EventStore>(
             break;
         }
         from += batch.len() as u64;
-        for e in batch.iter().filter(|e| e.data.event_type == "StatementImported") {
-            if let Event::StatementImported(i) =
-                Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)
-                    .map_err(|source| crate::ReplayError::Decode { position: e.position, source })?
-            {
-                out.push(i);
-            }
+        for e in batch {
+            out.push(
+                ingest::event::Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)
+                    .map_err(|source| crate::ReplayError::Decode { position: e.position, source })?,
+            );
         }
     }
     Ok(out)
@@ -695,24 +708,13 @@ pub async fn stored_statement<S: ingest::store::EventStore>(
     digest: Option<&str>,
 ) -> Result<Option<(ingest::event::StatementImported, Vec<StatementLine>)>, ReconError> {
     use ingest::event::Event;
-    let stream = format!("statement-{channel}-{date}");
     let mut parts: Vec<ingest::event::StatementLines> = Vec::new();
     let mut chosen = None;
-    let mut from = 0;
-    loop {
-        let batch = store.read_stream(&stream, from, ingest::store::READ_EVENTS_MAX).await?;
-        if batch.is_empty() {
-            break;
-        }
-        from += batch.len() as u64;
-        for e in batch {
-            match Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)
-                .map_err(|source| crate::ReplayError::Decode { position: e.position, source })?
-            {
-                Event::StatementLines(p) => parts.push(p),
-                Event::StatementImported(s) if digest.is_none_or(|d| d == s.digest) => chosen = Some(s),
-                _ => {}
-            }
+    for event in statement_events(store, channel, date).await? {
+        match event {
+            Event::StatementLines(p) => parts.push(p),
+            Event::StatementImported(s) if digest.is_none_or(|d| d == s.digest) => chosen = Some(s),
+            _ => {}
         }
     }
     let Some(imported) = chosen else { return Ok(None) };
