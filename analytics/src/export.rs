@@ -1,0 +1,471 @@
+//! `posledger export`: the log as Parquet facts for SQL and dataframe tools, written
+//! incrementally.
+//!
+//! Tables (append-only facts; a file once written is never rewritten), partitioned by the
+//! business date of the event (`TABLE/date=YYYY-MM-DD/part-FROM-TO-N.parquet`, zstd):
+//!
+//! - `payments` — one row per capture: position, txn_id, merchant, terminal, channel, MCC,
+//!   amount and the merchant fee (Decimal128(18, 2)), currency, UTC time, business date, local
+//!   hour and weekday (1 = Monday), payer token;
+//! - `adjustments` — voids, reversals and refunds with the original's `txn_id`;
+//! - `postings` — every posting of every entry of the books;
+//! - `merchants` — the merchants' lifecycle facts.
+//!
+//! A run exports the events from the checkpoint's position (`_export.json`) to the head of
+//! the log as it was when the run began. The run's range is written to the checkpoint before
+//! any file, files are written to a temporary name and renamed, and the checkpoint moves on
+//! only at the end: a run killed halfway leaves no half file visible, and the next run first
+//! finishes the same range (the same files by the same names; those already there are kept).
+//! Schemas are pinned by a golden test (`tests/fixtures/export-schemas.txt`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, Date32Builder, Decimal128Builder, Int8Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+    UInt64Builder,
+};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use chrono::{Datelike, NaiveDate, Timelike};
+use ingest::event::Event;
+use ingest::store::{EventStore, READ_EVENTS_MAX};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// Rows of one table and date held before they are written as a part file.
+pub const EXPORT_PART_ROWS_MAX: usize = 1_000_000;
+/// Scale of every money column (Decimal128(18, 2)): CNY's fen; currencies with fewer places
+/// are exact at it too.
+pub const MONEY_SCALE: i8 = 2;
+const MONEY_PRECISION: u8 = 18;
+
+/// The checkpoint's file name in the export directory.
+pub const CHECKPOINT_FILE: &str = "_export.json";
+
+/// Why an export stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// Reading the log or booking it failed.
+    #[error(transparent)]
+    Replay(#[from] ledger::ReplayError),
+    /// Reading the log failed.
+    #[error(transparent)]
+    Read(#[from] ingest::store::ReadError),
+    /// Writing a file failed.
+    #[error("writing {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Building or writing Parquet failed.
+    #[error("writing Parquet {path}: {reason}")]
+    Parquet {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The checkpoint does not belong to this log (it is ahead of it).
+    #[error("{0}")]
+    Checkpoint(String),
+}
+
+/// The export checkpoint: how far the log is exported, and the range of a run in progress.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Events before it are exported.
+    pub position: u64,
+    /// A run that began and did not finish: its range.
+    pub running: Option<(u64, u64)>,
+}
+
+/// What a run exported.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ExportSummary {
+    /// The range of positions exported.
+    pub from: u64,
+    /// See `from`.
+    pub to: u64,
+    /// Rows per table.
+    pub rows: BTreeMap<String, u64>,
+    /// Files written (files of an interrupted run already there are not counted).
+    pub files: u64,
+}
+
+/// The tables, their schemas in order.
+pub fn schemas() -> Vec<(&'static str, Arc<Schema>)> {
+    let money = || DataType::Decimal128(MONEY_PRECISION, MONEY_SCALE);
+    let time = || DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let s = |fields: Vec<Field>| Arc::new(Schema::new(fields));
+    vec![
+        (
+            "payments",
+            s(vec![
+                Field::new("position", DataType::UInt64, false),
+                Field::new("txn_id", DataType::Utf8, false),
+                Field::new("merchant_id", DataType::Utf8, false),
+                Field::new("terminal_id", DataType::Utf8, false),
+                Field::new("channel", DataType::Utf8, false),
+                Field::new("mcc", DataType::Utf8, false),
+                Field::new("amount", money(), false),
+                Field::new("merchant_fee", money(), false),
+                Field::new("currency", DataType::Utf8, false),
+                Field::new("at", time(), false),
+                Field::new("business_date", DataType::Date32, false),
+                Field::new("local_hour", DataType::Int8, false),
+                Field::new("weekday", DataType::Int8, false),
+                Field::new("payer", DataType::Utf8, true),
+            ]),
+        ),
+        (
+            "adjustments",
+            s(vec![
+                Field::new("position", DataType::UInt64, false),
+                Field::new("kind", DataType::Utf8, false),
+                Field::new("txn_id", DataType::Utf8, false),
+                Field::new("original_txn_id", DataType::Utf8, false),
+                Field::new("merchant_id", DataType::Utf8, false),
+                Field::new("terminal_id", DataType::Utf8, false),
+                Field::new("channel", DataType::Utf8, false),
+                Field::new("amount", money(), false),
+                Field::new("currency", DataType::Utf8, false),
+                Field::new("at", time(), false),
+                Field::new("business_date", DataType::Date32, false),
+            ]),
+        ),
+        (
+            "postings",
+            s(vec![
+                Field::new("position", DataType::UInt64, false),
+                Field::new("event_type", DataType::Utf8, false),
+                Field::new("account", DataType::Utf8, false),
+                Field::new("currency", DataType::Utf8, false),
+                Field::new("amount", money(), false),
+                Field::new("at", time(), false),
+                Field::new("business_date", DataType::Date32, false),
+            ]),
+        ),
+        (
+            "merchants",
+            s(vec![
+                Field::new("position", DataType::UInt64, false),
+                Field::new("merchant_id", DataType::Utf8, false),
+                Field::new("event_type", DataType::Utf8, false),
+                Field::new("terminal_id", DataType::Utf8, true),
+                Field::new("at", time(), false),
+                Field::new("business_date", DataType::Date32, false),
+            ]),
+        ),
+    ]
+}
+
+/// One row, its values in its table's column order.
+#[derive(Debug, Clone)]
+enum Value {
+    U64(u64),
+    Str(String),
+    OptStr(Option<String>),
+    Money(Decimal),
+    Time(i64),
+    Date(NaiveDate),
+    I8(i8),
+}
+
+/// Rows waiting to be written, per table and business date.
+#[derive(Default)]
+struct Pending {
+    rows: BTreeMap<(&'static str, NaiveDate), Vec<Vec<Value>>>,
+    parts: BTreeMap<(&'static str, NaiveDate), u32>,
+}
+
+fn read_checkpoint(out: &Path) -> Result<Checkpoint, ExportError> {
+    match std::fs::read(out.join(CHECKPOINT_FILE)) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| ExportError::Checkpoint(format!("{} is damaged: {e}", out.join(CHECKPOINT_FILE).display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Checkpoint::default()),
+        Err(source) => Err(ExportError::Io { path: out.join(CHECKPOINT_FILE).display().to_string(), source }),
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
+    let err = |source| ExportError::Io { path: path.display().to_string(), source };
+    let tmp = path.with_extension("tmp");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp).map_err(err)?;
+        f.write_all(bytes).map_err(err)?;
+        f.sync_all().map_err(err)?;
+    }
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+/// Exports what the log holds beyond the checkpoint in `out` (see the module doc).
+pub async fn export<S: EventStore>(store: &S, out: &Path) -> Result<ExportSummary, ExportError> {
+    std::fs::create_dir_all(out).map_err(|source| ExportError::Io { path: out.display().to_string(), source })?;
+    let checkpoint = read_checkpoint(out)?;
+    let (from, to) = checkpoint.running.unwrap_or((checkpoint.position, store.head()));
+    if to > store.head() || from > to {
+        return Err(ExportError::Checkpoint(format!(
+            "the export is at position {to} but the log ends at {}: it is another log's export",
+            store.head()
+        )));
+    }
+    let running = Checkpoint { position: from, running: Some((from, to)) };
+    write_atomically(&out.join(CHECKPOINT_FILE), &serde_json::to_vec(&running).unwrap_or_default())?;
+    // The books as of `from`, to book what comes after.
+    let mut books = ledger::replay(store, from).await?;
+    let mut summary = ExportSummary { from, to, ..ExportSummary::default() };
+    let mut pending = Pending::default();
+    let mut position = from;
+    while position < to {
+        let batch = store.read_all(position, READ_EVENTS_MAX.min((to - position) as usize)).await?;
+        if batch.is_empty() {
+            break;
+        }
+        for e in batch {
+            position = e.position + 1;
+            let event = Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)
+                .map_err(|source| ledger::ReplayError::Decode { position: e.position, source })?;
+            let entry = books.apply(e.position, &event).map_err(ledger::ReplayError::from)?;
+            rows_of(e.position, &event, entry.as_ref(), &mut pending);
+            if pending.rows.values().any(|r| r.len() >= EXPORT_PART_ROWS_MAX) {
+                flush(out, from, to, &mut pending, &mut summary, true)?;
+            }
+        }
+    }
+    flush(out, from, to, &mut pending, &mut summary, false)?;
+    let done = Checkpoint { position: to, running: None };
+    write_atomically(&out.join(CHECKPOINT_FILE), &serde_json::to_vec(&done).unwrap_or_default())?;
+    Ok(summary)
+}
+
+fn rows_of(position: u64, event: &Event, entry: Option<&ledger::entry::BalancedEntry>, pending: &mut Pending) {
+    let at = event.occurred_at();
+    let date = at.date_naive();
+    let time = Value::Time(at.timestamp_micros());
+    let mut push = |table: &'static str, row: Vec<Value>| pending.rows.entry((table, date)).or_default().push(row);
+    match event {
+        Event::PaymentCaptured(s) => {
+            // The merchant's fee is what the books credited to fee income.
+            let fee = entry
+                .map(|e| {
+                    e.postings()
+                        .iter()
+                        .filter(|p| p.account.path().starts_with("income:mdr:"))
+                        .map(|p| -p.amount)
+                        .sum::<Decimal>()
+                })
+                .unwrap_or_default();
+            push(
+                "payments",
+                vec![
+                    Value::U64(position),
+                    Value::Str(s.txn_id.clone()),
+                    Value::Str(s.merchant_id.clone()),
+                    Value::Str(s.terminal_id.clone()),
+                    Value::Str(s.channel.as_str().to_owned()),
+                    Value::Str(s.mcc.clone()),
+                    Value::Money(s.amount),
+                    Value::Money(fee),
+                    Value::Str(s.currency.code().to_owned()),
+                    time.clone(),
+                    Value::Date(date),
+                    Value::I8(at.hour() as i8),
+                    Value::I8(at.weekday().number_from_monday() as i8),
+                    Value::OptStr(s.payer.clone()),
+                ],
+            );
+        }
+        Event::PaymentVoided(a) | Event::PaymentRefunded(a) | Event::PaymentReversed(a) => {
+            let kind = match event {
+                Event::PaymentVoided(_) => "void",
+                Event::PaymentRefunded(_) => "refund",
+                _ => "reversal",
+            };
+            push(
+                "adjustments",
+                vec![
+                    Value::U64(position),
+                    Value::Str(kind.to_owned()),
+                    Value::Str(a.txn_id.clone()),
+                    Value::Str(a.original_txn_id.clone()),
+                    Value::Str(a.merchant_id.clone()),
+                    Value::Str(a.terminal_id.clone()),
+                    Value::Str(a.channel.as_str().to_owned()),
+                    Value::Money(a.amount),
+                    Value::Str(a.currency.code().to_owned()),
+                    time.clone(),
+                    Value::Date(date),
+                ],
+            );
+        }
+        Event::MerchantApplied(ingest::event::MerchantApplied { merchant_id, .. })
+        | Event::MerchantApproved(ingest::event::MerchantApproved { merchant_id, .. })
+        | Event::MerchantRejected(ingest::event::MerchantRejected { merchant_id, .. })
+        | Event::ContractSigned(ingest::event::ContractSigned { merchant_id, .. })
+        | Event::MerchantClosed(ingest::event::MerchantClosed { merchant_id, .. }) => push(
+            "merchants",
+            vec![
+                Value::U64(position),
+                Value::Str(merchant_id.clone()),
+                Value::Str(event.event_type().to_owned()),
+                Value::OptStr(None),
+                time.clone(),
+                Value::Date(date),
+            ],
+        ),
+        Event::TerminalBound(t) => push(
+            "merchants",
+            vec![
+                Value::U64(position),
+                Value::Str(t.merchant_id.clone()),
+                Value::Str(event.event_type().to_owned()),
+                Value::OptStr(Some(t.terminal_id.clone())),
+                time.clone(),
+                Value::Date(date),
+            ],
+        ),
+        _ => {}
+    }
+    for p in entry.map(|e| e.postings()).unwrap_or_default() {
+        push(
+            "postings",
+            vec![
+                Value::U64(position),
+                Value::Str(event.event_type().to_owned()),
+                Value::Str(p.account.path().to_owned()),
+                Value::Str(p.currency.code().to_owned()),
+                Value::Money(p.amount),
+                time.clone(),
+                Value::Date(date),
+            ],
+        );
+    }
+}
+
+/// Writes the waiting rows (all of them, or with `full_only` only the tables and dates that
+/// reached [`EXPORT_PART_ROWS_MAX`]) as part files.
+fn flush(
+    out: &Path,
+    from: u64,
+    to: u64,
+    pending: &mut Pending,
+    summary: &mut ExportSummary,
+    full_only: bool,
+) -> Result<(), ExportError> {
+    let schemas: BTreeMap<&str, Arc<Schema>> = schemas().into_iter().collect();
+    let keys: Vec<_> = pending
+        .rows
+        .iter()
+        .filter(|(_, rows)| !rows.is_empty() && (!full_only || rows.len() >= EXPORT_PART_ROWS_MAX))
+        .map(|(k, _)| *k)
+        .collect();
+    for key in keys {
+        let rows = pending.rows.remove(&key).unwrap_or_default();
+        let (table, date) = key;
+        let n = pending.parts.entry(key).or_default();
+        let path: PathBuf =
+            out.join(table).join(format!("date={date}")).join(format!("part-{from:012}-{to:012}-{n:04}.parquet"));
+        *n += 1;
+        *summary.rows.entry(table.to_owned()).or_default() += rows.len() as u64;
+        if path.exists() {
+            // Written by the same range's interrupted run: the same rows, kept as they are.
+            continue;
+        }
+        let schema = schemas.get(table).cloned().unwrap_or_else(|| Arc::new(Schema::empty()));
+        write_part(&path, schema, &rows)?;
+        summary.files += 1;
+    }
+    Ok(())
+}
+
+fn write_part(path: &Path, schema: Arc<Schema>, rows: &[Vec<Value>]) -> Result<(), ExportError> {
+    let io = |source| ExportError::Io { path: path.display().to_string(), source };
+    let pq =
+        |e: &dyn std::fmt::Display| ExportError::Parquet { path: path.display().to_string(), reason: e.to_string() };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let columns: Vec<ArrayRef> = (0..schema.fields().len())
+        .map(|c| column(schema.field(c).data_type(), rows.iter().map(|r| &r[c])))
+        .collect::<Result<_, String>>()
+        .map_err(|e| pq(&e))?;
+    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| pq(&e))?;
+    let tmp = path.with_extension("parquet.tmp");
+    let file = std::fs::File::create(&tmp).map_err(io)?;
+    let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
+    let mut writer = ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| pq(&e))?;
+    writer.write(&batch).map_err(|e| pq(&e))?;
+    let file = writer.into_inner().map_err(|e| pq(&e))?;
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+fn column<'a>(kind: &DataType, values: impl Iterator<Item = &'a Value>) -> Result<ArrayRef, String> {
+    let wrong = |v: &Value| format!("a {v:?} in a {kind} column");
+    Ok(match kind {
+        DataType::UInt64 => {
+            let mut b = UInt64Builder::new();
+            for v in values {
+                let Value::U64(x) = v else { return Err(wrong(v)) };
+                b.append_value(*x);
+            }
+            Arc::new(b.finish())
+        }
+        DataType::Utf8 => {
+            let mut b = StringBuilder::new();
+            for v in values {
+                match v {
+                    Value::Str(s) => b.append_value(s),
+                    Value::OptStr(s) => b.append_option(s.as_deref()),
+                    other => return Err(wrong(other)),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        DataType::Decimal128(p, s) => {
+            let mut b = Decimal128Builder::new();
+            for v in values {
+                let Value::Money(d) = v else { return Err(wrong(v)) };
+                let mut d = *d;
+                d.rescale(*s as u32);
+                if d.scale() != *s as u32 {
+                    return Err(format!("{d} does not fit {s} decimal places"));
+                }
+                b.append_value(d.mantissa());
+            }
+            Arc::new(b.finish().with_precision_and_scale(*p, *s).map_err(|e| e.to_string())?)
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, tz) => {
+            let mut b = TimestampMicrosecondBuilder::new();
+            for v in values {
+                let Value::Time(t) = v else { return Err(wrong(v)) };
+                b.append_value(*t);
+            }
+            Arc::new(b.finish().with_timezone_opt(tz.clone()))
+        }
+        DataType::Date32 => {
+            let mut b = Date32Builder::new();
+            for v in values {
+                let Value::Date(d) = v else { return Err(wrong(v)) };
+                b.append_value(d.num_days_from_ce() - 719_163);
+            }
+            Arc::new(b.finish())
+        }
+        DataType::Int8 => {
+            let mut b = Int8Builder::new();
+            for v in values {
+                let Value::I8(x) = v else { return Err(wrong(v)) };
+                b.append_value(*x);
+            }
+            Arc::new(b.finish())
+        }
+        other => return Err(format!("no writer for {other}")),
+    })
+}

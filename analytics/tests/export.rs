@@ -1,0 +1,273 @@
+//! The Parquet export of the fixture day: pinned schemas, rows and sums equal to the books,
+//! incremental runs equal to one full run, and an interrupted run finished cleanly.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use analytics::export::{self, CHECKPOINT_FILE, Checkpoint};
+use arrow::array::{Array, Decimal128Array, StringArray, UInt64Array};
+use ingest::pipeline::{Ingestor, InputKind};
+use ingest::store::{EmbeddedStore, EventStore};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use rust_decimal::Decimal;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/day").join(name)
+}
+
+async fn ingest(store: &Arc<EmbeddedStore>, files: &[(&str, InputKind)]) {
+    let mut ingestor = Ingestor::open(store.clone(), None).await.expect("ingestor");
+    for (name, kind) in files {
+        let file = std::io::BufReader::new(std::fs::File::open(fixture(name)).expect("fixture"));
+        let s = ingestor.ingest_reader(file, *kind, |_, _| {}).await.expect("ingest");
+        assert_eq!(s.rejected, 0, "{name}");
+    }
+}
+
+/// Every part file under `dir`, relative, sorted.
+fn parts(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                out.push(p.strip_prefix(dir).expect("inside").display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Per table: rows, and the sum of its money column (`amount`).
+fn totals(dir: &Path) -> BTreeMap<String, (u64, Decimal)> {
+    let mut out: BTreeMap<String, (u64, Decimal)> = BTreeMap::new();
+    for part in parts(dir) {
+        let table = part.split('/').next().expect("table").to_owned();
+        let file = std::fs::File::open(dir.join(&part)).expect("open");
+        for batch in ParquetRecordBatchReaderBuilder::try_new(file).expect("parquet").build().expect("reader") {
+            let batch = batch.expect("batch");
+            let amounts = batch.column_by_name("amount").map(|c| {
+                let a = c.as_any().downcast_ref::<Decimal128Array>().expect("decimal");
+                (0..a.len()).map(|i| Decimal::from_i128_with_scale(a.value(i), 2)).sum::<Decimal>()
+            });
+            let e = out.entry(table.clone()).or_default();
+            e.0 += batch.num_rows() as u64;
+            e.1 += amounts.unwrap_or_default();
+        }
+    }
+    out
+}
+
+#[test]
+fn the_schemas_are_pinned() {
+    let text: String = export::schemas()
+        .iter()
+        .map(|(name, schema)| {
+            let fields: Vec<String> = schema
+                .fields()
+                .iter()
+                .map(|f| format!("  {} {}{}", f.name(), f.data_type(), if f.is_nullable() { " null" } else { "" }))
+                .collect();
+            format!("{name}\n{}\n", fields.join("\n"))
+        })
+        .collect();
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/export-schemas.txt");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &text).expect("write golden");
+    }
+    assert_eq!(
+        text,
+        std::fs::read_to_string(&path).expect("golden"),
+        "a schema change is a change of the export's contract"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_export_equals_the_books_and_runs_incrementally() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = Arc::new(EmbeddedStore::open(dir.path().join("events")).expect("open"));
+    ingest(&store, &[("admin.ndjson", InputKind::Admin), ("feed-2026-11-24.ndjson", InputKind::Feed)]).await;
+    let incremental = dir.path().join("incremental");
+    let first = export::export(&*store, &incremental).await.expect("first run");
+    assert_eq!((first.from, first.to), (0, 62 + 429));
+    ingest(&store, &[("feed-2026-11-25.ndjson", InputKind::Feed)]).await;
+    let second = export::export(&*store, &incremental).await.expect("second run");
+    assert_eq!((second.from, second.to), (491, 491 + 444), "only what is new");
+    let nothing = export::export(&*store, &incremental).await.expect("third run");
+    assert_eq!((nothing.files, nothing.rows.values().sum::<u64>()), (0, 0));
+
+    let full = dir.path().join("full");
+    export::export(&*store, &full).await.expect("full run");
+    let (a, b) = (totals(&incremental), totals(&full));
+    assert_eq!(a, b, "incremental runs give the rows of one full run");
+
+    // Against the books and the feeds.
+    let books = ledger::replay(&*store, u64::MAX).await.expect("books");
+    assert_eq!(a["postings"], (books.postings(), Decimal::ZERO), "every posting; they sum to zero");
+    let mut sales = (0u64, Decimal::ZERO);
+    for day in ["feed-2026-11-24.ndjson", "feed-2026-11-25.ndjson"] {
+        for line in std::fs::read_to_string(fixture(day)).expect("feed").lines() {
+            let v: serde_json::Value = serde_json::from_str(line).expect("json");
+            if v["kind"] == "sale" {
+                sales.0 += 1;
+                sales.1 += v["amount"].as_str().expect("amount").parse::<Decimal>().expect("decimal");
+            }
+        }
+    }
+    assert_eq!(a["payments"], sales);
+    assert!(parts(&full).iter().all(|p| p.contains("/date=2026-11-")), "{:?}", parts(&full));
+
+    // The fee column equals the books' fee income.
+    let fee_income: Decimal = books
+        .balances()
+        .trial_balance(u64::MAX)
+        .iter()
+        .filter(|(a, _, _)| a.path().starts_with("income:mdr:"))
+        .map(|(_, _, b)| -*b)
+        .sum();
+    let mut fees = Decimal::ZERO;
+    let mut refunded_fees = Decimal::ZERO;
+    for part in parts(&full).iter().filter(|p| p.starts_with("payments/")) {
+        let file = std::fs::File::open(full.join(part)).expect("open");
+        for batch in ParquetRecordBatchReaderBuilder::try_new(file).expect("parquet").build().expect("reader") {
+            let batch = batch.expect("batch");
+            let f = batch
+                .column_by_name("merchant_fee")
+                .expect("fee")
+                .as_any()
+                .downcast_ref::<Decimal128Array>()
+                .expect("d");
+            fees += (0..f.len()).map(|i| Decimal::from_i128_with_scale(f.value(i), 2)).sum::<Decimal>();
+            let ids = batch.column_by_name("txn_id").expect("ids").as_any().downcast_ref::<StringArray>().expect("s");
+            let pos = batch.column_by_name("position").expect("pos").as_any().downcast_ref::<UInt64Array>().expect("u");
+            assert!(ids.len() == pos.len() && !ids.is_empty());
+        }
+    }
+    for part in parts(&full).iter().filter(|p| p.starts_with("postings/")) {
+        let file = std::fs::File::open(full.join(part)).expect("open");
+        for batch in ParquetRecordBatchReaderBuilder::try_new(file).expect("parquet").build().expect("reader") {
+            let batch = batch.expect("batch");
+            let acc = batch.column_by_name("account").expect("a").as_any().downcast_ref::<StringArray>().expect("s");
+            let kind =
+                batch.column_by_name("event_type").expect("t").as_any().downcast_ref::<StringArray>().expect("s");
+            let amt = batch.column_by_name("amount").expect("m").as_any().downcast_ref::<Decimal128Array>().expect("d");
+            for i in 0..batch.num_rows() {
+                if acc.value(i).starts_with("income:mdr:") && kind.value(i) != "PaymentCaptured" {
+                    refunded_fees += Decimal::from_i128_with_scale(amt.value(i), 2);
+                }
+            }
+        }
+    }
+    assert_eq!(fees - refunded_fees, fee_income, "captured fees less what refunds and cancels gave back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_run_is_finished_without_duplicates() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = Arc::new(EmbeddedStore::open(dir.path().join("events")).expect("open"));
+    ingest(
+        &store,
+        &[
+            ("admin.ndjson", InputKind::Admin),
+            ("feed-2026-11-24.ndjson", InputKind::Feed),
+            ("feed-2026-11-25.ndjson", InputKind::Feed),
+        ],
+    )
+    .await;
+    let clean = dir.path().join("clean");
+    export::export(&*store, &clean).await.expect("clean run");
+    // A run killed halfway: its range recorded, some of its files renamed into place, one
+    // still under its temporary name.
+    let killed = dir.path().join("killed");
+    let all = parts(&clean);
+    for (i, part) in all.iter().enumerate().filter(|(i, _)| i % 2 == 0) {
+        let to = killed.join(part);
+        std::fs::create_dir_all(to.parent().expect("dir")).expect("mkdir");
+        if i == 0 {
+            std::fs::write(to.with_extension("parquet.tmp"), b"half a file").expect("tmp");
+        } else {
+            std::fs::copy(clean.join(part), &to).expect("copy");
+        }
+    }
+    let running = Checkpoint { position: 0, running: Some((0, store.head())) };
+    std::fs::write(killed.join(CHECKPOINT_FILE), serde_json::to_vec(&running).expect("json")).expect("checkpoint");
+    let resumed = export::export(&*store, &killed).await.expect("resumed");
+    assert_eq!((resumed.from, resumed.to), (0, store.head()));
+    assert_eq!(parts(&killed), all, "the same files, none twice");
+    assert_eq!(totals(&killed), totals(&clean));
+    let checkpoint: Checkpoint =
+        serde_json::from_slice(&std::fs::read(killed.join(CHECKPOINT_FILE)).expect("read")).expect("json");
+    assert_eq!(checkpoint, Checkpoint { position: store.head(), running: None });
+}
+
+/// DuckDB (PyPI), an independent Parquet reader, opens the export unchanged and finds the
+/// same rows and totals per table and day as we wrote. On CI (`CI` set, `.ci/run` installs
+/// duckdb) the comparison must run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duckdb_reads_the_same_rows_and_totals() {
+    let probe = std::process::Command::new("python3").args(["-c", "import duckdb"]).output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        assert!(std::env::var_os("CI").is_none(), "duckdb is not installed on CI");
+        eprintln!("skipped: duckdb is not installed (pip install duckdb)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = Arc::new(EmbeddedStore::open(dir.path().join("events")).expect("open"));
+    ingest(
+        &store,
+        &[
+            ("admin.ndjson", InputKind::Admin),
+            ("feed-2026-11-24.ndjson", InputKind::Feed),
+            ("feed-2026-11-25.ndjson", InputKind::Feed),
+        ],
+    )
+    .await;
+    let out = dir.path().join("export");
+    export::export(&*store, &out).await.expect("export");
+    // Ours, per table and day, from the files we wrote.
+    let mut ours: BTreeMap<(String, String), (u64, Decimal)> = BTreeMap::new();
+    for part in parts(&out) {
+        let mut bits = part.split('/');
+        let (table, day) = (bits.next().expect("table"), bits.next().expect("day").trim_start_matches("date="));
+        let file = std::fs::File::open(out.join(&part)).expect("open");
+        for batch in ParquetRecordBatchReaderBuilder::try_new(file).expect("parquet").build().expect("reader") {
+            let batch = batch.expect("batch");
+            let sum = batch.column_by_name("amount").map(|c| {
+                let a = c.as_any().downcast_ref::<Decimal128Array>().expect("decimal");
+                (0..a.len()).map(|i| Decimal::from_i128_with_scale(a.value(i), 2)).sum::<Decimal>()
+            });
+            let e = ours.entry((table.to_owned(), day.to_owned())).or_default();
+            e.0 += batch.num_rows() as u64;
+            e.1 += sum.unwrap_or_default();
+        }
+    }
+    let script = r#"
+import sys, duckdb
+root = sys.argv[1]
+for table in ["payments", "adjustments", "postings", "merchants"]:
+    amount = "sum(amount)" if table != "merchants" else "0"
+    rows = duckdb.sql(f"SELECT date, count(*), {amount} FROM read_parquet('{root}/{table}/*/*.parquet', hive_partitioning = true) GROUP BY date ORDER BY date").fetchall()
+    for day, n, total in rows:
+        print(table, day, n, "%.2f" % total if table != "merchants" else "0.00")
+"#;
+    let output = std::process::Command::new("python3")
+        .args(["-c", script, out.to_str().expect("utf8")])
+        .output()
+        .expect("run duckdb");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let theirs: BTreeMap<(String, String), (u64, Decimal)> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            ((f[0].to_owned(), f[1].to_owned()), (f[2].parse().expect("count"), f[3].parse().expect("sum")))
+        })
+        .collect();
+    let ours: BTreeMap<_, _> = ours.into_iter().map(|(k, (n, s))| (k, (n, s.round_dp(2)))).collect();
+    assert!(theirs.len() >= 8, "{theirs:?}");
+    assert_eq!(theirs, ours, "DuckDB's rows and totals per table and day against ours");
+}
