@@ -56,6 +56,11 @@ pub const BENCHMARKS: &[Benchmark] = &[
                 parse_alipay_lines_per_s (GBK CSV), parse_unionpay_lines_per_s (fixed-width GBK)",
     },
     Benchmark {
+        name: "export_rows_per_s",
+        about: "exporting a stored log of 1M captures (and their refunds) to Parquet from nothing: \
+                payments, adjustments, postings and merchants rows per second",
+    },
+    Benchmark {
         name: "replay_10m_events_s",
         about: "rebuilding the books from a stored log of 10M events (9.1M captures of 1000 merchants, \
                 a refund for one in ten) without a checkpoint: read, decode, project; also its peak \
@@ -136,6 +141,7 @@ pub fn run(names: &[String], scale: f64, repeat: usize, work_dir: Option<&Path>)
             "open_recover_s" => rt.block_on(open_recover(&dir, scaled(10_000_000, scale), repeat))?,
             "projection_postings_per_s" => projection(&dir, scaled(1_000_000, scale), repeat)?,
             "replay_10m_events_s" => rt.block_on(replay(&dir, scaled(9_090_909, scale), repeat))?,
+            "export_rows_per_s" => rt.block_on(export(&dir, scaled(1_000_000, scale), repeat))?,
             "reconcile_1m_items_s" => reconcile(&dir, scaled(1_000_000, scale), repeat)?,
             "parse_statements_lines_per_s" => parse_statements(scaled(1_000_000, scale), repeat)?,
             _ => unreachable!("names were checked above"),
@@ -537,37 +543,69 @@ fn payment_events(first: u64, payments: u64, merchants: u64) -> Vec<Event> {
 
 /// The books rebuilt from a stored log of `payments` captures (and their refunds) of 1000
 /// merchants: read, decode and project every event, as a restart without a checkpoint does.
+/// A store of `payments` captures (and a refund for one in ten) of 1000 merchants.
+async fn payments_store(dir: &Path, payments: u64) -> Result<()> {
+    let merchants = 1000;
+    let store = Arc::new(EmbeddedStore::open(dir)?);
+    let append = |events: Vec<Event>| {
+        let requests: Vec<AppendRequest> = events
+            .iter()
+            .map(|e| AppendRequest {
+                stream: e.stream(),
+                expected: ExpectedRevision::Any,
+                events: vec![e.to_event_data()],
+            })
+            .collect();
+        let store = store.clone();
+        async move {
+            for chunk in requests.chunks(5000) {
+                for r in store.append_many(chunk.to_vec()).await {
+                    r.context("append")?;
+                }
+            }
+            anyhow::Ok(())
+        }
+    };
+    append(contracts(merchants)).await?;
+    let mut done = 0;
+    while done < payments {
+        let n = 500_000u64.min(payments - done);
+        append(payment_events(done, n, merchants)).await?;
+        done += n;
+    }
+    Ok(())
+}
+
+/// Exporting a stored log of `payments` captures to Parquet from nothing: rows of every table
+/// per second.
+async fn export(dir: &Path, payments: u64, repeat: usize) -> Result<()> {
+    let events_dir = dir.join("events");
+    payments_store(&events_dir, payments).await?;
+    let store = EmbeddedStore::open(&events_dir)?;
+    let mut runs = Vec::new();
+    let mut rows = 0;
+    let mut files = 0;
+    for run in 0..repeat {
+        let out = dir.join(format!("export-{run}"));
+        let start = Instant::now();
+        let summary = analytics::export::export(&store, &out).await?;
+        runs.push(start.elapsed().as_secs_f64());
+        rows = summary.rows.values().sum::<u64>();
+        files = summary.files;
+        let _ = std::fs::remove_dir_all(&out);
+    }
+    emit(
+        "export_rows_per_s",
+        rows as f64 / median(runs.clone()),
+        "rows/s",
+        json!({"events": store.head(), "rows": rows, "files": files, "runs_seconds": runs}),
+    );
+    Ok(())
+}
+
 async fn replay(dir: &Path, payments: u64, repeat: usize) -> Result<()> {
     let merchants = 1000;
-    {
-        let store = Arc::new(EmbeddedStore::open(dir)?);
-        let append = |events: Vec<Event>| {
-            let requests: Vec<AppendRequest> = events
-                .iter()
-                .map(|e| AppendRequest {
-                    stream: e.stream(),
-                    expected: ExpectedRevision::Any,
-                    events: vec![e.to_event_data()],
-                })
-                .collect();
-            let store = store.clone();
-            async move {
-                for chunk in requests.chunks(5000) {
-                    for r in store.append_many(chunk.to_vec()).await {
-                        r.context("append")?;
-                    }
-                }
-                anyhow::Ok(())
-            }
-        };
-        append(contracts(merchants)).await?;
-        let mut done = 0;
-        while done < payments {
-            let n = 500_000u64.min(payments - done);
-            append(payment_events(done, n, merchants)).await?;
-            done += n;
-        }
-    }
+    payments_store(dir, payments).await?;
     let store = EmbeddedStore::open(dir)?;
     let events = store.head();
     let mut runs = Vec::new();
