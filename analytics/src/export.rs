@@ -165,23 +165,162 @@ pub fn schemas() -> Vec<(&'static str, Arc<Schema>)> {
     ]
 }
 
-/// One row, its values in its table's column order.
-#[derive(Debug, Clone)]
-enum Value {
-    U64(u64),
-    Str(String),
-    OptStr(Option<String>),
-    Money(Decimal),
-    Time(i64),
-    Date(NaiveDate),
-    I8(i8),
+/// The columns of one table and date being filled: one Arrow builder a column, so a row costs
+/// no allocation of its own.
+struct Cols {
+    cols: Vec<Col>,
+    rows: usize,
+    /// A value that did not fit its column (a bug, or a money amount beyond two places).
+    bad: Option<String>,
 }
+
+enum Col {
+    U64(UInt64Builder),
+    Str(StringBuilder),
+    Money(Decimal128Builder),
+    Time(TimestampMicrosecondBuilder),
+    Date(Date32Builder),
+    I8(Int8Builder),
+}
+
+impl Cols {
+    fn new(schema: &Schema) -> Cols {
+        let cols = schema
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::UInt64 => Col::U64(UInt64Builder::new()),
+                DataType::Decimal128(..) => Col::Money(Decimal128Builder::new()),
+                DataType::Timestamp(..) => Col::Time(TimestampMicrosecondBuilder::new()),
+                DataType::Date32 => Col::Date(Date32Builder::new()),
+                DataType::Int8 => Col::I8(Int8Builder::new()),
+                _ => Col::Str(StringBuilder::new()),
+            })
+            .collect();
+        Cols { cols, rows: 0, bad: None }
+    }
+
+    fn row(&mut self) -> Row<'_> {
+        self.rows += 1;
+        Row { cols: self, i: 0 }
+    }
+
+    fn finish(&mut self, schema: Arc<Schema>) -> Result<RecordBatch, String> {
+        if let Some(bad) = self.bad.take() {
+            return Err(bad);
+        }
+        let columns: Vec<ArrayRef> = self
+            .cols
+            .iter_mut()
+            .zip(schema.fields().iter())
+            .map(|(c, f)| -> Result<ArrayRef, String> {
+                Ok(match (c, f.data_type()) {
+                    (Col::U64(b), _) => Arc::new(b.finish()),
+                    (Col::Str(b), _) => Arc::new(b.finish()),
+                    (Col::Money(b), _) => Arc::new(
+                        b.finish().with_precision_and_scale(MONEY_PRECISION, MONEY_SCALE).map_err(|e| e.to_string())?,
+                    ),
+                    (Col::Time(b), DataType::Timestamp(_, tz)) => Arc::new(b.finish().with_timezone_opt(tz.clone())),
+                    (Col::Time(b), _) => Arc::new(b.finish()),
+                    (Col::Date(b), _) => Arc::new(b.finish()),
+                    (Col::I8(b), _) => Arc::new(b.finish()),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        self.rows = 0;
+        RecordBatch::try_new(schema, columns).map_err(|e| e.to_string())
+    }
+}
+
+/// One row being appended, column by column in schema order.
+struct Row<'a> {
+    cols: &'a mut Cols,
+    i: usize,
+}
+
+impl Row<'_> {
+    fn next(&mut self) -> Option<&mut Col> {
+        self.i += 1;
+        self.cols.cols.get_mut(self.i - 1)
+    }
+    fn mismatch(&mut self, what: &str) {
+        let i = self.i;
+        self.cols.bad.get_or_insert_with(|| format!("column {i} does not take {what}"));
+    }
+    fn u64(mut self, v: u64) -> Self {
+        match self.next() {
+            Some(Col::U64(b)) => b.append_value(v),
+            _ => self.mismatch("an integer"),
+        }
+        self
+    }
+    fn str(mut self, v: &str) -> Self {
+        match self.next() {
+            Some(Col::Str(b)) => b.append_value(v),
+            _ => self.mismatch("text"),
+        }
+        self
+    }
+    fn opt_str(mut self, v: Option<&str>) -> Self {
+        match self.next() {
+            Some(Col::Str(b)) => b.append_option(v),
+            _ => self.mismatch("text"),
+        }
+        self
+    }
+    fn money(mut self, v: Decimal) -> Self {
+        let mut d = v;
+        d.rescale(MONEY_SCALE as u32);
+        let fits = d.scale() == MONEY_SCALE as u32;
+        match self.next() {
+            Some(Col::Money(b)) if fits => b.append_value(d.mantissa()),
+            Some(Col::Money(_)) => self.mismatch(&format!("{v}, which has more than {MONEY_SCALE} decimal places")),
+            _ => self.mismatch("money"),
+        }
+        self
+    }
+    fn time(mut self, micros: i64) -> Self {
+        match self.next() {
+            Some(Col::Time(b)) => b.append_value(micros),
+            _ => self.mismatch("a time"),
+        }
+        self
+    }
+    fn date(mut self, d: NaiveDate) -> Self {
+        match self.next() {
+            Some(Col::Date(b)) => b.append_value(d.num_days_from_ce() - UNIX_EPOCH_DAYS_FROM_CE),
+            _ => self.mismatch("a date"),
+        }
+        self
+    }
+    fn i8(mut self, v: i8) -> Self {
+        match self.next() {
+            Some(Col::I8(b)) => b.append_value(v),
+            _ => self.mismatch("a small integer"),
+        }
+        self
+    }
+}
+
+/// Days from the Common Era to 1970-01-01 (Date32 counts from the latter).
+const UNIX_EPOCH_DAYS_FROM_CE: i32 = 719_163;
 
 /// Rows waiting to be written, per table and business date.
 #[derive(Default)]
 struct Pending {
-    rows: BTreeMap<(&'static str, NaiveDate), Vec<Vec<Value>>>,
+    rows: BTreeMap<(&'static str, NaiveDate), Cols>,
     parts: BTreeMap<(&'static str, NaiveDate), u32>,
+    schemas: BTreeMap<&'static str, Arc<Schema>>,
+}
+
+impl Pending {
+    fn table(&mut self, table: &'static str, date: NaiveDate) -> &mut Cols {
+        if self.schemas.is_empty() {
+            self.schemas = schemas().into_iter().collect();
+        }
+        let schema = self.schemas.get(table).cloned().unwrap_or_else(|| Arc::new(Schema::empty()));
+        self.rows.entry((table, date)).or_insert_with(|| Cols::new(&schema))
+    }
 }
 
 fn read_checkpoint(out: &Path) -> Result<Checkpoint, ExportError> {
@@ -234,7 +373,7 @@ pub async fn export<S: EventStore>(store: &S, out: &Path) -> Result<ExportSummar
                 .map_err(|source| ledger::ReplayError::Decode { position: e.position, source })?;
             let entry = books.apply(e.position, &event).map_err(ledger::ReplayError::from)?;
             rows_of(e.position, &event, entry.as_ref(), &mut pending);
-            if pending.rows.values().any(|r| r.len() >= EXPORT_PART_ROWS_MAX) {
+            if pending.rows.values().any(|r| r.rows >= EXPORT_PART_ROWS_MAX) {
                 flush(out, from, to, &mut pending, &mut summary, true)?;
             }
         }
@@ -248,8 +387,7 @@ pub async fn export<S: EventStore>(store: &S, out: &Path) -> Result<ExportSummar
 fn rows_of(position: u64, event: &Event, entry: Option<&ledger::entry::BalancedEntry>, pending: &mut Pending) {
     let at = event.occurred_at();
     let date = at.date_naive();
-    let time = Value::Time(at.timestamp_micros());
-    let mut push = |table: &'static str, row: Vec<Value>| pending.rows.entry((table, date)).or_default().push(row);
+    let time = at.timestamp_micros();
     match event {
         Event::PaymentCaptured(s) => {
             // The merchant's fee is what the books credited to fee income.
@@ -262,25 +400,23 @@ fn rows_of(position: u64, event: &Event, entry: Option<&ledger::entry::BalancedE
                         .sum::<Decimal>()
                 })
                 .unwrap_or_default();
-            push(
-                "payments",
-                vec![
-                    Value::U64(position),
-                    Value::Str(s.txn_id.clone()),
-                    Value::Str(s.merchant_id.clone()),
-                    Value::Str(s.terminal_id.clone()),
-                    Value::Str(s.channel.as_str().to_owned()),
-                    Value::Str(s.mcc.clone()),
-                    Value::Money(s.amount),
-                    Value::Money(fee),
-                    Value::Str(s.currency.code().to_owned()),
-                    time.clone(),
-                    Value::Date(date),
-                    Value::I8(at.hour() as i8),
-                    Value::I8(at.weekday().number_from_monday() as i8),
-                    Value::OptStr(s.payer.clone()),
-                ],
-            );
+            pending
+                .table("payments", date)
+                .row()
+                .u64(position)
+                .str(&s.txn_id)
+                .str(&s.merchant_id)
+                .str(&s.terminal_id)
+                .str(s.channel.as_str())
+                .str(&s.mcc)
+                .money(s.amount)
+                .money(fee)
+                .str(s.currency.code())
+                .time(time)
+                .date(date)
+                .i8(at.hour() as i8)
+                .i8(at.weekday().number_from_monday() as i8)
+                .opt_str(s.payer.as_deref());
         }
         Event::PaymentVoided(a) | Event::PaymentRefunded(a) | Event::PaymentReversed(a) => {
             let kind = match event {
@@ -288,64 +424,61 @@ fn rows_of(position: u64, event: &Event, entry: Option<&ledger::entry::BalancedE
                 Event::PaymentRefunded(_) => "refund",
                 _ => "reversal",
             };
-            push(
-                "adjustments",
-                vec![
-                    Value::U64(position),
-                    Value::Str(kind.to_owned()),
-                    Value::Str(a.txn_id.clone()),
-                    Value::Str(a.original_txn_id.clone()),
-                    Value::Str(a.merchant_id.clone()),
-                    Value::Str(a.terminal_id.clone()),
-                    Value::Str(a.channel.as_str().to_owned()),
-                    Value::Money(a.amount),
-                    Value::Str(a.currency.code().to_owned()),
-                    time.clone(),
-                    Value::Date(date),
-                ],
-            );
+            pending
+                .table("adjustments", date)
+                .row()
+                .u64(position)
+                .str(kind)
+                .str(&a.txn_id)
+                .str(&a.original_txn_id)
+                .str(&a.merchant_id)
+                .str(&a.terminal_id)
+                .str(a.channel.as_str())
+                .money(a.amount)
+                .str(a.currency.code())
+                .time(time)
+                .date(date);
         }
         Event::MerchantApplied(ingest::event::MerchantApplied { merchant_id, .. })
         | Event::MerchantApproved(ingest::event::MerchantApproved { merchant_id, .. })
         | Event::MerchantRejected(ingest::event::MerchantRejected { merchant_id, .. })
         | Event::ContractSigned(ingest::event::ContractSigned { merchant_id, .. })
-        | Event::MerchantClosed(ingest::event::MerchantClosed { merchant_id, .. }) => push(
-            "merchants",
-            vec![
-                Value::U64(position),
-                Value::Str(merchant_id.clone()),
-                Value::Str(event.event_type().to_owned()),
-                Value::OptStr(None),
-                time.clone(),
-                Value::Date(date),
-            ],
-        ),
-        Event::TerminalBound(t) => push(
-            "merchants",
-            vec![
-                Value::U64(position),
-                Value::Str(t.merchant_id.clone()),
-                Value::Str(event.event_type().to_owned()),
-                Value::OptStr(Some(t.terminal_id.clone())),
-                time.clone(),
-                Value::Date(date),
-            ],
-        ),
+        | Event::MerchantClosed(ingest::event::MerchantClosed { merchant_id, .. }) => {
+            pending
+                .table("merchants", date)
+                .row()
+                .u64(position)
+                .str(merchant_id)
+                .str(event.event_type())
+                .opt_str(None)
+                .time(time)
+                .date(date);
+        }
+        Event::TerminalBound(t) => {
+            pending
+                .table("merchants", date)
+                .row()
+                .u64(position)
+                .str(&t.merchant_id)
+                .str(event.event_type())
+                .opt_str(Some(&t.terminal_id))
+                .time(time)
+                .date(date);
+        }
         _ => {}
     }
-    for p in entry.map(|e| e.postings()).unwrap_or_default() {
-        push(
-            "postings",
-            vec![
-                Value::U64(position),
-                Value::Str(event.event_type().to_owned()),
-                Value::Str(p.account.path().to_owned()),
-                Value::Str(p.currency.code().to_owned()),
-                Value::Money(p.amount),
-                time.clone(),
-                Value::Date(date),
-            ],
-        );
+    if let Some(entry) = entry {
+        let cols = pending.table("postings", date);
+        for p in entry.postings() {
+            cols.row()
+                .u64(position)
+                .str(event.event_type())
+                .str(p.account.path())
+                .str(p.currency.code())
+                .money(p.amount)
+                .time(time)
+                .date(date);
+        }
     }
 }
 
@@ -359,113 +492,48 @@ fn flush(
     summary: &mut ExportSummary,
     full_only: bool,
 ) -> Result<(), ExportError> {
-    let schemas: BTreeMap<&str, Arc<Schema>> = schemas().into_iter().collect();
     let keys: Vec<_> = pending
         .rows
         .iter()
-        .filter(|(_, rows)| !rows.is_empty() && (!full_only || rows.len() >= EXPORT_PART_ROWS_MAX))
+        .filter(|(_, cols)| cols.rows > 0 && (!full_only || cols.rows >= EXPORT_PART_ROWS_MAX))
         .map(|(k, _)| *k)
         .collect();
     for key in keys {
-        let rows = pending.rows.remove(&key).unwrap_or_default();
         let (table, date) = key;
+        let schema = pending.schemas.get(table).cloned().unwrap_or_else(|| Arc::new(Schema::empty()));
+        let Some(mut cols) = pending.rows.remove(&key) else { continue };
         let n = pending.parts.entry(key).or_default();
         let path: PathBuf =
             out.join(table).join(format!("date={date}")).join(format!("part-{from:012}-{to:012}-{n:04}.parquet"));
         *n += 1;
-        *summary.rows.entry(table.to_owned()).or_default() += rows.len() as u64;
+        let rows = cols.rows as u64;
+        *summary.rows.entry(table.to_owned()).or_default() += rows;
+        let batch = cols
+            .finish(schema.clone())
+            .map_err(|reason| ExportError::Parquet { path: path.display().to_string(), reason })?;
         if path.exists() {
             // Written by the same range's interrupted run: the same rows, kept as they are.
             continue;
         }
-        let schema = schemas.get(table).cloned().unwrap_or_else(|| Arc::new(Schema::empty()));
-        write_part(&path, schema, &rows)?;
+        write_part(&path, schema, &batch)?;
         summary.files += 1;
     }
     Ok(())
 }
 
-fn write_part(path: &Path, schema: Arc<Schema>, rows: &[Vec<Value>]) -> Result<(), ExportError> {
+fn write_part(path: &Path, schema: Arc<Schema>, batch: &RecordBatch) -> Result<(), ExportError> {
     let io = |source| ExportError::Io { path: path.display().to_string(), source };
     let pq =
         |e: &dyn std::fmt::Display| ExportError::Parquet { path: path.display().to_string(), reason: e.to_string() };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
-    let columns: Vec<ArrayRef> = (0..schema.fields().len())
-        .map(|c| column(schema.field(c).data_type(), rows.iter().map(|r| &r[c])))
-        .collect::<Result<_, String>>()
-        .map_err(|e| pq(&e))?;
-    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| pq(&e))?;
     let tmp = path.with_extension("parquet.tmp");
     let file = std::fs::File::create(&tmp).map_err(io)?;
     let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
     let mut writer = ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| pq(&e))?;
-    writer.write(&batch).map_err(|e| pq(&e))?;
+    writer.write(batch).map_err(|e| pq(&e))?;
     let file = writer.into_inner().map_err(|e| pq(&e))?;
     file.sync_all().map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
-}
-
-fn column<'a>(kind: &DataType, values: impl Iterator<Item = &'a Value>) -> Result<ArrayRef, String> {
-    let wrong = |v: &Value| format!("a {v:?} in a {kind} column");
-    Ok(match kind {
-        DataType::UInt64 => {
-            let mut b = UInt64Builder::new();
-            for v in values {
-                let Value::U64(x) = v else { return Err(wrong(v)) };
-                b.append_value(*x);
-            }
-            Arc::new(b.finish())
-        }
-        DataType::Utf8 => {
-            let mut b = StringBuilder::new();
-            for v in values {
-                match v {
-                    Value::Str(s) => b.append_value(s),
-                    Value::OptStr(s) => b.append_option(s.as_deref()),
-                    other => return Err(wrong(other)),
-                }
-            }
-            Arc::new(b.finish())
-        }
-        DataType::Decimal128(p, s) => {
-            let mut b = Decimal128Builder::new();
-            for v in values {
-                let Value::Money(d) = v else { return Err(wrong(v)) };
-                let mut d = *d;
-                d.rescale(*s as u32);
-                if d.scale() != *s as u32 {
-                    return Err(format!("{d} does not fit {s} decimal places"));
-                }
-                b.append_value(d.mantissa());
-            }
-            Arc::new(b.finish().with_precision_and_scale(*p, *s).map_err(|e| e.to_string())?)
-        }
-        DataType::Timestamp(TimeUnit::Microsecond, tz) => {
-            let mut b = TimestampMicrosecondBuilder::new();
-            for v in values {
-                let Value::Time(t) = v else { return Err(wrong(v)) };
-                b.append_value(*t);
-            }
-            Arc::new(b.finish().with_timezone_opt(tz.clone()))
-        }
-        DataType::Date32 => {
-            let mut b = Date32Builder::new();
-            for v in values {
-                let Value::Date(d) = v else { return Err(wrong(v)) };
-                b.append_value(d.num_days_from_ce() - 719_163);
-            }
-            Arc::new(b.finish())
-        }
-        DataType::Int8 => {
-            let mut b = Int8Builder::new();
-            for v in values {
-                let Value::I8(x) = v else { return Err(wrong(v)) };
-                b.append_value(*x);
-            }
-            Arc::new(b.finish())
-        }
-        other => return Err(format!("no writer for {other}")),
-    })
 }
