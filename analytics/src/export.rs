@@ -29,7 +29,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use chrono::{Datelike, NaiveDate, Timelike};
 use ingest::event::Event;
-use ingest::store::{EventStore, READ_EVENTS_MAX};
+use ingest::store::EventStore;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -361,23 +361,15 @@ pub async fn export<S: EventStore>(store: &S, out: &Path) -> Result<ExportSummar
     let mut books = ledger::replay(store, from).await?;
     let mut summary = ExportSummary { from, to, ..ExportSummary::default() };
     let mut pending = Pending::default();
-    let mut position = from;
-    while position < to {
-        let batch = store.read_all(position, READ_EVENTS_MAX.min((to - position) as usize)).await?;
-        if batch.is_empty() {
-            break;
+    // The events of the range, read and decoded ahead on another thread, booked here.
+    ledger::catch_up_events(store, &mut books, to, |position, event, entry| -> Result<(), ExportError> {
+        rows_of(position, event, entry, &mut pending);
+        if pending.rows.values().any(|r| r.rows >= EXPORT_PART_ROWS_MAX) {
+            flush(out, from, to, &mut pending, &mut summary, true)?;
         }
-        for e in batch {
-            position = e.position + 1;
-            let event = Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)
-                .map_err(|source| ledger::ReplayError::Decode { position: e.position, source })?;
-            let entry = books.apply(e.position, &event).map_err(ledger::ReplayError::from)?;
-            rows_of(e.position, &event, entry.as_ref(), &mut pending);
-            if pending.rows.values().any(|r| r.rows >= EXPORT_PART_ROWS_MAX) {
-                flush(out, from, to, &mut pending, &mut summary, true)?;
-            }
-        }
-    }
+        Ok(())
+    })
+    .await?;
     flush(out, from, to, &mut pending, &mut summary, false)?;
     let done = Checkpoint { position: to, running: None };
     write_atomically(&out.join(CHECKPOINT_FILE), &serde_json::to_vec(&done).unwrap_or_default())?;

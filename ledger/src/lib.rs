@@ -111,7 +111,7 @@ pub async fn replay_until_time<S: EventStore>(
 /// Applies every event from the books' position up to `until` (exclusive; `u64::MAX`: the
 /// head of the log).
 pub async fn catch_up<S: EventStore>(store: &S, books: &mut Projection, until: u64) -> Result<(), ReplayError> {
-    catch_up_inner(store, books, until, false, |_, _| Ok::<(), ReplayError>(())).await
+    catch_up_inner(store, books, until, Want::Nothing, |_, _, _| Ok::<(), ReplayError>(())).await
 }
 
 type Decoded = Result<Vec<(u64, Event)>, ReplayError>;
@@ -125,15 +125,42 @@ pub(crate) async fn catch_up_with<S: EventStore, E: From<ReplayError>>(
     until: u64,
     on_entry: impl FnMut(&Event, &BalancedEntry) -> Result<(), E>,
 ) -> Result<(), E> {
-    catch_up_inner(store, books, until, true, on_entry).await
+    let mut on_entry = on_entry;
+    catch_up_inner(store, books, until, Want::Entries, |_, event, entry| match entry {
+        Some(entry) => on_entry(event, entry),
+        None => Ok(()),
+    })
+    .await
+}
+
+/// Like [`catch_up`], handing `on_event` every event applied — its position, the event, and
+/// the entry it booked if any — in order (the export reads the log this way).
+pub async fn catch_up_events<S: EventStore, E: From<ReplayError>>(
+    store: &S,
+    books: &mut Projection,
+    until: u64,
+    on_event: impl FnMut(u64, &Event, Option<&BalancedEntry>) -> Result<(), E>,
+) -> Result<(), E> {
+    catch_up_inner(store, books, until, Want::Events, on_event).await
+}
+
+/// What the replay loop hands out.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Want {
+    /// Nothing: only the books.
+    Nothing,
+    /// The entries booked.
+    Entries,
+    /// Every event, with its entry if any.
+    Events,
 }
 
 async fn catch_up_inner<S: EventStore, E: From<ReplayError>>(
     store: &S,
     books: &mut Projection,
     until: u64,
-    want_entries: bool,
-    mut on_entry: impl FnMut(&Event, &BalancedEntry) -> Result<(), E>,
+    want: Want,
+    mut on_event: impl FnMut(u64, &Event, Option<&BalancedEntry>) -> Result<(), E>,
 ) -> Result<(), E> {
     let end = until.min(store.head());
     if books.position() >= end {
@@ -178,10 +205,17 @@ async fn catch_up_inner<S: EventStore, E: From<ReplayError>>(
         in_flight = in_flight.saturating_sub(1);
         let batch = batch?;
         for (position, event) in &batch {
-            if !want_entries {
-                books.apply_unrecorded(*position, event).map_err(ReplayError::from)?;
-            } else if let Some(entry) = books.apply(*position, event).map_err(ReplayError::from)? {
-                on_entry(event, &entry)?;
+            match want {
+                Want::Nothing => books.apply_unrecorded(*position, event).map_err(ReplayError::from)?,
+                Want::Entries => {
+                    if let Some(entry) = books.apply(*position, event).map_err(ReplayError::from)? {
+                        on_event(*position, event, Some(&entry))?;
+                    }
+                }
+                Want::Events => {
+                    let entry = books.apply(*position, event).map_err(ReplayError::from)?;
+                    on_event(*position, event, entry.as_ref())?;
+                }
             }
         }
         let _ = spent_tx.send(batch);
