@@ -43,11 +43,12 @@ fn parts(dir: &Path) -> Vec<String> {
     out
 }
 
-/// Per table: rows, and the sum of its money column (`amount`).
-fn totals(dir: &Path) -> BTreeMap<String, (u64, Decimal)> {
-    let mut out: BTreeMap<String, (u64, Decimal)> = BTreeMap::new();
+/// Per table and day: rows, and the sum of its money column (`amount`).
+fn totals_by_day(dir: &Path) -> BTreeMap<(String, String), (u64, Decimal)> {
+    let mut out: BTreeMap<(String, String), (u64, Decimal)> = BTreeMap::new();
     for part in parts(dir) {
-        let table = part.split('/').next().expect("table").to_owned();
+        let mut bits = part.split('/');
+        let (table, day) = (bits.next().expect("table"), bits.next().expect("day").trim_start_matches("date="));
         let file = std::fs::File::open(dir.join(&part)).expect("open");
         for batch in ParquetRecordBatchReaderBuilder::try_new(file).expect("parquet").build().expect("reader") {
             let batch = batch.expect("batch");
@@ -55,10 +56,21 @@ fn totals(dir: &Path) -> BTreeMap<String, (u64, Decimal)> {
                 let a = c.as_any().downcast_ref::<Decimal128Array>().expect("decimal");
                 (0..a.len()).map(|i| Decimal::from_i128_with_scale(a.value(i), 2)).sum::<Decimal>()
             });
-            let e = out.entry(table.clone()).or_default();
+            let e = out.entry((table.to_owned(), day.to_owned())).or_default();
             e.0 += batch.num_rows() as u64;
             e.1 += amounts.unwrap_or_default();
         }
+    }
+    out
+}
+
+/// Per table: rows, and the sum of its money column (`amount`).
+fn totals(dir: &Path) -> BTreeMap<String, (u64, Decimal)> {
+    let mut out: BTreeMap<String, (u64, Decimal)> = BTreeMap::new();
+    for ((table, _), (rows, sum)) in totals_by_day(dir) {
+        let e = out.entry(table).or_default();
+        e.0 += rows;
+        e.1 += sum;
     }
     out
 }
@@ -230,22 +242,7 @@ async fn duckdb_reads_the_same_rows_and_totals() {
     let out = dir.path().join("export");
     export::export(&*store, &out).await.expect("export");
     // Ours, per table and day, from the files we wrote.
-    let mut ours: BTreeMap<(String, String), (u64, Decimal)> = BTreeMap::new();
-    for part in parts(&out) {
-        let mut bits = part.split('/');
-        let (table, day) = (bits.next().expect("table"), bits.next().expect("day").trim_start_matches("date="));
-        let file = std::fs::File::open(out.join(&part)).expect("open");
-        for batch in ParquetRecordBatchReaderBuilder::try_new(file).expect("parquet").build().expect("reader") {
-            let batch = batch.expect("batch");
-            let sum = batch.column_by_name("amount").map(|c| {
-                let a = c.as_any().downcast_ref::<Decimal128Array>().expect("decimal");
-                (0..a.len()).map(|i| Decimal::from_i128_with_scale(a.value(i), 2)).sum::<Decimal>()
-            });
-            let e = ours.entry((table.to_owned(), day.to_owned())).or_default();
-            e.0 += batch.num_rows() as u64;
-            e.1 += sum.unwrap_or_default();
-        }
-    }
+    let ours = totals_by_day(&out);
     let script = r#"
 import sys, duckdb
 root = sys.argv[1]
