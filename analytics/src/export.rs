@@ -9,7 +9,11 @@
 //!   hour and weekday (1 = Monday), payer token;
 //! - `adjustments` — voids, reversals and refunds with the original's `txn_id`;
 //! - `postings` — every posting of every entry of the books;
-//! - `merchants` — the merchants' lifecycle facts.
+//! - `merchants` — the merchants' lifecycle facts;
+//! - `recon_items` — reconciliation runs: one row per break or carried item (outcome, ids,
+//!   amounts and fees on each side), and the matched lines summed per ledger channel and kind
+//!   (`items` says how many), dated by the reconciliation date; `run` tells runs apart (the
+//!   latest run of a statement and date is the one in force).
 //!
 //! A run exports the events from the checkpoint's position (`_export.json`) to the head of
 //! the log as it was when the run began. The run's range is written to the checkpoint before
@@ -42,6 +46,9 @@ pub const EXPORT_PART_ROWS_MAX: usize = 1_000_000;
 /// are exact at it too.
 pub const MONEY_SCALE: i8 = 2;
 const MONEY_PRECISION: u8 = 18;
+/// Scale of statement fee columns: channels state fees to 5 places (WeChat) and the expected
+/// fee (amount × rate) has up to 6.
+pub const FEE_SCALE: i8 = 6;
 
 /// The checkpoint's file name in the export directory.
 pub const CHECKPOINT_FILE: &str = "_export.json";
@@ -101,6 +108,7 @@ pub struct ExportSummary {
 /// The tables, their schemas in order.
 pub fn schemas() -> Vec<(&'static str, Arc<Schema>)> {
     let money = || DataType::Decimal128(MONEY_PRECISION, MONEY_SCALE);
+    let fee = || DataType::Decimal128(MONEY_PRECISION, FEE_SCALE);
     let time = || DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
     let s = |fields: Vec<Field>| Arc::new(Schema::new(fields));
     vec![
@@ -152,6 +160,26 @@ pub fn schemas() -> Vec<(&'static str, Arc<Schema>)> {
             ]),
         ),
         (
+            "recon_items",
+            s(vec![
+                Field::new("position", DataType::UInt64, false),
+                Field::new("statement", DataType::Utf8, false),
+                Field::new("run", DataType::Utf8, false),
+                Field::new("outcome", DataType::Utf8, false),
+                Field::new("kind", DataType::Utf8, false),
+                Field::new("items", DataType::UInt64, false),
+                Field::new("txn_id", DataType::Utf8, true),
+                Field::new("channel_txn_id", DataType::Utf8, true),
+                Field::new("ledger_channel", DataType::Utf8, true),
+                Field::new("our_amount", money(), true),
+                Field::new("their_amount", money(), true),
+                Field::new("their_fee", fee(), true),
+                Field::new("expected_fee", fee(), true),
+                Field::new("item_date", DataType::Date32, true),
+                Field::new("business_date", DataType::Date32, false),
+            ]),
+        ),
+        (
             "merchants",
             s(vec![
                 Field::new("position", DataType::UInt64, false),
@@ -177,7 +205,8 @@ struct Cols {
 enum Col {
     U64(UInt64Builder),
     Str(StringBuilder),
-    Money(Decimal128Builder),
+    /// A decimal column and its scale.
+    Money(Decimal128Builder, i8),
     Time(TimestampMicrosecondBuilder),
     Date(Date32Builder),
     I8(Int8Builder),
@@ -190,7 +219,7 @@ impl Cols {
             .iter()
             .map(|f| match f.data_type() {
                 DataType::UInt64 => Col::U64(UInt64Builder::new()),
-                DataType::Decimal128(..) => Col::Money(Decimal128Builder::new()),
+                DataType::Decimal128(_, scale) => Col::Money(Decimal128Builder::new(), *scale),
                 DataType::Timestamp(..) => Col::Time(TimestampMicrosecondBuilder::new()),
                 DataType::Date32 => Col::Date(Date32Builder::new()),
                 DataType::Int8 => Col::I8(Int8Builder::new()),
@@ -217,8 +246,8 @@ impl Cols {
                 Ok(match (c, f.data_type()) {
                     (Col::U64(b), _) => Arc::new(b.finish()),
                     (Col::Str(b), _) => Arc::new(b.finish()),
-                    (Col::Money(b), _) => Arc::new(
-                        b.finish().with_precision_and_scale(MONEY_PRECISION, MONEY_SCALE).map_err(|e| e.to_string())?,
+                    (Col::Money(b, scale), _) => Arc::new(
+                        b.finish().with_precision_and_scale(MONEY_PRECISION, *scale).map_err(|e| e.to_string())?,
                     ),
                     (Col::Time(b), DataType::Timestamp(_, tz)) => Arc::new(b.finish().with_timezone_opt(tz.clone())),
                     (Col::Time(b), _) => Arc::new(b.finish()),
@@ -268,14 +297,31 @@ impl Row<'_> {
         }
         self
     }
-    fn money(mut self, v: Decimal) -> Self {
-        let mut d = v;
-        d.rescale(MONEY_SCALE as u32);
-        let fits = d.scale() == MONEY_SCALE as u32;
-        match self.next() {
-            Some(Col::Money(b)) if fits => b.append_value(d.mantissa()),
-            Some(Col::Money(_)) => self.mismatch(&format!("{v}, which has more than {MONEY_SCALE} decimal places")),
+    fn money(self, v: Decimal) -> Self {
+        self.opt_money(Some(v))
+    }
+    fn opt_money(mut self, v: Option<Decimal>) -> Self {
+        match (self.next(), v) {
+            (Some(Col::Money(b, _)), None) => b.append_null(),
+            (Some(Col::Money(b, scale)), Some(v)) => {
+                let scale = *scale as u32;
+                let mut d = v;
+                d.rescale(scale);
+                if d.scale() == scale {
+                    b.append_value(d.mantissa());
+                } else {
+                    b.append_null();
+                    self.mismatch(&format!("{v}, which has more than {scale} decimal places"));
+                }
+            }
             _ => self.mismatch("money"),
+        }
+        self
+    }
+    fn opt_date(mut self, d: Option<NaiveDate>) -> Self {
+        match self.next() {
+            Some(Col::Date(b)) => b.append_option(d.map(|d| d.num_days_from_ce() - UNIX_EPOCH_DAYS_FROM_CE)),
+            _ => self.mismatch("a date"),
         }
         self
     }
@@ -445,6 +491,52 @@ fn rows_of(position: u64, event: &Event, entry: Option<&ledger::entry::BalancedE
                 .opt_str(None)
                 .time(time)
                 .date(date);
+        }
+        Event::ReconciliationBreaks(p) => {
+            let cols = pending.table("recon_items", p.date);
+            for b in &p.breaks {
+                let kind = if b.kind == ingest::statement::LineKind::Refund { "refund" } else { "payment" };
+                cols.row()
+                    .u64(position)
+                    .str(p.channel.as_str())
+                    .str(&p.classification_digest)
+                    .str(&b.outcome)
+                    .str(kind)
+                    .u64(1)
+                    .opt_str(Some(&b.txn_id))
+                    .opt_str(b.channel_txn_id.as_deref())
+                    .opt_str(b.ledger_channel.map(|c| c.as_str()))
+                    .opt_money(b.our_amount)
+                    .opt_money(b.their_amount)
+                    .opt_money(b.their_fee)
+                    .opt_money(b.expected_fee)
+                    .opt_date(b.item_date)
+                    .date(p.date);
+            }
+        }
+        Event::ReconciliationCompleted(r) => {
+            let cols = pending.table("recon_items", r.date);
+            for (channel, m) in &r.matched {
+                let sides = [("payment", m.payments, m.payment_amount), ("refund", m.refunds, m.refund_amount)];
+                for (kind, items, amount) in sides.into_iter().filter(|(_, n, _)| *n > 0) {
+                    cols.row()
+                        .u64(position)
+                        .str(r.channel.as_str())
+                        .str(&r.classification_digest)
+                        .str("matched")
+                        .str(kind)
+                        .u64(items)
+                        .opt_str(None)
+                        .opt_str(None)
+                        .opt_str(Some(channel.as_str()))
+                        .opt_money(Some(amount))
+                        .opt_money(Some(amount))
+                        .opt_money(None)
+                        .opt_money(None)
+                        .opt_date(None)
+                        .date(r.date);
+                }
+            }
         }
         Event::TerminalBound(t) => {
             pending

@@ -268,3 +268,68 @@ for table in ["payments", "adjustments", "postings", "merchants"]:
     assert!(theirs.len() >= 8, "{theirs:?}");
     assert_eq!(theirs, ours, "DuckDB's rows and totals per table and day against ours");
 }
+
+/// Reconciliation runs are exported as `recon_items`: every break one row, the matched lines
+/// summed per ledger channel and kind; the matched counts are the answer key's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_runs_are_exported() {
+    use ingest::statement::StatementChannel;
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = Arc::new(EmbeddedStore::open(dir.path().join("events")).expect("open"));
+    ingest(
+        &store,
+        &[
+            ("admin.ndjson", InputKind::Admin),
+            ("feed-2026-11-24.ndjson", InputKind::Feed),
+            ("feed-2026-11-25.ndjson", InputKind::Feed),
+        ],
+    )
+    .await;
+    let mut breaks = 0;
+    for date in ["2026-11-24", "2026-11-25"] {
+        for (channel, ext) in
+            [(StatementChannel::Wechat, "csv"), (StatementChannel::Alipay, "csv"), (StatementChannel::Unionpay, "txt")]
+        {
+            let name = format!("statements/{channel}-{date}.{ext}");
+            let bytes = std::fs::read(fixture(&name)).expect("statement");
+            ledger::recon::import_statement(&*store, channel, &name, &bytes, None).await.expect("import");
+            let r = ledger::recon::reconcile(&*store, channel, date.parse().expect("date")).await.expect("reconcile");
+            breaks += r.breaks.len() as u64;
+        }
+    }
+    let out = dir.path().join("export");
+    export::export(&*store, &out).await.expect("export");
+    let answer: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("answer.json")).expect("answer")).expect("json");
+    let mut matched: BTreeMap<String, u64> = BTreeMap::new();
+    let mut broken = 0;
+    for part in parts(&out).iter().filter(|p| p.starts_with("recon_items/")) {
+        let day = part.split('/').nth(1).expect("day").trim_start_matches("date=").to_owned();
+        let file = std::fs::File::open(out.join(part)).expect("open");
+        for batch in ParquetRecordBatchReaderBuilder::try_new(file).expect("parquet").build().expect("reader") {
+            let batch = batch.expect("batch");
+            let col = |n: &str| batch.column_by_name(n).expect("column").clone();
+            let statement = col("statement");
+            let statement = statement.as_any().downcast_ref::<StringArray>().expect("s");
+            let outcome = col("outcome");
+            let outcome = outcome.as_any().downcast_ref::<StringArray>().expect("s");
+            let items = col("items");
+            let items = items.as_any().downcast_ref::<UInt64Array>().expect("u");
+            for i in 0..batch.num_rows() {
+                if outcome.value(i) == "matched" {
+                    *matched.entry(format!("{}:{day}", statement.value(i))).or_default() += items.value(i);
+                } else {
+                    broken += items.value(i);
+                }
+            }
+        }
+    }
+    assert_eq!(broken, breaks, "every break and carried item one row");
+    let want: BTreeMap<String, u64> = answer["matched"]
+        .as_object()
+        .expect("matched")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_u64().expect("count")))
+        .collect();
+    assert_eq!(matched, want);
+}
