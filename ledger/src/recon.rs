@@ -25,6 +25,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, FixedOffset, NaiveDate, Timelike};
+use ingest::admin::CARRY_FORWARD_DAYS_MAX;
 use ingest::event::Channel;
 use ingest::statement::{LineKind, StatementChannel, StatementLine};
 use rust_decimal::Decimal;
@@ -33,6 +34,12 @@ use serde::Serialize;
 /// Minutes before midnight from which an unsettled item is carried forward rather than
 /// missing: a sale in the last minutes of a day may be settled in the next day's file.
 pub const CUTOFF_MINUTES: u32 = 10;
+
+/// Whether a time falls in the last [`CUTOFF_MINUTES`] of its day.
+fn near_cutoff(at: &DateTime<FixedOffset>) -> bool {
+    let t = at.time();
+    t.hour() * 60 + t.minute() >= 24 * 60 - CUTOFF_MINUTES
+}
 
 /// The statement that settles payments of a ledger channel (none for cash).
 pub fn statement_of(channel: Channel) -> Option<StatementChannel> {
@@ -71,8 +78,7 @@ impl Item {
 
     /// Whether it falls in the last [`CUTOFF_MINUTES`] of its business day.
     pub fn near_cutoff(&self) -> bool {
-        let t = self.at.time();
-        t.hour() * 60 + t.minute() >= 24 * 60 - CUTOFF_MINUTES
+        near_cutoff(&self.at)
     }
 }
 
@@ -442,22 +448,27 @@ fn item_key(item: &Item) -> &str {
     }
 }
 
-/// Our items for one statement channel, business dates `from..=to`, read from the log; and
-/// each ledger channel's terms in force on `to` (the latest `ChannelTermsSet` effective by
-/// then).
+/// Our items a statement of `date` may settle, read from the log in one pass: every payment
+/// and refund of its channels on `date`, and those of the [`CARRY_FORWARD_DAYS_MAX`] days
+/// before that fall in the cut-off window (only those can be carried to it); and each ledger
+/// channel's terms in force on `date` (the latest `ChannelTermsSet` effective by then).
 pub async fn load_items<S: ingest::store::EventStore>(
     store: &S,
     statement: StatementChannel,
-    from: NaiveDate,
-    to: NaiveDate,
+    date: NaiveDate,
 ) -> Result<(Vec<Item>, HashMap<Channel, Terms>), crate::ReplayError> {
+    let to = date;
+    let from = date - chrono::Duration::days(i64::from(CARRY_FORWARD_DAYS_MAX));
     use ingest::event::Event;
     let mut items: Vec<Item> = Vec::new();
     // Our payments of this statement by txn_id: the channel id a refund carries, and where a
     // void or reversal marks its sale.
     let mut payments: HashMap<String, (Option<String>, Option<usize>)> = HashMap::new();
     let mut terms: HashMap<Channel, (NaiveDate, Terms)> = HashMap::new();
-    let in_range = |at: &DateTime<FixedOffset>| (from..=to).contains(&at.date_naive());
+    let in_range = |at: &DateTime<FixedOffset>| {
+        let day = at.date_naive();
+        day == date || (from..date).contains(&day) && near_cutoff(at)
+    };
     for_each_event(
         store,
         &["PaymentCaptured", "PaymentRefunded", "PaymentVoided", "PaymentReversed", "ChannelTermsSet"],
@@ -761,11 +772,10 @@ pub async fn reconcile<S: ingest::store::EventStore>(
     use ingest::event::{Event, ReconBreak, ReconciliationBreaks, ReconciliationCompleted};
     let (statement, lines) =
         stored_statement(store, channel, date, None).await?.ok_or(ReconError::NoStatement(channel, date))?;
-    // The longest carry-forward of the statement's channels says how far back items may come.
-    let (_, probe) = load_items(store, channel, date, date).await?;
-    let carry = probe.values().map(|t| t.carry_forward_days).max().unwrap_or(0);
+    let (items, terms) = load_items(store, channel, date).await?;
+    // The longest carry-forward of the statement's channels says how far back files count.
+    let carry = terms.values().map(|t| t.carry_forward_days).max().unwrap_or(0);
     let first = date - chrono::Duration::days(i64::from(carry));
-    let (items, terms) = load_items(store, channel, first, date).await?;
     let mut earlier = Vec::new();
     let mut day = first;
     while day < date {

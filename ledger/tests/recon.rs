@@ -23,7 +23,7 @@ fn lines(channel: StatementChannel, date: NaiveDate) -> Vec<StatementLine> {
 
 async fn run(store: &ingest::store::EmbeddedStore, channel: StatementChannel, date: NaiveDate) -> Classification {
     let before = date.pred_opt().expect("date");
-    let (items, terms) = load_items(store, channel, before, date).await.expect("items");
+    let (items, terms) = load_items(store, channel, date).await.expect("items");
     let today = lines(channel, date);
     let earlier = lines(channel, before);
     classify(date, &today, &[&earlier], &items, |c| terms[&c])
