@@ -500,7 +500,7 @@ fn rows_of(position: u64, event: &Event, entry: Option<&ledger::entry::BalancedE
                     .u64(position)
                     .str(p.channel.as_str())
                     .str(&p.classification_digest)
-                    .str(&b.outcome)
+                    .str(b.outcome.as_str())
                     .str(kind)
                     .u64(1)
                     .opt_str(Some(&b.txn_id))

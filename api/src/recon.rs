@@ -361,7 +361,7 @@ pub fn breaks(data_dir: &Path, open: bool, output: Output) -> Result<ExitCode> {
             ledger::recon::break_ids(k.0, k.1, breaks)
                 .into_iter()
                 .zip(breaks)
-                .filter(|(_, b)| b.outcome != "carried_forward")
+                .filter(|(_, b)| b.outcome != ledger::recon::Outcome::CarriedForward)
                 .map(move |(id, b)| (id, k, b))
         })
         .filter(|(id, _, _)| !open || !resolved.contains_key(id))

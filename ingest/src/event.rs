@@ -386,12 +386,72 @@ pub struct ReconMatched {
     pub fees: Decimal,
 }
 
+/// What a reconciliation found for one statement line or one of our items (design.md §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReconOutcome {
+    /// Everything agrees.
+    Matched,
+    /// Amounts differ.
+    AmountMismatch,
+    /// Fee beyond the tolerance.
+    FeeMismatch,
+    /// Settled by the channel, voided or reversed here.
+    StatusMismatch,
+    /// Ours only.
+    MissingInStatement,
+    /// Theirs only.
+    MissingInLedger,
+    /// A repeated statement line.
+    DuplicateInStatement,
+    /// Ours only, near the cut-off: may come in a later file.
+    CarriedForward,
+}
+
+impl ReconOutcome {
+    /// Every outcome, in report order.
+    pub const ALL: [ReconOutcome; 8] = [
+        ReconOutcome::Matched,
+        ReconOutcome::AmountMismatch,
+        ReconOutcome::FeeMismatch,
+        ReconOutcome::StatusMismatch,
+        ReconOutcome::MissingInStatement,
+        ReconOutcome::MissingInLedger,
+        ReconOutcome::DuplicateInStatement,
+        ReconOutcome::CarriedForward,
+    ];
+
+    /// The name used in reports.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ReconOutcome::Matched => "matched",
+            ReconOutcome::AmountMismatch => "amount_mismatch",
+            ReconOutcome::FeeMismatch => "fee_mismatch",
+            ReconOutcome::StatusMismatch => "status_mismatch",
+            ReconOutcome::MissingInStatement => "missing_in_statement",
+            ReconOutcome::MissingInLedger => "missing_in_ledger",
+            ReconOutcome::DuplicateInStatement => "duplicate_in_statement",
+            ReconOutcome::CarriedForward => "carried_forward",
+        }
+    }
+
+    /// Whether it is a break (something to resolve).
+    pub const fn is_break(self) -> bool {
+        !matches!(self, ReconOutcome::Matched | ReconOutcome::CarriedForward)
+    }
+}
+
+impl fmt::Display for ReconOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One break of a reconciliation (or an item carried forward).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReconBreak {
-    /// `amount_mismatch`, `fee_mismatch`, `status_mismatch`, `missing_in_statement`,
-    /// `missing_in_ledger`, `duplicate_in_statement` or `carried_forward`.
-    pub outcome: String,
+    /// Anything but `matched`.
+    pub outcome: ReconOutcome,
     /// Payment or refund.
     pub kind: LineKind,
     /// Our order number (the line's when we have no item).
@@ -521,7 +581,7 @@ pub struct BreakResolved {
     /// The date reconciled.
     pub date: NaiveDate,
     /// Its outcome.
-    pub outcome: String,
+    pub outcome: ReconOutcome,
     /// Our order number (or the line's).
     pub txn_id: String,
     /// What the break parked in suspense (debit positive), which the resolution moves out.

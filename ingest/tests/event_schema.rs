@@ -90,7 +90,7 @@ fn one_of_each() -> Vec<Event> {
         classification_digest: "c1c2".repeat(16),
         part: 0,
         breaks: vec![ingest::event::ReconBreak {
-            outcome: "missing_in_statement".into(),
+            outcome: ingest::event::ReconOutcome::MissingInStatement,
             kind: LineKind::Payment,
             txn_id: "M1-2".into(),
             channel_txn_id: Some("42".into()),
@@ -143,7 +143,7 @@ fn one_of_each() -> Vec<Event> {
         break_id: "0a1b2c3d4e5f".into(),
         statement: StatementChannel::Wechat,
         date: date("2026-11-24"),
-        outcome: "missing_in_statement".into(),
+        outcome: ingest::event::ReconOutcome::MissingInStatement,
         txn_id: "M1-2".into(),
         suspense_amount: amount("20.90"),
         ledger_channel: Some(ingest::event::Channel::Wechat),

@@ -26,7 +26,9 @@ use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 use hashbrown::HashTable;
-use ingest::event::{Channel, Event, FeeTerms, MerchantSettled, PaymentAdjustment, ReconBreak, SettlementCycle};
+use ingest::event::{
+    Channel, Event, FeeTerms, MerchantSettled, PaymentAdjustment, ReconBreak, ReconOutcome, SettlementCycle,
+};
 use ingest::money::Currency;
 use ingest::statement::{LineKind, StatementChannel};
 use rust_decimal::Decimal;
@@ -682,16 +684,16 @@ impl Projection {
             let (theirs, their_fee) = (b.their_amount.unwrap_or_default(), fen(b.their_fee.unwrap_or_default()));
             let clearing = b.ledger_channel.map(Account::clearing);
             let fees = statement_account("expenses:channel-fees", statement, b.ledger_channel);
-            match b.outcome.as_str() {
+            match b.outcome {
                 // Money came for something we do not hold (or hold cancelled, or twice): it
                 // waits in suspense.
-                "missing_in_ledger" | "status_mismatch" | "duplicate_in_statement" => {
+                ReconOutcome::MissingInLedger | ReconOutcome::StatusMismatch | ReconOutcome::DuplicateInStatement => {
                     add(Account::bank(), way * (theirs - their_fee));
                     add(fees, way * their_fee);
                     add(suspense.clone(), crate::recon::parked(b));
                 }
                 // Settled with another amount: ours leaves clearing, the difference waits.
-                "amount_mismatch" => {
+                ReconOutcome::AmountMismatch => {
                     if let Some(clearing) = clearing {
                         add(clearing, -way * ours);
                         add(Account::bank(), way * (theirs - their_fee));
@@ -700,7 +702,7 @@ impl Projection {
                     }
                 }
                 // Settled, with another fee: the expected fee is booked, the difference waits.
-                "fee_mismatch" => {
+                ReconOutcome::FeeMismatch => {
                     if let Some(clearing) = clearing {
                         add(clearing, -way * ours);
                         add(Account::bank(), way * (theirs - their_fee));
@@ -709,7 +711,7 @@ impl Projection {
                     }
                 }
                 // Never settled: out of clearing, into suspense until resolved.
-                "missing_in_statement" => {
+                ReconOutcome::MissingInStatement => {
                     if let Some(clearing) = clearing {
                         add(clearing, -way * ours);
                         add(suspense.clone(), crate::recon::parked(b));

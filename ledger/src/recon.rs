@@ -29,7 +29,6 @@ use ingest::admin::CARRY_FORWARD_DAYS_MAX;
 use ingest::event::Channel;
 use ingest::statement::{LineKind, StatementChannel, StatementLine};
 use rust_decimal::Decimal;
-use serde::Serialize;
 
 /// Minutes before midnight from which an unsettled item is carried forward rather than
 /// missing: a sale in the last minutes of a day may be settled in the next day's file.
@@ -93,87 +92,12 @@ pub struct Terms {
     pub carry_forward_days: u32,
 }
 
-/// An outcome of design.md §5.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// Everything agrees.
-    Matched,
-    /// Amounts differ.
-    AmountMismatch,
-    /// Fee beyond the tolerance.
-    FeeMismatch,
-    /// Settled by the channel, voided or reversed here.
-    StatusMismatch,
-    /// Ours only.
-    MissingInStatement,
-    /// Theirs only.
-    MissingInLedger,
-    /// A repeated statement line.
-    DuplicateInStatement,
-    /// Ours only, near the cut-off: may come in a later file.
-    CarriedForward,
-}
+/// An outcome of design.md §5 (the event catalogue's [`ingest::event::ReconOutcome`]).
+pub use ingest::event::ReconOutcome as Outcome;
 
-impl Outcome {
-    /// Every outcome, in report order.
-    pub const ALL: [Outcome; 8] = [
-        Outcome::Matched,
-        Outcome::AmountMismatch,
-        Outcome::FeeMismatch,
-        Outcome::StatusMismatch,
-        Outcome::MissingInStatement,
-        Outcome::MissingInLedger,
-        Outcome::DuplicateInStatement,
-        Outcome::CarriedForward,
-    ];
-
-    /// The name used in reports.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Matched => "matched",
-            Outcome::AmountMismatch => "amount_mismatch",
-            Outcome::FeeMismatch => "fee_mismatch",
-            Outcome::StatusMismatch => "status_mismatch",
-            Outcome::MissingInStatement => "missing_in_statement",
-            Outcome::MissingInLedger => "missing_in_ledger",
-            Outcome::DuplicateInStatement => "duplicate_in_statement",
-            Outcome::CarriedForward => "carried_forward",
-        }
-    }
-
-    /// Whether it is a break (something to resolve).
-    pub const fn is_break(self) -> bool {
-        !matches!(self, Outcome::Matched | Outcome::CarriedForward)
-    }
-}
-
-/// One classified line or item.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Classified {
-    /// The outcome.
-    pub outcome: Outcome,
-    /// Line or item kind.
-    pub kind: LineKind,
-    /// Our order number (the line's, when there is no item).
-    pub txn_id: String,
-    /// The channel's id.
-    pub channel_txn_id: Option<String>,
-    /// Our item's ledger channel, when we have an item.
-    pub ledger_channel: Option<Channel>,
-    /// The statement line, if one is involved.
-    pub line: Option<u64>,
-    /// Our amount.
-    pub our_amount: Option<Decimal>,
-    /// The fee we expect (amount × rate).
-    pub expected_fee: Option<Decimal>,
-    /// The statement's amount.
-    pub their_amount: Option<Decimal>,
-    /// The statement's fee.
-    pub their_fee: Option<Decimal>,
-    /// Business date of our item (for carried and missing items, their age).
-    pub item_date: Option<NaiveDate>,
-}
+/// One classified line or item that did not match: the event catalogue's
+/// [`ingest::event::ReconBreak`], as recorded.
+pub type Classified = ingest::event::ReconBreak;
 
 /// What matched lines of one ledger channel add up to (what the channel settled for us).
 pub type MatchedSums = ingest::event::ReconMatched;
@@ -769,7 +693,7 @@ pub async fn reconcile<S: ingest::store::EventStore>(
     channel: StatementChannel,
     date: NaiveDate,
 ) -> Result<Reconciled, ReconError> {
-    use ingest::event::{Event, ReconBreak, ReconciliationBreaks, ReconciliationCompleted};
+    use ingest::event::{Event, ReconciliationBreaks, ReconciliationCompleted};
     let (statement, lines) =
         stored_statement(store, channel, date, None).await?.ok_or(ReconError::NoStatement(channel, date))?;
     let (items, terms) = load_items(store, channel, date).await?;
@@ -821,23 +745,7 @@ pub async fn reconcile<S: ingest::store::EventStore>(
         digest.update(serde_json::to_string(c).unwrap_or_default().as_bytes());
         digest.update(b"\n");
     }
-    let breaks: Vec<ReconBreak> = classification
-        .items
-        .iter()
-        .map(|c| ReconBreak {
-            outcome: c.outcome.as_str().to_owned(),
-            kind: c.kind,
-            txn_id: c.txn_id.clone(),
-            channel_txn_id: c.channel_txn_id.clone(),
-            ledger_channel: c.ledger_channel,
-            line: c.line,
-            our_amount: c.our_amount,
-            expected_fee: c.expected_fee,
-            their_amount: c.their_amount,
-            their_fee: c.their_fee,
-            item_date: c.item_date,
-        })
-        .collect();
+    let breaks = classification.items.clone();
     let classification_digest = digest.finalize().to_hex().to_string();
     let parts: Vec<Event> = breaks
         .chunks(RECON_BREAKS_PART)
@@ -949,13 +857,13 @@ pub fn parked(b: &ingest::event::ReconBreak) -> Decimal {
     let way = if b.kind == LineKind::Refund { Decimal::NEGATIVE_ONE } else { Decimal::ONE };
     let ours = b.our_amount.unwrap_or_default();
     let theirs = b.their_amount.unwrap_or_default();
-    match b.outcome.as_str() {
-        "missing_in_ledger" | "status_mismatch" | "duplicate_in_statement" => -way * theirs,
-        "amount_mismatch" if b.ledger_channel.is_some() => way * (ours - theirs),
-        "fee_mismatch" if b.ledger_channel.is_some() => {
+    match b.outcome {
+        Outcome::MissingInLedger | Outcome::StatusMismatch | Outcome::DuplicateInStatement => -way * theirs,
+        Outcome::AmountMismatch if b.ledger_channel.is_some() => way * (ours - theirs),
+        Outcome::FeeMismatch if b.ledger_channel.is_some() => {
             way * (fen(b.their_fee.unwrap_or_default()) - fen(b.expected_fee.unwrap_or_default()))
         }
-        "missing_in_statement" if b.ledger_channel.is_some() => way * ours,
+        Outcome::MissingInStatement if b.ledger_channel.is_some() => way * ours,
         _ => Decimal::ZERO,
     }
 }
@@ -1078,7 +986,7 @@ pub async fn resolve<S: ingest::store::EventStore>(
         break_ids(*statement, *date, breaks)
             .into_iter()
             .zip(breaks)
-            .find(|(bid, b)| b.outcome != "carried_forward" && bid == id)
+            .find(|(bid, b)| b.outcome != Outcome::CarriedForward && bid == id)
             .map(|(_, b)| (*statement, *date, b))
     });
     let Some((statement, date, b)) = found else { return Err(ResolveError::Unknown(id.to_owned())) };
@@ -1100,7 +1008,8 @@ pub async fn resolve<S: ingest::store::EventStore>(
             )));
         }
         ingest::event::ResolveAction::Refund
-            if b.outcome == "missing_in_statement" || b.outcome == "amount_mismatch" && amount > Decimal::ZERO =>
+            if b.outcome == Outcome::MissingInStatement
+                || b.outcome == Outcome::AmountMismatch && amount > Decimal::ZERO =>
         {
             return Err(ResolveError::Incomplete(format!(
                 "break {id} ({}) received no money to give back: book it or write it off",
@@ -1113,7 +1022,7 @@ pub async fn resolve<S: ingest::store::EventStore>(
         break_id: id.to_owned(),
         statement,
         date,
-        outcome: b.outcome.clone(),
+        outcome: b.outcome,
         txn_id: b.txn_id.clone(),
         suspense_amount: amount,
         ledger_channel,

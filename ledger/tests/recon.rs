@@ -267,7 +267,7 @@ async fn reconciliation_clears_the_clearing_accounts() {
         for date in ["2026-11-24", "2026-11-25"] {
             for channel in [StatementChannel::Wechat, StatementChannel::Alipay, StatementChannel::Unionpay] {
                 let r = ledger::recon::reconcile(&*store, channel, date.parse().expect("date")).await.expect("run");
-                for b in r.breaks.iter().filter(|b| b.outcome == "carried_forward") {
+                for b in r.breaks.iter().filter(|b| b.outcome == Outcome::CarriedForward) {
                     carried.insert((b.ledger_channel, b.txn_id.clone()), b.our_amount.unwrap_or_default());
                 }
             }
@@ -371,7 +371,7 @@ async fn reimports_keep_the_books_and_the_breaks() {
     // Resolve a break, then import the file with its lines moved down by one: same break ids,
     // the resolution holds.
     let ids = ledger::recon::break_ids(StatementChannel::Alipay, date, &breaks);
-    let (id, _) = ids.iter().zip(&breaks).find(|(_, b)| b.outcome == "missing_in_statement").expect("one");
+    let (id, _) = ids.iter().zip(&breaks).find(|(_, b)| b.outcome == Outcome::MissingInStatement).expect("one");
     ledger::recon::resolve(
         &*store,
         id,
@@ -401,8 +401,12 @@ async fn reimports_keep_the_books_and_the_breaks() {
     .expect_err("once");
     assert!(err.to_string().contains("resolved already"), "{err}");
     // Four eyes: the same name in other case or spacing is the same person.
-    let big =
-        ids.iter().zip(&breaks).find(|(_, b)| b.outcome == "missing_in_ledger").map(|(i, _)| i.clone()).expect("one");
+    let big = ids
+        .iter()
+        .zip(&breaks)
+        .find(|(_, b)| b.outcome == Outcome::MissingInLedger)
+        .map(|(i, _)| i.clone())
+        .expect("one");
     let err = ledger::recon::resolve(
         &*store,
         &big,
