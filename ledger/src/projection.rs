@@ -738,9 +738,7 @@ impl Projection {
             *total.entry(slot).or_default() += amount;
         }
         booked.1 = total.into_iter().filter(|(_, a)| !a.is_zero()).collect();
-        let mut out = Lines::new(cny, &[]);
-        out.many = entry.into_iter().filter(|(_, a)| !a.is_zero()).collect();
-        out
+        Lines::new(cny, &entry.into_iter().collect::<Vec<_>>())
     }
 
     /// The postings of a sale, or of its cancellation (the same, each the other way).

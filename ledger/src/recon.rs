@@ -199,14 +199,15 @@ pub fn classify(
             })
             .copied()
     });
-    // The terms of each ledger channel among the candidates, looked up once.
+    // The terms of each ledger channel among the candidates, looked up once (every
+    // candidate's channel is among them).
     let mut known: Vec<(Channel, Terms)> = Vec::new();
     for (item, _) in &candidates {
         if !known.iter().any(|(c, _)| *c == item.channel) {
             known.push((item.channel, terms(item.channel)));
         }
     }
-    let terms_of = |c: Channel| known.iter().find(|(x, _)| *x == c).map(|(_, t)| *t).unwrap_or_else(|| terms(c));
+    let terms_of = |c: Channel| known.iter().find(|(x, _)| *x == c).map(|(_, t)| *t);
     let mut taken = vec![false; candidates.len()];
     // Keys of lines that matched no item by their key: repeats among them are duplicates too.
     let mut unmatched_keys: hashbrown::HashSet<(LineKind, &str)> = hashbrown::HashSet::new();
@@ -253,10 +254,7 @@ pub fn classify(
         let (outcome, found) = outcome.unwrap_or((Outcome::MissingInLedger, None));
         let Some(i) = found else { return (outcome, None, None) };
         let item = candidates[i].0;
-        // Every candidate's channel is known (looked up above).
-        let Some(t) = known.iter().find(|(c, _)| *c == item.channel).map(|(_, t)| *t) else {
-            return (Outcome::MissingInLedger, None, None);
-        };
+        let Some(t) = terms_of(item.channel) else { return (Outcome::MissingInLedger, None, None) };
         let expected = item.amount * t.fee_rate;
         let outcome = if item.cancelled {
             Outcome::StatusMismatch
@@ -319,7 +317,7 @@ pub fn classify(
     unmatched.sort_by(|a, b| (a.1, &a.0.txn_id).cmp(&(b.1, &b.0.txn_id)));
     for (item, item_date) in unmatched {
         let age = (date - item_date).num_days();
-        let t = terms_of(item.channel);
+        let Some(t) = terms_of(item.channel) else { continue };
         let carry = i64::from(t.carry_forward_days);
         let outcome =
             if item.near_cutoff() && age < carry { Outcome::CarriedForward } else { Outcome::MissingInStatement };
