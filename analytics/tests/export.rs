@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use analytics::export::{self, CHECKPOINT_FILE, Checkpoint};
-use arrow::array::{Array, Decimal128Array, StringArray, UInt64Array};
+use arrow::array::{Array, Decimal128Array, RecordBatch, StringArray, UInt64Array};
 use ingest::pipeline::{Ingestor, InputKind};
 use ingest::store::{EmbeddedStore, EventStore};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -43,23 +43,47 @@ fn parts(dir: &Path) -> Vec<String> {
     out
 }
 
+/// Every record batch of a table (`None`: every table), with its table and day.
+fn batches(dir: &Path, table: Option<&str>) -> Vec<(String, String, RecordBatch)> {
+    let mut out = Vec::new();
+    for part in parts(dir) {
+        let mut bits = part.split('/');
+        let (t, day) = (bits.next().expect("table"), bits.next().expect("day").trim_start_matches("date="));
+        if table.is_some_and(|want| want != t) {
+            continue;
+        }
+        let file = std::fs::File::open(dir.join(&part)).expect("open");
+        for batch in ParquetRecordBatchReaderBuilder::try_new(file).expect("parquet").build().expect("reader") {
+            out.push((t.to_owned(), day.to_owned(), batch.expect("batch")));
+        }
+    }
+    out
+}
+
+/// A money column's values.
+fn money(batch: &RecordBatch, name: &str) -> Vec<Decimal> {
+    let a = batch.column_by_name(name).expect("column").as_any().downcast_ref::<Decimal128Array>().expect("decimal");
+    (0..a.len()).map(|i| Decimal::from_i128_with_scale(a.value(i), 2)).collect()
+}
+
+/// A text column's values.
+fn strings<'a>(batch: &'a RecordBatch, name: &str) -> &'a StringArray {
+    batch.column_by_name(name).expect("column").as_any().downcast_ref::<StringArray>().expect("text")
+}
+
+/// An integer column's values.
+fn integers<'a>(batch: &'a RecordBatch, name: &str) -> &'a UInt64Array {
+    batch.column_by_name(name).expect("column").as_any().downcast_ref::<UInt64Array>().expect("integers")
+}
+
 /// Per table and day: rows, and the sum of its money column (`amount`).
 fn totals_by_day(dir: &Path) -> BTreeMap<(String, String), (u64, Decimal)> {
     let mut out: BTreeMap<(String, String), (u64, Decimal)> = BTreeMap::new();
-    for part in parts(dir) {
-        let mut bits = part.split('/');
-        let (table, day) = (bits.next().expect("table"), bits.next().expect("day").trim_start_matches("date="));
-        let file = std::fs::File::open(dir.join(&part)).expect("open");
-        for batch in ParquetRecordBatchReaderBuilder::try_new(file).expect("parquet").build().expect("reader") {
-            let batch = batch.expect("batch");
-            let amounts = batch.column_by_name("amount").map(|c| {
-                let a = c.as_any().downcast_ref::<Decimal128Array>().expect("decimal");
-                (0..a.len()).map(|i| Decimal::from_i128_with_scale(a.value(i), 2)).sum::<Decimal>()
-            });
-            let e = out.entry((table.to_owned(), day.to_owned())).or_default();
-            e.0 += batch.num_rows() as u64;
-            e.1 += amounts.unwrap_or_default();
-        }
+    for (table, day, batch) in batches(dir, None) {
+        let sum = batch.column_by_name("amount").map(|_| money(&batch, "amount").into_iter().sum::<Decimal>());
+        let e = out.entry((table, day)).or_default();
+        e.0 += batch.num_rows() as u64;
+        e.1 += sum.unwrap_or_default();
     }
     out
 }
@@ -144,34 +168,16 @@ async fn the_export_equals_the_books_and_runs_incrementally() {
         .sum();
     let mut fees = Decimal::ZERO;
     let mut refunded_fees = Decimal::ZERO;
-    for part in parts(&full).iter().filter(|p| p.starts_with("payments/")) {
-        let file = std::fs::File::open(full.join(part)).expect("open");
-        for batch in ParquetRecordBatchReaderBuilder::try_new(file).expect("parquet").build().expect("reader") {
-            let batch = batch.expect("batch");
-            let f = batch
-                .column_by_name("merchant_fee")
-                .expect("fee")
-                .as_any()
-                .downcast_ref::<Decimal128Array>()
-                .expect("d");
-            fees += (0..f.len()).map(|i| Decimal::from_i128_with_scale(f.value(i), 2)).sum::<Decimal>();
-            let ids = batch.column_by_name("txn_id").expect("ids").as_any().downcast_ref::<StringArray>().expect("s");
-            let pos = batch.column_by_name("position").expect("pos").as_any().downcast_ref::<UInt64Array>().expect("u");
-            assert!(ids.len() == pos.len() && !ids.is_empty());
-        }
+    for (_, _, batch) in batches(&full, Some("payments")) {
+        fees += money(&batch, "merchant_fee").into_iter().sum::<Decimal>();
+        let (ids, pos) = (strings(&batch, "txn_id"), integers(&batch, "position"));
+        assert!(ids.len() == pos.len() && !ids.is_empty());
     }
-    for part in parts(&full).iter().filter(|p| p.starts_with("postings/")) {
-        let file = std::fs::File::open(full.join(part)).expect("open");
-        for batch in ParquetRecordBatchReaderBuilder::try_new(file).expect("parquet").build().expect("reader") {
-            let batch = batch.expect("batch");
-            let acc = batch.column_by_name("account").expect("a").as_any().downcast_ref::<StringArray>().expect("s");
-            let kind =
-                batch.column_by_name("event_type").expect("t").as_any().downcast_ref::<StringArray>().expect("s");
-            let amt = batch.column_by_name("amount").expect("m").as_any().downcast_ref::<Decimal128Array>().expect("d");
-            for i in 0..batch.num_rows() {
-                if acc.value(i).starts_with("income:mdr:") && kind.value(i) != "PaymentCaptured" {
-                    refunded_fees += Decimal::from_i128_with_scale(amt.value(i), 2);
-                }
+    for (_, _, batch) in batches(&full, Some("postings")) {
+        let (acc, kind, amt) = (strings(&batch, "account"), strings(&batch, "event_type"), money(&batch, "amount"));
+        for (i, amount) in amt.into_iter().enumerate() {
+            if acc.value(i).starts_with("income:mdr:") && kind.value(i) != "PaymentCaptured" {
+                refunded_fees += amount;
             }
         }
     }
@@ -303,24 +309,14 @@ async fn reconciliation_runs_are_exported() {
         serde_json::from_str(&std::fs::read_to_string(fixture("answer.json")).expect("answer")).expect("json");
     let mut matched: BTreeMap<String, u64> = BTreeMap::new();
     let mut broken = 0;
-    for part in parts(&out).iter().filter(|p| p.starts_with("recon_items/")) {
-        let day = part.split('/').nth(1).expect("day").trim_start_matches("date=").to_owned();
-        let file = std::fs::File::open(out.join(part)).expect("open");
-        for batch in ParquetRecordBatchReaderBuilder::try_new(file).expect("parquet").build().expect("reader") {
-            let batch = batch.expect("batch");
-            let col = |n: &str| batch.column_by_name(n).expect("column").clone();
-            let statement = col("statement");
-            let statement = statement.as_any().downcast_ref::<StringArray>().expect("s");
-            let outcome = col("outcome");
-            let outcome = outcome.as_any().downcast_ref::<StringArray>().expect("s");
-            let items = col("items");
-            let items = items.as_any().downcast_ref::<UInt64Array>().expect("u");
-            for i in 0..batch.num_rows() {
-                if outcome.value(i) == "matched" {
-                    *matched.entry(format!("{}:{day}", statement.value(i))).or_default() += items.value(i);
-                } else {
-                    broken += items.value(i);
-                }
+    for (_, day, batch) in batches(&out, Some("recon_items")) {
+        let (statement, outcome, items) =
+            (strings(&batch, "statement"), strings(&batch, "outcome"), integers(&batch, "items"));
+        for i in 0..batch.num_rows() {
+            if outcome.value(i) == "matched" {
+                *matched.entry(format!("{}:{day}", statement.value(i))).or_default() += items.value(i);
+            } else {
+                broken += items.value(i);
             }
         }
     }

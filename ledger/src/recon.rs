@@ -506,10 +506,7 @@ pub async fn import_statement<S: ingest::store::EventStore>(
 ) -> Result<Imported, ReconError> {
     use ingest::event::{Event, StatementImported, StatementLines};
     let date_hint = date.or_else(|| ingest::statement::date_in_name(name));
-    let statement = match channel {
-        StatementChannel::Unionpay => ingest::statement::unionpay::parse_dated(name, bytes, date_hint)?,
-        _ => ingest::statement::parse(channel, name, bytes)?,
-    };
+    let statement = ingest::statement::parse_dated(channel, name, bytes, date_hint)?;
     if let (Some(given), Some(stated)) = (date, statement.stated_date)
         && given != stated
     {

@@ -388,13 +388,24 @@ pub(crate) fn push_line(
     Ok(())
 }
 
-/// Reads a statement of `channel` from its bytes (`name` is used in errors).
+/// Reads a statement of `channel` from its bytes (`name` is used in errors; a date in it
+/// dates records that carry no year).
 pub fn parse(channel: StatementChannel, name: &str, bytes: &[u8]) -> Result<Statement, StatementError> {
+    parse_dated(channel, name, bytes, date_in_name(name))
+}
+
+/// [`parse`] with the statement's date given (UnionPay records carry month and day only).
+pub fn parse_dated(
+    channel: StatementChannel,
+    name: &str,
+    bytes: &[u8],
+    date: Option<NaiveDate>,
+) -> Result<Statement, StatementError> {
     check_size(name, bytes.len() as u64)?;
     match channel {
         StatementChannel::Wechat => wechat::parse(name, bytes),
         StatementChannel::Alipay => alipay::parse(name, bytes),
-        StatementChannel::Unionpay => unionpay::parse(name, bytes),
+        StatementChannel::Unionpay => unionpay::parse_dated(name, bytes, date),
         StatementChannel::Generic => generic::parse(name, bytes, &generic::Mapping::default()),
     }
 }
