@@ -25,6 +25,21 @@ async fn ingest(store: &Arc<EmbeddedStore>, files: &[(&str, InputKind)]) {
     }
 }
 
+/// A store in `dir` holding the admin records and both feed days.
+async fn both_days(dir: &Path) -> Arc<EmbeddedStore> {
+    let store = Arc::new(EmbeddedStore::open(dir.join("events")).expect("open"));
+    ingest(
+        &store,
+        &[
+            ("admin.ndjson", InputKind::Admin),
+            ("feed-2026-11-24.ndjson", InputKind::Feed),
+            ("feed-2026-11-25.ndjson", InputKind::Feed),
+        ],
+    )
+    .await;
+    store
+}
+
 /// Every part file under `dir`, relative, sorted.
 fn parts(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
@@ -187,16 +202,7 @@ async fn the_export_equals_the_books_and_runs_incrementally() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_run_is_finished_without_duplicates() {
     let dir = tempfile::tempdir().expect("tmp");
-    let store = Arc::new(EmbeddedStore::open(dir.path().join("events")).expect("open"));
-    ingest(
-        &store,
-        &[
-            ("admin.ndjson", InputKind::Admin),
-            ("feed-2026-11-24.ndjson", InputKind::Feed),
-            ("feed-2026-11-25.ndjson", InputKind::Feed),
-        ],
-    )
-    .await;
+    let store = both_days(dir.path()).await;
     let clean = dir.path().join("clean");
     export::export(&*store, &clean).await.expect("clean run");
     // A run killed halfway: its range recorded, some of its files renamed into place, one
@@ -235,16 +241,7 @@ async fn duckdb_reads_the_same_rows_and_totals() {
         return;
     }
     let dir = tempfile::tempdir().expect("tmp");
-    let store = Arc::new(EmbeddedStore::open(dir.path().join("events")).expect("open"));
-    ingest(
-        &store,
-        &[
-            ("admin.ndjson", InputKind::Admin),
-            ("feed-2026-11-24.ndjson", InputKind::Feed),
-            ("feed-2026-11-25.ndjson", InputKind::Feed),
-        ],
-    )
-    .await;
+    let store = both_days(dir.path()).await;
     let out = dir.path().join("export");
     export::export(&*store, &out).await.expect("export");
     // Ours, per table and day, from the files we wrote.
@@ -281,16 +278,7 @@ for table in ["payments", "adjustments", "postings", "merchants"]:
 async fn reconciliation_runs_are_exported() {
     use ingest::statement::StatementChannel;
     let dir = tempfile::tempdir().expect("tmp");
-    let store = Arc::new(EmbeddedStore::open(dir.path().join("events")).expect("open"));
-    ingest(
-        &store,
-        &[
-            ("admin.ndjson", InputKind::Admin),
-            ("feed-2026-11-24.ndjson", InputKind::Feed),
-            ("feed-2026-11-25.ndjson", InputKind::Feed),
-        ],
-    )
-    .await;
+    let store = both_days(dir.path()).await;
     let mut breaks = 0;
     for date in ["2026-11-24", "2026-11-25"] {
         for (channel, ext) in
