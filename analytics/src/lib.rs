@@ -1,6 +1,8 @@
 //! `analytics` owns what posledger gives analysts: the incremental Parquet export of the log
-//! ([`export`], partitioned by business date). Later: the DataFusion session over the export
-//! and the polars spending-habit analytics (RFM, trends, basket sizes, cohorts). It never
-//! writes events.
+//! ([`export`], partitioned by business date), SQL over that export on DataFusion ([`sql`]:
+//! the named queries of the `queries` crate and an analyst's own read-only SQL, within named
+//! limits), results as tables ([`table`]). It never writes events.
 
 pub mod export;
+pub mod sql;
+pub mod table;

@@ -1,0 +1,278 @@
+//! SQL over the export: a DataFusion session ([`Session`]) that registers each exported table
+//! as a listing table over its partitions (`TABLE/date=YYYY-MM-DD/*.parquet`, with `date`
+//! as a Date32 partition column next to the file's own columns), and runs the named queries
+//! of the `queries` crate with typed parameters, or an analyst's own SQL.
+//!
+//! An analyst's SQL is read-only and bounded, every bound named here and documented:
+//!
+//! - one statement, a `SELECT` or `WITH` query; DDL (`CREATE EXTERNAL TABLE` ...), DML,
+//!   `COPY`, `SET`, `EXPLAIN` and every other statement are refused ([`SqlError::NotReadOnly`]);
+//! - no file access beyond the export: the session knows only the export's tables, and
+//!   reading a path as a table (`SELECT * FROM 'file.csv'`) is not enabled, so a path or a
+//!   file-reading function is an unknown table or function ([`SqlError::Invalid`]);
+//! - at most [`SQL_BYTES_MAX`] bytes of SQL;
+//! - [`Limits`]: memory ([`QUERY_MEMORY_BYTES_MAX`]: operators that would hold more fail with
+//!   [`SqlError::MemoryLimit`]), time ([`QUERY_TIME_MAX`]: [`SqlError::TimeLimit`]) and result
+//!   rows ([`QUERY_ROWS_MAX`]: [`SqlError::RowLimit`]; aggregate or add a `LIMIT`).
+//!
+//! Named queries run under the same limits.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::datatypes::{DataType, Field, Schema};
+use datafusion::common::{DataFusionError, ScalarValue};
+use datafusion::datasource::MemTable;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::{SendableRecordBatchStream, SessionStateBuilder};
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::sql::parser::{DFParser, Statement as DfStatement};
+use datafusion::sql::sqlparser::ast::Statement;
+use futures::StreamExt;
+use queries::{Query, Value};
+use rust_decimal::Decimal;
+
+use crate::export;
+use crate::table::Table;
+
+/// Longest SQL text accepted, in bytes.
+pub const SQL_BYTES_MAX: usize = 64 * 1024;
+/// Memory a query's operators may hold (hash tables, sorts), in bytes.
+pub const QUERY_MEMORY_BYTES_MAX: usize = 512 * 1024 * 1024;
+/// Longest a query may run, planning included.
+pub const QUERY_TIME_MAX: Duration = Duration::from_secs(30);
+/// Most rows a result may have.
+pub const QUERY_ROWS_MAX: usize = 100_000;
+
+/// The bounds a session enforces; [`Limits::default`] is the documented one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// See [`QUERY_MEMORY_BYTES_MAX`].
+    pub memory_bytes_max: usize,
+    /// See [`QUERY_TIME_MAX`].
+    pub time_max: Duration,
+    /// See [`QUERY_ROWS_MAX`].
+    pub rows_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { memory_bytes_max: QUERY_MEMORY_BYTES_MAX, time_max: QUERY_TIME_MAX, rows_max: QUERY_ROWS_MAX }
+    }
+}
+
+/// Why a query did not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum SqlError {
+    /// Bad input: the SQL is not one read-only query.
+    #[error("only a single SELECT or WITH query is allowed: {0}")]
+    NotReadOnly(String),
+    /// Bad input: the SQL is longer than [`SQL_BYTES_MAX`].
+    #[error("the SQL is {bytes} bytes; at most {max} are accepted")]
+    TooLong {
+        /// Its length.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Bad input: the SQL does not parse, names an unknown table, column or function, or
+    /// fails on the data (a division by zero, an overflow).
+    #[error("{0}")]
+    Invalid(String),
+    /// Bad input: a named query's parameter.
+    #[error(transparent)]
+    Param(#[from] queries::ParamError),
+    /// Resource: the query needed more than its memory limit.
+    #[error("the query needs more than its memory limit of {max} bytes; filter or aggregate more")]
+    MemoryLimit {
+        /// The limit.
+        max: usize,
+    },
+    /// Resource: the query ran longer than its time limit.
+    #[error("the query ran longer than its time limit of {max:?}")]
+    TimeLimit {
+        /// The limit.
+        max: Duration,
+    },
+    /// Bad input: the result has more rows than the row limit.
+    #[error("the result has more than {max} rows; aggregate or add a LIMIT")]
+    RowLimit {
+        /// The limit.
+        max: usize,
+    },
+    /// I/O: the export cannot be read.
+    #[error("reading the export: {0}")]
+    Export(String),
+    /// A defect of posledger or of the engine.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl SqlError {
+    fn from_engine(e: DataFusionError, limits: &Limits) -> SqlError {
+        match e.find_root() {
+            DataFusionError::ResourcesExhausted(_) => SqlError::MemoryLimit { max: limits.memory_bytes_max },
+            DataFusionError::IoError(_) | DataFusionError::ObjectStore(_) | DataFusionError::ParquetError(_) => {
+                SqlError::Export(e.to_string())
+            }
+            DataFusionError::Internal(_) => SqlError::Internal(e.to_string()),
+            _ => SqlError::Invalid(e.to_string()),
+        }
+    }
+}
+
+/// A DataFusion session over one export directory.
+#[derive(Clone)]
+pub struct Session {
+    ctx: SessionContext,
+    limits: Limits,
+    dir: PathBuf,
+}
+
+impl Session {
+    /// Registers the tables of the export at `dir` (a table not exported yet is empty).
+    pub async fn open(dir: &Path, limits: Limits) -> Result<Session, SqlError> {
+        let dir = std::fs::canonicalize(dir).map_err(|e| SqlError::Export(format!("{}: {e}", dir.display())))?;
+        // No spilling: a query that needs more memory than its limit fails clearly instead of
+        // writing temporary files outside the export.
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(limits.memory_bytes_max, 1.0)
+            .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
+            .build_arc()
+            .map_err(|e| SqlError::Internal(e.to_string()))?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let config = SessionConfig::new().with_target_partitions(cores).with_information_schema(false);
+        let state =
+            SessionStateBuilder::new().with_config(config).with_runtime_env(runtime).with_default_features().build();
+        let ctx = SessionContext::new_with_state(state);
+        for (name, schema) in export::schemas() {
+            let table_dir = dir.join(name);
+            if table_dir.is_dir() {
+                let url = ListingTableUrl::parse(format!("{}/", table_dir.display()))
+                    .map_err(|e| SqlError::Export(e.to_string()))?;
+                let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+                    .with_file_extension(".parquet")
+                    .with_table_partition_cols(vec![("date".to_owned(), DataType::Date32)]);
+                let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(schema);
+                let table = ListingTable::try_new(config).map_err(|e| SqlError::from_engine(e, &limits))?;
+                ctx.register_table(name, Arc::new(table)).map_err(|e| SqlError::from_engine(e, &limits))?;
+            } else {
+                let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+                fields.push(Field::new("date", DataType::Date32, false));
+                let table = MemTable::try_new(Arc::new(Schema::new(fields)), vec![vec![]])
+                    .map_err(|e| SqlError::from_engine(e, &limits))?;
+                ctx.register_table(name, Arc::new(table)).map_err(|e| SqlError::from_engine(e, &limits))?;
+            }
+        }
+        Ok(Session { ctx, limits, dir })
+    }
+
+    /// The export directory this session reads.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The session's limits.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Runs an analyst's SQL: checked read-only, then run within the limits.
+    pub async fn query(&self, sql: &str) -> Result<Table, SqlError> {
+        read_only(sql)?;
+        self.run(sql, HashMap::new()).await
+    }
+
+    /// Runs a named query with its bound parameter values ([`Query::bind`]).
+    pub async fn named(&self, query: &Query, values: &[(String, Value)]) -> Result<Table, SqlError> {
+        let params = values.iter().map(|(name, value)| (name.clone(), scalar(value))).collect();
+        self.run(&query.sql, params).await
+    }
+
+    /// Plans and runs `sql`, collecting at most `rows_max` rows within `time_max`.
+    async fn run(&self, sql: &str, params: HashMap<String, ScalarValue>) -> Result<Table, SqlError> {
+        let limits = self.limits;
+        let work = async {
+            let mut stream = self.stream(sql, params).await?;
+            let mut table = Table::new(stream.schema().fields().iter().map(|f| f.name().clone()));
+            while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(|e| SqlError::from_engine(e, &limits))?;
+                if table.rows.len() + batch.num_rows() > limits.rows_max {
+                    return Err(SqlError::RowLimit { max: limits.rows_max });
+                }
+                table.push_batch(&batch);
+            }
+            Ok(table)
+        };
+        tokio::time::timeout(limits.time_max, work).await.map_err(|_| SqlError::TimeLimit { max: limits.time_max })?
+    }
+
+    /// Plans `sql` with the session's statement rules and returns its result stream, for
+    /// callers that consume batches themselves (the benchmark). No row or time limit.
+    pub async fn stream(
+        &self,
+        sql: &str,
+        params: HashMap<String, ScalarValue>,
+    ) -> Result<SendableRecordBatchStream, SqlError> {
+        if sql.len() > SQL_BYTES_MAX {
+            return Err(SqlError::TooLong { bytes: sql.len(), max: SQL_BYTES_MAX });
+        }
+        let limits = self.limits;
+        let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        let mut frame = self.ctx.sql_with_options(sql, options).await.map_err(|e| SqlError::from_engine(e, &limits))?;
+        if !params.is_empty() {
+            frame = frame.with_param_values(params).map_err(|e| SqlError::from_engine(e, &limits))?;
+        }
+        frame.execute_stream().await.map_err(|e| SqlError::from_engine(e, &limits))
+    }
+}
+
+/// Refuses anything but one `SELECT`/`WITH` query.
+fn read_only(sql: &str) -> Result<(), SqlError> {
+    if sql.len() > SQL_BYTES_MAX {
+        return Err(SqlError::TooLong { bytes: sql.len(), max: SQL_BYTES_MAX });
+    }
+    let statements = DFParser::parse_sql(sql).map_err(|e| SqlError::Invalid(e.to_string()))?;
+    match statements.len() {
+        0 => return Err(SqlError::NotReadOnly("the SQL holds no statement".into())),
+        1 => {}
+        n => return Err(SqlError::NotReadOnly(format!("the SQL holds {n} statements"))),
+    }
+    match &statements[0] {
+        DfStatement::Statement(s) if matches!(s.as_ref(), Statement::Query(_)) => Ok(()),
+        DfStatement::Statement(s) => {
+            let text = s.to_string();
+            let verb = text.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+            Err(SqlError::NotReadOnly(format!("{verb} ... is not a query")))
+        }
+        DfStatement::CreateExternalTable(_) => {
+            Err(SqlError::NotReadOnly("CREATE EXTERNAL TABLE is not a query".into()))
+        }
+        DfStatement::CopyTo(_) => Err(SqlError::NotReadOnly("COPY is not a query".into())),
+        DfStatement::Explain(_) => Err(SqlError::NotReadOnly("EXPLAIN is not a query".into())),
+        DfStatement::Reset(_) => Err(SqlError::NotReadOnly("RESET is not a query".into())),
+    }
+}
+
+/// A parameter value as DataFusion's scalar of the matching type.
+fn scalar(value: &Value) -> ScalarValue {
+    match value {
+        Value::Date(d) => {
+            // Days since 1970-01-01 fit an i32 for every date chrono can hold.
+            let days = d.signed_duration_since(chrono::NaiveDate::default()).num_days();
+            ScalarValue::Date32(Some(days as i32))
+        }
+        Value::Int(i) => ScalarValue::Int64(Some(*i)),
+        Value::Decimal(d) => decimal_scalar(*d),
+        Value::Text(t) => ScalarValue::Utf8(Some(t.clone())),
+    }
+}
+
+fn decimal_scalar(d: Decimal) -> ScalarValue {
+    ScalarValue::Decimal128(Some(d.mantissa()), 38, d.scale() as i8)
+}

@@ -1,0 +1,242 @@
+//! SQL over the export: every named query checked by the sqllogictest files in `tests/slt/`
+//! on small exports whose answers are worked out by hand, and the ad-hoc SQL sandbox.
+//!
+//! `tests/slt/small/` runs on `tests/fixtures/small` (two merchants, ten payments over two
+//! weeks, a void and two refunds; the expected rows are derived in the comments of each file);
+//! `tests/slt/day/` runs on the fixture day (`tests/fixtures/day`) with both days' statements
+//! reconciled, checked against its answer key. A record `named NAME k=v ...` runs a named
+//! query with those parameters; any other record is ad-hoc SQL as an analyst sends it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use analytics::sql::{Limits, Session, SqlError};
+use analytics::table::Cell;
+use ingest::pipeline::{Ingestor, InputKind};
+use ingest::store::EmbeddedStore;
+use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType};
+
+fn manifest(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+async fn ingest(store: &Arc<EmbeddedStore>, files: &[(PathBuf, InputKind)]) {
+    let mut ingestor = Ingestor::open(store.clone(), None).await.expect("ingestor");
+    for (path, kind) in files {
+        let file = std::io::BufReader::new(std::fs::File::open(path).expect("fixture"));
+        let s = ingestor.ingest_reader(file, *kind, |_, _| {}).await.expect("ingest");
+        assert_eq!(s.rejected, 0, "{}", path.display());
+    }
+}
+
+/// The small fixture, exported to `dir/export`.
+async fn small_export(dir: &Path) -> PathBuf {
+    let store = Arc::new(EmbeddedStore::open(dir.join("events")).expect("open"));
+    let small = manifest("tests/fixtures/small");
+    ingest(&store, &[(small.join("admin.ndjson"), InputKind::Admin), (small.join("feed.ndjson"), InputKind::Feed)])
+        .await;
+    let out = dir.join("export");
+    analytics::export::export(&*store, &out).await.expect("export");
+    out
+}
+
+/// The small fixture with its WeChat statement of the 23rd reconciled twice: the channel's
+/// first file (P04 stated as 199.00), then the corrected file.
+async fn reconciled_export(dir: &Path) -> PathBuf {
+    use ingest::statement::StatementChannel;
+    let store = Arc::new(EmbeddedStore::open(dir.join("events")).expect("open"));
+    let small = manifest("tests/fixtures/small");
+    ingest(&store, &[(small.join("admin.ndjson"), InputKind::Admin), (small.join("feed.ndjson"), InputKind::Feed)])
+        .await;
+    let date = "2026-11-23".parse().expect("date");
+    for name in ["wechat-2026-11-23.csv", "wechat-2026-11-23-corrected.csv"] {
+        let bytes = std::fs::read(small.join("statements").join(name)).expect("statement");
+        ledger::recon::import_statement(&*store, StatementChannel::Wechat, name, &bytes, Some(date))
+            .await
+            .expect("import");
+        ledger::recon::reconcile(&*store, StatementChannel::Wechat, date).await.expect("reconcile");
+    }
+    let out = dir.join("export");
+    analytics::export::export(&*store, &out).await.expect("export");
+    out
+}
+
+/// What the engine recorded: breaks and their amount (the statement's, else ours) per
+/// reconciliation date, statement and outcome.
+type BreakTotals = std::collections::BTreeMap<(String, String, String), (i128, rust_decimal::Decimal)>;
+
+/// The fixture day with both days' statements imported and reconciled, exported; and the
+/// breaks the engine returned.
+async fn day_export(dir: &Path) -> (PathBuf, BreakTotals) {
+    use ingest::statement::StatementChannel;
+    let store = Arc::new(EmbeddedStore::open(dir.join("events")).expect("open"));
+    let day = manifest("../tests/fixtures/day");
+    ingest(
+        &store,
+        &[
+            (day.join("admin.ndjson"), InputKind::Admin),
+            (day.join("feed-2026-11-24.ndjson"), InputKind::Feed),
+            (day.join("feed-2026-11-25.ndjson"), InputKind::Feed),
+        ],
+    )
+    .await;
+    let mut engine = BreakTotals::new();
+    for date in ["2026-11-24", "2026-11-25"] {
+        for (channel, ext) in
+            [(StatementChannel::Wechat, "csv"), (StatementChannel::Alipay, "csv"), (StatementChannel::Unionpay, "txt")]
+        {
+            let name = format!("statements/{channel}-{date}.{ext}");
+            let bytes = std::fs::read(day.join(&name)).expect("statement");
+            ledger::recon::import_statement(&*store, channel, &name, &bytes, None).await.expect("import");
+            let run = ledger::recon::reconcile(&*store, channel, date.parse().expect("date")).await.expect("reconcile");
+            for b in run.breaks.iter().filter(|b| b.outcome.is_break()) {
+                let key = (date.to_owned(), channel.to_string(), b.outcome.to_string());
+                let total = engine.entry(key).or_default();
+                total.0 += 1;
+                total.1 += b.their_amount.or(b.our_amount).expect("an amount");
+            }
+        }
+    }
+    let out = dir.join("export");
+    analytics::export::export(&*store, &out).await.expect("export");
+    (out, engine)
+}
+
+/// The session as sqllogictest sees it.
+struct Slt(Session);
+
+#[async_trait::async_trait]
+impl AsyncDB for Slt {
+    type Error = SqlError;
+    type ColumnType = DefaultColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SqlError> {
+        let table = match sql.trim().strip_prefix("named ") {
+            Some(call) => {
+                let mut words = call.split_whitespace();
+                let query = queries::get(words.next().unwrap_or_default())?;
+                let args: Vec<String> = words.map(str::to_owned).collect();
+                let values = query.bind(&args)?;
+                self.0.named(&query, &values).await?
+            }
+            None => self.0.query(sql).await?,
+        };
+        let types = vec![DefaultColumnType::Any; table.columns.len()];
+        let rows = table
+            .rows
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .map(|c| match c {
+                        Cell::Null => "NULL".to_owned(),
+                        Cell::Text(t) if t.is_empty() => "(empty)".to_owned(),
+                        other => other.to_string(),
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok(DBOutput::Rows { types, rows })
+    }
+
+    async fn shutdown(&mut self) {}
+}
+
+async fn run_slt_dir(export: &Path, dir: &str) {
+    let session = Session::open(export, Limits::default()).await.expect("session");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(manifest(dir))
+        .expect("slt dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "slt"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no .slt files in {dir}");
+    for file in files {
+        let session = session.clone();
+        let mut runner = sqllogictest::Runner::new(move || {
+            let session = session.clone();
+            async move { Ok(Slt(session)) }
+        });
+        if let Err(e) = runner.run_file_async(&file).await {
+            panic!("{}: {e}", file.display());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn named_queries_on_the_small_export() {
+    // Every file in tests/slt/small: the hand-worked answers of each named query.
+    let dir = tempfile::tempdir().expect("tmp");
+    let export = small_export(dir.path()).await;
+    run_slt_dir(&export, "tests/slt/small").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn named_queries_on_a_reconciled_export() {
+    // breaks_by_day takes each statement's run in force, not the runs it replaced.
+    let dir = tempfile::tempdir().expect("tmp");
+    let export = reconciled_export(dir.path()).await;
+    run_slt_dir(&export, "tests/slt/reconciled").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn breaks_by_day_equals_the_fixture_days_answer_key() {
+    // Every break of the answer key, counted per day, statement and outcome; the amounts are
+    // the ones the reconciliation engine recorded for those breaks.
+    let dir = tempfile::tempdir().expect("tmp");
+    let (export, engine) = day_export(dir.path()).await;
+    let session = Session::open(&export, Limits::default()).await.expect("session");
+    let query = queries::get("breaks_by_day").expect("query");
+    let table = session.named(&query, &query.bind(&[]).expect("bind")).await.expect("run");
+    let answer: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(manifest("../tests/fixtures/day/answer.json")).expect("answer"))
+            .expect("json");
+    let text = |v: &serde_json::Value| v.as_str().expect("text").to_owned();
+    let mut want = std::collections::BTreeMap::<(String, String, String), i128>::new();
+    for b in answer["breaks"].as_array().expect("breaks") {
+        *want.entry((text(&b["date"]), text(&b["statement"]), text(&b["outcome"]))).or_default() += 1;
+    }
+    let got: BreakTotals = table
+        .rows
+        .iter()
+        .map(|r| match (&r[3], &r[4]) {
+            (Cell::Int(n), Cell::Decimal(d)) => ((r[0].to_string(), r[1].to_string(), r[2].to_string()), (*n, *d)),
+            other => panic!("row {other:?}"),
+        })
+        .collect();
+    let counts: std::collections::BTreeMap<_, _> = got.iter().map(|(k, (n, _))| (k.clone(), *n)).collect();
+    assert_eq!(counts, want, "the answer key's breaks");
+    assert_eq!(got, engine, "the engine's amounts");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_limit_queries_are_refused_with_the_documented_error() {
+    // Each limit of the sandbox, lowered so a small query crosses it, gives its own error.
+    let dir = tempfile::tempdir().expect("tmp");
+    let export = small_export(dir.path()).await;
+    let limits = Limits { rows_max: 9, ..Limits::default() };
+    let session = Session::open(&export, limits).await.expect("session");
+    let all = session.query("SELECT * FROM payments").await;
+    assert!(matches!(all, Err(SqlError::RowLimit { max: 9 })), "{all:?}");
+    let nine = session.query("SELECT * FROM payments LIMIT 9").await.expect("at the limit");
+    assert_eq!(nine.rows.len(), 9);
+
+    let limits = Limits { memory_bytes_max: 1 << 20, ..Limits::default() };
+    let session = Session::open(&export, limits).await.expect("session");
+    let sort = session.query("SELECT value FROM generate_series(1, 3000000) ORDER BY value DESC LIMIT 99999").await;
+    assert!(matches!(sort, Err(SqlError::MemoryLimit { max: 1048576 })), "{sort:?}");
+
+    let limits = Limits { time_max: Duration::from_millis(200), ..Limits::default() };
+    let session = Session::open(&export, limits).await.expect("session");
+    let started = std::time::Instant::now();
+    let long = session.query("SELECT COUNT(*) FROM generate_series(1, 100000000000)").await;
+    assert!(matches!(long, Err(SqlError::TimeLimit { .. })), "{long:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "cancelled at the limit, not run to the end");
+
+    let session = Session::open(&export, Limits::default()).await.expect("session");
+    let long_sql = format!("SELECT 1 {}", " ".repeat(analytics::sql::SQL_BYTES_MAX));
+    assert!(matches!(session.query(&long_sql).await, Err(SqlError::TooLong { .. })));
+    let err = session.query("SELECT nope FROM payments").await.expect_err("unknown column");
+    assert!(matches!(err, SqlError::Invalid(_)), "{err:?}");
+    assert!(err.to_string().contains("nope"), "{err}");
+}

@@ -1,0 +1,18 @@
+-- name: fee_income
+-- description: What the acquirer earns per channel, from the books: merchant discount fees
+--   (income:mdr:CHANNEL, net of fees given back on refunds), the channels' fees
+--   (expenses:channel-fees:CHANNEL) and the margin between them.
+-- param: from date = 1970-01-01 first business day included
+-- param: to date = 9999-12-31 last business day included
+WITH fees AS (
+    SELECT
+        split_part(account, ':', 3) AS channel,
+        CASE WHEN account LIKE 'income:mdr:%' THEN -amount ELSE CAST(0 AS DECIMAL(18, 2)) END AS income,
+        CASE WHEN account LIKE 'expenses:channel-fees:%' THEN amount ELSE CAST(0 AS DECIMAL(18, 2)) END AS expense
+    FROM postings
+    WHERE (account LIKE 'income:mdr:%' OR account LIKE 'expenses:channel-fees:%') AND date BETWEEN $from AND $to
+)
+SELECT channel, SUM(income) AS fee_income, SUM(expense) AS channel_fees, SUM(income) - SUM(expense) AS margin
+FROM fees
+GROUP BY channel
+ORDER BY channel
