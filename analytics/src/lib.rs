@@ -4,5 +4,6 @@
 //! limits), results as tables ([`table`]). It never writes events.
 
 pub mod export;
+pub mod habits;
 pub mod sql;
 pub mod table;

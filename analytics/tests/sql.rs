@@ -13,33 +13,12 @@ use std::time::Duration;
 
 use analytics::sql::{Limits, Session, SqlError};
 use analytics::table::Cell;
-use ingest::pipeline::{Ingestor, InputKind};
+use ingest::pipeline::InputKind;
 use ingest::store::EmbeddedStore;
 use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType};
 
-fn manifest(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
-}
-
-async fn ingest(store: &Arc<EmbeddedStore>, files: &[(PathBuf, InputKind)]) {
-    let mut ingestor = Ingestor::open(store.clone(), None).await.expect("ingestor");
-    for (path, kind) in files {
-        let file = std::io::BufReader::new(std::fs::File::open(path).expect("fixture"));
-        let s = ingestor.ingest_reader(file, *kind, |_, _| {}).await.expect("ingest");
-        assert_eq!(s.rejected, 0, "{}", path.display());
-    }
-}
-
-/// The small fixture, exported to `dir/export`.
-async fn small_export(dir: &Path) -> PathBuf {
-    let store = Arc::new(EmbeddedStore::open(dir.join("events")).expect("open"));
-    let small = manifest("tests/fixtures/small");
-    ingest(&store, &[(small.join("admin.ndjson"), InputKind::Admin), (small.join("feed.ndjson"), InputKind::Feed)])
-        .await;
-    let out = dir.join("export");
-    analytics::export::export(&*store, &out).await.expect("export");
-    out
-}
+mod common;
+use common::{ingest, manifest, small_export};
 
 /// The small fixture with its WeChat statement of the 23rd reconciled twice: the channel's
 /// first file (P04 stated as 199.00), then the corrected file.
