@@ -23,7 +23,9 @@ use chrono::{Datelike, Duration, NaiveDate};
 use polars::prelude::*;
 use rust_decimal::Decimal;
 
+use crate::chart::{self, ChartError};
 use crate::table::{Cell, Table};
+use queries::ChartSpec;
 
 /// Why an analysis failed: the export cannot be read (I/O or damaged files).
 #[derive(Debug, thiserror::Error)]
@@ -564,6 +566,54 @@ pub fn cohort(dir: &Path) -> Result<Table, HabitsError> {
         }
     }
     Ok(t)
+}
+
+/// Payers per segment, as bars.
+pub fn rfm_chart(rfm: &Rfm) -> Result<String, ChartError> {
+    let table = rfm.segments_table();
+    chart::from_table(&ChartSpec::Bars { x: "segment".into(), y: "payers".into() }, &table, "Payers per RFM segment")
+}
+
+/// Net sales per week, a line for each of the [`chart::CHART_SERIES_MAX`] merchants with the
+/// most net sales, their anomalies circled.
+pub fn trend_chart(weeks: &[MerchantWeek]) -> Result<String, ChartError> {
+    let mut axis: Vec<NaiveDate> = weeks.iter().map(|w| w.week).collect();
+    axis.sort_unstable();
+    axis.dedup();
+    let mut totals: BTreeMap<&str, Decimal> = BTreeMap::new();
+    for w in weeks {
+        *totals.entry(w.merchant_id.as_str()).or_default() += w.net_sales;
+    }
+    let mut ranked: Vec<(&str, Decimal)> = totals.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    ranked.truncate(chart::CHART_SERIES_MAX);
+    let mut series = Vec::new();
+    let mut marks = Vec::new();
+    for (s, (merchant, _)) in ranked.iter().enumerate() {
+        let mut values = vec![Decimal::ZERO; axis.len()];
+        for w in weeks.iter().filter(|w| w.merchant_id == *merchant) {
+            if let Ok(x) = axis.binary_search(&w.week) {
+                values[x] = w.net_sales;
+                if w.anomaly != "none" {
+                    marks.push((s, x));
+                }
+            }
+        }
+        series.push(((*merchant).to_owned(), values));
+    }
+    let labels: Vec<String> = axis.iter().map(ToString::to_string).collect();
+    chart::line("Net sales per merchant and week (anomalies circled)", &labels, &series, &marks)
+}
+
+/// Captures per basket-size band, as bars.
+pub fn basket_chart(table: &Table) -> Result<String, ChartError> {
+    chart::from_table(&ChartSpec::Bars { x: "band".into(), y: "payments".into() }, table, "Captures per basket size")
+}
+
+/// The cohort triangle: retention in percent per cohort week (rows) and week since (columns).
+pub fn cohort_chart(table: &Table) -> Result<String, ChartError> {
+    let spec = ChartSpec::Heatmap { x: "week".into(), y: "cohort_week".into(), value: "retention_pct".into() };
+    chart::from_table(&spec, table, "Cohort retention (% of each first-purchase week)")
 }
 
 fn column<'a>(frame: &'a DataFrame, name: &str) -> Result<&'a Column, HabitsError> {

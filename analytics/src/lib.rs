@@ -3,6 +3,7 @@
 //! the named queries of the `queries` crate and an analyst's own read-only SQL, within named
 //! limits), results as tables ([`table`]). It never writes events.
 
+pub mod chart;
 pub mod export;
 pub mod habits;
 pub mod sql;

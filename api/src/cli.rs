@@ -167,6 +167,55 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Run a named SQL query (see --list) or your own read-only SQL over the export.
+    Query {
+        /// The named query (`queries/sql/NAME.sql`).
+        #[arg(required_unless_present_any = ["sql", "list"], conflicts_with_all = ["sql", "list"])]
+        name: Option<String>,
+        /// Your own SQL: one SELECT or WITH query (limits: see README).
+        #[arg(long, conflicts_with = "list")]
+        sql: Option<String>,
+        /// List the named queries with their parameters.
+        #[arg(long)]
+        list: bool,
+        /// A parameter of the named query, NAME=VALUE (repeatable).
+        #[arg(long = "param")]
+        params: Vec<String>,
+        /// The export to read (default: DATA_DIR/export).
+        #[arg(long)]
+        export: Option<PathBuf>,
+        /// How to print the result.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
+        /// Also draw the query's chart (line, bars or heat map) into this SVG file.
+        #[arg(long)]
+        chart: Option<PathBuf>,
+    },
+    /// Spending habits with polars over the export: RFM segments, weekly trends with anomaly
+    /// flags, basket sizes, cohort retention.
+    Analyze {
+        /// Which analysis.
+        #[arg(value_enum)]
+        analysis: AnalysisArg,
+        /// rfm: one row per payer instead of per segment.
+        #[arg(long)]
+        payers: bool,
+        /// rfm: the date recency is counted to (default: the last day with a capture).
+        #[arg(long)]
+        as_of: Option<chrono::NaiveDate>,
+        /// trend: one merchant only.
+        #[arg(long)]
+        merchant: Option<String>,
+        /// The export to read (default: DATA_DIR/export).
+        #[arg(long)]
+        export: Option<PathBuf>,
+        /// How to print the result.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
+        /// Also draw the chart into this SVG file.
+        #[arg(long)]
+        chart: Option<PathBuf>,
+    },
     /// Check every checksum and the hash chain of the whole event log, then rebuild the books
     /// from position 0 (checking every invariant) and compare them with the ledger checkpoint.
     Verify {
@@ -209,6 +258,18 @@ enum StatementCommand {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum AnalysisArg {
+    /// Recency, frequency, monetary scores and segments of payers.
+    Rfm,
+    /// Week-over-week net sales per merchant with anomaly flags.
+    Trend,
+    /// Basket-size distribution.
+    Basket,
+    /// Retention by first-purchase week.
+    Cohort,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -273,6 +334,16 @@ enum JournalKind {
     Beancount,
 }
 
+impl From<ReportFormat> for analytics::table::Format {
+    fn from(f: ReportFormat) -> Self {
+        match f {
+            ReportFormat::Table => analytics::table::Format::Table,
+            ReportFormat::Json => analytics::table::Format::Json,
+            ReportFormat::Csv => analytics::table::Format::Csv,
+        }
+    }
+}
+
 impl From<ReportFormat> for crate::recon::Output {
     fn from(f: ReportFormat) -> Self {
         match f {
@@ -317,6 +388,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Verify { format } => verify(&cli.data_dir, format),
         Command::Export { out, format } => export(&cli.data_dir, out, format),
+        Command::Query { name, sql, list, params, export, format, chart } => {
+            use crate::analyze::QueryTarget;
+            let target = match (name, sql) {
+                _ if list => QueryTarget::List,
+                (Some(name), _) => QueryTarget::Named(name),
+                (None, Some(sql)) => QueryTarget::Sql(sql),
+                (None, None) => anyhow::bail!("name a query, or give --sql or --list"),
+            };
+            crate::analyze::query(&cli.data_dir, export, target, &params, format.into(), chart)
+        }
+        Command::Analyze { analysis, payers, as_of, merchant, export, format, chart } => {
+            use crate::analyze::Analysis;
+            let analysis = match analysis {
+                AnalysisArg::Rfm => Analysis::Rfm { payers },
+                AnalysisArg::Trend => Analysis::Trend,
+                AnalysisArg::Basket => Analysis::Basket,
+                AnalysisArg::Cohort => Analysis::Cohort,
+            };
+            crate::analyze::analyze(&cli.data_dir, export, analysis, merchant.as_deref(), as_of, format.into(), chart)
+        }
         Command::Statement { command: StatementCommand::Import { channel, file, date, format } } => {
             crate::recon::import(&cli.data_dir, channel.channel(), &file, date, format == Format::Json)
         }
