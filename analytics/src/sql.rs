@@ -194,6 +194,17 @@ impl Session {
         self.run(&query.sql, params).await
     }
 
+    /// A named query's result stream, for callers that consume batches themselves (the
+    /// benchmark). No row or time limit.
+    pub async fn named_stream(
+        &self,
+        query: &Query,
+        values: &[(String, Value)],
+    ) -> Result<SendableRecordBatchStream, SqlError> {
+        let params = values.iter().map(|(name, value)| (name.clone(), scalar(value))).collect();
+        self.stream(&query.sql, params).await
+    }
+
     /// Plans and runs `sql`, collecting at most `rows_max` rows within `time_max`.
     async fn run(&self, sql: &str, params: HashMap<String, ScalarValue>) -> Result<Table, SqlError> {
         let limits = self.limits;
@@ -212,9 +223,8 @@ impl Session {
         tokio::time::timeout(limits.time_max, work).await.map_err(|_| SqlError::TimeLimit { max: limits.time_max })?
     }
 
-    /// Plans `sql` with the session's statement rules and returns its result stream, for
-    /// callers that consume batches themselves (the benchmark). No row or time limit.
-    pub async fn stream(
+    /// Plans `sql` with the session's statement rules and returns its result stream.
+    async fn stream(
         &self,
         sql: &str,
         params: HashMap<String, ScalarValue>,

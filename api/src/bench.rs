@@ -61,6 +61,13 @@ pub const BENCHMARKS: &[Benchmark] = &[
                 payments, adjustments, postings and merchants rows per second",
     },
     Benchmark {
+        name: "groupby_10m_payments_s",
+        about: "the named query daily_sales (net sales, merchant fee and count per business day, \
+                merchant and channel) on DataFusion over the export of 10M captures (and 1M refunds) \
+                of 1000 merchants; DuckDB running the same SQL on the same files in the same minute \
+                when it is installed (groupby_10m_vs_duckdb_ratio)",
+    },
+    Benchmark {
         name: "replay_10m_events_s",
         about: "rebuilding the books from a stored log of 10M events (9.1M captures of 1000 merchants, \
                 a refund for one in ten) without a checkpoint: read, decode, project; also its peak \
@@ -142,6 +149,7 @@ pub fn run(names: &[String], scale: f64, repeat: usize, work_dir: Option<&Path>)
             "projection_postings_per_s" => projection(&dir, scaled(1_000_000, scale), repeat)?,
             "replay_10m_events_s" => rt.block_on(replay(&dir, scaled(9_090_909, scale), repeat))?,
             "export_rows_per_s" => rt.block_on(export(&dir, scaled(1_000_000, scale), repeat))?,
+            "groupby_10m_payments_s" => rt.block_on(groupby(&dir, scaled(10_000_000, scale), repeat))?,
             "reconcile_1m_items_s" => reconcile(&dir, scaled(1_000_000, scale), repeat)?,
             "parse_statements_lines_per_s" => parse_statements(scaled(1_000_000, scale), repeat)?,
             _ => unreachable!("names were checked above"),
@@ -600,6 +608,83 @@ async fn export(dir: &Path, payments: u64, repeat: usize) -> Result<()> {
         "rows/s",
         json!({"events": store.head(), "rows": rows, "files": files, "runs_seconds": runs}),
     );
+    Ok(())
+}
+
+/// The named query `daily_sales` over an export of `payments` captures: DataFusion in this
+/// process, then DuckDB (Python) on the same files with the same SQL, parameters as literals.
+async fn groupby(dir: &Path, payments: u64, repeat: usize) -> Result<()> {
+    use futures::StreamExt;
+    let events_dir = dir.join("events");
+    payments_store(&events_dir, payments).await?;
+    let out = dir.join("export");
+    {
+        let store = EmbeddedStore::open(&events_dir)?;
+        analytics::export::export(&store, &out).await?;
+    }
+    let _ = std::fs::remove_dir_all(&events_dir);
+    let query = queries::get("daily_sales")?;
+    let values = query.bind(&[])?;
+    let session = analytics::sql::Session::open(&out, analytics::sql::Limits::default()).await?;
+    let mut runs = Vec::new();
+    let mut groups = 0;
+    for _ in 0..repeat {
+        let start = Instant::now();
+        let mut stream = session.named_stream(&query, &values).await?;
+        groups = 0;
+        while let Some(batch) = stream.next().await {
+            groups += batch?.num_rows();
+        }
+        runs.push(start.elapsed().as_secs_f64());
+    }
+    let ours = median(runs.clone());
+    emit(
+        "groupby_10m_payments_s",
+        ours,
+        "s",
+        json!({"payments": payments, "groups": groups, "engine": "datafusion 55", "runs_seconds": runs}),
+    );
+    let script = format!(
+        r#"
+import sys, time, statistics
+try:
+    import duckdb
+except ImportError:
+    raise SystemExit(0)
+con = duckdb.connect()
+for table in ("payments", "adjustments"):
+    con.execute("CREATE VIEW %s AS SELECT * FROM read_parquet('%s/%s/*/*.parquet', hive_partitioning = true, hive_types = {{'date': DATE}})" % (table, sys.argv[2], table))
+sql = sys.argv[1]
+runs = []
+for _ in range({repeat}):
+    t = time.perf_counter()
+    rows = con.execute(sql).fetchall()
+    runs.append(time.perf_counter() - t)
+print("duckdb=%f groups=%d" % (statistics.median(runs), len(rows)))
+"#
+    );
+    let sql = query.sql_with_literals(&values);
+    let root = out.display().to_string();
+    match std::process::Command::new("python3").args(["-c", &script, &sql, &root]).output() {
+        Ok(o) if o.status.success() => {
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            let field = |key: &str| {
+                text.split_whitespace().find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse::<f64>().ok())
+            };
+            match (field("duckdb"), field("groups")) {
+                (Some(secs), Some(peer_groups)) => {
+                    emit("peer_duckdb_groupby_10m_payments_s", secs, "s", json!({"groups": peer_groups}));
+                    emit("groupby_10m_vs_duckdb_ratio", ours / secs, "x", json!({"payments": payments}));
+                    if peer_groups as usize != groups {
+                        anyhow::bail!("DuckDB found {peer_groups} groups, DataFusion {groups}");
+                    }
+                }
+                _ => eprintln!("peer skipped: duckdb is not installed for python3"),
+            }
+        }
+        Ok(o) => eprintln!("peer failed: {}", String::from_utf8_lossy(&o.stderr)),
+        Err(_) => eprintln!("peer skipped: python3 is not available"),
+    }
     Ok(())
 }
 
