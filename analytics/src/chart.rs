@@ -48,11 +48,19 @@ fn span(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
         lo = lo.min(v);
         hi = hi.max(v);
     }
-    if hi - lo < f64::EPSILON {
+    if (hi - lo).abs() < f64::EPSILON {
         hi = lo + 1.0;
     }
     let pad = (hi - lo) * 0.05;
     (if lo < 0.0 { lo - pad } else { lo })..hi + pad
+}
+
+/// Names the centre of each category segment of an axis.
+fn category(names: &[String]) -> impl Fn(&SegmentValue<i32>) -> String + '_ {
+    move |v| match v {
+        SegmentValue::CenterOf(i) => names.get(*i as usize).cloned().unwrap_or_default(),
+        _ => String::new(),
+    }
 }
 
 fn svg(draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> Result<(), ChartError>) -> Result<String, ChartError> {
@@ -138,10 +146,7 @@ pub fn bars(title: &str, labels: &[String], values: &[Decimal]) -> Result<String
             .y_label_area_size(80)
             .build_cartesian_2d((0..n as i32).into_segmented(), range)
             .map_err(draw_err)?;
-        let label = |v: &SegmentValue<i32>| match v {
-            SegmentValue::CenterOf(i) => labels.get(*i as usize).cloned().unwrap_or_default(),
-            _ => String::new(),
-        };
+        let label = category(labels);
         chart
             .configure_mesh()
             .x_labels(n.max(1))
@@ -178,14 +183,7 @@ pub fn heatmap(title: &str, x: &[String], y: &[String], cells: &[Vec<Option<Deci
             .y_label_area_size(100)
             .build_cartesian_2d((0..nx as i32).into_segmented(), (0..ny as i32).into_segmented())
             .map_err(draw_err)?;
-        let x_label = |v: &SegmentValue<i32>| match v {
-            SegmentValue::CenterOf(i) => x.get(*i as usize).cloned().unwrap_or_default(),
-            _ => String::new(),
-        };
-        let y_label = |v: &SegmentValue<i32>| match v {
-            SegmentValue::CenterOf(i) => y.get(*i as usize).cloned().unwrap_or_default(),
-            _ => String::new(),
-        };
+        let (x_label, y_label) = (category(x), category(y));
         chart
             .configure_mesh()
             .x_labels(nx.max(1))

@@ -20,6 +20,11 @@ use rust_decimal::Decimal;
 
 mod common;
 
+/// Payer, recency days, frequency, monetary, (R, F, M), segment.
+type PayerRow<'a> = (&'a str, i64, u64, Decimal, (u8, u8, u8), Segment);
+/// Merchant, week, captures, net sales, change in percent, anomaly.
+type WeekRow<'a> = (&'a str, chrono::NaiveDate, u64, Decimal, Option<Decimal>, &'a str);
+
 fn money(s: &str) -> Decimal {
     s.parse().expect("decimal")
 }
@@ -38,7 +43,7 @@ async fn rfm_of_the_small_export() {
     let export = common::small_export(dir.path()).await;
     let rfm = habits::rfm(&export, None).expect("rfm");
     assert_eq!(rfm.as_of, Some(day("2026-11-30")));
-    let got: Vec<(&str, i64, u64, Decimal, (u8, u8, u8), Segment)> = rfm
+    let got: Vec<PayerRow<'_>> = rfm
         .payers
         .iter()
         .map(|p| {
@@ -76,7 +81,7 @@ async fn trend_of_the_small_export() {
     let dir = tempfile::tempdir().expect("tmp");
     let export = common::small_export(dir.path()).await;
     let weeks = habits::trend(&export, None).expect("trend");
-    let got: Vec<(&str, chrono::NaiveDate, u64, Decimal, Option<Decimal>, &str)> = weeks
+    let got: Vec<WeekRow<'_>> = weeks
         .iter()
         .map(|w| (w.merchant_id.as_str(), w.week, w.payments, w.net_sales, w.change_pct, w.anomaly))
         .collect();
