@@ -20,8 +20,10 @@ use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType};
 mod common;
 use common::{ingest, manifest, small_export};
 
-/// The small fixture with its WeChat statement of the 23rd reconciled twice: the channel's
-/// first file (P04 stated as 199.00), then the corrected file.
+/// The small fixture with its WeChat statement of the 23rd reconciled three times: the
+/// channel's first file (P04 stated as 199.00), the corrected file, then the first file again
+/// (so it is in force again). Checks on the way that the books after the third run equal the
+/// books after the first.
 async fn reconciled_export(dir: &Path) -> PathBuf {
     use ingest::statement::StatementChannel;
     let store = Arc::new(EmbeddedStore::open(dir.join("events")).expect("open"));
@@ -29,13 +31,22 @@ async fn reconciled_export(dir: &Path) -> PathBuf {
     ingest(&store, &[(small.join("admin.ndjson"), InputKind::Admin), (small.join("feed.ndjson"), InputKind::Feed)])
         .await;
     let date = "2026-11-23".parse().expect("date");
-    for name in ["wechat-2026-11-23.csv", "wechat-2026-11-23-corrected.csv"] {
+    let mut books = Vec::new();
+    for name in ["wechat-2026-11-23.csv", "wechat-2026-11-23-corrected.csv", "wechat-2026-11-23.csv"] {
         let bytes = std::fs::read(small.join("statements").join(name)).expect("statement");
         ledger::recon::import_statement(&*store, StatementChannel::Wechat, name, &bytes, Some(date))
             .await
             .expect("import");
         ledger::recon::reconcile(&*store, StatementChannel::Wechat, date).await.expect("reconcile");
+        let replayed = ledger::replay(&*store, u64::MAX).await.expect("books");
+        let mut balances = replayed.balances().trial_balance(u64::MAX);
+        balances.retain(|(_, _, amount)| !amount.is_zero());
+        books.push(balances);
     }
+    assert_ne!(books[0], books[1], "the corrected file books otherwise");
+    assert_eq!(books[2], books[0], "the first file in force again books as it did");
+    let (latest, _) = ledger::recon::recorded_breaks(&*store).await.expect("breaks");
+    assert_eq!(latest[&(StatementChannel::Wechat, date)].1.len(), 2, "the first file's two breaks are in force");
     let out = dir.join("export");
     analytics::export::export(&*store, &out).await.expect("export");
     out
@@ -152,7 +163,7 @@ async fn named_queries_on_the_small_export() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn named_queries_on_a_reconciled_export() {
-    // breaks_by_day takes each statement's run in force, not the runs it replaced.
+    // breaks_by_day takes each statement's run in force, also when an older run comes back.
     let dir = tempfile::tempdir().expect("tmp");
     let export = reconciled_export(dir.path()).await;
     run_slt_dir(&export, "tests/slt/reconciled").await;

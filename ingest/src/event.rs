@@ -496,6 +496,14 @@ pub struct ReconciliationBreaks {
     pub part: u32,
     /// Everything but the matched, in classification order.
     pub breaks: Vec<ReconBreak>,
+    /// The run's [`ReconciliationCompleted::run_no`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub run_no: u32,
+}
+
+/// Whether a run number is the first (0), which the payload leaves out.
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A statement and date were reconciled: how many lines and items got each outcome, what the
@@ -520,6 +528,12 @@ pub struct ReconciliationCompleted {
     /// A digest of the whole classification (every line and item with its outcome): the same
     /// inputs give the same digest.
     pub classification_digest: String,
+    /// How many times a run with this digest was recorded for the statement and date before
+    /// (0 the first time; left out of the payload then). A run repeated while it is in force
+    /// records nothing; repeated after another run it is recorded again with the next number,
+    /// so the log (and the books) say which run is in force.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub run_no: u32,
 }
 
 /// Counts and amounts of a terminal batch: debits (sales not reversed) and credits (voids and
@@ -842,10 +856,12 @@ impl Event {
             Event::StatementLines(e) => format!("{}/{}/{}/{}", e.channel, e.date, e.digest, e.part),
             Event::StatementImported(e) => format!("{}/{}/{}/{}", e.channel, e.date, e.digest, e.import_no),
             Event::ReconciliationCompleted(e) => {
-                format!("{}/{}/{}/{}", e.channel, e.date, e.statement_digest, e.classification_digest)
+                let key = format!("{}/{}/{}/{}", e.channel, e.date, e.statement_digest, e.classification_digest);
+                if e.run_no == 0 { key } else { format!("{key}/{}", e.run_no) }
             }
             Event::ReconciliationBreaks(e) => {
-                format!("{}/{}/{}/{}", e.channel, e.date, e.classification_digest, e.part)
+                let key = format!("{}/{}/{}/{}", e.channel, e.date, e.classification_digest, e.part);
+                if e.run_no == 0 { key } else { format!("{key}/{}", e.run_no) }
             }
             Event::TerminalBatchReconciled(e) => {
                 let t = |b: &BatchTotals| {
@@ -1238,6 +1254,30 @@ mod tests {
             payer: Some("oAbC".into()),
             mcc: "5812".into(),
         }
+    }
+
+    #[test]
+    fn a_run_recorded_again_has_its_own_ids_and_keeps_its_number() {
+        // The first recording leaves run_no out of the payload (older logs stay byte for byte
+        // the same); a later recording of the same run is another event.
+        let first = ReconciliationCompleted {
+            channel: StatementChannel::Wechat,
+            date: NaiveDate::from_ymd_opt(2026, 11, 24).expect("date"),
+            statement_digest: "s".into(),
+            counts: Default::default(),
+            matched: Default::default(),
+            break_parts: 0,
+            breaks: 0,
+            classification_digest: "c".into(),
+            run_no: 0,
+        };
+        let again = ReconciliationCompleted { run_no: 1, ..first.clone() };
+        let (a, b) = (Event::ReconciliationCompleted(first), Event::ReconciliationCompleted(again));
+        assert_ne!(a.event_id(), b.event_id());
+        let (pa, pb) = (a.to_event_data().payload, b.to_event_data().payload);
+        assert!(!String::from_utf8_lossy(&pa).contains("run_no"));
+        assert!(String::from_utf8_lossy(&pb).contains("\"run_no\":1"));
+        assert_eq!(Event::decode("ReconciliationCompleted", 1, &pb).expect("decodes"), b);
     }
 
     #[test]

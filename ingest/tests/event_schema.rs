@@ -102,6 +102,7 @@ fn one_of_each() -> Vec<Event> {
             their_fee: None,
             item_date: Some(date("2026-11-24")),
         }],
+        run_no: 0,
     }));
     events.push(Event::ReconciliationCompleted(ingest::event::ReconciliationCompleted {
         channel: StatementChannel::Wechat,
@@ -122,6 +123,7 @@ fn one_of_each() -> Vec<Event> {
         break_parts: 1,
         breaks: 1,
         classification_digest: "c1c2".repeat(16),
+        run_no: 0,
     }));
     let totals = |dc, da: &str, cc, ca: &str| ingest::event::BatchTotals {
         debit_count: dc,

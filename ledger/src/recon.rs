@@ -610,11 +610,18 @@ async fn statement_events<S: ingest::store::EventStore>(
     channel: StatementChannel,
     date: NaiveDate,
 ) -> Result<Vec<ingest::event::Event>, ReconError> {
-    let stream = format!("statement-{channel}-{date}");
+    stream_events(store, &format!("statement-{channel}-{date}")).await
+}
+
+/// Every event of one stream, decoded.
+async fn stream_events<S: ingest::store::EventStore>(
+    store: &S,
+    stream: &str,
+) -> Result<Vec<ingest::event::Event>, ReconError> {
     let mut out = Vec::new();
     let mut from = 0;
     loop {
-        let batch = store.read_stream(&stream, from, ingest::store::READ_EVENTS_MAX).await?;
+        let batch = store.read_stream(stream, from, ingest::store::READ_EVENTS_MAX).await?;
         if batch.is_empty() {
             break;
         }
@@ -742,6 +749,21 @@ pub async fn reconcile<S: ingest::store::EventStore>(
     }
     let breaks = classification.items.clone();
     let classification_digest = digest.finalize().to_hex().to_string();
+    // The runs recorded before: the same run again while it is in force records nothing
+    // (its events are stored); after another run it is recorded once more, numbered.
+    let stream = format!("recon-{channel}-{date}");
+    let earlier: Vec<ReconciliationCompleted> = stream_events(store, &stream)
+        .await?
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::ReconciliationCompleted(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    let run_no = match earlier.last() {
+        Some(last) if last.classification_digest == classification_digest => last.run_no,
+        _ => earlier.iter().filter(|r| r.classification_digest == classification_digest).count() as u32,
+    };
     let parts: Vec<Event> = breaks
         .chunks(RECON_BREAKS_PART)
         .enumerate()
@@ -752,6 +774,7 @@ pub async fn reconcile<S: ingest::store::EventStore>(
                 classification_digest: classification_digest.clone(),
                 part: part as u32,
                 breaks: chunk.to_vec(),
+                run_no,
             })
         })
         .collect();
@@ -764,12 +787,13 @@ pub async fn reconcile<S: ingest::store::EventStore>(
         break_parts: parts.len() as u32,
         breaks: breaks.len() as u64,
         classification_digest,
+        run_no,
     };
     // The parts and the record that completes the run, atomically when they fit; a run
     // repeated with the same inputs finds them all stored already.
     let mut events = parts;
     events.push(Event::ReconciliationCompleted(record.clone()));
-    append_run(store, &format!("recon-{channel}-{date}"), events).await?;
+    append_run(store, &stream, events).await?;
     Ok(Reconciled { statement, classification, our_totals, record, breaks })
 }
 
