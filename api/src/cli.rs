@@ -167,6 +167,17 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Serve the HTTP API until SIGINT or SIGTERM (requests in flight finish first).
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: std::net::SocketAddr,
+    },
+    /// Manage the HTTP API's keys (stored hashed in DATA_DIR/keys.json).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Run a named SQL query (see --list) or your own read-only SQL over the export.
     Query {
         /// The named query (`queries/sql/NAME.sql`).
@@ -258,6 +269,26 @@ enum StatementCommand {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key and print it (shown once).
+    Create {
+        /// What it may do.
+        #[arg(long, value_enum)]
+        role: crate::keys::Role,
+        /// The merchant a terminal key posts for.
+        #[arg(long)]
+        merchant: Option<String>,
+    },
+    /// Revoke a key by its id.
+    Revoke {
+        /// The key's id (the part after `plk_`).
+        id: String,
+    },
+    /// List the keys (never their secrets).
+    List,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -388,6 +419,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Verify { format } => verify(&cli.data_dir, format),
         Command::Export { out, format } => export(&cli.data_dir, out, format),
+        Command::Serve { addr } => crate::http::serve(&cli.data_dir, addr),
+        Command::Keys { command } => keys(&cli.data_dir, command),
         Command::Query { name, sql, list, params, export, format, chart } => {
             use crate::analyze::QueryTarget;
             let target = match (name, sql) {
@@ -882,6 +915,33 @@ fn journal(data_dir: &Path, kind: JournalKind, until: Option<&str>) -> Result<Ex
             other => other,
         }
     })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn keys(data_dir: &Path, command: KeysCommand) -> Result<ExitCode> {
+    match command {
+        KeysCommand::Create { role, merchant } => {
+            let (record, token) = crate::keys::create(data_dir, role, merchant)?;
+            eprintln!("key {} ({}) created; keep it now, it is not shown again:", record.id, record.role.as_str());
+            println!("{token}");
+        }
+        KeysCommand::Revoke { id } => {
+            let record = crate::keys::revoke(data_dir, &id)?;
+            println!("key {} ({}) revoked", record.id, record.role.as_str());
+        }
+        KeysCommand::List => {
+            for k in crate::keys::list(data_dir)? {
+                let state = if k.revoked { "revoked" } else { "active" };
+                println!(
+                    "{}  {:<8}  {:<10}  {}  {state}",
+                    k.id,
+                    k.role.as_str(),
+                    k.merchant.as_deref().unwrap_or("-"),
+                    k.created_at
+                );
+            }
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

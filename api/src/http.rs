@@ -1,0 +1,757 @@
+//! `posledger serve`: the HTTP API on warp.
+//!
+//! Routes (each declares its roles; a request without a valid key is 401, with a key of
+//! another role 403):
+//!
+//! | route | roles |
+//! |---|---|
+//! | `GET /healthz`, `GET /v1/openapi.json` | anyone |
+//! | `GET /metrics` | admin, auditor |
+//! | `POST /v1/transactions` (JSON array or NDJSON) | terminal (its merchant only), admin |
+//! | `GET /v1/balances/{account}?as_of=&currency=` | finance, auditor, admin |
+//! | `GET /v1/trial-balance?as_of=` | finance, auditor, admin |
+//! | `GET /v1/events?from=&limit=` (NDJSON, streamed) | auditor, admin |
+//!
+//! Errors are `application/problem+json` with a stable `type` (see [`Problem`]). Bodies are
+//! limited to [`INGEST_BODY_BYTES_MAX`]; a request is one chunk of records at most
+//! [`INGEST_RECORDS_MAX`]. Shutdown (SIGINT/SIGTERM) stops accepting connections and lets
+//! requests in flight finish, so an acknowledged append is durable and every append begun
+//! is either acknowledged or not made.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use ingest::pipeline::{Ingestor, InputKind, RecordOutcome};
+use ingest::store::{EmbeddedStore, EventStore};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use warp::http::StatusCode;
+use warp::{Filter, Rejection, Reply};
+
+use crate::keys::{KeyRing, Principal, Role};
+
+/// Largest request body accepted, in bytes.
+pub const INGEST_BODY_BYTES_MAX: u64 = 16 * 1024 * 1024;
+/// Most records in one ingest request.
+pub const INGEST_RECORDS_MAX: usize = 50_000;
+/// Most events one `GET /v1/events` streams (resume from the last position seen + 1).
+pub const EVENTS_PAGE_MAX: u64 = 1_000_000;
+/// Idempotency keys remembered (the oldest are forgotten first).
+pub const IDEMPOTENCY_KEYS_MAX: usize = 10_000;
+/// Longest `Idempotency-Key` header accepted, in bytes.
+pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 128;
+
+/// A problem, as RFC 9457 `application/problem+json`.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable kind: the `type` is `https://posledger.dev/problems/<kind>`.
+    pub kind: &'static str,
+    /// Human-readable summary of the kind.
+    pub title: &'static str,
+    /// What happened here.
+    pub detail: String,
+    /// The offending field, when there is one.
+    pub field: Option<String>,
+    /// Every offending record, for a body refused for its records.
+    pub errors: Option<Value>,
+}
+
+impl warp::reject::Reject for Problem {}
+
+impl Problem {
+    fn new(status: StatusCode, kind: &'static str, title: &'static str, detail: impl Into<String>) -> Problem {
+        Problem { status, kind, title, detail: detail.into(), field: None, errors: None }
+    }
+
+    fn field(mut self, field: impl Into<String>) -> Problem {
+        self.field = Some(field.into());
+        self
+    }
+
+    fn unauthorized() -> Problem {
+        Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized", "a valid bearer API key is required")
+    }
+
+    fn forbidden(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail)
+    }
+
+    fn bad_request(kind: &'static str, detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::BAD_REQUEST, kind, "Bad request", detail)
+    }
+
+    fn internal(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", detail)
+    }
+
+    fn unavailable(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable", detail)
+    }
+
+    fn reply(&self) -> warp::reply::Response {
+        let mut body = json!({
+            "type": format!("https://posledger.dev/problems/{}", self.kind),
+            "title": self.title,
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        });
+        if let Some(field) = &self.field {
+            body["field"] = json!(field);
+        }
+        if let Some(errors) = &self.errors {
+            body["errors"] = errors.clone();
+        }
+        let mut response = warp::reply::with_status(body.to_string(), self.status).into_response();
+        response
+            .headers_mut()
+            .insert(warp::http::header::CONTENT_TYPE, warp::http::HeaderValue::from_static("application/problem+json"));
+        response
+    }
+}
+
+/// Request counts and latencies per route, and what the server did.
+#[derive(Default)]
+pub struct Metrics {
+    routes: std::sync::Mutex<HashMap<(&'static str, u16), RouteStats>>,
+    appended: AtomicU64,
+}
+
+#[derive(Default, Clone, Copy)]
+struct RouteStats {
+    count: u64,
+    seconds: f64,
+    buckets: [u64; LATENCY_BUCKETS.len()],
+}
+
+const LATENCY_BUCKETS: [f64; 8] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0];
+
+impl Metrics {
+    #[allow(clippy::float_arithmetic)] // latency seconds, not money
+    fn observe(&self, route: &'static str, status: u16, seconds: f64) {
+        let mut routes = self.routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let s = routes.entry((route, status)).or_default();
+        s.count += 1;
+        s.seconds += seconds;
+        for (bucket, bound) in s.buckets.iter_mut().zip(LATENCY_BUCKETS) {
+            if seconds <= bound {
+                *bucket += 1;
+            }
+        }
+    }
+
+    fn render(&self, state: &State, lag: u64, open_breaks: Option<usize>) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let routes = self.routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let mut keys: Vec<_> = routes.keys().copied().collect();
+        keys.sort();
+        let _ = writeln!(out, "# HELP posledger_http_requests_total Requests answered, by route and status.");
+        let _ = writeln!(out, "# TYPE posledger_http_requests_total counter");
+        for (route, status) in &keys {
+            let _ = writeln!(
+                out,
+                "posledger_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {}",
+                routes[&(*route, *status)].count
+            );
+        }
+        let _ = writeln!(out, "# HELP posledger_http_request_seconds Time to answer, by route.");
+        let _ = writeln!(out, "# TYPE posledger_http_request_seconds histogram");
+        let mut by_route: std::collections::BTreeMap<&str, RouteStats> = Default::default();
+        for ((route, _), s) in &routes {
+            let t = by_route.entry(route).or_default();
+            t.count += s.count;
+            t.seconds += s.seconds;
+            for (a, b) in t.buckets.iter_mut().zip(s.buckets) {
+                *a += b;
+            }
+        }
+        for (route, s) in by_route {
+            for (bound, n) in LATENCY_BUCKETS.iter().zip(s.buckets) {
+                let _ = writeln!(out, "posledger_http_request_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {n}");
+            }
+            let _ = writeln!(out, "posledger_http_request_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}", s.count);
+            let _ = writeln!(out, "posledger_http_request_seconds_sum{{route=\"{route}\"}} {}", s.seconds);
+            let _ = writeln!(out, "posledger_http_request_seconds_count{{route=\"{route}\"}} {}", s.count);
+        }
+        let _ = writeln!(out, "# HELP posledger_appended_events_total Events appended through this server.");
+        let _ = writeln!(out, "# TYPE posledger_appended_events_total counter");
+        let _ = writeln!(out, "posledger_appended_events_total {}", self.appended.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP posledger_log_head Events in the log.");
+        let _ = writeln!(out, "# TYPE posledger_log_head gauge");
+        let _ = writeln!(out, "posledger_log_head {}", state.store.head());
+        let _ = writeln!(out, "# HELP posledger_projection_lag_events Events the books have not applied yet.");
+        let _ = writeln!(out, "# TYPE posledger_projection_lag_events gauge");
+        let _ = writeln!(out, "posledger_projection_lag_events {lag}");
+        if let Some(open) = open_breaks {
+            let _ = writeln!(out, "# HELP posledger_open_breaks Reconciliation breaks not resolved.");
+            let _ = writeln!(out, "# TYPE posledger_open_breaks gauge");
+            let _ = writeln!(out, "posledger_open_breaks {open}");
+        }
+        out
+    }
+}
+
+/// What every handler shares.
+pub struct State {
+    store: Arc<EmbeddedStore>,
+    ingestor: tokio::sync::Mutex<Ingestor<EmbeddedStore>>,
+    books: tokio::sync::RwLock<ledger::Projection>,
+    keys: KeyRing,
+    metrics: Metrics,
+    idempotency: std::sync::Mutex<Idempotency>,
+    data_dir: PathBuf,
+}
+
+/// Responses remembered by (key id, Idempotency-Key).
+#[derive(Default)]
+struct Idempotency {
+    order: std::collections::VecDeque<(String, String)>,
+    answers: HashMap<(String, String), (blake3::Hash, u16, String)>,
+}
+
+impl State {
+    /// Opens the store, the write model and the books of a data directory.
+    pub async fn open(data_dir: &Path) -> Result<Arc<State>> {
+        let store = Arc::new(crate::cli::open_store(data_dir)?);
+        let checkpoint = crate::cli::writemodel_checkpoint(data_dir);
+        let mut ingestor = Ingestor::open(store.clone(), Some(&checkpoint)).await.context("opening the write model")?;
+        let (books, _) =
+            ledger::open_books(&*store, Some(&data_dir.join("ledger.ckpt"))).await.context("opening the books")?;
+        ingestor.set_owed_merchants(books.merchants_with_payable());
+        Ok(Arc::new(State {
+            store,
+            ingestor: tokio::sync::Mutex::new(ingestor),
+            books: tokio::sync::RwLock::new(books),
+            keys: KeyRing::open(data_dir)?,
+            metrics: Metrics::default(),
+            idempotency: Default::default(),
+            data_dir: data_dir.to_owned(),
+        }))
+    }
+
+    /// The books caught up with the log, for reading.
+    async fn books(&self) -> Result<tokio::sync::RwLockReadGuard<'_, ledger::Projection>, Problem> {
+        {
+            let books = self.books.read().await;
+            if books.position() >= self.store.head() {
+                return Ok(books);
+            }
+        }
+        let mut books = self.books.write().await;
+        if books.position() < self.store.head() {
+            ledger::catch_up(&*self.store, &mut books, u64::MAX)
+                .await
+                .map_err(|e| Problem::internal(format!("the books could not catch up: {e}")))?;
+        }
+        Ok(books.downgrade())
+    }
+}
+
+fn with_state(state: Arc<State>) -> impl Filter<Extract = (Arc<State>,), Error = std::convert::Infallible> + Clone {
+    warp::any().map(move || state.clone())
+}
+
+/// The caller, checked against the roles a route allows.
+fn auth(state: Arc<State>, roles: &'static [Role]) -> impl Filter<Extract = (Principal,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("authorization").and_then(move |header: Option<String>| {
+        let state = state.clone();
+        async move {
+            let token = header.as_deref().and_then(|h| h.strip_prefix("Bearer ")).map(str::trim);
+            let principal = token
+                .and_then(|t| state.keys.authenticate(t))
+                .ok_or_else(|| warp::reject::custom(Problem::unauthorized()))?;
+            if roles.contains(&principal.role) {
+                Ok(principal)
+            } else {
+                Err(warp::reject::custom(Problem::forbidden(format!(
+                    "a {} key may not use this route",
+                    principal.role.as_str()
+                ))))
+            }
+        }
+    })
+}
+
+const READERS: &[Role] = &[Role::Finance, Role::Auditor, Role::Admin];
+const POSTERS: &[Role] = &[Role::Terminal, Role::Admin];
+const AUDITORS: &[Role] = &[Role::Auditor, Role::Admin];
+
+/// Every route, with metrics and problem+json errors.
+pub fn routes(state: Arc<State>) -> impl Filter<Extract = (impl Reply,), Error = std::convert::Infallible> + Clone {
+    let healthz = warp::path!("healthz").and(warp::get()).map(|| json_reply(StatusCode::OK, &json!({"status": "ok"})));
+    let openapi = warp::path!("v1" / "openapi.json")
+        .and(warp::get())
+        .map(|| json_reply(StatusCode::OK, &crate::openapi::document()));
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(auth(state.clone(), AUDITORS))
+        .and(with_state(state.clone()))
+        .and_then(|_: Principal, state: Arc<State>| async move {
+            let lag = {
+                let books = state.books.read().await;
+                state.store.head().saturating_sub(books.position())
+            };
+            let open = ledger::recon::recorded_breaks(&*state.store).await.ok().map(|(latest, resolved)| {
+                let ids: usize = latest
+                    .iter()
+                    .map(|((channel, date), (_, breaks))| {
+                        let breaks: Vec<_> = breaks.iter().filter(|b| b.outcome.is_break()).cloned().collect();
+                        ledger::recon::break_ids(*channel, *date, &breaks)
+                            .into_iter()
+                            .filter(|id| !resolved.contains_key(id))
+                            .count()
+                    })
+                    .sum();
+                ids
+            });
+            let text = state.metrics.render(&state, lag, open);
+            Ok::<_, Rejection>(
+                warp::reply::with_header(text, "content-type", "text/plain; version=0.0.4").into_response(),
+            )
+        });
+    let transactions = warp::path!("v1" / "transactions")
+        .and(warp::post())
+        .and(auth(state.clone(), POSTERS))
+        .and(warp::header::optional::<String>("idempotency-key"))
+        .and(warp::body::content_length_limit(INGEST_BODY_BYTES_MAX))
+        .and(warp::body::bytes())
+        .and(with_state(state.clone()))
+        .and_then(|who: Principal, key: Option<String>, body: Bytes, state: Arc<State>| async move {
+            ingest_transactions(&state, &who, key, body).await.map_err(warp::reject::custom)
+        });
+    let balance = warp::path!("v1" / "balances" / String)
+        .and(warp::get())
+        .and(auth(state.clone(), READERS))
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with_state(state.clone()))
+        .and_then(|account: String, _: Principal, query: HashMap<String, String>, state: Arc<State>| async move {
+            balance(&state, &account, &query).await.map_err(warp::reject::custom)
+        });
+    let trial = warp::path!("v1" / "trial-balance")
+        .and(warp::get())
+        .and(auth(state.clone(), READERS))
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with_state(state.clone()))
+        .and_then(|_: Principal, query: HashMap<String, String>, state: Arc<State>| async move {
+            trial_balance(&state, &query).await.map_err(warp::reject::custom)
+        });
+    let events = warp::path!("v1" / "events")
+        .and(warp::get())
+        .and(auth(state.clone(), AUDITORS))
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with_state(state.clone()))
+        .and_then(|_: Principal, query: HashMap<String, String>, state: Arc<State>| async move {
+            events(&state, &query).map_err(warp::reject::custom)
+        });
+    let timed_state = state.clone();
+    healthz
+        .or(openapi)
+        .unify()
+        .or(metrics)
+        .unify()
+        .or(transactions)
+        .unify()
+        .or(balance)
+        .unify()
+        .or(trial)
+        .unify()
+        .or(events)
+        .unify()
+        .recover(|r: Rejection| async move { Ok::<_, std::convert::Infallible>(rejection(r)) })
+        .unify()
+        .with(warp::log::custom(move |info: warp::log::Info<'_>| {
+            timed_state.metrics.observe(route_name(info.path()), info.status().as_u16(), info.elapsed().as_secs_f64());
+        }))
+}
+
+/// The route a path belongs to, for metrics (bounded label values: ids are not labels).
+fn route_name(path: &str) -> &'static str {
+    match path {
+        "/healthz" => "/healthz",
+        "/metrics" => "/metrics",
+        "/v1/openapi.json" => "/v1/openapi.json",
+        "/v1/transactions" => "/v1/transactions",
+        "/v1/trial-balance" => "/v1/trial-balance",
+        "/v1/events" => "/v1/events",
+        p if p.starts_with("/v1/balances/") => "/v1/balances/{account}",
+        _ => "other",
+    }
+}
+
+fn json_reply(status: StatusCode, value: &Value) -> warp::reply::Response {
+    let mut response = warp::reply::with_status(value.to_string(), status).into_response();
+    response
+        .headers_mut()
+        .insert(warp::http::header::CONTENT_TYPE, warp::http::HeaderValue::from_static("application/json"));
+    response
+}
+
+/// Turns every rejection into a problem: ours as they are, warp's by kind.
+fn rejection(r: Rejection) -> warp::reply::Response {
+    if let Some(p) = r.find::<Problem>() {
+        return p.reply();
+    }
+    let p = if r.is_not_found() {
+        Problem::new(StatusCode::NOT_FOUND, "not_found", "Not found", "no such route")
+    } else if r.find::<warp::reject::PayloadTooLarge>().is_some() {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "Body too large",
+            format!("the body is over {INGEST_BODY_BYTES_MAX} bytes"),
+        )
+    } else if r.find::<warp::reject::LengthRequired>().is_some() {
+        Problem::new(StatusCode::LENGTH_REQUIRED, "length_required", "Length required", "send a Content-Length")
+    } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
+        Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed", "not on this route")
+    } else if r.find::<warp::reject::InvalidQuery>().is_some() {
+        Problem::bad_request("invalid_query", "the query string does not parse")
+    } else if let Some(e) = r.find::<warp::reject::InvalidHeader>() {
+        Problem::bad_request("invalid_header", e.to_string())
+    } else {
+        Problem::internal(format!("unhandled: {r:?}"))
+    };
+    p.reply()
+}
+
+/// `POST /v1/transactions`: a JSON array of feed records or NDJSON; one result per record.
+async fn ingest_transactions(
+    state: &State,
+    who: &Principal,
+    idempotency_key: Option<String>,
+    body: Bytes,
+) -> Result<warp::reply::Response, Problem> {
+    if let Some(key) = &idempotency_key
+        && (key.is_empty() || key.len() > IDEMPOTENCY_KEY_BYTES_MAX)
+    {
+        return Err(Problem::bad_request(
+            "invalid_header",
+            format!("Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_BYTES_MAX} bytes"),
+        )
+        .field("Idempotency-Key"));
+    }
+    let digest = blake3::hash(&body);
+    if let Some(key) = &idempotency_key {
+        let remembered = state.idempotency.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((hash, status, text)) = remembered.answers.get(&(who.key_id.clone(), key.clone())) {
+            if *hash != digest {
+                return Err(Problem::new(
+                    StatusCode::CONFLICT,
+                    "idempotency_key_reused",
+                    "Conflict",
+                    "this Idempotency-Key was used with another body",
+                )
+                .field("Idempotency-Key"));
+            }
+            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
+            return Ok(json_reply(status, &serde_json::from_str(text).unwrap_or(Value::Null)));
+        }
+    }
+    let lines = records(&body)?;
+    if lines.len() > INGEST_RECORDS_MAX {
+        return Err(Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_records",
+            "Too many records",
+            format!("{} records; at most {INGEST_RECORDS_MAX} a request", lines.len()),
+        ));
+    }
+    // Every record must be a valid feed record before any is decided: a body with a bad one
+    // (a wrong type, a negative or huge amount, a full card number ...) stores nothing.
+    let invalid: Vec<ingest::feed::LineError> =
+        lines.iter().filter_map(|(line, bytes)| ingest::feed::parse_feed_line(*line, bytes).err()).collect();
+    if let Some(first) = invalid.first() {
+        let errors: Vec<Value> = invalid
+            .iter()
+            .take(ingest::pipeline::REJECTIONS_LISTED_MAX)
+            .map(|e| json!({"record": e.line, "field": e.field, "reason": e.reason}))
+            .collect();
+        let mut p = Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_record",
+            "Invalid record",
+            format!(
+                "{} of {} records are invalid; nothing was stored (record {}: {})",
+                invalid.len(),
+                lines.len(),
+                first.line,
+                first.reason
+            ),
+        );
+        if let Some(field) = &first.field {
+            p = p.field(format!("/{}/{field}", first.line - 1));
+        }
+        p.errors = Some(Value::Array(errors));
+        return Err(p);
+    }
+    if let Some(merchant) = &who.merchant {
+        // A terminal key posts for its own merchant only: checked before anything is decided.
+        #[derive(Deserialize)]
+        struct Scope {
+            merchant_id: Option<String>,
+        }
+        for (line, bytes) in &lines {
+            let scope: Option<Scope> = serde_json::from_slice(bytes).ok();
+            if let Some(Scope { merchant_id: Some(m) }) = scope
+                && &m != merchant
+            {
+                return Err(Problem::forbidden(format!(
+                    "record {line} is for merchant {m}; this key posts for {merchant} only"
+                ))
+                .field(format!("/{}/merchant_id", line - 1)));
+            }
+        }
+    }
+    let outcomes = {
+        let mut ingestor = state.ingestor.lock().await;
+        let mut outcomes = Vec::with_capacity(lines.len());
+        for chunk in lines.chunks(ingest::pipeline::CHUNK_RECORDS_MAX) {
+            let decided = ingestor
+                .process_chunk(chunk, InputKind::Feed)
+                .await
+                .map_err(|e| Problem::unavailable(format!("the store did not take the records: {e}")))?;
+            outcomes.extend(decided);
+        }
+        outcomes
+    };
+    let accepted = outcomes.iter().filter(|o| matches!(o, RecordOutcome::Accepted { .. })).count();
+    state.metrics.appended.fetch_add(accepted as u64, Ordering::Relaxed);
+    let body = json!({
+        "records": outcomes.len(),
+        "accepted": accepted,
+        "duplicates": outcomes.iter().filter(|o| matches!(o, RecordOutcome::Duplicate { .. })).count(),
+        "rejected": outcomes.iter().filter(|o| matches!(o, RecordOutcome::Rejected(_))).count(),
+        "results": outcomes,
+    });
+    if let Some(key) = idempotency_key {
+        let mut remembered = state.idempotency.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = (who.key_id.clone(), key);
+        if remembered.answers.insert(entry.clone(), (digest, 200, body.to_string())).is_none() {
+            remembered.order.push_back(entry);
+        }
+        while remembered.order.len() > IDEMPOTENCY_KEYS_MAX {
+            if let Some(old) = remembered.order.pop_front() {
+                remembered.answers.remove(&old);
+            }
+        }
+    }
+    Ok(json_reply(StatusCode::OK, &body))
+}
+
+/// The records of a body: a JSON array (each element re-serialised) or NDJSON lines, with
+/// their 1-based record numbers.
+fn records(body: &[u8]) -> Result<Vec<(u64, Vec<u8>)>, Problem> {
+    let text = std::str::from_utf8(body).map_err(|e| {
+        Problem::bad_request("invalid_utf8", format!("the body is not UTF-8 (byte {})", e.valid_up_to()))
+    })?;
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('[') {
+        let items: Vec<Value> = serde_json::from_str(trimmed)
+            .map_err(|e| Problem::bad_request("invalid_json", format!("the body is not a JSON array: {e}")))?;
+        return Ok(items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| (i as u64 + 1, item.to_string().into_bytes()))
+            .collect());
+    }
+    Ok(text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| (i as u64 + 1, l.as_bytes().to_vec()))
+        .collect())
+}
+
+enum AsOf {
+    Now,
+    Position(u64),
+    Time(i64),
+}
+
+fn as_of(query: &HashMap<String, String>) -> Result<AsOf, Problem> {
+    match query.get("as_of") {
+        None => Ok(AsOf::Now),
+        Some(text) => {
+            if let Ok(p) = text.parse::<u64>() {
+                return Ok(AsOf::Position(p));
+            }
+            chrono::DateTime::parse_from_rfc3339(text).map(|t| AsOf::Time(t.timestamp_micros())).map_err(|_| {
+                Problem::bad_request(
+                    "invalid_query",
+                    format!("as_of {text:?} is neither a position nor an RFC 3339 time"),
+                )
+                .field("as_of")
+            })
+        }
+    }
+}
+
+fn money(amount: rust_decimal::Decimal) -> String {
+    let mut amount = amount;
+    if amount.scale() < 2 {
+        amount.rescale(2);
+    }
+    amount.to_string()
+}
+
+/// `GET /v1/balances/{account}`.
+async fn balance(
+    state: &State,
+    account: &str,
+    query: &HashMap<String, String>,
+) -> Result<warp::reply::Response, Problem> {
+    let account = percent_decode(account);
+    let parsed = ledger::entry::Account::parse(&account)
+        .map_err(|e| Problem::bad_request("invalid_account", e.to_string()).field("account"))?;
+    let currency = match query.get("currency") {
+        None => ingest::money::Currency::Cny,
+        Some(c) => c
+            .parse()
+            .map_err(|_| Problem::bad_request("invalid_query", format!("unknown currency {c:?}")).field("currency"))?,
+    };
+    let when = as_of(query)?;
+    let books = state.books().await?;
+    let (amount, meta) = match when {
+        AsOf::Now => {
+            (books.balances().balance(&parsed, currency, u64::MAX), json!({"as_of_position": books.position()}))
+        }
+        AsOf::Position(p) => {
+            (books.balances().balance(&parsed, currency, p), json!({"as_of_position": p.min(books.position())}))
+        }
+        AsOf::Time(t) => (books.balance_at_time(&parsed, currency, t), json!({"as_of_time": query.get("as_of")})),
+    };
+    let mut body = json!({"account": account, "currency": currency.code(), "balance": money(amount)});
+    if let (Some(b), Some(m)) = (body.as_object_mut(), meta.as_object()) {
+        b.extend(m.clone());
+    }
+    Ok(json_reply(StatusCode::OK, &body))
+}
+
+/// `GET /v1/trial-balance`.
+async fn trial_balance(state: &State, query: &HashMap<String, String>) -> Result<warp::reply::Response, Problem> {
+    let when = as_of(query)?;
+    let books = state.books().await?;
+    let rows = match when {
+        AsOf::Now => books.balances().trial_balance(u64::MAX),
+        AsOf::Position(p) => books.balances().trial_balance(p),
+        AsOf::Time(t) => books.trial_balance_at_time(t),
+    };
+    let rows: Vec<Value> = rows
+        .into_iter()
+        .map(|(a, c, amount)| json!({"account": a.path(), "currency": c.code(), "balance": money(amount)}))
+        .collect();
+    Ok(json_reply(StatusCode::OK, &json!({"position": books.position(), "accounts": rows})))
+}
+
+/// `GET /v1/events?from=P&limit=N`: the log from position P as NDJSON, streamed with bounded
+/// memory, ending at the head as of the request (or after `limit` events).
+fn events(state: &Arc<State>, query: &HashMap<String, String>) -> Result<warp::reply::Response, Problem> {
+    let number = |name: &'static str, default: u64| -> Result<u64, Problem> {
+        match query.get(name) {
+            None => Ok(default),
+            Some(t) => t.parse().map_err(|_| {
+                Problem::bad_request("invalid_query", format!("{name} {t:?} is not a whole number")).field(name)
+            }),
+        }
+    };
+    let from = number("from", 0)?;
+    let limit = number("limit", EVENTS_PAGE_MAX)?.min(EVENTS_PAGE_MAX);
+    let end = state.store.head().min(from.saturating_add(limit));
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let store = state.store.clone();
+    tokio::spawn(async move {
+        let mut next = from;
+        while next < end {
+            let batch = match store.read_all(next, (end - next).min(1024) as usize).await {
+                Ok(b) if !b.is_empty() => b,
+                Ok(_) => break,
+                Err(e) => {
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    return;
+                }
+            };
+            let mut text = Vec::with_capacity(batch.len() * 512);
+            for e in &batch {
+                let payload: Value = serde_json::from_slice(&e.data.payload).unwrap_or(Value::Null);
+                let line = json!({
+                    "position": e.position,
+                    "stream": e.stream,
+                    "revision": e.revision,
+                    "event_id": e.data.event_id,
+                    "event_type": e.data.event_type,
+                    "schema_version": e.data.schema_version,
+                    "occurred_at_us": e.data.occurred_at_us,
+                    "recorded_at_us": e.recorded_at_us,
+                    "payload": payload,
+                });
+                text.extend_from_slice(line.to_string().as_bytes());
+                text.push(b'\n');
+            }
+            next = batch.last().map_or(end, |e| e.position + 1);
+            if tx.send(Ok(Bytes::from(text))).await.is_err() {
+                return; // the client went away
+            }
+        }
+    });
+    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let mut response = warp::reply::stream(stream).into_response();
+    response
+        .headers_mut()
+        .insert(warp::http::header::CONTENT_TYPE, warp::http::HeaderValue::from_static("application/x-ndjson"));
+    if let Ok(v) = warp::http::HeaderValue::from_str(&end.to_string()) {
+        response.headers_mut().insert("x-posledger-next", v);
+    }
+    Ok(response)
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Serves until SIGINT or SIGTERM; prints the address it listens on.
+pub fn serve(data_dir: &Path, addr: SocketAddr) -> Result<std::process::ExitCode> {
+    let rt = crate::cli::runtime()?;
+    rt.block_on(async {
+        let state = State::open(data_dir).await?;
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        let local = listener.local_addr()?;
+        println!("listening on http://{local}");
+        let started = Instant::now();
+        let shutdown = async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+            }
+        };
+        warp::serve(routes(state.clone())).incoming(listener).graceful(shutdown).run().await;
+        // Requests in flight have finished; save the write model's position for a quick start.
+        let ingestor = state.ingestor.lock().await;
+        let _ = ingestor.save_checkpoint(&crate::cli::writemodel_checkpoint(&state.data_dir)).await;
+        eprintln!("stopped after {:.0?}", started.elapsed());
+        Ok(std::process::ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,172 @@
+//! The OpenAPI 3 document served at `/v1/openapi.json`; a test checks it lists exactly the
+//! routes the server answers.
+
+use serde_json::{Value, json};
+
+/// The routes, as (method, path, the roles allowed; empty = anyone).
+pub const ROUTES: &[(&str, &str, &[&str])] = &[
+    ("get", "/healthz", &[]),
+    ("get", "/v1/openapi.json", &[]),
+    ("get", "/metrics", &["admin", "auditor"]),
+    ("post", "/v1/transactions", &["terminal", "admin"]),
+    ("get", "/v1/balances/{account}", &["finance", "auditor", "admin"]),
+    ("get", "/v1/trial-balance", &["finance", "auditor", "admin"]),
+    ("get", "/v1/events", &["auditor", "admin"]),
+];
+
+fn problem(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    })
+}
+
+fn ok_json(description: &str, schema: Value) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": schema}}})
+}
+
+fn as_of() -> Value {
+    json!({
+        "name": "as_of", "in": "query", "required": false,
+        "description": "a global position (the events before it) or an RFC 3339 business time",
+        "schema": {"type": "string", "maxLength": 64}
+    })
+}
+
+/// The document.
+pub fn document() -> Value {
+    let secured = |roles: &[&str]| {
+        if roles.is_empty() { json!([]) } else { json!([{"bearer": []}]) }
+    };
+    let errors = |mut responses: serde_json::Map<String, Value>, roles: &[&str]| {
+        if !roles.is_empty() {
+            responses.insert("401".into(), problem("no valid API key"));
+            responses.insert("403".into(), problem("the key's role may not use this route"));
+        }
+        Value::Object(responses)
+    };
+    let money = json!({"type": "string", "pattern": "^-?[0-9]+\\.[0-9]{2,}$"});
+    let mut paths = serde_json::Map::new();
+    for (method, path, roles) in ROUTES {
+        let mut responses = serde_json::Map::new();
+        let mut op = json!({
+            "summary": summary(path),
+            "security": secured(roles),
+            "x-roles": roles,
+        });
+        match *path {
+            "/healthz" => {
+                responses.insert("200".into(), ok_json("alive", json!({"type": "object"})));
+            }
+            "/v1/openapi.json" => {
+                responses.insert("200".into(), ok_json("this document", json!({"type": "object"})));
+            }
+            "/metrics" => {
+                responses.insert(
+                    "200".into(),
+                    json!({"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}),
+                );
+            }
+            "/v1/transactions" => {
+                op["parameters"] = json!([{
+                    "name": "Idempotency-Key", "in": "header", "required": false,
+                    "schema": {"type": "string", "minLength": 1, "maxLength": crate::http::IDEMPOTENCY_KEY_BYTES_MAX}
+                }]);
+                op["requestBody"] = json!({
+                    "required": true,
+                    "description": format!("terminal feed records (design.md §7): a JSON array, or NDJSON; at most {} bytes and {} records", crate::http::INGEST_BODY_BYTES_MAX, crate::http::INGEST_RECORDS_MAX),
+                    "content": {
+                        "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+                        "application/x-ndjson": {"schema": {"type": "string"}}
+                    }
+                });
+                responses.insert(
+                    "200".into(),
+                    ok_json(
+                        "one result per record: accepted (position), duplicate (position) or rejected (line, field, code, message)",
+                        json!({"type": "object", "required": ["records", "accepted", "duplicates", "rejected", "results"],
+                            "properties": {"records": {"type": "integer"}, "accepted": {"type": "integer"},
+                            "duplicates": {"type": "integer"}, "rejected": {"type": "integer"},
+                            "results": {"type": "array", "items": {"type": "object", "required": ["result"]}}}}),
+                    ),
+                );
+                responses.insert("400".into(), problem("the body is not UTF-8 or not JSON"));
+                responses.insert("409".into(), problem("the Idempotency-Key was used with another body"));
+                responses.insert("413".into(), problem("the body is over its limit"));
+                responses.insert("503".into(), problem("the store did not take the records"));
+            }
+            "/v1/balances/{account}" => {
+                op["parameters"] = json!([
+                    {"name": "account", "in": "path", "required": true, "schema": {"type": "string", "maxLength": 256}},
+                    {"name": "currency", "in": "query", "required": false, "schema": {"type": "string", "enum": ["CNY"]}},
+                    as_of()
+                ]);
+                responses.insert(
+                    "200".into(),
+                    ok_json(
+                        "the balance (debits positive)",
+                        json!({"type": "object", "required": ["account", "currency", "balance"],
+                        "properties": {"account": {"type": "string"}, "currency": {"type": "string"}, "balance": money,
+                        "as_of_position": {"type": "integer"}, "as_of_time": {"type": "string"}}}),
+                    ),
+                );
+                responses.insert("400".into(), problem("a bad account, currency or as_of"));
+            }
+            "/v1/trial-balance" => {
+                op["parameters"] = json!([as_of()]);
+                responses.insert(
+                    "200".into(),
+                    ok_json("every account's balance", json!({"type": "object", "required": ["position", "accounts"],
+                        "properties": {"position": {"type": "integer"}, "accounts": {"type": "array", "items": {"type": "object",
+                        "required": ["account", "currency", "balance"], "properties": {"account": {"type": "string"},
+                        "currency": {"type": "string"}, "balance": money}}}}})),
+                );
+                responses.insert("400".into(), problem("a bad as_of"));
+            }
+            "/v1/events" => {
+                op["parameters"] = json!([
+                    {"name": "from", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0, "maximum": crate::http::EVENTS_PAGE_MAX}}
+                ]);
+                responses.insert(
+                    "200".into(),
+                    json!({"description": "the log from `from`, one event a line; header x-posledger-next is where to resume",
+                        "content": {"application/x-ndjson": {"schema": {"type": "string"}}}}),
+                );
+                responses.insert("400".into(), problem("a bad from or limit"));
+            }
+            _ => {}
+        }
+        op["responses"] = errors(responses, roles);
+        paths
+            .entry(path.to_string())
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .map(|o| o.insert(method.to_string(), op));
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "posledger", "version": env!("CARGO_PKG_VERSION"),
+            "description": "The back office of a POS acquirer: ingest, ledger, reconciliation, analytics, audit."},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "posledger keys create --role R"}},
+            "schemas": {"Problem": {"type": "object", "required": ["type", "title", "status", "detail"], "properties": {
+                "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+                "detail": {"type": "string"}, "field": {"type": "string"}}}}
+        }
+    })
+}
+
+fn summary(path: &str) -> &'static str {
+    match path {
+        "/healthz" => "Liveness",
+        "/v1/openapi.json" => "This document",
+        "/metrics" => "Prometheus metrics: requests and latency per route, appends, projection lag, open breaks",
+        "/v1/transactions" => "Ingest terminal records (idempotent per record; Idempotency-Key per request)",
+        "/v1/balances/{account}" => "One account's balance, now or as of a position or business time",
+        "/v1/trial-balance" => "Every account's balance",
+        "/v1/events" => "The event log for auditors, from a position, as NDJSON",
+        _ => "",
+    }
+}
