@@ -127,21 +127,26 @@ pub struct Metrics {
 #[derive(Default, Clone, Copy)]
 struct RouteStats {
     count: u64,
-    seconds: f64,
-    buckets: [u64; LATENCY_BUCKETS.len()],
+    micros: u64,
+    buckets: [u64; LATENCY_BUCKETS_US.len()],
 }
 
-const LATENCY_BUCKETS: [f64; 8] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0];
+/// Upper bounds of the latency histogram's buckets, in microseconds.
+const LATENCY_BUCKETS_US: [u64; 8] = [500, 1_000, 2_500, 5_000, 10_000, 50_000, 250_000, 1_000_000];
+
+/// Microseconds as decimal seconds, for Prometheus.
+fn seconds(micros: u64) -> String {
+    format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000)
+}
 
 impl Metrics {
-    #[allow(clippy::float_arithmetic)] // latency seconds, not money
-    fn observe(&self, route: &'static str, status: u16, seconds: f64) {
+    fn observe(&self, route: &'static str, status: u16, micros: u64) {
         let mut routes = self.routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let s = routes.entry((route, status)).or_default();
         s.count += 1;
-        s.seconds += seconds;
-        for (bucket, bound) in s.buckets.iter_mut().zip(LATENCY_BUCKETS) {
-            if seconds <= bound {
+        s.micros += micros;
+        for (bucket, bound) in s.buckets.iter_mut().zip(LATENCY_BUCKETS_US) {
+            if micros <= bound {
                 *bucket += 1;
             }
         }
@@ -168,17 +173,18 @@ impl Metrics {
         for ((route, _), s) in &routes {
             let t = by_route.entry(route).or_default();
             t.count += s.count;
-            t.seconds += s.seconds;
+            t.micros += s.micros;
             for (a, b) in t.buckets.iter_mut().zip(s.buckets) {
                 *a += b;
             }
         }
         for (route, s) in by_route {
-            for (bound, n) in LATENCY_BUCKETS.iter().zip(s.buckets) {
-                let _ = writeln!(out, "posledger_http_request_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {n}");
+            for (bound, n) in LATENCY_BUCKETS_US.iter().zip(s.buckets) {
+                let le = seconds(*bound);
+                let _ = writeln!(out, "posledger_http_request_seconds_bucket{{route=\"{route}\",le=\"{le}\"}} {n}");
             }
             let _ = writeln!(out, "posledger_http_request_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}", s.count);
-            let _ = writeln!(out, "posledger_http_request_seconds_sum{{route=\"{route}\"}} {}", s.seconds);
+            let _ = writeln!(out, "posledger_http_request_seconds_sum{{route=\"{route}\"}} {}", seconds(s.micros));
             let _ = writeln!(out, "posledger_http_request_seconds_count{{route=\"{route}\"}} {}", s.count);
         }
         let _ = writeln!(out, "# HELP posledger_appended_events_total Events appended through this server.");
@@ -235,6 +241,11 @@ impl State {
             idempotency: Default::default(),
             data_dir: data_dir.to_owned(),
         }))
+    }
+
+    /// The event store the server appends to.
+    pub fn store(&self) -> &Arc<EmbeddedStore> {
+        &self.store
     }
 
     /// The books caught up with the log, for reading.
@@ -368,7 +379,8 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (impl Reply,), Error =
         .recover(|r: Rejection| async move { Ok::<_, std::convert::Infallible>(rejection(r)) })
         .unify()
         .with(warp::log::custom(move |info: warp::log::Info<'_>| {
-            timed_state.metrics.observe(route_name(info.path()), info.status().as_u16(), info.elapsed().as_secs_f64());
+            let micros = u64::try_from(info.elapsed().as_micros()).unwrap_or(u64::MAX);
+            timed_state.metrics.observe(route_name(info.path()), info.status().as_u16(), micros);
         }))
 }
 

@@ -154,10 +154,13 @@ pub fn list(data_dir: &Path) -> Result<Vec<KeyRecord>> {
     load(&keys_path(data_dir))
 }
 
+/// The keys file's modification time and length when last read, and its keys.
+type Seen = (Option<(SystemTime, u64)>, std::sync::Arc<Vec<KeyRecord>>);
+
 /// The keys as the server sees them: reloaded whenever the file changes.
 pub struct KeyRing {
     path: PathBuf,
-    seen: std::sync::Mutex<(Option<(SystemTime, u64)>, std::sync::Arc<Vec<KeyRecord>>)>,
+    seen: std::sync::Mutex<Seen>,
 }
 
 impl KeyRing {

@@ -1,0 +1,365 @@
+//! The HTTP API over real HTTP on 127.0.0.1: a server on an ephemeral port in this process,
+//! requests written to a socket by a minimal HTTP/1.1 client.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use api::keys::Role;
+use serde_json::Value;
+
+fn manifest(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// A response: status, content type, body.
+struct Answer {
+    status: u16,
+    content_type: String,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// One request on its own connection (`Connection: close`), read to the end.
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    extra: &[(&str, &str)],
+    body: &[u8],
+) -> Answer {
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    if let Some(t) = token {
+        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    for (k, v) in extra {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).expect("write");
+    // A server may answer (413) and close before reading a body over its limit: the answer
+    // is what counts, so a refused write or a reset after it is not an error here.
+    let _ = stream.write_all(body);
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a head");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut body = raw[split + 4..].to_vec();
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status");
+    let header = |name: &str| {
+        head.lines().find_map(|l| {
+            l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim().to_owned())
+        })
+    };
+    if header("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
+        body = dechunk(&body);
+    }
+    Answer { status, content_type: header("content-type").unwrap_or_default(), body }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(end) = data.windows(2).position(|w| w == b"\r\n") else { return out };
+        let size = usize::from_str_radix(std::str::from_utf8(&data[..end]).expect("size").trim(), 16).expect("hex");
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[end + 2..end + 2 + size]);
+        data = &data[end + 2 + size + 2..];
+    }
+}
+
+/// A data directory with the small fixture's admin records, and a server on it.
+struct Server {
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+    state: std::sync::Arc<api::http::State>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Server {
+    fn start() -> Server {
+        let dir = tempfile::tempdir().expect("tmp");
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+        let admin = manifest("../analytics/tests/fixtures/small/admin.ndjson");
+        let (addr, state) = runtime.block_on(async {
+            {
+                let store =
+                    std::sync::Arc::new(ingest::store::EmbeddedStore::open(dir.path().join("events")).expect("store"));
+                let mut ingestor = ingest::pipeline::Ingestor::open(store, None).await.expect("ingestor");
+                let file = std::io::BufReader::new(std::fs::File::open(admin).expect("admin"));
+                let s =
+                    ingestor.ingest_reader(file, ingest::pipeline::InputKind::Admin, |_, _| {}).await.expect("ingest");
+                assert_eq!(s.rejected, 0);
+            }
+            let state = api::http::State::open(dir.path()).await.expect("state");
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            tokio::spawn(warp::serve(api::http::routes(state.clone())).incoming(listener).run());
+            (addr, state)
+        });
+        Server { addr, dir, state, runtime }
+    }
+
+    fn key(&self, role: Role, merchant: Option<&str>) -> String {
+        api::keys::create(self.dir.path(), role, merchant.map(str::to_owned)).expect("key").1
+    }
+
+    fn call(&self, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> Answer {
+        request(self.addr, method, path, token, &[], body)
+    }
+
+    /// Events in the log.
+    fn events_count(&self) -> u64 {
+        ingest::store::EventStore::head(&**self.state.store())
+    }
+
+    /// The stored events' ids, in order, read from the store itself.
+    fn stored_ids(&self) -> Vec<String> {
+        let store = self.state.store().clone();
+        let events =
+            self.runtime.block_on(async move { ingest::store::EventStore::read_all(&*store, 0, 100_000).await });
+        events.expect("read").iter().map(|e| e.data.event_id.to_string()).collect()
+    }
+}
+
+fn feed(merchant: &str) -> Vec<u8> {
+    let text = std::fs::read_to_string(manifest("../analytics/tests/fixtures/small/feed.ndjson")).expect("feed");
+    text.lines()
+        .filter(|l| l.contains(&format!("\"merchant_id\": \"{merchant}\"")))
+        .map(|l| format!("{l}\n"))
+        .collect::<String>()
+        .into_bytes()
+}
+
+#[test]
+fn every_route_answers_each_role_as_documented() {
+    // The role matrix: every route of the OpenAPI document × no key, a revoked key, and each
+    // role; a route refuses with 401 without a valid key and 403 for a role it does not list.
+    let server = Server::start();
+    let (revoked_record, revoked) = api::keys::create(server.dir.path(), Role::Admin, None).expect("key");
+    api::keys::revoke(server.dir.path(), &revoked_record.id).expect("revoke");
+    let tokens = [
+        ("terminal", server.key(Role::Terminal, Some("M000001"))),
+        ("finance", server.key(Role::Finance, None)),
+        ("analyst", server.key(Role::Analyst, None)),
+        ("auditor", server.key(Role::Auditor, None)),
+        ("admin", server.key(Role::Admin, None)),
+    ];
+    for (method, path, roles) in api::openapi::ROUTES {
+        let path = path.replace("{account}", "assets:clearing:wechat");
+        let body: &[u8] = b"";
+        let public = roles.is_empty();
+        for (label, token) in [("no key", None), ("revoked", Some(revoked.as_str()))] {
+            let a = server.call(&method.to_uppercase(), &path, token, body);
+            let want = if public { 200 } else { 401 };
+            assert_eq!(a.status, want, "{method} {path} with {label}");
+            if !public {
+                assert_eq!(a.content_type, "application/problem+json");
+                assert_eq!(a.json()["type"], "https://posledger.dev/problems/unauthorized");
+            }
+        }
+        for (role, token) in &tokens {
+            let a = server.call(&method.to_uppercase(), &path, Some(token), body);
+            if public || roles.contains(role) {
+                assert!(
+                    a.status != 401 && a.status != 403 && a.status < 500,
+                    "{method} {path} as {role}: {}",
+                    a.status
+                );
+            } else {
+                assert_eq!(a.status, 403, "{method} {path} as {role}");
+                assert_eq!(a.json()["type"], "https://posledger.dev/problems/forbidden");
+            }
+        }
+    }
+    let a = server.call("GET", "/v1/nothing", None, b"");
+    assert_eq!((a.status, a.content_type.as_str()), (404, "application/problem+json"));
+}
+
+#[test]
+fn ingest_over_http_is_idempotent_and_scoped() {
+    // Records are stored once: the same batch again answers duplicates; an Idempotency-Key
+    // replays the first answer; a terminal key cannot post for another merchant.
+    let server = Server::start();
+    let terminal = server.key(Role::Terminal, Some("M000001"));
+    let body = feed("M000001");
+    let first = server.call("POST", "/v1/transactions", Some(&terminal), &body).json();
+    let n = first["records"].as_u64().expect("records");
+    assert!(n >= 6, "{first}");
+    assert_eq!(first["accepted"], n);
+    let again = server.call("POST", "/v1/transactions", Some(&terminal), &body).json();
+    assert_eq!((again["accepted"].as_u64(), again["duplicates"].as_u64()), (Some(0), Some(n)));
+    for (a, b) in first["results"].as_array().expect("results").iter().zip(again["results"].as_array().expect("r")) {
+        assert_eq!(a["position"], b["position"], "a duplicate names where the original is");
+    }
+
+    let key = [("Idempotency-Key", "batch-42")];
+    let other = feed("M000002");
+    let admin = server.key(Role::Admin, None);
+    let once = request(server.addr, "POST", "/v1/transactions", Some(&admin), &key, &other).json();
+    let replay = request(server.addr, "POST", "/v1/transactions", Some(&admin), &key, &other).json();
+    assert_eq!(once, replay, "the same answer, accepted and all");
+    assert!(once["accepted"].as_u64() > Some(0));
+    let conflict = request(server.addr, "POST", "/v1/transactions", Some(&admin), &key, &body);
+    assert_eq!(conflict.status, 409);
+    assert_eq!(conflict.json()["type"], "https://posledger.dev/problems/idempotency_key_reused");
+
+    let before = server.events_count();
+    let foreign = server.call("POST", "/v1/transactions", Some(&terminal), &other);
+    assert_eq!(foreign.status, 403);
+    assert_eq!(server.events_count(), before, "nothing stored");
+
+    // A JSON array is the same as NDJSON.
+    let lines: Vec<Value> =
+        std::str::from_utf8(&body).expect("utf8").lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    let array = serde_json::to_vec(&lines).expect("array");
+    let as_array = server.call("POST", "/v1/transactions", Some(&terminal), &array).json();
+    assert_eq!(as_array["duplicates"], n);
+}
+
+#[test]
+fn bad_bodies_are_4xx_problems_and_store_nothing() {
+    // Wrong types, huge or negative amounts, a full card number, bad UTF-8, broken JSON and a
+    // body over the limit: each a 4xx problem+json, and the log does not grow.
+    let server = Server::start();
+    let admin = server.key(Role::Admin, None);
+    let good: Value =
+        serde_json::from_slice(feed("M000001").split(|b| *b == b'\n').next().expect("line")).expect("json");
+    let with = |field: &str, value: Value| {
+        let mut record = good.clone();
+        record[field] = value;
+        serde_json::to_vec(&vec![record]).expect("json")
+    };
+    let before = server.events_count();
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        ("a number as amount", with("amount", Value::from(25)), 422, "invalid_record"),
+        ("a negative amount", with("amount", Value::from("-25.00")), 422, "invalid_record"),
+        ("a huge amount", with("amount", Value::from("1000000000000000000000.00")), 422, "invalid_record"),
+        (
+            "a full card number",
+            {
+                let mut card = good.clone();
+                card["channel"] = Value::from("unionpay_card");
+                card["payer"] = Value::from("6228480402564890018");
+                serde_json::to_vec(&vec![card]).expect("json")
+            },
+            422,
+            "invalid_record",
+        ),
+        ("invalid UTF-8", b"\xff\xfe{}".to_vec(), 400, "invalid_utf8"),
+        ("broken JSON", b"[{\"kind\": ".to_vec(), 400, "invalid_json"),
+        ("too large", vec![b' '; api::http::INGEST_BODY_BYTES_MAX as usize + 1], 413, "body_too_large"),
+    ];
+    for (label, body, status, kind) in cases {
+        let a = server.call("POST", "/v1/transactions", Some(&admin), &body);
+        assert_eq!(a.status, status, "{label}: {}", String::from_utf8_lossy(&a.body));
+        assert_eq!(a.content_type, "application/problem+json", "{label}");
+        assert_eq!(a.json()["type"], format!("https://posledger.dev/problems/{kind}"), "{label}");
+    }
+    let card = server.call("POST", "/v1/transactions", Some(&admin), &with("amount", Value::from(25))).json();
+    assert_eq!(card["field"], "/0/amount");
+    assert_eq!(server.events_count(), before, "nothing stored");
+    let raw = String::from_utf8_lossy(&server.call("GET", "/v1/events", Some(&admin), b"").body).into_owned();
+    assert!(!raw.contains("6228480402564890018"), "the full card number is nowhere");
+}
+
+#[test]
+fn the_audit_stream_equals_the_log_and_resumes_without_gap_or_repeat() {
+    // From position 0 the stream is every stored event in order; resuming from where a page
+    // stopped gives the rest, nothing twice, nothing missing.
+    let server = Server::start();
+    let admin = server.key(Role::Admin, None);
+    server.call("POST", "/v1/transactions", Some(&admin), &feed("M000001"));
+    server.call("POST", "/v1/transactions", Some(&admin), &feed("M000002"));
+    let auditor = server.key(Role::Auditor, None);
+    let lines = |from: u64, limit: Option<u64>| -> Vec<Value> {
+        let path = match limit {
+            Some(l) => format!("/v1/events?from={from}&limit={l}"),
+            None => format!("/v1/events?from={from}"),
+        };
+        let a = server.call("GET", &path, Some(&auditor), b"");
+        assert_eq!(a.content_type, "application/x-ndjson");
+        a.body
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).expect("json"))
+            .collect()
+    };
+    let all = lines(0, None);
+    let positions: Vec<u64> = all.iter().map(|e| e["position"].as_u64().expect("position")).collect();
+    assert_eq!(positions, (0..all.len() as u64).collect::<Vec<_>>());
+    let streamed: Vec<String> = all.iter().map(|e| e["event_id"].as_str().expect("id").to_owned()).collect();
+    assert_eq!(streamed, server.stored_ids());
+    let mut resumed = Vec::new();
+    let mut from = 0;
+    loop {
+        let page = lines(from, Some(5));
+        let Some(last) = page.last() else { break };
+        from = last["position"].as_u64().expect("position") + 1;
+        resumed.extend(page);
+    }
+    assert_eq!(resumed, all);
+    let bad = server.call("GET", "/v1/events?from=minus", Some(&auditor), b"");
+    assert_eq!((bad.status, bad.json()["field"].as_str()), (400, Some("from")));
+}
+
+#[test]
+fn balances_over_http_equal_the_books() {
+    // A merchant's payable after its feed, now and as of a position before it.
+    let server = Server::start();
+    let admin = server.key(Role::Admin, None);
+    let posted = server.call("POST", "/v1/transactions", Some(&admin), &feed("M000001")).json();
+    let first = posted["results"][0]["position"].as_u64().expect("position");
+    let finance = server.key(Role::Finance, None);
+    let now = server.call("GET", "/v1/balances/liabilities:merchant:M000001:payable", Some(&finance), b"").json();
+    let before = server
+        .call("GET", &format!("/v1/balances/liabilities:merchant:M000001:payable?as_of={first}"), Some(&finance), b"")
+        .json();
+    assert_eq!(before["balance"], "0.00");
+    // P01 100.00 - 0.38, P02 50.00 - 0.19, P05 80.00 - 0.30 (0.304), P06 5000.00 - 20.00,
+    // P09 60.00 - 0.23 (0.228), less P02's refund of 20.00 (fee part 0.08) and P06's of
+    // 1000.00 (fee part 4.00); cash books nothing.
+    assert_eq!(now["balance"], "-4252.98");
+    let trial = server.call("GET", "/v1/trial-balance", Some(&finance), b"").json();
+    let sum: rust_decimal::Decimal = trial["accounts"]
+        .as_array()
+        .expect("accounts")
+        .iter()
+        .map(|a| a["balance"].as_str().expect("balance").parse::<rust_decimal::Decimal>().expect("decimal"))
+        .sum();
+    assert!(sum.is_zero());
+    let bad = server.call("GET", "/v1/balances/nonsense?as_of=yesterday", Some(&finance), b"");
+    assert_eq!(bad.status, 400);
+}
+
+#[test]
+fn the_openapi_document_lists_exactly_the_served_routes() {
+    // Every documented route is served (not 404), and the document is the one served.
+    let server = Server::start();
+    let doc = server.call("GET", "/v1/openapi.json", None, b"").json();
+    assert_eq!(doc, api::openapi::document());
+    let paths = doc["paths"].as_object().expect("paths");
+    assert_eq!(
+        paths.len(),
+        api::openapi::ROUTES.iter().map(|(_, p, _)| *p).collect::<std::collections::BTreeSet<_>>().len()
+    );
+    let admin = server.key(Role::Admin, None);
+    for (path, ops) in paths {
+        for method in ops.as_object().expect("ops").keys() {
+            let url = path.replace("{account}", "assets:bank:settlement");
+            let a = server.call(&method.to_uppercase(), &url, Some(&admin), b"");
+            assert_ne!(a.status, 404, "{method} {path}");
+            assert_ne!(a.status, 405, "{method} {path}");
+        }
+    }
+}
