@@ -40,6 +40,11 @@ use crate::keys::{KeyRing, Principal, Role};
 pub const INGEST_BODY_BYTES_MAX: u64 = 16 * 1024 * 1024;
 /// Most records in one ingest request.
 pub const INGEST_RECORDS_MAX: usize = 50_000;
+/// Largest statement file uploaded over HTTP, in bytes (bigger files: `posledger statement
+/// import`, up to `ingest::statement::STATEMENT_BYTES_MAX`).
+pub const STATEMENT_UPLOAD_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// Largest body of a small request (a resolution), in bytes.
+pub const SMALL_BODY_BYTES_MAX: u64 = 16 * 1024;
 /// Most events one `GET /v1/events` streams (resume from the last position seen + 1).
 pub const EVENTS_PAGE_MAX: u64 = 1_000_000;
 /// Idempotency keys remembered (the oldest are forgotten first).
@@ -213,6 +218,9 @@ pub struct State {
     keys: KeyRing,
     metrics: Metrics,
     idempotency: std::sync::Mutex<Idempotency>,
+    /// Serialises the writes decided outside the ingestor (statements, runs, resolutions,
+    /// settlements).
+    writes: tokio::sync::Mutex<()>,
     data_dir: PathBuf,
 }
 
@@ -239,6 +247,7 @@ impl State {
             keys: KeyRing::open(data_dir)?,
             metrics: Metrics::default(),
             idempotency: Default::default(),
+            writes: tokio::sync::Mutex::new(()),
             data_dir: data_dir.to_owned(),
         }))
     }
@@ -294,6 +303,8 @@ fn auth(state: Arc<State>, roles: &'static [Role]) -> impl Filter<Extract = (Pri
 const READERS: &[Role] = &[Role::Finance, Role::Auditor, Role::Admin];
 const POSTERS: &[Role] = &[Role::Terminal, Role::Admin];
 const AUDITORS: &[Role] = &[Role::Auditor, Role::Admin];
+const FINANCE: &[Role] = &[Role::Finance, Role::Admin];
+const ADMINS: &[Role] = &[Role::Admin];
 
 /// Every route, with metrics and problem+json errors.
 pub fn routes(state: Arc<State>) -> impl Filter<Extract = (impl Reply,), Error = std::convert::Infallible> + Clone {
@@ -336,7 +347,7 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (impl Reply,), Error =
         .and(warp::body::bytes())
         .and(with_state(state.clone()))
         .and_then(|who: Principal, key: Option<String>, body: Bytes, state: Arc<State>| async move {
-            ingest_transactions(&state, &who, key, body).await.map_err(warp::reject::custom)
+            ingest_records(&state, &who, InputKind::Feed, key, body).await.map_err(warp::reject::custom)
         });
     let balance = warp::path!("v1" / "balances" / String)
         .and(warp::get())
@@ -362,6 +373,75 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (impl Reply,), Error =
         .and_then(|_: Principal, query: HashMap<String, String>, state: Arc<State>| async move {
             events(&state, &query).map_err(warp::reject::custom)
         });
+    let admin_records = warp::path!("v1" / "admin" / "records")
+        .and(warp::post())
+        .and(auth(state.clone(), ADMINS))
+        .and(warp::header::optional::<String>("idempotency-key"))
+        .and(warp::body::content_length_limit(INGEST_BODY_BYTES_MAX))
+        .and(warp::body::bytes())
+        .and(with_state(state.clone()))
+        .and_then(|who: Principal, key: Option<String>, body: Bytes, state: Arc<State>| async move {
+            ingest_records(&state, &who, InputKind::Admin, key, body).await.map_err(warp::reject::custom)
+        });
+    let statements = warp::path!("v1" / "statements")
+        .and(warp::post())
+        .and(auth(state.clone(), FINANCE))
+        .and(warp::query::<HashMap<String, String>>())
+        .and(warp::body::content_length_limit(STATEMENT_UPLOAD_BYTES_MAX))
+        .and(warp::body::bytes())
+        .and(with_state(state.clone()))
+        .and_then(|_: Principal, query: HashMap<String, String>, body: Bytes, state: Arc<State>| async move {
+            upload_statement(&state, &query, &body).await.map_err(warp::reject::custom)
+        });
+    let reconciliations = warp::path!("v1" / "reconciliations")
+        .and(warp::post())
+        .and(auth(state.clone(), FINANCE))
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with_state(state.clone()))
+        .and_then(|_: Principal, query: HashMap<String, String>, state: Arc<State>| async move {
+            reconcile(&state, &query).await.map_err(warp::reject::custom)
+        });
+    let breaks = warp::path!("v1" / "breaks")
+        .and(warp::get())
+        .and(auth(state.clone(), READERS))
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with_state(state.clone()))
+        .and_then(|_: Principal, query: HashMap<String, String>, state: Arc<State>| async move {
+            let open = query.get("open").is_some_and(|v| v == "true" || v == "1");
+            let (latest, resolved) = ledger::recon::recorded_breaks(&*state.store)
+                .await
+                .map_err(|e| warp::reject::custom(Problem::internal(e.to_string())))?;
+            Ok::<_, Rejection>(json_reply(StatusCode::OK, &crate::recon::breaks_json(&latest, &resolved, open)))
+        });
+    let resolution = warp::path!("v1" / "breaks" / String / "resolution")
+        .and(warp::post())
+        .and(auth(state.clone(), FINANCE))
+        .and(warp::body::content_length_limit(SMALL_BODY_BYTES_MAX))
+        .and(warp::body::bytes())
+        .and(with_state(state.clone()))
+        .and_then(|id: String, who: Principal, body: Bytes, state: Arc<State>| async move {
+            resolve(&state, &id, &who, &body).await.map_err(warp::reject::custom)
+        });
+    let settlements = warp::path!("v1" / "settlements")
+        .and(warp::post())
+        .and(auth(state.clone(), FINANCE))
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with_state(state.clone()))
+        .and_then(|_: Principal, query: HashMap<String, String>, state: Arc<State>| async move {
+            settle(&state, &query).await.map_err(warp::reject::custom)
+        });
+    let verify = warp::path!("v1" / "verify")
+        .and(warp::get())
+        .and(auth(state.clone(), AUDITORS))
+        .and(with_state(state.clone()))
+        .and_then(|_: Principal, state: Arc<State>| async move {
+            let report = ledger::verify_books(&*state.store, Some(&state.data_dir.join("ledger.ckpt")))
+                .await
+                .map_err(|e| warp::reject::custom(Problem::internal(e.to_string())))?;
+            let body = json!({"ok": report.ok(), "events": report.events, "entries": report.entries,
+                "postings": report.postings, "digest": report.digest, "state_digest": report.state_digest});
+            Ok::<_, Rejection>(json_reply(StatusCode::OK, &body))
+        });
     let timed_state = state.clone();
     healthz
         .or(openapi)
@@ -375,6 +455,20 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (impl Reply,), Error =
         .or(trial)
         .unify()
         .or(events)
+        .unify()
+        .or(admin_records)
+        .unify()
+        .or(statements)
+        .unify()
+        .or(reconciliations)
+        .unify()
+        .or(breaks)
+        .unify()
+        .or(resolution)
+        .unify()
+        .or(settlements)
+        .unify()
+        .or(verify)
         .unify()
         .recover(|r: Rejection| async move { Ok::<_, std::convert::Infallible>(rejection(r)) })
         .unify()
@@ -393,6 +487,13 @@ fn route_name(path: &str) -> &'static str {
         "/v1/transactions" => "/v1/transactions",
         "/v1/trial-balance" => "/v1/trial-balance",
         "/v1/events" => "/v1/events",
+        "/v1/admin/records" => "/v1/admin/records",
+        "/v1/statements" => "/v1/statements",
+        "/v1/reconciliations" => "/v1/reconciliations",
+        "/v1/breaks" => "/v1/breaks",
+        "/v1/settlements" => "/v1/settlements",
+        "/v1/verify" => "/v1/verify",
+        p if p.starts_with("/v1/breaks/") => "/v1/breaks/{id}/resolution",
         p if p.starts_with("/v1/balances/") => "/v1/balances/{account}",
         _ => "other",
     }
@@ -435,9 +536,10 @@ fn rejection(r: Rejection) -> warp::reply::Response {
 }
 
 /// `POST /v1/transactions`: a JSON array of feed records or NDJSON; one result per record.
-async fn ingest_transactions(
+async fn ingest_records(
     state: &State,
     who: &Principal,
+    kind: InputKind,
     idempotency_key: Option<String>,
     body: Bytes,
 ) -> Result<warp::reply::Response, Problem> {
@@ -453,7 +555,7 @@ async fn ingest_transactions(
     let digest = blake3::hash(&body);
     if let Some(key) = &idempotency_key {
         let remembered = state.idempotency.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((hash, status, text)) = remembered.answers.get(&(who.key_id.clone(), key.clone())) {
+        if let Some((hash, status, text)) = remembered.answers.get(&(who.key_id.clone(), format!("{kind:?}/{key}"))) {
             if *hash != digest {
                 return Err(Problem::new(
                     StatusCode::CONFLICT,
@@ -478,8 +580,13 @@ async fn ingest_transactions(
     }
     // Every record must be a valid feed record before any is decided: a body with a bad one
     // (a wrong type, a negative or huge amount, a full card number ...) stores nothing.
-    let invalid: Vec<ingest::feed::LineError> =
-        lines.iter().filter_map(|(line, bytes)| ingest::feed::parse_feed_line(*line, bytes).err()).collect();
+    let invalid: Vec<ingest::feed::LineError> = lines
+        .iter()
+        .filter_map(|(line, bytes)| match kind {
+            InputKind::Feed => ingest::feed::parse_feed_line(*line, bytes).err(),
+            InputKind::Admin => ingest::admin::parse_admin_line(*line, bytes).err(),
+        })
+        .collect();
     if let Some(first) = invalid.first() {
         let errors: Vec<Value> = invalid
             .iter()
@@ -527,7 +634,7 @@ async fn ingest_transactions(
         let mut outcomes = Vec::with_capacity(lines.len());
         for chunk in lines.chunks(ingest::pipeline::CHUNK_RECORDS_MAX) {
             let decided = ingestor
-                .process_chunk(chunk, InputKind::Feed)
+                .process_chunk(chunk, kind)
                 .await
                 .map_err(|e| Problem::unavailable(format!("the store did not take the records: {e}")))?;
             outcomes.extend(decided);
@@ -545,7 +652,7 @@ async fn ingest_transactions(
     });
     if let Some(key) = idempotency_key {
         let mut remembered = state.idempotency.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let entry = (who.key_id.clone(), key);
+        let entry = (who.key_id.clone(), format!("{kind:?}/{key}"));
         if remembered.answers.insert(entry.clone(), (digest, 200, body.to_string())).is_none() {
             remembered.order.push_back(entry);
         }
@@ -722,6 +829,162 @@ fn events(state: &Arc<State>, query: &HashMap<String, String>) -> Result<warp::r
         response.headers_mut().insert("x-posledger-next", v);
     }
     Ok(response)
+}
+
+fn date_param(query: &HashMap<String, String>, name: &'static str) -> Result<Option<chrono::NaiveDate>, Problem> {
+    query
+        .get(name)
+        .map(|t| {
+            t.parse().map_err(|_| {
+                Problem::bad_request("invalid_query", format!("{name} {t:?} is not a date (YYYY-MM-DD)")).field(name)
+            })
+        })
+        .transpose()
+}
+
+fn channel_param(query: &HashMap<String, String>) -> Result<Option<ingest::statement::StatementChannel>, Problem> {
+    use ingest::statement::StatementChannel as C;
+    query
+        .get("channel")
+        .map(|c| match c.as_str() {
+            "wechat" => Ok(C::Wechat),
+            "alipay" => Ok(C::Alipay),
+            "unionpay" => Ok(C::Unionpay),
+            "generic" => Ok(C::Generic),
+            other => Err(Problem::bad_request(
+                "invalid_query",
+                format!("channel {other:?} is not wechat, alipay, unionpay or generic"),
+            )
+            .field("channel")),
+        })
+        .transpose()
+}
+
+/// `POST /v1/statements?channel=C[&date=D][&name=FILE]`: the statement file as the body.
+async fn upload_statement(
+    state: &State,
+    query: &HashMap<String, String>,
+    body: &[u8],
+) -> Result<warp::reply::Response, Problem> {
+    let channel = channel_param(query)?
+        .ok_or_else(|| Problem::bad_request("invalid_query", "channel is required").field("channel"))?;
+    let date = date_param(query, "date")?;
+    let name = query.get("name").cloned().unwrap_or_else(|| format!("{channel}-upload"));
+    if name.len() > 255 {
+        return Err(Problem::bad_request("invalid_query", "name is over 255 bytes").field("name"));
+    }
+    let _writer = state.writes.lock().await;
+    match ledger::recon::import_statement(&*state.store, channel, &name, body, date).await {
+        Ok(imported) => Ok(json_reply(StatusCode::OK, &crate::recon::imported_json(&imported))),
+        Err(ledger::recon::ReconError::Statement(e)) => {
+            let mut p =
+                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_statement", "Invalid statement", e.to_string());
+            if let Some(field) = &e.field {
+                p = p.field(field.clone());
+            }
+            Err(p)
+        }
+        Err(e) => Err(Problem::bad_request("statement_refused", e.to_string())),
+    }
+}
+
+/// `POST /v1/reconciliations?date=D[&channel=C]`: the end-of-day report.
+async fn reconcile(state: &State, query: &HashMap<String, String>) -> Result<warp::reply::Response, Problem> {
+    let date = date_param(query, "date")?
+        .ok_or_else(|| Problem::bad_request("invalid_query", "date is required").field("date"))?;
+    let channel = channel_param(query)?;
+    let (runs, verdicts) = {
+        let _writer = state.writes.lock().await;
+        crate::recon::reconcile_day(&state.store, date, channel)
+            .await
+            .map_err(|e| Problem::new(StatusCode::CONFLICT, "cannot_reconcile", "Cannot reconcile", format!("{e:#}")))?
+    };
+    let books = state.books().await?;
+    Ok(json_reply(StatusCode::OK, &crate::recon::day_report(date, &runs, &verdicts, &books)))
+}
+
+/// The body of `POST /v1/breaks/{id}/resolution`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Resolution {
+    action: String,
+    reason: String,
+    #[serde(default)]
+    approved_by: Option<String>,
+}
+
+/// `POST /v1/breaks/{id}/resolution`: resolved by the key's holder (`key:<id>`).
+async fn resolve(state: &State, id: &str, who: &Principal, body: &[u8]) -> Result<warp::reply::Response, Problem> {
+    let r: Resolution = serde_json::from_slice(body)
+        .map_err(|e| Problem::bad_request("invalid_json", format!("the body is not a resolution: {e}")))?;
+    let action = match r.action.as_str() {
+        "book" => ingest::event::ResolveAction::Book,
+        "write_off" => ingest::event::ResolveAction::WriteOff,
+        "refund" => ingest::event::ResolveAction::Refund,
+        other => {
+            return Err(Problem::bad_request(
+                "invalid_field",
+                format!("action {other:?} is not book, write_off or refund"),
+            )
+            .field("action"));
+        }
+    };
+    if r.reason.trim().is_empty() || r.reason.len() > 256 {
+        return Err(Problem::bad_request("invalid_field", "reason must be 1 to 256 bytes").field("reason"));
+    }
+    let by = format!("key:{}", who.key_id);
+    let _writer = state.writes.lock().await;
+    use ledger::recon::ResolveError as E;
+    match ledger::recon::resolve(
+        &*state.store,
+        id,
+        action,
+        &r.reason,
+        &by,
+        r.approved_by.as_deref(),
+        ledger::recon::APPROVAL_OVER_DEFAULT,
+    )
+    .await
+    {
+        Ok(done) => Ok(json_reply(StatusCode::OK, &serde_json::to_value(&done).unwrap_or(Value::Null))),
+        Err(e @ E::Unknown(_)) => {
+            Err(Problem::new(StatusCode::NOT_FOUND, "unknown_break", "Unknown break", e.to_string()))
+        }
+        Err(e @ E::Resolved(..)) => {
+            Err(Problem::new(StatusCode::CONFLICT, "already_resolved", "Conflict", e.to_string()))
+        }
+        Err(e @ E::NeedsApproval { .. }) => Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "needs_approval",
+            "Needs a second person",
+            e.to_string(),
+        )
+        .field("approved_by")),
+        Err(e) => Err(Problem::unavailable(e.to_string())),
+    }
+}
+
+/// `POST /v1/settlements?date=D`: settles what is due for that date, once.
+async fn settle(state: &State, query: &HashMap<String, String>) -> Result<warp::reply::Response, Problem> {
+    let date = date_param(query, "date")?
+        .ok_or_else(|| Problem::bad_request("invalid_query", "date is required").field("date"))?;
+    let _writer = state.writes.lock().await;
+    let due = state.books().await?.settlements_due(date);
+    let mut rows = Vec::new();
+    for s in due {
+        let event = ingest::event::Event::MerchantSettled(s.clone());
+        let appended = state
+            .store
+            .append(&event.stream(), ingest::store::ExpectedRevision::Any, vec![event.to_event_data()])
+            .await
+            .map_err(|e| Problem::unavailable(format!("recording the settlement of {}: {e}", s.merchant_id)))?;
+        rows.push(json!({
+            "merchant_id": s.merchant_id, "business_date": s.business_date.to_string(),
+            "gross": s.gross.to_string(), "refunds": s.refunds.to_string(), "fees": s.fees.to_string(),
+            "net": s.net.to_string(), "currency": s.currency.code(), "position": appended.first_position,
+        }));
+    }
+    Ok(json_reply(StatusCode::OK, &json!({"settlement_date": date.to_string(), "settled": rows})))
 }
 
 fn percent_decode(text: &str) -> String {

@@ -12,6 +12,13 @@ pub const ROUTES: &[(&str, &str, &[&str])] = &[
     ("get", "/v1/balances/{account}", &["finance", "auditor", "admin"]),
     ("get", "/v1/trial-balance", &["finance", "auditor", "admin"]),
     ("get", "/v1/events", &["auditor", "admin"]),
+    ("post", "/v1/admin/records", &["admin"]),
+    ("post", "/v1/statements", &["finance", "admin"]),
+    ("post", "/v1/reconciliations", &["finance", "admin"]),
+    ("get", "/v1/breaks", &["finance", "auditor", "admin"]),
+    ("post", "/v1/breaks/{id}/resolution", &["finance", "admin"]),
+    ("post", "/v1/settlements", &["finance", "admin"]),
+    ("get", "/v1/verify", &["auditor", "admin"]),
 ];
 
 fn problem(description: &str) -> Value {
@@ -23,6 +30,10 @@ fn problem(description: &str) -> Value {
 
 fn ok_json(description: &str, schema: Value) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": schema}}})
+}
+
+fn date(name: &str, required: bool) -> Value {
+    json!({"name": name, "in": "query", "required": required, "schema": {"type": "string", "format": "date"}})
 }
 
 fn as_of() -> Value {
@@ -135,6 +146,91 @@ pub fn document() -> Value {
                 );
                 responses.insert("400".into(), problem("a bad from or limit"));
             }
+            "/v1/admin/records" => {
+                op["requestBody"] = json!({
+                    "required": true,
+                    "description": "admin records (design.md §7), a JSON array or NDJSON",
+                    "content": {
+                        "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+                        "application/x-ndjson": {"schema": {"type": "string"}}
+                    }
+                });
+                responses.insert("200".into(), ok_json("one result per record", json!({"type": "object"})));
+                responses.insert("400".into(), problem("the body is not UTF-8 or not JSON"));
+                responses.insert("413".into(), problem("the body is over its limit"));
+                responses.insert("422".into(), problem("a record is invalid; nothing was stored"));
+            }
+            "/v1/statements" => {
+                op["parameters"] = json!([
+                    {"name": "channel", "in": "query", "required": true, "schema": {"type": "string", "enum": ["wechat", "alipay", "unionpay", "generic"]}},
+                    date("date", false),
+                    {"name": "name", "in": "query", "required": false, "schema": {"type": "string", "maxLength": 255}}
+                ]);
+                op["requestBody"] = json!({"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}});
+                responses.insert(
+                    "200".into(),
+                    ok_json("the import (or that the same file was imported before)", json!({"type": "object"})),
+                );
+                responses.insert("400".into(), problem("a bad query or a statement that does not fit the log"));
+                responses.insert("413".into(), problem("the file is over its limit"));
+                responses.insert("422".into(), problem("the statement does not parse (file, line, field)"));
+            }
+            "/v1/reconciliations" => {
+                op["parameters"] = json!([
+                    date("date", true),
+                    {"name": "channel", "in": "query", "required": false, "schema": {"type": "string", "enum": ["wechat", "alipay", "unionpay", "generic"]}}
+                ]);
+                responses.insert(
+                    "200".into(),
+                    ok_json(
+                        "the end-of-day report: reports, batches, settlement",
+                        json!({"type": "object", "required": ["date", "reports", "batches", "settlement"]}),
+                    ),
+                );
+                responses.insert("400".into(), problem("a bad date or channel"));
+                responses.insert("409".into(), problem("nothing to reconcile (no statement imported)"));
+            }
+            "/v1/breaks" => {
+                op["parameters"] = json!([{"name": "open", "in": "query", "required": false, "schema": {"type": "string", "enum": ["true", "false", "1", "0"]}}]);
+                responses.insert(
+                    "200".into(),
+                    ok_json("every break of the latest runs", json!({"type": "object", "required": ["breaks"]})),
+                );
+            }
+            "/v1/breaks/{id}/resolution" => {
+                op["parameters"] = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string", "maxLength": 128}}]);
+                op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["action", "reason"], "additionalProperties": false,
+                    "properties": {"action": {"type": "string", "enum": ["book", "write_off", "refund"]},
+                        "reason": {"type": "string", "minLength": 1, "maxLength": 256},
+                        "approved_by": {"type": "string", "maxLength": 256}}}}}});
+                responses.insert("200".into(), ok_json("the resolution recorded", json!({"type": "object"})));
+                responses.insert("400".into(), problem("a bad body"));
+                responses.insert("404".into(), problem("no such break"));
+                responses.insert("409".into(), problem("resolved before"));
+                responses.insert("413".into(), problem("the body is over its limit"));
+                responses.insert("422".into(), problem("over the approval threshold without a second person"));
+            }
+            "/v1/settlements" => {
+                op["parameters"] = json!([date("date", true)]);
+                responses.insert(
+                    "200".into(),
+                    ok_json(
+                        "what was settled now (nothing twice)",
+                        json!({"type": "object", "required": ["settlement_date", "settled"]}),
+                    ),
+                );
+                responses.insert("400".into(), problem("a bad date"));
+            }
+            "/v1/verify" => {
+                responses.insert(
+                    "200".into(),
+                    ok_json(
+                        "the books rebuilt from position 0 and compared with the checkpoint",
+                        json!({"type": "object", "required": ["ok"]}),
+                    ),
+                );
+            }
             _ => {}
         }
         op["responses"] = errors(responses, roles);
@@ -167,6 +263,13 @@ fn summary(path: &str) -> &'static str {
         "/v1/balances/{account}" => "One account's balance, now or as of a position or business time",
         "/v1/trial-balance" => "Every account's balance",
         "/v1/events" => "The event log for auditors, from a position, as NDJSON",
+        "/v1/admin/records" => "Ingest admin records (channel terms, merchant and terminal lifecycle)",
+        "/v1/statements" => "Upload a channel's statement file",
+        "/v1/reconciliations" => "Reconcile a date's statements; the end-of-day report",
+        "/v1/breaks" => "Breaks of the latest reconciliations and their resolutions",
+        "/v1/breaks/{id}/resolution" => "Resolve a break (book, write off, refund)",
+        "/v1/settlements" => "Settle merchants for a date",
+        "/v1/verify" => "Rebuild the books and compare them with the checkpoint",
         _ => "",
     }
 }

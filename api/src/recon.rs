@@ -58,13 +58,7 @@ pub fn import(
     };
     let s = &imported.statement;
     if json {
-        println!(
-            "{}",
-            json!({
-                "imported": !imported.again, "again": imported.again, "channel": s.channel.as_str(),
-                "date": s.date.to_string(), "digest": s.digest, "lines": s.lines, "totals": totals_json(&s.totals),
-            })
-        );
+        println!("{}", imported_json(&imported));
     } else if imported.again {
         println!(
             "{} statement for {} was imported before (same file, digest {}): nothing changed",
@@ -82,6 +76,15 @@ pub fn import(
     Ok(ExitCode::SUCCESS)
 }
 
+/// What a statement import recorded, as JSON (`statement import --format json`, HTTP).
+pub fn imported_json(imported: &ledger::recon::Imported) -> Value {
+    let s = &imported.statement;
+    json!({
+        "imported": !imported.again, "again": imported.again, "channel": s.channel.as_str(),
+        "date": s.date.to_string(), "digest": s.digest, "lines": s.lines, "totals": totals_json(&s.totals),
+    })
+}
+
 fn totals_json(t: &ingest::statement::Totals) -> Value {
     json!({
         "payments": t.payments, "payment_amount": t.payment_amount.to_string(),
@@ -93,75 +96,17 @@ fn totals_json(t: &ingest::statement::Totals) -> Value {
 pub fn reconcile(data_dir: &Path, date: NaiveDate, only: Option<StatementChannel>, output: Output) -> Result<ExitCode> {
     let rt = runtime()?;
     let store = open_store(data_dir)?;
-    let channels: Vec<StatementChannel> = match only {
-        Some(c) => vec![c],
-        None => {
-            let mut found = Vec::new();
-            for c in [
-                StatementChannel::Wechat,
-                StatementChannel::Alipay,
-                StatementChannel::Unionpay,
-                StatementChannel::Generic,
-            ] {
-                // A statement stored damaged is an error, not a statement to skip.
-                if !rt.block_on(ledger::recon::statement_imports(&store, c, date))?.is_empty() {
-                    found.push(c);
-                }
-            }
-            found
-        }
-    };
-    if channels.is_empty() {
-        anyhow::bail!("no statement is imported for {date}; import one with `posledger statement import`");
-    }
-    let mut runs = Vec::new();
-    for c in channels {
-        runs.push(
-            rt.block_on(ledger::recon::reconcile(&store, c, date))
-                .with_context(|| format!("reconciling {c} {date}"))?,
-        );
-    }
-    // Terminal batches closed that day: the host's verdict, recorded once.
-    let verdicts = rt.block_on(async {
-        use ingest::store::{EventStore, ExpectedRevision};
-        let verdicts = ledger::recon::batch_verdicts(&store, date).await?;
-        for v in &verdicts {
-            let e = ingest::event::Event::TerminalBatchReconciled(v.clone());
-            store.append(&e.stream(), ExpectedRevision::Any, vec![e.to_event_data()]).await?;
-        }
-        anyhow::Ok(verdicts)
-    })?;
-    let unbalanced: Vec<Value> = verdicts
-        .iter()
-        .filter(|v| !v.balanced)
-        .map(|v| {
-            json!({"merchant_id": v.merchant_id, "terminal_id": v.terminal_id, "batch_no": v.batch_no,
-                   "difference": v.difference.to_string(), "terminal": v.terminal, "host": v.host})
-        })
-        .collect();
-    let batches =
-        json!({"closed": verdicts.len(), "balanced": verdicts.len() - unbalanced.len(), "unbalanced": unbalanced});
+    let (runs, verdicts) = rt.block_on(reconcile_day(&store, date, only))?;
     let opened = rt.block_on(open_books(&store, data_dir))?;
-    let books = &opened.books;
-    let reports: Vec<Value> = runs.iter().map(|r| report_json(r, date, books)).collect();
-    let settlement: Vec<Value> = books
-        .day_totals(date)
-        .into_iter()
-        .map(|(m, c, g, rf, f, n)| {
-            let fen = |mut d: Decimal| {
-                d.rescale(c.scale());
-                d.to_string()
-            };
-            json!({"merchant_id": m, "currency": c.code(), "gross": fen(g), "refunds": fen(rf), "fees": fen(f), "net": fen(n)})
-        })
-        .collect();
+    let day = day_report(date, &runs, &verdicts, &opened.books);
+    let (reports, batches, settlement) = (
+        day["reports"].as_array().cloned().unwrap_or_default(),
+        day["batches"].clone(),
+        day["settlement"].as_array().cloned().unwrap_or_default(),
+    );
     let mut out = std::io::stdout().lock();
     match output {
-        Output::Json => writeln!(
-            out,
-            "{}",
-            json!({"date": date.to_string(), "reports": reports, "batches": batches, "settlement": settlement})
-        )?,
+        Output::Json => writeln!(out, "{day}")?,
         Output::Csv => {
             writeln!(
                 out,
@@ -233,6 +178,84 @@ pub fn reconcile(data_dir: &Path, date: NaiveDate, only: Option<StatementChannel
     let breaks = runs.iter().any(|r| r.classification.items.iter().any(|c| c.outcome.is_break()))
         || verdicts.iter().any(|v| !v.balanced);
     Ok(if breaks { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// Reconciles every statement imported for `date` (or one channel's) and records the host's
+/// verdict on each terminal batch closed that day.
+pub async fn reconcile_day(
+    store: &ingest::store::EmbeddedStore,
+    date: NaiveDate,
+    only: Option<StatementChannel>,
+) -> Result<(Vec<Reconciled>, Vec<ingest::event::TerminalBatchReconciled>)> {
+    let channels: Vec<StatementChannel> = match only {
+        Some(c) => vec![c],
+        None => {
+            let mut found = Vec::new();
+            for c in [
+                StatementChannel::Wechat,
+                StatementChannel::Alipay,
+                StatementChannel::Unionpay,
+                StatementChannel::Generic,
+            ] {
+                // A statement stored damaged is an error, not a statement to skip.
+                if !ledger::recon::statement_imports(store, c, date).await?.is_empty() {
+                    found.push(c);
+                }
+            }
+            found
+        }
+    };
+    if channels.is_empty() {
+        anyhow::bail!("no statement is imported for {date}; import one with `posledger statement import`");
+    }
+    let mut runs = Vec::new();
+    for c in channels {
+        runs.push(ledger::recon::reconcile(store, c, date).await.with_context(|| format!("reconciling {c} {date}"))?);
+    }
+    // Terminal batches closed that day: the host's verdict, recorded once.
+    let verdicts = {
+        use ingest::store::{EventStore, ExpectedRevision};
+        let verdicts = ledger::recon::batch_verdicts(store, date).await?;
+        for v in &verdicts {
+            let e = ingest::event::Event::TerminalBatchReconciled(v.clone());
+            store.append(&e.stream(), ExpectedRevision::Any, vec![e.to_event_data()]).await?;
+        }
+        verdicts
+    };
+    Ok((runs, verdicts))
+}
+
+/// The end-of-day report (the stable JSON of `reconcile --format json` and the HTTP API):
+/// each statement's report, the terminal batches, and the merchants' business of the day.
+pub fn day_report(
+    date: NaiveDate,
+    runs: &[Reconciled],
+    verdicts: &[ingest::event::TerminalBatchReconciled],
+    books: &ledger::Projection,
+) -> Value {
+    let unbalanced: Vec<Value> = verdicts
+        .iter()
+        .filter(|v| !v.balanced)
+        .map(|v| {
+            json!({"merchant_id": v.merchant_id, "terminal_id": v.terminal_id, "batch_no": v.batch_no,
+                   "difference": v.difference.to_string(), "terminal": v.terminal, "host": v.host})
+        })
+        .collect();
+    let batches =
+        json!({"closed": verdicts.len(), "balanced": verdicts.len() - unbalanced.len(), "unbalanced": unbalanced});
+    let reports: Vec<Value> = runs.iter().map(|r| report_json(r, date, books)).collect();
+    let settlement: Vec<Value> = books
+        .day_totals(date)
+        .into_iter()
+        .map(|(m, c, g, rf, f, n)| {
+            let fen = |mut d: Decimal| {
+                d.rescale(c.scale());
+                d.to_string()
+            };
+            json!({"merchant_id": m, "currency": c.code(), "gross": fen(g), "refunds": fen(rf), "fees": fen(f), "net": fen(n)})
+        })
+        .collect();
+    json!({"date": date.to_string(), "reports": reports, "batches": batches, "settlement": settlement})
 }
 
 /// The report of one statement and date (design.md §5), as JSON (the stable form).
@@ -355,6 +378,10 @@ pub fn breaks(data_dir: &Path, open: bool, output: Output) -> Result<ExitCode> {
     let rt = runtime()?;
     let store = open_store(data_dir)?;
     let (latest, resolved) = rt.block_on(ledger::recon::recorded_breaks(&store))?;
+    if output == Output::Json {
+        writeln!(std::io::stdout().lock(), "{}", breaks_json(&latest, &resolved, open))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let rows: Vec<(String, &(StatementChannel, NaiveDate), &ingest::event::ReconBreak)> = latest
         .iter()
         .flat_map(|(k, (_, breaks))| {
@@ -368,22 +395,7 @@ pub fn breaks(data_dir: &Path, open: bool, output: Output) -> Result<ExitCode> {
         .collect();
     let mut out = std::io::stdout().lock();
     match output {
-        Output::Json => {
-            let list: Vec<Value> = rows
-                .iter()
-                .map(|(id, (c, d), b)| {
-                    let mut v = serde_json::to_value(b).unwrap_or_default();
-                    v["id"] = json!(id);
-                    v["statement"] = json!(c.as_str());
-                    v["date"] = json!(d.to_string());
-                    v["suspense_amount"] = json!(ledger::recon::parked(b).to_string());
-                    v["resolved"] =
-                        resolved.get(id).map_or(Value::Null, |r| serde_json::to_value(r).unwrap_or_default());
-                    v
-                })
-                .collect();
-            writeln!(out, "{}", json!({"breaks": list}))?;
-        }
+        Output::Json => unreachable!("answered above"),
         Output::Csv => {
             writeln!(out, "id,statement,date,outcome,kind,txn_id,channel_txn_id,suspense_amount,resolved_by")?;
             for (id, (c, d), b) in &rows {
@@ -415,6 +427,37 @@ pub fn breaks(data_dir: &Path, open: bool, output: Output) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every break of the latest reconciliations (carried items left out), with its id, what it
+/// parks in suspense and its resolution; only the unresolved ones when `open`. The stable JSON
+/// of `breaks --format json` and the HTTP API.
+pub fn breaks_json(
+    latest: &std::collections::BTreeMap<(StatementChannel, NaiveDate), ledger::recon::RecordedRun>,
+    resolved: &std::collections::BTreeMap<String, ingest::event::BreakResolved>,
+    open: bool,
+) -> Value {
+    let list: Vec<Value> = latest
+        .iter()
+        .flat_map(|(k, (_, breaks))| {
+            ledger::recon::break_ids(k.0, k.1, breaks)
+                .into_iter()
+                .zip(breaks)
+                .filter(|(_, b)| b.outcome != ledger::recon::Outcome::CarriedForward)
+                .map(move |(id, b)| (id, k, b))
+        })
+        .filter(|(id, _, _)| !open || !resolved.contains_key(id))
+        .map(|(id, (c, d), b)| {
+            let mut v = serde_json::to_value(b).unwrap_or_default();
+            v["id"] = json!(id);
+            v["statement"] = json!(c.as_str());
+            v["date"] = json!(d.to_string());
+            v["suspense_amount"] = json!(ledger::recon::parked(b).to_string());
+            v["resolved"] = resolved.get(&id).map_or(Value::Null, |r| serde_json::to_value(r).unwrap_or_default());
+            v
+        })
+        .collect();
+    json!({"breaks": list})
 }
 
 /// `posledger resolve`.

@@ -156,7 +156,7 @@ fn every_route_answers_each_role_as_documented() {
         ("admin", server.key(Role::Admin, None)),
     ];
     for (method, path, roles) in api::openapi::ROUTES {
-        let path = path.replace("{account}", "assets:clearing:wechat");
+        let path = path.replace("{account}", "assets:clearing:wechat").replace("{id}", "nope");
         let body: &[u8] = b"";
         let public = roles.is_empty();
         for (label, token) in [("no key", None), ("revoked", Some(revoked.as_str()))] {
@@ -356,10 +356,71 @@ fn the_openapi_document_lists_exactly_the_served_routes() {
     let admin = server.key(Role::Admin, None);
     for (path, ops) in paths {
         for method in ops.as_object().expect("ops").keys() {
-            let url = path.replace("{account}", "assets:bank:settlement");
+            let url = path.replace("{account}", "assets:bank:settlement").replace("{id}", "nope");
             let a = server.call(&method.to_uppercase(), &url, Some(&admin), b"");
             assert_ne!(a.status, 404, "{method} {path}");
             assert_ne!(a.status, 405, "{method} {path}");
         }
     }
+}
+
+#[test]
+fn end_of_day_over_http_statement_reconciliation_breaks_settlement() {
+    // The small fixture's day of the 23rd: its WeChat file uploaded, reconciled (P04 stated
+    // 199.00 against our 200.00, and a line we never booked), a break resolved once, and the
+    // merchants settled once for the 23rd's business.
+    let server = Server::start();
+    let admin = server.key(Role::Admin, None);
+    let finance = server.key(Role::Finance, None);
+    server.call("POST", "/v1/transactions", Some(&admin), &feed("M000001"));
+    server.call("POST", "/v1/transactions", Some(&admin), &feed("M000002"));
+    let file =
+        std::fs::read(manifest("../analytics/tests/fixtures/small/statements/wechat-2026-11-23.csv")).expect("file");
+    let up = server.call(
+        "POST",
+        "/v1/statements?channel=wechat&date=2026-11-23&name=wechat-2026-11-23.csv",
+        Some(&finance),
+        &file,
+    );
+    assert_eq!(up.status, 200, "{}", String::from_utf8_lossy(&up.body));
+    assert_eq!(up.json()["lines"], 3);
+    let broken =
+        server.call("POST", "/v1/statements?channel=wechat&date=2026-11-23", Some(&finance), b"not a statement");
+    assert_eq!(
+        (broken.status, broken.json()["type"].as_str()),
+        (422, Some("https://posledger.dev/problems/invalid_statement"))
+    );
+
+    let report = server.call("POST", "/v1/reconciliations?date=2026-11-23", Some(&finance), b"").json();
+    let wechat = &report["reports"][0];
+    let outcomes: Vec<&str> =
+        wechat["breaks"].as_array().expect("breaks").iter().map(|b| b["outcome"].as_str().expect("o")).collect();
+    assert_eq!(outcomes, ["amount_mismatch", "missing_in_ledger"]);
+
+    let listed = server.call("GET", "/v1/breaks?open=true", Some(&finance), b"").json();
+    let unknown = listed["breaks"]
+        .as_array()
+        .expect("breaks")
+        .iter()
+        .find(|b| b["outcome"] == "missing_in_ledger")
+        .expect("listed");
+    let id = unknown["id"].as_str().expect("id");
+    let path = format!("/v1/breaks/{id}/resolution");
+    let body = br#"{"action": "refund", "reason": "not our merchant's"}"#;
+    let done = server.call("POST", &path, Some(&finance), body);
+    assert_eq!(done.status, 200, "{}", String::from_utf8_lossy(&done.body));
+    assert_eq!(done.json()["by"], format!("key:{}", &finance[4..16]));
+    let again = server.call("POST", &path, Some(&finance), body);
+    assert_eq!(again.status, 409);
+    let bad = server.call("POST", &path, Some(&finance), br#"{"action": "ignore", "reason": "x"}"#);
+    assert_eq!((bad.status, bad.json()["field"].as_str()), (400, Some("action")));
+    let open = server.call("GET", "/v1/breaks?open=true", Some(&finance), b"").json();
+    assert_eq!(open["breaks"].as_array().map(Vec::len), Some(1));
+
+    let settled = server.call("POST", "/v1/settlements?date=2026-11-24", Some(&finance), b"").json();
+    let merchants: Vec<&str> =
+        settled["settled"].as_array().expect("settled").iter().map(|s| s["merchant_id"].as_str().expect("m")).collect();
+    assert_eq!(merchants, ["M000001", "M000002"]);
+    let twice = server.call("POST", "/v1/settlements?date=2026-11-24", Some(&finance), b"").json();
+    assert_eq!(twice["settled"].as_array().map(Vec::len), Some(0), "nothing settles twice");
 }
