@@ -137,6 +137,16 @@ pub struct Session {
 impl Session {
     /// Registers the tables of the export at `dir` (a table not exported yet is empty).
     pub async fn open(dir: &Path, limits: Limits) -> Result<Session, SqlError> {
+        Session::open_with(dir, limits, true).await
+    }
+
+    /// Like [`Session::open`], but `payments` has no `payer` column: for analysts, who see no
+    /// payer identities (the column is not there to select, filter or join on).
+    pub async fn open_without_payers(dir: &Path, limits: Limits) -> Result<Session, SqlError> {
+        Session::open_with(dir, limits, false).await
+    }
+
+    async fn open_with(dir: &Path, limits: Limits, payers: bool) -> Result<Session, SqlError> {
         let dir = std::fs::canonicalize(dir).map_err(|e| SqlError::Export(format!("{}: {e}", dir.display())))?;
         // No spilling: a query that needs more memory than its limit fails clearly instead of
         // writing temporary files outside the export.
@@ -151,6 +161,13 @@ impl Session {
             SessionStateBuilder::new().with_config(config).with_runtime_env(runtime).with_default_features().build();
         let ctx = SessionContext::new_with_state(state);
         for (name, schema) in export::schemas() {
+            let schema = if payers || name != "payments" {
+                schema
+            } else {
+                let kept: Vec<Field> =
+                    schema.fields().iter().filter(|f| f.name() != "payer").map(|f| f.as_ref().clone()).collect();
+                Arc::new(Schema::new(kept))
+            };
             let table_dir = dir.join(name);
             if table_dir.is_dir() {
                 let url = ListingTableUrl::parse(format!("{}/", table_dir.display()))

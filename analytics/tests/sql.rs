@@ -230,3 +230,24 @@ async fn over_limit_queries_are_refused_with_the_documented_error() {
     assert!(matches!(err, SqlError::Invalid(_)), "{err:?}");
     assert!(err.to_string().contains("nope"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_analysts_session_has_no_payer_identities() {
+    // The payer column is not there to select, filter on or count by; the rest is.
+    let dir = tempfile::tempdir().expect("tmp");
+    let export = small_export(dir.path()).await;
+    let session = Session::open_without_payers(&export, Limits::default()).await.expect("session");
+    for sql in [
+        "SELECT payer FROM payments",
+        "SELECT COUNT(*) FROM payments WHERE payer = 'oPayerA'",
+        "SELECT COUNT(DISTINCT payer) FROM payments",
+    ] {
+        let err = session.query(sql).await.expect_err(sql);
+        assert!(err.to_string().contains("payer"), "{sql}: {err}");
+    }
+    let all = session.query("SELECT * FROM payments").await.expect("the rest");
+    assert!(!all.columns.iter().any(|c| c == "payer"));
+    assert_eq!(all.rows.len(), 10);
+    let q = queries::get("repeat_payers").expect("query");
+    assert!(session.named(&q, &q.bind(&[]).expect("bind")).await.is_err(), "a query on payers cannot run for analysts");
+}

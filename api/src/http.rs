@@ -275,6 +275,16 @@ impl State {
     }
 }
 
+type Route = warp::filters::BoxedFilter<(warp::reply::Response,)>;
+
+fn boxed<F, R>(route: F) -> Route
+where
+    F: Filter<Extract = (R,), Error = Rejection> + Clone + Send + Sync + 'static,
+    R: Reply + 'static,
+{
+    route.map(Reply::into_response).boxed()
+}
+
 fn with_state(state: Arc<State>) -> impl Filter<Extract = (Arc<State>,), Error = std::convert::Infallible> + Clone {
     warp::any().map(move || state.clone())
 }
@@ -305,6 +315,8 @@ const POSTERS: &[Role] = &[Role::Terminal, Role::Admin];
 const AUDITORS: &[Role] = &[Role::Auditor, Role::Admin];
 const FINANCE: &[Role] = &[Role::Finance, Role::Admin];
 const ADMINS: &[Role] = &[Role::Admin];
+const ANALYSTS: &[Role] = &[Role::Analyst, Role::Finance, Role::Auditor, Role::Admin];
+const SQL_USERS: &[Role] = &[Role::Analyst, Role::Auditor, Role::Admin];
 
 /// Every route, with metrics and problem+json errors.
 pub fn routes(state: Arc<State>) -> impl Filter<Extract = (impl Reply,), Error = std::convert::Infallible> + Clone {
@@ -442,40 +454,88 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (impl Reply,), Error =
                 "postings": report.postings, "digest": report.digest, "state_digest": report.state_digest});
             Ok::<_, Rejection>(json_reply(StatusCode::OK, &body))
         });
+    let query_list = warp::path!("v1" / "queries")
+        .and(warp::get())
+        .and(auth(state.clone(), ANALYSTS))
+        .and_then(|_: Principal| async move {
+            let all = queries::all().map_err(|e| warp::reject::custom(Problem::internal(e.to_string())))?;
+            let list: Vec<Value> = all
+                .iter()
+                .map(|q| {
+                    let params: Vec<Value> = q
+                        .params
+                        .iter()
+                        .map(|p| json!({"name": p.name, "type": p.ty.to_string(), "default": p.default.as_ref().map(ToString::to_string), "about": p.about}))
+                        .collect();
+                    json!({"name": q.name, "description": q.description, "parameters": params, "chart": q.chart.is_some()})
+                })
+                .collect();
+            Ok::<_, Rejection>(json_reply(StatusCode::OK, &json!({"queries": list})))
+        });
+    let named = warp::path!("v1" / "queries" / String)
+        .and(warp::get())
+        .and(auth(state.clone(), ANALYSTS))
+        .and(warp::query::<Vec<(String, String)>>())
+        .and(with_state(state.clone()))
+        .and_then(|name: String, who: Principal, query: Vec<(String, String)>, state: Arc<State>| async move {
+            named_query(&state, &who, &name, query).await.map_err(warp::reject::custom)
+        });
+    let sql = warp::path!("v1" / "sql")
+        .and(warp::post())
+        .and(auth(state.clone(), SQL_USERS))
+        .and(warp::body::content_length_limit(analytics::sql::SQL_BYTES_MAX as u64))
+        .and(warp::body::bytes())
+        .and(with_state(state.clone()))
+        .and_then(|who: Principal, body: Bytes, state: Arc<State>| async move {
+            ad_hoc_sql(&state, &who, &body).await.map_err(warp::reject::custom)
+        });
+    let analysis = warp::path!("v1" / "analytics" / String)
+        .and(warp::get())
+        .and(auth(state.clone(), ANALYSTS))
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with_state(state.clone()))
+        .and_then(|name: String, who: Principal, query: HashMap<String, String>, state: Arc<State>| async move {
+            analyze(&state, &who, &name, &query).await.map_err(warp::reject::custom)
+        });
+    let export = warp::path!("v1" / "export")
+        .and(warp::post())
+        .and(auth(state.clone(), ADMINS))
+        .and(with_state(state.clone()))
+        .and_then(|_: Principal, state: Arc<State>| async move {
+            let _writer = state.writes.lock().await;
+            let summary = analytics::export::export(&*state.store, &state.data_dir.join("export"))
+                .await
+                .map_err(|e| warp::reject::custom(Problem::unavailable(format!("exporting: {e}"))))?;
+            Ok::<_, Rejection>(json_reply(StatusCode::OK, &serde_json::to_value(&summary).unwrap_or(Value::Null)))
+        });
     let timed_state = state.clone();
-    healthz
-        .or(openapi)
-        .unify()
-        .or(metrics)
-        .unify()
-        .or(transactions)
-        .unify()
-        .or(balance)
-        .unify()
-        .or(trial)
-        .unify()
-        .or(events)
-        .unify()
-        .or(admin_records)
-        .unify()
-        .or(statements)
-        .unify()
-        .or(reconciliations)
-        .unify()
-        .or(breaks)
-        .unify()
-        .or(resolution)
-        .unify()
-        .or(settlements)
-        .unify()
-        .or(verify)
-        .unify()
-        .recover(|r: Rejection| async move { Ok::<_, std::convert::Infallible>(rejection(r)) })
-        .unify()
-        .with(warp::log::custom(move |info: warp::log::Info<'_>| {
+    // Each route boxed: one level of `or` at a time keeps the filter's type (and the build)
+    // small.
+    let mut all = boxed(healthz);
+    all = all.or(boxed(openapi)).unify().boxed();
+    all = all.or(boxed(metrics)).unify().boxed();
+    all = all.or(boxed(transactions)).unify().boxed();
+    all = all.or(boxed(balance)).unify().boxed();
+    all = all.or(boxed(trial)).unify().boxed();
+    all = all.or(boxed(events)).unify().boxed();
+    all = all.or(boxed(admin_records)).unify().boxed();
+    all = all.or(boxed(statements)).unify().boxed();
+    all = all.or(boxed(reconciliations)).unify().boxed();
+    all = all.or(boxed(breaks)).unify().boxed();
+    all = all.or(boxed(resolution)).unify().boxed();
+    all = all.or(boxed(settlements)).unify().boxed();
+    all = all.or(boxed(verify)).unify().boxed();
+    all = all.or(boxed(query_list)).unify().boxed();
+    all = all.or(boxed(named)).unify().boxed();
+    all = all.or(boxed(sql)).unify().boxed();
+    all = all.or(boxed(analysis)).unify().boxed();
+    all = all.or(boxed(export)).unify().boxed();
+    all.recover(|r: Rejection| async move { Ok::<_, std::convert::Infallible>(rejection(r)) }).unify().with(
+        warp::log::custom(move |info: warp::log::Info<'_>| {
             let micros = u64::try_from(info.elapsed().as_micros()).unwrap_or(u64::MAX);
             timed_state.metrics.observe(route_name(info.path()), info.status().as_u16(), micros);
-        }))
+        }),
+    )
 }
 
 /// The route a path belongs to, for metrics (bounded label values: ids are not labels).
@@ -494,6 +554,11 @@ fn route_name(path: &str) -> &'static str {
         "/v1/settlements" => "/v1/settlements",
         "/v1/verify" => "/v1/verify",
         p if p.starts_with("/v1/breaks/") => "/v1/breaks/{id}/resolution",
+        "/v1/queries" => "/v1/queries",
+        p if p.starts_with("/v1/queries/") => "/v1/queries/{name}",
+        "/v1/sql" => "/v1/sql",
+        p if p.starts_with("/v1/analytics/") => "/v1/analytics/{analysis}",
+        "/v1/export" => "/v1/export",
         p if p.starts_with("/v1/balances/") => "/v1/balances/{account}",
         _ => "other",
     }
@@ -985,6 +1050,187 @@ async fn settle(state: &State, query: &HashMap<String, String>) -> Result<warp::
         }));
     }
     Ok(json_reply(StatusCode::OK, &json!({"settlement_date": date.to_string(), "settled": rows})))
+}
+
+/// The export's SQL session for a caller: analysts get no payer column.
+async fn session(state: &State, who: &Principal) -> Result<analytics::sql::Session, Problem> {
+    let dir = state.data_dir.join("export");
+    if !dir.is_dir() {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "no_export",
+            "No export",
+            "nothing is exported yet: POST /v1/export",
+        ));
+    }
+    let limits = analytics::sql::Limits::default();
+    let session = if who.role == Role::Analyst {
+        analytics::sql::Session::open_without_payers(&dir, limits).await
+    } else {
+        analytics::sql::Session::open(&dir, limits).await
+    };
+    session.map_err(sql_problem)
+}
+
+fn sql_problem(e: analytics::sql::SqlError) -> Problem {
+    use analytics::sql::SqlError as E;
+    match &e {
+        E::NotReadOnly(_) => Problem::bad_request("sql_not_read_only", e.to_string()),
+        E::TooLong { .. } => Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "sql_too_long", "SQL too long", e.to_string()),
+        E::Invalid(_) => Problem::bad_request("sql_invalid", e.to_string()),
+        E::Param(queries::ParamError::UnknownQuery(_)) => {
+            Problem::new(StatusCode::NOT_FOUND, "unknown_query", "Unknown query", e.to_string())
+        }
+        E::Param(p) => {
+            let field = match p {
+                queries::ParamError::Unknown { param, .. }
+                | queries::ParamError::Invalid { param, .. }
+                | queries::ParamError::Missing { param, .. } => Some(param.clone()),
+                queries::ParamError::Repeated(param) => Some(param.clone()),
+                _ => None,
+            };
+            let problem = Problem::bad_request("invalid_parameter", e.to_string());
+            match field {
+                Some(f) => problem.field(f),
+                None => problem,
+            }
+        }
+        E::RowLimit { .. } => {
+            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "query_row_limit", "Too many rows", e.to_string())
+        }
+        E::MemoryLimit { .. } => {
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "query_memory_limit", "Over the memory limit", e.to_string())
+        }
+        E::TimeLimit { .. } => {
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "query_time_limit", "Over the time limit", e.to_string())
+        }
+        E::Export(_) | E::Internal(_) => Problem::internal(e.to_string()),
+    }
+}
+
+fn table_reply(table: &analytics::table::Table) -> warp::reply::Response {
+    let mut response =
+        warp::reply::with_status(table.render(analytics::table::Format::Json), StatusCode::OK).into_response();
+    response
+        .headers_mut()
+        .insert(warp::http::header::CONTENT_TYPE, warp::http::HeaderValue::from_static("application/json"));
+    response
+}
+
+fn svg_reply(svg: String) -> warp::reply::Response {
+    let mut response = warp::reply::with_status(svg, StatusCode::OK).into_response();
+    response
+        .headers_mut()
+        .insert(warp::http::header::CONTENT_TYPE, warp::http::HeaderValue::from_static("image/svg+xml"));
+    response
+}
+
+fn wants_svg(query: &[(String, String)]) -> Result<bool, Problem> {
+    match query.iter().find(|(k, _)| k == "format").map(|(_, v)| v.as_str()) {
+        None | Some("json") => Ok(false),
+        Some("svg") => Ok(true),
+        Some(other) => {
+            Err(Problem::bad_request("invalid_query", format!("format {other:?} is not json or svg")).field("format"))
+        }
+    }
+}
+
+/// `GET /v1/queries/{name}?param=value...[&format=svg]`.
+async fn named_query(
+    state: &State,
+    who: &Principal,
+    name: &str,
+    query: Vec<(String, String)>,
+) -> Result<warp::reply::Response, Problem> {
+    let svg = wants_svg(&query)?;
+    let q = queries::get(name).map_err(|e| sql_problem(e.into()))?;
+    let args: Vec<String> = query.iter().filter(|(k, _)| k != "format").map(|(k, v)| format!("{k}={v}")).collect();
+    let values = q.bind(&args).map_err(|e| sql_problem(e.into()))?;
+    let table = session(state, who).await?.named(&q, &values).await.map_err(sql_problem)?;
+    if !svg {
+        return Ok(table_reply(&table));
+    }
+    let spec = q
+        .chart
+        .as_ref()
+        .ok_or_else(|| Problem::bad_request("no_chart", format!("query {name} has no chart")).field("format"))?;
+    analytics::chart::from_table(spec, &table, &q.name).map(svg_reply).map_err(|e| Problem::internal(e.to_string()))
+}
+
+/// `POST /v1/sql`: the body is one read-only query.
+async fn ad_hoc_sql(state: &State, who: &Principal, body: &[u8]) -> Result<warp::reply::Response, Problem> {
+    let sql = std::str::from_utf8(body).map_err(|e| {
+        Problem::bad_request("invalid_utf8", format!("the SQL is not UTF-8 (byte {})", e.valid_up_to()))
+    })?;
+    let table = session(state, who).await?.query(sql).await.map_err(sql_problem)?;
+    Ok(table_reply(&table))
+}
+
+/// `GET /v1/analytics/{rfm|trend|basket|cohort}[?format=svg&merchant=M&as_of=D&payers=true]`.
+async fn analyze(
+    state: &State,
+    who: &Principal,
+    name: &str,
+    query: &HashMap<String, String>,
+) -> Result<warp::reply::Response, Problem> {
+    let pairs: Vec<(String, String)> = query.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let svg = wants_svg(&pairs)?;
+    let payers = query.get("payers").is_some_and(|v| v == "true" || v == "1");
+    if payers && who.role == Role::Analyst {
+        return Err(Problem::forbidden("analysts see no payer identities: segments only").field("payers"));
+    }
+    let as_of = date_param(query, "as_of")?;
+    let merchant = query.get("merchant").cloned();
+    let dir = state.data_dir.join("export");
+    let name = name.to_owned();
+    if !["rfm", "trend", "basket", "cohort"].contains(&name.as_str()) {
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "unknown_analysis",
+            "Unknown analysis",
+            format!("{name:?} is not rfm, trend, basket or cohort"),
+        ));
+    }
+    // polars works on its own threads; keep it off the async workers.
+    let result = tokio::task::spawn_blocking(move || -> Result<(analytics::table::Table, Option<String>), String> {
+        use analytics::habits;
+        let e = |e: &dyn std::fmt::Display| e.to_string();
+        Ok(match name.as_str() {
+            "rfm" => {
+                let rfm = habits::rfm(&dir, as_of).map_err(|x| e(&x))?;
+                let chart = if svg { Some(habits::rfm_chart(&rfm).map_err(|x| e(&x))?) } else { None };
+                (if payers { rfm.payers_table() } else { rfm.segments_table() }, chart)
+            }
+            "trend" => {
+                let weeks = habits::trend(&dir, merchant.as_deref()).map_err(|x| e(&x))?;
+                let chart = if svg { Some(habits::trend_chart(&weeks).map_err(|x| e(&x))?) } else { None };
+                (habits::trend_table(&weeks), chart)
+            }
+            "basket" => {
+                let t = habits::basket(&dir).map_err(|x| e(&x))?;
+                let chart = if svg { Some(habits::basket_chart(&t).map_err(|x| e(&x))?) } else { None };
+                (t, chart)
+            }
+            _ => {
+                let t = habits::cohort(&dir).map_err(|x| e(&x))?;
+                let chart = if svg { Some(habits::cohort_chart(&t).map_err(|x| e(&x))?) } else { None };
+                (t, chart)
+            }
+        })
+    })
+    .await
+    .map_err(|e| Problem::internal(e.to_string()))?
+    .map_err(Problem::internal)?;
+    match result {
+        (_, Some(svg)) => Ok(svg_reply(svg)),
+        (table, None) if table.rows.len() > analytics::sql::QUERY_ROWS_MAX => Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "query_row_limit",
+            "Too many rows",
+            format!("{} rows, more than {}", table.rows.len(), analytics::sql::QUERY_ROWS_MAX),
+        )),
+        (table, None) => Ok(table_reply(&table)),
+    }
 }
 
 fn percent_decode(text: &str) -> String {

@@ -19,6 +19,11 @@ pub const ROUTES: &[(&str, &str, &[&str])] = &[
     ("post", "/v1/breaks/{id}/resolution", &["finance", "admin"]),
     ("post", "/v1/settlements", &["finance", "admin"]),
     ("get", "/v1/verify", &["auditor", "admin"]),
+    ("get", "/v1/queries", &["analyst", "finance", "auditor", "admin"]),
+    ("get", "/v1/queries/{name}", &["analyst", "finance", "auditor", "admin"]),
+    ("post", "/v1/sql", &["analyst", "auditor", "admin"]),
+    ("get", "/v1/analytics/{analysis}", &["analyst", "finance", "auditor", "admin"]),
+    ("post", "/v1/export", &["admin"]),
 ];
 
 fn problem(description: &str) -> Value {
@@ -30,6 +35,11 @@ fn problem(description: &str) -> Value {
 
 fn ok_json(description: &str, schema: Value) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": schema}}})
+}
+
+fn table_schema() -> Value {
+    json!({"type": "object", "required": ["columns", "rows"], "properties": {
+        "columns": {"type": "array", "items": {"type": "string"}}, "rows": {"type": "array", "items": {"type": "object"}}}})
 }
 
 fn date(name: &str, required: bool) -> Value {
@@ -231,6 +241,56 @@ pub fn document() -> Value {
                     ),
                 );
             }
+            "/v1/queries" => {
+                responses.insert(
+                    "200".into(),
+                    ok_json(
+                        "the named queries and their parameters",
+                        json!({"type": "object", "required": ["queries"]}),
+                    ),
+                );
+            }
+            "/v1/queries/{name}" => {
+                op["parameters"] = json!([
+                    {"name": "name", "in": "path", "required": true, "schema": {"type": "string", "maxLength": 64}},
+                    {"name": "format", "in": "query", "required": false, "schema": {"type": "string", "enum": ["json", "svg"]}}
+                ]);
+                responses.insert("200".into(), json!({"description": "the result (columns, rows), or its chart",
+                    "content": {"application/json": {"schema": table_schema()}, "image/svg+xml": {"schema": {"type": "string"}}}}));
+                responses.insert("400".into(), problem("a bad parameter, or a query without a chart asked for one"));
+                responses.insert("404".into(), problem("no such query"));
+                responses.insert("409".into(), problem("nothing exported yet"));
+                responses.insert("422".into(), problem("more rows than the limit"));
+                responses.insert("503".into(), problem("over the memory or time limit"));
+            }
+            "/v1/sql" => {
+                op["requestBody"] = json!({"required": true, "description": "one SELECT or WITH query over the export",
+                    "content": {"text/plain": {"schema": {"type": "string", "maxLength": analytics::sql::SQL_BYTES_MAX}}}});
+                responses.insert("200".into(), ok_json("the result", table_schema()));
+                responses.insert("400".into(), problem("not one read-only query, or it does not plan"));
+                responses.insert("409".into(), problem("nothing exported yet"));
+                responses.insert("413".into(), problem("the SQL is over its limit"));
+                responses.insert("422".into(), problem("more rows than the limit"));
+                responses.insert("503".into(), problem("over the memory or time limit"));
+            }
+            "/v1/analytics/{analysis}" => {
+                op["parameters"] = json!([
+                    {"name": "analysis", "in": "path", "required": true, "schema": {"type": "string", "enum": ["rfm", "trend", "basket", "cohort"]}},
+                    {"name": "format", "in": "query", "required": false, "schema": {"type": "string", "enum": ["json", "svg"]}},
+                    {"name": "merchant", "in": "query", "required": false, "schema": {"type": "string", "maxLength": 64}},
+                    date("as_of", false),
+                    {"name": "payers", "in": "query", "required": false, "schema": {"type": "string", "enum": ["true", "false"]}}
+                ]);
+                responses.insert("200".into(), json!({"description": "the analysis, or its chart",
+                    "content": {"application/json": {"schema": table_schema()}, "image/svg+xml": {"schema": {"type": "string"}}}}));
+                responses.insert("400".into(), problem("a bad parameter"));
+                responses.insert("404".into(), problem("no such analysis"));
+                responses.insert("422".into(), problem("more rows than the limit"));
+            }
+            "/v1/export" => {
+                responses.insert("200".into(), ok_json("what the run exported", json!({"type": "object"})));
+                responses.insert("503".into(), problem("the export failed"));
+            }
             _ => {}
         }
         op["responses"] = errors(responses, roles);
@@ -270,6 +330,11 @@ fn summary(path: &str) -> &'static str {
         "/v1/breaks/{id}/resolution" => "Resolve a break (book, write off, refund)",
         "/v1/settlements" => "Settle merchants for a date",
         "/v1/verify" => "Rebuild the books and compare them with the checkpoint",
+        "/v1/queries" => "The named queries",
+        "/v1/queries/{name}" => "Run a named query with its parameters; JSON or its SVG chart",
+        "/v1/sql" => "Run your own read-only SQL over the export",
+        "/v1/analytics/{analysis}" => "RFM, trend, basket or cohort; JSON or SVG",
+        "/v1/export" => "Export the new events to Parquet",
         _ => "",
     }
 }

@@ -156,7 +156,11 @@ fn every_route_answers_each_role_as_documented() {
         ("admin", server.key(Role::Admin, None)),
     ];
     for (method, path, roles) in api::openapi::ROUTES {
-        let path = path.replace("{account}", "assets:clearing:wechat").replace("{id}", "nope");
+        let path = path
+            .replace("{account}", "assets:clearing:wechat")
+            .replace("{id}", "nope")
+            .replace("{name}", "channel_mix")
+            .replace("{analysis}", "basket");
         let body: &[u8] = b"";
         let public = roles.is_empty();
         for (label, token) in [("no key", None), ("revoked", Some(revoked.as_str()))] {
@@ -356,7 +360,11 @@ fn the_openapi_document_lists_exactly_the_served_routes() {
     let admin = server.key(Role::Admin, None);
     for (path, ops) in paths {
         for method in ops.as_object().expect("ops").keys() {
-            let url = path.replace("{account}", "assets:bank:settlement").replace("{id}", "nope");
+            let url = path
+                .replace("{account}", "assets:bank:settlement")
+                .replace("{id}", "nope")
+                .replace("{name}", "channel_mix")
+                .replace("{analysis}", "basket");
             let a = server.call(&method.to_uppercase(), &url, Some(&admin), b"");
             assert_ne!(a.status, 404, "{method} {path}");
             assert_ne!(a.status, 405, "{method} {path}");
@@ -423,4 +431,52 @@ fn end_of_day_over_http_statement_reconciliation_breaks_settlement() {
     assert_eq!(merchants, ["M000001", "M000002"]);
     let twice = server.call("POST", "/v1/settlements?date=2026-11-24", Some(&finance), b"").json();
     assert_eq!(twice["settled"].as_array().map(Vec::len), Some(0), "nothing settles twice");
+}
+
+#[test]
+fn queries_sql_and_analytics_over_http_hide_payers_from_analysts() {
+    // After an export: named queries as JSON and SVG, ad-hoc SQL within the sandbox, and the
+    // analyses; an analyst never sees a payer token.
+    let server = Server::start();
+    let admin = server.key(Role::Admin, None);
+    let analyst = server.key(Role::Analyst, None);
+    let auditor = server.key(Role::Auditor, None);
+    let none = server.call("GET", "/v1/queries/channel_mix", Some(&analyst), b"");
+    assert_eq!((none.status, none.json()["type"].as_str()), (409, Some("https://posledger.dev/problems/no_export")));
+    server.call("POST", "/v1/transactions", Some(&admin), &feed("M000001"));
+    server.call("POST", "/v1/transactions", Some(&admin), &feed("M000002"));
+    assert_eq!(server.call("POST", "/v1/export", Some(&admin), b"").status, 200);
+
+    let mix = server.call("GET", "/v1/queries/channel_mix", Some(&analyst), b"").json();
+    assert_eq!(mix["rows"][0]["channel"], "unionpay_card");
+    assert_eq!(mix["rows"][0]["share_pct"], "89.45");
+    let svg = server.call("GET", "/v1/queries/hour_weekday?format=svg", Some(&analyst), b"");
+    assert_eq!(svg.content_type, "image/svg+xml");
+    assert!(String::from_utf8_lossy(&svg.body).contains("<svg"));
+    let bad = server.call("GET", "/v1/queries/daily_sales?to=yesterday", Some(&analyst), b"");
+    assert_eq!((bad.status, bad.json()["field"].as_str()), (400, Some("to")));
+    assert_eq!(server.call("GET", "/v1/queries/nope", Some(&analyst), b"").status, 404);
+
+    let payer_sql = b"SELECT payer, COUNT(*) FROM payments GROUP BY payer";
+    let refused = server.call("POST", "/v1/sql", Some(&analyst), payer_sql);
+    assert_eq!(
+        (refused.status, refused.json()["type"].as_str()),
+        (400, Some("https://posledger.dev/problems/sql_invalid"))
+    );
+    let allowed = server.call("POST", "/v1/sql", Some(&auditor), payer_sql);
+    assert_eq!(allowed.status, 200);
+    let ddl = server.call("POST", "/v1/sql", Some(&auditor), b"DROP TABLE payments");
+    assert_eq!(ddl.json()["type"], "https://posledger.dev/problems/sql_not_read_only");
+
+    let segments = server.call("GET", "/v1/analytics/rfm", Some(&analyst), b"").json();
+    assert_eq!(segments["columns"][0], "segment");
+    assert!(
+        !String::from_utf8_lossy(&server.call("GET", "/v1/analytics/rfm", Some(&analyst), b"").body).contains("oPayer")
+    );
+    assert_eq!(server.call("GET", "/v1/analytics/rfm?payers=true", Some(&analyst), b"").status, 403);
+    let per_payer = server.call("GET", "/v1/analytics/rfm?payers=true", Some(&auditor), b"");
+    assert!(String::from_utf8_lossy(&per_payer.body).contains("oPayerA"));
+    let cohort = server.call("GET", "/v1/analytics/cohort?format=svg", Some(&analyst), b"");
+    assert_eq!(cohort.content_type, "image/svg+xml");
+    assert_eq!(server.call("GET", "/v1/analytics/astrology", Some(&analyst), b"").status, 404);
 }
