@@ -5,14 +5,26 @@
 -- param: from date = 1970-01-01 first business day included
 -- param: to date = 9999-12-31 last business day included
 -- param: merchant text = * one merchant id, or * for every merchant
-WITH moves AS (
-    SELECT business_date, merchant_id, channel, 1 AS payments, amount AS gross, CAST(0 AS DECIMAL(18, 2)) AS adjusted, merchant_fee AS fee
+WITH sales AS (
+    -- Each table grouped on its own first, then the few groups combined: the same sums, and
+    -- the ten-million-row side goes straight into one aggregation.
+    SELECT business_date, merchant_id, channel, COUNT(*) AS payments, SUM(amount) AS gross, SUM(merchant_fee) AS fee
     FROM payments
     WHERE date BETWEEN $from AND $to AND ($merchant = '*' OR merchant_id = $merchant)
-    UNION ALL
-    SELECT business_date, merchant_id, channel, 0, CAST(0 AS DECIMAL(18, 2)), amount, CAST(0 AS DECIMAL(18, 2))
+    GROUP BY business_date, merchant_id, channel
+),
+adjusted AS (
+    SELECT business_date, merchant_id, channel, SUM(amount) AS adjusted
     FROM adjustments
     WHERE date BETWEEN $from AND $to AND ($merchant = '*' OR merchant_id = $merchant)
+    GROUP BY business_date, merchant_id, channel
+),
+moves AS (
+    SELECT business_date, merchant_id, channel, payments, gross, CAST(0 AS DECIMAL(18, 2)) AS adjusted, fee
+    FROM sales
+    UNION ALL
+    SELECT business_date, merchant_id, channel, 0, CAST(0 AS DECIMAL(18, 2)), adjusted, CAST(0 AS DECIMAL(18, 2))
+    FROM adjusted
 )
 SELECT
     business_date,
