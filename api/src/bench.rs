@@ -68,6 +68,13 @@ pub const BENCHMARKS: &[Benchmark] = &[
                 when it is installed (groupby_10m_vs_duckdb_ratio)",
     },
     Benchmark {
+        name: "http_balance_reads_per_s",
+        about: "posledger serve on 127.0.0.1 (in this process): GET /v1/balances/{account} under wrk \
+                (2 threads, 64 connections, 5 s; also http_balance_p99_ms) when wrk is installed, and \
+                http_ingest_records_per_s: a generated feed of 200k records POSTed as NDJSON batches of \
+                1000 by 2 clients",
+    },
+    Benchmark {
         name: "replay_10m_events_s",
         about: "rebuilding the books from a stored log of 10M events (9.1M captures of 1000 merchants, \
                 a refund for one in ten) without a checkpoint: read, decode, project; also its peak \
@@ -150,6 +157,7 @@ pub fn run(names: &[String], scale: f64, repeat: usize, work_dir: Option<&Path>)
             "replay_10m_events_s" => rt.block_on(replay(&dir, scaled(9_090_909, scale), repeat))?,
             "export_rows_per_s" => rt.block_on(export(&dir, scaled(1_000_000, scale), repeat))?,
             "groupby_10m_payments_s" => rt.block_on(groupby(&dir, scaled(10_000_000, scale), repeat))?,
+            "http_balance_reads_per_s" => rt.block_on(http(&dir, scaled(200_000, scale), repeat))?,
             "reconcile_1m_items_s" => reconcile(&dir, scaled(1_000_000, scale), repeat)?,
             "parse_statements_lines_per_s" => parse_statements(scaled(1_000_000, scale), repeat)?,
             _ => unreachable!("names were checked above"),
@@ -684,6 +692,130 @@ print("duckdb=%f groups=%d" % (statistics.median(runs), len(rows)))
         }
         Ok(o) => eprintln!("peer failed: {}", String::from_utf8_lossy(&o.stderr)),
         Err(_) => eprintln!("peer skipped: python3 is not available"),
+    }
+    Ok(())
+}
+
+/// One POST on its own connection; the answer's body.
+fn http_post(addr: std::net::SocketAddr, path: &str, token: &str, body: &[u8]) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    anyhow::ensure!(raw.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&raw[..raw.len().min(300)]));
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").context("no head")?;
+    Ok(raw[split + 4..].to_vec())
+}
+
+/// The HTTP API: balance reads under wrk, and batched ingest over HTTP.
+async fn http(dir: &Path, records: u64, repeat: usize) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let shape = Shape { merchants: 1000, terminals_per_merchant: 2, seed: 7 };
+    let mut admin = Vec::new();
+    generate::write_admin(&mut admin, shape)?;
+    let mut feed = Vec::new();
+    generate::write_feed(&mut feed, shape, records)?;
+    let mut runs = Vec::new();
+    let mut reads = Vec::new();
+    let mut p99 = Vec::new();
+    let mut accepted = 0;
+    for run in 0..repeat {
+        let data = dir.join(format!("data-{run}"));
+        {
+            let store = Arc::new(EmbeddedStore::open(data.join("events"))?);
+            let mut ingestor = Ingestor::open(store, None).await?;
+            ingestor.ingest_reader(&admin[..], InputKind::Admin, |_, _| {}).await?;
+        }
+        let (_, admin_key) = crate::keys::create(&data, crate::keys::Role::Admin, None)?;
+        let (_, finance_key) = crate::keys::create(&data, crate::keys::Role::Finance, None)?;
+        let state = crate::http::State::open(&data).await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(
+            warp::serve(crate::http::routes(state))
+                .incoming(listener)
+                .graceful(async {
+                    let _ = stopped.await;
+                })
+                .run(),
+        );
+        // Ingest: batches of 1000 lines, alternately by two clients, in the feed's order.
+        let lines: Vec<&[u8]> = feed.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
+        let batches: Vec<Vec<u8>> = lines.chunks(1000).map(|c| c.join(&b'\n')).collect();
+        let start = Instant::now();
+        let counted = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..2)
+                .map(|w| {
+                    let (batches, token) = (&batches, &admin_key);
+                    scope.spawn(move || -> Result<u64> {
+                        let mut accepted = 0;
+                        for body in batches.iter().skip(w).step_by(2) {
+                            let answer: Value =
+                                serde_json::from_slice(&http_post(addr, "/v1/transactions", token, body)?)?;
+                            accepted += answer["accepted"].as_u64().unwrap_or(0);
+                        }
+                        Ok(accepted)
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().map_err(|_| anyhow::anyhow!("client panicked"))?).sum::<Result<u64>>()
+        })?;
+        runs.push(start.elapsed().as_secs_f64());
+        accepted = counted;
+        // Balance reads under wrk.
+        let url = format!("http://{addr}/v1/balances/liabilities:merchant:M000001:payable");
+        let out = std::process::Command::new("wrk")
+            .args(["-t2", "-c64", "-d5s", "--latency", "-H", &format!("Authorization: Bearer {finance_key}"), &url])
+            .output();
+        match out {
+            Ok(o) if o.status.success() => {
+                let text = String::from_utf8_lossy(&o.stdout).into_owned();
+                if let Some(rps) = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Requests/sec:"))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                {
+                    reads.push(rps);
+                }
+                if let Some(ms) = text.lines().find_map(|l| l.trim().strip_prefix("99%")).map(|v| v.trim().to_owned()) {
+                    let value = |suffix: &str, scale: f64| {
+                        ms.strip_suffix(suffix).and_then(|n| n.parse::<f64>().ok()).map(|n| n * scale)
+                    };
+                    if let Some(v) = value("us", 0.001).or_else(|| value("ms", 1.0)).or_else(|| value("s", 1000.0)) {
+                        p99.push(v);
+                    }
+                }
+                if text.contains("Non-2xx") {
+                    anyhow::bail!("wrk saw errors: {text}");
+                }
+            }
+            _ => eprintln!("wrk is not installed: balance reads skipped (apt-get install wrk)"),
+        }
+        let _ = stop.send(());
+        let _ = server.await;
+        let _ = std::fs::remove_dir_all(&data);
+    }
+    emit(
+        "http_ingest_records_per_s",
+        records as f64 / median(runs.clone()),
+        "records/s",
+        json!({"records": records, "accepted": accepted, "batch": 1000, "clients": 2, "runs_seconds": runs}),
+    );
+    if !reads.is_empty() {
+        emit(
+            "http_balance_reads_per_s",
+            median(reads.clone()),
+            "requests/s",
+            json!({"tool": "wrk -t2 -c64 -d5s", "runs": reads, "note": "wrk shares the 2 cores with the server"}),
+        );
+        emit("http_balance_p99_ms", median(p99.clone()), "ms", json!({"runs": p99}));
     }
     Ok(())
 }
