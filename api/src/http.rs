@@ -47,6 +47,9 @@ pub const STATEMENT_UPLOAD_BYTES_MAX: u64 = 64 * 1024 * 1024;
 pub const SMALL_BODY_BYTES_MAX: u64 = 16 * 1024;
 /// Most events one `GET /v1/events` streams (resume from the last position seen + 1).
 pub const EVENTS_PAGE_MAX: u64 = 1_000_000;
+/// Ingest requests that may wait for the write model at once; more are refused with 429
+/// and `Retry-After`, so a burst cannot queue unbounded bodies in memory.
+pub const INGEST_WAITING_MAX: usize = 64;
 /// Idempotency keys remembered (the oldest are forgotten first).
 pub const IDEMPOTENCY_KEYS_MAX: usize = 10_000;
 /// Longest `Idempotency-Key` header accepted, in bytes.
@@ -102,6 +105,7 @@ impl Problem {
     }
 
     fn reply(&self) -> warp::reply::Response {
+        let retry = matches!(self.status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE);
         let mut body = json!({
             "type": format!("https://posledger.dev/problems/{}", self.kind),
             "title": self.title,
@@ -118,6 +122,9 @@ impl Problem {
         response
             .headers_mut()
             .insert(warp::http::header::CONTENT_TYPE, warp::http::HeaderValue::from_static("application/problem+json"));
+        if retry {
+            response.headers_mut().insert("retry-after", warp::http::HeaderValue::from_static("1"));
+        }
         response
     }
 }
@@ -210,6 +217,35 @@ impl Metrics {
     }
 }
 
+/// Admission of requests to a bounded queue.
+pub struct Admission {
+    inside: AtomicU64,
+    max: u64,
+}
+
+/// A place in an [`Admission`]; leaving frees it.
+pub struct Admitted<'a>(&'a Admission);
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.0.inside.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Admission {
+    /// At most `max` inside at once.
+    pub fn new(max: usize) -> Admission {
+        Admission { inside: AtomicU64::new(0), max: max as u64 }
+    }
+
+    /// A place, or `None` when full.
+    pub fn try_enter(&self) -> Option<Admitted<'_>> {
+        let before = self.inside.fetch_add(1, Ordering::AcqRel);
+        let admitted = Admitted(self);
+        (before < self.max).then_some(admitted)
+    }
+}
+
 /// What every handler shares.
 pub struct State {
     store: Arc<EmbeddedStore>,
@@ -218,6 +254,8 @@ pub struct State {
     keys: KeyRing,
     metrics: Metrics,
     idempotency: std::sync::Mutex<Idempotency>,
+    /// Ingest requests waiting for or holding the write model.
+    ingest_queue: Admission,
     /// Serialises the writes decided outside the ingestor (statements, runs, resolutions,
     /// settlements).
     writes: tokio::sync::Mutex<()>,
@@ -248,6 +286,7 @@ impl State {
             metrics: Metrics::default(),
             idempotency: Default::default(),
             writes: tokio::sync::Mutex::new(()),
+            ingest_queue: Admission::new(INGEST_WAITING_MAX),
             data_dir: data_dir.to_owned(),
         }))
     }
@@ -317,6 +356,7 @@ const FINANCE: &[Role] = &[Role::Finance, Role::Admin];
 const ADMINS: &[Role] = &[Role::Admin];
 const ANALYSTS: &[Role] = &[Role::Analyst, Role::Finance, Role::Auditor, Role::Admin];
 const SQL_USERS: &[Role] = &[Role::Analyst, Role::Auditor, Role::Admin];
+const STATE_READERS: &[Role] = &[Role::Terminal, Role::Finance, Role::Auditor, Role::Admin];
 
 /// Every route, with metrics and problem+json errors.
 pub fn routes(state: Arc<State>) -> impl Filter<Extract = (impl Reply,), Error = std::convert::Infallible> + Clone {
@@ -508,6 +548,28 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (impl Reply,), Error =
                 .map_err(|e| warp::reject::custom(Problem::unavailable(format!("exporting: {e}"))))?;
             Ok::<_, Rejection>(json_reply(StatusCode::OK, &serde_json::to_value(&summary).unwrap_or(Value::Null)))
         });
+    let merchant = warp::path!("v1" / "merchants" / String)
+        .and(warp::get())
+        .and(auth(state.clone(), STATE_READERS))
+        .and(with_state(state.clone()))
+        .and_then(|id: String, who: Principal, state: Arc<State>| async move {
+            merchant_state(&state, &who, &id).await.map_err(warp::reject::custom)
+        });
+    let terminal = warp::path!("v1" / "terminals" / String)
+        .and(warp::get())
+        .and(auth(state.clone(), STATE_READERS))
+        .and(with_state(state.clone()))
+        .and_then(|id: String, who: Principal, state: Arc<State>| async move {
+            terminal_state(&state, &who, &id).await.map_err(warp::reject::custom)
+        });
+    let entries = warp::path!("v1" / "entries")
+        .and(warp::get())
+        .and(auth(state.clone(), READERS))
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with_state(state.clone()))
+        .and_then(|_: Principal, query: HashMap<String, String>, state: Arc<State>| async move {
+            entries(&state, &query).await.map_err(warp::reject::custom)
+        });
     let timed_state = state.clone();
     // Each route boxed: one level of `or` at a time keeps the filter's type (and the build)
     // small.
@@ -530,6 +592,9 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (impl Reply,), Error =
     all = all.or(boxed(sql)).unify().boxed();
     all = all.or(boxed(analysis)).unify().boxed();
     all = all.or(boxed(export)).unify().boxed();
+    all = all.or(boxed(merchant)).unify().boxed();
+    all = all.or(boxed(terminal)).unify().boxed();
+    all = all.or(boxed(entries)).unify().boxed();
     all.recover(|r: Rejection| async move { Ok::<_, std::convert::Infallible>(rejection(r)) }).unify().with(
         warp::log::custom(move |info: warp::log::Info<'_>| {
             let micros = u64::try_from(info.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -559,6 +624,9 @@ fn route_name(path: &str) -> &'static str {
         "/v1/sql" => "/v1/sql",
         p if p.starts_with("/v1/analytics/") => "/v1/analytics/{analysis}",
         "/v1/export" => "/v1/export",
+        "/v1/entries" => "/v1/entries",
+        p if p.starts_with("/v1/merchants/") => "/v1/merchants/{id}",
+        p if p.starts_with("/v1/terminals/") => "/v1/terminals/{id}",
         p if p.starts_with("/v1/balances/") => "/v1/balances/{account}",
         _ => "other",
     }
@@ -694,6 +762,14 @@ async fn ingest_records(
             }
         }
     }
+    let Some(_place) = state.ingest_queue.try_enter() else {
+        return Err(Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            "Too many requests",
+            format!("{INGEST_WAITING_MAX} ingest requests are already waiting; retry shortly"),
+        ));
+    };
     let outcomes = {
         let mut ingestor = state.ingestor.lock().await;
         let mut outcomes = Vec::with_capacity(lines.len());
@@ -1233,6 +1309,111 @@ async fn analyze(
     }
 }
 
+fn not_found(kind: &'static str, what: String) -> Problem {
+    Problem::new(StatusCode::NOT_FOUND, kind, "Not found", what)
+}
+
+/// `GET /v1/merchants/{id}`: lifecycle status, fees in force, terminals. A terminal key sees
+/// its own merchant only.
+async fn merchant_state(state: &State, who: &Principal, id: &str) -> Result<warp::reply::Response, Problem> {
+    if who.merchant.as_deref().is_some_and(|m| m != id) {
+        return Err(Problem::forbidden("a terminal key sees its own merchant only"));
+    }
+    let mut ingestor = state.ingestor.lock().await;
+    ingestor.catch_up().await.map_err(|e| Problem::unavailable(e.to_string()))?;
+    let registry = ingestor.registry();
+    let m = registry.merchants.get(id).ok_or_else(|| not_found("unknown_merchant", format!("no merchant {id}")))?;
+    let mut terminals: Vec<Value> = registry
+        .terminals
+        .iter()
+        .filter(|(_, t)| t.merchant_id == id)
+        .map(|(tid, t)| json!({"terminal_id": tid, "status": t.status}))
+        .collect();
+    terminals.sort_by(|a, b| a["terminal_id"].as_str().cmp(&b["terminal_id"].as_str()));
+    let fees: serde_json::Map<String, Value> =
+        m.fees.iter().map(|(c, f)| (c.as_str().to_owned(), serde_json::to_value(f).unwrap_or(Value::Null))).collect();
+    Ok(json_reply(
+        StatusCode::OK,
+        &json!({"merchant_id": id, "status": m.status, "fees": fees, "terminals": terminals}),
+    ))
+}
+
+/// `GET /v1/terminals/{id}`.
+async fn terminal_state(state: &State, who: &Principal, id: &str) -> Result<warp::reply::Response, Problem> {
+    let mut ingestor = state.ingestor.lock().await;
+    ingestor.catch_up().await.map_err(|e| Problem::unavailable(e.to_string()))?;
+    let t = ingestor
+        .registry()
+        .terminals
+        .get(id)
+        .ok_or_else(|| not_found("unknown_terminal", format!("no terminal {id}")))?;
+    if who.merchant.as_deref().is_some_and(|m| m != t.merchant_id) {
+        return Err(Problem::forbidden("a terminal key sees its own merchant's terminals only"));
+    }
+    let batches = ingestor.registry().closed_batches.get(id).map_or(0, |b| b.len());
+    Ok(json_reply(
+        StatusCode::OK,
+        &json!({"terminal_id": id, "merchant_id": t.merchant_id, "status": t.status, "closed_batches": batches}),
+    ))
+}
+
+/// Most postings on one page of `GET /v1/entries`.
+pub const ENTRIES_PAGE_MAX: usize = 10_000;
+
+/// `GET /v1/entries?account=A[&currency=CNY][&from=POSITION][&limit=N]`: an account's postings
+/// a page at a time; `next` is the following page's `from`.
+async fn entries(state: &State, query: &HashMap<String, String>) -> Result<warp::reply::Response, Problem> {
+    let account_text = query
+        .get("account")
+        .ok_or_else(|| Problem::bad_request("invalid_query", "account is required").field("account"))?;
+    let account = ledger::entry::Account::parse(account_text)
+        .map_err(|e| Problem::bad_request("invalid_account", e.to_string()).field("account"))?;
+    let currency = match query.get("currency") {
+        None => ingest::money::Currency::Cny,
+        Some(c) => c
+            .parse()
+            .map_err(|_| Problem::bad_request("invalid_query", format!("unknown currency {c:?}")).field("currency"))?,
+    };
+    let number = |name: &'static str, default: u64| -> Result<u64, Problem> {
+        query.get(name).map_or(Ok(default), |t| {
+            t.parse().map_err(|_| {
+                Problem::bad_request("invalid_query", format!("{name} {t:?} is not a whole number")).field(name)
+            })
+        })
+    };
+    let from = number("from", 0)?;
+    let limit = number("limit", 100)? as usize;
+    if limit == 0 || limit > ENTRIES_PAGE_MAX {
+        return Err(
+            Problem::bad_request("invalid_query", format!("limit must be 1 to {ENTRIES_PAGE_MAX}")).field("limit")
+        );
+    }
+    let mut points: Vec<_> = {
+        let books = state.books().await?;
+        books
+            .balances()
+            .history(&account, currency)
+            .map(|h| h.points_from(from).take(limit + 1).collect())
+            .unwrap_or_default()
+    };
+    let next = (points.len() > limit).then(|| points.pop().map(|p| p.position)).flatten();
+    let mut postings = Vec::with_capacity(points.len());
+    for p in points {
+        let stored = state.store.read_all(p.position, 1).await.map_err(|e| Problem::unavailable(e.to_string()))?;
+        let e = stored.first().ok_or_else(|| Problem::internal("a posting's event is missing from the log"))?;
+        let event = ingest::event::Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)
+            .map_err(|e| Problem::internal(e.to_string()))?;
+        postings.push(json!({
+            "position": p.position, "event_type": event.event_type(), "reference": event.reference(),
+            "occurred_at": event.occurred_at().to_rfc3339(), "amount": money(p.amount), "balance": money(p.balance),
+        }));
+    }
+    Ok(json_reply(
+        StatusCode::OK,
+        &json!({"account": account_text, "currency": currency.code(), "postings": postings, "next": next}),
+    ))
+}
+
 fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -1275,4 +1456,30 @@ pub fn serve(data_dir: &Path, addr: SocketAddr) -> Result<std::process::ExitCode
         eprintln!("stopped after {:.0?}", started.elapsed());
         Ok(std::process::ExitCode::SUCCESS)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admission_lets_in_at_most_max_and_frees_places_on_leaving() {
+        // The 65th waiting ingest request is refused; one leaving lets the next in.
+        let queue = Admission::new(INGEST_WAITING_MAX);
+        let mut inside: Vec<_> = (0..INGEST_WAITING_MAX).map(|_| queue.try_enter().expect("a place")).collect();
+        assert!(queue.try_enter().is_none(), "full");
+        assert!(queue.try_enter().is_none(), "a refused attempt takes no place");
+        inside.pop();
+        let next = queue.try_enter();
+        assert!(next.is_some(), "the freed place");
+        assert!(queue.try_enter().is_none(), "and only that one");
+    }
+
+    #[test]
+    fn overload_problems_carry_retry_after() {
+        // 429 and 503 tell the client when to come back.
+        let p = Problem::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", "Too many requests", "x");
+        assert_eq!(p.reply().headers().get("retry-after").map(|v| v.as_bytes()), Some(&b"1"[..]));
+        assert!(Problem::bad_request("x", "y").reply().headers().get("retry-after").is_none());
+    }
 }

@@ -24,6 +24,9 @@ pub const ROUTES: &[(&str, &str, &[&str])] = &[
     ("post", "/v1/sql", &["analyst", "auditor", "admin"]),
     ("get", "/v1/analytics/{analysis}", &["analyst", "finance", "auditor", "admin"]),
     ("post", "/v1/export", &["admin"]),
+    ("get", "/v1/merchants/{id}", &["terminal", "finance", "auditor", "admin"]),
+    ("get", "/v1/terminals/{id}", &["terminal", "finance", "auditor", "admin"]),
+    ("get", "/v1/entries", &["finance", "auditor", "admin"]),
 ];
 
 fn problem(description: &str) -> Value {
@@ -287,6 +290,26 @@ pub fn document() -> Value {
                 responses.insert("404".into(), problem("no such analysis"));
                 responses.insert("422".into(), problem("more rows than the limit"));
             }
+            "/v1/merchants/{id}" | "/v1/terminals/{id}" => {
+                op["parameters"] = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string", "maxLength": 64}}]);
+                responses.insert(
+                    "200".into(),
+                    ok_json("its state as the events describe it", json!({"type": "object", "required": ["status"]})),
+                );
+                responses.insert("404".into(), problem("no such id"));
+            }
+            "/v1/entries" => {
+                op["parameters"] = json!([
+                    {"name": "account", "in": "query", "required": true, "schema": {"type": "string", "maxLength": 256}},
+                    {"name": "currency", "in": "query", "required": false, "schema": {"type": "string", "enum": ["CNY"]}},
+                    {"name": "from", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": crate::http::ENTRIES_PAGE_MAX}}
+                ]);
+                responses.insert("200".into(), ok_json("a page of postings; `next` is the following page's `from`",
+                    json!({"type": "object", "required": ["account", "currency", "postings"], "properties": {
+                        "postings": {"type": "array", "items": {"type": "object"}}, "next": {"type": "integer", "nullable": true}}})));
+                responses.insert("400".into(), problem("a bad account, currency, from or limit"));
+            }
             "/v1/export" => {
                 responses.insert("200".into(), ok_json("what the run exported", json!({"type": "object"})));
                 responses.insert("503".into(), problem("the export failed"));
@@ -335,6 +358,9 @@ fn summary(path: &str) -> &'static str {
         "/v1/sql" => "Run your own read-only SQL over the export",
         "/v1/analytics/{analysis}" => "RFM, trend, basket or cohort; JSON or SVG",
         "/v1/export" => "Export the new events to Parquet",
+        "/v1/merchants/{id}" => "A merchant's state: status, fees in force, terminals",
+        "/v1/terminals/{id}" => "A terminal's state",
+        "/v1/entries" => "An account's postings, a page at a time",
         _ => "",
     }
 }

@@ -160,7 +160,10 @@ fn every_route_answers_each_role_as_documented() {
             .replace("{account}", "assets:clearing:wechat")
             .replace("{id}", "nope")
             .replace("{name}", "channel_mix")
-            .replace("{analysis}", "basket");
+            .replace("{analysis}", "basket")
+            .replace("/v1/merchants/nope", "/v1/merchants/M000001")
+            .replace("/v1/terminals/nope", "/v1/terminals/T0001001")
+            .replace("/v1/entries", "/v1/entries?account=assets:bank:settlement");
         let body: &[u8] = b"";
         let public = roles.is_empty();
         for (label, token) in [("no key", None), ("revoked", Some(revoked.as_str()))] {
@@ -364,7 +367,10 @@ fn the_openapi_document_lists_exactly_the_served_routes() {
                 .replace("{account}", "assets:bank:settlement")
                 .replace("{id}", "nope")
                 .replace("{name}", "channel_mix")
-                .replace("{analysis}", "basket");
+                .replace("{analysis}", "basket")
+                .replace("/v1/merchants/nope", "/v1/merchants/M000001")
+                .replace("/v1/terminals/nope", "/v1/terminals/T0001001")
+                .replace("/v1/entries", "/v1/entries?account=assets:bank:settlement");
             let a = server.call(&method.to_uppercase(), &url, Some(&admin), b"");
             assert_ne!(a.status, 404, "{method} {path}");
             assert_ne!(a.status, 405, "{method} {path}");
@@ -515,4 +521,45 @@ fn schemathesis_finds_no_server_error_and_every_answer_matches_the_document() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("passed"), "{text}");
+}
+
+#[test]
+fn merchants_terminals_and_entries_over_http() {
+    // State as the events describe it (a terminal key sees its own merchant only), and an
+    // account's postings paged with a cursor that neither skips nor repeats.
+    let server = Server::start();
+    let admin = server.key(Role::Admin, None);
+    let terminal = server.key(Role::Terminal, Some("M000001"));
+    server.call("POST", "/v1/transactions", Some(&admin), &feed("M000001"));
+    let m = server.call("GET", "/v1/merchants/M000001", Some(&terminal), b"").json();
+    assert_eq!(m["status"], "contracted", "applied, approved, then a contract signed");
+    assert_eq!(m["terminals"][0]["terminal_id"], "T0001001");
+    assert_eq!(m["terminals"][0]["status"], "active");
+    assert_eq!(m["fees"]["wechat"]["rate"], "0.0038");
+    assert_eq!(server.call("GET", "/v1/merchants/M000002", Some(&terminal), b"").status, 403);
+    assert_eq!(server.call("GET", "/v1/terminals/T0002001", Some(&terminal), b"").status, 403);
+    assert_eq!(server.call("GET", "/v1/merchants/M999999", Some(&admin), b"").status, 404);
+    let t = server.call("GET", "/v1/terminals/T0001001", Some(&admin), b"").json();
+    assert_eq!((t["merchant_id"].as_str(), t["status"].as_str()), (Some("M000001"), Some("active")));
+
+    let account = "liabilities:merchant:M000001:payable";
+    let all = server.call("GET", &format!("/v1/entries?account={account}&limit=1000"), Some(&admin), b"").json();
+    let every: Vec<Value> = all["postings"].as_array().expect("postings").clone();
+    assert_eq!(every.len(), 7, "five sales (cash books nothing) and two refunds");
+    assert!(all["next"].is_null());
+    let mut paged = Vec::new();
+    let mut from = 0;
+    loop {
+        let page =
+            server.call("GET", &format!("/v1/entries?account={account}&from={from}&limit=3"), Some(&admin), b"").json();
+        paged.extend(page["postings"].as_array().expect("postings").iter().cloned());
+        match page["next"].as_u64() {
+            Some(next) => from = next,
+            None => break,
+        }
+    }
+    assert_eq!(paged, every);
+    assert_eq!(every.last().expect("last")["balance"], "-4252.98");
+    let bad = server.call("GET", "/v1/entries?account=x&limit=0", Some(&admin), b"");
+    assert_eq!(bad.status, 400);
 }
