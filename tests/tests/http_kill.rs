@@ -157,3 +157,50 @@ fn every_acknowledged_record_survives_kill_9_exactly_once() {
     assert!(counts.values().all(|n| *n == 1), "none twice");
     assert_eq!(seen.len(), batches * per_batch);
 }
+
+#[test]
+fn sigterm_lets_the_request_in_flight_finish() {
+    // The server is asked to stop (SIGTERM) right after a large batch was sent: the batch is
+    // answered in full, the server exits cleanly, and after a restart it is all there.
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    let d = data.display().to_string();
+    let admin = fixture("admin.ndjson").display().to_string();
+    assert!(
+        Command::new(POSLEDGER)
+            .args(["--data-dir", &d, "merchants", "import", &admin])
+            .stdout(Stdio::null())
+            .status()
+            .expect("admin")
+            .success()
+    );
+    let key = Command::new(POSLEDGER)
+        .args(["--data-dir", &d, "keys", "create", "--role", "admin"])
+        .stderr(Stdio::null())
+        .output()
+        .expect("key");
+    let token = String::from_utf8(key.stdout).expect("utf8").trim().to_owned();
+    let (mut server, addr) = serve(&data);
+    let body = batch(0, 20_000);
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    let head = format!(
+        "POST /v1/transactions HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).expect("head");
+    stream.write_all(&body).expect("body");
+    let term = Command::new("kill").args(["-TERM", &server.id().to_string()]).status().expect("kill -TERM");
+    assert!(term.success());
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("the answer");
+    assert!(raw.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&raw[..raw.len().min(200)]));
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("head");
+    let answer: serde_json::Value = serde_json::from_slice(&raw[split + 4..]).expect("json");
+    assert_eq!(answer["accepted"], 20_000);
+    assert!(server.wait().expect("exit").success(), "a clean exit");
+    let (mut server, addr) = serve(&data);
+    let again = post(addr, &token, &body).expect("answer");
+    assert_eq!(again["duplicates"], 20_000, "all of it is there");
+    server.kill().expect("stop");
+    let _ = server.wait();
+}
