@@ -50,8 +50,13 @@ pub const EVENTS_PAGE_MAX: u64 = 1_000_000;
 /// Ingest requests that may wait for the write model at once; more are refused with 429
 /// and `Retry-After`, so a burst cannot queue unbounded bodies in memory.
 pub const INGEST_WAITING_MAX: usize = 64;
+/// SQL queries and analyses running at once (each may hold up to the SQL memory limit); more
+/// are refused with 429.
+pub const QUERIES_RUNNING_MAX: usize = 2;
 /// Idempotency keys remembered (the oldest are forgotten first).
 pub const IDEMPOTENCY_KEYS_MAX: usize = 10_000;
+/// Bytes of answers the remembered Idempotency-Keys may hold together (the oldest go first).
+pub const IDEMPOTENCY_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Longest `Idempotency-Key` header accepted, in bytes.
 pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 128;
 
@@ -224,9 +229,9 @@ pub struct Admission {
 }
 
 /// A place in an [`Admission`]; leaving frees it.
-pub struct Admitted<'a>(&'a Admission);
+pub struct Admitted(Arc<Admission>);
 
-impl Drop for Admitted<'_> {
+impl Drop for Admitted {
     fn drop(&mut self) {
         self.0.inside.fetch_sub(1, Ordering::AcqRel);
     }
@@ -239,9 +244,9 @@ impl Admission {
     }
 
     /// A place, or `None` when full.
-    pub fn try_enter(&self) -> Option<Admitted<'_>> {
+    pub fn try_enter(self: &Arc<Self>) -> Option<Admitted> {
         let before = self.inside.fetch_add(1, Ordering::AcqRel);
-        let admitted = Admitted(self);
+        let admitted = Admitted(self.clone());
         (before < self.max).then_some(admitted)
     }
 }
@@ -255,7 +260,9 @@ pub struct State {
     metrics: Metrics,
     idempotency: std::sync::Mutex<Idempotency>,
     /// Ingest requests waiting for or holding the write model.
-    ingest_queue: Admission,
+    ingest_queue: Arc<Admission>,
+    /// Queries and analyses running.
+    query_queue: Arc<Admission>,
     /// Serialises the writes decided outside the ingestor (statements, runs, resolutions,
     /// settlements).
     writes: tokio::sync::Mutex<()>,
@@ -265,6 +272,7 @@ pub struct State {
 /// Responses remembered by (key id, Idempotency-Key).
 #[derive(Default)]
 struct Idempotency {
+    bytes: usize,
     order: std::collections::VecDeque<(String, String)>,
     answers: HashMap<(String, String), (blake3::Hash, u16, String)>,
 }
@@ -286,7 +294,8 @@ impl State {
             metrics: Metrics::default(),
             idempotency: Default::default(),
             writes: tokio::sync::Mutex::new(()),
-            ingest_queue: Admission::new(INGEST_WAITING_MAX),
+            ingest_queue: Arc::new(Admission::new(INGEST_WAITING_MAX)),
+            query_queue: Arc::new(Admission::new(QUERIES_RUNNING_MAX)),
             data_dir: data_dir.to_owned(),
         }))
     }
@@ -322,6 +331,37 @@ where
     R: Reply + 'static,
 {
     route.map(Reply::into_response).boxed()
+}
+
+/// A place among the ingest requests let in, taken before the body is read: more than
+/// [`INGEST_WAITING_MAX`] at once are refused with 429, their bodies never buffered.
+fn admit(state: Arc<State>) -> impl Filter<Extract = (Admitted,), Error = Rejection> + Clone {
+    admit_to(state, |s| &s.ingest_queue, "ingest requests")
+}
+
+/// A place among the queries and analyses running ([`QUERIES_RUNNING_MAX`]).
+fn admit_query(state: Arc<State>) -> impl Filter<Extract = (Admitted,), Error = Rejection> + Clone {
+    admit_to(state, |s| &s.query_queue, "queries")
+}
+
+fn admit_to(
+    state: Arc<State>,
+    queue: fn(&State) -> &Arc<Admission>,
+    what: &'static str,
+) -> impl Filter<Extract = (Admitted,), Error = Rejection> + Clone {
+    warp::any().and_then(move || {
+        let state = state.clone();
+        async move {
+            queue(&state).try_enter().ok_or_else(|| {
+                warp::reject::custom(Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_requests",
+                    "Too many requests",
+                    format!("as many {what} as allowed are already in; retry shortly"),
+                ))
+            })
+        }
+    })
 }
 
 fn with_state(state: Arc<State>) -> impl Filter<Extract = (Arc<State>,), Error = std::convert::Infallible> + Clone {
@@ -395,11 +435,14 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (impl Reply,), Error =
         .and(warp::post())
         .and(auth(state.clone(), POSTERS))
         .and(warp::header::optional::<String>("idempotency-key"))
+        .and(admit(state.clone()))
         .and(warp::body::content_length_limit(INGEST_BODY_BYTES_MAX))
         .and(warp::body::bytes())
         .and(with_state(state.clone()))
-        .and_then(|who: Principal, key: Option<String>, body: Bytes, state: Arc<State>| async move {
-            ingest_records(&state, &who, InputKind::Feed, key, body).await.map_err(warp::reject::custom)
+        .and_then(|who: Principal, key: Option<String>, place: Admitted, body: Bytes, state: Arc<State>| async move {
+            let answer = ingest_records(&state, &who, InputKind::Feed, key, body).await;
+            drop(place);
+            answer.map_err(warp::reject::custom)
         });
     let balance = warp::path!("v1" / "balances" / String)
         .and(warp::get())
@@ -429,11 +472,14 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (impl Reply,), Error =
         .and(warp::post())
         .and(auth(state.clone(), ADMINS))
         .and(warp::header::optional::<String>("idempotency-key"))
+        .and(admit(state.clone()))
         .and(warp::body::content_length_limit(INGEST_BODY_BYTES_MAX))
         .and(warp::body::bytes())
         .and(with_state(state.clone()))
-        .and_then(|who: Principal, key: Option<String>, body: Bytes, state: Arc<State>| async move {
-            ingest_records(&state, &who, InputKind::Admin, key, body).await.map_err(warp::reject::custom)
+        .and_then(|who: Principal, key: Option<String>, place: Admitted, body: Bytes, state: Arc<State>| async move {
+            let answer = ingest_records(&state, &who, InputKind::Admin, key, body).await;
+            drop(place);
+            answer.map_err(warp::reject::custom)
         });
     let statements = warp::path!("v1" / "statements")
         .and(warp::post())
@@ -516,26 +562,35 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (impl Reply,), Error =
         .and(warp::get())
         .and(auth(state.clone(), ANALYSTS))
         .and(warp::query::<Vec<(String, String)>>())
+        .and(admit_query(state.clone()))
         .and(with_state(state.clone()))
-        .and_then(|name: String, who: Principal, query: Vec<(String, String)>, state: Arc<State>| async move {
-            named_query(&state, &who, &name, query).await.map_err(warp::reject::custom)
+        .and_then(|name: String, who: Principal, query: Vec<(String, String)>, place: Admitted, state: Arc<State>| async move {
+            let answer = named_query(&state, &who, &name, query).await;
+            drop(place);
+            answer.map_err(warp::reject::custom)
         });
     let sql = warp::path!("v1" / "sql")
         .and(warp::post())
         .and(auth(state.clone(), SQL_USERS))
+        .and(admit_query(state.clone()))
         .and(warp::body::content_length_limit(analytics::sql::SQL_BYTES_MAX as u64))
         .and(warp::body::bytes())
         .and(with_state(state.clone()))
-        .and_then(|who: Principal, body: Bytes, state: Arc<State>| async move {
-            ad_hoc_sql(&state, &who, &body).await.map_err(warp::reject::custom)
+        .and_then(|who: Principal, place: Admitted, body: Bytes, state: Arc<State>| async move {
+            let answer = ad_hoc_sql(&state, &who, &body).await;
+            drop(place);
+            answer.map_err(warp::reject::custom)
         });
     let analysis = warp::path!("v1" / "analytics" / String)
         .and(warp::get())
         .and(auth(state.clone(), ANALYSTS))
         .and(warp::query::<HashMap<String, String>>())
+        .and(admit_query(state.clone()))
         .and(with_state(state.clone()))
-        .and_then(|name: String, who: Principal, query: HashMap<String, String>, state: Arc<State>| async move {
-            analyze(&state, &who, &name, &query).await.map_err(warp::reject::custom)
+        .and_then(|name: String, who: Principal, query: HashMap<String, String>, place: Admitted, state: Arc<State>| async move {
+            let answer = analyze(&state, &who, &name, &query).await;
+            drop(place);
+            answer.map_err(warp::reject::custom)
         });
     let export = warp::path!("v1" / "export")
         .and(warp::post())
@@ -762,16 +817,12 @@ async fn ingest_records(
             }
         }
     }
-    let Some(_place) = state.ingest_queue.try_enter() else {
-        return Err(Problem::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_requests",
-            "Too many requests",
-            format!("{INGEST_WAITING_MAX} ingest requests are already waiting; retry shortly"),
-        ));
-    };
     let outcomes = {
         let mut ingestor = state.ingestor.lock().await;
+        if kind == InputKind::Admin {
+            // Closing a merchant needs a zero payable: the books say who is owed, now.
+            ingestor.set_owed_merchants(state.books().await?.merchants_with_payable());
+        }
         let mut outcomes = Vec::with_capacity(lines.len());
         for chunk in lines.chunks(ingest::pipeline::CHUNK_RECORDS_MAX) {
             let decided = ingestor
@@ -794,12 +845,16 @@ async fn ingest_records(
     if let Some(key) = idempotency_key {
         let mut remembered = state.idempotency.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let entry = (who.key_id.clone(), format!("{kind:?}/{key}"));
-        if remembered.answers.insert(entry.clone(), (digest, 200, body.to_string())).is_none() {
-            remembered.order.push_back(entry);
+        let text = body.to_string();
+        remembered.bytes += text.len();
+        match remembered.answers.insert(entry.clone(), (digest, 200, text)) {
+            Some((_, _, old)) => remembered.bytes -= old.len(),
+            None => remembered.order.push_back(entry),
         }
-        while remembered.order.len() > IDEMPOTENCY_KEYS_MAX {
-            if let Some(old) = remembered.order.pop_front() {
-                remembered.answers.remove(&old);
+        while remembered.order.len() > IDEMPOTENCY_KEYS_MAX || remembered.bytes > IDEMPOTENCY_BYTES_MAX {
+            let Some(old) = remembered.order.pop_front() else { break };
+            if let Some((_, _, text)) = remembered.answers.remove(&old) {
+                remembered.bytes -= text.len();
             }
         }
     }
@@ -813,21 +868,101 @@ fn records(body: &[u8]) -> Result<Vec<(u64, Vec<u8>)>, Problem> {
         Problem::bad_request("invalid_utf8", format!("the body is not UTF-8 (byte {})", e.valid_up_to()))
     })?;
     let trimmed = text.trim_start();
+    let too_many = || {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_records",
+            "Too many records",
+            format!("more than {INGEST_RECORDS_MAX} records; at most {INGEST_RECORDS_MAX} a request"),
+        )
+    };
     if trimmed.starts_with('[') {
-        let items: Vec<Value> = serde_json::from_str(trimmed)
-            .map_err(|e| Problem::bad_request("invalid_json", format!("the body is not a JSON array: {e}")))?;
-        return Ok(items
-            .into_iter()
-            .enumerate()
-            .map(|(i, item)| (i as u64 + 1, item.to_string().into_bytes()))
-            .collect());
+        let items = split_json_array(trimmed, INGEST_RECORDS_MAX)
+            .map_err(|e| Problem::bad_request("invalid_json", format!("the body is not a JSON array: {e}")))?
+            .ok_or_else(too_many)?;
+        return Ok(items.into_iter().enumerate().map(|(i, item)| (i as u64 + 1, item.as_bytes().to_vec())).collect());
     }
-    Ok(text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| (i as u64 + 1, l.as_bytes().to_vec()))
-        .collect())
+    let mut out = Vec::new();
+    for (i, l) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        if out.len() == INGEST_RECORDS_MAX {
+            return Err(too_many());
+        }
+        out.push((i as u64 + 1, l.as_bytes().to_vec()));
+    }
+    Ok(out)
+}
+
+/// The top-level elements of a JSON array, as slices of `text` (each is checked as a record
+/// later); `None` when there are more than `max`. Only the array's structure is scanned here:
+/// strings (with their escapes) are skipped, brackets counted, nothing is built.
+fn split_json_array(text: &str, max: usize) -> Result<Option<Vec<&str>>, String> {
+    let bytes = text.as_bytes();
+    let mut items = Vec::new();
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    let mut after_comma = false;
+    let mut start = None::<usize>;
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => {
+                in_string = true;
+                start.get_or_insert(i);
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > 1 {
+                    start.get_or_insert(i);
+                }
+            }
+            b']' | b'}' => {
+                if depth == 0 {
+                    return Err(format!("unbalanced {} at byte {i}", b as char));
+                }
+                depth -= 1;
+                if depth == 0 {
+                    match start.take() {
+                        Some(s) => items.push(text[s..i].trim()),
+                        None if after_comma => return Err(format!("a trailing comma before byte {i}")),
+                        None => {}
+                    }
+                    let rest = text[i + 1..].trim();
+                    if !rest.is_empty() {
+                        return Err(format!("unexpected text after the array at byte {}", i + 1));
+                    }
+                    if items.len() > max {
+                        return Ok(None);
+                    }
+                    return Ok(Some(items));
+                }
+            }
+            b',' if depth == 1 => match start.take() {
+                Some(s) => {
+                    after_comma = true;
+                    items.push(text[s..i].trim());
+                    if items.len() > max {
+                        return Ok(None);
+                    }
+                }
+                None => return Err(format!("an empty element at byte {i}")),
+            },
+            b' ' | b'\t' | b'\n' | b'\r' => {}
+            _ => {
+                if depth == 0 {
+                    return Err(format!("unexpected {:?} at byte {i}", b as char));
+                }
+                start.get_or_insert(i);
+            }
+        }
+    }
+    Err("the array is not closed".into())
 }
 
 enum AsOf {
@@ -1025,6 +1160,9 @@ async fn upload_statement(
             }
             Err(p)
         }
+        Err(e @ (ledger::recon::ReconError::Replay(_) | ledger::recon::ReconError::Append(_))) => {
+            Err(Problem::unavailable(e.to_string()))
+        }
         Err(e) => Err(Problem::bad_request("statement_refused", e.to_string())),
     }
 }
@@ -1101,6 +1239,13 @@ async fn resolve(state: &State, id: &str, who: &Principal, body: &[u8]) -> Resul
             e.to_string(),
         )
         .field("approved_by")),
+        Err(e @ E::Incomplete(_)) => Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "action_not_possible",
+            "Action not possible",
+            e.to_string(),
+        )
+        .field("action")),
         Err(e) => Err(Problem::unavailable(e.to_string())),
     }
 }
@@ -1465,7 +1610,7 @@ mod tests {
     #[test]
     fn admission_lets_in_at_most_max_and_frees_places_on_leaving() {
         // The 65th waiting ingest request is refused; one leaving lets the next in.
-        let queue = Admission::new(INGEST_WAITING_MAX);
+        let queue = Arc::new(Admission::new(INGEST_WAITING_MAX));
         let mut inside: Vec<_> = (0..INGEST_WAITING_MAX).map(|_| queue.try_enter().expect("a place")).collect();
         assert!(queue.try_enter().is_none(), "full");
         assert!(queue.try_enter().is_none(), "a refused attempt takes no place");
@@ -1473,6 +1618,19 @@ mod tests {
         let next = queue.try_enter();
         assert!(next.is_some(), "the freed place");
         assert!(queue.try_enter().is_none(), "and only that one");
+    }
+
+    #[test]
+    fn a_json_array_is_split_into_its_elements_without_parsing_them() {
+        // Strings with brackets, commas and escaped quotes stay inside their element.
+        let text = r#" [ {"a": "x],\"{"}, {"b": [1, 2]} , 3, "s" ] "#;
+        let items = split_json_array(text.trim(), 10).expect("splits").expect("within max");
+        assert_eq!(items, [r#"{"a": "x],\"{"}"#, r#"{"b": [1, 2]}"#, "3", r#""s""#]);
+        assert_eq!(split_json_array("[]", 10).expect("empty").expect("ok"), Vec::<&str>::new());
+        assert!(split_json_array("[1,2,3]", 2).expect("splits").is_none(), "over the maximum");
+        for bad in ["[1,,2]", "[1", "[1] x", "[1]]", "[,1]", "[1,]"] {
+            assert!(split_json_array(bad, 10).is_err(), "{bad}");
+        }
     }
 
     #[test]

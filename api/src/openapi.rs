@@ -117,6 +117,11 @@ pub fn document() -> Value {
                 responses.insert("400".into(), problem("the body is not UTF-8 or not JSON"));
                 responses.insert("409".into(), problem("the Idempotency-Key was used with another body"));
                 responses.insert("413".into(), problem("the body is over its limit"));
+                responses.insert("422".into(), problem("a record is invalid; nothing was stored"));
+                responses.insert(
+                    "429".into(),
+                    problem("too many ingest requests at once; retry after the Retry-After seconds"),
+                );
                 responses.insert("503".into(), problem("the store did not take the records"));
             }
             "/v1/balances/{account}" => {
@@ -171,7 +176,9 @@ pub fn document() -> Value {
                 responses.insert("200".into(), ok_json("one result per record", json!({"type": "object"})));
                 responses.insert("400".into(), problem("the body is not UTF-8 or not JSON"));
                 responses.insert("413".into(), problem("the body is over its limit"));
+                responses.insert("409".into(), problem("the Idempotency-Key was used with another body"));
                 responses.insert("422".into(), problem("a record is invalid; nothing was stored"));
+                responses.insert("429".into(), problem("too many ingest requests at once"));
             }
             "/v1/statements" => {
                 op["parameters"] = json!([
@@ -222,7 +229,11 @@ pub fn document() -> Value {
                 responses.insert("404".into(), problem("no such break"));
                 responses.insert("409".into(), problem("resolved before"));
                 responses.insert("413".into(), problem("the body is over its limit"));
-                responses.insert("422".into(), problem("over the approval threshold without a second person"));
+                responses.insert(
+                    "422".into(),
+                    problem("over the approval threshold without a second person, or an action this break cannot take"),
+                );
+                responses.insert("503".into(), problem("the store did not take the resolution"));
             }
             "/v1/settlements" => {
                 op["parameters"] = json!([date("date", true)]);
@@ -264,6 +275,7 @@ pub fn document() -> Value {
                 responses.insert("404".into(), problem("no such query"));
                 responses.insert("409".into(), problem("nothing exported yet"));
                 responses.insert("422".into(), problem("more rows than the limit"));
+                responses.insert("429".into(), problem("too many queries at once"));
                 responses.insert("503".into(), problem("over the memory or time limit"));
             }
             "/v1/sql" => {
@@ -274,6 +286,7 @@ pub fn document() -> Value {
                 responses.insert("409".into(), problem("nothing exported yet"));
                 responses.insert("413".into(), problem("the SQL is over its limit"));
                 responses.insert("422".into(), problem("more rows than the limit"));
+                responses.insert("429".into(), problem("too many queries at once"));
                 responses.insert("503".into(), problem("over the memory or time limit"));
             }
             "/v1/analytics/{analysis}" => {
@@ -289,6 +302,7 @@ pub fn document() -> Value {
                 responses.insert("400".into(), problem("a bad parameter"));
                 responses.insert("404".into(), problem("no such analysis"));
                 responses.insert("422".into(), problem("more rows than the limit"));
+                responses.insert("429".into(), problem("too many queries at once"));
             }
             "/v1/merchants/{id}" | "/v1/terminals/{id}" => {
                 op["parameters"] = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string", "maxLength": 64}}]);
