@@ -563,3 +563,21 @@ fn merchants_terminals_and_entries_over_http() {
     let bad = server.call("GET", "/v1/entries?account=x&limit=0", Some(&admin), b"");
     assert_eq!(bad.status, 400);
 }
+
+#[test]
+fn a_merchant_owed_money_after_the_server_started_cannot_close() {
+    // The books say who is owed at the time the close is decided, not at the server's start.
+    let server = Server::start();
+    let admin = server.key(Role::Admin, None);
+    server.call("POST", "/v1/transactions", Some(&admin), &feed("M000002"));
+    let close = concat!(
+        r#"{"kind":"terminal_unbound","terminal_id":"T0002001","at":"2026-12-01T09:00:00+08:00"}"#,
+        "\n",
+        r#"{"kind":"merchant_closed","merchant_id":"M000002","at":"2026-12-01T10:00:00+08:00"}"#,
+        "\n"
+    );
+    let answer = server.call("POST", "/v1/admin/records", Some(&admin), close.as_bytes()).json();
+    assert_eq!(answer["results"][0]["result"], "accepted");
+    assert_eq!(answer["results"][1]["result"], "rejected");
+    assert_eq!(answer["results"][1]["code"], "merchant_payable_not_zero");
+}
