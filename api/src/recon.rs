@@ -382,17 +382,7 @@ pub fn breaks(data_dir: &Path, open: bool, output: Output) -> Result<ExitCode> {
         writeln!(std::io::stdout().lock(), "{}", breaks_json(&latest, &resolved, open))?;
         return Ok(ExitCode::SUCCESS);
     }
-    let rows: Vec<(String, &(StatementChannel, NaiveDate), &ingest::event::ReconBreak)> = latest
-        .iter()
-        .flat_map(|(k, (_, breaks))| {
-            ledger::recon::break_ids(k.0, k.1, breaks)
-                .into_iter()
-                .zip(breaks)
-                .filter(|(_, b)| b.outcome != ledger::recon::Outcome::CarriedForward)
-                .map(move |(id, b)| (id, k, b))
-        })
-        .filter(|(id, _, _)| !open || !resolved.contains_key(id))
-        .collect();
+    let rows = break_rows(&latest, &resolved, open);
     let mut out = std::io::stdout().lock();
     match output {
         Output::Json => unreachable!("answered above"),
@@ -429,15 +419,17 @@ pub fn breaks(data_dir: &Path, open: bool, output: Output) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Every break of the latest reconciliations (carried items left out), with its id, what it
-/// parks in suspense and its resolution; only the unresolved ones when `open`. The stable JSON
-/// of `breaks --format json` and the HTTP API.
-pub fn breaks_json(
-    latest: &std::collections::BTreeMap<(StatementChannel, NaiveDate), ledger::recon::RecordedRun>,
+/// A break as listed: its id, its statement and date, the break.
+type BreakRow<'a> = (String, &'a (StatementChannel, NaiveDate), &'a ingest::event::ReconBreak);
+
+/// The breaks of the latest runs (carried items left out) with their ids; only the unresolved
+/// ones when `open`.
+fn break_rows<'a>(
+    latest: &'a std::collections::BTreeMap<(StatementChannel, NaiveDate), ledger::recon::RecordedRun>,
     resolved: &std::collections::BTreeMap<String, ingest::event::BreakResolved>,
     open: bool,
-) -> Value {
-    let list: Vec<Value> = latest
+) -> Vec<BreakRow<'a>> {
+    latest
         .iter()
         .flat_map(|(k, (_, breaks))| {
             ledger::recon::break_ids(k.0, k.1, breaks)
@@ -447,6 +439,19 @@ pub fn breaks_json(
                 .map(move |(id, b)| (id, k, b))
         })
         .filter(|(id, _, _)| !open || !resolved.contains_key(id))
+        .collect()
+}
+
+/// Every break of the latest reconciliations (carried items left out), with its id, what it
+/// parks in suspense and its resolution; only the unresolved ones when `open`. The stable JSON
+/// of `breaks --format json` and the HTTP API.
+pub fn breaks_json(
+    latest: &std::collections::BTreeMap<(StatementChannel, NaiveDate), ledger::recon::RecordedRun>,
+    resolved: &std::collections::BTreeMap<String, ingest::event::BreakResolved>,
+    open: bool,
+) -> Value {
+    let list: Vec<Value> = break_rows(latest, resolved, open)
+        .into_iter()
         .map(|(id, (c, d), b)| {
             let mut v = serde_json::to_value(b).unwrap_or_default();
             v["id"] = json!(id);

@@ -132,6 +132,17 @@ impl Server {
     }
 }
 
+/// A documented path made concrete: ids the fixture has, a query string where one is needed.
+fn example(path: &str) -> String {
+    path.replace("{account}", "assets:clearing:wechat")
+        .replace("{id}", "nope")
+        .replace("{name}", "channel_mix")
+        .replace("{analysis}", "basket")
+        .replace("/v1/merchants/nope", "/v1/merchants/M000001")
+        .replace("/v1/terminals/nope", "/v1/terminals/T0001001")
+        .replace("/v1/entries", "/v1/entries?account=assets:bank:settlement")
+}
+
 fn feed(merchant: &str) -> Vec<u8> {
     let text = std::fs::read_to_string(manifest("../analytics/tests/fixtures/small/feed.ndjson")).expect("feed");
     text.lines()
@@ -156,14 +167,7 @@ fn every_route_answers_each_role_as_documented() {
         ("admin", server.key(Role::Admin, None)),
     ];
     for (method, path, roles) in api::openapi::ROUTES {
-        let path = path
-            .replace("{account}", "assets:clearing:wechat")
-            .replace("{id}", "nope")
-            .replace("{name}", "channel_mix")
-            .replace("{analysis}", "basket")
-            .replace("/v1/merchants/nope", "/v1/merchants/M000001")
-            .replace("/v1/terminals/nope", "/v1/terminals/T0001001")
-            .replace("/v1/entries", "/v1/entries?account=assets:bank:settlement");
+        let path = example(path);
         let body: &[u8] = b"";
         let public = roles.is_empty();
         for (label, token) in [("no key", None), ("revoked", Some(revoked.as_str()))] {
@@ -363,14 +367,7 @@ fn the_openapi_document_lists_exactly_the_served_routes() {
     let admin = server.key(Role::Admin, None);
     for (path, ops) in paths {
         for method in ops.as_object().expect("ops").keys() {
-            let url = path
-                .replace("{account}", "assets:bank:settlement")
-                .replace("{id}", "nope")
-                .replace("{name}", "channel_mix")
-                .replace("{analysis}", "basket")
-                .replace("/v1/merchants/nope", "/v1/merchants/M000001")
-                .replace("/v1/terminals/nope", "/v1/terminals/T0001001")
-                .replace("/v1/entries", "/v1/entries?account=assets:bank:settlement");
+            let url = example(path);
             let a = server.call(&method.to_uppercase(), &url, Some(&admin), b"");
             assert_ne!(a.status, 404, "{method} {path}");
             assert_ne!(a.status, 405, "{method} {path}");
