@@ -55,6 +55,18 @@ fn span(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
     (if lo < 0.0 { lo - pad } else { lo })..hi + pad
 }
 
+/// Every chart's frame: the title, margins, and room for the axes' labels (`y_labels`
+/// pixels wide on the left).
+fn frame<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    title: &str,
+    y_labels: u32,
+) -> ChartBuilder<'a, 'b, SVGBackend<'b>> {
+    let mut builder = ChartBuilder::on(root);
+    builder.caption(title, ("sans-serif", 22)).margin(16).x_label_area_size(48).y_label_area_size(y_labels);
+    builder
+}
+
 /// Names the centre of each category segment of an axis.
 fn category(names: &[String]) -> impl Fn(&SegmentValue<i32>) -> String + '_ {
     move |v| match v {
@@ -86,13 +98,7 @@ pub fn line(
     let last = x.len().saturating_sub(1).max(1) as f64;
     let range = span(series.iter().flat_map(|(_, v)| v.iter().map(|d| pixels(*d))));
     svg(|root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, ("sans-serif", 22))
-            .margin(16)
-            .x_label_area_size(48)
-            .y_label_area_size(80)
-            .build_cartesian_2d(-0.2f64..last + 0.2, range)
-            .map_err(draw_err)?;
+        let mut chart = frame(root, title, 80).build_cartesian_2d(-0.2f64..last + 0.2, range).map_err(draw_err)?;
         let label = |v: &f64| {
             let i = v.round();
             if (v - i).abs() < 1e-6 && i >= 0.0 {
@@ -139,13 +145,8 @@ pub fn bars(title: &str, labels: &[String], values: &[Decimal]) -> Result<String
     let n = labels.len().min(values.len()).min(CHART_CATEGORIES_MAX);
     let range = span(values[..n].iter().map(|d| pixels(*d)));
     svg(|root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, ("sans-serif", 22))
-            .margin(16)
-            .x_label_area_size(48)
-            .y_label_area_size(80)
-            .build_cartesian_2d((0..n as i32).into_segmented(), range)
-            .map_err(draw_err)?;
+        let mut chart =
+            frame(root, title, 80).build_cartesian_2d((0..n as i32).into_segmented(), range).map_err(draw_err)?;
         let label = category(labels);
         chart
             .configure_mesh()
@@ -176,11 +177,7 @@ pub fn heatmap(title: &str, x: &[String], y: &[String], cells: &[Vec<Option<Deci
     let (nx, ny) = (x.len().min(CHART_CATEGORIES_MAX), y.len().min(CHART_CATEGORIES_MAX));
     let top = cells.iter().flatten().flatten().map(|d| pixels(*d)).fold(0.0f64, f64::max);
     svg(|root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, ("sans-serif", 22))
-            .margin(16)
-            .x_label_area_size(48)
-            .y_label_area_size(100)
+        let mut chart = frame(root, title, 100)
             .build_cartesian_2d((0..nx as i32).into_segmented(), (0..ny as i32).into_segmented())
             .map_err(draw_err)?;
         let (x_label, y_label) = (category(x), category(y));

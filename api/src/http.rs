@@ -1006,12 +1006,7 @@ async fn balance(
     let account = percent_decode(account);
     let parsed = ledger::entry::Account::parse(&account)
         .map_err(|e| Problem::bad_request("invalid_account", e.to_string()).field("account"))?;
-    let currency = match query.get("currency") {
-        None => ingest::money::Currency::Cny,
-        Some(c) => c
-            .parse()
-            .map_err(|_| Problem::bad_request("invalid_query", format!("unknown currency {c:?}")).field("currency"))?,
-    };
+    let currency = currency_param(query)?;
     let when = as_of(query)?;
     let books = state.books().await?;
     let (amount, meta) = match when {
@@ -1049,14 +1044,7 @@ async fn trial_balance(state: &State, query: &HashMap<String, String>) -> Result
 /// `GET /v1/events?from=P&limit=N`: the log from position P as NDJSON, streamed with bounded
 /// memory, ending at the head as of the request (or after `limit` events).
 fn events(state: &Arc<State>, query: &HashMap<String, String>) -> Result<warp::reply::Response, Problem> {
-    let number = |name: &'static str, default: u64| -> Result<u64, Problem> {
-        match query.get(name) {
-            None => Ok(default),
-            Some(t) => t.parse().map_err(|_| {
-                Problem::bad_request("invalid_query", format!("{name} {t:?} is not a whole number")).field(name)
-            }),
-        }
-    };
+    let number = |name, default| count_param(query, name, default);
     let from = number("from", 0)?;
     let limit = number("limit", EVENTS_PAGE_MAX)?.min(EVENTS_PAGE_MAX);
     let end = state.store.head().min(from.saturating_add(limit));
@@ -1105,6 +1093,25 @@ fn events(state: &Arc<State>, query: &HashMap<String, String>) -> Result<warp::r
         response.headers_mut().insert("x-posledger-next", v);
     }
     Ok(response)
+}
+
+/// `?currency=` (default CNY).
+fn currency_param(query: &HashMap<String, String>) -> Result<ingest::money::Currency, Problem> {
+    match query.get("currency") {
+        None => Ok(ingest::money::Currency::Cny),
+        Some(c) => c
+            .parse()
+            .map_err(|_| Problem::bad_request("invalid_query", format!("unknown currency {c:?}")).field("currency")),
+    }
+}
+
+/// A whole-number query parameter (`from`, `limit`), `default` when absent.
+fn count_param(query: &HashMap<String, String>, name: &'static str, default: u64) -> Result<u64, Problem> {
+    query.get(name).map_or(Ok(default), |t| {
+        t.parse().map_err(|_| {
+            Problem::bad_request("invalid_query", format!("{name} {t:?} is not a whole number")).field(name)
+        })
+    })
 }
 
 fn date_param(query: &HashMap<String, String>, name: &'static str) -> Result<Option<chrono::NaiveDate>, Problem> {
@@ -1513,19 +1520,8 @@ async fn entries(state: &State, query: &HashMap<String, String>) -> Result<warp:
         .ok_or_else(|| Problem::bad_request("invalid_query", "account is required").field("account"))?;
     let account = ledger::entry::Account::parse(account_text)
         .map_err(|e| Problem::bad_request("invalid_account", e.to_string()).field("account"))?;
-    let currency = match query.get("currency") {
-        None => ingest::money::Currency::Cny,
-        Some(c) => c
-            .parse()
-            .map_err(|_| Problem::bad_request("invalid_query", format!("unknown currency {c:?}")).field("currency"))?,
-    };
-    let number = |name: &'static str, default: u64| -> Result<u64, Problem> {
-        query.get(name).map_or(Ok(default), |t| {
-            t.parse().map_err(|_| {
-                Problem::bad_request("invalid_query", format!("{name} {t:?} is not a whole number")).field(name)
-            })
-        })
-    };
+    let currency = currency_param(query)?;
+    let number = |name, default| count_param(query, name, default);
     let from = number("from", 0)?;
     let limit = number("limit", 100)? as usize;
     if limit == 0 || limit > ENTRIES_PAGE_MAX {
