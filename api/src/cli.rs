@@ -192,15 +192,8 @@ enum Command {
         /// A parameter of the named query, NAME=VALUE (repeatable).
         #[arg(long = "param")]
         params: Vec<String>,
-        /// The export to read (default: DATA_DIR/export).
-        #[arg(long)]
-        export: Option<PathBuf>,
-        /// How to print the result.
-        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
-        format: ReportFormat,
-        /// Also draw the query's chart (line, bars or heat map) into this SVG file.
-        #[arg(long)]
-        chart: Option<PathBuf>,
+        #[command(flatten)]
+        out: AnalyticsOut,
     },
     /// Spending habits with polars over the export: RFM segments, weekly trends with anomaly
     /// flags, basket sizes, cohort retention.
@@ -217,15 +210,8 @@ enum Command {
         /// trend: one merchant only.
         #[arg(long)]
         merchant: Option<String>,
-        /// The export to read (default: DATA_DIR/export).
-        #[arg(long)]
-        export: Option<PathBuf>,
-        /// How to print the result.
-        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
-        format: ReportFormat,
-        /// Also draw the chart into this SVG file.
-        #[arg(long)]
-        chart: Option<PathBuf>,
+        #[command(flatten)]
+        out: AnalyticsOut,
     },
     /// Check every checksum and the hash chain of the whole event log, then rebuild the books
     /// from position 0 (checking every invariant) and compare them with the ledger checkpoint.
@@ -269,6 +255,20 @@ enum StatementCommand {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+}
+
+/// Where `query` and `analyze` read from and how they answer.
+#[derive(clap::Args)]
+struct AnalyticsOut {
+    /// The export to read (default: DATA_DIR/export).
+    #[arg(long)]
+    export: Option<PathBuf>,
+    /// How to print the result.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    format: ReportFormat,
+    /// Also draw the chart (the query's line, bars or heat map) into this SVG file.
+    #[arg(long)]
+    chart: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -421,7 +421,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Export { out, format } => export(&cli.data_dir, out, format),
         Command::Serve { addr } => crate::http::serve(&cli.data_dir, addr),
         Command::Keys { command } => keys(&cli.data_dir, command),
-        Command::Query { name, sql, list, params, export, format, chart } => {
+        Command::Query { name, sql, list, params, out } => {
             use crate::analyze::QueryTarget;
             let target = match (name, sql) {
                 _ if list => QueryTarget::List,
@@ -429,9 +429,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 (None, Some(sql)) => QueryTarget::Sql(sql),
                 (None, None) => anyhow::bail!("name a query, or give --sql or --list"),
             };
-            crate::analyze::query(&cli.data_dir, export, target, &params, format.into(), chart)
+            crate::analyze::query(&cli.data_dir, out.export, target, &params, out.format.into(), out.chart)
         }
-        Command::Analyze { analysis, payers, as_of, merchant, export, format, chart } => {
+        Command::Analyze { analysis, payers, as_of, merchant, out } => {
             use crate::analyze::Analysis;
             let analysis = match analysis {
                 AnalysisArg::Rfm => Analysis::Rfm { payers },
@@ -439,7 +439,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 AnalysisArg::Basket => Analysis::Basket,
                 AnalysisArg::Cohort => Analysis::Cohort,
             };
-            crate::analyze::analyze(&cli.data_dir, export, analysis, merchant.as_deref(), as_of, format.into(), chart)
+            let format = out.format.into();
+            crate::analyze::analyze(&cli.data_dir, out.export, analysis, merchant.as_deref(), as_of, format, out.chart)
         }
         Command::Statement { command: StatementCommand::Import { channel, file, date, format } } => {
             crate::recon::import(&cli.data_dir, channel.channel(), &file, date, format == Format::Json)
