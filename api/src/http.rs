@@ -768,13 +768,14 @@ async fn ingest_records(
     }
     // Every record must be a valid feed record before any is decided: a body with a bad one
     // (a wrong type, a negative or huge amount, a full card number ...) stores nothing.
-    let invalid: Vec<ingest::feed::LineError> = lines
-        .iter()
-        .filter_map(|(line, bytes)| match kind {
-            InputKind::Feed => ingest::feed::parse_feed_line(*line, bytes).err(),
-            InputKind::Admin => ingest::admin::parse_admin_line(*line, bytes).err(),
-        })
-        .collect();
+    let mut valid = Vec::new();
+    let mut invalid: Vec<ingest::feed::LineError> = Vec::new();
+    for chunk in lines.chunks(ingest::pipeline::CHUNK_RECORDS_MAX) {
+        match ingest::pipeline::validate_chunk(chunk, kind) {
+            Ok(v) => valid.push(v),
+            Err(errors) => invalid.extend(errors),
+        }
+    }
     if let Some(first) = invalid.first() {
         let errors: Vec<Value> = invalid
             .iter()
@@ -824,9 +825,9 @@ async fn ingest_records(
             ingestor.set_owed_merchants(state.books().await?.merchants_with_payable());
         }
         let mut outcomes = Vec::with_capacity(lines.len());
-        for chunk in lines.chunks(ingest::pipeline::CHUNK_RECORDS_MAX) {
+        for chunk in valid {
             let decided = ingestor
-                .process_chunk(chunk, kind)
+                .process_valid(chunk)
                 .await
                 .map_err(|e| Problem::unavailable(format!("the store did not take the records: {e}")))?;
             outcomes.extend(decided);

@@ -401,9 +401,24 @@ impl<S: EventStore> Ingestor<S> {
         lines: &[(u64, Vec<u8>)],
         kind: InputKind,
     ) -> Result<Vec<RecordOutcome>, IngestError> {
+        self.decide_and_store(parse_chunk(lines, kind), lines.to_vec(), kind).await
+    }
+
+    /// Decides and stores a chunk whose every line was found valid by [`validate_chunk`]
+    /// (parsed once, there): one outcome per line, in order.
+    pub async fn process_valid(&mut self, chunk: ValidChunk) -> Result<Vec<RecordOutcome>, IngestError> {
+        self.decide_and_store(chunk.lines, chunk.raw, chunk.kind).await
+    }
+
+    async fn decide_and_store(
+        &mut self,
+        parsed: Vec<ParsedLine>,
+        raw: Vec<(u64, Vec<u8>)>,
+        kind: InputKind,
+    ) -> Result<Vec<RecordOutcome>, IngestError> {
         // Another writer may have changed the registry since the last chunk.
         self.catch_up().await?;
-        let chunk = self.decide_chunk(parse_chunk(lines, kind), lines.to_vec(), kind).await?;
+        let chunk = self.decide_chunk(parsed, raw, kind).await?;
         let flight = self.send(chunk);
         let chunk = self.settle(flight).await?;
         Ok(chunk.outcomes.into_iter().map(|o| o.unwrap_or_else(unreachable_outcome)).collect())
@@ -799,6 +814,28 @@ struct Parsed {
 }
 
 /// Parses a chunk of lines. Pure, so it runs on any thread.
+/// A chunk of records all of which parsed: what [`Ingestor::process_valid`] decides. Made
+/// by [`validate_chunk`], so a caller can refuse a whole request for one bad record before
+/// any of it is decided, without parsing anything twice.
+pub struct ValidChunk {
+    lines: Vec<ParsedLine>,
+    raw: Vec<(u64, Vec<u8>)>,
+    kind: InputKind,
+}
+
+/// Parses a chunk of lines: all valid gives a [`ValidChunk`], else every line's error.
+pub fn validate_chunk(lines: &[(u64, Vec<u8>)], kind: InputKind) -> Result<ValidChunk, Vec<LineError>> {
+    let parsed = parse_chunk(lines, kind);
+    let errors: Vec<LineError> = parsed
+        .iter()
+        .filter_map(|p| match &p.parsed {
+            Err(e) => Some(e.clone()),
+            Ok(_) => None,
+        })
+        .collect();
+    if errors.is_empty() { Ok(ValidChunk { lines: parsed, raw: lines.to_vec(), kind }) } else { Err(errors) }
+}
+
 fn parse_chunk(lines: &[(u64, Vec<u8>)], kind: InputKind) -> Vec<ParsedLine> {
     lines
         .iter()
