@@ -289,3 +289,109 @@ async fn damage_found_while_indexing_a_whole_commit_is_refused_not_cut() {
     assert!(matches!(err, ingest::store::OpenError::Corrupt { .. }), "{err}");
     assert_eq!(fs::read(&seg).expect("read"), bytes, "a refused open changes nothing");
 }
+
+/// Copies a data directory as a crash would leave it (no `LOCK`, no snapshot in progress).
+fn copy_as_crashed(from: &Path, to: &Path) {
+    for entry in fs::read_dir(from).expect("dir") {
+        let entry = entry.expect("entry");
+        let name = entry.file_name();
+        if name == "LOCK" || name == "index.tmp" {
+            continue;
+        }
+        if entry.file_type().expect("type").is_dir() {
+            fs::create_dir_all(to.join(&name)).expect("mkdir");
+            copy_as_crashed(&entry.path(), &to.join(&name));
+        } else {
+            fs::copy(entry.path(), to.join(&name)).expect("copy");
+        }
+    }
+}
+
+/// Run files of the spilled indexes.
+fn run_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = match fs::read_dir(dir.join("keys")) {
+        Ok(entries) => entries.map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect(),
+        Err(_) => Vec::new(),
+    };
+    names.sort();
+    names
+}
+
+/// Checks that every stream and id written by [`fill_spilling`] is found through the index.
+async fn check_spilled(store: &EmbeddedStore, streams: u64) {
+    for i in 0..streams {
+        let stream = format!("p{i}");
+        assert_eq!(store.stream_revision(&stream).await.expect("revision"), Some(i % 3), "{stream}");
+        let id = event(&format!("p{i}-0"), 0).event_id;
+        let found = store.event_by_id(id).await.expect("by id").expect("indexed id");
+        assert_eq!(found.stream, stream);
+        // A retry is recognised, and a new stream of that name is refused.
+        let retry = store.append(&stream, ExpectedRevision::Any, vec![event(&format!("p{i}-0"), 0)]).await;
+        assert!(retry.expect("retry").duplicate, "{stream}");
+        let again = store.append(&stream, ExpectedRevision::NoStream, vec![event(&format!("new-{i}"), 0)]).await;
+        assert!(again.is_err(), "{stream} exists");
+    }
+    assert_eq!(store.stream_revision("p-none").await.expect("revision"), None);
+    let absent = event("never-appended", 0).event_id;
+    assert!(store.event_by_id(absent).await.expect("by id").is_none());
+}
+
+/// `streams` streams `p{i}` with 1 to 3 events each, appended one stream at a time.
+async fn fill_spilling(store: &EmbeddedStore, streams: u64) {
+    for i in 0..streams {
+        let stream = format!("p{i}");
+        for r in 0..=(i % 3) {
+            let expected = if r == 0 { ExpectedRevision::NoStream } else { ExpectedRevision::Exact(r - 1) };
+            store.append(&stream, expected, vec![event(&format!("p{i}-{r}"), r)]).await.expect("append");
+        }
+    }
+}
+
+/// With a tiny in-memory budget the stream and id indexes live mostly in runs on disk; they
+/// answer exactly as before after a crash (running snapshot plus scan), a clean reopen, and a
+/// reopen without any snapshot, and superseded runs are removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn indexes_spilled_to_disk_answer_the_same_after_crash_and_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = StoreOptions {
+        index_recent_entries_max: 16,
+        index_filter_bytes: 1024,
+        snapshot_every_events: 150,
+        segment_bytes_max: 16 << 10,
+        ..StoreOptions::default()
+    };
+    let store = EmbeddedStore::open_with(dir.path(), options.clone()).expect("open");
+    fill_spilling(&store, 300).await;
+    check_spilled(&store, 300).await;
+    let runs = run_files(dir.path());
+    assert!(runs.iter().any(|r| r.starts_with("streams-")) && runs.iter().any(|r| r.starts_with("ids-")), "{runs:?}");
+    // Wait for the running snapshot, then crash.
+    for _ in 0..500 {
+        if dir.path().join("index.snap").exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let copy = tempfile::tempdir().expect("tempdir");
+    copy_as_crashed(dir.path(), copy.path());
+    drop(store);
+    let crashed = EmbeddedStore::open_with(copy.path(), options.clone()).expect("recover");
+    assert!(crashed.open_report().from_snapshot.is_some(), "the running snapshot and its runs were used");
+    check_spilled(&crashed, 300).await;
+    drop(crashed);
+    verify_dir(copy.path()).expect("verify");
+
+    // A clean reopen starts from the closing snapshot; merged-away runs are gone.
+    let store = EmbeddedStore::open_with(dir.path(), options.clone()).expect("reopen");
+    assert_eq!(store.open_report().from_snapshot, Some(store.head()));
+    check_spilled(&store, 300).await;
+    let in_use = run_files(dir.path());
+    assert!(in_use.len() <= 16, "a few runs per map, not one per spill: {in_use:?}");
+    drop(store);
+
+    // Without a snapshot the index is built again from the log, and old runs are replaced.
+    fs::remove_file(dir.path().join("index.snap")).expect("remove snapshot");
+    let store = EmbeddedStore::open_with(dir.path(), options).expect("reopen without snapshot");
+    assert_eq!(store.open_report().from_snapshot, None);
+    check_spilled(&store, 300).await;
+}

@@ -110,7 +110,14 @@ proptest! {
         let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
         rt.block_on(async {
             let dir = tempfile::tempdir().expect("tempdir");
-            let options = StoreOptions { segment_bytes_max: 1024, ..StoreOptions::default() };
+            // Tiny segments and an index that keeps 3 entries in memory: rollover, runs on
+            // disk and their merging are all exercised.
+            let options = StoreOptions {
+                segment_bytes_max: 1024,
+                index_recent_entries_max: 3,
+                index_filter_bytes: 64,
+                ..StoreOptions::default()
+            };
             let mut store = EmbeddedStore::open_with(dir.path(), options.clone()).expect("open");
             let mut model = Model::default();
             for op in &ops {

@@ -1,5 +1,6 @@
 //! The embedded backend: segment files in a data directory, one writer thread with group
-//! commit, in-memory indexes rebuilt from the log when the store opens.
+//! commit, indexes of bounded memory (spilling to `keys/`) rebuilt from the log when the
+//! store opens without a usable snapshot.
 //!
 //! The writer takes every append waiting in its queue, checks each request against the
 //! committed index plus what the same batch already staged, encodes the accepted events into
@@ -23,6 +24,7 @@ use super::format::{
     self, FRAME_HEADER_LEN, NO_LOCATION, RecordMeta, RecordView, SEGMENT_HEADER_LEN, location, split_location,
 };
 use super::index::{HashKeyMap, Index, StreamHead};
+use super::keymap::{self, INDEX_FILTER_BYTES_DEFAULT, INDEX_RECENT_ENTRIES_MAX_DEFAULT, SpillOptions};
 use super::{
     AppendError, AppendRequest, Appended, EventStore, ExpectedRevision, READ_EVENTS_MAX, ReadError, RecordedEvent,
     check_request, stream_hash,
@@ -65,6 +67,11 @@ pub struct StoreOptions {
     /// Write an index snapshot every this many events (0: only on a clean close), so that
     /// opening after a crash scans at most about this many events.
     pub snapshot_every_events: u64,
+    /// Stream and event-id index entries each index keeps in memory before writing them out
+    /// as a sorted run.
+    pub index_recent_entries_max: usize,
+    /// Bytes of each index's filter over the entries on disk.
+    pub index_filter_bytes: usize,
 }
 
 impl Default for StoreOptions {
@@ -75,6 +82,8 @@ impl Default for StoreOptions {
             batch_bytes_max: BATCH_BYTES_MAX_DEFAULT,
             fs: Arc::new(RealFs),
             snapshot_every_events: SNAPSHOT_EVERY_EVENTS_DEFAULT,
+            index_recent_entries_max: INDEX_RECENT_ENTRIES_MAX_DEFAULT,
+            index_filter_bytes: INDEX_FILTER_BYTES_DEFAULT,
         }
     }
 }
@@ -539,7 +548,12 @@ impl EmbeddedStore {
             paths = list_segments(&dir)?;
         }
         let snapshot = dir.join(SNAPSHOT_FILE);
-        let (mut index, resume) = load_index(&snapshot, &paths).map_err(io_at(&dir))?;
+        let spill = SpillOptions {
+            dir: dir.join(KEYS_DIR),
+            recent_entries_max: options.index_recent_entries_max.max(1),
+            filter_bytes: options.index_filter_bytes,
+        };
+        let (mut index, resume) = load_index(&snapshot, &paths, &spill).map_err(io_at(&dir))?;
         let (mut end, fault) = scan_log(&paths, &mut IndexBuilder::new(&mut index), TailCheck::LastSegment, resume);
         if let Some(fault) = fault {
             let last = paths.len() as u32 - 1;
@@ -567,7 +581,7 @@ impl EmbeddedStore {
                 report.truncated_bytes = discard_torn_tail(&*options.fs, path, fault.offset).map_err(io_at(path))?;
             }
             // Index again so the index holds exactly what the repaired log holds.
-            let (again, resume) = load_index(&snapshot, &paths).map_err(io_at(&dir))?;
+            let (again, resume) = load_index(&snapshot, &paths, &spill).map_err(io_at(&dir))?;
             index = again;
             let (end2, fault2) = scan_log(&paths, &mut IndexBuilder::new(&mut index), TailCheck::LastSegment, resume);
             if let Some(f) = fault2 {
@@ -645,12 +659,12 @@ impl EmbeddedStore {
             // With the writer stopped cleanly, the index describes the whole log: save it so
             // the next open scans nothing. After a write failure the log's end is unknown.
             if !self.shared.failed.load(std::sync::atomic::Ordering::SeqCst) {
-                let index = self.shared.index.read().unwrap_or_else(|p| p.into_inner());
+                let mut index = self.shared.index.write().unwrap_or_else(|p| p.into_inner());
                 // Nothing appended since the snapshot this open started from: it is current.
                 let current = self.report.from_snapshot == Some(index.head);
-                if index.head > 0 && !current {
-                    // A snapshot that cannot be written only makes the next open slower.
-                    let _ = index.write_snapshot(&self.shared.dir.join(SNAPSHOT_FILE));
+                // A snapshot that cannot be written only makes the next open slower.
+                if index.head > 0 && !current && index.write_snapshot(&self.shared.dir.join(SNAPSHOT_FILE)).is_ok() {
+                    remove_files(&index.take_retired());
                 }
             }
         }
@@ -737,12 +751,31 @@ fn poisoned() -> ReadError {
 
 /// The index snapshot's file name in the data directory.
 const SNAPSHOT_FILE: &str = "index.snap";
+/// The directory of the indexes' run files in the data directory.
+const KEYS_DIR: &str = "keys";
+
+/// Removes files no snapshot names any more; one that stays is removed at the next open.
+fn remove_files(paths: &[PathBuf]) {
+    for path in paths {
+        let _ = fs::remove_file(path);
+    }
+}
 
 /// The index to start scanning with: the snapshot's, if there is one and the log holds
-/// exactly the frame it ends with, and where to resume; otherwise an empty one.
-fn load_index(snapshot: &Path, paths: &[PathBuf]) -> io::Result<(Index, Option<Resume>)> {
+/// exactly the frame it ends with, and where to resume; otherwise an empty one. Run files
+/// the chosen index does not use are removed.
+fn load_index(snapshot: &Path, paths: &[PathBuf], spill: &SpillOptions) -> io::Result<(Index, Option<Resume>)> {
+    let (index, resume) = snapshot_index(snapshot, paths, spill)?;
+    keymap::remove_unused_runs(&spill.dir, &index.run_paths())?;
+    Ok((index, resume))
+}
+
+fn snapshot_index(snapshot: &Path, paths: &[PathBuf], spill: &SpillOptions) -> io::Result<(Index, Option<Resume>)> {
     let files = open_for_reading(paths)?;
-    let Some(index) = Index::read_snapshot(snapshot, files.clone()) else { return Ok((Index::new(files), None)) };
+    let fresh = |files| Index::with_spill(files, Some(spill.clone()));
+    let Some(index) = Index::read_snapshot(snapshot, files.clone(), Some(spill.clone())) else {
+        return Ok((fresh(files), None));
+    };
     let matches = || -> Option<Resume> {
         let segment = u32::try_from(index.segment_lens.len().checked_sub(1)?).ok()?;
         let (frame_seg, frame_off) = split_location(index.last_frame);
@@ -759,7 +792,7 @@ fn load_index(snapshot: &Path, paths: &[PathBuf]) -> io::Result<(Index, Option<R
     };
     match matches() {
         Some(resume) => Ok((index, Some(resume))),
-        None => Ok((Index::new(files), None)),
+        None => Ok((fresh(files), None)),
     }
 }
 
@@ -1010,8 +1043,13 @@ impl Writer {
         };
         // A snapshot that cannot be written only makes the next open after a crash slower.
         let Ok(tmp) = tmp else { return };
+        // Runs merged away before this snapshot may be named by the one it replaces: they go
+        // once it is in place.
+        let retired = shared.index.write().unwrap_or_else(|p| p.into_inner()).take_retired();
         let spawned = std::thread::Builder::new().name("posledger-snapshot".into()).spawn(move || {
-            let _ = super::index::finish_snapshot(&tmp, &path);
+            if super::index::finish_snapshot(&tmp, &path).is_ok() {
+                remove_files(&retired);
+            }
         });
         self.snapshot_writer = spawned.ok();
     }
@@ -1142,7 +1180,7 @@ fn index_batch(index: &mut Index, batch: &mut Batch) -> Result<(), ReadError> {
     // Every staged id was looked up and found absent when it was staged, and only this thread
     // changes the index.
     for (id, staged) in batch.ids.drain() {
-        index.insert_new_id(Uuid::from_u128(id), staged.loc);
+        index.insert_new_id(Uuid::from_u128(id), staged.loc)?;
     }
     Ok(())
 }

@@ -1,10 +1,11 @@
-//! The embedded store's in-memory indexes and their snapshot file.
+//! The embedded store's indexes and their snapshot file.
 //!
 //! Streams and events are indexed by 64-bit hashes mapped to the location of a record on
 //! disk: the last record of a stream, the record of an event id. A hit is always confirmed
 //! against the record itself (its stream name, its full event id), and the rare key that
-//! collides with another's hash lives in a small side map under its full name. So the maps
-//! cost 16 bytes of payload per stream and per event, and never mistake one for another.
+//! collides with another's hash lives in a small side map under its full name. The maps are
+//! [`KeyMap`]s: the newest entries in memory, the rest in sorted runs on disk, so memory
+//! does not grow with the log (see `keymap.rs`).
 //!
 //! Revision numbers are not kept in memory: a stream's revision is read from its last record
 //! when an append to an existing stream needs it.
@@ -13,37 +14,44 @@
 //!
 //! | size | field |
 //! |---|---|
-//! | 8 | magic `PLIDX001` |
+//! | 8 | magic `PLIDX002` |
 //! | 8 | head (events covered) |
 //! | 32 | hash-chain link after the last covered frame |
 //! | 8 | location of the last covered frame's header (`u64::MAX` if none) |
-//! | 8 × 6 | counts: streams, ids, stream collisions, id collisions, sparse entries, segments |
-//! | 16 × n | streams: (hash, location) |
-//! | 16 × n | ids: (hash, location) |
+//! | 8 × 8 | counts: streams and ids in memory, stream collisions, id collisions, sparse entries, segments, stream runs, id runs |
+//! | 16 × n | streams in memory: (hash, location) |
+//! | 16 × n | ids in memory: (hash, location) |
 //! | var | stream collisions: (u16 name length, name, u64 location) |
 //! | 24 × n | id collisions: (u128 id, u64 location) |
 //! | 24 × n | sparse entries: (position, location, frame end) |
 //! | 8 × n | logical length of each segment |
+//! | 16 × n | stream runs: (number, entries) |
+//! | 16 × n | id runs: (number, entries) |
 //! | 4 | CRC32C of everything before |
 //!
-//! It is written when the store closes and trusted on open only if the frame it names holds
-//! exactly its link and head; the log after it is then scanned as usual.
+//! It is written when the store closes and every so many events, and trusted on open only if
+//! the frame it names holds exactly its link and head and every run it names checks out; the
+//! log after it is then scanned as usual. A snapshot holds the entries in memory and names
+//! the runs, so its size is bounded however long the log is.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use uuid::Uuid;
 
 use super::format::{self, NO_LOCATION, RecordView, split_location};
+use super::keymap::{Keep, KeyMap, SpillOptions};
 use super::{ReadError, RecordedEvent};
 
 /// The snapshot file's magic.
-const SNAPSHOT_MAGIC: [u8; 8] = *b"PLIDX001";
+const SNAPSHOT_MAGIC: [u8; 8] = *b"PLIDX002";
+/// Most runs a snapshot may name per map (merging keeps a few dozen at most).
+const SNAPSHOT_RUNS_MAX: u64 = 1024;
 /// The sparse position index gets an entry at least every this many bytes of log.
 const SPARSE_INDEX_STRIDE_BYTES: u64 = 64 << 10;
 
@@ -100,7 +108,6 @@ pub(crate) struct SparseEntry {
 }
 
 /// The committed state of the log, shared by the writer and readers.
-#[derive(Default)]
 pub(crate) struct Index {
     pub head: u64,
     pub link: [u8; 32],
@@ -108,16 +115,52 @@ pub(crate) struct Index {
     pub sparse: Vec<SparseEntry>,
     pub files: Vec<Arc<File>>,
     pub segment_lens: Vec<u64>,
-    streams: HashKeyMap<u64, u64>,
+    streams: KeyMap,
     stream_collisions: HashMap<String, u64>,
-    ids: HashKeyMap<u64, u64>,
+    ids: KeyMap,
     id_collisions: HashKeyMap<u128, u64>,
 }
 
+/// The stream map's name, in its run files' names.
+const STREAMS: &str = "streams";
+/// The event id map's name.
+const IDS: &str = "ids";
+
 impl Index {
-    /// An empty index reading records from `files`.
+    /// An empty index reading records from `files`, held in memory only.
     pub fn new(files: Vec<Arc<File>>) -> Self {
-        Index { files, last_frame: NO_LOCATION, ..Index::default() }
+        Self::with_spill(files, None)
+    }
+
+    /// An empty index reading records from `files`, spilling its maps as `spill` says.
+    pub fn with_spill(files: Vec<Arc<File>>, spill: Option<SpillOptions>) -> Self {
+        Index {
+            head: 0,
+            link: [0; 32],
+            last_frame: NO_LOCATION,
+            sparse: Vec::new(),
+            files,
+            segment_lens: Vec::new(),
+            streams: KeyMap::new(STREAMS, Keep::Latest, spill.clone()),
+            stream_collisions: HashMap::new(),
+            ids: KeyMap::new(IDS, Keep::All, spill),
+            id_collisions: HashKeyMap::default(),
+        }
+    }
+
+    /// The run files the index uses.
+    pub fn run_paths(&self) -> Vec<PathBuf> {
+        let mut paths = self.streams.run_paths();
+        paths.extend(self.ids.run_paths());
+        paths
+    }
+
+    /// The run files merged away since the last call: remove them once a snapshot taken
+    /// after this call is durable.
+    pub fn take_retired(&mut self) -> Vec<PathBuf> {
+        let mut paths = self.streams.take_retired();
+        paths.extend(self.ids.take_retired());
+        paths
     }
 
     /// Records a place to start reading for `position`, if the last one is far enough back.
@@ -171,7 +214,7 @@ impl Index {
         {
             return Ok(Some(loc));
         }
-        let Some(&loc) = self.streams.get(&stream_key(name)) else { return Ok(None) };
+        let Some(loc) = self.streams.latest(stream_key(name))? else { return Ok(None) };
         // The key may belong to another stream with the same hash.
         Ok(self.with_record(loc, |v| v.stream == name)?.then_some(loc))
     }
@@ -192,17 +235,12 @@ impl Index {
             *slot = loc;
             return Ok(());
         }
-        let old = match self.streams.entry(stream_key(name)) {
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(loc);
-                return Ok(());
+        let key = stream_key(name);
+        match self.streams.latest(key)? {
+            Some(old) if !self.with_record(old, |v| v.stream == name)? => {
+                self.stream_collisions.insert(name.to_owned(), loc);
             }
-            std::collections::hash_map::Entry::Occupied(slot) => *slot.get(),
-        };
-        if self.with_record(old, |v| v.stream == name)? {
-            self.streams.insert(stream_key(name), loc);
-        } else {
-            self.stream_collisions.insert(name.to_owned(), loc);
+            _ => self.streams.insert(key, loc)?,
         }
         Ok(())
     }
@@ -214,20 +252,19 @@ impl Index {
         {
             return Ok(Some(loc));
         }
-        let Some(&loc) = self.ids.get(&id_key(id)) else { return Ok(None) };
-        Ok(self.with_record(loc, |v| v.event_id == id)?.then_some(loc))
+        self.ids.find(id_key(id), |loc| self.with_record(loc, |v| v.event_id == id))
     }
 
     /// Records where an event id is that the caller knows is not indexed yet (the writer
     /// checked it when it staged the event, under the same lock).
-    pub fn insert_new_id(&mut self, id: Uuid, loc: u64) {
-        match self.ids.entry(id_key(id)) {
-            std::collections::hash_map::Entry::Occupied(_) => {
-                self.id_collisions.insert(id.as_u128(), loc);
-            }
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(loc);
-            }
+    pub fn insert_new_id(&mut self, id: Uuid, loc: u64) -> io::Result<()> {
+        let key = id_key(id);
+        // In memory a key holds one location; another id with the same key waits aside.
+        if self.ids.recent_get(key).is_some() {
+            self.id_collisions.insert(id.as_u128(), loc);
+            Ok(())
+        } else {
+            self.ids.insert(key, loc)
         }
     }
 
@@ -236,14 +273,7 @@ impl Index {
         if self.id_loc(id)?.is_some() {
             return Ok(false);
         }
-        match self.ids.entry(id_key(id)) {
-            std::collections::hash_map::Entry::Occupied(_) => {
-                self.id_collisions.insert(id.as_u128(), loc);
-            }
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(loc);
-            }
-        }
+        self.insert_new_id(id, loc)?;
         Ok(true)
     }
 
@@ -263,18 +293,21 @@ impl Index {
         out.put(&self.head.to_le_bytes())?;
         out.put(&self.link)?;
         out.put(&self.last_frame.to_le_bytes())?;
+        let (stream_runs, id_runs) = (self.streams.runs(), self.ids.runs());
         for n in [
-            self.streams.len(),
-            self.ids.len(),
+            self.streams.recent_len(),
+            self.ids.recent_len(),
             self.stream_collisions.len(),
             self.id_collisions.len(),
             self.sparse.len(),
             self.segment_lens.len(),
+            stream_runs.len(),
+            id_runs.len(),
         ] {
             out.put(&(n as u64).to_le_bytes())?;
         }
         for map in [&self.streams, &self.ids] {
-            for (k, v) in map {
+            for (k, v) in map.recent() {
                 out.put(&k.to_le_bytes())?;
                 out.put(&v.to_le_bytes())?;
             }
@@ -296,42 +329,49 @@ impl Index {
         for len in &self.segment_lens {
             out.put(&len.to_le_bytes())?;
         }
+        for (number, entries) in stream_runs.iter().chain(&id_runs) {
+            out.put(&number.to_le_bytes())?;
+            out.put(&entries.to_le_bytes())?;
+        }
         out.finish()?;
         Ok(tmp)
     }
 
-    /// Reads a snapshot, or `None` if it is missing, damaged or of another format. Whether it
-    /// matches the log is for the caller to check. Streams the file: memory holds the index,
-    /// not the file as well.
-    pub fn read_snapshot(path: &Path, files: Vec<Arc<File>>) -> Option<Index> {
+    /// Reads a snapshot, or `None` if it is missing, damaged, of another format or names a
+    /// run that is missing or damaged. Whether it matches the log is for the caller to check.
+    /// Streams the file: memory holds the index, not the file as well.
+    pub fn read_snapshot(path: &Path, files: Vec<Arc<File>>, spill: Option<SpillOptions>) -> Option<Index> {
         let file = File::open(path).ok()?;
         let len = file.metadata().ok()?.len();
-        if len < 8 + 8 + 32 + 8 + 48 + 4 {
+        if len < 8 + 8 + 32 + 8 + 64 + 4 {
             return None;
         }
         let mut r = CrcReader::new(file, len - 4);
         if r.take::<8>()? != SNAPSHOT_MAGIC {
             return None;
         }
-        let mut index = Index::new(files);
+        let mut index = Index::with_spill(files, spill.clone());
         index.head = r.u64()?;
         index.link = r.take::<32>()?;
         index.last_frame = r.u64()?;
-        let counts: Vec<u64> = (0..6).map(|_| r.u64()).collect::<Option<_>>()?;
+        let counts: Vec<u64> = (0..8).map(|_| r.u64()).collect::<Option<_>>()?;
         // Counts are checked against the file's length before anything is allocated for them.
-        let fixed = [16, 16, 0, 24, 24, 8].iter().zip(&counts).try_fold(0u64, |acc, (w, n)| acc.checked_add(w * n))?;
-        if fixed > len {
+        let fixed =
+            [16, 16, 0, 24, 24, 8, 16, 16].iter().zip(&counts).try_fold(0u64, |acc, (w, n)| acc.checked_add(w * n))?;
+        if fixed > len || counts[6] > SNAPSHOT_RUNS_MAX || counts[7] > SNAPSHOT_RUNS_MAX {
             return None;
         }
         let counts: Vec<usize> = counts.into_iter().map(|n| n as usize).collect();
-        index.streams.reserve(counts[0]);
-        for _ in 0..counts[0] {
-            index.streams.insert(r.u64()?, r.u64()?);
-        }
-        index.ids.reserve(counts[1]);
-        for _ in 0..counts[1] {
-            index.ids.insert(r.u64()?, r.u64()?);
-        }
+        let mut recent = |n: usize| -> Option<HashKeyMap<u64, u64>> {
+            let mut map = HashKeyMap::default();
+            map.reserve(n);
+            for _ in 0..n {
+                map.insert(r.u64()?, r.u64()?);
+            }
+            Some(map)
+        };
+        let stream_recent = recent(counts[0])?;
+        let id_recent = recent(counts[1])?;
         for _ in 0..counts[2] {
             let name_len = u16::from_le_bytes(r.take::<2>()?) as usize;
             let mut name = vec![0u8; name_len];
@@ -348,7 +388,15 @@ impl Index {
         for _ in 0..counts[5] {
             index.segment_lens.push(r.u64()?);
         }
-        r.finish().then_some(index)
+        let mut runs = |n: usize| (0..n).map(|_| Some((r.u64()?, r.u64()?))).collect::<Option<Vec<_>>>();
+        let stream_runs = runs(counts[6])?;
+        let id_runs = runs(counts[7])?;
+        if !r.finish() {
+            return None;
+        }
+        index.streams = KeyMap::restore(STREAMS, Keep::Latest, spill.clone(), stream_recent, &stream_runs)?;
+        index.ids = KeyMap::restore(IDS, Keep::All, spill, id_recent, &id_runs)?;
+        Some(index)
     }
 }
 
@@ -479,9 +527,9 @@ mod tests {
         let (file, loc_a, loc_b) = two_records();
         let mut index = Index::new(vec![Arc::new(File::open(file.path()).expect("open"))]);
         // Pretend `b` hashes like `a`, and `y` like `x`: their keys are taken by the others.
-        index.streams.insert(stream_key("b"), loc_a);
+        index.streams.insert(stream_key("b"), loc_a).expect("insert");
         let (x, y) = (event("x", 0).event_id, event("y", 1).event_id);
-        index.ids.insert(id_key(y), loc_a);
+        index.ids.insert(id_key(y), loc_a).expect("insert");
         assert_eq!(index.stream_head("b").expect("read"), None, "a hit is confirmed by name");
         assert_eq!(index.id_loc(y).expect("read"), None, "a hit is confirmed by id");
         index.set_stream_head("b", loc_b).expect("set");
@@ -495,13 +543,13 @@ mod tests {
         let snap = tempfile::NamedTempFile::new().expect("temp file");
         index.write_snapshot(snap.path()).expect("write snapshot");
         let files = vec![Arc::new(File::open(file.path()).expect("open"))];
-        let back = Index::read_snapshot(snap.path(), files).expect("read snapshot");
+        let back = Index::read_snapshot(snap.path(), files, None).expect("read snapshot");
         assert_eq!(back.stream_head("b").expect("read"), Some(StreamHead { revision: 0, loc: loc_b }));
         assert_eq!(back.id_loc(y).expect("read"), Some(loc_b));
         // A damaged snapshot is not used.
         let mut bytes = std::fs::read(snap.path()).expect("read");
         bytes[20] ^= 1;
         std::fs::write(snap.path(), &bytes).expect("write");
-        assert!(Index::read_snapshot(snap.path(), Vec::new()).is_none());
+        assert!(Index::read_snapshot(snap.path(), Vec::new(), None).is_none());
     }
 }

@@ -14,6 +14,7 @@ mod embedded;
 pub mod fault;
 pub mod format;
 mod index;
+mod keymap;
 mod verify;
 
 pub mod conformance;
@@ -23,6 +24,7 @@ pub use embedded::{
     OpenError, OpenReport, SEGMENT_BYTES_MAX_DEFAULT, SNAPSHOT_EVERY_EVENTS_DEFAULT, StoreOptions,
 };
 pub(crate) use index::HashKeyMap;
+pub use keymap::{INDEX_FILTER_BYTES_DEFAULT, INDEX_RECENT_ENTRIES_MAX_DEFAULT};
 pub use verify::{VerifyError, VerifyReport, verify_dir};
 
 /// Longest stream name accepted, in bytes.

@@ -1,0 +1,713 @@
+//! A map from 64-bit keys to record locations whose memory does not grow with the log.
+//!
+//! The embedded store indexes every stream and every event id. Held in a hash table, that
+//! index grows by about 40 bytes per event; so here the newest entries stay in a bounded
+//! table (`recent`) and the rest go to sorted files on disk (runs), read with `pread`:
+//!
+//! - When `recent` holds [`SpillOptions::recent_entries_max`] entries they are sorted and
+//!   written as a new run, and `recent` is emptied (its table is kept, so memory stays put).
+//! - Runs are merged so that each is more than twice the size of the next newer one: a few
+//!   runs at any size, each entry rewritten a logarithmic number of times.
+//! - A lookup tries `recent`, then the runs from the newest. A run is searched with an
+//!   in-memory fence per 4 KiB block (the first key of each block; 1/32 byte per entry), so a
+//!   hit costs one read of one block.
+//! - A blocked Bloom filter of a fixed size ([`SpillOptions::filter_bytes`]) over the keys in
+//!   runs answers most lookups of keys that are not there (every new stream and event id)
+//!   without any read. Its memory is fixed: past its design load it answers "maybe" more
+//!   often and such lookups read a block per run.
+//!
+//! A map keeps either the latest location per key (streams: a later entry replaces an
+//! earlier one) or all of them (event ids: two ids can share a key, and each hit is confirmed
+//! by the caller against the record). Runs are derived data: the index snapshot names the
+//! runs it relies on, and a run that fails its checksum makes the snapshot unusable, so the
+//! store indexes the log again.
+//!
+//! # Run file (`keys/NAME-NUMBER.run`), little-endian
+//!
+//! | size | field |
+//! |---|---|
+//! | 8 | magic `PLRUN001` |
+//! | 8 | entry count n |
+//! | 16 × n | entries: (key, location), sorted by key |
+//! | 4 | CRC32C of everything before |
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::ReadError;
+use super::index::HashKeyMap;
+
+/// Default entries kept in memory per map before they are written as a run: 7/8 of 2^19,
+/// the most a table of 2^19 slots holds before it would grow.
+pub const INDEX_RECENT_ENTRIES_MAX_DEFAULT: usize = 458_752;
+/// Default size of each map's filter over the keys on disk. At 16 MiB it stays under 0.1 %
+/// false "maybe"s up to about 10 million keys per map.
+pub const INDEX_FILTER_BYTES_DEFAULT: usize = 16 << 20;
+
+/// A run file's magic.
+const RUN_MAGIC: [u8; 8] = *b"PLRUN001";
+/// Bytes of one (key, location) entry.
+const ENTRY_BYTES: usize = 16;
+/// Entries in one block of a run: one fence each.
+const BLOCK_ENTRIES: usize = 256;
+/// Bytes a run's header takes before its entries.
+const RUN_HEADER_BYTES: u64 = 16;
+/// Buffer for writing and streaming runs.
+const RUN_IO_BUFFER_BYTES: usize = 1 << 20;
+/// Filter bits set per key, all in one 64-byte block.
+const FILTER_BITS_PER_KEY: u32 = 6;
+
+/// Where and how a map spills to disk.
+#[derive(Debug, Clone)]
+pub(crate) struct SpillOptions {
+    /// Directory of the run files.
+    pub dir: PathBuf,
+    /// Entries kept in memory before they are written as a run.
+    pub recent_entries_max: usize,
+    /// Bytes of the filter over keys on disk.
+    pub filter_bytes: usize,
+}
+
+/// What a map keeps when a key is inserted again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Keep {
+    /// Only the latest location.
+    Latest,
+    /// Every location (the caller keeps a key's entries in `recent` distinct).
+    All,
+}
+
+/// A sorted run on disk.
+#[derive(Debug)]
+struct Run {
+    number: u64,
+    file: File,
+    entries: u64,
+    /// The first key of each block.
+    fences: Vec<u64>,
+}
+
+impl Run {
+    /// Calls `visit` with the location of each entry for `key`, until it returns true.
+    fn find(&self, key: u64, visit: &mut dyn FnMut(u64) -> Result<bool, ReadError>) -> Result<bool, ReadError> {
+        let after = self.fences.partition_point(|&k| k < key);
+        if after == 0 && self.fences.first() != Some(&key) {
+            return Ok(false);
+        }
+        let mut block = after.saturating_sub(1);
+        let mut buf = [0u8; BLOCK_ENTRIES * ENTRY_BYTES];
+        loop {
+            let first = (block * BLOCK_ENTRIES) as u64;
+            let count = (self.entries - first).min(BLOCK_ENTRIES as u64) as usize;
+            let bytes = &mut buf[..count * ENTRY_BYTES];
+            self.file.read_exact_at(bytes, RUN_HEADER_BYTES + first * ENTRY_BYTES as u64)?;
+            for entry in bytes.chunks_exact(ENTRY_BYTES) {
+                let (k, loc) = split_entry(entry);
+                if k > key {
+                    return Ok(false);
+                }
+                if k == key && visit(loc)? {
+                    return Ok(true);
+                }
+            }
+            // Entries for the key may go on into the next block.
+            block += 1;
+            if self.fences.get(block) != Some(&key) {
+                return Ok(false);
+            }
+        }
+    }
+}
+
+fn split_entry(entry: &[u8]) -> (u64, u64) {
+    let k = u64::from_le_bytes(entry[..8].try_into().unwrap_or_default());
+    let loc = u64::from_le_bytes(entry[8..16].try_into().unwrap_or_default());
+    (k, loc)
+}
+
+/// A blocked Bloom filter: each key sets [`FILTER_BITS_PER_KEY`] bits in one 64-byte block.
+#[derive(Debug)]
+struct Filter {
+    blocks: Vec<[u64; 8]>,
+}
+
+impl Filter {
+    fn new(bytes: usize) -> Self {
+        Filter { blocks: vec![[0u64; 8]; (bytes / 64).max(1)] }
+    }
+
+    /// The block and the bits of `key`. Keys are hashes already; mixing once more decorrelates
+    /// the block from the bits.
+    fn place(&self, key: u64) -> (usize, u64) {
+        let h = splitmix(key);
+        let block = ((u128::from(h) * self.blocks.len() as u128) >> 64) as usize;
+        (block, splitmix(h ^ 0x5851_F42D_4C95_7F2D))
+    }
+
+    fn insert(&mut self, key: u64) {
+        let (block, mut bits) = self.place(key);
+        let words = &mut self.blocks[block];
+        for _ in 0..FILTER_BITS_PER_KEY {
+            let bit = (bits & 511) as usize;
+            words[bit / 64] |= 1 << (bit % 64);
+            bits >>= 9;
+        }
+    }
+
+    fn may_contain(&self, key: u64) -> bool {
+        let (block, mut bits) = self.place(key);
+        let words = &self.blocks[block];
+        for _ in 0..FILTER_BITS_PER_KEY {
+            let bit = (bits & 511) as usize;
+            if words[bit / 64] & (1 << (bit % 64)) == 0 {
+                return false;
+            }
+            bits >>= 9;
+        }
+        true
+    }
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Keys to locations: a bounded table in memory, sorted runs on disk.
+#[derive(Debug)]
+pub(crate) struct KeyMap {
+    name: &'static str,
+    keep: Keep,
+    recent: HashKeyMap<u64, u64>,
+    /// Oldest first.
+    runs: Vec<Run>,
+    filter: Option<Filter>,
+    spill: Option<SpillOptions>,
+    next_number: u64,
+    /// Runs merged away that the last durable snapshot may still name.
+    retired: Vec<PathBuf>,
+    /// Reused to sort `recent` when it is written.
+    scratch: Vec<(u64, u64)>,
+}
+
+impl KeyMap {
+    /// An empty map; without `spill` it never leaves memory.
+    pub fn new(name: &'static str, keep: Keep, spill: Option<SpillOptions>) -> Self {
+        KeyMap {
+            name,
+            keep,
+            recent: HashKeyMap::default(),
+            runs: Vec::new(),
+            filter: None,
+            spill,
+            next_number: 1,
+            retired: Vec::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// A map with `recent` and the runs a snapshot named, each read whole and checked;
+    /// `None` if a run is missing or damaged.
+    pub fn restore(
+        name: &'static str,
+        keep: Keep,
+        spill: Option<SpillOptions>,
+        recent: HashKeyMap<u64, u64>,
+        runs: &[(u64, u64)],
+    ) -> Option<Self> {
+        let mut map = KeyMap::new(name, keep, spill);
+        map.recent = recent;
+        if runs.is_empty() {
+            return Some(map);
+        }
+        let spill = map.spill.clone()?;
+        let mut filter = Filter::new(spill.filter_bytes);
+        for &(number, entries) in runs {
+            let run = open_run(&run_path(&spill.dir, name, number), number, entries, keep, &mut filter).ok()?;
+            map.next_number = map.next_number.max(number + 1);
+            map.runs.push(run);
+        }
+        map.filter = Some(filter);
+        Some(map)
+    }
+
+    /// The entry for `key` in memory, if any.
+    pub fn recent_get(&self, key: u64) -> Option<u64> {
+        self.recent.get(&key).copied()
+    }
+
+    /// Calls `visit` with each location stored for `key`, newest first, until it returns
+    /// true; returns that location. A `Latest` map offers only the newest.
+    pub fn find(
+        &self,
+        key: u64,
+        mut visit: impl FnMut(u64) -> Result<bool, ReadError>,
+    ) -> Result<Option<u64>, ReadError> {
+        if let Some(&loc) = self.recent.get(&key) {
+            if visit(loc)? {
+                return Ok(Some(loc));
+            }
+            if self.keep == Keep::Latest {
+                return Ok(None);
+            }
+        }
+        if !self.filter.as_ref().is_some_and(|f| f.may_contain(key)) {
+            return Ok(None);
+        }
+        let mut found = None;
+        let mut offered = false;
+        for run in self.runs.iter().rev() {
+            let hit = run.find(key, &mut |loc| {
+                offered = true;
+                if visit(loc)? {
+                    found = Some(loc);
+                    return Ok(true);
+                }
+                // A `Latest` map's newest entry is the only one that counts.
+                Ok(self.keep == Keep::Latest)
+            })?;
+            if hit || (offered && self.keep == Keep::Latest) {
+                break;
+            }
+        }
+        Ok(found)
+    }
+
+    /// The newest location for `key`, unconfirmed.
+    pub fn latest(&self, key: u64) -> Result<Option<u64>, ReadError> {
+        self.find(key, |_| Ok(true))
+    }
+
+    /// Stores `loc` for `key` (replacing an entry in memory), writing memory out as a run
+    /// when it is full.
+    pub fn insert(&mut self, key: u64, loc: u64) -> io::Result<()> {
+        self.recent.insert(key, loc);
+        if let Some(spill) = &self.spill
+            && self.recent.len() >= spill.recent_entries_max
+        {
+            self.spill_recent()?;
+        }
+        Ok(())
+    }
+
+    /// The entries in memory.
+    pub fn recent(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.recent.iter().map(|(&k, &v)| (k, v))
+    }
+
+    /// Entries in memory.
+    pub fn recent_len(&self) -> usize {
+        self.recent.len()
+    }
+
+    /// The runs, oldest first: (number, entries).
+    pub fn runs(&self) -> Vec<(u64, u64)> {
+        self.runs.iter().map(|r| (r.number, r.entries)).collect()
+    }
+
+    /// Paths of the run files in use.
+    pub fn run_paths(&self) -> Vec<PathBuf> {
+        let Some(spill) = &self.spill else { return Vec::new() };
+        self.runs.iter().map(|r| run_path(&spill.dir, self.name, r.number)).collect()
+    }
+
+    /// Hands over the runs merged away since the last call, to be removed once a snapshot
+    /// that does not name them is durable.
+    pub fn take_retired(&mut self) -> Vec<PathBuf> {
+        std::mem::take(&mut self.retired)
+    }
+
+    /// Writes `recent` as a new run and merges runs.
+    fn spill_recent(&mut self) -> io::Result<()> {
+        let Some(spill) = self.spill.clone() else { return Ok(()) };
+        fs::create_dir_all(&spill.dir)?;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        scratch.extend(self.recent.iter().map(|(&k, &v)| (k, v)));
+        scratch.sort_unstable();
+        let number = self.take_number();
+        let path = run_path(&spill.dir, self.name, number);
+        let run = write_run(&path, number, scratch.len() as u64, scratch.iter().map(|&e| Ok(e)))?;
+        sync_dir(&spill.dir)?;
+        let filter = self.filter.get_or_insert_with(|| Filter::new(spill.filter_bytes));
+        for &(k, _) in &scratch {
+            filter.insert(k);
+        }
+        self.scratch = scratch;
+        self.recent.clear();
+        self.runs.push(run);
+        self.merge_runs(&spill.dir)
+    }
+
+    /// Merges the two newest runs while the older is at most twice the newer.
+    fn merge_runs(&mut self, dir: &Path) -> io::Result<()> {
+        while self.runs.len() >= 2 {
+            let n = self.runs.len();
+            if self.runs[n - 2].entries > 2 * self.runs[n - 1].entries {
+                break;
+            }
+            let newer = self.runs.pop().expect("two runs");
+            let older = self.runs.pop().expect("two runs");
+            let number = self.take_number();
+            let path = run_path(dir, self.name, number);
+            let merged = merge(&path, number, &older, &newer, self.keep)?;
+            sync_dir(dir)?;
+            self.runs.push(merged);
+            self.retired.push(run_path(dir, self.name, older.number));
+            self.retired.push(run_path(dir, self.name, newer.number));
+        }
+        Ok(())
+    }
+
+    fn take_number(&mut self) -> u64 {
+        let n = self.next_number;
+        self.next_number += 1;
+        n
+    }
+}
+
+/// The file of run `number` of map `name`.
+pub(crate) fn run_path(dir: &Path, name: &str, number: u64) -> PathBuf {
+    dir.join(format!("{name}-{number:08}.run"))
+}
+
+/// Removes every run file in `dir` that `keep` does not name: runs of an index that was not
+/// used, or merged away.
+pub(crate) fn remove_unused_runs(dir: &Path, keep: &[PathBuf]) -> io::Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "run") && !keep.contains(&path) {
+            fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Writes `entries` (sorted) as run `number` at `path`, durably, and returns it open.
+fn write_run(
+    path: &Path,
+    number: u64,
+    count: u64,
+    entries: impl Iterator<Item = io::Result<(u64, u64)>>,
+) -> io::Result<Run> {
+    let file = File::options().create(true).truncate(true).read(true).write(true).open(path)?;
+    let mut fences = Vec::with_capacity((count as usize).div_ceil(BLOCK_ENTRIES));
+    {
+        let mut out = CrcOut { inner: BufWriter::with_capacity(RUN_IO_BUFFER_BYTES, &file), crc: 0 };
+        out.put(&RUN_MAGIC)?;
+        out.put(&count.to_le_bytes())?;
+        let mut written = 0u64;
+        for entry in entries {
+            let (k, loc) = entry?;
+            if written.is_multiple_of(BLOCK_ENTRIES as u64) {
+                fences.push(k);
+            }
+            out.put(&k.to_le_bytes())?;
+            out.put(&loc.to_le_bytes())?;
+            written += 1;
+        }
+        if written != count {
+            let why = format!("run {}: {written} entries written, {count} announced", path.display());
+            return Err(io::Error::other(why));
+        }
+        let crc = out.crc;
+        out.inner.write_all(&crc.to_le_bytes())?;
+        out.inner.flush()?;
+    }
+    file.sync_all()?;
+    Ok(Run { number, file, entries: count, fences })
+}
+
+/// Merges two runs into run `number` at `path`: for equal keys a `Latest` map keeps the
+/// newer entry only.
+fn merge(path: &Path, number: u64, older: &Run, newer: &Run, keep: Keep) -> io::Result<Run> {
+    let mut a = RunReader::new(&older.file)?.peekable();
+    let mut b = RunReader::new(&newer.file)?.peekable();
+    // Count first only for `Latest`, where equal keys collapse; a second pass over the two
+    // files costs less than holding the merge in memory.
+    let count = match keep {
+        Keep::All => older.entries + newer.entries,
+        Keep::Latest => {
+            let mut dups = 0u64;
+            let mut x = RunReader::new(&older.file)?.peekable();
+            let mut y = RunReader::new(&newer.file)?.peekable();
+            while let (Some(Ok((ka, _))), Some(Ok((kb, _)))) = (x.peek(), y.peek()) {
+                match ka.cmp(kb) {
+                    std::cmp::Ordering::Less => {
+                        x.next();
+                    }
+                    std::cmp::Ordering::Greater => {
+                        y.next();
+                    }
+                    std::cmp::Ordering::Equal => {
+                        dups += 1;
+                        x.next();
+                        y.next();
+                    }
+                }
+            }
+            older.entries + newer.entries - dups
+        }
+    };
+    let merged = std::iter::from_fn(|| {
+        let next_a = match a.peek() {
+            Some(Ok(e)) => Some(*e),
+            Some(Err(_)) => return a.next(),
+            None => None,
+        };
+        let next_b = match b.peek() {
+            Some(Ok(e)) => Some(*e),
+            Some(Err(_)) => return b.next(),
+            None => None,
+        };
+        match (next_a, next_b) {
+            (None, None) => None,
+            (Some(_), None) => a.next(),
+            (None, Some(_)) => b.next(),
+            (Some((ka, _)), Some((kb, _))) => {
+                if ka < kb {
+                    a.next()
+                } else if kb < ka || keep == Keep::All {
+                    b.next()
+                } else {
+                    a.next();
+                    b.next()
+                }
+            }
+        }
+    });
+    write_run(path, number, count, merged)
+}
+
+/// Reads a run's entries in order with positioned reads, so several readers can share one
+/// file (not checked: the run was checked when it was opened or written by this process).
+struct RunReader<'a> {
+    file: &'a File,
+    buf: Vec<u8>,
+    at: usize,
+    /// Where the next read from the file starts.
+    offset: u64,
+    /// Entries not yet returned.
+    left: u64,
+    /// Entries not yet read into `buf`.
+    unread: u64,
+}
+
+impl<'a> RunReader<'a> {
+    fn new(file: &'a File) -> io::Result<Self> {
+        let mut header = [0u8; RUN_HEADER_BYTES as usize];
+        file.read_exact_at(&mut header, 0)?;
+        let left = u64::from_le_bytes(header[8..].try_into().unwrap_or_default());
+        Ok(RunReader { file, buf: Vec::new(), at: 0, offset: RUN_HEADER_BYTES, left, unread: left })
+    }
+}
+
+impl Iterator for RunReader<'_> {
+    type Item = io::Result<(u64, u64)>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        if self.at == self.buf.len() {
+            let entries = self.unread.min((RUN_IO_BUFFER_BYTES / ENTRY_BYTES) as u64);
+            self.buf.resize(entries as usize * ENTRY_BYTES, 0);
+            if let Err(e) = self.file.read_exact_at(&mut self.buf, self.offset) {
+                self.left = 0;
+                return Some(Err(e));
+            }
+            self.offset += self.buf.len() as u64;
+            self.unread -= entries;
+            self.at = 0;
+        }
+        let entry = split_entry(&self.buf[self.at..self.at + ENTRY_BYTES]);
+        self.at += ENTRY_BYTES;
+        self.left -= 1;
+        Some(Ok(entry))
+    }
+}
+
+/// Opens run `number`, checks it whole (magic, count, order, checksum), builds its fences and
+/// adds its keys to `filter`.
+fn open_run(path: &Path, number: u64, entries: u64, keep: Keep, filter: &mut Filter) -> io::Result<Run> {
+    let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {why}", path.display()));
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let expected = entries.checked_mul(ENTRY_BYTES as u64).and_then(|b| b.checked_add(RUN_HEADER_BYTES + 4));
+    if expected != Some(len) {
+        return Err(bad("length does not match the entry count"));
+    }
+    let mut reader = BufReader::with_capacity(RUN_IO_BUFFER_BYTES, &file);
+    let mut header = [0u8; RUN_HEADER_BYTES as usize];
+    reader.read_exact(&mut header)?;
+    if header[..8] != RUN_MAGIC || u64::from_le_bytes(header[8..].try_into().unwrap_or_default()) != entries {
+        return Err(bad("bad header"));
+    }
+    let mut crc = crc32c::crc32c(&header);
+    let mut fences = Vec::with_capacity((entries as usize).div_ceil(BLOCK_ENTRIES));
+    let mut previous = None;
+    let mut block = vec![0u8; BLOCK_ENTRIES * ENTRY_BYTES];
+    let mut at = 0u64;
+    while at < entries {
+        let count = (entries - at).min(BLOCK_ENTRIES as u64) as usize;
+        let bytes = &mut block[..count * ENTRY_BYTES];
+        reader.read_exact(bytes)?;
+        crc = crc32c::crc32c_append(crc, bytes);
+        for (i, entry) in bytes.chunks_exact(ENTRY_BYTES).enumerate() {
+            let (k, _) = split_entry(entry);
+            if i == 0 {
+                fences.push(k);
+            }
+            // Sorted, and in a `Latest` map each key once.
+            let in_order = previous.is_none_or(|p| if keep == Keep::Latest { p < k } else { p <= k });
+            if !in_order {
+                return Err(bad("entries out of order"));
+            }
+            previous = Some(k);
+            filter.insert(k);
+        }
+        at += count as u64;
+    }
+    let mut stored = [0u8; 4];
+    reader.read_exact(&mut stored)?;
+    if u32::from_le_bytes(stored) != crc {
+        return Err(bad("checksum mismatch"));
+    }
+    drop(reader);
+    Ok(Run { number, file, entries, fences })
+}
+
+/// A writer that keeps the CRC32C of what went through it.
+struct CrcOut<W: Write> {
+    inner: W,
+    crc: u32,
+}
+
+impl<W: Write> CrcOut<W> {
+    fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.crc = crc32c::crc32c_append(self.crc, bytes);
+        self.inner.write_all(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spill(dir: &Path, recent: usize) -> Option<SpillOptions> {
+        Some(SpillOptions { dir: dir.to_owned(), recent_entries_max: recent, filter_bytes: 4096 })
+    }
+
+    fn all(map: &KeyMap, key: u64) -> Vec<u64> {
+        let mut seen = Vec::new();
+        map.find(key, |loc| {
+            seen.push(loc);
+            Ok(false)
+        })
+        .expect("find");
+        seen
+    }
+
+    #[test]
+    fn latest_map_spills_merges_and_answers_like_a_hash_map() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut map = KeyMap::new("streams", Keep::Latest, spill(dir.path(), 100));
+        let mut model = std::collections::HashMap::new();
+        // Keys repeat (a stream appended to again), so runs overlap and merges collapse them.
+        for i in 0..5_000u64 {
+            let key = splitmix(i % 1_700);
+            map.insert(key, i).expect("insert");
+            model.insert(key, i);
+        }
+        assert!(map.runs.len() >= 2 && map.runs.len() <= 8, "runs: {:?}", map.runs());
+        assert!(map.recent_len() < 100);
+        for (&key, &loc) in &model {
+            assert_eq!(map.latest(key).expect("find"), Some(loc));
+            assert_eq!(all(&map, key), vec![loc], "a latest map offers one location");
+        }
+        assert_eq!(map.latest(splitmix(1_000_000)).expect("find"), None);
+        // Merged runs collapse repeated keys.
+        let on_disk: u64 = map.runs().iter().map(|r| r.1).sum();
+        assert!(on_disk <= 1_700 * map.runs.len() as u64);
+        // Restored from its parts, it answers the same.
+        let runs = map.runs();
+        let recent: HashKeyMap<u64, u64> = map.recent().collect();
+        let back = KeyMap::restore("streams", Keep::Latest, spill(dir.path(), 100), recent, &runs).expect("restore");
+        for (&key, &loc) in &model {
+            assert_eq!(back.latest(key).expect("find"), Some(loc));
+        }
+        // Retired runs are not in use; removing the unused ones keeps those in use.
+        let retired = map.take_retired();
+        assert!(!retired.is_empty());
+        remove_unused_runs(dir.path(), &map.run_paths()).expect("remove");
+        assert!(retired.iter().all(|p| !p.exists()));
+        assert!(map.run_paths().iter().all(|p| p.exists()));
+    }
+
+    #[test]
+    fn all_map_keeps_every_location_of_a_shared_key_across_blocks() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut map = KeyMap::new("ids", Keep::All, spill(dir.path(), 50));
+        // 300 entries for one key span two 256-entry blocks and many runs.
+        let shared = 42u64;
+        for i in 0..300u64 {
+            map.insert(shared, i).expect("insert");
+            map.insert(splitmix(i), 10_000 + i).expect("insert");
+            // `recent` holds one location per key, as the store's caller guarantees; spill
+            // after each shared entry so none is replaced in memory.
+            map.spill_recent().expect("spill");
+        }
+        let mut locs = all(&map, shared);
+        locs.sort_unstable();
+        assert_eq!(locs, (0..300).collect::<Vec<_>>());
+        assert_eq!(map.find(shared, |loc| Ok(loc == 17)).expect("find"), Some(17));
+        assert_eq!(map.find(shared, |_| Ok(false)).expect("find"), None);
+        for i in 0..300u64 {
+            assert_eq!(all(&map, splitmix(i)), vec![10_000 + i]);
+        }
+    }
+
+    #[test]
+    fn a_damaged_run_is_not_restored() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut map = KeyMap::new("ids", Keep::All, spill(dir.path(), 10));
+        for i in 0..10u64 {
+            map.insert(splitmix(i), i).expect("insert");
+        }
+        let runs = map.runs();
+        assert_eq!(runs.len(), 1);
+        let path = run_path(dir.path(), "ids", runs[0].0);
+        let restore = || KeyMap::restore("ids", Keep::All, spill(dir.path(), 10), HashKeyMap::default(), &runs);
+        assert!(restore().is_some());
+        let mut bytes = fs::read(&path).expect("read");
+        bytes[40] ^= 1;
+        fs::write(&path, &bytes).expect("write");
+        assert!(restore().is_none(), "a flipped bit fails the checksum");
+        fs::remove_file(&path).expect("remove");
+        assert!(restore().is_none(), "a missing run");
+    }
+
+    #[test]
+    fn filter_has_no_false_negatives_and_few_false_positives() {
+        let mut filter = Filter::new(64 << 10);
+        for i in 0..40_000u64 {
+            filter.insert(splitmix(i));
+        }
+        assert!((0..40_000u64).all(|i| filter.may_contain(splitmix(i))));
+        let false_maybes = (1_000_000..1_100_000u64).filter(|&i| filter.may_contain(splitmix(i))).count();
+        // 13 bits per key and 6 bits set: about 0.5 % for a blocked filter.
+        assert!(false_maybes < 2_000, "{false_maybes} false maybes in 100,000");
+    }
+}
