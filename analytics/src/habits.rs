@@ -212,10 +212,33 @@ fn scan(dir: &Path, table: &str) -> Result<Option<LazyFrame>, HabitsError> {
 /// Net captures: `txn_id`, `payer`, `merchant_id`, `business_date`, `amount` and `net`
 /// (amount less the adjustments naming it), only those netting above zero.
 pub fn net_captures(dir: &Path) -> Result<Option<LazyFrame>, HabitsError> {
+    net_captures_as_of(dir, None)
+}
+
+/// Keeps the rows whose business date is on or before `as_of` (all of them for `None`).
+fn up_to(frame: LazyFrame, as_of: Option<NaiveDate>) -> LazyFrame {
+    match as_of {
+        // Dates compare as days since the Unix epoch, polars' own representation.
+        Some(day) => {
+            let days = (day - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()).num_days();
+            frame.filter(col("business_date").cast(DataType::Int32).lt_eq(lit(days as i32)))
+        }
+        None => frame,
+    }
+}
+
+/// [`net_captures`] as they stood at the end of `as_of`: captures and adjustments of later
+/// business dates are left out.
+pub fn net_captures_as_of(dir: &Path, as_of: Option<NaiveDate>) -> Result<Option<LazyFrame>, HabitsError> {
     let Some(payments) = scan(dir, "payments")? else { return Ok(None) };
-    let payments =
-        payments.select([col("txn_id"), col("payer"), col("merchant_id"), col("business_date"), col("amount")]);
-    let net = match scan(dir, "adjustments")? {
+    let payments = up_to(payments, as_of).select([
+        col("txn_id"),
+        col("payer"),
+        col("merchant_id"),
+        col("business_date"),
+        col("amount"),
+    ]);
+    let net = match scan(dir, "adjustments")?.map(|a| up_to(a, as_of)) {
         Some(adjustments) => {
             let adjusted = adjustments.group_by([col("original_txn_id")]).agg([col("amount").sum().alias("adjusted")]);
             payments.left_join(adjusted, col("txn_id"), col("original_txn_id")).with_column(
@@ -237,10 +260,10 @@ pub fn net_captures(dir: &Path) -> Result<Option<LazyFrame>, HabitsError> {
     ])))
 }
 
-/// RFM over the export: every payer's activity, scored as of `as_of` (default: the last
-/// business date with a capture).
+/// RFM over the export: every payer's activity up to and including `as_of` (default: the
+/// last business date with a capture), scored as of that date.
 pub fn rfm(dir: &Path, as_of: Option<NaiveDate>) -> Result<Rfm, HabitsError> {
-    let Some(captures) = net_captures(dir)? else { return Ok(Rfm { as_of, payers: Vec::new() }) };
+    let Some(captures) = net_captures_as_of(dir, as_of)? else { return Ok(Rfm { as_of, payers: Vec::new() }) };
     let frame = captures
         .filter(col("payer").is_not_null())
         .group_by([col("payer")])

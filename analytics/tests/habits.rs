@@ -74,6 +74,30 @@ async fn rfm_of_the_small_export() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn rfm_as_of_an_earlier_day_leaves_out_what_came_later() {
+    // As of the 29th: oPayerB and oPayerD bought only on the 30th, so they are not there, and
+    // the card's refund of 1000 on the 30th has not happened yet (4000 + 1000). The others
+    // are 5 days back.
+    let dir = tempfile::tempdir().expect("tmp");
+    let export = common::small_export(dir.path()).await;
+    let rfm = habits::rfm(&export, Some(day("2026-11-29"))).expect("rfm");
+    assert_eq!(rfm.as_of, Some(day("2026-11-29")));
+    let got: Vec<(&str, i64, u64, Decimal)> = rfm
+        .payers
+        .iter()
+        .map(|p| (p.activity.payer.as_str(), p.recency_days, p.activity.frequency, p.activity.monetary))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("622848******0001", 5, 1, money("5000.00")),
+            ("oPayerA", 5, 3, money("380.00")),
+            ("2088000000000002", 5, 2, money("70.00")),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn trend_of_the_small_export() {
     // Weeks of the 23rd and the 30th. M000001: 100 + 50 + 20 + 80 + 5000 less the refund of
     // 20 = 5230.00, then 60 less the refund of 1000 = -940.00 (-117.97 %), a drop; M000002:

@@ -76,6 +76,13 @@ pub const BENCHMARKS: &[Benchmark] = &[
                 1000 by 2 clients",
     },
     Benchmark {
+        name: "http_sustained_ingest_rss_spread_pct",
+        about: "posledger serve in a child process taking a generated feed POSTed as NDJSON batches of \
+                1000 at a steady 10k records/s for 10 minutes (--scale shortens it, never below a minute): \
+                the spread (max - min) / min of the server's resident memory, sampled every 5 s after \
+                the first tenth of the run; also its resident memory then and at the end",
+    },
+    Benchmark {
         name: "replay_10m_events_s",
         about: "rebuilding the books from a stored log of 10M events (9.1M captures of 1000 merchants, \
                 a refund for one in ten) without a checkpoint: read, decode, project; also its peak \
@@ -159,6 +166,9 @@ pub fn run(names: &[String], scale: f64, repeat: usize, work_dir: Option<&Path>)
             "export_rows_per_s" => rt.block_on(export(&dir, scaled(1_000_000, scale), repeat))?,
             "groupby_10m_payments_s" => rt.block_on(groupby(&dir, scaled(10_000_000, scale), repeat))?,
             "http_balance_reads_per_s" => rt.block_on(http(&dir, scaled(200_000, scale), repeat))?,
+            "http_sustained_ingest_rss_spread_pct" => {
+                rt.block_on(http_sustained(&dir, scaled(600, scale).max(60), SUSTAINED_RECORDS_PER_S))?
+            }
             "reconcile_1m_items_s" => reconcile(&dir, scaled(1_000_000, scale), repeat)?,
             "parse_statements_lines_per_s" => parse_statements(scaled(1_000_000, scale), repeat)?,
             _ => unreachable!("names were checked above"),
@@ -839,6 +849,143 @@ async fn http(dir: &Path, records: u64, repeat: usize) -> Result<()> {
         median(catch_up.clone()),
         "ms",
         json!({"records": records, "runs": catch_up, "note": "the books applying the ingested events"}),
+    );
+    Ok(())
+}
+
+/// The paced rate of `http_sustained_ingest_rss_spread_pct`.
+const SUSTAINED_RECORDS_PER_S: u64 = 10_000;
+/// How often the server's resident memory is sampled.
+const SUSTAINED_SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A `Write` that hands on whole batches of 1000 feed lines; it fails once the receiver is
+/// gone, which stops the generator.
+struct FeedBatches {
+    to: std::sync::mpsc::SyncSender<Vec<u8>>,
+    buf: Vec<u8>,
+    scanned: usize,
+    lines: usize,
+}
+
+impl Write for FeedBatches {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(bytes);
+        while let Some(i) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
+            self.scanned += i + 1;
+            self.lines += 1;
+            if self.lines == 1000 {
+                let rest = self.buf.split_off(self.scanned);
+                let batch = std::mem::replace(&mut self.buf, rest);
+                self.to.send(batch).map_err(|_| std::io::Error::other("nobody takes batches any more"))?;
+                (self.scanned, self.lines) = (0, 0);
+            }
+        }
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Resident memory of process `pid`, in MiB.
+fn process_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: f64 =
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// `posledger serve` (this executable, in a child process) under a steady ingest of `rate`
+/// records/s for `seconds`: how much its resident memory moves once warmed up.
+async fn http_sustained(dir: &Path, seconds: u64, rate: u64) -> Result<()> {
+    use std::time::Duration;
+    std::fs::create_dir_all(dir)?;
+    let shape = Shape { merchants: 1000, terminals_per_merchant: 2, seed: 11 };
+    let data = dir.join("data");
+    {
+        let mut admin = Vec::new();
+        generate::write_admin(&mut admin, shape)?;
+        let store = Arc::new(EmbeddedStore::open(data.join("events"))?);
+        let mut ingestor = Ingestor::open(store, None).await?;
+        ingestor.ingest_reader(&admin[..], InputKind::Admin, |_, _| {}).await?;
+    }
+    let (_, token) = crate::keys::create(&data, crate::keys::Role::Admin, None)?;
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["serve", "--addr", &addr.to_string()])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .context("starting posledger serve")?;
+    let pid = child.id();
+    let result = tokio::task::block_in_place(|| -> Result<Value> {
+        let ready = Instant::now();
+        while std::net::TcpStream::connect(addr).is_err() {
+            anyhow::ensure!(ready.elapsed() < Duration::from_secs(60), "the server did not start listening");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (to, batches) = std::sync::mpsc::sync_channel(8);
+        let generator = std::thread::spawn(move || {
+            let mut out = FeedBatches { to, buf: Vec::new(), scanned: 0, lines: 0 };
+            let _ = generate::write_feed(&mut out, shape, u64::MAX);
+        });
+        let start = Instant::now();
+        let run = Duration::from_secs(seconds);
+        let interval = Duration::from_secs_f64(1000.0 / rate as f64);
+        let (mut posted, mut accepted, mut sent) = (0u64, 0u64, 0u32);
+        let mut samples: Vec<(f64, f64)> = Vec::new();
+        let mut next_sample = Duration::ZERO;
+        while start.elapsed() < run {
+            let due = interval * sent;
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+            let body = batches.recv().context("the feed generator stopped")?;
+            let answer: Value = serde_json::from_slice(&http_post(addr, "/v1/transactions", &token, &body)?)?;
+            accepted += answer["accepted"].as_u64().unwrap_or(0);
+            posted += 1000;
+            sent += 1;
+            if start.elapsed() >= next_sample {
+                let mib = process_rss_mib(pid).context("reading the server's memory")?;
+                samples.push((start.elapsed().as_secs_f64(), mib));
+                next_sample += SUSTAINED_SAMPLE_EVERY;
+            }
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        drop(batches);
+        let _ = generator.join();
+        let warm = run.as_secs_f64() / 10.0;
+        let steady: Vec<f64> = samples.iter().filter(|(t, _)| *t >= warm).map(|(_, m)| *m).collect();
+        anyhow::ensure!(steady.len() >= 2, "too few memory samples");
+        let (min, max) = steady.iter().fold((f64::MAX, 0f64), |(lo, hi), &m| (lo.min(m), hi.max(m)));
+        Ok(json!({
+            "spread_pct": (max - min) / min * 100.0,
+            "rss_after_warmup_mib": steady[0],
+            "rss_end_mib": steady[steady.len() - 1],
+            "rss_min_mib": min,
+            "rss_max_mib": max,
+            "records_posted": posted,
+            "records_accepted": accepted,
+            "records_per_s": posted as f64 / elapsed,
+            "seconds": seconds,
+            "samples_every_30s_mib": samples.iter().step_by(6).map(|(_, m)| (m * 10.0).round() / 10.0).collect::<Vec<_>>(),
+        }))
+    });
+    // SIGTERM: the server finishes what is in flight and exits.
+    let signalled = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    if !signalled.is_ok_and(|s| s.success()) {
+        let _ = child.kill();
+    }
+    let status = child.wait()?;
+    let figures = result?;
+    anyhow::ensure!(status.success(), "posledger serve exited with {status}");
+    let _ = std::fs::remove_dir_all(&data);
+    emit(
+        "http_sustained_ingest_rss_spread_pct",
+        figures["spread_pct"].as_f64().unwrap_or(f64::NAN),
+        "%",
+        json!({"rate_records_per_s": rate, "batch": 1000, "sample_every_s": SUSTAINED_SAMPLE_EVERY.as_secs(), "figures": figures}),
     );
     Ok(())
 }

@@ -266,6 +266,8 @@ pub struct State {
     /// Serialises the writes decided outside the ingestor (statements, runs, resolutions,
     /// settlements).
     writes: tokio::sync::Mutex<()>,
+    /// Open breaks for `/metrics`, followed from the log.
+    breaks: tokio::sync::Mutex<ledger::recon::BreaksFollower>,
     data_dir: PathBuf,
 }
 
@@ -294,6 +296,7 @@ impl State {
             metrics: Metrics::default(),
             idempotency: Default::default(),
             writes: tokio::sync::Mutex::new(()),
+            breaks: Default::default(),
             ingest_queue: Arc::new(Admission::new(INGEST_WAITING_MAX)),
             query_queue: Arc::new(Admission::new(QUERIES_RUNNING_MAX)),
             data_dir: data_dir.to_owned(),
@@ -413,19 +416,11 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (impl Reply,), Error =
                 let books = state.books.read().await;
                 state.store.head().saturating_sub(books.position())
             };
-            let open = ledger::recon::recorded_breaks(&*state.store).await.ok().map(|(latest, resolved)| {
-                let ids: usize = latest
-                    .iter()
-                    .map(|((channel, date), (_, breaks))| {
-                        let breaks: Vec<_> = breaks.iter().filter(|b| b.outcome.is_break()).cloned().collect();
-                        ledger::recon::break_ids(*channel, *date, &breaks)
-                            .into_iter()
-                            .filter(|id| !resolved.contains_key(id))
-                            .count()
-                    })
-                    .sum();
-                ids
-            });
+            // Only the events appended since the last scrape are read.
+            let open = {
+                let mut breaks = state.breaks.lock().await;
+                breaks.catch_up(&*state.store).await.ok().map(|()| breaks.open_breaks())
+            };
             let text = state.metrics.render(&state, lag, open);
             Ok::<_, Rejection>(
                 warp::reply::with_header(text, "content-type", "text/plain; version=0.0.4").into_response(),
@@ -741,21 +736,11 @@ async fn ingest_records(
         .field("Idempotency-Key"));
     }
     let digest = blake3::hash(&body);
-    if let Some(key) = &idempotency_key {
-        let remembered = state.idempotency.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((hash, status, text)) = remembered.answers.get(&(who.key_id.clone(), format!("{kind:?}/{key}"))) {
-            if *hash != digest {
-                return Err(Problem::new(
-                    StatusCode::CONFLICT,
-                    "idempotency_key_reused",
-                    "Conflict",
-                    "this Idempotency-Key was used with another body",
-                )
-                .field("Idempotency-Key"));
-            }
-            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
-            return Ok(json_reply(status, &serde_json::from_str(text).unwrap_or(Value::Null)));
-        }
+    let remembered_as = idempotency_key.map(|key| (who.key_id.clone(), format!("{kind:?}/{key}")));
+    if let Some(entry) = &remembered_as
+        && let Some(answer) = state.recall(entry, digest)
+    {
+        return answer;
     }
     let lines = records(&body)?;
     if lines.len() > INGEST_RECORDS_MAX {
@@ -818,22 +803,26 @@ async fn ingest_records(
             }
         }
     }
-    let outcomes = {
-        let mut ingestor = state.ingestor.lock().await;
-        if kind == InputKind::Admin {
-            // Closing a merchant needs a zero payable: the books say who is owed, now.
-            ingestor.set_owed_merchants(state.books().await?.merchants_with_payable());
-        }
-        let mut outcomes = Vec::with_capacity(lines.len());
-        for chunk in valid {
-            let decided = ingestor
-                .process_valid(chunk)
-                .await
-                .map_err(|e| Problem::unavailable(format!("the store did not take the records: {e}")))?;
-            outcomes.extend(decided);
-        }
-        outcomes
-    };
+    let mut ingestor = state.ingestor.lock().await;
+    // Checked again under the write model's lock, which every ingest holds while it decides
+    // and remembers: of two requests with one key, the second sees the first's answer.
+    if let Some(entry) = &remembered_as
+        && let Some(answer) = state.recall(entry, digest)
+    {
+        return answer;
+    }
+    if kind == InputKind::Admin {
+        // Closing a merchant needs a zero payable: the books say who is owed, now.
+        ingestor.set_owed_merchants(state.books().await?.merchants_with_payable());
+    }
+    let mut outcomes = Vec::with_capacity(lines.len());
+    for chunk in valid {
+        let decided = ingestor
+            .process_valid(chunk)
+            .await
+            .map_err(|e| Problem::unavailable(format!("the store did not take the records: {e}")))?;
+        outcomes.extend(decided);
+    }
     let accepted = outcomes.iter().filter(|o| matches!(o, RecordOutcome::Accepted { .. })).count();
     state.metrics.appended.fetch_add(accepted as u64, Ordering::Relaxed);
     let body = json!({
@@ -843,9 +832,35 @@ async fn ingest_records(
         "rejected": outcomes.iter().filter(|o| matches!(o, RecordOutcome::Rejected(_))).count(),
         "results": outcomes,
     });
-    if let Some(key) = idempotency_key {
-        let mut remembered = state.idempotency.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let entry = (who.key_id.clone(), format!("{kind:?}/{key}"));
+    if let Some(entry) = remembered_as {
+        state.remember(entry, digest, &body);
+    }
+    drop(ingestor);
+    Ok(json_reply(StatusCode::OK, &body))
+}
+
+impl State {
+    /// The answer remembered for an Idempotency-Key, if any: the same answer again for the
+    /// same body, a conflict for another.
+    fn recall(&self, entry: &(String, String), digest: blake3::Hash) -> Option<Result<warp::reply::Response, Problem>> {
+        let remembered = self.idempotency.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (hash, status, text) = remembered.answers.get(entry)?;
+        if *hash != digest {
+            return Some(Err(Problem::new(
+                StatusCode::CONFLICT,
+                "idempotency_key_reused",
+                "Conflict",
+                "this Idempotency-Key was used with another body",
+            )
+            .field("Idempotency-Key")));
+        }
+        let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
+        Some(Ok(json_reply(status, &serde_json::from_str(text).unwrap_or(Value::Null))))
+    }
+
+    /// Remembers an answer under its Idempotency-Key, forgetting the oldest past the limits.
+    fn remember(&self, entry: (String, String), digest: blake3::Hash, body: &Value) {
+        let mut remembered = self.idempotency.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let text = body.to_string();
         remembered.bytes += text.len();
         match remembered.answers.insert(entry.clone(), (digest, 200, text)) {
@@ -859,7 +874,6 @@ async fn ingest_records(
             }
         }
     }
-    Ok(json_reply(StatusCode::OK, &body))
 }
 
 /// The records of a body: a JSON array (each element re-serialised) or NDJSON lines, with
@@ -1491,18 +1505,18 @@ async fn merchant_state(state: &State, who: &Principal, id: &str) -> Result<warp
     ))
 }
 
-/// `GET /v1/terminals/{id}`.
+/// `GET /v1/terminals/{id}`. A terminal key is refused alike for another merchant's terminal
+/// and for one that does not exist, so it cannot learn which terminals exist.
 async fn terminal_state(state: &State, who: &Principal, id: &str) -> Result<warp::reply::Response, Problem> {
     let mut ingestor = state.ingestor.lock().await;
     ingestor.catch_up().await.map_err(|e| Problem::unavailable(e.to_string()))?;
-    let t = ingestor
-        .registry()
-        .terminals
-        .get(id)
-        .ok_or_else(|| not_found("unknown_terminal", format!("no terminal {id}")))?;
-    if who.merchant.as_deref().is_some_and(|m| m != t.merchant_id) {
+    let found = ingestor.registry().terminals.get(id);
+    if let Some(own) = who.merchant.as_deref()
+        && found.is_none_or(|t| t.merchant_id != own)
+    {
         return Err(Problem::forbidden("a terminal key sees its own merchant's terminals only"));
     }
+    let t = found.ok_or_else(|| not_found("unknown_terminal", format!("no terminal {id}")))?;
     let batches = ingestor.registry().closed_batches.get(id).map_or(0, |b| b.len());
     Ok(json_reply(
         StatusCode::OK,

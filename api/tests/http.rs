@@ -224,6 +224,23 @@ fn ingest_over_http_is_idempotent_and_scoped() {
     let conflict = request(server.addr, "POST", "/v1/transactions", Some(&admin), &key, &body);
     assert_eq!(conflict.status, 409);
     assert_eq!(conflict.json()["type"], "https://posledger.dev/problems/idempotency_key_reused");
+    // Requests in flight at once with one key and different bodies: one is processed, every
+    // other one conflicts (none is processed as well).
+    let bodies: Vec<Vec<u8>> = body.split_inclusive(|b| *b == b'\n').map(<[u8]>::to_vec).collect();
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let posts: Vec<_> = bodies
+            .iter()
+            .map(|b| {
+                let (addr, admin) = (server.addr, &admin);
+                scope.spawn(move || {
+                    request(addr, "POST", "/v1/transactions", Some(admin), &[("Idempotency-Key", "race")], b).status
+                })
+            })
+            .collect();
+        posts.into_iter().map(|p| p.join().expect("post")).collect()
+    });
+    assert_eq!(statuses.iter().filter(|&&s| s == 200).count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|&&s| s == 409).count(), bodies.len() - 1, "{statuses:?}");
 
     let before = server.events_count();
     let foreign = server.call("POST", "/v1/transactions", Some(&terminal), &other);
@@ -407,6 +424,12 @@ fn end_of_day_over_http_statement_reconciliation_breaks_settlement() {
     let outcomes: Vec<&str> =
         wechat["breaks"].as_array().expect("breaks").iter().map(|b| b["outcome"].as_str().expect("o")).collect();
     assert_eq!(outcomes, ["amount_mismatch", "missing_in_ledger"]);
+    // `/metrics` follows the log: each scrape reads only what was appended since the last.
+    let open_breaks = || {
+        let text = String::from_utf8(server.call("GET", "/metrics", Some(&admin), b"").body).expect("utf8");
+        text.lines().find_map(|l| l.strip_prefix("posledger_open_breaks ")).map(str::to_owned)
+    };
+    assert_eq!(open_breaks().as_deref(), Some("2"));
 
     let listed = server.call("GET", "/v1/breaks?open=true", Some(&finance), b"").json();
     let unknown = listed["breaks"]
@@ -427,6 +450,7 @@ fn end_of_day_over_http_statement_reconciliation_breaks_settlement() {
     assert_eq!((bad.status, bad.json()["field"].as_str()), (400, Some("action")));
     let open = server.call("GET", "/v1/breaks?open=true", Some(&finance), b"").json();
     assert_eq!(open["breaks"].as_array().map(Vec::len), Some(1));
+    assert_eq!(open_breaks().as_deref(), Some("1"));
 
     let settled = server.call("POST", "/v1/settlements?date=2026-11-24", Some(&finance), b"").json();
     let merchants: Vec<&str> =
@@ -537,7 +561,13 @@ fn merchants_terminals_and_entries_over_http() {
     assert_eq!(m["terminals"][0]["status"], "active");
     assert_eq!(m["fees"]["wechat"]["rate"], "0.0038");
     assert_eq!(server.call("GET", "/v1/merchants/M000002", Some(&terminal), b"").status, 403);
-    assert_eq!(server.call("GET", "/v1/terminals/T0002001", Some(&terminal), b"").status, 403);
+    // Another merchant's terminal and one that does not exist are refused alike: a terminal
+    // key learns nothing about which terminals exist.
+    let other = server.call("GET", "/v1/terminals/T0002001", Some(&terminal), b"");
+    let unknown = server.call("GET", "/v1/terminals/T9999999", Some(&terminal), b"");
+    assert_eq!((other.status, unknown.status), (403, 403));
+    assert_eq!(other.json(), unknown.json());
+    assert_eq!(server.call("GET", "/v1/terminals/T9999999", Some(&admin), b"").status, 404);
     assert_eq!(server.call("GET", "/v1/merchants/M999999", Some(&admin), b"").status, 404);
     let t = server.call("GET", "/v1/terminals/T0001001", Some(&admin), b"").json();
     assert_eq!((t["merchant_id"].as_str(), t["status"].as_str()), (Some("M000001"), Some("active")));

@@ -923,30 +923,64 @@ pub type RecordedBreaks = (
 
 /// Reads the latest reconciliation of every statement and date, and every resolved break.
 pub async fn recorded_breaks<S: ingest::store::EventStore>(store: &S) -> Result<RecordedBreaks, crate::ReplayError> {
-    use ingest::event::Event;
-    let mut latest = std::collections::BTreeMap::new();
-    let mut resolved = std::collections::BTreeMap::new();
-    // Parts by run (statement, date, digest), until their record completes the run.
-    let mut parts: HashMap<(StatementChannel, NaiveDate, String), Vec<ingest::event::ReconciliationBreaks>> =
-        HashMap::new();
-    for_each_event(store, &["ReconciliationCompleted", "ReconciliationBreaks", "BreakResolved"], |event| match event {
-        Event::ReconciliationBreaks(p) => {
-            parts.entry((p.channel, p.date, p.classification_digest.clone())).or_default().push(p);
-        }
-        Event::ReconciliationCompleted(r) => {
-            let mut mine = parts.remove(&(r.channel, r.date, r.classification_digest.clone())).unwrap_or_default();
-            mine.sort_by_key(|p| p.part);
-            mine.dedup_by_key(|p| p.part);
-            let breaks: Vec<_> = mine.into_iter().flat_map(|p| p.breaks).collect();
-            latest.insert((r.channel, r.date), (r, breaks));
-        }
-        Event::BreakResolved(b) => {
-            resolved.insert(b.break_id.clone(), b);
-        }
-        _ => {}
-    })
-    .await?;
-    Ok((latest, resolved))
+    let mut follower = BreaksFollower::default();
+    follower.catch_up(store).await?;
+    Ok((follower.latest, follower.resolved))
+}
+
+/// The latest reconciliations and the resolutions, kept current by reading only what was
+/// appended since the last [`BreaksFollower::catch_up`].
+#[derive(Debug, Default)]
+pub struct BreaksFollower {
+    /// The next position to read.
+    position: u64,
+    latest: std::collections::BTreeMap<(StatementChannel, NaiveDate), RecordedRun>,
+    resolved: std::collections::BTreeMap<String, ingest::event::BreakResolved>,
+    /// Parts by run (statement, date, digest), until their record completes the run.
+    parts: HashMap<(StatementChannel, NaiveDate, String), Vec<ingest::event::ReconciliationBreaks>>,
+}
+
+impl BreaksFollower {
+    /// Reads the events appended since the last call.
+    pub async fn catch_up<S: ingest::store::EventStore>(&mut self, store: &S) -> Result<(), crate::ReplayError> {
+        use ingest::event::Event;
+        let (latest, resolved, parts) = (&mut self.latest, &mut self.resolved, &mut self.parts);
+        self.position = for_each_event_from(
+            store,
+            self.position,
+            &["ReconciliationCompleted", "ReconciliationBreaks", "BreakResolved"],
+            |event| match event {
+                Event::ReconciliationBreaks(p) => {
+                    parts.entry((p.channel, p.date, p.classification_digest.clone())).or_default().push(p);
+                }
+                Event::ReconciliationCompleted(r) => {
+                    let mut mine =
+                        parts.remove(&(r.channel, r.date, r.classification_digest.clone())).unwrap_or_default();
+                    mine.sort_by_key(|p| p.part);
+                    mine.dedup_by_key(|p| p.part);
+                    let breaks: Vec<_> = mine.into_iter().flat_map(|p| p.breaks).collect();
+                    latest.insert((r.channel, r.date), (r, breaks));
+                }
+                Event::BreakResolved(b) => {
+                    resolved.insert(b.break_id.clone(), b);
+                }
+                _ => {}
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Breaks of the latest runs that are not resolved.
+    pub fn open_breaks(&self) -> usize {
+        self.latest
+            .iter()
+            .map(|((channel, date), (_, breaks))| {
+                let breaks: Vec<_> = breaks.iter().filter(|b| b.outcome.is_break()).cloned().collect();
+                break_ids(*channel, *date, &breaks).into_iter().filter(|id| !self.resolved.contains_key(id)).count()
+            })
+            .sum()
+    }
 }
 
 /// Why a resolution was refused.
@@ -1061,10 +1095,19 @@ pub async fn resolve<S: ingest::store::EventStore>(
 async fn for_each_event<S: ingest::store::EventStore>(
     store: &S,
     types: &[&str],
-    mut f: impl FnMut(ingest::event::Event),
+    f: impl FnMut(ingest::event::Event),
 ) -> Result<(), crate::ReplayError> {
+    for_each_event_from(store, 0, types, f).await.map(|_| ())
+}
+
+/// [`for_each_event`] from `position` on; returns the position after the last event read.
+async fn for_each_event_from<S: ingest::store::EventStore>(
+    store: &S,
+    mut position: u64,
+    types: &[&str],
+    mut f: impl FnMut(ingest::event::Event),
+) -> Result<u64, crate::ReplayError> {
     let head = store.head();
-    let mut position = 0;
     while position < head {
         let batch = store.read_all(position, crate::REPLAY_BATCH_EVENTS).await?;
         if batch.is_empty() {
@@ -1078,5 +1121,5 @@ async fn for_each_event<S: ingest::store::EventStore>(
             }
         }
     }
-    Ok(())
+    Ok(position)
 }
