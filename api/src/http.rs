@@ -268,7 +268,53 @@ pub struct State {
     writes: tokio::sync::Mutex<()>,
     /// Open breaks for `/metrics`, followed from the log.
     breaks: tokio::sync::Mutex<ledger::recon::BreaksFollower>,
+    /// Resolutions over the approval threshold waiting for a second key (under `writes`).
+    proposals: std::sync::Mutex<Proposals>,
     data_dir: PathBuf,
+}
+
+/// Most resolutions that may wait for approval at once.
+pub const PROPOSALS_MAX: usize = 10_000;
+/// The file of the resolutions waiting for approval, in the data directory.
+const PROPOSALS_FILE: &str = "approvals.json";
+
+/// A resolution over the approval threshold, proposed by one key and waiting for another.
+#[derive(Debug, Clone, serde::Serialize, Deserialize)]
+struct Proposal {
+    action: String,
+    reason: String,
+    /// `key:<id>` of the proposer.
+    by: String,
+}
+
+/// The resolutions waiting for approval by break id, kept in `DATA_DIR/approvals.json`
+/// (replaced atomically), so an accepted proposal survives a restart.
+#[derive(Debug, Default, serde::Serialize, Deserialize)]
+struct Proposals {
+    waiting: std::collections::BTreeMap<String, Proposal>,
+}
+
+impl Proposals {
+    fn load(data_dir: &Path) -> Result<Proposals> {
+        let path = data_dir.join(PROPOSALS_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .with_context(|| format!("{} is not a file of resolutions waiting for approval", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Proposals::default()),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    fn save(&self, data_dir: &Path) -> std::io::Result<()> {
+        use std::io::Write;
+        let path = data_dir.join(PROPOSALS_FILE);
+        let aside = path.with_extension("json.tmp");
+        let mut file = std::fs::File::create(&aside)?;
+        file.write_all(&serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
+        file.sync_all()?;
+        std::fs::rename(&aside, &path)?;
+        std::fs::File::open(data_dir)?.sync_all()
+    }
 }
 
 /// Responses remembered by (key id, Idempotency-Key).
@@ -297,6 +343,7 @@ impl State {
             idempotency: Default::default(),
             writes: tokio::sync::Mutex::new(()),
             breaks: Default::default(),
+            proposals: std::sync::Mutex::new(Proposals::load(data_dir)?),
             ingest_queue: Arc::new(Admission::new(INGEST_WAITING_MAX)),
             query_queue: Arc::new(Admission::new(QUERIES_RUNNING_MAX)),
             data_dir: data_dir.to_owned(),
@@ -515,6 +562,13 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (impl Reply,), Error =
         .and_then(|id: String, who: Principal, body: Bytes, state: Arc<State>| async move {
             resolve(&state, &id, &who, &body).await.map_err(warp::reject::custom)
         });
+    let approval = warp::path!("v1" / "breaks" / String / "approval")
+        .and(warp::post())
+        .and(auth(state.clone(), FINANCE))
+        .and(with_state(state.clone()))
+        .and_then(|id: String, who: Principal, state: Arc<State>| async move {
+            approve(&state, &id, &who).await.map_err(warp::reject::custom)
+        });
     let settlements = warp::path!("v1" / "settlements")
         .and(warp::post())
         .and(auth(state.clone(), FINANCE))
@@ -635,6 +689,7 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (impl Reply,), Error =
     all = all.or(boxed(reconciliations)).unify().boxed();
     all = all.or(boxed(breaks)).unify().boxed();
     all = all.or(boxed(resolution)).unify().boxed();
+    all = all.or(boxed(approval)).unify().boxed();
     all = all.or(boxed(settlements)).unify().boxed();
     all = all.or(boxed(verify)).unify().boxed();
     all = all.or(boxed(query_list)).unify().boxed();
@@ -668,6 +723,7 @@ fn route_name(path: &str) -> &'static str {
         "/v1/breaks" => "/v1/breaks",
         "/v1/settlements" => "/v1/settlements",
         "/v1/verify" => "/v1/verify",
+        p if p.starts_with("/v1/breaks/") && p.ends_with("/approval") => "/v1/breaks/{id}/approval",
         p if p.starts_with("/v1/breaks/") => "/v1/breaks/{id}/resolution",
         "/v1/queries" => "/v1/queries",
         p if p.starts_with("/v1/queries/") => "/v1/queries/{name}",
@@ -1214,61 +1270,146 @@ struct Resolution {
     approved_by: Option<String>,
 }
 
-/// `POST /v1/breaks/{id}/resolution`: resolved by the key's holder (`key:<id>`).
+/// `POST /v1/breaks/{id}/resolution`: resolved by the key's holder (`key:<id>`). A break
+/// parking more than the approval threshold is not resolved yet: the proposal waits (202)
+/// until another finance or admin key approves it (`POST /v1/breaks/{id}/approval`).
 async fn resolve(state: &State, id: &str, who: &Principal, body: &[u8]) -> Result<warp::reply::Response, Problem> {
     let r: Resolution = serde_json::from_slice(body)
         .map_err(|e| Problem::bad_request("invalid_json", format!("the body is not a resolution: {e}")))?;
-    let action = match r.action.as_str() {
-        "book" => ingest::event::ResolveAction::Book,
-        "write_off" => ingest::event::ResolveAction::WriteOff,
-        "refund" => ingest::event::ResolveAction::Refund,
-        other => {
-            return Err(Problem::bad_request(
-                "invalid_field",
-                format!("action {other:?} is not book, write_off or refund"),
-            )
-            .field("action"));
-        }
-    };
+    if r.approved_by.is_some() {
+        return Err(Problem::bad_request(
+            "invalid_field",
+            format!("over HTTP a second person approves with their own key: POST /v1/breaks/{id}/approval"),
+        )
+        .field("approved_by"));
+    }
+    let action = resolve_action(&r.action)?;
     if r.reason.trim().is_empty() || r.reason.len() > 256 {
         return Err(Problem::bad_request("invalid_field", "reason must be 1 to 256 bytes").field("reason"));
     }
     let by = format!("key:{}", who.key_id);
     let _writer = state.writes.lock().await;
+    let threshold = ledger::recon::APPROVAL_OVER_DEFAULT;
+    match ledger::recon::resolve(&*state.store, id, action, &r.reason, &by, None, threshold).await {
+        Err(ledger::recon::ResolveError::NeedsApproval { amount, threshold, .. }) => {
+            let proposal = Proposal { action: r.action.clone(), reason: r.reason.clone(), by: by.clone() };
+            state.update_proposals(|p| {
+                if p.waiting.len() >= PROPOSALS_MAX && !p.waiting.contains_key(id) {
+                    return Err(Problem::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "too_many_proposals",
+                        "Too many proposals",
+                        format!("{PROPOSALS_MAX} resolutions already wait for approval"),
+                    ));
+                }
+                p.waiting.insert(id.to_owned(), proposal);
+                Ok(())
+            })?;
+            Ok(json_reply(
+                StatusCode::ACCEPTED,
+                &json!({
+                    "break_id": id,
+                    "status": "awaiting_approval",
+                    "action": r.action,
+                    "reason": r.reason,
+                    "by": by,
+                    "suspense_amount": amount,
+                    "approval_over": threshold,
+                    "approve_with": format!("POST /v1/breaks/{id}/approval with another finance or admin key"),
+                }),
+            ))
+        }
+        outcome => {
+            let done = outcome.map_err(resolve_problem)?;
+            // A resolution recorded now replaces whatever was proposed for the break.
+            state.update_proposals(|p| {
+                p.waiting.remove(id);
+                Ok(())
+            })?;
+            Ok(json_reply(StatusCode::OK, &serde_json::to_value(&done).unwrap_or(Value::Null)))
+        }
+    }
+}
+
+/// `POST /v1/breaks/{id}/approval`: a second key records the resolution proposed for the
+/// break, naming the proposer as `by` and itself as `approved_by`.
+async fn approve(state: &State, id: &str, who: &Principal) -> Result<warp::reply::Response, Problem> {
+    let _writer = state.writes.lock().await;
+    let waiting = state.proposals.lock().unwrap_or_else(std::sync::PoisonError::into_inner).waiting.get(id).cloned();
+    let Some(proposal) = waiting else {
+        return Err(not_found("no_proposal", format!("no resolution of break {id} waits for approval")));
+    };
+    let approver = format!("key:{}", who.key_id);
+    if approver == proposal.by {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "same_approver",
+            "Conflict",
+            "the key that proposed a resolution cannot approve it: another finance or admin key must",
+        ));
+    }
+    let action = resolve_action(&proposal.action)?;
+    let threshold = ledger::recon::APPROVAL_OVER_DEFAULT;
+    let outcome =
+        ledger::recon::resolve(&*state.store, id, action, &proposal.reason, &proposal.by, Some(&approver), threshold)
+            .await;
+    // Recorded, or no longer possible (resolved meanwhile, or the break left the latest run):
+    // either way the proposal is spent. A store failure leaves it waiting.
+    if !matches!(&outcome, Err(ledger::recon::ResolveError::Replay(_) | ledger::recon::ResolveError::Append(_))) {
+        state.update_proposals(|p| {
+            p.waiting.remove(id);
+            Ok(())
+        })?;
+    }
+    let done = outcome.map_err(resolve_problem)?;
+    Ok(json_reply(StatusCode::OK, &serde_json::to_value(&done).unwrap_or(Value::Null)))
+}
+
+impl State {
+    /// Changes the waiting proposals and saves them; nothing changes if saving fails.
+    fn update_proposals(&self, f: impl FnOnce(&mut Proposals) -> Result<(), Problem>) -> Result<(), Problem> {
+        let mut proposals = self.proposals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = std::mem::take(&mut *proposals);
+        let mut after = Proposals { waiting: before.waiting.clone() };
+        f(&mut after)?;
+        match after.save(&self.data_dir) {
+            Ok(()) => {
+                *proposals = after;
+                Ok(())
+            }
+            Err(e) => {
+                *proposals = before;
+                Err(Problem::unavailable(format!("saving the resolutions waiting for approval: {e}")))
+            }
+        }
+    }
+}
+
+fn resolve_action(action: &str) -> Result<ingest::event::ResolveAction, Problem> {
+    match action {
+        "book" => Ok(ingest::event::ResolveAction::Book),
+        "write_off" => Ok(ingest::event::ResolveAction::WriteOff),
+        "refund" => Ok(ingest::event::ResolveAction::Refund),
+        other => {
+            Err(Problem::bad_request("invalid_field", format!("action {other:?} is not book, write_off or refund"))
+                .field("action"))
+        }
+    }
+}
+
+fn resolve_problem(e: ledger::recon::ResolveError) -> Problem {
     use ledger::recon::ResolveError as E;
-    match ledger::recon::resolve(
-        &*state.store,
-        id,
-        action,
-        &r.reason,
-        &by,
-        r.approved_by.as_deref(),
-        ledger::recon::APPROVAL_OVER_DEFAULT,
-    )
-    .await
-    {
-        Ok(done) => Ok(json_reply(StatusCode::OK, &serde_json::to_value(&done).unwrap_or(Value::Null))),
-        Err(e @ E::Unknown(_)) => {
-            Err(Problem::new(StatusCode::NOT_FOUND, "unknown_break", "Unknown break", e.to_string()))
+    match e {
+        e @ E::Unknown(_) => Problem::new(StatusCode::NOT_FOUND, "unknown_break", "Unknown break", e.to_string()),
+        e @ E::Resolved(..) => Problem::new(StatusCode::CONFLICT, "already_resolved", "Conflict", e.to_string()),
+        e @ E::NeedsApproval { .. } => {
+            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "needs_approval", "Needs a second person", e.to_string())
         }
-        Err(e @ E::Resolved(..)) => {
-            Err(Problem::new(StatusCode::CONFLICT, "already_resolved", "Conflict", e.to_string()))
+        e @ E::Incomplete(_) => {
+            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "action_not_possible", "Action not possible", e.to_string())
+                .field("action")
         }
-        Err(e @ E::NeedsApproval { .. }) => Err(Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "needs_approval",
-            "Needs a second person",
-            e.to_string(),
-        )
-        .field("approved_by")),
-        Err(e @ E::Incomplete(_)) => Err(Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "action_not_possible",
-            "Action not possible",
-            e.to_string(),
-        )
-        .field("action")),
-        Err(e) => Err(Problem::unavailable(e.to_string())),
+        e => Problem::unavailable(e.to_string()),
     }
 }
 

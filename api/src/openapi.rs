@@ -17,6 +17,7 @@ pub const ROUTES: &[(&str, &str, &[&str])] = &[
     ("post", "/v1/reconciliations", &["finance", "admin"]),
     ("get", "/v1/breaks", &["finance", "auditor", "admin"]),
     ("post", "/v1/breaks/{id}/resolution", &["finance", "admin"]),
+    ("post", "/v1/breaks/{id}/approval", &["finance", "admin"]),
     ("post", "/v1/settlements", &["finance", "admin"]),
     ("get", "/v1/verify", &["auditor", "admin"]),
     ("get", "/v1/queries", &["analyst", "finance", "auditor", "admin"]),
@@ -222,17 +223,28 @@ pub fn document() -> Value {
                 op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {
                     "type": "object", "required": ["action", "reason"], "additionalProperties": false,
                     "properties": {"action": {"type": "string", "enum": ["book", "write_off", "refund"]},
-                        "reason": {"type": "string", "minLength": 1, "maxLength": 256},
-                        "approved_by": {"type": "string", "maxLength": 256}}}}}});
+                        "reason": {"type": "string", "minLength": 1, "maxLength": 256}}}}}});
                 responses.insert("200".into(), ok_json("the resolution recorded", json!({"type": "object"})));
+                responses.insert(
+                    "202".into(),
+                    ok_json(
+                        "over the approval threshold: the proposal waits for another key's approval",
+                        json!({"type": "object", "required": ["break_id", "status", "by"]}),
+                    ),
+                );
                 responses.insert("400".into(), problem("a bad body"));
                 responses.insert("404".into(), problem("no such break"));
                 responses.insert("409".into(), problem("resolved before"));
                 responses.insert("413".into(), problem("the body is over its limit"));
-                responses.insert(
-                    "422".into(),
-                    problem("over the approval threshold without a second person, or an action this break cannot take"),
-                );
+                responses.insert("422".into(), problem("an action this break cannot take"));
+                responses.insert("503".into(), problem("the store did not take the resolution"));
+            }
+            "/v1/breaks/{id}/approval" => {
+                op["parameters"] = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string", "maxLength": 128}}]);
+                responses.insert("200".into(), ok_json("the proposed resolution recorded", json!({"type": "object"})));
+                responses.insert("404".into(), problem("no resolution of this break waits for approval"));
+                responses.insert("409".into(), problem("the proposing key cannot approve, or resolved before"));
+                responses.insert("422".into(), problem("an action this break cannot take"));
                 responses.insert("503".into(), problem("the store did not take the resolution"));
             }
             "/v1/settlements" => {
@@ -364,7 +376,8 @@ fn summary(path: &str) -> &'static str {
         "/v1/statements" => "Upload a channel's statement file",
         "/v1/reconciliations" => "Reconcile a date's statements; the end-of-day report",
         "/v1/breaks" => "Breaks of the latest reconciliations and their resolutions",
-        "/v1/breaks/{id}/resolution" => "Resolve a break (book, write off, refund)",
+        "/v1/breaks/{id}/resolution" => "Resolve a break (book, write off, refund); a large one waits for approval",
+        "/v1/breaks/{id}/approval" => "Approve, with a second key, the resolution waiting for a break",
         "/v1/settlements" => "Settle merchants for a date",
         "/v1/verify" => "Rebuild the books and compare them with the checkpoint",
         "/v1/queries" => "The named queries",
