@@ -13,7 +13,8 @@
 //! - at most [`SQL_BYTES_MAX`] bytes of SQL;
 //! - [`Limits`]: memory ([`QUERY_MEMORY_BYTES_MAX`]: operators that would hold more fail with
 //!   [`SqlError::MemoryLimit`]), time ([`QUERY_TIME_MAX`]: [`SqlError::TimeLimit`]) and result
-//!   rows ([`QUERY_ROWS_MAX`]: [`SqlError::RowLimit`]; aggregate or add a `LIMIT`).
+//!   rows ([`QUERY_ROWS_MAX`]: [`SqlError::RowLimit`]; aggregate or add a `LIMIT`) and result
+//!   bytes ([`QUERY_RESULT_BYTES_MAX`]: [`SqlError::ResultBytesLimit`]; wide text columns).
 //!
 //! Named queries run under the same limits.
 
@@ -38,7 +39,7 @@ use queries::{Query, Value};
 use rust_decimal::Decimal;
 
 use crate::export;
-use crate::table::Table;
+use crate::table::{Cell, Table};
 
 /// Longest SQL text accepted, in bytes.
 pub const SQL_BYTES_MAX: usize = 64 * 1024;
@@ -48,6 +49,8 @@ pub const QUERY_MEMORY_BYTES_MAX: usize = 512 * 1024 * 1024;
 pub const QUERY_TIME_MAX: Duration = Duration::from_secs(30);
 /// Most rows a result may have.
 pub const QUERY_ROWS_MAX: usize = 100_000;
+/// Most bytes a result may hold once collected (its cells, text counted by length).
+pub const QUERY_RESULT_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// The bounds a session enforces; [`Limits::default`] is the documented one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,11 +61,18 @@ pub struct Limits {
     pub time_max: Duration,
     /// See [`QUERY_ROWS_MAX`].
     pub rows_max: usize,
+    /// See [`QUERY_RESULT_BYTES_MAX`].
+    pub result_bytes_max: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { memory_bytes_max: QUERY_MEMORY_BYTES_MAX, time_max: QUERY_TIME_MAX, rows_max: QUERY_ROWS_MAX }
+        Limits {
+            memory_bytes_max: QUERY_MEMORY_BYTES_MAX,
+            time_max: QUERY_TIME_MAX,
+            rows_max: QUERY_ROWS_MAX,
+            result_bytes_max: QUERY_RESULT_BYTES_MAX,
+        }
     }
 }
 
@@ -102,6 +112,12 @@ pub enum SqlError {
     /// Bad input: the result has more rows than the row limit.
     #[error("the result has more than {max} rows; aggregate or add a LIMIT")]
     RowLimit {
+        /// The limit.
+        max: usize,
+    },
+    /// Bad input: the result holds more bytes than the result limit.
+    #[error("the result holds more than {max} bytes; select fewer or narrower columns, or aggregate")]
+    ResultBytesLimit {
         /// The limit.
         max: usize,
     },
@@ -222,18 +238,25 @@ impl Session {
         self.stream(&query.sql, params).await
     }
 
-    /// Plans and runs `sql`, collecting at most `rows_max` rows within `time_max`.
+    /// Plans and runs `sql`, collecting at most `rows_max` rows and `result_bytes_max` bytes
+    /// within `time_max`.
     async fn run(&self, sql: &str, params: HashMap<String, ScalarValue>) -> Result<Table, SqlError> {
         let limits = self.limits;
         let work = async {
             let mut stream = self.stream(sql, params).await?;
             let mut table = Table::new(stream.schema().fields().iter().map(|f| f.name().clone()));
+            let mut bytes = 0usize;
             while let Some(batch) = stream.next().await {
                 let batch = batch.map_err(|e| SqlError::from_engine(e, &limits))?;
                 if table.rows.len() + batch.num_rows() > limits.rows_max {
                     return Err(SqlError::RowLimit { max: limits.rows_max });
                 }
+                let rows_before = table.rows.len();
                 table.push_batch(&batch);
+                bytes += table.rows[rows_before..].iter().flatten().map(Cell::size_bytes).sum::<usize>();
+                if bytes > limits.result_bytes_max {
+                    return Err(SqlError::ResultBytesLimit { max: limits.result_bytes_max });
+                }
             }
             Ok(table)
         };

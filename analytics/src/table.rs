@@ -34,6 +34,13 @@ pub enum Cell {
     Text(String),
 }
 
+impl Cell {
+    /// Bytes the cell holds: its own size, and a text's length.
+    pub fn size_bytes(&self) -> usize {
+        std::mem::size_of::<Cell>() + if let Cell::Text(t) = self { t.len() } else { 0 }
+    }
+}
+
 /// A result: column names and rows of cells, each row as long as `columns`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Table {

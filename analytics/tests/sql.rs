@@ -211,6 +211,14 @@ async fn over_limit_queries_are_refused_with_the_documented_error() {
     let nine = session.query("SELECT * FROM payments LIMIT 9").await.expect("at the limit");
     assert_eq!(nine.rows.len(), 9);
 
+    // Bytes: ten rows of a 1000-byte text are over 8 KiB, nine rows of narrow columns are not.
+    let limits = Limits { result_bytes_max: 8 << 10, ..Limits::default() };
+    let session = Session::open(&export, limits).await.expect("session");
+    let wide = session.query("SELECT repeat('x', 1000) AS wide FROM payments").await;
+    assert!(matches!(wide, Err(SqlError::ResultBytesLimit { max: 8192 })), "{wide:?}");
+    let narrow = session.query("SELECT txn_id FROM payments").await.expect("under the limit");
+    assert_eq!(narrow.rows.len(), 10);
+
     let limits = Limits { memory_bytes_max: 1 << 20, ..Limits::default() };
     let session = Session::open(&export, limits).await.expect("session");
     let sort = session.query("SELECT value FROM generate_series(1, 3000000) ORDER BY value DESC LIMIT 99999").await;

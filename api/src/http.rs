@@ -1482,6 +1482,9 @@ fn sql_problem(e: analytics::sql::SqlError) -> Problem {
         E::RowLimit { .. } => {
             Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "query_row_limit", "Too many rows", e.to_string())
         }
+        E::ResultBytesLimit { .. } => {
+            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "query_result_limit", "Result too large", e.to_string())
+        }
         E::MemoryLimit { .. } => {
             Problem::new(StatusCode::SERVICE_UNAVAILABLE, "query_memory_limit", "Over the memory limit", e.to_string())
         }
