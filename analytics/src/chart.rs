@@ -233,17 +233,62 @@ pub fn from_table(spec: &ChartSpec, table: &Table, title: &str) -> Result<String
         Cell::Null => Ok(None),
         other => Err(ChartError::Data(format!("column {name:?} holds {other}, not a number"))),
     };
+    // A result with amounts in more than one currency draws each currency apart: a line per
+    // currency, bars labelled with theirs. A heat map's counts add up across currencies.
+    let currency = table.column("currency");
+    let currencies: Vec<String> = match currency {
+        Some(ci) => {
+            let mut all: Vec<String> = table.rows.iter().map(|r| r[ci].to_string()).collect();
+            all.sort();
+            all.dedup();
+            all
+        }
+        None => Vec::new(),
+    };
+    let apart = currencies.len() > 1;
     match spec {
         ChartSpec::Line { x, y } => {
             let (xi, yi) = (index(x)?, index(y)?);
-            let labels: Vec<String> = table.rows.iter().map(|r| r[xi].to_string()).collect();
-            let values =
-                table.rows.iter().map(|r| Ok(number(&r[yi], y)?.unwrap_or_default())).collect::<Result<Vec<_>, _>>()?;
-            line(title, &labels, &[(y.clone(), values)], &[])
+            if !apart {
+                let labels: Vec<String> = table.rows.iter().map(|r| r[xi].to_string()).collect();
+                let values = table
+                    .rows
+                    .iter()
+                    .map(|r| Ok(number(&r[yi], y)?.unwrap_or_default()))
+                    .collect::<Result<Vec<_>, _>>()?;
+                return line(title, &labels, &[(y.clone(), values)], &[]);
+            }
+            let ci = currency.unwrap_or_default();
+            let mut labels: Vec<String> = Vec::new();
+            for r in &table.rows {
+                let label = r[xi].to_string();
+                if !labels.contains(&label) {
+                    labels.push(label);
+                }
+            }
+            let mut series: Vec<(String, Vec<Decimal>)> =
+                currencies.iter().map(|c| (format!("{y} {c}"), vec![Decimal::ZERO; labels.len()])).collect();
+            for r in &table.rows {
+                let (Some(at), Some(s)) = (
+                    labels.iter().position(|l| *l == r[xi].to_string()),
+                    currencies.iter().position(|c| *c == r[ci].to_string()),
+                ) else {
+                    continue;
+                };
+                series[s].1[at] += number(&r[yi], y)?.unwrap_or_default();
+            }
+            line(title, &labels, &series, &[])
         }
         ChartSpec::Bars { x, y } => {
             let (xi, yi) = (index(x)?, index(y)?);
-            let labels: Vec<String> = table.rows.iter().map(|r| r[xi].to_string()).collect();
+            let labels: Vec<String> = table
+                .rows
+                .iter()
+                .map(|r| match currency {
+                    Some(ci) if apart => format!("{} {}", r[xi], r[ci]),
+                    _ => r[xi].to_string(),
+                })
+                .collect();
             let values =
                 table.rows.iter().map(|r| Ok(number(&r[yi], y)?.unwrap_or_default())).collect::<Result<Vec<_>, _>>()?;
             bars(title, &labels, &values)
@@ -256,10 +301,12 @@ pub fn from_table(spec: &ChartSpec, table: &Table, title: &str) -> Result<String
             xs.dedup();
             ys.sort();
             ys.dedup();
-            let mut cells = vec![vec![None; xs.len()]; ys.len()];
+            let mut cells: Vec<Vec<Option<Decimal>>> = vec![vec![None; xs.len()]; ys.len()];
             for r in &table.rows {
                 let (Ok(cx), Ok(cy)) = (xs.binary_search(&r[xi]), ys.binary_search(&r[yi])) else { continue };
-                cells[cy][cx] = number(&r[vi], value)?;
+                if let Some(v) = number(&r[vi], value)? {
+                    *cells[cy][cx].get_or_insert(Decimal::ZERO) += v;
+                }
             }
             let names = |cells: &[Cell]| cells.iter().map(ToString::to_string).collect::<Vec<_>>();
             heatmap(title, &names(&xs), &names(&ys), &cells)
@@ -347,5 +394,38 @@ mod tests {
         assert_eq!(labels.iter().filter(|t| *t == "3").count(), 2, "{labels:?}");
         let missing = ChartSpec::Bars { x: "channel".into(), y: "payments".into() };
         assert!(matches!(from_table(&missing, &table, "t"), Err(ChartError::Data(_))));
+    }
+
+    #[test]
+    fn a_result_in_two_currencies_is_drawn_per_currency() {
+        // average_ticket-like rows: the 23rd in CNY and HKD, the 24th in CNY only.
+        let mut table = Table::new(["business_date", "currency", "average_ticket"]);
+        for (day, currency, v) in [("2026-11-23", "CNY", 92), ("2026-11-23", "HKD", 200), ("2026-11-24", "CNY", 1282)] {
+            table.rows.push(vec![Cell::Text(day.into()), Cell::Text(currency.into()), Cell::Int(v)]);
+        }
+        let spec = ChartSpec::Line { x: "business_date".into(), y: "average_ticket".into() };
+        let doc_text = from_table(&spec, &table, "Average ticket").expect("drawn");
+        let doc = parse(&doc_text);
+        let labels = texts(&doc);
+        for want in ["average_ticket CNY", "average_ticket HKD", "2026-11-23", "2026-11-24"] {
+            assert!(labels.iter().any(|t| t == want), "{want} in {labels:?}");
+        }
+        let points: Vec<usize> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("polyline"))
+            .map(|n| n.attribute("points").unwrap_or_default().split_whitespace().count())
+            .collect();
+        assert!(points.iter().filter(|n| **n == 2).count() >= 2, "a line per currency over both days: {points:?}");
+        let spec = ChartSpec::Bars { x: "business_date".into(), y: "average_ticket".into() };
+        let labels = texts(&parse(&from_table(&spec, &table, "t").expect("drawn")));
+        assert!(labels.iter().any(|t| t == "2026-11-23 HKD"), "{labels:?}");
+        // A heat map adds the cells' counts of every currency.
+        let mut cells = Table::new(["local_hour", "weekday", "currency", "payments"]);
+        for (currency, n) in [("CNY", 3), ("HKD", 4)] {
+            cells.rows.push(vec![Cell::Int(9), Cell::Int(1), Cell::Text(currency.into()), Cell::Int(n)]);
+        }
+        let spec = ChartSpec::Heatmap { x: "local_hour".into(), y: "weekday".into(), value: "payments".into() };
+        let labels = texts(&parse(&from_table(&spec, &cells, "t").expect("drawn")));
+        assert!(labels.iter().any(|t| t == "7"), "{labels:?}");
     }
 }

@@ -136,6 +136,8 @@ impl Segment {
 pub struct PayerActivity {
     /// The payer token.
     pub payer: String,
+    /// The currency of the purchases (a payer paying in two currencies is two payers here).
+    pub currency: String,
     /// Business date of the last purchase.
     pub last: NaiveDate,
     /// Purchases.
@@ -166,7 +168,7 @@ pub struct PayerScore {
 pub struct Rfm {
     /// The date recency is counted to.
     pub as_of: Option<NaiveDate>,
-    /// Every payer, by monetary value (highest first), then payer.
+    /// Every payer, by currency, then monetary value (highest first), then payer.
     pub payers: Vec<PayerScore>,
 }
 
@@ -209,7 +211,7 @@ fn scan(dir: &Path, table: &str) -> Result<Option<LazyFrame>, HabitsError> {
     Ok(Some(concat(frames, UnionArgs::default())?))
 }
 
-/// Net captures: `txn_id`, `payer`, `merchant_id`, `business_date`, `amount` and `net`
+/// Net captures: `txn_id`, `payer`, `merchant_id`, `currency`, `business_date`, `amount` and `net`
 /// (amount less the adjustments naming it), only those netting above zero.
 pub fn net_captures(dir: &Path) -> Result<Option<LazyFrame>, HabitsError> {
     net_captures_as_of(dir, None)
@@ -235,6 +237,7 @@ pub fn net_captures_as_of(dir: &Path, as_of: Option<NaiveDate>) -> Result<Option
         col("txn_id"),
         col("payer"),
         col("merchant_id"),
+        col("currency"),
         col("business_date"),
         col("amount"),
     ]);
@@ -254,6 +257,7 @@ pub fn net_captures_as_of(dir: &Path, as_of: Option<NaiveDate>) -> Result<Option
         col("txn_id"),
         col("payer"),
         col("merchant_id"),
+        col("currency"),
         col("business_date"),
         col("amount"),
         col("net"),
@@ -266,7 +270,7 @@ pub fn rfm(dir: &Path, as_of: Option<NaiveDate>) -> Result<Rfm, HabitsError> {
     let Some(captures) = net_captures_as_of(dir, as_of)? else { return Ok(Rfm { as_of, payers: Vec::new() }) };
     let frame = captures
         .filter(col("payer").is_not_null())
-        .group_by([col("payer")])
+        .group_by([col("payer"), col("currency")])
         .agg([
             col("business_date").max().alias("last"),
             len().cast(DataType::UInt64).alias("frequency"),
@@ -274,6 +278,7 @@ pub fn rfm(dir: &Path, as_of: Option<NaiveDate>) -> Result<Rfm, HabitsError> {
         ])
         .collect()?;
     let payers = strings(&frame, "payer")?;
+    let currencies = strings(&frame, "currency")?;
     let last = dates(&frame, "last")?;
     let frequency = unsigned(&frame, "frequency")?;
     let monetary = decimals(&frame, "monetary")?;
@@ -281,6 +286,7 @@ pub fn rfm(dir: &Path, as_of: Option<NaiveDate>) -> Result<Rfm, HabitsError> {
         .filter_map(|i| {
             Some(PayerActivity {
                 payer: payers[i].clone()?,
+                currency: currencies[i].clone()?,
                 last: last[i]?,
                 frequency: frequency[i]?,
                 monetary: monetary[i]?,
@@ -289,14 +295,21 @@ pub fn rfm(dir: &Path, as_of: Option<NaiveDate>) -> Result<Rfm, HabitsError> {
         .collect();
     let as_of = as_of.or_else(|| activity.iter().map(|a| a.last).max());
     let payers = match as_of {
-        Some(day) => score(activity, day),
+        Some(day) => {
+            // Money compares within a currency only: each currency's payers are scored apart.
+            let mut by_currency: BTreeMap<String, Vec<PayerActivity>> = BTreeMap::new();
+            for a in activity {
+                by_currency.entry(a.currency.clone()).or_default().push(a);
+            }
+            by_currency.into_values().flat_map(|group| score(group, day)).collect()
+        }
         None => Vec::new(),
     };
     Ok(Rfm { as_of, payers })
 }
 
-/// Scores payers as of `as_of`. A score is the quintile of the payer's rank among all
-/// payers: with `n` payers and `rank` = 1 + how many score worse, `1 + 5 × (rank − 1) / n`
+/// Scores payers (of one currency) as of `as_of`. A score is the quintile of the payer's
+/// rank among all of them: with `n` payers and `rank` = 1 + how many score worse, `1 + 5 × (rank − 1) / n`
 /// (integer division), so equal values score alike. Worse is: longer ago, fewer purchases,
 /// less money.
 pub fn score(activity: Vec<PayerActivity>, as_of: NaiveDate) -> Vec<PayerScore> {
@@ -329,6 +342,7 @@ impl Rfm {
     pub fn payers_table(&self) -> Table {
         let mut t = Table::new([
             "payer",
+            "currency",
             "last_purchase",
             "recency_days",
             "frequency",
@@ -342,6 +356,7 @@ impl Rfm {
         for p in &self.payers {
             t.rows.push(vec![
                 Cell::Text(p.activity.payer.clone()),
+                Cell::Text(p.activity.currency.clone()),
                 Cell::Date(p.activity.last),
                 Cell::Int(p.recency_days.into()),
                 Cell::Int(p.activity.frequency.into()),
@@ -356,20 +371,32 @@ impl Rfm {
         t
     }
 
-    /// One row per segment (every segment, empty ones too): payers, their share in percent,
-    /// and their net spend.
+    /// One row per currency and segment (every segment, empty ones too; with no payers at
+    /// all, every segment with no currency): payers, their share of the currency's payers in
+    /// percent, and their net spend.
     pub fn segments_table(&self) -> Table {
-        let mut t = Table::new(["segment", "payers", "share_pct", "monetary"]);
-        let total = self.payers.len() as u64;
-        for segment in Segment::ALL {
-            let members: Vec<&PayerScore> = self.payers.iter().filter(|p| p.segment == segment).collect();
-            let spend: Decimal = members.iter().map(|p| p.activity.monetary).sum();
-            t.rows.push(vec![
-                Cell::Text(segment.as_str().into()),
-                Cell::Int(members.len() as i128),
-                Cell::Decimal(percent(members.len() as u64, total)),
-                Cell::Decimal(spend),
-            ]);
+        let mut t = Table::new(["segment", "currency", "payers", "share_pct", "monetary"]);
+        let mut currencies: Vec<Option<&str>> =
+            self.payers.iter().map(|p| Some(p.activity.currency.as_str())).collect();
+        currencies.dedup();
+        if currencies.is_empty() {
+            currencies.push(None);
+        }
+        for currency in currencies {
+            let of_currency: Vec<&PayerScore> =
+                self.payers.iter().filter(|p| Some(p.activity.currency.as_str()) == currency).collect();
+            let total = of_currency.len() as u64;
+            for segment in Segment::ALL {
+                let members: Vec<&&PayerScore> = of_currency.iter().filter(|p| p.segment == segment).collect();
+                let spend: Decimal = members.iter().map(|p| p.activity.monetary).sum();
+                t.rows.push(vec![
+                    Cell::Text(segment.as_str().into()),
+                    currency.map_or(Cell::Null, |c| Cell::Text(c.into())),
+                    Cell::Int(members.len() as i128),
+                    Cell::Decimal(percent(members.len() as u64, total)),
+                    Cell::Decimal(spend),
+                ]);
+            }
         }
         t
     }
@@ -401,6 +428,8 @@ pub fn week_of(day: NaiveDate) -> NaiveDate {
 pub struct MerchantWeek {
     /// The merchant.
     pub merchant_id: String,
+    /// The currency of the sales.
+    pub currency: String,
     /// The week's Monday.
     pub week: NaiveDate,
     /// Captures in the week.
@@ -415,13 +444,13 @@ pub struct MerchantWeek {
     pub anomaly: &'static str,
 }
 
-/// Week-over-week net sales per merchant (every week from the merchant's first to the
+/// Week-over-week net sales per merchant and currency (every week from the merchant's first to the
 /// export's last, empty weeks as zero), optionally of one merchant. A week is a `spike`
 /// above [`TREND_SPIKE_RATIO`] × its baseline and a `drop` below [`TREND_DROP_RATIO`] × it,
 /// when the baseline is above zero.
 pub fn trend(dir: &Path, merchant: Option<&str>) -> Result<Vec<MerchantWeek>, HabitsError> {
     // Net sales by the day money moved: captures on their day, adjustments on theirs.
-    let mut days: BTreeMap<(String, NaiveDate), (u64, Decimal)> = BTreeMap::new();
+    let mut days: BTreeMap<(String, String, NaiveDate), (u64, Decimal)> = BTreeMap::new();
     for (table, sign) in [("payments", Decimal::ONE), ("adjustments", Decimal::NEGATIVE_ONE)] {
         let Some(frame) = scan(dir, table)? else { continue };
         let frame = match merchant {
@@ -429,9 +458,10 @@ pub fn trend(dir: &Path, merchant: Option<&str>) -> Result<Vec<MerchantWeek>, Ha
             None => frame,
         };
         let grouped = frame
-            .group_by([col("merchant_id"), col("business_date")])
+            .group_by([col("merchant_id"), col("currency"), col("business_date")])
             .agg([len().cast(DataType::UInt64).alias("rows"), col("amount").sum().alias("amount")])
             .collect()?;
+        let currencies = strings(&grouped, "currency")?;
         let (ids, dates, rows, amounts) = (
             strings(&grouped, "merchant_id")?,
             dates(&grouped, "business_date")?,
@@ -439,25 +469,27 @@ pub fn trend(dir: &Path, merchant: Option<&str>) -> Result<Vec<MerchantWeek>, Ha
             decimals(&grouped, "amount")?,
         );
         for i in 0..grouped.height() {
-            let (Some(id), Some(date), Some(n), Some(amount)) = (&ids[i], dates[i], rows[i], amounts[i]) else {
+            let (Some(id), Some(currency), Some(date), Some(n), Some(amount)) =
+                (&ids[i], &currencies[i], dates[i], rows[i], amounts[i])
+            else {
                 continue;
             };
-            let cell = days.entry((id.clone(), date)).or_default();
+            let cell = days.entry((id.clone(), currency.clone(), date)).or_default();
             if sign == Decimal::ONE {
                 cell.0 += n;
             }
             cell.1 += sign * amount;
         }
     }
-    let Some(last_week) = days.keys().map(|(_, d)| week_of(*d)).max() else { return Ok(Vec::new()) };
-    let mut weeks: BTreeMap<String, BTreeMap<NaiveDate, (u64, Decimal)>> = BTreeMap::new();
-    for ((id, date), (n, amount)) in days {
-        let cell = weeks.entry(id).or_default().entry(week_of(date)).or_default();
+    let Some(last_week) = days.keys().map(|(_, _, d)| week_of(*d)).max() else { return Ok(Vec::new()) };
+    let mut weeks: BTreeMap<(String, String), BTreeMap<NaiveDate, (u64, Decimal)>> = BTreeMap::new();
+    for ((id, currency, date), (n, amount)) in days {
+        let cell = weeks.entry((id, currency)).or_default().entry(week_of(date)).or_default();
         cell.0 += n;
         cell.1 += amount;
     }
     let mut out = Vec::new();
-    for (id, known) in weeks {
+    for ((id, currency), known) in weeks {
         let Some(first) = known.keys().next().copied() else { continue };
         let mut history: Vec<Decimal> = Vec::new();
         let mut week = first;
@@ -477,6 +509,7 @@ pub fn trend(dir: &Path, merchant: Option<&str>) -> Result<Vec<MerchantWeek>, Ha
             let change_pct = previous.filter(|p| *p > Decimal::ZERO).and_then(|p| ratio_pct(net_sales - p, p));
             out.push(MerchantWeek {
                 merchant_id: id.clone(),
+                currency: currency.clone(),
                 week,
                 payments,
                 net_sales,
@@ -493,10 +526,12 @@ pub fn trend(dir: &Path, merchant: Option<&str>) -> Result<Vec<MerchantWeek>, Ha
 
 /// [`trend`]'s rows as a table.
 pub fn trend_table(weeks: &[MerchantWeek]) -> Table {
-    let mut t = Table::new(["merchant_id", "week", "payments", "net_sales", "change_pct", "baseline", "anomaly"]);
+    let mut t =
+        Table::new(["merchant_id", "currency", "week", "payments", "net_sales", "change_pct", "baseline", "anomaly"]);
     for w in weeks {
         t.rows.push(vec![
             Cell::Text(w.merchant_id.clone()),
+            Cell::Text(w.currency.clone()),
             Cell::Date(w.week),
             Cell::Int(w.payments.into()),
             Cell::Decimal(w.net_sales),
@@ -508,10 +543,12 @@ pub fn trend_table(weeks: &[MerchantWeek]) -> Table {
     t
 }
 
-/// Captures per basket-size band ([`BASKET_BANDS`], by the captured amount), with their share
-/// in percent and their gross amount; every band, empty ones too.
+/// Captures per basket-size band ([`BASKET_BANDS`], by the captured amount in whole units of
+/// its currency) and currency, with their share of the currency's captures in percent and
+/// their gross amount; every band of every currency, empty ones too (with no captures at
+/// all, every band with no currency).
 pub fn basket(dir: &Path) -> Result<Table, HabitsError> {
-    let mut counts = [(0u64, Decimal::ZERO); BASKET_BANDS.len()];
+    let mut counts: BTreeMap<Option<String>, [(u64, Decimal); BASKET_BANDS.len()]> = BTreeMap::new();
     if let Some(payments) = scan(dir, "payments")? {
         // Whole units (amounts are never negative, so the cast truncates down) decide the band.
         let mut band = lit(0u32);
@@ -521,28 +558,36 @@ pub fn basket(dir: &Path) -> Result<Table, HabitsError> {
         let grouped = payments
             .with_column(col("amount").cast(DataType::Int64).alias("units"))
             .with_column(band.alias("band"))
-            .group_by([col("band")])
+            .group_by([col("currency"), col("band")])
             .agg([len().cast(DataType::UInt64).alias("payments"), col("amount").sum().alias("gross")])
             .collect()?;
+        let currencies = strings(&grouped, "currency")?;
         let (bands, n, gross) =
             (signed32(&grouped, "band")?, unsigned(&grouped, "payments")?, decimals(&grouped, "gross")?);
         for i in 0..grouped.height() {
+            let cells = counts.entry(currencies[i].clone()).or_insert([(0, Decimal::ZERO); BASKET_BANDS.len()]);
             if let (Some(b), Some(n), Some(g)) = (bands[i], n[i], gross[i])
-                && let Some(cell) = counts.get_mut(b as usize)
+                && let Some(cell) = cells.get_mut(b as usize)
             {
                 *cell = (n, g);
             }
         }
     }
-    let total: u64 = counts.iter().map(|c| c.0).sum();
-    let mut t = Table::new(["band", "payments", "share_pct", "gross"]);
-    for ((_, name), (n, gross)) in BASKET_BANDS.iter().zip(counts) {
-        t.rows.push(vec![
-            Cell::Text((*name).into()),
-            Cell::Int(n.into()),
-            Cell::Decimal(percent(n, total)),
-            Cell::Decimal(gross),
-        ]);
+    if counts.is_empty() {
+        counts.insert(None, [(0, Decimal::ZERO); BASKET_BANDS.len()]);
+    }
+    let mut t = Table::new(["band", "currency", "payments", "share_pct", "gross"]);
+    for (currency, cells) in counts {
+        let total: u64 = cells.iter().map(|c| c.0).sum();
+        for ((_, name), (n, gross)) in BASKET_BANDS.iter().zip(cells) {
+            t.rows.push(vec![
+                Cell::Text((*name).into()),
+                currency.clone().map_or(Cell::Null, Cell::Text),
+                Cell::Int(n.into()),
+                Cell::Decimal(percent(n, total)),
+                Cell::Decimal(gross),
+            ]);
+        }
     }
     Ok(t)
 }
@@ -598,23 +643,24 @@ pub fn rfm_chart(rfm: &Rfm) -> Result<String, ChartError> {
 }
 
 /// Net sales per week, a line for each of the [`chart::CHART_SERIES_MAX`] merchants with the
-/// most net sales, their anomalies circled.
+/// most net sales (per currency, when there are several), their anomalies circled.
 pub fn trend_chart(weeks: &[MerchantWeek]) -> Result<String, ChartError> {
     let mut axis: Vec<NaiveDate> = weeks.iter().map(|w| w.week).collect();
     axis.sort_unstable();
     axis.dedup();
-    let mut totals: BTreeMap<&str, Decimal> = BTreeMap::new();
+    let mut totals: BTreeMap<(&str, &str), Decimal> = BTreeMap::new();
     for w in weeks {
-        *totals.entry(w.merchant_id.as_str()).or_default() += w.net_sales;
+        *totals.entry((w.merchant_id.as_str(), w.currency.as_str())).or_default() += w.net_sales;
     }
-    let mut ranked: Vec<(&str, Decimal)> = totals.into_iter().collect();
-    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let one_currency = totals.keys().all(|(_, c)| Some(*c) == weeks.first().map(|w| w.currency.as_str()));
+    let mut ranked: Vec<((&str, &str), Decimal)> = totals.into_iter().collect();
+    ranked.sort_by(|a, b| a.0.1.cmp(b.0.1).then(b.1.cmp(&a.1)).then(a.0.0.cmp(b.0.0)));
     ranked.truncate(chart::CHART_SERIES_MAX);
     let mut series = Vec::new();
     let mut marks = Vec::new();
-    for (s, (merchant, _)) in ranked.iter().enumerate() {
+    for (s, ((merchant, currency), _)) in ranked.iter().enumerate() {
         let mut values = vec![Decimal::ZERO; axis.len()];
-        for w in weeks.iter().filter(|w| w.merchant_id == *merchant) {
+        for w in weeks.iter().filter(|w| w.merchant_id == *merchant && w.currency == *currency) {
             if let Ok(x) = axis.binary_search(&w.week) {
                 values[x] = w.net_sales;
                 if w.anomaly != "none" {
@@ -622,7 +668,8 @@ pub fn trend_chart(weeks: &[MerchantWeek]) -> Result<String, ChartError> {
                 }
             }
         }
-        series.push(((*merchant).to_owned(), values));
+        let name = if one_currency { (*merchant).to_owned() } else { format!("{merchant} {currency}") };
+        series.push((name, values));
     }
     let labels: Vec<String> = axis.iter().map(ToString::to_string).collect();
     chart::line("Net sales per merchant and week (anomalies circled)", &labels, &series, &marks)
@@ -695,6 +742,7 @@ mod tests {
             .iter()
             .map(|(p, days, f, m, _, _)| PayerActivity {
                 payer: (*p).into(),
+                currency: "CNY".into(),
                 last: as_of - Duration::days(*days),
                 frequency: *f,
                 monetary: Decimal::from(*m),

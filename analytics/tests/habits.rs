@@ -69,7 +69,10 @@ async fn rfm_of_the_small_export() {
     );
     let segments = rfm.segments_table();
     let at_risk = segments.rows.iter().find(|r| r[0] == Cell::Text("at_risk".into())).expect("row");
-    assert_eq!(at_risk[1..], [Cell::Int(2), Cell::Decimal(money("40.00")), Cell::Decimal(money("450.00"))]);
+    assert_eq!(
+        at_risk[1..],
+        [Cell::Text("CNY".into()), Cell::Int(2), Cell::Decimal(money("40.00")), Cell::Decimal(money("450.00"))]
+    );
     assert_eq!(segments.rows.len(), Segment::ALL.len());
 }
 
@@ -125,6 +128,54 @@ async fn trend_of_the_small_export() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn analyses_keep_each_currency_apart() {
+    // The small fixture plus H01 (300.00 HKD, oPayerH, M000001, the 23rd), H02 (100.00 HKD,
+    // 2088000000000009, M000002, the 23rd) and a refund of 50.00 HKD of H01 on the 24th.
+    let dir = tempfile::tempdir().expect("tmp");
+    let export = common::currencies_export(dir.path()).await;
+
+    // RFM scores each currency's payers among themselves: the two HKD payers are ranked
+    // against each other only (oPayerH nets 250.00, more money: M 3 against 1).
+    let rfm = habits::rfm(&export, None).expect("rfm");
+    let hkd: Vec<(&str, u64, Decimal, u8)> = rfm
+        .payers
+        .iter()
+        .filter(|p| p.activity.currency == "HKD")
+        .map(|p| (p.activity.payer.as_str(), p.activity.frequency, p.activity.monetary, p.m))
+        .collect();
+    assert_eq!(hkd, [("oPayerH", 1, money("250.00"), 3), ("2088000000000009", 1, money("100.00"), 1)]);
+    let cny = rfm.payers.iter().filter(|p| p.activity.currency == "CNY").count();
+    assert_eq!(cny, 5, "the CNY payers as in the small export");
+    let segments = rfm.segments_table();
+    assert_eq!(segments.rows.len(), 2 * Segment::ALL.len(), "every segment of each currency");
+
+    // Trend: M000001's HKD week of the 23rd nets 300.00 - 50.00, beside its CNY weeks.
+    let weeks = habits::trend(&export, Some("M000001")).expect("trend");
+    let got: Vec<(&str, chrono::NaiveDate, u64, Decimal)> =
+        weeks.iter().map(|w| (w.currency.as_str(), w.week, w.payments, w.net_sales)).collect();
+    assert_eq!(
+        got,
+        [
+            ("CNY", day("2026-11-23"), 5, money("5230.00")),
+            ("CNY", day("2026-11-30"), 1, money("-940.00")),
+            ("HKD", day("2026-11-23"), 1, money("250.00")),
+            ("HKD", day("2026-11-30"), 0, money("0")),
+        ]
+    );
+
+    // Basket: HKD 100.00 and 300.00 fall in their own currency's bands.
+    let table = habits::basket(&export).expect("basket");
+    let hkd: Vec<String> = table
+        .rows
+        .iter()
+        .filter(|r| r[1] == Cell::Text("HKD".into()) && r[2] != Cell::Int(0))
+        .map(|r| r.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(hkd, ["100-200 HKD 1 50.00 100.00", "200-500 HKD 1 50.00 300.00"]);
+    assert_eq!(table.rows.len(), 2 * habits::BASKET_BANDS.len());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn basket_sizes_of_the_small_export() {
     // Amounts 10 | 20 40 30 | 50 80 60 | 100 | 200 | 5000, every band listed.
     let dir = tempfile::tempdir().expect("tmp");
@@ -135,14 +186,14 @@ async fn basket_sizes_of_the_small_export() {
     assert_eq!(
         got,
         [
-            "0-10 0 0.00 0",
-            "10-20 1 10.00 10.00",
-            "20-50 3 30.00 90.00",
-            "50-100 3 30.00 190.00",
-            "100-200 1 10.00 100.00",
-            "200-500 1 10.00 200.00",
-            "500-1000 0 0.00 0",
-            "1000+ 1 10.00 5000.00",
+            "0-10 CNY 0 0.00 0",
+            "10-20 CNY 1 10.00 10.00",
+            "20-50 CNY 3 30.00 90.00",
+            "50-100 CNY 3 30.00 190.00",
+            "100-200 CNY 1 10.00 100.00",
+            "200-500 CNY 1 10.00 200.00",
+            "500-1000 CNY 0 0.00 0",
+            "1000+ CNY 1 10.00 5000.00",
         ]
     );
 }

@@ -3,6 +3,8 @@
 //!
 //! `tests/slt/small/` runs on `tests/fixtures/small` (two merchants, ten payments over two
 //! weeks, a void and two refunds; the expected rows are derived in the comments of each file);
+//! `tests/slt/currencies/` runs on that fixture with Hong Kong dollar records added
+//! (`tests/fixtures/currencies`), so every sum must keep the currencies apart;
 //! `tests/slt/day/` runs on the fixture day (`tests/fixtures/day`) with both days' statements
 //! reconciled, checked against its answer key. A record `named NAME k=v ...` runs a named
 //! query with those parameters; any other record is ad-hoc SQL as an analyst sends it.
@@ -159,6 +161,14 @@ async fn named_queries_on_the_small_export() {
     let dir = tempfile::tempdir().expect("tmp");
     let export = small_export(dir.path()).await;
     run_slt_dir(&export, "tests/slt/small").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn named_queries_sum_each_currency_apart() {
+    // tests/slt/currencies: the small fixture with Hong Kong dollar sales and a refund beside.
+    let dir = tempfile::tempdir().expect("tmp");
+    let export = common::currencies_export(dir.path()).await;
+    run_slt_dir(&export, "tests/slt/currencies").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

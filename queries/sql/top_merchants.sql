@@ -1,21 +1,31 @@
 -- name: top_merchants
 -- description: The merchants with the highest net sales (captures less voids, reversals and
---   refunds recorded in the period), with their captures; ties ordered by merchant id.
+--   refunds recorded in the period), with their captures, per currency: the first `limit` of
+--   each currency; ties ordered by merchant id.
 -- param: from date = 1970-01-01 first business day included
 -- param: to date = 9999-12-31 last business day included
 -- param: limit int = 10 how many merchants
 -- chart: bars x=merchant_id y=net_sales
 WITH moves AS (
-    SELECT merchant_id, 1 AS payments, amount AS signed
+    SELECT merchant_id, currency, 1 AS payments, amount AS signed
     FROM payments
     WHERE date BETWEEN $from AND $to
     UNION ALL
-    SELECT merchant_id, 0, -amount
+    SELECT merchant_id, currency, 0, -amount
     FROM adjustments
     WHERE date BETWEEN $from AND $to
+),
+per_merchant AS (
+    SELECT merchant_id, currency, SUM(payments) AS payments, SUM(signed) AS net_sales
+    FROM moves
+    GROUP BY merchant_id, currency
+),
+ranked AS (
+    SELECT merchant_id, currency, payments, net_sales,
+        ROW_NUMBER() OVER (PARTITION BY currency ORDER BY net_sales DESC, merchant_id) AS place
+    FROM per_merchant
 )
-SELECT merchant_id, SUM(payments) AS payments, SUM(signed) AS net_sales
-FROM moves
-GROUP BY merchant_id
-ORDER BY net_sales DESC, merchant_id
-LIMIT $limit
+SELECT merchant_id, currency, payments, net_sales
+FROM ranked
+WHERE place <= $limit
+ORDER BY currency, net_sales DESC, merchant_id

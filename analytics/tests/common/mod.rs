@@ -29,3 +29,19 @@ pub async fn small_export(dir: &Path) -> PathBuf {
     analytics::export::export(&*store, &out).await.expect("export");
     out
 }
+
+/// The small fixture and the Hong Kong dollar records of `tests/fixtures/currencies`,
+/// exported to `dir/export`.
+pub async fn currencies_export(dir: &Path) -> PathBuf {
+    let store = Arc::new(EmbeddedStore::open(dir.join("events")).expect("open"));
+    let small = manifest("tests/fixtures/small");
+    let files = [
+        (small.join("admin.ndjson"), InputKind::Admin),
+        (small.join("feed.ndjson"), InputKind::Feed),
+        (manifest("tests/fixtures/currencies/feed.ndjson"), InputKind::Feed),
+    ];
+    ingest(&store, &files).await;
+    let out = dir.join("export");
+    analytics::export::export(&*store, &out).await.expect("export");
+    out
+}
