@@ -378,6 +378,7 @@ impl Rfm {
         let mut t = Table::new(["segment", "currency", "payers", "share_pct", "monetary"]);
         let mut currencies: Vec<Option<&str>> =
             self.payers.iter().map(|p| Some(p.activity.currency.as_str())).collect();
+        currencies.sort_unstable();
         currencies.dedup();
         if currencies.is_empty() {
             currencies.push(None);

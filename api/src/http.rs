@@ -270,6 +270,8 @@ pub struct State {
     breaks: tokio::sync::Mutex<ledger::recon::BreaksFollower>,
     /// Resolutions over the approval threshold waiting for a second key (under `writes`).
     proposals: std::sync::Mutex<Proposals>,
+    /// Breaks parking more than this need a second key (`POSLEDGER_APPROVAL_OVER`).
+    approval_over: rust_decimal::Decimal,
     data_dir: PathBuf,
 }
 
@@ -344,6 +346,7 @@ impl State {
             writes: tokio::sync::Mutex::new(()),
             breaks: Default::default(),
             proposals: std::sync::Mutex::new(Proposals::load(data_dir)?),
+            approval_over: crate::recon::approval_over()?,
             ingest_queue: Arc::new(Admission::new(INGEST_WAITING_MAX)),
             query_queue: Arc::new(Admission::new(QUERIES_RUNNING_MAX)),
             data_dir: data_dir.to_owned(),
@@ -551,7 +554,16 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (impl Reply,), Error =
             let (latest, resolved) = ledger::recon::recorded_breaks(&*state.store)
                 .await
                 .map_err(|e| warp::reject::custom(Problem::internal(e.to_string())))?;
-            Ok::<_, Rejection>(json_reply(StatusCode::OK, &crate::recon::breaks_json(&latest, &resolved, open)))
+            let mut listed = crate::recon::breaks_json(&latest, &resolved, open);
+            // A resolution waiting for approval is shown with its break, for the approver.
+            let waiting = state.proposals.lock().unwrap_or_else(std::sync::PoisonError::into_inner).waiting.clone();
+            if let Some(list) = listed["breaks"].as_array_mut() {
+                for b in list {
+                    let proposal = b["id"].as_str().and_then(|id| waiting.get(id));
+                    b["awaiting_approval"] = proposal.map_or(Value::Null, |p| json!(p));
+                }
+            }
+            Ok::<_, Rejection>(json_reply(StatusCode::OK, &listed))
         });
     let resolution = warp::path!("v1" / "breaks" / String / "resolution")
         .and(warp::post())
@@ -565,9 +577,11 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (impl Reply,), Error =
     let approval = warp::path!("v1" / "breaks" / String / "approval")
         .and(warp::post())
         .and(auth(state.clone(), FINANCE))
+        .and(warp::body::content_length_limit(SMALL_BODY_BYTES_MAX))
+        .and(warp::body::bytes())
         .and(with_state(state.clone()))
-        .and_then(|id: String, who: Principal, state: Arc<State>| async move {
-            approve(&state, &id, &who).await.map_err(warp::reject::custom)
+        .and_then(|id: String, who: Principal, body: Bytes, state: Arc<State>| async move {
+            approve(&state, &id, &who, &body).await.map_err(warp::reject::custom)
         });
     let settlements = warp::path!("v1" / "settlements")
         .and(warp::post())
@@ -1289,11 +1303,20 @@ async fn resolve(state: &State, id: &str, who: &Principal, body: &[u8]) -> Resul
     }
     let by = format!("key:{}", who.key_id);
     let _writer = state.writes.lock().await;
-    let threshold = ledger::recon::APPROVAL_OVER_DEFAULT;
+    let threshold = state.approval_over;
     match ledger::recon::resolve(&*state.store, id, action, &r.reason, &by, None, threshold).await {
         Err(ledger::recon::ResolveError::NeedsApproval { amount, threshold, .. }) => {
             let proposal = Proposal { action: r.action.clone(), reason: r.reason.clone(), by: by.clone() };
             state.update_proposals(|p| {
+                // Another key's proposal is not replaced under its approver's feet.
+                if let Some(other) = p.waiting.get(id).filter(|o| o.by != by) {
+                    return Err(Problem::new(
+                        StatusCode::CONFLICT,
+                        "proposal_waiting",
+                        "Conflict",
+                        format!("a resolution of break {id} by {} waits for approval", other.by),
+                    ));
+                }
                 if p.waiting.len() >= PROPOSALS_MAX && !p.waiting.contains_key(id) {
                     return Err(Problem::new(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -1331,14 +1354,37 @@ async fn resolve(state: &State, id: &str, who: &Principal, body: &[u8]) -> Resul
     }
 }
 
+/// The body of `POST /v1/breaks/{id}/approval`: what the approver read and approves.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Approval {
+    action: String,
+    reason: String,
+}
+
 /// `POST /v1/breaks/{id}/approval`: a second key records the resolution proposed for the
-/// break, naming the proposer as `by` and itself as `approved_by`.
-async fn approve(state: &State, id: &str, who: &Principal) -> Result<warp::reply::Response, Problem> {
+/// break, naming the proposer as `by` and itself as `approved_by`. The body repeats the
+/// proposal's action and reason, so what is recorded is what the approver read.
+async fn approve(state: &State, id: &str, who: &Principal, body: &[u8]) -> Result<warp::reply::Response, Problem> {
+    let approval: Approval = serde_json::from_slice(body).map_err(|e| {
+        Problem::bad_request("invalid_json", format!("the body is not an approval (action and reason): {e}"))
+    })?;
     let _writer = state.writes.lock().await;
     let waiting = state.proposals.lock().unwrap_or_else(std::sync::PoisonError::into_inner).waiting.get(id).cloned();
     let Some(proposal) = waiting else {
         return Err(not_found("no_proposal", format!("no resolution of break {id} waits for approval")));
     };
+    if (approval.action.as_str(), approval.reason.as_str()) != (proposal.action.as_str(), proposal.reason.as_str()) {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "proposal_changed",
+            "Conflict",
+            format!(
+                "the resolution waiting for break {id} is {:?} ({:?}) by {}, not what this approval names",
+                proposal.action, proposal.reason, proposal.by
+            ),
+        ));
+    }
     let approver = format!("key:{}", who.key_id);
     if approver == proposal.by {
         return Err(Problem::new(
@@ -1349,7 +1395,7 @@ async fn approve(state: &State, id: &str, who: &Principal) -> Result<warp::reply
         ));
     }
     let action = resolve_action(&proposal.action)?;
-    let threshold = ledger::recon::APPROVAL_OVER_DEFAULT;
+    let threshold = state.approval_over;
     let outcome =
         ledger::recon::resolve(&*state.store, id, action, &proposal.reason, &proposal.by, Some(&approver), threshold)
             .await;
@@ -1369,19 +1415,13 @@ impl State {
     /// Changes the waiting proposals and saves them; nothing changes if saving fails.
     fn update_proposals(&self, f: impl FnOnce(&mut Proposals) -> Result<(), Problem>) -> Result<(), Problem> {
         let mut proposals = self.proposals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let before = std::mem::take(&mut *proposals);
-        let mut after = Proposals { waiting: before.waiting.clone() };
+        let mut after = Proposals { waiting: proposals.waiting.clone() };
         f(&mut after)?;
-        match after.save(&self.data_dir) {
-            Ok(()) => {
-                *proposals = after;
-                Ok(())
-            }
-            Err(e) => {
-                *proposals = before;
-                Err(Problem::unavailable(format!("saving the resolutions waiting for approval: {e}")))
-            }
-        }
+        after
+            .save(&self.data_dir)
+            .map_err(|e| Problem::unavailable(format!("saving the resolutions waiting for approval: {e}")))?;
+        *proposals = after;
+        Ok(())
     }
 }
 

@@ -234,16 +234,26 @@ pub fn document() -> Value {
                 );
                 responses.insert("400".into(), problem("a bad body"));
                 responses.insert("404".into(), problem("no such break"));
-                responses.insert("409".into(), problem("resolved before"));
+                responses
+                    .insert("409".into(), problem("resolved before, or another key's resolution waits for approval"));
                 responses.insert("413".into(), problem("the body is over its limit"));
                 responses.insert("422".into(), problem("an action this break cannot take"));
                 responses.insert("503".into(), problem("the store did not take the resolution"));
             }
             "/v1/breaks/{id}/approval" => {
                 op["parameters"] = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string", "maxLength": 128}}]);
+                op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["action", "reason"], "additionalProperties": false,
+                    "properties": {"action": {"type": "string", "enum": ["book", "write_off", "refund"]},
+                        "reason": {"type": "string", "minLength": 1, "maxLength": 256}}}}}});
+                responses.insert("400".into(), problem("a bad body"));
+                responses.insert("413".into(), problem("the body is over its limit"));
                 responses.insert("200".into(), ok_json("the proposed resolution recorded", json!({"type": "object"})));
                 responses.insert("404".into(), problem("no resolution of this break waits for approval"));
-                responses.insert("409".into(), problem("the proposing key cannot approve, or resolved before"));
+                responses.insert(
+                    "409".into(),
+                    problem("the proposing key cannot approve, the proposal is not the one named, or resolved before"),
+                );
                 responses.insert("422".into(), problem("an action this break cannot take"));
                 responses.insert("503".into(), problem("the store did not take the resolution"));
             }

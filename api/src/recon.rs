@@ -465,6 +465,15 @@ pub fn breaks_json(
     json!({"breaks": list})
 }
 
+/// The amount above which a break's resolution needs a second person: `POSLEDGER_APPROVAL_OVER`,
+/// or [`ledger::recon::APPROVAL_OVER_DEFAULT`].
+pub fn approval_over() -> Result<Decimal> {
+    match std::env::var("POSLEDGER_APPROVAL_OVER") {
+        Ok(v) => v.parse::<Decimal>().with_context(|| format!("POSLEDGER_APPROVAL_OVER={v:?} is not an amount")),
+        Err(_) => Ok(ledger::recon::APPROVAL_OVER_DEFAULT),
+    }
+}
+
 /// `posledger resolve`.
 pub fn resolve(
     data_dir: &Path,
@@ -474,10 +483,7 @@ pub fn resolve(
     by: &str,
     approved_by: Option<&str>,
 ) -> Result<ExitCode> {
-    let threshold = match std::env::var("POSLEDGER_APPROVAL_OVER") {
-        Ok(v) => v.parse::<Decimal>().with_context(|| format!("POSLEDGER_APPROVAL_OVER={v:?} is not an amount"))?,
-        Err(_) => ledger::recon::APPROVAL_OVER_DEFAULT,
-    };
+    let threshold = approval_over()?;
     let rt = runtime()?;
     let store = open_store(data_dir)?;
     match rt.block_on(ledger::recon::resolve(&store, id, action, reason, by, approved_by, threshold)) {

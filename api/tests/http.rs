@@ -469,6 +469,7 @@ fn a_large_break_over_http_is_resolved_only_with_a_second_key() {
     let server = Server::start();
     let admin = server.key(Role::Admin, None);
     let (first, second) = (server.key(Role::Finance, None), server.key(Role::Finance, None));
+    let third = server.key(Role::Admin, None);
     server.call("POST", "/v1/transactions", Some(&admin), &feed("M000001"));
     server.call("POST", "/v1/transactions", Some(&admin), &feed("M000002"));
     let file = std::fs::read_to_string(manifest("../analytics/tests/fixtures/small/statements/wechat-2026-11-23.csv"))
@@ -501,20 +502,29 @@ fn a_large_break_over_http_is_resolved_only_with_a_second_key() {
         br#"{"action": "write_off", "reason": "x", "approved_by": "Li"}"#,
     );
     assert_eq!((named.status, named.json()["field"].as_str()), (400, Some("approved_by")));
-    assert_eq!(server.call("POST", &approval, Some(&second), b"").status, 404, "nothing proposed yet");
+    let what = br#"{"action": "write_off", "reason": "unknown line"}"#;
+    assert_eq!(server.call("POST", &approval, Some(&second), what).status, 404, "nothing proposed yet");
+    assert_eq!(server.call("POST", &approval, Some(&second), b"").status, 400, "an approval names what it approves");
 
-    let proposed =
-        server.call("POST", &resolution, Some(&first), br#"{"action": "write_off", "reason": "unknown line"}"#);
+    let proposed = server.call("POST", &resolution, Some(&first), what);
     assert_eq!(proposed.status, 202, "{}", String::from_utf8_lossy(&proposed.body));
     assert_eq!(proposed.json()["status"], "awaiting_approval");
     let still_open = server.call("GET", "/v1/breaks?open=true", Some(&first), b"").json();
-    assert!(still_open["breaks"].as_array().expect("breaks").iter().any(|b| b["id"] == id), "not resolved yet");
+    let listed = still_open["breaks"].as_array().expect("breaks").iter().find(|b| b["id"] == id).expect("still open");
+    assert_eq!(listed["awaiting_approval"]["action"], "write_off", "shown to the approver");
+    // Another key cannot replace the waiting proposal; the approval must name what waits.
+    let other = server.call("POST", &resolution, Some(&third), br#"{"action": "refund", "reason": "changed"}"#);
+    let conflict = (other.status, other.json()["type"].as_str().map(str::to_owned));
+    assert_eq!(conflict, (409, Some("https://posledger.dev/problems/proposal_waiting".to_owned())));
+    let changed = server.call("POST", &approval, Some(&second), br#"{"action": "refund", "reason": "unknown line"}"#);
+    let conflict = (changed.status, changed.json()["type"].as_str().map(str::to_owned));
+    assert_eq!(conflict, (409, Some("https://posledger.dev/problems/proposal_changed".to_owned())));
     let saved = std::fs::read_to_string(server.dir.path().join("approvals.json")).expect("proposal saved");
     assert!(saved.contains(id), "{saved}");
 
-    let own = server.call("POST", &approval, Some(&first), b"");
+    let own = server.call("POST", &approval, Some(&first), what);
     assert_eq!((own.status, own.json()["type"].as_str()), (409, Some("https://posledger.dev/problems/same_approver")));
-    let approved = server.call("POST", &approval, Some(&second), b"");
+    let approved = server.call("POST", &approval, Some(&second), what);
     assert_eq!(approved.status, 200, "{}", String::from_utf8_lossy(&approved.body));
     let record = approved.json();
     assert_eq!(record["by"], format!("key:{}", &first[4..16]));
@@ -522,7 +532,7 @@ fn a_large_break_over_http_is_resolved_only_with_a_second_key() {
     assert_eq!(record["action"], "write_off");
     let open = server.call("GET", "/v1/breaks?open=true", Some(&first), b"").json();
     assert!(!open["breaks"].as_array().expect("breaks").iter().any(|b| b["id"] == id), "resolved");
-    assert_eq!(server.call("POST", &approval, Some(&second), b"").status, 404, "the proposal is spent");
+    assert_eq!(server.call("POST", &approval, Some(&second), what).status, 404, "the proposal is spent");
 }
 
 #[test]

@@ -945,9 +945,11 @@ impl BreaksFollower {
     pub async fn catch_up<S: ingest::store::EventStore>(&mut self, store: &S) -> Result<(), crate::ReplayError> {
         use ingest::event::Event;
         let (latest, resolved, parts) = (&mut self.latest, &mut self.resolved, &mut self.parts);
-        self.position = for_each_event_from(
+        // The position moves past each event as it is applied: after an error the next call
+        // goes on from the first event not applied, never applying one twice.
+        for_each_event_from(
             store,
-            self.position,
+            &mut self.position,
             &["ReconciliationCompleted", "ReconciliationBreaks", "BreakResolved"],
             |event| match event {
                 Event::ReconciliationBreaks(p) => {
@@ -1044,10 +1046,6 @@ pub async fn resolve<S: ingest::store::EventStore>(
     });
     let Some((statement, date, b)) = found else { return Err(ResolveError::Unknown(id.to_owned())) };
     let amount = parked(b);
-    let same_person = |a: &str| a.trim().is_empty() || a.trim().to_lowercase() == by.trim().to_lowercase();
-    if amount.abs() > threshold && approved_by.is_none_or(same_person) {
-        return Err(ResolveError::NeedsApproval { id: id.to_owned(), amount, threshold, by: by.to_owned() });
-    }
     // Booking needs a clearing account of a ledger channel; a refund needs money that came.
     let ledger_channel = b.ledger_channel.or(match statement {
         StatementChannel::Wechat => Some(Channel::Wechat),
@@ -1070,6 +1068,11 @@ pub async fn resolve<S: ingest::store::EventStore>(
             )));
         }
         _ => {}
+    }
+    // Checked after the action: a resolution that could never be recorded is not sent for approval.
+    let same_person = |a: &str| a.trim().is_empty() || a.trim().to_lowercase() == by.trim().to_lowercase();
+    if amount.abs() > threshold && approved_by.is_none_or(same_person) {
+        return Err(ResolveError::NeedsApproval { id: id.to_owned(), amount, threshold, by: by.to_owned() });
     }
     let record = BreakResolved {
         break_id: id.to_owned(),
@@ -1097,29 +1100,30 @@ async fn for_each_event<S: ingest::store::EventStore>(
     types: &[&str],
     f: impl FnMut(ingest::event::Event),
 ) -> Result<(), crate::ReplayError> {
-    for_each_event_from(store, 0, types, f).await.map(|_| ())
+    for_each_event_from(store, &mut 0, types, f).await
 }
 
-/// [`for_each_event`] from `position` on; returns the position after the last event read.
+/// [`for_each_event`] from `*position` on, moving `*position` past each event handed over
+/// (or passed over), so that on an error it names the first event not handled.
 async fn for_each_event_from<S: ingest::store::EventStore>(
     store: &S,
-    mut position: u64,
+    position: &mut u64,
     types: &[&str],
     mut f: impl FnMut(ingest::event::Event),
-) -> Result<u64, crate::ReplayError> {
+) -> Result<(), crate::ReplayError> {
     let head = store.head();
-    while position < head {
-        let batch = store.read_all(position, crate::REPLAY_BATCH_EVENTS).await?;
+    while *position < head {
+        let batch = store.read_all(*position, crate::REPLAY_BATCH_EVENTS).await?;
         if batch.is_empty() {
             break;
         }
         for e in batch {
-            position = e.position + 1;
             if types.contains(&e.data.event_type.as_str()) {
                 f(ingest::event::Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)
                     .map_err(|source| crate::ReplayError::Decode { position: e.position, source })?);
             }
+            *position = e.position + 1;
         }
     }
-    Ok(position)
+    Ok(())
 }

@@ -766,6 +766,14 @@ fn remove_files(paths: &[PathBuf]) {
 /// the chosen index does not use are removed.
 fn load_index(snapshot: &Path, paths: &[PathBuf], spill: &SpillOptions) -> io::Result<(Index, Option<Resume>)> {
     let (index, resume) = snapshot_index(snapshot, paths, spill)?;
+    if resume.is_none() && snapshot.exists() {
+        // An unusable snapshot goes before the runs it named: it can never be taken later
+        // with runs built again under the same numbers.
+        fs::remove_file(snapshot)?;
+        if let Some(dir) = snapshot.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+    }
     keymap::remove_unused_runs(&spill.dir, &index.run_paths())?;
     Ok((index, resume))
 }

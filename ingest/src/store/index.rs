@@ -25,14 +25,14 @@
 //! | 24 × n | id collisions: (u128 id, u64 location) |
 //! | 24 × n | sparse entries: (position, location, frame end) |
 //! | 8 × n | logical length of each segment |
-//! | 16 × n | stream runs: (number, entries) |
-//! | 16 × n | id runs: (number, entries) |
+//! | 20 × n | stream runs: (number, entries, CRC32C of the run file) |
+//! | 20 × n | id runs: (number, entries, CRC32C of the run file) |
 //! | 4 | CRC32C of everything before |
 //!
 //! It is written when the store closes and every so many events, and trusted on open only if
 //! the frame it names holds exactly its link and head and every run it names checks out; the
 //! log after it is then scanned as usual. A snapshot holds the entries in memory and names
-//! the runs, so its size is bounded however long the log is.
+//! the runs; what grows with the log is only the sparse position index (24 bytes per 64 KiB).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -45,7 +45,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::format::{self, NO_LOCATION, RecordView, split_location};
-use super::keymap::{Keep, KeyMap, SpillOptions};
+use super::keymap::{Keep, KeyMap, RunName, SpillOptions};
 use super::{ReadError, RecordedEvent};
 
 /// The snapshot file's magic.
@@ -329,9 +329,10 @@ impl Index {
         for len in &self.segment_lens {
             out.put(&len.to_le_bytes())?;
         }
-        for (number, entries) in stream_runs.iter().chain(&id_runs) {
-            out.put(&number.to_le_bytes())?;
-            out.put(&entries.to_le_bytes())?;
+        for run in stream_runs.iter().chain(&id_runs) {
+            out.put(&run.number.to_le_bytes())?;
+            out.put(&run.entries.to_le_bytes())?;
+            out.put(&run.crc.to_le_bytes())?;
         }
         out.finish()?;
         Ok(tmp)
@@ -356,8 +357,10 @@ impl Index {
         index.last_frame = r.u64()?;
         let counts: Vec<u64> = (0..8).map(|_| r.u64()).collect::<Option<_>>()?;
         // Counts are checked against the file's length before anything is allocated for them.
-        let fixed =
-            [16, 16, 0, 24, 24, 8, 16, 16].iter().zip(&counts).try_fold(0u64, |acc, (w, n)| acc.checked_add(w * n))?;
+        let fixed = [16u64, 16, 0, 24, 24, 8, 20, 20]
+            .iter()
+            .zip(&counts)
+            .try_fold(0u64, |acc, (w, n)| acc.checked_add(w.checked_mul(*n)?))?;
         if fixed > len || counts[6] > SNAPSHOT_RUNS_MAX || counts[7] > SNAPSHOT_RUNS_MAX {
             return None;
         }
@@ -388,7 +391,11 @@ impl Index {
         for _ in 0..counts[5] {
             index.segment_lens.push(r.u64()?);
         }
-        let mut runs = |n: usize| (0..n).map(|_| Some((r.u64()?, r.u64()?))).collect::<Option<Vec<_>>>();
+        let mut runs = |n: usize| {
+            (0..n)
+                .map(|_| Some(RunName { number: r.u64()?, entries: r.u64()?, crc: u32::from_le_bytes(r.take::<4>()?) }))
+                .collect::<Option<Vec<_>>>()
+        };
         let stream_runs = runs(counts[6])?;
         let id_runs = runs(counts[7])?;
         if !r.finish() {

@@ -42,8 +42,9 @@ use super::index::HashKeyMap;
 /// Default entries kept in memory per map before they are written as a run: 7/8 of 2^19,
 /// the most a table of 2^19 slots holds before it would grow.
 pub const INDEX_RECENT_ENTRIES_MAX_DEFAULT: usize = 458_752;
-/// Default size of each map's filter over the keys on disk. At 16 MiB it stays under 0.1 %
-/// false "maybe"s up to about 10 million keys per map.
+/// Default size of each map's filter over the keys on disk. At 16 MiB it answers a false
+/// "maybe" for under 0.1 % of absent keys up to about 7 million keys per map, 0.25 % at 10
+/// million, and more past that.
 pub const INDEX_FILTER_BYTES_DEFAULT: usize = 16 << 20;
 
 /// A run file's magic.
@@ -85,6 +86,9 @@ struct Run {
     number: u64,
     file: File,
     entries: u64,
+    /// The file's checksum: with the number and the count it names this run's content, so a
+    /// snapshot never takes another run that happens to have the same number and count.
+    crc: u32,
     /// The first key of each block.
     fences: Vec<u64>,
 }
@@ -177,6 +181,14 @@ fn splitmix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// What a snapshot records of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RunName {
+    pub number: u64,
+    pub entries: u64,
+    pub crc: u32,
+}
+
 /// Keys to locations: a bounded table in memory, sorted runs on disk.
 #[derive(Debug)]
 pub(crate) struct KeyMap {
@@ -210,14 +222,14 @@ impl KeyMap {
         }
     }
 
-    /// A map with `recent` and the runs a snapshot named, each read whole and checked;
-    /// `None` if a run is missing or damaged.
+    /// A map with `recent` and the runs a snapshot named (number, entries, checksum), each
+    /// read whole and checked; `None` if a run is missing, damaged or not the one named.
     pub fn restore(
         name: &'static str,
         keep: Keep,
         spill: Option<SpillOptions>,
         recent: HashKeyMap<u64, u64>,
-        runs: &[(u64, u64)],
+        runs: &[RunName],
     ) -> Option<Self> {
         let mut map = KeyMap::new(name, keep, spill);
         map.recent = recent;
@@ -226,8 +238,11 @@ impl KeyMap {
         }
         let spill = map.spill.clone()?;
         let mut filter = Filter::new(spill.filter_bytes);
-        for &(number, entries) in runs {
+        for &RunName { number, entries, crc } in runs {
             let run = open_run(&run_path(&spill.dir, name, number), number, entries, keep, &mut filter).ok()?;
+            if run.crc != crc {
+                return None;
+            }
             map.next_number = map.next_number.max(number + 1);
             map.runs.push(run);
         }
@@ -304,9 +319,9 @@ impl KeyMap {
         self.recent.len()
     }
 
-    /// The runs, oldest first: (number, entries).
-    pub fn runs(&self) -> Vec<(u64, u64)> {
-        self.runs.iter().map(|r| (r.number, r.entries)).collect()
+    /// The runs, oldest first.
+    pub fn runs(&self) -> Vec<RunName> {
+        self.runs.iter().map(|r| RunName { number: r.number, entries: r.entries, crc: r.crc }).collect()
     }
 
     /// Paths of the run files in use.
@@ -350,12 +365,14 @@ impl KeyMap {
             if self.runs[n - 2].entries > 2 * self.runs[n - 1].entries {
                 break;
             }
-            let newer = self.runs.pop().expect("two runs");
-            let older = self.runs.pop().expect("two runs");
             let number = self.take_number();
             let path = run_path(dir, self.name, number);
-            let merged = merge(&path, number, &older, &newer, self.keep)?;
+            // The two runs stay in use until the merged one is durable: a failed merge loses
+            // nothing from the index.
+            let merged = merge(&path, number, &self.runs[n - 2], &self.runs[n - 1], self.keep)?;
             sync_dir(dir)?;
+            let newer = self.runs.pop().expect("two runs");
+            let older = self.runs.pop().expect("two runs");
             self.runs.push(merged);
             self.retired.push(run_path(dir, self.name, older.number));
             self.retired.push(run_path(dir, self.name, newer.number));
@@ -405,7 +422,7 @@ fn write_run(
 ) -> io::Result<Run> {
     let file = File::options().create(true).truncate(true).read(true).write(true).open(path)?;
     let mut fences = Vec::with_capacity((count as usize).div_ceil(BLOCK_ENTRIES));
-    {
+    let crc = {
         let mut out = CrcOut { inner: BufWriter::with_capacity(RUN_IO_BUFFER_BYTES, &file), crc: 0 };
         out.put(&RUN_MAGIC)?;
         out.put(&count.to_le_bytes())?;
@@ -426,9 +443,10 @@ fn write_run(
         let crc = out.crc;
         out.inner.write_all(&crc.to_le_bytes())?;
         out.inner.flush()?;
-    }
+        crc
+    };
     file.sync_all()?;
-    Ok(Run { number, file, entries: count, fences })
+    Ok(Run { number, file, entries: count, crc, fences })
 }
 
 /// Merges two runs into run `number` at `path`: for equal keys a `Latest` map keeps the
@@ -586,7 +604,7 @@ fn open_run(path: &Path, number: u64, entries: u64, keep: Keep, filter: &mut Fil
         return Err(bad("checksum mismatch"));
     }
     drop(reader);
-    Ok(Run { number, file, entries, fences })
+    Ok(Run { number, file, entries, crc, fences })
 }
 
 /// A writer that keeps the CRC32C of what went through it.
@@ -639,7 +657,7 @@ mod tests {
         }
         assert_eq!(map.latest(splitmix(1_000_000)).expect("find"), None);
         // Merged runs collapse repeated keys.
-        let on_disk: u64 = map.runs().iter().map(|r| r.1).sum();
+        let on_disk: u64 = map.runs().iter().map(|r| r.entries).sum();
         assert!(on_disk <= 1_700 * map.runs.len() as u64);
         // Restored from its parts, it answers the same.
         let runs = map.runs();
@@ -688,9 +706,12 @@ mod tests {
         }
         let runs = map.runs();
         assert_eq!(runs.len(), 1);
-        let path = run_path(dir.path(), "ids", runs[0].0);
+        let path = run_path(dir.path(), "ids", runs[0].number);
         let restore = || KeyMap::restore("ids", Keep::All, spill(dir.path(), 10), HashKeyMap::default(), &runs);
         assert!(restore().is_some());
+        // Another run with the same number and count (an index built again) is not this one.
+        let other = [RunName { crc: runs[0].crc ^ 1, ..runs[0] }];
+        assert!(KeyMap::restore("ids", Keep::All, spill(dir.path(), 10), HashKeyMap::default(), &other).is_none());
         let mut bytes = fs::read(&path).expect("read");
         bytes[40] ^= 1;
         fs::write(&path, &bytes).expect("write");
