@@ -233,14 +233,7 @@ fn up_to(frame: LazyFrame, as_of: Option<NaiveDate>) -> LazyFrame {
 /// business dates are left out.
 pub fn net_captures_as_of(dir: &Path, as_of: Option<NaiveDate>) -> Result<Option<LazyFrame>, HabitsError> {
     let Some(payments) = scan(dir, "payments")? else { return Ok(None) };
-    let payments = up_to(payments, as_of).select([
-        col("txn_id"),
-        col("payer"),
-        col("merchant_id"),
-        col("currency"),
-        col("business_date"),
-        col("amount"),
-    ]);
+    let payments = up_to(payments, as_of).select(CAPTURE_COLUMNS.map(col));
     let net = match scan(dir, "adjustments")?.map(|a| up_to(a, as_of)) {
         Some(adjustments) => {
             let adjusted = adjustments.group_by([col("original_txn_id")]).agg([col("amount").sum().alias("adjusted")]);
@@ -253,16 +246,12 @@ pub fn net_captures_as_of(dir: &Path, as_of: Option<NaiveDate>) -> Result<Option
         }
         None => payments.with_column(col("amount").alias("net")),
     };
-    Ok(Some(net.filter(col("net").gt(lit(0))).select([
-        col("txn_id"),
-        col("payer"),
-        col("merchant_id"),
-        col("currency"),
-        col("business_date"),
-        col("amount"),
-        col("net"),
-    ])))
+    let columns: Vec<Expr> = CAPTURE_COLUMNS.iter().chain(&["net"]).map(|c| col(*c)).collect();
+    Ok(Some(net.filter(col("net").gt(lit(0))).select(columns)))
 }
+
+/// The columns of `payments` that [`net_captures`] carries.
+const CAPTURE_COLUMNS: [&str; 6] = ["txn_id", "payer", "merchant_id", "currency", "business_date", "amount"];
 
 /// RFM over the export: every payer's activity up to and including `as_of` (default: the
 /// last business date with a capture), scored as of that date.

@@ -386,6 +386,29 @@ where
     route.map(Reply::into_response).boxed()
 }
 
+/// `POST /v1/breaks/{id}/WHAT` for finance and admin keys, with a small body.
+fn break_post<F, Fut>(state: &Arc<State>, what: &'static str, handle: F) -> Route
+where
+    F: Fn(Arc<State>, String, Principal, Bytes) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<warp::reply::Response, Problem>> + Send,
+{
+    let route = warp::path("v1")
+        .and(warp::path("breaks"))
+        .and(warp::path::param::<String>())
+        .and(warp::path(what))
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(auth(state.clone(), FINANCE))
+        .and(warp::body::content_length_limit(SMALL_BODY_BYTES_MAX))
+        .and(warp::body::bytes())
+        .and(with_state(state.clone()))
+        .and_then(move |id: String, who: Principal, body: Bytes, state: Arc<State>| {
+            let handle = handle.clone();
+            async move { handle(state, id, who, body).await.map_err(warp::reject::custom) }
+        });
+    boxed(route)
+}
+
 /// A place among the ingest requests let in, taken before the body is read: more than
 /// [`INGEST_WAITING_MAX`] at once are refused with 429, their bodies never buffered.
 fn admit(state: Arc<State>) -> impl Filter<Extract = (Admitted,), Error = Rejection> + Clone {
@@ -565,24 +588,10 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (impl Reply,), Error =
             }
             Ok::<_, Rejection>(json_reply(StatusCode::OK, &listed))
         });
-    let resolution = warp::path!("v1" / "breaks" / String / "resolution")
-        .and(warp::post())
-        .and(auth(state.clone(), FINANCE))
-        .and(warp::body::content_length_limit(SMALL_BODY_BYTES_MAX))
-        .and(warp::body::bytes())
-        .and(with_state(state.clone()))
-        .and_then(|id: String, who: Principal, body: Bytes, state: Arc<State>| async move {
-            resolve(&state, &id, &who, &body).await.map_err(warp::reject::custom)
-        });
-    let approval = warp::path!("v1" / "breaks" / String / "approval")
-        .and(warp::post())
-        .and(auth(state.clone(), FINANCE))
-        .and(warp::body::content_length_limit(SMALL_BODY_BYTES_MAX))
-        .and(warp::body::bytes())
-        .and(with_state(state.clone()))
-        .and_then(|id: String, who: Principal, body: Bytes, state: Arc<State>| async move {
-            approve(&state, &id, &who, &body).await.map_err(warp::reject::custom)
-        });
+    let resolution =
+        break_post(&state, "resolution", |state, id, who, body| async move { resolve(&state, &id, &who, &body).await });
+    let approval =
+        break_post(&state, "approval", |state, id, who, body| async move { approve(&state, &id, &who, &body).await });
     let settlements = warp::path!("v1" / "settlements")
         .and(warp::post())
         .and(auth(state.clone(), FINANCE))
@@ -702,8 +711,8 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (impl Reply,), Error =
     all = all.or(boxed(statements)).unify().boxed();
     all = all.or(boxed(reconciliations)).unify().boxed();
     all = all.or(boxed(breaks)).unify().boxed();
-    all = all.or(boxed(resolution)).unify().boxed();
-    all = all.or(boxed(approval)).unify().boxed();
+    all = all.or(resolution).unify().boxed();
+    all = all.or(approval).unify().boxed();
     all = all.or(boxed(settlements)).unify().boxed();
     all = all.or(boxed(verify)).unify().boxed();
     all = all.or(boxed(query_list)).unify().boxed();
