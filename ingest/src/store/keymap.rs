@@ -6,8 +6,9 @@
 //!
 //! - When `recent` holds [`SpillOptions::recent_entries_max`] entries they are sorted and
 //!   written as a new run, and `recent` is emptied (its table is kept, so memory stays put).
-//! - Runs are merged so that each is more than twice the size of the next newer one: a few
-//!   runs at any size, each entry rewritten a logarithmic number of times.
+//! - The two newest runs are merged while the older is no larger than the newer, like the
+//!   digits of a binary counter: about log2(entries / table size) runs, and each entry is
+//!   rewritten about that many times in all.
 //! - A lookup tries `recent`, then the runs from the newest. A run is searched with an
 //!   in-memory fence per 4 KiB block (the first key of each block; 1/32 byte per entry), so a
 //!   hit costs one read of one block.
@@ -26,9 +27,9 @@
 //!
 //! | size | field |
 //! |---|---|
-//! | 8 | magic `PLRUN001` |
-//! | 8 | entry count n |
+//! | 8 | magic `PLRUN002` |
 //! | 16 × n | entries: (key, location), sorted by key |
+//! | 8 | entry count n |
 //! | 4 | CRC32C of everything before |
 
 use std::fs::{self, File};
@@ -48,13 +49,15 @@ pub const INDEX_RECENT_ENTRIES_MAX_DEFAULT: usize = 458_752;
 pub const INDEX_FILTER_BYTES_DEFAULT: usize = 16 << 20;
 
 /// A run file's magic.
-const RUN_MAGIC: [u8; 8] = *b"PLRUN001";
+const RUN_MAGIC: [u8; 8] = *b"PLRUN002";
 /// Bytes of one (key, location) entry.
 const ENTRY_BYTES: usize = 16;
 /// Entries in one block of a run: one fence each.
 const BLOCK_ENTRIES: usize = 256;
 /// Bytes a run's header takes before its entries.
-const RUN_HEADER_BYTES: u64 = 16;
+const RUN_HEADER_BYTES: u64 = 8;
+/// Bytes after a run's entries: their count and the checksum.
+const RUN_TRAILER_BYTES: u64 = 12;
 /// Buffer for writing and streaming runs.
 const RUN_IO_BUFFER_BYTES: usize = 1 << 20;
 /// Filter bits set per key, all in one 64-byte block.
@@ -346,7 +349,7 @@ impl KeyMap {
         scratch.sort_unstable();
         let number = self.take_number();
         let path = run_path(&spill.dir, self.name, number);
-        let run = write_run(&path, number, scratch.len() as u64, scratch.iter().map(|&e| Ok(e)))?;
+        let run = write_run(&path, number, scratch.iter().map(|&e| Ok(e)))?;
         sync_dir(&spill.dir)?;
         let filter = self.filter.get_or_insert_with(|| Filter::new(spill.filter_bytes));
         for &(k, _) in &scratch {
@@ -358,11 +361,11 @@ impl KeyMap {
         self.merge_runs(&spill.dir)
     }
 
-    /// Merges the two newest runs while the older is at most twice the newer.
+    /// Merges the two newest runs while the older is no larger than the newer.
     fn merge_runs(&mut self, dir: &Path) -> io::Result<()> {
         while self.runs.len() >= 2 {
             let n = self.runs.len();
-            if self.runs[n - 2].entries > 2 * self.runs[n - 1].entries {
+            if self.runs[n - 2].entries > self.runs[n - 1].entries {
                 break;
             }
             let number = self.take_number();
@@ -414,72 +417,44 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Writes `entries` (sorted) as run `number` at `path`, durably, and returns it open.
-fn write_run(
-    path: &Path,
-    number: u64,
-    count: u64,
-    entries: impl Iterator<Item = io::Result<(u64, u64)>>,
-) -> io::Result<Run> {
+fn write_run(path: &Path, number: u64, entries: impl Iterator<Item = io::Result<(u64, u64)>>) -> io::Result<Run> {
     let file = File::options().create(true).truncate(true).read(true).write(true).open(path)?;
-    let mut fences = Vec::with_capacity((count as usize).div_ceil(BLOCK_ENTRIES));
-    let crc = {
-        let mut out = CrcOut { inner: BufWriter::with_capacity(RUN_IO_BUFFER_BYTES, &file), crc: 0 };
-        out.put(&RUN_MAGIC)?;
-        out.put(&count.to_le_bytes())?;
-        let mut written = 0u64;
-        for entry in entries {
-            let (k, loc) = entry?;
-            if written.is_multiple_of(BLOCK_ENTRIES as u64) {
-                fences.push(k);
-            }
-            out.put(&k.to_le_bytes())?;
-            out.put(&loc.to_le_bytes())?;
-            written += 1;
+    let mut fences = Vec::new();
+    let mut out = BufWriter::with_capacity(RUN_IO_BUFFER_BYTES, &file);
+    // Entries are checksummed a block at a time.
+    let mut block: Vec<u8> = Vec::with_capacity(BLOCK_ENTRIES * ENTRY_BYTES);
+    let mut crc = crc32c::crc32c(&RUN_MAGIC);
+    out.write_all(&RUN_MAGIC)?;
+    let mut written = 0u64;
+    for entry in entries {
+        let (k, loc) = entry?;
+        if written.is_multiple_of(BLOCK_ENTRIES as u64) {
+            fences.push(k);
         }
-        if written != count {
-            let why = format!("run {}: {written} entries written, {count} announced", path.display());
-            return Err(io::Error::other(why));
+        block.extend_from_slice(&k.to_le_bytes());
+        block.extend_from_slice(&loc.to_le_bytes());
+        written += 1;
+        if block.len() == BLOCK_ENTRIES * ENTRY_BYTES {
+            crc = crc32c::crc32c_append(crc, &block);
+            out.write_all(&block)?;
+            block.clear();
         }
-        let crc = out.crc;
-        out.inner.write_all(&crc.to_le_bytes())?;
-        out.inner.flush()?;
-        crc
-    };
+    }
+    block.extend_from_slice(&written.to_le_bytes());
+    crc = crc32c::crc32c_append(crc, &block);
+    out.write_all(&block)?;
+    out.write_all(&crc.to_le_bytes())?;
+    out.flush()?;
+    drop(out);
     file.sync_all()?;
-    Ok(Run { number, file, entries: count, crc, fences })
+    Ok(Run { number, file, entries: written, crc, fences })
 }
 
 /// Merges two runs into run `number` at `path`: for equal keys a `Latest` map keeps the
 /// newer entry only.
 fn merge(path: &Path, number: u64, older: &Run, newer: &Run, keep: Keep) -> io::Result<Run> {
-    let mut a = RunReader::new(&older.file)?.peekable();
-    let mut b = RunReader::new(&newer.file)?.peekable();
-    // Count first only for `Latest`, where equal keys collapse; a second pass over the two
-    // files costs less than holding the merge in memory.
-    let count = match keep {
-        Keep::All => older.entries + newer.entries,
-        Keep::Latest => {
-            let mut dups = 0u64;
-            let mut x = RunReader::new(&older.file)?.peekable();
-            let mut y = RunReader::new(&newer.file)?.peekable();
-            while let (Some(Ok((ka, _))), Some(Ok((kb, _)))) = (x.peek(), y.peek()) {
-                match ka.cmp(kb) {
-                    std::cmp::Ordering::Less => {
-                        x.next();
-                    }
-                    std::cmp::Ordering::Greater => {
-                        y.next();
-                    }
-                    std::cmp::Ordering::Equal => {
-                        dups += 1;
-                        x.next();
-                        y.next();
-                    }
-                }
-            }
-            older.entries + newer.entries - dups
-        }
-    };
+    let mut a = RunReader::new(older)?.peekable();
+    let mut b = RunReader::new(newer)?.peekable();
     let merged = std::iter::from_fn(|| {
         let next_a = match a.peek() {
             Some(Ok(e)) => Some(*e),
@@ -507,7 +482,7 @@ fn merge(path: &Path, number: u64, older: &Run, newer: &Run, keep: Keep) -> io::
             }
         }
     });
-    write_run(path, number, count, merged)
+    write_run(path, number, merged)
 }
 
 /// Reads a run's entries in order with positioned reads, so several readers can share one
@@ -525,11 +500,9 @@ struct RunReader<'a> {
 }
 
 impl<'a> RunReader<'a> {
-    fn new(file: &'a File) -> io::Result<Self> {
-        let mut header = [0u8; RUN_HEADER_BYTES as usize];
-        file.read_exact_at(&mut header, 0)?;
-        let left = u64::from_le_bytes(header[8..].try_into().unwrap_or_default());
-        Ok(RunReader { file, buf: Vec::new(), at: 0, offset: RUN_HEADER_BYTES, left, unread: left })
+    fn new(run: &'a Run) -> io::Result<Self> {
+        let left = run.entries;
+        Ok(RunReader { file: &run.file, buf: Vec::new(), at: 0, offset: RUN_HEADER_BYTES, left, unread: left })
     }
 }
 
@@ -563,15 +536,16 @@ fn open_run(path: &Path, number: u64, entries: u64, keep: Keep, filter: &mut Fil
     let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {why}", path.display()));
     let file = File::open(path)?;
     let len = file.metadata()?.len();
-    let expected = entries.checked_mul(ENTRY_BYTES as u64).and_then(|b| b.checked_add(RUN_HEADER_BYTES + 4));
+    let expected =
+        entries.checked_mul(ENTRY_BYTES as u64).and_then(|b| b.checked_add(RUN_HEADER_BYTES + RUN_TRAILER_BYTES));
     if expected != Some(len) {
         return Err(bad("length does not match the entry count"));
     }
     let mut reader = BufReader::with_capacity(RUN_IO_BUFFER_BYTES, &file);
     let mut header = [0u8; RUN_HEADER_BYTES as usize];
     reader.read_exact(&mut header)?;
-    if header[..8] != RUN_MAGIC || u64::from_le_bytes(header[8..].try_into().unwrap_or_default()) != entries {
-        return Err(bad("bad header"));
+    if header != RUN_MAGIC {
+        return Err(bad("bad magic"));
     }
     let mut crc = crc32c::crc32c(&header);
     let mut fences = Vec::with_capacity((entries as usize).div_ceil(BLOCK_ENTRIES));
@@ -598,6 +572,12 @@ fn open_run(path: &Path, number: u64, entries: u64, keep: Keep, filter: &mut Fil
         }
         at += count as u64;
     }
+    let mut count = [0u8; 8];
+    reader.read_exact(&mut count)?;
+    if u64::from_le_bytes(count) != entries {
+        return Err(bad("the entry count does not match"));
+    }
+    crc = crc32c::crc32c_append(crc, &count);
     let mut stored = [0u8; 4];
     reader.read_exact(&mut stored)?;
     if u32::from_le_bytes(stored) != crc {
@@ -605,19 +585,6 @@ fn open_run(path: &Path, number: u64, entries: u64, keep: Keep, filter: &mut Fil
     }
     drop(reader);
     Ok(Run { number, file, entries, crc, fences })
-}
-
-/// A writer that keeps the CRC32C of what went through it.
-struct CrcOut<W: Write> {
-    inner: W,
-    crc: u32,
-}
-
-impl<W: Write> CrcOut<W> {
-    fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.crc = crc32c::crc32c_append(self.crc, bytes);
-        self.inner.write_all(bytes)
-    }
 }
 
 #[cfg(test)]
