@@ -1317,8 +1317,10 @@ async fn resolve(state: &State, id: &str, who: &Principal, body: &[u8]) -> Resul
         Err(ledger::recon::ResolveError::NeedsApproval { amount, threshold, .. }) => {
             let proposal = Proposal { action: r.action.clone(), reason: r.reason.clone(), by: by.clone() };
             state.update_proposals(|p| {
-                // Another key's proposal is not replaced under its approver's feet.
-                if let Some(other) = p.waiting.get(id).filter(|o| o.by != by) {
+                // Another key's proposal is not replaced under its approver's feet (unless that
+                // key was revoked since: its proposal can no longer be approved).
+                let live = |o: &&Proposal| o.by.strip_prefix("key:").is_some_and(|k| state.keys.is_active(k));
+                if let Some(other) = p.waiting.get(id).filter(|o| o.by != by).filter(live) {
                     return Err(Problem::new(
                         StatusCode::CONFLICT,
                         "proposal_waiting",
@@ -1395,6 +1397,15 @@ async fn approve(state: &State, id: &str, who: &Principal, body: &[u8]) -> Resul
         ));
     }
     let approver = format!("key:{}", who.key_id);
+    // A proposal outlives no key: one whose proposer was revoked since is not approved.
+    if !proposal.by.strip_prefix("key:").is_some_and(|id| state.keys.is_active(id)) {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "proposer_revoked",
+            "Conflict",
+            format!("{} proposed this resolution and has been revoked since: propose it again", proposal.by),
+        ));
+    }
     if approver == proposal.by {
         return Err(Problem::new(
             StatusCode::CONFLICT,

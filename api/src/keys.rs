@@ -181,6 +181,11 @@ impl KeyRing {
         Ok(seen.1.clone())
     }
 
+    /// Whether key `id` exists and is not revoked (an unreadable keys file: no key is).
+    pub fn is_active(&self, id: &str) -> bool {
+        self.current().is_ok_and(|keys| keys.iter().any(|k| k.id == id && !k.revoked))
+    }
+
     /// The principal a bearer token stands for; `None` for an unknown, malformed or revoked
     /// key (or an unreadable keys file: nobody is let in).
     pub fn authenticate(&self, token: &str) -> Option<Principal> {
@@ -218,8 +223,10 @@ mod tests {
         wrong.push(if token.ends_with('0') { '1' } else { '0' });
         assert!(ring.authenticate(&wrong).is_none());
         assert!(ring.authenticate("Bearer nonsense").is_none());
+        assert!(ring.is_active(&record.id));
         revoke(dir.path(), &record.id).expect("revoked");
         assert!(ring.authenticate(&token).is_none(), "the server sees the revocation at once");
+        assert!(!ring.is_active(&record.id) && !ring.is_active("nobody"));
         assert!(create(dir.path(), Role::Terminal, None).is_err());
         assert!(create(dir.path(), Role::Finance, Some("M1".into())).is_err());
     }

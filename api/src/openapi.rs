@@ -252,7 +252,10 @@ pub fn document() -> Value {
                 responses.insert("404".into(), problem("no resolution of this break waits for approval"));
                 responses.insert(
                     "409".into(),
-                    problem("the proposing key cannot approve, the proposal is not the one named, or resolved before"),
+                    problem(
+                        "the proposing key cannot approve, it was revoked, the proposal is not the one named, or \
+                         resolved before",
+                    ),
                 );
                 responses.insert("422".into(), problem("an action this break cannot take"));
                 responses.insert("503".into(), problem("the store did not take the resolution"));

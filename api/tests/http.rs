@@ -524,13 +524,20 @@ fn a_large_break_over_http_is_resolved_only_with_a_second_key() {
 
     let own = server.call("POST", &approval, Some(&first), what);
     assert_eq!((own.status, own.json()["type"].as_str()), (409, Some("https://posledger.dev/problems/same_approver")));
+    // A proposal does not outlive its key: revoked, it is not approved, and another key may
+    // propose in its place.
+    api::keys::revoke(server.dir.path(), &first[4..16]).expect("revoke");
+    let stale = server.call("POST", &approval, Some(&second), what);
+    let conflict = (stale.status, stale.json()["type"].as_str().map(str::to_owned));
+    assert_eq!(conflict, (409, Some("https://posledger.dev/problems/proposer_revoked".to_owned())));
+    assert_eq!(server.call("POST", &resolution, Some(&third), what).status, 202);
     let approved = server.call("POST", &approval, Some(&second), what);
     assert_eq!(approved.status, 200, "{}", String::from_utf8_lossy(&approved.body));
     let record = approved.json();
-    assert_eq!(record["by"], format!("key:{}", &first[4..16]));
+    assert_eq!(record["by"], format!("key:{}", &third[4..16]));
     assert_eq!(record["approved_by"], format!("key:{}", &second[4..16]));
     assert_eq!(record["action"], "write_off");
-    let open = server.call("GET", "/v1/breaks?open=true", Some(&first), b"").json();
+    let open = server.call("GET", "/v1/breaks?open=true", Some(&second), b"").json();
     assert!(!open["breaks"].as_array().expect("breaks").iter().any(|b| b["id"] == id), "resolved");
     assert_eq!(server.call("POST", &approval, Some(&second), what).status, 404, "the proposal is spent");
 }

@@ -781,7 +781,7 @@ fn load_index(snapshot: &Path, paths: &[PathBuf], spill: &SpillOptions) -> io::R
 fn snapshot_index(snapshot: &Path, paths: &[PathBuf], spill: &SpillOptions) -> io::Result<(Index, Option<Resume>)> {
     let files = open_for_reading(paths)?;
     let fresh = |files| Index::with_spill(files, Some(spill.clone()));
-    let Some(index) = Index::read_snapshot(snapshot, files.clone(), Some(spill.clone())) else {
+    let Some(index) = Index::read_snapshot(snapshot, files.clone(), Some(spill.clone()))? else {
         return Ok((fresh(files), None));
     };
     let matches = || -> Option<Resume> {

@@ -338,12 +338,34 @@ impl Index {
         Ok(tmp)
     }
 
-    /// Reads a snapshot, or `None` if it is missing, damaged, of another format or names a
-    /// run that is missing or damaged. Whether it matches the log is for the caller to check.
-    /// Streams the file: memory holds the index, not the file as well.
-    pub fn read_snapshot(path: &Path, files: Vec<Arc<File>>, spill: Option<SpillOptions>) -> Option<Index> {
-        let file = File::open(path).ok()?;
-        let len = file.metadata().ok()?.len();
+    /// Reads a snapshot: `None` if it is missing, damaged, of another format or names a run
+    /// that is missing, damaged or another; an error if a file could not be read for another
+    /// reason (the snapshot may be good: it is not given up for that). Whether it matches the
+    /// log is for the caller to check. Streams the file: memory holds the index, not the file
+    /// as well.
+    pub fn read_snapshot(path: &Path, files: Vec<Arc<File>>, spill: Option<SpillOptions>) -> io::Result<Option<Index>> {
+        let file = match File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let len = file.metadata()?.len();
+        let Some((mut index, recent, runs)) = Self::parse_snapshot(file, len, files, spill.clone()) else {
+            return Ok(None);
+        };
+        let [stream_recent, id_recent] = recent;
+        let [stream_runs, id_runs] = runs;
+        let Some(streams) = KeyMap::restore(STREAMS, Keep::Latest, spill.clone(), stream_recent, &stream_runs)? else {
+            return Ok(None);
+        };
+        let Some(ids) = KeyMap::restore(IDS, Keep::All, spill, id_recent, &id_runs)? else { return Ok(None) };
+        index.streams = streams;
+        index.ids = ids;
+        Ok(Some(index))
+    }
+
+    /// The snapshot file's contents; `None` if it is damaged or of another format.
+    fn parse_snapshot(file: File, len: u64, files: Vec<Arc<File>>, spill: Option<SpillOptions>) -> Option<Parsed> {
         if len < 8 + 8 + 32 + 8 + 64 + 4 {
             return None;
         }
@@ -351,7 +373,7 @@ impl Index {
         if r.take::<8>()? != SNAPSHOT_MAGIC {
             return None;
         }
-        let mut index = Index::with_spill(files, spill.clone());
+        let mut index = Index::with_spill(files, spill);
         index.head = r.u64()?;
         index.link = r.take::<32>()?;
         index.last_frame = r.u64()?;
@@ -398,14 +420,13 @@ impl Index {
         };
         let stream_runs = runs(counts[6])?;
         let id_runs = runs(counts[7])?;
-        if !r.finish() {
-            return None;
-        }
-        index.streams = KeyMap::restore(STREAMS, Keep::Latest, spill.clone(), stream_recent, &stream_runs)?;
-        index.ids = KeyMap::restore(IDS, Keep::All, spill, id_recent, &id_runs)?;
-        Some(index)
+        r.finish().then_some((index, [stream_recent, id_recent], [stream_runs, id_runs]))
     }
 }
+
+/// A snapshot file read: the index without its maps, and the maps' in-memory tables and runs
+/// (streams, ids).
+type Parsed = (Index, [HashKeyMap<u64, u64>; 2], [Vec<RunName>; 2]);
 
 /// Makes a snapshot written by [`Index::write_snapshot_tmp`] durable and puts it in place.
 pub(crate) fn finish_snapshot(tmp: &Path, path: &Path) -> io::Result<()> {
@@ -550,13 +571,13 @@ mod tests {
         let snap = tempfile::NamedTempFile::new().expect("temp file");
         index.write_snapshot(snap.path()).expect("write snapshot");
         let files = vec![Arc::new(File::open(file.path()).expect("open"))];
-        let back = Index::read_snapshot(snap.path(), files, None).expect("read snapshot");
+        let back = Index::read_snapshot(snap.path(), files, None).expect("read").expect("read snapshot");
         assert_eq!(back.stream_head("b").expect("read"), Some(StreamHead { revision: 0, loc: loc_b }));
         assert_eq!(back.id_loc(y).expect("read"), Some(loc_b));
         // A damaged snapshot is not used.
         let mut bytes = std::fs::read(snap.path()).expect("read");
         bytes[20] ^= 1;
         std::fs::write(snap.path(), &bytes).expect("write");
-        assert!(Index::read_snapshot(snap.path(), Vec::new(), None).is_none());
+        assert!(Index::read_snapshot(snap.path(), Vec::new(), None).expect("read").is_none());
     }
 }

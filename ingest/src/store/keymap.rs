@@ -226,31 +226,43 @@ impl KeyMap {
     }
 
     /// A map with `recent` and the runs a snapshot named (number, entries, checksum), each
-    /// read whole and checked; `None` if a run is missing, damaged or not the one named.
+    /// read whole and checked; `None` if a run is missing, damaged or not the one named, an
+    /// error if one could not be read for another reason.
     pub fn restore(
         name: &'static str,
         keep: Keep,
         spill: Option<SpillOptions>,
         recent: HashKeyMap<u64, u64>,
         runs: &[RunName],
-    ) -> Option<Self> {
+    ) -> io::Result<Option<Self>> {
         let mut map = KeyMap::new(name, keep, spill);
         map.recent = recent;
         if runs.is_empty() {
-            return Some(map);
+            return Ok(Some(map));
         }
-        let spill = map.spill.clone()?;
+        let Some(spill) = map.spill.clone() else { return Ok(None) };
         let mut filter = Filter::new(spill.filter_bytes);
         for &RunName { number, entries, crc } in runs {
-            let run = open_run(&run_path(&spill.dir, name, number), number, entries, keep, &mut filter).ok()?;
+            let run = match open_run(&run_path(&spill.dir, name, number), number, entries, keep, &mut filter) {
+                Ok(run) => run,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+                    ) =>
+                {
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            };
             if run.crc != crc {
-                return None;
+                return Ok(None);
             }
             map.next_number = map.next_number.max(number + 1);
             map.runs.push(run);
         }
         map.filter = Some(filter);
-        Some(map)
+        Ok(Some(map))
     }
 
     /// The entry for `key` in memory, if any.
@@ -629,7 +641,9 @@ mod tests {
         // Restored from its parts, it answers the same.
         let runs = map.runs();
         let recent: HashKeyMap<u64, u64> = map.recent().collect();
-        let back = KeyMap::restore("streams", Keep::Latest, spill(dir.path(), 100), recent, &runs).expect("restore");
+        let back = KeyMap::restore("streams", Keep::Latest, spill(dir.path(), 100), recent, &runs)
+            .expect("read")
+            .expect("restore");
         for (&key, &loc) in &model {
             assert_eq!(back.latest(key).expect("find"), Some(loc));
         }
@@ -674,11 +688,13 @@ mod tests {
         let runs = map.runs();
         assert_eq!(runs.len(), 1);
         let path = run_path(dir.path(), "ids", runs[0].number);
-        let restore = || KeyMap::restore("ids", Keep::All, spill(dir.path(), 10), HashKeyMap::default(), &runs);
+        let restore =
+            || KeyMap::restore("ids", Keep::All, spill(dir.path(), 10), HashKeyMap::default(), &runs).expect("read");
         assert!(restore().is_some());
         // Another run with the same number and count (an index built again) is not this one.
         let other = [RunName { crc: runs[0].crc ^ 1, ..runs[0] }];
-        assert!(KeyMap::restore("ids", Keep::All, spill(dir.path(), 10), HashKeyMap::default(), &other).is_none());
+        let restored = KeyMap::restore("ids", Keep::All, spill(dir.path(), 10), HashKeyMap::default(), &other);
+        assert!(restored.expect("read").is_none());
         let mut bytes = fs::read(&path).expect("read");
         bytes[40] ^= 1;
         fs::write(&path, &bytes).expect("write");
