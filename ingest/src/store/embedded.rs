@@ -475,17 +475,36 @@ impl<'a> IndexBuilder<'a> {
 }
 
 /// The index `verify` builds to check revisions and ids, then throws away.
+/// Its runs go to a scratch directory of its own under the system's temporary directory
+/// (the data directory is only read), removed when it is dropped, so its memory is bounded
+/// like the store's.
 pub(crate) struct IndexBuilderForVerify {
     index: Index,
+    scratch: PathBuf,
 }
 
 impl IndexBuilderForVerify {
     pub(crate) fn new(paths: &[PathBuf]) -> io::Result<Self> {
-        Ok(IndexBuilderForVerify { index: Index::new(open_for_reading(paths)?) })
+        static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let scratch = std::env::temp_dir().join(format!("posledger-verify-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&scratch);
+        let spill = SpillOptions {
+            dir: scratch.clone(),
+            recent_entries_max: INDEX_RECENT_ENTRIES_MAX_DEFAULT,
+            filter_bytes: INDEX_FILTER_BYTES_DEFAULT,
+        };
+        Ok(IndexBuilderForVerify { index: Index::with_spill(open_for_reading(paths)?, Some(spill)), scratch })
     }
 
     pub(crate) fn builder(&mut self) -> IndexBuilder<'_> {
         IndexBuilder::new(&mut self.index)
+    }
+}
+
+impl Drop for IndexBuilderForVerify {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.scratch);
     }
 }
 

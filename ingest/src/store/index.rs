@@ -128,6 +128,7 @@ const IDS: &str = "ids";
 
 impl Index {
     /// An empty index reading records from `files`, held in memory only.
+    #[cfg(test)]
     pub fn new(files: Vec<Arc<File>>) -> Self {
         Self::with_spill(files, None)
     }
