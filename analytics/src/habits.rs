@@ -649,10 +649,10 @@ pub fn trend_chart(weeks: &[MerchantWeek]) -> Result<String, ChartError> {
     let mut series = Vec::new();
     let mut marks = Vec::new();
     for (s, ((merchant, currency), _)) in ranked.iter().enumerate() {
-        let mut values = vec![Decimal::ZERO; axis.len()];
+        let mut values = vec![None; axis.len()];
         for w in weeks.iter().filter(|w| w.merchant_id == *merchant && w.currency == *currency) {
             if let Ok(x) = axis.binary_search(&w.week) {
-                values[x] = w.net_sales;
+                values[x] = Some(w.net_sales);
                 if w.anomaly != "none" {
                     marks.push((s, x));
                 }
