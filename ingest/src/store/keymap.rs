@@ -6,9 +6,11 @@
 //!
 //! - When `recent` holds [`SpillOptions::recent_entries_max`] entries they are sorted and
 //!   written as a new run, and `recent` is emptied (its table is kept, so memory stays put).
-//! - The two newest runs are merged while the older is no larger than the newer, like the
-//!   digits of a binary counter: about log2(entries / table size) runs, and each entry is
-//!   rewritten about that many times in all.
+//! - Two adjacent runs are merged when the older is no larger than the newer, like the digits
+//!   of a binary counter: about log2(entries / table size) runs, and each entry is rewritten
+//!   about that many times in all. A merge runs on a thread of its own, one at a time per map;
+//!   lookups and inserts go on meanwhile, and the two runs are replaced by the merged one only
+//!   once it is durable.
 //! - A lookup tries `recent`, then the runs from the newest. A run is searched with an
 //!   in-memory fence per 4 KiB block (the first key of each block; 1/32 byte per entry), so a
 //!   hit costs one read of one block.
@@ -97,6 +99,17 @@ struct Run {
 }
 
 impl Run {
+    /// The run for reading it whole on another thread (no fences: they serve lookups).
+    fn reader(&self) -> io::Result<Run> {
+        Ok(Run {
+            number: self.number,
+            file: self.file.try_clone()?,
+            entries: self.entries,
+            crc: self.crc,
+            fences: Vec::new(),
+        })
+    }
+
     /// Calls `visit` with the location of each entry for `key`, until it returns true.
     fn find(&self, key: u64, visit: &mut dyn FnMut(u64) -> Result<bool, ReadError>) -> Result<bool, ReadError> {
         let after = self.fences.partition_point(|&k| k < key);
@@ -207,6 +220,26 @@ pub(crate) struct KeyMap {
     retired: Vec<PathBuf>,
     /// Reused to sort `recent` when it is written.
     scratch: Vec<(u64, u64)>,
+    /// The merge running, if any.
+    merging: Option<Merging>,
+}
+
+/// A merge of two adjacent runs on a thread of its own.
+#[derive(Debug)]
+struct Merging {
+    /// The numbers of the runs merged: older, newer.
+    pair: (u64, u64),
+    handle: std::thread::JoinHandle<io::Result<Run>>,
+}
+
+impl Drop for KeyMap {
+    fn drop(&mut self) {
+        // A merge still writing must not outlive the map: a store opened again could reuse
+        // its run number.
+        if let Some(m) = self.merging.take() {
+            let _ = m.handle.join();
+        }
+    }
 }
 
 impl KeyMap {
@@ -222,6 +255,7 @@ impl KeyMap {
             next_number: 1,
             retired: Vec::new(),
             scratch: Vec::new(),
+            merging: None,
         }
     }
 
@@ -320,6 +354,18 @@ impl KeyMap {
             && self.recent.len() >= spill.recent_entries_max
         {
             self.spill_recent()?;
+        } else if self.merging.as_ref().is_some_and(|m| m.handle.is_finished()) {
+            self.tend_merges(false)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for merges until no two runs call for one.
+    #[cfg(test)]
+    pub fn settle(&mut self) -> io::Result<()> {
+        self.tend_merges(true)?;
+        while self.merging.is_some() {
+            self.tend_merges(true)?;
         }
         Ok(())
     }
@@ -370,28 +416,42 @@ impl KeyMap {
         self.scratch = scratch;
         self.recent.clear();
         self.runs.push(run);
-        self.merge_runs(&spill.dir)
+        self.tend_merges(false)
     }
 
-    /// Merges the two newest runs while the older is no larger than the newer.
-    fn merge_runs(&mut self, dir: &Path) -> io::Result<()> {
-        while self.runs.len() >= 2 {
-            let n = self.runs.len();
-            if self.runs[n - 2].entries > self.runs[n - 1].entries {
-                break;
+    /// Takes in a finished merge (waiting for it if `wait`), then starts the next one if two
+    /// adjacent runs call for it and none is running. The two runs stay in use until the
+    /// merged one is durable: a failed merge loses nothing from the index, and its error stops
+    /// the writer.
+    fn tend_merges(&mut self, wait: bool) -> io::Result<()> {
+        let Some(spill) = self.spill.clone() else { return Ok(()) };
+        if let Some(m) = &self.merging {
+            if !wait && !m.handle.is_finished() {
+                return Ok(());
             }
-            let number = self.take_number();
-            let path = run_path(dir, self.name, number);
-            // The two runs stay in use until the merged one is durable: a failed merge loses
-            // nothing from the index.
-            let merged = merge(&path, number, &self.runs[n - 2], &self.runs[n - 1], self.keep)?;
-            sync_dir(dir)?;
-            let newer = self.runs.pop().expect("two runs");
-            let older = self.runs.pop().expect("two runs");
-            self.runs.push(merged);
-            self.retired.push(run_path(dir, self.name, older.number));
-            self.retired.push(run_path(dir, self.name, newer.number));
+            let Merging { pair: (older, newer), handle } = self.merging.take().expect("a merge");
+            let merged = handle.join().map_err(|_| io::Error::other("merging index runs panicked"))??;
+            let at = self.runs.iter().position(|r| r.number == older);
+            let Some(at) = at.filter(|&i| self.runs.get(i + 1).is_some_and(|r| r.number == newer)) else {
+                return Err(io::Error::other(format!("index runs {older} and {newer} are no longer side by side")));
+            };
+            self.runs.splice(at..at + 2, [merged]);
+            self.retired.push(run_path(&spill.dir, self.name, older));
+            self.retired.push(run_path(&spill.dir, self.name, newer));
         }
+        let pair = (1..self.runs.len()).rev().find(|&j| self.runs[j - 1].entries <= self.runs[j].entries);
+        let Some(j) = pair else { return Ok(()) };
+        let (older, newer) = (self.runs[j - 1].reader()?, self.runs[j].reader()?);
+        let number = self.take_number();
+        let path = run_path(&spill.dir, self.name, number);
+        let keep = self.keep;
+        let pair = (older.number, newer.number);
+        let handle = std::thread::Builder::new().name("posledger-merge".into()).spawn(move || {
+            let merged = merge(&path, number, &older, &newer, keep)?;
+            sync_dir(&spill.dir)?;
+            Ok(merged)
+        })?;
+        self.merging = Some(Merging { pair, handle });
         Ok(())
     }
 
@@ -628,7 +688,8 @@ mod tests {
             map.insert(key, i).expect("insert");
             model.insert(key, i);
         }
-        assert!(map.runs.len() >= 2 && map.runs.len() <= 8, "runs: {:?}", map.runs());
+        map.settle().expect("merges");
+        assert!((1..=8).contains(&map.runs.len()), "a few runs, not one per spill: {:?}", map.runs());
         assert!(map.recent_len() < 100);
         for (&key, &loc) in &model {
             assert_eq!(map.latest(key).expect("find"), Some(loc));
