@@ -125,13 +125,21 @@ pub fn line(
                     None => {}
                 }
             }
+            stretches.retain(|s| !s.is_empty());
+            if stretches.is_empty() {
+                // No value at all: the series is still named in the legend.
+                stretches.push(Vec::new());
+            }
             for (n, stretch) in stretches.into_iter().enumerate() {
+                // A lone value has no line to sit on: it is drawn as a dot.
+                let dot = (stretch.len() == 1).then(|| Circle::new(stretch[0], 3, colour.filled()));
                 let drawn = chart.draw_series(LineSeries::new(stretch, colour.stroke_width(2))).map_err(draw_err)?;
                 if n == 0 {
                     drawn.label(name.as_str()).legend(move |(px, py)| {
                         PathElement::new(vec![(px, py), (px + 20, py)], colour.stroke_width(2))
                     });
                 }
+                chart.draw_series(dot).map_err(draw_err)?;
             }
         }
         let circled = marks.iter().filter_map(|(s, i)| {
@@ -423,8 +431,9 @@ mod tests {
             .filter(|n| n.has_tag_name("polyline"))
             .map(|n| n.attribute("points").unwrap_or_default().split_whitespace().count())
             .collect();
-        // CNY over both days; HKD has the 23rd only: one point, not a fall to zero on the 24th.
-        assert!(points.contains(&2) && points.contains(&1), "a line per currency: {points:?}");
+        // CNY over both days; HKD has the 23rd only: a dot, not a fall to zero on the 24th.
+        assert!(points.contains(&2), "a line for CNY: {points:?}");
+        assert_eq!(doc.descendants().filter(|n| n.has_tag_name("circle")).count(), 1, "a dot for HKD");
         let spec = ChartSpec::Bars { x: "business_date".into(), y: "average_ticket".into() };
         let labels = texts(&parse(&from_table(&spec, &table, "t").expect("drawn")));
         assert!(labels.iter().any(|t| t == "2026-11-23 HKD"), "{labels:?}");

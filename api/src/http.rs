@@ -1319,8 +1319,10 @@ async fn resolve(state: &State, id: &str, who: &Principal, body: &[u8]) -> Resul
             state.update_proposals(|p| {
                 // Another key's proposal is not replaced under its approver's feet (unless that
                 // key was revoked since: its proposal can no longer be approved).
-                let live = |o: &&Proposal| o.by.strip_prefix("key:").is_some_and(|k| state.keys.is_active(k));
-                if let Some(other) = p.waiting.get(id).filter(|o| o.by != by).filter(live) {
+                let live = |o: &Proposal| o.by.strip_prefix("key:").is_some_and(|k| state.keys.is_active(k));
+                // Proposals of revoked keys are dropped: they can no longer be approved.
+                p.waiting.retain(|_, o| live(o));
+                if let Some(other) = p.waiting.get(id).filter(|o| o.by != by) {
                     return Err(Problem::new(
                         StatusCode::CONFLICT,
                         "proposal_waiting",

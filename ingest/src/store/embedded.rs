@@ -475,24 +475,35 @@ impl<'a> IndexBuilder<'a> {
 }
 
 /// The index `verify` builds to check revisions and ids, then throws away.
-/// Its runs go to a scratch directory of its own under the system's temporary directory
-/// (the data directory is only read), removed when it is dropped, so its memory is bounded
-/// like the store's.
+/// Its runs go to a scratch directory of its own, made afresh (owner only) under the
+/// system's temporary directory (the data directory is only read), and removed when it is
+/// dropped, so its memory is bounded like the store's. Its runs are neither synced nor kept
+/// once merged away: nothing needs them after a crash.
 pub(crate) struct IndexBuilderForVerify {
     index: Index,
     scratch: PathBuf,
 }
 
 impl IndexBuilderForVerify {
-    pub(crate) fn new(paths: &[PathBuf]) -> io::Result<Self> {
+    pub(crate) fn new(paths: &[PathBuf], recent_entries_max: usize) -> io::Result<Self> {
+        use std::os::unix::fs::DirBuilderExt;
         static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let scratch = std::env::temp_dir().join(format!("posledger-verify-{}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&scratch);
+        // A name nobody else holds: made here, or another is tried.
+        let scratch = loop {
+            let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+            let dir = std::env::temp_dir().join(format!("posledger-verify-{}-{n}-{nanos:x}", std::process::id()));
+            match fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => break dir,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 1000 => continue,
+                Err(e) => return Err(e),
+            }
+        };
         let spill = SpillOptions {
             dir: scratch.clone(),
-            recent_entries_max: INDEX_RECENT_ENTRIES_MAX_DEFAULT,
+            recent_entries_max: recent_entries_max.max(1),
             filter_bytes: INDEX_FILTER_BYTES_DEFAULT,
+            durable: false,
         };
         Ok(IndexBuilderForVerify { index: Index::with_spill(open_for_reading(paths)?, Some(spill)), scratch })
     }
@@ -504,6 +515,8 @@ impl IndexBuilderForVerify {
 
 impl Drop for IndexBuilderForVerify {
     fn drop(&mut self) {
+        // The index goes first: dropping it waits for a merge still writing into the scratch.
+        drop(std::mem::replace(&mut self.index, Index::with_spill(Vec::new(), None)));
         let _ = fs::remove_dir_all(&self.scratch);
     }
 }
@@ -571,6 +584,7 @@ impl EmbeddedStore {
             dir: dir.join(KEYS_DIR),
             recent_entries_max: options.index_recent_entries_max.max(1),
             filter_bytes: options.index_filter_bytes,
+            durable: true,
         };
         let (mut index, resume) = load_index(&snapshot, &paths, &spill).map_err(io_at(&dir))?;
         let (mut end, fault) = scan_log(&paths, &mut IndexBuilder::new(&mut index), TailCheck::LastSegment, resume);
@@ -679,8 +693,12 @@ impl EmbeddedStore {
             // the next open scans nothing. After a write failure the log's end is unknown.
             if !self.shared.failed.load(std::sync::atomic::Ordering::SeqCst) {
                 let mut index = self.shared.index.write().unwrap_or_else(|p| p.into_inner());
-                // Nothing appended since the snapshot this open started from: it is current.
-                let current = self.report.from_snapshot == Some(index.head);
+                // A merge still running is waited for, so the closing snapshot names its run; one
+                // that failed leaves the runs as they were, which the snapshot then names.
+                let _ = index.finish_merges();
+                // Nothing appended or merged since the snapshot this open started from: it is
+                // current.
+                let current = self.report.from_snapshot == Some(index.head) && !index.has_retired();
                 // A snapshot that cannot be written only makes the next open slower.
                 if index.head > 0 && !current && index.write_snapshot(&self.shared.dir.join(SNAPSHOT_FILE)).is_ok() {
                     remove_files(&index.take_retired());
@@ -803,21 +821,28 @@ fn snapshot_index(snapshot: &Path, paths: &[PathBuf], spill: &SpillOptions) -> i
     let Some(index) = Index::read_snapshot(snapshot, files.clone(), Some(spill.clone()))? else {
         return Ok((fresh(files), None));
     };
-    let matches = || -> Option<Resume> {
-        let segment = u32::try_from(index.segment_lens.len().checked_sub(1)?).ok()?;
+    let matches = || -> io::Result<Option<Resume>> {
+        let Some(segment) = index.segment_lens.len().checked_sub(1).and_then(|s| u32::try_from(s).ok()) else {
+            return Ok(None);
+        };
         let (frame_seg, frame_off) = split_location(index.last_frame);
         if index.head == 0 || frame_seg != segment || segment as usize >= paths.len() {
-            return None;
+            return Ok(None);
         }
         let mut fh = [0u8; FRAME_HEADER_LEN];
-        index.files[segment as usize].read_exact_at(&mut fh, frame_off).ok()?;
-        let h = format::decode_frame_header(&fh).ok()?;
+        match index.files[segment as usize].read_exact_at(&mut fh, frame_off) {
+            Ok(()) => {}
+            // The log is shorter than the snapshot says: it does not match.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let Ok(h) = format::decode_frame_header(&fh) else { return Ok(None) };
         let end = frame_off + FRAME_HEADER_LEN as u64 + u64::from(h.body_len);
         let offset = index.segment_lens[segment as usize];
         let same = h.link == index.link && h.first_position + u64::from(h.record_count) == index.head && end == offset;
-        same.then_some(Resume { segment, offset, events: index.head, link: index.link })
+        Ok(same.then_some(Resume { segment, offset, events: index.head, link: index.link }))
     };
-    match matches() {
+    match matches()? {
         Some(resume) => Ok((index, Some(resume))),
         None => Ok((fresh(files), None)),
     }

@@ -156,6 +156,18 @@ impl Index {
         paths
     }
 
+    /// Waits for the maps' running merges and takes them in (starting no new one), so that a
+    /// closing snapshot names the merged runs.
+    pub fn finish_merges(&mut self) -> io::Result<()> {
+        self.streams.finish_merge()?;
+        self.ids.finish_merge()
+    }
+
+    /// Whether runs were merged away since the last [`Index::take_retired`].
+    pub fn has_retired(&self) -> bool {
+        self.streams.has_retired() || self.ids.has_retired()
+    }
+
     /// The run files merged away since the last call: remove them once a snapshot taken
     /// after this call is durable.
     pub fn take_retired(&mut self) -> Vec<PathBuf> {
@@ -351,9 +363,16 @@ impl Index {
             Err(e) => return Err(e),
         };
         let len = file.metadata()?.len();
-        let Some((mut index, recent, runs)) = Self::parse_snapshot(file, len, files, spill.clone()) else {
+        if len < 8 + 8 + 32 + 8 + 64 + 4 {
             return Ok(None);
-        };
+        }
+        let mut r = CrcReader::new(file, len - 4);
+        let parsed = Self::parse_snapshot(&mut r, len, files, spill.clone());
+        // A read that failed is not damage: the snapshot may be good.
+        if let Some(e) = r.error.take() {
+            return Err(e);
+        }
+        let Some((mut index, recent, runs)) = parsed else { return Ok(None) };
         let [stream_recent, id_recent] = recent;
         let [stream_runs, id_runs] = runs;
         let Some(streams) = KeyMap::restore(STREAMS, Keep::Latest, spill.clone(), stream_recent, &stream_runs)? else {
@@ -366,11 +385,12 @@ impl Index {
     }
 
     /// The snapshot file's contents; `None` if it is damaged or of another format.
-    fn parse_snapshot(file: File, len: u64, files: Vec<Arc<File>>, spill: Option<SpillOptions>) -> Option<Parsed> {
-        if len < 8 + 8 + 32 + 8 + 64 + 4 {
-            return None;
-        }
-        let mut r = CrcReader::new(file, len - 4);
+    fn parse_snapshot(
+        r: &mut CrcReader<File>,
+        len: u64,
+        files: Vec<Arc<File>>,
+        spill: Option<SpillOptions>,
+    ) -> Option<Parsed> {
         if r.take::<8>()? != SNAPSHOT_MAGIC {
             return None;
         }
@@ -478,7 +498,8 @@ impl<W: Write> CrcWriter<W> {
 }
 
 /// A reader that keeps the CRC32C of what it read, a block at a time, and refuses to read
-/// past the checksum at the end.
+/// past the checksum at the end. A read that fails other than by the file ending is kept in
+/// `error`.
 struct CrcReader<R: io::Read> {
     inner: R,
     block: Vec<u8>,
@@ -486,11 +507,24 @@ struct CrcReader<R: io::Read> {
     crc: u32,
     /// Checksummed bytes not yet read into `block`.
     left: u64,
+    error: Option<io::Error>,
 }
 
 impl<R: io::Read> CrcReader<R> {
     fn new(inner: R, checksummed: u64) -> Self {
-        CrcReader { inner, block: Vec::new(), at: 0, crc: 0, left: checksummed }
+        CrcReader { inner, block: Vec::new(), at: 0, crc: 0, left: checksummed, error: None }
+    }
+
+    fn read_exact(&mut self, buf: &mut [u8]) -> Option<()> {
+        match self.inner.read_exact(buf) {
+            Ok(()) => Some(()),
+            Err(e) => {
+                if e.kind() != io::ErrorKind::UnexpectedEof {
+                    self.error.get_or_insert(e);
+                }
+                None
+            }
+        }
     }
 
     fn fill(&mut self, buf: &mut [u8]) -> Option<()> {
@@ -501,8 +535,11 @@ impl<R: io::Read> CrcReader<R> {
                 if n == 0 {
                     return None;
                 }
-                self.block.resize(n, 0);
-                self.inner.read_exact(&mut self.block).ok()?;
+                let mut block = std::mem::take(&mut self.block);
+                block.resize(n, 0);
+                let read = self.read_exact(&mut block);
+                self.block = block;
+                read?;
                 self.crc = crc32c::crc32c_append(self.crc, &self.block);
                 self.left -= n as u64;
                 self.at = 0;
@@ -516,11 +553,11 @@ impl<R: io::Read> CrcReader<R> {
     }
 
     /// Whether everything checksummed was read and the stored checksum matches.
-    fn finish(mut self) -> bool {
+    fn finish(&mut self) -> bool {
         let mut stored = [0u8; 4];
         self.left == 0
             && self.at == self.block.len()
-            && self.inner.read_exact(&mut stored).is_ok()
+            && self.read_exact(&mut stored).is_some()
             && u32::from_le_bytes(stored) == self.crc
     }
     fn take<const N: usize>(&mut self) -> Option<[u8; N]> {

@@ -62,6 +62,9 @@ const RUN_HEADER_BYTES: u64 = 8;
 const RUN_TRAILER_BYTES: u64 = 12;
 /// Buffer for writing and streaming runs.
 const RUN_IO_BUFFER_BYTES: usize = 1 << 20;
+/// Runs a map may have before a spill waits for the running merge: merges keep about
+/// log2(entries / table size) runs, so this is reached only when merging falls behind.
+const RUNS_PENDING_MAX: usize = 48;
 /// Filter bits set per key, all in one 64-byte block.
 const FILTER_BITS_PER_KEY: u32 = 6;
 
@@ -74,6 +77,9 @@ pub(crate) struct SpillOptions {
     pub recent_entries_max: usize,
     /// Bytes of the filter over keys on disk.
     pub filter_bytes: usize,
+    /// Whether runs must survive a crash (a store's do; a throwaway index's, such as
+    /// `verify`'s, are neither synced nor kept once merged away).
+    pub durable: bool,
 }
 
 /// What a map keeps when a key is inserted again.
@@ -360,6 +366,14 @@ impl KeyMap {
         Ok(())
     }
 
+    /// Waits for the running merge, if any, and takes it in; starts no other.
+    pub fn finish_merge(&mut self) -> io::Result<()> {
+        if self.merging.is_some() {
+            self.tend_merges_then(true, false)?;
+        }
+        Ok(())
+    }
+
     /// Waits for merges until no two runs call for one.
     #[cfg(test)]
     pub fn settle(&mut self) -> io::Result<()> {
@@ -391,6 +405,11 @@ impl KeyMap {
         self.runs.iter().map(|r| run_path(&spill.dir, self.name, r.number)).collect()
     }
 
+    /// Whether runs were merged away since the last [`KeyMap::take_retired`].
+    pub fn has_retired(&self) -> bool {
+        !self.retired.is_empty()
+    }
+
     /// Hands over the runs merged away since the last call, to be removed once a snapshot
     /// that does not name them is durable.
     pub fn take_retired(&mut self) -> Vec<PathBuf> {
@@ -407,8 +426,10 @@ impl KeyMap {
         scratch.sort_unstable();
         let number = self.take_number();
         let path = run_path(&spill.dir, self.name, number);
-        let run = write_run(&path, number, scratch.iter().map(|&e| Ok(e)))?;
-        sync_dir(&spill.dir)?;
+        let run = write_run(&path, number, scratch.iter().map(|&e| Ok(e)), spill.durable)?;
+        if spill.durable {
+            sync_dir(&spill.dir)?;
+        }
         let filter = self.filter.get_or_insert_with(|| Filter::new(spill.filter_bytes));
         for &(k, _) in &scratch {
             filter.insert(k);
@@ -416,7 +437,12 @@ impl KeyMap {
         self.scratch = scratch;
         self.recent.clear();
         self.runs.push(run);
-        self.tend_merges(false)
+        self.tend_merges(false)?;
+        // Spills outrunning the merges wait for them, so runs (and their open files) stay few.
+        while self.runs.len() > RUNS_PENDING_MAX && self.merging.is_some() {
+            self.tend_merges(true)?;
+        }
+        Ok(())
     }
 
     /// Takes in a finished merge (waiting for it if `wait`), then starts the next one if two
@@ -424,6 +450,11 @@ impl KeyMap {
     /// merged one is durable: a failed merge loses nothing from the index, and its error stops
     /// the writer.
     fn tend_merges(&mut self, wait: bool) -> io::Result<()> {
+        self.tend_merges_then(wait, true)
+    }
+
+    /// [`KeyMap::tend_merges`], starting the next merge only if `start`.
+    fn tend_merges_then(&mut self, wait: bool, start: bool) -> io::Result<()> {
         let Some(spill) = self.spill.clone() else { return Ok(()) };
         if let Some(m) = &self.merging {
             if !wait && !m.handle.is_finished() {
@@ -436,8 +467,17 @@ impl KeyMap {
                 return Err(io::Error::other(format!("index runs {older} and {newer} are no longer side by side")));
             };
             self.runs.splice(at..at + 2, [merged]);
-            self.retired.push(run_path(&spill.dir, self.name, older));
-            self.retired.push(run_path(&spill.dir, self.name, newer));
+            for number in [older, newer] {
+                let path = run_path(&spill.dir, self.name, number);
+                if spill.durable {
+                    self.retired.push(path);
+                } else {
+                    fs::remove_file(path)?;
+                }
+            }
+        }
+        if !start {
+            return Ok(());
         }
         let pair = (1..self.runs.len()).rev().find(|&j| self.runs[j - 1].entries <= self.runs[j].entries);
         let Some(j) = pair else { return Ok(()) };
@@ -447,8 +487,10 @@ impl KeyMap {
         let keep = self.keep;
         let pair = (older.number, newer.number);
         let handle = std::thread::Builder::new().name("posledger-merge".into()).spawn(move || {
-            let merged = merge(&path, number, &older, &newer, keep)?;
-            sync_dir(&spill.dir)?;
+            let merged = merge(&path, number, &older, &newer, keep, spill.durable)?;
+            if spill.durable {
+                sync_dir(&spill.dir)?;
+            }
             Ok(merged)
         })?;
         self.merging = Some(Merging { pair, handle });
@@ -488,8 +530,14 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Writes `entries` (sorted) as run `number` at `path`, durably, and returns it open.
-fn write_run(path: &Path, number: u64, entries: impl Iterator<Item = io::Result<(u64, u64)>>) -> io::Result<Run> {
+/// Writes `entries` (sorted) as run `number` at `path` (synced if `durable`) and returns it
+/// open.
+fn write_run(
+    path: &Path,
+    number: u64,
+    entries: impl Iterator<Item = io::Result<(u64, u64)>>,
+    durable: bool,
+) -> io::Result<Run> {
     let file = File::options().create(true).truncate(true).read(true).write(true).open(path)?;
     let mut fences = Vec::new();
     let mut out = BufWriter::with_capacity(RUN_IO_BUFFER_BYTES, &file);
@@ -518,13 +566,15 @@ fn write_run(path: &Path, number: u64, entries: impl Iterator<Item = io::Result<
     out.write_all(&crc.to_le_bytes())?;
     out.flush()?;
     drop(out);
-    file.sync_all()?;
+    if durable {
+        file.sync_all()?;
+    }
     Ok(Run { number, file, entries: written, crc, fences })
 }
 
 /// Merges two runs into run `number` at `path`: for equal keys a `Latest` map keeps the
 /// newer entry only.
-fn merge(path: &Path, number: u64, older: &Run, newer: &Run, keep: Keep) -> io::Result<Run> {
+fn merge(path: &Path, number: u64, older: &Run, newer: &Run, keep: Keep, durable: bool) -> io::Result<Run> {
     let mut a = RunReader::new(older)?.peekable();
     let mut b = RunReader::new(newer)?.peekable();
     let merged = std::iter::from_fn(|| {
@@ -554,7 +604,7 @@ fn merge(path: &Path, number: u64, older: &Run, newer: &Run, keep: Keep) -> io::
             }
         }
     });
-    write_run(path, number, merged)
+    write_run(path, number, merged, durable)
 }
 
 /// Reads a run's entries in order with positioned reads, so several readers can share one
@@ -664,7 +714,7 @@ mod tests {
     use super::*;
 
     fn spill(dir: &Path, recent: usize) -> Option<SpillOptions> {
-        Some(SpillOptions { dir: dir.to_owned(), recent_entries_max: recent, filter_bytes: 4096 })
+        Some(SpillOptions { dir: dir.to_owned(), recent_entries_max: recent, filter_bytes: 4096, durable: true })
     }
 
     fn all(map: &KeyMap, key: u64) -> Vec<u64> {

@@ -47,6 +47,11 @@ pub enum VerifyError {
 /// Verifies the log in `dir`. Refuses to run while a writer holds the store open, because a
 /// frame being written would look like damage.
 pub fn verify_dir(dir: &Path) -> Result<VerifyReport, VerifyError> {
+    verify_dir_keeping(dir, super::INDEX_RECENT_ENTRIES_MAX_DEFAULT)
+}
+
+/// [`verify_dir`], its index keeping `recent_entries_max` entries of each map in memory.
+pub(crate) fn verify_dir_keeping(dir: &Path, recent_entries_max: usize) -> Result<VerifyReport, VerifyError> {
     let lock_path = dir.join("LOCK");
     let lock = File::options()
         .create(true)
@@ -61,8 +66,8 @@ pub fn verify_dir(dir: &Path) -> Result<VerifyReport, VerifyError> {
     if paths.is_empty() {
         return Err(VerifyError::Io(format!("{} holds no event log", dir.display())));
     }
-    let mut checker =
-        IndexBuilderForVerify::new(&paths).map_err(|e| VerifyError::Io(format!("{}: {e}", dir.display())))?;
+    let mut checker = IndexBuilderForVerify::new(&paths, recent_entries_max)
+        .map_err(|e| VerifyError::Io(format!("{}: {e}", dir.display())))?;
     let (end, fault) = scan_log(&paths, &mut checker.builder(), TailCheck::Strict, None);
     if let Some(f) = fault {
         return Err(VerifyError::Corrupt {
@@ -78,4 +83,41 @@ pub fn verify_dir(dir: &Path) -> Result<VerifyReport, VerifyError> {
         segments: end.segments,
         head_hash: hex::encode(end.link),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::conformance::event;
+    use crate::store::{EmbeddedStore, EventStore, ExpectedRevision};
+
+    #[test]
+    fn verify_with_an_index_on_disk_checks_as_in_memory() {
+        // 16 entries in memory: runs are written, merged and thrown away while the log is
+        // checked; a repeated event id is still found, and the scratch directory goes.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().expect("runtime");
+        rt.block_on(async {
+            let store = EmbeddedStore::open(dir.path()).expect("open");
+            for i in 0..400u64 {
+                let e = event(&format!("v{i}"), i);
+                store.append(&format!("s{}", i % 150), ExpectedRevision::Any, vec![e]).await.expect("append");
+            }
+        });
+        let before: Vec<_> = scratch_dirs();
+        let report = verify_dir_keeping(dir.path(), 16).expect("verified");
+        assert_eq!(report.events, 400);
+        assert_eq!(report, verify_dir(dir.path()).expect("verified in memory"));
+        assert_eq!(scratch_dirs(), before, "the scratch directory is removed");
+    }
+
+    fn scratch_dirs() -> Vec<std::path::PathBuf> {
+        let pid = format!("posledger-verify-{}-", std::process::id());
+        let mut dirs: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        dirs.retain(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&pid)));
+        dirs.sort();
+        dirs
+    }
 }
