@@ -375,10 +375,15 @@ impl Index {
         let Some((mut index, recent, runs)) = parsed else { return Ok(None) };
         let [stream_recent, id_recent] = recent;
         let [stream_runs, id_runs] = runs;
-        let Some(streams) = KeyMap::restore(STREAMS, Keep::Latest, spill.clone(), stream_recent, &stream_runs)? else {
-            return Ok(None);
-        };
-        let Some(ids) = KeyMap::restore(IDS, Keep::All, spill, id_recent, &id_runs)? else { return Ok(None) };
+        // The two maps read and check their runs side by side, a thread each.
+        let (streams, ids) = std::thread::scope(|scope| {
+            let spill_streams = spill.clone();
+            let streams =
+                scope.spawn(move || KeyMap::restore(STREAMS, Keep::Latest, spill_streams, stream_recent, &stream_runs));
+            let ids = KeyMap::restore(IDS, Keep::All, spill, id_recent, &id_runs);
+            (streams.join().unwrap_or_else(|_| Err(io::Error::other("reading the stream index panicked"))), ids)
+        });
+        let (Some(streams), Some(ids)) = (streams?, ids?) else { return Ok(None) };
         index.streams = streams;
         index.ids = ids;
         Ok(Some(index))
