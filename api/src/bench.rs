@@ -977,8 +977,11 @@ async fn http_sustained(dir: &Path, seconds: u64, rate: u64) -> Result<()> {
         let steady: Vec<f64> = samples.iter().filter(|(t, _)| *t >= warm).map(|(_, m)| *m).collect();
         anyhow::ensure!(steady.len() >= 2, "too few memory samples");
         let (min, max) = steady.iter().fold((f64::MAX, 0f64), |(lo, hi), &m| (lo.min(m), hi.max(m)));
+        let mean = steady.iter().sum::<f64>() / steady.len() as f64;
         Ok(json!({
             "spread_pct": (max - min) / min * 100.0,
+            "mean_mib": mean,
+            "farthest_from_mean_pct": (max - mean).max(mean - min) / mean * 100.0,
             "rss_after_warmup_mib": steady[0],
             "rss_end_mib": steady[steady.len() - 1],
             "rss_min_mib": min,

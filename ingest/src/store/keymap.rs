@@ -61,7 +61,7 @@ const RUN_HEADER_BYTES: u64 = 8;
 /// Bytes after a run's entries: their count and the checksum.
 const RUN_TRAILER_BYTES: u64 = 12;
 /// Buffer for writing and streaming runs.
-const RUN_IO_BUFFER_BYTES: usize = 1 << 20;
+const RUN_IO_BUFFER_BYTES: usize = 256 << 10;
 /// Runs a map may have before a spill waits for the running merge: merges keep about
 /// log2(entries / table size) runs, so this is reached only when merging falls behind.
 const RUNS_PENDING_MAX: usize = 48;
