@@ -466,11 +466,25 @@ fn valid_frame_after(path: &Path, offset: u64, min_position: u64) -> bool {
 pub(crate) struct IndexBuilder<'a> {
     index: &'a mut Index,
     frame_end: u64,
+    /// An I/O error that stopped the scan (the index's own files, not damage in the log).
+    pub(crate) io_error: Option<io::Error>,
 }
 
 impl<'a> IndexBuilder<'a> {
     fn new(index: &'a mut Index) -> Self {
-        IndexBuilder { index, frame_end: 0 }
+        IndexBuilder { index, frame_end: 0, io_error: None }
+    }
+
+    /// The reason a scan stops for `e`; an I/O error is also kept apart from damage.
+    fn failed(&mut self, e: ReadError) -> String {
+        // A read past a file's end is the log being short: damage, as before.
+        if let ReadError::Io(io) = &e
+            && io.kind() != io::ErrorKind::UnexpectedEof
+            && self.io_error.is_none()
+        {
+            self.io_error = Some(io::Error::new(io.kind(), io.to_string()));
+        }
+        format!("reading an earlier record: {e}")
     }
 }
 
@@ -488,14 +502,17 @@ impl IndexBuilderForVerify {
     pub(crate) fn new(paths: &[PathBuf], recent_entries_max: usize) -> io::Result<Self> {
         use std::os::unix::fs::DirBuilderExt;
         static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let files = open_for_reading(paths)?;
         // A name nobody else holds: made here, or another is tried.
+        let mut attempts = 0;
         let scratch = loop {
+            attempts += 1;
             let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
             let dir = std::env::temp_dir().join(format!("posledger-verify-{}-{n}-{nanos:x}", std::process::id()));
             match fs::DirBuilder::new().mode(0o700).create(&dir) {
                 Ok(()) => break dir,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 1000 => continue,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 100 => continue,
                 Err(e) => return Err(e),
             }
         };
@@ -505,7 +522,7 @@ impl IndexBuilderForVerify {
             filter_bytes: INDEX_FILTER_BYTES_DEFAULT,
             durable: false,
         };
-        Ok(IndexBuilderForVerify { index: Index::with_spill(open_for_reading(paths)?, Some(spill)), scratch })
+        Ok(IndexBuilderForVerify { index: Index::with_spill(files, Some(spill)), scratch })
     }
 
     pub(crate) fn builder(&mut self) -> IndexBuilder<'_> {
@@ -528,8 +545,7 @@ fn open_for_reading(paths: &[PathBuf]) -> io::Result<Vec<Arc<File>>> {
 
 impl ScanVisitor for IndexBuilder<'_> {
     fn record(&mut self, view: &RecordView<'_>, loc: u64) -> Result<(), String> {
-        let read = |e: ReadError| format!("reading an earlier record: {e}");
-        let head = self.index.stream_head(view.stream).map_err(read)?;
+        let head = self.index.stream_head(view.stream).map_err(|e| self.failed(e))?;
         let expected = head.map_or((0, NO_LOCATION), |h| (h.revision + 1, h.loc));
         if (view.meta.revision, view.meta.prev_loc) != expected {
             return Err(format!(
@@ -537,8 +553,8 @@ impl ScanVisitor for IndexBuilder<'_> {
                 view.stream, view.meta.revision, expected.0
             ));
         }
-        self.index.set_stream_head(view.stream, loc).map_err(read)?;
-        if !self.index.insert_id(view.event_id, loc).map_err(read)? {
+        self.index.set_stream_head(view.stream, loc).map_err(|e| self.failed(e))?;
+        if !self.index.insert_id(view.event_id, loc).map_err(|e| self.failed(e))? {
             return Err(format!("event id {} appears twice", view.event_id));
         }
         self.index.add_sparse(view.meta.position, loc, self.frame_end);
@@ -587,7 +603,11 @@ impl EmbeddedStore {
             durable: true,
         };
         let (mut index, resume) = load_index(&snapshot, &paths, &spill).map_err(io_at(&dir))?;
-        let (mut end, fault) = scan_log(&paths, &mut IndexBuilder::new(&mut index), TailCheck::LastSegment, resume);
+        let mut builder = IndexBuilder::new(&mut index);
+        let (mut end, fault) = scan_log(&paths, &mut builder, TailCheck::LastSegment, resume);
+        if let Some(e) = builder.io_error.take() {
+            return Err(OpenError::Io { path: dir.join(KEYS_DIR), source: e });
+        }
         if let Some(fault) = fault {
             let last = paths.len() as u32 - 1;
             let path = &paths[fault.segment as usize];
@@ -616,7 +636,11 @@ impl EmbeddedStore {
             // Index again so the index holds exactly what the repaired log holds.
             let (again, resume) = load_index(&snapshot, &paths, &spill).map_err(io_at(&dir))?;
             index = again;
-            let (end2, fault2) = scan_log(&paths, &mut IndexBuilder::new(&mut index), TailCheck::LastSegment, resume);
+            let mut builder = IndexBuilder::new(&mut index);
+            let (end2, fault2) = scan_log(&paths, &mut builder, TailCheck::LastSegment, resume);
+            if let Some(e) = builder.io_error.take() {
+                return Err(OpenError::Io { path: dir.join(KEYS_DIR), source: e });
+            }
             if let Some(f) = fault2 {
                 return Err(OpenError::Corrupt {
                     segment: f.segment,

@@ -159,8 +159,9 @@ impl Index {
     /// Waits for the maps' running merges and takes them in (starting no new one), so that a
     /// closing snapshot names the merged runs.
     pub fn finish_merges(&mut self) -> io::Result<()> {
-        self.streams.finish_merge()?;
-        self.ids.finish_merge()
+        let streams = self.streams.finish_merge();
+        let ids = self.ids.finish_merge();
+        streams.and(ids)
     }
 
     /// Whether runs were merged away since the last [`Index::take_retired`].
@@ -379,10 +380,19 @@ impl Index {
         let (streams, ids) = std::thread::scope(|scope| {
             let spill_streams = spill.clone();
             let streams =
-                scope.spawn(move || KeyMap::restore(STREAMS, Keep::Latest, spill_streams, stream_recent, &stream_runs));
+                std::thread::Builder::new().name("posledger-index-open".into()).spawn_scoped(scope, move || {
+                    KeyMap::restore(STREAMS, Keep::Latest, spill_streams, stream_recent, &stream_runs)
+                });
             let ids = KeyMap::restore(IDS, Keep::All, spill, id_recent, &id_runs);
-            (streams.join().unwrap_or_else(|_| Err(io::Error::other("reading the stream index panicked"))), ids)
+            let streams = streams
+                .and_then(|t| t.join().unwrap_or_else(|_| Err(io::Error::other("reading the stream index panicked"))));
+            (streams, ids)
         });
+        // A map that is missing or damaged makes the snapshot unusable, whatever the other's
+        // reading met; only then does a read error count.
+        if matches!(streams, Ok(None)) || matches!(ids, Ok(None)) {
+            return Ok(None);
+        }
         let (Some(streams), Some(ids)) = (streams?, ids?) else { return Ok(None) };
         index.streams = streams;
         index.ids = ids;

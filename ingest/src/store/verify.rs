@@ -68,7 +68,12 @@ pub(crate) fn verify_dir_keeping(dir: &Path, recent_entries_max: usize) -> Resul
     }
     let mut checker = IndexBuilderForVerify::new(&paths, recent_entries_max)
         .map_err(|e| VerifyError::Io(format!("{}: {e}", dir.display())))?;
-    let (end, fault) = scan_log(&paths, &mut checker.builder(), TailCheck::Strict, None);
+    let mut builder = checker.builder();
+    let (end, fault) = scan_log(&paths, &mut builder, TailCheck::Strict, None);
+    // The scratch index failing (a full temporary directory) is not damage in the log.
+    if let Some(e) = builder.io_error.take() {
+        return Err(VerifyError::Io(format!("verify's scratch index: {e}")));
+    }
     if let Some(f) = fault {
         return Err(VerifyError::Corrupt {
             segment: f.segment,
@@ -94,7 +99,7 @@ mod tests {
     #[test]
     fn verify_with_an_index_on_disk_checks_as_in_memory() {
         // 16 entries in memory: runs are written, merged and thrown away while the log is
-        // checked; a repeated event id is still found, and the scratch directory goes.
+        // checked, the report is the in-memory one's, and the scratch directory goes.
         let dir = tempfile::tempdir().expect("tempdir");
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().expect("runtime");
         rt.block_on(async {
