@@ -299,23 +299,11 @@ struct Proposals {
 impl Proposals {
     fn load(data_dir: &Path) -> Result<Proposals> {
         let path = data_dir.join(PROPOSALS_FILE);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .with_context(|| format!("{} is not a file of resolutions waiting for approval", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Proposals::default()),
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-        }
+        Ok(crate::jsonfile::load(&path, "file of resolutions waiting for approval")?.unwrap_or_default())
     }
 
-    fn save(&self, data_dir: &Path) -> std::io::Result<()> {
-        use std::io::Write;
-        let path = data_dir.join(PROPOSALS_FILE);
-        let aside = path.with_extension("json.tmp");
-        let mut file = std::fs::File::create(&aside)?;
-        file.write_all(&serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
-        file.sync_all()?;
-        std::fs::rename(&aside, &path)?;
-        std::fs::File::open(data_dir)?.sync_all()
+    fn save(&self, data_dir: &Path) -> Result<()> {
+        crate::jsonfile::save(&data_dir.join(PROPOSALS_FILE), self)
     }
 }
 
@@ -1441,7 +1429,7 @@ impl State {
         f(&mut after)?;
         after
             .save(&self.data_dir)
-            .map_err(|e| Problem::unavailable(format!("saving the resolutions waiting for approval: {e}")))?;
+            .map_err(|e| Problem::unavailable(format!("saving the resolutions waiting for approval: {e:#}")))?;
         *proposals = after;
         Ok(())
     }

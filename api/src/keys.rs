@@ -83,26 +83,11 @@ pub fn keys_path(data_dir: &Path) -> PathBuf {
 }
 
 fn load(path: &Path) -> Result<Vec<KeyRecord>> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(serde_json::from_slice::<KeysFile>(&bytes)
-            .with_context(|| format!("{} is not a keys file", path.display()))?
-            .keys),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
+    Ok(crate::jsonfile::load::<KeysFile>(path, "keys file")?.map(|f| f.keys).unwrap_or_default())
 }
 
 fn save(path: &Path, keys: &[KeyRecord]) -> Result<()> {
-    use std::io::Write;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let aside = path.with_extension("json.tmp");
-    let mut file = std::fs::File::create(&aside).with_context(|| format!("writing {}", aside.display()))?;
-    file.write_all(&serde_json::to_vec_pretty(&KeysFile { keys: keys.to_vec() })?)?;
-    file.sync_all()?;
-    std::fs::rename(&aside, path).with_context(|| format!("replacing {}", path.display()))?;
-    Ok(())
+    crate::jsonfile::save(path, &KeysFile { keys: keys.to_vec() })
 }
 
 fn random_hex(bytes: usize) -> Result<String> {

@@ -6,6 +6,7 @@ pub mod analyze;
 pub mod bench;
 pub mod cli;
 pub mod http;
+mod jsonfile;
 pub mod keys;
 pub mod openapi;
 pub mod recon;
