@@ -567,13 +567,15 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (impl Reply,), Error =
                 .map_err(|e| warp::reject::custom(Problem::internal(e.to_string())))?;
             let mut listed = crate::recon::breaks_json(&latest, &resolved, open);
             // A resolution waiting for approval is shown with its break, for the approver.
-            let waiting = state.proposals.lock().unwrap_or_else(std::sync::PoisonError::into_inner).waiting.clone();
+            let proposals = state.proposals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let waiting = &proposals.waiting;
             if let Some(list) = listed["breaks"].as_array_mut() {
                 for b in list {
                     let proposal = b["id"].as_str().and_then(|id| waiting.get(id));
                     b["awaiting_approval"] = proposal.map_or(Value::Null, |p| json!(p));
                 }
             }
+            drop(proposals);
             Ok::<_, Rejection>(json_reply(StatusCode::OK, &listed))
         });
     let resolution =
@@ -1307,9 +1309,8 @@ async fn resolve(state: &State, id: &str, who: &Principal, body: &[u8]) -> Resul
             state.update_proposals(|p| {
                 // Another key's proposal is not replaced under its approver's feet (unless that
                 // key was revoked since: its proposal can no longer be approved).
-                let live = |o: &Proposal| o.by.strip_prefix("key:").is_some_and(|k| state.keys.is_active(k));
                 // Proposals of revoked keys are dropped: they can no longer be approved.
-                p.waiting.retain(|_, o| live(o));
+                p.waiting.retain(|_, o| state.proposer_active(o));
                 if let Some(other) = p.waiting.get(id).filter(|o| o.by != by) {
                     return Err(Problem::new(
                         StatusCode::CONFLICT,
@@ -1388,7 +1389,7 @@ async fn approve(state: &State, id: &str, who: &Principal, body: &[u8]) -> Resul
     }
     let approver = format!("key:{}", who.key_id);
     // A proposal outlives no key: one whose proposer was revoked since is not approved.
-    if !proposal.by.strip_prefix("key:").is_some_and(|id| state.keys.is_active(id)) {
+    if !state.proposer_active(&proposal) {
         return Err(Problem::new(
             StatusCode::CONFLICT,
             "proposer_revoked",
@@ -1422,6 +1423,11 @@ async fn approve(state: &State, id: &str, who: &Principal, body: &[u8]) -> Resul
 }
 
 impl State {
+    /// Whether the key that made `proposal` is still active.
+    fn proposer_active(&self, proposal: &Proposal) -> bool {
+        proposal.by.strip_prefix("key:").is_some_and(|id| self.keys.is_active(id))
+    }
+
     /// Changes the waiting proposals and saves them; nothing changes if saving fails.
     fn update_proposals(&self, f: impl FnOnce(&mut Proposals) -> Result<(), Problem>) -> Result<(), Problem> {
         let mut proposals = self.proposals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
