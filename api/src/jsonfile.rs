@@ -10,9 +10,9 @@ use serde::de::DeserializeOwned;
 /// The file's contents, or `None` when there is no file yet. `what` names it in errors.
 pub(crate) fn load<T: DeserializeOwned>(path: &Path, what: &str) -> Result<Option<T>> {
     match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .with_context(|| format!("{} is not a {what}", path.display())),
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).map(Some).with_context(|| format!("{} is not a {what}", path.display()))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }

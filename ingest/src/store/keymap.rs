@@ -164,35 +164,29 @@ impl Filter {
         Filter { blocks: vec![[0u64; 8]; (bytes / 64).max(1)] }
     }
 
-    /// The block and the bits of `key`. Keys are hashes already; mixing once more decorrelates
-    /// the block from the bits.
-    fn place(&self, key: u64) -> (usize, u64) {
+    /// The block of `key` and its bits there, as (word, mask). Keys are hashes already; mixing
+    /// once more decorrelates the block from the bits.
+    fn place(&self, key: u64) -> (usize, impl Iterator<Item = (usize, u64)> + use<>) {
         let h = splitmix(key);
         let block = ((u128::from(h) * self.blocks.len() as u128) >> 64) as usize;
-        (block, splitmix(h ^ 0x5851_F42D_4C95_7F2D))
+        let bits = splitmix(h ^ 0x5851_F42D_4C95_7F2D);
+        let masks = (0..FILTER_BITS_PER_KEY).map(move |i| {
+            let bit = ((bits >> (9 * i)) & 511) as usize;
+            (bit / 64, 1u64 << (bit % 64))
+        });
+        (block, masks)
     }
 
     fn insert(&mut self, key: u64) {
-        let (block, mut bits) = self.place(key);
-        let words = &mut self.blocks[block];
-        for _ in 0..FILTER_BITS_PER_KEY {
-            let bit = (bits & 511) as usize;
-            words[bit / 64] |= 1 << (bit % 64);
-            bits >>= 9;
+        let (block, masks) = self.place(key);
+        for (word, mask) in masks {
+            self.blocks[block][word] |= mask;
         }
     }
 
     fn may_contain(&self, key: u64) -> bool {
-        let (block, mut bits) = self.place(key);
-        let words = &self.blocks[block];
-        for _ in 0..FILTER_BITS_PER_KEY {
-            let bit = (bits & 511) as usize;
-            if words[bit / 64] & (1 << (bit % 64)) == 0 {
-                return false;
-            }
-            bits >>= 9;
-        }
-        true
+        let (block, mut masks) = self.place(key);
+        masks.all(|(word, mask)| self.blocks[block][word] & mask != 0)
     }
 }
 
@@ -361,7 +355,7 @@ impl KeyMap {
         {
             self.spill_recent()?;
         } else if self.merging.as_ref().is_some_and(|m| m.handle.is_finished()) {
-            self.tend_merges(false)?;
+            self.tend_merges(false, true)?;
         }
         Ok(())
     }
@@ -369,7 +363,7 @@ impl KeyMap {
     /// Waits for the running merge, if any, and takes it in; starts no other.
     pub fn finish_merge(&mut self) -> io::Result<()> {
         if self.merging.is_some() {
-            self.tend_merges_then(true, false)?;
+            self.tend_merges(true, false)?;
         }
         Ok(())
     }
@@ -377,9 +371,9 @@ impl KeyMap {
     /// Waits for merges until no two runs call for one.
     #[cfg(test)]
     pub fn settle(&mut self) -> io::Result<()> {
-        self.tend_merges(true)?;
+        self.tend_merges(true, true)?;
         while self.merging.is_some() {
-            self.tend_merges(true)?;
+            self.tend_merges(true, true)?;
         }
         Ok(())
     }
@@ -437,24 +431,19 @@ impl KeyMap {
         self.scratch = scratch;
         self.recent.clear();
         self.runs.push(run);
-        self.tend_merges(false)?;
+        self.tend_merges(false, true)?;
         // Spills outrunning the merges wait for them, so runs (and their open files) stay few.
         while self.runs.len() > RUNS_PENDING_MAX && self.merging.is_some() {
-            self.tend_merges(true)?;
+            self.tend_merges(true, true)?;
         }
         Ok(())
     }
 
-    /// Takes in a finished merge (waiting for it if `wait`), then starts the next one if two
-    /// adjacent runs call for it and none is running. The two runs stay in use until the
-    /// merged one is durable: a failed merge loses nothing from the index, and its error stops
-    /// the writer.
-    fn tend_merges(&mut self, wait: bool) -> io::Result<()> {
-        self.tend_merges_then(wait, true)
-    }
-
-    /// [`KeyMap::tend_merges`], starting the next merge only if `start`.
-    fn tend_merges_then(&mut self, wait: bool, start: bool) -> io::Result<()> {
+    /// Takes in a finished merge (waiting for it if `wait`), then, if `start`, starts the next
+    /// one if two adjacent runs call for it and none is running. The two runs stay in use
+    /// until the merged one is durable: a failed merge loses nothing from the index, and its
+    /// error stops the writer.
+    fn tend_merges(&mut self, wait: bool, start: bool) -> io::Result<()> {
         let Some(spill) = self.spill.clone() else { return Ok(()) };
         if let Some(m) = &self.merging {
             if !wait && !m.handle.is_finished() {
