@@ -222,7 +222,7 @@ fn up_to(frame: LazyFrame, as_of: Option<NaiveDate>) -> LazyFrame {
     match as_of {
         // Dates compare as days since the Unix epoch, polars' own representation.
         Some(day) => {
-            let days = (day - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()).num_days();
+            let days = (day - NaiveDate::default()).num_days();
             frame.filter(col("business_date").cast(DataType::Int32).lt_eq(lit(days as i32)))
         }
         None => frame,

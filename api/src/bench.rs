@@ -741,6 +741,14 @@ fn http_post(addr: std::net::SocketAddr, path: &str, token: &str, body: &[u8]) -
     Ok(raw[split + 4..].to_vec())
 }
 
+/// A data directory for a server: the store holding `admin`'s merchants and terminals.
+async fn server_data(data: &Path, admin: &[u8]) -> Result<()> {
+    let store = Arc::new(EmbeddedStore::open(data.join("events"))?);
+    let mut ingestor = Ingestor::open(store, None).await?;
+    ingestor.ingest_reader(admin, InputKind::Admin, |_, _| {}).await?;
+    Ok(())
+}
+
 /// The HTTP API: balance reads under wrk, and batched ingest over HTTP.
 async fn http(dir: &Path, records: u64, repeat: usize) -> Result<()> {
     std::fs::create_dir_all(dir)?;
@@ -756,11 +764,7 @@ async fn http(dir: &Path, records: u64, repeat: usize) -> Result<()> {
     let mut accepted = 0;
     for run in 0..repeat {
         let data = dir.join(format!("data-{run}"));
-        {
-            let store = Arc::new(EmbeddedStore::open(data.join("events"))?);
-            let mut ingestor = Ingestor::open(store, None).await?;
-            ingestor.ingest_reader(&admin[..], InputKind::Admin, |_, _| {}).await?;
-        }
+        server_data(&data, &admin).await?;
         let (_, admin_key) = crate::keys::create(&data, crate::keys::Role::Admin, None)?;
         let (_, finance_key) = crate::keys::create(&data, crate::keys::Role::Finance, None)?;
         let state = crate::http::State::open(&data).await?;
@@ -919,13 +923,9 @@ async fn http_sustained(dir: &Path, seconds: u64, rate: u64) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     let shape = Shape { merchants: 1000, terminals_per_merchant: 2, seed: 11 };
     let data = dir.join("data");
-    {
-        let mut admin = Vec::new();
-        generate::write_admin(&mut admin, shape)?;
-        let store = Arc::new(EmbeddedStore::open(data.join("events"))?);
-        let mut ingestor = Ingestor::open(store, None).await?;
-        ingestor.ingest_reader(&admin[..], InputKind::Admin, |_, _| {}).await?;
-    }
+    let mut admin = Vec::new();
+    generate::write_admin(&mut admin, shape)?;
+    server_data(&data, &admin).await?;
     let (_, token) = crate::keys::create(&data, crate::keys::Role::Admin, None)?;
     let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let mut child = std::process::Command::new(std::env::current_exe()?)
