@@ -553,7 +553,7 @@ impl ScanVisitor for IndexBuilder<'_> {
                 view.stream, view.meta.revision, expected.0
             ));
         }
-        self.index.set_stream_head(view.stream, loc).map_err(|e| self.failed(e))?;
+        self.index.set_stream_head(view.stream, loc, head.is_some()).map_err(|e| self.failed(e))?;
         if !self.index.insert_id(view.event_id, loc).map_err(|e| self.failed(e))? {
             return Err(format!("event id {} appears twice", view.event_id));
         }
@@ -947,8 +947,9 @@ struct Batch {
     frame: Vec<u8>,
     first_position: u64,
     next_position: u64,
-    /// Streams the batch appends to, by their full 128-bit hash: name and new head.
-    streams: HashKeyMap<u128, (String, StreamHead)>,
+    /// Streams the batch appends to, by their full 128-bit hash: name, new head, and whether
+    /// the index held the stream before the batch.
+    streams: HashKeyMap<u128, (String, StreamHead, bool)>,
     ids: HashKeyMap<u128, Staged>,
     recorded_at_us: i64,
 }
@@ -1195,7 +1196,7 @@ impl Writer {
             });
         }
         let current = match batch.streams.get(&hash) {
-            Some((_, head)) => Some(*head),
+            Some((_, head, _)) => Some(*head),
             None => index.stream_head(&req.stream).map_err(|e| AppendError::Io(e.to_string()))?,
         };
         let ok = match (req.expected, current) {
@@ -1227,9 +1228,10 @@ impl Writer {
         }
         let head = StreamHead { revision: revision - 1, loc: prev_loc };
         match batch.streams.get_mut(&hash) {
-            Some((_, h)) => *h = head,
+            Some((_, h, _)) => *h = head,
             None => {
-                batch.streams.insert(hash, (req.stream.clone(), head));
+                // Not in the batch before: `current` came from the index.
+                batch.streams.insert(hash, (req.stream.clone(), head, current.is_some()));
             }
         }
         Ok(Appended { first_position, last_revision: revision - 1, duplicate: false })
@@ -1250,8 +1252,8 @@ impl Writer {
 
 /// Puts a durable batch's streams and ids into the index.
 fn index_batch(index: &mut Index, batch: &mut Batch) -> Result<(), ReadError> {
-    for (_, (name, head)) in batch.streams.drain() {
-        index.set_stream_head(&name, head.loc)?;
+    for (_, (name, head, indexed)) in batch.streams.drain() {
+        index.set_stream_head(&name, head.loc, indexed)?;
     }
     // Every staged id was looked up and found absent when it was staged, and only this thread
     // changes the index.

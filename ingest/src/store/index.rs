@@ -241,8 +241,9 @@ impl Index {
         }
     }
 
-    /// Makes `loc` the stream's last record.
-    pub fn set_stream_head(&mut self, name: &str, loc: u64) -> Result<(), ReadError> {
+    /// Makes `loc` the stream's last record. `known`: the caller found the stream's head in
+    /// this index by its name, so its key is its own and need not be looked up again.
+    pub fn set_stream_head(&mut self, name: &str, loc: u64, known: bool) -> Result<(), ReadError> {
         if !self.stream_collisions.is_empty()
             && let Some(slot) = self.stream_collisions.get_mut(name)
         {
@@ -250,6 +251,9 @@ impl Index {
             return Ok(());
         }
         let key = stream_key(name);
+        if known {
+            return Ok(self.streams.insert(key, loc)?);
+        }
         match self.streams.latest(key)? {
             Some(old) if !self.with_record(old, |v| v.stream == name)? => {
                 self.stream_collisions.insert(name.to_owned(), loc);
@@ -613,7 +617,7 @@ mod tests {
         index.ids.insert(id_key(y), loc_a).expect("insert");
         assert_eq!(index.stream_head("b").expect("read"), None, "a hit is confirmed by name");
         assert_eq!(index.id_loc(y).expect("read"), None, "a hit is confirmed by id");
-        index.set_stream_head("b", loc_b).expect("set");
+        index.set_stream_head("b", loc_b, false).expect("set");
         assert!(index.insert_id(y, loc_b).expect("insert"));
         assert_eq!(index.stream_head("b").expect("read"), Some(StreamHead { revision: 0, loc: loc_b }));
         assert_eq!(index.id_loc(y).expect("read"), Some(loc_b));
