@@ -6,6 +6,8 @@
 //! floating-point arithmetic in posledger.
 #![allow(clippy::float_arithmetic)]
 
+use std::collections::HashMap;
+
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use queries::ChartSpec;
@@ -272,23 +274,23 @@ pub fn from_table(spec: &ChartSpec, table: &Table, title: &str) -> Result<String
                 return line(title, &labels, &[(y.clone(), values)], &[]);
             }
             let ci = currency.unwrap_or_default();
+            // Each row's x label and currency, found once: labels in their first order.
             let mut labels: Vec<String> = Vec::new();
+            let mut label_at: HashMap<String, usize> = HashMap::new();
+            let mut placed = Vec::with_capacity(table.rows.len());
             for r in &table.rows {
                 let label = r[xi].to_string();
-                if !labels.contains(&label) {
+                let at = *label_at.entry(label.clone()).or_insert_with(|| {
                     labels.push(label);
-                }
+                    labels.len() - 1
+                });
+                let s = currencies.binary_search(&r[ci].to_string()).unwrap_or_default();
+                placed.push((at, s));
             }
             // A currency without a row at some x has no value there: its line breaks.
             let mut series: Vec<(String, Vec<Option<Decimal>>)> =
                 currencies.iter().map(|c| (format!("{y} {c}"), vec![None; labels.len()])).collect();
-            for r in &table.rows {
-                let (Some(at), Some(s)) = (
-                    labels.iter().position(|l| *l == r[xi].to_string()),
-                    currencies.iter().position(|c| *c == r[ci].to_string()),
-                ) else {
-                    continue;
-                };
+            for (r, (at, s)) in table.rows.iter().zip(placed) {
                 if let Some(v) = number(&r[yi], y)? {
                     *series[s].1[at].get_or_insert(Decimal::ZERO) += v;
                 }
