@@ -93,7 +93,7 @@ pub struct Checkpoint {
 }
 
 /// What a run exported.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExportSummary {
     /// The range of positions exported.
     pub from: u64,

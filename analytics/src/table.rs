@@ -18,12 +18,12 @@ use rust_decimal::Decimal;
 use serde_json::{Map, Value as Json};
 
 /// One value of a result.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Cell {
     /// No value.
     Null,
-    /// A whole number.
-    Int(i128),
+    /// A whole number (as text in the serialised form: JSON numbers do not hold every i128).
+    Int(#[serde(with = "i128_text")] i128),
     /// An exact decimal (money, rates, shares).
     Decimal(Decimal),
     /// A calendar date.
@@ -34,6 +34,20 @@ pub enum Cell {
     Text(String),
 }
 
+/// An `i128` serialised as its decimal text.
+mod i128_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &i128, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(value)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i128, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl Cell {
     /// Bytes the cell holds: its own size, and a text's length.
     pub fn size_bytes(&self) -> usize {
@@ -42,7 +56,7 @@ impl Cell {
 }
 
 /// A result: column names and rows of cells, each row as long as `columns`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Table {
     /// Column names.
     pub columns: Vec<String>,

@@ -278,7 +278,10 @@ for table in ["payments", "adjustments", "postings", "merchants"]:
 async fn reconciliation_runs_are_exported() {
     use ingest::statement::StatementChannel;
     let dir = tempfile::tempdir().expect("tmp");
-    let store = both_days(dir.path()).await;
+    drop(both_days(dir.path()).await);
+    // Statements are imported and runs recorded by the application layer.
+    let app = app::App::open(app::DataDir::new(dir.path()), Box::new(|w| panic!("{w}"))).expect("app");
+    let store = app.store().clone();
     let mut breaks = 0;
     for date in ["2026-11-24", "2026-11-25"] {
         for (channel, ext) in
@@ -286,9 +289,9 @@ async fn reconciliation_runs_are_exported() {
         {
             let name = format!("statements/{channel}-{date}.{ext}");
             let bytes = std::fs::read(fixture(&name)).expect("statement");
-            ledger::recon::import_statement(&*store, channel, &name, &bytes, None).await.expect("import");
-            let r = ledger::recon::reconcile(&*store, channel, date.parse().expect("date")).await.expect("reconcile");
-            breaks += r.breaks.len() as u64;
+            app.import_statement(channel, &name, &bytes, None).await.expect("import");
+            let day = app.reconcile(date.parse().expect("date"), Some(channel)).await.expect("reconcile");
+            breaks += day.reports[0].breaks.len() as u64;
         }
     }
     let out = dir.path().join("export");

@@ -32,14 +32,16 @@ async fn reconciled_export(dir: &Path) -> PathBuf {
     let small = manifest("tests/fixtures/small");
     ingest(&store, &[(small.join("admin.ndjson"), InputKind::Admin), (small.join("feed.ndjson"), InputKind::Feed)])
         .await;
+    drop(store);
+    // Statements are imported and runs recorded by the application layer.
+    let app = app::App::open(app::DataDir::new(dir), Box::new(|w| panic!("{w}"))).expect("app");
+    let store = app.store().clone();
     let date = "2026-11-23".parse().expect("date");
     let mut books = Vec::new();
     for name in ["wechat-2026-11-23.csv", "wechat-2026-11-23-corrected.csv", "wechat-2026-11-23.csv"] {
         let bytes = std::fs::read(small.join("statements").join(name)).expect("statement");
-        ledger::recon::import_statement(&*store, StatementChannel::Wechat, name, &bytes, Some(date))
-            .await
-            .expect("import");
-        ledger::recon::reconcile(&*store, StatementChannel::Wechat, date).await.expect("reconcile");
+        app.import_statement(StatementChannel::Wechat, name, &bytes, Some(date)).await.expect("import");
+        app.reconcile(date, Some(StatementChannel::Wechat)).await.expect("reconcile");
         let replayed = ledger::replay(&*store, u64::MAX).await.expect("books");
         let mut balances = replayed.balances().trial_balance(u64::MAX);
         balances.retain(|(_, _, amount)| !amount.is_zero());
@@ -73,6 +75,9 @@ async fn day_export(dir: &Path) -> (PathBuf, BreakTotals) {
         ],
     )
     .await;
+    drop(store);
+    let app = app::App::open(app::DataDir::new(dir), Box::new(|w| panic!("{w}"))).expect("app");
+    let store = app.store().clone();
     let mut engine = BreakTotals::new();
     for date in ["2026-11-24", "2026-11-25"] {
         for (channel, ext) in
@@ -80,9 +85,9 @@ async fn day_export(dir: &Path) -> (PathBuf, BreakTotals) {
         {
             let name = format!("statements/{channel}-{date}.{ext}");
             let bytes = std::fs::read(day.join(&name)).expect("statement");
-            ledger::recon::import_statement(&*store, channel, &name, &bytes, None).await.expect("import");
-            let run = ledger::recon::reconcile(&*store, channel, date.parse().expect("date")).await.expect("reconcile");
-            for b in run.breaks.iter().filter(|b| b.outcome.is_break()) {
+            app.import_statement(channel, &name, &bytes, None).await.expect("import");
+            let run = app.reconcile(date.parse().expect("date"), Some(channel)).await.expect("reconcile");
+            for b in run.reports[0].breaks.iter().filter(|b| b.outcome.is_break()) {
                 let key = (date.to_owned(), channel.to_string(), b.outcome.to_string());
                 let total = engine.entry(key).or_default();
                 total.0 += 1;

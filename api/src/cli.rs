@@ -1,21 +1,28 @@
-//! The `posledger` command line: argument parsing and wiring, nothing more.
+//! The `posledger` command line: an adapter over [`app::App`]. It parses arguments into a
+//! use case's arguments, runs the use case, and renders its typed result ([`crate::render`]).
 //!
-//! Exit codes: 0 success; 1 the command ran but some input was rejected (or verify found
-//! damage); 2 the command could not run (bad arguments, unreadable files, store errors).
+//! When `posledger serve` holds the data directory, the use case runs in the server, reached
+//! through its local socket ([`crate::local`]); otherwise the command opens the data
+//! directory itself. Either way the command prints the same output and exits with the same
+//! code.
+//!
+//! Exit codes: 0 success; 1 the command ran but some input was rejected, a break was found,
+//! or verify found damage; 2 the command could not run (bad arguments, unreadable files,
+//! store errors).
 
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use app::request::{Reply, Request};
+use app::{AsOf, DataDir, Failure};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use ingest::pipeline::{IngestSummary, Ingestor, InputKind};
-use ingest::store::{EmbeddedStore, verify_dir};
+use ingest::pipeline::InputKind;
 
-use crate::bench;
+use crate::render;
 
 /// posledger: the back office of a POS acquirer.
 #[derive(Parser)]
@@ -38,8 +45,9 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
-    /// Resolve a break: book it, write it off or refund it. Breaks parking more than
-    /// POSLEDGER_APPROVAL_OVER (default 1000.00) need a second person (--approved-by).
+    /// Resolve a break: book it, write it off or refund it. A break parking more than
+    /// POSLEDGER_APPROVAL_OVER (default 1000.00) is only proposed: it waits for another
+    /// person's `posledger approve`.
     Resolve {
         /// The break's id (`posledger breaks`).
         break_id: String,
@@ -52,9 +60,27 @@ enum Command {
         /// Who resolves it.
         #[arg(long)]
         by: String,
-        /// A second person who approves it.
+        /// How to print the result.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Approve the resolution proposed for a break (`posledger breaks` shows it), as a second
+    /// person: name the action and reason you read.
+    Approve {
+        /// The break's id.
+        break_id: String,
+        /// The proposed action.
+        #[arg(long, value_enum)]
+        action: ResolveArg,
+        /// The proposed reason.
         #[arg(long)]
-        approved_by: Option<String>,
+        reason: String,
+        /// Who approves it (not who proposed it).
+        #[arg(long)]
+        by: String,
+        /// How to print the result.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
     },
     /// Merchant and terminal onboarding records.
     Merchants {
@@ -91,6 +117,9 @@ enum Command {
     Balance {
         /// Account path, e.g. `liabilities:merchant:M000001:payable`.
         account: String,
+        /// One currency only (default: every currency the account was posted in).
+        #[arg(long)]
+        currency: Option<ingest::money::Currency>,
         /// A global position (the events before it) or an RFC 3339 business time (the entries
         /// of events that happened at or before it), e.g. 2026-11-25T23:59:59+08:00.
         #[arg(long)]
@@ -220,23 +249,6 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
-    /// Run benchmarks and print one JSON object per line.
-    Bench {
-        /// Benchmarks to run (all when none is named): see `bench --list`.
-        names: Vec<String>,
-        /// List the benchmarks and exit.
-        #[arg(long)]
-        list: bool,
-        /// Multiply every benchmark's size by this (e.g. 0.01 for a quick run).
-        #[arg(long, default_value_t = 1.0)]
-        scale: f64,
-        /// Timed runs per benchmark; the median is reported.
-        #[arg(long, default_value_t = 3)]
-        repeat: usize,
-        /// Scratch directory (default: a temporary directory, removed afterwards).
-        #[arg(long)]
-        work_dir: Option<PathBuf>,
-    },
 }
 
 #[derive(Subcommand)]
@@ -277,7 +289,7 @@ enum KeysCommand {
     Create {
         /// What it may do.
         #[arg(long, value_enum)]
-        role: crate::keys::Role,
+        role: RoleArg,
         /// The merchant a terminal key posts for.
         #[arg(long)]
         merchant: Option<String>,
@@ -375,12 +387,59 @@ impl From<ReportFormat> for analytics::table::Format {
     }
 }
 
-impl From<ReportFormat> for crate::recon::Output {
+impl From<ReportFormat> for render::Format {
     fn from(f: ReportFormat) -> Self {
         match f {
-            ReportFormat::Table => crate::recon::Output::Table,
-            ReportFormat::Json => crate::recon::Output::Json,
-            ReportFormat::Csv => crate::recon::Output::Csv,
+            ReportFormat::Table => render::Format::Table,
+            ReportFormat::Json => render::Format::Json,
+            ReportFormat::Csv => render::Format::Csv,
+        }
+    }
+}
+
+impl From<Format> for render::Format {
+    fn from(f: Format) -> Self {
+        match f {
+            Format::Table => render::Format::Table,
+            Format::Json => render::Format::Json,
+        }
+    }
+}
+
+/// The roles of API keys.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RoleArg {
+    /// Posts its merchant's terminal records.
+    Terminal,
+    /// Balances, reconciliation, settlement.
+    Finance,
+    /// Queries and analytics, without payer identities.
+    Analyst,
+    /// Reads everything.
+    Auditor,
+    /// Everything.
+    Admin,
+}
+
+impl RoleArg {
+    fn role(self) -> app::keys::Role {
+        use app::keys::Role;
+        match self {
+            RoleArg::Terminal => Role::Terminal,
+            RoleArg::Finance => Role::Finance,
+            RoleArg::Analyst => Role::Analyst,
+            RoleArg::Auditor => Role::Auditor,
+            RoleArg::Admin => Role::Admin,
+        }
+    }
+}
+
+impl ResolveArg {
+    fn action(self) -> ingest::event::ResolveAction {
+        match self {
+            ResolveArg::Book => ingest::event::ResolveAction::Book,
+            ResolveArg::WriteOff => ingest::event::ResolveAction::WriteOff,
+            ResolveArg::Refund => ingest::event::ResolveAction::Refund,
         }
     }
 }
@@ -397,7 +456,12 @@ enum ReportFormat {
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    main_from(std::env::args_os())
+}
+
+/// Runs the command line with these arguments (the first is the program's name).
+pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
+    let cli = Cli::parse_from(args);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -407,153 +471,336 @@ pub fn main() -> ExitCode {
     }
 }
 
-pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+/// A multi-threaded runtime for a command.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
 }
 
-fn run(cli: Cli) -> Result<ExitCode> {
-    match cli.command {
-        Command::Ingest { file, format } => import(&cli.data_dir, &file, InputKind::Feed, format),
-        Command::Merchants { command: MerchantsCommand::Import { file, format } } => {
-            import(&cli.data_dir, &file, InputKind::Admin, format)
+/// Warnings go to standard error.
+fn warn() -> app::Warn {
+    Box::new(|w| eprintln!("warning: {w}"))
+}
+
+/// A use case's failure as the command line reports it (exit code 2).
+fn failed(f: Failure) -> anyhow::Error {
+    anyhow::Error::msg(f.message)
+}
+
+/// Where a command's use case runs: in this process, or in the server that holds the data
+/// directory.
+enum Backend {
+    /// This process holds the data directory.
+    Local(Box<app::App>, tokio::runtime::Runtime),
+    /// A running server does.
+    Remote(crate::local::client::Client),
+}
+
+impl Backend {
+    /// The server of `dir` if one runs, else the data directory opened here.
+    fn open(dir: &DataDir) -> Result<Backend> {
+        if let Some(client) = crate::local::client::connect(dir).map_err(failed)? {
+            return Ok(Backend::Remote(client));
         }
-        Command::Verify { format } => verify(&cli.data_dir, format),
-        Command::Export { out, format } => export(&cli.data_dir, out, format),
-        Command::Serve { addr } => crate::http::serve(&cli.data_dir, addr),
-        Command::Keys { command } => keys(&cli.data_dir, command),
-        Command::Query { name, sql, list, params, out } => {
-            use crate::analyze::QueryTarget;
+        let rt = runtime()?;
+        match app::App::open(dir.clone(), warn()) {
+            Ok(app) => Ok(Backend::Local(Box::new(app), rt)),
+            // A server may have started since we looked.
+            Err(f) if f.code == "store_locked" => match crate::local::client::connect(dir).map_err(failed)? {
+                Some(client) => Ok(Backend::Remote(client)),
+                None => Err(failed(f)),
+            },
+            Err(f) => Err(failed(f)),
+        }
+    }
+
+    /// Runs one use case.
+    fn call(self, request: Request, input: Option<&[u8]>) -> Result<Reply, Failure> {
+        match self {
+            Backend::Local(app, rt) => {
+                let reply = rt.block_on(app.execute(request, input.unwrap_or_default()));
+                rt.block_on(app.close());
+                reply
+            }
+            Backend::Remote(client) => client.call(request, input),
+        }
+    }
+}
+
+/// Runs `request` and hands its reply to `show`, which returns the exit code.
+fn call(
+    dir: &DataDir,
+    request: Request,
+    input: Option<&[u8]>,
+    show: impl FnOnce(Reply) -> Result<ExitCode>,
+) -> Result<ExitCode> {
+    let reply = Backend::open(dir)?.call(request, input).map_err(failed)?;
+    show(reply)
+}
+
+fn unexpected(reply: &Reply) -> anyhow::Error {
+    anyhow::anyhow!("the server answered with another kind of result: {reply:?}")
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let dir = DataDir::new(&cli.data_dir);
+    let mut out = std::io::stdout().lock();
+    match cli.command {
+        Command::Ingest { file, format } => ingest(&dir, &file, InputKind::Feed, format),
+        Command::Merchants { command: MerchantsCommand::Import { file, format } } => {
+            ingest(&dir, &file, InputKind::Admin, format)
+        }
+        Command::Verify { format } => verify(&dir, format),
+        Command::Serve { addr } => crate::serve::serve(&dir, addr),
+        Command::Journal { format, until } => journal(&dir, format, until.as_deref()),
+        Command::Export { out: to, format } => {
+            // A relative path is the caller's, not the server's.
+            let to = to.map(|p| std::path::absolute(&p).unwrap_or(p));
+            call(&dir, Request::Export { out: to.clone() }, None, |reply| {
+                let Reply::Exported { summary } = reply else { return Err(unexpected(&reply)) };
+                let to = to.unwrap_or_else(|| dir.export());
+                match format {
+                    Format::Json => writeln!(out, "{}", serde_json::to_string(&summary)?)?,
+                    Format::Table => {
+                        writeln!(
+                            out,
+                            "exported positions {}..{} to {}: {} file(s)",
+                            summary.from,
+                            summary.to,
+                            to.display(),
+                            summary.files
+                        )?;
+                        for (table, rows) in &summary.rows {
+                            writeln!(out, "  {table:<12} {rows:>10} rows")?;
+                        }
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+        Command::Keys { command } => {
+            let request = match command {
+                KeysCommand::Create { role, merchant } => Request::CreateKey { role: role.role(), merchant },
+                KeysCommand::Revoke { id } => Request::RevokeKey { id },
+                KeysCommand::List => Request::ListKeys,
+            };
+            call(&dir, request, None, |reply| {
+                match reply {
+                    Reply::Key { key } => {
+                        eprintln!(
+                            "key {} ({}) created; keep it now, it is not shown again:",
+                            key.record.id,
+                            key.record.role.as_str()
+                        );
+                        writeln!(out, "{}", key.token)?;
+                    }
+                    Reply::Revoked { key } => writeln!(out, "key {} ({}) revoked", key.id, key.role.as_str())?,
+                    Reply::Keys { keys } => {
+                        for k in keys {
+                            let state = if k.revoked { "revoked" } else { "active" };
+                            writeln!(
+                                out,
+                                "{}  {:<8}  {:<10}  {}  {state}",
+                                k.id,
+                                k.role.as_str(),
+                                k.merchant.as_deref().unwrap_or("-"),
+                                k.created_at
+                            )?;
+                        }
+                    }
+                    other => return Err(unexpected(&other)),
+                }
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+        Command::Query { name, sql, list, params, out: how } => {
+            if list {
+                return call(&dir, Request::ListQueries, None, |reply| {
+                    let Reply::Queries { queries } = reply else { return Err(unexpected(&reply)) };
+                    let mut table = analytics::table::Table::new(["name", "parameters", "chart", "description"]);
+                    for q in queries {
+                        let params: Vec<String> = q
+                            .parameters
+                            .iter()
+                            .map(|p| match &p.default {
+                                Some(d) => format!("{} {} = {d}", p.name, p.ty),
+                                None => format!("{} {} (required)", p.name, p.ty),
+                            })
+                            .collect();
+                        table.rows.push(
+                            [q.name, params.join("; "), q.chart.unwrap_or_default(), q.description]
+                                .map(analytics::table::Cell::Text)
+                                .to_vec(),
+                        );
+                    }
+                    write!(out, "{}", table.render(how.format.into()))?;
+                    Ok(ExitCode::SUCCESS)
+                });
+            }
             let target = match (name, sql) {
-                _ if list => QueryTarget::List,
-                (Some(name), _) => QueryTarget::Named(name),
-                (None, Some(sql)) => QueryTarget::Sql(sql),
+                (Some(name), _) => app::analysis::QueryTarget::Named { name, params },
+                (None, Some(sql)) => {
+                    if !params.is_empty() {
+                        anyhow::bail!("--param applies to named queries only");
+                    }
+                    app::analysis::QueryTarget::Sql(sql)
+                }
                 (None, None) => anyhow::bail!("name a query, or give --sql or --list"),
             };
-            crate::analyze::query(&cli.data_dir, out.export, target, &params, out.format.into(), out.chart)
+            let export = how.export.map(|p| std::path::absolute(&p).unwrap_or(p));
+            let request = Request::Query { export, target, chart: how.chart.is_some() };
+            call(&dir, request, None, |reply| answer(&mut out, reply, how.format, how.chart.as_deref()))
         }
-        Command::Analyze { analysis, payers, as_of, merchant, out } => {
-            use crate::analyze::Analysis;
+        Command::Analyze { analysis, payers, as_of, merchant, out: how } => {
+            use app::analysis::Analysis;
             let analysis = match analysis {
-                AnalysisArg::Rfm => Analysis::Rfm { payers },
-                AnalysisArg::Trend => Analysis::Trend,
+                AnalysisArg::Rfm => Analysis::Rfm { payers, as_of },
+                AnalysisArg::Trend => Analysis::Trend { merchant },
                 AnalysisArg::Basket => Analysis::Basket,
                 AnalysisArg::Cohort => Analysis::Cohort,
             };
-            let format = out.format.into();
-            crate::analyze::analyze(&cli.data_dir, out.export, analysis, merchant.as_deref(), as_of, format, out.chart)
+            let export = how.export.map(|p| std::path::absolute(&p).unwrap_or(p));
+            let request = Request::Analyze { export, analysis, chart: how.chart.is_some() };
+            call(&dir, request, None, |reply| answer(&mut out, reply, how.format, how.chart.as_deref()))
         }
         Command::Statement { command: StatementCommand::Import { channel, file, date, format } } => {
-            crate::recon::import(&cli.data_dir, channel.channel(), &file, date, format == Format::Json)
+            let name = file.display().to_string();
+            let len = std::fs::metadata(&file).with_context(|| format!("opening {name}"))?.len();
+            if let Err(e) = ingest::statement::check_size(&name, len) {
+                return show_import(&mut out, &app::recon::ImportOutcome::Refused(e), format);
+            }
+            let bytes = std::fs::read(&file).with_context(|| format!("reading {name}"))?;
+            let request = Request::ImportStatement { channel: channel.channel(), name, date };
+            call(&dir, request, Some(&bytes), |reply| {
+                let Reply::Statement { outcome } = reply else { return Err(unexpected(&reply)) };
+                show_import(&mut out, &outcome, format)
+            })
         }
         Command::Reconcile { date, channel, format } => {
-            crate::recon::reconcile(&cli.data_dir, date, channel.map(StatementChannelArg::channel), format.into())
+            let request = Request::Reconcile { date, channel: channel.map(StatementChannelArg::channel) };
+            call(&dir, request, None, |reply| {
+                let Reply::Day { report } = reply else { return Err(unexpected(&reply)) };
+                render::day_report(&mut out, &report, format.into())?;
+                Ok(if report.has_breaks() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+            })
         }
-        Command::Breaks { open, format } => crate::recon::breaks(&cli.data_dir, open, format.into()),
-        Command::Resolve { break_id, action, reason, by, approved_by } => {
-            let action = match action {
-                ResolveArg::Book => ingest::event::ResolveAction::Book,
-                ResolveArg::WriteOff => ingest::event::ResolveAction::WriteOff,
-                ResolveArg::Refund => ingest::event::ResolveAction::Refund,
-            };
-            crate::recon::resolve(&cli.data_dir, &break_id, action, &reason, &by, approved_by.as_deref())
-        }
-        Command::Balance { account, as_of, format } => {
-            balances(&cli.data_dir, Some(&account), as_of.as_deref(), format)
-        }
-        Command::TrialBalance { as_of, format } => balances(&cli.data_dir, None, as_of.as_deref(), format),
-        Command::History { account, currency, from, limit, format } => {
-            history(&cli.data_dir, &account, currency, from, limit, format)
-        }
-        Command::Journal { format, until } => journal(&cli.data_dir, format, until.as_deref()),
-        Command::Replay { until, format } => replay(&cli.data_dir, &until, format),
-        Command::Settle { date, format } => settle(&cli.data_dir, date, format),
-        Command::Bench { names, list, scale, repeat, work_dir } => {
-            if list {
-                for b in bench::BENCHMARKS {
-                    println!("{:<28} {}", b.name, b.about);
-                }
-                return Ok(ExitCode::SUCCESS);
-            }
-            bench::run(&names, scale, repeat, work_dir.as_deref())?;
+        Command::Breaks { open, format } => call(&dir, Request::Breaks { open }, None, |reply| {
+            let Reply::Breaks { breaks } = reply else { return Err(unexpected(&reply)) };
+            render::breaks(&mut out, &breaks, format.into())?;
             Ok(ExitCode::SUCCESS)
+        }),
+        Command::Resolve { break_id, action, reason, by, format } => {
+            let request = Request::Resolve { id: break_id, action: action.action(), reason, by };
+            resolution(&dir, request, format)
         }
-    }
-}
-
-/// The event log's directory inside the data directory.
-pub fn events_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("events")
-}
-
-/// The ledger's checkpoint file inside the data directory.
-pub fn ledger_checkpoint(data_dir: &Path) -> PathBuf {
-    data_dir.join("ledger.ckpt")
-}
-
-/// Most postings one page of `posledger history` shows.
-pub const HISTORY_PAGE_MAX: usize = 10_000;
-
-/// The books as a command opened them, and the position of the checkpoint they came from.
-pub(crate) struct Books {
-    pub(crate) books: ledger::Projection,
-    saved_at: Option<u64>,
-}
-
-/// Opens the books from the ledger checkpoint (or the log, when there is none or it is
-/// refused), caught up to the head.
-pub(crate) async fn open_books(store: &EmbeddedStore, data_dir: &Path) -> Result<Books> {
-    let path = ledger_checkpoint(data_dir);
-    let (books, opened) = ledger::open_books(store, Some(&path)).await.context("booking the event log")?;
-    let saved_at = match opened {
-        ledger::Opened::Resumed(at) => Some(at),
-        ledger::Opened::Refused(why) => {
-            eprintln!("warning: {why}; the books were rebuilt from position 0");
-            None
+        Command::Approve { break_id, action, reason, by, format } => {
+            let request = Request::Approve { id: break_id, action: action.action(), reason, by };
+            resolution(&dir, request, format)
         }
-        ledger::Opened::Rebuilt => None,
-    };
-    Ok(Books { books, saved_at })
-}
-
-/// Saves a new checkpoint when the books moved on since theirs (after the command answered:
-/// the answer does not wait for the file). The checkpoint only saves the next run from
-/// replaying, so failing to write it loses nothing and is a warning.
-pub(crate) async fn keep_books(store: &EmbeddedStore, data_dir: &Path, books: &Books) {
-    if books.saved_at != Some(books.books.position())
-        && let Err(e) = ledger::save_books(store, &books.books, &ledger_checkpoint(data_dir)).await
-    {
-        eprintln!("warning: {e} (the next run replays the log instead)");
+        Command::Balance { account, currency, as_of, format } => {
+            let as_of = AsOf::parse_optional(as_of.as_deref(), "--as-of").map_err(failed)?;
+            balances(&dir, Request::Balance { account, currency, as_of }, format)
+        }
+        Command::TrialBalance { as_of, format } => {
+            let as_of = AsOf::parse_optional(as_of.as_deref(), "--as-of").map_err(failed)?;
+            balances(&dir, Request::TrialBalance { as_of }, format)
+        }
+        Command::History { account, currency, from, limit, format } => {
+            call(&dir, Request::History { account, currency, from, limit }, None, |reply| {
+                let Reply::History { page } = reply else { return Err(unexpected(&reply)) };
+                render::history(&mut out, &page, format.into())?;
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+        Command::Replay { until, format } => {
+            let until_point = AsOf::parse(&until, "--until").map_err(failed)?;
+            call(&dir, Request::Replay { until: until_point }, None, |reply| {
+                let Reply::Replayed { replayed } = reply else { return Err(unexpected(&reply)) };
+                render::replayed(&mut out, &replayed, &until, format.into())?;
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+        Command::Settle { date, format } => call(&dir, Request::Settle { date }, None, |reply| {
+            let Reply::Settlement { settlement } = reply else { return Err(unexpected(&reply)) };
+            render::settlement(&mut out, &settlement, format.into())?;
+            Ok(ExitCode::SUCCESS)
+        }),
     }
 }
 
-/// A point of the books: a global position, or an RFC 3339 business time.
-enum AsOf {
-    Position(u64),
-    Time(chrono::DateTime<chrono::FixedOffset>),
+fn show_import(out: &mut impl Write, outcome: &app::recon::ImportOutcome, format: Format) -> Result<ExitCode> {
+    match format {
+        Format::Json => writeln!(out, "{}", render::imported_json(outcome))?,
+        Format::Table => render::imported(out, outcome)?,
+    }
+    Ok(if matches!(outcome, app::recon::ImportOutcome::Refused(_)) { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
-fn parse_as_of(text: &str, flag: &str) -> Result<AsOf> {
-    if let Ok(p) = text.parse::<u64>() {
-        return Ok(AsOf::Position(p));
-    }
-    chrono::DateTime::parse_from_rfc3339(text).map(AsOf::Time).with_context(|| {
-        format!("{flag} {text:?} is neither a position nor an RFC 3339 time like 2026-11-25T23:59:59+08:00")
+fn balances(dir: &DataDir, request: Request, format: ReportFormat) -> Result<ExitCode> {
+    call(dir, request, None, |reply| {
+        let Reply::Balances { balances } = reply else { return Err(unexpected(&reply)) };
+        render::balances(&mut std::io::stdout().lock(), &balances, format.into())?;
+        Ok(ExitCode::SUCCESS)
     })
 }
 
-/// The write model's checkpoint file inside the data directory.
-pub fn writemodel_checkpoint(data_dir: &Path) -> PathBuf {
-    data_dir.join("writemodel.json")
+/// `resolve` and `approve`: a refusal (unknown break, resolved already, not possible, the
+/// same person approving) is exit 1 with its reason; a store failure exit 2.
+fn resolution(dir: &DataDir, request: Request, format: Format) -> Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    let reply = match Backend::open(dir)?.call(request, None) {
+        Ok(reply) => reply,
+        Err(f) if f.is_system() => return Err(failed(f)),
+        Err(f) => {
+            match format {
+                Format::Json => writeln!(out, "{}", serde_json::json!({"refused": f.code, "reason": f.message}))?,
+                Format::Table => writeln!(out, "refused: {}", f.message)?,
+            }
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let record = match reply {
+        Reply::Approved { record } | Reply::Resolution { resolution: app::approvals::Resolution::Recorded(record) } => {
+            record
+        }
+        Reply::Resolution { resolution: proposed @ app::approvals::Resolution::Proposed { .. } } => {
+            let app::approvals::Resolution::Proposed { break_id, proposal, suspense_amount, approval_over } = &proposed
+            else {
+                return Err(unexpected(&Reply::Resolution { resolution: proposed }));
+            };
+            match format {
+                Format::Json => writeln!(out, "{}", serde_json::to_string(&proposed)?)?,
+                Format::Table => writeln!(
+                    out,
+                    "proposed: break {break_id} parks {suspense_amount}, over {approval_over}; it waits for another \
+                     person: posledger approve {break_id} --action {} --reason {:?} --by NAME",
+                    render::action_name(proposal.action),
+                    proposal.reason
+                )?,
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        other => return Err(unexpected(&other)),
+    };
+    match format {
+        Format::Json => writeln!(out, "{}", serde_json::to_string(&record)?)?,
+        Format::Table => writeln!(
+            out,
+            "resolved {} ({} {} on {} {}): {} moved out of suspense",
+            record.break_id, record.outcome, record.txn_id, record.statement, record.date, record.suspense_amount
+        )?,
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn open_store(data_dir: &Path) -> Result<EmbeddedStore> {
-    let store = EmbeddedStore::open(events_dir(data_dir))
-        .with_context(|| format!("opening the event store in {}", data_dir.display()))?;
-    let report = store.open_report();
-    if report.truncated_bytes > 0 {
-        eprintln!("recovered: cut {} bytes of an unfinished last commit (never acknowledged)", report.truncated_bytes);
+/// A query's or an analysis's result, with its chart written to `chart`.
+fn answer(out: &mut impl Write, reply: Reply, format: ReportFormat, chart: Option<&Path>) -> Result<ExitCode> {
+    let Reply::Answer { answer } = reply else { return Err(unexpected(&reply)) };
+    if let (Some(path), Some(svg)) = (chart, &answer.chart) {
+        std::fs::write(path, svg).with_context(|| format!("writing the chart {}", path.display()))?;
+        eprintln!("chart written to {}", path.display());
     }
-    Ok(store)
+    write!(out, "{}", answer.table.render(format.into()))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn progress_bar(total: Option<u64>) -> ProgressBar {
@@ -574,481 +821,86 @@ fn progress_bar(total: Option<u64>) -> ProgressBar {
     bar
 }
 
-fn import(data_dir: &Path, file: &Path, kind: InputKind, format: Format) -> Result<ExitCode> {
-    let (input, total): (Box<dyn BufRead>, Option<u64>) = if file == Path::new("-") {
+/// `ingest` and `merchants import`.
+fn ingest(dir: &DataDir, file: &Path, kind: InputKind, format: Format) -> Result<ExitCode> {
+    let (input, total): (Box<dyn BufRead + Send>, Option<u64>) = if file == Path::new("-") {
         (Box::new(BufReader::with_capacity(1 << 20, std::io::stdin())), None)
     } else {
         let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
         let len = f.metadata().map(|m| m.len()).ok();
         (Box::new(BufReader::with_capacity(1 << 20, f)), len)
     };
-    let rt = runtime()?;
-    let result = rt.block_on(async {
-        let store = Arc::new(open_store(data_dir)?);
-        let checkpoint = writemodel_checkpoint(data_dir);
-        let mut ingestor = Ingestor::open(store.clone(), Some(&checkpoint)).await?;
-        if kind == InputKind::Admin {
-            // A merchant closes only with a zero payable: the books say whose is not.
-            let opened = open_books(&store, data_dir).await?;
-            ingestor.set_owed_merchants(opened.books.merchants_with_payable());
-            keep_books(&store, data_dir, &opened).await;
+    let bar = progress_bar(total);
+    let progress = |bytes, s: &ingest::pipeline::IngestSummary| {
+        bar.set_position(bytes);
+        bar.set_message(format!("{} accepted, {} duplicate, {} rejected", s.accepted, s.duplicates, s.rejected));
+    };
+    let result = match Backend::open(dir)? {
+        Backend::Local(app, rt) => {
+            let result = rt.block_on(app.ingest_reader(input, kind, progress)).map_err(Box::new);
+            rt.block_on(app.close());
+            result
         }
-        let bar = progress_bar(total);
-        let result = ingestor
-            .ingest_reader(input, kind, |bytes, s| {
-                bar.set_position(bytes);
-                bar.set_message(format!(
-                    "{} accepted, {} duplicate, {} rejected",
-                    s.accepted, s.duplicates, s.rejected
-                ));
-            })
-            .await;
-        bar.finish_and_clear();
-        // The checkpoint only saves the next run from reading the log again: failing to write
-        // it loses nothing, so it is a warning, and it is tried after a failure too.
-        if let Err(e) = ingestor.save_checkpoint(&checkpoint).await {
-            eprintln!("warning: {e} (the next run rebuilds it from the event log)");
-        }
-        anyhow::Ok(result)
-    })?;
+        Backend::Remote(client) => client.ingest(input, kind == InputKind::Admin, progress),
+    };
+    bar.finish_and_clear();
+    let mut out = std::io::stdout().lock();
     match result {
         Ok(summary) => {
-            print_summary(&summary, format)?;
+            render::ingest_summary(&mut out, &summary, format.into())?;
             Ok(if summary.rejected > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
-        Err(failure) => {
+        Err(stopped) => {
             // What was settled before the failure is stored for good: say so, with its totals.
-            print_summary(&failure.summary, format)?;
+            render::ingest_summary(&mut out, &stopped.summary, format.into())?;
             eprintln!(
                 "error: ingesting {} stopped: {}\nthe records counted above are settled; running the same input \
                  again stores nothing twice",
                 file.display(),
-                failure.error
+                stopped.failure
             );
             Ok(ExitCode::from(2))
         }
     }
 }
 
-fn print_summary(s: &IngestSummary, format: Format) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    match format {
-        Format::Json => writeln!(out, "{}", serde_json::to_string(s)?)?,
-        Format::Table => {
-            writeln!(out, "records    {}", s.records)?;
-            writeln!(out, "accepted   {}", s.accepted)?;
-            writeln!(out, "duplicates {}", s.duplicates)?;
-            writeln!(out, "rejected   {}", s.rejected)?;
-            if !s.first_rejections.is_empty() {
-                let more = s.rejected - s.first_rejections.len() as u64;
-                writeln!(out, "first rejections:")?;
-                for r in &s.first_rejections {
-                    let field = r.field.as_deref().map(|f| format!(" field `{f}`")).unwrap_or_default();
-                    let reference = r.reference.as_deref().map(|f| format!(" {f}")).unwrap_or_default();
-                    writeln!(out, "  line {}{reference}{field}: {} [{}]", r.line, r.message, r.code)?;
-                }
-                if more > 0 {
-                    writeln!(out, "  ... and {more} more")?;
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Books the log and prints one account's balance (`account`) or the trial balance.
-fn balances(data_dir: &Path, account: Option<&str>, as_of: Option<&str>, format: ReportFormat) -> Result<ExitCode> {
-    let account = account.map(ledger::entry::Account::parse).transpose().map_err(anyhow::Error::msg)?;
-    let as_of = as_of.map(|t| parse_as_of(t, "--as-of")).transpose()?;
-    let rt = runtime()?;
-    let store = open_store(data_dir)?;
-    let opened = rt.block_on(open_books(&store, data_dir))?;
-    let books = &opened.books;
-    let (all, meta, footer) = match as_of {
-        None | Some(AsOf::Position(_)) => {
-            let until = match as_of {
-                Some(AsOf::Position(p)) => p,
-                _ => u64::MAX,
-            };
-            let position = until.min(books.position());
-            (
-                books.balances().trial_balance(until),
-                serde_json::json!({"as_of_position": position}),
-                format!("(as of position {position}; debits positive, credits negative)"),
-            )
-        }
-        Some(AsOf::Time(t)) => (
-            books.trial_balance_at_time(t.timestamp_micros()),
-            serde_json::json!({"as_of_time": t.to_rfc3339(), "events": books.position()}),
-            format!("(entries of events at or before {}; debits positive, credits negative)", t.to_rfc3339()),
-        ),
+fn journal(dir: &DataDir, kind: JournalKind, until: Option<&str>) -> Result<ExitCode> {
+    let until = AsOf::parse_optional(until, "--until").map_err(failed)?;
+    let kind = match kind {
+        JournalKind::Ledger => app::books::JournalKind::Ledger,
+        JournalKind::Beancount => app::books::JournalKind::Beancount,
     };
-    let rows: Vec<_> = all.into_iter().filter(|(a, _, _)| account.as_ref().is_none_or(|wanted| a == wanted)).collect();
-    // An account never used has a zero balance, not no balance.
-    let rows = match (&account, rows.is_empty()) {
-        (Some(account), true) => {
-            vec![(account.clone(), ingest::money::Currency::Cny, rust_decimal::Decimal::new(0, 2))]
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let written = match Backend::open(dir)? {
+        Backend::Local(app, rt) => {
+            let written = rt.block_on(app.journal(kind, until, &mut out));
+            rt.block_on(app.close());
+            written
         }
-        _ => rows,
+        Backend::Remote(client) => client.journal(kind, until, &mut out),
     };
-    print_balances(&rows, format, meta, &footer)?;
-    rt.block_on(keep_books(&store, data_dir, &opened));
-    Ok(ExitCode::SUCCESS)
-}
-
-fn history(
-    data_dir: &Path,
-    account: &str,
-    currency: ingest::money::Currency,
-    from: u64,
-    limit: usize,
-    format: ReportFormat,
-) -> Result<ExitCode> {
-    use ingest::store::EventStore;
-    let account = ledger::entry::Account::parse(account).map_err(anyhow::Error::msg)?;
-    if limit == 0 || limit > HISTORY_PAGE_MAX {
-        anyhow::bail!("--limit {limit} is out of range: 1 to {HISTORY_PAGE_MAX} postings a page");
+    match written {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        // A reader that stopped early (`| head`) is not an error.
+        Err(app::books::JournalFailure::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Err(e.into()),
     }
-    let rt = runtime()?;
-    let store = open_store(data_dir)?;
-    let opened = rt.block_on(open_books(&store, data_dir))?;
-    let (rows, next) = rt.block_on(async {
-        let mut points: Vec<_> = opened
-            .books
-            .balances()
-            .history(&account, currency)
-            .map(|h| h.points_from(from).take(limit + 1).collect())
-            .unwrap_or_default();
-        let next = (points.len() > limit).then(|| points.pop().map(|p| p.position)).flatten();
-        let mut rows = Vec::with_capacity(points.len());
-        for p in points {
-            let stored = store.read_all(p.position, 1).await?;
-            let e = stored.first().context("a posting's event is missing from the log")?;
-            let event = ingest::event::Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)?;
-            rows.push((p, event.event_type(), event.reference(), event.occurred_at()));
-        }
-        anyhow::Ok((rows, next))
-    })?;
-    let mut out = std::io::stdout().lock();
-    match format {
-        ReportFormat::Json => {
-            let postings: Vec<_> = rows
-                .iter()
-                .map(|(p, kind, reference, at)| {
-                    serde_json::json!({
-                        "position": p.position, "event_type": kind, "reference": reference,
-                        "occurred_at": at.to_rfc3339(), "amount": p.amount.to_string(), "balance": p.balance.to_string(),
-                    })
-                })
-                .collect();
-            let page = serde_json::json!({
-                "account": account.path(), "currency": currency.code(), "postings": postings, "next": next,
-            });
-            writeln!(out, "{page}")?;
-        }
-        ReportFormat::Csv => {
-            writeln!(out, "position,event_type,reference,occurred_at,amount,balance")?;
-            for (p, kind, reference, at) in &rows {
-                writeln!(out, "{},{kind},{reference},{},{},{}", p.position, at.to_rfc3339(), p.amount, p.balance)?;
-            }
-        }
-        ReportFormat::Table => {
-            for (p, kind, reference, at) in &rows {
-                writeln!(
-                    out,
-                    "{:>10}  {}  {kind:<18} {reference:<36} {:>14} {:>16}",
-                    p.position,
-                    at.to_rfc3339(),
-                    p.amount,
-                    p.balance
-                )?;
-            }
-            match next {
-                Some(n) => writeln!(out, "(more: --from {n})")?,
-                None => writeln!(out, "(end of history)")?,
-            }
-        }
-    }
-    drop(out);
-    rt.block_on(keep_books(&store, data_dir, &opened));
-    Ok(ExitCode::SUCCESS)
 }
 
-/// Prints balances as a table (with `footer` under it), CSV, or a JSON object holding `meta`'s
-/// fields and the rows under `balances`.
-fn print_balances(
-    rows: &[(ledger::entry::Account, ingest::money::Currency, rust_decimal::Decimal)],
-    format: ReportFormat,
-    mut meta: serde_json::Value,
-    footer: &str,
-) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    match format {
-        ReportFormat::Json => {
-            let balances: Vec<_> = rows
-                .iter()
-                .map(|(a, c, b)| serde_json::json!({"account": a.path(), "currency": c.code(), "balance": b.to_string()}))
-                .collect();
-            meta["balances"] = serde_json::Value::Array(balances);
-            writeln!(out, "{meta}")?;
-        }
-        ReportFormat::Csv => {
-            writeln!(out, "account,currency,balance")?;
-            for (a, c, b) in rows {
-                writeln!(out, "{a},{c},{b}")?;
-            }
-        }
-        ReportFormat::Table => {
-            let width = rows.iter().map(|(a, _, _)| a.path().len()).max().unwrap_or(7);
-            for (a, c, b) in rows {
-                writeln!(out, "{:<width$}  {b:>16} {c}", a.path())?;
-            }
-            writeln!(out, "{footer}")?;
-        }
-    }
-    Ok(())
-}
-
-fn settle(data_dir: &Path, date: chrono::NaiveDate, format: ReportFormat) -> Result<ExitCode> {
-    use ingest::store::{EventStore, ExpectedRevision};
-    let rt = runtime()?;
-    let store = open_store(data_dir)?;
-    let opened = rt.block_on(open_books(&store, data_dir))?;
-    let settled = rt.block_on(async {
-        let mut settled = Vec::new();
-        for s in opened.books.settlements_due(date) {
-            let event = ingest::event::Event::MerchantSettled(s.clone());
-            let appended = store
-                .append(&event.stream(), ExpectedRevision::Any, vec![event.to_event_data()])
-                .await
-                .with_context(|| format!("recording the settlement of {}", s.merchant_id))?;
-            settled.push((s, appended.first_position));
-        }
-        anyhow::Ok(settled)
-    })?;
-    let mut out = std::io::stdout().lock();
-    match format {
-        ReportFormat::Json => {
-            let rows: Vec<_> = settled
-                .iter()
-                .map(|(s, position)| {
-                    serde_json::json!({
-                        "merchant_id": s.merchant_id, "business_date": s.business_date.to_string(),
-                        "gross": s.gross.to_string(), "refunds": s.refunds.to_string(), "fees": s.fees.to_string(),
-                        "net": s.net.to_string(), "currency": s.currency.code(), "position": position,
-                    })
-                })
-                .collect();
-            writeln!(out, "{}", serde_json::json!({"settlement_date": date.to_string(), "settled": rows}))?;
-        }
-        ReportFormat::Csv => {
-            writeln!(out, "merchant_id,business_date,gross,refunds,fees,net,currency")?;
-            for (s, _) in &settled {
-                let (m, d, c) = (&s.merchant_id, s.business_date, s.currency);
-                writeln!(out, "{m},{d},{},{},{},{},{c}", s.gross, s.refunds, s.fees, s.net)?;
-            }
-        }
-        ReportFormat::Table => {
-            writeln!(out, "{:<10} {:>12} {:>12} {:>10} {:>12}", "merchant", "gross", "refunds", "fees", "net")?;
-            for (s, _) in &settled {
-                let (m, c) = (&s.merchant_id, s.currency);
-                writeln!(out, "{m:<10} {:>12} {:>12} {:>10} {:>12} {c}", s.gross, s.refunds, s.fees, s.net)?;
-            }
-            if settled.is_empty() {
-                writeln!(out, "nothing to settle for {date} (no business that day, or already settled)")?;
-            }
-        }
-    }
-    drop(out);
-    rt.block_on(keep_books(&store, data_dir, &opened));
-    Ok(ExitCode::SUCCESS)
-}
-
-fn replay(data_dir: &Path, until: &str, format: ReportFormat) -> Result<ExitCode> {
-    let until_point = parse_as_of(until, "--until")?;
-    let rt = runtime()?;
-    let (rows, events_read, entries, digest) = rt.block_on(async {
-        let store = open_store(data_dir)?;
-        anyhow::Ok(match until_point {
-            AsOf::Position(position) => {
-                let books = ledger::replay(&store, position).await.context("replaying the event log")?;
-                (books.balances().trial_balance(u64::MAX), books.position(), books.entries(), books.digest())
-            }
-            AsOf::Time(time) => {
-                let r = ledger::replay_until_time(&store, time).await.context("replaying the event log")?;
-                (r.rows, r.events_read, r.entries, r.digest)
-            }
-        })
-    })?;
-    let meta = serde_json::json!({"until": until, "events_read": events_read, "entries": entries, "digest": digest});
-    let footer = format!("events read {events_read}, entries {entries}, digest {digest}");
-    print_balances(&rows, format, meta, &footer)?;
-    Ok(ExitCode::SUCCESS)
-}
-
-fn journal(data_dir: &Path, kind: JournalKind, until: Option<&str>) -> Result<ExitCode> {
-    let until = until.map(|u| parse_as_of(u, "--until")).transpose()?;
-    let format = match kind {
-        JournalKind::Ledger => ledger::journal::JournalFormat::Ledger,
-        JournalKind::Beancount => ledger::journal::JournalFormat::Beancount,
-    };
-    let rt = runtime()?;
-    rt.block_on(async {
-        let store = open_store(data_dir)?;
-        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-        let written = match until {
-            Some(AsOf::Time(t)) => {
-                ledger::journal::write_journal_to_time(&store, t.timestamp_micros(), format, &mut out).await
-            }
-            Some(AsOf::Position(p)) => ledger::journal::write_journal(&store, p, format, &mut out).await,
-            None => ledger::journal::write_journal(&store, u64::MAX, format, &mut out).await,
-        };
-        match written.map_err(anyhow::Error::from).and_then(|_| Ok(out.flush()?)) {
-            // A reader that stopped early (`| head`) is not an error.
-            Err(e)
-                if e.chain().any(|c| {
-                    c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-                        || c.to_string().contains("Broken pipe")
-                }) =>
-            {
-                Ok(())
-            }
-            other => other,
-        }
-    })?;
-    Ok(ExitCode::SUCCESS)
-}
-
-fn keys(data_dir: &Path, command: KeysCommand) -> Result<ExitCode> {
-    match command {
-        KeysCommand::Create { role, merchant } => {
-            let (record, token) = crate::keys::create(data_dir, role, merchant)?;
-            eprintln!("key {} ({}) created; keep it now, it is not shown again:", record.id, record.role.as_str());
-            println!("{token}");
-        }
-        KeysCommand::Revoke { id } => {
-            let record = crate::keys::revoke(data_dir, &id)?;
-            println!("key {} ({}) revoked", record.id, record.role.as_str());
-        }
-        KeysCommand::List => {
-            for k in crate::keys::list(data_dir)? {
-                let state = if k.revoked { "revoked" } else { "active" };
-                println!(
-                    "{}  {:<8}  {:<10}  {}  {state}",
-                    k.id,
-                    k.role.as_str(),
-                    k.merchant.as_deref().unwrap_or("-"),
-                    k.created_at
-                );
-            }
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn export(data_dir: &Path, out: Option<PathBuf>, format: Format) -> Result<ExitCode> {
-    let out = out.unwrap_or_else(|| data_dir.join("export"));
-    let rt = runtime()?;
-    let store = open_store(data_dir)?;
-    let summary = rt.block_on(analytics::export::export(&store, &out)).context("exporting")?;
-    match format {
-        Format::Json => println!("{}", serde_json::to_string(&summary)?),
-        Format::Table => {
-            println!(
-                "exported positions {}..{} to {}: {} file(s)",
-                summary.from,
-                summary.to,
-                out.display(),
-                summary.files
-            );
-            for (table, rows) in &summary.rows {
-                println!("  {table:<12} {rows:>10} rows");
-            }
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn verify(data_dir: &Path, format: Format) -> Result<ExitCode> {
-    let dir = events_dir(data_dir);
-    if !dir.exists() {
-        anyhow::bail!("{} holds no event log", data_dir.display());
-    }
-    let report = match verify_dir(&dir) {
-        Ok(report) => report,
-        Err(ingest::store::VerifyError::Io(e)) => anyhow::bail!(e),
-        Err(e) => {
-            match format {
-                Format::Json => println!("{}", serde_json::json!({"ok": false, "error": e.to_string()})),
-                Format::Table => println!("FAILED: {e}"),
-            }
-            return Ok(ExitCode::from(1));
+/// `verify`: by the server when one runs (up to its head as of the request), else offline.
+fn verify(dir: &DataDir, format: Format) -> Result<ExitCode> {
+    let verified = match crate::local::client::connect(dir).map_err(failed)? {
+        Some(client) => match client.call(Request::Verify, None).map_err(failed)? {
+            Reply::Verified { verified } => verified,
+            other => return Err(unexpected(&other)),
+        },
+        None => {
+            let rt = runtime()?;
+            rt.block_on(app::verify::verify_offline(dir, warn())).map_err(failed)?
         }
     };
-    let rt = runtime()?;
-    let books = rt.block_on(async {
-        let store = open_store(data_dir)?;
-        anyhow::Ok(ledger::verify_books(&store, Some(&ledger_checkpoint(data_dir))).await)
-    })?;
-    let books = match books {
-        Ok(b) => b,
-        Err(e) => {
-            match format {
-                Format::Json => println!(
-                    "{}",
-                    serde_json::json!({"ok": false, "events": report.events, "head_hash": report.head_hash,
-                                       "error": format!("books: {e}")})
-                ),
-                Format::Table => {
-                    println!("log ok: {} events, head hash {}", report.events, report.head_hash);
-                    println!("FAILED: books: {e}");
-                }
-            }
-            return Ok(ExitCode::from(1));
-        }
-    };
-    let checkpoint = books.checkpoint.as_ref().map(|c| {
-        serde_json::json!({
-            "position": c.position, "refused": c.refused, "matches_rebuild": c.matches_rebuild,
-            "resumed_matches_rebuild": c.resumed_matches_rebuild,
-        })
-    });
-    match format {
-        Format::Json => println!(
-            "{}",
-            serde_json::json!({
-                "ok": books.ok(), "events": report.events, "frames": report.frames,
-                "segments": report.segments, "head_hash": report.head_hash,
-                "books": {"entries": books.entries, "postings": books.postings, "digest": books.digest,
-                          "state_digest": books.state_digest, "checkpoint": checkpoint},
-            })
-        ),
-        Format::Table => {
-            println!("ok: {} events in {} commits, {} segment(s)", report.events, report.frames, report.segments);
-            println!("head hash {}", report.head_hash);
-            println!(
-                "books rebuilt from position 0: {} entries, {} postings, trial balance zero, every balance the sum \
-                 of its postings",
-                books.entries, books.postings
-            );
-            println!("balances digest {}", books.digest);
-            match &books.checkpoint {
-                None => println!("no ledger checkpoint to compare"),
-                Some(c) => match &c.refused {
-                    Some(why) => println!("FAILED: ledger checkpoint: {why}"),
-                    None => {
-                        let word = |ok: bool| if ok { "equal" } else { "DIFFERENT" };
-                        println!(
-                            "ledger checkpoint at position {}: {} to a rebuild to that position; caught up, {} to \
-                             the rebuild",
-                            c.position,
-                            word(c.matches_rebuild),
-                            word(c.resumed_matches_rebuild)
-                        );
-                    }
-                },
-            }
-        }
-    }
-    Ok(if books.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    render::verified(&mut std::io::stdout().lock(), &verified, format == Format::Json)?;
+    Ok(if verified.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

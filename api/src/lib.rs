@@ -1,12 +1,13 @@
-//! `api` is glue: the `posledger` command-line tool ([`cli`]) and the warp HTTP server
-//! ([`http`], with its API keys in [`keys`] and its [`openapi`] document). It parses arguments and wires the library crates together; business rules live
-//! in `ingest`, `ledger`, `analytics` and `queries`.
+//! `api` holds posledger's adapters: the `posledger` command line ([`cli`]), the HTTP API
+//! ([`http`], with its [`openapi`] document), the running server's local socket ([`local`])
+//! and `posledger serve`, which runs the last two ([`serve`]). They parse input into a use
+//! case's arguments, call [`app::App`], and render its typed result ([`render`]); business
+//! rules live in `app` and the library crates below it. The command line and the HTTP API never
+//! import each other.
 
-pub mod analyze;
-pub mod bench;
 pub mod cli;
 pub mod http;
-mod jsonfile;
-pub mod keys;
+pub mod local;
 pub mod openapi;
-pub mod recon;
+pub mod render;
+pub mod serve;

@@ -342,7 +342,7 @@ pub fn document() -> Value {
                     {"name": "account", "in": "query", "required": true, "schema": {"type": "string", "maxLength": 256}},
                     {"name": "currency", "in": "query", "required": false, "schema": {"type": "string", "enum": ["CNY"]}},
                     {"name": "from", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0}},
-                    {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": crate::http::ENTRIES_PAGE_MAX}}
+                    {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": app::books::HISTORY_PAGE_MAX}}
                 ]);
                 responses.insert("200".into(), ok_json("a page of postings; `next` is the following page's `from`",
                     json!({"type": "object", "required": ["account", "currency", "postings"], "properties": {

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use api::keys::Role;
+use app::keys::Role;
 use serde_json::Value;
 
 fn manifest(path: &str) -> PathBuf {
@@ -101,7 +101,10 @@ impl Server {
                     ingestor.ingest_reader(file, ingest::pipeline::InputKind::Admin, |_, _| {}).await.expect("ingest");
                 assert_eq!(s.rejected, 0);
             }
-            let state = api::http::State::open(dir.path()).await.expect("state");
+            let app =
+                app::App::open(app::DataDir::new(dir.path()), Box::new(|w| eprintln!("warning: {w}"))).expect("app");
+            app.open_all().await.expect("open");
+            let state = api::http::State::new(std::sync::Arc::new(app));
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
             let addr = listener.local_addr().expect("addr");
             tokio::spawn(warp::serve(api::http::routes(state.clone())).incoming(listener).run());
@@ -111,7 +114,7 @@ impl Server {
     }
 
     fn key(&self, role: Role, merchant: Option<&str>) -> String {
-        api::keys::create(self.dir.path(), role, merchant.map(str::to_owned)).expect("key").1
+        self.state.app().create_key(role, merchant.map(str::to_owned)).expect("key").token
     }
 
     fn call(&self, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> Answer {
@@ -120,12 +123,12 @@ impl Server {
 
     /// Events in the log.
     fn events_count(&self) -> u64 {
-        ingest::store::EventStore::head(&**self.state.store())
+        ingest::store::EventStore::head(&**self.state.app().store())
     }
 
     /// The stored events' ids, in order, read from the store itself.
     fn stored_ids(&self) -> Vec<String> {
-        let store = self.state.store().clone();
+        let store = self.state.app().store().clone();
         let events =
             self.runtime.block_on(async move { ingest::store::EventStore::read_all(&*store, 0, 100_000).await });
         events.expect("read").iter().map(|e| e.data.event_id.to_string()).collect()
@@ -157,8 +160,9 @@ fn every_route_answers_each_role_as_documented() {
     // The role matrix: every route of the OpenAPI document × no key, a revoked key, and each
     // role; a route refuses with 401 without a valid key and 403 for a role it does not list.
     let server = Server::start();
-    let (revoked_record, revoked) = api::keys::create(server.dir.path(), Role::Admin, None).expect("key");
-    api::keys::revoke(server.dir.path(), &revoked_record.id).expect("revoke");
+    let created = server.state.app().create_key(Role::Admin, None).expect("key");
+    let revoked = created.token;
+    server.state.app().revoke_key(&created.record.id).expect("revoke");
     let tokens = [
         ("terminal", server.key(Role::Terminal, Some("M000001"))),
         ("finance", server.key(Role::Finance, None)),
@@ -526,7 +530,7 @@ fn a_large_break_over_http_is_resolved_only_with_a_second_key() {
     assert_eq!((own.status, own.json()["type"].as_str()), (409, Some("https://posledger.dev/problems/same_approver")));
     // A proposal does not outlive its key: revoked, it is not approved, and another key may
     // propose in its place.
-    api::keys::revoke(server.dir.path(), &first[4..16]).expect("revoke");
+    server.state.app().revoke_key(&first[4..16]).expect("revoke");
     let stale = server.call("POST", &approval, Some(&second), what);
     let conflict = (stale.status, stale.json()["type"].as_str().map(str::to_owned));
     assert_eq!(conflict, (409, Some("https://posledger.dev/problems/proposer_revoked".to_owned())));

@@ -19,6 +19,7 @@ use uuid::Uuid;
 use crate::money::Currency;
 use crate::statement::{LineKind, StatementChannel, StatementLine, Totals};
 use crate::store::EventData;
+use crate::streams;
 
 /// Namespace of the version-5 UUIDs that identify events.
 const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x7f0c_2d1e_94b3_4c55_a1d6_0e3b_8f42_9a17);
@@ -764,36 +765,30 @@ impl Event {
     /// The stream the event is appended to.
     pub fn stream(&self) -> String {
         match self {
-            Event::ChannelTermsSet(e) => format!("channel-{}", e.channel),
+            Event::ChannelTermsSet(e) => streams::channel(e.channel),
             Event::MerchantApplied(MerchantApplied { merchant_id, .. })
             | Event::MerchantApproved(MerchantApproved { merchant_id, .. })
             | Event::MerchantRejected(MerchantRejected { merchant_id, .. })
             | Event::ContractSigned(ContractSigned { merchant_id, .. })
-            | Event::MerchantClosed(MerchantClosed { merchant_id, .. }) => {
-                format!("merchant-{merchant_id}")
-            }
+            | Event::MerchantClosed(MerchantClosed { merchant_id, .. }) => streams::merchant(merchant_id),
             Event::TerminalBound(TerminalBound { terminal_id, .. })
             | Event::TerminalActivated(TerminalActivated { terminal_id, .. })
             | Event::TerminalSuspended(TerminalSuspended { terminal_id, .. })
-            | Event::TerminalUnbound(TerminalUnbound { terminal_id, .. }) => {
-                format!("terminal-{terminal_id}")
-            }
-            Event::PaymentCaptured(e) => payment_stream(&e.txn_id),
+            | Event::TerminalUnbound(TerminalUnbound { terminal_id, .. }) => streams::terminal(terminal_id),
+            Event::PaymentCaptured(e) => streams::payment(&e.txn_id),
             Event::PaymentVoided(e) | Event::PaymentRefunded(e) | Event::PaymentReversed(e) => {
-                payment_stream(&e.original_txn_id)
+                streams::payment(&e.original_txn_id)
             }
-            Event::TerminalBatchClosed(e) => format!("batch-{}-{}", e.terminal_id, e.batch_no),
-            Event::MerchantSettled(e) => format!("settlement-{}-{}", e.merchant_id, e.settlement_date),
+            Event::TerminalBatchClosed(e) => streams::batch(&e.terminal_id, &e.batch_no),
+            Event::MerchantSettled(e) => streams::settlement(&e.merchant_id, e.settlement_date),
             Event::StatementLines(StatementLines { channel, date, .. })
-            | Event::StatementImported(StatementImported { channel, date, .. }) => {
-                format!("statement-{channel}-{date}")
-            }
+            | Event::StatementImported(StatementImported { channel, date, .. }) => streams::statement(channel, *date),
             Event::ReconciliationBreaks(ReconciliationBreaks { channel, date, .. })
             | Event::ReconciliationCompleted(ReconciliationCompleted { channel, date, .. }) => {
-                format!("recon-{channel}-{date}")
+                streams::recon(channel, *date)
             }
-            Event::TerminalBatchReconciled(e) => format!("batch-verdict-{}-{}", e.terminal_id, e.batch_no),
-            Event::BreakResolved(e) => format!("break-{}", e.break_id),
+            Event::TerminalBatchReconciled(e) => streams::batch_verdict(&e.terminal_id, &e.batch_no),
+            Event::BreakResolved(e) => streams::break_resolution(&e.break_id),
         }
     }
 
@@ -1224,11 +1219,6 @@ pub fn event_id_of(event_type: &str, key: &str) -> Uuid {
 
 /// The id space shared by the payment events (captures, voids, refunds, reversals).
 pub const PAYMENT_ID_SPACE: &str = "Payment";
-
-/// The stream of a payment and everything done to it.
-pub fn payment_stream(txn_id: &str) -> String {
-    format!("payment-{txn_id}")
-}
 
 #[cfg(test)]
 mod tests {

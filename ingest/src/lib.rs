@@ -16,4 +16,5 @@ pub mod money;
 pub mod pipeline;
 pub mod statement;
 pub mod store;
+pub mod streams;
 pub mod writemodel;

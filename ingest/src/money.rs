@@ -32,6 +32,9 @@ pub enum Currency {
 }
 
 impl Currency {
+    /// Every currency posledger books.
+    pub const ALL: [Currency; 4] = [Currency::Cny, Currency::Hkd, Currency::Usd, Currency::Jpy];
+
     /// Number of decimal places of the currency's minor unit.
     pub const fn scale(self) -> u32 {
         match self {

@@ -18,9 +18,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::admin::parse_admin_line;
-use crate::event::{Event, payment_stream};
+use crate::event::Event;
 use crate::feed::{FEED_LINE_BYTES_MAX, LineError, parse_feed_line};
 use crate::store::{AppendError, AppendRequest, EventStore, ExpectedRevision, HashKeyMap, READ_EVENTS_MAX, ReadError};
+use crate::streams::payment as payment_stream;
 use crate::writemodel::{PaymentState, REGISTRY_EVENT_TYPES, Registry, Rejection, View};
 
 /// Records decided and appended together.
@@ -106,7 +107,8 @@ pub struct IngestSummary {
 }
 
 impl IngestSummary {
-    fn count(&mut self, outcome: RecordOutcome) {
+    /// Counts one record's outcome (listing it among the first rejections if it was refused).
+    pub fn count(&mut self, outcome: RecordOutcome) {
         self.records += 1;
         match outcome {
             RecordOutcome::Accepted { .. } => self.accepted += 1,
@@ -330,28 +332,14 @@ impl<S: EventStore> Ingestor<S> {
         summary: &mut IngestSummary,
     ) -> Result<(), IngestError> {
         self.catch_up().await?;
-        let mut line_no = 0u64;
-        let mut bytes_read = 0u64;
+        let mut reader = ChunkReader::new(&mut input);
         let mut in_flight: Option<InFlight> = None;
         let mut parsing: Option<Parsing> = None;
         let mut spare: Vec<Vec<u8>> = Vec::new();
         loop {
             // Stage 1: read a chunk and parse it on another thread.
-            let mut lines: Vec<(u64, Vec<u8>)> = Vec::with_capacity(CHUNK_RECORDS_MAX);
-            while lines.len() < CHUNK_RECORDS_MAX {
-                let mut buf = spare.pop().unwrap_or_default();
-                let Some(n) = read_bounded_line(&mut input, &mut buf, FEED_LINE_BYTES_MAX)? else { break };
-                bytes_read += n as u64;
-                line_no += 1;
-                if line_no == 1 && buf.starts_with(b"\xEF\xBB\xBF") {
-                    buf.drain(..3);
-                }
-                if buf.iter().all(u8::is_ascii_whitespace) {
-                    spare.push(buf);
-                    continue;
-                }
-                lines.push((line_no, buf));
-            }
+            let lines = reader.next_chunk(&mut spare)?;
+            let bytes_read = reader.bytes_read();
             let parsing_next = (!lines.is_empty()).then(|| {
                 tokio::task::spawn_blocking(move || {
                     let parsed = parse_chunk(&lines, kind);
@@ -876,6 +864,48 @@ fn unreachable_outcome() -> RecordOutcome {
         code: "internal_error".into(),
         message: "record was not decided".into(),
     })
+}
+
+/// Reads NDJSON input a chunk of up to [`CHUNK_RECORDS_MAX`] records at a time, each with its
+/// 1-based line number: a byte-order mark before the first line is dropped, blank lines are
+/// not records, and a line over [`FEED_LINE_BYTES_MAX`] is kept cut (the parser refuses it).
+pub struct ChunkReader<R> {
+    input: R,
+    line_no: u64,
+    bytes_read: u64,
+}
+
+impl<R: BufRead> ChunkReader<R> {
+    /// Reads `input` from its start.
+    pub fn new(input: R) -> Self {
+        ChunkReader { input, line_no: 0, bytes_read: 0 }
+    }
+
+    /// Bytes consumed so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read
+    }
+
+    /// The next chunk (empty at the end of input); line buffers are taken from `spare` when
+    /// it has some.
+    pub fn next_chunk(&mut self, spare: &mut Vec<Vec<u8>>) -> io::Result<Vec<(u64, Vec<u8>)>> {
+        let mut lines: Vec<(u64, Vec<u8>)> = Vec::with_capacity(CHUNK_RECORDS_MAX);
+        while lines.len() < CHUNK_RECORDS_MAX {
+            let mut buf = spare.pop().unwrap_or_default();
+            let Some(n) = read_bounded_line(&mut self.input, &mut buf, FEED_LINE_BYTES_MAX)? else { break };
+            self.bytes_read += n as u64;
+            self.line_no += 1;
+            if self.line_no == 1 && buf.starts_with(b"\xEF\xBB\xBF") {
+                buf.drain(..3);
+            }
+            if buf.iter().all(u8::is_ascii_whitespace) {
+                spare.push(buf);
+                continue;
+            }
+            lines.push((self.line_no, buf));
+        }
+        Ok(lines)
+    }
 }
 
 /// Reads one line into `buf` (without its `\n` or `\r\n`), keeping at most `max + 1` bytes of

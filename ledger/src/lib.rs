@@ -360,7 +360,7 @@ pub async fn save_books<S: EventStore>(store: &S, books: &Projection, path: &Pat
 }
 
 /// What `verify` found about the books.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BooksReport {
     /// Events in the log.
     pub events: u64,
@@ -377,7 +377,7 @@ pub struct BooksReport {
 }
 
 /// A checkpoint compared with rebuilds from position 0.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CheckpointCheck {
     /// Its position.
     pub position: u64,
@@ -396,11 +396,18 @@ impl BooksReport {
     }
 }
 
-/// Rebuilds the books from position 0 (checking every invariant) and compares them with the
-/// checkpoint at `checkpoint`, if there is one: the checkpoint must equal a rebuild to its
-/// position, and the checkpoint caught up must equal the full rebuild. One set of books is
-/// held at a time.
-pub async fn verify_books<S: EventStore>(store: &S, checkpoint: Option<&Path>) -> Result<BooksReport, ReplayError> {
+/// Rebuilds the books from position 0 (checking every invariant) up to `until` (exclusive;
+/// `u64::MAX`: the head) and compares them with the checkpoint at `checkpoint`, if there is
+/// one: the checkpoint must equal a rebuild to its position, and the checkpoint caught up must
+/// equal the rebuild. A checkpoint past `until` moves `until` to it. Fixing `until` lets the
+/// log be appended to meanwhile: both sides stop at the same event. One set of books is held
+/// at a time.
+pub async fn verify_books<S: EventStore>(
+    store: &S,
+    checkpoint: Option<&Path>,
+    until: u64,
+) -> Result<BooksReport, ReplayError> {
+    let mut until = until.min(store.head());
     let mut check = None;
     let mut resumed_digest = None;
     if let Some(path) = checkpoint.filter(|p| p.exists()) {
@@ -415,13 +422,14 @@ pub async fn verify_books<S: EventStore>(store: &S, checkpoint: Option<&Path>) -
             }
             Ok(loaded) => {
                 let position = loaded.books.position();
+                until = until.max(position);
                 let refused = mismatch(store, &loaded).await?;
                 let mut c =
                     CheckpointCheck { position, refused, matches_rebuild: false, resumed_matches_rebuild: false };
                 if c.refused.is_none() {
                     let saved = checkpoint::state_digest(&loaded.books);
                     let mut resumed = loaded.books;
-                    catch_up(store, &mut resumed, u64::MAX).await?;
+                    catch_up(store, &mut resumed, until).await?;
                     resumed.check()?;
                     resumed_digest = Some(checkpoint::state_digest(&resumed));
                     drop(resumed);
@@ -432,7 +440,7 @@ pub async fn verify_books<S: EventStore>(store: &S, checkpoint: Option<&Path>) -
             }
         }
     }
-    let full = replay(store, u64::MAX).await?;
+    let full = replay(store, until).await?;
     let state = checkpoint::state_digest(&full);
     if let (Some(c), Some(resumed)) = (check.as_mut(), resumed_digest) {
         c.resumed_matches_rebuild = resumed == state;

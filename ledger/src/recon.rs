@@ -472,16 +472,13 @@ pub enum ReconError {
     /// Reading the log failed.
     #[error(transparent)]
     Replay(#[from] crate::ReplayError),
-    /// Writing to the log failed.
-    #[error("recording: {0}")]
-    Append(#[from] ingest::store::AppendError),
     /// Reading a stream failed.
     #[error(transparent)]
     Read(#[from] ingest::store::ReadError),
 }
 
 /// What an import did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Imported {
     /// The import's record (new, or the earlier one of the same file).
     pub statement: ingest::event::StatementImported,
@@ -494,16 +491,29 @@ pub fn file_digest(bytes: &[u8]) -> String {
     blake3::hash(bytes).to_hex().to_string()
 }
 
-/// Imports a statement file: parses it (all or nothing), then records its lines in parts and
-/// the [`ingest::event::StatementImported`] that makes them count. The same file again (same
-/// digest) records nothing. `date` overrides the date the file or its name gives.
-pub async fn import_statement<S: ingest::store::EventStore>(
+/// What recording a run or an import takes: its events, in order, for one stream. The last
+/// event is the one that makes the others count (a run cut before it is ignored and completed
+/// by running again); recorded atomically when the events fit one request
+/// ([`ATOMIC_RUN_EVENTS_MAX`], [`ATOMIC_RUN_BYTES_MAX`]), with the stream's revision expected.
+#[derive(Debug, Clone)]
+pub struct ToRecord {
+    /// The stream (`statement-<channel>-<date>`, `recon-<channel>-<date>`).
+    pub stream: String,
+    /// The events; empty when there is nothing to record.
+    pub events: Vec<ingest::event::Event>,
+}
+
+/// Parses a statement file (all or nothing) and works out what importing it records: its
+/// lines in parts and the [`ingest::event::StatementImported`] that makes them count. The same
+/// file again (same digest) records nothing. `date` overrides the date the file or its name
+/// gives. Reads the log; records nothing.
+pub async fn prepare_import<S: ingest::store::EventStore>(
     store: &S,
     channel: StatementChannel,
     name: &str,
     bytes: &[u8],
     date: Option<NaiveDate>,
-) -> Result<Imported, ReconError> {
+) -> Result<(Imported, ToRecord), ReconError> {
     use ingest::event::{Event, StatementImported, StatementLines};
     let date_hint = date.or_else(|| ingest::statement::date_in_name(name));
     let statement = ingest::statement::parse_dated(channel, name, bytes, date_hint)?;
@@ -515,8 +525,9 @@ pub async fn import_statement<S: ingest::store::EventStore>(
     let date = date.or(statement.stated_date).or(date_hint).ok_or_else(|| ReconError::NoDate(name.to_owned()))?;
     let digest = file_digest(bytes);
     let imports = statement_imports(store, channel, date).await?;
+    let stream = ingest::streams::statement(channel, date);
     if let Some(last) = imports.last().filter(|i| i.digest == digest) {
-        return Ok(Imported { statement: last.clone(), again: true });
+        return Ok((Imported { statement: last.clone(), again: true }, ToRecord { stream, events: Vec::new() }));
     }
     // A file imported before (then replaced by another) has its parts stored already: only
     // a new record is needed to put it back in force.
@@ -547,40 +558,7 @@ pub async fn import_statement<S: ingest::store::EventStore>(
     };
     let mut events = if stored_before { Vec::new() } else { parts };
     events.push(Event::StatementImported(imported.clone()));
-    append_run(store, &format!("statement-{channel}-{date}"), events).await?;
-    Ok(Imported { statement: imported, again: false })
-}
-
-/// Events of one stream appended as one atomic request (with the stream's revision expected,
-/// so two writers cannot interleave) when they fit one; otherwise in order, in several requests
-/// — the last event being the one that makes the others count, a cut run is ignored and
-/// completed by running again.
-async fn append_run<S: ingest::store::EventStore>(
-    store: &S,
-    stream: &str,
-    events: Vec<ingest::event::Event>,
-) -> Result<(), ReconError> {
-    use ingest::store::ExpectedRevision;
-    let data: Vec<_> = events.iter().map(ingest::event::Event::to_event_data).collect();
-    let bytes: usize = data.iter().map(|d| d.payload.len()).sum();
-    if data.len() <= ATOMIC_RUN_EVENTS_MAX && bytes <= ATOMIC_RUN_BYTES_MAX {
-        let expected = match store.stream_revision(stream).await? {
-            Some(r) => ExpectedRevision::Exact(r),
-            None => ExpectedRevision::NoStream,
-        };
-        // A run already recorded whole: nothing to do.
-        if let Some(last) = data.last()
-            && store.event_by_id(last.event_id).await?.is_some()
-        {
-            return Ok(());
-        }
-        store.append(stream, expected, data).await?;
-        return Ok(());
-    }
-    for event in data {
-        store.append(stream, ExpectedRevision::Any, vec![event]).await?;
-    }
-    Ok(())
+    Ok((Imported { statement: imported, again: false }, ToRecord { stream, events }))
 }
 
 /// Most events (and payload bytes) a run or import is appended with atomically.
@@ -610,7 +588,7 @@ async fn statement_events<S: ingest::store::EventStore>(
     channel: StatementChannel,
     date: NaiveDate,
 ) -> Result<Vec<ingest::event::Event>, ReconError> {
-    stream_events(store, &format!("statement-{channel}-{date}")).await
+    stream_events(store, &ingest::streams::statement(channel, date)).await
 }
 
 /// Every event of one stream, decoded.
@@ -678,7 +656,7 @@ pub struct Reconciled {
     pub classification: Classification,
     /// Our items of the date (payments and refunds), for the report's totals.
     pub our_totals: ingest::statement::Totals,
-    /// What was recorded (the same record when the run repeats an earlier one).
+    /// What the run records (the same record when it repeats an earlier one).
     pub record: ingest::event::ReconciliationCompleted,
     /// Its breaks (and carried items), as recorded in its parts.
     pub breaks: Vec<ingest::event::ReconBreak>,
@@ -688,13 +666,14 @@ pub struct Reconciled {
 /// a part stays well under the store's payload limit).
 pub const RECON_BREAKS_PART: usize = 1_000;
 
-/// Reconciles the statement of `channel` for `date` against the log, and records the result
-/// (a repeated run with the same inputs records nothing new).
-pub async fn reconcile<S: ingest::store::EventStore>(
+/// Reconciles the statement of `channel` for `date` against the log and works out what the run
+/// records (a repeated run with the same inputs finds its events stored already). Reads the
+/// log; records nothing.
+pub async fn prepare_run<S: ingest::store::EventStore>(
     store: &S,
     channel: StatementChannel,
     date: NaiveDate,
-) -> Result<Reconciled, ReconError> {
+) -> Result<(Reconciled, ToRecord), ReconError> {
     use ingest::event::{Event, ReconciliationBreaks, ReconciliationCompleted};
     let (statement, lines) =
         stored_statement(store, channel, date, None).await?.ok_or(ReconError::NoStatement(channel, date))?;
@@ -751,7 +730,7 @@ pub async fn reconcile<S: ingest::store::EventStore>(
     let classification_digest = digest.finalize().to_hex().to_string();
     // The runs recorded before: the same run again while it is in force records nothing
     // (its events are stored); after another run it is recorded once more, numbered.
-    let stream = format!("recon-{channel}-{date}");
+    let stream = ingest::streams::recon(channel, date);
     let earlier: Vec<ReconciliationCompleted> = stream_events(store, &stream)
         .await?
         .into_iter()
@@ -793,8 +772,7 @@ pub async fn reconcile<S: ingest::store::EventStore>(
     // repeated with the same inputs finds them all stored already.
     let mut events = parts;
     events.push(Event::ReconciliationCompleted(record.clone()));
-    append_run(store, &stream, events).await?;
-    Ok(Reconciled { statement, classification, our_totals, record, breaks })
+    Ok((Reconciled { statement, classification, our_totals, record, breaks }, ToRecord { stream, events }))
 }
 
 /// The host's verdict on every terminal batch closed on `date`: the terminal's totals against
@@ -1012,14 +990,14 @@ pub enum ResolveError {
     /// Reading the log failed.
     #[error(transparent)]
     Replay(#[from] crate::ReplayError),
-    /// Writing the log failed.
-    #[error("recording: {0}")]
-    Append(#[from] ingest::store::AppendError),
 }
 
-/// Resolves a break: checks it is open, that a large one carries a second person's approval,
-/// and records [`ingest::event::BreakResolved`] (which the books post: its suspense out).
-pub async fn resolve<S: ingest::store::EventStore>(
+/// Works out a break's resolution: checks it is open, that the action is possible, that a
+/// large one carries a second person's approval, and returns the
+/// [`ingest::event::BreakResolved`] to record (in its own stream, expected not to exist: a
+/// break is resolved once), which the books post: its suspense out. Reads the log; records
+/// nothing.
+pub async fn prepare_resolution<S: ingest::store::EventStore>(
     store: &S,
     id: &str,
     action: ingest::event::ResolveAction,
@@ -1028,8 +1006,7 @@ pub async fn resolve<S: ingest::store::EventStore>(
     approved_by: Option<&str>,
     threshold: Decimal,
 ) -> Result<ingest::event::BreakResolved, ResolveError> {
-    use ingest::event::{BreakResolved, Event};
-    use ingest::store::ExpectedRevision;
+    use ingest::event::BreakResolved;
     if reason.trim().is_empty() || by.trim().is_empty() {
         return Err(ResolveError::Incomplete("a resolution needs --reason and --by".into()));
     }
@@ -1088,8 +1065,6 @@ pub async fn resolve<S: ingest::store::EventStore>(
         approved_by: approved_by.map(|a| a.trim().to_owned()),
         approval_over: threshold,
     };
-    let event = Event::BreakResolved(record.clone());
-    store.append(&event.stream(), ExpectedRevision::NoStream, vec![event.to_event_data()]).await?;
     Ok(record)
 }
 

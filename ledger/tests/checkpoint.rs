@@ -40,7 +40,7 @@ async fn a_checkpoint_resumes_to_the_same_books_as_a_replay() {
     assert_eq!(state_digest(&resumed), state_digest(&rebuilt));
     assert_eq!(resumed.digest(), rebuilt.digest());
 
-    let report = verify_books(&*store, Some(&path)).await.expect("verify");
+    let report = verify_books(&*store, Some(&path), u64::MAX).await.expect("verify");
     let c = report.checkpoint.as_ref().expect("checkpoint compared");
     assert_eq!(c.position, day_one);
     assert!(report.ok() && c.matches_rebuild && c.resumed_matches_rebuild, "{report:?}");
@@ -71,7 +71,7 @@ async fn checkpoints_that_do_not_match_the_log_are_refused() {
     let (rebuilt, opened) = open_books(&*store, Some(&path)).await.expect("books");
     refused(&opened, "refused");
     assert_eq!(state_digest(&rebuilt), want, "rebuilt from the log");
-    let report = verify_books(&*store, Some(&path)).await.expect("verify");
+    let report = verify_books(&*store, Some(&path), u64::MAX).await.expect("verify");
     assert!(!report.ok(), "verify reports the damaged checkpoint");
 
     // Truncated.

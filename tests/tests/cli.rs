@@ -22,6 +22,10 @@ fn posledger(data: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     child.wait_with_output().expect("wait")
 }
 
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
@@ -350,13 +354,37 @@ fn statements_import_and_reconcile_through_the_cli() {
         .find(|r| r["account"] == format!("expenses:write-offs:{statement}"))
         .expect("write-off account");
     assert_eq!(written_off["balance"], parked);
-    // Over the threshold: a second person, and not the same one.
+    // Over the threshold: proposed by one person, approved by another (not the same one, in
+    // any case or spacing), naming what was proposed.
     let (big, _, _) = find("missing_in_ledger");
-    let refused = resolve(&big, &["--by", "ops-1"], "0.01");
-    assert_eq!(refused.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&refused.stdout).contains("--approved-by"));
-    assert_eq!(resolve(&big, &["--by", "ops-1", "--approved-by", "ops-1"], "0.01").status.code(), Some(1));
-    assert_eq!(resolve(&big, &["--by", "ops-1", "--approved-by", "lead-1"], "0.01").status.code(), Some(0));
+    let proposed = resolve(&big, &["--by", "ops-1"], "0.01");
+    assert_eq!(proposed.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&proposed.stdout).contains("posledger approve"), "{}", stdout(&proposed));
+    let listed = json(&posledger(data, &["breaks", "--open", "--format", "json"], None));
+    let waiting = listed["breaks"].as_array().expect("breaks").iter().find(|b| b["id"] == big.as_str()).expect("open");
+    assert_eq!(waiting["awaiting_approval"]["by"], "ops-1");
+    let approve = |by: &str, reason: &str| {
+        let mut cmd = Command::new(POSLEDGER);
+        cmd.arg("--data-dir").arg(data).args([
+            "approve",
+            &big,
+            "--action",
+            "write-off",
+            "--reason",
+            reason,
+            "--by",
+            by,
+        ]);
+        cmd.env("POSLEDGER_APPROVAL_OVER", "0.01").stdin(Stdio::null());
+        cmd.output().expect("run")
+    };
+    let same = approve(" OPS-1", "the channel never settled it");
+    assert_eq!(same.status.code(), Some(1));
+    assert!(stdout(&same).contains("another person"), "{}", stdout(&same));
+    assert_eq!(approve("lead-1", "something else").status.code(), Some(1), "not what was proposed");
+    let approved = approve("lead-1", "the channel never settled it");
+    assert_eq!(approved.status.code(), Some(0), "{}", stdout(&approved));
+    assert!(stdout(&approved).contains(&format!("resolved {big}")));
     assert_eq!(resolve("000000000000", &["--by", "ops-1"], "1000.00").status.code(), Some(1), "unknown id");
     assert_eq!(posledger(data, &["verify"], None).status.code(), Some(0), "the books still balance and rebuild");
 }

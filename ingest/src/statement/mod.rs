@@ -159,7 +159,7 @@ impl Statement {
 }
 
 /// Why a statement file was refused: which file, line and field, and what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{file} line {line}{}: {reason}", field.as_deref().map(|f| format!(" field `{f}`")).unwrap_or_default())]
 pub struct StatementError {
     /// The file's name as given.

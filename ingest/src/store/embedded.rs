@@ -276,12 +276,14 @@ pub(crate) enum TailCheck {
 /// Walks every segment, frame and record, checking magic numbers, checksums, the hash chain,
 /// position order, and whatever the visitor checks. A segment's data ends where the next
 /// frame header would start and is all zeros (the space is zero-filled ahead of the log).
-/// Stops at the first fault.
+/// Stops at the first fault, or at the first frame boundary with `stop_at` events behind it
+/// (a log another thread is appending to: what follows is not checked).
 pub(crate) fn scan_log(
     paths: &[PathBuf],
     visitor: &mut dyn ScanVisitor,
     tail: TailCheck,
     resume: Option<Resume>,
+    stop_at: Option<u64>,
 ) -> (ScanEnd, Option<ScanFault>) {
     let mut end = ScanEnd::default();
     let mut body = Vec::new();
@@ -290,7 +292,11 @@ pub(crate) fn scan_log(
         end.events = r.events;
         end.link = r.link;
     }
+    let stopped = |end: &ScanEnd| stop_at.is_some_and(|s| end.events >= s);
     for (seg, path) in paths.iter().enumerate().skip(first_segment as usize) {
+        if stopped(&end) && end.segments > 0 {
+            break;
+        }
         let seg = seg as u32;
         end.segments = seg + 1;
         let fault = |offset: u64, reason: String| ScanFault { segment: seg, offset, reason, in_verified_frame: false };
@@ -329,6 +335,9 @@ pub(crate) fn scan_log(
             offset = r.offset;
         }
         while offset < file_len {
+            if stopped(&end) {
+                return (end, None);
+            }
             let mut fh = [0u8; FRAME_HEADER_LEN];
             let n = (file_len - offset).min(FRAME_HEADER_LEN as u64) as usize;
             if let Err(e) = reader.read_exact(&mut fh[..n]) {
@@ -604,7 +613,7 @@ impl EmbeddedStore {
         };
         let (mut index, resume) = load_index(&snapshot, &paths, &spill).map_err(io_at(&dir))?;
         let mut builder = IndexBuilder::new(&mut index);
-        let (mut end, fault) = scan_log(&paths, &mut builder, TailCheck::LastSegment, resume);
+        let (mut end, fault) = scan_log(&paths, &mut builder, TailCheck::LastSegment, resume, None);
         if let Some(e) = builder.io_error.take() {
             return Err(OpenError::Io { path: dir.join(KEYS_DIR), source: e });
         }
@@ -637,7 +646,7 @@ impl EmbeddedStore {
             let (again, resume) = load_index(&snapshot, &paths, &spill).map_err(io_at(&dir))?;
             index = again;
             let mut builder = IndexBuilder::new(&mut index);
-            let (end2, fault2) = scan_log(&paths, &mut builder, TailCheck::LastSegment, resume);
+            let (end2, fault2) = scan_log(&paths, &mut builder, TailCheck::LastSegment, resume, None);
             if let Some(e) = builder.io_error.take() {
                 return Err(OpenError::Io { path: dir.join(KEYS_DIR), source: e });
             }
@@ -699,6 +708,11 @@ impl EmbeddedStore {
     /// The hash-chain link of the last committed frame: commits to the whole log.
     pub fn head_hash(&self) -> [u8; 32] {
         self.shared.index.read().map(|i| i.link).unwrap_or_default()
+    }
+
+    /// The head and the hash-chain link of the frame that ends there, read together.
+    pub fn head_and_link(&self) -> (u64, [u8; 32]) {
+        self.shared.index.read().map(|i| (i.head, i.link)).unwrap_or_default()
     }
 
     /// Waits for queued appends to be written and stops the writer.

@@ -12,7 +12,7 @@ use super::embedded::{IndexBuilderForVerify, TailCheck, acquire, list_segments, 
 use super::format;
 
 /// What a successful verify found.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VerifyReport {
     /// Events in the log.
     pub events: u64,
@@ -62,6 +62,40 @@ pub(crate) fn verify_dir_keeping(dir: &Path, recent_entries_max: usize) -> Resul
     if !acquire(|| lock.try_lock_shared().is_ok()) {
         return Err(VerifyError::Io(format!("{} is open for writing by another process", dir.display())));
     }
+    walk(dir, recent_entries_max, TailCheck::Strict, None)
+}
+
+/// Verifies the log of a store open in this process, while it may be appended to: every
+/// frame up to the head as of the call is checked as [`verify_dir`] checks it, and the hash
+/// chain must end in the head's link; what is appended meanwhile, and the zero-filled space
+/// after the head, are not looked at.
+pub fn verify_open(store: &super::EmbeddedStore) -> Result<VerifyReport, VerifyError> {
+    let (head, link) = store.head_and_link();
+    let report = walk(store.dir(), super::INDEX_RECENT_ENTRIES_MAX_DEFAULT, TailCheck::Strict, Some(head))?;
+    if report.events != head {
+        return Err(VerifyError::Io(format!("the log ends at {} events, its head is at {head}", report.events)));
+    }
+    if report.head_hash != hex::encode(link) {
+        return Err(VerifyError::Corrupt {
+            segment: report.segments.saturating_sub(1),
+            file: format::segment_file_name(report.segments.saturating_sub(1)),
+            offset: 0,
+            reason: format!(
+                "the hash chain ends in {}, the store's head link is {}",
+                report.head_hash,
+                hex::encode(link)
+            ),
+        });
+    }
+    Ok(report)
+}
+
+fn walk(
+    dir: &Path,
+    recent_entries_max: usize,
+    tail: TailCheck,
+    stop_at: Option<u64>,
+) -> Result<VerifyReport, VerifyError> {
     let paths = list_segments(dir).map_err(|e| VerifyError::Io(e.to_string()))?;
     if paths.is_empty() {
         return Err(VerifyError::Io(format!("{} holds no event log", dir.display())));
@@ -69,7 +103,7 @@ pub(crate) fn verify_dir_keeping(dir: &Path, recent_entries_max: usize) -> Resul
     let mut checker = IndexBuilderForVerify::new(&paths, recent_entries_max)
         .map_err(|e| VerifyError::Io(format!("{}: {e}", dir.display())))?;
     let mut builder = checker.builder();
-    let (end, fault) = scan_log(&paths, &mut builder, TailCheck::Strict, None);
+    let (end, fault) = scan_log(&paths, &mut builder, tail, None, stop_at);
     // The scratch index failing (a full temporary directory) is not damage in the log.
     if let Some(e) = builder.io_error.take() {
         return Err(VerifyError::Io(format!("verify's scratch index: {e}")));

@@ -1,4 +1,4 @@
-//! `posledger bench`: measured figures, one JSON object per line:
+//! posledger's benchmarks (`posledger-bench`): measured figures, one JSON object per line:
 //! `{"name": ..., "value": ..., "unit": ..., "params": {...}}`.
 //!
 //! Each benchmark builds its own data in a scratch directory, times only the operation it
@@ -142,7 +142,7 @@ pub fn run(names: &[String], scale: f64, repeat: usize, work_dir: Option<&Path>)
     let repeat = repeat.max(1);
     for n in names {
         if !BENCHMARKS.iter().any(|b| b.name == n) {
-            anyhow::bail!("unknown benchmark {n:?}; `posledger bench --list` names them");
+            anyhow::bail!("unknown benchmark {n:?}; `posledger-bench --list` names them");
         }
     }
     let scratch = match work_dir {
@@ -741,6 +741,15 @@ fn http_post(addr: std::net::SocketAddr, path: &str, token: &str, body: &[u8]) -
     Ok(raw[split + 4..].to_vec())
 }
 
+/// An admin key for the data directory at `data` (no process holds it).
+async fn admin_key(data: &Path) -> Result<String> {
+    let app = app::App::open(app::DataDir::new(data), Box::new(|w| eprintln!("warning: {w}")))
+        .map_err(|f| anyhow::anyhow!(f.message))?;
+    let token = app.create_key(app::keys::Role::Admin, None).map_err(|f| anyhow::anyhow!(f.message))?.token;
+    app.close().await;
+    Ok(token)
+}
+
 /// A data directory for a server: the store holding `admin`'s merchants and terminals.
 async fn server_data(data: &Path, admin: &[u8]) -> Result<()> {
     let store = Arc::new(EmbeddedStore::open(data.join("events"))?);
@@ -765,14 +774,17 @@ async fn http(dir: &Path, records: u64, repeat: usize) -> Result<()> {
     for run in 0..repeat {
         let data = dir.join(format!("data-{run}"));
         server_data(&data, &admin).await?;
-        let (_, admin_key) = crate::keys::create(&data, crate::keys::Role::Admin, None)?;
-        let (_, finance_key) = crate::keys::create(&data, crate::keys::Role::Finance, None)?;
-        let state = crate::http::State::open(&data).await?;
+        let app = app::App::open(app::DataDir::new(&data), Box::new(|w| eprintln!("warning: {w}")))
+            .map_err(|f| anyhow::anyhow!(f.message))?;
+        app.open_all().await.map_err(|f| anyhow::anyhow!(f.message))?;
+        let admin_key = app.create_key(app::keys::Role::Admin, None).map_err(|f| anyhow::anyhow!(f.message))?.token;
+        let finance_key = app.create_key(app::keys::Role::Finance, None).map_err(|f| anyhow::anyhow!(f.message))?.token;
+        let state = api::http::State::new(Arc::new(app));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(
-            warp::serve(crate::http::routes(state))
+            warp::serve(api::http::routes(state))
                 .incoming(listener)
                 .graceful(async {
                     let _ = stopped.await;
@@ -926,9 +938,10 @@ async fn http_sustained(dir: &Path, seconds: u64, rate: u64) -> Result<()> {
     let mut admin = Vec::new();
     generate::write_admin(&mut admin, shape)?;
     server_data(&data, &admin).await?;
-    let (_, token) = crate::keys::create(&data, crate::keys::Role::Admin, None)?;
+    let token = admin_key(&data).await?;
     let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let mut child = std::process::Command::new(std::env::current_exe()?)
+        .arg("posledger")
         .arg("--data-dir")
         .arg(&data)
         .args(["serve", "--addr", &addr.to_string()])

@@ -1,0 +1,424 @@
+//! The HTTP API on warp: an adapter over [`app::App`]. Each route authenticates its caller,
+//! reads its request into a use case's arguments, calls the use case and renders its result
+//! as JSON (or SVG, or NDJSON); a use case's [`app::Failure`] becomes a [`Problem`].
+//!
+//! Routes (each declares its roles; a request without a valid key is 401, with a key of
+//! another role 403): see [`crate::openapi::ROUTES`] and the README.
+//!
+//! Files: [`problem`] (errors), [`metrics`] (Prometheus text), [`admission`] (bounded
+//! queues), [`body`] (bodies and parameters), [`handlers`] (one function per route).
+//! Bodies are limited per route; an ingest request is at most [`INGEST_RECORDS_MAX`] records.
+
+pub mod admission;
+pub mod body;
+pub mod handlers;
+pub mod metrics;
+pub mod problem;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use app::App;
+use app::keys::{Principal, Role};
+use bytes::Bytes;
+use serde_json::json;
+use warp::http::StatusCode;
+use warp::{Filter, Rejection, Reply};
+
+use self::admission::{Admission, Admitted};
+use self::metrics::Metrics;
+pub use self::problem::Problem;
+
+/// Largest ingest body accepted, in bytes.
+pub const INGEST_BODY_BYTES_MAX: u64 = 16 * 1024 * 1024;
+/// Most records in one ingest request.
+pub const INGEST_RECORDS_MAX: usize = 50_000;
+/// Largest statement file uploaded over HTTP, in bytes (bigger files: `posledger statement
+/// import`, up to `ingest::statement::STATEMENT_BYTES_MAX`).
+pub const STATEMENT_UPLOAD_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// Largest body of a small request (a resolution), in bytes.
+pub const SMALL_BODY_BYTES_MAX: u64 = 16 * 1024;
+/// Most events one `GET /v1/events` streams (resume from the last position seen + 1).
+pub const EVENTS_PAGE_MAX: u64 = 1_000_000;
+/// Ingest requests that may wait for the write model at once; more are refused with 429
+/// and `Retry-After`, so a burst cannot queue unbounded bodies in memory.
+pub const INGEST_WAITING_MAX: usize = 64;
+/// SQL queries and analyses running at once (each may hold up to the SQL memory limit); more
+/// are refused with 429.
+pub const QUERIES_RUNNING_MAX: usize = 2;
+/// Longest `Idempotency-Key` header accepted, in bytes.
+pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 128;
+
+/// What every handler shares.
+pub struct State {
+    app: Arc<App>,
+    metrics: Metrics,
+    /// Ingest requests waiting for or holding the write model.
+    ingest_queue: Arc<Admission>,
+    /// Queries and analyses running.
+    query_queue: Arc<Admission>,
+}
+
+impl State {
+    /// The HTTP API's state over an app.
+    pub fn new(app: Arc<App>) -> Arc<State> {
+        Arc::new(State {
+            app,
+            metrics: Metrics::default(),
+            ingest_queue: Arc::new(Admission::new(INGEST_WAITING_MAX)),
+            query_queue: Arc::new(Admission::new(QUERIES_RUNNING_MAX)),
+        })
+    }
+
+    /// The app the routes call.
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+}
+
+type Route = warp::filters::BoxedFilter<(warp::reply::Response,)>;
+
+fn boxed<F, R>(route: F) -> Route
+where
+    F: Filter<Extract = (R,), Error = Rejection> + Clone + Send + Sync + 'static,
+    R: Reply + 'static,
+{
+    route.map(Reply::into_response).boxed()
+}
+
+/// A place among the ingest requests let in, taken before the body is read: more than
+/// [`INGEST_WAITING_MAX`] at once are refused with 429, their bodies never buffered.
+fn admit(state: Arc<State>) -> impl Filter<Extract = (Admitted,), Error = Rejection> + Clone {
+    admit_to(state, |s| &s.ingest_queue, "ingest requests")
+}
+
+/// A place among the queries and analyses running ([`QUERIES_RUNNING_MAX`]).
+fn admit_query(state: Arc<State>) -> impl Filter<Extract = (Admitted,), Error = Rejection> + Clone {
+    admit_to(state, |s| &s.query_queue, "queries")
+}
+
+fn admit_to(
+    state: Arc<State>,
+    queue: fn(&State) -> &Arc<Admission>,
+    what: &'static str,
+) -> impl Filter<Extract = (Admitted,), Error = Rejection> + Clone {
+    warp::any().and_then(move || {
+        let state = state.clone();
+        async move {
+            queue(&state).try_enter().ok_or_else(|| {
+                warp::reject::custom(Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_requests",
+                    "Too many requests",
+                    format!("as many {what} as allowed are already in; retry shortly"),
+                ))
+            })
+        }
+    })
+}
+
+fn with_state(state: Arc<State>) -> impl Filter<Extract = (Arc<State>,), Error = std::convert::Infallible> + Clone {
+    warp::any().map(move || state.clone())
+}
+
+/// The caller, checked against the roles a route allows.
+fn auth(state: Arc<State>, roles: &'static [Role]) -> impl Filter<Extract = (Principal,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("authorization").and_then(move |header: Option<String>| {
+        let state = state.clone();
+        async move {
+            let token = header.as_deref().and_then(|h| h.strip_prefix("Bearer ")).map(str::trim);
+            let principal = token
+                .and_then(|t| state.app.keys().authenticate(t))
+                .ok_or_else(|| warp::reject::custom(Problem::unauthorized()))?;
+            if roles.contains(&principal.role) {
+                Ok(principal)
+            } else {
+                Err(warp::reject::custom(Problem::forbidden(format!(
+                    "a {} key may not use this route",
+                    principal.role.as_str()
+                ))))
+            }
+        }
+    })
+}
+
+const READERS: &[Role] = &[Role::Finance, Role::Auditor, Role::Admin];
+const POSTERS: &[Role] = &[Role::Terminal, Role::Admin];
+const AUDITORS: &[Role] = &[Role::Auditor, Role::Admin];
+const FINANCE: &[Role] = &[Role::Finance, Role::Admin];
+const ADMINS: &[Role] = &[Role::Admin];
+const ANALYSTS: &[Role] = &[Role::Analyst, Role::Finance, Role::Auditor, Role::Admin];
+const SQL_USERS: &[Role] = &[Role::Analyst, Role::Auditor, Role::Admin];
+const STATE_READERS: &[Role] = &[Role::Terminal, Role::Finance, Role::Auditor, Role::Admin];
+
+type Query = HashMap<String, String>;
+
+/// `POST` of records (feed or admin) for the given roles: admitted before the body is read.
+fn ingest_route(
+    path: impl Filter<Extract = (), Error = Rejection> + Clone + Send + Sync + 'static,
+    state: &Arc<State>,
+    roles: &'static [Role],
+    kind: ingest::pipeline::InputKind,
+) -> Route {
+    let route = path
+        .and(warp::post())
+        .and(auth(state.clone(), roles))
+        .and(warp::header::optional::<String>("idempotency-key"))
+        .and(admit(state.clone()))
+        .and(warp::body::content_length_limit(INGEST_BODY_BYTES_MAX))
+        .and(warp::body::bytes())
+        .and(with_state(state.clone()))
+        .and_then(
+            move |who: Principal, key: Option<String>, place: Admitted, body: Bytes, state: Arc<State>| async move {
+                let answer = handlers::ingest_records(&state, &who, kind, key, body).await;
+                drop(place);
+                answer.map_err(warp::reject::custom)
+            },
+        );
+    boxed(route)
+}
+
+/// A route without a path parameter: the caller and the query string go to `handle`.
+fn plain<F, Fut>(
+    path: impl Filter<Extract = (), Error = Rejection> + Clone + Send + Sync + 'static,
+    method: impl Filter<Extract = (), Error = Rejection> + Clone + Send + Sync + 'static,
+    state: &Arc<State>,
+    roles: &'static [Role],
+    handle: F,
+) -> Route
+where
+    F: Fn(Arc<State>, Principal, Query) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<warp::reply::Response, Problem>> + Send,
+{
+    let route = path
+        .and(method)
+        .and(auth(state.clone(), roles))
+        .and(warp::query::<Query>())
+        .and(with_state(state.clone()))
+        .and_then(move |who: Principal, query: Query, state: Arc<State>| {
+            let handle = handle.clone();
+            async move { handle(state, who, query).await.map_err(warp::reject::custom) }
+        });
+    boxed(route)
+}
+
+/// A `GET` route with one path parameter.
+fn get_one<F, Fut>(
+    path: impl Filter<Extract = (String,), Error = Rejection> + Clone + Send + Sync + 'static,
+    state: &Arc<State>,
+    roles: &'static [Role],
+    handle: F,
+) -> Route
+where
+    F: Fn(Arc<State>, String, Principal, Query) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<warp::reply::Response, Problem>> + Send,
+{
+    let route = path
+        .and(warp::get())
+        .and(auth(state.clone(), roles))
+        .and(warp::query::<Query>())
+        .and(with_state(state.clone()))
+        .and_then(move |param: String, who: Principal, query: Query, state: Arc<State>| {
+            let handle = handle.clone();
+            async move { handle(state, param, who, query).await.map_err(warp::reject::custom) }
+        });
+    boxed(route)
+}
+
+/// `POST /v1/breaks/{id}/WHAT` for finance and admin keys, with a small body.
+fn break_post<F, Fut>(state: &Arc<State>, what: &'static str, handle: F) -> Route
+where
+    F: Fn(Arc<State>, String, Principal, Bytes) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<warp::reply::Response, Problem>> + Send,
+{
+    let route = warp::path("v1")
+        .and(warp::path("breaks"))
+        .and(warp::path::param::<String>())
+        .and(warp::path(what))
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(auth(state.clone(), FINANCE))
+        .and(warp::body::content_length_limit(SMALL_BODY_BYTES_MAX))
+        .and(warp::body::bytes())
+        .and(with_state(state.clone()))
+        .and_then(move |id: String, who: Principal, body: Bytes, state: Arc<State>| {
+            let handle = handle.clone();
+            async move { handle(state, id, who, body).await.map_err(warp::reject::custom) }
+        });
+    boxed(route)
+}
+
+/// Every route, with metrics and problem+json errors.
+pub fn routes(state: Arc<State>) -> impl Filter<Extract = (impl Reply,), Error = std::convert::Infallible> + Clone {
+    use self::handlers as h;
+    let (get, post) = (warp::get, warp::post);
+    let healthz =
+        warp::path!("healthz").and(warp::get()).map(|| h::json_reply(StatusCode::OK, &json!({"status": "ok"})));
+    let openapi = warp::path!("v1" / "openapi.json")
+        .and(warp::get())
+        .map(|| h::json_reply(StatusCode::OK, &crate::openapi::document()));
+    let feed = ingest::pipeline::InputKind::Feed;
+    let transactions = ingest_route(warp::path!("v1" / "transactions"), &state, POSTERS, feed);
+    let admin = ingest::pipeline::InputKind::Admin;
+    let admin_records = ingest_route(warp::path!("v1" / "admin" / "records"), &state, ADMINS, admin);
+    let metrics = plain(warp::path!("metrics"), get(), &state, AUDITORS, |s, _, _| async move { h::metrics(&s).await });
+    let balance = get_one(warp::path!("v1" / "balances" / String), &state, READERS, |s, account, _, q| async move {
+        h::balance(&s, &account, &q).await
+    });
+    let trial = plain(warp::path!("v1" / "trial-balance"), get(), &state, READERS, |s, _, q| async move {
+        h::trial_balance(&s, &q).await
+    });
+    let events =
+        plain(warp::path!("v1" / "events"), get(), &state, AUDITORS, |s, _, q| async move { h::events(&s, &q) });
+    let statements = warp::path!("v1" / "statements")
+        .and(warp::post())
+        .and(auth(state.clone(), FINANCE))
+        .and(warp::query::<Query>())
+        .and(warp::body::content_length_limit(STATEMENT_UPLOAD_BYTES_MAX))
+        .and(warp::body::bytes())
+        .and(with_state(state.clone()))
+        .and_then(|_: Principal, query: Query, body: Bytes, state: Arc<State>| async move {
+            h::upload_statement(&state, &query, &body).await.map_err(warp::reject::custom)
+        });
+    let reconciliations = plain(warp::path!("v1" / "reconciliations"), post(), &state, FINANCE, |s, _, q| async move {
+        h::reconcile(&s, &q).await
+    });
+    let breaks =
+        plain(warp::path!("v1" / "breaks"), get(), &state, READERS, |s, _, q| async move { h::breaks(&s, &q).await });
+    let resolution =
+        break_post(
+            &state,
+            "resolution",
+            |state, id, who, body| async move { h::resolve(&state, &id, &who, &body).await },
+        );
+    let approval =
+        break_post(
+            &state,
+            "approval",
+            |state, id, who, body| async move { h::approve(&state, &id, &who, &body).await },
+        );
+    let settlements =
+        plain(
+            warp::path!("v1" / "settlements"),
+            post(),
+            &state,
+            FINANCE,
+            |s, _, q| async move { h::settle(&s, &q).await },
+        );
+    let verify =
+        plain(warp::path!("v1" / "verify"), get(), &state, AUDITORS, |s, _, _| async move { h::verify(&s).await });
+    let query_list =
+        plain(warp::path!("v1" / "queries"), get(), &state, ANALYSTS, |s, _, _| async move { h::query_list(&s) });
+    let named = warp::path!("v1" / "queries" / String)
+        .and(warp::get())
+        .and(auth(state.clone(), ANALYSTS))
+        .and(warp::query::<Vec<(String, String)>>())
+        .and(admit_query(state.clone()))
+        .and(with_state(state.clone()))
+        .and_then(|name: String, who: Principal, query: Vec<(String, String)>, place: Admitted, state: Arc<State>| async move {
+            let answer = h::named_query(&state, &who, &name, query).await;
+            drop(place);
+            answer.map_err(warp::reject::custom)
+        });
+    let sql = warp::path!("v1" / "sql")
+        .and(warp::post())
+        .and(auth(state.clone(), SQL_USERS))
+        .and(admit_query(state.clone()))
+        .and(warp::body::content_length_limit(analytics::sql::SQL_BYTES_MAX as u64))
+        .and(warp::body::bytes())
+        .and(with_state(state.clone()))
+        .and_then(|who: Principal, place: Admitted, body: Bytes, state: Arc<State>| async move {
+            let answer = h::ad_hoc_sql(&state, &who, &body).await;
+            drop(place);
+            answer.map_err(warp::reject::custom)
+        });
+    let analysis = warp::path!("v1" / "analytics" / String)
+        .and(warp::get())
+        .and(auth(state.clone(), ANALYSTS))
+        .and(warp::query::<Query>())
+        .and(admit_query(state.clone()))
+        .and(with_state(state.clone()))
+        .and_then(|name: String, who: Principal, query: Query, place: Admitted, state: Arc<State>| async move {
+            let answer = h::analyze(&state, &who, &name, &query).await;
+            drop(place);
+            answer.map_err(warp::reject::custom)
+        });
+    let export =
+        plain(warp::path!("v1" / "export"), post(), &state, ADMINS, |s, _, _| async move { h::export(&s).await });
+    let merchant =
+        get_one(warp::path!("v1" / "merchants" / String), &state, STATE_READERS, |s, id, who, _| async move {
+            h::merchant(&s, &who, &id).await
+        });
+    let terminal =
+        get_one(warp::path!("v1" / "terminals" / String), &state, STATE_READERS, |s, id, who, _| async move {
+            h::terminal(&s, &who, &id).await
+        });
+    let entries =
+        plain(warp::path!("v1" / "entries"), get(), &state, READERS, |s, _, q| async move { h::entries(&s, &q).await });
+    let timed_state = state.clone();
+    // Each route boxed: one level of `or` at a time keeps the filter's type (and the build)
+    // small.
+    let mut all = boxed(healthz);
+    for next in [
+        boxed(openapi),
+        metrics,
+        transactions,
+        balance,
+        trial,
+        events,
+        admin_records,
+        boxed(statements),
+        reconciliations,
+        breaks,
+        resolution,
+        approval,
+        settlements,
+        verify,
+        query_list,
+        boxed(named),
+        boxed(sql),
+        boxed(analysis),
+        export,
+        merchant,
+        terminal,
+        entries,
+    ] {
+        all = all.or(next).unify().boxed();
+    }
+    all.recover(|r: Rejection| async move { Ok::<_, std::convert::Infallible>(h::rejection(r)) }).unify().with(
+        warp::log::custom(move |info: warp::log::Info<'_>| {
+            let micros = u64::try_from(info.elapsed().as_micros()).unwrap_or(u64::MAX);
+            timed_state.metrics.observe(route_name(info.path()), info.status().as_u16(), micros);
+        }),
+    )
+}
+
+/// The route a path belongs to, for metrics (bounded label values: ids are not labels).
+fn route_name(path: &str) -> &'static str {
+    match path {
+        "/healthz" => "/healthz",
+        "/metrics" => "/metrics",
+        "/v1/openapi.json" => "/v1/openapi.json",
+        "/v1/transactions" => "/v1/transactions",
+        "/v1/trial-balance" => "/v1/trial-balance",
+        "/v1/events" => "/v1/events",
+        "/v1/admin/records" => "/v1/admin/records",
+        "/v1/statements" => "/v1/statements",
+        "/v1/reconciliations" => "/v1/reconciliations",
+        "/v1/breaks" => "/v1/breaks",
+        "/v1/settlements" => "/v1/settlements",
+        "/v1/verify" => "/v1/verify",
+        p if p.starts_with("/v1/breaks/") && p.ends_with("/approval") => "/v1/breaks/{id}/approval",
+        p if p.starts_with("/v1/breaks/") => "/v1/breaks/{id}/resolution",
+        "/v1/queries" => "/v1/queries",
+        p if p.starts_with("/v1/queries/") => "/v1/queries/{name}",
+        "/v1/sql" => "/v1/sql",
+        p if p.starts_with("/v1/analytics/") => "/v1/analytics/{analysis}",
+        "/v1/export" => "/v1/export",
+        "/v1/entries" => "/v1/entries",
+        p if p.starts_with("/v1/merchants/") => "/v1/merchants/{id}",
+        p if p.starts_with("/v1/terminals/") => "/v1/terminals/{id}",
+        p if p.starts_with("/v1/balances/") => "/v1/balances/{account}",
+        _ => "other",
+    }
+}

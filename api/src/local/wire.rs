@@ -1,0 +1,165 @@
+//! The local socket's framing: each message is a frame of a 4-byte little-endian length (of
+//! what follows), a 1-byte kind and the payload; JSON payloads for messages, raw bytes for
+//! input and output, a compact binary form for chunks of lines.
+//!
+//! A conversation: the server says [`Hello`]; the client sends one [`Opening`]; for a call
+//! with input, `INPUT` frames and an `END`; for an ingest, `LINES` frames and an `END`, each
+//! chunk answered by a `PROGRESS` frame once it is durable; for the journal, `OUTPUT` frames;
+//! last the server's `RESULT`. Then the connection closes.
+
+use std::io::{self, Read, Write};
+
+use serde::{Deserialize, Serialize};
+
+/// Largest frame, in bytes (a chunk of lines is cut to stay under it; one line is at most
+/// `ingest::feed::FEED_LINE_BYTES_MAX`).
+pub const FRAME_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Bytes of lines a client puts in one `LINES` frame, at most.
+pub const LINES_FRAME_BYTES: usize = 4 * 1024 * 1024;
+
+/// The server's greeting.
+pub const HELLO: u8 = b'H';
+/// The client's opening message.
+pub const OPENING: u8 = b'Q';
+/// A piece of the request's input.
+pub const INPUT: u8 = b'I';
+/// A chunk of numbered lines to ingest.
+pub const LINES: u8 = b'L';
+/// The end of the input.
+pub const END: u8 = b'E';
+/// Running totals.
+pub const PROGRESS: u8 = b'P';
+/// A piece of streamed output.
+pub const OUTPUT: u8 = b'O';
+/// The answer; the last frame.
+pub const RESULT: u8 = b'R';
+
+/// What the server says first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hello {
+    /// The server's process id.
+    pub pid: u32,
+    /// Its version.
+    pub version: String,
+    /// Where its HTTP API listens.
+    pub http: Option<String>,
+}
+
+/// What the client asks for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "opening", rename_all = "snake_case")]
+pub enum Opening {
+    /// One use case; its input (if any) follows as `INPUT` frames and an `END`.
+    Call {
+        /// The use case.
+        request: app::request::Request,
+        /// Whether input follows.
+        input: bool,
+    },
+    /// Ingest records: `LINES` frames, then `END`.
+    Ingest {
+        /// Feed or admin records.
+        admin: bool,
+    },
+    /// The journal, streamed as `OUTPUT` frames.
+    Journal {
+        /// Its dialect.
+        kind: app::books::JournalKind,
+        /// Up to when.
+        until: app::AsOf,
+    },
+}
+
+/// Writes one frame.
+pub fn write_frame(out: &mut impl Write, kind: u8, payload: &[u8]) -> io::Result<()> {
+    if payload.len() + 1 > FRAME_BYTES_MAX {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "frame over FRAME_BYTES_MAX"));
+    }
+    let len = u32::try_from(payload.len() + 1).map_err(io::Error::other)?;
+    let mut head = [0u8; 5];
+    head[..4].copy_from_slice(&len.to_le_bytes());
+    head[4] = kind;
+    out.write_all(&head)?;
+    out.write_all(payload)?;
+    out.flush()
+}
+
+/// Writes a message as a JSON frame.
+pub fn write_json(out: &mut impl Write, kind: u8, message: &impl Serialize) -> io::Result<()> {
+    write_frame(out, kind, &serde_json::to_vec(message).map_err(io::Error::other)?)
+}
+
+/// Reads one frame: its kind and payload; `None` at a clean end of the connection.
+pub fn read_frame(input: &mut impl Read) -> io::Result<Option<(u8, Vec<u8>)>> {
+    let mut len = [0u8; 4];
+    match input.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len == 0 || len > FRAME_BYTES_MAX {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("a frame of {len} bytes")));
+    }
+    let mut body = vec![0u8; len];
+    input.read_exact(&mut body)?;
+    let kind = body.remove(0);
+    Ok(Some((kind, body)))
+}
+
+/// Reads a JSON payload.
+pub fn from_json<T: for<'de> Deserialize<'de>>(payload: &[u8]) -> io::Result<T> {
+    serde_json::from_slice(payload).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Encodes numbered lines: per line its number (u64), length (u32), bytes, little-endian.
+pub fn encode_lines(lines: &[(u64, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(lines.iter().map(|(_, l)| l.len() + 12).sum());
+    for (n, line) in lines {
+        out.extend_from_slice(&n.to_le_bytes());
+        out.extend_from_slice(&(line.len() as u32).to_le_bytes());
+        out.extend_from_slice(line);
+    }
+    out
+}
+
+/// Decodes [`encode_lines`].
+pub fn decode_lines(mut bytes: &[u8]) -> io::Result<Vec<(u64, Vec<u8>)>> {
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "a malformed chunk of lines");
+    let mut lines = Vec::new();
+    while !bytes.is_empty() {
+        let (n, rest) = bytes.split_at_checked(8).ok_or_else(bad)?;
+        let (len, rest) = rest.split_at_checked(4).ok_or_else(bad)?;
+        let len = u32::from_le_bytes(len.try_into().map_err(|_| bad())?) as usize;
+        let (line, rest) = rest.split_at_checked(len).ok_or_else(bad)?;
+        lines.push((u64::from_le_bytes(n.try_into().map_err(|_| bad())?), line.to_vec()));
+        bytes = rest;
+    }
+    Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_and_lines_round_trip_and_bad_lengths_are_refused() {
+        // A frame reads back as written; a zero or oversized length is an error, not an
+        // allocation; lines keep their numbers and bytes, even bytes that are not UTF-8.
+        let mut buf = Vec::new();
+        write_frame(&mut buf, OUTPUT, b"abc").expect("write");
+        write_json(&mut buf, PROGRESS, &serde_json::json!({"n": 1})).expect("write");
+        let mut input = &buf[..];
+        assert_eq!(read_frame(&mut input).expect("read"), Some((OUTPUT, b"abc".to_vec())));
+        assert_eq!(read_frame(&mut input).expect("read").map(|f| f.0), Some(PROGRESS));
+        assert_eq!(read_frame(&mut input).expect("end"), None);
+        for len in [0u32, FRAME_BYTES_MAX as u32 + 1, u32::MAX] {
+            let bytes = len.to_le_bytes();
+            assert!(read_frame(&mut &bytes[..]).is_err(), "{len}");
+        }
+        let lines = vec![(3u64, b"{\"a\":1}".to_vec()), (7, vec![0xff, 0xfe]), (8, Vec::new())];
+        assert_eq!(decode_lines(&encode_lines(&lines)).expect("decode"), lines);
+        assert!(decode_lines(&encode_lines(&lines)[..5]).is_err());
+        assert!(write_frame(&mut Vec::new(), INPUT, &vec![0u8; FRAME_BYTES_MAX]).is_err());
+    }
+}

@@ -1,0 +1,444 @@
+//! Results as people and programs read them: the command line's tables, CSV and JSON, and the
+//! JSON forms the HTTP API shares with it. Rendering only: every value comes from a use case's
+//! typed result.
+
+use std::io::{self, Write};
+
+use app::AsOf;
+use app::books::{Balances, HistoryPage, Replayed};
+use app::recon::{DayReport, ImportOutcome, ListedBreak, StatementReport};
+use app::settle::Settlement;
+use app::verify::Verified;
+use ingest::pipeline::IngestSummary;
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+
+/// How a result is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// For people.
+    Table,
+    /// For programs; stable.
+    Json,
+    /// For spreadsheets.
+    Csv,
+}
+
+/// An ingest's summary.
+pub fn ingest_summary(out: &mut impl Write, s: &IngestSummary, format: Format) -> io::Result<()> {
+    match format {
+        Format::Json | Format::Csv => writeln!(out, "{}", serde_json::to_string(s).map_err(io::Error::other)?)?,
+        Format::Table => {
+            writeln!(out, "records    {}", s.records)?;
+            writeln!(out, "accepted   {}", s.accepted)?;
+            writeln!(out, "duplicates {}", s.duplicates)?;
+            writeln!(out, "rejected   {}", s.rejected)?;
+            if !s.first_rejections.is_empty() {
+                let more = s.rejected - s.first_rejections.len() as u64;
+                writeln!(out, "first rejections:")?;
+                for r in &s.first_rejections {
+                    let field = r.field.as_deref().map(|f| format!(" field `{f}`")).unwrap_or_default();
+                    let reference = r.reference.as_deref().map(|f| format!(" {f}")).unwrap_or_default();
+                    writeln!(out, "  line {}{reference}{field}: {} [{}]", r.line, r.message, r.code)?;
+                }
+                if more > 0 {
+                    writeln!(out, "  ... and {more} more")?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What a statement import recorded, as JSON (`statement import --format json`, HTTP).
+pub fn imported_json(outcome: &ImportOutcome) -> Value {
+    match outcome {
+        ImportOutcome::Imported(s) | ImportOutcome::Again(s) => {
+            let again = matches!(outcome, ImportOutcome::Again(_));
+            json!({
+                "imported": !again, "again": again, "channel": s.channel.as_str(),
+                "date": s.date.to_string(), "digest": s.digest, "lines": s.lines, "totals": s.totals,
+            })
+        }
+        ImportOutcome::Refused(e) => {
+            json!({"imported": false, "error": e.to_string(), "file": e.file, "line": e.line, "field": e.field})
+        }
+    }
+}
+
+/// A statement import, for people.
+pub fn imported(out: &mut impl Write, outcome: &ImportOutcome) -> io::Result<()> {
+    match outcome {
+        ImportOutcome::Again(s) => writeln!(
+            out,
+            "{} statement for {} was imported before (same file, digest {}): nothing changed",
+            s.channel,
+            s.date,
+            &s.digest[..16.min(s.digest.len())]
+        ),
+        ImportOutcome::Imported(s) => {
+            let t = &s.totals;
+            writeln!(
+                out,
+                "imported {} statement for {}: {} lines ({} payments {}, {} refunds {}, fees {})",
+                s.channel, s.date, s.lines, t.payments, t.payment_amount, t.refunds, t.refund_amount, t.fees
+            )
+        }
+        ImportOutcome::Refused(e) => writeln!(out, "refused, nothing imported: {e}"),
+    }
+}
+
+fn opt<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref().map(ToString::to_string).unwrap_or_default()
+}
+
+/// The end-of-day report.
+pub fn day_report(out: &mut impl Write, day: &DayReport, format: Format) -> io::Result<()> {
+    match format {
+        Format::Json => writeln!(out, "{}", serde_json::to_string(day).map_err(io::Error::other)?),
+        Format::Csv => {
+            writeln!(
+                out,
+                "statement,date,outcome,kind,txn_id,channel_txn_id,line,our_amount,expected_fee,their_amount,their_fee,age_days"
+            )?;
+            for r in &day.reports {
+                for b in &r.breaks {
+                    let kind = serde_json::to_value(b.kind).ok().and_then(|v| v.as_str().map(str::to_owned));
+                    writeln!(
+                        out,
+                        "{},{},{},{},{},{},{},{},{},{},{},{}",
+                        r.statement.as_str(),
+                        day.date,
+                        b.outcome,
+                        kind.unwrap_or_default(),
+                        b.txn_id,
+                        opt(&b.channel_txn_id),
+                        opt(&b.line),
+                        opt(&b.our_amount),
+                        opt(&b.expected_fee),
+                        opt(&b.their_amount),
+                        opt(&b.their_fee),
+                        b.age_days
+                    )?;
+                }
+            }
+            Ok(())
+        }
+        Format::Table => {
+            for r in &day.reports {
+                statement_table(out, r)?;
+            }
+            writeln!(out, "== merchants' business of {} (every channel; what settlement pays):", day.date)?;
+            for m in &day.settlement {
+                writeln!(
+                    out,
+                    "  {:<10} gross {:>12} refunds {:>10} fees {:>8} net {:>12} {}",
+                    m.merchant_id, m.gross, m.refunds, m.fees, m.net, m.currency
+                )?;
+            }
+            let b = &day.batches;
+            writeln!(out, "== terminal batches closed {}: {} balanced of {}", day.date, b.balanced, b.closed)?;
+            for u in &b.unbalanced {
+                writeln!(
+                    out,
+                    "  unbalanced {} batch {} ({}): terminal differs from host by {}",
+                    u.terminal_id, u.batch_no, u.merchant_id, u.difference
+                )?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn statement_table(out: &mut impl Write, r: &StatementReport) -> io::Result<()> {
+    writeln!(out, "== {} {} ({}, {} lines)", r.statement.as_str(), r.date, r.file.name, r.file.lines)?;
+    for (label, side) in [("theirs", &r.theirs), ("ours", &r.ours)] {
+        writeln!(
+            out,
+            "{label:<7} payments {:>6} {:>14}   refunds {:>5} {:>12}   fees {:>12}",
+            side.payments, side.payment_amount, side.refunds, side.refund_amount, side.fees
+        )?;
+    }
+    let counts: Vec<String> = r.counts.iter().filter(|(_, n)| **n != 0).map(|(k, n)| format!("{k} {n}")).collect();
+    writeln!(out, "outcomes: {}", counts.join(", "))?;
+    for b in &r.breaks {
+        let kind = serde_json::to_value(b.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        writeln!(
+            out,
+            "  {:<22} {:<7} {:<28} {:<30} ours {:>10} fee {:>9}  theirs {:>10} fee {:>9}  age {}",
+            b.outcome.as_str(),
+            kind,
+            b.txn_id,
+            opt(&b.channel_txn_id),
+            opt(&b.our_amount),
+            opt(&b.expected_fee),
+            opt(&b.their_amount),
+            opt(&b.their_fee),
+            b.age_days
+        )?;
+    }
+    writeln!(out, "the statement settles {} (payments less refunds less fees)", r.theirs_net)?;
+    for c in &r.clearing {
+        writeln!(
+            out,
+            "{} held {} at the start of the day and {} at its end (what the channel still owes)",
+            c.account, c.opening, c.closing
+        )?;
+    }
+    Ok(())
+}
+
+/// The breaks.
+pub fn breaks(out: &mut impl Write, list: &[ListedBreak], format: Format) -> io::Result<()> {
+    match format {
+        Format::Json => writeln!(out, "{}", json!({"breaks": list})),
+        Format::Csv => {
+            writeln!(out, "id,statement,date,outcome,kind,txn_id,channel_txn_id,suspense_amount,resolved_by")?;
+            for b in list {
+                let kind = if b.found.kind == ingest::statement::LineKind::Refund { "refund" } else { "payment" };
+                let by = b.resolved.as_ref().map(|r| r.by.as_str()).unwrap_or("");
+                writeln!(
+                    out,
+                    "{},{},{},{},{kind},{},{},{},{by}",
+                    b.id,
+                    b.statement.as_str(),
+                    b.date,
+                    b.found.outcome,
+                    b.found.txn_id,
+                    b.found.channel_txn_id.as_deref().unwrap_or(""),
+                    b.suspense_amount
+                )?;
+            }
+            Ok(())
+        }
+        Format::Table => {
+            for b in list {
+                let state = match (&b.resolved, &b.awaiting_approval) {
+                    (Some(r), _) => format!("resolved by {}", r.by),
+                    (None, Some(p)) => format!("awaiting approval ({} proposed by {})", action_name(p.action), p.by),
+                    (None, None) => "open".to_owned(),
+                };
+                writeln!(
+                    out,
+                    "{}  {:<9} {} {:<22} {:<28} {:>10}  {state}",
+                    b.id,
+                    b.statement.as_str(),
+                    b.date,
+                    b.found.outcome,
+                    b.found.txn_id,
+                    b.suspense_amount
+                )?;
+            }
+            let open = list.iter().filter(|b| b.resolved.is_none()).count();
+            writeln!(out, "{} break(s), {open} open", list.len())
+        }
+    }
+}
+
+/// A resolve action as the command line names it.
+pub fn action_name(action: ingest::event::ResolveAction) -> &'static str {
+    match action {
+        ingest::event::ResolveAction::Book => "book",
+        ingest::event::ResolveAction::WriteOff => "write-off",
+        ingest::event::ResolveAction::Refund => "refund",
+    }
+}
+
+/// Balances as a table (with a footer saying as of when), CSV, or JSON.
+pub fn balances(out: &mut impl Write, b: &Balances, format: Format) -> io::Result<()> {
+    let (meta, footer) = match b.as_of {
+        AsOf::Time(t) => (
+            json!({"as_of_time": t.to_rfc3339(), "events": b.position}),
+            format!("(entries of events at or before {}; debits positive, credits negative)", t.to_rfc3339()),
+        ),
+        AsOf::Now | AsOf::Position(_) => {
+            let position = b.as_of_position();
+            (
+                json!({"as_of_position": position}),
+                format!("(as of position {position}; debits positive, credits negative)"),
+            )
+        }
+    };
+    let rows: Vec<_> = b.rows.iter().map(|r| (r.account.as_str(), r.currency.code(), r.balance)).collect();
+    balance_rows(out, &rows, format, meta, &footer)
+}
+
+fn balance_rows(
+    out: &mut impl Write,
+    rows: &[(&str, &str, Decimal)],
+    format: Format,
+    mut meta: Value,
+    footer: &str,
+) -> io::Result<()> {
+    match format {
+        Format::Json => {
+            let balances: Vec<_> =
+                rows.iter().map(|(a, c, b)| json!({"account": a, "currency": c, "balance": b.to_string()})).collect();
+            meta["balances"] = Value::Array(balances);
+            writeln!(out, "{meta}")?;
+        }
+        Format::Csv => {
+            writeln!(out, "account,currency,balance")?;
+            for (a, c, b) in rows {
+                writeln!(out, "{a},{c},{b}")?;
+            }
+        }
+        Format::Table => {
+            let width = rows.iter().map(|(a, _, _)| a.len()).max().unwrap_or(7);
+            for (a, c, b) in rows {
+                writeln!(out, "{a:<width$}  {b:>16} {c}")?;
+            }
+            writeln!(out, "{footer}")?;
+        }
+    }
+    Ok(())
+}
+
+/// A replay's books.
+pub fn replayed(out: &mut impl Write, r: &Replayed, until: &str, format: Format) -> io::Result<()> {
+    let meta = json!({"until": until, "events_read": r.events_read, "entries": r.entries, "digest": r.digest});
+    let footer = format!("events read {}, entries {}, digest {}", r.events_read, r.entries, r.digest);
+    let rows: Vec<_> = r.rows.iter().map(|r| (r.account.as_str(), r.currency.code(), r.balance)).collect();
+    balance_rows(out, &rows, format, meta, &footer)
+}
+
+/// A page of an account's history.
+pub fn history(out: &mut impl Write, page: &HistoryPage, format: Format) -> io::Result<()> {
+    match format {
+        Format::Json => writeln!(out, "{}", serde_json::to_string(page).map_err(io::Error::other)?)?,
+        Format::Csv => {
+            writeln!(out, "position,event_type,reference,occurred_at,amount,balance")?;
+            for p in &page.postings {
+                writeln!(
+                    out,
+                    "{},{},{},{},{},{}",
+                    p.position, p.event_type, p.reference, p.occurred_at, p.amount, p.balance
+                )?;
+            }
+        }
+        Format::Table => {
+            for p in &page.postings {
+                writeln!(
+                    out,
+                    "{:>10}  {}  {:<18} {:<36} {:>14} {:>16}",
+                    p.position, p.occurred_at, p.event_type, p.reference, p.amount, p.balance
+                )?;
+            }
+            match page.next {
+                Some(n) => writeln!(out, "(more: --from {n})")?,
+                None => writeln!(out, "(end of history)")?,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A settlement run, as JSON (`settle --format json`, HTTP).
+pub fn settlement_json(s: &Settlement) -> Value {
+    let rows: Vec<_> = s
+        .paid
+        .iter()
+        .map(|p| {
+            let s = &p.settled;
+            json!({
+                "merchant_id": s.merchant_id, "business_date": s.business_date.to_string(),
+                "gross": s.gross.to_string(), "refunds": s.refunds.to_string(), "fees": s.fees.to_string(),
+                "net": s.net.to_string(), "currency": s.currency.code(), "position": p.position,
+            })
+        })
+        .collect();
+    json!({"settlement_date": s.settlement_date.to_string(), "settled": rows})
+}
+
+/// A settlement run.
+pub fn settlement(out: &mut impl Write, s: &Settlement, format: Format) -> io::Result<()> {
+    match format {
+        Format::Json => writeln!(out, "{}", settlement_json(s))?,
+        Format::Csv => {
+            writeln!(out, "merchant_id,business_date,gross,refunds,fees,net,currency")?;
+            for p in &s.paid {
+                let s = &p.settled;
+                let (m, d, c) = (&s.merchant_id, s.business_date, s.currency);
+                writeln!(out, "{m},{d},{},{},{},{},{c}", s.gross, s.refunds, s.fees, s.net)?;
+            }
+        }
+        Format::Table => {
+            writeln!(out, "{:<10} {:>12} {:>12} {:>10} {:>12}", "merchant", "gross", "refunds", "fees", "net")?;
+            for p in &s.paid {
+                let s = &p.settled;
+                let (m, c) = (&s.merchant_id, s.currency);
+                writeln!(out, "{m:<10} {:>12} {:>12} {:>10} {:>12} {c}", s.gross, s.refunds, s.fees, s.net)?;
+            }
+            if s.paid.is_empty() {
+                writeln!(
+                    out,
+                    "nothing to settle for {} (no business that day, or already settled)",
+                    s.settlement_date
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What verify found, as JSON (`verify --format json`, HTTP).
+pub fn verify_json(v: &Verified) -> Value {
+    let Some(log) = &v.log else {
+        return json!({"ok": false, "error": v.error});
+    };
+    let Some(books) = &v.books else {
+        return json!({"ok": false, "events": log.events, "head_hash": log.head_hash, "error": v.error});
+    };
+    let checkpoint = books.checkpoint.as_ref().map(|c| {
+        json!({
+            "position": c.position, "refused": c.refused, "matches_rebuild": c.matches_rebuild,
+            "resumed_matches_rebuild": c.resumed_matches_rebuild,
+        })
+    });
+    json!({
+        "ok": v.ok(), "events": log.events, "frames": log.frames, "segments": log.segments,
+        "head_hash": log.head_hash,
+        "entries": books.entries, "postings": books.postings, "digest": books.digest, "state_digest": books.state_digest,
+        "books": {"entries": books.entries, "postings": books.postings, "digest": books.digest,
+                  "state_digest": books.state_digest, "checkpoint": checkpoint},
+    })
+}
+
+/// What verify found.
+pub fn verified(out: &mut impl Write, v: &Verified, json_form: bool) -> io::Result<()> {
+    if json_form {
+        return writeln!(out, "{}", verify_json(v));
+    }
+    let Some(log) = &v.log else {
+        return writeln!(out, "FAILED: {}", v.error.as_deref().unwrap_or("the log"));
+    };
+    let Some(books) = &v.books else {
+        writeln!(out, "log ok: {} events, head hash {}", log.events, log.head_hash)?;
+        return writeln!(out, "FAILED: {}", v.error.as_deref().unwrap_or("books"));
+    };
+    writeln!(out, "ok: {} events in {} commits, {} segment(s)", log.events, log.frames, log.segments)?;
+    writeln!(out, "head hash {}", log.head_hash)?;
+    writeln!(
+        out,
+        "books rebuilt from position 0: {} entries, {} postings, trial balance zero, every balance the sum of its \
+         postings",
+        books.entries, books.postings
+    )?;
+    writeln!(out, "balances digest {}", books.digest)?;
+    match &books.checkpoint {
+        None => writeln!(out, "no ledger checkpoint to compare"),
+        Some(c) => match &c.refused {
+            Some(why) => writeln!(out, "FAILED: ledger checkpoint: {why}"),
+            None => {
+                let word = |ok: bool| if ok { "equal" } else { "DIFFERENT" };
+                writeln!(
+                    out,
+                    "ledger checkpoint at position {}: {} to a rebuild to that position; caught up, {} to the rebuild",
+                    c.position,
+                    word(c.matches_rebuild),
+                    word(c.resumed_matches_rebuild)
+                )
+            }
+        },
+    }
+}

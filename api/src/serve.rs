@@ -1,0 +1,66 @@
+//! `posledger serve`: the HTTP API and the local socket over one [`app::App`], until SIGINT or
+//! SIGTERM.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use app::{App, DataDir};
+
+/// Serves until SIGINT or SIGTERM; prints the address it listens on. A second server on the
+/// same data directory is refused, naming the first.
+pub fn serve(dir: &DataDir, addr: SocketAddr) -> Result<ExitCode> {
+    let rt = crate::cli::runtime()?;
+    rt.block_on(async {
+        let app = match App::open(dir.clone(), Box::new(|w| eprintln!("warning: {w}"))) {
+            Ok(app) => Arc::new(app),
+            Err(f) if f.code == "store_locked" => {
+                let who = match crate::local::client::connect(dir) {
+                    Ok(Some(client)) => format!(
+                        "posledger serve (pid {}{}) is already serving it",
+                        client.hello.pid,
+                        client.hello.http.as_deref().map(|a| format!(", {a}")).unwrap_or_default()
+                    ),
+                    _ => "another posledger process holds it".to_owned(),
+                };
+                anyhow::bail!("{} is in use: {who}; stop that first", dir.root().display());
+            }
+            Err(f) => anyhow::bail!(f.message),
+        };
+        app.open_all().await.map_err(|f| anyhow::anyhow!(f.message))?;
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        let local = listener.local_addr()?;
+        let socket = crate::local::server::LocalServer::start(
+            app.clone(),
+            tokio::runtime::Handle::current(),
+            Some(format!("http://{local}")),
+        )
+        .with_context(|| format!("listening on {}", dir.socket().display()))?;
+        {
+            // One line on standard output (scripts read the address from it); a reader that
+            // closed it does not stop the server.
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "listening on http://{local}").and_then(|()| out.flush());
+        }
+        eprintln!("commands on {} go through {}", dir.root().display(), dir.socket().display());
+        let started = Instant::now();
+        let shutdown = async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+            }
+        };
+        let state = crate::http::State::new(app.clone());
+        warp::serve(crate::http::routes(state)).incoming(listener).graceful(shutdown).run().await;
+        // Requests in flight have finished; the local clients finish theirs too.
+        tokio::task::spawn_blocking(move || socket.stop()).await.context("stopping the local socket")?;
+        // Save the write model's and the books' positions for a quick start.
+        app.save_checkpoints().await;
+        eprintln!("stopped after {:.0?}", started.elapsed());
+        Ok(ExitCode::SUCCESS)
+    })
+}

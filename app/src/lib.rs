@@ -1,0 +1,240 @@
+//! `app`: posledger's use cases, the one layer that the command line (`api::cli`), the HTTP
+//! API (`api::http`) and the local socket of a running server (`api::local`) call.
+//!
+//! [`App`] owns a data directory ([`DataDir`]): its event store, the write model that
+//! decides terminal and admin records, the books (the ledger projection, caught up with the
+//! log before every read), the API keys and the resolutions waiting for approval. Every use
+//! case is a method of [`App`] that takes typed arguments and returns a typed result or a
+//! [`Failure`]; the adapters parse their input into those arguments and render the result.
+//! Outside the ingest pipeline, this crate is the only place that appends events
+//! (statements, reconciliation runs, batch verdicts, resolutions, settlements).
+//!
+//! The use cases, by module: [`records`] (ingest terminal and admin records), [`books`]
+//! (balances, history, replay, journal), [`settle`], [`recon`] (statements, reconciliation,
+//! breaks), [`approvals`] (resolving breaks, with a second person over the threshold),
+//! [`analysis`] (export, named and ad-hoc SQL, polars analyses), [`verify`], [`registry`]
+//! (merchant and terminal state), [`keys`] (API keys), and [`request`], which names every
+//! use case as one serialisable [`request::Request`] for a client of a running server.
+//!
+//! One `App` serves many callers at once: the write model is behind one lock (one decider at
+//! a time), the books behind a read-write lock, and writes decided outside the write model
+//! (statements, runs, resolutions, settlements, exports) behind another.
+
+pub mod analysis;
+pub mod approvals;
+pub mod asof;
+pub mod books;
+pub mod datadir;
+pub mod failure;
+mod jsonfile;
+pub mod keys;
+pub mod recon;
+pub mod records;
+pub mod registry;
+pub mod request;
+pub mod settle;
+pub mod verify;
+
+use std::sync::Arc;
+
+pub use asof::AsOf;
+pub use datadir::DataDir;
+pub use failure::{Class, Failure};
+use ingest::pipeline::Ingestor;
+use ingest::store::{EmbeddedStore, EventStore};
+use tokio::sync::{MappedMutexGuard, MutexGuard, RwLockReadGuard};
+
+/// The books as this process holds them, and the position of the checkpoint they came from
+/// or were last saved to.
+struct Books {
+    projection: ledger::Projection,
+    saved_at: Option<u64>,
+}
+
+/// Where warnings go (a checkpoint refused, a torn tail cut off): the adapter decides.
+pub type Warn = Box<dyn Fn(&str) + Send + Sync>;
+
+/// posledger's use cases over one data directory. See the crate documentation.
+pub struct App {
+    dir: DataDir,
+    store: Arc<EmbeddedStore>,
+    ingestor: tokio::sync::Mutex<Option<Ingestor<EmbeddedStore>>>,
+    books: tokio::sync::RwLock<Option<Books>>,
+    /// Serialises the writes decided outside the write model.
+    writes: tokio::sync::Mutex<()>,
+    keys: keys::KeyRing,
+    approvals: approvals::Approvals,
+    idempotency: records::Idempotency,
+    breaks: tokio::sync::Mutex<ledger::recon::BreaksFollower>,
+    /// Breaks parking more than this need a second person.
+    approval_over: Result<rust_decimal::Decimal, Failure>,
+    warn: Warn,
+}
+
+impl App {
+    /// Opens the data directory's event store (taking its lock: one process at a time); the
+    /// write model and the books are opened when first used ([`App::open_all`] opens them at
+    /// once). A store another process holds is [`Class::Busy`] with code `store_locked`.
+    pub fn open(dir: DataDir, warn: Warn) -> Result<App, Failure> {
+        let store = EmbeddedStore::open(dir.events()).map_err(|e| match e {
+            ingest::store::OpenError::Locked(_) => Failure::new(
+                Class::Busy,
+                "store_locked",
+                format!("{} is in use by another posledger process", dir.root().display()),
+            ),
+            e => Failure::unavailable(format!("opening the event store in {}: {e}", dir.root().display())),
+        })?;
+        let report = store.open_report();
+        if report.truncated_bytes > 0 {
+            warn(&format!(
+                "recovered: cut {} bytes of an unfinished last commit (never acknowledged)",
+                report.truncated_bytes
+            ));
+        }
+        Ok(App {
+            keys: keys::KeyRing::new(dir.keys()),
+            approvals: approvals::Approvals::new(dir.approvals()),
+            dir,
+            store: Arc::new(store),
+            ingestor: tokio::sync::Mutex::new(None),
+            books: tokio::sync::RwLock::new(None),
+            writes: tokio::sync::Mutex::new(()),
+            idempotency: records::Idempotency::default(),
+            breaks: Default::default(),
+            approval_over: approvals::approval_over(),
+            warn,
+        })
+    }
+
+    /// Breaks parking more than `threshold` need a second person (instead of
+    /// `POSLEDGER_APPROVAL_OVER` or the default).
+    pub fn with_approval_over(mut self, threshold: rust_decimal::Decimal) -> App {
+        self.approval_over = Ok(threshold);
+        self
+    }
+
+    /// Opens the write model and the books now (a server does, so that its first requests do
+    /// not wait for them), and reads the keys and the waiting resolutions.
+    pub async fn open_all(&self) -> Result<(), Failure> {
+        drop(self.ingestor().await?);
+        drop(self.books().await?);
+        self.keys.check()?;
+        self.approvals.check()?;
+        Ok(())
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &DataDir {
+        &self.dir
+    }
+
+    /// The event store.
+    pub fn store(&self) -> &Arc<EmbeddedStore> {
+        &self.store
+    }
+
+    /// The API keys.
+    pub fn keys(&self) -> &keys::KeyRing {
+        &self.keys
+    }
+
+    /// Saves the checkpoints ([`App::save_checkpoints`]) and closes the store.
+    pub async fn close(self) {
+        self.save_checkpoints().await;
+    }
+
+    /// Saves the write model's and the books' checkpoints (when they moved on since they were
+    /// loaded or saved). A checkpoint only spares the next start a replay: failing to write one
+    /// loses nothing and is a warning.
+    pub async fn save_checkpoints(&self) {
+        if let Some(ingestor) = self.ingestor.lock().await.as_ref()
+            && let Err(e) = ingestor.save_checkpoint(&self.dir.writemodel_checkpoint()).await
+        {
+            (self.warn)(&format!("{e} (the next run rebuilds it from the event log)"));
+        }
+        self.save_books().await;
+    }
+
+    /// Saves the books' checkpoint if they moved on since it was written.
+    pub async fn save_books(&self) {
+        let mut books = self.books.write().await;
+        if let Some(b) = books.as_mut()
+            && b.saved_at != Some(b.projection.position())
+        {
+            match ledger::save_books(&*self.store, &b.projection, &self.dir.ledger_checkpoint()).await {
+                Ok(()) => b.saved_at = Some(b.projection.position()),
+                Err(e) => (self.warn)(&format!("{e} (the next run replays the log instead)")),
+            }
+        }
+    }
+
+    /// The write model, opened (from its checkpoint, caught up) on first use. One decider at a
+    /// time: the guard is the write model's lock.
+    pub(crate) async fn ingestor(&self) -> Result<MappedMutexGuard<'_, Ingestor<EmbeddedStore>>, Failure> {
+        let mut guard = self.ingestor.lock().await;
+        if guard.is_none() {
+            let opened = Ingestor::open(self.store.clone(), Some(&self.dir.writemodel_checkpoint()))
+                .await
+                .map_err(|e| Failure::unavailable(format!("opening the write model: {e}")))?;
+            *guard = Some(opened);
+        }
+        MutexGuard::try_map(guard, Option::as_mut).map_err(|_| Failure::internal("the write model is not open"))
+    }
+
+    /// The books caught up with everything recorded before the call, for reading. Opened from
+    /// the ledger checkpoint on first use (rebuilt from position 0 when it is missing or
+    /// refused, with a warning when refused).
+    pub(crate) async fn books(&self) -> Result<RwLockReadGuard<'_, ledger::Projection>, Failure> {
+        let head = self.store.head();
+        {
+            let books = self.books.read().await;
+            if books.as_ref().is_some_and(|b| b.projection.position() >= head) {
+                return RwLockReadGuard::try_map(books, |b| b.as_ref().map(|b| &b.projection))
+                    .map_err(|_| Failure::internal("the books are not open"));
+            }
+        }
+        let mut books = self.books.write().await;
+        match books.as_mut() {
+            None => {
+                let path = self.dir.ledger_checkpoint();
+                let (projection, opened) = ledger::open_books(&*self.store, Some(&path)).await?;
+                let saved_at = match opened {
+                    ledger::Opened::Resumed(at) => Some(at),
+                    ledger::Opened::Refused(why) => {
+                        (self.warn)(&format!("{why}; the books were rebuilt from position 0"));
+                        None
+                    }
+                    ledger::Opened::Rebuilt => None,
+                };
+                *books = Some(Books { projection, saved_at });
+            }
+            Some(b) if b.projection.position() < self.store.head() => {
+                ledger::catch_up(&*self.store, &mut b.projection, u64::MAX).await?;
+            }
+            Some(_) => {}
+        }
+        RwLockReadGuard::try_map(books.downgrade(), |b| b.as_ref().map(|b| &b.projection))
+            .map_err(|_| Failure::internal("the books are not open"))
+    }
+
+    /// Events the books have not applied yet (the whole log before they are first opened).
+    pub async fn books_lag(&self) -> u64 {
+        let position = self.books.read().await.as_ref().map_or(0, |b| b.projection.position());
+        self.store.head().saturating_sub(position)
+    }
+
+    /// Events in the log.
+    pub fn head(&self) -> u64 {
+        self.store.head()
+    }
+}
+
+/// An amount at least at its currency's scale (`12.5` CNY is `12.50`; never fewer places than
+/// recorded).
+pub fn money(amount: rust_decimal::Decimal, currency: ingest::money::Currency) -> rust_decimal::Decimal {
+    let mut amount = amount;
+    if amount.scale() < currency.scale() {
+        amount.rescale(currency.scale());
+    }
+    amount
+}

@@ -1,0 +1,462 @@
+//! Statements and reconciliation: import a channel's statement, reconcile the statements of a
+//! date against the books (the end-of-day report, with the host's verdict on every terminal
+//! batch closed that day), and list the breaks.
+//!
+//! The matching itself and what a run records are worked out in `ledger::recon`; this module
+//! records them and builds the report.
+
+use std::collections::BTreeMap;
+
+use chrono::NaiveDate;
+use ingest::event::{BatchTotals, ReconBreak, StatementImported, TerminalBatchReconciled};
+use ingest::money::Currency;
+use ingest::statement::{LineKind, StatementChannel, StatementError, Totals};
+use ingest::store::{EventStore, ExpectedRevision};
+use ledger::entry::Account;
+use ledger::recon::{Outcome, Reconciled, ToRecord};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::{App, Class, Failure};
+
+/// What a statement import did: recorded it, found it recorded before, or refused the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImportOutcome {
+    /// Recorded now (or put back in force).
+    Imported(StatementImported),
+    /// The same file was imported before and is in force: nothing was recorded.
+    Again(StatementImported),
+    /// The file was refused, nothing was recorded: which line and field, and why.
+    Refused(StatementError),
+}
+
+/// A statement file's identity in a report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileInfo {
+    /// Its name as imported.
+    pub name: String,
+    /// BLAKE3 of its bytes.
+    pub digest: String,
+    /// Lines.
+    pub lines: u64,
+}
+
+/// A break as the end-of-day report lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportBreak {
+    /// Anything but `matched`.
+    pub outcome: Outcome,
+    /// Payment or refund.
+    pub kind: LineKind,
+    /// Our order number.
+    pub txn_id: String,
+    /// The channel's id.
+    pub channel_txn_id: Option<String>,
+    /// The statement line.
+    pub line: Option<u64>,
+    /// Our amount.
+    pub our_amount: Option<Decimal>,
+    /// The fee we expected.
+    pub expected_fee: Option<Decimal>,
+    /// The statement's amount.
+    pub their_amount: Option<Decimal>,
+    /// The statement's fee.
+    pub their_fee: Option<Decimal>,
+    /// Days from our item's business date to the statement's.
+    pub age_days: i64,
+}
+
+/// A clearing account the statement settles: its balance at the start and the end of the day.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Clearing {
+    /// The account's path.
+    pub account: String,
+    /// At the end of the day before.
+    pub opening: Decimal,
+    /// At the end of the day: what the channel still owes.
+    pub closing: Decimal,
+}
+
+/// The report of one statement and date (design.md §5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatementReport {
+    /// The statement's channel.
+    pub statement: StatementChannel,
+    /// The statement date.
+    pub date: NaiveDate,
+    /// The file in force.
+    pub file: FileInfo,
+    /// The statement's totals.
+    pub theirs: Totals,
+    /// What the statement settles: payments less refunds less fees.
+    pub theirs_net: Decimal,
+    /// Our items' totals for the date.
+    pub ours: Totals,
+    /// How many lines and items got each outcome.
+    pub counts: BTreeMap<String, u64>,
+    /// Every line and item not matched.
+    pub breaks: Vec<ReportBreak>,
+    /// The clearing accounts the statement settles.
+    pub clearing: Vec<Clearing>,
+    /// The run's identity.
+    pub classification_digest: String,
+}
+
+/// A terminal batch whose totals differ from the host's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnbalancedBatch {
+    /// The merchant.
+    pub merchant_id: String,
+    /// The terminal.
+    pub terminal_id: String,
+    /// The batch.
+    pub batch_no: String,
+    /// The terminal's net less the host's.
+    pub difference: Decimal,
+    /// The terminal's totals.
+    pub terminal: BatchTotals,
+    /// The host's totals.
+    pub host: BatchTotals,
+}
+
+/// The terminal batches closed on a date.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batches {
+    /// Closed that day.
+    pub closed: usize,
+    /// Whose totals agree with the host's.
+    pub balanced: usize,
+    /// Whose totals do not.
+    pub unbalanced: Vec<UnbalancedBatch>,
+}
+
+/// One merchant's business of a day in one currency (what settlement pays).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MerchantDay {
+    /// The merchant.
+    pub merchant_id: String,
+    /// The currency.
+    pub currency: Currency,
+    /// Sales less voids and reversals.
+    pub gross: Decimal,
+    /// Refunds.
+    pub refunds: Decimal,
+    /// The merchant's fees.
+    pub fees: Decimal,
+    /// What the merchant is owed.
+    pub net: Decimal,
+}
+
+/// The end-of-day report: each statement's report, the terminal batches, and the merchants'
+/// business of the day.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayReport {
+    /// The date.
+    pub date: NaiveDate,
+    /// One per statement reconciled.
+    pub reports: Vec<StatementReport>,
+    /// The terminal batches closed that day.
+    pub batches: Batches,
+    /// The merchants' business of the day.
+    pub settlement: Vec<MerchantDay>,
+}
+
+impl DayReport {
+    /// Whether anything did not match: a break in a statement, or an unbalanced batch.
+    pub fn has_breaks(&self) -> bool {
+        self.reports.iter().any(|r| !r.breaks.is_empty() && r.breaks.iter().any(|b| b.outcome.is_break()))
+            || !self.batches.unbalanced.is_empty()
+    }
+}
+
+/// A break as `breaks` lists it: the recorded break with its id, what it parks, and its
+/// resolution (or the one waiting for approval).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListedBreak {
+    /// The break's id.
+    pub id: String,
+    /// Its statement.
+    pub statement: StatementChannel,
+    /// Its date.
+    pub date: NaiveDate,
+    /// The break as recorded.
+    #[serde(flatten)]
+    pub found: ReconBreak,
+    /// What it parks in suspense (debit positive).
+    pub suspense_amount: Decimal,
+    /// Its resolution, once resolved.
+    pub resolved: Option<ingest::event::BreakResolved>,
+    /// A resolution waiting for a second person's approval.
+    pub awaiting_approval: Option<crate::approvals::Proposal>,
+}
+
+/// Records a run or an import: one atomic request (the stream's revision expected, so two
+/// writers cannot interleave) when it fits, else event by event in order, the last one making
+/// the others count (a cut run is ignored and completed by running again).
+pub(crate) async fn record<S: EventStore>(store: &S, run: ToRecord) -> Result<(), Failure> {
+    let ToRecord { stream, events } = run;
+    if events.is_empty() {
+        return Ok(());
+    }
+    let data: Vec<_> = events.iter().map(ingest::event::Event::to_event_data).collect();
+    let bytes: usize = data.iter().map(|d| d.payload.len()).sum();
+    if data.len() <= ledger::recon::ATOMIC_RUN_EVENTS_MAX && bytes <= ledger::recon::ATOMIC_RUN_BYTES_MAX {
+        let expected = match store.stream_revision(&stream).await? {
+            Some(r) => ExpectedRevision::Exact(r),
+            None => ExpectedRevision::NoStream,
+        };
+        // A run already recorded whole: nothing to do.
+        if let Some(last) = data.last()
+            && store.event_by_id(last.event_id).await?.is_some()
+        {
+            return Ok(());
+        }
+        store.append(&stream, expected, data).await?;
+        return Ok(());
+    }
+    for event in data {
+        store.append(&stream, ExpectedRevision::Any, vec![event]).await?;
+    }
+    Ok(())
+}
+
+fn recon_failure(e: ledger::recon::ReconError) -> Failure {
+    use ledger::recon::ReconError as E;
+    match e {
+        E::Statement(e) => Failure::new(Class::Refused, "invalid_statement", e.to_string()),
+        e @ (E::NoDate(_) | E::DateConflict(..)) => Failure::invalid("statement_refused", e.to_string()),
+        e @ (E::NoStatement(..) | E::NoTerms(..)) => Failure::new(Class::Conflict, "cannot_reconcile", e.to_string()),
+        e @ E::Damaged(..) => Failure::internal(e.to_string()),
+        E::Replay(e) => e.into(),
+        E::Read(e) => e.into(),
+    }
+}
+
+/// The statement channels, in report order.
+const STATEMENT_CHANNELS: [StatementChannel; 4] =
+    [StatementChannel::Wechat, StatementChannel::Alipay, StatementChannel::Unionpay, StatementChannel::Generic];
+
+impl App {
+    /// Imports a statement file (`name` as given, `bytes` its content): all of it or nothing;
+    /// the same file again changes nothing. `date` when neither the file nor its name says.
+    pub async fn import_statement(
+        &self,
+        channel: StatementChannel,
+        name: &str,
+        bytes: &[u8],
+        date: Option<NaiveDate>,
+    ) -> Result<ImportOutcome, Failure> {
+        if let Err(e) = ingest::statement::check_size(name, bytes.len() as u64) {
+            return Ok(ImportOutcome::Refused(e));
+        }
+        let _writer = self.writes.lock().await;
+        let (imported, run) = match ledger::recon::prepare_import(&*self.store, channel, name, bytes, date).await {
+            Ok(prepared) => prepared,
+            // Refused input: nothing was recorded.
+            Err(ledger::recon::ReconError::Statement(e)) => return Ok(ImportOutcome::Refused(e)),
+            Err(e) => return Err(recon_failure(e)),
+        };
+        record(&*self.store, run).await?;
+        Ok(if imported.again {
+            ImportOutcome::Again(imported.statement)
+        } else {
+            ImportOutcome::Imported(imported.statement)
+        })
+    }
+
+    /// Reconciles every statement imported for `date` (or one channel's), records each run and
+    /// the host's verdict on each terminal batch closed that day, and reports.
+    pub async fn reconcile(&self, date: NaiveDate, only: Option<StatementChannel>) -> Result<DayReport, Failure> {
+        let (runs, verdicts) = {
+            let _writer = self.writes.lock().await;
+            self.reconcile_day(date, only).await?
+        };
+        let books = self.books().await?;
+        Ok(day_report(date, &runs, &verdicts, &books))
+    }
+
+    async fn reconcile_day(
+        &self,
+        date: NaiveDate,
+        only: Option<StatementChannel>,
+    ) -> Result<(Vec<Reconciled>, Vec<TerminalBatchReconciled>), Failure> {
+        let store = &*self.store;
+        let channels: Vec<StatementChannel> = match only {
+            Some(c) => vec![c],
+            None => {
+                let mut found = Vec::new();
+                for c in STATEMENT_CHANNELS {
+                    // A statement stored damaged is an error, not a statement to skip.
+                    if !ledger::recon::statement_imports(store, c, date).await.map_err(recon_failure)?.is_empty() {
+                        found.push(c);
+                    }
+                }
+                found
+            }
+        };
+        if channels.is_empty() {
+            return Err(Failure::new(
+                Class::Conflict,
+                "cannot_reconcile",
+                format!("no statement is imported for {date}; import one with `posledger statement import`"),
+            ));
+        }
+        let mut runs = Vec::new();
+        for c in channels {
+            let (run, to_record) = ledger::recon::prepare_run(store, c, date).await.map_err(|e| {
+                let mut f = recon_failure(e);
+                f.message = format!("reconciling {c} {date}: {}", f.message);
+                f
+            })?;
+            record(store, to_record).await?;
+            runs.push(run);
+        }
+        // Terminal batches closed that day: the host's verdict, recorded once.
+        let verdicts = ledger::recon::batch_verdicts(store, date).await?;
+        for v in &verdicts {
+            let e = ingest::event::Event::TerminalBatchReconciled(v.clone());
+            store.append(&e.stream(), ExpectedRevision::Any, vec![e.to_event_data()]).await?;
+        }
+        Ok((runs, verdicts))
+    }
+
+    /// Every break of the latest reconciliation of every statement and date (carried items
+    /// left out), with its id, what it parks, its resolution and any resolution waiting for
+    /// approval; only the unresolved ones when `open`.
+    pub async fn breaks(&self, open: bool) -> Result<Vec<ListedBreak>, Failure> {
+        let (latest, resolved) = ledger::recon::recorded_breaks(&*self.store).await?;
+        let waiting = self.approvals.waiting(self)?;
+        let mut listed = Vec::new();
+        for ((statement, date), (_, breaks)) in &latest {
+            let ids = ledger::recon::break_ids(*statement, *date, breaks);
+            for (id, b) in ids.into_iter().zip(breaks) {
+                if b.outcome == Outcome::CarriedForward || open && resolved.contains_key(&id) {
+                    continue;
+                }
+                listed.push(ListedBreak {
+                    statement: *statement,
+                    date: *date,
+                    suspense_amount: ledger::recon::parked(b),
+                    resolved: resolved.get(&id).cloned(),
+                    awaiting_approval: waiting.get(&id).cloned(),
+                    found: b.clone(),
+                    id,
+                });
+            }
+        }
+        Ok(listed)
+    }
+
+    /// Breaks of the latest runs that are not resolved, following the log from where the last
+    /// call stopped (cheap to ask often).
+    pub async fn open_breaks(&self) -> Result<usize, Failure> {
+        let mut follower = self.breaks.lock().await;
+        follower.catch_up(&*self.store).await?;
+        Ok(follower.open_breaks())
+    }
+}
+
+/// The end-of-day report of the runs and verdicts of `date`, with the clearing balances and
+/// the merchants' business from the books.
+fn day_report(
+    date: NaiveDate,
+    runs: &[Reconciled],
+    verdicts: &[TerminalBatchReconciled],
+    books: &ledger::Projection,
+) -> DayReport {
+    let unbalanced: Vec<UnbalancedBatch> = verdicts
+        .iter()
+        .filter(|v| !v.balanced)
+        .map(|v| UnbalancedBatch {
+            merchant_id: v.merchant_id.clone(),
+            terminal_id: v.terminal_id.clone(),
+            batch_no: v.batch_no.clone(),
+            difference: v.difference,
+            terminal: v.terminal,
+            host: v.host,
+        })
+        .collect();
+    let batches = Batches { closed: verdicts.len(), balanced: verdicts.len() - unbalanced.len(), unbalanced };
+    let reports = runs.iter().map(|r| statement_report(r, date, books)).collect();
+    let settlement = books
+        .day_totals(date)
+        .into_iter()
+        .map(|(merchant_id, currency, gross, refunds, fees, net)| {
+            let at_scale = |mut d: Decimal| {
+                d.rescale(currency.scale());
+                d
+            };
+            MerchantDay {
+                merchant_id,
+                currency,
+                gross: at_scale(gross),
+                refunds: at_scale(refunds),
+                fees: at_scale(fees),
+                net: at_scale(net),
+            }
+        })
+        .collect();
+    DayReport { date, reports, batches, settlement }
+}
+
+/// The report of one statement and date.
+fn statement_report(r: &Reconciled, date: NaiveDate, books: &ledger::Projection) -> StatementReport {
+    let counts = r.classification.counts().into_iter().map(|(o, n)| (o.as_str().to_owned(), n)).collect();
+    let breaks = r
+        .classification
+        .items
+        .iter()
+        .filter(|c| c.outcome != Outcome::Matched)
+        .map(|c| ReportBreak {
+            outcome: c.outcome,
+            kind: c.kind,
+            txn_id: c.txn_id.clone(),
+            channel_txn_id: c.channel_txn_id.clone(),
+            line: c.line,
+            our_amount: c.our_amount,
+            expected_fee: c.expected_fee.map(|d| d.normalize()),
+            their_amount: c.their_amount,
+            their_fee: c.their_fee,
+            age_days: c.item_date.map_or(0, |d| (date - d).num_days()),
+        })
+        .collect();
+    // The clearing accounts the statement settles: how they moved on the date in the books.
+    let day_end = |d: NaiveDate| {
+        d.and_hms_opt(23, 59, 59).and_then(|t| t.and_local_timezone(chrono::FixedOffset::east_opt(8 * 3600)?).single())
+    };
+    let clearing = ingest::event::Channel::ALL
+        .iter()
+        .filter(|c| ledger::recon::statement_of(**c) == Some(r.statement.channel))
+        .map(|c| {
+            let account = Account::clearing(*c);
+            let at = |d: Option<chrono::DateTime<chrono::FixedOffset>>| {
+                d.map_or(Decimal::ZERO, |t| books.balance_at_time(&account, Currency::Cny, t.timestamp_micros()))
+            };
+            // In: the day's captures less refunds. Out: what reconciliations cleared. Left:
+            // what the channel still owes at the end of the day (carried items, other days).
+            Clearing {
+                account: account.path().to_owned(),
+                opening: at(date.pred_opt().and_then(day_end)),
+                closing: at(day_end(date)),
+            }
+        })
+        .collect();
+    let t = &r.statement.totals;
+    StatementReport {
+        statement: r.statement.channel,
+        date,
+        file: FileInfo {
+            name: r.statement.file_name.clone(),
+            digest: r.statement.digest.clone(),
+            lines: r.statement.lines,
+        },
+        theirs: *t,
+        theirs_net: (t.payment_amount - t.refund_amount - t.fees).normalize(),
+        ours: r.our_totals,
+        counts,
+        breaks,
+        clearing,
+        classification_digest: r.record.classification_digest.clone(),
+    }
+}
