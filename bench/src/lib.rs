@@ -84,6 +84,14 @@ pub const BENCHMARKS: &[Benchmark] = &[
                 resident memory then and at the end",
     },
     Benchmark {
+        name: "cli_balance_while_serving_ms",
+        about: "a `posledger balance` process, start to exit, on a data directory that `posledger serve` \
+                (a child process) holds while it takes a generated feed POSTed at a steady 10k records/s \
+                (the command goes through the server's local socket); beside it the same command with the \
+                server idle (cli_balance_idle_server_ms) and with no server (cli_balance_no_server_ms, the \
+                command opening the directory itself)",
+    },
+    Benchmark {
         name: "replay_10m_events_s",
         about: "rebuilding the books from a stored log of 10M events (9.1M captures of 1000 merchants, \
                 a refund for one in ten) without a checkpoint: read, decode, project; also its peak \
@@ -169,6 +177,9 @@ pub fn run(names: &[String], scale: f64, repeat: usize, work_dir: Option<&Path>)
             "http_balance_reads_per_s" => rt.block_on(http(&dir, scaled(200_000, scale), repeat))?,
             "http_sustained_ingest_rss_spread_pct" => {
                 rt.block_on(http_sustained(&dir, scaled(600, scale).max(120), SUSTAINED_RECORDS_PER_S))?
+            }
+            "cli_balance_while_serving_ms" => {
+                rt.block_on(cli_balance_while_serving(&dir, (30.0 * repeat as f64 * scale.max(0.34)) as usize))?
             }
             "reconcile_1m_items_s" => reconcile(&dir, scaled(1_000_000, scale), repeat)?,
             "parse_statements_lines_per_s" => parse_statements(scaled(1_000_000, scale), repeat)?,
@@ -918,6 +929,108 @@ impl Write for FeedBatches {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// Milliseconds a `posledger balance` process takes from start to exit, `runs` times.
+fn time_balance_commands(data: &Path, runs: usize) -> Result<Vec<f64>> {
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let start = Instant::now();
+        let out = std::process::Command::new(std::env::current_exe()?)
+            .arg("posledger")
+            .arg("--data-dir")
+            .arg(data)
+            .args(["balance", "liabilities:merchant:M000001:payable", "--format", "json"])
+            .output()?;
+        times.push(start.elapsed().as_secs_f64() * 1000.0);
+        anyhow::ensure!(out.status.success(), "balance failed: {}", String::from_utf8_lossy(&out.stderr));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Ok(times)
+}
+
+/// `posledger balance` while `posledger serve` takes 10k records/s, beside the same command with
+/// the server idle and with no server at all.
+async fn cli_balance_while_serving(dir: &Path, runs: usize) -> Result<()> {
+    use std::time::Duration;
+    std::fs::create_dir_all(dir)?;
+    let shape = Shape { merchants: 1000, terminals_per_merchant: 2, seed: 13 };
+    let data = dir.join("data");
+    let mut admin = Vec::new();
+    generate::write_admin(&mut admin, shape)?;
+    server_data(&data, &admin).await?;
+    let token = admin_key(&data).await?;
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .arg("posledger")
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["serve", "--addr", &addr.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("starting posledger serve")?;
+    let pid = child.id();
+    let result = tokio::task::block_in_place(|| -> Result<(Vec<f64>, Vec<f64>, u64)> {
+        let ready = Instant::now();
+        while std::net::TcpStream::connect(addr).is_err() || !data.join("posledger.sock").exists() {
+            anyhow::ensure!(ready.elapsed() < Duration::from_secs(60), "the server did not start listening");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let feeder = {
+            let (stop, token) = (stop.clone(), token.clone());
+            std::thread::spawn(move || -> Result<u64> {
+                let (to, batches) = std::sync::mpsc::sync_channel(8);
+                let generator = std::thread::spawn(move || {
+                    let mut out = FeedBatches { to, buf: Vec::new(), scanned: 0, lines: 0 };
+                    let _ = generate::write_feed(&mut out, shape, u64::MAX);
+                });
+                let interval = Duration::from_secs_f64(1000.0 / SUSTAINED_RECORDS_PER_S as f64);
+                let (start, mut sent, mut accepted) = (Instant::now(), 0u32, 0u64);
+                while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                    if let Some(wait) = (interval * sent).checked_sub(start.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                    let body = batches.recv().context("the feed generator stopped")?;
+                    let answer: Value = serde_json::from_slice(&http_post(addr, "/v1/transactions", &token, &body)?)?;
+                    accepted += answer["accepted"].as_u64().unwrap_or(0);
+                    sent += 1;
+                }
+                drop(batches);
+                let _ = generator.join();
+                Ok(accepted)
+            })
+        };
+        // Let the ingest settle into its pace first.
+        std::thread::sleep(Duration::from_secs(3));
+        let busy = time_balance_commands(&data, runs)?;
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        let accepted = feeder.join().map_err(|_| anyhow::anyhow!("the feeder panicked"))??;
+        let idle = time_balance_commands(&data, runs.div_ceil(3))?;
+        Ok((busy, idle, accepted))
+    });
+    let signalled = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    if !signalled.is_ok_and(|s| s.success()) {
+        let _ = child.kill();
+    }
+    let status = child.wait()?;
+    let (busy, idle, accepted) = result?;
+    anyhow::ensure!(status.success(), "posledger serve exited with {status}");
+    let alone = time_balance_commands(&data, runs.div_ceil(3))?;
+    let _ = std::fs::remove_dir_all(&data);
+    let max = |v: &[f64]| v.iter().copied().fold(0f64, f64::max);
+    let (busy_max, idle_ms, alone_ms) = (max(&busy), median(idle), median(alone));
+    emit(
+        "cli_balance_while_serving_ms",
+        median(busy),
+        "ms",
+        json!({"runs": runs, "ingest_records_per_s": SUSTAINED_RECORDS_PER_S, "records_accepted": accepted,
+               "max_ms": busy_max}),
+    );
+    emit("cli_balance_idle_server_ms", idle_ms, "ms", json!({}));
+    emit("cli_balance_no_server_ms", alone_ms, "ms", json!({"records_in_log": accepted}));
+    Ok(())
 }
 
 /// Resident memory of process `pid`, in MiB.

@@ -15,7 +15,9 @@ pub mod fault;
 pub mod format;
 mod index;
 mod keymap;
+mod scan;
 mod verify;
+mod writer;
 
 pub mod conformance;
 

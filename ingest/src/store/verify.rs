@@ -8,8 +8,9 @@
 use std::fs::File;
 use std::path::Path;
 
-use super::embedded::{IndexBuilderForVerify, TailCheck, acquire, list_segments, scan_log};
+use super::embedded::acquire;
 use super::format;
+use super::scan::{IndexBuilderForVerify, TailCheck, list_segments, scan_log};
 
 /// What a successful verify found.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

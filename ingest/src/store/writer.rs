@@ -1,0 +1,427 @@
+//! The writer thread: takes every append waiting in its queue, checks each request against the
+//! committed index plus what the same batch already staged, encodes the accepted events into
+//! one frame, writes it with one call and makes it durable with one fdatasync (group commit).
+//! Only then does it publish the new head and answer the callers. A write or sync failure
+//! stops the writer (fail-stop): the file's state is unknown until the store is reopened and
+//! recovered. It also zero-fills space ahead of the log, starts segments, spills the index
+//! and takes snapshots.
+
+use std::fs::File;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use uuid::Uuid;
+
+use super::embedded::{
+    APPEND_MANY_BYTES_MAX, APPEND_MANY_EVENTS_MAX, PREALLOCATE_STEP_BYTES, SNAPSHOT_FILE, Shared, StoreOptions,
+    create_segment, now_us, remove_files,
+};
+use super::fault::{LogFile, ZERO_FILL_ALIGN};
+use super::format::{self, FRAME_HEADER_LEN, NO_LOCATION, RecordMeta, SEGMENT_HEADER_LEN, location, split_location};
+use super::index::{HashKeyMap, Index, StreamHead};
+use super::{
+    AppendError, AppendRequest, Appended, ExpectedRevision, ReadError, RecordedEvent, check_request, stream_hash,
+};
+
+/// A job for the writer thread.
+pub(super) struct Job {
+    pub(super) requests: Vec<AppendRequest>,
+    pub(super) reply: oneshot::Sender<Reply>,
+}
+
+/// The writer's answer to a job. The requests travel back so that the caller, not the writer
+/// thread, pays for freeing them.
+pub(super) struct Reply {
+    pub(super) results: Vec<Result<Appended, AppendError>>,
+    _requests: Vec<AppendRequest>,
+}
+
+impl Job {
+    pub(super) fn answer(self, results: Vec<Result<Appended, AppendError>>) {
+        let _ = self.reply.send(Reply { results, _requests: self.requests });
+    }
+
+    pub(super) fn fail(self, e: impl Fn() -> AppendError) {
+        let n = self.requests.len();
+        self.answer((0..n).map(|_| Err(e())).collect());
+    }
+}
+
+/// State private to the writer thread.
+pub(super) struct Writer {
+    pub(super) dir: PathBuf,
+    pub(super) options: StoreOptions,
+    pub(super) file: Box<dyn LogFile>,
+    pub(super) segment: u32,
+    pub(super) segment_len: u64,
+    /// The segment file's length: space up to here is allocated (zero-filled or written).
+    pub(super) preallocated: u64,
+    pub(super) head: u64,
+    pub(super) link: [u8; 32],
+    pub(super) head_tx: watch::Sender<u64>,
+    /// The last batch's buffers, kept for the next one.
+    pub(super) spare: Batch,
+    /// Head when the last snapshot was taken.
+    pub(super) snapshot_head: u64,
+    /// The thread writing the last snapshot, if it may still run.
+    pub(super) snapshot_writer: Option<JoinHandle<()>>,
+}
+
+/// An event staged in the current batch, for idempotency checks within the batch.
+struct Staged {
+    loc: u64,
+    body_offset: usize,
+}
+
+/// Everything one batch stages before it is written.
+#[derive(Default)]
+pub(super) struct Batch {
+    /// Frame header space followed by the records.
+    frame: Vec<u8>,
+    first_position: u64,
+    next_position: u64,
+    /// Streams the batch appends to, by their full 128-bit hash: name, new head, and whether
+    /// the index held the stream before the batch.
+    streams: HashKeyMap<u128, (String, StreamHead, bool)>,
+    ids: HashKeyMap<u128, Staged>,
+    recorded_at_us: i64,
+}
+
+impl Writer {
+    pub(super) fn run(mut self, shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
+        let mut failed: Option<String> = None;
+        while let Some(first) = rx.blocking_recv() {
+            let mut jobs = vec![first];
+            let mut events: usize = jobs[0].requests.iter().map(|r| r.events.len()).sum();
+            let mut bytes: usize = jobs[0].requests.iter().map(request_bytes).sum();
+            while events < self.options.batch_events_max && bytes < self.options.batch_bytes_max {
+                match rx.try_recv() {
+                    Ok(job) => {
+                        events += job.requests.iter().map(|r| r.events.len()).sum::<usize>();
+                        bytes += job.requests.iter().map(request_bytes).sum::<usize>();
+                        jobs.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if let Some(reason) = &failed {
+                for job in jobs {
+                    job.fail(|| AppendError::Io(reason.clone()));
+                }
+                continue;
+            }
+            if let Err(e) = self.commit_batch(&shared, jobs) {
+                shared.failed.store(true, std::sync::atomic::Ordering::SeqCst);
+                failed = Some(e);
+            }
+        }
+        // A snapshot still being written must land before the closing one replaces it.
+        if let Some(handle) = self.snapshot_writer.take() {
+            let _ = handle.join();
+        }
+    }
+
+    fn commit_batch(&mut self, shared: &Shared, jobs: Vec<Job>) -> Result<(), String> {
+        if self.segment_len >= self.options.segment_bytes_max
+            && let Err(e) = self.roll_segment(shared)
+        {
+            let reason = format!("starting segment {}: {e}", self.segment + 1);
+            reply_all_failed(jobs, &reason);
+            return Err(reason);
+        }
+        // The batch reuses the previous one's buffers: no allocation or page faults per commit.
+        let mut batch = std::mem::take(&mut self.spare);
+        batch.frame.clear();
+        batch.frame.resize(FRAME_HEADER_LEN, 0);
+        batch.streams.clear();
+        batch.ids.clear();
+        batch.first_position = self.head;
+        batch.next_position = self.head;
+        batch.recorded_at_us = now_us();
+        let mut results = Vec::with_capacity(jobs.len());
+        {
+            // Readers may run meanwhile; the writer is the only one that changes the index.
+            let index = shared.index.read().unwrap_or_else(|p| p.into_inner());
+            for job in &jobs {
+                let total: usize = job.requests.iter().map(|r| r.events.len()).sum();
+                let bytes: usize = job.requests.iter().map(request_bytes).sum();
+                let job_results: Vec<_> = if total > APPEND_MANY_EVENTS_MAX || bytes > APPEND_MANY_BYTES_MAX {
+                    job.requests
+                        .iter()
+                        .map(|_| {
+                            Err(AppendError::Invalid(format!(
+                                "one append_many may carry at most {APPEND_MANY_EVENTS_MAX} events \
+                                 and {APPEND_MANY_BYTES_MAX} bytes"
+                            )))
+                        })
+                        .collect()
+                } else {
+                    // A request decided on the effect of an earlier one to the same stream must
+                    // not land if that one was refused: its revision may still match.
+                    let mut refused: HashKeyMap<u128, ()> = HashKeyMap::default();
+                    job.requests
+                        .iter()
+                        .map(|r| {
+                            let result = self.stage(&index, &mut batch, r, &refused);
+                            if result.is_err() {
+                                refused.insert(stream_hash(&r.stream), ());
+                            }
+                            result
+                        })
+                        .collect()
+                };
+                results.push(job_results);
+            }
+        }
+        let count = batch.next_position - batch.first_position;
+        if count > 0 {
+            let header = format::encode_frame_header(
+                &self.link,
+                count as u32,
+                batch.first_position,
+                &batch.frame[FRAME_HEADER_LEN..],
+            );
+            batch.frame[..FRAME_HEADER_LEN].copy_from_slice(&header);
+            if let Err(e) = self.preallocate(self.segment_len + batch.frame.len() as u64) {
+                let reason = format!("segment {}: allocating space: {e}", self.segment);
+                reply_all_failed(jobs, &reason);
+                return Err(reason);
+            }
+            let write = self.file.write_all_at(&batch.frame, self.segment_len).and_then(|()| self.file.sync_data());
+            if let Err(e) = write {
+                let reason = format!("segment {}: {e}", self.segment);
+                reply_all_failed(jobs, &reason);
+                return Err(reason);
+            }
+            let frame_loc = location(self.segment, self.segment_len);
+            let frame_end = self.segment_len + batch.frame.len() as u64;
+            self.segment_len = frame_end;
+            self.head = batch.next_position;
+            self.link.copy_from_slice(&header[32..64]);
+            let mut index = shared.index.write().unwrap_or_else(|p| p.into_inner());
+            if let Err(e) = index_batch(&mut index, &mut batch) {
+                // The frame is durable but the index could not take it: stop writing; a
+                // reopen indexes the log from disk.
+                drop(index);
+                let reason = format!("indexing the commit: {e}");
+                reply_all_failed(jobs, &reason);
+                return Err(reason);
+            }
+            index.last_frame = frame_loc;
+            // Entries every stride bytes inside the frame too, so a reader starts near any position.
+            let frame_start = split_location(frame_loc).1;
+            index.add_sparse(batch.first_position, frame_loc, frame_start);
+            let mut at = FRAME_HEADER_LEN;
+            while at < batch.frame.len() {
+                let position = format::le_u64(&batch.frame[at + format::RECORD_PREFIX_LEN..]);
+                index.add_sparse(position, location(self.segment, frame_start + at as u64), frame_end);
+                at += format::RECORD_PREFIX_LEN + format::le_u32(&batch.frame[at..]) as usize;
+            }
+            index.set_segment_len(self.segment, frame_end);
+            index.head = self.head;
+            index.link = self.link;
+            drop(index);
+            self.head_tx.send_replace(self.head);
+        }
+        for (job, job_results) in jobs.into_iter().zip(results) {
+            job.answer(job_results);
+        }
+        self.spare = batch;
+        if self.snapshot_due() {
+            self.take_snapshot(shared);
+        }
+        Ok(())
+    }
+
+    /// Whether enough has been appended since the last snapshot to take another.
+    fn snapshot_due(&self) -> bool {
+        let every = self.options.snapshot_every_events;
+        every > 0
+            && self.head - self.snapshot_head >= every
+            && self.snapshot_writer.as_ref().is_none_or(|h| h.is_finished())
+    }
+
+    /// Streams the index into the snapshot's temporary file (appends wait meanwhile, readers
+    /// do not), then makes it durable and puts it in place on a thread of its own. Taken after
+    /// a durable commit, it describes a prefix of the log whatever happens later.
+    fn take_snapshot(&mut self, shared: &Shared) {
+        self.snapshot_head = self.head;
+        let path = shared.dir.join(SNAPSHOT_FILE);
+        let tmp = {
+            let index = shared.index.read().unwrap_or_else(|p| p.into_inner());
+            index.write_snapshot_tmp(&path)
+        };
+        // A snapshot that cannot be written only makes the next open after a crash slower.
+        let Ok(tmp) = tmp else { return };
+        // Runs merged away before this snapshot may be named by the one it replaces: they go
+        // once it is in place.
+        let retired = shared.index.write().unwrap_or_else(|p| p.into_inner()).take_retired();
+        let spawned = std::thread::Builder::new().name("posledger-snapshot".into()).spawn(move || {
+            if super::index::finish_snapshot(&tmp, &path).is_ok() {
+                remove_files(&retired);
+            }
+        });
+        self.snapshot_writer = spawned.ok();
+    }
+
+    /// Makes sure `..end` of the current segment is allocated, zero-filling ahead of the log
+    /// in steps of [`PREALLOCATE_STEP_BYTES`], never past the segment's size limit.
+    fn preallocate(&mut self, end: u64) -> io::Result<()> {
+        if end <= self.preallocated {
+            return Ok(());
+        }
+        // Never zero a byte at or before the log's end: start at the next block after it.
+        let from = self.preallocated.max(self.segment_len).next_multiple_of(ZERO_FILL_ALIGN);
+        let limit = self.options.segment_bytes_max.next_multiple_of(ZERO_FILL_ALIGN);
+        let to = (end + PREALLOCATE_STEP_BYTES).next_multiple_of(ZERO_FILL_ALIGN).min(limit.max(from));
+        if to > from {
+            self.file.zero_fill(from, to)?;
+        }
+        // Past the limit the frame itself extends the file.
+        self.preallocated = to.max(end);
+        Ok(())
+    }
+
+    fn roll_segment(&mut self, shared: &Shared) -> io::Result<()> {
+        let next = self.segment + 1;
+        let file = create_segment(&*self.options.fs, &self.dir, next, self.head)?;
+        let read = File::open(self.dir.join(format::segment_file_name(next)))?;
+        self.file = file;
+        self.segment = next;
+        self.segment_len = SEGMENT_HEADER_LEN as u64;
+        self.preallocated = SEGMENT_HEADER_LEN as u64;
+        let mut index = shared.index.write().unwrap_or_else(|p| p.into_inner());
+        index.files.push(Arc::new(read));
+        index.set_segment_len(next, SEGMENT_HEADER_LEN as u64);
+        Ok(())
+    }
+
+    /// Checks one request against the committed index and the batch so far, and stages its
+    /// events into the batch's frame if it is accepted.
+    fn stage(
+        &self,
+        index: &Index,
+        batch: &mut Batch,
+        req: &AppendRequest,
+        refused: &HashKeyMap<u128, ()>,
+    ) -> Result<Appended, AppendError> {
+        check_request(req)?;
+        // Idempotency first: a retried append is answered with the original result whatever
+        // the stream's revision is now.
+        let mut found = Vec::new();
+        for (i, e) in req.events.iter().enumerate() {
+            if req.events[..i].iter().any(|p| p.event_id == e.event_id) {
+                return Err(AppendError::Invalid(format!("event id {} appears twice in one append", e.event_id)));
+            }
+            if let Some(view) = self.lookup_id(index, batch, e.event_id)? {
+                found.push((i, view));
+            }
+        }
+        if !found.is_empty() {
+            return duplicate_result(req, &found);
+        }
+        let hash = stream_hash(&req.stream);
+        if refused.contains_key(&hash) && req.expected != ExpectedRevision::Any {
+            return Err(AppendError::WrongExpectedRevision {
+                stream: req.stream.clone(),
+                expected: req.expected,
+                actual: None,
+            });
+        }
+        let current = match batch.streams.get(&hash) {
+            Some((_, head, _)) => Some(*head),
+            None => index.stream_head(&req.stream).map_err(|e| AppendError::Io(e.to_string()))?,
+        };
+        let ok = match (req.expected, current) {
+            (ExpectedRevision::Any, _) => true,
+            (ExpectedRevision::NoStream, None) => true,
+            (ExpectedRevision::Exact(n), Some(h)) => h.revision == n,
+            _ => false,
+        };
+        if !ok {
+            return Err(AppendError::WrongExpectedRevision {
+                stream: req.stream.clone(),
+                expected: req.expected,
+                actual: current.map(|h| h.revision),
+            });
+        }
+        let mut revision = current.map_or(0, |h| h.revision + 1);
+        let mut prev_loc = current.map_or(NO_LOCATION, |h| h.loc);
+        let first_position = batch.next_position;
+        for e in &req.events {
+            let body_offset = batch.frame.len();
+            let loc = location(self.segment, self.segment_len + body_offset as u64);
+            let meta =
+                RecordMeta { position: batch.next_position, revision, prev_loc, recorded_at_us: batch.recorded_at_us };
+            format::encode_record(&mut batch.frame, meta, &req.stream, e);
+            batch.ids.insert(e.event_id.as_u128(), Staged { loc, body_offset });
+            prev_loc = loc;
+            revision += 1;
+            batch.next_position += 1;
+        }
+        let head = StreamHead { revision: revision - 1, loc: prev_loc };
+        match batch.streams.get_mut(&hash) {
+            Some((_, h, _)) => *h = head,
+            None => {
+                // Not in the batch before: `current` came from the index.
+                batch.streams.insert(hash, (req.stream.clone(), head, current.is_some()));
+            }
+        }
+        Ok(Appended { first_position, last_revision: revision - 1, duplicate: false })
+    }
+
+    /// The stored or staged event with this id.
+    fn lookup_id(&self, index: &Index, batch: &Batch, id: Uuid) -> Result<Option<RecordedEvent>, AppendError> {
+        if let Some(staged) = batch.ids.get(&id.as_u128()) {
+            let (view, _) = format::decode_record(&batch.frame[staged.body_offset..])
+                .map_err(|e| AppendError::Io(format!("staged record unreadable: {e}")))?;
+            return Ok(Some(view.to_recorded()));
+        }
+        let io = |e: ReadError| AppendError::Io(e.to_string());
+        let Some(loc) = index.id_loc(id).map_err(io)? else { return Ok(None) };
+        index.read_at(loc).map(|(e, _)| Some(e)).map_err(io)
+    }
+}
+
+/// Puts a durable batch's streams and ids into the index.
+fn index_batch(index: &mut Index, batch: &mut Batch) -> Result<(), ReadError> {
+    for (_, (name, head, indexed)) in batch.streams.drain() {
+        index.set_stream_head(&name, head.loc, indexed)?;
+    }
+    // Every staged id was looked up and found absent when it was staged, and only this thread
+    // changes the index.
+    for (id, staged) in batch.ids.drain() {
+        index.insert_new_id(Uuid::from_u128(id), staged.loc)?;
+    }
+    Ok(())
+}
+
+/// The answer to a request some of whose ids are stored already: the original result if all
+/// of them are, with the same content, in order in the same stream; a conflict otherwise.
+fn duplicate_result(req: &AppendRequest, found: &[(usize, RecordedEvent)]) -> Result<Appended, AppendError> {
+    let conflict = |e: &RecordedEvent| AppendError::IdConflict { event_id: e.data.event_id, position: e.position };
+    if found.len() != req.events.len() {
+        return Err(conflict(&found[0].1));
+    }
+    for (k, (i, stored)) in found.iter().enumerate() {
+        let consecutive = k == 0 || stored.position == found[k - 1].1.position + 1;
+        if stored.stream != req.stream || stored.data != req.events[*i] || !consecutive {
+            return Err(conflict(stored));
+        }
+    }
+    let last = &found[found.len() - 1].1;
+    Ok(Appended { first_position: found[0].1.position, last_revision: last.revision, duplicate: true })
+}
+
+fn request_bytes(r: &AppendRequest) -> usize {
+    r.events.iter().map(|e| format::record_len(&r.stream, e)).sum()
+}
+
+pub(super) fn reply_all_failed(jobs: Vec<Job>, reason: &str) {
+    for job in jobs {
+        job.fail(|| AppendError::Io(reason.to_owned()));
+    }
+}

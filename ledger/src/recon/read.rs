@@ -1,0 +1,374 @@
+//! Reconciliation's reads, through the store's read API only: our items of a date, the
+//! statements recorded, the runs and resolutions recorded, and each use case's inputs gathered
+//! for the pure decisions of [`super::rules`] and [`super::classify`]. Nothing here appends.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, FixedOffset, NaiveDate};
+use ingest::admin::CARRY_FORWARD_DAYS_MAX;
+use ingest::event::Channel;
+use ingest::statement::{LineKind, StatementChannel, StatementLine};
+use rust_decimal::Decimal;
+
+use super::classify::near_cutoff;
+use super::{
+    BATCH_EVENT_TYPES, BatchHost, Imported, Item, ReconError, Reconciled, RecordedBreaks, RecordedRun, ResolveError,
+    Terms, ToRecord, break_ids, classify, file_digest, import_record, resolution, run_record, statement_of,
+};
+
+/// Our items a statement of `date` may settle, read from the log in one pass: every payment
+/// and refund of its channels on `date`, and those of the [`CARRY_FORWARD_DAYS_MAX`] days
+/// before that fall in the cut-off window (only those can be carried to it); and each ledger
+/// channel's terms in force on `date` (the latest `ChannelTermsSet` effective by then).
+pub async fn load_items<S: ingest::store::EventStore>(
+    store: &S,
+    statement: StatementChannel,
+    date: NaiveDate,
+) -> Result<(Vec<Item>, HashMap<Channel, Terms>), crate::ReplayError> {
+    let to = date;
+    let from = date - chrono::Duration::days(i64::from(CARRY_FORWARD_DAYS_MAX));
+    use ingest::event::Event;
+    let mut items: Vec<Item> = Vec::new();
+    // Our payments of this statement by txn_id: the channel id a refund carries, and where a
+    // void or reversal marks its sale.
+    let mut payments: HashMap<String, (Option<String>, Option<usize>)> = HashMap::new();
+    let mut terms: HashMap<Channel, (NaiveDate, Terms)> = HashMap::new();
+    let in_range = |at: &DateTime<FixedOffset>| {
+        let day = at.date_naive();
+        day == date || (from..date).contains(&day) && near_cutoff(at)
+    };
+    for_each_event(
+        store,
+        &["PaymentCaptured", "PaymentRefunded", "PaymentVoided", "PaymentReversed", "ChannelTermsSet"],
+        |event| match event {
+            Event::ChannelTermsSet(t) if t.effective_from <= to => {
+                let new = Terms {
+                    fee_rate: t.fee_rate,
+                    fee_tolerance: t.fee_tolerance,
+                    carry_forward_days: t.carry_forward_days,
+                };
+                let entry = terms.entry(t.channel).or_insert((t.effective_from, new));
+                if t.effective_from >= entry.0 {
+                    *entry = (t.effective_from, new);
+                }
+            }
+            Event::PaymentCaptured(s) if statement_of(s.channel) == Some(statement) => {
+                let index = in_range(&s.at).then(|| {
+                    items.push(Item {
+                        kind: LineKind::Payment,
+                        txn_id: s.txn_id.clone(),
+                        channel_txn_id: s.channel_txn_id.clone(),
+                        channel: s.channel,
+                        amount: s.amount,
+                        at: s.at,
+                        cancelled: false,
+                    });
+                    items.len() - 1
+                });
+                payments.insert(s.txn_id, (s.channel_txn_id, index));
+            }
+            Event::PaymentRefunded(r) if statement_of(r.channel) == Some(statement) && in_range(&r.at) => {
+                let channel_txn_id = payments.get(&r.original_txn_id).and_then(|(c, _)| c.clone());
+                items.push(Item {
+                    kind: LineKind::Refund,
+                    txn_id: r.txn_id,
+                    channel_txn_id,
+                    channel: r.channel,
+                    amount: r.amount,
+                    at: r.at,
+                    cancelled: false,
+                });
+            }
+            Event::PaymentVoided(a) | Event::PaymentReversed(a) => {
+                if let Some((_, Some(i))) = payments.get(&a.original_txn_id) {
+                    items[*i].cancelled = true;
+                }
+            }
+            _ => {}
+        },
+    )
+    .await?;
+    Ok((items, terms.into_iter().map(|(c, (_, t))| (c, t)).collect()))
+}
+
+/// Parses a statement file (all or nothing) and works out what importing it records: its
+/// lines in parts and the [`ingest::event::StatementImported`] that makes them count. The same
+/// file again (same digest) records nothing. `date` overrides the date the file or its name
+/// gives. Reads the log; records nothing.
+pub async fn prepare_import<S: ingest::store::EventStore>(
+    store: &S,
+    channel: StatementChannel,
+    name: &str,
+    bytes: &[u8],
+    date: Option<NaiveDate>,
+) -> Result<(Imported, ToRecord), ReconError> {
+    let date_hint = date.or_else(|| ingest::statement::date_in_name(name));
+    let statement = ingest::statement::parse_dated(channel, name, bytes, date_hint)?;
+    if let (Some(given), Some(stated)) = (date, statement.stated_date)
+        && given != stated
+    {
+        return Err(ReconError::DateConflict(name.to_owned(), stated, given));
+    }
+    let date = date.or(statement.stated_date).or(date_hint).ok_or_else(|| ReconError::NoDate(name.to_owned()))?;
+    let digest = file_digest(bytes);
+    let imports = statement_imports(store, channel, date).await?;
+    Ok(import_record(channel, date, name, digest, &statement, &imports))
+}
+
+/// Every import of a statement's channel and date, in order (the last is in force).
+pub async fn statement_imports<S: ingest::store::EventStore>(
+    store: &S,
+    channel: StatementChannel,
+    date: NaiveDate,
+) -> Result<Vec<ingest::event::StatementImported>, ReconError> {
+    Ok(statement_events(store, channel, date)
+        .await?
+        .into_iter()
+        .filter_map(|e| match e {
+            ingest::event::Event::StatementImported(i) => Some(i),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Every event of a statement's stream, decoded, in order.
+async fn statement_events<S: ingest::store::EventStore>(
+    store: &S,
+    channel: StatementChannel,
+    date: NaiveDate,
+) -> Result<Vec<ingest::event::Event>, ReconError> {
+    stream_events(store, &ingest::streams::statement(channel, date)).await
+}
+
+/// Every event of one stream, decoded.
+async fn stream_events<S: ingest::store::EventStore>(
+    store: &S,
+    stream: &str,
+) -> Result<Vec<ingest::event::Event>, ReconError> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    loop {
+        let batch = store.read_stream(stream, from, ingest::store::READ_EVENTS_MAX).await?;
+        if batch.is_empty() {
+            break;
+        }
+        from += batch.len() as u64;
+        for e in batch {
+            out.push(
+                ingest::event::Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)
+                    .map_err(|source| crate::ReplayError::Decode { position: e.position, source })?,
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// The statement recorded for a channel and date — the last import, or the one with `digest`
+/// — with its lines; `None` when there is none.
+pub async fn stored_statement<S: ingest::store::EventStore>(
+    store: &S,
+    channel: StatementChannel,
+    date: NaiveDate,
+    digest: Option<&str>,
+) -> Result<Option<(ingest::event::StatementImported, Vec<StatementLine>)>, ReconError> {
+    use ingest::event::Event;
+    let mut parts: Vec<ingest::event::StatementLines> = Vec::new();
+    let mut chosen = None;
+    for event in statement_events(store, channel, date).await? {
+        match event {
+            Event::StatementLines(p) => parts.push(p),
+            Event::StatementImported(s) if digest.is_none_or(|d| d == s.digest) => chosen = Some(s),
+            _ => {}
+        }
+    }
+    let Some(imported) = chosen else { return Ok(None) };
+    let mut mine: Vec<_> = parts.into_iter().filter(|p| p.digest == imported.digest).collect();
+    mine.sort_by_key(|p| p.part);
+    mine.dedup_by_key(|p| p.part);
+    let damaged = |why: String| ReconError::Damaged(channel, date, why);
+    if mine.len() as u32 != imported.parts || mine.iter().enumerate().any(|(i, p)| p.part != i as u32) {
+        return Err(damaged(format!("{} of {} parts", mine.len(), imported.parts)));
+    }
+    let lines: Vec<StatementLine> = mine.into_iter().flat_map(|p| p.lines).collect();
+    if lines.len() as u64 != imported.lines {
+        return Err(damaged(format!("{} of {} lines", lines.len(), imported.lines)));
+    }
+    Ok(Some((imported, lines)))
+}
+
+/// Reconciles the statement of `channel` for `date` against the log and works out what the run
+/// records (a repeated run with the same inputs finds its events stored already). Reads the
+/// log; records nothing.
+pub async fn prepare_run<S: ingest::store::EventStore>(
+    store: &S,
+    channel: StatementChannel,
+    date: NaiveDate,
+) -> Result<(Reconciled, ToRecord), ReconError> {
+    let (statement, lines) =
+        stored_statement(store, channel, date, None).await?.ok_or(ReconError::NoStatement(channel, date))?;
+    let (items, terms) = load_items(store, channel, date).await?;
+    // The longest carry-forward of the statement's channels says how far back files count.
+    let carry = terms.values().map(|t| t.carry_forward_days).max().unwrap_or(0);
+    let first = date - chrono::Duration::days(i64::from(carry));
+    let mut earlier = Vec::new();
+    let mut day = first;
+    while day < date {
+        if let Some((_, l)) = stored_statement(store, channel, day, None).await? {
+            earlier.push(l);
+        }
+        day = day.succ_opt().unwrap_or(date);
+    }
+    for item in &items {
+        if !terms.contains_key(&item.channel) {
+            return Err(ReconError::NoTerms(item.channel, date));
+        }
+    }
+    let earlier_refs: Vec<&[StatementLine]> = earlier.iter().map(Vec::as_slice).collect();
+    let classification = classify(date, &lines, &earlier_refs, &items, |c| {
+        terms.get(&c).copied().unwrap_or(Terms {
+            fee_rate: Decimal::ZERO,
+            fee_tolerance: Decimal::ZERO,
+            carry_forward_days: 0,
+        })
+    });
+    // The runs recorded before, to number this one.
+    let earlier: Vec<ingest::event::ReconciliationCompleted> =
+        stream_events(store, &ingest::streams::recon(channel, date))
+            .await?
+            .into_iter()
+            .filter_map(|e| match e {
+                ingest::event::Event::ReconciliationCompleted(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+    Ok(run_record(date, statement, classification, &items, &terms, &earlier))
+}
+
+/// The host's verdict on every terminal batch closed on `date`: the terminal's totals against
+/// the host's for the same terminal and batch (debits: sales less reversals; credits: voids
+/// and refunds; cash left out), read from the log.
+pub async fn batch_verdicts<S: ingest::store::EventStore>(
+    store: &S,
+    date: NaiveDate,
+) -> Result<Vec<ingest::event::TerminalBatchReconciled>, crate::ReplayError> {
+    let mut host = BatchHost::default();
+    for_each_event(store, &BATCH_EVENT_TYPES, |event| host.apply(event, date)).await?;
+    Ok(host.verdicts(date))
+}
+
+/// Reads the latest reconciliation of every statement and date, and every resolved break.
+pub async fn recorded_breaks<S: ingest::store::EventStore>(store: &S) -> Result<RecordedBreaks, crate::ReplayError> {
+    let mut follower = BreaksFollower::default();
+    follower.catch_up(store).await?;
+    Ok((follower.latest, follower.resolved))
+}
+
+/// The latest reconciliations and the resolutions, kept current by reading only what was
+/// appended since the last [`BreaksFollower::catch_up`].
+#[derive(Debug, Default)]
+pub struct BreaksFollower {
+    /// The next position to read.
+    position: u64,
+    latest: std::collections::BTreeMap<(StatementChannel, NaiveDate), RecordedRun>,
+    resolved: std::collections::BTreeMap<String, ingest::event::BreakResolved>,
+    /// Parts by run (statement, date, digest), until their record completes the run.
+    parts: HashMap<(StatementChannel, NaiveDate, String), Vec<ingest::event::ReconciliationBreaks>>,
+}
+
+impl BreaksFollower {
+    /// Reads the events appended since the last call.
+    pub async fn catch_up<S: ingest::store::EventStore>(&mut self, store: &S) -> Result<(), crate::ReplayError> {
+        use ingest::event::Event;
+        let (latest, resolved, parts) = (&mut self.latest, &mut self.resolved, &mut self.parts);
+        // The position moves past each event as it is applied: after an error the next call
+        // goes on from the first event not applied, never applying one twice.
+        for_each_event_from(
+            store,
+            &mut self.position,
+            &["ReconciliationCompleted", "ReconciliationBreaks", "BreakResolved"],
+            |event| match event {
+                Event::ReconciliationBreaks(p) => {
+                    parts.entry((p.channel, p.date, p.classification_digest.clone())).or_default().push(p);
+                }
+                Event::ReconciliationCompleted(r) => {
+                    let mut mine =
+                        parts.remove(&(r.channel, r.date, r.classification_digest.clone())).unwrap_or_default();
+                    mine.sort_by_key(|p| p.part);
+                    mine.dedup_by_key(|p| p.part);
+                    let breaks: Vec<_> = mine.into_iter().flat_map(|p| p.breaks).collect();
+                    latest.insert((r.channel, r.date), (r, breaks));
+                }
+                Event::BreakResolved(b) => {
+                    resolved.insert(b.break_id.clone(), b);
+                }
+                _ => {}
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Breaks of the latest runs that are not resolved.
+    pub fn open_breaks(&self) -> usize {
+        self.latest
+            .iter()
+            .map(|((channel, date), (_, breaks))| {
+                let breaks: Vec<_> = breaks.iter().filter(|b| b.outcome.is_break()).cloned().collect();
+                break_ids(*channel, *date, &breaks).into_iter().filter(|id| !self.resolved.contains_key(id)).count()
+            })
+            .sum()
+    }
+}
+
+/// Works out a break's resolution: checks it is open, that the action is possible, that a
+/// large one carries a second person's approval, and returns the
+/// [`ingest::event::BreakResolved`] to record (in its own stream, expected not to exist: a
+/// break is resolved once), which the books post: its suspense out. Reads the log; records
+/// nothing.
+pub async fn prepare_resolution<S: ingest::store::EventStore>(
+    store: &S,
+    id: &str,
+    action: ingest::event::ResolveAction,
+    reason: &str,
+    by: &str,
+    approved_by: Option<&str>,
+    threshold: Decimal,
+) -> Result<ingest::event::BreakResolved, ResolveError> {
+    let (latest, resolved) = recorded_breaks(store).await?;
+    resolution(&latest, &resolved, id, action, reason, by, approved_by, threshold)
+}
+
+/// Hands `f` every event of the given types in the log, in order (the others are passed over
+/// without being decoded).
+async fn for_each_event<S: ingest::store::EventStore>(
+    store: &S,
+    types: &[&str],
+    f: impl FnMut(ingest::event::Event),
+) -> Result<(), crate::ReplayError> {
+    for_each_event_from(store, &mut 0, types, f).await
+}
+
+/// [`for_each_event`] from `*position` on, moving `*position` past each event handed over
+/// (or passed over), so that on an error it names the first event not handled.
+async fn for_each_event_from<S: ingest::store::EventStore>(
+    store: &S,
+    position: &mut u64,
+    types: &[&str],
+    mut f: impl FnMut(ingest::event::Event),
+) -> Result<(), crate::ReplayError> {
+    let head = store.head();
+    while *position < head {
+        let batch = store.read_all(*position, crate::REPLAY_BATCH_EVENTS).await?;
+        if batch.is_empty() {
+            break;
+        }
+        for e in batch {
+            if types.contains(&e.data.event_type.as_str()) {
+                f(ingest::event::Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)
+                    .map_err(|source| crate::ReplayError::Decode { position: e.position, source })?);
+            }
+            *position = e.position + 1;
+        }
+    }
+    Ok(())
+}
