@@ -92,6 +92,23 @@ fn opt<T: ToString>(v: &Option<T>) -> String {
     v.as_ref().map(ToString::to_string).unwrap_or_default()
 }
 
+/// A break of the report as text: outcome, kind, txn_id, channel_txn_id, our amount, expected
+/// fee, their amount, their fee, age in days (empty where there is none).
+fn break_cells(b: &app::recon::ReportBreak) -> [String; 9] {
+    let kind = if b.kind == ingest::statement::LineKind::Refund { "refund" } else { "payment" };
+    [
+        b.outcome.as_str().to_owned(),
+        kind.to_owned(),
+        b.txn_id.clone(),
+        opt(&b.channel_txn_id),
+        opt(&b.our_amount),
+        opt(&b.expected_fee),
+        opt(&b.their_amount),
+        opt(&b.their_fee),
+        b.age_days.to_string(),
+    ]
+}
+
 /// The end-of-day report.
 pub fn day_report(out: &mut impl Write, day: &DayReport, format: Format) -> io::Result<()> {
     match format {
@@ -103,22 +120,13 @@ pub fn day_report(out: &mut impl Write, day: &DayReport, format: Format) -> io::
             )?;
             for r in &day.reports {
                 for b in &r.breaks {
-                    let kind = serde_json::to_value(b.kind).ok().and_then(|v| v.as_str().map(str::to_owned));
+                    let [outcome, kind, txn, channel_txn, ours, fee, theirs, their_fee, age] = break_cells(b);
+                    let line = opt(&b.line);
                     writeln!(
                         out,
-                        "{},{},{},{},{},{},{},{},{},{},{},{}",
+                        "{},{},{outcome},{kind},{txn},{channel_txn},{line},{ours},{fee},{theirs},{their_fee},{age}",
                         r.statement.as_str(),
                         day.date,
-                        b.outcome,
-                        kind.unwrap_or_default(),
-                        b.txn_id,
-                        opt(&b.channel_txn_id),
-                        opt(&b.line),
-                        opt(&b.our_amount),
-                        opt(&b.expected_fee),
-                        opt(&b.their_amount),
-                        opt(&b.their_fee),
-                        b.age_days
                     )?;
                 }
             }
@@ -162,19 +170,10 @@ fn statement_table(out: &mut impl Write, r: &StatementReport) -> io::Result<()> 
     let counts: Vec<String> = r.counts.iter().filter(|(_, n)| **n != 0).map(|(k, n)| format!("{k} {n}")).collect();
     writeln!(out, "outcomes: {}", counts.join(", "))?;
     for b in &r.breaks {
-        let kind = serde_json::to_value(b.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        let [outcome, kind, txn, channel_txn, ours, fee, theirs, their_fee, age] = break_cells(b);
         writeln!(
             out,
-            "  {:<22} {:<7} {:<28} {:<30} ours {:>10} fee {:>9}  theirs {:>10} fee {:>9}  age {}",
-            b.outcome.as_str(),
-            kind,
-            b.txn_id,
-            opt(&b.channel_txn_id),
-            opt(&b.our_amount),
-            opt(&b.expected_fee),
-            opt(&b.their_amount),
-            opt(&b.their_fee),
-            b.age_days
+            "  {outcome:<22} {kind:<7} {txn:<28} {channel_txn:<30} ours {ours:>10} fee {fee:>9}  theirs {theirs:>10} fee {their_fee:>9}  age {age}",
         )?;
     }
     writeln!(out, "the statement settles {} (payments less refunds less fees)", r.theirs_net)?;

@@ -951,32 +951,60 @@ fn time_balance_commands(data: &Path, runs: usize) -> Result<Vec<f64>> {
 
 /// `posledger balance` while `posledger serve` takes 10k records/s, beside the same command with
 /// the server idle and with no server at all.
+/// `posledger serve` (this executable, in a child process) on a data directory holding a
+/// generated shape's merchants and terminals, listening on a free port; and an admin key.
+struct ChildServer {
+    child: std::process::Child,
+    data: std::path::PathBuf,
+    addr: std::net::SocketAddr,
+    token: String,
+}
+
+impl ChildServer {
+    async fn start(dir: &Path, shape: Shape) -> Result<ChildServer> {
+        std::fs::create_dir_all(dir)?;
+        let data = dir.join("data");
+        let mut admin = Vec::new();
+        generate::write_admin(&mut admin, shape)?;
+        server_data(&data, &admin).await?;
+        let token = admin_key(&data).await?;
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let child = std::process::Command::new(std::env::current_exe()?)
+            .arg("posledger")
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["serve", "--addr", &addr.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting posledger serve")?;
+        let server = ChildServer { child, data, addr, token };
+        let ready = Instant::now();
+        while std::net::TcpStream::connect(addr).is_err() || !server.data.join("posledger.sock").exists() {
+            anyhow::ensure!(ready.elapsed() < std::time::Duration::from_secs(60), "the server did not start listening");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Ok(server)
+    }
+
+    /// SIGTERM: the server finishes what is in flight and exits; it must exit cleanly.
+    fn stop(mut self) -> Result<()> {
+        let signalled = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        if !signalled.is_ok_and(|s| s.success()) {
+            let _ = self.child.kill();
+        }
+        let status = self.child.wait()?;
+        anyhow::ensure!(status.success(), "posledger serve exited with {status}");
+        Ok(())
+    }
+}
+
 async fn cli_balance_while_serving(dir: &Path, runs: usize) -> Result<()> {
     use std::time::Duration;
-    std::fs::create_dir_all(dir)?;
     let shape = Shape { merchants: 1000, terminals_per_merchant: 2, seed: 13 };
-    let data = dir.join("data");
-    let mut admin = Vec::new();
-    generate::write_admin(&mut admin, shape)?;
-    server_data(&data, &admin).await?;
-    let token = admin_key(&data).await?;
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let mut child = std::process::Command::new(std::env::current_exe()?)
-        .arg("posledger")
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["serve", "--addr", &addr.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .context("starting posledger serve")?;
-    let pid = child.id();
+    let server = ChildServer::start(dir, shape).await?;
+    let (data, addr, token) = (server.data.clone(), server.addr, server.token.clone());
     let result = tokio::task::block_in_place(|| -> Result<(Vec<f64>, Vec<f64>, u64)> {
-        let ready = Instant::now();
-        while std::net::TcpStream::connect(addr).is_err() || !data.join("posledger.sock").exists() {
-            anyhow::ensure!(ready.elapsed() < Duration::from_secs(60), "the server did not start listening");
-            std::thread::sleep(Duration::from_millis(50));
-        }
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let feeder = {
             let (stop, token) = (stop.clone(), token.clone());
@@ -1010,13 +1038,9 @@ async fn cli_balance_while_serving(dir: &Path, runs: usize) -> Result<()> {
         let idle = time_balance_commands(&data, runs.div_ceil(3))?;
         Ok((busy, idle, accepted))
     });
-    let signalled = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-    if !signalled.is_ok_and(|s| s.success()) {
-        let _ = child.kill();
-    }
-    let status = child.wait()?;
+    let stopped = server.stop();
     let (busy, idle, accepted) = result?;
-    anyhow::ensure!(status.success(), "posledger serve exited with {status}");
+    stopped?;
     let alone = time_balance_commands(&data, runs.div_ceil(3))?;
     let _ = std::fs::remove_dir_all(&data);
     let max = |v: &[f64]| v.iter().copied().fold(0f64, f64::max);
@@ -1045,29 +1069,10 @@ fn process_rss_mib(pid: u32) -> Option<f64> {
 /// records/s for `seconds`: how much its resident memory moves once warmed up.
 async fn http_sustained(dir: &Path, seconds: u64, rate: u64) -> Result<()> {
     use std::time::Duration;
-    std::fs::create_dir_all(dir)?;
     let shape = Shape { merchants: 1000, terminals_per_merchant: 2, seed: 11 };
-    let data = dir.join("data");
-    let mut admin = Vec::new();
-    generate::write_admin(&mut admin, shape)?;
-    server_data(&data, &admin).await?;
-    let token = admin_key(&data).await?;
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let mut child = std::process::Command::new(std::env::current_exe()?)
-        .arg("posledger")
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["serve", "--addr", &addr.to_string()])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .context("starting posledger serve")?;
-    let pid = child.id();
+    let server = ChildServer::start(dir, shape).await?;
+    let (data, addr, token, pid) = (server.data.clone(), server.addr, server.token.clone(), server.child.id());
     let result = tokio::task::block_in_place(|| -> Result<Value> {
-        let ready = Instant::now();
-        while std::net::TcpStream::connect(addr).is_err() {
-            anyhow::ensure!(ready.elapsed() < Duration::from_secs(60), "the server did not start listening");
-            std::thread::sleep(Duration::from_millis(50));
-        }
         let (to, batches) = std::sync::mpsc::sync_channel(8);
         let generator = std::thread::spawn(move || {
             let mut out = FeedBatches { to, buf: Vec::new(), scanned: 0, lines: 0 };
@@ -1119,14 +1124,9 @@ async fn http_sustained(dir: &Path, seconds: u64, rate: u64) -> Result<()> {
             "samples_every_30s_mib": samples.iter().step_by(6).map(|(_, m)| (m * 10.0).round() / 10.0).collect::<Vec<_>>(),
         }))
     });
-    // SIGTERM: the server finishes what is in flight and exits.
-    let signalled = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-    if !signalled.is_ok_and(|s| s.success()) {
-        let _ = child.kill();
-    }
-    let status = child.wait()?;
+    let stopped = server.stop();
     let figures = result?;
-    anyhow::ensure!(status.success(), "posledger serve exited with {status}");
+    stopped?;
     let _ = std::fs::remove_dir_all(&data);
     emit(
         "http_sustained_ingest_rss_spread_pct",

@@ -31,20 +31,10 @@ fn serve(data: &Path) -> (Child, SocketAddr) {
 
 /// Posts a body; `None` when the connection broke before a whole answer came.
 fn post(addr: SocketAddr, token: &str, body: &[u8]) -> Option<serde_json::Value> {
-    let mut stream = std::net::TcpStream::connect(addr).ok()?;
-    let head = format!(
-        "POST /v1/transactions HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).ok()?;
-    stream.write_all(body).ok()?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).ok()?;
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-    if !raw.starts_with(b"HTTP/1.1 200") {
-        return None;
+    match tests::http(addr, "POST", "/v1/transactions", token, body) {
+        Ok((200, body)) => serde_json::from_slice(&body).ok(),
+        _ => None,
     }
-    serde_json::from_slice(&raw[split + 4..]).ok()
 }
 
 /// Batch `b` of `n` sales of M000001, each with its own ids.

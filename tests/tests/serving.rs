@@ -4,7 +4,7 @@
 //! next server see through; a second server on one directory is refused; a server that does
 //! not answer is reported, not waited for.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -66,21 +66,14 @@ impl Drop for Server {
 
 /// Posts records over HTTP; the answer's `accepted` count, or what went wrong.
 fn post(addr: SocketAddr, token: &str, body: &[u8]) -> Result<u64, String> {
-    let mut stream = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
-    let head = format!(
-        "POST /v1/transactions HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
-    stream.write_all(body).map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).map_err(|e| e.to_string())?;
-    if !raw.starts_with(b"HTTP/1.1 200") {
-        return Err(String::from_utf8_lossy(&raw).into_owned());
+    match tests::http(addr, "POST", "/v1/transactions", token, body) {
+        Ok((200, body)) => {
+            let answer: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+            answer["accepted"].as_u64().ok_or_else(|| answer.to_string())
+        }
+        Ok((status, body)) => Err(format!("{status}: {}", String::from_utf8_lossy(&body))),
+        Err(e) => Err(e.to_string()),
     }
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no head")?;
-    let answer: serde_json::Value = serde_json::from_slice(&raw[split + 4..]).map_err(|e| e.to_string())?;
-    answer["accepted"].as_u64().ok_or_else(|| answer.to_string())
 }
 
 /// `n` sales of M000001 on T0000100 (batch 739945 of the fixture, open on the 25th), with ids
@@ -104,17 +97,10 @@ fn sales(first: usize, n: usize) -> Vec<u8> {
 
 /// A GET's body, `None` unless 200.
 fn get(addr: SocketAddr, path: &str, token: &str) -> Option<String> {
-    let mut stream = std::net::TcpStream::connect(addr).ok()?;
-    let head =
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\r\n");
-    stream.write_all(head.as_bytes()).ok()?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).ok()?;
-    if !raw.starts_with(b"HTTP/1.1 200") {
-        return None;
+    match tests::http(addr, "GET", path, token, b"") {
+        Ok((200, body)) => Some(String::from_utf8_lossy(&body).into_owned()),
+        _ => None,
     }
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-    Some(String::from_utf8_lossy(&raw[split + 4..]).into_owned())
 }
 
 fn text(out: &Output) -> String {
@@ -151,7 +137,9 @@ fn every_command_answers_alike_with_and_without_a_server() {
     for f in reports {
         commands.push(vec!["reconcile".into(), "--date".into(), "2026-11-24".into(), "--format".into(), f.into()]);
     }
+    commands.push(vec!["merchants".into(), "import".into(), admin.clone(), "--format".into(), "json".into()]);
     for args in [
+        "keys list",
         "breaks --format json",
         "breaks --open",
         "settle --date 2026-11-25 --format json",
