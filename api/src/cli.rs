@@ -749,7 +749,7 @@ fn resolution(dir: &DataDir, request: Request, format: Format) -> Result<ExitCod
     let mut out = std::io::stdout().lock();
     let reply = match Backend::open(dir)?.call(request, None) {
         Ok(reply) => reply,
-        Err(f) if f.is_system() => return Err(failed(f)),
+        Err(f) if !f.is_refusal() => return Err(failed(f)),
         Err(f) => {
             match format {
                 Format::Json => writeln!(out, "{}", serde_json::json!({"refused": f.code, "reason": f.message}))?,

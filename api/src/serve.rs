@@ -29,7 +29,8 @@ pub fn serve(dir: &DataDir, addr: SocketAddr) -> Result<ExitCode> {
             }
             Err(f) => anyhow::bail!(f.message),
         };
-        app.open_all().await.map_err(|f| anyhow::anyhow!(f.message))?;
+        // The socket first: commands started while the books open wait for them, rather than
+        // find the directory locked and no server to ask.
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         let local = listener.local_addr()?;
         let socket = crate::local::server::LocalServer::start(
@@ -38,6 +39,11 @@ pub fn serve(dir: &DataDir, addr: SocketAddr) -> Result<ExitCode> {
             Some(format!("http://{local}")),
         )
         .with_context(|| format!("listening on {}", dir.socket().display()))?;
+        let socket_path = socket.socket.clone();
+        if let Err(f) = app.open_all().await {
+            tokio::task::spawn_blocking(move || socket.stop()).await.context("stopping the local socket")?;
+            anyhow::bail!(f.message);
+        }
         {
             // One line on standard output (scripts read the address from it); a reader that
             // closed it does not stop the server.
@@ -45,7 +51,7 @@ pub fn serve(dir: &DataDir, addr: SocketAddr) -> Result<ExitCode> {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "listening on http://{local}").and_then(|()| out.flush());
         }
-        eprintln!("commands on {} go through {}", dir.root().display(), dir.socket().display());
+        eprintln!("commands on {} go through {}", dir.root().display(), socket_path.display());
         let started = Instant::now();
         let shutdown = async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();

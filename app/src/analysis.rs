@@ -12,6 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{App, Class, Failure};
 
+/// Queries and analyses running at once in one process (each may hold up to the SQL memory
+/// limit); more are refused as busy.
+pub const QUERIES_RUNNING_MAX: usize = 2;
+
 /// Who reads a result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -144,6 +148,17 @@ impl App {
         analytics::export::export(&*self.store, &out).await.map_err(export_failure)
     }
 
+    /// A place among the queries and analyses running.
+    fn query_place(&self) -> Result<crate::admission::Admitted, Failure> {
+        self.queries.try_enter().ok_or_else(|| {
+            Failure::new(
+                Class::Busy,
+                "too_many_requests",
+                format!("{QUERIES_RUNNING_MAX} queries or analyses are running already; retry shortly"),
+            )
+        })
+    }
+
     /// The export directory to read, which must exist.
     fn export_dir(&self, export: Option<PathBuf>) -> Result<PathBuf, Failure> {
         let dir = export.unwrap_or_else(|| self.dir.export());
@@ -196,17 +211,25 @@ impl App {
         audience: Audience,
         chart: bool,
     ) -> Result<Answer, Failure> {
+        // The query's name and parameters first: an unknown query is unknown, export or not.
+        let named = match &target {
+            QueryTarget::Named { name, params } => {
+                let query = queries::get(name).map_err(|e| sql_failure(e.into()))?;
+                let values = query.bind(params).map_err(|e| sql_failure(e.into()))?;
+                Some((query, values))
+            }
+            QueryTarget::Sql(_) => None,
+        };
         let dir = self.export_dir(export)?;
+        let _running = self.query_place()?;
         let limits = analytics::sql::Limits::default();
         let session = match audience {
             Audience::Everyone => analytics::sql::Session::open(&dir, limits).await,
             Audience::NoPayers => analytics::sql::Session::open_without_payers(&dir, limits).await,
         }
         .map_err(sql_failure)?;
-        match target {
-            QueryTarget::Named { name, params } => {
-                let query = queries::get(&name).map_err(|e| sql_failure(e.into()))?;
-                let values = query.bind(&params).map_err(|e| sql_failure(e.into()))?;
+        match (target, named) {
+            (QueryTarget::Named { name, .. }, Some((query, values))) => {
                 let table = session.named(&query, &values).await.map_err(sql_failure)?;
                 let chart = match (chart, &query.chart) {
                     (false, _) => None,
@@ -223,7 +246,8 @@ impl App {
                 };
                 Ok(Answer { table, chart })
             }
-            QueryTarget::Sql(sql) => {
+            (QueryTarget::Named { .. }, None) => Err(Failure::internal("a named query without its binding")),
+            (QueryTarget::Sql(sql), _) => {
                 if chart {
                     return Err(Failure::invalid("no_chart", "your own SQL has no chart").field("chart"));
                 }
@@ -246,10 +270,12 @@ impl App {
                 .field("payers"));
         }
         let dir = self.export_dir(export)?;
+        let _running = self.query_place()?;
         let answer = tokio::task::spawn_blocking(move || run_analysis(&dir, &analysis, chart))
             .await
             .map_err(|e| Failure::internal(format!("the analysis stopped: {e}")))??;
-        if answer.table.rows.len() > analytics::sql::QUERY_ROWS_MAX {
+        // A chart is drawn from rows the chart bounds itself; the rows themselves are bounded.
+        if answer.chart.is_none() && answer.table.rows.len() > analytics::sql::QUERY_ROWS_MAX {
             return Err(Failure::new(
                 Class::Refused,
                 "query_row_limit",
@@ -266,7 +292,7 @@ impl App {
 
 fn run_analysis(dir: &Path, analysis: &Analysis, chart: bool) -> Result<Answer, Failure> {
     use analytics::habits;
-    let read = |e: habits::HabitsError| Failure::unavailable(e.to_string());
+    let read = |e: habits::HabitsError| Failure::internal(e.to_string());
     let draw = |svg: Result<String, analytics::chart::ChartError>| svg.map_err(chart_failure);
     Ok(match analysis {
         Analysis::Rfm { payers, as_of } => {

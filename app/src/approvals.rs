@@ -33,6 +33,40 @@ pub struct Proposal {
     pub by: String,
 }
 
+/// Who resolves or approves a break: a person named on the command line, or an API key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Actor {
+    /// A person, by the name they give (never `key:...`: that is a key's name).
+    Person(String),
+    /// An API key, by its id.
+    Key(String),
+}
+
+impl Actor {
+    /// The name recorded: the person's (trimmed), or `key:<id>`.
+    pub fn name(&self) -> String {
+        match self {
+            Actor::Person(name) => name.trim().to_owned(),
+            Actor::Key(id) => format!("key:{id}"),
+        }
+    }
+
+    fn check(&self) -> Result<(), Failure> {
+        if let Actor::Person(name) = self {
+            check_text(name, "by")?;
+            if name.trim().to_lowercase().starts_with("key:") {
+                return Err(Failure::invalid(
+                    "invalid_field",
+                    "a person's name may not start with key: (an API key's)",
+                )
+                .field("by"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What a resolution did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -147,18 +181,23 @@ impl App {
         id: &str,
         action: ResolveAction,
         reason: &str,
-        by: &str,
+        actor: &Actor,
     ) -> Result<Resolution, Failure> {
         check_text(reason, "reason")?;
-        check_text(by, "by")?;
+        actor.check()?;
+        let by = &actor.name();
         let threshold = self.approval_over.clone()?;
         let _writer = self.writes.lock().await;
         match ledger::recon::prepare_resolution(&*self.store, id, action, reason, by, None, threshold).await {
             Err(ledger::recon::ResolveError::NeedsApproval { amount, threshold, .. }) => {
                 let proposal = Proposal { action, reason: reason.to_owned(), by: by.trim().to_owned() };
+                // Proposals that can no longer be approved are dropped (only when the keys are
+                // readable: an unreadable keys file says nothing about who was revoked).
+                let keys_readable = self.keys.check().is_ok();
                 self.approvals.update(|waiting| {
-                    // Proposals that can no longer be approved are dropped.
-                    waiting.retain(|_, o| self.proposer_active(o));
+                    if keys_readable {
+                        waiting.retain(|_, o| self.proposer_active(o));
+                    }
                     if let Some(other) = waiting.get(id).filter(|o| !same_person(&o.by, by)) {
                         return Err(Failure::new(
                             Class::Conflict,
@@ -187,10 +226,7 @@ impl App {
                 let record = prepared.map_err(resolve_failure)?;
                 self.record_resolution(&record).await?;
                 // A resolution recorded now replaces whatever was proposed for the break.
-                self.approvals.update(|waiting| {
-                    waiting.remove(id);
-                    Ok(())
-                })?;
+                self.drop_proposal(id);
                 Ok(Resolution::Recorded(record))
             }
         }
@@ -203,9 +239,10 @@ impl App {
         id: &str,
         action: ResolveAction,
         reason: &str,
-        approver: &str,
+        actor: &Actor,
     ) -> Result<BreakResolved, Failure> {
-        check_text(approver, "by")?;
+        actor.check()?;
+        let approver = &actor.name();
         let threshold = self.approval_over.clone()?;
         let _writer = self.writes.lock().await;
         let proposal = self.approvals.load()?.as_ref().and_then(|w| w.get(id).cloned());
@@ -243,7 +280,7 @@ impl App {
             proposal.action,
             &proposal.reason,
             &proposal.by,
-            Some(approver),
+            Some(approver.as_str()),
             threshold,
         )
         .await;
@@ -254,12 +291,22 @@ impl App {
             Err(e) => Err(resolve_failure(e)),
         };
         if outcome.as_ref().is_ok() || outcome.as_ref().is_err_and(|e| !e.is_system()) {
-            self.approvals.update(|waiting| {
-                waiting.remove(id);
-                Ok(())
-            })?;
+            self.drop_proposal(id);
         }
         outcome
+    }
+
+    /// Removes a spent proposal. The resolution is recorded already: failing to save the file
+    /// is a warning (the proposal then shows until the next change, and cannot be approved:
+    /// the break is resolved).
+    fn drop_proposal(&self, id: &str) {
+        let removed = self.approvals.update(|waiting| {
+            waiting.remove(id);
+            Ok(())
+        });
+        if let Err(e) = removed {
+            (self.warn)(&format!("{e} (break {id} is resolved; its proposal is left in the file)"));
+        }
     }
 
     async fn record_resolution(&self, record: &BreakResolved) -> Result<(), Failure> {

@@ -96,6 +96,12 @@ impl Failure {
     pub fn is_system(&self) -> bool {
         matches!(self.class, Class::Unavailable | Class::Internal)
     }
+
+    /// Whether the request was refused for what it asked (bad, forbidden, unknown, in
+    /// conflict), as opposed to not done for now (busy, too large, the system failing).
+    pub fn is_refusal(&self) -> bool {
+        matches!(self.class, Class::Invalid | Class::Refused | Class::Forbidden | Class::NotFound | Class::Conflict)
+    }
 }
 
 impl From<ingest::store::ReadError> for Failure {
@@ -112,7 +118,14 @@ impl From<ingest::store::AppendError> for Failure {
 
 impl From<ledger::ReplayError> for Failure {
     fn from(e: ledger::ReplayError) -> Failure {
-        Failure::unavailable(format!("booking the event log: {e}"))
+        match e {
+            // Reading or saving failed: it may succeed later.
+            ledger::ReplayError::Read(_) | ledger::ReplayError::Checkpoint(_) => {
+                Failure::unavailable(format!("booking the event log: {e}"))
+            }
+            // A stored event that does not decode, books that do not balance: damage or a bug.
+            e => Failure::internal(format!("booking the event log: {e}")),
+        }
     }
 }
 

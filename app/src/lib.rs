@@ -20,6 +20,7 @@
 //! a time), the books behind a read-write lock, and writes decided outside the write model
 //! (statements, runs, resolutions, settlements, exports) behind another.
 
+pub mod admission;
 pub mod analysis;
 pub mod approvals;
 pub mod asof;
@@ -68,6 +69,8 @@ pub struct App {
     breaks: tokio::sync::Mutex<ledger::recon::BreaksFollower>,
     /// Breaks parking more than this need a second person.
     approval_over: Result<rust_decimal::Decimal, Failure>,
+    /// Queries and analyses running ([`analysis::QUERIES_RUNNING_MAX`]).
+    queries: Arc<admission::Admission>,
     warn: Warn,
 }
 
@@ -102,6 +105,7 @@ impl App {
             idempotency: records::Idempotency::default(),
             breaks: Default::default(),
             approval_over: approvals::approval_over(),
+            queries: Arc::new(admission::Admission::new(analysis::QUERIES_RUNNING_MAX)),
             warn,
         })
     }
@@ -116,6 +120,9 @@ impl App {
     /// Opens the write model and the books now (a server does, so that its first requests do
     /// not wait for them), and reads the keys and the waiting resolutions.
     pub async fn open_all(&self) -> Result<(), Failure> {
+        if let Err(e) = &self.approval_over {
+            return Err(Failure::internal(e.message.clone()));
+        }
         drop(self.ingestor().await?);
         drop(self.books().await?);
         self.keys.check()?;

@@ -16,7 +16,7 @@ use ingest::statement::StatementChannel;
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::{Analysis, Answer, Audience, QueryInfo, QueryTarget};
-use crate::approvals::Resolution;
+use crate::approvals::{Actor, Resolution};
 use crate::books::{Balances, HistoryPage, Replayed};
 use crate::keys::{CreatedKey, KeyRecord, Role};
 use crate::recon::{DayReport, ImportOutcome, ListedBreak};
@@ -57,7 +57,7 @@ pub enum Request {
         action: ResolveAction,
         /// Why.
         reason: String,
-        /// Who.
+        /// Who: a person's name.
         by: String,
     },
     /// [`App::approve`].
@@ -68,7 +68,7 @@ pub enum Request {
         action: ResolveAction,
         /// Why, as proposed.
         reason: String,
-        /// Who approves.
+        /// Who approves: a person's name.
         by: String,
     },
     /// [`App::balance`].
@@ -246,10 +246,10 @@ impl App {
             Request::Reconcile { date, channel } => Reply::Day { report: self.reconcile(date, channel).await? },
             Request::Breaks { open } => Reply::Breaks { breaks: self.breaks(open).await? },
             Request::Resolve { id, action, reason, by } => {
-                Reply::Resolution { resolution: self.resolve(&id, action, &reason, &by).await? }
+                Reply::Resolution { resolution: self.resolve(&id, action, &reason, &Actor::Person(by)).await? }
             }
             Request::Approve { id, action, reason, by } => {
-                Reply::Approved { record: self.approve(&id, action, &reason, &by).await? }
+                Reply::Approved { record: self.approve(&id, action, &reason, &Actor::Person(by)).await? }
             }
             Request::Balance { account, currency, as_of } => {
                 Reply::Balances { balances: self.balance(&account, currency, as_of).await? }

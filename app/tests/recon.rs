@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use app::approvals::Resolution;
+use app::approvals::{Actor, Resolution};
 use app::recon::ImportOutcome;
 use app::{App, DataDir};
 use chrono::NaiveDate;
@@ -207,14 +207,20 @@ async fn reimports_keep_the_books_and_the_breaks() {
     // the resolution holds.
     let ids = ledger::recon::break_ids(StatementChannel::Alipay, date, &breaks);
     let (id, _) = ids.iter().zip(&breaks).find(|(_, b)| b.outcome == Outcome::MissingInStatement).expect("one");
-    let resolved = app.resolve(id, ingest::event::ResolveAction::WriteOff, "never paid", "ops-1").await.expect("ok");
+    let resolved = app
+        .resolve(id, ingest::event::ResolveAction::WriteOff, "never paid", &Actor::Person("ops-1".into()))
+        .await
+        .expect("ok");
     assert!(matches!(resolved, Resolution::Recorded(_)), "under the threshold: recorded at once");
     let moved = gbk(&text.replacen("#支付宝业务明细查询\r\n", "#支付宝业务明细查询\r\n\r\n", 1));
     import(&app, StatementChannel::Alipay, name, &moved, None).await;
     let (moved_breaks, _) = run().await;
     assert!(moved_breaks.iter().zip(&breaks).any(|(a, b)| a.line != b.line), "lines moved");
     assert_eq!(ledger::recon::break_ids(StatementChannel::Alipay, date, &moved_breaks), ids);
-    let err = app.resolve(id, ingest::event::ResolveAction::Refund, "again", "ops-2").await.expect_err("once");
+    let err = app
+        .resolve(id, ingest::event::ResolveAction::Refund, "again", &Actor::Person("ops-2".into()))
+        .await
+        .expect_err("once");
     assert_eq!(err.code, "already_resolved", "{err}");
 
     let err = app
@@ -239,21 +245,26 @@ async fn a_large_break_needs_a_second_person() {
     let listed = app.breaks(true).await.expect("breaks");
     let big = listed.iter().find(|b| !b.suspense_amount.is_zero()).expect("one").id.clone();
     let action = ingest::event::ResolveAction::WriteOff;
-    let err = app.approve(&big, action, "x", "Ops-1").await.expect_err("nothing proposed");
+    let err = app.approve(&big, action, "x", &Actor::Person("Ops-1".into())).await.expect_err("nothing proposed");
     assert_eq!(err.code, "no_proposal");
-    let Resolution::Proposed { .. } = app.resolve(&big, action, "x", "Ops-1").await.expect("proposed") else {
+    let Resolution::Proposed { .. } =
+        app.resolve(&big, action, "x", &Actor::Person("Ops-1".into())).await.expect("proposed")
+    else {
         panic!("over the threshold");
     };
-    let err = app.approve(&big, action, "x", " ops-1 ").await.expect_err("the same person");
+    let err = app.approve(&big, action, "x", &Actor::Person(" ops-1 ".into())).await.expect_err("the same person");
     assert_eq!(err.code, "same_approver");
-    let err = app.approve(&big, action, "y", "ops-2").await.expect_err("another reason");
+    // A person cannot take a key's name.
+    let err = app.approve(&big, action, "x", &Actor::Person("key:abc".into())).await.expect_err("not a key");
+    assert_eq!(err.code, "invalid_field");
+    let err = app.approve(&big, action, "y", &Actor::Person("ops-2".into())).await.expect_err("another reason");
     assert_eq!(err.code, "proposal_changed");
     let listed = app.breaks(true).await.expect("breaks");
     let waiting = listed.iter().find(|b| b.id == big).and_then(|b| b.awaiting_approval.clone()).expect("shown");
     assert_eq!(waiting.by, "Ops-1");
-    let record = app.approve(&big, action, "x", "ops-2").await.expect("approved");
+    let record = app.approve(&big, action, "x", &Actor::Person("ops-2".into())).await.expect("approved");
     assert_eq!((record.by.as_str(), record.approved_by.as_deref()), ("Ops-1", Some("ops-2")));
     assert!(app.breaks(true).await.expect("breaks").iter().all(|b| b.id != big), "no longer open");
-    let err = app.approve(&big, action, "x", "ops-3").await.expect_err("spent");
+    let err = app.approve(&big, action, "x", &Actor::Person("ops-3".into())).await.expect_err("spent");
     assert_eq!(err.code, "no_proposal");
 }

@@ -4,7 +4,7 @@
 //! next server see through; a second server on one directory is refused; a server that does
 //! not answer is reported, not waited for.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -157,6 +157,7 @@ fn every_command_answers_alike_with_and_without_a_server() {
         "query --list",
         "query channel_mix --format csv",
         "query --sql SELECT_1",
+        "query --format csv --sql SELECT_WIDE",
         "analyze basket --format json",
         "balance not-an-account",
         "settle --date not-a-date",
@@ -164,6 +165,12 @@ fn every_command_answers_alike_with_and_without_a_server() {
         let mut words: Vec<String> = args.split(' ').map(str::to_owned).collect();
         if let Some(w) = words.iter_mut().find(|w| *w == "SELECT_1") {
             *w = "SELECT COUNT(*) AS n FROM payments".into();
+        }
+        if let Some(w) = words.iter_mut().find(|w| *w == "SELECT_WIDE") {
+            // A reply of several frames (over 8 MiB) through the socket.
+            *w = "SELECT p.*, repeat('x', 600) AS pad FROM postings p CROSS JOIN (VALUES (1), (2), (3), (4), (5), \
+                  (6), (7), (8), (9), (10)) AS t(n) ORDER BY p.position, p.account, p.currency, t.n"
+                .into();
         }
         commands.push(words);
     }
@@ -176,6 +183,9 @@ fn every_command_answers_alike_with_and_without_a_server() {
         let args: Vec<&str> = command.iter().map(String::as_str).collect();
         let (a, b) = (posledger(&served, &args), posledger(&alone, &args));
         let normalise = |out: &Output, dir: &Path| text(out).replace(&dir.display().to_string(), "DIR");
+        if command.iter().any(|w| w.contains("repeat(")) {
+            assert!(a.stdout.len() > 8 << 20, "a reply of several frames: {} bytes", a.stdout.len());
+        }
         assert_eq!(
             (a.status.code(), normalise(&a, &served)),
             (b.status.code(), normalise(&b, &alone)),
@@ -349,4 +359,98 @@ fn two_servers_are_refused_and_a_silent_server_is_reported() {
     // Awake again, it answers.
     assert_eq!(posledger(data, &["balance", "assets:bank:settlement"]).status.code(), Some(0));
     server.stop();
+}
+
+/// A data directory too deep for a socket address: the socket lives under the temporary
+/// directory and the data directory names it; commands find it; a clean stop removes both.
+#[test]
+fn a_deep_data_directory_is_served_too() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("a-rather-long-directory-name-for-the-data".repeat(3));
+    assert!(data.join("posledger.sock").as_os_str().len() > 108);
+    assert_eq!(posledger(&data, &["merchants", "import", &fixture("admin.ndjson")]).status.code(), Some(0));
+    let alone = posledger(&data, &["trial-balance", "--format", "json"]);
+    assert_eq!(alone.status.code(), Some(0), "no server: the long path is no obstacle");
+    let server = Server::start(&data);
+    let pointer = std::fs::read_to_string(data.join("posledger.sock")).expect("a file naming the socket");
+    assert!(Path::new(&pointer).exists(), "{pointer}");
+    let served = posledger(&data, &["trial-balance", "--format", "json"]);
+    assert_eq!((served.status.code(), text(&served)), (Some(0), text(&alone)));
+    let ingest = posledger(&data, &["ingest", &fixture("feed-2026-11-24.ndjson"), "--format", "json"]);
+    assert_eq!(json(&ingest)["accepted"], 429, "{}", String::from_utf8_lossy(&ingest.stderr));
+    server.stop();
+    assert!(!data.join("posledger.sock").exists() && !Path::new(&pointer).exists());
+}
+
+/// More commands than the server serves at once: the next one is told it is busy (exit 2),
+/// in so many words.
+#[test]
+fn a_busy_server_says_so() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path();
+    assert_eq!(posledger(data, &["merchants", "import", &fixture("admin.ndjson")]).status.code(), Some(0));
+    let server = Server::start(data);
+    let idle: Vec<_> = (0..16)
+        .map(|_| {
+            let mut s = std::os::unix::net::UnixStream::connect(data.join("posledger.sock")).expect("connect");
+            let mut len = [0u8; 4];
+            s.read_exact(&mut len).expect("hello");
+            s
+        })
+        .collect();
+    let out = posledger(data, &["balance", "assets:bank:settlement"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("serving 16 commands already"), "{stderr}");
+    drop(idle);
+    // Once they leave, the next command is served.
+    let started = Instant::now();
+    loop {
+        let out = posledger(data, &["balance", "assets:bank:settlement"]);
+        if out.status.code() == Some(0) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{}", String::from_utf8_lossy(&out.stderr));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server.stop();
+}
+
+/// A command that stops reading what the server sends (a journal piped into a reader that
+/// does not read) does not keep a stopping server alive past its grace.
+#[test]
+fn a_stalled_command_does_not_hold_a_stopping_server() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("data");
+    let (admin, feed) = (root.path().join("admin.ndjson"), root.path().join("feed.ndjson"));
+    let shape = ingest::generate::Shape { merchants: 20, terminals_per_merchant: 2, seed: 9 };
+    ingest::generate::write_admin(&mut std::fs::File::create(&admin).expect("admin"), shape).expect("write");
+    ingest::generate::write_feed(
+        &mut std::io::BufWriter::new(std::fs::File::create(&feed).expect("feed")),
+        shape,
+        40_000,
+    )
+    .expect("write");
+    assert_eq!(posledger(&data, &["merchants", "import", &admin.display().to_string()]).status.code(), Some(0));
+    assert_eq!(posledger(&data, &["ingest", &feed.display().to_string()]).status.code(), Some(0));
+    let mut server = Server::start(&data);
+    // The journal's reader never reads: the command blocks writing, the server writing to it.
+    let mut stalled = Command::new(POSLEDGER)
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("journal")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("journal");
+    std::thread::sleep(Duration::from_secs(2));
+    let started = Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().is_ok_and(|s| s.success()));
+    let status = server.child.wait().expect("wait");
+    let waited = started.elapsed();
+    let _ = stalled.kill();
+    let _ = stalled.wait();
+    assert!(status.success(), "{status}");
+    assert!(waited < Duration::from_secs(50), "stopped within its grace: {waited:?}");
+    assert!(!data.join("posledger.sock").exists());
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use app::analysis::{Analysis, Audience, QueryTarget};
-use app::approvals::Resolution;
+use app::approvals::{Actor, Resolution};
 use app::keys::{Principal, Role};
 use app::recon::ImportOutcome;
 use bytes::Bytes;
@@ -302,7 +302,7 @@ pub(crate) async fn resolve(
         .field("approved_by"));
     }
     let action = resolve_action(&r.action)?;
-    match state.app.resolve(id, action, &r.reason, &who.name()).await? {
+    match state.app.resolve(id, action, &r.reason, &Actor::Key(who.key_id.clone())).await? {
         Resolution::Recorded(record) => ok(&record),
         Resolution::Proposed { break_id, proposal, suspense_amount, approval_over } => Ok(json_reply(
             StatusCode::ACCEPTED,
@@ -340,7 +340,7 @@ pub(crate) async fn approve(
         Problem::bad_request("invalid_json", format!("the body is not an approval (action and reason): {e}"))
     })?;
     let action = resolve_action(&approval.action)?;
-    ok(&state.app.approve(id, action, &approval.reason, &who.name()).await?)
+    ok(&state.app.approve(id, action, &approval.reason, &Actor::Key(who.key_id.clone())).await?)
 }
 
 /// `POST /v1/settlements?date=D`: settles what is due for that date, once.

@@ -5,11 +5,10 @@
 //! Routes (each declares its roles; a request without a valid key is 401, with a key of
 //! another role 403): see [`crate::openapi::ROUTES`] and the README.
 //!
-//! Files: [`problem`] (errors), [`metrics`] (Prometheus text), [`admission`] (bounded
-//! queues), [`body`] (bodies and parameters), [`handlers`] (one function per route).
+//! Files: [`problem`] (errors), [`metrics`] (Prometheus text), [`body`] (bodies and
+//! parameters), [`handlers`] (one function per route).
 //! Bodies are limited per route; an ingest request is at most [`INGEST_RECORDS_MAX`] records.
 
-pub mod admission;
 pub mod body;
 pub mod handlers;
 pub mod metrics;
@@ -25,9 +24,9 @@ use serde_json::json;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
-use self::admission::{Admission, Admitted};
 use self::metrics::Metrics;
 pub use self::problem::Problem;
+use app::admission::{Admission, Admitted};
 
 /// Largest ingest body accepted, in bytes.
 pub const INGEST_BODY_BYTES_MAX: u64 = 16 * 1024 * 1024;
@@ -43,9 +42,6 @@ pub const EVENTS_PAGE_MAX: u64 = 1_000_000;
 /// Ingest requests that may wait for the write model at once; more are refused with 429
 /// and `Retry-After`, so a burst cannot queue unbounded bodies in memory.
 pub const INGEST_WAITING_MAX: usize = 64;
-/// SQL queries and analyses running at once (each may hold up to the SQL memory limit); more
-/// are refused with 429.
-pub const QUERIES_RUNNING_MAX: usize = 2;
 /// Longest `Idempotency-Key` header accepted, in bytes.
 pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 128;
 
@@ -55,19 +51,12 @@ pub struct State {
     metrics: Metrics,
     /// Ingest requests waiting for or holding the write model.
     ingest_queue: Arc<Admission>,
-    /// Queries and analyses running.
-    query_queue: Arc<Admission>,
 }
 
 impl State {
     /// The HTTP API's state over an app.
     pub fn new(app: Arc<App>) -> Arc<State> {
-        Arc::new(State {
-            app,
-            metrics: Metrics::default(),
-            ingest_queue: Arc::new(Admission::new(INGEST_WAITING_MAX)),
-            query_queue: Arc::new(Admission::new(QUERIES_RUNNING_MAX)),
-        })
+        Arc::new(State { app, metrics: Metrics::default(), ingest_queue: Arc::new(Admission::new(INGEST_WAITING_MAX)) })
     }
 
     /// The app the routes call.
@@ -89,28 +78,15 @@ where
 /// A place among the ingest requests let in, taken before the body is read: more than
 /// [`INGEST_WAITING_MAX`] at once are refused with 429, their bodies never buffered.
 fn admit(state: Arc<State>) -> impl Filter<Extract = (Admitted,), Error = Rejection> + Clone {
-    admit_to(state, |s| &s.ingest_queue, "ingest requests")
-}
-
-/// A place among the queries and analyses running ([`QUERIES_RUNNING_MAX`]).
-fn admit_query(state: Arc<State>) -> impl Filter<Extract = (Admitted,), Error = Rejection> + Clone {
-    admit_to(state, |s| &s.query_queue, "queries")
-}
-
-fn admit_to(
-    state: Arc<State>,
-    queue: fn(&State) -> &Arc<Admission>,
-    what: &'static str,
-) -> impl Filter<Extract = (Admitted,), Error = Rejection> + Clone {
     warp::any().and_then(move || {
         let state = state.clone();
         async move {
-            queue(&state).try_enter().ok_or_else(|| {
+            state.ingest_queue.try_enter().ok_or_else(|| {
                 warp::reject::custom(Problem::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "too_many_requests",
                     "Too many requests",
-                    format!("as many {what} as allowed are already in; retry shortly"),
+                    "as many ingest requests as allowed are already in; retry shortly",
                 ))
             })
         }
@@ -313,35 +289,26 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (impl Reply,), Error =
         .and(warp::get())
         .and(auth(state.clone(), ANALYSTS))
         .and(warp::query::<Vec<(String, String)>>())
-        .and(admit_query(state.clone()))
         .and(with_state(state.clone()))
-        .and_then(|name: String, who: Principal, query: Vec<(String, String)>, place: Admitted, state: Arc<State>| async move {
-            let answer = h::named_query(&state, &who, &name, query).await;
-            drop(place);
-            answer.map_err(warp::reject::custom)
+        .and_then(|name: String, who: Principal, query: Vec<(String, String)>, state: Arc<State>| async move {
+            h::named_query(&state, &who, &name, query).await.map_err(warp::reject::custom)
         });
     let sql = warp::path!("v1" / "sql")
         .and(warp::post())
         .and(auth(state.clone(), SQL_USERS))
-        .and(admit_query(state.clone()))
         .and(warp::body::content_length_limit(analytics::sql::SQL_BYTES_MAX as u64))
         .and(warp::body::bytes())
         .and(with_state(state.clone()))
-        .and_then(|who: Principal, place: Admitted, body: Bytes, state: Arc<State>| async move {
-            let answer = h::ad_hoc_sql(&state, &who, &body).await;
-            drop(place);
-            answer.map_err(warp::reject::custom)
+        .and_then(|who: Principal, body: Bytes, state: Arc<State>| async move {
+            h::ad_hoc_sql(&state, &who, &body).await.map_err(warp::reject::custom)
         });
     let analysis = warp::path!("v1" / "analytics" / String)
         .and(warp::get())
         .and(auth(state.clone(), ANALYSTS))
         .and(warp::query::<Query>())
-        .and(admit_query(state.clone()))
         .and(with_state(state.clone()))
-        .and_then(|name: String, who: Principal, query: Query, place: Admitted, state: Arc<State>| async move {
-            let answer = h::analyze(&state, &who, &name, &query).await;
-            drop(place);
-            answer.map_err(warp::reject::custom)
+        .and_then(|name: String, who: Principal, query: Query, state: Arc<State>| async move {
+            h::analyze(&state, &who, &name, &query).await.map_err(warp::reject::custom)
         });
     let export =
         plain(warp::path!("v1" / "export"), post(), &state, ADMINS, |s, _, _| async move { h::export(&s).await });

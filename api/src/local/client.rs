@@ -27,14 +27,60 @@ pub struct Client {
     dir: DataDir,
 }
 
+/// The socket of `dir`'s server, if there is a socket file: the file itself, or the socket a
+/// pointer file names (a data directory too deep for a socket address).
+fn socket_of(dir: &DataDir) -> Result<Option<std::path::PathBuf>, Failure> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let path = dir.socket();
+    let meta = match std::fs::symlink_metadata(&path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Failure::unavailable(format!("{}: {e}", path.display()))),
+    };
+    // Only the owner's socket is spoken to: commands carry keys and records.
+    let me = std::fs::metadata("/proc/self").map(|m| m.uid()).map_err(|e| Failure::unavailable(e.to_string()))?;
+    let owned = |m: &std::fs::Metadata, p: &std::path::Path| {
+        if m.uid() == me {
+            Ok(())
+        } else {
+            Err(Failure::new(
+                Class::Forbidden,
+                "socket_not_yours",
+                format!("{} belongs to another user; commands are not sent to it", p.display()),
+            ))
+        }
+    };
+    owned(&meta, &path)?;
+    if meta.file_type().is_socket() {
+        return Ok(Some(path));
+    }
+    if !meta.is_file() || meta.len() > 4096 {
+        return Err(Failure::unavailable(format!("{} is neither a socket nor the name of one", path.display())));
+    }
+    let named = std::fs::read(&path).map_err(|e| Failure::unavailable(format!("{}: {e}", path.display())))?;
+    let socket = std::path::PathBuf::from(String::from_utf8_lossy(&named).into_owned());
+    match std::fs::symlink_metadata(&socket) {
+        Ok(m) if m.file_type().is_socket() => owned(&m, &socket).map(|()| Some(socket)),
+        _ => Ok(None),
+    }
+}
+
 /// Connects to the server of `dir`, if one listens: `None` when there is no socket, or only
 /// the socket a killed server left (nobody accepts on it). A server that accepts but does not
-/// greet within [`HELLO_TIMEOUT`] is an error.
+/// greet within [`HELLO_TIMEOUT`], one of another version, and one too busy to take the
+/// command are errors.
 pub fn connect(dir: &DataDir) -> Result<Option<Client>, Failure> {
-    let path = dir.socket();
+    let Some(path) = socket_of(dir)? else { return Ok(None) };
     let stream = match UnixStream::connect(&path) {
         Ok(s) => s,
-        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => return Ok(None),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused | io::ErrorKind::InvalidInput
+            ) =>
+        {
+            return Ok(None);
+        }
         Err(e) => return Err(Failure::unavailable(format!("connecting to {}: {e}", path.display()))),
     };
     let silent = || {
@@ -50,6 +96,19 @@ pub fn connect(dir: &DataDir) -> Result<Option<Client>, Failure> {
         Ok(None) => return Ok(None),
         Ok(Some(_)) | Err(_) => return Err(silent()),
     };
+    if let Some(refused) = hello.refused {
+        return Err(refused);
+    }
+    if hello.protocol != wire::PROTOCOL_VERSION {
+        return Err(Failure::unavailable(format!(
+            "the server on {} runs posledger {} (protocol {}), this is {} (protocol {}): use the same version",
+            dir.root().display(),
+            hello.version,
+            hello.protocol,
+            env!("CARGO_PKG_VERSION"),
+            wire::PROTOCOL_VERSION
+        )));
+    }
     // The answer to a request may take as long as the request (a verify of a long log).
     stream.set_read_timeout(None).map_err(|e| Failure::unavailable(e.to_string()))?;
     Ok(Some(Client { input, out: BufWriter::new(stream), hello, dir: dir.clone() }))
@@ -68,9 +127,9 @@ impl Client {
         wire::write_json(&mut self.out, kind, message).map_err(|e| self.gone(&e))
     }
 
-    /// The next frame; the end of the connection is the server going away.
+    /// The next message; the end of the connection is the server going away.
     fn next(&mut self) -> Result<(u8, Vec<u8>), Failure> {
-        match wire::read_frame(&mut self.input) {
+        match wire::read_message(&mut self.input, wire::MESSAGE_BYTES_MAX) {
             Ok(Some(frame)) => Ok(frame),
             Ok(None) => Err(self.gone(&io::Error::from(io::ErrorKind::UnexpectedEof))),
             Err(e) => Err(self.gone(&e)),

@@ -1,123 +1,278 @@
 //! The server side of the local socket: accepts the data directory owner's command-line
 //! clients while `posledger serve` runs, and answers each on a thread of its own with the
 //! server's [`App`].
+//!
+//! The socket is `DATA_DIR/posledger.sock` when that path fits a socket address
+//! ([`SOCKET_PATH_BYTES_MAX`]); a data directory deeper than that gets its socket in a private
+//! directory under the system's temporary directory, and `DATA_DIR/posledger.sock` is then a
+//! small file naming it.
 
 use std::io::{self, BufReader, BufWriter, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use app::records::Stopped;
-use app::{App, Failure};
+use app::{App, Class, Failure};
 use ingest::pipeline::{IngestSummary, InputKind};
 
 use super::wire::{self, Hello, Opening};
 
 /// Clients served at once; more are told the server is busy.
 pub const CONNECTIONS_MAX: usize = 16;
-/// How long a client may keep the server waiting for its next frame.
+/// How long a new client may take to say what it wants, and how long a client may leave what
+/// the server writes unread, before the server drops it.
 pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bytes of input one request may send (a statement file).
 pub const INPUT_BYTES_MAX: u64 = ingest::statement::STATEMENT_BYTES_MAX;
+/// Requests with input (statement files) read at once; more are told the server is busy, so
+/// the memory they hold stays bounded.
+pub const INPUTS_RUNNING_MAX: usize = 2;
+/// How long a stopping server lets its clients finish before it cuts their connections.
+pub const STOP_GRACE: Duration = Duration::from_secs(30);
+/// Longest path a Unix socket address holds here (108 bytes with its terminating zero).
+pub const SOCKET_PATH_BYTES_MAX: usize = 107;
+
+/// The clients being served, and their connections (to cut when stopping takes too long).
+#[derive(Default)]
+struct Clients {
+    count: usize,
+    inputs: usize,
+    next: u64,
+    streams: Vec<(u64, UnixStream)>,
+}
+
+/// What the accepting task and the client threads share.
+struct Shared {
+    app: Arc<App>,
+    runtime: tokio::runtime::Handle,
+    hello: Hello,
+    stopping: AtomicBool,
+    clients: Mutex<Clients>,
+    left: Condvar,
+}
 
 /// The socket server; [`LocalServer::stop`] ends it.
 pub struct LocalServer {
-    path: PathBuf,
-    stopping: Arc<AtomicBool>,
-    accept: Option<JoinHandle<()>>,
-    active: Arc<(Mutex<usize>, Condvar)>,
+    /// Where the socket is.
+    pub socket: PathBuf,
+    /// The pointer file in the data directory, for a socket kept elsewhere.
+    pointer: Option<PathBuf>,
+    shared: Arc<Shared>,
+    accept: tokio::task::JoinHandle<()>,
+    stop_accepting: Arc<tokio::sync::Notify>,
+}
+
+/// Where a data directory's socket goes: its own path when short enough, else a private
+/// directory under the temporary directory named by a hash of the data directory.
+fn socket_place(data_socket: &Path) -> PathBuf {
+    if data_socket.as_os_str().len() <= SOCKET_PATH_BYTES_MAX {
+        return data_socket.to_owned();
+    }
+    let absolute = std::path::absolute(data_socket).unwrap_or_else(|_| data_socket.to_owned());
+    let hash = blake3::hash(absolute.as_os_str().as_encoded_bytes()).to_hex();
+    std::env::temp_dir().join(format!("posledger-{}", &hash[..16])).join("sock")
 }
 
 impl LocalServer {
     /// Listens on the data directory's socket. The caller holds the store, so a socket file
     /// found there was left by a server that was killed: it is removed first.
     pub fn start(app: Arc<App>, runtime: tokio::runtime::Handle, http: Option<String>) -> io::Result<LocalServer> {
-        let path = app.dir().socket();
-        match std::fs::remove_file(&path) {
-            Ok(()) => eprintln!("removed the socket {} a stopped server left behind", path.display()),
+        let data_socket = app.dir().socket();
+        match std::fs::remove_file(&data_socket) {
+            Ok(()) => eprintln!("removed the socket {} a stopped server left behind", data_socket.display()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
+        let socket = socket_place(&data_socket);
+        let pointer = (socket != data_socket).then(|| data_socket.clone());
         // Bound inside a directory only the owner can enter, made owner-only, then moved into
         // place: no other user can connect, not even in the moment before the mode is set.
-        let private = app.dir().root().join(format!(".posledger-sock-{}", std::process::id()));
+        let parent = socket.parent().unwrap_or(Path::new("."));
+        if pointer.is_some() {
+            let _ = std::fs::remove_dir_all(parent);
+            std::fs::DirBuilder::new().mode(0o700).create(parent)?;
+        }
+        let private = parent.join(format!(".s{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&private);
-        std::fs::create_dir(&private)?;
-        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700))?;
+        std::fs::DirBuilder::new().mode(0o700).create(&private)?;
         let bound = private.join("sock");
-        let listener = UnixListener::bind(&bound)?;
-        std::fs::set_permissions(&bound, std::fs::Permissions::from_mode(0o600))?;
-        std::fs::rename(&bound, &path)?;
-        std::fs::remove_dir(&private)?;
-        let hello = Hello { pid: std::process::id(), version: env!("CARGO_PKG_VERSION").to_owned(), http };
-        let stopping = Arc::new(AtomicBool::new(false));
-        let active = Arc::new((Mutex::new(0usize), Condvar::new()));
+        let listener = (|| {
+            let listener = std::os::unix::net::UnixListener::bind(&bound)?;
+            std::fs::set_permissions(&bound, std::fs::Permissions::from_mode(0o600))?;
+            std::fs::rename(&bound, &socket)?;
+            listener.set_nonblocking(true)?;
+            Ok::<_, io::Error>(listener)
+        })();
+        let _ = std::fs::remove_dir_all(&private);
+        let listener = listener?;
+        if let Some(pointer) = &pointer {
+            let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode_owner_only().open(pointer)?;
+            file.write_all(socket.as_os_str().as_encoded_bytes())?;
+            file.sync_all()?;
+        }
+        let hello = Hello {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            protocol: wire::PROTOCOL_VERSION,
+            http,
+            refused: None,
+        };
+        let shared = Arc::new(Shared {
+            app,
+            runtime: runtime.clone(),
+            hello,
+            stopping: AtomicBool::new(false),
+            clients: Mutex::new(Clients::default()),
+            left: Condvar::new(),
+        });
+        let stop_accepting = Arc::new(tokio::sync::Notify::new());
         let accept = {
-            let (stopping, active) = (stopping.clone(), active.clone());
-            std::thread::Builder::new().name("posledger-local".into()).spawn(move || {
-                for conn in listener.incoming() {
-                    if stopping.load(Ordering::Acquire) {
-                        break;
-                    }
-                    let Ok(stream) = conn else { continue };
-                    let mut count = active.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    if *count >= CONNECTIONS_MAX {
-                        drop(count);
-                        busy(stream, &hello);
-                        continue;
-                    }
-                    *count += 1;
-                    drop(count);
-                    let (app, runtime, hello, done) = (app.clone(), runtime.clone(), hello.clone(), active.clone());
-                    let spawned = std::thread::Builder::new().name("posledger-client".into()).spawn(move || {
-                        if let Err(e) = serve_client(&app, &runtime, &hello, stream) {
-                            eprintln!("a local client: {e}");
-                        }
-                        let mut count = done.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                        *count -= 1;
-                        done.1.notify_all();
-                    });
-                    if spawned.is_err() {
-                        let mut count = active.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                        *count -= 1;
+            let _entered = runtime.enter();
+            let listener = tokio::net::UnixListener::from_std(listener)?;
+            let (shared, stop) = (shared.clone(), stop_accepting.clone());
+            runtime.spawn(async move {
+                loop {
+                    let conn = tokio::select! {
+                        _ = stop.notified() => break,
+                        conn = listener.accept() => conn,
+                    };
+                    match conn.and_then(|(s, _)| s.into_std()) {
+                        Ok(stream) => take(&shared, stream),
+                        // Out of file descriptors and the like: a moment's pause, not a spin.
+                        Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
                     }
                 }
-            })?
+            })
         };
-        Ok(LocalServer { path, stopping, accept: Some(accept), active })
+        Ok(LocalServer { socket, pointer, shared, accept, stop_accepting })
     }
 
-    /// Stops accepting, lets the clients being served finish, and removes the socket.
-    pub fn stop(mut self) {
-        self.stopping.store(true, Ordering::Release);
-        // Wakes the accepting thread, which then sees it is stopping.
-        let _ = UnixStream::connect(&self.path);
-        if let Some(accept) = self.accept.take() {
-            let _ = accept.join();
+    /// Stops accepting, lets the clients being served finish (for at most [`STOP_GRACE`],
+    /// then cuts their connections; an ingest stops between chunks), and removes the socket.
+    pub fn stop(self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        self.stop_accepting.notify_one();
+        let _ = self.shared.runtime.block_on(self.accept);
+        let mut clients = self.shared.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let deadline = std::time::Instant::now() + STOP_GRACE;
+        while clients.count > 0 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                for (_, stream) in &clients.streams {
+                    let _ = stream.shutdown(std::net::Shutdown::Both);
+                }
+                clients = self.shared.left.wait(clients).unwrap_or_else(std::sync::PoisonError::into_inner);
+                continue;
+            }
+            clients = self.shared.left.wait_timeout(clients, left).unwrap_or_else(std::sync::PoisonError::into_inner).0;
         }
-        let mut count = self.active.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        while *count > 0 {
-            count = self.active.1.wait(count).unwrap_or_else(std::sync::PoisonError::into_inner);
+        drop(clients);
+        let _ = std::fs::remove_file(&self.socket);
+        if let Some(pointer) = &self.pointer {
+            let _ = std::fs::remove_file(pointer);
+            if let Some(dir) = self.socket.parent() {
+                let _ = std::fs::remove_dir(dir);
+            }
         }
-        let _ = std::fs::remove_file(&self.path);
     }
 }
 
-/// Tells a client over [`CONNECTIONS_MAX`] to come back.
-fn busy(stream: UnixStream, hello: &Hello) {
+trait OwnerOnly {
+    fn mode_owner_only(&mut self) -> &mut Self;
+}
+
+impl OwnerOnly for std::fs::OpenOptions {
+    fn mode_owner_only(&mut self) -> &mut Self {
+        std::os::unix::fs::OpenOptionsExt::mode(self, 0o600)
+    }
+}
+
+/// A client's place among those served; leaving frees it (a panic too).
+struct Place<'a> {
+    shared: &'a Shared,
+    id: u64,
+    input: bool,
+}
+
+impl Place<'_> {
+    /// Takes one of the [`INPUTS_RUNNING_MAX`] places for a request with input.
+    fn with_input(&mut self) -> Result<(), Failure> {
+        let mut clients = self.shared.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if clients.inputs >= INPUTS_RUNNING_MAX {
+            return Err(Failure::new(
+                Class::Busy,
+                "too_many_inputs",
+                format!("the server is reading {INPUTS_RUNNING_MAX} statement files already; try again shortly"),
+            ));
+        }
+        clients.inputs += 1;
+        self.input = true;
+        Ok(())
+    }
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        let mut clients = self.shared.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        clients.count -= 1;
+        if self.input {
+            clients.inputs -= 1;
+        }
+        clients.streams.retain(|(id, _)| *id != self.id);
+        self.shared.left.notify_all();
+    }
+}
+
+/// Takes a new client: served on a thread of its own, or told the server is busy.
+fn take(shared: &Arc<Shared>, stream: UnixStream) {
+    if let Err(e) = stream.set_nonblocking(false) {
+        eprintln!("a local client: {e}");
+        return;
+    }
+    let id = {
+        let mut clients = shared.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if clients.count >= CONNECTIONS_MAX {
+            drop(clients);
+            let failure = Failure::new(
+                Class::Busy,
+                "too_many_clients",
+                format!("the server is serving {CONNECTIONS_MAX} commands already; try again shortly"),
+            );
+            refuse(stream, &shared.hello, failure);
+            return;
+        }
+        clients.count += 1;
+        clients.next += 1;
+        let id = clients.next;
+        if let Ok(clone) = stream.try_clone() {
+            clients.streams.push((id, clone));
+        }
+        id
+    };
+    let served = shared.clone();
+    let spawned = std::thread::Builder::new().name("posledger-client".into()).spawn(move || {
+        let mut place = Place { shared: &served, id, input: false };
+        if let Err(e) = serve_client(&served, &mut place, stream) {
+            eprintln!("a local client: {e}");
+        }
+    });
+    if let Err(e) = spawned {
+        eprintln!("a local client: {e}");
+        let mut clients = shared.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        clients.count -= 1;
+        clients.streams.retain(|(i, _)| *i != id);
+    }
+}
+
+/// Tells a client the server will not take it, in the hello.
+fn refuse(stream: UnixStream, hello: &Hello, failure: Failure) {
     let _ = stream.set_write_timeout(Some(CLIENT_IDLE_TIMEOUT));
     let mut out = BufWriter::new(stream);
-    let failure = Failure::new(
-        app::Class::Busy,
-        "too_many_clients",
-        format!("the server is serving {CONNECTIONS_MAX} commands already; try again shortly"),
-    );
-    let _ = wire::write_json(&mut out, wire::HELLO, hello);
-    let _ = wire::write_json(&mut out, wire::RESULT, &Err::<(), _>(failure));
+    let _ = wire::write_json(&mut out, wire::HELLO, &Hello { refused: Some(failure), ..hello.clone() });
 }
 
 fn protocol(what: &str) -> io::Error {
@@ -125,25 +280,45 @@ fn protocol(what: &str) -> io::Error {
 }
 
 /// Serves one client: hello, its opening, then the conversation its opening names.
-fn serve_client(app: &App, runtime: &tokio::runtime::Handle, hello: &Hello, stream: UnixStream) -> io::Result<()> {
+fn serve_client(shared: &Shared, place: &mut Place<'_>, stream: UnixStream) -> io::Result<()> {
+    let (app, runtime) = (&shared.app, &shared.runtime);
     stream.set_read_timeout(Some(CLIENT_IDLE_TIMEOUT))?;
+    stream.set_write_timeout(Some(CLIENT_IDLE_TIMEOUT))?;
     let mut input = BufReader::new(stream.try_clone()?);
-    let mut out = BufWriter::new(stream);
-    wire::write_json(&mut out, wire::HELLO, hello)?;
-    let Some((wire::OPENING, payload)) = wire::read_frame(&mut input)? else {
+    let mut out = BufWriter::new(stream.try_clone()?);
+    wire::write_json(&mut out, wire::HELLO, &shared.hello)?;
+    let Some((wire::OPENING, payload)) = wire::read_message(&mut input, wire::FRAME_BYTES_MAX)? else {
         return Err(protocol("first frame"));
     };
+    // Once the client has said what it wants, it may take its time to send its input (a
+    // feed from a slow pipe): only a stopping server cuts it.
+    stream.set_read_timeout(None)?;
     match wire::from_json::<Opening>(&payload)? {
         Opening::Call { request, input: with_input } => {
-            let bytes = if with_input { read_input(&mut input)? } else { Vec::new() };
-            let result = runtime.block_on(app.execute(request, &bytes));
+            let result = match with_input {
+                false => runtime.block_on(app.execute(request, &[])),
+                true => match place.with_input() {
+                    Err(failure) => Err(failure),
+                    Ok(()) => {
+                        let bytes = read_input(&mut input)?;
+                        runtime.block_on(app.execute(request, &bytes))
+                    }
+                },
+            };
             wire::write_json(&mut out, wire::RESULT, &result)
         }
         Opening::Ingest { admin } => {
             let kind = if admin { InputKind::Admin } else { InputKind::Feed };
             let mut summary = IngestSummary::default();
             loop {
-                match wire::read_frame(&mut input)? {
+                let frame = wire::read_frame(&mut input)?;
+                if shared.stopping.load(Ordering::Acquire) && frame.as_ref().is_some_and(|f| f.0 == wire::LINES) {
+                    // Stopping: what was acknowledged is stored, the rest is not taken.
+                    let failure = Failure::new(Class::Unavailable, "server_stopping", "the server is stopping");
+                    let stopped = Stopped { summary, failure };
+                    return wire::write_json(&mut out, wire::RESULT, &Err::<IngestSummary, _>(stopped));
+                }
+                match frame {
                     Some((wire::LINES, payload)) => {
                         let lines = wire::decode_lines(&payload)?;
                         match runtime.block_on(app.ingest_lines(&lines, kind)) {

@@ -2,10 +2,12 @@
 //! what follows), a 1-byte kind and the payload; JSON payloads for messages, raw bytes for
 //! input and output, a compact binary form for chunks of lines.
 //!
-//! A conversation: the server says [`Hello`]; the client sends one [`Opening`]; for a call
-//! with input, `INPUT` frames and an `END`; for an ingest, `LINES` frames and an `END`, each
-//! chunk answered by a `PROGRESS` frame once it is durable; for the journal, `OUTPUT` frames;
-//! last the server's `RESULT`. Then the connection closes.
+//! A conversation: the server says [`Hello`] (or, in its hello, why it will not take the
+//! client); the client sends one [`Opening`]; for a call with input, `INPUT` frames and an
+//! `END`; for an ingest, `LINES` frames and an `END`, each chunk answered by a `PROGRESS` frame
+//! once it is durable; for the journal, `OUTPUT` frames; last the server's `RESULT`. Then the
+//! connection closes. A JSON message longer than a frame goes as `MORE` frames and a last
+//! frame of its own kind.
 
 use std::io::{self, Read, Write};
 
@@ -14,6 +16,8 @@ use serde::{Deserialize, Serialize};
 /// Largest frame, in bytes (a chunk of lines is cut to stay under it; one line is at most
 /// `ingest::feed::FEED_LINE_BYTES_MAX`).
 pub const FRAME_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Largest message (a reply of many rows is several frames), in bytes.
+pub const MESSAGE_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// Bytes of lines a client puts in one `LINES` frame, at most.
 pub const LINES_FRAME_BYTES: usize = 4 * 1024 * 1024;
 
@@ -33,16 +37,26 @@ pub const PROGRESS: u8 = b'P';
 pub const OUTPUT: u8 = b'O';
 /// The answer; the last frame.
 pub const RESULT: u8 = b'R';
+/// The first pieces of a message too long for one frame; its last piece comes in a frame of
+/// the message's own kind.
+pub const MORE: u8 = b'M';
+
+/// The protocol's version: a client and a server of other versions do not talk.
+pub const PROTOCOL_VERSION: u32 = 1;
 
 /// What the server says first.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Hello {
     /// The server's process id.
     pub pid: u32,
-    /// Its version.
+    /// Its version of posledger.
     pub version: String,
+    /// Its version of this protocol ([`PROTOCOL_VERSION`]).
+    pub protocol: u32,
     /// Where its HTTP API listens.
     pub http: Option<String>,
+    /// Why the server will not take this client (too many at once), if it will not.
+    pub refused: Option<app::Failure>,
 }
 
 /// What the client asks for.
@@ -84,9 +98,44 @@ pub fn write_frame(out: &mut impl Write, kind: u8, payload: &[u8]) -> io::Result
     out.flush()
 }
 
-/// Writes a message as a JSON frame.
+/// Writes a message as JSON: one frame, or `MORE` frames and a last one of `kind` when it is
+/// longer than a frame holds (a result of many rows).
 pub fn write_json(out: &mut impl Write, kind: u8, message: &impl Serialize) -> io::Result<()> {
-    write_frame(out, kind, &serde_json::to_vec(message).map_err(io::Error::other)?)
+    let bytes = serde_json::to_vec(message).map_err(io::Error::other)?;
+    let mut pieces = bytes.chunks(FRAME_BYTES_MAX - 1).peekable();
+    while let Some(piece) = pieces.next() {
+        let last = pieces.peek().is_none();
+        write_frame(out, if last { kind } else { MORE }, piece)?;
+    }
+    if bytes.is_empty() {
+        write_frame(out, kind, &[])?;
+    }
+    Ok(())
+}
+
+/// Reads one message: a frame, with the `MORE` frames before it joined to it (at most
+/// `message_bytes_max` bytes in all); `None` at a clean end of the connection.
+pub fn read_message(input: &mut impl Read, message_bytes_max: usize) -> io::Result<Option<(u8, Vec<u8>)>> {
+    let mut joined = Vec::new();
+    loop {
+        let Some((kind, payload)) = read_frame(input)? else {
+            return if joined.is_empty() { Ok(None) } else { Err(io::ErrorKind::UnexpectedEof.into()) };
+        };
+        if joined.len() + payload.len() > message_bytes_max {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("a message over {message_bytes_max} bytes"),
+            ));
+        }
+        if kind != MORE {
+            if joined.is_empty() {
+                return Ok(Some((kind, payload)));
+            }
+            joined.extend_from_slice(&payload);
+            return Ok(Some((kind, joined)));
+        }
+        joined.extend_from_slice(&payload);
+    }
 }
 
 /// Reads one frame: its kind and payload; `None` at a clean end of the connection.
@@ -161,5 +210,22 @@ mod tests {
         assert_eq!(decode_lines(&encode_lines(&lines)).expect("decode"), lines);
         assert!(decode_lines(&encode_lines(&lines)[..5]).is_err());
         assert!(write_frame(&mut Vec::new(), INPUT, &vec![0u8; FRAME_BYTES_MAX]).is_err());
+    }
+
+    #[test]
+    fn a_message_longer_than_a_frame_goes_in_pieces_and_comes_back_whole() {
+        // A result of many rows is not lost to the frame limit; a message over the reader's
+        // own limit is refused, not buffered.
+        let long = "x".repeat(2 * FRAME_BYTES_MAX + 17);
+        let mut buf = Vec::new();
+        write_json(&mut buf, RESULT, &long).expect("write");
+        let frames = {
+            let mut input = &buf[..];
+            std::iter::from_fn(|| read_frame(&mut input).expect("frame")).map(|f| f.0).collect::<Vec<_>>()
+        };
+        assert_eq!(frames, vec![MORE, MORE, RESULT]);
+        let (kind, payload) = read_message(&mut &buf[..], 4 * FRAME_BYTES_MAX).expect("read").expect("message");
+        assert_eq!((kind, from_json::<String>(&payload).expect("json")), (RESULT, long));
+        assert!(read_message(&mut &buf[..], FRAME_BYTES_MAX).is_err());
     }
 }

@@ -1,4 +1,4 @@
-//! [`Admission`]: a bounded number of requests inside at once; the rest are refused (429).
+//! [`Admission`]: a bounded number of requests inside at once; the rest are refused (busy).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
