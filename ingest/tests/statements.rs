@@ -183,7 +183,13 @@ fn generic_csvs_take_their_columns_from_a_mapping() {
     ])
     .expect("mapping");
     let s = generic::parse("g.csv", csv.as_bytes(), &mapping).expect("parses");
-    assert_eq!((s.totals.payments, s.totals.refunds, s.totals.fees), (1, 1, d("0.04")));
+    // A fee of the wrong sign is kept with its sign (reconciliation reports it); the trailer
+    // sums the fee column as written.
+    let wrong = "reference,amount,fee,date,status\nG-1,10.00,0.03,2026-11-24,payment\nG-2,20.00,-0.05,2026-11-24,payment\n#total,2,30.00,-0.02\n";
+    let w = generic::parse("w.csv", wrong.as_bytes(), &generic::Mapping::default()).expect("parses");
+    assert_eq!((w.lines[1].fee, w.totals.fees), (d("-0.05"), d("-0.02")));
+    // Fees net: 0.03 charged on the payment less 0.01 given back on the refund.
+    assert_eq!((s.totals.payments, s.totals.refunds, s.totals.fees), (1, 1, d("0.02")));
     assert_eq!(s.lines[1].channel_txn_id, "A1-R1");
     refused(generic::parse("g.csv", csv.as_bytes(), &generic::Mapping::default()), 1, Some("reference"), "no column");
     refused(

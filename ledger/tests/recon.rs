@@ -242,3 +242,42 @@ fn a_reversed_sale_settled_the_next_day_is_a_status_mismatch() {
     let c = classify("2026-11-25".parse().expect("date"), &[line], &[&[]], &[item], |_| terms);
     assert_eq!(c.items.iter().map(|i| i.outcome).collect::<Vec<_>>(), vec![Outcome::StatusMismatch]);
 }
+
+/// A fee of the wrong sign (here within the tolerance of the expected fee by its size) is a
+/// fee mismatch, never matched by its absolute value; the same fee with the right sign matches.
+#[test]
+fn a_fee_of_the_wrong_sign_is_a_fee_mismatch_however_small() {
+    use ingest::event::Channel;
+    use ingest::statement::LineKind;
+    use ledger::recon::{Item, Outcome, Terms, classify};
+    use rust_decimal::Decimal;
+    let at = chrono::DateTime::parse_from_rfc3339("2026-11-24T12:00:00+08:00").expect("time");
+    let item = Item {
+        kind: LineKind::Payment,
+        txn_id: "T1".into(),
+        channel_txn_id: Some("C1".into()),
+        channel: Channel::Wechat,
+        amount: Decimal::new(100, 2),
+        at,
+        cancelled: false,
+    };
+    let line = |fee: Decimal| StatementLine {
+        line: 2,
+        kind: LineKind::Payment,
+        txn_id: "T1".into(),
+        original_txn_id: None,
+        channel_txn_id: "C1".into(),
+        amount: Decimal::new(100, 2),
+        fee,
+        at: None,
+    };
+    let terms = Terms { fee_rate: Decimal::new(25, 4), fee_tolerance: Decimal::new(1, 2), carry_forward_days: 1 };
+    let date = "2026-11-24".parse().expect("date");
+    let outcome = |fee| {
+        let c = classify(date, &[line(fee)], &[], std::slice::from_ref(&item), |_| terms);
+        (c.matched, c.items.iter().map(|i| i.outcome).collect::<Vec<_>>())
+    };
+    assert_eq!(outcome(Decimal::new(25, 4)), (1, vec![]), "the expected fee, the right sign");
+    assert_eq!(outcome(Decimal::new(-1, 3)), (0, vec![Outcome::FeeMismatch]), "the wrong sign");
+    assert_eq!(outcome(Decimal::ZERO), (1, vec![]), "no fee at all is within the tolerance");
+}

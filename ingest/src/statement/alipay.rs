@@ -199,7 +199,8 @@ fn parse_csv(name: &str, bytes: &[u8]) -> Result<Statement, StatementError> {
                     original_txn_id: None,
                     channel_txn_id,
                     amount,
-                    fee: fee.abs(),
+                    // Charged: negative in the file.
+                    fee: -fee,
                     at: Some(at),
                 }
             }
@@ -216,7 +217,8 @@ fn parse_csv(name: &str, bytes: &[u8]) -> Result<Statement, StatementError> {
                     original_txn_id: Some(order),
                     channel_txn_id,
                     amount: -amount,
-                    fee: fee.abs(),
+                    // Given back: positive in the file.
+                    fee,
                     at: Some(at),
                 }
             }

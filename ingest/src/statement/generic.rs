@@ -102,6 +102,7 @@ pub fn parse(name: &str, bytes: &[u8], mapping: &Mapping) -> Result<Statement, S
     let mut columns: Option<(Columns, usize)> = None;
     let mut total_row: Option<(u64, Vec<Cow<'_, str>>)> = None;
     let mut signed_sum = Decimal::ZERO;
+    let mut fee_sum = Decimal::ZERO;
     for (n, raw) in lines(bytes) {
         let line = std::str::from_utf8(raw).map_err(|_| blame.at(n, None, "is not UTF-8"))?;
         if line.trim().is_empty() {
@@ -152,6 +153,7 @@ pub fn parse(name: &str, bytes: &[u8], mapping: &Mapping) -> Result<Statement, S
             v => Some(id(v).map_err(|e| blame.at(n, Some(field(6)), e))?),
         };
         signed_sum += if kind == LineKind::Payment { amount } else { -amount };
+        fee_sum += fee;
         push_line(
             &mut statement,
             StatementLine {
@@ -161,7 +163,8 @@ pub fn parse(name: &str, bytes: &[u8], mapping: &Mapping) -> Result<Statement, S
                 original_txn_id,
                 channel_txn_id,
                 amount,
-                fee: fee.abs(),
+                // A size on every line: a negative fee has the wrong sign.
+                fee,
                 at: Some(at),
             },
             blame,
@@ -182,7 +185,7 @@ pub fn parse(name: &str, bytes: &[u8], mapping: &Mapping) -> Result<Statement, S
         let amount = total(fields[2].trim(), 2).map_err(|e| blame.at(n, Some("AMOUNT"), e))?;
         agree(blame, n, "AMOUNT", amount, signed_sum)?;
         let fees = total(fields[3].trim(), 5).map_err(|e| blame.at(n, Some("FEES"), e))?;
-        agree(blame, n, "FEES", fees, statement.totals.fees)?;
+        agree(blame, n, "FEES", fees, fee_sum)?;
     }
     Ok(statement)
 }

@@ -91,7 +91,11 @@ pub struct StatementLine {
     pub channel_txn_id: String,
     /// Amount paid or refunded, positive.
     pub amount: Decimal,
-    /// Size of the channel's fee on the line.
+    /// The channel's fee on the line, in the direction the channel's convention gives it for
+    /// this kind of line (see each parser; WeChat: charged on payments, given back on refunds):
+    /// its size when the file's sign is the convention's, negative when the sign is the wrong
+    /// one, which reconciliation reports as a `fee_mismatch` (the money then differs by twice
+    /// the fee). Imports recorded before signs were checked hold sizes.
     pub fee: Decimal,
     /// When the channel says it happened (local time as printed), if the file says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -109,7 +113,7 @@ pub struct Totals {
     pub refunds: u64,
     /// Their amounts.
     pub refund_amount: Decimal,
-    /// Fees of all lines (sizes).
+    /// The fees net: those charged on payments less those given back on refunds.
     pub fees: Decimal,
 }
 
@@ -119,13 +123,14 @@ impl Totals {
             LineKind::Payment => {
                 self.payments += 1;
                 self.payment_amount += line.amount;
+                self.fees += line.fee;
             }
             LineKind::Refund => {
                 self.refunds += 1;
                 self.refund_amount += line.amount;
+                self.fees -= line.fee;
             }
         }
-        self.fees += line.fee;
     }
 }
 
@@ -143,13 +148,16 @@ pub struct Statement {
 }
 
 impl Statement {
-    /// Whether the statement holds together: every amount positive, every fee not negative,
+    /// Whether the statement holds together: every amount positive (a fee may have either
+    /// sign: a wrong one is reported by reconciliation),
     /// and its totals the sums of its lines (what the parsers promise; the fuzz targets check
     /// it on whatever they accept).
     pub fn consistent(&self) -> bool {
         let mut totals = Totals::default();
         for line in &self.lines {
-            if line.amount <= Decimal::ZERO || line.fee < Decimal::ZERO {
+            // A fee may be negative (the wrong sign, which reconciliation reports); an amount
+            // may not.
+            if line.amount <= Decimal::ZERO {
                 return false;
             }
             totals.add(line);

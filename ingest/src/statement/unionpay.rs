@@ -11,7 +11,7 @@
 //! | 7 | 交易金额 | amount in fen, 12 digits |
 //! | 10 | 查询流水号 | the channel's id |
 //! | 12 | 商户订单号 | our `txn_id` (of the sale, or of the refund) |
-//! | 16 | 商户手续费 | `C`/`D` and 12 digits of fen |
+//! | 16 | 商户手续费 | `C`/`D` and 12 digits of fen: `C` on payments (charged) and refunds (given back) alike; `D` is the wrong sign |
 //! | 17 | 结算金额 | `C`/`D` and 12 digits of fen (checked for form) |
 //! | 41 | 原始交易订单号 | on a refund, the sale's `txn_id` |
 //!
@@ -161,7 +161,18 @@ pub fn parse_dated(name: &str, bytes: &[u8], date: Option<NaiveDate>) -> Result<
         let at = time(text(TIME)?, date).map_err(|e| blame.at(n, Some(name_of(TIME)), e))?;
         push_line(
             &mut statement,
-            StatementLine { line: n, kind, txn_id, original_txn_id, channel_txn_id, amount, fee: fee.abs(), at },
+            StatementLine {
+                line: n,
+                kind,
+                txn_id,
+                original_txn_id,
+                channel_txn_id,
+                amount,
+                // A size, `C`, on payments (charged) and refunds (given back) alike: `D` is the
+                // wrong sign.
+                fee,
+                at,
+            },
             blame,
         )?;
     }

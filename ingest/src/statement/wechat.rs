@@ -115,7 +115,8 @@ pub fn parse(name: &str, bytes: &[u8]) -> Result<Statement, StatementError> {
                     original_txn_id: None,
                     channel_txn_id,
                     amount,
-                    fee: fee.abs(),
+                    // Charged: positive in the file.
+                    fee,
                     at: Some(at),
                 }
             }
@@ -132,7 +133,8 @@ pub fn parse(name: &str, bytes: &[u8]) -> Result<Statement, StatementError> {
                     original_txn_id: Some(order),
                     channel_txn_id,
                     amount,
-                    fee: fee.abs(),
+                    // Given back: negative in the file.
+                    fee: -fee,
                     at: Some(at),
                 }
             }

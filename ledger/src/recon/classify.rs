@@ -14,7 +14,7 @@
 //! | `status_mismatch` | the line is a payment we voided or reversed |
 //! | `missing_in_ledger` | no item of ours for the line (长款) |
 //! | `amount_mismatch` | amounts differ (no tolerance) |
-//! | `fee_mismatch` | the line's fee differs from amount × the channel's rate by more than the tolerance |
+//! | `fee_mismatch` | the line's fee has the wrong sign for its kind of line (see [`ingest::statement::StatementLine::fee`]), or differs from amount × the channel's rate by more than the tolerance |
 //! | `matched` | everything agrees |
 //! | `carried_forward` | an item of ours the statement does not hold yet, from the last [`CUTOFF_MINUTES`] of its business day (it may be settled in the next day's file), for up to the channel's `carry_forward_days` |
 //! | `missing_in_statement` | an item of ours the statement does not hold (短款), or a carried item still missing after `carry_forward_days` |
@@ -257,7 +257,8 @@ pub fn classify(
             Outcome::StatusMismatch
         } else if line.amount != item.amount {
             Outcome::AmountMismatch
-        } else if (line.fee - expected).abs() > t.fee_tolerance {
+        } else if line.fee < Decimal::ZERO || (line.fee - expected).abs() > t.fee_tolerance {
+            // A fee of the wrong sign is wrong whatever its size: the money differs by twice it.
             Outcome::FeeMismatch
         } else {
             Outcome::Matched

@@ -186,19 +186,21 @@ pub fn run_record(
 ) -> (Reconciled, ToRecord) {
     use ingest::event::{Event, ReconciliationBreaks, ReconciliationCompleted};
     let channel = statement.channel;
+    let rate = |c: Channel| terms.get(&c).map_or(Decimal::ZERO, |t| t.fee_rate);
     let mut our_totals = ingest::statement::Totals::default();
     for i in items.iter().filter(|i| i.date() == date && !i.cancelled) {
         match i.kind {
             LineKind::Payment => {
                 our_totals.payments += 1;
                 our_totals.payment_amount += i.amount;
+                our_totals.fees += i.amount * rate(i.channel);
             }
             LineKind::Refund => {
                 our_totals.refunds += 1;
                 our_totals.refund_amount += i.amount;
+                our_totals.fees -= i.amount * rate(i.channel);
             }
         }
-        our_totals.fees += i.amount * terms.get(&i.channel).map_or(Decimal::ZERO, |t| t.fee_rate);
     }
     // The run's identity: the statement file and everything it was classified into (another
     // file with the same rows is another run).
