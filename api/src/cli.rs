@@ -156,12 +156,24 @@ enum Command {
     },
     /// Pay merchants for a date: per merchant gross, refunds, fees and net of the business day
     /// the date settles (T+1: the day before; D0: the date), recorded once and booked as a
-    /// payout. Running it again for the same date settles nothing twice.
+    /// payout; a merchant with an unbalanced batch closed that day or an open break over the
+    /// approval threshold is held instead (暂缓结算) and paid by a later settlement once the
+    /// causes are gone. Running it again for the same date pays nothing twice.
     Settle {
         /// Settlement date, YYYY-MM-DD.
         #[arg(long)]
         date: chrono::NaiveDate,
         /// How to print the settlements.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
+    },
+    /// The settlements recorded for a date: every merchant paid, and every one held with the
+    /// causes (暂缓结算).
+    Settlements {
+        /// Settlement date, YYYY-MM-DD.
+        #[arg(long)]
+        date: chrono::NaiveDate,
+        /// How to print them.
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
     },
@@ -728,6 +740,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })
         }
         Command::Settle { date, format } => call(&dir, Request::Settle { date }, None, |reply| {
+            let Reply::Settlement { settlement } = reply else { return Err(unexpected(&reply)) };
+            render::settlement(&mut out, &settlement, format.into())?;
+            Ok(if settlement.held.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }),
+        Command::Settlements { date, format } => call(&dir, Request::Settlements { date }, None, |reply| {
             let Reply::Settlement { settlement } = reply else { return Err(unexpected(&reply)) };
             render::settlement(&mut out, &settlement, format.into())?;
             Ok(ExitCode::SUCCESS)

@@ -19,6 +19,7 @@ pub const ROUTES: &[(&str, &str, &[&str])] = &[
     ("post", "/v1/breaks/{id}/resolution", &["finance", "admin"]),
     ("post", "/v1/breaks/{id}/approval", &["finance", "admin"]),
     ("post", "/v1/settlements", &["finance", "admin"]),
+    ("get", "/v1/settlements", &["finance", "auditor", "admin"]),
     ("get", "/v1/verify", &["auditor", "admin"]),
     ("get", "/v1/queries", &["analyst", "finance", "auditor", "admin"]),
     ("get", "/v1/queries/{name}", &["analyst", "finance", "auditor", "admin"]),
@@ -75,7 +76,7 @@ pub fn document() -> Value {
     for (method, path, roles) in ROUTES {
         let mut responses = serde_json::Map::new();
         let mut op = json!({
-            "summary": summary(path),
+            "summary": summary(method, path),
             "security": secured(roles),
             "x-roles": roles,
         });
@@ -262,12 +263,14 @@ pub fn document() -> Value {
             }
             "/v1/settlements" => {
                 op["parameters"] = json!([date("date", true)]);
+                let what = if *method == "post" {
+                    "what this run recorded: merchants paid (nothing twice) and merchants held, with the causes"
+                } else {
+                    "the settlements recorded for the date: merchants paid, and merchants held with the causes"
+                };
                 responses.insert(
                     "200".into(),
-                    ok_json(
-                        "what was settled now (nothing twice)",
-                        json!({"type": "object", "required": ["settlement_date", "settled"]}),
-                    ),
+                    ok_json(what, json!({"type": "object", "required": ["settlement_date", "settled", "held"]})),
                 );
                 responses.insert("400".into(), problem("a bad date"));
             }
@@ -376,7 +379,10 @@ pub fn document() -> Value {
     })
 }
 
-fn summary(path: &str) -> &'static str {
+fn summary(method: &str, path: &str) -> &'static str {
+    if (method, path) == ("get", "/v1/settlements") {
+        return "The settlements recorded for a date: paid and held";
+    }
     match path {
         "/healthz" => "Liveness",
         "/v1/openapi.json" => "This document",
@@ -391,7 +397,7 @@ fn summary(path: &str) -> &'static str {
         "/v1/breaks" => "Breaks of the latest reconciliations and their resolutions",
         "/v1/breaks/{id}/resolution" => "Resolve a break (book, write off, refund); a large one waits for approval",
         "/v1/breaks/{id}/approval" => "Approve, with a second key, the resolution waiting for a break",
-        "/v1/settlements" => "Settle merchants for a date",
+        "/v1/settlements" => "Settle merchants for a date; held ones (暂缓结算) are recorded with the causes",
         "/v1/verify" => "Rebuild the books and compare them with the checkpoint",
         "/v1/queries" => "The named queries",
         "/v1/queries/{name}" => "Run a named query with its parameters; JSON or its SVG chart",

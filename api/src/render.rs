@@ -332,7 +332,7 @@ pub fn history(out: &mut impl Write, page: &HistoryPage, format: Format) -> io::
     Ok(())
 }
 
-/// A settlement run, as JSON (`settle --format json`, HTTP).
+/// Settlements, as JSON (`settle --format json`, `settlements`, HTTP): who is paid and who held.
 pub fn settlement_json(s: &Settlement) -> Value {
     let rows: Vec<_> = s
         .paid
@@ -346,19 +346,48 @@ pub fn settlement_json(s: &Settlement) -> Value {
             })
         })
         .collect();
-    json!({"settlement_date": s.settlement_date.to_string(), "settled": rows})
+    let held: Vec<_> = s
+        .held
+        .iter()
+        .map(|h| {
+            let held = &h.held;
+            json!({
+                "merchant_id": held.merchant_id, "business_date": held.business_date.to_string(),
+                "net": held.net.to_string(), "currency": held.currency.code(), "reasons": held.reasons,
+                "position": h.position,
+            })
+        })
+        .collect();
+    json!({"settlement_date": s.settlement_date.to_string(), "settled": rows, "held": held})
 }
 
-/// A settlement run.
+/// A hold's causes, for people.
+pub fn hold_causes(held: &ingest::event::SettlementHeld) -> String {
+    held.reasons
+        .iter()
+        .map(|r| match r.kind {
+            ingest::event::HoldKind::UnbalancedBatch => format!("batch {} unbalanced by {}", r.reference, r.amount),
+            ingest::event::HoldKind::OpenBreak => format!("break {} open, parking {}", r.reference, r.amount),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Settlements: who is paid, who is held and why.
 pub fn settlement(out: &mut impl Write, s: &Settlement, format: Format) -> io::Result<()> {
     match format {
         Format::Json => writeln!(out, "{}", settlement_json(s))?,
         Format::Csv => {
-            writeln!(out, "merchant_id,business_date,gross,refunds,fees,net,currency")?;
+            writeln!(out, "merchant_id,business_date,gross,refunds,fees,net,currency,held")?;
             for p in &s.paid {
                 let s = &p.settled;
                 let (m, d, c) = (&s.merchant_id, s.business_date, s.currency);
-                writeln!(out, "{m},{d},{},{},{},{},{c}", s.gross, s.refunds, s.fees, s.net)?;
+                writeln!(out, "{m},{d},{},{},{},{},{c},", s.gross, s.refunds, s.fees, s.net)?;
+            }
+            for h in &s.held {
+                let h = &h.held;
+                let causes = hold_causes(h).replace('"', "'");
+                writeln!(out, "{},{},,,,{},{},\"{causes}\"", h.merchant_id, h.business_date, h.net, h.currency)?;
             }
         }
         Format::Table => {
@@ -368,7 +397,17 @@ pub fn settlement(out: &mut impl Write, s: &Settlement, format: Format) -> io::R
                 let (m, c) = (&s.merchant_id, s.currency);
                 writeln!(out, "{m:<10} {:>12} {:>12} {:>10} {:>12} {c}", s.gross, s.refunds, s.fees, s.net)?;
             }
-            if s.paid.is_empty() {
+            for h in &s.held {
+                let h = &h.held;
+                writeln!(
+                    out,
+                    "{:<10} {:>12} held: {}",
+                    h.merchant_id,
+                    format!("{} {}", h.net, h.currency),
+                    hold_causes(h)
+                )?;
+            }
+            if s.paid.is_empty() && s.held.is_empty() {
                 writeln!(
                     out,
                     "nothing to settle for {} (no business that day, or already settled)",

@@ -101,6 +101,11 @@ pub enum Request {
         /// The settlement date.
         date: NaiveDate,
     },
+    /// [`App::settlements`].
+    Settlements {
+        /// The settlement date.
+        date: NaiveDate,
+    },
     /// [`App::replay`].
     Replay {
         /// Up to when.
@@ -188,9 +193,9 @@ pub enum Reply {
         /// The page.
         page: HistoryPage,
     },
-    /// Of [`Request::Settle`].
+    /// Of [`Request::Settle`] and [`Request::Settlements`].
     Settlement {
-        /// What was paid.
+        /// Who was paid and who is held.
         settlement: Settlement,
     },
     /// Of [`Request::Replay`].
@@ -259,6 +264,7 @@ impl App {
                 Reply::History { page: self.history(&account, currency, from, limit).await? }
             }
             Request::Settle { date } => Reply::Settlement { settlement: self.settle(date).await? },
+            Request::Settlements { date } => Reply::Settlement { settlement: self.settlements(date).await? },
             Request::Replay { until } => Reply::Replayed { replayed: self.replay(until).await? },
             Request::Export { out } => Reply::Exported { summary: self.export(out).await? },
             Request::ListQueries => Reply::Queries { queries: self.list_queries()? },

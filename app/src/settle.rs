@@ -1,9 +1,13 @@
 //! Settlement: paying merchants what is due for a date (T+1: the business of the day before;
 //! D0: the day's own), recorded once per merchant, date and currency (`MerchantSettled`) and
-//! booked payable → `assets:bank:settlement`.
+//! booked payable → `assets:bank:settlement` — unless the merchant is held (暂缓结算,
+//! `ledger::holds`): an unbalanced terminal batch of its closed that day, or an open break on
+//! its payments parking more than the approval threshold. A hold is recorded
+//! (`SettlementHeld`) and books nothing; a later settlement pays the merchant once the causes
+//! are gone.
 
 use chrono::NaiveDate;
-use ingest::event::MerchantSettled;
+use ingest::event::{Event, MerchantSettled, SettlementHeld};
 use ingest::store::{EventStore, ExpectedRevision};
 use serde::{Deserialize, Serialize};
 
@@ -18,30 +22,125 @@ pub struct Paid {
     pub position: u64,
 }
 
-/// What a settlement run paid.
+/// One merchant held, and where its record is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    /// The hold and its causes.
+    pub held: SettlementHeld,
+    /// The record's position in the log.
+    pub position: u64,
+}
+
+/// The settlements of a date: who was paid, who is held.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settlement {
     /// The settlement date.
     pub settlement_date: NaiveDate,
-    /// One per merchant and currency paid now (none when the date was settled before).
+    /// One per merchant and currency paid.
     pub paid: Vec<Paid>,
+    /// One per merchant and currency held (and not paid since for that date).
+    pub held: Vec<Held>,
 }
 
 impl App {
     /// Pays merchants for `date`: everything of the business days the date covers that earlier
-    /// settlements did not pay. Running it again for the same date pays nothing twice.
+    /// settlements did not pay, except for held merchants, whose holds are recorded. Running it
+    /// again for the same date pays nothing twice; it pays a held merchant whose causes are gone.
+    /// Returns what this run recorded.
     pub async fn settle(&self, date: NaiveDate) -> Result<Settlement, Failure> {
         let _writer = self.writes.lock().await;
         let due = self.books().await?.settlements_due(date);
-        let mut paid = Vec::with_capacity(due.len());
-        for settled in due {
-            let event = ingest::event::Event::MerchantSettled(settled.clone());
-            let appended =
-                self.store.append(&event.stream(), ExpectedRevision::Any, vec![event.to_event_data()]).await.map_err(
-                    |e| Failure::unavailable(format!("recording the settlement of {}: {e}", settled.merchant_id)),
-                )?;
-            paid.push(Paid { settled, position: appended.first_position });
+        let mut done = Settlement { settlement_date: date, paid: Vec::new(), held: Vec::new() };
+        if due.is_empty() {
+            return Ok(done);
         }
-        Ok(Settlement { settlement_date: date, paid })
+        let threshold = self.approval_over.clone()?;
+        let verdicts = ledger::recon::batch_verdicts(&*self.store, date).await?;
+        let open = self.open_breaks_of_merchants().await?;
+        for settled in due {
+            let reasons = ledger::holds::hold_reasons(&settled.merchant_id, &verdicts, &open, threshold);
+            if reasons.is_empty() {
+                let position = self.record(Event::MerchantSettled(settled.clone())).await?;
+                done.paid.push(Paid { settled, position });
+            } else {
+                let held = SettlementHeld {
+                    merchant_id: settled.merchant_id,
+                    settlement_date: settled.settlement_date,
+                    business_date: settled.business_date,
+                    net: settled.net,
+                    currency: settled.currency,
+                    reasons,
+                };
+                let position = self.record(Event::SettlementHeld(held.clone())).await?;
+                done.held.push(Held { held, position });
+            }
+        }
+        Ok(done)
+    }
+
+    /// The settlements recorded for `date`: every merchant paid, and every one held and not
+    /// paid since for that date (its latest hold).
+    pub async fn settlements(&self, date: NaiveDate) -> Result<Settlement, Failure> {
+        let merchants: Vec<String> = {
+            let mut ingestor = self.ingestor().await?;
+            ingestor.catch_up().await?;
+            let mut ids: Vec<String> = ingestor.registry().merchants.keys().cloned().collect();
+            ids.sort();
+            ids
+        };
+        let mut listed = Settlement { settlement_date: date, paid: Vec::new(), held: Vec::new() };
+        for merchant in merchants {
+            let stream = ingest::streams::settlement(&merchant, date);
+            let mut paid: Vec<Paid> = Vec::new();
+            let mut held: Vec<Held> = Vec::new();
+            for e in self.store.read_stream(&stream, 0, ingest::store::READ_EVENTS_MAX).await? {
+                match Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)
+                    .map_err(|d| Failure::internal(format!("the event at {}: {d}", e.position)))?
+                {
+                    Event::MerchantSettled(settled) => paid.push(Paid { settled, position: e.position }),
+                    Event::SettlementHeld(h) => {
+                        held.retain(|x| x.held.currency != h.currency);
+                        held.push(Held { held: h, position: e.position });
+                    }
+                    _ => {}
+                }
+            }
+            held.retain(|h| !paid.iter().any(|p| p.settled.currency == h.held.currency));
+            listed.paid.extend(paid);
+            listed.held.extend(held);
+        }
+        Ok(listed)
+    }
+
+    /// Appends one settlement event (its own stream; a retry is recognised by its id).
+    async fn record(&self, event: Event) -> Result<u64, Failure> {
+        let appended =
+            self.store.append(&event.stream(), ExpectedRevision::Any, vec![event.to_event_data()]).await.map_err(
+                |e| Failure::unavailable(format!("recording {} {}: {e}", event.event_type(), event.reference())),
+            )?;
+        Ok(appended.first_position)
+    }
+
+    /// The unresolved breaks on our payments, with whose payments they are.
+    async fn open_breaks_of_merchants(&self) -> Result<Vec<ledger::holds::OpenBreak>, Failure> {
+        let mut open = Vec::new();
+        for b in self.breaks(true).await? {
+            if b.found.ledger_channel.is_none() {
+                // A line with no payment of ours: nobody's to hold.
+                continue;
+            }
+            let id = ingest::event::event_id_of(ingest::event::PAYMENT_ID_SPACE, &b.found.txn_id);
+            let Some(stored) = self.store.event_by_id(id).await? else { continue };
+            let merchant_id =
+                match Event::decode(&stored.data.event_type, stored.data.schema_version, &stored.data.payload) {
+                    Ok(Event::PaymentCaptured(s)) => s.merchant_id,
+                    Ok(Event::PaymentRefunded(a) | Event::PaymentVoided(a) | Event::PaymentReversed(a)) => {
+                        a.merchant_id
+                    }
+                    _ => continue,
+                };
+            open.push(ledger::holds::OpenBreak { merchant_id, break_id: b.id, parked: b.suspense_amount });
+        }
+        Ok(open)
     }
 }

@@ -11,6 +11,7 @@ mod chunked;
 pub mod entry;
 pub mod fees;
 pub mod history;
+pub mod holds;
 pub mod journal;
 pub mod projection;
 pub mod recon;

@@ -135,16 +135,34 @@ fn the_fixture_day_through_the_cli() {
     assert_eq!(too_many.status.code(), Some(2));
 
     // Settlement: 11-25 pays the 11-24 business day (T+1) once; the payout leaves the payables.
-    let first = json(&posledger(data, &["settle", "--date", "2026-11-25", "--format", "json"], None));
+    // M000007's terminal T0000700 closed an unbalanced batch on 11-25: it is held (exit 1).
+    let settled = posledger(data, &["settle", "--date", "2026-11-25", "--format", "json"], None);
+    assert_eq!(settled.status.code(), Some(1), "a merchant held");
+    let first = json(&settled);
     let rows = first["settled"].as_array().expect("settled");
-    assert_eq!(rows.len(), 8);
+    assert_eq!(rows.len(), 7);
     assert!(rows.iter().all(|r| r["business_date"] == "2026-11-24"));
+    let held = first["held"].as_array().expect("held");
+    assert_eq!((held.len(), held[0]["merchant_id"].as_str()), (1, Some("M000007")));
+    assert_eq!(held[0]["reasons"][0]["reference"], "T0000700/739945");
     let again = json(&posledger(data, &["settle", "--date", "2026-11-25", "--format", "json"], None));
     assert_eq!(again["settled"].as_array().map(Vec::len), Some(0), "settling twice settles nothing twice");
+    let listed = json(&posledger(data, &["settlements", "--date", "2026-11-25", "--format", "json"], None));
+    assert_eq!(
+        (listed["settled"].as_array().map(Vec::len), listed["held"].as_array().map(Vec::len)),
+        (Some(7), Some(1))
+    );
+    // The hold is over on the next date: 11-26 pays M000007 everything unpaid (11-24 and 11-25).
+    let next = json(&posledger(data, &["settle", "--date", "2026-11-26", "--format", "json"], None));
+    let m7 = next["settled"].as_array().expect("settled").iter().find(|r| r["merchant_id"] == "M000007").cloned();
+    assert_eq!(m7.map(|r| r["business_date"].clone()), Some("2026-11-25".into()));
     let tb = json(&posledger(data, &["trial-balance", "--format", "json"], None));
     let bank = tb["balances"].as_array().expect("rows").iter().find(|r| r["account"] == "assets:bank:settlement");
-    let paid: rust_decimal::Decimal =
-        rows.iter().map(|r| r["net"].as_str().expect("net").parse::<rust_decimal::Decimal>().expect("decimal")).sum();
+    let paid: rust_decimal::Decimal = rows
+        .iter()
+        .chain(next["settled"].as_array().expect("settled"))
+        .map(|r| r["net"].as_str().expect("net").parse::<rust_decimal::Decimal>().expect("decimal"))
+        .sum();
     assert_eq!(
         bank.map(|b| b["balance"].as_str().expect("balance").parse::<rust_decimal::Decimal>().expect("d")),
         Some(-paid)
@@ -154,14 +172,19 @@ fn the_fixture_day_through_the_cli() {
     let verify = posledger(data, &["verify", "--format", "json"], None);
     assert_eq!(verify.status.code(), Some(0));
     let report = json(&verify);
-    assert_eq!(report["events"], 62 + 429 + 444 + 3 + 8, "the feeds, three unbindings and eight settlements");
+    let settlements = 7 + 1 + 8;
+    assert_eq!(
+        report["events"],
+        62 + 429 + 444 + 3 + settlements,
+        "the feeds, three unbindings, settlements and a hold"
+    );
     assert_eq!(report["head_hash"].as_str().map(str::len), Some(64));
     let checkpoint = &report["books"]["checkpoint"];
     assert_eq!(
         (checkpoint["matches_rebuild"].clone(), checkpoint["resumed_matches_rebuild"].clone()),
         (true.into(), true.into())
     );
-    assert_eq!(report["books"]["digest"], digest(&(62 + 429 + 444 + 3 + 8).to_string()));
+    assert_eq!(report["books"]["digest"], digest(&(62 + 429 + 444 + 3 + settlements).to_string()));
 
     // A damaged ledger checkpoint: the books are rebuilt from the log (with a warning) and
     // give the same answer; verify says what is wrong and exits 1.

@@ -350,6 +350,16 @@ pub(crate) async fn settle(state: &State, query: &HashMap<String, String>) -> Re
     Ok(json_reply(StatusCode::OK, &crate::render::settlement_json(&settlement)))
 }
 
+/// `GET /v1/settlements?date=D`: the settlements recorded for a date, paid and held.
+pub(crate) async fn settlements(
+    state: &State,
+    query: &HashMap<String, String>,
+) -> Result<warp::reply::Response, Problem> {
+    let date = required_date(query, "date")?;
+    let settlement = state.app.settlements(date).await?;
+    Ok(json_reply(StatusCode::OK, &crate::render::settlement_json(&settlement)))
+}
+
 /// `GET /v1/verify`: the log up to its head, and the books rebuilt and compared with the
 /// checkpoint.
 pub(crate) async fn verify(state: &State) -> Result<warp::reply::Response, Problem> {

@@ -281,6 +281,9 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (impl Reply,), Error =
             FINANCE,
             |s, _, q| async move { h::settle(&s, &q).await },
         );
+    let settled = plain(warp::path!("v1" / "settlements"), get(), &state, READERS, |s, _, q| async move {
+        h::settlements(&s, &q).await
+    });
     let verify =
         plain(warp::path!("v1" / "verify"), get(), &state, AUDITORS, |s, _, _| async move { h::verify(&s).await });
     let query_list =
@@ -340,6 +343,7 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (impl Reply,), Error =
         resolution,
         approval,
         settlements,
+        settled,
         verify,
         query_list,
         boxed(named),

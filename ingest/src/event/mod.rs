@@ -334,6 +334,48 @@ pub struct MerchantSettled {
     pub currency: Currency,
 }
 
+/// Why a merchant's settlement is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldKind {
+    /// A terminal batch of the merchant closed on the settlement date does not agree with the
+    /// host's totals.
+    UnbalancedBatch,
+    /// A break on one of the merchant's payments parks more than the approval threshold and is
+    /// not resolved.
+    OpenBreak,
+}
+
+/// One cause of a hold.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct HoldReason {
+    /// What kind of cause.
+    pub kind: HoldKind,
+    /// The batch (`terminal/batch_no`) or the break's id.
+    pub reference: String,
+    /// The batch's difference, or what the break parks.
+    pub amount: Decimal,
+}
+
+/// A merchant's settlement for a date was held (暂缓结算): what it would have been paid, and why
+/// it was not. Nothing is booked: the money stays payable, and a later settlement pays it once
+/// the causes are gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettlementHeld {
+    /// Merchant.
+    pub merchant_id: String,
+    /// The date the merchant would have been paid for.
+    pub settlement_date: NaiveDate,
+    /// The last business date it would have covered.
+    pub business_date: NaiveDate,
+    /// What it would have been paid (`gross − refunds − fees`).
+    pub net: Decimal,
+    /// Currency.
+    pub currency: Currency,
+    /// Why not, in order.
+    pub reasons: Vec<HoldReason>,
+}
+
 /// A part of an imported statement's lines (a statement is recorded as its parts, then one
 /// [`StatementImported`] that makes it count; parts without it are an import that did not
 /// finish and are ignored).
@@ -655,6 +697,8 @@ pub enum Event {
     TerminalBatchClosed(TerminalBatchClosed),
     /// See [`MerchantSettled`].
     MerchantSettled(MerchantSettled),
+    /// See [`SettlementHeld`].
+    SettlementHeld(SettlementHeld),
     /// See [`StatementLines`].
     StatementLines(StatementLines),
     /// See [`StatementImported`].
@@ -717,6 +761,7 @@ macro_rules! each_variant {
             Event::PaymentReversed($inner) => $body,
             Event::TerminalBatchClosed($inner) => $body,
             Event::MerchantSettled($inner) => $body,
+            Event::SettlementHeld($inner) => $body,
             Event::StatementLines($inner) => $body,
             Event::StatementImported($inner) => $body,
             Event::ReconciliationBreaks($inner) => $body,
@@ -751,6 +796,7 @@ impl Event {
             Event::PaymentReversed(_) => "PaymentReversed",
             Event::TerminalBatchClosed(_) => "TerminalBatchClosed",
             Event::MerchantSettled(_) => "MerchantSettled",
+            Event::SettlementHeld(_) => "SettlementHeld",
             Event::StatementLines(_) => "StatementLines",
             Event::StatementImported(_) => "StatementImported",
             Event::ReconciliationBreaks(_) => "ReconciliationBreaks",
@@ -784,6 +830,7 @@ impl Event {
             }
             Event::TerminalBatchClosed(e) => streams::batch(&e.terminal_id, &e.batch_no),
             Event::MerchantSettled(e) => streams::settlement(&e.merchant_id, e.settlement_date),
+            Event::SettlementHeld(e) => streams::settlement(&e.merchant_id, e.settlement_date),
             Event::StatementLines(StatementLines { channel, date, .. })
             | Event::StatementImported(StatementImported { channel, date, .. }) => streams::statement(channel, *date),
             Event::ReconciliationBreaks(ReconciliationBreaks { channel, date, .. })
@@ -814,8 +861,9 @@ impl Event {
             Event::PaymentVoided(e) | Event::PaymentRefunded(e) | Event::PaymentReversed(e) => e.at,
             Event::TerminalBatchClosed(e) => e.at,
             // A settlement is dated by its settlement date (00:00 UTC: dates carry no offset).
-            Event::MerchantSettled(e) => {
-                e.settlement_date.and_hms_opt(0, 0, 0).map(|t| t.and_utc().fixed_offset()).unwrap_or_default()
+            Event::MerchantSettled(MerchantSettled { settlement_date, .. })
+            | Event::SettlementHeld(SettlementHeld { settlement_date, .. }) => {
+                settlement_date.and_hms_opt(0, 0, 0).map(|t| t.and_utc().fixed_offset()).unwrap_or_default()
             }
             // Statements and their reconciliations are dated by the date they are for (the
             // store records when they were written).
@@ -851,6 +899,13 @@ impl Event {
             Event::PaymentVoided(e) | Event::PaymentRefunded(e) | Event::PaymentReversed(e) => e.txn_id.clone(),
             Event::TerminalBatchClosed(e) => format!("{}/{}", e.terminal_id, e.batch_no),
             Event::MerchantSettled(e) => format!("{}/{}/{}", e.merchant_id, e.settlement_date, e.currency),
+            // A hold of the same settlement for other causes (a re-run after some were
+            // resolved) is another fact: the causes are part of its identity.
+            Event::SettlementHeld(e) => {
+                let causes = serde_json::to_vec(&e.reasons).unwrap_or_default();
+                let digest = blake3::hash(&causes).to_hex();
+                format!("{}/{}/{}/{}", e.merchant_id, e.settlement_date, e.currency, &digest[..16])
+            }
             Event::StatementLines(e) => format!("{}/{}/{}/{}", e.channel, e.date, e.digest, e.part),
             Event::StatementImported(e) => format!("{}/{}/{}/{}", e.channel, e.date, e.digest, e.import_no),
             Event::ReconciliationCompleted(e) => {
@@ -998,6 +1053,7 @@ impl Event {
             "PaymentReversed" => Event::PaymentReversed(parse(t, v, p)?),
             "TerminalBatchClosed" => Event::TerminalBatchClosed(parse(t, v, p)?),
             "MerchantSettled" => Event::MerchantSettled(parse(t, v, p)?),
+            "SettlementHeld" => Event::SettlementHeld(parse(t, v, p)?),
             "StatementLines" => Event::StatementLines(parse(t, v, p)?),
             "StatementImported" => Event::StatementImported(parse(t, v, p)?),
             "ReconciliationCompleted" => Event::ReconciliationCompleted(parse(t, v, p)?),

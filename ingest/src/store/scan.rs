@@ -81,6 +81,9 @@ pub(crate) struct ScanEnd {
     pub link: [u8; 32],
     pub frames: u64,
     pub segments: u32,
+    /// Where the scan ended: the segment, and the offset where the next frame would start.
+    pub end_segment: u32,
+    pub end_offset: u64,
 }
 
 /// How much of the zero-filled space after a segment's last frame a scan checks.
@@ -156,6 +159,7 @@ pub(crate) fn scan_log(
         }
         while offset < file_len {
             if stopped(&end) {
+                (end.end_segment, end.end_offset) = (seg, offset);
                 return (end, None);
             }
             let mut fh = [0u8; FRAME_HEADER_LEN];
@@ -239,6 +243,7 @@ pub(crate) fn scan_log(
             offset = frame_end;
         }
         visitor.segment_end(seg, offset.min(file_len));
+        (end.end_segment, end.end_offset) = (seg, offset.min(file_len));
     }
     (end, None)
 }
