@@ -92,6 +92,22 @@ enum Command {
         #[command(subcommand)]
         command: StatementCommand,
     },
+    /// The whole end of a business day in one command: import the day's statement files,
+    /// reconcile every statement (and the terminal batches, also with none), settle what is due
+    /// with holds, export, and verify what the day added. Run again, it records nothing twice
+    /// and prints the same report. Exit 0 clean, 1 breaks, unbalanced batches or holds, 2 failure.
+    DayEnd {
+        /// The business date, YYYY-MM-DD.
+        #[arg(long)]
+        date: chrono::NaiveDate,
+        /// A directory of the day's statement files (channel from each file's name or content);
+        /// without it, the statements imported for the date already.
+        #[arg(long)]
+        statements: Option<PathBuf>,
+        /// How to print the report.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// Reconcile the imported statements of a date against the books: the end-of-day report.
     Reconcile {
         /// The statement date, YYYY-MM-DD.
@@ -695,6 +711,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 show_import(&mut out, &outcome, format)
             })
         }
+        Command::DayEnd { date, statements, format } => {
+            let files = match statements {
+                Some(dir) => statement_files(&dir)?,
+                None => Vec::new(),
+            };
+            let input = app::dayend::StatementFile::encode_all(&files);
+            call(&dir, Request::DayEnd { date }, Some(&input), |reply| {
+                let Reply::DayEnd { day_end } = reply else { return Err(unexpected(&reply)) };
+                render::day_end(&mut out, &day_end, format.into())?;
+                Ok(if !day_end.verified() {
+                    ExitCode::from(2)
+                } else if day_end.findings() > 0 {
+                    ExitCode::from(1)
+                } else {
+                    ExitCode::SUCCESS
+                })
+            })
+        }
         Command::Reconcile { date, channel, format } => {
             let request = Request::Reconcile { date, channel: channel.map(StatementChannelArg::channel) };
             call(&dir, request, None, |reply| {
@@ -750,6 +784,37 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }),
     }
+}
+
+/// The statement files of a directory: its regular files not hidden, by name, each within the
+/// statement size limit.
+fn statement_files(dir: &Path) -> Result<Vec<app::dayend::StatementFile>> {
+    let mut paths = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+        let hidden = entry.file_name().to_string_lossy().starts_with('.');
+        if entry.file_type()?.is_file() && !hidden {
+            paths.push(entry.path());
+        }
+    }
+    paths.sort();
+    if paths.len() > app::dayend::DAY_END_FILES_MAX {
+        anyhow::bail!(
+            "{} holds {} files; a day-end takes at most {}",
+            dir.display(),
+            paths.len(),
+            app::dayend::DAY_END_FILES_MAX
+        );
+    }
+    let mut files = Vec::with_capacity(paths.len());
+    for path in paths {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let len = std::fs::metadata(&path).with_context(|| format!("opening {}", path.display()))?.len();
+        ingest::statement::check_size(&name, len)?;
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        files.push(app::dayend::StatementFile { name, bytes });
+    }
+    Ok(files)
 }
 
 fn show_import(out: &mut impl Write, outcome: &app::recon::ImportOutcome, format: Format) -> Result<ExitCode> {

@@ -15,6 +15,7 @@ pub const ROUTES: &[(&str, &str, &[&str])] = &[
     ("post", "/v1/admin/records", &["admin"]),
     ("post", "/v1/statements", &["finance", "admin"]),
     ("post", "/v1/reconciliations", &["finance", "admin"]),
+    ("post", "/v1/day-end", &["finance", "admin"]),
     ("get", "/v1/breaks", &["finance", "auditor", "admin"]),
     ("post", "/v1/breaks/{id}/resolution", &["finance", "admin"]),
     ("post", "/v1/breaks/{id}/approval", &["finance", "admin"]),
@@ -212,6 +213,17 @@ pub fn document() -> Value {
                 responses.insert("400".into(), problem("a bad date or channel"));
                 responses.insert("409".into(), problem("nothing to reconcile (no statement imported)"));
             }
+            "/v1/day-end" => {
+                op["parameters"] = json!([date("date", true)]);
+                responses.insert(
+                    "200".into(),
+                    ok_json(
+                        "the day-end's report: statements, reconciliation, settlements paid and held, export, verify",
+                        json!({"type": "object", "required": ["date", "statements", "report", "settlement", "export", "verify"]}),
+                    ),
+                );
+                responses.insert("400".into(), problem("a bad date"));
+            }
             "/v1/breaks" => {
                 op["parameters"] = json!([{"name": "open", "in": "query", "required": false, "schema": {"type": "string", "enum": ["true", "false", "1", "0"]}}]);
                 responses.insert(
@@ -394,6 +406,9 @@ fn summary(method: &str, path: &str) -> &'static str {
         "/v1/admin/records" => "Ingest admin records (channel terms, merchant and terminal lifecycle)",
         "/v1/statements" => "Upload a channel's statement file",
         "/v1/reconciliations" => "Reconcile a date's statements; the end-of-day report",
+        "/v1/day-end" => {
+            "The whole day-end over the statements imported for a date: reconcile, batch verdicts, settle with holds, export, verify the day"
+        }
         "/v1/breaks" => "Breaks of the latest reconciliations and their resolutions",
         "/v1/breaks/{id}/resolution" => "Resolve a break (book, write off, refund); a large one waits for approval",
         "/v1/breaks/{id}/approval" => "Approve, with a second key, the resolution waiting for a break",

@@ -480,3 +480,46 @@ pub fn verified(out: &mut impl Write, v: &Verified, json_form: bool) -> io::Resu
         },
     }
 }
+
+/// The day-end's report.
+pub fn day_end(out: &mut impl Write, d: &app::dayend::DayEnd, format: Format) -> io::Result<()> {
+    if format == Format::Json {
+        return writeln!(out, "{}", serde_json::to_string(d).map_err(io::Error::other)?);
+    }
+    writeln!(out, "day-end {}", d.date)?;
+    if d.statements.is_empty() {
+        writeln!(out, "no statement for {}: the terminal batches were reconciled, nothing else", d.date)?;
+    }
+    for s in &d.statements {
+        writeln!(
+            out,
+            "statement {:<9} {} ({} lines, digest {})",
+            s.channel.as_str(),
+            s.file.name,
+            s.file.lines,
+            &s.file.digest[..16.min(s.file.digest.len())]
+        )?;
+    }
+    day_report(out, &d.report, Format::Table)?;
+    let s = &d.settlement;
+    writeln!(out, "== settlements of {}: {} paid, {} held", s.settlement_date, s.paid.len(), s.held.len())?;
+    settlement(out, s, Format::Table)?;
+    writeln!(out, "== export: every event before position {} is in {}", d.export.through, d.export.dir.display())?;
+    let v = &d.verify;
+    match &v.error {
+        None => writeln!(out, "== verify: the log is whole through position {} (head hash {})", v.head, v.head_hash)?,
+        Some(e) => writeln!(out, "== verify: FAILED: {e}")?,
+    }
+    writeln!(
+        out,
+        "   the trial balance is {}",
+        if v.trial_balance_zero { "zero in every currency" } else { "NOT zero" }
+    )?;
+    let breaks: usize = d.report.reports.iter().map(|r| r.breaks.iter().filter(|b| b.outcome.is_break()).count()).sum();
+    writeln!(
+        out,
+        "result: {breaks} break(s), {} unbalanced batch(es), {} merchant(s) held",
+        d.report.batches.unbalanced.len(),
+        d.settlement.held.len()
+    )
+}

@@ -8,6 +8,7 @@
 //!   export/          the Parquet export and its checkpoint `_export.json` (derived)
 //!   keys.json        API keys, hashed (not derivable: back it up)
 //!   approvals.json   resolutions waiting for a second person (not derivable)
+//!   verified.json    where the last verify ended (derived)
 //!   posledger.sock   the running server's local socket (owner only; gone when it stops)
 //! ```
 
@@ -53,6 +54,11 @@ impl DataDir {
     /// The API keys file.
     pub fn keys(&self) -> PathBuf {
         self.root.join("keys.json")
+    }
+
+    /// Where the last verify ended (derived: the next verify walks what was appended since).
+    pub fn verified(&self) -> PathBuf {
+        self.root.join("verified.json")
     }
 
     /// The resolutions waiting for approval.

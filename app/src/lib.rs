@@ -12,7 +12,8 @@
 //! The use cases, by module: [`records`] (ingest terminal and admin records), [`books`]
 //! (balances, history, replay, journal), [`settle`], [`recon`] (statements, reconciliation,
 //! breaks), [`approvals`] (resolving breaks, with a second person over the threshold),
-//! [`analysis`] (export, named and ad-hoc SQL, polars analyses), [`verify`], [`registry`]
+//! [`analysis`] (export, named and ad-hoc SQL, polars analyses), [`verify`], [`dayend`] (the
+//! whole end of a business day in one use case), [`registry`]
 //! (merchant and terminal state), [`keys`] (API keys), and [`request`], which names every
 //! use case as one serialisable [`request::Request`] for a client of a running server.
 //!
@@ -26,6 +27,7 @@ pub mod approvals;
 pub mod asof;
 pub mod books;
 pub mod datadir;
+pub mod dayend;
 pub mod failure;
 mod jsonfile;
 pub mod keys;

@@ -270,7 +270,18 @@ impl App {
     pub async fn reconcile(&self, date: NaiveDate, only: Option<StatementChannel>) -> Result<DayReport, Failure> {
         let (runs, verdicts) = {
             let _writer = self.writes.lock().await;
-            self.reconcile_day(date, only).await?
+            self.reconcile_day(date, only, true).await?
+        };
+        let books = self.books().await?;
+        Ok(day_report(date, &runs, &verdicts, &books))
+    }
+
+    /// [`App::reconcile`] of every statement of the day, and the terminal batches' verdicts
+    /// also on a day with no statement (cash only, files not arrived yet).
+    pub(crate) async fn reconcile_day_end(&self, date: NaiveDate) -> Result<DayReport, Failure> {
+        let (runs, verdicts) = {
+            let _writer = self.writes.lock().await;
+            self.reconcile_day(date, None, false).await?
         };
         let books = self.books().await?;
         Ok(day_report(date, &runs, &verdicts, &books))
@@ -280,6 +291,7 @@ impl App {
         &self,
         date: NaiveDate,
         only: Option<StatementChannel>,
+        require_statement: bool,
     ) -> Result<(Vec<Reconciled>, Vec<TerminalBatchReconciled>), Failure> {
         let store = &*self.store;
         let channels: Vec<StatementChannel> = match only {
@@ -295,7 +307,7 @@ impl App {
                 found
             }
         };
-        if channels.is_empty() {
+        if channels.is_empty() && require_statement {
             return Err(Failure::new(
                 Class::Conflict,
                 "cannot_reconcile",

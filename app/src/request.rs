@@ -44,6 +44,12 @@ pub enum Request {
         /// One statement channel only.
         channel: Option<StatementChannel>,
     },
+    /// [`App::day_end`]; the statement files come as the request's input
+    /// ([`crate::dayend::StatementFile::encode_all`]).
+    DayEnd {
+        /// The business date.
+        date: NaiveDate,
+    },
     /// [`App::breaks`].
     Breaks {
         /// Only those not resolved.
@@ -168,6 +174,11 @@ pub enum Reply {
         /// The end-of-day report.
         report: DayReport,
     },
+    /// Of [`Request::DayEnd`].
+    DayEnd {
+        /// The day-end's report.
+        day_end: Box<crate::dayend::DayEnd>,
+    },
     /// Of [`Request::Breaks`].
     Breaks {
         /// The breaks.
@@ -249,6 +260,10 @@ impl App {
                 Reply::Statement { outcome: self.import_statement(channel, &name, input, date).await? }
             }
             Request::Reconcile { date, channel } => Reply::Day { report: self.reconcile(date, channel).await? },
+            Request::DayEnd { date } => {
+                let files = crate::dayend::StatementFile::decode_all(input)?;
+                Reply::DayEnd { day_end: Box::new(self.day_end(date, &files).await?) }
+            }
             Request::Breaks { open } => Reply::Breaks { breaks: self.breaks(open).await? },
             Request::Resolve { id, action, reason, by } => {
                 Reply::Resolution { resolution: self.resolve(&id, action, &reason, &Actor::Person(by)).await? }

@@ -27,7 +27,7 @@ impl Verified {
     }
 }
 
-fn log_result(walked: Result<VerifyReport, VerifyError>) -> Result<Result<VerifyReport, String>, Failure> {
+fn log_result<T>(walked: Result<T, VerifyError>) -> Result<Result<T, String>, Failure> {
     match walked {
         Ok(report) => Ok(Ok(report)),
         Err(VerifyError::Io(e)) => Err(Failure::unavailable(e)),
@@ -42,12 +42,13 @@ pub async fn verify_offline(dir: &DataDir, warn: Warn) -> Result<Verified, Failu
     if !events.exists() {
         return Err(Failure::not_found("no_log", format!("{} holds no event log", dir.root().display())));
     }
-    let walk = log_result(ingest::store::verify_dir(&events))?;
-    let log = match walk {
-        Ok(report) => report,
+    let walk = log_result(ingest::store::verify_dir_head(&events))?;
+    let (log, head) = match walk {
+        Ok(walked) => walked,
         Err(e) => return Ok(Verified { log: None, books: None, error: Some(e) }),
     };
     let app = App::open(dir.clone(), warn)?;
+    app.remember_verified(&head);
     let verified = app.verify_books(log).await;
     app.close().await;
     verified
@@ -58,12 +59,23 @@ impl App {
     /// books.
     pub async fn verify(&self) -> Result<Verified, Failure> {
         let store = self.store.clone();
-        let walked = tokio::task::spawn_blocking(move || ingest::store::verify_open(&store))
+        let walked = tokio::task::spawn_blocking(move || ingest::store::verify_open_from(&store, None))
             .await
             .map_err(|e| Failure::internal(format!("verify stopped: {e}")))?;
         match log_result(walked)? {
-            Ok(log) => self.verify_books(log).await,
+            Ok((log, head)) => {
+                self.remember_verified(&head);
+                self.verify_books(log).await
+            }
             Err(e) => Ok(Verified { log: None, books: None, error: Some(e) }),
+        }
+    }
+
+    /// Records where a verify of the log ended, for the next one to resume from (a failure
+    /// to write it only costs the next verify a whole walk).
+    pub(crate) fn remember_verified(&self, head: &ingest::store::VerifiedHead) {
+        if let Err(e) = crate::jsonfile::save(&self.dir.verified(), head) {
+            (self.warn)(&format!("{e} (the next verify walks the whole log)"));
         }
     }
 

@@ -255,6 +255,12 @@ pub(crate) async fn reconcile(
     ok(&state.app.reconcile(date, channel).await?)
 }
 
+/// `POST /v1/day-end?date=D`: the day-end over the statements imported for the date.
+pub(crate) async fn day_end(state: &State, query: &HashMap<String, String>) -> Result<warp::reply::Response, Problem> {
+    let date = required_date(query, "date")?;
+    ok(&state.app.day_end(date, &[]).await?)
+}
+
 /// `GET /v1/breaks?open=true`.
 pub(crate) async fn breaks(state: &State, query: &HashMap<String, String>) -> Result<warp::reply::Response, Problem> {
     let open = query.get("open").is_some_and(|v| v == "true" || v == "1");

@@ -259,6 +259,14 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (impl Reply,), Error =
     let reconciliations = plain(warp::path!("v1" / "reconciliations"), post(), &state, FINANCE, |s, _, q| async move {
         h::reconcile(&s, &q).await
     });
+    let day_end =
+        plain(
+            warp::path!("v1" / "day-end"),
+            post(),
+            &state,
+            FINANCE,
+            |s, _, q| async move { h::day_end(&s, &q).await },
+        );
     let breaks =
         plain(warp::path!("v1" / "breaks"), get(), &state, READERS, |s, _, q| async move { h::breaks(&s, &q).await });
     let resolution =
@@ -339,6 +347,7 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (impl Reply,), Error =
         admin_records,
         boxed(statements),
         reconciliations,
+        day_end,
         breaks,
         resolution,
         approval,
@@ -376,6 +385,7 @@ fn route_name(path: &str) -> &'static str {
         "/v1/admin/records" => "/v1/admin/records",
         "/v1/statements" => "/v1/statements",
         "/v1/reconciliations" => "/v1/reconciliations",
+        "/v1/day-end" => "/v1/day-end",
         "/v1/breaks" => "/v1/breaks",
         "/v1/settlements" => "/v1/settlements",
         "/v1/verify" => "/v1/verify",

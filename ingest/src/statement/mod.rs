@@ -8,9 +8,11 @@
 //! UnionPay ZM file has none and is sliced by byte widths.
 //!
 //! Amounts are exact decimals in yuan. A statement line is either a payment (the channel took
-//! the money) or a refund (it gave money back); its `fee` is the size of the channel's fee on
-//! the line (charged on a payment, given back on a refund), whatever sign the format writes it
-//! with.
+//! the money) or a refund (it gave money back); its `fee` is the channel's fee on the line
+//! (charged on a payment, given back on a refund) in the direction the channel's format gives
+//! it: negative when the file writes it with the wrong sign (see [`StatementLine::fee`]).
+//!
+//! [`detect`] tells a file's channel from its name or, failing that, its first bytes.
 
 pub mod alipay;
 pub mod generic;
@@ -204,6 +206,48 @@ pub fn check_size(file: &str, bytes: u64) -> Result<(), StatementError> {
         )));
     }
     Ok(())
+}
+
+/// The channel whose statement a file is: from its name (`wechat…`, `alipay…`, `unionpay…`,
+/// `generic…`, any case), else from its first bytes (a WeChat bill's header naming 微信订单号,
+/// an Alipay export's `#支付宝` first line in GBK or its zip, a UnionPay ZM record's `S22`/`S30`,
+/// a generic CSV header naming `reference` and `amount`); `None` when neither says.
+pub fn detect(name: &str, bytes: &[u8]) -> Option<StatementChannel> {
+    let base = name.rsplit(['/', '\\']).next().unwrap_or(name).to_ascii_lowercase();
+    for (prefix, channel) in [
+        ("wechat", StatementChannel::Wechat),
+        ("alipay", StatementChannel::Alipay),
+        ("unionpay", StatementChannel::Unionpay),
+        ("generic", StatementChannel::Generic),
+    ] {
+        if base.starts_with(prefix) {
+            return Some(channel);
+        }
+    }
+    let head = &bytes[..bytes.len().min(4096)];
+    let first_line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let utf8 = String::from_utf8_lossy(first_line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(first_line)).into_owned();
+    if utf8.contains("微信订单号") {
+        return Some(StatementChannel::Wechat);
+    }
+    if head.starts_with(b"PK\x03\x04") || encoding_rs::GBK.decode(first_line).0.starts_with("#支付宝") {
+        return Some(StatementChannel::Alipay);
+    }
+    if head.starts_with(b"S22 ") || head.starts_with(b"S30 ") {
+        return Some(StatementChannel::Unionpay);
+    }
+    let lower = utf8.to_ascii_lowercase();
+    if lower.contains("reference") && lower.contains("amount") {
+        return Some(StatementChannel::Generic);
+    }
+    None
+}
+
+/// The business date a statement's rows are of: the date its file states (Alipay), else the
+/// latest date among its lines (a file also holds the last minutes of the day before, carried
+/// to it); `None` for a file with neither.
+pub fn content_date(statement: &Statement) -> Option<NaiveDate> {
+    statement.stated_date.or_else(|| statement.lines.iter().filter_map(|l| l.at.map(|t| t.date())).max())
 }
 
 /// Splits a file into lines (`\n`, with an optional `\r` before it), numbered from 1; a last

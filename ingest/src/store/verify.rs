@@ -51,8 +51,21 @@ pub fn verify_dir(dir: &Path) -> Result<VerifyReport, VerifyError> {
     verify_dir_keeping(dir, super::INDEX_RECENT_ENTRIES_MAX_DEFAULT)
 }
 
-/// [`verify_dir`], its index keeping `recent_entries_max` entries of each map in memory.
-pub(crate) fn verify_dir_keeping(dir: &Path, recent_entries_max: usize) -> Result<VerifyReport, VerifyError> {
+/// [`verify_dir`], with where it ended: what the next verify may resume from.
+pub fn verify_dir_head(dir: &Path) -> Result<(VerifyReport, VerifiedHead), VerifyError> {
+    let _lock = shared_lock(dir)?;
+    let (report, end) = walk_inner(dir, super::INDEX_RECENT_ENTRIES_MAX_DEFAULT, TailCheck::Strict, None)?;
+    let head = VerifiedHead {
+        events: end.events,
+        link: hex::encode(end.link),
+        segment: end.end_segment,
+        offset: end.end_offset,
+    };
+    Ok((report, head))
+}
+
+/// The store's lock taken shared: no writer while it is held.
+fn shared_lock(dir: &Path) -> Result<File, VerifyError> {
     let lock_path = dir.join("LOCK");
     let lock = File::options()
         .create(true)
@@ -63,6 +76,12 @@ pub(crate) fn verify_dir_keeping(dir: &Path, recent_entries_max: usize) -> Resul
     if !acquire(|| lock.try_lock_shared().is_ok()) {
         return Err(VerifyError::Io(format!("{} is open for writing by another process", dir.display())));
     }
+    Ok(lock)
+}
+
+/// [`verify_dir`], its index keeping `recent_entries_max` entries of each map in memory.
+pub(crate) fn verify_dir_keeping(dir: &Path, recent_entries_max: usize) -> Result<VerifyReport, VerifyError> {
+    let _lock = shared_lock(dir)?;
     walk(dir, recent_entries_max, TailCheck::Strict, None)
 }
 

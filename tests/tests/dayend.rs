@@ -1,0 +1,222 @@
+//! `posledger day-end`: the whole end of a business day in one command, equal to the separate
+//! commands; run again it records nothing and prints the same report; killed at any point and
+//! run again it finishes the day with nothing twice; a bad statement directory records
+//! nothing and names the file.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+const POSLEDGER: &str = env!("CARGO_BIN_EXE_posledger-under-test");
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/day").join(name)
+}
+
+fn posledger(data: &Path, args: &[&str]) -> Output {
+    Command::new(POSLEDGER).arg("--data-dir").arg(data).args(args).stdin(Stdio::null()).output().expect("run")
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    })
+}
+
+/// A data directory with the fixture's admin records and both days' feeds, and the two days'
+/// statement directories.
+fn setup(root: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let data = root.join("data");
+    let s = |f: &str| fixture(f).display().to_string();
+    assert_eq!(posledger(&data, &["merchants", "import", &s("admin.ndjson")]).status.code(), Some(0));
+    for day in ["2026-11-24", "2026-11-25"] {
+        assert_eq!(posledger(&data, &["ingest", &s(&format!("feed-{day}.ndjson"))]).status.code(), Some(0));
+    }
+    let mut dirs = Vec::new();
+    for day in ["2026-11-24", "2026-11-25"] {
+        let dir = root.join(format!("statements-{day}"));
+        std::fs::create_dir_all(&dir).expect("dir");
+        for (channel, ext) in [("wechat", "csv"), ("alipay", "csv"), ("unionpay", "txt")] {
+            let name = format!("{channel}-{day}.{ext}");
+            std::fs::copy(fixture(&format!("statements/{name}")), dir.join(&name)).expect("copy");
+        }
+        dirs.push(dir);
+    }
+    (data, dirs[0].clone(), dirs[1].clone())
+}
+
+fn day_end(data: &Path, date: &str, statements: &Path) -> Output {
+    posledger(data, &["day-end", "--date", date, "--statements", &statements.display().to_string(), "--format", "json"])
+}
+
+fn head(data: &Path) -> u64 {
+    json(&posledger(data, &["verify", "--format", "json"]))["events"].as_u64().expect("events")
+}
+
+/// The day-end of both fixture days gives what the separate commands give: the same
+/// reconciliation report, the same settlements, the same books; its breaks are the answer key's.
+#[test]
+fn the_day_end_equals_the_separate_commands() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (data, s24, s25) = setup(&root.path().join("one"));
+    let (separate, _, _) = setup(&root.path().join("separate"));
+    let answer: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("answer.json")).expect("answer")).expect("json");
+    for (date, dir) in [("2026-11-24", &s24), ("2026-11-25", &s25)] {
+        let out = day_end(&data, date, dir);
+        assert_eq!(out.status.code(), Some(1), "breaks: exit 1; {}", String::from_utf8_lossy(&out.stderr));
+        let report = json(&out);
+        // The separate commands, in the order finance runs them.
+        for (channel, ext) in [("wechat", "csv"), ("alipay", "csv"), ("unionpay", "txt")] {
+            // Named as the day-end names them: by the file's own name.
+            let out = Command::new(POSLEDGER)
+                .current_dir(dir)
+                .arg("--data-dir")
+                .arg(&separate)
+                .args(["statement", "import", "--channel", channel, &format!("{channel}-{date}.{ext}")])
+                .output()
+                .expect("import");
+            assert_eq!(out.status.code(), Some(0));
+        }
+        let reconciled = json(&posledger(&separate, &["reconcile", "--date", date, "--format", "json"]));
+        let settle = posledger(&separate, &["settle", "--date", date]);
+        assert!(settle.status.code().is_some_and(|c| c < 2));
+        let settled = json(&posledger(&separate, &["settlements", "--date", date, "--format", "json"]));
+        if report["report"] != reconciled {
+            let (a, b) = (root.path().join("day-end.json"), root.path().join("reconcile.json"));
+            std::fs::write(&a, serde_json::to_string_pretty(&report["report"]).expect("json")).expect("write");
+            std::fs::write(&b, serde_json::to_string_pretty(&reconciled).expect("json")).expect("write");
+            let diff = Command::new("diff").arg(&a).arg(&b).output().expect("diff");
+            panic!("{date}: the reconciliation differs:\n{}", String::from_utf8_lossy(&diff.stdout));
+        }
+        assert_eq!(
+            (
+                report["settlement"]["paid"].as_array().map(Vec::len),
+                report["settlement"]["held"].as_array().map(Vec::len)
+            ),
+            (settled["settled"].as_array().map(Vec::len), settled["held"].as_array().map(Vec::len)),
+            "{date}: the settlements"
+        );
+        let breaks = report["report"]["reports"]
+            .as_array()
+            .expect("reports")
+            .iter()
+            .flat_map(|r| r["breaks"].as_array().cloned().unwrap_or_default())
+            .filter(|b| b["outcome"] != "carried_forward")
+            .count();
+        let want = answer["breaks"].as_array().expect("breaks").iter().filter(|b| b["date"] == date).count();
+        assert_eq!(breaks, want, "{date}: the answer key's breaks");
+        assert_eq!(report["verify"]["error"], serde_json::Value::Null);
+        assert_eq!(report["verify"]["trial_balance_zero"], true);
+    }
+    // 11-25 settles 11-24's business; M000007's batch closed unbalanced on 11-25 holds it.
+    let last = json(&day_end(&data, "2026-11-25", &s25));
+    let held = last["settlement"]["held"].as_array().expect("held");
+    assert_eq!((held.len(), held[0]["held"]["merchant_id"].as_str()), (1, Some("M000007")));
+    // The same books either way.
+    let tb = |d: &Path| json(&posledger(d, &["trial-balance", "--format", "json"]))["balances"].clone();
+    assert_eq!(tb(&data), tb(&separate));
+}
+
+/// Run again with the same statements, a day-end records nothing and prints the same report.
+#[test]
+fn a_day_end_run_again_records_nothing_and_says_the_same() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (data, s24, _) = setup(root.path());
+    let first = day_end(&data, "2026-11-24", &s24);
+    let events = head(&data);
+    let again = day_end(&data, "2026-11-24", &s24);
+    assert_eq!(head(&data), events, "nothing recorded twice");
+    assert_eq!((again.status.code(), again.stdout), (first.status.code(), first.stdout));
+    // The table too.
+    let table =
+        |d: &Path| posledger(d, &["day-end", "--date", "2026-11-24", "--statements", &s24.display().to_string()]);
+    assert_eq!(table(&data).stdout, table(&data).stdout);
+}
+
+/// Killed with `kill -9` at several points and run again, the day-end finishes the day: the
+/// same report and the same log as a day-end that was never interrupted.
+#[test]
+fn a_killed_day_end_run_again_finishes_the_day_once() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (clean, s24, _) = setup(&root.path().join("clean"));
+    let want = json(&day_end(&clean, "2026-11-24", &s24));
+    let want_events = head(&clean);
+    for delay_ms in [5u64, 40, 120, 250, 500] {
+        let (data, s24, _) = setup(&root.path().join(format!("killed-{delay_ms}")));
+        let mut child = Command::new(POSLEDGER)
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["day-end", "--date", "2026-11-24", "--statements", &s24.display().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        let finished = json(&day_end(&data, "2026-11-24", &s24));
+        // The export's directory is the data directory's own, and the hash chain links the
+        // commits as they were made (a killed run made others); everything else is the same.
+        let strip = |mut v: serde_json::Value| {
+            v["export"]["dir"] = serde_json::Value::Null;
+            v["verify"]["head_hash"] = serde_json::Value::Null;
+            v
+        };
+        assert!(strip(finished) == strip(want.clone()), "killed after {delay_ms} ms: another report");
+        assert_eq!(head(&data), want_events, "killed after {delay_ms} ms: nothing twice");
+        let tb = |d: &Path| json(&posledger(d, &["trial-balance", "--format", "json"]))["balances"].clone();
+        assert!(tb(&data) == tb(&clean), "killed after {delay_ms} ms: other books");
+    }
+}
+
+/// A statement directory with an unknown file, a truncated file, or a file of another day than
+/// its name: the day-end fails (exit 2) naming the file, and records nothing.
+#[test]
+fn a_bad_statement_directory_records_nothing_and_names_the_file() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (data, s24, _) = setup(root.path());
+    let events = head(&data);
+    let case = |name: &str, make: &dyn Fn(&Path)| {
+        let dir = root.path().join(format!("bad-{name}"));
+        std::fs::create_dir_all(&dir).expect("dir");
+        for entry in std::fs::read_dir(&s24).expect("dir").flatten() {
+            std::fs::copy(entry.path(), dir.join(entry.file_name())).expect("copy");
+        }
+        make(&dir);
+        let out = day_end(&data, "2026-11-24", &dir);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+        assert_eq!(head(&data), events, "{name}: nothing recorded");
+        stderr
+    };
+    let unknown = case("unknown", &|d| std::fs::write(d.join("notes.txt"), "hello\n").expect("write"));
+    assert!(unknown.contains("notes.txt") && unknown.contains("not a statement"), "{unknown}");
+    let truncated = case("truncated", &|d| {
+        let path = d.join("wechat-2026-11-24.csv");
+        let bytes = std::fs::read(&path).expect("read");
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).expect("write");
+    });
+    assert!(truncated.contains("wechat-2026-11-24.csv"), "{truncated}");
+    let other_day = case("other-day", &|d| {
+        // The 25th's UnionPay records under the 24th's name.
+        std::fs::copy(fixture("statements/unionpay-2026-11-25.txt"), d.join("unionpay-2026-11-24.txt")).expect("copy");
+    });
+    assert!(other_day.contains("unionpay-2026-11-24.txt") && other_day.contains("2026-11-25"), "{other_day}");
+}
+
+/// A day with no statement (the files not there yet): the terminal batches are still
+/// reconciled, the day settled, exported and verified.
+#[test]
+fn a_day_without_statements_still_gets_its_batch_verdicts() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (data, _, _) = setup(root.path());
+    let empty = root.path().join("empty");
+    std::fs::create_dir_all(&empty).expect("dir");
+    let out = day_end(&data, "2026-11-25", &empty);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = json(&out);
+    assert_eq!(report["statements"].as_array().map(Vec::len), Some(0));
+    assert_eq!(report["report"]["batches"]["unbalanced"][0]["terminal_id"], "T0000700");
+    assert_eq!(report["verify"]["head"].as_u64(), Some(head(&data)));
+}
