@@ -125,6 +125,12 @@ enum Command {
         /// Only breaks not resolved yet.
         #[arg(long)]
         open: bool,
+        /// Only the breaks of this reconciliation date.
+        #[arg(long)]
+        date: Option<chrono::NaiveDate>,
+        /// Only the breaks of this statement channel.
+        #[arg(long, value_enum)]
+        channel: Option<StatementChannelArg>,
         /// How to print them.
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
@@ -737,11 +743,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Ok(if report.has_breaks() { ExitCode::from(1) } else { ExitCode::SUCCESS })
             })
         }
-        Command::Breaks { open, format } => call(&dir, Request::Breaks { open }, None, |reply| {
-            let Reply::Breaks { breaks } = reply else { return Err(unexpected(&reply)) };
-            render::breaks(&mut out, &breaks, format.into())?;
-            Ok(ExitCode::SUCCESS)
-        }),
+        Command::Breaks { open, date, channel, format } => {
+            let filter = app::recon::BreakFilter { open, date, statement: channel.map(StatementChannelArg::channel) };
+            call(&dir, Request::Breaks { filter }, None, |reply| {
+                let Reply::Breaks { breaks } = reply else { return Err(unexpected(&reply)) };
+                render::breaks(&mut out, &breaks, format.into())?;
+                Ok(ExitCode::SUCCESS)
+            })
+        }
         Command::Resolve { break_id, action, reason, by, format } => {
             let request = Request::Resolve { id: break_id, action: action.action(), reason, by };
             resolution(&dir, request, format)

@@ -225,7 +225,11 @@ pub fn document() -> Value {
                 responses.insert("400".into(), problem("a bad date"));
             }
             "/v1/breaks" => {
-                op["parameters"] = json!([{"name": "open", "in": "query", "required": false, "schema": {"type": "string", "enum": ["true", "false", "1", "0"]}}]);
+                op["parameters"] = json!([
+                    {"name": "open", "in": "query", "required": false, "schema": {"type": "string", "enum": ["true", "false", "1", "0"]}},
+                    date("date", false),
+                    {"name": "channel", "in": "query", "required": false, "schema": {"type": "string", "enum": ["wechat", "alipay", "unionpay", "generic"]}}
+                ]);
                 responses.insert(
                     "200".into(),
                     ok_json("every break of the latest runs", json!({"type": "object", "required": ["breaks"]})),

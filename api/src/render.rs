@@ -114,9 +114,12 @@ pub fn day_report(out: &mut impl Write, day: &DayReport, format: Format) -> io::
     match format {
         Format::Json => writeln!(out, "{}", serde_json::to_string(day).map_err(io::Error::other)?),
         Format::Csv => {
+            // One table with a `record` column: the breaks, the unbalanced batches, the
+            // merchants' business of the day (each row fills the columns of its kind).
             writeln!(
                 out,
-                "statement,date,outcome,kind,txn_id,channel_txn_id,line,our_amount,expected_fee,their_amount,their_fee,age_days"
+                "record,statement,date,outcome,kind,txn_id,channel_txn_id,line,our_amount,expected_fee,their_amount,\
+                 their_fee,age_days,merchant_id,terminal_id,batch_no,difference,currency,gross,refunds,fees,net"
             )?;
             for r in &day.reports {
                 for b in &r.breaks {
@@ -124,11 +127,25 @@ pub fn day_report(out: &mut impl Write, day: &DayReport, format: Format) -> io::
                     let line = opt(&b.line);
                     writeln!(
                         out,
-                        "{},{},{outcome},{kind},{txn},{channel_txn},{line},{ours},{fee},{theirs},{their_fee},{age}",
+                        "break,{},{},{outcome},{kind},{txn},{channel_txn},{line},{ours},{fee},{theirs},{their_fee},{age},,,,,,,,,",
                         r.statement.as_str(),
                         day.date,
                     )?;
                 }
+            }
+            for u in &day.batches.unbalanced {
+                writeln!(
+                    out,
+                    "unbalanced_batch,,{},,,,,,,,,,,{},{},{},{},,,,,",
+                    day.date, u.merchant_id, u.terminal_id, u.batch_no, u.difference
+                )?;
+            }
+            for m in &day.settlement {
+                writeln!(
+                    out,
+                    "merchant,,{},,,,,,,,,,,{},,,,{},{},{},{},{}",
+                    day.date, m.merchant_id, m.currency, m.gross, m.refunds, m.fees, m.net
+                )?;
             }
             Ok(())
         }
@@ -180,8 +197,11 @@ fn statement_table(out: &mut impl Write, r: &StatementReport) -> io::Result<()> 
     for c in &r.clearing {
         writeln!(
             out,
-            "{} held {} at the start of the day and {} at its end (what the channel still owes)",
-            c.account, c.opening, c.closing
+            "{} held {} {cur} at the start of the day and {} {cur} at its end (what the channel still owes)",
+            c.account,
+            c.opening,
+            c.closing,
+            cur = c.currency
         )?;
     }
     Ok(())

@@ -67,11 +67,14 @@ pub struct ReportBreak {
     pub age_days: i64,
 }
 
-/// A clearing account the statement settles: its balance at the start and the end of the day.
+/// A clearing account the statement settles: its balance at the start and the end of the day,
+/// in one currency.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Clearing {
     /// The account's path.
     pub account: String,
+    /// The currency.
+    pub currency: Currency,
     /// At the end of the day before.
     pub opening: Decimal,
     /// At the end of the day: what the channel still owes.
@@ -189,6 +192,17 @@ pub struct ListedBreak {
     pub resolved: Option<ingest::event::BreakResolved>,
     /// A resolution waiting for a second person's approval.
     pub awaiting_approval: Option<crate::approvals::Proposal>,
+}
+
+/// Which breaks to list: all, or only the open ones, of one date, of one statement.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakFilter {
+    /// Only those not resolved.
+    pub open: bool,
+    /// Only those of this reconciliation date.
+    pub date: Option<NaiveDate>,
+    /// Only those of this statement.
+    pub statement: Option<StatementChannel>,
 }
 
 /// Records a run or an import: one atomic request (the stream's revision expected, so two
@@ -337,10 +351,19 @@ impl App {
     /// left out), with its id, what it parks, its resolution and any resolution waiting for
     /// approval; only the unresolved ones when `open`.
     pub async fn breaks(&self, open: bool) -> Result<Vec<ListedBreak>, Failure> {
+        self.breaks_where(&BreakFilter { open, ..BreakFilter::default() }).await
+    }
+
+    /// The breaks [`App::breaks`] lists, only those `filter` keeps.
+    pub async fn breaks_where(&self, filter: &BreakFilter) -> Result<Vec<ListedBreak>, Failure> {
+        let open = filter.open;
         let (latest, resolved) = ledger::recon::recorded_breaks(&*self.store).await?;
         let waiting = self.approvals.waiting(self)?;
         let mut listed = Vec::new();
         for ((statement, date), (_, breaks)) in &latest {
+            if filter.date.is_some_and(|d| d != *date) || filter.statement.is_some_and(|c| c != *statement) {
+                continue;
+            }
             let ids = ledger::recon::break_ids(*statement, *date, breaks);
             for (id, b) in ids.into_iter().zip(breaks) {
                 if b.outcome == Outcome::CarriedForward || open && resolved.contains_key(&id) {
@@ -412,9 +435,20 @@ fn day_report(
     DayReport { date, reports, batches, settlement }
 }
 
+/// The decimal places the statement writes its fees with: the most any line's fee has, at least
+/// the currency's two.
+fn statement_fee_places(r: &Reconciled) -> u32 {
+    let lines = r.classification.items.iter().filter_map(|c| c.their_fee.map(|f| f.scale()));
+    lines.chain([r.statement.totals.fees.scale(), 2]).max().unwrap_or(2)
+}
+
 /// The report of one statement and date.
 fn statement_report(r: &Reconciled, date: NaiveDate, books: &ledger::Projection) -> StatementReport {
     let counts = r.classification.counts().into_iter().map(|(o, n)| (o.as_str().to_owned(), n)).collect();
+    // Our expected fees are shown at the precision the statement writes fees with (WeChat 5
+    // places, Alipay and UnionPay 2): what is compared stays exact.
+    let places = statement_fee_places(r);
+    let shown = |d: Decimal| d.round_dp_with_strategy(places, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
     let breaks = r
         .classification
         .items
@@ -427,7 +461,7 @@ fn statement_report(r: &Reconciled, date: NaiveDate, books: &ledger::Projection)
             channel_txn_id: c.channel_txn_id.clone(),
             line: c.line,
             our_amount: c.our_amount,
-            expected_fee: c.expected_fee.map(|d| d.normalize()),
+            expected_fee: c.expected_fee.map(shown),
             their_amount: c.their_amount,
             their_fee: c.their_fee,
             age_days: c.item_date.map_or(0, |d| (date - d).num_days()),
@@ -440,18 +474,29 @@ fn statement_report(r: &Reconciled, date: NaiveDate, books: &ledger::Projection)
     let clearing = ingest::event::Channel::ALL
         .iter()
         .filter(|c| ledger::recon::statement_of(**c) == Some(r.statement.channel))
-        .map(|c| {
+        .flat_map(|c| {
             let account = Account::clearing(*c);
-            let at = |d: Option<chrono::DateTime<chrono::FixedOffset>>| {
-                d.map_or(Decimal::ZERO, |t| books.balance_at_time(&account, Currency::Cny, t.timestamp_micros()))
-            };
-            // In: the day's captures less refunds. Out: what reconciliations cleared. Left:
-            // what the channel still owes at the end of the day (carried items, other days).
-            Clearing {
-                account: account.path().to_owned(),
-                opening: at(date.pred_opt().and_then(day_end)),
-                closing: at(day_end(date)),
+            // Every currency the account was posted in (CNY when it never was).
+            let mut currencies: Vec<Currency> =
+                Currency::ALL.into_iter().filter(|cur| books.balances().history(&account, *cur).is_some()).collect();
+            if currencies.is_empty() {
+                currencies.push(Currency::Cny);
             }
+            currencies.into_iter().map(move |currency| {
+                let at = |d: Option<chrono::DateTime<chrono::FixedOffset>>| {
+                    let balance =
+                        d.map_or(Decimal::ZERO, |t| books.balance_at_time(&account, currency, t.timestamp_micros()));
+                    crate::money(balance, currency)
+                };
+                // In: the day's captures less refunds. Out: what reconciliations cleared. Left:
+                // what the channel still owes at the end of the day (carried items, other days).
+                Clearing {
+                    account: account.path().to_owned(),
+                    currency,
+                    opening: at(date.pred_opt().and_then(day_end)),
+                    closing: at(day_end(date)),
+                }
+            })
         })
         .collect();
     let t = &r.statement.totals;
@@ -465,7 +510,7 @@ fn statement_report(r: &Reconciled, date: NaiveDate, books: &ledger::Projection)
         },
         theirs: *t,
         theirs_net: (t.payment_amount - t.refund_amount - t.fees).normalize(),
-        ours: r.our_totals,
+        ours: ingest::statement::Totals { fees: shown(r.our_totals.fees), ..r.our_totals },
         counts,
         breaks,
         clearing,

@@ -50,10 +50,10 @@ pub enum Request {
         /// The business date.
         date: NaiveDate,
     },
-    /// [`App::breaks`].
+    /// [`App::breaks_where`].
     Breaks {
-        /// Only those not resolved.
-        open: bool,
+        /// Which.
+        filter: crate::recon::BreakFilter,
     },
     /// [`App::resolve`].
     Resolve {
@@ -264,7 +264,7 @@ impl App {
                 let files = crate::dayend::StatementFile::decode_all(input)?;
                 Reply::DayEnd { day_end: Box::new(self.day_end(date, &files).await?) }
             }
-            Request::Breaks { open } => Reply::Breaks { breaks: self.breaks(open).await? },
+            Request::Breaks { filter } => Reply::Breaks { breaks: self.breaks_where(&filter).await? },
             Request::Resolve { id, action, reason, by } => {
                 Reply::Resolution { resolution: self.resolve(&id, action, &reason, &Actor::Person(by)).await? }
             }

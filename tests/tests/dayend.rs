@@ -220,3 +220,48 @@ fn a_day_without_statements_still_gets_its_batch_verdicts() {
     assert_eq!(report["report"]["batches"]["unbalanced"][0]["terminal_id"], "T0000700");
     assert_eq!(report["verify"]["head"].as_u64(), Some(head(&data)));
 }
+
+/// What finance reads after the day-end: the CSV report holds the breaks, the unbalanced
+/// batches and the merchants' business; breaks filter by date and channel; expected fees are
+/// shown at the statement's precision; clearing balances name their currency.
+#[test]
+fn the_report_reads_as_finance_needs() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (data, s24, s25) = setup(root.path());
+    day_end(&data, "2026-11-24", &s24);
+    day_end(&data, "2026-11-25", &s25);
+    let csv = String::from_utf8(posledger(&data, &["reconcile", "--date", "2026-11-24", "--format", "csv"]).stdout)
+        .expect("utf-8");
+    let records: Vec<&str> = csv.lines().skip(1).map(|l| l.split(',').next().unwrap_or_default()).collect();
+    assert_eq!(records.iter().filter(|r| **r == "unbalanced_batch").count(), 1, "{csv}");
+    assert_eq!(records.iter().filter(|r| **r == "merchant").count(), 8, "{csv}");
+    assert!(records.iter().filter(|r| **r == "break").count() >= 17, "{csv}");
+    let answer: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("answer.json")).expect("answer")).expect("json");
+    let listed = json(&posledger(
+        &data,
+        &["breaks", "--date", "2026-11-25", "--channel", "alipay", "--format", "json"],
+    ))["breaks"]
+        .as_array()
+        .cloned()
+        .expect("breaks");
+    let want = answer["breaks"]
+        .as_array()
+        .expect("breaks")
+        .iter()
+        .filter(|b| b["date"] == "2026-11-25" && b["statement"] == "alipay")
+        .count();
+    assert_eq!(listed.len(), want);
+    assert!(listed.iter().all(|b| b["date"] == "2026-11-25" && b["statement"] == "alipay"));
+    let report = json(&posledger(&data, &["reconcile", "--date", "2026-11-24", "--format", "json"]));
+    for r in report["reports"].as_array().expect("reports") {
+        let places = if r["statement"] == "wechat" { 5 } else { 2 };
+        for b in r["breaks"].as_array().expect("breaks") {
+            if let Some(fee) = b["expected_fee"].as_str() {
+                let shown = fee.split_once('.').map_or(0, |(_, f)| f.len());
+                assert!(shown <= places, "{}: expected fee {fee} beside fees of {places} places", r["statement"]);
+            }
+        }
+        assert!(r["clearing"].as_array().expect("clearing").iter().all(|c| c["currency"] == "CNY"));
+    }
+}

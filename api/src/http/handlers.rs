@@ -263,8 +263,12 @@ pub(crate) async fn day_end(state: &State, query: &HashMap<String, String>) -> R
 
 /// `GET /v1/breaks?open=true`.
 pub(crate) async fn breaks(state: &State, query: &HashMap<String, String>) -> Result<warp::reply::Response, Problem> {
-    let open = query.get("open").is_some_and(|v| v == "true" || v == "1");
-    ok(&json!({"breaks": state.app.breaks(open).await?}))
+    let filter = app::recon::BreakFilter {
+        open: query.get("open").is_some_and(|v| v == "true" || v == "1"),
+        date: date_param(query, "date")?,
+        statement: channel_param(query)?,
+    };
+    ok(&json!({"breaks": state.app.breaks_where(&filter).await?}))
 }
 
 /// The body of `POST /v1/breaks/{id}/resolution`.
