@@ -267,13 +267,10 @@ pub fn from_table(spec: &ChartSpec, table: &Table, title: &str) -> Result<String
     let apart = currencies.len() > 1;
     match spec {
         ChartSpec::Line { x, y } => {
+            // One point per x: the rows that share it (a day's merchants and channels) add up,
+            // each currency apart.
             let (xi, yi) = (index(x)?, index(y)?);
-            if !apart {
-                let labels: Vec<String> = table.rows.iter().map(|r| r[xi].to_string()).collect();
-                let values = table.rows.iter().map(|r| number(&r[yi], y)).collect::<Result<Vec<_>, _>>()?;
-                return line(title, &labels, &[(y.clone(), values)], &[]);
-            }
-            let ci = currency.unwrap_or_default();
+            let ci = currency.filter(|_| apart);
             // Each row's x label and currency, found once: labels in their first order.
             let mut labels: Vec<String> = Vec::new();
             let mut label_at: HashMap<String, usize> = HashMap::new();
@@ -284,12 +281,14 @@ pub fn from_table(spec: &ChartSpec, table: &Table, title: &str) -> Result<String
                     labels.push(label);
                     labels.len() - 1
                 });
-                let s = currencies.binary_search(&r[ci].to_string()).unwrap_or_default();
+                let s = ci.map_or(0, |ci| currencies.binary_search(&r[ci].to_string()).unwrap_or_default());
                 placed.push((at, s));
             }
             // A currency without a row at some x has no value there: its line breaks.
+            let names: Vec<String> =
+                if apart { currencies.iter().map(|c| format!("{y} {c}")).collect() } else { vec![y.clone()] };
             let mut series: Vec<(String, Vec<Option<Decimal>>)> =
-                currencies.iter().map(|c| (format!("{y} {c}"), vec![None; labels.len()])).collect();
+                names.into_iter().map(|n| (n, vec![None; labels.len()])).collect();
             for (r, (at, s)) in table.rows.iter().zip(placed) {
                 if let Some(v) = number(&r[yi], y)? {
                     *series[s].1[at].get_or_insert(Decimal::ZERO) += v;
@@ -412,6 +411,26 @@ mod tests {
         assert_eq!(labels.iter().filter(|t| *t == "3").count(), 2, "{labels:?}");
         let missing = ChartSpec::Bars { x: "channel".into(), y: "payments".into() };
         assert!(matches!(from_table(&missing, &table, "t"), Err(ChartError::Data(_))));
+    }
+
+    #[test]
+    fn a_line_adds_up_the_rows_that_share_an_x() {
+        // daily_sales-like rows: two merchants on the 23rd, one on the 24th: two points, the
+        // 23rd's the sum.
+        let mut table = Table::new(["business_date", "merchant_id", "net_sales"]);
+        for (day, m, v) in [("2026-11-23", "M1", 10), ("2026-11-23", "M2", 5), ("2026-11-24", "M1", 7)] {
+            table.rows.push(vec![Cell::Text(day.into()), Cell::Text(m.into()), Cell::Int(v)]);
+        }
+        let spec = ChartSpec::Line { x: "business_date".into(), y: "net_sales".into() };
+        let doc_text = from_table(&spec, &table, "Net sales").expect("drawn");
+        let doc = parse(&doc_text);
+        let points: Vec<usize> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("polyline"))
+            .map(|n| n.attribute("points").unwrap_or_default().split_whitespace().count())
+            .collect();
+        assert!(points.contains(&2), "one point per day: {points:?}");
+        assert!(!points.iter().any(|&p| p == 3), "not one per row: {points:?}");
     }
 
     #[test]

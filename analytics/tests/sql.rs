@@ -169,6 +169,30 @@ async fn named_queries_on_the_small_export() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn every_named_query_draws_its_chart() {
+    // Each of the named queries declares a chart, and draws it from its result on the small
+    // export (with the reconciled one for breaks_by_day): well-formed SVG with at least one mark.
+    let dir = tempfile::tempdir().expect("tmp");
+    let small = small_export(&dir.path().join("small")).await;
+    let reconciled = reconciled_export(&dir.path().join("reconciled")).await;
+    let all = queries::all().expect("queries");
+    assert_eq!(all.len(), 9);
+    for q in all {
+        let spec = q.chart.clone().unwrap_or_else(|| panic!("{} declares no chart", q.name));
+        let export = if q.name == "breaks_by_day" { &reconciled } else { &small };
+        let session = Session::open(export, Limits::default()).await.expect("session");
+        let values = q.bind(&[]).expect("defaults");
+        let table = session.named(&q, &values).await.expect("runs");
+        assert!(!table.rows.is_empty(), "{}: rows to draw", q.name);
+        let svg = analytics::chart::from_table(&spec, &table, &q.name).unwrap_or_else(|e| panic!("{}: {e}", q.name));
+        let doc = roxmltree::Document::parse(&svg).unwrap_or_else(|e| panic!("{}: {e}", q.name));
+        let marks =
+            doc.descendants().filter(|n| ["polyline", "rect", "circle"].iter().any(|t| n.has_tag_name(*t))).count();
+        assert!(marks > 1, "{}: something drawn", q.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn named_queries_sum_each_currency_apart() {
     // tests/slt/currencies: the small fixture with Hong Kong dollar sales and a refund beside.
     let dir = tempfile::tempdir().expect("tmp");

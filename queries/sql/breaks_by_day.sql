@@ -5,6 +5,7 @@
 --   breaks and are left out.
 -- param: from date = 1970-01-01 first reconciliation date included
 -- param: to date = 9999-12-31 last reconciliation date included
+-- chart: line x=business_date y=breaks
 WITH runs AS (
     SELECT statement, business_date, run, MAX(position) AS last_position
     FROM recon_items

@@ -5,6 +5,7 @@
 -- param: from date = 1970-01-01 first business day included
 -- param: to date = 9999-12-31 last business day included
 -- param: merchant text = * one merchant id, or * for every merchant
+-- chart: line x=business_date y=net_sales
 WITH sales AS (
     -- Each table grouped on its own first, then the few groups combined: the same sums, and
     -- the ten-million-row side goes straight into one aggregation.

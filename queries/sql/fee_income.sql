@@ -4,6 +4,7 @@
 --   (expenses:channel-fees:CHANNEL) and the margin between them.
 -- param: from date = 1970-01-01 first business day included
 -- param: to date = 9999-12-31 last business day included
+-- chart: bars x=channel y=margin
 WITH fees AS (
     SELECT
         split_part(account, ':', 3) AS channel,

@@ -4,6 +4,7 @@
 --   gross sales in percent (two decimals).
 -- param: from date = 1970-01-01 first business day included
 -- param: to date = 9999-12-31 last business day included
+-- chart: bars x=merchant_id y=refund_rate_pct
 WITH sales AS (
     SELECT merchant_id, currency, COUNT(*) AS payments, SUM(amount) AS gross_sales
     FROM payments

@@ -4,6 +4,7 @@
 --   in percent (two decimals).
 -- param: from date = 1970-01-01 first business day included
 -- param: to date = 9999-12-31 last business day included
+-- chart: bars x=merchant_id y=repeat_rate_pct
 WITH per_payer AS (
     SELECT merchant_id, payer, COUNT(*) AS payments
     FROM payments
