@@ -1437,95 +1437,38 @@ print(" ".join("%s=%f" % kv for kv in out.items()))
     Ok(())
 }
 
-/// Generated statements of `n` lines in each format.
-fn statement_files(n: u64) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
-    use std::fmt::Write as _;
-    let mut wechat = String::with_capacity(n as usize * 300);
-    wechat.push_str("\u{feff}交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注\r\n");
-    let mut alipay = String::with_capacity(n as usize * 250);
-    alipay.push_str("#支付宝业务明细查询\r\n#账号：[20880000000000010156]\r\n#起始日期：[2026年11月24日 00:00:00]   终止日期：[2026年11月25日 00:00:00]\r\n#-----------------------------------------业务明细列表----------------------------------------\r\n");
-    alipay.push_str("支付宝交易号,商户订单号,业务类型,商品名称,创建时间,完成时间,门店编号,门店名称,操作员,终端号,对方账户,订单金额（元）,商家实收（元）,支付宝红包（元）,集分宝（元）,支付宝优惠（元）,商家优惠（元）,券核销金额（元）,券名称,商家红包消费金额（元）,卡消费金额（元）,退款批次号/请求号,服务费（元）,分润（元）,备注\r\n");
-    let mut unionpay = Vec::with_capacity(n as usize * 610);
-    let (mut total, mut fees) = (rust_decimal::Decimal::ZERO, rust_decimal::Decimal::ZERO);
-    let pad = |s: &str, w: usize| format!("{s:<w$}");
-    for i in 0..n {
-        let cents = 100 + (i % 50_000) as i64;
-        let amount = rust_decimal::Decimal::new(cents, 2);
-        let fee = rust_decimal::Decimal::new(cents * 25, 5);
-        total += amount;
-        fees += fee;
-        let (h, m, s) = ((i / 3600) % 24, (i / 60) % 60, i % 60);
-        let _ = write!(
-            wechat,
-            "`2026-11-24 {h:02}:{m:02}:{s:02},`wx8888888888888888,`1900000109,`1900012345,`T0000601,`42000{i:023},`M000006-20261124-{i:09},`o397e0750ea82,`MICROPAY,`SUCCESS,`CMB_DEBIT,`CNY,`{amount},`0.00,`0,`0,`0.00,`0.00,`,`,`POS sale,`,`{fee},`0.25%,`{amount},`0.00,`\r\n"
-        );
-        let _ = write!(
-            alipay,
-            "2026112422{i:018}\t,M000001-20261124-{i:09}\t,交易\t,POS消费,2026-11-24 {h:02}:{m:02}:{s:02},2026-11-24 {h:02}:{m:02}:{s:02},M000001\t,门店001\t,op1\t,T0000100\t,*7902\t,{amount},{amount},0.00,0.00,0.00,0.00,0.00,,0.00\t,0.00,\t,-{},0.00,\r\n",
-            fee.round_dp(2)
-        );
-        let fields: Vec<String> = vec![
-            "S22".into(),
-            "00000000000".into(),
-            "00000000000".into(),
-            format!("{:06}", i % 1_000_000),
-            format!("1124{h:02}{m:02}{s:02}"),
-            pad("622848******1964", 19),
-            format!("{cents:012}"),
-            "5812".into(),
-            "03".into(),
-            pad(&format!("1124{i:017}"), 21),
-            "01".into(),
-            pad(&format!("M000004-20261124-{i:09}"), 32),
-            "01".into(),
-            "000000".into(),
-            "0000000000".into(),
-            format!("C{:012}", cents / 400),
-            format!("C{:012}", cents - cents / 400),
-            "0001".into(),
-            pad("", 15),
-            "01".into(),
-            "01".into(),
-            "000000".into(),
-            "01".into(),
-            pad("", 4),
-            pad("", 32),
-            "0".into(),
-            pad("", 21),
-            pad("M000004", 15),
-            "0".into(),
-            pad("", 15),
-            pad("", 32),
-            "C000000000000".into(),
-            format!("C{:012}", cents),
-            "T0000401".into(),
-            pad("", 32),
-            "C000000000000".into(),
-            "C000000000000".into(),
-            pad("", 12),
-            "00".into(),
-            "1".into(),
-            pad("", 32),
-            pad("", 98),
-        ];
-        unionpay.extend_from_slice(fields.join(" ").as_bytes());
-        unionpay.extend_from_slice(b"\r\n");
-    }
-    let _ = write!(
-        wechat,
-        "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额\r\n`{n},`{total},`0.00,`0.00,`{fees},`{total},`0.00\r\n"
-    );
-    let _ = write!(
-        alipay,
-        "#-----------------------------------------业务明细列表结束------------------------------------\r\n#交易合计：{n}笔，商家实收共{total}元，商家优惠共0.00元\r\n#退款合计：0笔，商家实收退款共0.00元，商家优惠退款共0.00元\r\n#导出时间：[2026年11月25日 09:12:00]\r\n"
-    );
-    let alipay = encoding_rs::GBK.encode(&alipay).0.into_owned();
-    (wechat.into_bytes(), alipay, unionpay)
+/// Generated statements of `n` payment lines in each format.
+fn statement_files(n: u64) -> Result<(Vec<u8>, Vec<u8>, Vec<u8>)> {
+    use ingest::statement::{LineKind, write};
+    let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 24).context("date")?;
+    let ids: Vec<(String, String)> =
+        (0..n).map(|i| (format!("M000006-20261124-{i:09}"), format!("42000{i:023}"))).collect();
+    let rows: Vec<write::Row<'_>> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, (txn, ctid))| {
+            let i = i as u64;
+            let cents = 100 + (i % 50_000) as i64;
+            let at = day.and_hms_opt(((i / 3600) % 24) as u32, ((i / 60) % 60) as u32, (i % 60) as u32);
+            write::Row {
+                merchant_id: "M000006",
+                terminal_id: "T0000601",
+                kind: LineKind::Payment,
+                txn_id: txn,
+                original_txn_id: None,
+                channel_txn_id: ctid,
+                amount: rust_decimal::Decimal::new(cents, 2),
+                fee: rust_decimal::Decimal::new(cents * 25, 5),
+                at: at.unwrap_or_default(),
+            }
+        })
+        .collect();
+    Ok((write::wechat(&rows)?, write::alipay(day, &rows)?, write::unionpay(&rows)?))
 }
 
 fn parse_statements(n: u64, repeat: usize) -> Result<()> {
     use ingest::statement::{alipay, unionpay, wechat};
-    let (w, a, u) = statement_files(n);
+    let (w, a, u) = statement_files(n)?;
     let date = chrono::NaiveDate::from_ymd_opt(2026, 11, 24);
     type Parser<'a> = Box<dyn Fn() -> Result<ingest::statement::Statement, ingest::statement::StatementError> + 'a>;
     let runs: [(&str, &[u8], Parser<'_>); 3] = [

@@ -18,6 +18,7 @@ pub mod alipay;
 pub mod generic;
 pub mod unionpay;
 pub mod wechat;
+pub mod write;
 
 use std::borrow::Cow;
 use std::fmt;
