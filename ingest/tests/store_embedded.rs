@@ -291,7 +291,25 @@ async fn damage_found_while_indexing_a_whole_commit_is_refused_not_cut() {
 }
 
 /// Copies a data directory as a crash would leave it (no `LOCK`, no snapshot in progress).
+/// A snapshot thread of the live store may still put a newer snapshot in place and remove the
+/// runs the older one named while the copy runs; a copy that saw either is taken again, so
+/// the copy is one instant's state, as a crash leaves it.
 fn copy_as_crashed(from: &Path, to: &Path) {
+    for _ in 0..100 {
+        let snapshot = fs::read(from.join("index.snap")).ok();
+        let _ = fs::remove_dir_all(to);
+        fs::create_dir_all(to).expect("mkdir");
+        let complete = copy_tree(from, to);
+        if complete && fs::read(from.join("index.snap")).ok() == snapshot {
+            return;
+        }
+    }
+    panic!("the store kept changing while it was copied");
+}
+
+/// Copies `from` into `to`; false when a file went away between listing and copying.
+fn copy_tree(from: &Path, to: &Path) -> bool {
+    let mut complete = true;
     for entry in fs::read_dir(from).expect("dir") {
         let entry = entry.expect("entry");
         let name = entry.file_name();
@@ -300,11 +318,16 @@ fn copy_as_crashed(from: &Path, to: &Path) {
         }
         if entry.file_type().expect("type").is_dir() {
             fs::create_dir_all(to.join(&name)).expect("mkdir");
-            copy_as_crashed(&entry.path(), &to.join(&name));
+            complete &= copy_tree(&entry.path(), &to.join(&name));
         } else {
-            fs::copy(entry.path(), to.join(&name)).expect("copy");
+            match fs::copy(entry.path(), to.join(&name)) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => complete = false,
+                Err(e) => panic!("copy {}: {e}", entry.path().display()),
+            }
         }
     }
+    complete
 }
 
 /// Run files of the spilled indexes.
