@@ -28,9 +28,9 @@ use crate::render;
 #[derive(Parser)]
 #[command(name = "posledger", version, about)]
 struct Cli {
-    /// Where posledger keeps its data.
-    #[arg(long, global = true, default_value = "./posledger-data")]
-    data_dir: PathBuf,
+    /// Where posledger keeps its data [default: ./posledger-data; for `demo`, ./posledger-demo].
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -227,6 +227,34 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
         /// How to print the summary.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Generate a realistic acquirer into a fresh data directory and run every day's day-end on
+    /// it: onboarding, days of card, QR and cash takings, the channels' statements with breaks
+    /// planted in them. Prints what was planted against what posledger found, the books, the
+    /// named queries' top rows and charts, and the commands to try next. Exit 0 when everything
+    /// agrees, 1 when it does not.
+    Demo {
+        /// Merchants.
+        #[arg(long, default_value_t = demo::Options::default().merchants)]
+        merchants: u32,
+        /// Sales a day, all merchants together.
+        #[arg(long, default_value_t = demo::Options::default().payments_per_day)]
+        payments_per_day: u64,
+        /// Business days.
+        #[arg(long, default_value_t = demo::Options::default().days)]
+        days: u32,
+        /// The seed: the same seed and sizes give the same data.
+        #[arg(long, default_value_t = demo::Options::default().seed)]
+        seed: u64,
+        /// Then serve the HTTP API on the demo's data, with a key for every role.
+        #[arg(long)]
+        serve: bool,
+        /// Where to serve it.
+        #[arg(long, default_value = "127.0.0.1:8080", requires = "serve")]
+        addr: std::net::SocketAddr,
+        /// How to print the report.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
@@ -584,7 +612,10 @@ fn unexpected(reply: &Reply) -> anyhow::Error {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    let dir = DataDir::new(&cli.data_dir);
+    let root = cli.data_dir.clone().unwrap_or_else(|| {
+        PathBuf::from(if matches!(cli.command, Command::Demo { .. }) { "./posledger-demo" } else { "./posledger-data" })
+    });
+    let dir = DataDir::new(&root);
     let mut out = std::io::stdout().lock();
     match cli.command {
         Command::Ingest { file, format } => ingest(&dir, &file, InputKind::Feed, format),
@@ -593,6 +624,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Verify { format } => verify(&dir, format),
         Command::Serve { addr } => crate::serve::serve(&dir, addr),
+        Command::Demo { merchants, payments_per_day, days, seed, serve, addr, format } => {
+            let options = demo::Options { merchants, payments_per_day, days, seed };
+            crate::demo::demo(&root, options, format == Format::Json, serve.then_some(addr))
+        }
         Command::Journal { format, until } => journal(&dir, format, until.as_deref()),
         Command::Export { out: to, format } => {
             // A relative path is the caller's, not the server's.

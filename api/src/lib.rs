@@ -6,6 +6,7 @@
 //! import each other.
 
 pub mod cli;
+pub mod demo;
 pub mod http;
 pub mod local;
 pub mod openapi;
