@@ -1,7 +1,7 @@
 //! The golden reconciliation: the fixture day's admin records, both feeds and all six
-//! statements, classified day by day, give exactly the breaks, matched counts and carried
-//! items of `answer.json` — and the same classification when run again. Recording runs is the
-//! application layer's (`app/tests/recon.rs`).
+//! statements, classified day by day, give exactly the breaks (and what each parks), matched
+//! counts and carried items of `answer.json` — and the same classification when run again.
+//! Recording runs is the application layer's (`app/tests/recon.rs`).
 
 mod common;
 
@@ -37,6 +37,7 @@ async fn the_fixture_days_reconcile_to_the_answer_key() {
     let answer: Value =
         serde_json::from_str(&std::fs::read_to_string(fixture("answer.json")).expect("answer")).expect("json");
     let (mut breaks, mut carried) = (BTreeSet::new(), BTreeSet::new());
+    let mut parked = std::collections::BTreeMap::new();
     for date in ["2026-11-24", "2026-11-25"] {
         let date: NaiveDate = date.parse().expect("date");
         for channel in [StatementChannel::Wechat, StatementChannel::Alipay, StatementChannel::Unionpay] {
@@ -57,6 +58,7 @@ async fn the_fixture_days_reconcile_to_the_answer_key() {
                         carried.insert(row);
                     }
                     o if o.is_break() => {
+                        parked.insert((o.as_str().to_owned(), row.clone()), ledger::recon::parked(i).to_string());
                         breaks.insert((o.as_str().to_owned(), row));
                     }
                     _ => {}
@@ -74,6 +76,18 @@ async fn the_fixture_days_reconcile_to_the_answer_key() {
     let missing: Vec<_> = want_breaks.difference(&breaks).collect();
     let extra: Vec<_> = breaks.difference(&want_breaks).collect();
     assert!(missing.is_empty() && extra.is_empty(), "missing {missing:#?}\nextra {extra:#?}");
+    // What each break parks in suspense: the answer key's amounts, worked out from the fixture
+    // files by tests/fixtures/day/answer_amounts.py.
+    let want_parked: std::collections::BTreeMap<_, _> = answer["breaks"]
+        .as_array()
+        .expect("breaks")
+        .iter()
+        .map(|b| {
+            let key = (s(&b["outcome"]), (s(&b["statement"]), s(&b["date"]), s(&b["txn_id"]), s(&b["channel_txn_id"])));
+            (key, s(&b["parked"]))
+        })
+        .collect();
+    assert_eq!(parked, want_parked, "what each break parks");
     let want_carried: BTreeSet<_> = answer["carried_forward"]
         .as_array()
         .expect("carried")

@@ -306,7 +306,25 @@ fn statements_import_and_reconcile_through_the_cli() {
                 r["breaks"].as_array().expect("breaks").iter().filter(|b| b["outcome"] != "carried_forward").count();
             assert_eq!(got, want, "{key}");
             assert!(r["clearing"].as_array().is_some_and(|c| !c.is_empty()));
+            // The clearing balances at the end of the day: the answer key's, worked out from
+            // the fixture files by tests/fixtures/day/answer_amounts.py.
+            for c in r["clearing"].as_array().expect("clearing") {
+                let want = answer["clearing"]
+                    .as_array()
+                    .expect("clearing")
+                    .iter()
+                    .find(|w| w["date"] == day && w["account"] == c["account"] && w["currency"] == c["currency"])
+                    .unwrap_or_else(|| panic!("{key}: {c} is not in the answer key"));
+                assert_eq!(c["closing"], want["closing"], "{key}: {}", c["account"]);
+            }
         }
+        // Each merchant's business of the day.
+        let fields = ["merchant_id", "currency", "gross", "refunds", "fees", "net"];
+        let pick = |v: &serde_json::Value| fields.map(|f| v[f].clone());
+        let business: Vec<_> = report["settlement"].as_array().expect("settlement").iter().map(pick).collect();
+        let want: Vec<_> =
+            answer["merchant_days"].as_array().expect("days").iter().filter(|m| m["date"] == day).map(pick).collect();
+        assert_eq!(business, want, "{day}: the merchants' business");
     }
     let batches: Vec<_> = ["2026-11-24", "2026-11-25"]
         .iter()
@@ -331,6 +349,16 @@ fn statements_import_and_reconcile_through_the_cli() {
     );
     let breaks = json(&posledger(data, &["breaks", "--format", "json"], None));
     assert_eq!(breaks["breaks"].as_array().map(Vec::len), answer["breaks"].as_array().map(Vec::len));
+    // What each break parks in suspense: the answer key's amount.
+    for b in breaks["breaks"].as_array().expect("breaks") {
+        let want = answer["breaks"]
+            .as_array()
+            .expect("breaks")
+            .iter()
+            .find(|w| ["statement", "date", "outcome", "txn_id", "channel_txn_id"].iter().all(|f| w[*f] == b[*f]))
+            .unwrap_or_else(|| panic!("{b} is not in the answer key"));
+        assert_eq!(b["suspense_amount"], want["parked"], "{b}");
+    }
 
     // Resolving breaks: once each; large ones need a second, different person.
     let open = |data: &Path| json(&posledger(data, &["breaks", "--open", "--format", "json"], None))["breaks"].clone();

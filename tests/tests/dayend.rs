@@ -53,8 +53,60 @@ fn head(data: &Path) -> u64 {
     json(&posledger(data, &["verify", "--format", "json"]))["events"].as_u64().expect("events")
 }
 
+/// The answer key's amounts for `date` (worked out by `tests/fixtures/day/answer_amounts.py`
+/// from the fixture files, not by posledger) against a day-end's report: every clearing
+/// account's balance at the end of the day, each merchant's business of the day, and every
+/// settlement due that day, paid or held.
+fn assert_amounts_of_the_day(answer: &serde_json::Value, date: &str, report: &serde_json::Value) {
+    let rows = |v: &serde_json::Value| v.as_array().cloned().unwrap_or_default();
+    let clearing: Vec<_> = rows(&report["report"]["reports"])
+        .iter()
+        .flat_map(|r| rows(&r["clearing"]))
+        .map(|c| (c["account"].clone(), c["currency"].clone(), c["closing"].clone()))
+        .collect();
+    for want in rows(&answer["clearing"]).iter().filter(|c| c["date"] == date) {
+        let want = (want["account"].clone(), want["currency"].clone(), want["closing"].clone());
+        assert!(
+            clearing.contains(&want),
+            "{date}: clearing {want:?} at the end of the day; the report has {clearing:?}"
+        );
+    }
+    let fields = ["merchant_id", "currency", "gross", "refunds", "fees", "net"];
+    let pick = |v: &serde_json::Value, fields: &[&str]| fields.iter().map(|f| v[*f].clone()).collect::<Vec<_>>();
+    let business: Vec<_> = rows(&report["report"]["settlement"]).iter().map(|m| pick(m, &fields)).collect();
+    let want: Vec<_> =
+        rows(&answer["merchant_days"]).iter().filter(|m| m["date"] == date).map(|m| pick(m, &fields)).collect();
+    assert_eq!(business, want, "{date}: the merchants' business of the day");
+    // Paid in full, or held with what it would have been paid.
+    let mut settled: Vec<_> = rows(&report["settlement"]["paid"])
+        .iter()
+        .map(|p| pick(&p["settled"], &["merchant_id", "business_date", "currency", "net"]))
+        .chain(
+            rows(&report["settlement"]["held"])
+                .iter()
+                .map(|h| pick(&h["held"], &["merchant_id", "business_date", "currency", "net"])),
+        )
+        .collect();
+    settled.sort_by_key(|r| r[0].as_str().map(str::to_owned));
+    let due: Vec<_> = rows(&answer["settlements"])
+        .iter()
+        .filter(|s| s["settlement_date"] == date)
+        .map(|s| pick(s, &["merchant_id", "business_date", "currency", "net"]))
+        .collect();
+    assert_eq!(settled, due, "{date}: the settlements due");
+    for p in rows(&report["settlement"]["paid"]) {
+        let want = rows(&answer["settlements"])
+            .into_iter()
+            .find(|s| s["settlement_date"] == date && s["merchant_id"] == p["settled"]["merchant_id"])
+            .expect("due");
+        assert_eq!(pick(&p["settled"], &fields), pick(&want, &fields), "{date}: paid");
+    }
+}
+
 /// The day-end of both fixture days gives what the separate commands give: the same
-/// reconciliation report, the same settlements, the same books; its breaks are the answer key's.
+/// reconciliation report, the same settlements, the same books; its breaks are the answer key's,
+/// and so are its amounts: what each break parks in suspense, the clearing balances at the end
+/// of each day, the merchants' business and the settlements.
 #[test]
 fn the_day_end_equals_the_separate_commands() {
     let root = tempfile::tempdir().expect("tempdir");
@@ -106,6 +158,7 @@ fn the_day_end_equals_the_separate_commands() {
             .count();
         let want = answer["breaks"].as_array().expect("breaks").iter().filter(|b| b["date"] == date).count();
         assert_eq!(breaks, want, "{date}: the answer key's breaks");
+        assert_amounts_of_the_day(&answer, date, &report);
         assert_eq!(report["verify"]["error"], serde_json::Value::Null);
         assert_eq!(report["verify"]["trial_balance_zero"], true);
     }
@@ -116,6 +169,39 @@ fn the_day_end_equals_the_separate_commands() {
     // The same books either way.
     let tb = |d: &Path| json(&posledger(d, &["trial-balance", "--format", "json"]))["balances"].clone();
     assert_eq!(tb(&data), tb(&separate));
+    // What every break parks, and each suspense account: the sum of its statement's runs.
+    let listed = json(&posledger(&data, &["breaks", "--format", "json"]))["breaks"].clone();
+    let key = |b: &serde_json::Value| {
+        ["statement", "date", "outcome", "txn_id", "channel_txn_id"].map(|f| b[f].as_str().unwrap_or("").to_owned())
+    };
+    let parked: std::collections::BTreeMap<_, _> = listed
+        .as_array()
+        .expect("breaks")
+        .iter()
+        .filter(|b| b["outcome"] != "carried_forward")
+        .map(|b| (key(b), b["suspense_amount"].clone()))
+        .collect();
+    let want: std::collections::BTreeMap<_, _> =
+        answer["breaks"].as_array().expect("breaks").iter().map(|b| (key(b), b["parked"].clone())).collect();
+    assert_eq!(parked, want, "what each break parks");
+    let mut suspense = std::collections::BTreeMap::<String, rust_decimal::Decimal>::new();
+    for (run, amount) in answer["suspense"].as_object().expect("suspense") {
+        let statement = run.split(':').next().expect("statement");
+        *suspense.entry(format!("assets:suspense:{statement}")).or_default() +=
+            amount.as_str().and_then(|a| a.parse::<rust_decimal::Decimal>().ok()).expect("amount");
+    }
+    let books: std::collections::BTreeMap<_, _> = tb(&data)
+        .as_array()
+        .expect("balances")
+        .iter()
+        .filter(|r| r["account"].as_str().is_some_and(|a| a.starts_with("assets:suspense:")))
+        .map(|r| {
+            assert_eq!(r["currency"], "CNY");
+            let balance = r["balance"].as_str().and_then(|a| a.parse::<rust_decimal::Decimal>().ok());
+            (r["account"].as_str().expect("account").to_owned(), balance.expect("balance"))
+        })
+        .collect();
+    assert_eq!(books, suspense, "suspense balances");
 }
 
 /// Run again with the same statements, a day-end records nothing and prints the same report.
