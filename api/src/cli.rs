@@ -98,7 +98,7 @@ enum Command {
     /// and prints the same report. Exit 0 clean, 1 breaks, unbalanced batches or holds, 2 failure.
     DayEnd {
         /// The business date, YYYY-MM-DD.
-        #[arg(long)]
+        #[arg(long, value_parser = app::dates::date_arg)]
         date: chrono::NaiveDate,
         /// A directory of the day's statement files (channel from each file's name or content);
         /// without it, the statements imported for the date already.
@@ -111,7 +111,7 @@ enum Command {
     /// Reconcile the imported statements of a date against the books: the end-of-day report.
     Reconcile {
         /// The statement date, YYYY-MM-DD.
-        #[arg(long)]
+        #[arg(long, value_parser = app::dates::date_arg)]
         date: chrono::NaiveDate,
         /// Only this statement channel (default: every channel with a statement for the date).
         #[arg(long, value_enum)]
@@ -126,7 +126,7 @@ enum Command {
         #[arg(long)]
         open: bool,
         /// Only the breaks of this reconciliation date.
-        #[arg(long)]
+        #[arg(long, value_parser = app::dates::date_arg)]
         date: Option<chrono::NaiveDate>,
         /// Only the breaks of this statement channel.
         #[arg(long, value_enum)]
@@ -183,7 +183,7 @@ enum Command {
     /// causes are gone. Running it again for the same date pays nothing twice.
     Settle {
         /// Settlement date, YYYY-MM-DD.
-        #[arg(long)]
+        #[arg(long, value_parser = app::dates::date_arg)]
         date: chrono::NaiveDate,
         /// How to print the settlements.
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
@@ -193,7 +193,7 @@ enum Command {
     /// causes (暂缓结算).
     Settlements {
         /// Settlement date, YYYY-MM-DD.
-        #[arg(long)]
+        #[arg(long, value_parser = app::dates::date_arg)]
         date: chrono::NaiveDate,
         /// How to print them.
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
@@ -296,7 +296,7 @@ enum Command {
         #[arg(long)]
         payers: bool,
         /// rfm: the date recency is counted to (default: the last day with a capture).
-        #[arg(long)]
+        #[arg(long, value_parser = app::dates::date_arg)]
         as_of: Option<chrono::NaiveDate>,
         /// trend: one merchant only.
         #[arg(long)]
@@ -323,7 +323,7 @@ enum StatementCommand {
         /// The file (an Alipay statement may be its zip).
         file: PathBuf,
         /// The statement date when neither the file nor its name says (YYYY-MM-DD).
-        #[arg(long)]
+        #[arg(long, value_parser = app::dates::date_arg)]
         date: Option<chrono::NaiveDate>,
         /// How to print the summary.
         #[arg(long, value_enum, default_value_t = Format::Table)]

@@ -697,3 +697,56 @@ fn a_merchant_owed_money_after_the_server_started_cannot_close() {
     assert_eq!(answer["results"][1]["result"], "rejected");
     assert_eq!(answer["results"][1]["code"], "merchant_payable_not_zero");
 }
+
+#[test]
+fn dates_that_cannot_be_undone_or_computed_are_refused() {
+    // A settlement or day-end for a day not yet begun would pay it early and move the
+    // paid-through mark past every day to come; a sale from 2099 would make every later event
+    // late; a signed year would overflow date arithmetic. Each is a 4xx naming the field, and
+    // the log does not grow.
+    let server = Server::start();
+    let finance = server.key(Role::Finance, None);
+    let admin = server.key(Role::Admin, None);
+    let analyst = server.key(Role::Analyst, None);
+    let before = server.events_count();
+    let tomorrow = app::dates::business_today(chrono::Utc::now()).succ_opt().expect("tomorrow");
+    for path in [
+        "/v1/settlements?date=2099-01-01".to_string(),
+        format!("/v1/settlements?date={tomorrow}"),
+        format!("/v1/day-end?date={tomorrow}"),
+    ] {
+        let a = server.call("POST", &path, Some(&finance), b"");
+        assert_eq!(a.status, 400, "{path}: {}", String::from_utf8_lossy(&a.body));
+        assert_eq!(a.json()["type"], "https://posledger.dev/problems/date_in_future", "{path}");
+        assert_eq!(a.json()["field"], "date", "{path}");
+    }
+    let cases = [
+        ("GET", "/v1/settlements?date=-262143-01-01", &finance),
+        ("GET", "/v1/settlements?date=+262142-12-31", &finance),
+        ("GET", "/v1/breaks?date=1899-12-31", &finance),
+        ("POST", "/v1/settlements?date=-262143-01-01", &finance),
+        ("GET", "/v1/trial-balance?as_of=9999-12-31T23:59:59%2B08:00", &finance),
+        ("GET", "/v1/balances/assets:bank:settlement?as_of=1970-01-01T00:00:00Z", &finance),
+        ("GET", "/v1/queries/daily_sales?from=-262143-01-01", &analyst),
+        ("GET", "/v1/queries/daily_sales?to=9999-12-31", &analyst),
+        ("GET", "/v1/analytics/rfm?as_of=-262143-01-01", &analyst),
+    ];
+    for (method, path, key) in cases {
+        let a = server.call(method, path, Some(key), b"");
+        assert_eq!(a.status / 100, 4, "{path}: {} {}", a.status, String::from_utf8_lossy(&a.body));
+        assert_eq!(a.content_type, "application/problem+json", "{path}");
+    }
+    // A sale from far ahead of the clock: refused on its `at`, the rest of the body stored.
+    let body = String::from_utf8(feed("M000001")).expect("utf8");
+    let first = body.lines().next().expect("a line");
+    let at = serde_json::from_str::<Value>(first).expect("json")["at"].as_str().expect("at").to_string();
+    let future = first.replace(&at, "2099-01-01T00:00:00+08:00");
+    let answer = server.call("POST", "/v1/transactions", Some(&admin), future.as_bytes());
+    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    let answer = answer.json();
+    assert_eq!(answer["rejected"], 1, "{answer}");
+    assert_eq!(answer["results"][0]["code"], "time_in_future", "{answer}");
+    assert_eq!(answer["results"][0]["field"], "at", "{answer}");
+    assert_eq!(server.events_count(), before, "nothing stored");
+    assert_eq!(server.call("GET", "/healthz", None, b"").status, 200, "the server is up");
+}

@@ -24,13 +24,25 @@ impl AsOf {
         if let Ok(p) = text.parse::<u64>() {
             return Ok(AsOf::Position(p));
         }
-        DateTime::parse_from_rfc3339(text).map(AsOf::Time).map_err(|_| {
+        let time = DateTime::parse_from_rfc3339(text).map_err(|_| {
             Failure::invalid(
                 "invalid_as_of",
                 format!("{field} {text:?} is neither a position nor an RFC 3339 time like 2026-11-25T23:59:59+08:00"),
             )
             .field(field)
-        })
+        })?;
+        if !crate::dates::in_years(time.date_naive()) || !crate::dates::in_years(time.to_utc().date_naive()) {
+            return Err(Failure::invalid(
+                "invalid_as_of",
+                format!(
+                    "{field} {text} is outside the years {} to {}",
+                    crate::dates::DATE_YEAR_MIN,
+                    crate::dates::DATE_YEAR_END - 1
+                ),
+            )
+            .field(field));
+        }
+        Ok(AsOf::Time(time))
     }
 
     /// [`AsOf::parse`] of an optional text: `Now` when absent.

@@ -202,6 +202,7 @@ impl App {
     /// Runs the day-end of `date` with the statement files given (none: those imported for the
     /// date already). See the module documentation.
     pub async fn day_end(&self, date: NaiveDate, files: &[StatementFile]) -> Result<DayEnd, Failure> {
+        crate::dates::not_after_today(date, chrono::Utc::now(), "a day-end", "date")?;
         let checked = check_files(date, files)?;
         for c in &checked {
             match self.import_statement(c.channel, &c.file.name, &c.file.bytes, Some(date)).await? {

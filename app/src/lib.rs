@@ -27,6 +27,7 @@ pub mod approvals;
 pub mod asof;
 pub mod books;
 pub mod datadir;
+pub mod dates;
 pub mod dayend;
 pub mod failure;
 mod jsonfile;
@@ -185,6 +186,8 @@ impl App {
             let opened = Ingestor::open(self.store.clone(), Some(&self.dir.writemodel_checkpoint()))
                 .await
                 .map_err(|e| Failure::unavailable(format!("opening the write model: {e}")))?;
+            let mut opened = opened;
+            opened.refuse_times_ahead_of(chrono::Utc::now);
             *guard = Some(opened);
         }
         MutexGuard::try_map(guard, Option::as_mut).map_err(|_| Failure::internal("the write model is not open"))

@@ -48,6 +48,7 @@ impl App {
     /// again for the same date pays nothing twice; it pays a held merchant whose causes are gone.
     /// Returns what this run recorded.
     pub async fn settle(&self, date: NaiveDate) -> Result<Settlement, Failure> {
+        crate::dates::not_after_today(date, chrono::Utc::now(), "a settlement", "date")?;
         let _writer = self.writes.lock().await;
         let due = self.books().await?.settlements_due(date);
         let mut done = Settlement { settlement_date: date, paid: Vec::new(), held: Vec::new() };

@@ -30,6 +30,11 @@ pub const CHUNK_RECORDS_MAX: usize = 4096;
 pub const REJECTIONS_LISTED_MAX: usize = 20;
 /// Times a record decided on a stale view is decided again before it is reported.
 const CONFLICT_RETRIES_MAX: u32 = 3;
+/// How far a record's business time (`at`) may be ahead of the clock of the process that
+/// decides it, in seconds: terminal and host clocks drift by minutes, never by days. A record
+/// from further ahead is refused (`time_in_future`): accepted, it would make every later event
+/// "late" and send as-of-time reads through wide windows.
+pub const AT_AHEAD_OF_CLOCK_SECONDS_MAX: i64 = 15 * 60;
 
 /// Which parser a file goes through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,6 +187,10 @@ pub struct Ingestor<S: EventStore> {
     position: u64,
     tentative: Tentative,
     seq: u64,
+    /// The clock the business times of records are held against, once one is given.
+    clock: Option<fn() -> chrono::DateTime<chrono::Utc>>,
+    /// The latest business time the current chunk accepts (the clock's now plus the skew).
+    not_after: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// One record of a chunk, parsed and decided, waiting for the store's answer.
@@ -201,6 +210,8 @@ impl<S: EventStore> Ingestor<S> {
             position: 0,
             tentative: Tentative::default(),
             seq: 0,
+            clock: None,
+            not_after: None,
         };
         if let Some(path) = checkpoint
             && let Ok(bytes) = std::fs::read(path)
@@ -249,6 +260,13 @@ impl<S: EventStore> Ingestor<S> {
     /// refused for every merchant (`merchant_payable_unknown`): the write model cannot know.
     pub fn set_owed_merchants(&mut self, owed: std::collections::HashSet<String>) {
         self.owed = Some(owed);
+    }
+
+    /// Refuses records whose business time is more than [`AT_AHEAD_OF_CLOCK_SECONDS_MAX`] ahead
+    /// of `clock` (read once a chunk). Without a clock, any time in the accepted years passes:
+    /// tools that load history into a store of their own.
+    pub fn refuse_times_ahead_of(&mut self, clock: fn() -> chrono::DateTime<chrono::Utc>) {
+        self.clock = Some(clock);
     }
 
     /// A merchant may close only with a zero payable (design: `MerchantClosed` only with zero
@@ -420,6 +438,7 @@ impl<S: EventStore> Ingestor<S> {
         kind: InputKind,
     ) -> Result<Chunk, IngestError> {
         self.seq += 1;
+        self.not_after = self.clock.map(|now| now() + chrono::Duration::seconds(AT_AHEAD_OF_CLOCK_SECONDS_MAX));
         let mut chunk = Chunk {
             seq: self.seq,
             outcomes: vec![None; lines.len()],
@@ -484,6 +503,26 @@ impl<S: EventStore> Ingestor<S> {
                 let r = conflict_rejection(&event, stored.position);
                 RecordOutcome::Rejected(RejectedRecord::rule(line, event.reference(), r))
             });
+            return Ok(());
+        }
+        // Channel terms take effect on a date that may lie ahead; every other record happened.
+        if let Some(limit) = self.not_after
+            && !matches!(event, Event::ChannelTermsSet(_))
+            && event.occurred_at() > limit
+        {
+            outcomes[slot] = Some(RecordOutcome::Rejected(RejectedRecord {
+                line,
+                reference: Some(event.reference()),
+                field: Some("at".into()),
+                code: "time_in_future".into(),
+                message: format!(
+                    "at {} is more than {} minutes after this host's clock ({})",
+                    event.occurred_at().to_rfc3339(),
+                    AT_AHEAD_OF_CLOCK_SECONDS_MAX / 60,
+                    (limit - chrono::Duration::seconds(AT_AHEAD_OF_CLOCK_SECONDS_MAX))
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
+            }));
             return Ok(());
         }
         let expected = {

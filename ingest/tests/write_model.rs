@@ -270,6 +270,45 @@ async fn a_merchant_closes_only_with_a_zero_payable() {
     assert_eq!(w.run(InputKind::Admin, close).await.accepted, 1);
 }
 
+/// The clock these tests hold records against: noon of the sales' day, in UTC+08:00.
+fn noon_of_the_26th() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339("2026-11-26T12:00:00+08:00").unwrap_or_default().to_utc()
+}
+
+/// With a clock, a record whose business time is further ahead of it than the skew allows is
+/// refused on its `at`; up to the skew it passes; channel terms may take effect later; a
+/// record stored before is still answered as a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_from_the_future_are_refused() {
+    let mut w = World::new().await;
+    let stored = sale("A", "T1", "000001", "10.00");
+    assert_eq!(codes(&w.outcomes(std::slice::from_ref(&stored)).await), vec!["accepted"]);
+    w.ingestor.refuse_times_ahead_of(noon_of_the_26th);
+    let at = |s: &str, t: &str| s.replace("2026-11-26T12:00:00+08:00", t);
+    let skew = ingest::pipeline::AT_AHEAD_OF_CLOCK_SECONDS_MAX / 60;
+    let just_within = format!("2026-11-26T12:{skew:02}:00+08:00");
+    let just_beyond = format!("2026-11-26T12:{skew:02}:01+08:00");
+    let lines = vec![
+        at(&sale("B", "T1", "000001", "10.00"), "2099-01-01T00:00:00+08:00"),
+        at(&sale("C", "T1", "000001", "10.00"), &just_beyond),
+        at(&sale("D", "T1", "000001", "10.00"), &just_within),
+        // The same instant written in UTC: 04:00Z is noon in UTC+08:00.
+        at(&sale("E", "T1", "000001", "10.00"), "2026-11-26T04:00:00Z"),
+        stored,
+    ];
+    let outcomes = w.outcomes(&lines).await;
+    assert_eq!(codes(&outcomes), vec!["time_in_future", "time_in_future", "accepted", "accepted", "duplicate"]);
+    let RecordOutcome::Rejected(r) = &outcomes[0] else { panic!("rejected") };
+    assert_eq!((r.line, r.field.as_deref(), r.reference.as_deref()), (1, Some("at"), Some("B")));
+    assert!(r.message.contains("2099-01-01T00:00:00+08:00"), "{}", r.message);
+    // Admin records too, except terms that take effect later.
+    let admin = r#"{"kind":"terminal_suspended","terminal_id":"T1","at":"2027-01-01T09:00:00+08:00"}
+{"kind":"channel_terms","channel":"wechat","fee_rate":"0.0025","fee_tolerance":"0.01","carry_forward_days":1,"effective_from":"2027-01-01"}"#;
+    let s = w.run(InputKind::Admin, admin).await;
+    assert_eq!((s.accepted, s.rejected), (1, 1), "{:?}", s.first_rejections);
+    assert_eq!(s.first_rejections[0].code, "time_in_future");
+}
+
 /// The fixture day: everything is accepted, and a second run stores nothing again; the
 /// registry survives a restart through its checkpoint and equals a rebuild from the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,8 @@
 -- name: average_ticket
 -- description: Average ticket per business day and currency: captures, gross sales and their mean,
 --   rounded half away from zero to the fen.
--- param: from date = 1970-01-01 first business day included
--- param: to date = 9999-12-31 last business day included
+-- param: from date = 2000-01-01 first business day included
+-- param: to date = 2099-12-31 last business day included
 -- param: merchant text = * one merchant id, or * for every merchant
 -- chart: line x=business_date y=average_ticket
 SELECT

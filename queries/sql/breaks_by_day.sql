@@ -3,8 +3,8 @@
 --   the run in force (the latest) of each statement and date: how many and their amount
 --   (the statement's amount, or ours when the statement has no line). Carried items are not
 --   breaks and are left out.
--- param: from date = 1970-01-01 first reconciliation date included
--- param: to date = 9999-12-31 last reconciliation date included
+-- param: from date = 2000-01-01 first reconciliation date included
+-- param: to date = 2099-12-31 last reconciliation date included
 -- chart: line x=business_date y=breaks
 WITH runs AS (
     SELECT statement, business_date, run, MAX(position) AS last_position

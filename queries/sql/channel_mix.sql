@@ -1,8 +1,8 @@
 -- name: channel_mix
 -- description: How customers pay: captures and gross sales per channel and currency, and each
 --   channel's share of its currency's gross sales in percent (two decimals).
--- param: from date = 1970-01-01 first business day included
--- param: to date = 9999-12-31 last business day included
+-- param: from date = 2000-01-01 first business day included
+-- param: to date = 2099-12-31 last business day included
 -- chart: bars x=channel y=gross_sales
 WITH per_channel AS (
     SELECT channel, currency, COUNT(*) AS payments, SUM(amount) AS gross_sales

@@ -2,8 +2,8 @@
 -- description: Net sales per business day, merchant, channel and currency: captures, their gross
 --   amount, the voids, reversals and refunds recorded that day, net sales (gross less those
 --   adjustments) and the merchant fee charged on the day's captures.
--- param: from date = 1970-01-01 first business day included
--- param: to date = 9999-12-31 last business day included
+-- param: from date = 2000-01-01 first business day included
+-- param: to date = 2099-12-31 last business day included
 -- param: merchant text = * one merchant id, or * for every merchant
 -- chart: line x=business_date y=net_sales
 WITH sales AS (

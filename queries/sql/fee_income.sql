@@ -2,8 +2,8 @@
 -- description: What the acquirer earns per channel and currency, from the books: merchant discount fees
 --   (income:mdr:CHANNEL, net of fees given back on refunds), the channels' fees
 --   (expenses:channel-fees:CHANNEL) and the margin between them.
--- param: from date = 1970-01-01 first business day included
--- param: to date = 9999-12-31 last business day included
+-- param: from date = 2000-01-01 first business day included
+-- param: to date = 2099-12-31 last business day included
 -- chart: bars x=channel y=margin
 WITH fees AS (
     SELECT

@@ -2,8 +2,8 @@
 -- description: Refunds against sales per merchant and currency over the period: captures and gross sales,
 --   refunds and the amount refunded (refunds recorded in the period), and the refunded share of
 --   gross sales in percent (two decimals).
--- param: from date = 1970-01-01 first business day included
--- param: to date = 9999-12-31 last business day included
+-- param: from date = 2000-01-01 first business day included
+-- param: to date = 2099-12-31 last business day included
 -- chart: bars x=merchant_id y=refund_rate_pct
 WITH sales AS (
     SELECT merchant_id, currency, COUNT(*) AS payments, SUM(amount) AS gross_sales

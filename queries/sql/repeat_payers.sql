@@ -2,8 +2,8 @@
 -- description: Who comes back, per merchant: distinct payers (card and QR payments carry a
 --   payer token; cash does not), those who paid more than once in the period, and their share
 --   in percent (two decimals).
--- param: from date = 1970-01-01 first business day included
--- param: to date = 9999-12-31 last business day included
+-- param: from date = 2000-01-01 first business day included
+-- param: to date = 2099-12-31 last business day included
 -- chart: bars x=merchant_id y=repeat_rate_pct
 WITH per_payer AS (
     SELECT merchant_id, payer, COUNT(*) AS payments

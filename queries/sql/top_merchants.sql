@@ -2,8 +2,8 @@
 -- description: The merchants with the highest net sales (captures less voids, reversals and
 --   refunds recorded in the period), with their captures, per currency: the first `limit` of
 --   each currency; ties ordered by merchant id.
--- param: from date = 1970-01-01 first business day included
--- param: to date = 9999-12-31 last business day included
+-- param: from date = 2000-01-01 first business day included
+-- param: to date = 2099-12-31 last business day included
 -- param: limit int = 10 how many merchants
 -- chart: bars x=merchant_id y=net_sales
 WITH moves AS (

@@ -40,6 +40,11 @@ const FILES: &[(&str, &str)] = &[
     ("breaks_by_day.sql", include_str!("../sql/breaks_by_day.sql")),
 ];
 
+/// The earliest year a date parameter may name (the years posledger accepts business times in).
+pub const PARAM_DATE_YEAR_MIN: i32 = 2000;
+/// The first year a date parameter may no longer name.
+pub const PARAM_DATE_YEAR_END: i32 = 2100;
+
 /// Longest text parameter value, in bytes.
 pub const PARAM_TEXT_BYTES_MAX: usize = 256;
 
@@ -216,7 +221,14 @@ impl ParamType {
             |hint: String| ParamError::Invalid { param: param.to_owned(), value: raw.to_owned(), ty: self, hint };
         match self {
             ParamType::Date => {
-                NaiveDate::parse_from_str(raw, "%Y-%m-%d").map(Value::Date).map_err(|_| invalid(" (YYYY-MM-DD)".into()))
+                use chrono::Datelike;
+                NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+                    .ok()
+                    .filter(|d| (PARAM_DATE_YEAR_MIN..PARAM_DATE_YEAR_END).contains(&d.year()))
+                    .map(Value::Date)
+                    .ok_or_else(|| {
+                        invalid(format!(" (YYYY-MM-DD, {PARAM_DATE_YEAR_MIN} to {})", PARAM_DATE_YEAR_END - 1))
+                    })
             }
             ParamType::Int => raw.parse().map(Value::Int).map_err(|_| invalid(String::new())),
             ParamType::Decimal => Decimal::from_str_exact(raw).map(Value::Decimal).map_err(|_| invalid(String::new())),

@@ -439,3 +439,39 @@ fn statements_import_and_reconcile_through_the_cli() {
     assert_eq!(resolve("000000000000", &["--by", "ops-1"], "1000.00").status.code(), Some(1), "unknown id");
     assert_eq!(posledger(data, &["verify"], None).status.code(), Some(0), "the books still balance and rebuild");
 }
+
+/// Dates that could not be taken back or computed are refused on the command line as over HTTP:
+/// a settlement or day-end for a day not yet begun (exit 2, nothing recorded), years outside
+/// the bounds, a sale from 2099 (rejected on its `at`, exit 1).
+#[test]
+fn dates_that_cannot_be_undone_are_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path();
+    let admin = posledger(data, &["merchants", "import", &fixture("admin.ndjson").to_string_lossy()], None);
+    assert_eq!(admin.status.code(), Some(0), "{}", String::from_utf8_lossy(&admin.stderr));
+    let head = |data: &Path| json(&posledger(data, &["verify", "--format", "json"], None))["events"].as_u64();
+    let before = head(data);
+    for args in [
+        vec!["settle", "--date", "2099-01-01"],
+        vec!["day-end", "--date", "2099-01-01"],
+        vec!["settle", "--date", "-262143-01-01"],
+        vec!["breaks", "--date", "+262142-12-31"],
+        vec!["settlements", "--date", "1999-12-31"],
+        vec!["trial-balance", "--as-of", "9999-12-31T23:59:59+08:00"],
+        vec!["query", "daily_sales", "--param", "from=-262143-01-01"],
+    ] {
+        let out = posledger(data, &args, None);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    let out = posledger(data, &["settle", "--date", "2099-01-01"], None);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a day is settled once it has begun"));
+    let sale = std::fs::read_to_string(fixture("feed-2026-11-24.ndjson")).expect("feed");
+    let first = sale.lines().next().expect("a line");
+    let at = serde_json::from_str::<serde_json::Value>(first).expect("json")["at"].as_str().expect("at").to_owned();
+    let out = posledger(data, &["ingest", "-"], Some(&first.replace(&at, "2099-01-01T00:00:00+08:00")));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("time_in_future"), "{}", stdout(&out));
+    assert_eq!(head(data), before, "nothing recorded");
+}

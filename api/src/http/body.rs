@@ -151,7 +151,7 @@ pub(crate) fn count_param(query: &HashMap<String, String>, name: &'static str, d
     })
 }
 
-/// A date query parameter (`YYYY-MM-DD`).
+/// A date query parameter (`YYYY-MM-DD`, in the years `app::dates` bounds).
 pub(crate) fn date_param(
     query: &HashMap<String, String>,
     name: &'static str,
@@ -159,9 +159,7 @@ pub(crate) fn date_param(
     query
         .get(name)
         .map(|t| {
-            t.parse().map_err(|_| {
-                Problem::bad_request("invalid_query", format!("{name} {t:?} is not a date (YYYY-MM-DD)")).field(name)
-            })
+            app::dates::parse_date(t, name).map_err(|f| Problem::bad_request("invalid_query", f.message).field(name))
         })
         .transpose()
 }
