@@ -516,7 +516,9 @@ fn rows_of(position: u64, event: &Event, entry: Option<&ledger::entry::BalancedE
         }
         Event::ReconciliationCompleted(r) => {
             let cols = pending.table("recon_items", r.date);
-            for (channel, m) in &r.matched {
+            // One row per ledger channel, kind and currency (the table has no currency column:
+            // a run's lines in another currency are rows of their own).
+            for (channel, m) in r.matched.iter().chain(r.matched_by_currency.values().flatten()) {
                 let sides = [("payment", m.payments, m.payment_amount), ("refund", m.refunds, m.refund_amount)];
                 for (kind, items, amount) in sides.into_iter().filter(|(_, n, _)| *n > 0) {
                     cols.row()

@@ -127,9 +127,10 @@ pub fn day_report(out: &mut impl Write, day: &DayReport, format: Format) -> io::
                     let line = opt(&b.line);
                     writeln!(
                         out,
-                        "break,{},{},{outcome},{kind},{txn},{channel_txn},{line},{ours},{fee},{theirs},{their_fee},{age},,,,,,,,,",
+                        "break,{},{},{outcome},{kind},{txn},{channel_txn},{line},{ours},{fee},{theirs},{their_fee},{age},,,,,{},,,,",
                         r.statement.as_str(),
                         day.date,
+                        b.currency,
                     )?;
                 }
             }
@@ -190,7 +191,8 @@ fn statement_table(out: &mut impl Write, r: &StatementReport) -> io::Result<()> 
         let [outcome, kind, txn, channel_txn, ours, fee, theirs, their_fee, age] = break_cells(b);
         writeln!(
             out,
-            "  {outcome:<22} {kind:<7} {txn:<28} {channel_txn:<30} ours {ours:>10} fee {fee:>9}  theirs {theirs:>10} fee {their_fee:>9}  age {age}",
+            "  {outcome:<22} {kind:<7} {txn:<28} {channel_txn:<30} ours {ours:>10} fee {fee:>9}  theirs {theirs:>10} fee {their_fee:>9} {}  age {age}",
+            b.currency,
         )?;
     }
     writeln!(out, "the statement settles {} (payments less refunds less fees)", r.theirs_net)?;
@@ -212,20 +214,21 @@ pub fn breaks(out: &mut impl Write, list: &[ListedBreak], format: Format) -> io:
     match format {
         Format::Json => writeln!(out, "{}", json!({"breaks": list})),
         Format::Csv => {
-            writeln!(out, "id,statement,date,outcome,kind,txn_id,channel_txn_id,suspense_amount,resolved_by")?;
+            writeln!(out, "id,statement,date,outcome,kind,txn_id,channel_txn_id,suspense_amount,currency,resolved_by")?;
             for b in list {
                 let kind = if b.found.kind == ingest::statement::LineKind::Refund { "refund" } else { "payment" };
                 let by = b.resolved.as_ref().map(|r| r.by.as_str()).unwrap_or("");
                 writeln!(
                     out,
-                    "{},{},{},{},{kind},{},{},{},{by}",
+                    "{},{},{},{},{kind},{},{},{},{},{by}",
                     b.id,
                     b.statement.as_str(),
                     b.date,
                     b.found.outcome,
                     b.found.txn_id,
                     b.found.channel_txn_id.as_deref().unwrap_or(""),
-                    b.suspense_amount
+                    b.suspense_amount,
+                    b.found.currency,
                 )?;
             }
             Ok(())
@@ -239,13 +242,14 @@ pub fn breaks(out: &mut impl Write, list: &[ListedBreak], format: Format) -> io:
                 };
                 writeln!(
                     out,
-                    "{}  {:<9} {} {:<22} {:<28} {:>10}  {state}",
+                    "{}  {:<9} {} {:<22} {:<28} {:>10} {}  {state}",
                     b.id,
                     b.statement.as_str(),
                     b.date,
                     b.found.outcome,
                     b.found.txn_id,
-                    b.suspense_amount
+                    b.suspense_amount,
+                    b.found.currency,
                 )?;
             }
             let open = list.iter().filter(|b| b.resolved.is_none()).count();

@@ -63,6 +63,8 @@ pub struct ReportBreak {
     pub their_amount: Option<Decimal>,
     /// The statement's fee.
     pub their_fee: Option<Decimal>,
+    /// The currency of the amounts and fees.
+    pub currency: Currency,
     /// Days from our item's business date to the statement's.
     pub age_days: i64,
 }
@@ -464,6 +466,7 @@ fn statement_report(r: &Reconciled, date: NaiveDate, books: &ledger::Projection)
             expected_fee: c.expected_fee.map(shown),
             their_amount: c.their_amount,
             their_fee: c.their_fee,
+            currency: c.currency,
             age_days: c.item_date.map_or(0, |d| (date - d).num_days()),
         })
         .collect();

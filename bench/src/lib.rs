@@ -1322,6 +1322,7 @@ fn recon_inputs(n: u64) -> (Vec<ledger::recon::Item>, Vec<ingest::statement::Sta
             channel_txn_id: Some(format!("42000{i:023}")),
             channel: Channel::Wechat,
             amount,
+            currency: ingest::money::Currency::Cny,
             // Spread over the day, none near the cut-off.
             at: day + chrono::Duration::milliseconds((i * 80_000_000 / n.max(1)) as i64),
             cancelled: false,
@@ -1336,6 +1337,7 @@ fn recon_inputs(n: u64) -> (Vec<ledger::recon::Item>, Vec<ingest::statement::Sta
                 amount,
                 fee: amount * rust_decimal::Decimal::new(25, 4),
                 at: None,
+                currency: ingest::money::Currency::Cny,
             };
             if i % 1000 == 3 {
                 line.amount += rust_decimal::Decimal::new(1, 2);

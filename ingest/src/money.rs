@@ -43,6 +43,18 @@ impl Currency {
         }
     }
 
+    /// The currency of a stored record that names none: CNY. Reconciliation records (statement
+    /// lines, breaks, resolutions) of logs written before they carried a currency are all CNY,
+    /// and carry it only when it is another (so such logs stay byte for byte the same).
+    pub const fn cny() -> Currency {
+        Currency::Cny
+    }
+
+    /// Whether it is CNY, which stored reconciliation records leave out (see [`Currency::cny`]).
+    pub fn is_cny(&self) -> bool {
+        *self == Currency::Cny
+    }
+
     /// The ISO code.
     pub const fn code(self) -> &'static str {
         match self {

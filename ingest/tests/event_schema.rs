@@ -58,6 +58,7 @@ fn one_of_each() -> Vec<Event> {
         amount: amount("15.14"),
         fee: amount("0.03785"),
         at: chrono::NaiveDateTime::parse_from_str("2026-11-24 00:28:45", "%Y-%m-%d %H:%M:%S").ok(),
+        currency: ingest::money::Currency::Cny,
     };
     let totals = Totals {
         payments: 1,
@@ -101,6 +102,7 @@ fn one_of_each() -> Vec<Event> {
             their_amount: None,
             their_fee: None,
             item_date: Some(date("2026-11-24")),
+            currency: ingest::money::Currency::Cny,
         }],
         run_no: 0,
     }));
@@ -120,6 +122,7 @@ fn one_of_each() -> Vec<Event> {
             },
         )]
         .into(),
+        matched_by_currency: Default::default(),
         break_parts: 1,
         breaks: 1,
         classification_digest: "c1c2".repeat(16),
@@ -148,6 +151,7 @@ fn one_of_each() -> Vec<Event> {
         outcome: ingest::event::ReconOutcome::MissingInStatement,
         txn_id: "M1-2".into(),
         suspense_amount: amount("20.90"),
+        currency: ingest::money::Currency::Cny,
         ledger_channel: Some(ingest::event::Channel::Wechat),
         action: ingest::event::ResolveAction::WriteOff,
         reason: "never settled by the channel".into(),

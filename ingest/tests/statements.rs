@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use ingest::money::Currency;
 use ingest::statement::{self, LineKind, StatementChannel, StatementError, alipay, generic, unionpay, wechat};
 use rust_decimal::Decimal;
 
@@ -76,6 +77,30 @@ fn wechat_bills_are_read_and_their_summary_checked() {
         "add up to 7674.16",
     );
     refused(wechat::parse(&name, text.replacen("`164,", "`165,", 1).as_bytes()), 167, Some("总交易单数"), "165 rows");
+}
+
+#[test]
+fn a_wechat_row_is_in_the_currency_its_bill_names() {
+    // 货币种类: CNY on the fixture's rows; HKD on a cross-border bill's row; a currency
+    // posledger does not book is refused naming the field; a bill without the column is CNY.
+    let (name, bytes) = fixture("wechat-2026-11-24.csv");
+    let text = String::from_utf8(bytes).expect("utf8");
+    let s = wechat::parse(&name, text.as_bytes()).expect("parses");
+    assert!(s.lines.iter().all(|l| l.currency == Currency::Cny));
+    let hkd = wechat::parse(&name, text.replacen("`CNY,", "`HKD,", 1).as_bytes()).expect("parses");
+    let currencies: Vec<_> = hkd.lines.iter().take(2).map(|l| l.currency).collect();
+    assert_eq!(currencies, [Currency::Hkd, Currency::Cny]);
+    refused(wechat::parse(&name, text.replacen("`CNY,", "`EUR,", 1).as_bytes()), 2, Some("货币种类"), "EUR");
+    let without: String = text
+        .lines()
+        .map(|l| {
+            let fields: Vec<&str> = l.split(',').collect();
+            if fields.len() == 27 { [&fields[..11], &fields[12..]].concat().join(",") } else { l.to_owned() }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let s = wechat::parse(&name, without.as_bytes()).expect("parses without 货币种类");
+    assert!(s.lines.iter().all(|l| l.currency == Currency::Cny));
 }
 
 #[test]

@@ -15,8 +15,11 @@
 //! | break `missing_in_ledger`, `status_mismatch`, `duplicate_in_statement` (money came) | bank, channel fees | suspense |
 //! | break `amount_mismatch` / `fee_mismatch` | bank what came, channel fees (theirs / the expected), suspense the difference | clearing our amount |
 //!
-//! Refund lines and items book the same the other way. A reconciliation run again for the same
-//! statement and date books only the difference from what its previous run booked.
+//! Refund lines and items book the same the other way. Matched lines book in their currency
+//! (summed per currency and channel), each break and its resolution in the break's currency
+//! (its item's, or its line's): an HKD payment's break parks HKD. A reconciliation run again
+//! for the same statement and date books only the difference from what its previous run
+//! booked.
 //!
 //! The fee is the merchant's contract in force when the sale is booked ([`crate::fees`]); a
 //! refund gives back the fee in proportion, and the refund that completes the payment gives
@@ -249,10 +252,10 @@ pub struct Projection {
     broken: Option<LedgerError>,
 }
 
-/// The postings of one entry, in one currency: the balance slot and amount of each (at most
-/// three; zeros are dropped when booked).
+/// The postings of one entry: the balance slot and amount of each (at most three; zeros are
+/// dropped when booked). A slot is an account in one currency, so the slots say each posting's
+/// currency (a reconciliation's entry may book several).
 struct Lines {
-    currency: Currency,
     items: [(u32, Decimal); 3],
     len: usize,
     /// Entries of more than three postings (reconciliations) keep them here instead.
@@ -260,8 +263,8 @@ struct Lines {
 }
 
 impl Lines {
-    fn new(currency: Currency, items: &[(u32, Decimal)]) -> Lines {
-        let mut lines = Lines { currency, items: [(0, Decimal::ZERO); 3], len: 0, many: Vec::new() };
+    fn new(items: &[(u32, Decimal)]) -> Lines {
+        let mut lines = Lines { items: [(0, Decimal::ZERO); 3], len: 0, many: Vec::new() };
         let nonzero = items.iter().filter(|(_, a)| !a.is_zero());
         if items.len() > 3 {
             lines.many = nonzero.copied().collect();
@@ -357,23 +360,27 @@ impl Projection {
         let Some(lines) = self.entry_for(position, event)? else {
             return Ok(None);
         };
-        let currency = lines.currency;
-        let mut sum = Decimal::ZERO;
+        // The entry balances in each of its currencies (indexed as in `Currency::ALL`).
+        let mut sums = [Decimal::ZERO; Currency::ALL.len()];
         for &(slot, amount) in lines.items() {
+            let currency = self.balances.accounts[slot as usize].1;
             if amount.scale() > currency.scale() {
                 let account = self.account(slot);
                 return Err(EntryError::OverScale { position, account, amount, currency }.into());
             }
-            sum += amount;
+            sums[currency as usize] += amount;
         }
-        if !sum.is_zero() {
+        if let Some((currency, sum)) = Currency::ALL.into_iter().zip(sums).find(|(_, sum)| !sum.is_zero()) {
             return Err(EntryError::Unbalanced { position, currency, difference: sum }.into());
         }
         let entry = if want {
             let postings = lines
                 .items()
                 .iter()
-                .map(|&(slot, amount)| Posting { account: self.account(slot), amount, currency })
+                .map(|&(slot, amount)| {
+                    let (account, currency, _) = &self.balances.accounts[slot as usize];
+                    Posting { account: account.clone(), amount, currency: *currency }
+                })
                 .collect();
             Some(BalancedEntry::new(position, postings)?)
         } else {
@@ -514,8 +521,9 @@ impl Projection {
                 Ok(None)
             }
             Event::BreakResolved(b) => {
-                let cny = Currency::Cny;
-                let suspense = self.balances.slot(&statement_account("assets:suspense", b.statement, None), cny);
+                // Moved out of suspense in the currency it was parked in.
+                let cur = b.currency;
+                let suspense = self.balances.slot(&statement_account("assets:suspense", b.statement, None), cur);
                 let target = match b.action {
                     ingest::event::ResolveAction::WriteOff => {
                         statement_account("expenses:write-offs", b.statement, None)
@@ -525,16 +533,18 @@ impl Projection {
                         statement_account("assets:clearing", b.statement, b.ledger_channel)
                     }
                 };
-                let target = self.balances.slot(&target, cny);
-                Ok(Some(Lines::new(cny, &[(suspense, -b.suspense_amount), (target, b.suspense_amount)])))
+                let target = self.balances.slot(&target, cur);
+                Ok(Some(Lines::new(&[(suspense, -b.suspense_amount), (target, b.suspense_amount)])))
             }
             Event::ReconciliationCompleted(r) => {
-                let lines = self.recon_lines(r.channel, r.date, &r.classification_digest, &r.matched, &[]);
+                let matched = std::iter::once((Currency::Cny, &r.matched))
+                    .chain(r.matched_by_currency.iter().map(|(c, m)| (*c, m)));
+                let lines = self.recon_lines(r.channel, r.date, &r.classification_digest, matched, &[]);
                 Ok((!lines.items().is_empty()).then_some(lines))
             }
             Event::ReconciliationBreaks(p) => {
                 let lines =
-                    self.recon_lines(p.channel, p.date, &p.classification_digest, &Default::default(), &p.breaks);
+                    self.recon_lines(p.channel, p.date, &p.classification_digest, std::iter::empty(), &p.breaks);
                 Ok((!lines.items().is_empty()).then_some(lines))
             }
             Event::ContractSigned(c) => {
@@ -564,7 +574,7 @@ impl Projection {
                 paid.totals.fees += s.fees;
                 let payable = self.payable_slot(m, s.currency);
                 let bank = self.balances.slot(&Account::bank(), s.currency);
-                Ok(Some(Lines::new(s.currency, &[(payable, s.net), (bank, -s.net)])))
+                Ok(Some(Lines::new(&[(payable, s.net), (bank, -s.net)])))
             }
             Event::PaymentCaptured(s) => {
                 let m = self.merchant(&s.merchant_id);
@@ -647,7 +657,7 @@ impl Projection {
                 let cur = book.currency;
                 let payable = self.payable_slot(book.merchant, cur);
                 let (clearing, mdr) = self.channel_slots(book.channel, cur);
-                Ok(Some(Lines::new(cur, &[(payable, a.amount - fee_part), (mdr, fee_part), (clearing, -a.amount)])))
+                Ok(Some(Lines::new(&[(payable, a.amount - fee_part), (mdr, fee_part), (clearing, -a.amount)])))
             }
             _ => Ok(None),
         }
@@ -656,73 +666,79 @@ impl Projection {
     /// What part of a reconciliation run books (see the module doc): its matched sums, or a
     /// part of its breaks. The first event of another run for the same statement and date
     /// first takes back everything the previous run booked.
-    fn recon_lines(
+    fn recon_lines<'m>(
         &mut self,
         statement: StatementChannel,
         date: NaiveDate,
         digest: &str,
-        matched: &BTreeMap<Channel, ingest::event::ReconMatched>,
+        matched: impl Iterator<Item = (Currency, &'m BTreeMap<Channel, ingest::event::ReconMatched>)>,
         breaks: &[ReconBreak],
     ) -> Lines {
-        let cny = Currency::Cny;
-        let mut want: BTreeMap<Account, Decimal> = BTreeMap::new();
-        let mut add = |account: Account, amount: Decimal| *want.entry(account).or_default() += amount;
+        let mut want: BTreeMap<(Account, Currency), Decimal> = BTreeMap::new();
+        let mut add = |account: Account, currency: Currency, amount: Decimal| {
+            *want.entry((account, currency)).or_default() += amount
+        };
         // Channels state fees to more places than money has (WeChat: 5): a day's fees are
-        // booked rounded to the fen (the module's rounding rule), as the channel pays them.
-        let fen = |d: Decimal| fees::round(d, cny);
-        for (channel, m) in matched {
-            let settled = m.payment_amount - m.refund_amount;
-            add(Account::clearing(*channel), -settled);
-            add(Account::channel_fees(*channel), fen(m.fees));
-            add(Account::bank(), settled - fen(m.fees));
+        // booked rounded to the currency's minor unit (the module's rounding rule), as the
+        // channel pays them.
+        for (cur, sums) in matched {
+            for (channel, m) in sums {
+                let settled = m.payment_amount - m.refund_amount;
+                let fee = fees::round(m.fees, cur);
+                add(Account::clearing(*channel), cur, -settled);
+                add(Account::channel_fees(*channel), cur, fee);
+                add(Account::bank(), cur, settled - fee);
+            }
         }
         let suspense = statement_account("assets:suspense", statement, None);
         for b in breaks {
-            // A refund moves money the other way.
+            // Each break books in its own currency; a refund moves money the other way.
+            let cur = b.currency;
+            let minor = |d: Decimal| fees::round(d, cur);
             let way = if b.kind == LineKind::Refund { Decimal::NEGATIVE_ONE } else { Decimal::ONE };
-            let (ours, expected) = (b.our_amount.unwrap_or_default(), fen(b.expected_fee.unwrap_or_default()));
-            let (theirs, their_fee) = (b.their_amount.unwrap_or_default(), fen(b.their_fee.unwrap_or_default()));
+            let (ours, expected) = (b.our_amount.unwrap_or_default(), minor(b.expected_fee.unwrap_or_default()));
+            let (theirs, their_fee) = (b.their_amount.unwrap_or_default(), minor(b.their_fee.unwrap_or_default()));
             let clearing = b.ledger_channel.map(Account::clearing);
             let fees = statement_account("expenses:channel-fees", statement, b.ledger_channel);
             match b.outcome {
                 // Money came for something we do not hold (or hold cancelled, or twice): it
                 // waits in suspense.
                 ReconOutcome::MissingInLedger | ReconOutcome::StatusMismatch | ReconOutcome::DuplicateInStatement => {
-                    add(Account::bank(), way * (theirs - their_fee));
-                    add(fees, way * their_fee);
-                    add(suspense.clone(), crate::recon::parked(b));
+                    add(Account::bank(), cur, way * (theirs - their_fee));
+                    add(fees, cur, way * their_fee);
+                    add(suspense.clone(), cur, crate::recon::parked(b));
                 }
                 // Settled with another amount: ours leaves clearing, the difference waits.
                 ReconOutcome::AmountMismatch => {
                     if let Some(clearing) = clearing {
-                        add(clearing, -way * ours);
-                        add(Account::bank(), way * (theirs - their_fee));
-                        add(fees, way * their_fee);
-                        add(suspense.clone(), crate::recon::parked(b));
+                        add(clearing, cur, -way * ours);
+                        add(Account::bank(), cur, way * (theirs - their_fee));
+                        add(fees, cur, way * their_fee);
+                        add(suspense.clone(), cur, crate::recon::parked(b));
                     }
                 }
                 // Settled, with another fee: the expected fee is booked, the difference waits.
                 ReconOutcome::FeeMismatch => {
                     if let Some(clearing) = clearing {
-                        add(clearing, -way * ours);
-                        add(Account::bank(), way * (theirs - their_fee));
-                        add(fees, way * expected);
-                        add(suspense.clone(), crate::recon::parked(b));
+                        add(clearing, cur, -way * ours);
+                        add(Account::bank(), cur, way * (theirs - their_fee));
+                        add(fees, cur, way * expected);
+                        add(suspense.clone(), cur, crate::recon::parked(b));
                     }
                 }
                 // Never settled: out of clearing, into suspense until resolved.
                 ReconOutcome::MissingInStatement => {
                     if let Some(clearing) = clearing {
-                        add(clearing, -way * ours);
-                        add(suspense.clone(), crate::recon::parked(b));
+                        add(clearing, cur, -way * ours);
+                        add(suspense.clone(), cur, crate::recon::parked(b));
                     }
                 }
                 _ => {}
             }
         }
         let mut lines: BTreeMap<u32, Decimal> = BTreeMap::new();
-        for (account, amount) in want {
-            *lines.entry(self.balances.slot(&account, cny)).or_default() += amount;
+        for ((account, currency), amount) in want {
+            *lines.entry(self.balances.slot(&account, currency)).or_default() += amount;
         }
         let booked = self.recon_booked.entry((statement, date)).or_insert_with(|| (digest.to_owned(), Vec::new()));
         let mut entry = lines.clone();
@@ -738,7 +754,7 @@ impl Projection {
             *total.entry(slot).or_default() += amount;
         }
         booked.1 = total.into_iter().filter(|(_, a)| !a.is_zero()).collect();
-        Lines::new(cny, &entry.into_iter().collect::<Vec<_>>())
+        Lines::new(&entry.into_iter().collect::<Vec<_>>())
     }
 
     /// The postings of a sale, or of its cancellation (the same, each the other way).
@@ -747,7 +763,7 @@ impl Projection {
         let payable = self.payable_slot(book.merchant, cur);
         let (clearing, mdr) = self.channel_slots(book.channel, cur);
         let way = |amount: Decimal| if cancel { -amount } else { amount };
-        Lines::new(cur, &[(clearing, way(book.amount)), (payable, way(book.fee - book.amount)), (mdr, way(-book.fee))])
+        Lines::new(&[(clearing, way(book.amount)), (payable, way(book.fee - book.amount)), (mdr, way(-book.fee))])
     }
 
     /// The entry for a channel's fee on a payment its statement settled: the channel keeps

@@ -167,6 +167,103 @@ fn the_channel_fee_rule_reduces_clearing() {
 }
 
 #[test]
+fn a_reconciliation_books_each_currency_in_its_own() {
+    // Given an HKD sale the channel settled, an HKD sale it did not and a CNY sale it settled,
+    // when the run's break and completion are booked, then clearing is relieved and suspense
+    // charged in HKD for the HKD items and in CNY for the CNY one; the resolution moves the
+    // HKD out of suspense in HKD. Every currency balances on its own.
+    use ingest::event::{
+        BreakResolved, ReconBreak, ReconMatched, ReconOutcome, ReconciliationBreaks, ReconciliationCompleted,
+        ResolveAction,
+    };
+    use ingest::statement::{LineKind, StatementChannel};
+    let in_hkd = |e: Event| match e {
+        Event::PaymentCaptured(s) => Event::PaymentCaptured(PaymentCaptured { currency: Currency::Hkd, ..s }),
+        other => other,
+    };
+    let date = "2026-11-26".parse().expect("date");
+    let missing = ReconBreak {
+        outcome: ReconOutcome::MissingInStatement,
+        kind: LineKind::Payment,
+        txn_id: "B".into(),
+        channel_txn_id: Some("CB".into()),
+        ledger_channel: Some(Channel::Wechat),
+        line: None,
+        our_amount: Some(d("50.00")),
+        expected_fee: Some(d("0.125")),
+        their_amount: None,
+        their_fee: None,
+        item_date: Some(date),
+        currency: Currency::Hkd,
+    };
+    let sums = |amount: &str, fees: &str| {
+        let m =
+            ReconMatched { payments: 1, payment_amount: d(amount), refunds: 0, refund_amount: d("0"), fees: d(fees) };
+        BTreeMap::from([(Channel::Wechat, m)])
+    };
+    let run = |breaks: u64| ReconciliationCompleted {
+        channel: StatementChannel::Wechat,
+        date,
+        statement_digest: "s".into(),
+        counts: BTreeMap::new(),
+        matched: sums("20.00", "0.05"),
+        matched_by_currency: BTreeMap::from([(Currency::Hkd, sums("100.00", "0.25"))]),
+        break_parts: 1,
+        breaks,
+        classification_digest: "c".into(),
+        run_no: 0,
+    };
+    let resolved = BreakResolved {
+        break_id: "b1".into(),
+        statement: StatementChannel::Wechat,
+        date,
+        outcome: ReconOutcome::MissingInStatement,
+        txn_id: "B".into(),
+        suspense_amount: d("50.00"),
+        currency: Currency::Hkd,
+        ledger_channel: Some(Channel::Wechat),
+        action: ResolveAction::WriteOff,
+        reason: "never settled".into(),
+        by: "ops-1".into(),
+        approved_by: None,
+        approval_over: d("1000.00"),
+    };
+    let mut events = vec![
+        contract("M1"),
+        in_hkd(sale("A", "M1", Channel::Wechat, "100.00")),
+        in_hkd(sale("B", "M1", Channel::Wechat, "50.00")),
+        sale("C", "M1", Channel::Wechat, "20.00"),
+        Event::ReconciliationBreaks(ReconciliationBreaks {
+            channel: StatementChannel::Wechat,
+            date,
+            classification_digest: "c".into(),
+            part: 0,
+            breaks: vec![missing],
+            run_no: 0,
+        }),
+        Event::ReconciliationCompleted(run(1)),
+    ];
+    let p = book(&events);
+    let of = |p: &Projection, path: &str, currency| {
+        p.balances().balance(&Account::parse(path).expect("account"), currency, u64::MAX)
+    };
+    let hkd = |p: &Projection, path| of(p, path, Currency::Hkd);
+    let cny = |p: &Projection, path| of(p, path, Currency::Cny);
+    assert_eq!(hkd(&p, "assets:clearing:wechat"), d("0"), "both HKD sales left HKD clearing");
+    assert_eq!(hkd(&p, "assets:suspense:wechat"), d("50.00"), "the HKD break parks HKD");
+    assert_eq!(hkd(&p, "assets:bank:settlement"), d("99.75"));
+    assert_eq!(hkd(&p, "expenses:channel-fees:wechat"), d("0.25"));
+    assert_eq!(cny(&p, "assets:clearing:wechat"), d("0"));
+    assert_eq!(cny(&p, "assets:suspense:wechat"), d("0"), "nothing parked in CNY");
+    assert_eq!(cny(&p, "assets:bank:settlement"), d("19.95"));
+    events.push(Event::BreakResolved(resolved));
+    let p = book(&events);
+    assert_eq!(hkd(&p, "assets:suspense:wechat"), d("0"), "resolved in HKD");
+    assert_eq!(hkd(&p, "expenses:write-offs:wechat"), d("50.00"));
+    assert_eq!(cny(&p, "expenses:write-offs:wechat"), d("0"));
+}
+
+#[test]
 fn broken_history_fails_loudly_with_its_position() {
     let mut p = Projection::default();
     p.apply(0, &contract("M1")).expect("contract");

@@ -196,6 +196,7 @@ mod shuffled {
                     channel: Channel::Wechat,
                     amount,
                     at,
+                    currency: ingest::money::Currency::Cny,
                     cancelled: matches!(fate, Fate::Voided),
                 });
                 let line = StatementLine {
@@ -212,6 +213,7 @@ mod shuffled {
                         _ => amount * Decimal::new(25, 4),
                     },
                     at: None,
+                    currency: ingest::money::Currency::Cny,
                 };
                 match fate {
                     Fate::Missing => {}
@@ -232,6 +234,7 @@ mod shuffled {
                     amount: Decimal::ONE,
                     fee: Decimal::ZERO,
                     at: None,
+                    currency: ingest::money::Currency::Cny,
                 });
             }
             let outcomes = |lines: &[StatementLine]| {
@@ -279,6 +282,7 @@ fn a_reversed_sale_settled_the_next_day_is_a_status_mismatch() {
         channel: Channel::Wechat,
         amount: Decimal::new(1000, 2),
         at,
+        currency: ingest::money::Currency::Cny,
         cancelled: true,
     };
     let line = StatementLine {
@@ -290,6 +294,7 @@ fn a_reversed_sale_settled_the_next_day_is_a_status_mismatch() {
         amount: Decimal::new(1000, 2),
         fee: Decimal::new(3, 2),
         at: None,
+        currency: ingest::money::Currency::Cny,
     };
     let terms = Terms { fee_rate: Decimal::new(25, 4), fee_tolerance: Decimal::new(1, 2), carry_forward_days: 1 };
     let c = classify("2026-11-25".parse().expect("date"), &[line], &[&[]], &[item], |_| terms);
@@ -312,6 +317,7 @@ fn a_fee_of_the_wrong_sign_is_a_fee_mismatch_however_small() {
         channel: Channel::Wechat,
         amount: Decimal::new(100, 2),
         at,
+        currency: ingest::money::Currency::Cny,
         cancelled: false,
     };
     let line = |fee: Decimal| StatementLine {
@@ -323,6 +329,7 @@ fn a_fee_of_the_wrong_sign_is_a_fee_mismatch_however_small() {
         amount: Decimal::new(100, 2),
         fee,
         at: None,
+        currency: ingest::money::Currency::Cny,
     };
     let terms = Terms { fee_rate: Decimal::new(25, 4), fee_tolerance: Decimal::new(1, 2), carry_forward_days: 1 };
     let date = "2026-11-24".parse().expect("date");
@@ -333,4 +340,73 @@ fn a_fee_of_the_wrong_sign_is_a_fee_mismatch_however_small() {
     assert_eq!(outcome(Decimal::new(25, 4)), (1, vec![]), "the expected fee, the right sign");
     assert_eq!(outcome(Decimal::new(-1, 3)), (0, vec![Outcome::FeeMismatch]), "the wrong sign");
     assert_eq!(outcome(Decimal::ZERO), (1, vec![]), "no fee at all is within the tolerance");
+}
+
+/// Currencies: a line matches an item only in the same currency, matched lines are summed per
+/// currency, every break carries its currency (its item's, else its line's), and what a break
+/// parks is rounded to that currency's minor unit.
+#[test]
+fn lines_and_items_match_only_in_their_own_currency() {
+    use ingest::event::Channel;
+    use ingest::money::Currency;
+    use ingest::statement::LineKind;
+    use ledger::recon::{Item, Outcome, Terms, classify, parked};
+    use rust_decimal::Decimal;
+    let d = |s: &str| s.parse::<Decimal>().expect("decimal");
+    let at = chrono::DateTime::parse_from_rfc3339("2026-11-24T12:00:00+08:00").expect("time");
+    let item = |txn: &str, amount: &str, currency| Item {
+        kind: LineKind::Payment,
+        txn_id: txn.into(),
+        channel_txn_id: Some(format!("C{txn}")),
+        channel: Channel::Wechat,
+        amount: d(amount),
+        currency,
+        at,
+        cancelled: false,
+    };
+    let line = |txn: &str, amount: &str, fee: &str, currency| StatementLine {
+        line: 2,
+        kind: LineKind::Payment,
+        txn_id: txn.into(),
+        original_txn_id: None,
+        channel_txn_id: format!("C{txn}"),
+        amount: d(amount),
+        fee: d(fee),
+        at: None,
+        currency,
+    };
+    // Given: an HKD payment settled, an HKD payment settled short, a CNY payment whose line
+    // says HKD, a JPY payment charged 5 yen where 2.5 were expected.
+    let items = [
+        item("H1", "100.00", Currency::Hkd),
+        item("H2", "50.00", Currency::Hkd),
+        item("C1", "20.00", Currency::Cny),
+        item("J1", "1000", Currency::Jpy),
+    ];
+    let lines = [
+        line("H1", "100.00", "0.25", Currency::Hkd),
+        line("H2", "49.00", "0.12", Currency::Hkd),
+        line("C1", "20.00", "0.05", Currency::Hkd),
+        line("J1", "1000", "5", Currency::Jpy),
+    ];
+    let terms = Terms { fee_rate: d("0.0025"), fee_tolerance: d("0.01"), carry_forward_days: 1 };
+    // When: they are classified.
+    let c = classify("2026-11-24".parse().expect("date"), &lines, &[], &items, |_| terms);
+    // Then: one match, summed in HKD apart from CNY; each break in its own currency.
+    assert_eq!(c.matched, 1);
+    assert!(c.matched_sums.is_empty(), "nothing matched in CNY");
+    assert_eq!(c.matched_by_currency[&Currency::Hkd][&Channel::Wechat].payment_amount, d("100.00"));
+    let got: Vec<_> = c.items.iter().map(|b| (b.txn_id.as_str(), b.outcome, b.currency, parked(b))).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("H2", Outcome::AmountMismatch, Currency::Hkd, d("1.00")),
+            // The CNY item is not the HKD line's: the line is the channel's money for nothing we
+            // hold in HKD, the item is still unsettled in CNY.
+            ("C1", Outcome::MissingInLedger, Currency::Hkd, d("-20.00")),
+            // 5 yen less the expected 2.5 rounded to the yen (3), not to two places (2.50).
+            ("J1", Outcome::FeeMismatch, Currency::Jpy, d("2")),
+            ("C1", Outcome::MissingInStatement, Currency::Cny, d("20.00")),
+        ]
+    );
 }

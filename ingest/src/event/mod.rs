@@ -526,6 +526,10 @@ pub struct ReconBreak {
     /// Business date of our item.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item_date: Option<NaiveDate>,
+    /// The currency of the amounts and fees: our item's, or the line's when we have no item.
+    /// Stored only when it is not CNY (see [`Currency::cny`]).
+    #[serde(default = "Currency::cny", skip_serializing_if = "Currency::is_cny")]
+    pub currency: Currency,
 }
 
 /// A part of a reconciliation's breaks (a run is recorded as its parts, then its
@@ -565,8 +569,13 @@ pub struct ReconciliationCompleted {
     pub statement_digest: String,
     /// Count per outcome (every outcome listed, zeros too).
     pub counts: std::collections::BTreeMap<String, u64>,
-    /// What the matched lines add up to, per ledger channel.
+    /// What the matched lines in CNY add up to, per ledger channel (every matched line of a
+    /// run recorded before currencies were told apart).
     pub matched: std::collections::BTreeMap<Channel, ReconMatched>,
+    /// What the matched lines in any other currency add up to, per currency and ledger channel
+    /// (left out of the payload when there are none).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub matched_by_currency: BTreeMap<Currency, BTreeMap<Channel, ReconMatched>>,
     /// Parts the breaks are recorded in.
     pub break_parts: u32,
     /// Breaks (and carried items) in them.
@@ -646,6 +655,9 @@ pub struct BreakResolved {
     pub txn_id: String,
     /// What the break parked in suspense (debit positive), which the resolution moves out.
     pub suspense_amount: Decimal,
+    /// The currency it was parked in. Stored only when it is not CNY (see [`Currency::cny`]).
+    #[serde(default = "Currency::cny", skip_serializing_if = "Currency::is_cny")]
+    pub currency: Currency,
     /// Our item's ledger channel, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ledger_channel: Option<Channel>,
@@ -1118,6 +1130,7 @@ mod tests {
             statement_digest: "s".into(),
             counts: Default::default(),
             matched: Default::default(),
+            matched_by_currency: Default::default(),
             break_parts: 0,
             breaks: 0,
             classification_digest: "c".into(),
@@ -1130,6 +1143,33 @@ mod tests {
         assert!(!String::from_utf8_lossy(&pa).contains("run_no"));
         assert!(String::from_utf8_lossy(&pb).contains("\"run_no\":1"));
         assert_eq!(Event::decode("ReconciliationCompleted", 1, &pb).expect("decodes"), b);
+    }
+
+    #[test]
+    fn a_break_in_another_currency_says_so_and_one_in_cny_is_stored_as_before() {
+        // CNY is left out of the payload (logs written before breaks carried a currency are
+        // CNY and decode as such); any other currency is stored and read back.
+        let cny = ReconBreak {
+            outcome: ReconOutcome::MissingInStatement,
+            kind: LineKind::Payment,
+            txn_id: "M1-1".into(),
+            channel_txn_id: None,
+            ledger_channel: Some(Channel::Wechat),
+            line: None,
+            our_amount: Some(Decimal::new(2090, 2)),
+            expected_fee: None,
+            their_amount: None,
+            their_fee: None,
+            item_date: None,
+            currency: Currency::Cny,
+        };
+        let text = serde_json::to_string(&cny).expect("json");
+        assert!(!text.contains("currency"), "{text}");
+        assert_eq!(serde_json::from_str::<ReconBreak>(&text).expect("decodes"), cny);
+        let hkd = ReconBreak { currency: Currency::Hkd, ..cny };
+        let text = serde_json::to_string(&hkd).expect("json");
+        assert!(text.contains(r#""currency":"HKD""#), "{text}");
+        assert_eq!(serde_json::from_str::<ReconBreak>(&text).expect("decodes"), hkd);
     }
 
     #[test]

@@ -14,6 +14,8 @@ use std::io::Read;
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
+use crate::money::Currency;
+
 use super::{
     Blame, Columns, LineKind, Statement, StatementChannel, StatementError, StatementLine, Totals, Wanted, agree,
     csv_fields, decimal, id, lines, local_time, push_line, total,
@@ -202,6 +204,7 @@ fn parse_csv(name: &str, bytes: &[u8]) -> Result<Statement, StatementError> {
                     // Charged: negative in the file.
                     fee: -fee,
                     at: Some(at),
+                    currency: Currency::Cny,
                 }
             }
             "退款" => {
@@ -220,6 +223,7 @@ fn parse_csv(name: &str, bytes: &[u8]) -> Result<Statement, StatementError> {
                     // Given back: positive in the file.
                     fee,
                     at: Some(at),
+                    currency: Currency::Cny,
                 }
             }
             other => return Err(blame.at(n, Some(field(KIND)), format!("{other:?} is neither 交易 nor 退款"))),

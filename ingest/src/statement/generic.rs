@@ -12,6 +12,8 @@ use std::borrow::Cow;
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
+use crate::money::Currency;
+
 use super::{
     Blame, Columns, LineKind, Statement, StatementChannel, StatementError, StatementLine, Totals, Wanted, agree,
     csv_fields, decimal, id, lines, local_time, push_line, total,
@@ -166,6 +168,7 @@ pub fn parse(name: &str, bytes: &[u8], mapping: &Mapping) -> Result<Statement, S
                 // A size on every line: a negative fee has the wrong sign.
                 fee,
                 at: Some(at),
+                currency: Currency::Cny,
             },
             blame,
         )?;

@@ -7,7 +7,8 @@
 //! by their header name where the format has a header (legacy names are accepted); the
 //! UnionPay ZM file has none and is sliced by byte widths.
 //!
-//! Amounts are exact decimals in yuan. A statement line is either a payment (the channel took
+//! Amounts are exact decimals in major units of the line's currency (yuan, unless the file
+//! names another: WeChat's 货币种类). A statement line is either a payment (the channel took
 //! the money) or a refund (it gave money back); its `fee` is the channel's fee on the line
 //! (charged on a payment, given back on a refund) in the direction the channel's format gives
 //! it: negative when the file writes it with the wrong sign (see [`StatementLine::fee`]).
@@ -28,6 +29,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::fields::ID_BYTES_MAX;
+use crate::money::Currency;
 
 /// Largest statement file accepted, in bytes.
 pub const STATEMENT_BYTES_MAX: u64 = 1 << 30;
@@ -103,6 +105,10 @@ pub struct StatementLine {
     /// When the channel says it happened (local time as printed), if the file says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<NaiveDateTime>,
+    /// The currency of the amount and fee: the file's when it names one (WeChat 货币种类),
+    /// else CNY. Stored only when it is not CNY.
+    #[serde(default = "Currency::cny", skip_serializing_if = "Currency::is_cny")]
+    pub currency: Currency,
 }
 
 /// Sums over a statement's lines.

@@ -21,6 +21,8 @@
 use chrono::{NaiveDate, NaiveDateTime};
 use rust_decimal::Decimal;
 
+use crate::money::Currency;
+
 use super::{
     Blame, LineKind, Statement, StatementChannel, StatementError, StatementLine, Totals, id, lines, push_line,
 };
@@ -172,6 +174,7 @@ pub fn parse_dated(name: &str, bytes: &[u8], date: Option<NaiveDate>) -> Result<
                 // wrong sign.
                 fee,
                 at,
+                currency: Currency::Cny,
             },
             blame,
         )?;

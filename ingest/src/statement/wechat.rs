@@ -5,7 +5,9 @@
 //! (`总交易单数,...`) and the summary line. Payment rows have 交易状态 `SUCCESS`: 商户订单号 is
 //! our `txn_id`, 微信订单号 the channel's id, 应结订单金额 the amount. Refund rows have
 //! `REFUND`: 商户退款单号 is the refund's `txn_id`, 商户订单号 the sale's, 退款金额 the amount,
-//! and 手续费 is negative (the fee given back). Fees have up to 5 decimal places.
+//! and 手续费 is negative (the fee given back). Fees have up to 5 decimal places. 货币种类 (when
+//! the bill has it) is the row's currency: `CNY`, or `HKD` (and the others posledger books) on a
+//! cross-border bill.
 //!
 //! The summary is checked: 总交易单数 = rows, 应结订单总金额 = Σ 应结订单金额, 退款总金额 =
 //! Σ 退款金额, 手续费总金额 = Σ 手续费.
@@ -16,6 +18,8 @@ use super::{
 };
 use rust_decimal::Decimal;
 
+use crate::money::Currency;
+
 const TIME: usize = 0;
 const CHANNEL_ID: usize = 1;
 const ORDER: usize = 2;
@@ -24,6 +28,7 @@ const AMOUNT: usize = 4;
 const REFUND_ORDER: usize = 5;
 const REFUND_AMOUNT: usize = 6;
 const FEE: usize = 7;
+const CURRENCY: usize = 8;
 
 const WANTED: &[Wanted<'static>] = &[
     Wanted { names: &["交易时间"], required: true },
@@ -34,6 +39,7 @@ const WANTED: &[Wanted<'static>] = &[
     Wanted { names: &["商户退款单号"], required: true },
     Wanted { names: &["退款金额", "企业红包退款金额"], required: true },
     Wanted { names: &["手续费"], required: true },
+    Wanted { names: &["货币种类"], required: false },
 ];
 
 /// The first cell of the summary header.
@@ -99,6 +105,11 @@ pub fn parse(name: &str, bytes: &[u8]) -> Result<Statement, StatementError> {
         let at = local_time(get(TIME)).map_err(|e| blame.at(n, Some(field(TIME)), e))?;
         let channel_txn_id = id(get(CHANNEL_ID)).map_err(|e| blame.at(n, Some(field(CHANNEL_ID)), e))?;
         let order = id(get(ORDER)).map_err(|e| blame.at(n, Some(field(ORDER)), e))?;
+        // The row's currency (CNY when the bill has no such column).
+        let currency = match get(CURRENCY) {
+            "" => Currency::Cny,
+            code => code.parse::<Currency>().map_err(|e| blame.at(n, Some(field(CURRENCY)), e))?,
+        };
         let fee = decimal(get(FEE), 5).map_err(|e| blame.at(n, Some(field(FEE)), e))?;
         let amount = decimal(get(AMOUNT), 2).map_err(|e| blame.at(n, Some(field(AMOUNT)), e))?;
         let refunded = decimal(get(REFUND_AMOUNT), 2).map_err(|e| blame.at(n, Some(field(REFUND_AMOUNT)), e))?;
@@ -118,6 +129,7 @@ pub fn parse(name: &str, bytes: &[u8]) -> Result<Statement, StatementError> {
                     // Charged: positive in the file.
                     fee,
                     at: Some(at),
+                    currency,
                 }
             }
             "REFUND" => {
@@ -136,6 +148,7 @@ pub fn parse(name: &str, bytes: &[u8]) -> Result<Statement, StatementError> {
                     // Given back: negative in the file.
                     fee: -fee,
                     at: Some(at),
+                    currency,
                 }
             }
             other => {

@@ -12,7 +12,7 @@
 //! |---|---|
 //! | `duplicate_in_statement` | a second line with the same key (the first is classified normally) |
 //! | `status_mismatch` | the line is a payment we voided or reversed |
-//! | `missing_in_ledger` | no item of ours for the line (长款) |
+//! | `missing_in_ledger` | no item of ours for the line in the line's currency (长款) |
 //! | `amount_mismatch` | amounts differ (no tolerance) |
 //! | `fee_mismatch` | the line's fee has the wrong sign for its kind of line (see [`ingest::statement::StatementLine::fee`]), or differs from amount × the channel's rate by more than the tolerance |
 //! | `matched` | everything agrees |
@@ -20,10 +20,14 @@
 //! | `missing_in_statement` | an item of ours the statement does not hold (短款), or a carried item still missing after `carry_forward_days` |
 //!
 //! Voided and reversed sales are not items (they never reach a statement); cash is never an
-//! item.
+//! item. A line and an item match only in the same currency (a line in another currency than
+//! the item its key finds is the channel's money for something we do not hold in that
+//! currency; the item stays ours only). Every break carries its currency: its item's, or its
+//! line's when it has no item.
 
 use chrono::{DateTime, FixedOffset, NaiveDate, Timelike};
 use ingest::event::Channel;
+use ingest::money::Currency;
 use ingest::statement::{LineKind, StatementChannel, StatementLine};
 use rust_decimal::Decimal;
 
@@ -60,6 +64,8 @@ pub struct Item {
     pub channel: Channel,
     /// Amount, positive.
     pub amount: Decimal,
+    /// The amount's currency.
+    pub currency: Currency,
     /// When it happened.
     pub at: DateTime<FixedOffset>,
     /// A sale that was voided or reversed: not to be settled.
@@ -109,8 +115,10 @@ pub struct Classification {
     pub items: Vec<Classified>,
     /// Matched lines.
     pub matched: u64,
-    /// What the matched lines add up to, per ledger channel.
+    /// What the matched lines in CNY add up to, per ledger channel.
     pub matched_sums: std::collections::BTreeMap<Channel, MatchedSums>,
+    /// What the matched lines in other currencies add up to, per currency and ledger channel.
+    pub matched_by_currency: std::collections::BTreeMap<Currency, std::collections::BTreeMap<Channel, MatchedSums>>,
 }
 
 impl Classification {
@@ -187,7 +195,7 @@ pub fn classify(
             v.insert(i as u32);
         }
     }
-    // Every line's item by its key, looked up on every core.
+    // Every line's item by its key (in the line's currency), looked up on every core.
     let looked_up: Vec<Option<u32>> = par_map(lines, |line| {
         let (kind, key) = (line.kind, key_of_line(line));
         by_key
@@ -195,6 +203,7 @@ pub fn classify(
                 candidates[j as usize].0.kind == kind && item_key(candidates[j as usize].0) == key
             })
             .copied()
+            .filter(|&j| candidates[j as usize].0.currency == line.currency)
     });
     // The terms of each ledger channel among the candidates, looked up once (every
     // candidate's channel is among them).
@@ -237,7 +246,7 @@ pub fn classify(
         for n in pending {
             let line = &lines[n];
             outcomes[n] = Some(match by_txn.get(&(line.kind, line.txn_id.as_str())) {
-                Some(&i) if !taken[i] => {
+                Some(&i) if !taken[i] && candidates[i].0.currency == line.currency => {
                     taken[i] = true;
                     (Outcome::Matched, Some(i))
                 }
@@ -268,6 +277,10 @@ pub fn classify(
     let mut out = Vec::new();
     let mut matched = 0;
     let mut matched_sums: std::collections::BTreeMap<Channel, MatchedSums> = Default::default();
+    let mut matched_by_currency: std::collections::BTreeMap<
+        Currency,
+        std::collections::BTreeMap<Channel, MatchedSums>,
+    > = Default::default();
     for ((line, _), (outcome, found, expected)) in paired.iter().zip(checked) {
         let detail = |outcome: Outcome, item: Option<(&Item, NaiveDate)>, expected: Option<Decimal>| Classified {
             outcome,
@@ -281,6 +294,7 @@ pub fn classify(
             their_amount: Some(line.amount),
             their_fee: Some(line.fee),
             item_date: item.map(|(_, d)| d),
+            currency: item.map_or(line.currency, |(i, _)| i.currency),
         };
         let Some(i) = found else {
             out.push(detail(outcome, None, None));
@@ -289,7 +303,10 @@ pub fn classify(
         let (item, item_date) = candidates[i];
         if outcome == Outcome::Matched {
             matched += 1;
-            let sums = matched_sums.entry(item.channel).or_default();
+            let sums = match item.currency {
+                Currency::Cny => matched_sums.entry(item.channel).or_default(),
+                other => matched_by_currency.entry(other).or_default().entry(item.channel).or_default(),
+            };
             match line.kind {
                 LineKind::Payment => {
                     sums.payments += 1;
@@ -331,9 +348,10 @@ pub fn classify(
             their_amount: None,
             their_fee: None,
             item_date: Some(item_date),
+            currency: item.currency,
         });
     }
-    Classification { items: out, matched, matched_sums }
+    Classification { items: out, matched, matched_sums, matched_by_currency }
 }
 
 /// `f` over `items`, the work split between the machine's cores; results in order.

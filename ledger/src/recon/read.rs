@@ -60,6 +60,7 @@ pub async fn load_items<S: ingest::store::EventStore>(
                         channel_txn_id: s.channel_txn_id.clone(),
                         channel: s.channel,
                         amount: s.amount,
+                        currency: s.currency,
                         at: s.at,
                         cancelled: false,
                     });
@@ -75,6 +76,7 @@ pub async fn load_items<S: ingest::store::EventStore>(
                     channel_txn_id,
                     channel: r.channel,
                     amount: r.amount,
+                    currency: r.currency,
                     at: r.at,
                     cancelled: false,
                 });

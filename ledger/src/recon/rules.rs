@@ -208,6 +208,11 @@ pub fn run_record(
     digest.update(statement.digest.as_bytes());
     digest.update(format!("\nmatched {}\n", classification.matched).as_bytes());
     digest.update(serde_json::to_string(&classification.matched_sums).unwrap_or_default().as_bytes());
+    // Other currencies only when there are any: a run of CNY alone keeps the identity it had
+    // before currencies were told apart (the same run is not recorded again).
+    if !classification.matched_by_currency.is_empty() {
+        digest.update(serde_json::to_string(&classification.matched_by_currency).unwrap_or_default().as_bytes());
+    }
     for c in &classification.items {
         digest.update(serde_json::to_string(c).unwrap_or_default().as_bytes());
         digest.update(b"\n");
@@ -239,6 +244,7 @@ pub fn run_record(
         statement_digest: statement.digest.clone(),
         counts: classification.counts().into_iter().map(|(o, n)| (o.as_str().to_owned(), n)).collect(),
         matched: classification.matched_sums.clone(),
+        matched_by_currency: classification.matched_by_currency.clone(),
         break_parts: parts.len() as u32,
         breaks: breaks.len() as u64,
         classification_digest,
@@ -333,10 +339,11 @@ impl BatchHost {
     }
 }
 
-/// What a break parks in its statement's suspense account (debit positive): the amount a
-/// resolution moves out again. Refunds the other way.
+/// What a break parks in its statement's suspense account (debit positive), in the break's
+/// currency: the amount a resolution moves out again. Refunds the other way.
 pub fn parked(b: &ingest::event::ReconBreak) -> Decimal {
-    let fen = |d: Decimal| crate::fees::round(d, ingest::money::Currency::Cny);
+    // Fees are posted rounded to the currency's minor unit.
+    let minor = |d: Decimal| crate::fees::round(d, b.currency);
     let way = if b.kind == LineKind::Refund { Decimal::NEGATIVE_ONE } else { Decimal::ONE };
     let ours = b.our_amount.unwrap_or_default();
     let theirs = b.their_amount.unwrap_or_default();
@@ -344,7 +351,7 @@ pub fn parked(b: &ingest::event::ReconBreak) -> Decimal {
         Outcome::MissingInLedger | Outcome::StatusMismatch | Outcome::DuplicateInStatement => -way * theirs,
         Outcome::AmountMismatch if b.ledger_channel.is_some() => way * (ours - theirs),
         Outcome::FeeMismatch if b.ledger_channel.is_some() => {
-            way * (fen(b.their_fee.unwrap_or_default()) - fen(b.expected_fee.unwrap_or_default()))
+            way * (minor(b.their_fee.unwrap_or_default()) - minor(b.expected_fee.unwrap_or_default()))
         }
         Outcome::MissingInStatement if b.ledger_channel.is_some() => way * ours,
         _ => Decimal::ZERO,
@@ -450,6 +457,7 @@ pub fn resolution(
         outcome: b.outcome,
         txn_id: b.txn_id.clone(),
         suspense_amount: amount,
+        currency: b.currency,
         ledger_channel,
         action,
         reason: reason.to_owned(),
