@@ -355,6 +355,10 @@ enum KeysCommand {
         /// The merchant a terminal key posts for.
         #[arg(long)]
         merchant: Option<String>,
+        /// When the key stops authenticating: an RFC 3339 time to come, like
+        /// 2027-01-01T00:00:00+08:00 (default: never; `keys revoke` ends it earlier).
+        #[arg(long)]
+        expires: Option<chrono::DateTime<chrono::FixedOffset>>,
     },
     /// Revoke a key by its id.
     Revoke {
@@ -656,7 +660,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Keys { command } => {
             let request = match command {
-                KeysCommand::Create { role, merchant } => Request::CreateKey { role: role.role(), merchant },
+                KeysCommand::Create { role, merchant, expires } => {
+                    Request::CreateKey { role: role.role(), merchant, expires: expires.map(|t| t.to_utc()) }
+                }
                 KeysCommand::Revoke { id } => Request::RevokeKey { id },
                 KeysCommand::List => Request::ListKeys,
             };
@@ -672,11 +678,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     }
                     Reply::Revoked { key } => writeln!(out, "key {} ({}) revoked", key.id, key.role.as_str())?,
                     Reply::Keys { keys } => {
+                        let now = chrono::Utc::now();
                         for k in keys {
-                            let state = if k.revoked { "revoked" } else { "active" };
+                            let state = match (k.revoked, k.active_at(now)) {
+                                (true, _) => "revoked",
+                                (false, true) => "active",
+                                (false, false) => "expired",
+                            };
+                            let expires = k
+                                .expires_at
+                                .map(|t| format!("  expires {}", t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)))
+                                .unwrap_or_default();
                             writeln!(
                                 out,
-                                "{}  {:<8}  {:<10}  {}  {state}",
+                                "{}  {:<8}  {:<10}  {}  {state}{expires}",
                                 k.id,
                                 k.role.as_str(),
                                 k.merchant.as_deref().unwrap_or("-"),

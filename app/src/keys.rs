@@ -61,6 +61,16 @@ pub struct KeyRecord {
     /// Revoked keys stay listed and authenticate nothing.
     #[serde(default)]
     pub revoked: bool,
+    /// When it stops authenticating, if ever (it stays listed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl KeyRecord {
+    /// Whether it authenticates at `now`: not revoked, not expired.
+    pub fn active_at(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        !self.revoked && self.expires_at.is_none_or(|t| now < t)
+    }
 }
 
 /// Who a request comes from.
@@ -145,24 +155,30 @@ impl KeyRing {
     /// Changes the keys and replaces the file; nothing changes if `f` fails.
     fn update<T>(&self, f: impl FnOnce(&mut Vec<KeyRecord>) -> Result<T, Failure>) -> Result<T, Failure> {
         let _one_at_a_time = self.change.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut keys = crate::jsonfile::load::<KeysFile>(&self.path, "keys file")?.map(|f| f.keys).unwrap_or_default();
-        let answer = f(&mut keys)?;
-        crate::jsonfile::save(&self.path, &KeysFile { keys })?;
-        Ok(answer)
+        crate::jsonfile::locked(&self.path, || {
+            let mut keys =
+                crate::jsonfile::load::<KeysFile>(&self.path, "keys file")?.map(|f| f.keys).unwrap_or_default();
+            let answer = f(&mut keys)?;
+            crate::jsonfile::save(&self.path, &KeysFile { keys })?;
+            Ok(answer)
+        })
     }
 
-    /// Whether key `id` exists and is not revoked (an unreadable keys file: no key is).
+    /// Whether key `id` exists, is not revoked and has not expired (an unreadable keys file: no
+    /// key is).
     pub fn is_active(&self, id: &str) -> bool {
-        self.current().is_ok_and(|keys| keys.iter().any(|k| k.id == id && !k.revoked))
+        let now = chrono::Utc::now();
+        self.current().is_ok_and(|keys| keys.iter().any(|k| k.id == id && k.active_at(now)))
     }
 
-    /// The principal a bearer token stands for; `None` for an unknown, malformed or revoked
-    /// key (or an unreadable keys file: nobody is let in).
+    /// The principal a bearer token stands for; `None` for an unknown, malformed, revoked or
+    /// expired key (or an unreadable keys file: nobody is let in).
     pub fn authenticate(&self, token: &str) -> Option<Principal> {
         let rest = token.strip_prefix("plk_")?;
         let (id, secret) = rest.split_once('_')?;
         let keys = self.current().ok()?;
-        let record = keys.iter().find(|k| k.id == id && !k.revoked)?;
+        let now = chrono::Utc::now();
+        let record = keys.iter().find(|k| k.id == id && k.active_at(now))?;
         let want = blake3::Hash::from_hex(&record.hash).ok()?;
         // blake3::Hash compares in constant time.
         (blake3::hash(secret.as_bytes()) == want).then(|| Principal {
@@ -176,6 +192,26 @@ impl KeyRing {
 impl App {
     /// Creates a key: its record and the token (shown once).
     pub fn create_key(&self, role: Role, merchant: Option<String>) -> Result<CreatedKey, Failure> {
+        self.create_key_until(role, merchant, None)
+    }
+
+    /// Creates a key that stops authenticating at `expires` (a time to come), if given.
+    pub fn create_key_until(
+        &self,
+        role: Role,
+        merchant: Option<String>,
+        expires: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<CreatedKey, Failure> {
+        let now = chrono::Utc::now();
+        if let Some(t) = expires
+            && (t <= now || !crate::dates::in_years(t.date_naive()))
+        {
+            return Err(Failure::invalid(
+                "invalid_key",
+                format!("--expires {} is not a time to come before {}", t.to_rfc3339(), crate::dates::DATE_YEAR_END),
+            )
+            .field("expires"));
+        }
         match (role, &merchant) {
             (Role::Terminal, None) => {
                 return Err(Failure::invalid("invalid_key", "a terminal key needs --merchant").field("merchant"));
@@ -194,8 +230,9 @@ impl App {
             role,
             merchant,
             hash: blake3::hash(secret.as_bytes()).to_hex().to_string(),
-            created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            created_at: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             revoked: false,
+            expires_at: expires,
         };
         self.keys.update(|keys| {
             keys.push(record.clone());
@@ -251,5 +288,72 @@ mod tests {
         assert!(app.create_key(Role::Terminal, None).is_err());
         assert!(app.create_key(Role::Finance, Some("M1".into())).is_err());
         assert_eq!(app.revoke_key("nobody").map_err(|e| e.class), Err(crate::Class::NotFound));
+    }
+
+    /// Two writers that share no memory (as two processes) change the file at once: every
+    /// change of each survives, and the file stays owner-only.
+    #[test]
+    fn changes_from_two_writers_are_never_lost_and_the_file_is_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("keys.json");
+        let record = |id: String| KeyRecord {
+            id,
+            role: Role::Analyst,
+            merchant: None,
+            hash: String::new(),
+            created_at: String::new(),
+            revoked: false,
+            expires_at: None,
+        };
+        std::thread::scope(|scope| {
+            for writer in 0..2 {
+                let path = path.clone();
+                scope.spawn(move || {
+                    let ring = KeyRing::new(path);
+                    for i in 0..100 {
+                        ring.update(|keys| {
+                            keys.push(record(format!("w{writer}-{i}")));
+                            Ok(())
+                        })
+                        .expect("update");
+                    }
+                });
+            }
+        });
+        let keys = KeyRing::new(path.clone()).current().expect("keys");
+        assert_eq!(keys.len(), 200, "no change lost");
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "owner-only: {mode:o}");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect();
+        assert!(left.is_empty(), "no temporary file left: {left:?}");
+    }
+
+    /// A key with an expiry authenticates until then, not after; an expiry in the past is
+    /// refused when the key is made.
+    #[test]
+    fn an_expired_key_authenticates_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let app = App::open(crate::DataDir::new(dir.path()), Box::new(|_| {})).expect("app");
+        let now = chrono::Utc::now();
+        let later = now + chrono::Duration::hours(1);
+        let created = app.create_key_until(Role::Auditor, None, Some(later)).expect("created");
+        let ring = KeyRing::new(app.dir().keys());
+        assert!(ring.authenticate(&created.token).is_some(), "until it expires");
+        let refused = app.create_key_until(Role::Auditor, None, Some(now - chrono::Duration::seconds(1)));
+        assert_eq!(refused.map_err(|f| f.field), Err(Some("expires".into())));
+        // Its hour passes.
+        ring.update(|keys| {
+            keys.iter_mut().for_each(|k| k.expires_at = Some(now - chrono::Duration::seconds(1)));
+            Ok(())
+        })
+        .expect("update");
+        assert!(ring.authenticate(&created.token).is_none(), "expired");
+        assert!(!ring.is_active(&created.record.id));
+        assert_eq!(app.list_keys().expect("keys").len(), 1, "still listed");
     }
 }

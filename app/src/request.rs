@@ -144,12 +144,15 @@ pub enum Request {
     },
     /// [`App::verify`].
     Verify,
-    /// [`App::create_key`].
+    /// [`App::create_key_until`].
     CreateKey {
         /// Its role.
         role: Role,
         /// A terminal key's merchant.
         merchant: Option<String>,
+        /// When it stops authenticating, if ever.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires: Option<chrono::DateTime<chrono::Utc>>,
     },
     /// [`App::revoke_key`].
     RevokeKey {
@@ -290,7 +293,9 @@ impl App {
                 Reply::Answer { answer: self.analyze(export, analysis, Audience::Everyone, chart).await? }
             }
             Request::Verify => Reply::Verified { verified: self.verify().await? },
-            Request::CreateKey { role, merchant } => Reply::Key { key: self.create_key(role, merchant)? },
+            Request::CreateKey { role, merchant, expires } => {
+                Reply::Key { key: self.create_key_until(role, merchant, expires)? }
+            }
             Request::RevokeKey { id } => Reply::Revoked { key: self.revoke_key(&id)? },
             Request::ListKeys => Reply::Keys { keys: self.list_keys()? },
         })
