@@ -425,6 +425,18 @@ fn end_of_day_over_http_statement_reconciliation_breaks_settlement() {
         (422, Some("https://posledger.dev/problems/invalid_statement"))
     );
 
+    // A name with an escape code is refused (shown escaped), and nothing is recorded.
+    let before = server.events_count();
+    let hostile = server.call(
+        "POST",
+        "/v1/statements?channel=wechat&date=2026-11-23&name=wechat%1B%5B2J-2026-11-23.csv",
+        Some(&finance),
+        &file,
+    );
+    assert_eq!(hostile.status, 422, "{}", String::from_utf8_lossy(&hostile.body));
+    assert!(!hostile.body.contains(&0x1b), "no escape code echoed");
+    assert_eq!(server.events_count(), before);
+
     let report = server.call("POST", "/v1/reconciliations?date=2026-11-23", Some(&finance), b"").json();
     let wechat = &report["reports"][0];
     let outcomes: Vec<&str> =

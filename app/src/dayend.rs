@@ -154,6 +154,9 @@ fn check_files(date: NaiveDate, files: &[StatementFile]) -> Result<Vec<Checked<'
     let mut checked: Vec<Checked<'_>> = Vec::with_capacity(files.len());
     for file in files {
         let name = &file.name;
+        ingest::statement::check_name(name).map_err(|e| {
+            Failure::invalid("invalid_statement", format!("nothing was recorded: {e}")).field(e.file.clone())
+        })?;
         let channel = ingest::statement::detect(name, &file.bytes).ok_or_else(|| {
             Failure::invalid(
                 "statement_unrecognised",

@@ -263,7 +263,9 @@ impl App {
         bytes: &[u8],
         date: Option<NaiveDate>,
     ) -> Result<ImportOutcome, Failure> {
-        if let Err(e) = ingest::statement::check_size(name, bytes.len() as u64) {
+        if let Err(e) =
+            ingest::statement::check_name(name).and_then(|()| ingest::statement::check_size(name, bytes.len() as u64))
+        {
             return Ok(ImportOutcome::Refused(e));
         }
         let _writer = self.writes.lock().await;

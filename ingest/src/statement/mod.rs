@@ -215,6 +215,23 @@ pub fn check_size(file: &str, bytes: u64) -> Result<(), StatementError> {
     Ok(())
 }
 
+/// Longest statement name accepted (the file's name, or `?name=` of an upload), in bytes.
+pub const STATEMENT_NAME_BYTES_MAX: usize = 255;
+
+/// Refuses a statement name that is empty, longer than [`STATEMENT_NAME_BYTES_MAX`] or holds
+/// a control character (an escape code would be echoed into every report that names the
+/// file). The error shows the name escaped and cut short.
+pub fn check_name(file: &str) -> Result<(), StatementError> {
+    if file.is_empty() || file.len() > STATEMENT_NAME_BYTES_MAX || file.chars().any(char::is_control) {
+        let cut: String = file.chars().take(64).collect();
+        let shown = format!("{cut:?}{}", if cut.len() < file.len() { "…" } else { "" });
+        return Err(Blame { file: &shown }.file(format!(
+            "is not a statement name: 1 to {STATEMENT_NAME_BYTES_MAX} bytes without control characters"
+        )));
+    }
+    Ok(())
+}
+
 /// The channel whose statement a file is: from its name (`wechat…`, `alipay…`, `unionpay…`,
 /// `generic…`, any case), else from its first bytes (a WeChat bill's header naming 微信订单号,
 /// an Alipay export's `#支付宝` first line in GBK or its zip, a UnionPay ZM record's `S22`/`S30`,
@@ -472,6 +489,17 @@ pub fn parse_dated(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statement_names_are_printable_and_bounded() {
+        assert!(check_name("wechat-2026-11-24.csv").is_ok());
+        assert!(check_name("微信对账单 2026-11-24.csv").is_ok());
+        for bad in ["", "wechat\u{1b}[2J.csv", "a\nb.csv", "tab\there", &"x".repeat(STATEMENT_NAME_BYTES_MAX + 1)] {
+            let e = check_name(bad).expect_err(bad);
+            assert!(!e.file.contains('\u{1b}') && !e.file.contains('\n'), "shown escaped: {}", e.file);
+            assert!(e.file.chars().count() <= 70, "cut short: {}", e.file);
+        }
+    }
 
     #[test]
     fn csv_fields_follow_rfc_4180() {
