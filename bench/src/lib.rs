@@ -104,6 +104,21 @@ pub const BENCHMARKS: &[Benchmark] = &[
         about: "the ledger projection over 1M captures and refunds in memory (~3M postings); also \
                 balances_1m_postings_s, and ledger-cli's `bal` on the same journal when it is installed",
     },
+    Benchmark {
+        name: "demo_default_s",
+        about: "`posledger demo` at its defaults (40 merchants, 20k sales a day, 7 days) into a fresh \
+                directory: onboarding, every day ingested and closed by its day-end, verify, the named \
+                queries and their charts; it must find what it planted; also its peak memory \
+                (demo_default_peak_rss_mib)",
+    },
+    Benchmark {
+        name: "day_end_1m_payments_s",
+        about: "one day-end (3 statements imported, reconciled, settled with holds, exported, the day \
+                verified) of a demo day of 1M sales at 1000 merchants, on a store holding that day and \
+                the day before (closed by its own day-end); beside it the separate use cases of the \
+                commands finance would run on a copy of the same store \
+                (day_end_1m_separate_commands_s: 3 x statement import, reconcile, settle, export, verify)",
+    },
 ];
 
 fn emit(name: &str, value: f64, unit: &str, params: Value) {
@@ -183,6 +198,10 @@ pub fn run(names: &[String], scale: f64, repeat: usize, work_dir: Option<&Path>)
             }
             "reconcile_1m_items_s" => reconcile(&dir, scaled(1_000_000, scale), repeat)?,
             "parse_statements_lines_per_s" => parse_statements(scaled(1_000_000, scale), repeat)?,
+            "demo_default_s" => rt.block_on(demo_default(&dir, scale, repeat))?,
+            "day_end_1m_payments_s" => {
+                rt.block_on(day_end(&dir, scaled(1_000_000, scale), scaled(1000, scale) as u32, repeat))?
+            }
             _ => unreachable!("names were checked above"),
         }
         let _ = std::fs::remove_dir_all(&dir);
@@ -453,13 +472,17 @@ async fn ingest_feed(dir: &Path, records: u64, repeat: usize) -> Result<()> {
     Ok(())
 }
 
-/// Copies the files of directory `from` (no subdirectories) into `to`, made if missing.
+/// Copies directory `from` with everything under it into `to`, made if missing.
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     std::fs::create_dir_all(to)?;
     if let Ok(entries) = std::fs::read_dir(from) {
         for entry in entries {
             let entry = entry?;
-            std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+            if entry.file_type()?.is_dir() {
+                copy_dir(&entry.path(), &to.join(entry.file_name()))?;
+            } else {
+                std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+            }
         }
     }
     Ok(())
@@ -1493,5 +1516,258 @@ fn parse_statements(n: u64, repeat: usize) -> Result<()> {
             json!({"lines": n, "bytes": bytes.len(), "runs_seconds": times}),
         );
     }
+    Ok(())
+}
+
+/// A failed use case, as an error naming what was being done.
+fn failed(what: &str) -> impl FnOnce(app::Failure) -> anyhow::Error + '_ {
+    move |f| anyhow::anyhow!("{what}: {}", f.message)
+}
+
+/// `posledger demo` at its defaults (sales a day scaled), each run into a fresh directory.
+async fn demo_default(dir: &Path, scale: f64, repeat: usize) -> Result<()> {
+    let defaults = demo::Options::default();
+    let options = demo::Options {
+        payments_per_day: scaled(defaults.payments_per_day, scale).max(demo::run::PAYMENTS_PER_DAY_MIN),
+        ..defaults
+    };
+    let mut runs = Vec::new();
+    let mut peak = Vec::new();
+    let mut events = 0;
+    for run in 0..repeat {
+        let out = dir.join(format!("demo-{run}"));
+        reset_peak_rss();
+        let start = Instant::now();
+        let report = demo::run(&out, options, &|_| {}).await?;
+        runs.push(start.elapsed().as_secs_f64());
+        peak.extend(peak_rss_mib());
+        anyhow::ensure!(
+            report.agrees(),
+            "the demo found other than it planted, or did not verify: {:?}",
+            report.disagreements
+        );
+        events = report.verified_events;
+        let _ = std::fs::remove_dir_all(&out);
+    }
+    let params = json!({
+        "merchants": options.merchants, "payments_per_day": options.payments_per_day, "days": options.days,
+        "seed": options.seed, "events": events,
+    });
+    let mut timed = params.clone();
+    timed["runs_seconds"] = json!(runs);
+    emit("demo_default_s", median(runs), "s", timed);
+    if !peak.is_empty() {
+        let mut memory = params;
+        memory["runs_mib"] = json!(peak);
+        emit("demo_default_peak_rss_mib", median(peak), "MiB", memory);
+    }
+    Ok(())
+}
+
+/// The seed of the day-end benchmark's acquirer.
+const DAY_END_SEED: u64 = 7;
+
+/// The application over data directory `dir`, at the default approval threshold whatever the
+/// environment says (the holds are part of what is measured).
+fn open_app(dir: &Path) -> Result<app::App> {
+    let app = app::App::open(app::DataDir::new(dir), Box::new(|w| eprintln!("warning: {w}")))
+        .map_err(failed("opening the data directory"))?;
+    Ok(app.with_approval_over(ledger::recon::APPROVAL_OVER_DEFAULT))
+}
+
+/// Ingests NDJSON records through the application, as `posledger ingest` does; a record
+/// refused is a fault of the generated data.
+async fn ingest_records<'a>(
+    app: &app::App,
+    lines: impl IntoIterator<Item = &'a String>,
+    kind: InputKind,
+    what: &str,
+) -> Result<()> {
+    let mut bytes = Vec::new();
+    for line in lines {
+        bytes.extend_from_slice(line.as_bytes());
+        bytes.push(b'\n');
+    }
+    let summary = app
+        .ingest_reader(bytes.as_slice(), kind, |_, _| {})
+        .await
+        .map_err(|s| anyhow::anyhow!("ingesting {what}: {}", s.failure.message))?;
+    if let Some(r) = summary.first_rejections.first() {
+        anyhow::bail!("{what}: {} records refused; line {}: {} ({})", summary.rejected, r.line, r.message, r.code);
+    }
+    Ok(())
+}
+
+/// Ingests a generated day as `posledger demo` does: the feed up to each of the day's admin
+/// records, then the record.
+async fn ingest_day(app: &app::App, world: &demo::world::World, n: u32, day: &demo::day::Day) -> Result<()> {
+    let mut rest = day.feed.as_slice();
+    for (second, record) in world.admin_of(n) {
+        let (before, after) = rest.split_at(rest.partition_point(|(s, _)| *s < second));
+        ingest_records(app, before.iter().map(|(_, l)| l), InputKind::Feed, "the feed").await?;
+        ingest_records(app, [&record], InputKind::Admin, "the admin records").await?;
+        rest = after;
+    }
+    ingest_records(app, rest.iter().map(|(_, l)| l), InputKind::Feed, "the feed").await
+}
+
+/// The day's statement files as a day-end takes them.
+fn statement_files_of(day: &demo::day::Day) -> Vec<app::dayend::StatementFile> {
+    day.statements
+        .iter()
+        .map(|(name, bytes)| app::dayend::StatementFile { name: name.clone(), bytes: bytes.clone() })
+        .collect()
+}
+
+/// The day the day-end benchmark closes, and what went into the store.
+struct PreparedDay {
+    date: chrono::NaiveDate,
+    files: Vec<app::dayend::StatementFile>,
+    payments: u64,
+    adjustments: u64,
+    feed_records: usize,
+    events: u64,
+}
+
+/// A data directory in `data` holding the demo's acquirer of `merchants` merchants: onboarded,
+/// its first day of `payments` sales ingested and closed by its day-end (so the T+1 merchants
+/// are due on the next), and the second day ingested, not closed.
+async fn day_end_data(data: &Path, merchants: u32, payments: u64) -> Result<PreparedDay> {
+    // The story's smallest length: the merchant that closes does so on the third day, after
+    // both days measured here.
+    let world = demo::world::World::new(DAY_END_SEED, merchants, demo::run::DAYS_MIN, demo::run::first_day());
+    let app = open_app(data)?;
+    ingest_records(&app, &world.onboarding(), InputKind::Admin, "the onboarding records").await?;
+    let mut generator = demo::day::Generator::new(&world, DAY_END_SEED, payments);
+    let before = generator.day(0)?;
+    ingest_day(&app, &world, 0, &before).await?;
+    let end = app.day_end(before.date, &statement_files_of(&before)).await.map_err(failed("the first day-end"))?;
+    anyhow::ensure!(end.verified(), "the first day-end verified: {:?}", end.verify);
+    drop(before);
+    let day = generator.day(1)?;
+    ingest_day(&app, &world, 1, &day).await?;
+    let prepared = PreparedDay {
+        date: day.date,
+        files: statement_files_of(&day),
+        payments: day.payments,
+        adjustments: day.adjustments,
+        feed_records: day.feed.len(),
+        events: app.head(),
+    };
+    app.close().await;
+    Ok(prepared)
+}
+
+/// What a day's closing found, to check that both ways did the same work.
+fn day_found(report: &app::recon::DayReport, settlement: &app::settle::Settlement) -> (usize, usize, usize, usize) {
+    let breaks = report.reports.iter().map(|r| r.breaks.len()).sum();
+    (report.reports.len(), breaks, settlement.paid.len(), settlement.held.len())
+}
+
+/// One day-end of a day of `payments` sales on a store that holds it, beside the separate use
+/// cases that `posledger statement import` (once per file), `reconcile`, `settle`, `export` and
+/// `verify` run, each way on its own copy of the same data directory. Each copy's application
+/// has its write model and books open before the clock starts (as a server's has) and is
+/// closed after it stops.
+async fn day_end(dir: &Path, payments: u64, merchants: u32, repeat: usize) -> Result<()> {
+    let merchants = merchants.clamp(demo::run::MERCHANTS_MIN, demo::run::MERCHANTS_MAX);
+    let payments = payments.clamp(demo::run::PAYMENTS_PER_DAY_MIN, demo::run::PAYMENTS_PER_DAY_MAX);
+    let prepared_dir = dir.join("prepared");
+    let start = Instant::now();
+    let day = day_end_data(&prepared_dir, merchants, payments).await?;
+    let prepare_s = start.elapsed().as_secs_f64();
+    let date = day.date;
+    let copy = dir.join("run");
+    let steps = ["statement_import_s", "reconcile_s", "settle_s", "export_s", "verify_s"];
+    let (mut together, mut separate) = (Vec::new(), Vec::new());
+    let mut step_runs: Vec<Vec<f64>> = vec![Vec::new(); steps.len()];
+    let (mut open_runs, mut close_runs) = (Vec::new(), Vec::new());
+    let mut found = (0, 0, 0, 0);
+    let mut exported = 0;
+    for _ in 0..repeat {
+        // The day-end.
+        copy_dir(&prepared_dir, &copy)?;
+        let start = Instant::now();
+        let app = open_app(&copy)?;
+        app.open_all().await.map_err(failed("opening the write model and the books"))?;
+        open_runs.push(start.elapsed().as_secs_f64());
+        let start = Instant::now();
+        let end = app.day_end(date, &day.files).await.map_err(failed("the day-end"))?;
+        together.push(start.elapsed().as_secs_f64());
+        let start = Instant::now();
+        app.close().await;
+        close_runs.push(start.elapsed().as_secs_f64());
+        anyhow::ensure!(end.verified(), "the day-end verified: {:?}", end.verify);
+        anyhow::ensure!(end.report.reports.len() == day.files.len(), "every statement reconciled");
+        anyhow::ensure!(!end.settlement.paid.is_empty(), "the day-end paid the day before's business");
+        found = day_found(&end.report, &end.settlement);
+        exported = end.export.through;
+        std::fs::remove_dir_all(&copy)?;
+
+        // The same day, one use case after another.
+        copy_dir(&prepared_dir, &copy)?;
+        let app = open_app(&copy)?;
+        app.open_all().await.map_err(failed("opening the write model and the books"))?;
+        let mut times = Vec::with_capacity(steps.len());
+        let start = Instant::now();
+        for f in &day.files {
+            let channel = ingest::statement::detect(&f.name, &f.bytes).context("a statement of a known channel")?;
+            let outcome = app
+                .import_statement(channel, &f.name, &f.bytes, Some(date))
+                .await
+                .map_err(failed("statement import"))?;
+            anyhow::ensure!(
+                matches!(outcome, app::recon::ImportOutcome::Imported(_)),
+                "{} imported: {outcome:?}",
+                f.name
+            );
+        }
+        times.push(start.elapsed().as_secs_f64());
+        let start = Instant::now();
+        let report = app.reconcile(date, None).await.map_err(failed("reconcile"))?;
+        times.push(start.elapsed().as_secs_f64());
+        let start = Instant::now();
+        let settlement = app.settle(date).await.map_err(failed("settle"))?;
+        times.push(start.elapsed().as_secs_f64());
+        let start = Instant::now();
+        app.export(None).await.map_err(failed("export"))?;
+        times.push(start.elapsed().as_secs_f64());
+        let start = Instant::now();
+        let verified = app.verify().await.map_err(failed("verify"))?;
+        times.push(start.elapsed().as_secs_f64());
+        app.close().await;
+        anyhow::ensure!(verified.ok(), "verify after the separate use cases: {:?}", verified.error);
+        anyhow::ensure!(day_found(&report, &settlement) == found, "the separate use cases found what the day-end did");
+        std::fs::remove_dir_all(&copy)?;
+        separate.push(times.iter().sum());
+        for (runs, t) in step_runs.iter_mut().zip(times) {
+            runs.push(t);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&prepared_dir);
+    let (ours, theirs) = (median(together.clone()), median(separate.clone()));
+    let (statements, breaks, paid, held) = found;
+    emit(
+        "day_end_1m_payments_s",
+        ours,
+        "s",
+        json!({
+            "payments": day.payments, "adjustments": day.adjustments, "feed_records": day.feed_records,
+            "merchants": merchants, "events_before": day.events, "exported_through": exported,
+            "statements": statements, "statement_bytes": day.files.iter().map(|f| f.bytes.len()).sum::<usize>(),
+            "breaks": breaks, "paid": paid, "held": held,
+            "separate_s": theirs, "vs_separate_ratio": ours / theirs,
+            "open_s": median(open_runs), "close_s": median(close_runs), "prepare_s": prepare_s,
+            "runs_seconds": together,
+        }),
+    );
+    let mut params = json!({
+        "use_cases": "3 x import_statement, reconcile (every channel), settle, export, verify (the whole log)",
+        "runs_seconds": separate,
+    });
+    for (step, runs) in steps.iter().zip(step_runs) {
+        params[*step] = json!(median(runs.clone()));
+    }
+    emit("day_end_1m_separate_commands_s", theirs, "s", params);
     Ok(())
 }
