@@ -130,6 +130,20 @@ pub enum SqlError {
 }
 
 impl SqlError {
+    /// The same error with the export directory's own path taken out of its text: files are
+    /// named relative to the export, and the server's layout is nobody's business.
+    fn without_path(self, dir: &Path) -> SqlError {
+        let dir = dir.display().to_string();
+        let scrub = |text: String| text.replace(&format!("{dir}/"), "").replace(&dir, "the export");
+        match self {
+            SqlError::Invalid(t) => SqlError::Invalid(scrub(t)),
+            SqlError::NotReadOnly(t) => SqlError::NotReadOnly(scrub(t)),
+            SqlError::Export(t) => SqlError::Export(scrub(t)),
+            SqlError::Internal(t) => SqlError::Internal(scrub(t)),
+            other => other,
+        }
+    }
+
     fn from_engine(e: DataFusionError, limits: &Limits) -> SqlError {
         match e.find_root() {
             DataFusionError::ResourcesExhausted(_) => SqlError::MemoryLimit { max: limits.memory_bytes_max },
@@ -218,13 +232,13 @@ impl Session {
     /// Runs an analyst's SQL: checked read-only, then run within the limits.
     pub async fn query(&self, sql: &str) -> Result<Table, SqlError> {
         read_only(sql)?;
-        self.run(sql, HashMap::new()).await
+        self.run(sql, HashMap::new()).await.map_err(|e| e.without_path(&self.dir))
     }
 
     /// Runs a named query with its bound parameter values ([`Query::bind`]).
     pub async fn named(&self, query: &Query, values: &[(String, Value)]) -> Result<Table, SqlError> {
         let params = values.iter().map(|(name, value)| (name.clone(), scalar(value))).collect();
-        self.run(&query.sql, params).await
+        self.run(&query.sql, params).await.map_err(|e| e.without_path(&self.dir))
     }
 
     /// A named query's result stream, for callers that consume batches themselves (the

@@ -298,3 +298,34 @@ async fn an_analysts_session_has_no_payer_identities() {
     let q = queries::get("repeat_payers").expect("query");
     assert!(session.named(&q, &q.bind(&[]).expect("bind")).await.is_err(), "a query on payers cannot run for analysts");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_do_not_tell_where_the_server_keeps_its_files() {
+    // A damaged part file: the error says the export cannot be read, and names the file
+    // relative to the export, never by the server's own path.
+    let dir = tempfile::tempdir().expect("tmp");
+    let export = small_export(dir.path()).await;
+    let part = std::fs::read_dir(export.join("payments"))
+        .expect("payments")
+        .flat_map(|d| std::fs::read_dir(d.expect("date").path()).expect("parts"))
+        .map(|p| p.expect("part").path())
+        .find(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .expect("a part file");
+    // The same length, the magic kept at both ends, the footer's metadata zeroed.
+    let mut bytes = std::fs::read(&part).expect("part");
+    let n = bytes.len();
+    bytes[n / 2..n - 8].fill(0);
+    std::fs::write(&part, &bytes).expect("damage");
+    let session = Session::open(&export, Limits::default()).await.expect("session");
+    let root = std::fs::canonicalize(dir.path()).expect("canonical").display().to_string();
+    let err = session.query("SELECT COUNT(*) FROM payments").await.expect_err("damaged");
+    assert!(matches!(err, SqlError::Export(_)), "{err:?}");
+    assert!(!err.to_string().contains(&root), "{err}");
+    // A part file that went away between listing and reading (here: a directory in its place).
+    std::fs::remove_file(&part).expect("remove");
+    std::fs::create_dir(&part).expect("a directory in its place");
+    let err = session.query("SELECT COUNT(*) FROM payments").await.expect_err("unreadable");
+    assert!(matches!(err, SqlError::Export(_)), "{err:?}");
+    assert!(!err.to_string().contains(&root), "{err}");
+    assert!(err.to_string().contains("payments/date=2026-11-24/part-"), "named in the export: {err}");
+}
