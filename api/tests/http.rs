@@ -762,3 +762,44 @@ fn dates_that_cannot_be_undone_or_computed_are_refused() {
     assert_eq!(server.events_count(), before, "nothing stored");
     assert_eq!(server.call("GET", "/healthz", None, b"").status, 200, "the server is up");
 }
+
+#[test]
+fn statement_uploads_beyond_their_limit_are_refused_before_their_bodies_are_read() {
+    // Uploads that stall mid-body hold their places; one more is refused at once (429), and a
+    // place comes free when a stalled client goes away.
+    let server = Server::start();
+    let finance = server.key(Role::Finance, None);
+    let stalled = |_: usize| {
+        let mut stream = std::net::TcpStream::connect(server.addr).expect("connect");
+        let head = format!(
+            "POST /v1/statements?channel=wechat&date=2026-11-23&name=wechat-2026-11-23.csv HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {finance}\r\nContent-Length: 1000000\r\n\r\npartial"
+        );
+        stream.write_all(head.as_bytes()).expect("write");
+        stream
+    };
+    let mut held: Vec<_> = (0..api::http::STATEMENT_UPLOADS_MAX).map(stalled).collect();
+    // The server takes the places as it reads the heads.
+    let started = std::time::Instant::now();
+    let refused = loop {
+        let a = server.call("POST", "/v1/statements?channel=wechat&date=2026-11-23", Some(&finance), b"x");
+        if a.status == 429 || started.elapsed() > std::time::Duration::from_secs(10) {
+            break a;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(refused.status, 429, "{}", String::from_utf8_lossy(&refused.body));
+    assert_eq!(refused.json()["type"], "https://posledger.dev/problems/too_many_requests");
+    // Other routes are not held up.
+    assert_eq!(server.call("GET", "/v1/trial-balance", Some(&finance), b"").status, 200);
+    held.pop();
+    let started = std::time::Instant::now();
+    let let_in = loop {
+        let a = server.call("POST", "/v1/statements?channel=wechat&date=2026-11-23", Some(&finance), b"x");
+        if a.status != 429 || started.elapsed() > std::time::Duration::from_secs(10) {
+            break a;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(let_in.status, 422, "read and refused as a statement: {}", String::from_utf8_lossy(&let_in.body));
+    drop(held);
+}

@@ -74,6 +74,8 @@ pub struct App {
     approval_over: Result<rust_decimal::Decimal, Failure>,
     /// Queries and analyses running ([`analysis::QUERIES_RUNNING_MAX`]).
     queries: Arc<admission::Admission>,
+    /// Whole-log verifies running (each walks the log and rebuilds the books).
+    verifies: Arc<admission::Admission>,
     warn: Warn,
 }
 
@@ -109,6 +111,7 @@ impl App {
             breaks: Default::default(),
             approval_over: approvals::approval_over(),
             queries: Arc::new(admission::Admission::new(analysis::QUERIES_RUNNING_MAX)),
+            verifies: Arc::new(admission::Admission::new(verify::VERIFIES_RUNNING_MAX)),
             warn,
         })
     }

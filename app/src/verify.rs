@@ -54,10 +54,21 @@ pub async fn verify_offline(dir: &DataDir, warn: Warn) -> Result<Verified, Failu
     verified
 }
 
+/// Whole-log verifies that may run at once in a process (over HTTP and the socket alike): each
+/// walks the whole log and rebuilds the books, so more are refused as busy.
+pub const VERIFIES_RUNNING_MAX: usize = 1;
+
 impl App {
     /// Verifies the log up to its head as of the call (appends may go on meanwhile), then the
-    /// books.
+    /// books. One at a time ([`VERIFIES_RUNNING_MAX`]); another meanwhile is refused as busy.
     pub async fn verify(&self) -> Result<Verified, Failure> {
+        let _place = self.verifies.try_enter().ok_or_else(|| {
+            Failure::new(
+                crate::Class::Busy,
+                "too_many_requests",
+                format!("{VERIFIES_RUNNING_MAX} verify is running already; retry when it has finished"),
+            )
+        })?;
         let store = self.store.clone();
         let walked = tokio::task::spawn_blocking(move || ingest::store::verify_open_from(&store, None))
             .await
@@ -87,5 +98,23 @@ impl App {
             }
             Err(e) => Ok(Verified { log: Some(log), books: None, error: Some(format!("books: {e}")) }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// While a verify runs, another is refused as busy; once it ends, the next one runs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_verify_at_a_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let app = App::open(DataDir::new(dir.path()), Box::new(|_| {})).expect("app");
+        let running = app.verifies.try_enter().expect("a place");
+        let busy = app.verify().await.map(|_| ()).expect_err("busy");
+        assert_eq!((busy.class, busy.code.as_str()), (crate::Class::Busy, "too_many_requests"));
+        drop(running);
+        let done = app.verify().await.expect("verified");
+        assert!(done.error.is_none(), "{:?}", done.error);
     }
 }

@@ -42,6 +42,9 @@ pub const EVENTS_PAGE_MAX: u64 = 1_000_000;
 /// Ingest requests that may wait for the write model at once; more are refused with 429
 /// and `Retry-After`, so a burst cannot queue unbounded bodies in memory.
 pub const INGEST_WAITING_MAX: usize = 64;
+/// Statement uploads let in at once (each buffers up to [`STATEMENT_UPLOAD_BYTES_MAX`], and an
+/// Alipay zip is expanded); more are refused with 429 before their bodies are read.
+pub const STATEMENT_UPLOADS_MAX: usize = 2;
 /// Longest `Idempotency-Key` header accepted, in bytes.
 pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 128;
 
@@ -51,12 +54,19 @@ pub struct State {
     metrics: Metrics,
     /// Ingest requests waiting for or holding the write model.
     ingest_queue: Arc<Admission>,
+    /// Statement uploads being read or imported.
+    upload_queue: Arc<Admission>,
 }
 
 impl State {
     /// The HTTP API's state over an app.
     pub fn new(app: Arc<App>) -> Arc<State> {
-        Arc::new(State { app, metrics: Metrics::default(), ingest_queue: Arc::new(Admission::new(INGEST_WAITING_MAX)) })
+        Arc::new(State {
+            app,
+            metrics: Metrics::default(),
+            ingest_queue: Arc::new(Admission::new(INGEST_WAITING_MAX)),
+            upload_queue: Arc::new(Admission::new(STATEMENT_UPLOADS_MAX)),
+        })
     }
 
     /// The app the routes call.
@@ -75,18 +85,23 @@ where
     route.map(Reply::into_response).boxed()
 }
 
-/// A place among the ingest requests let in, taken before the body is read: more than
-/// [`INGEST_WAITING_MAX`] at once are refused with 429, their bodies never buffered.
-fn admit(state: Arc<State>) -> impl Filter<Extract = (Admitted,), Error = Rejection> + Clone {
+/// A place among the requests of one kind let in, taken before the body is read: more than
+/// the queue holds ([`INGEST_WAITING_MAX`] ingest requests, [`STATEMENT_UPLOADS_MAX`] statement
+/// uploads) are refused with 429, their bodies never buffered.
+fn admit(
+    state: Arc<State>,
+    queue: fn(&State) -> &Arc<Admission>,
+    what: &'static str,
+) -> impl Filter<Extract = (Admitted,), Error = Rejection> + Clone {
     warp::any().and_then(move || {
         let state = state.clone();
         async move {
-            state.ingest_queue.try_enter().ok_or_else(|| {
+            queue(&state).try_enter().ok_or_else(|| {
                 warp::reject::custom(Problem::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "too_many_requests",
                     "Too many requests",
-                    "as many ingest requests as allowed are already in; retry shortly",
+                    format!("as many {what} as allowed are already in; retry shortly"),
                 ))
             })
         }
@@ -140,7 +155,7 @@ fn ingest_route(
         .and(warp::post())
         .and(auth(state.clone(), roles))
         .and(warp::header::optional::<String>("idempotency-key"))
-        .and(admit(state.clone()))
+        .and(admit(state.clone(), |s| &s.ingest_queue, "ingest requests"))
         .and(warp::body::content_length_limit(INGEST_BODY_BYTES_MAX))
         .and(warp::body::bytes())
         .and(with_state(state.clone()))
@@ -250,11 +265,14 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (impl Reply,), Error =
         .and(warp::post())
         .and(auth(state.clone(), FINANCE))
         .and(warp::query::<Query>())
+        .and(admit(state.clone(), |s| &s.upload_queue, "statement uploads"))
         .and(warp::body::content_length_limit(STATEMENT_UPLOAD_BYTES_MAX))
         .and(warp::body::bytes())
         .and(with_state(state.clone()))
-        .and_then(|_: Principal, query: Query, body: Bytes, state: Arc<State>| async move {
-            h::upload_statement(&state, &query, &body).await.map_err(warp::reject::custom)
+        .and_then(|_: Principal, query: Query, place: Admitted, body: Bytes, state: Arc<State>| async move {
+            let answer = h::upload_statement(&state, &query, &body).await;
+            drop(place);
+            answer.map_err(warp::reject::custom)
         });
     let reconciliations = plain(warp::path!("v1" / "reconciliations"), post(), &state, FINANCE, |s, _, q| async move {
         h::reconcile(&s, &q).await
