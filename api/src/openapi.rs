@@ -197,6 +197,7 @@ pub fn document() -> Value {
                 responses.insert("400".into(), problem("a bad query or a statement that does not fit the log"));
                 responses.insert("413".into(), problem("the file is over its limit"));
                 responses.insert("422".into(), problem("the statement does not parse (file, line, field)"));
+                responses.insert("429".into(), problem("too many statement uploads at once"));
             }
             "/v1/reconciliations" => {
                 op["parameters"] = json!([
@@ -298,6 +299,7 @@ pub fn document() -> Value {
                         json!({"type": "object", "required": ["ok"]}),
                     ),
                 );
+                responses.insert("429".into(), problem("a verify is running already"));
             }
             "/v1/queries" => {
                 responses.insert(
