@@ -236,8 +236,13 @@ pub fn net_captures_as_of(dir: &Path, as_of: Option<NaiveDate>) -> Result<Option
     let payments = up_to(payments, as_of).select(CAPTURE_COLUMNS.map(col));
     let net = match scan(dir, "adjustments")?.map(|a| up_to(a, as_of)) {
         Some(adjustments) => {
-            let adjusted = adjustments.group_by([col("original_txn_id")]).agg([col("amount").sum().alias("adjusted")]);
-            payments.left_join(adjusted, col("txn_id"), col("original_txn_id")).with_column(
+            // A payment is its merchant's txn_id: two merchants may use one txn_id.
+            let adjusted = adjustments
+                .group_by([col("merchant_id"), col("original_txn_id")])
+                .agg([col("amount").sum().alias("adjusted")]);
+            let on = [col("merchant_id"), col("txn_id")];
+            let by = [col("merchant_id"), col("original_txn_id")];
+            payments.join(adjusted, on, by, JoinArgs::new(JoinType::Left)).with_column(
                 when(col("adjusted").is_null())
                     .then(col("amount"))
                     .otherwise(col("amount") - col("adjusted"))

@@ -113,6 +113,23 @@ impl App {
         Ok(listed)
     }
 
+    /// The merchant of the payment event `id` when that event is the one break `b` is on: a
+    /// sale for a payment break, a refund for a refund break, of our amount and currency.
+    async fn payment_of_break(&self, id: uuid::Uuid, b: &ingest::event::ReconBreak) -> Result<Option<String>, Failure> {
+        let Some(stored) = self.store.event_by_id(id).await? else { return Ok(None) };
+        let (merchant_id, amount, currency) =
+            match Event::decode(&stored.data.event_type, stored.data.schema_version, &stored.data.payload) {
+                Ok(Event::PaymentCaptured(s)) if b.kind == ingest::statement::LineKind::Payment => {
+                    (s.merchant_id, s.amount, s.currency)
+                }
+                Ok(Event::PaymentRefunded(a)) if b.kind == ingest::statement::LineKind::Refund => {
+                    (a.merchant_id, a.amount, a.currency)
+                }
+                _ => return Ok(None),
+            };
+        Ok((b.our_amount == Some(amount) && b.currency == currency).then_some(merchant_id))
+    }
+
     /// Appends one settlement event (its own stream; a retry is recognised by its id).
     async fn record(&self, event: Event) -> Result<u64, Failure> {
         let appended =
@@ -125,22 +142,33 @@ impl App {
     /// The unresolved breaks on our payments, with whose payments they are.
     async fn open_breaks_of_merchants(&self) -> Result<Vec<ledger::holds::OpenBreak>, Failure> {
         let mut open = Vec::new();
+        let mut merchants: Option<Vec<String>> = None;
         for b in self.breaks(true).await? {
             if b.found.ledger_channel.is_none() {
                 // A line with no payment of ours: nobody's to hold.
                 continue;
             }
-            let id = ingest::event::event_id_of(ingest::event::PAYMENT_ID_SPACE, &b.found.txn_id);
-            let Some(stored) = self.store.event_by_id(id).await? else { continue };
-            let merchant_id =
-                match Event::decode(&stored.data.event_type, stored.data.schema_version, &stored.data.payload) {
-                    Ok(Event::PaymentCaptured(s)) => s.merchant_id,
-                    Ok(Event::PaymentRefunded(a) | Event::PaymentVoided(a) | Event::PaymentReversed(a)) => {
-                        a.merchant_id
+            let first = ingest::event::event_id_of(ingest::event::PAYMENT_ID_SPACE, &b.found.txn_id);
+            let mut merchant_id = self.payment_of_break(first, &b.found).await?;
+            if merchant_id.is_none() {
+                // The txn_id's plain name is another merchant's payment: the break's is named by
+                // its merchant too (rare: only where two merchants used one txn_id).
+                if merchants.is_none() {
+                    let mut ingestor = self.ingestor().await?;
+                    ingestor.catch_up().await?;
+                    merchants = Some(ingestor.registry().merchants.keys().cloned().collect());
+                }
+                for m in merchants.iter().flatten() {
+                    let id = ingest::event::payment_event_id_of(m, &b.found.txn_id);
+                    if let Some(found) = self.payment_of_break(id, &b.found).await? {
+                        merchant_id = Some(found);
+                        break;
                     }
-                    _ => continue,
-                };
-            open.push(ledger::holds::OpenBreak { merchant_id, break_id: b.id, parked: b.suspense_amount });
+                }
+            }
+            if let Some(merchant_id) = merchant_id {
+                open.push(ledger::holds::OpenBreak { merchant_id, break_id: b.id, parked: b.suspense_amount });
+            }
         }
         Ok(open)
     }

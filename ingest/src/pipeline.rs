@@ -471,8 +471,33 @@ impl<S: EventStore> Ingestor<S> {
             outcomes[slot] = Some(unreachable_outcome());
             return Ok(());
         };
-        let data = p.data.take().unwrap_or_else(|| event.to_event_data());
-        let stream = p.stream.take().unwrap_or_else(|| event.stream());
+        let mut data = p.data.take().unwrap_or_else(|| event.to_event_data());
+        let mut stream = p.stream.take().unwrap_or_else(|| event.stream());
+        let names = payment_names(&event);
+        let merchant = names.map_or(0, |(m, _)| merchant_key(m));
+        // Whose the id is: staged by a chunk not yet settled, or stored.
+        let mut stored = None;
+        let owner = match self.tentative.staged.get(&data.event_id.as_u128()) {
+            Some(&(_, owner)) => Some(owner),
+            None => {
+                stored = self.store.event_by_id(data.event_id).await?;
+                stored.as_ref().map(|found| stored_merchant(found).as_deref().map_or(0, merchant_key))
+            }
+        };
+        if let Some((merchant_id, own_txn)) = names
+            && owner.is_some_and(|owner| owner != merchant)
+        {
+            // The txn_id names another merchant's record: this merchant's is named by both,
+            // and the other's is never looked at again (nor told about).
+            data.event_id = crate::event::payment_event_id_of(merchant_id, own_txn);
+            if let Event::PaymentCaptured(c) = &event {
+                stream = crate::streams::payment_of(&c.merchant_id, &c.txn_id);
+            }
+            stored = None;
+            if !self.tentative.staged.contains_key(&data.event_id.as_u128()) {
+                stored = self.store.event_by_id(data.event_id).await?;
+            }
+        }
         if self.tentative.staged.contains_key(&data.event_id.as_u128()) {
             // The same record again while the first is not yet settled: it is decided once the
             // first one is (a duplicate then, or decided on its own if the first was refused).
@@ -480,16 +505,7 @@ impl<S: EventStore> Ingestor<S> {
             deferred.push(slot);
             return Ok(());
         }
-        // A sale whose payment stream does not exist cannot be stored yet: no need to look its
-        // id up (most records of a feed are such sales).
-        let new_sale = match &event {
-            Event::PaymentCaptured(c) => {
-                !self.tentative.payments.contains_key(&txn_key(&c.txn_id))
-                    && self.store.stream_revision(&stream).await?.is_none()
-            }
-            _ => false,
-        };
-        if !new_sale && let Some(stored) = self.store.event_by_id(data.event_id).await? {
+        if let Some(stored) = stored {
             outcomes[slot] = Some(if stored.stream == stream && stored.data == data {
                 RecordOutcome::Duplicate { position: stored.position }
             } else if stored.data.event_type != data.event_type {
@@ -527,7 +543,7 @@ impl<S: EventStore> Ingestor<S> {
         }
         let expected = {
             let decided = if p.is_feed {
-                self.decide_feed(&event, new_sale).await?
+                self.decide_feed(&event, &mut stream).await?
             } else {
                 View::new(&self.registry, &self.tentative.overlay)
                     .decide_admin(&event)
@@ -546,10 +562,11 @@ impl<S: EventStore> Ingestor<S> {
             self.tentative.overlay.apply_over(&event, Some(&self.registry));
             *registry_changed = true;
         }
-        self.tentative.staged.insert(data.event_id.as_u128(), *seq);
+        self.tentative.staged.insert(data.event_id.as_u128(), (*seq, merchant));
+        let stream_of_payment = stream_key(&stream);
         requests.push(AppendRequest { stream, expected, events: vec![data] });
         pending.push(Pending { slot, line });
-        self.tentative.apply_payment(event, *seq);
+        self.tentative.apply_payment(event, &stream_of_payment, *seq);
         Ok(())
     }
 
@@ -705,53 +722,87 @@ impl<S: EventStore> Ingestor<S> {
     }
 
     /// Loads what a terminal record needs and decides it; returns the expected revision to
-    /// append with.
+    /// append with. A sale comes here only when its id is new, so its payment is too. A void,
+    /// refund or reversal applies to its merchant's sale `original_txn_id` (found under the
+    /// sale's own name, or under its merchant's when another merchant used the txn_id first),
+    /// and `stream` becomes that payment's stream; another merchant's sale is as unknown as
+    /// one never recorded.
     async fn decide_feed(
         &mut self,
         event: &Event,
-        new_sale: bool,
+        stream: &mut String,
     ) -> Result<Result<ExpectedRevision, Rejection>, IngestError> {
-        let key = match event {
-            Event::PaymentCaptured(s) => &s.txn_id,
-            Event::PaymentVoided(a) | Event::PaymentRefunded(a) | Event::PaymentReversed(a) => &a.original_txn_id,
+        let a = match event {
+            Event::PaymentVoided(a) | Event::PaymentRefunded(a) | Event::PaymentReversed(a) => a,
             _ => {
                 let view = View::new(&self.registry, &self.tentative.overlay);
                 return Ok(view.decide_feed(event, None).map(|()| ExpectedRevision::NoStream));
             }
         };
-        if let Event::PaymentCaptured(_) = event {
-            // A sale needs only to know that its txn_id is new.
-            let exists = !new_sale
-                && match self.tentative.payments.get(&txn_key(key)) {
-                    Some((state, _)) => state.is_some(),
-                    None => self.store.stream_revision(&payment_stream(key)).await?.is_some(),
-                };
-            if exists {
-                return Ok(Err(Rejection {
-                    code: "txn_exists",
-                    message: format!("txn_id {key} is already recorded with different content"),
-                }));
+        let first = payment_stream(&a.original_txn_id);
+        let found = match self.payment_state(&first).await? {
+            Some(state) if state.capture.merchant_id == a.merchant_id => Some(first),
+            _ => {
+                let own = crate::streams::payment_of(&a.merchant_id, &a.original_txn_id);
+                self.payment_state(&own).await?.is_some().then_some(own)
             }
-            let view = View::new(&self.registry, &self.tentative.overlay);
-            return Ok(view.decide_feed(event, None).map(|()| ExpectedRevision::NoStream));
-        }
-        if !self.tentative.payments.contains_key(&txn_key(key)) {
-            let events = self.store.read_stream(&payment_stream(key), 0, READ_EVENTS_MAX).await?;
-            let state = PaymentState::from_events(&events)
-                .map_err(|source| IngestError::Decode { position: events.first().map_or(0, |e| e.position), source })?;
-            // Loaded from the log, not staged by any chunk: sequence 0 is forgotten first.
-            self.tentative.payments.insert(txn_key(key), (state, 0));
-        }
-        let state = self.tentative.payments.get(&txn_key(key)).and_then(|(s, _)| s.as_ref());
+        };
+        let state = match found {
+            Some(name) => {
+                let state = self.tentative.payments.get(&stream_key(&name)).and_then(|(s, _)| s.as_ref());
+                *stream = name;
+                state
+            }
+            None => None,
+        };
         let view = View::new(&self.registry, &self.tentative.overlay);
         Ok(view.decide_feed(event, state).map(|()| ExpectedRevision::Exact(state.map_or(0, |s| s.revision))))
     }
+
+    /// The payment in `stream` as decided so far (loaded from the log the first time).
+    async fn payment_state(&mut self, stream: &str) -> Result<Option<&PaymentState>, IngestError> {
+        let key = stream_key(stream);
+        if !self.tentative.payments.contains_key(&key) {
+            let events = self.store.read_stream(stream, 0, READ_EVENTS_MAX).await?;
+            let state = PaymentState::from_events(&events)
+                .map_err(|source| IngestError::Decode { position: events.first().map_or(0, |e| e.position), source })?;
+            // Loaded from the log, not staged by any chunk: sequence 0 is forgotten first.
+            self.tentative.payments.insert(key, (state, 0));
+        }
+        Ok(self.tentative.payments.get(&key).and_then(|(s, _)| s.as_ref()))
+    }
 }
 
-/// The key of a payment in the tentative state: a 128-bit hash of its txn_id (the same footing
-/// as the store's stream hashes; no allocation per payment).
-fn txn_key(txn_id: &str) -> u128 {
-    xxhash_rust::xxh3::xxh3_128(txn_id.as_bytes())
+/// The key of a payment in the tentative state: a 128-bit hash of its stream's name (the same
+/// footing as the store's stream hashes).
+fn stream_key(stream: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(stream.as_bytes())
+}
+
+/// A merchant's id as a key of the tentative state: never 0, which stands for no merchant.
+fn merchant_key(merchant_id: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(merchant_id.as_bytes()).max(1)
+}
+
+/// A payment record's merchant and its own txn_id; `None` for any other record.
+fn payment_names(event: &Event) -> Option<(&str, &str)> {
+    match event {
+        Event::PaymentCaptured(c) => Some((&c.merchant_id, &c.txn_id)),
+        Event::PaymentVoided(a) | Event::PaymentRefunded(a) | Event::PaymentReversed(a) => {
+            Some((&a.merchant_id, &a.txn_id))
+        }
+        _ => None,
+    }
+}
+
+/// The merchant of a stored payment event (`None` if it is not one or does not decode).
+fn stored_merchant(stored: &crate::store::RecordedEvent) -> Option<String> {
+    let data = &stored.data;
+    match Event::decode(&data.event_type, data.schema_version, &data.payload).ok()? {
+        Event::PaymentCaptured(c) => Some(c.merchant_id),
+        Event::PaymentVoided(a) | Event::PaymentRefunded(a) | Event::PaymentReversed(a) => Some(a.merchant_id),
+        _ => None,
+    }
 }
 
 /// Decisions made but not yet confirmed by the store, which later decisions must see. Each
@@ -759,22 +810,24 @@ fn txn_key(txn_id: &str) -> u128 {
 #[derive(Default)]
 struct Tentative {
     overlay: Registry,
-    /// Payment states by the 128-bit hash of their txn_id.
+    /// Payment states by the 128-bit hash of their stream's name.
     payments: HashKeyMap<u128, (Option<PaymentState>, u64)>,
-    /// Event ids (as u128) staged by chunks not yet settled.
-    staged: HashKeyMap<u128, u64>,
+    /// Event ids (as u128) staged by chunks not yet settled, with the chunk and the
+    /// [`merchant_key`] of a payment record's merchant (0 for any other record).
+    staged: HashKeyMap<u128, (u64, u64)>,
 }
 
 impl Tentative {
-    /// Keeps the payment states in step with what a chunk has staged.
-    fn apply_payment(&mut self, event: Event, seq: u64) {
+    /// Keeps the payment states in step with what a chunk has staged into the payment whose
+    /// stream's key is `stream`.
+    fn apply_payment(&mut self, event: Event, stream: &u128, seq: u64) {
         match &event {
             Event::PaymentCaptured(_) => {
                 let Event::PaymentCaptured(c) = event else { return };
-                self.payments.insert(txn_key(&c.txn_id), (Some(PaymentState::captured(c, 0)), seq));
+                self.payments.insert(*stream, (Some(PaymentState::captured(c, 0)), seq));
             }
-            Event::PaymentVoided(a) | Event::PaymentRefunded(a) | Event::PaymentReversed(a) => {
-                if let Some((Some(state), touched)) = self.payments.get_mut(&txn_key(&a.original_txn_id)) {
+            Event::PaymentVoided(_) | Event::PaymentRefunded(_) | Event::PaymentReversed(_) => {
+                if let Some((Some(state), touched)) = self.payments.get_mut(stream) {
                     state.apply(&event);
                     state.revision += 1;
                     *touched = seq;
@@ -787,7 +840,7 @@ impl Tentative {
     /// Drops what chunks up to `seq` staged: the store holds it now.
     fn forget_up_to(&mut self, seq: u64) {
         self.payments.retain(|_, (_, touched)| *touched > seq);
-        self.staged.retain(|_, touched| *touched > seq);
+        self.staged.retain(|_, (touched, _)| *touched > seq);
     }
 }
 

@@ -21,9 +21,16 @@ pub fn terminal(terminal_id: &str) -> String {
     format!("terminal-{terminal_id}")
 }
 
-/// A payment and everything done to it: `payment-<txn_id>`.
+/// A payment and everything done to it: `payment-<txn_id>`, the name of the first merchant's
+/// payment to use that txn_id (see [`payment_of`]).
 pub fn payment(txn_id: &str) -> String {
     format!("payment-{txn_id}")
+}
+
+/// A payment whose txn_id already names another merchant's payment: `payment-<merchant>/<txn_id>`.
+/// A payment is its merchant's txn_id; ids hold no `/`, so the two forms never meet.
+pub fn payment_of(merchant_id: &str, txn_id: &str) -> String {
+    format!("payment-{merchant_id}/{txn_id}")
 }
 
 /// A terminal batch's close: `batch-<terminal>-<batch_no>`.

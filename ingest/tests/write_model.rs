@@ -197,8 +197,7 @@ async fn each_rule_rejects_what_it_should() {
                 sale("A-R1", "T1", "000001", "10.00"),
                 adjustment("void", "A-R1", "B", "T1", "000001", "10.00"),
             ],
-            // The sale reusing a refund's txn_id is caught by the store (same id, other content).
-            vec!["accepted", "accepted", "txn_id_in_use", "accepted", "conflicting_duplicate", "txn_id_in_use"],
+            vec!["accepted", "accepted", "txn_id_in_use", "accepted", "txn_id_in_use", "txn_id_in_use"],
         ),
         (
             "an adjustment dated before its sale",
@@ -307,6 +306,102 @@ async fn records_from_the_future_are_refused() {
     let s = w.run(InputKind::Admin, admin).await;
     assert_eq!((s.accepted, s.rejected), (1, 1), "{:?}", s.first_rejections);
     assert_eq!(s.first_rejections[0].code, "time_in_future");
+}
+
+/// A second merchant M2 with an active terminal T3.
+const SECOND_MERCHANT: &str = r#"{"kind":"merchant_applied","merchant_id":"M2","legal_name":"Other","licence_no":"92","mcc":"5812","timezone":"Asia/Shanghai","settlement_account":"6223","at":"2026-11-01T09:00:00+08:00"}
+{"kind":"merchant_approved","merchant_id":"M2","reviewer":"risk","at":"2026-11-02T09:00:00+08:00"}
+{"kind":"contract_signed","merchant_id":"M2","fees":{"wechat":{"rate":"0.0038"}},"settlement_cycle":"T1","at":"2026-11-03T09:00:00+08:00"}
+{"kind":"terminal_bound","merchant_id":"M2","terminal_id":"T3","serial":"S3","model":"ME31","at":"2026-11-04T09:00:00+08:00"}
+{"kind":"terminal_activated","terminal_id":"T3","at":"2026-11-05T09:00:00+08:00"}"#;
+
+/// `line` as merchant M2's terminal T3 sends it.
+fn from_m2(line: &str) -> String {
+    line.replace(r#""merchant_id":"M1""#, r#""merchant_id":"M2""#)
+        .replace(r#""terminal_id":"T1""#, r#""terminal_id":"T3""#)
+}
+
+/// A txn_id is its merchant's: another merchant's terminal sending it first (M1's ids are easy
+/// to guess) neither blocks M1's sale nor reaches it, and a refusal says nothing of M1's
+/// payments. Records from the log before this rule keep their names: a payment is named by
+/// its txn_id alone unless another merchant's payment already holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merchants_txn_ids_are_its_own() {
+    for one_chunk in [false, true] {
+        let mut w = World::new().await;
+        let s = w.run(InputKind::Admin, SECOND_MERCHANT).await;
+        assert_eq!((s.accepted, s.rejected), (5, 0), "{:?}", s.first_rejections);
+        // M1 sells M1-2 before anyone else uses it.
+        assert_eq!(codes(&w.outcomes(&[sale("M1-2", "T1", "000001", "8.00")]).await), vec!["accepted"]);
+        let lines = vec![
+            // M2 takes M1's next txn_id first, then M1 sells it.
+            from_m2(&sale("M1-1", "T1", "000001", "50.00")),
+            sale("M1-1", "T1", "000001", "10.00"),
+            sale("M1-1", "T1", "000001", "10.00"),
+            // Each refunds its own M1-1, with the same refund txn_id.
+            adjustment("refund", "M1-1-R", "M1-1", "T1", "000001", "3.00"),
+            from_m2(&adjustment("refund", "M1-1-R", "M1-1", "T1", "000001", "20.00")),
+            // M2 cannot touch M1's sales, and learns no more than of a sale never made.
+            from_m2(&adjustment("refund", "M2-R9", "M1-2", "T1", "000001", "1.00")),
+            from_m2(&adjustment("void", "M2-V9", "M1-2", "T1", "000001", "8.00")),
+            from_m2(&adjustment("refund", "M2-R8", "M1-404", "T1", "000001", "1.00")),
+            // M2's refund again: found under M2's name, not taken for M1's.
+            from_m2(&adjustment("refund", "M1-1-R", "M1-1", "T1", "000001", "20.00")),
+        ];
+        let outcomes = if one_chunk { w.outcomes(&lines).await } else { w.each(&lines).await };
+        assert_eq!(
+            codes(&outcomes),
+            vec![
+                "accepted",
+                "accepted",
+                "duplicate",
+                "accepted",
+                "accepted",
+                "original_unknown",
+                "original_unknown",
+                "original_unknown",
+                "duplicate",
+            ],
+            "one chunk: {one_chunk}"
+        );
+        let message = |o: &RecordOutcome| match o {
+            RecordOutcome::Rejected(r) => {
+                r.message.replace("M2-V9", "M2-R9").replace("M2-R8", "M2-R9").replace("M1-404", "M1-2")
+            }
+            other => panic!("rejected: {other:?}"),
+        };
+        assert_eq!(message(&outcomes[5]), message(&outcomes[7]));
+        assert_eq!(message(&outcomes[6]), message(&outcomes[7]));
+        // The first to use a txn_id keeps the plain name; M1's M1-1 is named by its merchant.
+        let plain = w.store.read_stream("payment-M1-1", 0, 10).await.expect("read");
+        let own = w.store.read_stream("payment-M1/M1-1", 0, 10).await.expect("read");
+        let merchants = |events: &[RecordedEvent]| -> Vec<String> {
+            events
+                .iter()
+                .map(|e| {
+                    let v: serde_json::Value = serde_json::from_slice(&e.data.payload).expect("json");
+                    format!("{} {} {}", e.data.event_type, v["merchant_id"], v["amount"])
+                })
+                .collect()
+        };
+        assert_eq!(
+            merchants(&plain),
+            vec![r#"PaymentCaptured "M2" "50.00""#, r#"PaymentRefunded "M2" "20.00""#],
+            "one chunk: {one_chunk}"
+        );
+        assert_eq!(
+            merchants(&own),
+            vec![r#"PaymentCaptured "M1" "10.00""#, r#"PaymentRefunded "M1" "3.00""#],
+            "one chunk: {one_chunk}"
+        );
+        // M1's refund of 3.00 left 7.00 of its sale; M2's left 30.00 of its own.
+        let more = vec![
+            adjustment("refund", "M1-1-R2", "M1-1", "T1", "000001", "7.01"),
+            adjustment("refund", "M1-1-R3", "M1-1", "T1", "000001", "7.00"),
+            from_m2(&adjustment("refund", "M1-1-R4", "M1-1", "T1", "000001", "30.00")),
+        ];
+        assert_eq!(codes(&w.each(&more).await), vec!["refund_exceeds_remaining", "accepted", "accepted"]);
+    }
 }
 
 /// The fixture day: everything is accepted, and a second run stores nothing again; the

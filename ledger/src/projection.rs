@@ -35,7 +35,7 @@ use ingest::event::{
 use ingest::money::Currency;
 use ingest::statement::{LineKind, StatementChannel};
 use rust_decimal::Decimal;
-use xxhash_rust::xxh3::xxh3_64;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::chunked::{Chunked, IdArena};
 use crate::entry::{Account, BalancedEntry, EntryError, Posting};
@@ -330,7 +330,7 @@ impl Projection {
         self.timeline.reserve(n);
         let (ids, payments) = (&self.payment_ids, &self.payments);
         let n = n.min(PAYMENTS_RESERVED_MAX) as usize;
-        self.payment_index.reserve(n, |&j| xxh3_64(payment_id(ids, payments, j).unwrap_or_default().as_bytes()));
+        self.payment_index.reserve(n, |&j| payment_hash_of(ids, payments, j));
     }
 
     fn apply_inner(&mut self, position: u64, event: &Event, want: bool) -> Result<Option<BalancedEntry>, LedgerError> {
@@ -470,16 +470,19 @@ impl Projection {
         self.balances.accounts[slot as usize].0.clone()
     }
 
-    fn find_payment(&self, txn_id: &str) -> Option<u32> {
+    /// The payment a void, refund or reversal applies to: its merchant's sale `original_txn_id`
+    /// (a payment is named by its merchant and txn_id; two merchants may use one txn_id).
+    fn find_payment(&self, a: &PaymentAdjustment) -> Option<u32> {
+        let merchant = *self.merchant_index.get(a.merchant_id.as_str())?;
         let (ids, payments) = (&self.payment_ids, &self.payments);
-        let hash = xxh3_64(txn_id.as_bytes());
-        self.payment_index.find(hash, |&i| payment_id(ids, payments, i) == Some(txn_id)).copied()
+        let is_it = |&i: &u32| is_payment(ids, payments, i, merchant, &a.original_txn_id);
+        self.payment_index.find(payment_hash(merchant, &a.original_txn_id), is_it).copied()
     }
 
-    /// Indexes payment `i` (already in `payments`) by its id.
+    /// Indexes payment `i` (already in `payments`) by its merchant and id.
     pub(crate) fn index_payment(&mut self, i: u32) {
         let (ids, payments) = (&self.payment_ids, &self.payments);
-        let hash_of = |j: &u32| xxh3_64(payment_id(ids, payments, *j).unwrap_or_default().as_bytes());
+        let hash_of = |j: &u32| payment_hash_of(ids, payments, *j);
         self.payment_index.insert_unique(hash_of(&i), i, hash_of);
     }
 
@@ -585,9 +588,9 @@ impl Projection {
                 let fee = fees::merchant_fee(terms, s.amount, s.currency);
                 let (ids, payments) = (&self.payment_ids, &self.payments);
                 let entry = self.payment_index.entry(
-                    xxh3_64(s.txn_id.as_bytes()),
-                    |&j| payment_id(ids, payments, j) == Some(&s.txn_id),
-                    |&j| xxh3_64(payment_id(ids, payments, j).unwrap_or_default().as_bytes()),
+                    payment_hash(m, &s.txn_id),
+                    |&j| is_payment(ids, payments, j, m, &s.txn_id),
+                    |&j| payment_hash_of(ids, payments, j),
                 );
                 let hashbrown::hash_table::Entry::Vacant(vacant) = entry else {
                     return Err(invariant(format!("sale {} captured twice", s.txn_id)));
@@ -614,7 +617,7 @@ impl Projection {
                 Ok(Some(self.capture_lines(&book, false)))
             }
             Event::PaymentVoided(a) | Event::PaymentReversed(a) => {
-                let i = self.find_payment(&a.original_txn_id).ok_or_else(|| unknown_sale(position, a))?;
+                let i = self.find_payment(a).ok_or_else(|| unknown_sale(position, a))?;
                 let book = self.payment(i);
                 if book.cancelled || self.refunds.contains_key(&i) {
                     return Err(invariant(format!(
@@ -635,7 +638,7 @@ impl Projection {
                 Ok(Some(self.capture_lines(&book, true)))
             }
             Event::PaymentRefunded(a) => {
-                let i = self.find_payment(&a.original_txn_id).ok_or_else(|| unknown_sale(position, a))?;
+                let i = self.find_payment(a).ok_or_else(|| unknown_sale(position, a))?;
                 let book = self.payment(i);
                 let so_far = self.refunds.get(&i).copied().unwrap_or_default();
                 if book.cancelled || so_far.amount + a.amount > book.amount {
@@ -920,6 +923,22 @@ fn at_time(h: &History, window: crate::timeline::Window, counts: impl Fn(u64) ->
 pub(crate) fn payment_id<'a>(ids: &'a IdArena, payments: &Chunked<PaymentBook>, i: u32) -> Option<&'a str> {
     let b = payments.get(i as usize)?;
     ids.get(b.id_start, b.id_len as usize)
+}
+
+/// Where a payment of merchant `merchant` (its index) named `txn_id` hashes in the payment index.
+fn payment_hash(merchant: u32, txn_id: &str) -> u64 {
+    xxh3_64_with_seed(txn_id.as_bytes(), u64::from(merchant))
+}
+
+/// [`payment_hash`] of payment `i`.
+fn payment_hash_of(ids: &IdArena, payments: &Chunked<PaymentBook>, i: u32) -> u64 {
+    let merchant = payments.get(i as usize).map_or(0, |b| b.merchant);
+    payment_hash(merchant, payment_id(ids, payments, i).unwrap_or_default())
+}
+
+/// Whether payment `i` is merchant `merchant`'s `txn_id`.
+fn is_payment(ids: &IdArena, payments: &Chunked<PaymentBook>, i: u32, merchant: u32, txn_id: &str) -> bool {
+    payments.get(i as usize).is_some_and(|b| b.merchant == merchant) && payment_id(ids, payments, i) == Some(txn_id)
 }
 
 /// BLAKE3 over `account currency balance` lines, hex.

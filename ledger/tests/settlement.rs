@@ -136,3 +136,61 @@ async fn a_refund_recorded_after_its_day_was_settled_is_settled_next() {
     assert_eq!(after.balances().balance(&Account::payable("M000006"), Currency::Cny, u64::MAX), Decimal::ZERO);
     assert!(after.settlements_due(day_three).is_empty());
 }
+
+/// Two merchants' payments with one txn_id are two payments: each is booked to its merchant,
+/// each one's refund or void applies to its own, and reconciliation's items and batch totals
+/// keep them apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_txn_id_of_two_merchants_is_two_payments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store_fixture(dir.path(), &["2026-11-24"]).await;
+    let before = ledger::replay(&*store, u64::MAX).await.expect("books");
+    let record = |kind: &str, merchant: &str, terminal: &str, txn: &str, original: &str, amount: &str| {
+        let (original, channel_txn) = match original {
+            "" => (String::new(), format!(r#","channel_txn_id":"42{merchant}","payer":"oX","mcc":"5812""#)),
+            o => (format!(r#","original_txn_id":"{o}""#), String::new()),
+        };
+        format!(
+            r#"{{"kind":"{kind}","txn_id":"{txn}"{original},"merchant_id":"{merchant}","terminal_id":"{terminal}","batch_no":"000777","stan":"000001","channel":"wechat"{channel_txn},"amount":"{amount}","currency":"CNY","at":"2026-11-24T12:00:00+08:00"}}"#
+        )
+    };
+    let feed = [
+        record("sale", "M000003", "T0000300", "X-1", "", "100.00"),
+        record("sale", "M000006", "T0000600", "X-1", "", "50.00"),
+        record("refund", "M000003", "T0000300", "X-1-R", "X-1", "10.00"),
+        record("void", "M000006", "T0000600", "X-1-V", "X-1", "50.00"),
+    ]
+    .join("\n");
+    let mut ingestor = ingest::pipeline::Ingestor::open(store.clone(), None).await.expect("ingestor");
+    let s =
+        ingestor.ingest_reader(feed.as_bytes(), ingest::pipeline::InputKind::Feed, |_, _| {}).await.expect("ingest");
+    assert_eq!((s.accepted, s.rejected), (4, 0), "{:?}", s.first_rejections);
+    let after = ledger::replay(&*store, u64::MAX).await.expect("books");
+    let payable =
+        |books: &ledger::Projection, m: &str| -books.balances().balance(&Account::payable(m), Currency::Cny, u64::MAX);
+    let terms = fee_terms();
+    let sale_fee = fee(&terms, "M000003", "wechat", dec(&"100.00".into()));
+    let refund_fee = half_up(sale_fee * Decimal::new(10, 2));
+    let m3 = Decimal::new(10000, 2) - sale_fee - (Decimal::new(1000, 2) - refund_fee);
+    assert_eq!(payable(&after, "M000003") - payable(&before, "M000003"), m3);
+    assert_eq!(payable(&after, "M000006"), payable(&before, "M000006"), "the void cancels M000006's own sale");
+    // Reconciliation's items: both sales, the voided one marked, the refund with its sale's
+    // channel id.
+    let date = NaiveDate::from_ymd_opt(2026, 11, 24).expect("date");
+    let (items, _) =
+        ledger::recon::load_items(&*store, ingest::statement::StatementChannel::Wechat, date).await.expect("items");
+    let mut ours: Vec<String> = items
+        .iter()
+        .filter(|i| i.txn_id.starts_with("X-1"))
+        .map(|i| format!("{:?} {} {:?} {} {}", i.kind, i.txn_id, i.channel_txn_id, i.amount, i.cancelled))
+        .collect();
+    ours.sort();
+    assert_eq!(
+        ours,
+        vec![
+            r#"Payment X-1 Some("42M000003") 100.00 false"#,
+            r#"Payment X-1 Some("42M000006") 50.00 true"#,
+            r#"Refund X-1-R Some("42M000003") 10.00 false"#,
+        ]
+    );
+}

@@ -220,6 +220,40 @@ fn a_day_end_run_again_records_nothing_and_says_the_same() {
     assert_eq!(table(&data).stdout, table(&data).stdout);
 }
 
+/// Two merchants with one txn_id: M000001's terminal takes M000003's next txn_id first, then
+/// M000003 makes a large sale with it that the statement lacks. The break over the approval
+/// threshold holds M000003, whose payment it is, not the merchant that used the txn_id first.
+#[test]
+fn a_break_holds_the_merchant_whose_payment_it_is() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (data, s24, s25) = setup(root.path());
+    let sale = |merchant: &str, terminal: &str, amount: &str, channel_txn: &str| {
+        format!(
+            r#"{{"kind":"sale","txn_id":"M000003-20261124-999999","merchant_id":"{merchant}","terminal_id":"{terminal}","batch_no":"000777","stan":"000001","channel":"wechat","channel_txn_id":"{channel_txn}","amount":"{amount}","currency":"CNY","at":"2026-11-24T12:00:00+08:00","payer":"oX","mcc":"5812"}}"#
+        )
+    };
+    let feed = root.path().join("extra.ndjson");
+    let lines = [
+        sale("M000001", "T0000100", "1.00", "4200020261124999999999000001"),
+        sale("M000003", "T0000300", "5000.00", "4200020261124999999999000003"),
+    ];
+    std::fs::write(&feed, lines.join("\n")).expect("feed");
+    let out = posledger(&data, &["ingest", &feed.display().to_string(), "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(json(&out)["accepted"], 2);
+    // Breaks found: exit 1.
+    assert_eq!(day_end(&data, "2026-11-24", &s24).status.code(), Some(1));
+    let last = json(&day_end(&data, "2026-11-25", &s25));
+    let mut held: Vec<&str> = last["settlement"]["held"]
+        .as_array()
+        .expect("held")
+        .iter()
+        .filter_map(|h| h["held"]["merchant_id"].as_str())
+        .collect();
+    held.sort();
+    assert_eq!(held, vec!["M000003", "M000007"]);
+}
+
 /// Killed with `kill -9` at several points and run again, the day-end finishes the day: the
 /// same report and the same log as a day-end that was never interrupted.
 #[test]

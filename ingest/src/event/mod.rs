@@ -950,8 +950,10 @@ impl Event {
     /// The deterministic event id: a version-5 UUID of the type and idempotency key.
     ///
     /// The four payment events share one id space, `Payment/{txn_id}`: a terminal's txn_id
-    /// names one record, so a refund that reuses a sale's txn_id is the same id with other
-    /// content, which the store refuses as a conflict without any extra lookup.
+    /// names one record of its merchant, so a refund that reuses a sale's txn_id is the same id
+    /// with other content, which the store refuses as a conflict without any extra lookup. A
+    /// txn_id is its merchant's: when the first merchant to use it is another, the ingest
+    /// names the record by both ([`payment_event_id_of`], [`crate::streams::payment_of`]).
     pub fn event_id(&self) -> Uuid {
         match self {
             Event::PaymentCaptured(e) => event_id_of(PAYMENT_ID_SPACE, &e.txn_id),
@@ -1093,6 +1095,13 @@ pub fn event_id_of(event_type: &str, key: &str) -> Uuid {
 
 /// The id space shared by the payment events (captures, voids, refunds, reversals).
 pub const PAYMENT_ID_SPACE: &str = "Payment";
+
+/// The id of a payment event of `merchant_id` whose own txn_id already names another merchant's
+/// payment event: `Payment/<merchant>/<txn_id>` (the first merchant's is `Payment/<txn_id>`,
+/// [`Event::event_id`]).
+pub fn payment_event_id_of(merchant_id: &str, txn_id: &str) -> Uuid {
+    event_id_of(PAYMENT_ID_SPACE, &format!("{merchant_id}/{txn_id}"))
+}
 
 #[cfg(test)]
 mod tests {

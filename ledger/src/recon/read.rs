@@ -29,9 +29,9 @@ pub async fn load_items<S: ingest::store::EventStore>(
     let from = date - chrono::Duration::days(i64::from(CARRY_FORWARD_DAYS_MAX));
     use ingest::event::Event;
     let mut items: Vec<Item> = Vec::new();
-    // Our payments of this statement by txn_id: the channel id a refund carries, and where a
-    // void or reversal marks its sale.
-    let mut payments: HashMap<String, (Option<String>, Option<usize>)> = HashMap::new();
+    // Our payments of this statement by merchant and txn_id (two merchants may use one
+    // txn_id): the channel id a refund carries, and where a void or reversal marks its sale.
+    let mut payments: HashMap<(String, String), (Option<String>, Option<usize>)> = HashMap::new();
     let mut terms: HashMap<Channel, (NaiveDate, Terms)> = HashMap::new();
     let in_range = |at: &DateTime<FixedOffset>| {
         let day = at.date_naive();
@@ -66,10 +66,10 @@ pub async fn load_items<S: ingest::store::EventStore>(
                     });
                     items.len() - 1
                 });
-                payments.insert(s.txn_id, (s.channel_txn_id, index));
+                payments.insert((s.merchant_id, s.txn_id), (s.channel_txn_id, index));
             }
             Event::PaymentRefunded(r) if statement_of(r.channel) == Some(statement) && in_range(&r.at) => {
-                let channel_txn_id = payments.get(&r.original_txn_id).and_then(|(c, _)| c.clone());
+                let channel_txn_id = payments.get(&(r.merchant_id, r.original_txn_id)).and_then(|(c, _)| c.clone());
                 items.push(Item {
                     kind: LineKind::Refund,
                     txn_id: r.txn_id,
@@ -82,7 +82,7 @@ pub async fn load_items<S: ingest::store::EventStore>(
                 });
             }
             Event::PaymentVoided(a) | Event::PaymentReversed(a) => {
-                if let Some((_, Some(i))) = payments.get(&a.original_txn_id) {
+                if let Some((_, Some(i))) = payments.get(&(a.merchant_id, a.original_txn_id)) {
                     items[*i].cancelled = true;
                 }
             }

@@ -263,7 +263,8 @@ pub fn run_record(
 #[derive(Debug, Default)]
 pub struct BatchHost {
     host: HashMap<(String, String), ingest::event::BatchTotals>,
-    sales: HashMap<String, ((String, String), Decimal)>,
+    /// Sales by merchant and txn_id: their terminal batch and amount.
+    sales: HashMap<(String, String), ((String, String), Decimal)>,
     closes: Vec<ingest::event::TerminalBatchClosed>,
 }
 
@@ -282,10 +283,10 @@ impl BatchHost {
                 let t = host.entry(key.clone()).or_default();
                 t.debit_count += 1;
                 t.debit_amount += s.amount;
-                sales.insert(s.txn_id, (key, s.amount));
+                sales.insert((s.merchant_id, s.txn_id), (key, s.amount));
             }
             Event::PaymentReversed(a) => {
-                if let Some((key, amount)) = sales.get(&a.original_txn_id) {
+                if let Some((key, amount)) = sales.get(&(a.merchant_id, a.original_txn_id)) {
                     let t = host.entry(key.clone()).or_default();
                     t.debit_count = t.debit_count.saturating_sub(1);
                     t.debit_amount -= *amount;
