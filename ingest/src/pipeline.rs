@@ -481,7 +481,12 @@ impl<S: EventStore> Ingestor<S> {
             Some(&(_, owner)) => Some(owner),
             None => {
                 stored = self.store.event_by_id(data.event_id).await?;
-                stored.as_ref().map(|found| stored_merchant(found).as_deref().map_or(0, merchant_key))
+                // The same record again (a re-sent file) is its own merchant's: decoded only
+                // when it differs.
+                stored.as_ref().map(|found| match found.data == data {
+                    true => merchant,
+                    false => stored_merchant(found).as_deref().map_or(0, merchant_key),
+                })
             }
         };
         if let Some((merchant_id, own_txn)) = names
