@@ -181,7 +181,8 @@ pub fn document() -> Value {
                 responses.insert("413".into(), problem("the body is over its limit"));
                 responses.insert("409".into(), problem("the Idempotency-Key was used with another body"));
                 responses.insert("422".into(), problem("a record is invalid; nothing was stored"));
-                responses.insert("429".into(), problem("too many ingest requests at once"));
+                responses.insert("408".into(), problem("the body did not arrive within its deadline"));
+                responses.insert("429".into(), problem("too many ingest requests, or bodies of this key, at once"));
             }
             "/v1/statements" => {
                 op["parameters"] = json!([
@@ -197,6 +198,7 @@ pub fn document() -> Value {
                 responses.insert("400".into(), problem("a bad query or a statement that does not fit the log"));
                 responses.insert("413".into(), problem("the file is over its limit"));
                 responses.insert("422".into(), problem("the statement does not parse (file, line, field)"));
+                responses.insert("408".into(), problem("the body did not arrive within its deadline"));
                 responses.insert("429".into(), problem("too many statement uploads at once"));
             }
             "/v1/reconciliations" => {

@@ -61,7 +61,7 @@ pub fn serve(dir: &DataDir, addr: SocketAddr) -> Result<ExitCode> {
             }
         };
         let state = crate::http::State::new(app.clone());
-        warp::serve(crate::http::routes(state)).incoming(listener).graceful(shutdown).run().await;
+        crate::http::listen::serve(state, listener, shutdown).await;
         // Requests in flight have finished; the local clients finish theirs too.
         tokio::task::spawn_blocking(move || socket.stop()).await.context("stopping the local socket")?;
         // Save the write model's and the books' positions for a quick start.

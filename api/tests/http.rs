@@ -88,6 +88,10 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
+        Server::start_with(api::http::listen::Limits::default())
+    }
+
+    fn start_with(limits: api::http::listen::Limits) -> Server {
         let dir = tempfile::tempdir().expect("tmp");
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
         let admin = manifest("../analytics/tests/fixtures/small/admin.ndjson");
@@ -107,7 +111,7 @@ impl Server {
             let state = api::http::State::new(std::sync::Arc::new(app));
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
             let addr = listener.local_addr().expect("addr");
-            tokio::spawn(warp::serve(api::http::routes(state.clone())).incoming(listener).run());
+            tokio::spawn(api::http::listen::serve_with(state.clone(), listener, limits, std::future::pending()));
             (addr, state)
         });
         Server { addr, dir, state, runtime }
@@ -802,4 +806,117 @@ fn statement_uploads_beyond_their_limit_are_refused_before_their_bodies_are_read
     };
     assert_eq!(let_in.status, 422, "read and refused as a statement: {}", String::from_utf8_lossy(&let_in.body));
     drop(held);
+}
+
+/// Waits up to `limit` for `attempt` to give `Some`.
+fn within<T>(limit: std::time::Duration, mut attempt: impl FnMut() -> Option<T>) -> Option<T> {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(t) = attempt() {
+            return Some(t);
+        }
+        if started.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A POST whose head says `Content-Length: 1000` and whose body stops after a few bytes.
+fn stalled_post(addr: SocketAddr, path: &str, token: &str) -> std::net::TcpStream {
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 1000\r\n\r\n{{\"kind\""
+    );
+    stream.write_all(head.as_bytes()).expect("write");
+    stream
+}
+
+/// What a connection is answered, read until the server closes it or `limit` passes.
+fn answer_on(stream: &mut std::net::TcpStream, limit: std::time::Duration) -> String {
+    stream.set_read_timeout(Some(limit)).expect("timeout");
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    String::from_utf8_lossy(&raw).into_owned()
+}
+
+#[test]
+fn a_key_sending_slow_bodies_holds_only_its_own_places() {
+    // One terminal key opens as many stalled uploads as the server lets wait for the write
+    // model: it gets BODY_READS_PER_KEY_MAX of them, the rest are refused at once (429), and
+    // another merchant's terminal still ingests. A stalled body is answered 408 after its
+    // deadline and nothing of it is stored.
+    let server = Server::start();
+    let slow = server.key(Role::Terminal, Some("M000001"));
+    let other = server.key(Role::Terminal, Some("M000002"));
+    let events = server.events_count();
+    let mut held: Vec<_> =
+        (0..api::http::INGEST_WAITING_MAX).map(|_| stalled_post(server.addr, "/v1/transactions", &slow)).collect();
+    // The server reads the heads as it gets to them: wait until one more is refused.
+    let refused = within(std::time::Duration::from_secs(10), || {
+        let a = server.call("POST", "/v1/transactions", Some(&slow), &feed("M000001"));
+        (a.status == 429).then_some(a)
+    })
+    .expect("a fifth body of one key is refused");
+    assert!(refused.json()["detail"].as_str().is_some_and(|d| d.contains("this key")), "{:?}", refused.json());
+    let started = std::time::Instant::now();
+    let a = server.call("POST", "/v1/transactions", Some(&other), &feed("M000002"));
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "answered in {:?}", started.elapsed());
+    // The refused ones were answered and closed; the admitted ones time out with 408.
+    let deadline = api::http::BODY_READ_GRACE_SECONDS + 1000 / api::http::BODY_BYTES_PER_SECOND_MIN;
+    let mut timed_out = 0;
+    for stream in &mut held {
+        let answer = answer_on(stream, std::time::Duration::from_secs(deadline + 5));
+        if answer.starts_with("HTTP/1.1 408") {
+            assert!(answer.contains("body_too_slow"), "{answer}");
+            timed_out += 1;
+        } else {
+            assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+        }
+    }
+    assert_eq!(timed_out, api::http::BODY_READS_PER_KEY_MAX);
+    let a = server.call("POST", "/v1/transactions", Some(&slow), &feed("M000001"));
+    assert_eq!(a.status, 200, "the key's places are free again: {}", String::from_utf8_lossy(&a.body));
+    assert!(server.events_count() > events);
+}
+
+#[test]
+fn idle_connections_are_bounded_and_closed() {
+    // Connections that send nothing: past the limit one more is answered 503; each is closed
+    // after the head's deadline; a request meanwhile is answered at once. (The limits are the
+    // defaults' mechanism at a size the test's own descriptors allow.)
+    let limits = api::http::listen::Limits { connections_max: 24, header_read: std::time::Duration::from_secs(2) };
+    let server = Server::start_with(limits);
+    let finance = server.key(Role::Finance, None);
+    let mut idle: Vec<_> =
+        (0..limits.connections_max).map(|_| std::net::TcpStream::connect(server.addr).expect("connect")).collect();
+    let mut over = within(std::time::Duration::from_secs(10), || {
+        let mut s = std::net::TcpStream::connect(server.addr).expect("connect");
+        let answer = answer_on(&mut s, std::time::Duration::from_secs(2));
+        answer.starts_with("HTTP/1.1 503").then_some(answer)
+    })
+    .expect("a connection over the limit is answered 503");
+    assert!(over.contains("too_many_connections"), "{over}");
+    over.clear();
+    let started = std::time::Instant::now();
+    for stream in &mut idle {
+        let answer = answer_on(stream, limits.header_read + std::time::Duration::from_secs(10));
+        assert!(!answer.starts_with("HTTP/1.1 2"), "{answer}");
+    }
+    let waited = started.elapsed();
+    assert!(waited < limits.header_read + std::time::Duration::from_secs(5), "closed after {waited:?}");
+    assert_eq!(server.call("GET", "/v1/trial-balance", Some(&finance), b"").status, 200);
+    // A keep-alive connection that goes idle after its first request is closed too.
+    let mut kept = std::net::TcpStream::connect(server.addr).expect("connect");
+    write!(kept, "GET /v1/trial-balance HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {finance}\r\n\r\n")
+        .expect("write");
+    let started = std::time::Instant::now();
+    let answer = answer_on(&mut kept, limits.header_read + std::time::Duration::from_secs(10));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        started.elapsed() < limits.header_read + std::time::Duration::from_secs(5),
+        "kept open {:?}",
+        started.elapsed()
+    );
 }

@@ -817,14 +817,9 @@ async fn http(dir: &Path, records: u64, repeat: usize) -> Result<()> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(
-            warp::serve(api::http::routes(state))
-                .incoming(listener)
-                .graceful(async {
-                    let _ = stopped.await;
-                })
-                .run(),
-        );
+        let server = tokio::spawn(api::http::listen::serve(state, listener, async {
+            let _ = stopped.await;
+        }));
         // Ingest: batches of 1000 lines, alternately by two clients, in the feed's order.
         let lines: Vec<&[u8]> = feed.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
         let batches: Vec<Vec<u8>> = lines.chunks(1000).map(|c| c.join(&b'\n')).collect();

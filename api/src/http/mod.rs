@@ -11,6 +11,7 @@
 
 pub mod body;
 pub mod handlers;
+pub mod listen;
 pub mod metrics;
 pub mod problem;
 
@@ -45,6 +46,18 @@ pub const INGEST_WAITING_MAX: usize = 64;
 /// Statement uploads let in at once (each buffers up to [`STATEMENT_UPLOAD_BYTES_MAX`], and an
 /// Alipay zip is expanded); more are refused with 429 before their bodies are read.
 pub const STATEMENT_UPLOADS_MAX: usize = 2;
+/// The slowest a request body may arrive, on average: a body must be in within
+/// [`BODY_READ_GRACE_SECONDS`] plus its length at this rate (a 16 MiB ingest body within 74 s,
+/// a 64 MiB statement within 266 s), or the request is answered 408 and its body dropped.
+pub const BODY_BYTES_PER_SECOND_MIN: u64 = 256 * 1024;
+/// Seconds every body is given on top of its length at [`BODY_BYTES_PER_SECOND_MIN`].
+pub const BODY_READ_GRACE_SECONDS: u64 = 10;
+/// Ingest bodies one key may be sending at once; more are refused with 429 before they are
+/// read. A key with slow uploads holds only its own places, never the terminals'.
+pub const BODY_READS_PER_KEY_MAX: usize = 4;
+/// Ingest bodies being read at once, every key together (each at most
+/// [`INGEST_BODY_BYTES_MAX`]); more are refused with 429 before they are read.
+pub const BODY_READS_MAX: usize = 64;
 /// Longest `Idempotency-Key` header accepted, in bytes.
 pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 128;
 
@@ -56,6 +69,10 @@ pub struct State {
     ingest_queue: Arc<Admission>,
     /// Statement uploads being read or imported.
     upload_queue: Arc<Admission>,
+    /// Ingest bodies being read, all keys together.
+    body_reads: Arc<Admission>,
+    /// Ingest bodies being read, by key id.
+    body_reads_by_key: Arc<std::sync::Mutex<HashMap<String, usize>>>,
 }
 
 impl State {
@@ -66,6 +83,8 @@ impl State {
             metrics: Metrics::default(),
             ingest_queue: Arc::new(Admission::new(INGEST_WAITING_MAX)),
             upload_queue: Arc::new(Admission::new(STATEMENT_UPLOADS_MAX)),
+            body_reads: Arc::new(Admission::new(BODY_READS_MAX)),
+            body_reads_by_key: Arc::default(),
         })
     }
 
@@ -86,8 +105,8 @@ where
 }
 
 /// A place among the requests of one kind let in, taken before the body is read: more than
-/// the queue holds ([`INGEST_WAITING_MAX`] ingest requests, [`STATEMENT_UPLOADS_MAX`] statement
-/// uploads) are refused with 429, their bodies never buffered.
+/// the queue holds ([`STATEMENT_UPLOADS_MAX`] statement uploads) are refused with 429, their
+/// bodies never buffered.
 fn admit(
     state: Arc<State>,
     queue: fn(&State) -> &Arc<Admission>,
@@ -95,17 +114,97 @@ fn admit(
 ) -> impl Filter<Extract = (Admitted,), Error = Rejection> + Clone {
     warp::any().and_then(move || {
         let state = state.clone();
-        async move {
-            queue(&state).try_enter().ok_or_else(|| {
-                warp::reject::custom(Problem::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_requests",
-                    "Too many requests",
-                    format!("as many {what} as allowed are already in; retry shortly"),
-                ))
-            })
-        }
+        async move { queue(&state).try_enter().ok_or_else(|| warp::reject::custom(too_many(what))) }
     })
+}
+
+/// 429 for a request of `what` over its limit.
+fn too_many(what: &str) -> Problem {
+    Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_requests",
+        "Too many requests",
+        format!("as many {what} as allowed are already in; retry shortly"),
+    )
+}
+
+/// A key's place among the ingest bodies being read ([`BODY_READS_PER_KEY_MAX`] per key,
+/// [`BODY_READS_MAX`] in all); leaving frees it.
+struct BodyRead {
+    _all: Admitted,
+    key_id: String,
+    by_key: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+}
+
+impl BodyRead {
+    fn enter(state: &State, who: &Principal) -> Result<BodyRead, Problem> {
+        let all = state.body_reads.try_enter().ok_or_else(|| too_many("request bodies"))?;
+        let mut by_key = state.body_reads_by_key.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let reading = by_key.entry(who.key_id.clone()).or_default();
+        if *reading >= BODY_READS_PER_KEY_MAX {
+            return Err(too_many("request bodies of this key"));
+        }
+        *reading += 1;
+        Ok(BodyRead { _all: all, key_id: who.key_id.clone(), by_key: state.body_reads_by_key.clone() })
+    }
+}
+
+impl Drop for BodyRead {
+    fn drop(&mut self) {
+        let mut by_key = self.by_key.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = by_key.get_mut(&self.key_id) {
+            *n -= 1;
+            if *n == 0 {
+                by_key.remove(&self.key_id);
+            }
+        }
+    }
+}
+
+/// Reads a body of `length` bytes (its `Content-Length`, already checked against the route's
+/// limit) within its deadline ([`BODY_READ_GRACE_SECONDS`] plus the length at
+/// [`BODY_BYTES_PER_SECOND_MIN`]); 408 after it, 400 for a body longer or shorter than it said.
+async fn read_body<B: bytes::Buf>(
+    length: u64,
+    body: impl futures::Stream<Item = Result<B, warp::Error>>,
+) -> Result<Bytes, Problem> {
+    use futures::StreamExt;
+    let seconds = BODY_READ_GRACE_SECONDS + length / BODY_BYTES_PER_SECOND_MIN;
+    let mut out = bytes::BytesMut::with_capacity(usize::try_from(length).unwrap_or(0));
+    let read = async {
+        let mut body = std::pin::pin!(body);
+        while let Some(chunk) = body.next().await {
+            let mut chunk = chunk
+                .map_err(|e| Problem::bad_request("body_unreadable", format!("the body could not be read: {e}")))?;
+            if out.len() as u64 + chunk.remaining() as u64 > length {
+                return Err(Problem::bad_request(
+                    "body_length",
+                    format!("the body is longer than its Content-Length {length}"),
+                ));
+            }
+            while chunk.has_remaining() {
+                let part = chunk.chunk();
+                out.extend_from_slice(part);
+                let n = part.len();
+                chunk.advance(n);
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(seconds), read).await {
+        Ok(Ok(())) => Ok(out.freeze()),
+        Ok(Err(p)) => Err(p),
+        Err(_) => Err(Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_too_slow",
+            "Request body too slow",
+            format!(
+                "the {length}-byte body did not arrive within {seconds} s ({BODY_READ_GRACE_SECONDS} s and \
+                 {} KiB/s); send it again",
+                BODY_BYTES_PER_SECOND_MIN / 1024
+            ),
+        )),
+    }
 }
 
 fn with_state(state: Arc<State>) -> impl Filter<Extract = (Arc<State>,), Error = std::convert::Infallible> + Clone {
@@ -144,7 +243,10 @@ const STATE_READERS: &[Role] = &[Role::Terminal, Role::Finance, Role::Auditor, R
 
 type Query = HashMap<String, String>;
 
-/// `POST` of records (feed or admin) for the given roles: admitted before the body is read.
+/// `POST` of records (feed or admin) for the given roles. The body is read first, under the
+/// key's places ([`BODY_READS_PER_KEY_MAX`]) and its deadline; then the request waits for the
+/// write model among at most [`INGEST_WAITING_MAX`] (429 beyond), so slow senders never hold
+/// the places of requests ready to be decided.
 fn ingest_route(
     path: impl Filter<Extract = (), Error = Rejection> + Clone + Send + Sync + 'static,
     state: &Arc<State>,
@@ -155,17 +257,22 @@ fn ingest_route(
         .and(warp::post())
         .and(auth(state.clone(), roles))
         .and(warp::header::optional::<String>("idempotency-key"))
-        .and(admit(state.clone(), |s| &s.ingest_queue, "ingest requests"))
         .and(warp::body::content_length_limit(INGEST_BODY_BYTES_MAX))
-        .and(warp::body::bytes())
+        .and(warp::header::<u64>("content-length"))
+        .and(warp::body::stream())
         .and(with_state(state.clone()))
-        .and_then(
-            move |who: Principal, key: Option<String>, place: Admitted, body: Bytes, state: Arc<State>| async move {
+        .and_then(move |who: Principal, key: Option<String>, length: u64, body, state: Arc<State>| async move {
+            let answer = async {
+                let reading = BodyRead::enter(&state, &who)?;
+                let body = read_body(length, body).await?;
+                drop(reading);
+                let place = state.ingest_queue.try_enter().ok_or_else(|| too_many("ingest requests"))?;
                 let answer = handlers::ingest_records(&state, &who, kind, key, body).await;
                 drop(place);
-                answer.map_err(warp::reject::custom)
-            },
-        );
+                answer
+            };
+            answer.await.map_err(warp::reject::custom)
+        });
     boxed(route)
 }
 
@@ -267,10 +374,15 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (impl Reply,), Error =
         .and(warp::query::<Query>())
         .and(admit(state.clone(), |s| &s.upload_queue, "statement uploads"))
         .and(warp::body::content_length_limit(STATEMENT_UPLOAD_BYTES_MAX))
-        .and(warp::body::bytes())
+        .and(warp::header::<u64>("content-length"))
+        .and(warp::body::stream())
         .and(with_state(state.clone()))
-        .and_then(|_: Principal, query: Query, place: Admitted, body: Bytes, state: Arc<State>| async move {
-            let answer = h::upload_statement(&state, &query, &body).await;
+        .and_then(|_: Principal, query: Query, place: Admitted, length: u64, body, state: Arc<State>| async move {
+            let answer = async {
+                let body = read_body(length, body).await?;
+                h::upload_statement(&state, &query, &body).await
+            };
+            let answer = answer.await;
             drop(place);
             answer.map_err(warp::reject::custom)
         });
