@@ -527,6 +527,11 @@ pub fn main() -> ExitCode {
 
 /// Runs the command line with these arguments (the first is the program's name).
 pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
+    let args: Vec<std::ffi::OsString> = args.into_iter().collect();
+    // Not a command of people's: the process a server or a command runs analytics in.
+    if args.len() == 2 && args[1] == app::worker::WORKER_ARG {
+        return app::worker::serve_one();
+    }
     let cli = Cli::parse_from(args);
     match run(cli) {
         Ok(code) => code,
@@ -542,6 +547,15 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// The app with its analytics run in worker processes of this executable, when this is the
+/// `posledger` binary (a program embedding the command line runs them in its own process).
+pub fn with_worker(app: app::App) -> app::App {
+    match std::env::current_exe() {
+        Ok(exe) if exe.file_stem().is_some_and(|s| s == "posledger") => app.with_analytics_worker(exe),
+        _ => app,
     }
 }
 
@@ -577,7 +591,7 @@ impl Backend {
         }
         let rt = runtime()?;
         match app::App::open(dir.clone(), warn()) {
-            Ok(app) => Ok(Backend::Local(Box::new(app), rt)),
+            Ok(app) => Ok(Backend::Local(Box::new(with_worker(app)), rt)),
             // A server may have started since we looked.
             Err(f) if f.code == "store_locked" => match crate::local::client::connect(dir).map_err(failed)? {
                 Some(client) => Ok(Backend::Remote(client)),

@@ -15,7 +15,7 @@ pub fn serve(dir: &DataDir, addr: SocketAddr) -> Result<ExitCode> {
     let rt = crate::cli::runtime()?;
     rt.block_on(async {
         let app = match App::open(dir.clone(), Box::new(|w| eprintln!("warning: {w}"))) {
-            Ok(app) => Arc::new(app),
+            Ok(app) => Arc::new(crate::cli::with_worker(app)),
             Err(f) if f.code == "store_locked" => {
                 let who = match crate::local::client::connect(dir) {
                     Ok(Some(client)) => format!(

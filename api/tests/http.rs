@@ -105,8 +105,10 @@ impl Server {
                     ingestor.ingest_reader(file, ingest::pipeline::InputKind::Admin, |_, _| {}).await.expect("ingest");
                 assert_eq!(s.rejected, 0);
             }
-            let app =
-                app::App::open(app::DataDir::new(dir.path()), Box::new(|w| eprintln!("warning: {w}"))).expect("app");
+            // Analytics in worker processes of the posledger binary, as `posledger serve` runs them.
+            let app = app::App::open(app::DataDir::new(dir.path()), Box::new(|w| eprintln!("warning: {w}")))
+                .expect("app")
+                .with_analytics_worker(PathBuf::from(env!("CARGO_BIN_EXE_posledger")));
             app.open_all().await.expect("open");
             let state = api::http::State::new(std::sync::Arc::new(app));
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -919,4 +921,88 @@ fn idle_connections_are_bounded_and_closed() {
         "kept open {:?}",
         started.elapsed()
     );
+}
+
+/// This process's resident memory, in KiB.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS");
+    line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("kib")
+}
+
+/// Analytics workers this process has running.
+fn workers_running() -> usize {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .expect("proc")
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            // stat: pid (comm) state ppid ...
+            let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1).map(str::to_owned));
+            ppid.as_deref() == Some(me.as_str())
+                && String::from_utf8_lossy(&cmdline).contains(app::worker::WORKER_ARG)
+                && !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .count()
+}
+
+#[test]
+fn an_analysts_worst_sql_leaves_the_server_up() {
+    // Queries whose values DataFusion's memory pool does not count (a 2 GiB string per
+    // column, a list of four billion numbers) end as the query's memory limit in their worker;
+    // the server's own memory stays where it was, terminals still ingest and balances are
+    // read meanwhile. A client that goes away stops its query's worker, and its place is
+    // free again only then.
+    let server = Server::start();
+    let admin = server.key(Role::Admin, None);
+    let analyst = server.key(Role::Analyst, None);
+    let finance = server.key(Role::Finance, None);
+    server.call("POST", "/v1/transactions", Some(&admin), &feed("M000001"));
+    assert_eq!(server.call("POST", "/v1/export", Some(&admin), b"").status, 200);
+    let before = rss_kib();
+    let attacks: [&[u8]; 4] = [
+        b"SELECT repeat('a', 2147483647) AS c1, repeat('b', 2147483647) AS c2, repeat('c', 2147483647) AS c3",
+        b"SELECT range(1, 4000000000) AS r",
+        b"SELECT max(length(a.v || b.v)) AS n FROM (SELECT repeat('x', 100000000) AS v FROM payments) a \
+          CROSS JOIN (SELECT repeat('y', 100000000) AS v FROM payments) b",
+        b"SELECT lpad('x', 2147483647, 'y') AS a, rpad('x', 2147483647, 'y') AS b, lpad('z', 2147483647, 'w') AS c",
+    ];
+    for attack in attacks {
+        let answer = server.call("POST", "/v1/sql", Some(&analyst), attack);
+        assert!(
+            (400..600).contains(&answer.status) && answer.status != 500,
+            "{}: {} {}",
+            String::from_utf8_lossy(attack),
+            answer.status,
+            String::from_utf8_lossy(&answer.body)
+        );
+        let started = std::time::Instant::now();
+        let balance = server.call("GET", "/v1/trial-balance", Some(&finance), b"");
+        assert_eq!(balance.status, 200);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1), "a balance read took {:?}", started.elapsed());
+    }
+    let grown = rss_kib().saturating_sub(before);
+    assert!(grown < 256 * 1024, "the server grew by {grown} KiB");
+    assert_eq!(server.call("POST", "/v1/transactions", Some(&admin), &feed("M000002")).status, 200);
+
+    // A long query whose client goes away: its worker is stopped, and the places are free.
+    let mut gone = std::net::TcpStream::connect(server.addr).expect("connect");
+    let sql = "SELECT count(*) FROM range(1, 1000000000000)";
+    write!(
+        gone,
+        "POST /v1/sql HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {analyst}\r\nContent-Length: {}\r\n\r\n{sql}",
+        sql.len()
+    )
+    .expect("write");
+    within(std::time::Duration::from_secs(10), || (workers_running() == 1).then_some(()))
+        .expect("the query's worker runs");
+    drop(gone);
+    within(std::time::Duration::from_secs(5), || (workers_running() == 0).then_some(()))
+        .expect("the worker of a client gone is stopped");
+    for _ in 0..app::analysis::QUERIES_RUNNING_MAX + 1 {
+        let answer = server.call("POST", "/v1/sql", Some(&analyst), b"SELECT count(*) AS n FROM payments");
+        assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    }
 }

@@ -15,6 +15,8 @@ use crate::{App, Class, Failure};
 /// Queries and analyses running at once in one process (each may hold up to the SQL memory
 /// limit); more are refused as busy.
 pub const QUERIES_RUNNING_MAX: usize = 2;
+/// Longest a polars analysis may run.
+pub const ANALYSIS_TIME_MAX: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Who reads a result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -212,48 +214,13 @@ impl App {
         chart: bool,
     ) -> Result<Answer, Failure> {
         // The query's name and parameters first: an unknown query is unknown, export or not.
-        let named = match &target {
-            QueryTarget::Named { name, params } => {
-                let query = queries::get(name).map_err(|e| sql_failure(e.into()))?;
-                let values = query.bind(params).map_err(|e| sql_failure(e.into()))?;
-                Some((query, values))
-            }
-            QueryTarget::Sql(_) => None,
-        };
+        if let QueryTarget::Named { name, params } = &target {
+            let query = queries::get(name).map_err(|e| sql_failure(e.into()))?;
+            query.bind(params).map_err(|e| sql_failure(e.into()))?;
+        }
         let dir = self.export_dir(export)?;
-        let _running = self.query_place()?;
-        let limits = analytics::sql::Limits::default();
-        let session = match audience {
-            Audience::Everyone => analytics::sql::Session::open(&dir, limits).await,
-            Audience::NoPayers => analytics::sql::Session::open_without_payers(&dir, limits).await,
-        }
-        .map_err(sql_failure)?;
-        match (target, named) {
-            (QueryTarget::Named { name, .. }, Some((query, values))) => {
-                let table = session.named(&query, &values).await.map_err(sql_failure)?;
-                let chart = match (chart, &query.chart) {
-                    (false, _) => None,
-                    (true, Some(spec)) => {
-                        Some(analytics::chart::from_table(spec, &table, &query.name).map_err(chart_failure)?)
-                    }
-                    (true, None) => {
-                        return Err(Failure::invalid(
-                            "no_chart",
-                            format!("query {name} has no chart (its header declares none)"),
-                        )
-                        .field("chart"));
-                    }
-                };
-                Ok(Answer { table, chart })
-            }
-            (QueryTarget::Named { .. }, None) => Err(Failure::internal("a named query without its binding")),
-            (QueryTarget::Sql(sql), _) => {
-                if chart {
-                    return Err(Failure::invalid("no_chart", "your own SQL has no chart").field("chart"));
-                }
-                Ok(Answer { table: session.query(&sql).await.map_err(sql_failure)?, chart: None })
-            }
-        }
+        let running = self.query_place()?;
+        self.run_job(Job::Query { export: dir, target, audience, chart }, running).await
     }
 
     /// Runs a polars analysis over the export, and draws its chart when asked. Off the async
@@ -270,31 +237,150 @@ impl App {
                 .field("payers"));
         }
         let dir = self.export_dir(export)?;
-        let _running = self.query_place()?;
-        let answer = tokio::task::spawn_blocking(move || run_analysis(&dir, &analysis, chart))
-            .await
-            .map_err(|e| Failure::internal(format!("the analysis stopped: {e}")))??;
-        // A chart is drawn from rows the chart bounds itself; the rows themselves are bounded.
-        if answer.chart.is_none() && answer.table.rows.len() > analytics::sql::QUERY_ROWS_MAX {
-            return Err(Failure::new(
-                Class::Refused,
-                "query_row_limit",
-                format!(
-                    "the result has {} rows, more than {}; ask a narrower question",
-                    answer.table.rows.len(),
-                    analytics::sql::QUERY_ROWS_MAX
-                ),
-            ));
-        }
-        Ok(answer)
+        let running = self.query_place()?;
+        self.run_job(Job::Analyze { export: dir, analysis, audience, chart }, running).await
     }
+
+    /// Runs `job` in a worker process when the app has one ([`App::with_analytics_worker`]),
+    /// else in this process. `running` is held until the work has really stopped: a caller
+    /// that goes away stops a worker at once, and leaves work in this process holding its place
+    /// until it ends.
+    async fn run_job(&self, job: Job, running: crate::admission::Admitted) -> Result<Answer, Failure> {
+        match self.analytics_worker() {
+            Some(exe) => crate::worker::run(exe, &job, running).await,
+            None => job.run_here(running).await,
+        }
+    }
+}
+
+/// One piece of analytics work over an export: what a worker process is given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Job {
+    /// A named query or an analyst's SQL.
+    Query {
+        /// The export directory.
+        export: PathBuf,
+        /// What to run.
+        target: QueryTarget,
+        /// Who reads it.
+        audience: Audience,
+        /// Whether to draw the chart.
+        chart: bool,
+    },
+    /// A polars analysis.
+    Analyze {
+        /// The export directory.
+        export: PathBuf,
+        /// Which.
+        analysis: Analysis,
+        /// Who reads it.
+        audience: Audience,
+        /// Whether to draw the chart.
+        chart: bool,
+    },
+}
+
+impl Job {
+    /// Longest the job may run: a query [`analytics::sql::QUERY_TIME_MAX`], an analysis
+    /// [`ANALYSIS_TIME_MAX`].
+    pub fn time_max(&self) -> std::time::Duration {
+        match self {
+            Job::Query { .. } => analytics::sql::QUERY_TIME_MAX,
+            Job::Analyze { .. } => ANALYSIS_TIME_MAX,
+        }
+    }
+
+    /// Runs the job in this process. A query is async and stops when dropped; an analysis runs
+    /// on a blocking thread (polars has threads of its own) that keeps `running` until it ends,
+    /// and is answered [`ANALYSIS_TIME_MAX`] at the latest.
+    pub async fn run_here(self, running: crate::admission::Admitted) -> Result<Answer, Failure> {
+        match self {
+            Job::Query { .. } => {
+                let answer = self.run_query().await;
+                drop(running);
+                answer
+            }
+            Job::Analyze { export, analysis, chart, .. } => {
+                let work = tokio::task::spawn_blocking(move || {
+                    let _running = running;
+                    run_analysis(&export, &analysis, chart)
+                });
+                match tokio::time::timeout(ANALYSIS_TIME_MAX, work).await {
+                    Ok(done) => done.map_err(|e| Failure::internal(format!("the analysis stopped: {e}")))?,
+                    Err(_) => Err(analysis_time_failure()),
+                }
+            }
+        }
+    }
+
+    /// Runs the job on the calling runtime (a worker's own), without an admission place: the
+    /// process that started the worker holds it.
+    pub async fn run(self) -> Result<Answer, Failure> {
+        match self {
+            Job::Query { .. } => self.run_query().await,
+            Job::Analyze { export, analysis, chart, .. } => {
+                tokio::task::spawn_blocking(move || run_analysis(&export, &analysis, chart))
+                    .await
+                    .map_err(|e| Failure::internal(format!("the analysis stopped: {e}")))?
+            }
+        }
+    }
+
+    async fn run_query(self) -> Result<Answer, Failure> {
+        let Job::Query { export: dir, target, audience, chart } = self else {
+            return Err(Failure::internal("not a query"));
+        };
+        let limits = analytics::sql::Limits::default();
+        let session = match audience {
+            Audience::Everyone => analytics::sql::Session::open(&dir, limits).await,
+            Audience::NoPayers => analytics::sql::Session::open_without_payers(&dir, limits).await,
+        }
+        .map_err(sql_failure)?;
+        match target {
+            QueryTarget::Named { name, params } => {
+                let query = queries::get(&name).map_err(|e| sql_failure(e.into()))?;
+                let values = query.bind(&params).map_err(|e| sql_failure(e.into()))?;
+                let table = session.named(&query, &values).await.map_err(sql_failure)?;
+                let chart = match (chart, &query.chart) {
+                    (false, _) => None,
+                    (true, Some(spec)) => {
+                        Some(analytics::chart::from_table(spec, &table, &query.name).map_err(chart_failure)?)
+                    }
+                    (true, None) => {
+                        return Err(Failure::invalid(
+                            "no_chart",
+                            format!("query {name} has no chart (its header declares none)"),
+                        )
+                        .field("chart"));
+                    }
+                };
+                Ok(Answer { table, chart })
+            }
+            QueryTarget::Sql(sql) => {
+                if chart {
+                    return Err(Failure::invalid("no_chart", "your own SQL has no chart").field("chart"));
+                }
+                Ok(Answer { table: session.query(&sql).await.map_err(sql_failure)?, chart: None })
+            }
+        }
+    }
+}
+
+/// The failure of an analysis that ran past [`ANALYSIS_TIME_MAX`].
+pub(crate) fn analysis_time_failure() -> Failure {
+    Failure::new(
+        Class::Unavailable,
+        "query_time_limit",
+        format!("the analysis ran longer than its time limit of {ANALYSIS_TIME_MAX:?}"),
+    )
 }
 
 fn run_analysis(dir: &Path, analysis: &Analysis, chart: bool) -> Result<Answer, Failure> {
     use analytics::habits;
     let read = |e: habits::HabitsError| Failure::internal(e.to_string());
     let draw = |svg: Result<String, analytics::chart::ChartError>| svg.map_err(chart_failure);
-    Ok(match analysis {
+    let answer = match analysis {
         Analysis::Rfm { payers, as_of } => {
             let rfm = habits::rfm(dir, *as_of).map_err(read)?;
             let chart = if chart { Some(draw(habits::rfm_chart(&rfm))?) } else { None };
@@ -315,5 +401,18 @@ fn run_analysis(dir: &Path, analysis: &Analysis, chart: bool) -> Result<Answer, 
             let chart = if chart { Some(draw(habits::cohort_chart(&table))?) } else { None };
             Answer { table, chart }
         }
-    })
+    };
+    // A chart is drawn from rows the chart bounds itself; the rows themselves are bounded.
+    if answer.chart.is_none() && answer.table.rows.len() > analytics::sql::QUERY_ROWS_MAX {
+        return Err(Failure::new(
+            Class::Refused,
+            "query_row_limit",
+            format!(
+                "the result has {} rows, more than {}; ask a narrower question",
+                answer.table.rows.len(),
+                analytics::sql::QUERY_ROWS_MAX
+            ),
+        ));
+    }
+    Ok(answer)
 }

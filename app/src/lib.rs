@@ -38,6 +38,7 @@ pub mod registry;
 pub mod request;
 pub mod settle;
 pub mod verify;
+pub mod worker;
 
 use std::sync::Arc;
 
@@ -76,6 +77,8 @@ pub struct App {
     queries: Arc<admission::Admission>,
     /// Whole-log verifies running (each walks the log and rebuilds the books).
     verifies: Arc<admission::Admission>,
+    /// The executable that runs analytics in worker processes, if any ([`worker`]).
+    analytics_worker: Option<std::path::PathBuf>,
     warn: Warn,
 }
 
@@ -112,6 +115,7 @@ impl App {
             approval_over: approvals::approval_over(),
             queries: Arc::new(admission::Admission::new(analysis::QUERIES_RUNNING_MAX)),
             verifies: Arc::new(admission::Admission::new(verify::VERIFIES_RUNNING_MAX)),
+            analytics_worker: None,
             warn,
         })
     }
@@ -121,6 +125,19 @@ impl App {
     pub fn with_approval_over(mut self, threshold: rust_decimal::Decimal) -> App {
         self.approval_over = Ok(threshold);
         self
+    }
+
+    /// Runs queries and analyses each in a worker process started from `exe` (the `posledger`
+    /// binary), bounded in memory and time and stopped when its caller goes away ([`worker`]).
+    /// Without one they run in this process.
+    pub fn with_analytics_worker(mut self, exe: std::path::PathBuf) -> App {
+        self.analytics_worker = Some(exe);
+        self
+    }
+
+    /// The worker executable, when analytics run in worker processes.
+    pub fn analytics_worker(&self) -> Option<&std::path::Path> {
+        self.analytics_worker.as_deref()
     }
 
     /// Opens the write model and the books now (a server does, so that its first requests do
