@@ -939,11 +939,12 @@ fn workers_running() -> usize {
         .filter(|e| {
             let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
             let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            // stat: pid (comm) state ppid ...
-            let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1).map(str::to_owned));
-            ppid.as_deref() == Some(me.as_str())
+            // stat: pid (comm) state ppid ...; a zombie (state Z) has stopped.
+            let mut after = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace()).into_iter().flatten();
+            let (state, ppid) = (after.next(), after.next());
+            ppid == Some(me.as_str())
+                && state != Some("Z")
                 && String::from_utf8_lossy(&cmdline).contains(app::worker::WORKER_ARG)
-                && !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
         })
         .count()
 }
@@ -951,7 +952,8 @@ fn workers_running() -> usize {
 #[test]
 fn an_analysts_worst_sql_leaves_the_server_up() {
     // Queries whose values DataFusion's memory pool does not count (a 2 GiB string per
-    // column, a list of four billion numbers) end as the query's memory limit in their worker;
+    // column, padding to 2 GiB, a cross join of wide strings) end as the query's memory limit
+    // in their worker, and a list of four billion numbers is no function of the sandbox;
     // the server's own memory stays where it was, terminals still ingest and balances are
     // read meanwhile. A client that goes away stops its query's worker, and its place is
     // free again only then.

@@ -248,7 +248,7 @@ impl App {
     async fn run_job(&self, job: Job, running: crate::admission::Admitted) -> Result<Answer, Failure> {
         match self.analytics_worker() {
             Some(exe) => crate::worker::run(exe, &job, running).await,
-            None => job.run_here(running).await,
+            None => job.run(Some(running)).await,
         }
     }
 }
@@ -291,13 +291,27 @@ impl Job {
         }
     }
 
-    /// Runs the job in this process. A query is async and stops when dropped; an analysis runs
-    /// on a blocking thread (polars has threads of its own) that keeps `running` until it ends,
-    /// and is answered [`ANALYSIS_TIME_MAX`] at the latest.
-    pub async fn run_here(self, running: crate::admission::Admitted) -> Result<Answer, Failure> {
+    /// The failure of a job that ran past [`Job::time_max`].
+    pub fn time_failure(&self) -> Failure {
         match self {
-            Job::Query { .. } => {
-                let answer = self.run_query().await;
+            Job::Query { .. } => sql_failure(SqlError::TimeLimit { max: analytics::sql::QUERY_TIME_MAX }),
+            Job::Analyze { .. } => Failure::new(
+                Class::Unavailable,
+                "query_time_limit",
+                format!("the analysis ran longer than its time limit of {ANALYSIS_TIME_MAX:?}"),
+            ),
+        }
+    }
+
+    /// Runs the job on the calling runtime, holding `running` (when this process holds the
+    /// job's admission place) until the work has really stopped. A query is async and stops
+    /// when dropped; an analysis runs on a blocking thread (polars has threads of its own) that
+    /// keeps `running` until it ends, and is answered [`ANALYSIS_TIME_MAX`] at the latest.
+    pub async fn run(self, running: Option<crate::admission::Admitted>) -> Result<Answer, Failure> {
+        let time_failure = self.time_failure();
+        match self {
+            Job::Query { export, target, audience, chart } => {
+                let answer = run_query(&export, target, audience, chart).await;
                 drop(running);
                 answer
             }
@@ -308,72 +322,48 @@ impl Job {
                 });
                 match tokio::time::timeout(ANALYSIS_TIME_MAX, work).await {
                     Ok(done) => done.map_err(|e| Failure::internal(format!("the analysis stopped: {e}")))?,
-                    Err(_) => Err(analysis_time_failure()),
+                    Err(_) => Err(time_failure),
                 }
-            }
-        }
-    }
-
-    /// Runs the job on the calling runtime (a worker's own), without an admission place: the
-    /// process that started the worker holds it.
-    pub async fn run(self) -> Result<Answer, Failure> {
-        match self {
-            Job::Query { .. } => self.run_query().await,
-            Job::Analyze { export, analysis, chart, .. } => {
-                tokio::task::spawn_blocking(move || run_analysis(&export, &analysis, chart))
-                    .await
-                    .map_err(|e| Failure::internal(format!("the analysis stopped: {e}")))?
-            }
-        }
-    }
-
-    async fn run_query(self) -> Result<Answer, Failure> {
-        let Job::Query { export: dir, target, audience, chart } = self else {
-            return Err(Failure::internal("not a query"));
-        };
-        let limits = analytics::sql::Limits::default();
-        let session = match audience {
-            Audience::Everyone => analytics::sql::Session::open(&dir, limits).await,
-            Audience::NoPayers => analytics::sql::Session::open_without_payers(&dir, limits).await,
-        }
-        .map_err(sql_failure)?;
-        match target {
-            QueryTarget::Named { name, params } => {
-                let query = queries::get(&name).map_err(|e| sql_failure(e.into()))?;
-                let values = query.bind(&params).map_err(|e| sql_failure(e.into()))?;
-                let table = session.named(&query, &values).await.map_err(sql_failure)?;
-                let chart = match (chart, &query.chart) {
-                    (false, _) => None,
-                    (true, Some(spec)) => {
-                        Some(analytics::chart::from_table(spec, &table, &query.name).map_err(chart_failure)?)
-                    }
-                    (true, None) => {
-                        return Err(Failure::invalid(
-                            "no_chart",
-                            format!("query {name} has no chart (its header declares none)"),
-                        )
-                        .field("chart"));
-                    }
-                };
-                Ok(Answer { table, chart })
-            }
-            QueryTarget::Sql(sql) => {
-                if chart {
-                    return Err(Failure::invalid("no_chart", "your own SQL has no chart").field("chart"));
-                }
-                Ok(Answer { table: session.query(&sql).await.map_err(sql_failure)?, chart: None })
             }
         }
     }
 }
 
-/// The failure of an analysis that ran past [`ANALYSIS_TIME_MAX`].
-pub(crate) fn analysis_time_failure() -> Failure {
-    Failure::new(
-        Class::Unavailable,
-        "query_time_limit",
-        format!("the analysis ran longer than its time limit of {ANALYSIS_TIME_MAX:?}"),
-    )
+/// Runs a named query or an analyst's SQL over the export at `dir`.
+async fn run_query(dir: &Path, target: QueryTarget, audience: Audience, chart: bool) -> Result<Answer, Failure> {
+    let limits = analytics::sql::Limits::default();
+    let session = match audience {
+        Audience::Everyone => analytics::sql::Session::open(dir, limits).await,
+        Audience::NoPayers => analytics::sql::Session::open_without_payers(dir, limits).await,
+    }
+    .map_err(sql_failure)?;
+    match target {
+        QueryTarget::Named { name, params } => {
+            let query = queries::get(&name).map_err(|e| sql_failure(e.into()))?;
+            let values = query.bind(&params).map_err(|e| sql_failure(e.into()))?;
+            let table = session.named(&query, &values).await.map_err(sql_failure)?;
+            let chart = match (chart, &query.chart) {
+                (false, _) => None,
+                (true, Some(spec)) => {
+                    Some(analytics::chart::from_table(spec, &table, &query.name).map_err(chart_failure)?)
+                }
+                (true, None) => {
+                    return Err(Failure::invalid(
+                        "no_chart",
+                        format!("query {name} has no chart (its header declares none)"),
+                    )
+                    .field("chart"));
+                }
+            };
+            Ok(Answer { table, chart })
+        }
+        QueryTarget::Sql(sql) => {
+            if chart {
+                return Err(Failure::invalid("no_chart", "your own SQL has no chart").field("chart"));
+            }
+            Ok(Answer { table: session.query(&sql).await.map_err(sql_failure)?, chart: None })
+        }
+    }
 }
 
 fn run_analysis(dir: &Path, analysis: &Analysis, chart: bool) -> Result<Answer, Failure> {

@@ -85,24 +85,16 @@ pub async fn run(exe: &Path, job: &Job, running: crate::admission::Admitted) -> 
     let deadline = tokio::time::Instant::now() + job.time_max() + WORKER_GRACE;
     let status = loop {
         match started.0.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) => {}
-            Err(e) => return Err(Failure::internal(format!("waiting for the analytics worker: {e}"))),
+            Ok(Some(status)) => break Ok(status),
+            Ok(None) if tokio::time::Instant::now() >= deadline => break Err(job.time_failure()),
+            Ok(None) => tokio::time::sleep(WORKER_POLL).await,
+            Err(e) => break Err(Failure::internal(format!("waiting for the analytics worker: {e}"))),
         }
-        if tokio::time::Instant::now() >= deadline {
-            drop(started);
-            drop(running);
-            return Err(match job {
-                Job::Query { .. } => crate::analysis::sql_failure(analytics::sql::SqlError::TimeLimit {
-                    max: analytics::sql::QUERY_TIME_MAX,
-                }),
-                Job::Analyze { .. } => crate::analysis::analysis_time_failure(),
-            });
-        }
-        tokio::time::sleep(WORKER_POLL).await;
     };
+    // The worker has stopped (or is stopped now): only then is its place given back.
     drop(started);
     drop(running);
+    let status = status?;
     let pipe = |e: tokio::task::JoinError| Failure::internal(format!("reading the analytics worker: {e}"));
     let out = out.await.map_err(pipe)?;
     let err = err.await.map_err(pipe)?;
@@ -174,7 +166,7 @@ pub fn serve_one() -> ExitCode {
     }
     let answer = match serde_json::from_slice::<Job>(&input) {
         Ok(job) => match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-            Ok(runtime) => runtime.block_on(job.run()),
+            Ok(runtime) => runtime.block_on(job.run(None)),
             Err(e) => Err(Failure::internal(format!("starting the worker's runtime: {e}"))),
         },
         Err(e) => Err(Failure::internal(format!("reading the job: {e}"))),
