@@ -16,11 +16,18 @@
 //!   rows ([`QUERY_ROWS_MAX`]: [`SqlError::RowLimit`]; aggregate or add a `LIMIT`) and result
 //!   bytes ([`QUERY_RESULT_BYTES_MAX`]: [`SqlError::ResultBytesLimit`]; wide text columns).
 //!
+//! - functions: only those whose results are bounded by their arguments, and `repeat`,
+//!   `lpad`, `rpad` under a budget of text per query ([`functions`]);
+//! - results measured as Arrow holds them, each batch before it is converted.
+//!
 //! Named queries run under the same limits.
+
+pub mod functions;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arrow::datatypes::{DataType, Field, Schema};
@@ -39,7 +46,7 @@ use queries::{Query, Value};
 use rust_decimal::Decimal;
 
 use crate::export;
-use crate::table::{Cell, Table};
+use crate::table::Table;
 
 /// Longest SQL text accepted, in bytes.
 pub const SQL_BYTES_MAX: usize = 64 * 1024;
@@ -49,7 +56,8 @@ pub const QUERY_MEMORY_BYTES_MAX: usize = 512 * 1024 * 1024;
 pub const QUERY_TIME_MAX: Duration = Duration::from_secs(30);
 /// Most rows a result may have.
 pub const QUERY_ROWS_MAX: usize = 100_000;
-/// Most bytes a result may hold once collected (its cells, text counted by length).
+/// Most bytes a result may hold, as Arrow holds its batches (values, offsets and validity of
+/// the rows returned), each batch measured before it is converted.
 pub const QUERY_RESULT_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// The bounds a session enforces; [`Limits::default`] is the documented one.
@@ -162,6 +170,9 @@ pub struct Session {
     ctx: SessionContext,
     limits: Limits,
     dir: PathBuf,
+    /// Text built by `repeat`, `lpad` and `rpad` in the query running
+    /// ([`functions::GENERATED_TEXT_BYTES_MAX`]).
+    generated: Arc<AtomicUsize>,
 }
 
 impl Session {
@@ -187,9 +198,11 @@ impl Session {
             .map_err(|e| SqlError::Internal(e.to_string()))?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let config = SessionConfig::new().with_target_partitions(cores).with_information_schema(false);
-        let state =
-            SessionStateBuilder::new().with_config(config).with_runtime_env(runtime).with_default_features().build();
-        let ctx = SessionContext::new_with_state(state);
+        let mut builder =
+            SessionStateBuilder::new().with_config(config).with_runtime_env(runtime).with_default_features();
+        let generated = Arc::new(AtomicUsize::new(0));
+        functions::sandbox(&mut builder, &generated);
+        let ctx = SessionContext::new_with_state(builder.build());
         for (name, schema) in export::schemas() {
             let schema = if payers || name != "payments" {
                 schema
@@ -216,7 +229,7 @@ impl Session {
                 ctx.register_table(name, Arc::new(table)).map_err(|e| SqlError::from_engine(e, &limits))?;
             }
         }
-        Ok(Session { ctx, limits, dir })
+        Ok(Session { ctx, limits, dir, generated })
     }
 
     /// The export directory this session reads.
@@ -265,12 +278,11 @@ impl Session {
                 if table.rows.len() + batch.num_rows() > limits.rows_max {
                     return Err(SqlError::RowLimit { max: limits.rows_max });
                 }
-                let rows_before = table.rows.len();
-                table.push_batch(&batch);
-                bytes += table.rows[rows_before..].iter().flatten().map(Cell::size_bytes).sum::<usize>();
+                bytes = bytes.saturating_add(arrow_bytes(&batch));
                 if bytes > limits.result_bytes_max {
                     return Err(SqlError::ResultBytesLimit { max: limits.result_bytes_max });
                 }
+                table.push_batch(&batch);
             }
             Ok(table)
         };
@@ -287,6 +299,7 @@ impl Session {
             return Err(SqlError::TooLong { bytes: sql.len(), max: SQL_BYTES_MAX });
         }
         let limits = self.limits;
+        self.generated.store(0, Ordering::Relaxed);
         let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
         let mut frame = self.ctx.sql_with_options(sql, options).await.map_err(|e| SqlError::from_engine(e, &limits))?;
         if !params.is_empty() {
@@ -294,6 +307,16 @@ impl Session {
         }
         frame.execute_stream().await.map_err(|e| SqlError::from_engine(e, &limits))
     }
+}
+
+/// The bytes a batch's rows take as Arrow holds them: only the rows of a slice, counted
+/// from the buffers' own lengths.
+fn arrow_bytes(batch: &arrow::record_batch::RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|c| c.to_data().get_slice_memory_size().unwrap_or_else(|_| c.get_array_memory_size()))
+        .fold(0usize, usize::saturating_add)
 }
 
 /// Refuses anything but one `SELECT`/`WITH` query.

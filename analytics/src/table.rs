@@ -48,13 +48,6 @@ mod i128_text {
     }
 }
 
-impl Cell {
-    /// Bytes the cell holds: its own size, and a text's length.
-    pub fn size_bytes(&self) -> usize {
-        std::mem::size_of::<Cell>() + if let Cell::Text(t) = self { t.len() } else { 0 }
-    }
-}
-
 /// A result: column names and rows of cells, each row as long as `columns`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Table {

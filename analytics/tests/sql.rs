@@ -329,3 +329,62 @@ async fn errors_do_not_tell_where_the_server_keeps_its_files() {
     assert!(!err.to_string().contains(&root), "{err}");
     assert!(err.to_string().contains("payments/date=2026-11-24/part-"), "named in the export: {err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_functions_with_bounded_results_are_there_to_call() {
+    // The functions that build values DataFusion's memory pool does not count are unknown
+    // (`range` as an array, array and map builders, `replace`) or charged to the query's text
+    // budget before they build anything (`repeat`, `lpad`, `rpad`); the allowed list names
+    // functions DataFusion has, and the named queries' own functions are on it.
+    let dir = tempfile::tempdir().expect("tmp");
+    let export = small_export(dir.path()).await;
+    let session = Session::open_without_payers(&export, Limits::default()).await.expect("session");
+    for sql in [
+        "SELECT range(1, 4000000000)",
+        "SELECT generate_series(1, 4000000000)",
+        "SELECT array_repeat('a', 2147483647)",
+        "SELECT make_array(txn_id, txn_id) FROM payments",
+        "SELECT replace('aaaa', 'a', 'bbbbbbbbbbbb')",
+        "SELECT regexp_replace('aaaa', 'a', 'bbbbbbbbbbbb')",
+        "SELECT * FROM parquet_metadata('payments')",
+    ] {
+        let err = session.query(sql).await.expect_err(sql);
+        assert!(matches!(err, SqlError::Invalid(_)), "{sql}: {err:?}");
+    }
+    let budget = analytics::sql::functions::GENERATED_TEXT_BYTES_MAX;
+    for (sql, function) in [
+        ("SELECT repeat('a', 2147483647) AS c1".to_owned(), "repeat"),
+        ("SELECT lpad('a', 2147483647) AS c1".to_owned(), "lpad"),
+        ("SELECT rpad(txn_id, 2147483647, 'x') FROM payments".to_owned(), "rpad"),
+        // Two calls, each under the budget, are over it together.
+        (format!("SELECT repeat('a', {0}) AS a, repeat('b', {0}) AS b", budget / 2 + 1), "repeat"),
+        // Per row: ten payments' ids padded to a tenth of the budget's characters each.
+        (format!("SELECT lpad(txn_id, {}) FROM payments", budget / 4 / 10 + 1), "lpad"),
+    ] {
+        let err = session.query(&sql).await.expect_err(&sql);
+        assert!(matches!(err, SqlError::Invalid(_)), "{sql}: {err:?}");
+        assert!(err.to_string().contains(&format!("{function} would build")), "{sql}: {err}");
+    }
+    // Within the budget, and a new query starts from none spent.
+    let padded = session.query("SELECT lpad(txn_id, 12, '0') AS id, repeat('*', 3) AS s FROM payments").await;
+    let padded = padded.expect("within the budget");
+    assert_eq!(padded.rows.len(), 10);
+    assert!(matches!(&padded.rows[0][0], Cell::Text(t) if t.len() == 12), "{:?}", padded.rows[0]);
+    assert_eq!(padded.rows[0][1], Cell::Text("***".into()));
+    let calendar = session.query("SELECT COUNT(*) AS days FROM generate_series(1, 31)").await.expect("a series");
+    assert_eq!(calendar.rows, vec![vec![Cell::Int(31)]]);
+
+    let defaults = datafusion::prelude::SessionContext::new();
+    let state = defaults.state();
+    let names: std::collections::BTreeSet<&str> = state
+        .scalar_functions()
+        .values()
+        .flat_map(|f| std::iter::once(f.name()).chain(f.aliases().iter().map(String::as_str)))
+        .collect();
+    let unknown: Vec<&&str> =
+        analytics::sql::functions::SCALAR_FUNCTIONS_ALLOWED.iter().filter(|n| !names.contains(**n)).collect();
+    assert!(unknown.is_empty(), "not DataFusion functions: {unknown:?}");
+    for name in analytics::sql::functions::TABLE_FUNCTIONS_ALLOWED {
+        assert!(state.table_functions().contains_key(*name), "{name} is not a DataFusion table function");
+    }
+}

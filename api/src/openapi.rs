@@ -1,35 +1,36 @@
 //! The OpenAPI 3 document served at `/v1/openapi.json`; a test checks it lists exactly the
 //! routes the server answers.
 
+use app::keys::Role;
 use serde_json::{Value, json};
 
 /// The routes, as (method, path, the roles allowed; empty = anyone).
-pub const ROUTES: &[(&str, &str, &[&str])] = &[
+pub const ROUTES: &[(&str, &str, &[Role])] = &[
     ("get", "/healthz", &[]),
     ("get", "/v1/openapi.json", &[]),
-    ("get", "/metrics", &["admin", "auditor"]),
-    ("post", "/v1/transactions", &["terminal", "admin"]),
-    ("get", "/v1/balances/{account}", &["finance", "auditor", "admin"]),
-    ("get", "/v1/trial-balance", &["finance", "auditor", "admin"]),
-    ("get", "/v1/events", &["auditor", "admin"]),
-    ("post", "/v1/admin/records", &["admin"]),
-    ("post", "/v1/statements", &["finance", "admin"]),
-    ("post", "/v1/reconciliations", &["finance", "admin"]),
-    ("post", "/v1/day-end", &["finance", "admin"]),
-    ("get", "/v1/breaks", &["finance", "auditor", "admin"]),
-    ("post", "/v1/breaks/{id}/resolution", &["finance", "admin"]),
-    ("post", "/v1/breaks/{id}/approval", &["finance", "admin"]),
-    ("post", "/v1/settlements", &["finance", "admin"]),
-    ("get", "/v1/settlements", &["finance", "auditor", "admin"]),
-    ("get", "/v1/verify", &["auditor", "admin"]),
-    ("get", "/v1/queries", &["analyst", "finance", "auditor", "admin"]),
-    ("get", "/v1/queries/{name}", &["analyst", "finance", "auditor", "admin"]),
-    ("post", "/v1/sql", &["analyst", "auditor", "admin"]),
-    ("get", "/v1/analytics/{analysis}", &["analyst", "finance", "auditor", "admin"]),
-    ("post", "/v1/export", &["admin"]),
-    ("get", "/v1/merchants/{id}", &["terminal", "finance", "auditor", "admin"]),
-    ("get", "/v1/terminals/{id}", &["terminal", "finance", "auditor", "admin"]),
-    ("get", "/v1/entries", &["finance", "auditor", "admin"]),
+    ("get", "/metrics", &[Role::Admin, Role::Auditor]),
+    ("post", "/v1/transactions", &[Role::Terminal, Role::Admin]),
+    ("get", "/v1/balances/{account}", &[Role::Finance, Role::Auditor, Role::Admin]),
+    ("get", "/v1/trial-balance", &[Role::Finance, Role::Auditor, Role::Admin]),
+    ("get", "/v1/events", &[Role::Auditor, Role::Admin]),
+    ("post", "/v1/admin/records", &[Role::Admin]),
+    ("post", "/v1/statements", &[Role::Finance, Role::Admin]),
+    ("post", "/v1/reconciliations", &[Role::Finance, Role::Admin]),
+    ("post", "/v1/day-end", &[Role::Finance, Role::Admin]),
+    ("get", "/v1/breaks", &[Role::Finance, Role::Auditor, Role::Admin]),
+    ("post", "/v1/breaks/{id}/resolution", &[Role::Finance, Role::Admin]),
+    ("post", "/v1/breaks/{id}/approval", &[Role::Finance, Role::Admin]),
+    ("post", "/v1/settlements", &[Role::Finance, Role::Admin]),
+    ("get", "/v1/settlements", &[Role::Finance, Role::Auditor, Role::Admin]),
+    ("get", "/v1/verify", &[Role::Auditor, Role::Admin]),
+    ("get", "/v1/queries", &[Role::Analyst, Role::Finance, Role::Auditor, Role::Admin]),
+    ("get", "/v1/queries/{name}", &[Role::Analyst, Role::Finance, Role::Auditor, Role::Admin]),
+    ("post", "/v1/sql", &[Role::Analyst, Role::Auditor, Role::Admin]),
+    ("get", "/v1/analytics/{analysis}", &[Role::Analyst, Role::Finance, Role::Auditor, Role::Admin]),
+    ("post", "/v1/export", &[Role::Admin]),
+    ("get", "/v1/merchants/{id}", &[Role::Terminal, Role::Finance, Role::Auditor, Role::Admin]),
+    ("get", "/v1/terminals/{id}", &[Role::Terminal, Role::Finance, Role::Auditor, Role::Admin]),
+    ("get", "/v1/entries", &[Role::Finance, Role::Auditor, Role::Admin]),
 ];
 
 fn problem(description: &str) -> Value {
@@ -62,10 +63,10 @@ fn as_of() -> Value {
 
 /// The document.
 pub fn document() -> Value {
-    let secured = |roles: &[&str]| {
+    let secured = |roles: &[Role]| {
         if roles.is_empty() { json!([]) } else { json!([{"bearer": []}]) }
     };
-    let errors = |mut responses: serde_json::Map<String, Value>, roles: &[&str]| {
+    let errors = |mut responses: serde_json::Map<String, Value>, roles: &[Role]| {
         if !roles.is_empty() {
             responses.insert("401".into(), problem("no valid API key"));
             responses.insert("403".into(), problem("the key's role may not use this route"));

@@ -161,17 +161,16 @@ impl App {
         })
     }
 
-    /// The export directory to read, which must exist.
+    /// The export directory to read, which must exist. A directory the caller named is named
+    /// back; the data directory's own is not (over HTTP its path is nobody's business).
     fn export_dir(&self, export: Option<PathBuf>) -> Result<PathBuf, Failure> {
-        let dir = export.unwrap_or_else(|| self.dir.export());
-        if !dir.is_dir() {
-            return Err(Failure::new(
-                Class::Conflict,
-                "no_export",
-                format!("no export at {}: run `posledger export` first", dir.display()),
-            ));
-        }
-        Ok(dir)
+        let missing = match export {
+            Some(dir) if dir.is_dir() => return Ok(dir),
+            Some(dir) => format!("no export at {}: run `posledger export` first", dir.display()),
+            None if self.dir.export().is_dir() => return Ok(self.dir.export()),
+            None => "the data directory has no export yet: run `posledger export` (or POST /v1/export) first".into(),
+        };
+        Err(Failure::new(Class::Conflict, "no_export", missing))
     }
 
     /// The named queries with their parameters and charts.

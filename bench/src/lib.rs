@@ -71,7 +71,8 @@ pub const BENCHMARKS: &[Benchmark] = &[
         name: "http_balance_reads_per_s",
         about: "posledger serve on 127.0.0.1 (in this process): GET /v1/balances/{account} under wrk \
                 (2 threads, 64 connections, 5 s, after one read has caught the books up: also http_balance_p99_ms \
-                and http_first_read_after_ingest_ms) when wrk is installed, and \
+                and http_first_read_after_ingest_ms; then http_balance_p99_under_sql_attack_ms, the same reads \
+                while an analyst key sends HOSTILE_SQL in a loop to analytics workers) when wrk is installed, and \
                 http_ingest_records_per_s: a generated feed of 200k records POSTed as NDJSON batches of \
                 1000 by 2 clients",
     },
@@ -792,6 +793,67 @@ async fn server_data(data: &Path, admin: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// The worst SQL an analyst key may send (each bounded by the sandbox or its worker): text
+/// over the per-query budget, a list of four billion numbers, a cross join of wide strings,
+/// padding to 2 GiB, and columns of sixty times a 32 MiB string that only the worker's memory
+/// limit stops.
+const HOSTILE_SQL: &[&str] = &[
+    "SELECT repeat('a', 2147483647) AS c1, repeat('b', 2147483647) AS c2, repeat('c', 2147483647) AS c3",
+    "SELECT range(1, 4000000000) AS r",
+    "SELECT max(length(a.v || b.v)) AS n FROM (SELECT repeat('x', 100000000) AS v FROM payments) a \
+     CROSS JOIN (SELECT repeat('y', 100000000) AS v FROM payments) b",
+    "SELECT lpad('x', 2147483647, 'y') AS a, rpad('x', 2147483647, 'y') AS b",
+    "SELECT concat(s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, \
+     s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, '1') AS c1, \
+     concat(s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, \
+     s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, '2') AS c2, \
+     concat(s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, \
+     s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, '3') AS c3 \
+     FROM (SELECT repeat('x', 33554432) AS s) t",
+];
+
+/// `wrk -t2 -c64 -d5s` on `url` with `token`: requests per second and the 99th percentile
+/// latency in ms; `None` when wrk is not installed.
+fn wrk_balance(url: &str, token: &str) -> Result<Option<(f64, f64)>> {
+    let out = std::process::Command::new("wrk")
+        .args(["-t2", "-c64", "-d5s", "--latency", "-H", &format!("Authorization: Bearer {token}"), url])
+        .output();
+    let Ok(o) = out.as_ref().map_err(drop).and_then(|o| if o.status.success() { Ok(o) } else { Err(()) }) else {
+        return Ok(None);
+    };
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    anyhow::ensure!(!text.contains("Non-2xx"), "wrk saw errors: {text}");
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .with_context(|| format!("no Requests/sec in {text}"))?;
+    let p99 = text.lines().find_map(|l| l.trim().strip_prefix("99%")).map(|v| v.trim().to_owned());
+    let value = |v: &str, suffix: &str, scale: f64| {
+        v.strip_suffix(suffix).and_then(|n| n.parse::<f64>().ok()).map(|n| n * scale)
+    };
+    let ms = p99
+        .and_then(|v| value(&v, "us", 0.001).or_else(|| value(&v, "ms", 1.0)).or_else(|| value(&v, "s", 1000.0)))
+        .with_context(|| format!("no 99% latency in {text}"))?;
+    Ok(Some((rps, ms)))
+}
+
+/// One POST on its own connection; the answer's status.
+fn http_status(addr: std::net::SocketAddr, path: &str, token: &str, body: &[u8]) -> Result<u16> {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let status = String::from_utf8_lossy(&raw[..raw.len().min(16)]).split_whitespace().nth(1).map(str::to_owned);
+    status.and_then(|s| s.parse().ok()).context("no status line")
+}
+
 /// The HTTP API: balance reads under wrk, and batched ingest over HTTP.
 async fn http(dir: &Path, records: u64, repeat: usize) -> Result<()> {
     std::fs::create_dir_all(dir)?;
@@ -804,15 +866,28 @@ async fn http(dir: &Path, records: u64, repeat: usize) -> Result<()> {
     let mut reads = Vec::new();
     let mut p99 = Vec::new();
     let mut catch_up = Vec::new();
+    let mut p99_attacked = Vec::new();
+    let mut attacks = Vec::new();
     let mut accepted = 0;
+    // Analytics run in worker processes of the posledger binary beside this one, as `serve`
+    // runs them; without it the attack is not run (a query would run in this process).
+    let worker = std::env::current_exe()?.parent().map(|d| d.join("posledger")).filter(|p| p.is_file());
+    if worker.is_none() {
+        eprintln!("no posledger binary beside this one: http_balance_p99_under_sql_attack_ms skipped");
+    }
     for run in 0..repeat {
         let data = dir.join(format!("data-{run}"));
         server_data(&data, &admin).await?;
-        let app = app::App::open(app::DataDir::new(&data), Box::new(|w| eprintln!("warning: {w}")))
+        let mut app = app::App::open(app::DataDir::new(&data), Box::new(|w| eprintln!("warning: {w}")))
             .map_err(|f| anyhow::anyhow!(f.message))?;
+        if let Some(exe) = &worker {
+            app = app.with_analytics_worker(exe.clone());
+        }
         app.open_all().await.map_err(|f| anyhow::anyhow!(f.message))?;
-        let admin_key = app.create_key(app::keys::Role::Admin, None).map_err(|f| anyhow::anyhow!(f.message))?.token;
-        let finance_key = app.create_key(app::keys::Role::Finance, None).map_err(|f| anyhow::anyhow!(f.message))?.token;
+        let key = |role| app.create_key(role, None).map_err(|f| anyhow::anyhow!(f.message)).map(|k| k.token);
+        let admin_key = key(app::keys::Role::Admin)?;
+        let finance_key = key(app::keys::Role::Finance)?;
+        let analyst_key = key(app::keys::Role::Analyst)?;
         let state = api::http::State::new(Arc::new(app));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -860,32 +935,37 @@ async fn http(dir: &Path, records: u64, repeat: usize) -> Result<()> {
             anyhow::ensure!(raw.starts_with(b"HTTP/1.1 200"), "the first balance read failed");
         }
         catch_up.push(warm.elapsed().as_secs_f64() * 1000.0);
-        let out = std::process::Command::new("wrk")
-            .args(["-t2", "-c64", "-d5s", "--latency", "-H", &format!("Authorization: Bearer {finance_key}"), &url])
-            .output();
-        match out {
-            Ok(o) if o.status.success() => {
-                let text = String::from_utf8_lossy(&o.stdout).into_owned();
-                if let Some(rps) = text
-                    .lines()
-                    .find_map(|l| l.strip_prefix("Requests/sec:"))
-                    .and_then(|v| v.trim().parse::<f64>().ok())
-                {
-                    reads.push(rps);
-                }
-                if let Some(ms) = text.lines().find_map(|l| l.trim().strip_prefix("99%")).map(|v| v.trim().to_owned()) {
-                    let value = |suffix: &str, scale: f64| {
-                        ms.strip_suffix(suffix).and_then(|n| n.parse::<f64>().ok()).map(|n| n * scale)
-                    };
-                    if let Some(v) = value("us", 0.001).or_else(|| value("ms", 1.0)).or_else(|| value("s", 1000.0)) {
-                        p99.push(v);
+        match wrk_balance(&url, &finance_key)? {
+            Some((rps, ms)) => {
+                reads.push(rps);
+                p99.push(ms);
+                // The same reads while an analyst key sends the worst SQL in a loop.
+                if worker.is_some() {
+                    http_post(addr, "/v1/export", &admin_key, b"")?;
+                    let stop_attack = std::sync::atomic::AtomicBool::new(false);
+                    let (attacked, answers) = std::thread::scope(|scope| -> Result<_> {
+                        let attacker = scope.spawn(|| {
+                            let mut answers = std::collections::BTreeMap::<u16, u64>::new();
+                            while !stop_attack.load(std::sync::atomic::Ordering::Relaxed) {
+                                for sql in HOSTILE_SQL {
+                                    let status = http_status(addr, "/v1/sql", &analyst_key, sql.as_bytes());
+                                    *answers.entry(status.unwrap_or(0)).or_default() += 1;
+                                }
+                            }
+                            answers
+                        });
+                        let attacked = wrk_balance(&url, &finance_key);
+                        stop_attack.store(true, std::sync::atomic::Ordering::Relaxed);
+                        let answers = attacker.join().map_err(|_| anyhow::anyhow!("attacker panicked"))?;
+                        Ok((attacked?, answers))
+                    })?;
+                    if let Some((_, ms)) = attacked {
+                        p99_attacked.push(ms);
                     }
-                }
-                if text.contains("Non-2xx") {
-                    anyhow::bail!("wrk saw errors: {text}");
+                    attacks.push(json!(answers));
                 }
             }
-            _ => eprintln!("wrk is not installed: balance reads skipped (apt-get install wrk)"),
+            None => eprintln!("wrk is not installed: balance reads skipped (apt-get install wrk)"),
         }
         let _ = stop.send(());
         let _ = server.await;
@@ -905,6 +985,15 @@ async fn http(dir: &Path, records: u64, repeat: usize) -> Result<()> {
             json!({"tool": "wrk -t2 -c64 -d5s", "runs": reads, "note": "wrk shares the 2 cores with the server"}),
         );
         emit("http_balance_p99_ms", median(p99.clone()), "ms", json!({"runs": p99}));
+    }
+    if !p99_attacked.is_empty() {
+        emit(
+            "http_balance_p99_under_sql_attack_ms",
+            median(p99_attacked.clone()),
+            "ms",
+            json!({"runs": p99_attacked, "quiet_p99_ms": p99, "sql_answers_by_status": attacks,
+                "attack": "one analyst connection sending HOSTILE_SQL in a loop, analytics in posledger analytics-worker"}),
+        );
     }
     emit(
         "http_first_read_after_ingest_ms",

@@ -238,17 +238,13 @@ impl<'a> View<'a> {
         Ok(())
     }
 
-    /// Decides a terminal record. `payment` is the state of the payment it refers to (the
-    /// sale's own txn_id for a sale, the original for the others), `None` if there is none.
+    /// Decides a terminal record. For a void, refund or reversal, `payment` is the state of
+    /// the sale it refers to, `None` if its merchant has none. A sale is decided on its point
+    /// of sale alone: the pipeline sends one here only when its id is new to its merchant (a
+    /// repeated id is a duplicate or a conflict, decided before), and passes `None`.
     pub fn decide_feed(&self, event: &Event, payment: Option<&PaymentState>) -> Result<(), Rejection> {
         match event {
             Event::PaymentCaptured(s) => {
-                if payment.is_some() {
-                    return reject(
-                        "txn_exists",
-                        format!("txn_id {} is already recorded with different content", s.txn_id),
-                    );
-                }
                 self.check_point_of_sale(&s.merchant_id, &s.terminal_id, s.channel)?;
                 self.check_batch_open(&s.terminal_id, &s.batch_no)?;
                 Ok(())

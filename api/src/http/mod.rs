@@ -232,30 +232,99 @@ fn auth(state: Arc<State>, roles: &'static [Role]) -> impl Filter<Extract = (Pri
     })
 }
 
-const READERS: &[Role] = &[Role::Finance, Role::Auditor, Role::Admin];
-const POSTERS: &[Role] = &[Role::Terminal, Role::Admin];
-const AUDITORS: &[Role] = &[Role::Auditor, Role::Admin];
-const FINANCE: &[Role] = &[Role::Finance, Role::Admin];
-const ADMINS: &[Role] = &[Role::Admin];
-const ANALYSTS: &[Role] = &[Role::Analyst, Role::Finance, Role::Auditor, Role::Admin];
-const SQL_USERS: &[Role] = &[Role::Analyst, Role::Auditor, Role::Admin];
-const STATE_READERS: &[Role] = &[Role::Terminal, Role::Finance, Role::Auditor, Role::Admin];
-
 type Query = HashMap<String, String>;
 
-/// `POST` of records (feed or admin) for the given roles. The body is read first, under the
-/// key's places ([`BODY_READS_PER_KEY_MAX`]) and its deadline; then the request waits for the
-/// write model among at most [`INGEST_WAITING_MAX`] (429 beyond), so slow senders never hold
-/// the places of requests ready to be decided.
-fn ingest_route(
-    path: impl Filter<Extract = (), Error = Rejection> + Clone + Send + Sync + 'static,
-    state: &Arc<State>,
+/// A documented route ([`crate::openapi::ROUTES`]): its method and path as one filter (a
+/// `{param}` segment extracts a `String`) and the roles it allows.
+struct Endpoint<F> {
+    filter: F,
     roles: &'static [Role],
+}
+
+/// The routes built from the document: every route the server serves is built through
+/// [`Documented::at`] from its entry in [`crate::openapi::ROUTES`] (its path, its method, its
+/// roles), so nothing is served that the document does not list, and [`Documented::finish`]
+/// checks that each entry was built once.
+#[derive(Default)]
+struct Documented {
+    built: Vec<(&'static str, &'static str)>,
+}
+
+impl Documented {
+    fn entry(&mut self, method: &'static str, path: &'static str) -> &'static [Role] {
+        let (_, _, roles) = crate::openapi::ROUTES
+            .iter()
+            .find(|(m, p, _)| (*m, *p) == (method, path))
+            .unwrap_or_else(|| panic!("{method} {path} is not in openapi::ROUTES"));
+        assert!(!self.built.contains(&(method, path)), "{method} {path} is built twice");
+        self.built.push((method, path));
+        roles
+    }
+
+    fn method(method: &'static str) -> warp::filters::BoxedFilter<()> {
+        match method {
+            "get" => warp::get().boxed(),
+            "post" => warp::post().boxed(),
+            other => panic!("no filter for the method {other}"),
+        }
+    }
+
+    /// Literal path segments.
+    fn literal(segments: &[&'static str]) -> warp::filters::BoxedFilter<()> {
+        let mut filter = warp::any().boxed();
+        for segment in segments {
+            filter = filter.and(warp::path(*segment)).boxed();
+        }
+        filter
+    }
+
+    /// A route whose path has no parameter.
+    fn at(&mut self, method: &'static str, path: &'static str) -> Endpoint<warp::filters::BoxedFilter<()>> {
+        let roles = self.entry(method, path);
+        let segments: Vec<&'static str> = path.trim_start_matches('/').split('/').collect();
+        assert!(!segments.iter().any(|s| s.starts_with('{')), "{path} has a parameter");
+        let filter = Documented::literal(&segments).and(warp::path::end()).and(Documented::method(method)).boxed();
+        Endpoint { filter, roles }
+    }
+
+    /// A route whose path has one `{parameter}` segment.
+    fn at_param(
+        &mut self,
+        method: &'static str,
+        path: &'static str,
+    ) -> Endpoint<warp::filters::BoxedFilter<(String,)>> {
+        let roles = self.entry(method, path);
+        let segments: Vec<&'static str> = path.trim_start_matches('/').split('/').collect();
+        let param = segments.iter().position(|s| s.starts_with('{')).expect("a parameter");
+        let filter = Documented::literal(&segments[..param])
+            .and(warp::path::param::<String>())
+            .and(Documented::literal(&segments[param + 1..]))
+            .and(warp::path::end())
+            .and(Documented::method(method))
+            .boxed();
+        Endpoint { filter, roles }
+    }
+
+    /// Checks every documented route was built.
+    fn finish(self) {
+        for (method, path, _) in crate::openapi::ROUTES {
+            assert!(self.built.contains(&(*method, *path)), "{method} {path} is documented but not served");
+        }
+    }
+}
+
+/// `POST` of records (feed or admin). The body is read first, under the key's places
+/// ([`BODY_READS_PER_KEY_MAX`]) and its deadline; then the request waits for the write model
+/// among at most [`INGEST_WAITING_MAX`] (429 beyond), so slow senders never hold the places of
+/// requests ready to be decided.
+fn ingest_route(
+    route: Endpoint<warp::filters::BoxedFilter<()>>,
+    state: &Arc<State>,
     kind: ingest::pipeline::InputKind,
 ) -> Route {
-    let route = path
-        .and(warp::post())
-        .and(auth(state.clone(), roles))
+    let route = route
+        .filter
+        .and(auth(state.clone(), route.roles))
         .and(warp::header::optional::<String>("idempotency-key"))
         .and(warp::body::content_length_limit(INGEST_BODY_BYTES_MAX))
         .and(warp::header::<u64>("content-length"))
@@ -277,20 +346,14 @@ fn ingest_route(
 }
 
 /// A route without a path parameter: the caller and the query string go to `handle`.
-fn plain<F, Fut>(
-    path: impl Filter<Extract = (), Error = Rejection> + Clone + Send + Sync + 'static,
-    method: impl Filter<Extract = (), Error = Rejection> + Clone + Send + Sync + 'static,
-    state: &Arc<State>,
-    roles: &'static [Role],
-    handle: F,
-) -> Route
+fn plain<F, Fut>(route: Endpoint<warp::filters::BoxedFilter<()>>, state: &Arc<State>, handle: F) -> Route
 where
     F: Fn(Arc<State>, Principal, Query) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<warp::reply::Response, Problem>> + Send,
 {
-    let route = path
-        .and(method)
-        .and(auth(state.clone(), roles))
+    let route = route
+        .filter
+        .and(auth(state.clone(), route.roles))
         .and(warp::query::<Query>())
         .and(with_state(state.clone()))
         .and_then(move |who: Principal, query: Query, state: Arc<State>| {
@@ -301,19 +364,14 @@ where
 }
 
 /// A `GET` route with one path parameter.
-fn get_one<F, Fut>(
-    path: impl Filter<Extract = (String,), Error = Rejection> + Clone + Send + Sync + 'static,
-    state: &Arc<State>,
-    roles: &'static [Role],
-    handle: F,
-) -> Route
+fn get_one<F, Fut>(route: Endpoint<warp::filters::BoxedFilter<(String,)>>, state: &Arc<State>, handle: F) -> Route
 where
     F: Fn(Arc<State>, String, Principal, Query) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<warp::reply::Response, Problem>> + Send,
 {
-    let route = path
-        .and(warp::get())
-        .and(auth(state.clone(), roles))
+    let route = route
+        .filter
+        .and(auth(state.clone(), route.roles))
         .and(warp::query::<Query>())
         .and(with_state(state.clone()))
         .and_then(move |param: String, who: Principal, query: Query, state: Arc<State>| {
@@ -323,19 +381,15 @@ where
     boxed(route)
 }
 
-/// `POST /v1/breaks/{id}/WHAT` for finance and admin keys, with a small body.
-fn break_post<F, Fut>(state: &Arc<State>, what: &'static str, handle: F) -> Route
+/// `POST /v1/breaks/{id}/WHAT`, with a small body.
+fn break_post<F, Fut>(route: Endpoint<warp::filters::BoxedFilter<(String,)>>, state: &Arc<State>, handle: F) -> Route
 where
     F: Fn(Arc<State>, String, Principal, Bytes) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<warp::reply::Response, Problem>> + Send,
 {
-    let route = warp::path("v1")
-        .and(warp::path("breaks"))
-        .and(warp::path::param::<String>())
-        .and(warp::path(what))
-        .and(warp::path::end())
-        .and(warp::post())
-        .and(auth(state.clone(), FINANCE))
+    let route = route
+        .filter
+        .and(auth(state.clone(), route.roles))
         .and(warp::body::content_length_limit(SMALL_BODY_BYTES_MAX))
         .and(warp::body::bytes())
         .and(with_state(state.clone()))
@@ -346,31 +400,28 @@ where
     boxed(route)
 }
 
-/// Every route, with metrics and problem+json errors.
+/// Every route of [`crate::openapi::ROUTES`], with metrics and problem+json errors.
 pub fn routes(state: Arc<State>) -> impl Filter<Extract = (impl Reply,), Error = std::convert::Infallible> + Clone {
     use self::handlers as h;
-    let (get, post) = (warp::get, warp::post);
-    let healthz =
-        warp::path!("healthz").and(warp::get()).map(|| h::json_reply(StatusCode::OK, &json!({"status": "ok"})));
-    let openapi = warp::path!("v1" / "openapi.json")
-        .and(warp::get())
-        .map(|| h::json_reply(StatusCode::OK, &crate::openapi::document()));
+    let mut doc = Documented::default();
+    let healthz = doc.at("get", "/healthz").filter.map(|| h::json_reply(StatusCode::OK, &json!({"status": "ok"})));
+    let openapi =
+        doc.at("get", "/v1/openapi.json").filter.map(|| h::json_reply(StatusCode::OK, &crate::openapi::document()));
     let feed = ingest::pipeline::InputKind::Feed;
-    let transactions = ingest_route(warp::path!("v1" / "transactions"), &state, POSTERS, feed);
+    let transactions = ingest_route(doc.at("post", "/v1/transactions"), &state, feed);
     let admin = ingest::pipeline::InputKind::Admin;
-    let admin_records = ingest_route(warp::path!("v1" / "admin" / "records"), &state, ADMINS, admin);
-    let metrics = plain(warp::path!("metrics"), get(), &state, AUDITORS, |s, _, _| async move { h::metrics(&s).await });
-    let balance = get_one(warp::path!("v1" / "balances" / String), &state, READERS, |s, account, _, q| async move {
+    let admin_records = ingest_route(doc.at("post", "/v1/admin/records"), &state, admin);
+    let metrics = plain(doc.at("get", "/metrics"), &state, |s, _, _| async move { h::metrics(&s).await });
+    let balance = get_one(doc.at_param("get", "/v1/balances/{account}"), &state, |s, account, _, q| async move {
         h::balance(&s, &account, &q).await
     });
-    let trial = plain(warp::path!("v1" / "trial-balance"), get(), &state, READERS, |s, _, q| async move {
-        h::trial_balance(&s, &q).await
-    });
-    let events =
-        plain(warp::path!("v1" / "events"), get(), &state, AUDITORS, |s, _, q| async move { h::events(&s, &q) });
-    let statements = warp::path!("v1" / "statements")
-        .and(warp::post())
-        .and(auth(state.clone(), FINANCE))
+    let trial =
+        plain(doc.at("get", "/v1/trial-balance"), &state, |s, _, q| async move { h::trial_balance(&s, &q).await });
+    let events = plain(doc.at("get", "/v1/events"), &state, |s, _, q| async move { h::events(&s, &q) });
+    let route = doc.at("post", "/v1/statements");
+    let statements = route
+        .filter
+        .and(auth(state.clone(), route.roles))
         .and(warp::query::<Query>())
         .and(admit(state.clone(), |s| &s.upload_queue, "statement uploads"))
         .and(warp::body::content_length_limit(STATEMENT_UPLOAD_BYTES_MAX))
@@ -386,83 +437,61 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (impl Reply,), Error =
             drop(place);
             answer.map_err(warp::reject::custom)
         });
-    let reconciliations = plain(warp::path!("v1" / "reconciliations"), post(), &state, FINANCE, |s, _, q| async move {
-        h::reconcile(&s, &q).await
-    });
-    let day_end =
-        plain(
-            warp::path!("v1" / "day-end"),
-            post(),
-            &state,
-            FINANCE,
-            |s, _, q| async move { h::day_end(&s, &q).await },
-        );
-    let breaks =
-        plain(warp::path!("v1" / "breaks"), get(), &state, READERS, |s, _, q| async move { h::breaks(&s, &q).await });
+    let reconciliations =
+        plain(doc.at("post", "/v1/reconciliations"), &state, |s, _, q| async move { h::reconcile(&s, &q).await });
+    let day_end = plain(doc.at("post", "/v1/day-end"), &state, |s, _, q| async move { h::day_end(&s, &q).await });
+    let breaks = plain(doc.at("get", "/v1/breaks"), &state, |s, _, q| async move { h::breaks(&s, &q).await });
     let resolution =
-        break_post(
-            &state,
-            "resolution",
-            |state, id, who, body| async move { h::resolve(&state, &id, &who, &body).await },
-        );
+        break_post(doc.at_param("post", "/v1/breaks/{id}/resolution"), &state, |s, id, who, body| async move {
+            h::resolve(&s, &id, &who, &body).await
+        });
     let approval =
-        break_post(
-            &state,
-            "approval",
-            |state, id, who, body| async move { h::approve(&state, &id, &who, &body).await },
-        );
+        break_post(doc.at_param("post", "/v1/breaks/{id}/approval"), &state, |s, id, who, body| async move {
+            h::approve(&s, &id, &who, &body).await
+        });
     let settlements =
-        plain(
-            warp::path!("v1" / "settlements"),
-            post(),
-            &state,
-            FINANCE,
-            |s, _, q| async move { h::settle(&s, &q).await },
-        );
-    let settled = plain(warp::path!("v1" / "settlements"), get(), &state, READERS, |s, _, q| async move {
-        h::settlements(&s, &q).await
-    });
-    let verify =
-        plain(warp::path!("v1" / "verify"), get(), &state, AUDITORS, |s, _, _| async move { h::verify(&s).await });
-    let query_list =
-        plain(warp::path!("v1" / "queries"), get(), &state, ANALYSTS, |s, _, _| async move { h::query_list(&s) });
-    let named = warp::path!("v1" / "queries" / String)
-        .and(warp::get())
-        .and(auth(state.clone(), ANALYSTS))
+        plain(doc.at("post", "/v1/settlements"), &state, |s, _, q| async move { h::settle(&s, &q).await });
+    let settled =
+        plain(doc.at("get", "/v1/settlements"), &state, |s, _, q| async move { h::settlements(&s, &q).await });
+    let verify = plain(doc.at("get", "/v1/verify"), &state, |s, _, _| async move { h::verify(&s).await });
+    let query_list = plain(doc.at("get", "/v1/queries"), &state, |s, _, _| async move { h::query_list(&s) });
+    let route = doc.at_param("get", "/v1/queries/{name}");
+    let named = route
+        .filter
+        .and(auth(state.clone(), route.roles))
         .and(warp::query::<Vec<(String, String)>>())
         .and(with_state(state.clone()))
         .and_then(|name: String, who: Principal, query: Vec<(String, String)>, state: Arc<State>| async move {
             h::named_query(&state, &who, &name, query).await.map_err(warp::reject::custom)
         });
-    let sql = warp::path!("v1" / "sql")
-        .and(warp::post())
-        .and(auth(state.clone(), SQL_USERS))
+    let route = doc.at("post", "/v1/sql");
+    let sql = route
+        .filter
+        .and(auth(state.clone(), route.roles))
         .and(warp::body::content_length_limit(analytics::sql::SQL_BYTES_MAX as u64))
         .and(warp::body::bytes())
         .and(with_state(state.clone()))
         .and_then(|who: Principal, body: Bytes, state: Arc<State>| async move {
             h::ad_hoc_sql(&state, &who, &body).await.map_err(warp::reject::custom)
         });
-    let analysis = warp::path!("v1" / "analytics" / String)
-        .and(warp::get())
-        .and(auth(state.clone(), ANALYSTS))
+    let route = doc.at_param("get", "/v1/analytics/{analysis}");
+    let analysis = route
+        .filter
+        .and(auth(state.clone(), route.roles))
         .and(warp::query::<Query>())
         .and(with_state(state.clone()))
         .and_then(|name: String, who: Principal, query: Query, state: Arc<State>| async move {
             h::analyze(&state, &who, &name, &query).await.map_err(warp::reject::custom)
         });
-    let export =
-        plain(warp::path!("v1" / "export"), post(), &state, ADMINS, |s, _, _| async move { h::export(&s).await });
-    let merchant =
-        get_one(warp::path!("v1" / "merchants" / String), &state, STATE_READERS, |s, id, who, _| async move {
-            h::merchant(&s, &who, &id).await
-        });
-    let terminal =
-        get_one(warp::path!("v1" / "terminals" / String), &state, STATE_READERS, |s, id, who, _| async move {
-            h::terminal(&s, &who, &id).await
-        });
-    let entries =
-        plain(warp::path!("v1" / "entries"), get(), &state, READERS, |s, _, q| async move { h::entries(&s, &q).await });
+    let export = plain(doc.at("post", "/v1/export"), &state, |s, _, _| async move { h::export(&s).await });
+    let merchant = get_one(doc.at_param("get", "/v1/merchants/{id}"), &state, |s, id, who, _| async move {
+        h::merchant(&s, &who, &id).await
+    });
+    let terminal = get_one(doc.at_param("get", "/v1/terminals/{id}"), &state, |s, id, who, _| async move {
+        h::terminal(&s, &who, &id).await
+    });
+    let entries = plain(doc.at("get", "/v1/entries"), &state, |s, _, q| async move { h::entries(&s, &q).await });
+    doc.finish();
     let timed_state = state.clone();
     // Each route boxed: one level of `or` at a time keeps the filter's type (and the build)
     // small.
