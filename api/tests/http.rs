@@ -177,7 +177,8 @@ fn conforms(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), 
         Some("boolean") => value.is_boolean(),
         _ => true,
     };
-    if !fits && !(value.is_null() && schema["nullable"] == true) {
+    let null_allowed = value.is_null() && schema["nullable"] == true;
+    if !(fits || null_allowed) {
         return Err(format!("{at}: {value} is not of type {}", schema["type"]));
     }
     if let Some(allowed) = schema["enum"].as_array().filter(|e| !e.contains(value)) {
