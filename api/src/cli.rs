@@ -304,6 +304,48 @@ enum Command {
         #[command(flatten)]
         out: AnalyticsOut,
     },
+    /// Back the data directory up into DIR while it may serve (数据备份): the log up to its
+    /// durable head and the state files that are not derived from it. Into the same DIR again,
+    /// only what is new is copied; every manifest stays restorable.
+    Backup {
+        /// The backup directory (new, empty, or one posledger backed up into before).
+        #[arg(long)]
+        to: PathBuf,
+        /// How to print the report.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Restore a backup into a new data directory (--data-dir), whole or cut at a commit, then
+    /// rebuild the books and the write model from the restored log.
+    Restore {
+        /// The backup directory.
+        #[arg(long)]
+        from: PathBuf,
+        /// Which manifest (its file name or number; default: the latest).
+        #[arg(long)]
+        manifest: Option<String>,
+        /// Keep the events before this global position, or those up to the first that happened
+        /// after this RFC 3339 business time; cut at the commit boundary at or before it.
+        #[arg(long)]
+        until: Option<String>,
+        /// How to print the report.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// The event log as committed, for an auditor's own check of the hash chain (NDJSON: a
+    /// line per commit, a line per event with its stored bytes, an end line).
+    Events {
+        /// The first position (the commit holding it is listed whole).
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// The events before this global position, or up to the first that happened after this
+        /// RFC 3339 business time (whole commits).
+        #[arg(long)]
+        until: Option<String>,
+        /// The output format.
+        #[arg(long, value_enum, default_value_t = EventsFormat::Ndjson)]
+        format: EventsFormat,
+    },
     /// Check every checksum and the hash chain of the whole event log, then rebuild the books
     /// from position 0 (checking every invariant) and compare them with the ledger checkpoint.
     Verify {
@@ -311,6 +353,13 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+}
+
+/// How `events` prints.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum EventsFormat {
+    /// One JSON object per line.
+    Ndjson,
 }
 
 #[derive(Subcommand)]
@@ -647,6 +696,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             crate::demo::demo(&root, options, format == Format::Json, serve.then_some(addr))
         }
         Command::Journal { format, until } => journal(&dir, format, until.as_deref()),
+        Command::Backup { to, format } => backup(&dir, &to, format),
+        Command::Restore { from, manifest, until, format } => {
+            restore(&dir, &from, manifest.as_deref(), until.as_deref(), format)
+        }
+        Command::Events { from, until, format: EventsFormat::Ndjson } => events(&dir, from, until.as_deref()),
         Command::Export { out: to, format } => {
             // A relative path is the caller's, not the server's.
             let to = to.map(|p| std::path::absolute(&p).unwrap_or(p));
@@ -1045,7 +1099,82 @@ fn journal(dir: &DataDir, kind: JournalKind, until: Option<&str>) -> Result<Exit
     match written {
         Ok(()) => Ok(ExitCode::SUCCESS),
         // A reader that stopped early (`| head`) is not an error.
-        Err(app::books::JournalFailure::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+        Err(app::books::OutputFailure::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `backup`: by the server when one runs (it holds the log), else here.
+fn backup(dir: &DataDir, to: &Path, format: Format) -> Result<ExitCode> {
+    // A relative path is the caller's, not the server's.
+    let to = std::path::absolute(to).unwrap_or_else(|_| to.to_path_buf());
+    let bar = progress_bar(Some(0));
+    let mut progress = |p: &app::backup::Progress| {
+        bar.set_length(p.total);
+        bar.set_position(p.done);
+    };
+    let report = match Backend::open(dir)? {
+        Backend::Local(app, rt) => {
+            let report = rt.block_on(app.backup(&to, &mut progress));
+            rt.block_on(app.close());
+            report
+        }
+        Backend::Remote(client) => client.backup(to, &mut progress),
+    };
+    bar.finish_and_clear();
+    let report = report.map_err(failed)?;
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Json => writeln!(out, "{}", serde_json::to_string(&report)?)?,
+        Format::Table => render::backed_up(&mut out, &report)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `restore`: always in this process, into a directory no server holds.
+fn restore(
+    dir: &DataDir,
+    from: &Path,
+    manifest: Option<&str>,
+    until: Option<&str>,
+    format: Format,
+) -> Result<ExitCode> {
+    let until = AsOf::parse_optional(until, "--until").map_err(failed)?;
+    let bar = progress_bar(Some(0));
+    let mut progress = |p: &app::backup::Progress| {
+        bar.set_length(p.total);
+        bar.set_position(p.done);
+        bar.set_message(p.step.clone());
+    };
+    let rt = runtime()?;
+    let report = rt.block_on(app::backup::restore(from, manifest, until, dir, &mut progress));
+    bar.finish_and_clear();
+    let report = report.map_err(failed)?;
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Json => writeln!(out, "{}", serde_json::to_string(&report)?)?,
+        Format::Table => render::restored(&mut out, &report)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `events`: the listing, from the server when one runs.
+fn events(dir: &DataDir, from: u64, until: Option<&str>) -> Result<ExitCode> {
+    let until = AsOf::parse_optional(until, "--until").map_err(failed)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let written = match Backend::open(dir)? {
+        Backend::Local(app, rt) => {
+            let written = rt.block_on(app.events(from, until, None, &mut out));
+            rt.block_on(app.close());
+            written
+        }
+        Backend::Remote(client) => client.events(from, until, &mut out),
+    };
+    match written {
+        Ok(_) => Ok(ExitCode::SUCCESS),
+        Err(app::failure::OutputFailure::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => Err(e.into()),

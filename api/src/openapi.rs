@@ -159,14 +159,16 @@ pub fn document() -> Value {
             "/v1/events" => {
                 op["parameters"] = json!([
                     {"name": "from", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0}},
-                    {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0, "maximum": crate::http::EVENTS_PAGE_MAX}}
+                    {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0, "maximum": crate::http::EVENTS_PAGE_MAX}},
+                    {"name": "format", "in": "query", "required": false, "schema": {"type": "string", "enum": ["events", "chain"]},
+                     "description": "events (default): one event a line. chain: the auditor's listing, whole commits with their links and each event's stored bytes, at most app::audit::EVENTS_PAGE_MAX events, an end line saying where the next page starts"}
                 ]);
                 responses.insert(
                     "200".into(),
-                    json!({"description": "the log from `from`, one event a line; header x-posledger-next is where to resume",
+                    json!({"description": "the log from `from`, one event a line; header x-posledger-next is where to resume (format=events)",
                         "content": {"application/x-ndjson": {"schema": {"type": "string"}}}}),
                 );
-                responses.insert("400".into(), problem("a bad from or limit"));
+                responses.insert("400".into(), problem("a bad from, limit or format"));
             }
             "/v1/admin/records" => {
                 op["requestBody"] = json!({

@@ -547,3 +547,35 @@ pub fn day_end(out: &mut impl Write, d: &app::dayend::DayEnd, format: Format) ->
         d.settlement.held.len()
     )
 }
+
+/// What a backup did.
+pub fn backed_up(out: &mut impl Write, r: &app::backup::BackupReport) -> io::Result<()> {
+    writeln!(out, "backed up {} events into {}: {}", r.events, r.to.display(), r.manifest)?;
+    writeln!(out, "head hash {}", r.head_hash)?;
+    writeln!(
+        out,
+        "copied {} log bytes in {} piece(s) and {} state file(s); the manifest names {} log bytes",
+        r.bytes_copied, r.pieces_copied, r.files_copied, r.bytes_total
+    )
+}
+
+/// What a restore did.
+pub fn restored(out: &mut impl Write, r: &app::backup::RestoreReport) -> io::Result<()> {
+    writeln!(
+        out,
+        "restored {} of the backup's {} events from {} into {}",
+        r.events,
+        r.backup_events,
+        r.manifest,
+        r.data_dir.display()
+    )?;
+    writeln!(out, "head hash {}", r.head_hash)?;
+    if let Some(cut) = &r.cut {
+        writeln!(
+            out,
+            "cut before position {} (happened {}), at the commit boundary before it",
+            cut.position, cut.occurred_at
+        )?;
+    }
+    writeln!(out, "the books and the write model were rebuilt from the restored log")
+}

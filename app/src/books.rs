@@ -9,6 +9,7 @@ use ledger::entry::Account;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+pub use crate::failure::OutputFailure;
 use crate::{App, AsOf, Failure, money};
 
 /// Most postings one page of an account's history holds.
@@ -215,7 +216,7 @@ impl App {
     }
 
     /// Writes the books as a journal to `out`, up to a point.
-    pub async fn journal(&self, kind: JournalKind, until: AsOf, out: &mut impl Write) -> Result<(), JournalFailure> {
+    pub async fn journal(&self, kind: JournalKind, until: AsOf, out: &mut impl Write) -> Result<(), OutputFailure> {
         use ledger::journal::{JournalFormat, write_journal, write_journal_to_time};
         let format = match kind {
             JournalKind::Ledger => JournalFormat::Ledger,
@@ -227,20 +228,9 @@ impl App {
             AsOf::Now => write_journal(&*self.store, u64::MAX, format, out).await,
         };
         match written {
-            Ok(_) => out.flush().map_err(JournalFailure::Output),
-            Err(ledger::journal::JournalError::Io(e)) => Err(JournalFailure::Output(e)),
-            Err(ledger::journal::JournalError::Replay(e)) => Err(JournalFailure::Books(e.into())),
+            Ok(_) => out.flush().map_err(OutputFailure::Output),
+            Err(ledger::journal::JournalError::Io(e)) => Err(OutputFailure::Output(e)),
+            Err(ledger::journal::JournalError::Replay(e)) => Err(OutputFailure::Failed(e.into())),
         }
     }
-}
-
-/// Why a journal stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum JournalFailure {
-    /// Writing the output failed (a reader that went away is one: `| head`).
-    #[error("writing the journal: {0}")]
-    Output(std::io::Error),
-    /// The books could not be read.
-    #[error(transparent)]
-    Books(Failure),
 }

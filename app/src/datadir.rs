@@ -10,6 +10,7 @@
 //!   approvals.json   resolutions waiting for a second person (not derivable)
 //!   verified.json    where the last verify ended (derived)
 //!   posledger.sock   the running server's local socket (owner only; gone when it stops)
+//!   RESTORING        a restore into this directory has not finished (it is not opened)
 //! ```
 
 use std::path::{Path, PathBuf};

@@ -134,3 +134,14 @@ impl From<ingest::pipeline::IngestError> for Failure {
         Failure::unavailable(e.to_string())
     }
 }
+
+/// Why a use case that writes text (the journal, the event listing) stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputFailure {
+    /// Writing the output failed (a reader that went away is one: `| head`).
+    #[error("writing the output: {0}")]
+    Output(std::io::Error),
+    /// The use case failed.
+    #[error(transparent)]
+    Failed(Failure),
+}

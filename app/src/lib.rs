@@ -25,6 +25,8 @@ pub mod admission;
 pub mod analysis;
 pub mod approvals;
 pub mod asof;
+pub mod audit;
+pub mod backup;
 pub mod books;
 pub mod datadir;
 pub mod dates;
@@ -87,6 +89,18 @@ impl App {
     /// write model and the books are opened when first used ([`App::open_all`] opens them at
     /// once). A store another process holds is [`Class::Busy`] with code `store_locked`.
     pub fn open(dir: DataDir, warn: Warn) -> Result<App, Failure> {
+        if dir.root().join(backup::RESTORING).exists() {
+            return Err(Failure::new(
+                Class::Refused,
+                "restore_unfinished",
+                format!("{} is a restore that did not finish: run the restore into it again", dir.root().display()),
+            ));
+        }
+        App::open_unchecked(dir, warn)
+    }
+
+    /// [`App::open`] of a directory a restore is still writing (to rebuild what it derives).
+    pub(crate) fn open_unchecked(dir: DataDir, warn: Warn) -> Result<App, Failure> {
         let store = EmbeddedStore::open(dir.events()).map_err(|e| match e {
             ingest::store::OpenError::Locked(_) => Failure::new(
                 Class::Busy,

@@ -1,8 +1,10 @@
 //! End-to-end tests of posledger across crates; the tests live in `tests/tests/`, the
 //! fixtures in `tests/fixtures/`.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 
 /// One HTTP/1.1 request on its own connection (`Connection: close`), with a bearer key: the
 /// status and the body (chunked bodies are not decoded). An error when the connection broke
@@ -25,4 +27,51 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, token: &str, body: &[u8]
         .and_then(|s| s.parse().ok())
         .ok_or_else(broken)?;
     Ok((status, raw[split + 4..].to_vec()))
+}
+
+/// A server on the data directory, on an ephemeral port; it is killed when dropped.
+pub struct Server {
+    /// The server process.
+    pub child: Child,
+    /// Its HTTP address.
+    pub addr: SocketAddr,
+}
+
+impl Server {
+    /// Starts `exe serve` on `data`.
+    pub fn start(exe: &str, data: &Path) -> Server {
+        let mut child = Command::new(exe)
+            .args(["--data-dir", &data.display().to_string(), "serve", "--addr", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
+        let addr = line.trim().strip_prefix("listening on http://").expect("address").parse().expect("addr");
+        // The socket listens before the address is printed.
+        assert!(data.join("posledger.sock").exists());
+        Server { child, addr }
+    }
+
+    /// Kills it with SIGKILL.
+    pub fn kill_9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Stops it with SIGTERM and checks it stopped cleanly.
+    pub fn stop(mut self) {
+        let signalled = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        assert!(signalled.is_ok_and(|s| s.success()));
+        let status = self.child.wait().expect("wait");
+        assert!(status.success(), "the server stopped cleanly: {status}");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -4,11 +4,13 @@
 //! next server see through; a second server on one directory is refused; a server that does
 //! not answer is reported, not waited for.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
+
 use std::time::{Duration, Instant};
+use tests::Server;
 
 const POSLEDGER: &str = env!("CARGO_BIN_EXE_posledger-under-test");
 
@@ -20,48 +22,6 @@ fn posledger(data: &Path, args: &[&str]) -> Output {
     let mut cmd = Command::new(POSLEDGER);
     cmd.arg("--data-dir").arg(data).args(args).stdin(Stdio::null());
     cmd.output().expect("run posledger")
-}
-
-/// A server on the data directory, on an ephemeral port; it is killed when dropped.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Server {
-    fn start(data: &Path) -> Server {
-        let mut child = Command::new(POSLEDGER)
-            .args(["--data-dir", &data.display().to_string(), "serve", "--addr", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
-        let addr = line.trim().strip_prefix("listening on http://").expect("address").parse().expect("addr");
-        // The socket listens before the address is printed.
-        assert!(data.join("posledger.sock").exists());
-        Server { child, addr }
-    }
-
-    fn kill_9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn stop(mut self) {
-        let signalled = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        assert!(signalled.is_ok_and(|s| s.success()));
-        let status = self.child.wait().expect("wait");
-        assert!(status.success(), "the server stopped cleanly: {status}");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Posts records over HTTP; the answer's `accepted` count, or what went wrong.
@@ -178,7 +138,7 @@ fn every_command_answers_alike_with_and_without_a_server() {
     for (i, command) in commands.iter().enumerate() {
         if i == 1 {
             // The server starts once the merchants are in: the commands after go through it.
-            server = Some(Server::start(&served));
+            server = Some(Server::start(POSLEDGER, &served));
         }
         let args: Vec<&str> = command.iter().map(String::as_str).collect();
         let (a, b) = (posledger(&served, &args), posledger(&alone, &args));
@@ -216,7 +176,7 @@ fn commands_run_while_terminals_post() {
     let data = root.path();
     assert_eq!(posledger(data, &["merchants", "import", &fixture("admin.ndjson")]).status.code(), Some(0));
     let token = text(&posledger(data, &["keys", "create", "--role", "admin"])).trim().to_owned();
-    let server = Server::start(data);
+    let server = Server::start(POSLEDGER, data);
     let addr = server.addr;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let terminal = {
@@ -277,7 +237,7 @@ fn a_server_killed_during_a_cli_ingest_loses_and_doubles_nothing() {
     let admin_out = posledger(&data, &["merchants", "import", &admin.display().to_string(), "--format", "json"]);
     let admin_events = json(&admin_out)["accepted"].as_u64().expect("accepted");
     let auditor = text(&posledger(&data, &["keys", "create", "--role", "auditor"])).trim().to_owned();
-    let mut server = Server::start(&data);
+    let mut server = Server::start(POSLEDGER, &data);
     let client = Command::new(POSLEDGER)
         .arg("--data-dir")
         .arg(&data)
@@ -319,7 +279,7 @@ fn a_server_killed_during_a_cli_ingest_loses_and_doubles_nothing() {
     assert_eq!(again["accepted"].as_u64().expect("n") + again["duplicates"].as_u64().expect("n"), records);
     assert!(again["duplicates"].as_u64().expect("n") >= accepted, "every acknowledged record was there");
     // A new server removes the stale socket and serves; the log holds every record once.
-    let server = Server::start(&data);
+    let server = Server::start(POSLEDGER, &data);
     let verify = posledger(&data, &["verify", "--format", "json"]);
     assert_eq!(json(&verify)["events"].as_u64(), Some(admin_events + records), "{}", text(&verify));
     let third = json(&posledger(&data, &["ingest", &feed.display().to_string(), "--format", "json"]));
@@ -334,7 +294,7 @@ fn two_servers_are_refused_and_a_silent_server_is_reported() {
     let root = tempfile::tempdir().expect("tempdir");
     let data = root.path();
     assert_eq!(posledger(data, &["merchants", "import", &fixture("admin.ndjson")]).status.code(), Some(0));
-    let server = Server::start(data);
+    let server = Server::start(POSLEDGER, data);
     let second = Command::new(POSLEDGER)
         .args(["--data-dir", &data.display().to_string(), "serve", "--addr", "127.0.0.1:0"])
         .stdin(Stdio::null())
@@ -371,7 +331,7 @@ fn a_deep_data_directory_is_served_too() {
     assert_eq!(posledger(&data, &["merchants", "import", &fixture("admin.ndjson")]).status.code(), Some(0));
     let alone = posledger(&data, &["trial-balance", "--format", "json"]);
     assert_eq!(alone.status.code(), Some(0), "no server: the long path is no obstacle");
-    let server = Server::start(&data);
+    let server = Server::start(POSLEDGER, &data);
     let pointer = std::fs::read_to_string(data.join("posledger.sock")).expect("a file naming the socket");
     assert!(Path::new(&pointer).exists(), "{pointer}");
     let served = posledger(&data, &["trial-balance", "--format", "json"]);
@@ -389,7 +349,7 @@ fn a_busy_server_says_so() {
     let root = tempfile::tempdir().expect("tempdir");
     let data = root.path();
     assert_eq!(posledger(data, &["merchants", "import", &fixture("admin.ndjson")]).status.code(), Some(0));
-    let server = Server::start(data);
+    let server = Server::start(POSLEDGER, data);
     let idle: Vec<_> = (0..16)
         .map(|_| {
             let mut s = std::os::unix::net::UnixStream::connect(data.join("posledger.sock")).expect("connect");
@@ -433,7 +393,7 @@ fn a_stalled_command_does_not_hold_a_stopping_server() {
     .expect("write");
     assert_eq!(posledger(&data, &["merchants", "import", &admin.display().to_string()]).status.code(), Some(0));
     assert_eq!(posledger(&data, &["ingest", &feed.display().to_string()]).status.code(), Some(0));
-    let mut server = Server::start(&data);
+    let mut server = Server::start(POSLEDGER, &data);
     // The journal's reader never reads: the command blocks writing, the server writing to it.
     let mut stalled = Command::new(POSLEDGER)
         .arg("--data-dir")

@@ -168,8 +168,33 @@ pub(crate) async fn entries(state: &State, query: &HashMap<String, String>) -> R
 
 /// `GET /v1/events?from=P&limit=N`: the log from position P as NDJSON, streamed with bounded
 /// memory, ending at the head as of the request (or after `limit` events).
+///
+/// With `format=chain`, the auditor's listing instead ([`app::audit`]): whole commits with
+/// their links and each event's stored bytes, at most about
+/// [`app::audit::EVENTS_PAGE_MAX`] events, and an end line saying where the next page starts.
 pub(crate) fn events(state: &Arc<State>, query: &HashMap<String, String>) -> Result<warp::reply::Response, Problem> {
     let from = count_param(query, "from", 0)?;
+    match query.get("format").map(String::as_str) {
+        None | Some("events") => {}
+        Some("chain") => {
+            let limit = count_param(query, "limit", app::audit::EVENTS_PAGE_MAX)?.min(app::audit::EVENTS_PAGE_MAX);
+            let mut listing = state.app.events_listing(from, app::AsOf::Now, Some(limit.max(1)));
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+            tokio::spawn(async move {
+                while let Some(piece) = listing.next().await {
+                    let piece = piece.map(Bytes::from).map_err(|f| std::io::Error::other(f.message));
+                    if tx.send(piece).await.is_err() {
+                        return; // the client went away; dropping the listing stops the walk
+                    }
+                }
+            });
+            return Ok(ndjson_stream(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)), None));
+        }
+        Some(other) => {
+            return Err(Problem::bad_request("invalid_query", format!("format {other:?} is neither events nor chain"))
+                .field("format"));
+        }
+    }
     let limit = count_param(query, "limit", super::EVENTS_PAGE_MAX)?.min(super::EVENTS_PAGE_MAX);
     let store = state.app.store().clone();
     let end = store.head().min(from.saturating_add(limit));
@@ -208,15 +233,22 @@ pub(crate) fn events(state: &Arc<State>, query: &HashMap<String, String>) -> Res
             }
         }
     });
-    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    Ok(ndjson_stream(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)), Some(end)))
+}
+
+/// A streamed NDJSON answer; `next`, when known, in the header `x-posledger-next`.
+fn ndjson_stream(
+    stream: impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync + 'static,
+    next: Option<u64>,
+) -> warp::reply::Response {
     let mut response = warp::reply::stream(stream).into_response();
     response
         .headers_mut()
         .insert(warp::http::header::CONTENT_TYPE, warp::http::HeaderValue::from_static("application/x-ndjson"));
-    if let Ok(v) = warp::http::HeaderValue::from_str(&end.to_string()) {
+    if let Some(v) = next.and_then(|n| warp::http::HeaderValue::from_str(&n.to_string()).ok()) {
         response.headers_mut().insert("x-posledger-next", v);
     }
-    Ok(response)
+    response
 }
 
 /// `POST /v1/statements?channel=C[&date=D][&name=FILE]`: the statement file as the body.

@@ -5,6 +5,7 @@ use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
+use app::failure::OutputFailure;
 use app::records::Stopped;
 use app::request::{Reply, Request};
 use app::{Class, DataDir, Failure};
@@ -236,15 +237,33 @@ impl Client {
 
     /// Writes the server's journal to `out`.
     pub fn journal(
-        mut self,
+        self,
         kind: app::books::JournalKind,
         until: app::AsOf,
         out: &mut impl Write,
-    ) -> Result<(), app::books::JournalFailure> {
-        use app::books::JournalFailure;
-        self.send(wire::OPENING, &Opening::Journal { kind, until }).map_err(JournalFailure::Books)?;
+    ) -> Result<(), OutputFailure> {
+        self.output(&Opening::Journal { kind, until }, out)
+    }
+
+    /// Writes the server's event listing to `out`.
+    pub fn events(
+        self,
+        from: u64,
+        until: app::AsOf,
+        out: &mut impl Write,
+    ) -> Result<app::audit::EventsEnd, OutputFailure> {
+        self.output(&Opening::Events { from, until }, out)
+    }
+
+    /// Runs a use case that streams text to `out`, and returns its result.
+    fn output<T: for<'de> serde::Deserialize<'de>>(
+        mut self,
+        opening: &Opening,
+        out: &mut impl Write,
+    ) -> Result<T, OutputFailure> {
+        self.send(wire::OPENING, opening).map_err(OutputFailure::Failed)?;
         let mut written: io::Result<()> = Ok(());
-        let result: Result<Result<(), Failure>, Failure> = self.result(|kind, payload| {
+        let result: Result<Result<T, Failure>, Failure> = self.result(|kind, payload| {
             if kind == wire::OUTPUT {
                 written = out.write_all(&payload);
                 // A reader that stopped (`| head`) ends the conversation.
@@ -254,8 +273,27 @@ impl Client {
             }
             Ok(())
         });
-        written.map_err(JournalFailure::Output)?;
-        result.and_then(|r| r).map_err(JournalFailure::Books)?;
-        out.flush().map_err(JournalFailure::Output)
+        written.map_err(OutputFailure::Output)?;
+        let end = result.and_then(|r| r).map_err(OutputFailure::Failed)?;
+        out.flush().map_err(OutputFailure::Output)?;
+        Ok(end)
+    }
+
+    /// Backs the server's data directory up into `to` (absolute), reporting its progress.
+    pub fn backup(
+        mut self,
+        to: std::path::PathBuf,
+        progress: &mut dyn FnMut(&app::backup::Progress),
+    ) -> Result<app::backup::BackupReport, Failure> {
+        self.send(wire::OPENING, &Opening::Backup { to })?;
+        let result: Result<app::backup::BackupReport, Failure> = self.result(|kind, payload| {
+            if kind == wire::PROGRESS
+                && let Ok(p) = wire::from_json::<app::backup::Progress>(&payload)
+            {
+                progress(&p);
+            }
+            Ok(())
+        })?;
+        result
     }
 }

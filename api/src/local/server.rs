@@ -342,13 +342,42 @@ fn serve_client(shared: &Shared, place: &mut Place<'_>, stream: UnixStream) -> i
         Opening::Journal { kind, until } => {
             let mut frames = OutputFrames { out: &mut out, buf: Vec::with_capacity(OUTPUT_FRAME_BYTES) };
             let written = runtime.block_on(app.journal(kind, until, &mut frames));
-            match written {
-                Ok(()) => wire::write_json(&mut out, wire::RESULT, &Ok::<(), Failure>(())),
-                // The client stopped reading (`| head`): nothing more to say.
-                Err(app::books::JournalFailure::Output(_)) => Ok(()),
-                Err(app::books::JournalFailure::Books(f)) => wire::write_json(&mut out, wire::RESULT, &Err::<(), _>(f)),
-            }
+            output_result(&mut out, written)
         }
+        Opening::Events { from, until } => {
+            let mut frames = OutputFrames { out: &mut out, buf: Vec::with_capacity(OUTPUT_FRAME_BYTES) };
+            let written = runtime.block_on(app.events(from, until, None, &mut frames));
+            output_result(&mut out, written)
+        }
+        Opening::Backup { to } => {
+            let mut sent: io::Result<()> = Ok(());
+            let done = {
+                let out = &mut out;
+                let sent = &mut sent;
+                let mut progress = |p: &app::backup::Progress| {
+                    if sent.is_ok() {
+                        *sent = wire::write_json(out, wire::PROGRESS, p);
+                    }
+                };
+                runtime.block_on(app.backup(&to, &mut progress))
+            };
+            // A client that went away during the copy: the backup is complete anyway.
+            sent?;
+            wire::write_json(&mut out, wire::RESULT, &done)
+        }
+    }
+}
+
+/// The result of a use case that streamed `OUTPUT`: after the output, its result; nothing when
+/// the client stopped reading (`| head`).
+fn output_result<T: serde::Serialize>(
+    out: &mut impl Write,
+    written: Result<T, app::failure::OutputFailure>,
+) -> io::Result<()> {
+    match written {
+        Ok(end) => wire::write_json(out, wire::RESULT, &Ok::<T, Failure>(end)),
+        Err(app::failure::OutputFailure::Output(_)) => Ok(()),
+        Err(app::failure::OutputFailure::Failed(f)) => wire::write_json(out, wire::RESULT, &Err::<T, _>(f)),
     }
 }
 

@@ -5,7 +5,7 @@
 //! A conversation: the server says [`Hello`] (or, in its hello, why it will not take the
 //! client); the client sends one [`Opening`]; for a call with input, `INPUT` frames and an
 //! `END`; for an ingest, `LINES` frames and an `END`, each chunk answered by a `PROGRESS` frame
-//! once it is durable; for the journal, `OUTPUT` frames; last the server's `RESULT`. Then the
+//! once it is durable; for the journal and the event listing, `OUTPUT` frames; for a backup, `PROGRESS` frames; last the server's `RESULT`. Then the
 //! connection closes. A JSON message longer than a frame goes as `MORE` frames and a last
 //! frame of its own kind.
 
@@ -81,6 +81,18 @@ pub enum Opening {
         kind: app::books::JournalKind,
         /// Up to when.
         until: app::AsOf,
+    },
+    /// The event listing, streamed as `OUTPUT` frames; the result is its end.
+    Events {
+        /// The first position.
+        from: u64,
+        /// Up to when.
+        until: app::AsOf,
+    },
+    /// A backup into a directory; `PROGRESS` frames while it copies.
+    Backup {
+        /// The backup directory (absolute).
+        to: std::path::PathBuf,
     },
 }
 

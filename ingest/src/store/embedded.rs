@@ -298,6 +298,18 @@ impl EmbeddedStore {
         self.shared.index.read().map(|i| (i.head, i.link)).unwrap_or_default()
     }
 
+    /// How far the log is durable now: the head, its link and each segment's length up to it,
+    /// read together. The bytes inside the extent never change.
+    pub fn extent(&self) -> super::frames::LogExtent {
+        let index = self.shared.index.read().unwrap_or_else(|p| p.into_inner());
+        super::frames::LogExtent {
+            events: index.head,
+            link: index.link,
+            segment_lens: index.segment_lens.clone(),
+            last_frame: (index.head > 0).then(|| split_location(index.last_frame)),
+        }
+    }
+
     /// Waits for queued appends to be written and stops the writer.
     pub fn close(mut self) {
         self.stop();

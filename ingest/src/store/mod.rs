@@ -13,6 +13,7 @@ use uuid::Uuid;
 mod embedded;
 pub mod fault;
 pub mod format;
+pub mod frames;
 mod index;
 mod keymap;
 mod scan;
