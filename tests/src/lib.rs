@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 /// One HTTP/1.1 request on its own connection (`Connection: close`), with a bearer key: the
-/// status and the body (chunked bodies are not decoded). An error when the connection broke
+/// status and the body (a chunked body decoded). An error when the connection broke
 /// before a whole answer came.
 pub fn http(addr: SocketAddr, method: &str, path: &str, token: &str, body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
     let mut stream = std::net::TcpStream::connect(addr)?;
@@ -26,7 +26,26 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, token: &str, body: &[u8]
         .and_then(|h| h.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
         .ok_or_else(broken)?;
-    Ok((status, raw[split + 4..].to_vec()))
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let body = &raw[split + 4..];
+    if head.lines().any(|l| l.starts_with("transfer-encoding:") && l.contains("chunked")) {
+        return Ok((status, chunks(body).ok_or_else(broken)?));
+    }
+    Ok((status, body.to_vec()))
+}
+
+/// The data of a chunked body, `None` when it is cut short.
+fn chunks(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let end = data.windows(2).position(|w| w == b"\r\n")?;
+        let size = usize::from_str_radix(std::str::from_utf8(&data[..end]).ok()?.trim(), 16).ok()?;
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(data.get(end + 2..end + 2 + size)?);
+        data = data.get(end + 4 + size..)?;
+    }
 }
 
 /// A server on the data directory, on an ephemeral port; it is killed when dropped.
