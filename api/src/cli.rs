@@ -352,6 +352,16 @@ enum Command {
         /// How to print the report.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// Also check that the log still extends this anchor (`posledger anchor` printed it).
+        #[arg(long, value_name = "HASH@POSITION")]
+        anchor: Option<String>,
+    },
+    /// Record the log's head as it is now (a `LogAnchored` event) and print it as
+    /// HASH@POSITION, to publish outside posledger; `verify --anchor` checks the log extends it.
+    Anchor {
+        /// How to print it.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
     },
 }
 
@@ -689,7 +699,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Merchants { command: MerchantsCommand::Import { file, format } } => {
             ingest(&dir, &file, InputKind::Admin, format)
         }
-        Command::Verify { format } => verify(&dir, format),
+        Command::Verify { format, anchor } => verify(&dir, format, anchor.as_deref()),
+        Command::Anchor { format } => call(&dir, Request::Anchor, None, |reply| {
+            let Reply::Anchored { anchored } = reply else { return Err(unexpected(&reply)) };
+            match format {
+                Format::Json => writeln!(out, "{}", serde_json::to_string(&anchored)?)?,
+                Format::Table => writeln!(
+                    out,
+                    "{}\nthe head of {} events, recorded at position {}: publish it where posledger cannot change it; \
+                     `posledger verify --anchor {}` checks the log still extends it",
+                    anchored.anchor, anchored.anchor.head, anchored.recorded_at, anchored.anchor
+                )?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }),
         Command::Serve { addr } => crate::serve::serve(&dir, addr),
         Command::Demo { merchants, payments_per_day, days, seed, serve, addr, format } => {
             let options = demo::Options { merchants, payments_per_day, days, seed };
@@ -1182,7 +1205,8 @@ fn events(dir: &DataDir, from: u64, until: Option<&str>) -> Result<ExitCode> {
 }
 
 /// `verify`: by the server when one runs (up to its head as of the request), else offline.
-fn verify(dir: &DataDir, format: Format) -> Result<ExitCode> {
+fn verify(dir: &DataDir, format: Format, anchor: Option<&str>) -> Result<ExitCode> {
+    let anchor = anchor.map(|a| app::audit::Anchor::parse(a, "--anchor")).transpose().map_err(failed)?;
     let verified = match crate::local::client::connect(dir).map_err(failed)? {
         Some(client) => match client.call(Request::Verify, None).map_err(failed)? {
             Reply::Verified { verified } => verified,
@@ -1193,6 +1217,16 @@ fn verify(dir: &DataDir, format: Format) -> Result<ExitCode> {
             rt.block_on(app::verify::verify_offline(dir, warn())).map_err(failed)?
         }
     };
-    render::verified(&mut std::io::stdout().lock(), &verified, format == Format::Json)?;
-    Ok(if verified.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    let check = match anchor {
+        Some(anchor) if verified.log.is_some() => {
+            match Backend::open(dir)?.call(Request::CheckAnchor { anchor }, None).map_err(failed)? {
+                Reply::AnchorChecked { check } => Some(check),
+                other => return Err(unexpected(&other)),
+            }
+        }
+        _ => None,
+    };
+    render::verified(&mut std::io::stdout().lock(), &verified, check.as_ref(), format == Format::Json)?;
+    let holds = check.as_ref().is_none_or(|c| c.holds);
+    Ok(if verified.ok() && holds { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

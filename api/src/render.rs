@@ -467,9 +467,25 @@ pub fn verify_json(v: &Verified) -> Value {
 }
 
 /// What verify found.
-pub fn verified(out: &mut impl Write, v: &Verified, json_form: bool) -> io::Result<()> {
+pub fn verified(
+    out: &mut impl Write,
+    v: &Verified,
+    anchor: Option<&app::audit::AnchorCheck>,
+    json_form: bool,
+) -> io::Result<()> {
     if json_form {
-        return writeln!(out, "{}", verify_json(v));
+        let mut report = verify_json(v);
+        if let Some(a) = anchor {
+            report["anchor"] = json!({"anchor": a.anchor.to_string(), "holds": a.holds, "found": a.found});
+            report["ok"] = json!(report["ok"] == json!(true) && a.holds);
+        }
+        return writeln!(out, "{report}");
+    }
+    if let Some(a) = anchor {
+        match &a.found {
+            None => writeln!(out, "anchor {}: the log extends it", a.anchor)?,
+            Some(found) => writeln!(out, "FAILED: anchor {}: the log does not extend it (found {found})", a.anchor)?,
+        }
     }
     let Some(log) = &v.log else {
         return writeln!(out, "FAILED: {}", v.error.as_deref().unwrap_or("the log"));

@@ -238,3 +238,113 @@ impl App {
         EventsListing { chunks: rx, walk: Some(walk), from, head, head_hash, end: None }
     }
 }
+
+/// A head of the log, as an anchor names it: `HASH@POSITION`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Anchor {
+    /// Events before it.
+    pub head: u64,
+    /// The link of the commit ending there, hex.
+    pub head_hash: String,
+}
+
+impl Anchor {
+    /// `HASH@POSITION`; `field` names the parameter in errors.
+    pub fn parse(text: &str, field: &str) -> Result<Anchor, Failure> {
+        let invalid = || {
+            Failure::invalid(
+                "invalid_anchor",
+                format!("{field} {text:?} is not HASH@POSITION (64 hex digits @ a number)"),
+            )
+            .field(field)
+        };
+        let (hash, head) = text.split_once('@').ok_or_else(invalid)?;
+        let head = head.parse().map_err(|_| invalid())?;
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(invalid());
+        }
+        Ok(Anchor { head, head_hash: hash.to_ascii_lowercase() })
+    }
+}
+
+impl std::fmt::Display for Anchor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.head_hash, self.head)
+    }
+}
+
+/// What `anchor` recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Anchored {
+    /// The head anchored.
+    pub anchor: Anchor,
+    /// The position of the `LogAnchored` event that records it.
+    pub recorded_at: u64,
+}
+
+/// Whether the log still extends an anchor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnchorCheck {
+    /// The anchor checked.
+    pub anchor: Anchor,
+    /// Whether a commit of the log ends at its position with its hash, every commit up to it
+    /// checked.
+    pub holds: bool,
+    /// What the log has there instead, when it does not hold.
+    pub found: Option<String>,
+}
+
+impl App {
+    /// Records the log's head as of now in a `LogAnchored` event and returns it, to be
+    /// published outside posledger.
+    pub async fn anchor(&self) -> Result<Anchored, Failure> {
+        use ingest::event::{Event, LogAnchored};
+        use ingest::store::{EventStore, ExpectedRevision};
+        let _writes = self.writes.lock().await;
+        let extent = self.store.extent();
+        let anchor = Anchor { head: extent.events, head_hash: hex::encode(extent.link) };
+        let zone = chrono::FixedOffset::east_opt(crate::dates::BUSINESS_UTC_OFFSET_SECONDS)
+            .ok_or_else(|| Failure::internal("the business time zone"))?;
+        let event = Event::LogAnchored(LogAnchored {
+            head: anchor.head,
+            head_hash: anchor.head_hash.clone(),
+            at: chrono::Utc::now().with_timezone(&zone),
+        });
+        let appended = self.store.append(&event.stream(), ExpectedRevision::Any, vec![event.to_event_data()]).await?;
+        Ok(Anchored { anchor, recorded_at: appended.first_position })
+    }
+
+    /// Checks that the log extends `anchor`: walks every commit up to its position (checking
+    /// each link) and compares the link of the commit ending there.
+    pub async fn check_anchor(&self, anchor: Anchor) -> Result<AnchorCheck, Failure> {
+        let extent = self.store.extent();
+        let paths = frames::segment_paths(&self.dir.events(), extent.segment_lens.len());
+        let want = anchor.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            if want.head == 0 {
+                return Ok(Some(hex::encode([0u8; 32])));
+            }
+            let mut found = None;
+            frames::walk_frames(&paths, &extent.segment_lens, &mut |f| {
+                if f.end_position() >= want.head {
+                    if f.end_position() == want.head {
+                        found = Some(hex::encode(f.link));
+                    }
+                    return ControlFlow::Break(());
+                }
+                ControlFlow::Continue(())
+            })
+            .map(|_| found)
+        })
+        .await
+        .map_err(|e| Failure::internal(format!("the check stopped: {e}")))?;
+        let found = match found {
+            Ok(Some(link)) => link,
+            Ok(None) if anchor.head > extent.events => format!("a log of {} events", extent.events),
+            Ok(None) => format!("no commit ending at position {}", anchor.head),
+            Err(fault) => format!("damage before it: {fault}"),
+        };
+        let holds = found == anchor.head_hash;
+        Ok(AnchorCheck { anchor, holds, found: (!holds).then_some(found) })
+    }
+}

@@ -144,6 +144,13 @@ pub enum Request {
     },
     /// [`App::verify`].
     Verify,
+    /// [`App::anchor`].
+    Anchor,
+    /// [`App::check_anchor`].
+    CheckAnchor {
+        /// The anchor.
+        anchor: crate::audit::Anchor,
+    },
     /// [`App::create_key_until`].
     CreateKey {
         /// Its role.
@@ -232,6 +239,16 @@ pub enum Reply {
         /// The result.
         answer: Answer,
     },
+    /// Of [`Request::Anchor`].
+    Anchored {
+        /// What was recorded.
+        anchored: crate::audit::Anchored,
+    },
+    /// Of [`Request::CheckAnchor`].
+    AnchorChecked {
+        /// What was found.
+        check: crate::audit::AnchorCheck,
+    },
     /// Of [`Request::Verify`].
     Verified {
         /// What verify found.
@@ -293,6 +310,8 @@ impl App {
                 Reply::Answer { answer: self.analyze(export, analysis, Audience::Everyone, chart).await? }
             }
             Request::Verify => Reply::Verified { verified: self.verify().await? },
+            Request::Anchor => Reply::Anchored { anchored: self.anchor().await? },
+            Request::CheckAnchor { anchor } => Reply::AnchorChecked { check: self.check_anchor(anchor).await? },
             Request::CreateKey { role, merchant, expires } => {
                 Reply::Key { key: self.create_key_until(role, merchant, expires)? }
             }

@@ -58,6 +58,11 @@ pub fn recon(channel: impl Display, date: NaiveDate) -> String {
     format!("recon-{channel}-{date}")
 }
 
+/// The heads of the log published outside it: `anchors`.
+pub fn anchors() -> String {
+    "anchors".to_owned()
+}
+
 /// A break's resolution: `break-<id>`.
 pub fn break_resolution(break_id: &str) -> String {
     format!("break-{break_id}")

@@ -429,3 +429,44 @@ fn the_http_listing_pages_through_the_same_commits() {
     assert_eq!(bad.0, 400);
     server.stop();
 }
+
+/// `anchor` records the head and prints it; `verify --anchor` holds while the log grows, fails
+/// for another hash, a position inside a commit, and a log cut before the anchor; the Python
+/// check ends in the anchor when given the listing up to it.
+#[test]
+fn an_anchor_is_checked_by_verify_and_by_the_python_check() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (data, backup) = (root.path().join("data"), root.path().join("backup"));
+    fixture_dir(&data);
+    let anchored = json(&ok(posledger(&data, &["anchor", "--format", "json"])));
+    let anchor = format!("{}@{}", anchored["anchor"]["head_hash"].as_str().expect("hash"), anchored["anchor"]["head"]);
+    assert_eq!(anchored["recorded_at"], anchored["anchor"]["head"], "the anchor is the next event");
+    ok(posledger(&data, &["ingest", &fixture("feed-2026-11-25.ndjson")]));
+    let checked = json(&ok(posledger(&data, &["verify", "--anchor", &anchor, "--format", "json"])));
+    assert_eq!(checked["anchor"]["holds"], true, "{checked}");
+    let head = anchored["anchor"]["head"].as_u64().expect("head");
+    let other = format!("{}@{head}", "0".repeat(64));
+    let inside = format!("{}@{}", anchored["anchor"]["head_hash"].as_str().expect("hash"), head - 1);
+    for wrong in [other.as_str(), inside.as_str()] {
+        let out = posledger(&data, &["verify", "--anchor", wrong]);
+        assert_eq!(out.status.code(), Some(1), "{wrong}: {}", text(&out));
+        assert!(text(&out).contains("does not extend"), "{}", text(&out));
+    }
+    ok(posledger(&data, &["backup", "--to", &backup.display().to_string()]));
+    let cut = root.path().join("cut");
+    ok(posledger(&cut, &["restore", "--from", &backup.display().to_string(), "--until", &(head - 1).to_string()]));
+    assert_eq!(posledger(&cut, &["verify", "--anchor", &anchor]).status.code(), Some(1));
+    let has_blake3 = Command::new("python3").args(["-c", "import blake3"]).status().is_ok_and(|s| s.success());
+    if has_blake3 {
+        let listing = root.path().join("to-anchor.ndjson");
+        std::fs::write(&listing, ok(posledger(&data, &["events", "--until", &head.to_string()])).stdout)
+            .expect("write");
+        let out = Command::new("python3")
+            .arg(check_chain_script())
+            .arg(&listing)
+            .args(["--head", &anchor])
+            .output()
+            .expect("python3");
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    }
+}

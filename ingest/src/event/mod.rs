@@ -674,6 +674,18 @@ pub struct BreakResolved {
     pub approval_over: Decimal,
 }
 
+/// The log's head as it stood when someone anchored it (`posledger anchor`), to be published
+/// outside posledger: the log extends it as long as a commit ends at `head` with `head_hash`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogAnchored {
+    /// Events before the anchor (the head position).
+    pub head: u64,
+    /// The hash-chain link of the commit ending there, hex.
+    pub head_hash: String,
+    /// When it was anchored.
+    pub at: DateTime<FixedOffset>,
+}
+
 /// Every event posledger records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -723,6 +735,8 @@ pub enum Event {
     TerminalBatchReconciled(TerminalBatchReconciled),
     /// See [`BreakResolved`].
     BreakResolved(BreakResolved),
+    /// See [`LogAnchored`].
+    LogAnchored(LogAnchored),
 }
 
 /// Why a stored event could not be turned back into an [`Event`].
@@ -780,6 +794,7 @@ macro_rules! each_variant {
             Event::ReconciliationCompleted($inner) => $body,
             Event::TerminalBatchReconciled($inner) => $body,
             Event::BreakResolved($inner) => $body,
+            Event::LogAnchored($inner) => $body,
         }
     };
 }
@@ -815,6 +830,7 @@ impl Event {
             Event::ReconciliationCompleted(_) => "ReconciliationCompleted",
             Event::TerminalBatchReconciled(_) => "TerminalBatchReconciled",
             Event::BreakResolved(_) => "BreakResolved",
+            Event::LogAnchored(_) => "LogAnchored",
         }
     }
 
@@ -851,6 +867,7 @@ impl Event {
             }
             Event::TerminalBatchReconciled(e) => streams::batch_verdict(&e.terminal_id, &e.batch_no),
             Event::BreakResolved(e) => streams::break_resolution(&e.break_id),
+            Event::LogAnchored(_) => streams::anchors(),
         }
     }
 
@@ -887,6 +904,7 @@ impl Event {
             | Event::BreakResolved(BreakResolved { date, .. }) => {
                 date.and_hms_opt(0, 0, 0).map(|t| t.and_utc().fixed_offset()).unwrap_or_default()
             }
+            Event::LogAnchored(e) => e.at,
         }
     }
 
@@ -935,6 +953,7 @@ impl Event {
                 format!("{}/{}/{}/{}", e.terminal_id, e.batch_no, t(&e.terminal), t(&e.host))
             }
             Event::BreakResolved(e) => e.break_id.clone(),
+            Event::LogAnchored(e) => format!("{}/{}", e.head, e.head_hash),
         }
     }
 
@@ -1074,6 +1093,7 @@ impl Event {
             "ReconciliationBreaks" => Event::ReconciliationBreaks(parse(t, v, p)?),
             "TerminalBatchReconciled" => Event::TerminalBatchReconciled(parse(t, v, p)?),
             "BreakResolved" => Event::BreakResolved(parse(t, v, p)?),
+            "LogAnchored" => Event::LogAnchored(parse(t, v, p)?),
             other => return Err(DecodeError::UnknownType(other.to_owned())),
         })
     }
