@@ -72,7 +72,8 @@ pub const BENCHMARKS: &[Benchmark] = &[
         about: "posledger serve on 127.0.0.1 (in this process): GET /v1/balances/{account} under wrk \
                 (2 threads, 64 connections, 5 s, after one read has caught the books up: also http_balance_p99_ms \
                 and http_first_read_after_ingest_ms; then http_balance_p99_under_sql_attack_ms, the same reads \
-                while an analyst key sends HOSTILE_SQL in a loop to analytics workers) when wrk is installed, and \
+                while an analyst key sends HOSTILE_SQL in a loop to analytics workers, and \
+                http_balance_p99_during_backup_ms, while backups of the whole directory run back to back) when wrk is installed, and \
                 http_ingest_records_per_s: a generated feed of 200k records POSTed as NDJSON batches of \
                 1000 by 2 clients",
     },
@@ -91,6 +92,14 @@ pub const BENCHMARKS: &[Benchmark] = &[
                 (the command goes through the server's local socket); beside it the same command with the \
                 server idle (cli_balance_idle_server_ms) and with no server (cli_balance_no_server_ms, the \
                 command opening the directory itself)",
+    },
+    Benchmark {
+        name: "backup_10m_events_s",
+        about: "posledger backup of a data directory holding 10M events (9.1M captures of 1000 merchants, \
+                a refund for one in ten) into an empty directory, and restore_10m_events_s: restoring it \
+                into a new data directory (every piece checked, the chain walked, then the books and the \
+                write model rebuilt; restore_10m_log_s is the part up to the rebuild); each with MB/s \
+                beside `cp` of the same segment files and `sync` in the same run",
     },
     Benchmark {
         name: "replay_10m_events_s",
@@ -188,6 +197,7 @@ pub fn run(names: &[String], scale: f64, repeat: usize, work_dir: Option<&Path>)
             "open_recover_s" => rt.block_on(open_recover(&dir, scaled(10_000_000, scale), repeat))?,
             "projection_postings_per_s" => projection(&dir, scaled(1_000_000, scale), repeat)?,
             "replay_10m_events_s" => rt.block_on(replay(&dir, scaled(9_090_909, scale), repeat))?,
+            "backup_10m_events_s" => rt.block_on(backup_restore(&dir, scaled(9_090_909, scale), repeat))?,
             "export_rows_per_s" => rt.block_on(export(&dir, scaled(1_000_000, scale), repeat))?,
             "groupby_10m_payments_s" => rt.block_on(groupby(&dir, scaled(10_000_000, scale), repeat))?,
             "http_balance_reads_per_s" => rt.block_on(http(&dir, scaled(200_000, scale), repeat))?,
@@ -868,6 +878,8 @@ async fn http(dir: &Path, records: u64, repeat: usize) -> Result<()> {
     let mut catch_up = Vec::new();
     let mut p99_attacked = Vec::new();
     let mut attacks = Vec::new();
+    let mut p99_backup = Vec::new();
+    let mut backups_taken = Vec::new();
     let mut accepted = 0;
     // Analytics run in worker processes of the posledger binary beside this one, as `serve`
     // runs them; without it the attack is not run (a query would run in this process).
@@ -888,7 +900,8 @@ async fn http(dir: &Path, records: u64, repeat: usize) -> Result<()> {
         let admin_key = key(app::keys::Role::Admin)?;
         let finance_key = key(app::keys::Role::Finance)?;
         let analyst_key = key(app::keys::Role::Analyst)?;
-        let state = api::http::State::new(Arc::new(app));
+        let app = Arc::new(app);
+        let state = api::http::State::new(app.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -964,6 +977,29 @@ async fn http(dir: &Path, records: u64, repeat: usize) -> Result<()> {
                     }
                     attacks.push(json!(answers));
                 }
+                // The same reads while backups of the whole directory run back to back.
+                let stop_backups = std::sync::atomic::AtomicBool::new(false);
+                let runtime = tokio::runtime::Handle::current();
+                let (during, taken) = std::thread::scope(|scope| -> Result<_> {
+                    let backups = scope.spawn(|| -> Result<u64> {
+                        let mut taken = 0;
+                        while !stop_backups.load(std::sync::atomic::Ordering::Relaxed) {
+                            let to = dir.join(format!("backup-{run}-{taken}"));
+                            runtime.block_on(app.backup(&to, &mut |_| {})).map_err(|f| anyhow::anyhow!(f.message))?;
+                            std::fs::remove_dir_all(&to)?;
+                            taken += 1;
+                        }
+                        Ok(taken)
+                    });
+                    let during = wrk_balance(&url, &finance_key);
+                    stop_backups.store(true, std::sync::atomic::Ordering::Relaxed);
+                    let taken = backups.join().map_err(|_| anyhow::anyhow!("backups panicked"))??;
+                    Ok((during?, taken))
+                })?;
+                if let Some((_, ms)) = during {
+                    p99_backup.push(ms);
+                }
+                backups_taken.push(taken);
             }
             None => eprintln!("wrk is not installed: balance reads skipped (apt-get install wrk)"),
         }
@@ -993,6 +1029,15 @@ async fn http(dir: &Path, records: u64, repeat: usize) -> Result<()> {
             "ms",
             json!({"runs": p99_attacked, "quiet_p99_ms": p99, "sql_answers_by_status": attacks,
                 "attack": "one analyst connection sending HOSTILE_SQL in a loop, analytics in posledger analytics-worker"}),
+        );
+    }
+    if !p99_backup.is_empty() {
+        emit(
+            "http_balance_p99_during_backup_ms",
+            median(p99_backup.clone()),
+            "ms",
+            json!({"runs": p99_backup, "quiet_p99_ms": p99, "backups_during_each_run": backups_taken,
+                "backups": "posledger backup of the whole directory into a new one, back to back"}),
         );
     }
     emit(
@@ -1241,6 +1286,82 @@ async fn http_sustained(dir: &Path, seconds: u64, rate: u64) -> Result<()> {
         "%",
         json!({"rate_records_per_s": rate, "batch": 1000, "sample_every_s": SUSTAINED_SAMPLE_EVERY.as_secs(), "figures": figures}),
     );
+    Ok(())
+}
+
+async fn backup_restore(dir: &Path, payments: u64, repeat: usize) -> Result<()> {
+    let data = app::DataDir::new(dir.join("data"));
+    payments_store(&data.events(), payments).await?;
+    let app = app::App::open(data.clone(), Box::new(|w| eprintln!("warning: {w}")))
+        .map_err(|f| anyhow::anyhow!(f.message))?;
+    let events = app.head();
+    let segments: Vec<std::path::PathBuf> = {
+        let mut s: Vec<_> = std::fs::read_dir(data.events())?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        s.sort();
+        s
+    };
+    let (mut backups, mut restores, mut logs, mut copies) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut bytes = 0;
+    for run in 0..repeat {
+        let to = dir.join(format!("backup-{run}"));
+        let start = Instant::now();
+        let report = app.backup(&to, &mut |_| {}).await.map_err(|f| anyhow::anyhow!(f.message))?;
+        backups.push(start.elapsed().as_secs_f64());
+        bytes = report.bytes_copied;
+        anyhow::ensure!(report.events == events, "the backup holds every event");
+        // The same segment files copied by cp and made durable by sync, in the same run.
+        let cp_to = dir.join(format!("cp-{run}"));
+        std::fs::create_dir_all(&cp_to)?;
+        let start = Instant::now();
+        let copied = std::process::Command::new("cp").args(&segments).arg(&cp_to).status()?;
+        let synced = std::process::Command::new("sync").arg("-f").arg(&cp_to).status()?;
+        anyhow::ensure!(copied.success() && synced.success(), "cp and sync ran");
+        copies.push(start.elapsed().as_secs_f64());
+        std::fs::remove_dir_all(&cp_to)?;
+        let target = app::DataDir::new(dir.join(format!("restored-{run}")));
+        let start = Instant::now();
+        let mut log_done = None;
+        let restored = app::backup::restore(&to, None, app::AsOf::Now, &target, &mut |p| {
+            if p.step == "books" && log_done.is_none() {
+                log_done = Some(start.elapsed().as_secs_f64());
+            }
+        })
+        .await
+        .map_err(|f| anyhow::anyhow!(f.message))?;
+        restores.push(start.elapsed().as_secs_f64());
+        logs.extend(log_done);
+        anyhow::ensure!(restored.head_hash == report.head_hash, "the restored log ends in the backup's head");
+        std::fs::remove_dir_all(&to)?;
+        std::fs::remove_dir_all(target.root())?;
+    }
+    app.close().await;
+    let mb = bytes as f64 / 1e6;
+    let cp = median(copies.clone());
+    emit(
+        "backup_10m_events_s",
+        median(backups.clone()),
+        "s",
+        json!({"events": events, "log_bytes": bytes, "mb_per_s": mb / median(backups.clone()),
+               "cp_sync_seconds": cp, "cp_sync_mb_per_s": mb / cp, "runs_seconds": backups, "cp_runs_seconds": copies}),
+    );
+    emit(
+        "restore_10m_events_s",
+        median(restores.clone()),
+        "s",
+        json!({"events": events, "log_bytes": bytes, "cp_sync_mb_per_s": mb / cp, "runs_seconds": restores,
+               "note": "checks every piece, walks the chain, then rebuilds the books and the write model"}),
+    );
+    if !logs.is_empty() {
+        emit(
+            "restore_10m_log_s",
+            median(logs.clone()),
+            "s",
+            json!({"events": events, "mb_per_s": mb / median(logs.clone()), "cp_sync_mb_per_s": mb / cp, "runs_seconds": logs}),
+        );
+    }
     Ok(())
 }
 
