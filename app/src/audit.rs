@@ -109,10 +109,14 @@ fn event_lines(f: &Frame<'_>, out: &mut Vec<u8>) -> serde_json::Result<()> {
     Ok(())
 }
 
+/// What the walk behind a listing ends with: the position and link after the last commit
+/// listed, and whether a page was full.
+type WalkResult = Result<(Option<(u64, [u8; 32])>, bool), Failure>;
+
 /// A listing being produced: its text, a chunk at a time, the end line last.
 pub struct EventsListing {
     chunks: tokio::sync::mpsc::Receiver<Vec<u8>>,
-    walk: Option<tokio::task::JoinHandle<Result<(Option<(u64, [u8; 32])>, bool), Failure>>>,
+    walk: Option<tokio::task::JoinHandle<WalkResult>>,
     from: u64,
     head: u64,
     head_hash: String,

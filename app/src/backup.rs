@@ -245,8 +245,12 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// The manifests in a backup directory, by number: each read and checked, or why not.
-fn manifests(dir: &Path) -> Result<Vec<(u32, PathBuf, Result<Manifest, Failure>)>, Failure> {
+/// A manifest found in a backup directory: its number, its path, and it read and checked or why
+/// not.
+type Found = (u32, PathBuf, Result<Manifest, Failure>);
+
+/// The manifests in a backup directory, by number.
+fn manifests(dir: &Path) -> Result<Vec<Found>, Failure> {
     let mdir = dir.join("manifests");
     let mut found = Vec::new();
     let entries = match fs::read_dir(&mdir) {
