@@ -1124,13 +1124,17 @@ fn an_analysts_worst_sql_leaves_the_server_up() {
             400,
             "sql_invalid",
         ),
-        (wide.as_bytes(), 503, "query_memory_limit"),
+        // The worker meets its memory limit; on a machine busy enough it meets its time limit
+        // first. Either way the query ends in the worker and the server is untouched.
+        (wide.as_bytes(), 503, "query_memory_limit|query_time_limit"),
     ];
     for (attack, status, kind) in attacks {
         let answer = server.call("POST", "/v1/sql", Some(&analyst), attack);
         let text = String::from_utf8_lossy(attack);
         assert_eq!(answer.status, status, "{text}: {}", String::from_utf8_lossy(&answer.body));
-        assert_eq!(answer.json()["type"], format!("https://posledger.dev/problems/{kind}").as_str(), "{text}");
+        let kinds: Vec<String> = kind.split('|').map(|k| format!("https://posledger.dev/problems/{k}")).collect();
+        let found = answer.json()["type"].as_str().unwrap_or_default().to_owned();
+        assert!(kinds.contains(&found), "{text}: {found}");
         let started = std::time::Instant::now();
         let balance = server.call("GET", "/v1/trial-balance", Some(&finance), b"");
         assert_eq!(balance.status, 200);
