@@ -94,3 +94,45 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// The sales a test's terminal posts: `n` sales from number `first` on, each with its own ids
+/// (`txn_id` the tag and the number, `rrn` and `channel_txn_id` led by the digits given).
+pub struct Sales<'a> {
+    /// Leads every `txn_id`.
+    pub tag: &'a str,
+    /// The terminal (of merchant M000001).
+    pub terminal: &'a str,
+    /// Its open batch.
+    pub batch_no: &'a str,
+    /// Leads every `rrn` (one digit).
+    pub rrn: &'a str,
+    /// Leads every WeChat order number (ten digits).
+    pub channel_txn: &'a str,
+    /// Each sale's amount.
+    pub amount: &'a str,
+    /// When they happened.
+    pub at: &'a str,
+    /// The payer.
+    pub payer: &'a str,
+}
+
+impl Sales<'_> {
+    /// Sales `first..first + n` as NDJSON.
+    pub fn ndjson(&self, first: usize, n: usize) -> Vec<u8> {
+        let mut out = String::new();
+        for k in first..first + n {
+            out.push_str(
+                &serde_json::json!({
+                    "kind": "sale", "txn_id": format!("{}{k:07}", self.tag), "merchant_id": "M000001",
+                    "terminal_id": self.terminal, "batch_no": self.batch_no, "stan": format!("{:06}", k % 1_000_000),
+                    "rrn": format!("{}{k:011}", self.rrn), "channel": "wechat",
+                    "channel_txn_id": format!("{}{k:018}", self.channel_txn), "amount": self.amount,
+                    "currency": "CNY", "at": self.at, "mcc": "5812", "payer": self.payer
+                })
+                .to_string(),
+            );
+            out.push('\n');
+        }
+        out.into_bytes()
+    }
+}

@@ -43,22 +43,17 @@ fn event_lines(listing: &[u8]) -> Vec<String> {
     String::from_utf8_lossy(listing).lines().filter(|l| l.contains("\"stored\"")).map(str::to_owned).collect()
 }
 
-fn sales(first: usize, n: usize) -> Vec<u8> {
-    let mut out = String::new();
-    for k in first..first + n {
-        out.push_str(
-            &serde_json::json!({
-                "kind": "sale", "txn_id": format!("BAK{k:07}"), "merchant_id": "M000001", "terminal_id": "T0000100",
-                "batch_no": "739946", "stan": format!("{:06}", k % 1_000_000), "rrn": format!("7{k:011}"),
-                "channel": "wechat", "channel_txn_id": format!("4200000008{k:018}"), "amount": "6.60",
-                "currency": "CNY", "at": "2026-11-26T10:00:00+08:00", "mcc": "5812", "payer": "oBak"
-            })
-            .to_string(),
-        );
-        out.push('\n');
-    }
-    out.into_bytes()
-}
+/// The sales a terminal posts while backups run.
+const SALES: tests::Sales<'static> = tests::Sales {
+    tag: "BAK",
+    terminal: "T0000100",
+    batch_no: "739946",
+    rrn: "7",
+    channel_txn: "4200000008",
+    amount: "6.60",
+    at: "2026-11-26T10:00:00+08:00",
+    payer: "oBak",
+};
 
 /// A data directory with the fixture's merchants and first day.
 fn fixture_dir(data: &Path) {
@@ -86,7 +81,8 @@ fn backups_taken_under_load_restore_to_a_prefix_of_the_live_log() {
             let mut batch = 0;
             while !stop.load(Ordering::Acquire) {
                 let (status, body) =
-                    tests::http(addr, "POST", "/v1/transactions", &token, &sales(batch * 100, 100)).expect("post");
+                    tests::http(addr, "POST", "/v1/transactions", &token, &SALES.ndjson(batch * 100, 100))
+                        .expect("post");
                 assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
                 batch += 1;
                 acknowledged.store(batch * 100, Ordering::Release);

@@ -37,23 +37,21 @@ fn post(addr: SocketAddr, token: &str, body: &[u8]) -> Option<serde_json::Value>
     }
 }
 
+/// The sales of M000001 the two clients post.
+const SALES: tests::Sales<'static> = tests::Sales {
+    tag: "K",
+    terminal: "T0001001",
+    batch_no: "000002",
+    rrn: "7",
+    channel_txn: "4200000001",
+    amount: "12.34",
+    at: "2026-11-25T10:00:00+08:00",
+    payer: "oKill",
+};
+
 /// Batch `b` of `n` sales of M000001, each with its own ids.
 fn batch(b: usize, n: usize) -> Vec<u8> {
-    let mut out = String::new();
-    for i in 0..n {
-        let k = b * n + i;
-        out.push_str(
-            &serde_json::json!({
-                "kind": "sale", "txn_id": format!("K{k:07}"), "merchant_id": "M000001", "terminal_id": "T0001001",
-                "batch_no": "000002", "stan": format!("{:06}", k % 1_000_000), "rrn": format!("7{k:011}"),
-                "channel": "wechat", "channel_txn_id": format!("4200000001{k:018}"), "amount": "12.34",
-                "currency": "CNY", "at": "2026-11-25T10:00:00+08:00", "mcc": "5812", "payer": "oKill"
-            })
-            .to_string(),
-        );
-        out.push('\n');
-    }
-    out.into_bytes()
+    SALES.ndjson(b * n, n)
 }
 
 #[test]

@@ -36,24 +36,17 @@ fn post(addr: SocketAddr, token: &str, body: &[u8]) -> Result<u64, String> {
     }
 }
 
-/// `n` sales of M000001 on T0000100 (batch 739945 of the fixture, open on the 25th), with ids
-/// from `first`.
-fn sales(first: usize, n: usize) -> Vec<u8> {
-    let mut out = String::new();
-    for k in first..first + n {
-        out.push_str(
-            &serde_json::json!({
-                "kind": "sale", "txn_id": format!("LIVE{k:07}"), "merchant_id": "M000001", "terminal_id": "T0000100",
-                "batch_no": "739946", "stan": format!("{:06}", k % 1_000_000), "rrn": format!("8{k:011}"),
-                "channel": "wechat", "channel_txn_id": format!("4200000009{k:018}"), "amount": "8.80",
-                "currency": "CNY", "at": "2026-11-26T10:00:00+08:00", "mcc": "5812", "payer": "oLive"
-            })
-            .to_string(),
-        );
-        out.push('\n');
-    }
-    out.into_bytes()
-}
+/// The live sales of M000001 on T0000100 (batch 739946, open on the 26th).
+const LIVE: tests::Sales<'static> = tests::Sales {
+    tag: "LIVE",
+    terminal: "T0000100",
+    batch_no: "739946",
+    rrn: "8",
+    channel_txn: "4200000009",
+    amount: "8.80",
+    at: "2026-11-26T10:00:00+08:00",
+    payer: "oLive",
+};
 
 /// A GET's body, `None` unless 200.
 fn get(addr: SocketAddr, path: &str, token: &str) -> Option<String> {
@@ -184,7 +177,7 @@ fn commands_run_while_terminals_post() {
         std::thread::spawn(move || {
             let (mut accepted, mut batch) = (0u64, 0usize);
             while !stop.load(std::sync::atomic::Ordering::Acquire) {
-                accepted += post(addr, &token, &sales(batch * 200, 200)).unwrap_or_else(|e| panic!("{e}"));
+                accepted += post(addr, &token, &LIVE.ndjson(batch * 200, 200)).unwrap_or_else(|e| panic!("{e}"));
                 batch += 1;
             }
             (accepted, batch * 200)
