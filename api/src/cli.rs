@@ -1134,10 +1134,7 @@ fn backup(dir: &DataDir, to: &Path, format: Format) -> Result<ExitCode> {
     // A relative path is the caller's, not the server's.
     let to = std::path::absolute(to).unwrap_or_else(|_| to.to_path_buf());
     let bar = progress_bar(Some(0));
-    let mut progress = |p: &app::backup::Progress| {
-        bar.set_length(p.total);
-        bar.set_position(p.done);
-    };
+    let mut progress = job_progress(&bar);
     let report = match Backend::open(dir)? {
         Backend::Local(app, rt) => {
             let report = rt.block_on(app.backup(&to, &mut progress));
@@ -1147,11 +1144,28 @@ fn backup(dir: &DataDir, to: &Path, format: Format) -> Result<ExitCode> {
         Backend::Remote(client) => client.backup(to, &mut progress),
     };
     bar.finish_and_clear();
-    let report = report.map_err(failed)?;
+    show(&report.map_err(failed)?, format, render::backed_up)
+}
+
+/// A long job's progress on the bar: bytes done of the total, and the step it is at.
+fn job_progress(bar: &ProgressBar) -> impl FnMut(&app::backup::Progress) + Send + '_ {
+    |p| {
+        bar.set_length(p.total);
+        bar.set_position(p.done);
+        bar.set_message(p.step.clone());
+    }
+}
+
+/// A report as JSON or as the table `table` draws.
+fn show<T: serde::Serialize>(
+    report: &T,
+    format: Format,
+    table: fn(&mut std::io::StdoutLock<'static>, &T) -> std::io::Result<()>,
+) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match format {
-        Format::Json => writeln!(out, "{}", serde_json::to_string(&report)?)?,
-        Format::Table => render::backed_up(&mut out, &report)?,
+        Format::Json => writeln!(out, "{}", serde_json::to_string(report)?)?,
+        Format::Table => table(&mut out, report)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -1166,21 +1180,11 @@ fn restore(
 ) -> Result<ExitCode> {
     let until = AsOf::parse_optional(until, "--until").map_err(failed)?;
     let bar = progress_bar(Some(0));
-    let mut progress = |p: &app::backup::Progress| {
-        bar.set_length(p.total);
-        bar.set_position(p.done);
-        bar.set_message(p.step.clone());
-    };
+    let mut progress = job_progress(&bar);
     let rt = runtime()?;
     let report = rt.block_on(app::backup::restore(from, manifest, until, dir, &mut progress));
     bar.finish_and_clear();
-    let report = report.map_err(failed)?;
-    let mut out = std::io::stdout().lock();
-    match format {
-        Format::Json => writeln!(out, "{}", serde_json::to_string(&report)?)?,
-        Format::Table => render::restored(&mut out, &report)?,
-    }
-    Ok(ExitCode::SUCCESS)
+    show(&report.map_err(failed)?, format, render::restored)
 }
 
 /// `events`: the listing, from the server when one runs.

@@ -153,11 +153,6 @@ impl EventsListing {
         self.end = Some(end);
         Some(line.map_err(|e| Failure::internal(e.to_string())))
     }
-
-    /// The end line's contents, once [`EventsListing::next`] has returned it.
-    pub fn end(&self) -> Option<&EventsEnd> {
-        self.end.as_ref()
-    }
 }
 
 impl App {
@@ -184,11 +179,7 @@ impl App {
     pub fn events_listing(&self, from: u64, until: AsOf, max_events: Option<u64>) -> EventsListing {
         let extent = self.store.extent();
         let paths = frames::segment_paths(&self.dir.events(), extent.segment_lens.len());
-        let limit = match until {
-            AsOf::Now => None,
-            AsOf::Position(p) => Some(Limit::Position(p)),
-            AsOf::Time(t) => Some(Limit::Time(t.timestamp_micros())),
-        };
+        let limit = Limit::of(until);
         let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(OUTPUT_CHUNKS_AHEAD);
         let head = extent.events;
         let head_hash = hex::encode(extent.link);

@@ -350,41 +350,65 @@ fn open_backup_dir(dir: &Path) -> Result<File, Failure> {
     Ok(lock)
 }
 
-/// Copies `from[start..end]` to `to` (aside, synced, renamed), returning the bytes' BLAKE3.
-fn copy_range(
-    from: &Path,
-    start: u64,
-    end: u64,
-    to: &Path,
-    done: &mut u64,
+/// Bytes of the log copied so far, of how many, reported each time another
+/// [`PROGRESS_EVERY_BYTES`] have passed.
+struct Copied<'a> {
+    done: u64,
     total: u64,
-    progress: &mut (dyn FnMut(&Progress) + Send),
+    since: u64,
+    progress: &'a mut (dyn FnMut(&Progress) + Send),
+}
+
+impl Copied<'_> {
+    fn add(&mut self, n: u64) {
+        self.done += n;
+        self.since += n;
+        if self.since >= PROGRESS_EVERY_BYTES {
+            self.since = 0;
+            self.report();
+        }
+    }
+
+    fn report(&mut self) {
+        (self.progress)(&Progress { step: "log".into(), done: self.done, total: self.total });
+    }
+}
+
+/// Copies `len` bytes from `src` (read from the file `from`) to `out` (written to `to`),
+/// counting them, and returns their BLAKE3.
+fn copy_hashed(
+    src: &mut impl Read,
+    from: &Path,
+    out: &mut impl Write,
+    to: &Path,
+    len: u64,
+    copied: &mut Copied<'_>,
 ) -> Result<String, Failure> {
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; COPY_CHUNK_BYTES];
+    let mut left = len;
+    while left > 0 {
+        let n = (left as usize).min(buf.len());
+        src.read_exact(&mut buf[..n]).map_err(|e| io_failure(from, e))?;
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n]).map_err(|e| io_failure(to, e))?;
+        left -= n as u64;
+        copied.add(n as u64);
+    }
+    Ok(hasher.finalize().to_hex().to_string())
+}
+
+/// Copies `from[start..end]` to `to` (aside, synced, renamed), returning the bytes' BLAKE3.
+fn copy_range(from: &Path, start: u64, end: u64, to: &Path, copied: &mut Copied<'_>) -> Result<String, Failure> {
     use std::io::Seek;
     let mut src = File::open(from).map_err(|e| io_failure(from, e))?;
     src.seek(io::SeekFrom::Start(start)).map_err(|e| io_failure(from, e))?;
     let aside = aside(to);
     let mut out = File::create(&aside).map_err(|e| io_failure(&aside, e))?;
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; COPY_CHUNK_BYTES];
-    let mut left = end - start;
-    let mut since = 0;
-    while left > 0 {
-        let n = (left as usize).min(buf.len());
-        src.read_exact(&mut buf[..n]).map_err(|e| io_failure(from, e))?;
-        hasher.update(&buf[..n]);
-        out.write_all(&buf[..n]).map_err(|e| io_failure(&aside, e))?;
-        left -= n as u64;
-        *done += n as u64;
-        since += n as u64;
-        if since >= PROGRESS_EVERY_BYTES {
-            since = 0;
-            progress(&Progress { step: "log".into(), done: *done, total });
-        }
-    }
+    let blake3 = copy_hashed(&mut src, from, &mut out, &aside, end - start, copied)?;
     out.sync_all().map_err(|e| io_failure(&aside, e))?;
     fs::rename(&aside, to).map_err(|e| io_failure(to, e))?;
-    Ok(hasher.finalize().to_hex().to_string())
+    Ok(blake3)
 }
 
 fn backup_into(
@@ -409,9 +433,9 @@ fn backup_into(
     }
     let covered = |seg: usize| base.as_ref().and_then(|b| b.head.segment_lens.get(seg).copied()).unwrap_or(0);
     let total: u64 = extent.segment_lens.iter().enumerate().map(|(s, &len)| len.saturating_sub(covered(s))).sum();
-    let mut done = 0;
+    let mut copied = Copied { done: 0, total, since: 0, progress };
     let mut pieces_copied = 0;
-    progress(&Progress { step: "log".into(), done, total });
+    copied.report();
     for (seg, &len) in extent.segment_lens.iter().enumerate() {
         let from = covered(seg);
         if len <= from {
@@ -420,11 +444,11 @@ fn backup_into(
         let seg = seg as u32;
         let name = format!("log/{}.{from}-{len}", format::segment_file_name(seg));
         let src = log_dir.join(format::segment_file_name(seg));
-        let blake3 = copy_range(&src, from, len, &dir.join(&name), &mut done, total, progress)?;
+        let blake3 = copy_range(&src, from, len, &dir.join(&name), &mut copied)?;
         pieces.push(Piece { path: name, segment: seg, from, to: len, blake3 });
         pieces_copied += 1;
     }
-    progress(&Progress { step: "log".into(), done, total });
+    copied.report();
     let mut files = Vec::new();
     let mut files_copied = 0;
     for (name, path) in state {
@@ -486,7 +510,7 @@ fn backup_into(
         manifest: name,
         events: extent.events,
         head_hash: hex::encode(extent.link),
-        bytes_copied: done,
+        bytes_copied: copied.done,
         bytes_total: sealed.manifest.pieces.iter().map(|p| p.to - p.from).sum(),
         pieces_copied,
         files_copied,
@@ -671,9 +695,7 @@ fn restore_log(
     let events_dir = to.events();
     fs::create_dir_all(&events_dir).map_err(|e| io_failure(&events_dir, e))?;
     let total: u64 = m.head.segment_lens.iter().sum();
-    let mut done = 0;
-    let mut since = 0;
-    let mut buf = vec![0u8; COPY_CHUNK_BYTES];
+    let mut copied = Copied { done: 0, total, since: 0, progress };
     for (seg, list) in by_segment.iter().enumerate() {
         let target = events_dir.join(format::segment_file_name(seg as u32));
         let mut out = File::create(&target).map_err(|e| io_failure(&target, e))?;
@@ -688,22 +710,7 @@ fn restore_log(
                 return Err(damaged(&piece, format!("holds {len} bytes, {manifest_file} says {}", p.to - p.from)));
             }
             let mut reader = BufReader::new(file);
-            let mut hasher = blake3::Hasher::new();
-            let mut left = len;
-            while left > 0 {
-                let n = (left as usize).min(buf.len());
-                reader.read_exact(&mut buf[..n]).map_err(|e| io_failure(&piece, e))?;
-                hasher.update(&buf[..n]);
-                out.write_all(&buf[..n]).map_err(|e| io_failure(&target, e))?;
-                left -= n as u64;
-                done += n as u64;
-                since += n as u64;
-                if since >= PROGRESS_EVERY_BYTES {
-                    since = 0;
-                    progress(&Progress { step: "log".into(), done, total });
-                }
-            }
-            if hasher.finalize().to_hex().as_str() != p.blake3 {
+            if copy_hashed(&mut reader, &piece, &mut out, &target, len, &mut copied)? != p.blake3 {
                 return Err(damaged(
                     &piece,
                     format!("its checksum is not the one {manifest_file} names: the file was altered"),
@@ -712,14 +719,10 @@ fn restore_log(
         }
         out.sync_all().map_err(|e| io_failure(&target, e))?;
     }
-    progress(&Progress { step: "log".into(), done, total });
+    copied.report();
     // The whole chain up to the manifest's head, and where to cut.
     let paths = frames::segment_paths(&events_dir, m.head.segment_lens.len());
-    let limit = match until {
-        AsOf::Now => None,
-        AsOf::Position(p) => Some(Limit::Position(p)),
-        AsOf::Time(t) => Some(Limit::Time(t.timestamp_micros())),
-    };
+    let limit = Limit::of(until);
     let mut cut: Option<(u32, u64, u64, [u8; 32], Cut)> = None;
     let end = frames::walk_frames(&paths, &m.head.segment_lens, &mut |f| {
         if cut.is_none()
@@ -784,7 +787,7 @@ fn restore_log(
         backup_events: m.head.events,
         events,
         head_hash: hex::encode(link),
-        bytes: done,
+        bytes: copied.done,
         cut,
     })
 }
@@ -806,6 +809,15 @@ pub(crate) enum Limit {
 }
 
 impl Limit {
+    /// The limit a point names; none for `Now`.
+    pub(crate) fn of(until: AsOf) -> Option<Limit> {
+        match until {
+            AsOf::Now => None,
+            AsOf::Position(p) => Some(Limit::Position(p)),
+            AsOf::Time(t) => Some(Limit::Time(t.timestamp_micros())),
+        }
+    }
+
     /// The first event of `frame` that is past the limit, if any: then the frame is left out.
     pub(crate) fn first_left_out(self, frame: &frames::Frame<'_>) -> Option<Cut> {
         frame.records().find_map(|(view, _)| {

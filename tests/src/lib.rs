@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 /// One HTTP/1.1 request on its own connection (`Connection: close`), with a bearer key: the
@@ -48,6 +48,30 @@ fn chunks(mut data: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// Starts `exe serve` on `data` on an ephemeral port: the process and its HTTP address.
+pub fn serve(exe: &str, data: &Path) -> (Child, SocketAddr) {
+    let mut child = Command::new(exe)
+        .args(["--data-dir", &data.display().to_string(), "serve", "--addr", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
+    let addr = line.trim().strip_prefix("listening on http://").expect("address").parse().expect("addr");
+    (child, addr)
+}
+
+/// A generated admin file and terminal feed of `records` records in `dir`: their paths.
+pub fn generated_feed(dir: &Path, shape: ingest::generate::Shape, records: u64) -> (PathBuf, PathBuf) {
+    let (admin, feed) = (dir.join("admin.ndjson"), dir.join("feed.ndjson"));
+    ingest::generate::write_admin(&mut std::fs::File::create(&admin).expect("admin"), shape).expect("write");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&feed).expect("feed"));
+    ingest::generate::write_feed(&mut out, shape, records).expect("write");
+    out.flush().expect("write");
+    (admin, feed)
+}
+
 /// A server on the data directory, on an ephemeral port; it is killed when dropped.
 pub struct Server {
     /// The server process.
@@ -59,15 +83,7 @@ pub struct Server {
 impl Server {
     /// Starts `exe serve` on `data`.
     pub fn start(exe: &str, data: &Path) -> Server {
-        let mut child = Command::new(exe)
-            .args(["--data-dir", &data.display().to_string(), "serve", "--addr", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
-        let addr = line.trim().strip_prefix("listening on http://").expect("address").parse().expect("addr");
+        let (child, addr) = serve(exe, data);
         // The socket listens before the address is printed.
         assert!(data.join("posledger.sock").exists());
         Server { child, addr }

@@ -17,8 +17,19 @@ fn fixture(name: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/day").join(name).display().to_string()
 }
 
-fn check_chain_script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tools/check_chain.py")
+/// `tools/check_chain.py LISTING --head HEAD`.
+fn check_chain(listing: &Path, head: &str) -> Output {
+    Command::new("python3")
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tools/check_chain.py"))
+        .arg(listing)
+        .args(["--head", head])
+        .output()
+        .expect("python3")
+}
+
+/// Whether python3 can run the check (it needs the `blake3` package).
+fn python_has_blake3() -> bool {
+    Command::new("python3").args(["-c", "import blake3"]).status().is_ok_and(|s| s.success())
 }
 
 fn posledger(data: &Path, args: &[&str]) -> Output {
@@ -252,15 +263,8 @@ fn a_damaged_backup_is_refused_naming_the_file() {
 fn backups_and_restores_killed_at_any_point_leave_every_manifest_restorable() {
     let root = tempfile::tempdir().expect("tempdir");
     let (data, backup) = (root.path().join("data"), root.path().join("backup"));
-    let (admin, feed) = (root.path().join("admin.ndjson"), root.path().join("feed.ndjson"));
     let shape = ingest::generate::Shape { merchants: 20, terminals_per_merchant: 2, seed: 9 };
-    ingest::generate::write_admin(&mut std::fs::File::create(&admin).expect("admin"), shape).expect("write");
-    ingest::generate::write_feed(
-        &mut std::io::BufWriter::new(std::fs::File::create(&feed).expect("feed")),
-        shape,
-        60_000,
-    )
-    .expect("write");
+    let (admin, feed) = tests::generated_feed(root.path(), shape, 60_000);
     ok(posledger(&data, &["merchants", "import", &admin.display().to_string()]));
     ok(posledger(&data, &["ingest", &feed.display().to_string()]));
     let spawn = |dir: &Path, args: &[&str]| {
@@ -322,8 +326,7 @@ fn backups_and_restores_killed_at_any_point_leave_every_manifest_restorable() {
 /// swapped.
 #[test]
 fn the_python_check_recomputes_the_head_hash_from_the_listing() {
-    let has_blake3 = Command::new("python3").args(["-c", "import blake3"]).status().is_ok_and(|s| s.success());
-    if !has_blake3 {
+    if !python_has_blake3() {
         assert!(std::env::var_os("CI").is_none(), "CI needs python3 with blake3 (pip install blake3)");
         eprintln!("skipped: python3 with blake3 is not installed (pip install blake3)");
         return;
@@ -338,12 +341,7 @@ fn the_python_check_recomputes_the_head_hash_from_the_listing() {
     let check = |listing: &str| {
         let path = root.path().join("listing.ndjson");
         std::fs::write(&path, listing).expect("write");
-        let out = Command::new("python3")
-            .arg(check_chain_script())
-            .arg(&path)
-            .args(["--head", &head])
-            .output()
-            .expect("python3");
+        let out = check_chain(&path, &head);
         (out.status.code(), text(&out))
     };
     let (code, said) = check(&listing);
@@ -452,17 +450,11 @@ fn an_anchor_is_checked_by_verify_and_by_the_python_check() {
     let cut = root.path().join("cut");
     ok(posledger(&cut, &["restore", "--from", &backup.display().to_string(), "--until", &(head - 1).to_string()]));
     assert_eq!(posledger(&cut, &["verify", "--anchor", &anchor]).status.code(), Some(1));
-    let has_blake3 = Command::new("python3").args(["-c", "import blake3"]).status().is_ok_and(|s| s.success());
-    if has_blake3 {
+    if python_has_blake3() {
         let listing = root.path().join("to-anchor.ndjson");
         std::fs::write(&listing, ok(posledger(&data, &["events", "--until", &head.to_string()])).stdout)
             .expect("write");
-        let out = Command::new("python3")
-            .arg(check_chain_script())
-            .arg(&listing)
-            .args(["--head", &anchor])
-            .output()
-            .expect("python3");
+        let out = check_chain(&listing, &anchor);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     }
 }

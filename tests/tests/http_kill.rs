@@ -4,7 +4,7 @@
 //! answers duplicates for those.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -17,16 +17,7 @@ fn fixture(name: &str) -> PathBuf {
 
 /// Starts the server on an ephemeral port and returns it with its address.
 fn serve(data: &Path) -> (Child, SocketAddr) {
-    let mut child = Command::new(POSLEDGER)
-        .args(["--data-dir", &data.display().to_string(), "serve", "--addr", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
-    let addr = line.trim().strip_prefix("listening on http://").expect("address").parse().expect("addr");
-    (child, addr)
+    tests::serve(POSLEDGER, data)
 }
 
 /// Posts a body; `None` when the connection broke before a whole answer came.

@@ -217,16 +217,9 @@ fn commands_run_while_terminals_post() {
 fn a_server_killed_during_a_cli_ingest_loses_and_doubles_nothing() {
     let root = tempfile::tempdir().expect("tempdir");
     let data = root.path().join("data");
-    let (admin, feed) = (root.path().join("admin.ndjson"), root.path().join("feed.ndjson"));
-    let shape = ingest::generate::Shape { merchants: 50, terminals_per_merchant: 2, seed: 5 };
     let records = 300_000;
-    ingest::generate::write_admin(&mut std::fs::File::create(&admin).expect("admin"), shape).expect("write");
-    ingest::generate::write_feed(
-        &mut std::io::BufWriter::new(std::fs::File::create(&feed).expect("feed")),
-        shape,
-        records,
-    )
-    .expect("write");
+    let shape = ingest::generate::Shape { merchants: 50, terminals_per_merchant: 2, seed: 5 };
+    let (admin, feed) = tests::generated_feed(root.path(), shape, records);
     let admin_out = posledger(&data, &["merchants", "import", &admin.display().to_string(), "--format", "json"]);
     let admin_events = json(&admin_out)["accepted"].as_u64().expect("accepted");
     let auditor = text(&posledger(&data, &["keys", "create", "--role", "auditor"])).trim().to_owned();
@@ -375,15 +368,8 @@ fn a_busy_server_says_so() {
 fn a_stalled_command_does_not_hold_a_stopping_server() {
     let root = tempfile::tempdir().expect("tempdir");
     let data = root.path().join("data");
-    let (admin, feed) = (root.path().join("admin.ndjson"), root.path().join("feed.ndjson"));
     let shape = ingest::generate::Shape { merchants: 20, terminals_per_merchant: 2, seed: 9 };
-    ingest::generate::write_admin(&mut std::fs::File::create(&admin).expect("admin"), shape).expect("write");
-    ingest::generate::write_feed(
-        &mut std::io::BufWriter::new(std::fs::File::create(&feed).expect("feed")),
-        shape,
-        40_000,
-    )
-    .expect("write");
+    let (admin, feed) = tests::generated_feed(root.path(), shape, 40_000);
     assert_eq!(posledger(&data, &["merchants", "import", &admin.display().to_string()]).status.code(), Some(0));
     assert_eq!(posledger(&data, &["ingest", &feed.display().to_string()]).status.code(), Some(0));
     let mut server = Server::start(POSLEDGER, &data);

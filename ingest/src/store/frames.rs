@@ -43,18 +43,11 @@ pub struct Frame<'a> {
     pub prev_link: [u8; 32],
     /// Its own link: BLAKE3(prev_link ‖ header bytes 8..32 ‖ body).
     pub link: [u8; 32],
-    /// The 64 header bytes as stored.
-    pub header: &'a [u8; FRAME_HEADER_LEN],
     /// The records' bytes as stored, back to back.
     pub body: &'a [u8],
 }
 
 impl<'a> Frame<'a> {
-    /// The offset where the frame ends in its segment.
-    pub fn end(&self) -> u64 {
-        self.offset + FRAME_HEADER_LEN as u64 + self.body.len() as u64
-    }
-
     /// The position after its last record.
     pub fn end_position(&self) -> u64 {
         self.first_position + u64::from(self.record_count)
@@ -98,12 +91,6 @@ pub struct WalkEnd {
     pub events: u64,
     /// The link of the last frame walked.
     pub link: [u8; 32],
-    /// Frames walked.
-    pub frames: u64,
-    /// Where the next frame starts: segment and offset.
-    pub segment: u32,
-    /// See `segment`.
-    pub offset: u64,
 }
 
 /// Walks the frames of the segment files `paths` (segment 0 first), each up to its length in
@@ -144,8 +131,6 @@ pub fn walk_frames(
             ));
         }
         let mut offset = SEGMENT_HEADER_LEN as u64;
-        end.segment = seg;
-        end.offset = offset;
         while offset < len {
             if len - offset < FRAME_HEADER_LEN as u64 {
                 return Err(fault(offset, "a frame header runs past the durable length".into()));
@@ -195,15 +180,12 @@ pub fn walk_frames(
                 record_count: fh.record_count,
                 prev_link: end.link,
                 link: fh.link,
-                header: &header,
                 body: &body,
             };
             let flow = visit(&frame);
             end.events += u64::from(count);
             end.link = fh.link;
-            end.frames += 1;
             offset = body_end;
-            end.offset = offset;
             if flow.is_break() {
                 return Ok(end);
             }
@@ -269,7 +251,8 @@ mod tests {
         assert_eq!(positions, (0..120).collect::<Vec<_>>());
         assert_eq!((end.events, end.link), (extent.events, extent.link));
         let (seg, off) = extent.last_frame.expect("a last frame");
-        assert_eq!(frame_header_at(&paths[seg as usize], off).expect("read"), Some((extent.link, end.offset)));
+        let seg_len = extent.segment_lens[seg as usize];
+        assert_eq!(frame_header_at(&paths[seg as usize], off).expect("read"), Some((extent.link, seg_len)));
     }
 
     #[test]
