@@ -314,6 +314,26 @@ fn lock_backup_dir(dir: &Path) -> Result<File, Failure> {
     }
 }
 
+/// Whether `dir` is missing or holds nothing but `stopped` (the marker a backup or restore
+/// stopped before it was in place, which goes).
+fn empty_but_for(dir: &Path, stopped: &Path) -> Result<bool, Failure> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
+        Err(e) => return Err(io_failure(dir, e)),
+    };
+    for entry in entries {
+        if entry.map_err(|e| io_failure(dir, e))?.path() != stopped {
+            return Ok(false);
+        }
+    }
+    match fs::remove_file(stopped) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(io_failure(stopped, e)),
+    }
+}
+
 /// Makes `dir` a backup directory (or checks it is one) and takes its lock.
 fn open_backup_dir(dir: &Path) -> Result<File, Failure> {
     let marker = dir.join(MARKER);
@@ -321,12 +341,7 @@ fn open_backup_dir(dir: &Path) -> Result<File, Failure> {
         Ok(text) if text.lines().next() == Some(BACKUP_FORMAT) => {}
         Ok(_) => return Err(damaged(&marker, format!("does not say {BACKUP_FORMAT}"))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let empty = match fs::read_dir(dir) {
-                Ok(mut entries) => entries.next().is_none(),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => true,
-                Err(e) => return Err(io_failure(dir, e)),
-            };
-            if !empty {
+            if !empty_but_for(dir, &aside(&marker))? {
                 return Err(Failure::invalid(
                     "not_a_backup",
                     format!(
@@ -581,6 +596,13 @@ pub async fn restore(
     Ok(report)
 }
 
+/// Whether `root` holds a restore that did not finish (its marker, or the marker it was
+/// writing when it stopped).
+pub fn restore_unfinished(root: &Path) -> bool {
+    let marker = root.join(RESTORING);
+    marker.exists() || aside(&marker).exists()
+}
+
 /// Prepares the target: new, empty, or an unfinished restore (started over).
 fn prepare_target(to: &DataDir) -> Result<(), Failure> {
     let root = to.root();
@@ -592,30 +614,25 @@ fn prepare_target(to: &DataDir) -> Result<(), Failure> {
         )
         .field("data_dir")
     };
-    match fs::read_dir(root) {
-        Ok(mut entries) => {
-            if entries.next().is_some() {
-                if !marker.exists() {
-                    return Err(refused());
-                }
-                for entry in fs::read_dir(root).map_err(|e| io_failure(root, e))? {
-                    let entry = entry.map_err(|e| io_failure(root, e))?;
-                    let path = entry.path();
-                    if path == marker {
-                        continue;
-                    }
-                    let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                        fs::remove_dir_all(&path)
-                    } else {
-                        fs::remove_file(&path)
-                    };
-                    removed.map_err(|e| io_failure(&path, e))?;
-                }
-            }
+    if !empty_but_for(root, &aside(&marker))? {
+        if !marker.exists() {
+            return Err(refused());
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir_all(root).map_err(|e| io_failure(root, e))?,
-        Err(e) => return Err(io_failure(root, e)),
+        for entry in fs::read_dir(root).map_err(|e| io_failure(root, e))? {
+            let entry = entry.map_err(|e| io_failure(root, e))?;
+            let path = entry.path();
+            if path == marker {
+                continue;
+            }
+            let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            removed.map_err(|e| io_failure(&path, e))?;
+        }
     }
+    fs::create_dir_all(root).map_err(|e| io_failure(root, e))?;
     write_file(&marker, b"an unfinished restore: restore into this directory again\n")
         .map_err(|e| io_failure(&marker, e))?;
     sync_dir(root).map_err(|e| io_failure(root, e))

@@ -89,7 +89,7 @@ impl App {
     /// write model and the books are opened when first used ([`App::open_all`] opens them at
     /// once). A store another process holds is [`Class::Busy`] with code `store_locked`.
     pub fn open(dir: DataDir, warn: Warn) -> Result<App, Failure> {
-        if dir.root().join(backup::RESTORING).exists() {
+        if backup::restore_unfinished(dir.root()) {
             return Err(Failure::new(
                 Class::Refused,
                 "restore_unfinished",

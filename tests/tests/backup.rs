@@ -288,6 +288,17 @@ fn backups_and_restores_killed_at_any_point_leave_every_manifest_restorable() {
             assert!(!name.ends_with(".tmp") || m.exists());
         }
     }
+    // Stopped between making the directory and putting its marker in place: taken as empty.
+    let fresh = root.path().join("fresh");
+    std::fs::create_dir_all(&fresh).expect("mkdir");
+    std::fs::write(fresh.join("POSLEDGER-BACKUP.tmp"), b"posledger-backup-1\n").expect("write");
+    ok(posledger(&data, &["backup", "--to", &fresh.display().to_string()]));
+    let half = root.path().join("half");
+    std::fs::create_dir_all(&half).expect("mkdir");
+    std::fs::write(half.join("RESTORING.tmp"), b"").expect("write");
+    let out = posledger(&half, &["balance", "assets:clearing:wechat"]);
+    assert!(text(&out).contains("did not finish"), "{}", text(&out));
+    ok(posledger(&half, &["restore", "--from", &fresh.display().to_string()]));
     let done = json(&ok(posledger(&data, &["backup", "--to", &to, "--format", "json"])));
     let leftovers: Vec<_> =
         files_under(&backup.join("log")).into_iter().filter(|p| p.to_string_lossy().ends_with(".tmp")).collect();
