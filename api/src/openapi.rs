@@ -169,6 +169,10 @@ pub fn document() -> Value {
                         "content": {"application/x-ndjson": {"schema": {"type": "string"}}}}),
                 );
                 responses.insert("400".into(), problem("a bad from, limit or format"));
+                responses.insert(
+                    "429".into(),
+                    problem("format=chain: app::audit::LISTINGS_RUNNING_MAX listings are running already"),
+                );
             }
             "/v1/admin/records" => {
                 op["requestBody"] = json!({

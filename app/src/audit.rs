@@ -18,6 +18,9 @@ use crate::{App, AsOf, Failure};
 
 /// Most events one page of the listing over HTTP holds ([`App::events`]'s `max_events`).
 pub const EVENTS_PAGE_MAX: u64 = 10_000;
+/// Event listings that may run at once in a process, over HTTP and the socket alike: each
+/// walks the log from its first commit, so more are refused as busy.
+pub const LISTINGS_RUNNING_MAX: usize = 2;
 /// Bytes of listing handed from the walk to the writer at a time.
 const OUTPUT_CHUNK_BYTES: usize = 256 * 1024;
 /// Chunks the walk may be ahead of the writer (bounds the memory of a slow reader).
@@ -167,7 +170,7 @@ impl App {
         max_events: Option<u64>,
         out: &mut impl Write,
     ) -> Result<EventsEnd, OutputFailure> {
-        let mut listing = self.events_listing(from, until, max_events);
+        let mut listing = self.events_listing(from, until, max_events).map_err(OutputFailure::Failed)?;
         while let Some(chunk) = listing.next().await {
             out.write_all(&chunk.map_err(OutputFailure::Failed)?).map_err(OutputFailure::Output)?;
         }
@@ -175,8 +178,16 @@ impl App {
         listing.end.take().ok_or_else(|| OutputFailure::Failed(Failure::internal("the listing has no end")))
     }
 
-    /// [`App::events`] as chunks of text, for a caller that sends them on as they come.
-    pub fn events_listing(&self, from: u64, until: AsOf, max_events: Option<u64>) -> EventsListing {
+    /// [`App::events`] as chunks of text, for a caller that sends them on as they come. At most
+    /// [`LISTINGS_RUNNING_MAX`] at once; another meanwhile is refused as busy.
+    pub fn events_listing(&self, from: u64, until: AsOf, max_events: Option<u64>) -> Result<EventsListing, Failure> {
+        let place = self.listings.try_enter().ok_or_else(|| {
+            Failure::new(
+                crate::Class::Busy,
+                "too_many_requests",
+                format!("{LISTINGS_RUNNING_MAX} event listings are running already; retry when one has finished"),
+            )
+        })?;
         let extent = self.store.extent();
         let paths = frames::segment_paths(&self.dir.events(), extent.segment_lens.len());
         let limit = Limit::of(until);
@@ -184,6 +195,8 @@ impl App {
         let head = extent.events;
         let head_hash = hex::encode(extent.link);
         let walk = tokio::task::spawn_blocking(move || {
+            // The place is held until the walk has stopped.
+            let _place = place;
             let mut chunk = Vec::with_capacity(OUTPUT_CHUNK_BYTES);
             let mut listed = 0u64;
             let mut last: Option<(u64, [u8; 32])> = None;
@@ -230,7 +243,7 @@ impl App {
                 (Ok(_), None) => Ok((last, more)),
             }
         });
-        EventsListing { chunks: rx, walk: Some(walk), from, head, head_hash, end: None }
+        Ok(EventsListing { chunks: rx, walk: Some(walk), from, head, head_hash, end: None })
     }
 }
 
@@ -341,5 +354,26 @@ impl App {
         };
         let holds = found == anchor.head_hash;
         Ok(AnchorCheck { anchor, holds, found: (!holds).then_some(found) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DataDir;
+
+    /// Past LISTINGS_RUNNING_MAX listings a new one is refused as busy; once one ends, the next
+    /// one runs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn listings_are_bounded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let app = App::open(DataDir::new(dir.path()), Box::new(|_| {})).expect("app");
+        let running: Vec<_> = (0..LISTINGS_RUNNING_MAX).map(|_| app.listings.try_enter().expect("a place")).collect();
+        let busy = app.events_listing(0, AsOf::Now, None).map(|_| ()).expect_err("busy");
+        assert_eq!((busy.class, busy.code.as_str()), (crate::Class::Busy, "too_many_requests"));
+        drop(running);
+        let mut out = Vec::new();
+        let end = app.events(0, AsOf::Now, None, &mut out).await.expect("listed");
+        assert_eq!((end.events, end.head), (0, 0));
     }
 }

@@ -79,6 +79,8 @@ pub struct App {
     queries: Arc<admission::Admission>,
     /// Whole-log verifies running (each walks the log and rebuilds the books).
     verifies: Arc<admission::Admission>,
+    /// Event listings running (each walks the log from its first commit).
+    listings: Arc<admission::Admission>,
     /// The executable that runs analytics in worker processes, if any ([`worker`]).
     analytics_worker: Option<std::path::PathBuf>,
     warn: Warn,
@@ -129,6 +131,7 @@ impl App {
             approval_over: approvals::approval_over(),
             queries: Arc::new(admission::Admission::new(analysis::QUERIES_RUNNING_MAX)),
             verifies: Arc::new(admission::Admission::new(verify::VERIFIES_RUNNING_MAX)),
+            listings: Arc::new(admission::Admission::new(audit::LISTINGS_RUNNING_MAX)),
             analytics_worker: None,
             warn,
         })

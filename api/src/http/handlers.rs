@@ -178,7 +178,7 @@ pub(crate) fn events(state: &Arc<State>, query: &HashMap<String, String>) -> Res
         None | Some("events") => {}
         Some("chain") => {
             let limit = count_param(query, "limit", app::audit::EVENTS_PAGE_MAX)?.min(app::audit::EVENTS_PAGE_MAX);
-            let mut listing = state.app.events_listing(from, app::AsOf::Now, Some(limit.max(1)));
+            let mut listing = state.app.events_listing(from, app::AsOf::Now, Some(limit.max(1)))?;
             let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
             tokio::spawn(async move {
                 while let Some(piece) = listing.next().await {
