@@ -8,6 +8,9 @@ use serde_json::{Value, json};
 pub const ROUTES: &[(&str, &str, &[Role])] = &[
     ("get", "/healthz", &[]),
     ("get", "/v1/openapi.json", &[]),
+    ("get", "/", &[]),
+    ("get", "/ui/{asset}", &[]),
+    ("get", "/v1/whoami", &[Role::Terminal, Role::Analyst, Role::Finance, Role::Auditor, Role::Admin]),
     ("get", "/metrics", &[Role::Admin, Role::Auditor]),
     ("post", "/v1/transactions", &[Role::Terminal, Role::Admin]),
     ("get", "/v1/balances/{account}", &[Role::Finance, Role::Auditor, Role::Admin]),
@@ -17,6 +20,7 @@ pub const ROUTES: &[(&str, &str, &[Role])] = &[
     ("post", "/v1/statements", &[Role::Finance, Role::Admin]),
     ("post", "/v1/reconciliations", &[Role::Finance, Role::Admin]),
     ("post", "/v1/day-end", &[Role::Finance, Role::Admin]),
+    ("get", "/v1/day-end", &[Role::Finance, Role::Auditor, Role::Admin]),
     ("get", "/v1/breaks", &[Role::Finance, Role::Auditor, Role::Admin]),
     ("post", "/v1/breaks/{id}/resolution", &[Role::Finance, Role::Admin]),
     ("post", "/v1/breaks/{id}/approval", &[Role::Finance, Role::Admin]),
@@ -28,6 +32,7 @@ pub const ROUTES: &[(&str, &str, &[Role])] = &[
     ("post", "/v1/sql", &[Role::Analyst, Role::Auditor, Role::Admin]),
     ("get", "/v1/analytics/{analysis}", &[Role::Analyst, Role::Finance, Role::Auditor, Role::Admin]),
     ("post", "/v1/export", &[Role::Admin]),
+    ("get", "/v1/merchants", &[Role::Finance, Role::Auditor, Role::Admin]),
     ("get", "/v1/merchants/{id}", &[Role::Terminal, Role::Finance, Role::Auditor, Role::Admin]),
     ("get", "/v1/terminals/{id}", &[Role::Terminal, Role::Finance, Role::Auditor, Role::Admin]),
     ("get", "/v1/entries", &[Role::Finance, Role::Auditor, Role::Admin]),
@@ -88,6 +93,40 @@ pub fn document() -> Value {
             }
             "/v1/openapi.json" => {
                 responses.insert("200".into(), ok_json("this document", json!({"type": "object"})));
+            }
+            "/" => {
+                responses.insert(
+                    "200".into(),
+                    json!({"description": "the web UI's page (it signs in with an API key and calls the routes below)",
+                        "content": {"text/html": {"schema": {"type": "string"}}}}),
+                );
+            }
+            "/ui/{asset}" => {
+                op["parameters"] = json!([{"name": "asset", "in": "path", "required": true, "schema": {"type": "string", "maxLength": 64}}]);
+                responses.insert(
+                    "200".into(),
+                    json!({"description": "the page's script or style",
+                        "content": {"text/javascript": {"schema": {"type": "string"}}, "text/css": {"schema": {"type": "string"}}}}),
+                );
+                responses.insert("404".into(), problem("no such asset"));
+            }
+            "/v1/whoami" => {
+                responses.insert(
+                    "200".into(),
+                    ok_json("the calling key", json!({"type": "object", "required": ["key_id", "role"], "properties": {
+                        "key_id": {"type": "string"}, "role": {"type": "string", "enum": ["terminal", "finance", "analyst", "auditor", "admin"]},
+                        "merchant": {"type": "string", "nullable": true}}})),
+                );
+            }
+            "/v1/merchants" => {
+                op["parameters"] = json!([
+                    {"name": "after", "in": "query", "required": false, "schema": {"type": "string", "maxLength": crate::http::handlers::MERCHANT_ID_PARAM_BYTES_MAX}},
+                    {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": app::registry::MERCHANTS_PAGE_MAX}}
+                ]);
+                responses.insert("200".into(), ok_json("a page of merchants in id order (status, fees in force, terminals); `next` is the following page's `after`",
+                    json!({"type": "object", "required": ["merchants"], "properties": {
+                        "merchants": {"type": "array", "items": {"type": "object"}}, "next": {"type": "string", "nullable": true}}})));
+                responses.insert("400".into(), problem("a bad after or limit"));
             }
             "/metrics" => {
                 responses.insert(
@@ -222,6 +261,17 @@ pub fn document() -> Value {
                 );
                 responses.insert("400".into(), problem("a bad date or channel"));
                 responses.insert("409".into(), problem("nothing to reconcile (no statement imported)"));
+            }
+            "/v1/day-end" if *method == "get" => {
+                op["parameters"] = json!([date("date", true)]);
+                responses.insert(
+                    "200".into(),
+                    ok_json(
+                        "the day as a day-end would report it now, nothing recorded: the statements imported for the date reconciled against the books, the terminal batches closed that day, the settlements recorded",
+                        json!({"type": "object", "required": ["date", "statements", "report", "settlement"]}),
+                    ),
+                );
+                responses.insert("400".into(), problem("a bad date"));
             }
             "/v1/day-end" => {
                 op["parameters"] = json!([date("date", true)]);
@@ -410,9 +460,16 @@ fn summary(method: &str, path: &str) -> &'static str {
     if (method, path) == ("get", "/v1/settlements") {
         return "The settlements recorded for a date: paid and held";
     }
+    if (method, path) == ("get", "/v1/day-end") {
+        return "A day's reconciliation, terminal batches and settlements as a day-end would report them now, recording nothing";
+    }
     match path {
         "/healthz" => "Liveness",
         "/v1/openapi.json" => "This document",
+        "/" => "The web UI: day-end, breaks, merchants, trends and audit for the key's role",
+        "/ui/{asset}" => "The web UI's script and style",
+        "/v1/whoami" => "The calling key: its id, role and merchant",
+        "/v1/merchants" => "The merchants, a page at a time: status, fees in force, terminals",
         "/metrics" => "Prometheus metrics: requests and latency per route, appends, projection lag, open breaks",
         "/v1/transactions" => "Ingest terminal records (idempotent per record; Idempotency-Key per request)",
         "/v1/balances/{account}" => "One account's balance, now or as of a position or business time",

@@ -18,6 +18,9 @@ pub const QUERIES_RUNNING_MAX: usize = 2;
 /// Longest a polars analysis may run.
 pub const ANALYSIS_TIME_MAX: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// The column holding a payer's identity, never in an answer to [`Audience::NoPayers`].
+const PAYER_COLUMN: &str = "payer";
+
 /// Who reads a result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -331,9 +334,12 @@ impl Job {
 /// Runs a named query or an analyst's SQL over the export at `dir`.
 async fn run_query(dir: &Path, target: QueryTarget, audience: Audience, chart: bool) -> Result<Answer, Failure> {
     let limits = analytics::sql::Limits::default();
-    let session = match audience {
-        Audience::Everyone => analytics::sql::Session::open(dir, limits).await,
-        Audience::NoPayers => analytics::sql::Session::open_without_payers(dir, limits).await,
+    // A named query is posledger's own SQL, built into the binary: it may count payers (repeat
+    // payers) for anyone, as long as no payer identity is in its answer. Anyone else's SQL sees
+    // the payer column only when its audience may.
+    let session = match (&target, audience) {
+        (QueryTarget::Named { .. }, _) | (_, Audience::Everyone) => analytics::sql::Session::open(dir, limits).await,
+        (QueryTarget::Sql(_), Audience::NoPayers) => analytics::sql::Session::open_without_payers(dir, limits).await,
     }
     .map_err(sql_failure)?;
     match target {
@@ -341,6 +347,13 @@ async fn run_query(dir: &Path, target: QueryTarget, audience: Audience, chart: b
             let query = queries::get(&name).map_err(|e| sql_failure(e.into()))?;
             let values = query.bind(&params).map_err(|e| sql_failure(e.into()))?;
             let table = session.named(&query, &values).await.map_err(sql_failure)?;
+            if audience == Audience::NoPayers && table.columns.iter().any(|c| c == PAYER_COLUMN) {
+                return Err(Failure::new(
+                    Class::Forbidden,
+                    "forbidden",
+                    format!("query {name} answers with payer identities, which this caller may not see"),
+                ));
+            }
             let chart = match (chart, &query.chart) {
                 (false, _) => None,
                 (true, Some(spec)) => {

@@ -135,6 +135,21 @@ impl DayEnd {
     }
 }
 
+/// A day as a day-end run now would report it, with nothing recorded: what finance looks at
+/// before (or after) running it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayView {
+    /// The business date.
+    pub date: NaiveDate,
+    /// The statements imported for the day, by channel.
+    pub statements: Vec<DayStatement>,
+    /// Every statement imported for the day matched against the books as they stand, and the
+    /// terminal batches closed that day.
+    pub report: DayReport,
+    /// The settlements recorded for the date: paid and held.
+    pub settlement: Settlement,
+}
+
 /// A file checked before anything is recorded: its channel, name and bytes.
 struct Checked<'a> {
     channel: StatementChannel,
@@ -224,6 +239,18 @@ impl App {
         let export = Exported { dir: self.dir.export(), through: summary.to };
         let verify = self.verify_day().await?;
         Ok(DayEnd { date, statements, report, settlement, export, verify })
+    }
+
+    /// The day as [`App::day_end`] would report it now, recording nothing (no statement
+    /// taken, no run, verdict, settlement or export): the statements imported for `date`
+    /// reconciled against the books as they stand and the settlements recorded so far.
+    pub async fn day_view(&self, date: NaiveDate) -> Result<DayView, Failure> {
+        crate::dates::not_after_today(date, chrono::Utc::now(), "a day-end", "date")?;
+        let report = self.day_report_now(date).await?;
+        let statements =
+            report.reports.iter().map(|r| DayStatement { channel: r.statement, file: r.file.clone() }).collect();
+        let settlement = self.settlements(date).await?;
+        Ok(DayView { date, statements, report, settlement })
     }
 
     /// Verifies what was appended since the last verify and the trial balance; records where

@@ -249,6 +249,14 @@ fn recon_failure(e: ledger::recon::ReconError) -> Failure {
     }
 }
 
+/// How a reconciliation runs: whether a date without a statement is refused, and whether the
+/// runs and verdicts are recorded or only reported.
+#[derive(Clone, Copy)]
+struct Run {
+    require_statement: bool,
+    record: bool,
+}
+
 /// The statement channels, in report order.
 const STATEMENT_CHANNELS: [StatementChannel; 4] =
     [StatementChannel::Wechat, StatementChannel::Alipay, StatementChannel::Unionpay, StatementChannel::Generic];
@@ -288,7 +296,7 @@ impl App {
     pub async fn reconcile(&self, date: NaiveDate, only: Option<StatementChannel>) -> Result<DayReport, Failure> {
         let (runs, verdicts) = {
             let _writer = self.writes.lock().await;
-            self.reconcile_day(date, only, true).await?
+            self.reconcile_day(date, only, Run { require_statement: true, record: true }).await?
         };
         let books = self.books().await?;
         Ok(day_report(date, &runs, &verdicts, &books))
@@ -299,8 +307,17 @@ impl App {
     pub(crate) async fn reconcile_day_end(&self, date: NaiveDate) -> Result<DayReport, Failure> {
         let (runs, verdicts) = {
             let _writer = self.writes.lock().await;
-            self.reconcile_day(date, None, false).await?
+            self.reconcile_day(date, None, Run { require_statement: false, record: true }).await?
         };
+        let books = self.books().await?;
+        Ok(day_report(date, &runs, &verdicts, &books))
+    }
+
+    /// The report [`App::reconcile_day_end`] would give now, recording nothing: every statement
+    /// imported for `date` matched against the books as they stand, and the host's verdict on
+    /// each terminal batch closed that day.
+    pub(crate) async fn day_report_now(&self, date: NaiveDate) -> Result<DayReport, Failure> {
+        let (runs, verdicts) = self.reconcile_day(date, None, Run { require_statement: false, record: false }).await?;
         let books = self.books().await?;
         Ok(day_report(date, &runs, &verdicts, &books))
     }
@@ -309,7 +326,7 @@ impl App {
         &self,
         date: NaiveDate,
         only: Option<StatementChannel>,
-        require_statement: bool,
+        Run { require_statement, record: recording }: Run,
     ) -> Result<(Vec<Reconciled>, Vec<TerminalBatchReconciled>), Failure> {
         let store = &*self.store;
         let channels: Vec<StatementChannel> = match only {
@@ -339,14 +356,18 @@ impl App {
                 f.message = format!("reconciling {c} {date}: {}", f.message);
                 f
             })?;
-            record(store, to_record).await?;
+            if recording {
+                record(store, to_record).await?;
+            }
             runs.push(run);
         }
         // Terminal batches closed that day: the host's verdict, recorded once.
         let verdicts = ledger::recon::batch_verdicts(store, date).await?;
-        for v in &verdicts {
-            let e = ingest::event::Event::TerminalBatchReconciled(v.clone());
-            store.append(&e.stream(), ExpectedRevision::Any, vec![e.to_event_data()]).await?;
+        if recording {
+            for v in &verdicts {
+                let e = ingest::event::Event::TerminalBatchReconciled(v.clone());
+                store.append(&e.stream(), ExpectedRevision::Any, vec![e.to_event_data()]).await?;
+            }
         }
         Ok((runs, verdicts))
     }

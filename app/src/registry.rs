@@ -46,7 +46,61 @@ pub struct Terminal {
     pub closed_batches: usize,
 }
 
+/// Most merchants one page of [`App::merchants`] lists.
+pub const MERCHANTS_PAGE_MAX: usize = 1_000;
+
+/// A page of merchants in id order; `next` is the id the following page starts after.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MerchantPage {
+    /// The merchants of the page.
+    pub merchants: Vec<Merchant>,
+    /// The last id of this page when more follow.
+    pub next: Option<String>,
+}
+
+/// The states of the merchants `ids` in `registry` (each one there), in the order given: one
+/// pass over the terminals for them all.
+fn merchants_of(registry: &ingest::writemodel::Registry, ids: &[&str]) -> Vec<Merchant> {
+    let mut terminals: BTreeMap<&str, Vec<TerminalRef>> = ids.iter().map(|id| (*id, Vec::new())).collect();
+    for (tid, t) in &registry.terminals {
+        if let Some(list) = terminals.get_mut(t.merchant_id.as_str()) {
+            list.push(TerminalRef { terminal_id: tid.clone(), status: t.status });
+        }
+    }
+    ids.iter()
+        .filter_map(|id| {
+            let m = registry.merchants.get(*id)?;
+            let mut terminals = terminals.remove(id).unwrap_or_default();
+            terminals.sort_by(|a, b| a.terminal_id.cmp(&b.terminal_id));
+            let fees = m.fees.iter().map(|(c, f)| (c.as_str().to_owned(), f.clone())).collect();
+            Some(Merchant { merchant_id: (*id).to_owned(), status: m.status, fees, terminals })
+        })
+        .collect()
+}
+
 impl App {
+    /// The merchants after `after` in id order, at most `limit` (1 to [`MERCHANTS_PAGE_MAX`]).
+    pub async fn merchants(&self, after: Option<&str>, limit: usize) -> Result<MerchantPage, Failure> {
+        if !(1..=MERCHANTS_PAGE_MAX).contains(&limit) {
+            return Err(Failure::invalid(
+                "invalid_limit",
+                format!("limit {limit}: a page holds 1 to {MERCHANTS_PAGE_MAX} merchants"),
+            )
+            .field("limit"));
+        }
+        let mut ingestor = self.ingestor().await?;
+        ingestor.catch_up().await?;
+        let registry = ingestor.registry();
+        let mut ids: Vec<&str> =
+            registry.merchants.keys().map(String::as_str).filter(|id| after.is_none_or(|a| *id > a)).collect();
+        ids.sort_unstable();
+        let more = ids.len() > limit;
+        ids.truncate(limit);
+        let merchants = merchants_of(registry, &ids);
+        let next = if more { merchants.last().map(|m| m.merchant_id.clone()) } else { None };
+        Ok(MerchantPage { merchants, next })
+    }
+
     /// A merchant's state; `scope` (a terminal key's merchant) may see its own only.
     pub async fn merchant(&self, id: &str, scope: Option<&str>) -> Result<Merchant, Failure> {
         if scope.is_some_and(|m| m != id) {
@@ -55,19 +109,9 @@ impl App {
         let mut ingestor = self.ingestor().await?;
         ingestor.catch_up().await?;
         let registry = ingestor.registry();
-        let m = registry
-            .merchants
-            .get(id)
-            .ok_or_else(|| Failure::not_found("unknown_merchant", format!("no merchant {id}")))?;
-        let mut terminals: Vec<TerminalRef> = registry
-            .terminals
-            .iter()
-            .filter(|(_, t)| t.merchant_id == id)
-            .map(|(tid, t)| TerminalRef { terminal_id: tid.clone(), status: t.status })
-            .collect();
-        terminals.sort_by(|a, b| a.terminal_id.cmp(&b.terminal_id));
-        let fees = m.fees.iter().map(|(c, f)| (c.as_str().to_owned(), f.clone())).collect();
-        Ok(Merchant { merchant_id: id.to_owned(), status: m.status, fees, terminals })
+        merchants_of(registry, &[id])
+            .pop()
+            .ok_or_else(|| Failure::not_found("unknown_merchant", format!("no merchant {id}")))
     }
 
     /// A terminal's state; `scope` (a terminal key's merchant) may see its own merchant's only.

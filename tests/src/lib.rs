@@ -152,3 +152,67 @@ impl Sales<'_> {
         out.into_bytes()
     }
 }
+
+/// `exe demo --serve` on `data` on an ephemeral port, with the key it printed for every role;
+/// killed when dropped.
+pub struct Demo {
+    /// The server, its address and process.
+    pub server: Server,
+    /// The keys by role (`admin`, `analyst`, `auditor`, `finance`, `terminal`).
+    pub keys: std::collections::BTreeMap<String, String>,
+    reading: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Demo {
+    /// Generates the demo with `args` (its sizes) and serves it, with `env` set for the server.
+    pub fn start(exe: &str, data: &Path, args: &[&str], env: &[(&str, &str)]) -> Demo {
+        let mut child = Command::new(exe)
+            .arg("--data-dir")
+            .arg(data)
+            .arg("demo")
+            .args(args)
+            .args(["--serve", "--addr", "127.0.0.1:0"])
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let stderr = child.stderr.take().expect("stderr");
+        let (sender, received) = std::sync::mpsc::channel();
+        let keys_read = std::thread::spawn(move || {
+            let mut keys = std::collections::BTreeMap::new();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                if let [role, token, ..] = words.as_slice()
+                    && token.starts_with("plk_")
+                {
+                    keys.insert(role.to_string(), token.to_string());
+                }
+                if line.starts_with("commands on") {
+                    let _ = sender.send(std::mem::take(&mut keys));
+                }
+            }
+            // Read on until the server exits, so that nothing it writes meets a closed pipe.
+        });
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut addr = None;
+        for line in stdout.by_ref().map_while(Result::ok) {
+            if let Some(a) = line.strip_prefix("listening on http://") {
+                addr = Some(a.parse::<SocketAddr>().expect("address"));
+                break;
+            }
+        }
+        let server = Server { child, addr: addr.expect("the server's address") };
+        let stdout_read = std::thread::spawn(move || stdout.map_while(Result::ok).for_each(drop));
+        let keys = received.recv_timeout(std::time::Duration::from_secs(120)).expect("keys");
+        Demo { server, keys, reading: vec![keys_read, stdout_read] }
+    }
+
+    /// Stops the server with SIGTERM and checks it stopped cleanly.
+    pub fn stop(self) {
+        self.server.stop();
+        for r in self.reading {
+            r.join().expect("output read");
+        }
+    }
+}

@@ -87,44 +87,8 @@ fn bad_sizes_and_a_used_directory_are_refused() {
 fn demo_serve_serves_the_result_with_a_key_per_role() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("demo");
-    let mut child = Command::new(POSLEDGER)
-        .arg("--data-dir")
-        .arg(&dir)
-        .arg("demo")
-        .args(SMALL)
-        .args(["--serve", "--addr", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
-    let (sender, received) = std::sync::mpsc::channel();
-    let drain = std::thread::spawn(move || {
-        let mut keys = std::collections::BTreeMap::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            if let [role, token, ..] = words.as_slice()
-                && token.starts_with("plk_")
-            {
-                keys.insert(role.to_string(), token.to_string());
-            }
-            if line.starts_with("commands on") {
-                let _ = sender.send(std::mem::take(&mut keys));
-            }
-        }
-        // Read on until the server exits, so that nothing it writes meets a closed pipe.
-    });
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let mut addr = None;
-    for line in stdout.by_ref().map_while(Result::ok) {
-        if let Some(a) = line.strip_prefix("listening on http://") {
-            addr = Some(a.parse::<std::net::SocketAddr>().expect("address"));
-            break;
-        }
-    }
-    let addr = addr.expect("the server's address");
-    let stdout = std::thread::spawn(move || stdout.map_while(Result::ok).count());
-    let keys = received.recv_timeout(std::time::Duration::from_secs(60)).expect("keys");
+    let demo = tests::Demo::start(POSLEDGER, &dir, &SMALL, &[]);
+    let (addr, keys) = (demo.server.addr, &demo.keys);
     assert_eq!(
         keys.keys().map(String::as_str).collect::<Vec<_>>(),
         ["admin", "analyst", "auditor", "finance", "terminal"],
@@ -136,8 +100,22 @@ fn demo_serve_serves_the_result_with_a_key_per_role() {
     assert_eq!(status, 403);
     let (status, _) = tests::http(addr, "GET", "/v1/queries/daily_sales", &keys["analyst"], b"").expect("request");
     assert_eq!(status, 200);
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    assert!(child.wait().expect("wait").success());
-    drain.join().expect("stderr read");
-    stdout.join().expect("stdout read");
+    // Every named query answers an analyst (repeat payers counts payers, naming none), and an
+    // analyst's own SQL sees no payer column.
+    let (status, body) = tests::http(addr, "GET", "/v1/queries", &keys["analyst"], b"").expect("request");
+    assert_eq!(status, 200);
+    let listed: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    let names: Vec<&str> =
+        listed["queries"].as_array().expect("queries").iter().filter_map(|q| q["name"].as_str()).collect();
+    assert!(names.contains(&"repeat_payers"), "{names:?}");
+    for name in names {
+        let (status, body) = tests::http(addr, "GET", &format!("/v1/queries/{name}?format=svg"), &keys["analyst"], b"")
+            .expect("request");
+        assert_eq!(status, 200, "{name}: {}", String::from_utf8_lossy(&body));
+    }
+    let sql = b"SELECT payer FROM payments LIMIT 1";
+    let (status, body) = tests::http(addr, "POST", "/v1/sql", &keys["analyst"], sql).expect("request");
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("payer"));
+    demo.stop();
 }

@@ -293,6 +293,44 @@ pub(crate) async fn day_end(state: &State, query: &HashMap<String, String>) -> R
     ok(&state.app.day_end(date, &[]).await?)
 }
 
+/// `GET /v1/day-end?date=D`: the day as a day-end would report it now, nothing recorded.
+pub(crate) async fn day_view(state: &State, query: &HashMap<String, String>) -> Result<warp::reply::Response, Problem> {
+    let date = required_date(query, "date")?;
+    ok(&state.app.day_view(date).await?)
+}
+
+/// `GET /v1/merchants?after=ID&limit=N`: a page of merchants in id order.
+pub(crate) async fn merchants(
+    state: &State,
+    query: &HashMap<String, String>,
+) -> Result<warp::reply::Response, Problem> {
+    let limit = count_param(query, "limit", 100)?;
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let after = query.get("after").map(String::as_str);
+    if after.is_some_and(|a| a.len() > MERCHANT_ID_PARAM_BYTES_MAX) {
+        return Err(Problem::bad_request(
+            "invalid_query",
+            format!("after is longer than {MERCHANT_ID_PARAM_BYTES_MAX} bytes"),
+        )
+        .field("after"));
+    }
+    ok(&state.app.merchants(after, limit).await.map_err(|f| {
+        let mut p = Problem::from(f);
+        if p.kind == "invalid_limit" {
+            p.kind = "invalid_query".into();
+        }
+        p
+    })?)
+}
+
+/// Longest `after` of `GET /v1/merchants`, in bytes (a merchant id is shorter).
+pub const MERCHANT_ID_PARAM_BYTES_MAX: usize = 64;
+
+/// `GET /v1/whoami`: the calling key's id, role and merchant (a terminal key's).
+pub(crate) fn whoami(who: &Principal) -> Result<warp::reply::Response, Problem> {
+    ok(&json!({"key_id": who.key_id, "role": who.role.as_str(), "merchant": who.merchant}))
+}
+
 /// `GET /v1/breaks?open=true`.
 pub(crate) async fn breaks(state: &State, query: &HashMap<String, String>) -> Result<warp::reply::Response, Problem> {
     let filter = app::recon::BreakFilter {

@@ -14,6 +14,7 @@ pub mod handlers;
 pub mod listen;
 pub mod metrics;
 pub mod problem;
+pub mod ui;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -281,7 +282,7 @@ impl Documented {
     /// A route whose path has no parameter.
     fn at(&mut self, method: &'static str, path: &'static str) -> Endpoint<warp::filters::BoxedFilter<()>> {
         let roles = self.entry(method, path);
-        let segments: Vec<&'static str> = path.trim_start_matches('/').split('/').collect();
+        let segments: Vec<&'static str> = path.trim_start_matches('/').split('/').filter(|s| !s.is_empty()).collect();
         assert!(!segments.iter().any(|s| s.starts_with('{')), "{path} has a parameter");
         let filter = Documented::literal(&segments).and(warp::path::end()).and(Documented::method(method)).boxed();
         Endpoint { filter, roles }
@@ -440,6 +441,12 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (impl Reply,), Error =
     let reconciliations =
         plain(doc.at("post", "/v1/reconciliations"), &state, |s, _, q| async move { h::reconcile(&s, &q).await });
     let day_end = plain(doc.at("post", "/v1/day-end"), &state, |s, _, q| async move { h::day_end(&s, &q).await });
+    let day_view = plain(doc.at("get", "/v1/day-end"), &state, |s, _, q| async move { h::day_view(&s, &q).await });
+    let merchants = plain(doc.at("get", "/v1/merchants"), &state, |s, _, q| async move { h::merchants(&s, &q).await });
+    let whoami = plain(doc.at("get", "/v1/whoami"), &state, |_, who, _| async move { h::whoami(&who) });
+    let page = doc.at("get", "/").filter.map(ui::page);
+    let route = doc.at_param("get", "/ui/{asset}");
+    let asset = route.filter.and_then(|name: String| async move { ui::asset(&name).map_err(warp::reject::custom) });
     let breaks = plain(doc.at("get", "/v1/breaks"), &state, |s, _, q| async move { h::breaks(&s, &q).await });
     let resolution =
         break_post(doc.at_param("post", "/v1/breaks/{id}/resolution"), &state, |s, id, who, body| async move {
@@ -507,6 +514,11 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (impl Reply,), Error =
         boxed(statements),
         reconciliations,
         day_end,
+        day_view,
+        merchants,
+        whoami,
+        boxed(page),
+        boxed(asset),
         breaks,
         resolution,
         approval,
@@ -545,6 +557,10 @@ fn route_name(path: &str) -> &'static str {
         "/v1/statements" => "/v1/statements",
         "/v1/reconciliations" => "/v1/reconciliations",
         "/v1/day-end" => "/v1/day-end",
+        "/" => "/",
+        "/v1/merchants" => "/v1/merchants",
+        "/v1/whoami" => "/v1/whoami",
+        p if p.starts_with("/ui/") => "/ui/{asset}",
         "/v1/breaks" => "/v1/breaks",
         "/v1/settlements" => "/v1/settlements",
         "/v1/verify" => "/v1/verify",
