@@ -587,45 +587,89 @@ pub fn basket(dir: &Path) -> Result<Table, HabitsError> {
     Ok(t)
 }
 
+/// Above this many weekly cohorts the cohort chart is drawn by month ([`cohort_monthly`]): a
+/// triangle of more weeks has cells too small to read.
+pub const COHORT_WEEKS_DRAWN_MAX: usize = 26;
+
+/// How cohorts are cut: by the week (from Monday) or the calendar month of a business date.
+#[derive(Clone, Copy)]
+enum Period {
+    Week,
+    Month,
+}
+
 /// Cohort retention: payers by the week of their first purchase, and for each week since
 /// (0 = that week, up to the export's last week) how many of them bought and their share of
 /// the cohort in percent.
 pub fn cohort(dir: &Path) -> Result<Table, HabitsError> {
-    let mut t = Table::new(["cohort_week", "week", "payers", "retention_pct"]);
+    triangle(dir, Period::Week)
+}
+
+/// [`cohort`] by calendar month: payers by the month of their first purchase (`2026-11`), and
+/// for each month since how many of them bought and their share of the cohort in percent.
+pub fn cohort_monthly(dir: &Path) -> Result<Table, HabitsError> {
+    triangle(dir, Period::Month)
+}
+
+/// The number of cohorts (first-purchase weeks or months) in a [`cohort`] table.
+pub fn cohorts(table: &Table) -> usize {
+    let mut firsts: Vec<&Cell> = table.rows.iter().map(|r| &r[0]).collect();
+    firsts.dedup();
+    firsts.len()
+}
+
+fn triangle(dir: &Path, period: Period) -> Result<Table, HabitsError> {
+    let mut t = match period {
+        Period::Week => Table::new(["cohort_week", "week", "payers", "retention_pct"]),
+        Period::Month => Table::new(["cohort_month", "month", "payers", "retention_pct"]),
+    };
     let Some(captures) = net_captures(dir)? else { return Ok(t) };
-    // Weeks as day numbers of their Monday: 1970-01-01 was a Thursday, so day d (since the
-    // epoch) is in the week starting on day 7 × floor((d + 3) / 7) − 3.
-    let week = (col("business_date").cast(DataType::Int32) + lit(3)).floor_div(lit(7)) * lit(7) - lit(3);
+    let (bucket, step) = match period {
+        // Weeks as day numbers of their Monday: 1970-01-01 was a Thursday, so day d (since the
+        // epoch) is in the week starting on day 7 × floor((d + 3) / 7) − 3.
+        Period::Week => ((col("business_date").cast(DataType::Int32) + lit(3)).floor_div(lit(7)) * lit(7) - lit(3), 7),
+        // Months as year × 12 + month − 1.
+        Period::Month => (
+            col("business_date").dt().year().cast(DataType::Int32) * lit(12)
+                + col("business_date").dt().month().cast(DataType::Int32)
+                - lit(1),
+            1,
+        ),
+    };
     let grouped = captures
         .filter(col("payer").is_not_null())
-        .select([col("payer"), week.alias("week")])
-        .with_column(col("week").min().over([col("payer")])?.alias("cohort"))
-        .group_by([col("cohort"), col("week")])
+        .select([col("payer"), bucket.alias("period")])
+        .with_column(col("period").min().over([col("payer")])?.alias("cohort"))
+        .group_by([col("cohort"), col("period")])
         .agg([col("payer").n_unique().cast(DataType::UInt64).alias("payers")])
         .collect()?;
-    let (cohorts, weeks, payers) =
-        (signed32(&grouped, "cohort")?, signed32(&grouped, "week")?, unsigned(&grouped, "payers")?);
+    let (cohorts, periods, payers) =
+        (signed32(&grouped, "cohort")?, signed32(&grouped, "period")?, unsigned(&grouped, "payers")?);
     let mut cells: BTreeMap<(i32, i32), u64> = BTreeMap::new();
     for i in 0..grouped.height() {
-        if let (Some(c), Some(w), Some(n)) = (cohorts[i], weeks[i], payers[i]) {
-            cells.insert((c, w), n);
+        if let (Some(c), Some(p), Some(n)) = (cohorts[i], periods[i], payers[i]) {
+            cells.insert((c, p), n);
         }
     }
-    let Some(last) = cells.keys().map(|(_, w)| *w).max() else { return Ok(t) };
+    let Some(last) = cells.keys().map(|(_, p)| *p).max() else { return Ok(t) };
     let epoch = NaiveDate::default();
-    let starts: Vec<i32> = cells.keys().filter(|(c, w)| c == w).map(|(c, _)| *c).collect();
+    let label = |start: i32| match period {
+        Period::Week => Cell::Date(epoch + Duration::days(i64::from(start))),
+        Period::Month => Cell::Text(format!("{:04}-{:02}", start.div_euclid(12), start.rem_euclid(12) + 1)),
+    };
+    let starts: Vec<i32> = cells.keys().filter(|(c, p)| c == p).map(|(c, _)| *c).collect();
     for start in starts {
         let size = cells.get(&(start, start)).copied().unwrap_or(0);
-        let mut w = start;
-        while w <= last {
-            let n = cells.get(&(start, w)).copied().unwrap_or(0);
+        let mut p = start;
+        while p <= last {
+            let n = cells.get(&(start, p)).copied().unwrap_or(0);
             t.rows.push(vec![
-                Cell::Date(epoch + Duration::days(i64::from(start))),
-                Cell::Int(i128::from((w - start) / 7)),
+                label(start),
+                Cell::Int(i128::from((p - start) / step)),
                 Cell::Int(n.into()),
                 Cell::Decimal(percent(n, size)),
             ]);
-            w += 7;
+            p += step;
         }
     }
     Ok(t)
@@ -667,7 +711,12 @@ pub fn trend_chart(weeks: &[MerchantWeek]) -> Result<String, ChartError> {
         series.push((name, values));
     }
     let labels: Vec<String> = axis.iter().map(ToString::to_string).collect();
-    chart::line("Net sales per merchant and week (anomalies circled)", &labels, &series, &marks)
+    let unit = match weeks.first() {
+        Some(w) if one_currency => format!("Net sales ({})", w.currency),
+        _ => "Net sales (each currency apart)".to_owned(),
+    };
+    let axes = chart::Axes::new("Week (from Monday)", unit);
+    chart::line("Net sales per merchant and week (anomalies circled)", &axes, &labels, &series, &marks)
 }
 
 /// Captures per basket-size band, as bars.
@@ -675,8 +724,13 @@ pub fn basket_chart(table: &Table) -> Result<String, ChartError> {
     chart::from_table(&ChartSpec::Bars { x: "band".into(), y: "payments".into() }, table, "Captures per basket size")
 }
 
-/// The cohort triangle: retention in percent per cohort week (rows) and week since (columns).
+/// The cohort triangle: retention in percent per cohort (rows, the first at the top) and
+/// week or month since (columns), of a [`cohort`] or [`cohort_monthly`] table.
 pub fn cohort_chart(table: &Table) -> Result<String, ChartError> {
+    if table.column("cohort_month").is_some() {
+        let spec = ChartSpec::Heatmap { x: "month".into(), y: "cohort_month".into(), value: "retention_pct".into() };
+        return chart::from_table(&spec, table, "Cohort retention (% of each first-purchase month)");
+    }
     let spec = ChartSpec::Heatmap { x: "week".into(), y: "cohort_week".into(), value: "retention_pct".into() };
     chart::from_table(&spec, table, "Cohort retention (% of each first-purchase week)")
 }

@@ -209,6 +209,12 @@ async fn cohorts_of_the_small_export() {
     let got: Vec<String> =
         table.rows.iter().map(|r| r.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")).collect();
     assert_eq!(got, ["2026-11-23 0 3 100.00", "2026-11-23 1 0 0.00", "2026-11-30 0 2 100.00"]);
+    // By month: every first purchase was in November.
+    let monthly = habits::cohort_monthly(&export).expect("cohort by month");
+    let got: Vec<String> =
+        monthly.rows.iter().map(|r| r.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")).collect();
+    assert_eq!(got, ["2026-11 0 5 100.00"]);
+    assert_eq!((habits::cohorts(&table), habits::cohorts(&monthly)), (2, 1));
 }
 
 #[tokio::test(flavor = "multi_thread")]

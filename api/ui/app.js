@@ -427,20 +427,27 @@ function drawDayReport(el, day) {
     el.append(section('Statements', h('p', { class: 'empty' }, `No channel statement has been imported for ${day.date}.`)));
   } else {
     el.append(section('Statements',
-      table(`Statements for ${day.date}: each side's totals`, [
+      table(`Statements for ${day.date}`, [
         ['Channel', (r) => CHANNEL_NAMES[r.statement] || r.statement],
         ['File', (r) => r.file.name],
+        ['Lines', (r) => count(r.file.lines), { num: true }],
         ['Matched', (r) => count(r.counts.matched), { num: true }],
         ['Breaks', (r) => count(r.breaks.length), { num: true }],
-        ['Their payments', (r) => count(r.theirs.payments), { num: true }],
-        ['Their amount', (r) => money(r.theirs.payment_amount), { num: true }],
-        ['Our payments', (r) => count(r.ours.payments), { num: true }],
-        ['Our amount', (r) => money(r.ours.payment_amount), { num: true }],
-        ['Their refunds', (r) => money(r.theirs.refund_amount), { num: true }],
-        ['Our refunds', (r) => money(r.ours.refund_amount), { num: true }],
-        ['Their fees', (r) => money(r.theirs.fees), { num: true }],
-        ['Our fees', (r) => money(r.ours.fees), { num: true }],
+        ['Net the channel pays', (r) => money(r.theirs_net), { num: true }],
       ], reports),
+      table('Each side’s totals: the channel’s statement against our books', [
+        ['', (m) => m[0]],
+        ...reports.flatMap((r) => [
+          [`${CHANNEL_NAMES[r.statement] || r.statement}: theirs`, (m) => m[1](r.theirs), { num: true }],
+          ['ours', (m) => m[1](r.ours), { num: true }],
+        ]),
+      ], [
+        ['Payments', (t) => count(t.payments)],
+        ['Payment amount', (t) => money(t.payment_amount)],
+        ['Refunds', (t) => count(t.refunds)],
+        ['Refund amount', (t) => money(t.refund_amount)],
+        ['Fees', (t) => money(t.fees)],
+      ]),
       table('Breaks by outcome and channel', [
         ['Outcome', (o) => OUTCOME_NAMES[o]],
         ...reports.map((r) => [CHANNEL_NAMES[r.statement] || r.statement, (o) => count(r.counts[o]), { num: true }]),
@@ -565,7 +572,7 @@ async function drawBreaks(el, params, live) {
       ['Status', breakStatus],
     ], shown, 'No break matches.'));
   const chosen = listed.find((b) => b.id === id);
-  el.append(h('div', { class: chosen ? 'split' : '' }, list, chosen ? breakDetail(chosen) : null));
+  el.append(chosen ? breakDetail(chosen) : '', list);
   if (id && !chosen) say(`Break ${id} is not among the breaks listed: widen the filter.`);
 }
 
@@ -757,16 +764,8 @@ async function drawMerchant(el, id, live) {
 
 // ---- trends --------------------------------------------------------------------------------
 
-const CHART_TITLES = {
-  daily_sales: 'Daily sales',
-  channel_mix: 'How customers pay: channel mix',
-  hour_weekday: 'When customers pay: hour of day by weekday',
-  average_ticket: 'Average ticket per day',
-  refund_rate: 'Refund rate by merchant',
-  top_merchants: 'Top merchants by net sales',
-  repeat_payers: 'Repeat payers by merchant',
-  fee_income: 'Fee income',
-  breaks_by_day: 'Reconciliation breaks by day',
+// The analyses' titles (the named queries carry theirs).
+const ANALYSIS_TITLES = {
   trend: 'Weekly net sales and anomalies',
   rfm: 'Customer segments (recency, frequency, spend)',
   cohort: 'Cohort retention',
@@ -791,25 +790,26 @@ async function drawTrends(el, params, live) {
   const charts = [
     ...catalogue.map((q) => ({
       name: q.name,
+      title: q.title || q.name,
       about: q.description,
       path: `/v1/queries/${encodeURIComponent(q.name)}`,
       params: Object.fromEntries(q.parameters.filter((p) => (p.name === 'from' && from) || (p.name === 'to' && to)).map((p) => [p.name, p.name === 'from' ? from : to])),
     })),
-    ...ANALYSES.map((a) => ({ name: a, about: '', path: `/v1/analytics/${a}`, params: {} })),
+    ...ANALYSES.map((a) => ({ name: a, title: ANALYSIS_TITLES[a], about: '', path: `/v1/analytics/${a}`, params: {} })),
   ];
   const grid = h('div', { class: 'charts' });
   el.append(grid);
   const figures = charts.map((c) => {
-    const img = h('img', { alt: `${CHART_TITLES[c.name] || c.name}: loading`, class: 'chart', width: 960, height: 540 });
+    const img = h('img', { alt: `${c.title}: loading`, class: 'chart', width: 960, height: 540 });
     const details = h('details', {}, h('summary', {}, 'The figures'));
     details.addEventListener('toggle', () => {
       if (!details.open || details.dataset.loaded) return;
       details.dataset.loaded = '1';
       queries = queries.then(() => getJson(`${c.path}${query(c.params)}`))
-        .then((t) => details.append(figuresTable(c.name, t)), showError);
+        .then((t) => details.append(figuresTable(c.title, t)), showError);
     }, { once: false });
     const fig = h('figure', { 'data-chart': c.name },
-      h('figcaption', {}, h('h2', {}, CHART_TITLES[c.name] || c.name), c.about ? h('p', { class: 'note' }, c.about) : null),
+      h('figcaption', {}, h('h2', {}, c.title), c.about ? h('p', { class: 'note' }, c.about) : null),
       img, details);
     grid.append(fig);
     return { c, img, fig };
@@ -825,7 +825,7 @@ async function drawTrends(el, params, live) {
         const url = URL.createObjectURL(blob);
         chartUrls.push(url);
         img.src = url;
-        img.alt = CHART_TITLES[c.name] || c.name;
+        img.alt = c.title;
         fig.classList.add('drawn');
       } catch (e) {
         if (!live()) return;
@@ -836,9 +836,9 @@ async function drawTrends(el, params, live) {
   });
 }
 
-function figuresTable(name, t) {
+function figuresTable(title, t) {
   const numeric = (col) => t.rows.length > 0 && t.rows.every((r) => r[col] === null || typeof r[col] === 'number' || /^-?\d+(\.\d+)?$/.test(r[col]));
-  return table(`${CHART_TITLES[name] || name}: the figures`,
+  return table(`${title}: the figures`,
     t.columns.map((col) => [col.replace(/_/g, ' '), (r) => (r[col] === null ? '—' : String(r[col])), { num: numeric(col) }]),
     t.rows, 'No rows.');
 }

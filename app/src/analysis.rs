@@ -50,6 +50,8 @@ pub struct ParamInfo {
 pub struct QueryInfo {
     /// Its name.
     pub name: String,
+    /// What people call its answer: its chart's title.
+    pub title: String,
     /// What it answers.
     pub description: String,
     /// Its parameters.
@@ -182,6 +184,7 @@ impl App {
         Ok(all
             .into_iter()
             .map(|q| QueryInfo {
+                title: q.title.clone(),
                 parameters: q
                     .params
                     .iter()
@@ -357,7 +360,7 @@ async fn run_query(dir: &Path, target: QueryTarget, audience: Audience, chart: b
             let chart = match (chart, &query.chart) {
                 (false, _) => None,
                 (true, Some(spec)) => {
-                    Some(analytics::chart::from_table(spec, &table, &query.name).map_err(chart_failure)?)
+                    Some(analytics::chart::from_table(spec, &table, &query.title).map_err(chart_failure)?)
                 }
                 (true, None) => {
                     return Err(Failure::invalid(
@@ -400,7 +403,14 @@ fn run_analysis(dir: &Path, analysis: &Analysis, chart: bool) -> Result<Answer, 
         }
         Analysis::Cohort => {
             let table = habits::cohort(dir).map_err(read)?;
-            let chart = if chart { Some(draw(habits::cohort_chart(&table))?) } else { None };
+            // A long history is drawn by month; the table keeps its weeks.
+            let chart = match chart {
+                false => None,
+                true if habits::cohorts(&table) > habits::COHORT_WEEKS_DRAWN_MAX => {
+                    Some(draw(habits::cohort_chart(&habits::cohort_monthly(dir).map_err(read)?))?)
+                }
+                true => Some(draw(habits::cohort_chart(&table))?),
+            };
             Answer { table, chart }
         }
     };

@@ -1,4 +1,5 @@
 -- name: average_ticket
+-- title: Average ticket per day
 -- description: Average ticket per business day and currency: captures, gross sales and their mean,
 --   rounded half away from zero to the fen.
 -- param: from date = 2000-01-01 first business day included

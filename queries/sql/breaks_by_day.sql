@@ -1,4 +1,5 @@
 -- name: breaks_by_day
+-- title: Reconciliation breaks per day
 -- description: Reconciliation breaks per reconciliation date, statement and outcome, from
 --   the run in force (the latest) of each statement and date: how many and their amount
 --   (the statement's amount, or ours when the statement has no line). Carried items are not

@@ -1,4 +1,5 @@
 -- name: channel_mix
+-- title: How customers pay: gross sales per channel
 -- description: How customers pay: captures and gross sales per channel and currency, and each
 --   channel's share of its currency's gross sales in percent (two decimals).
 -- param: from date = 2000-01-01 first business day included

@@ -1,4 +1,5 @@
 -- name: daily_sales
+-- title: Daily net sales
 -- description: Net sales per business day, merchant, channel and currency: captures, their gross
 --   amount, the voids, reversals and refunds recorded that day, net sales (gross less those
 --   adjustments) and the merchant fee charged on the day's captures.

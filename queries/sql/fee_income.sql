@@ -1,4 +1,5 @@
 -- name: fee_income
+-- title: Fee income per channel: what the acquirer keeps
 -- description: What the acquirer earns per channel and currency, from the books: merchant discount fees
 --   (income:mdr:CHANNEL, net of fees given back on refunds), the channels' fees
 --   (expenses:channel-fees:CHANNEL) and the margin between them.

@@ -1,4 +1,5 @@
 -- name: hour_weekday
+-- title: When customers pay: captures per hour and weekday
 -- description: When customers pay: captures and gross sales per local hour (0-23), weekday
 --   (1 = Monday ... 7 = Sunday) and currency, the cells of the hour x weekday heat map.
 -- param: from date = 2000-01-01 first business day included

@@ -1,4 +1,5 @@
 -- name: refund_rate
+-- title: Refund rate per merchant
 -- description: Refunds against sales per merchant and currency over the period: captures and gross sales,
 --   refunds and the amount refunded (refunds recorded in the period), and the refunded share of
 --   gross sales in percent (two decimals).

@@ -1,4 +1,5 @@
 -- name: repeat_payers
+-- title: Repeat payers per merchant
 -- description: Who comes back, per merchant: distinct payers (card and QR payments carry a
 --   payer token; cash does not), those who paid more than once in the period, and their share
 --   in percent (two decimals).

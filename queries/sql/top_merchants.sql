@@ -1,4 +1,5 @@
 -- name: top_merchants
+-- title: Top merchants by net sales
 -- description: The merchants with the highest net sales (captures less voids, reversals and
 --   refunds recorded in the period), with their captures, per currency: the first `limit` of
 --   each currency; ties ordered by merchant id.

@@ -7,6 +7,7 @@
 //!
 //! ```sql
 //! -- name: daily_sales
+//! -- title: Daily net sales
 //! -- description: Net sales per business day, merchant and channel ...
 //! --   (an indented line continues the description)
 //! -- param: from date = 1970-01-01 first business day included
@@ -17,7 +18,8 @@
 //!
 //! A parameter is `-- param: NAME TYPE [= DEFAULT] ABOUT`, with TYPE one of `date`
 //! (YYYY-MM-DD), `int` (i64), `decimal` (exact) and `text`; the SQL names it `$NAME`. A
-//! parameter without a default must be given. `chart` (optional) says how `posledger query
+//! parameter without a default must be given. `title` (optional; the name when absent) is what
+//! people call the answer, the title of its chart and of its view. `chart` (optional) says how `posledger query
 //! NAME --chart FILE.svg` draws the result: `line x=COL y=COL`, `bars x=COL y=COL` or
 //! `heatmap x=COL y=COL value=COL`.
 
@@ -53,6 +55,8 @@ pub const PARAM_TEXT_BYTES_MAX: usize = 256;
 pub struct Query {
     /// The name `posledger query NAME` takes (the file's name without `.sql`).
     pub name: String,
+    /// What people call its answer (its chart's title); the name when the header gives none.
+    pub title: String,
     /// What the query answers.
     pub description: String,
     /// Its parameters, in header order.
@@ -284,7 +288,7 @@ impl Query {
     /// Parses a query file: the header, then the SQL.
     pub fn parse(file: &str, text: &str) -> Result<Query, HeaderError> {
         let error = |line: usize, message: String| HeaderError { file: file.to_owned(), line, message };
-        let (mut name, mut description) = (None::<String>, None::<String>);
+        let (mut name, mut description, mut title) = (None::<String>, None::<String>, None::<String>);
         let (mut params, mut chart) = (Vec::<Param>::new(), None);
         let mut sql_from = text.len();
         let mut offset = 0;
@@ -320,6 +324,10 @@ impl Query {
                     description = Some(rest.to_owned());
                     "description"
                 }
+                "title" => {
+                    title = Some(rest.to_owned());
+                    "title"
+                }
                 "param" => {
                     let param = Param::parse(rest).map_err(|m| error(number, m))?;
                     if params.iter().any(|p| p.name == param.name) {
@@ -349,7 +357,8 @@ impl Query {
                 return Err(error(1, format!("parameter {} is declared but the SQL never uses ${}", p.name, p.name)));
             }
         }
-        Ok(Query { name, description, params, chart, sql })
+        let title = title.unwrap_or_else(|| name.clone());
+        Ok(Query { name, title, description, params, chart, sql })
     }
 
     /// Checks `args` (`name=value` each) against the declared parameters and returns every

@@ -453,7 +453,7 @@ pub(crate) fn query_list(state: &State) -> Result<warp::reply::Response, Problem
         .app
         .list_queries()?
         .into_iter()
-        .map(|q| json!({"name": q.name, "description": q.description, "parameters": q.parameters, "chart": q.chart.is_some()}))
+        .map(|q| json!({"name": q.name, "title": q.title, "description": q.description, "parameters": q.parameters, "chart": q.chart.is_some()}))
         .collect();
     Ok(json_reply(StatusCode::OK, &json!({"queries": list})))
 }
