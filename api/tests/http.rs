@@ -147,6 +147,7 @@ fn example(path: &str) -> String {
         .replace("{id}", "nope")
         .replace("{name}", "channel_mix")
         .replace("{analysis}", "basket")
+        .replace("{asset}", "app.js")
         .replace("/v1/merchants/nope", "/v1/merchants/M000001")
         .replace("/v1/terminals/nope", "/v1/terminals/T0001001")
         .replace("/v1/entries", "/v1/entries?account=assets:bank:settlement")
@@ -248,7 +249,7 @@ fn every_route_answers_each_role_as_documented() {
             ("post", "/v1/transactions" | "/v1/admin/records") => 200,
             ("post", "/v1/statements" | "/v1/reconciliations" | "/v1/day-end" | "/v1/settlements" | "/v1/sql") => 400,
             ("post", "/v1/breaks/{id}/resolution" | "/v1/breaks/{id}/approval") => 400,
-            ("get", "/v1/settlements") => 400,
+            ("get", "/v1/settlements" | "/v1/day-end") => 400,
             _ => 200,
         }
     };
