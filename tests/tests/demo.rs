@@ -2,7 +2,6 @@
 //! JSON form holds the same checks, bad sizes and a used directory are refused, and `--serve`
 //! serves the result with a key for every role.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
