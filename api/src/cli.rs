@@ -885,7 +885,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })
         }
         Command::Breaks { open, date, channel, format } => {
-            let filter = app::recon::BreakFilter { open, date, statement: channel.map(StatementChannelArg::channel) };
+            let filter = app::recon::BreakFilter {
+                status: if open { app::recon::BreakStatus::Open } else { app::recon::BreakStatus::All },
+                date,
+                statement: channel.map(StatementChannelArg::channel),
+                ..app::recon::BreakFilter::default()
+            };
             call(&dir, Request::Breaks { filter }, None, |reply| {
                 let Reply::Breaks { breaks } = reply else { return Err(unexpected(&reply)) };
                 render::breaks(&mut out, &breaks, format.into())?;

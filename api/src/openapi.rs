@@ -285,15 +285,27 @@ pub fn document() -> Value {
                 responses.insert("400".into(), problem("a bad date"));
             }
             "/v1/breaks" => {
+                let outcomes: Vec<&str> =
+                    ledger::recon::Outcome::ALL.into_iter().filter(|o| o.is_break()).map(|o| o.as_str()).collect();
                 op["parameters"] = json!([
-                    {"name": "open", "in": "query", "required": false, "schema": {"type": "string", "enum": ["true", "false", "1", "0"]}},
+                    {"name": "status", "in": "query", "required": false, "schema": {"type": "string", "enum": ["all", "open", "resolved"]}},
+                    {"name": "open", "in": "query", "required": false, "description": "`true` is `status=open`",
+                        "schema": {"type": "string", "enum": ["true", "false", "1", "0"]}},
                     date("date", false),
-                    {"name": "channel", "in": "query", "required": false, "schema": {"type": "string", "enum": ["wechat", "alipay", "unionpay", "generic"]}}
+                    {"name": "to", "in": "query", "required": false, "description": "reconciliation dates up to this one",
+                        "schema": {"type": "string", "format": "date"}},
+                    {"name": "channel", "in": "query", "required": false, "schema": {"type": "string", "enum": ["wechat", "alipay", "unionpay", "generic"]}},
+                    {"name": "outcome", "in": "query", "required": false, "schema": {"type": "string", "enum": outcomes}},
+                    {"name": "after", "in": "query", "required": false, "schema": {"type": "string", "maxLength": crate::http::handlers::BREAK_ID_PARAM_BYTES_MAX}},
+                    {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": app::recon::BREAKS_PAGE_MAX}}
                 ]);
                 responses.insert(
                     "200".into(),
-                    ok_json("every break of the latest runs", json!({"type": "object", "required": ["breaks"]})),
+                    ok_json("a page of the breaks of the latest runs, in order of date, statement and place in the run; `next` is the following page's `after`",
+                        json!({"type": "object", "required": ["breaks"], "properties": {
+                            "breaks": {"type": "array", "items": {"type": "object"}}, "next": {"type": "string", "nullable": true}}})),
                 );
+                responses.insert("400".into(), problem("a bad filter, after or limit"));
             }
             "/v1/breaks/{id}/resolution" => {
                 op["parameters"] = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string", "maxLength": 128}}]);

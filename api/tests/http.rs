@@ -601,6 +601,37 @@ fn end_of_day_over_http_statement_reconciliation_breaks_settlement() {
     assert_eq!(open["breaks"].as_array().map(Vec::len), Some(1));
     assert_eq!(open_breaks().as_deref(), Some("1"));
 
+    // The list filtered and paged by the server: two pages of one make the whole list.
+    let ids = |path: &str| -> (Vec<String>, Option<String>) {
+        let page = server.call("GET", path, Some(&finance), b"").json();
+        let ids = page["breaks"].as_array().expect("breaks").iter().map(|b| b["id"].as_str().expect("id").to_owned());
+        (ids.collect(), page["next"].as_str().map(str::to_owned))
+    };
+    let (all, none) = ids("/v1/breaks?status=all");
+    assert_eq!((all.len(), none), (2, None));
+    let (first, next) = ids("/v1/breaks?limit=1");
+    assert_eq!(next.as_deref(), Some(all[0].as_str()));
+    assert_eq!(first, all[..1]);
+    let (second, last) = ids(&format!("/v1/breaks?limit=1&after={}", all[0]));
+    assert_eq!((second, last), (all[1..].to_vec(), None));
+    assert_eq!(ids("/v1/breaks?status=resolved").0, [id]);
+    assert_eq!(ids("/v1/breaks?status=open&outcome=missing_in_ledger").0.len(), 0);
+    assert_eq!(ids("/v1/breaks?outcome=amount_mismatch&channel=wechat").0.len(), 1);
+    assert_eq!(ids("/v1/breaks?to=2026-11-22").0.len(), 0);
+    assert_eq!(ids("/v1/breaks?to=2026-11-23&date=2026-11-23").0.len(), 2);
+    for (path, field) in [
+        ("/v1/breaks?limit=0", "limit"),
+        ("/v1/breaks?limit=10001", "limit"),
+        ("/v1/breaks?after=0123456789ab", "after"),
+        ("/v1/breaks?status=closed", "status"),
+        ("/v1/breaks?open=yes", "open"),
+        ("/v1/breaks?outcome=matched", "outcome"),
+        ("/v1/breaks?outcome=carried_forward", "outcome"),
+    ] {
+        let refused = server.call("GET", path, Some(&finance), b"");
+        assert_eq!((refused.status, refused.json()["field"].as_str()), (400, Some(field)), "{path}");
+    }
+
     let settled = server.call("POST", "/v1/settlements?date=2026-11-24", Some(&finance), b"").json();
     let merchants: Vec<&str> =
         settled["settled"].as_array().expect("settled").iter().map(|s| s["merchant_id"].as_str().expect("m")).collect();

@@ -14,6 +14,8 @@ const EVENTS_PAGE = 50;
 const BUSY_RETRIES = 5;
 // Merchants shown per page.
 const MERCHANTS_PAGE = 50;
+// Breaks listed on one page of the breaks view (the server's page holds up to 10,000).
+const BREAKS_PAGE = 200;
 // Postings read per page, and pages at most, when looking for a merchant's settlements.
 const POSTINGS_PAGE = 10000;
 const POSTINGS_PAGES_MAX = 5;
@@ -533,6 +535,7 @@ async function drawBreaks(el, params, live) {
     outcome: BREAK_OUTCOMES.includes(params.get('outcome')) ? params.get('outcome') : '',
     status: ['open', 'resolved', 'all'].includes(params.get('status')) ? params.get('status') : 'open',
     age: /^\d{1,4}$/.test(params.get('age') || '') ? params.get('age') : '',
+    after: /^[0-9a-f]{1,64}$/.test(params.get('after') || '') ? params.get('after') : '',
   };
   const id = params.get('id') || '';
   const select = (name, label, options, value) => h('label', {}, `${label} `,
@@ -551,14 +554,18 @@ async function drawBreaks(el, params, live) {
   h('label', {}, 'At least ', h('input', { type: 'number', name: 'age', min: 0, max: 9999, value: f.age, class: 'short' }), ' days old'),
   h('button', { type: 'submit' }, 'Filter'));
   el.append(h('h1', {}, 'Breaks'), form);
-  const listed = (await getJson(`/v1/breaks${query({ open: f.status === 'open' ? 'true' : '', date: f.date, channel: f.channel })}`)).breaks;
+  // The server filters and pages; a page of the list at a time.
+  const page = await getJson(`/v1/breaks${query({
+    status: f.status, date: f.date, channel: f.channel, outcome: f.outcome,
+    to: f.age ? addDays(today, -Number(f.age)) : '', after: f.after, limit: BREAKS_PAGE,
+  })}`);
   if (!live()) return;
-  const shown = listed.filter((b) => (!f.outcome || b.outcome === f.outcome)
-    && (f.status !== 'resolved' || b.resolved)
-    && (!f.age || daysBetween(b.date, today) >= Number(f.age)));
+  const shown = page.breaks;
   const link = (b) => h('a', { href: `#breaks${query({ ...f, id: b.id })}`, 'aria-current': b.id === id ? 'true' : null }, b.id);
+  const more = page.next ? h('a', { href: `#breaks${query({ ...f, after: page.next })}` }, 'Next page →') : null;
+  const fromStart = f.after ? h('a', { href: `#breaks${query({ ...f, after: '' })}` }, '← First page') : null;
   const list = h('div', { class: 'list' },
-    h('p', {}, `${count(shown.length)} ${shown.length === 1 ? 'break' : 'breaks'}.`),
+    h('p', {}, `${count(shown.length)} ${shown.length === 1 ? 'break' : 'breaks'}${f.after ? ' after the previous pages' : ''}${page.next ? `; more follow` : ''}.`),
     table('Breaks', [
       ['Break', link],
       ['Date', (b) => b.date],
@@ -570,10 +577,11 @@ async function drawBreaks(el, params, live) {
       ['In suspense', (b) => money(b.suspense_amount), { num: true }],
       ['Age (days)', (b) => count(daysBetween(b.date, today)), { num: true }],
       ['Status', breakStatus],
-    ], shown, 'No break matches.'));
-  const chosen = listed.find((b) => b.id === id);
+    ], shown, 'No break matches.'),
+    more || fromStart ? h('p', { class: 'pager' }, fromStart, fromStart && more ? ' · ' : '', more) : null);
+  const chosen = shown.find((b) => b.id === id);
   el.append(chosen ? breakDetail(chosen) : '', list);
-  if (id && !chosen) say(`Break ${id} is not among the breaks listed: widen the filter.`);
+  if (id && !chosen) say(`Break ${id} is not among the breaks listed on this page: widen the filter or go to its page.`);
 }
 
 function breakDetail(b) {

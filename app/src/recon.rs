@@ -196,15 +196,58 @@ pub struct ListedBreak {
     pub awaiting_approval: Option<crate::approvals::Proposal>,
 }
 
-/// Which breaks to list: all, or only the open ones, of one date, of one statement.
+/// Which breaks to list: by status, reconciliation date (one, or up to one), statement and
+/// outcome.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BreakFilter {
-    /// Only those not resolved.
-    pub open: bool,
+    /// Open, resolved or both.
+    pub status: BreakStatus,
     /// Only those of this reconciliation date.
     pub date: Option<NaiveDate>,
+    /// Only those of this reconciliation date or earlier (a break at least so old).
+    pub to: Option<NaiveDate>,
     /// Only those of this statement.
     pub statement: Option<StatementChannel>,
+    /// Only those with this outcome.
+    pub outcome: Option<Outcome>,
+}
+
+/// A break's status as [`BreakFilter`] selects it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakStatus {
+    /// Open and resolved.
+    #[default]
+    All,
+    /// Not resolved (a resolution waiting for approval is still open).
+    Open,
+    /// Resolved.
+    Resolved,
+}
+
+impl BreakStatus {
+    /// The status named `name` (`all`, `open`, `resolved`).
+    pub fn parse(name: &str) -> Option<BreakStatus> {
+        match name {
+            "all" => Some(BreakStatus::All),
+            "open" => Some(BreakStatus::Open),
+            "resolved" => Some(BreakStatus::Resolved),
+            _ => None,
+        }
+    }
+}
+
+/// Most breaks one page of [`App::breaks_page`] holds: 10,000.
+pub const BREAKS_PAGE_MAX: usize = 10_000;
+
+/// A page of breaks, in order of reconciliation date, statement and place in the run; `next`
+/// is the following page's `after` (none on the last page).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakPage {
+    /// The breaks.
+    pub breaks: Vec<ListedBreak>,
+    /// The last break's id when more follow.
+    pub next: Option<String>,
 }
 
 /// Records a run or an import: one atomic request (the stream's revision expected, so two
@@ -376,36 +419,86 @@ impl App {
     /// left out), with its id, what it parks, its resolution and any resolution waiting for
     /// approval; only the unresolved ones when `open`.
     pub async fn breaks(&self, open: bool) -> Result<Vec<ListedBreak>, Failure> {
-        self.breaks_where(&BreakFilter { open, ..BreakFilter::default() }).await
+        let status = if open { BreakStatus::Open } else { BreakStatus::All };
+        self.breaks_where(&BreakFilter { status, ..BreakFilter::default() }).await
     }
 
     /// The breaks [`App::breaks`] lists, only those `filter` keeps.
     pub async fn breaks_where(&self, filter: &BreakFilter) -> Result<Vec<ListedBreak>, Failure> {
-        let open = filter.open;
+        Ok(self.breaks_listed(filter, None, usize::MAX).await?.breaks)
+    }
+
+    /// A page of the breaks [`App::breaks_where`] lists: at most `limit` (1 to
+    /// [`BREAKS_PAGE_MAX`]) after the break `after` (the previous page's `next`).
+    pub async fn breaks_page(
+        &self,
+        filter: &BreakFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<BreakPage, Failure> {
+        if !(1..=BREAKS_PAGE_MAX).contains(&limit) {
+            return Err(Failure::invalid(
+                "invalid_limit",
+                format!("limit {limit}: a page holds 1 to {BREAKS_PAGE_MAX} breaks"),
+            )
+            .field("limit"));
+        }
+        self.breaks_listed(filter, after, limit).await
+    }
+
+    async fn breaks_listed(
+        &self,
+        filter: &BreakFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<BreakPage, Failure> {
         let (latest, resolved) = ledger::recon::recorded_breaks(&*self.store).await?;
         let waiting = self.approvals.waiting(self)?;
+        // Every break in list order with its id; a page starts after `after`'s place.
+        let mut all = latest.iter().flat_map(|((statement, date), (_, breaks))| {
+            let ids = ledger::recon::break_ids(*statement, *date, breaks);
+            ids.into_iter().zip(breaks).map(move |(id, b)| (*statement, *date, id, b))
+        });
+        if let Some(after) = after
+            && !all.any(|(_, _, id, _)| id == after)
+        {
+            return Err(Failure::invalid(
+                "unknown_break",
+                format!("no break {after} to list after (a date reconciled again has new breaks): list from the start"),
+            )
+            .field("after"));
+        }
         let mut listed = Vec::new();
-        for ((statement, date), (_, breaks)) in &latest {
-            if filter.date.is_some_and(|d| d != *date) || filter.statement.is_some_and(|c| c != *statement) {
+        for (statement, date, id, b) in all {
+            let is_resolved = resolved.contains_key(&id);
+            let kept = b.outcome != Outcome::CarriedForward
+                && filter.date.is_none_or(|d| d == date)
+                && filter.to.is_none_or(|d| date <= d)
+                && filter.statement.is_none_or(|c| c == statement)
+                && filter.outcome.is_none_or(|o| o == b.outcome)
+                && match filter.status {
+                    BreakStatus::All => true,
+                    BreakStatus::Open => !is_resolved,
+                    BreakStatus::Resolved => is_resolved,
+                };
+            if !kept {
                 continue;
             }
-            let ids = ledger::recon::break_ids(*statement, *date, breaks);
-            for (id, b) in ids.into_iter().zip(breaks) {
-                if b.outcome == Outcome::CarriedForward || open && resolved.contains_key(&id) {
-                    continue;
-                }
-                listed.push(ListedBreak {
-                    statement: *statement,
-                    date: *date,
-                    suspense_amount: ledger::recon::parked(b),
-                    resolved: resolved.get(&id).cloned(),
-                    awaiting_approval: waiting.get(&id).cloned(),
-                    found: b.clone(),
-                    id,
-                });
+            if listed.len() == limit {
+                let next = listed.last().map(|l: &ListedBreak| l.id.clone());
+                return Ok(BreakPage { breaks: listed, next });
             }
+            listed.push(ListedBreak {
+                statement,
+                date,
+                suspense_amount: ledger::recon::parked(b),
+                resolved: resolved.get(&id).cloned(),
+                awaiting_approval: waiting.get(&id).cloned(),
+                found: b.clone(),
+                id,
+            });
         }
-        Ok(listed)
+        Ok(BreakPage { breaks: listed, next: None })
     }
 
     /// Breaks of the latest runs that are not resolved, following the log from where the last

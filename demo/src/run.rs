@@ -586,7 +586,8 @@ fn ledger_threshold() -> Decimal {
 
 /// Two people resolve the banquet's break (booked: the channel settles it late).
 async fn resolve_banquet(app: &App, txn: &str, date: NaiveDate) -> Result<Resolved> {
-    let filter = app::recon::BreakFilter { open: true, date: None, statement: None };
+    let filter =
+        app::recon::BreakFilter { status: app::recon::BreakStatus::Open, ..app::recon::BreakFilter::default() };
     let breaks = app.breaks_where(&filter).await.map_err(|f| anyhow::anyhow!(f.message))?;
     let Some(b) = breaks.iter().find(|b| b.found.txn_id == txn) else {
         bail!("the banquet {txn}'s break is not open");

@@ -175,6 +175,12 @@ try {
     const listed = (await json(KEYS.finance, '/v1/breaks')).breaks.find((b) => b.id === small.id);
     assert.equal(listed.resolved.action, 'write_off');
     await shot(finance, 'breaks-open');
+    // The resolved ones, of its outcome: the server filters, the screen lists what it sent.
+    await finance.goto(`${BASE}/#breaks?status=resolved&outcome=${small.outcome}`);
+    await shown(finance);
+    const rows = await finance.$$eval('main .list tbody tr', (trs) => trs.map((tr) => tr.textContent));
+    assert.ok(rows.some((r) => r.includes(small.id)), 'the resolved break is listed as resolved');
+    assert.ok(rows.every((r) => r.includes('Resolved')), 'only resolved breaks');
   });
 
   await check('a large break needs a second key: the proposer cannot approve its own', async () => {

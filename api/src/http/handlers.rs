@@ -331,15 +331,54 @@ pub(crate) fn whoami(who: &Principal) -> Result<warp::reply::Response, Problem> 
     ok(&json!({"key_id": who.key_id, "role": who.role.as_str(), "merchant": who.merchant}))
 }
 
-/// `GET /v1/breaks?open=true`.
+/// `GET /v1/breaks?status=open&date=D&to=D&channel=C&outcome=O&after=ID&limit=N`: a page of
+/// breaks (`open=true` is `status=open`).
 pub(crate) async fn breaks(state: &State, query: &HashMap<String, String>) -> Result<warp::reply::Response, Problem> {
-    let filter = app::recon::BreakFilter {
-        open: query.get("open").is_some_and(|v| v == "true" || v == "1"),
-        date: date_param(query, "date")?,
-        statement: channel_param(query)?,
+    use app::recon::{BreakFilter, BreakStatus};
+    let bad = |field: &'static str, message: String| Problem::bad_request("invalid_query", message).field(field);
+    let status = match (query.get("status"), query.get("open").map(String::as_str)) {
+        (Some(s), _) => {
+            BreakStatus::parse(s).ok_or_else(|| bad("status", format!("status {s:?} is not all, open or resolved")))?
+        }
+        (None, Some("true" | "1")) => BreakStatus::Open,
+        (None, None | Some("false" | "0")) => BreakStatus::All,
+        (None, Some(o)) => return Err(bad("open", format!("open {o:?} is not true, false, 1 or 0"))),
     };
-    ok(&json!({"breaks": state.app.breaks_where(&filter).await?}))
+    let outcome = query
+        .get("outcome")
+        .map(|o| {
+            ledger::recon::Outcome::ALL
+                .into_iter()
+                .find(|k| k.as_str() == o && k.is_break())
+                .ok_or_else(|| bad("outcome", format!("outcome {o:?} is not a break's outcome")))
+        })
+        .transpose()?;
+    let filter = BreakFilter {
+        status,
+        date: date_param(query, "date")?,
+        to: date_param(query, "to")?,
+        statement: channel_param(query)?,
+        outcome,
+    };
+    let limit = usize::try_from(count_param(query, "limit", BREAKS_PAGE_DEFAULT)?).unwrap_or(usize::MAX);
+    let after = query.get("after").map(String::as_str);
+    if after.is_some_and(|a| a.len() > BREAK_ID_PARAM_BYTES_MAX) {
+        return Err(bad("after", format!("after is longer than {BREAK_ID_PARAM_BYTES_MAX} bytes")));
+    }
+    ok(&state.app.breaks_page(&filter, after, limit).await.map_err(|f| {
+        let mut p = Problem::from(f);
+        if matches!(p.kind.as_str(), "invalid_limit" | "unknown_break") {
+            p.kind = "invalid_query".into();
+        }
+        p
+    })?)
 }
+
+/// Breaks in a page of `GET /v1/breaks` when the request names no `limit`.
+pub const BREAKS_PAGE_DEFAULT: u64 = 1_000;
+
+/// Longest `after` of `GET /v1/breaks`, in bytes (a break id is 12).
+pub const BREAK_ID_PARAM_BYTES_MAX: usize = 64;
 
 /// The body of `POST /v1/breaks/{id}/resolution`.
 #[derive(Deserialize)]
