@@ -643,10 +643,28 @@ enum Backend {
 }
 
 impl Backend {
-    /// The server of `dir` if one runs, else the data directory opened here.
+    /// The server of `dir` if one runs, else the data directory opened here; one that does
+    /// not exist is refused (a misspelt `--data-dir` reads nothing, and creates nothing).
     fn open(dir: &DataDir) -> Result<Backend> {
+        Backend::open_with(dir, false)
+    }
+
+    /// [`Backend::open`], creating the data directory if there is none: for the commands
+    /// that record something new.
+    fn start(dir: &DataDir) -> Result<Backend> {
+        Backend::open_with(dir, true)
+    }
+
+    fn open_with(dir: &DataDir, start: bool) -> Result<Backend> {
         if let Some(client) = crate::local::client::connect(dir).map_err(failed)? {
             return Ok(Backend::Remote(client));
+        }
+        if !start && !dir.root().exists() {
+            anyhow::bail!(
+                "no data directory at {}: nothing is recorded there yet (`posledger ingest` or `merchants import` starts one; \
+                 --data-dir names another)",
+                dir.root().display()
+            );
         }
         let rt = runtime()?;
         match app::App::open(dir.clone(), warn()) {
@@ -680,7 +698,8 @@ fn call(
     input: Option<&[u8]>,
     show: impl FnOnce(Reply) -> Result<ExitCode>,
 ) -> Result<ExitCode> {
-    let reply = Backend::open(dir)?.call(request, input).map_err(failed)?;
+    let backend = if request.records_new() { Backend::start(dir)? } else { Backend::open(dir)? };
+    let reply = backend.call(request, input).map_err(failed)?;
     show(reply)
 }
 
@@ -1080,7 +1099,7 @@ fn ingest(dir: &DataDir, file: &Path, kind: InputKind, format: Format) -> Result
         bar.set_position(bytes);
         bar.set_message(format!("{} accepted, {} duplicate, {} rejected", s.accepted, s.duplicates, s.rejected));
     };
-    let result = match Backend::open(dir)? {
+    let result = match Backend::start(dir)? {
         Backend::Local(app, rt) => {
             let result = rt.block_on(app.ingest_reader(input, kind, progress)).map_err(Box::new);
             rt.block_on(app.close());

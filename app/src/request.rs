@@ -271,6 +271,15 @@ pub enum Reply {
     },
 }
 
+impl Request {
+    /// Whether it records something that can start a data directory of its own: a statement
+    /// imported or a key created before anything else (every other use case reads or acts on
+    /// what is recorded already).
+    pub fn records_new(&self) -> bool {
+        matches!(self, Request::ImportStatement { .. } | Request::CreateKey { .. })
+    }
+}
+
 impl App {
     /// Runs one use case; `input` is the request's input (a statement's bytes), empty for the
     /// others. The local socket's caller is the data directory's owner: it sees everything.

@@ -475,3 +475,33 @@ fn dates_that_cannot_be_undone_are_refused() {
     assert!(stdout(&out).contains("time_in_future"), "{}", stdout(&out));
     assert_eq!(head(data), before, "nothing recorded");
 }
+
+#[test]
+fn a_data_directory_that_does_not_exist_is_named_and_not_created() {
+    // A misspelt --data-dir: every reading command says so with exit 2 and leaves nothing
+    // behind; the commands that record something start the directory.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("posledger-dta");
+    let backup_to = dir.path().join("backup");
+    let backup_to = backup_to.to_str().expect("utf8");
+    let reads: [&[&str]; 8] = [
+        &["balance", "assets:bank:settlement"],
+        &["trial-balance"],
+        &["breaks"],
+        &["events"],
+        &["query", "daily_sales"],
+        &["settle", "--date", "2026-11-03"],
+        &["keys", "list"],
+        &["backup", "--to", backup_to],
+    ];
+    for args in reads {
+        let out = posledger(&missing, args, None);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stdout(&out));
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains("no data directory at") && said.contains("posledger-dta"), "{args:?}: {said}");
+        assert!(!missing.exists(), "{args:?} created the directory");
+    }
+    let started = posledger(&missing, &["merchants", "import", fixture("admin.ndjson").to_str().expect("utf8")], None);
+    assert_eq!(started.status.code(), Some(0), "{}", String::from_utf8_lossy(&started.stderr));
+    assert!(missing.join("events").is_dir());
+}
