@@ -638,6 +638,15 @@ fn end_of_day_over_http_statement_reconciliation_breaks_settlement() {
     assert_eq!(merchants, ["M000001", "M000002"]);
     let twice = server.call("POST", "/v1/settlements?date=2026-11-24", Some(&finance), b"").json();
     assert_eq!(twice["settled"].as_array().map(Vec::len), Some(0), "nothing settles twice");
+
+    // The day-end over HTTP names its export as within the data directory, never the
+    // server's own path.
+    let day_end = server.call("POST", "/v1/day-end?date=2026-11-24", Some(&finance), b"");
+    assert_eq!(day_end.status, 200, "{}", String::from_utf8_lossy(&day_end.body));
+    let text = String::from_utf8(day_end.body.clone()).expect("utf8");
+    assert_eq!(day_end.json()["export"]["dir"], "export", "{text}");
+    let root = server.dir.path().to_str().expect("utf8");
+    assert!(!text.contains(root), "the server's path {root} is in {text}");
 }
 
 #[test]

@@ -15,6 +15,9 @@
 
 use std::path::{Path, PathBuf};
 
+/// The default Parquet export directory's name within the data directory.
+pub const EXPORT_DIR_NAME: &str = "export";
+
 /// A data directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataDir {
@@ -49,7 +52,7 @@ impl DataDir {
 
     /// The default Parquet export directory.
     pub fn export(&self) -> PathBuf {
-        self.root.join("export")
+        self.root.join(EXPORT_DIR_NAME)
     }
 
     /// The API keys file.

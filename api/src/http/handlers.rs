@@ -290,7 +290,11 @@ pub(crate) async fn reconcile(
 /// `POST /v1/day-end?date=D`: the day-end over the statements imported for the date.
 pub(crate) async fn day_end(state: &State, query: &HashMap<String, String>) -> Result<warp::reply::Response, Problem> {
     let date = required_date(query, "date")?;
-    ok(&state.app.day_end(date, &[]).await?)
+    let mut report = state.app.day_end(date, &[]).await?;
+    // The export is the data directory's own: named as within it (the server's paths are
+    // nobody's business over HTTP).
+    report.export.dir = std::path::PathBuf::from(app::datadir::EXPORT_DIR_NAME);
+    ok(&report)
 }
 
 /// `GET /v1/day-end?date=D`: the day as a day-end would report it now, nothing recorded.
