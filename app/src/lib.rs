@@ -157,14 +157,16 @@ impl App {
         self.analytics_worker.as_deref()
     }
 
-    /// Opens the write model and the books now (a server does, so that its first requests do
-    /// not wait for them), and reads the keys and the waiting resolutions.
+    /// Opens the write model and the books and reads the breaks recorded now (a server does,
+    /// so that its first requests do not wait for them), and reads the keys and the waiting
+    /// resolutions.
     pub async fn open_all(&self) -> Result<(), Failure> {
         if let Err(e) = &self.approval_over {
             return Err(Failure::internal(e.message.clone()));
         }
         drop(self.ingestor().await?);
         drop(self.books().await?);
+        self.breaks.lock().await.catch_up(&*self.store).await?;
         self.keys.check()?;
         self.approvals.check()?;
         Ok(())

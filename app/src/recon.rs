@@ -405,7 +405,7 @@ impl App {
             runs.push(run);
         }
         // Terminal batches closed that day: the host's verdict, recorded once.
-        let verdicts = ledger::recon::batch_verdicts(store, date).await?;
+        let verdicts = self.batch_verdicts(date).await?;
         if recording {
             for v in &verdicts {
                 let e = ingest::event::Event::TerminalBatchReconciled(v.clone());
@@ -452,7 +452,10 @@ impl App {
         after: Option<&str>,
         limit: usize,
     ) -> Result<BreakPage, Failure> {
-        let (latest, resolved) = ledger::recon::recorded_breaks(&*self.store).await?;
+        // The follower reads only what was appended since it last did.
+        let mut follower = self.breaks.lock().await;
+        follower.catch_up(&*self.store).await?;
+        let (latest, resolved) = (follower.latest(), follower.resolved());
         let waiting = self.approvals.waiting(self)?;
         // Every break in list order with its id; a page starts after `after`'s place.
         let mut all = latest.iter().flat_map(|((statement, date), (_, breaks))| {
@@ -499,6 +502,15 @@ impl App {
             });
         }
         Ok(BreakPage { breaks: listed, next: None })
+    }
+
+    /// The host's verdict on every terminal batch closed on `date`: the closes read from the
+    /// day on, the host's totals from the books (final at each close).
+    pub(crate) async fn batch_verdicts(&self, date: NaiveDate) -> Result<Vec<TerminalBatchReconciled>, Failure> {
+        // Closes first: the books, caught up after, hold every event before each of them.
+        let closes = ledger::recon::batch_closes(&*self.store, date).await?;
+        let books = self.books().await?;
+        Ok(ledger::recon::batch_verdicts_of(closes, |t, b| books.batch_totals(t, b), date))
     }
 
     /// Breaks of the latest runs that are not resolved, following the log from where the last

@@ -56,7 +56,7 @@ impl App {
             return Ok(done);
         }
         let threshold = self.approval_over.clone()?;
-        let verdicts = ledger::recon::batch_verdicts(&*self.store, date).await?;
+        let verdicts = self.batch_verdicts(date).await?;
         let open = self.open_breaks_of_merchants().await?;
         for settled in due {
             let reasons = ledger::holds::hold_reasons(&settled.merchant_id, &verdicts, &open, threshold);

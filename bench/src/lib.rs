@@ -129,6 +129,12 @@ pub const BENCHMARKS: &[Benchmark] = &[
                 commands finance would run on a copy of the same store \
                 (day_end_1m_separate_commands_s: 3 x statement import, reconcile, settle, export, verify)",
     },
+    Benchmark {
+        name: "day_end_after_history_ratio",
+        about: "the day-end of a demo day of 1M sales at 1000 merchants on a store holding the 30 days \
+                before it (each closed by its own day-end), divided by the same day-end on a store \
+                holding only the day before it; both alternated on fresh copies",
+    },
 ];
 
 fn emit(name: &str, value: f64, unit: &str, params: Value) {
@@ -213,6 +219,13 @@ pub fn run(names: &[String], scale: f64, repeat: usize, work_dir: Option<&Path>)
             "day_end_1m_payments_s" => {
                 rt.block_on(day_end(&dir, scaled(1_000_000, scale), scaled(1000, scale) as u32, repeat))?
             }
+            "day_end_after_history_ratio" => rt.block_on(day_end_after_history(
+                &dir,
+                scaled(1_000_000, scale),
+                scaled(1000, scale) as u32,
+                HISTORY_DAYS,
+                repeat,
+            ))?,
             _ => unreachable!("names were checked above"),
         }
         let _ = std::fs::remove_dir_all(&dir);
@@ -1835,22 +1848,25 @@ struct PreparedDay {
 }
 
 /// A data directory in `data` holding the demo's acquirer of `merchants` merchants: onboarded,
-/// its first day of `payments` sales ingested and closed by its day-end (so the T+1 merchants
-/// are due on the next), and the second day ingested, not closed.
-async fn day_end_data(data: &Path, merchants: u32, payments: u64) -> Result<PreparedDay> {
-    // The story's smallest length: the merchant that closes does so on the third day, after
-    // both days measured here.
-    let world = demo::world::World::new(DAY_END_SEED, merchants, demo::run::DAYS_MIN, demo::run::first_day());
+/// its first `closed` days of `payments` sales each ingested and closed by their day-ends (so
+/// the T+1 merchants are due on the next), and the day after them ingested, not closed.
+async fn day_end_data(data: &Path, merchants: u32, payments: u64, closed: u32) -> Result<PreparedDay> {
+    let closed = closed.max(1);
+    // The story's smallest length is three days: the merchant that closes does so on the last,
+    // after every day measured here.
+    let days = (closed + 2).max(demo::run::DAYS_MIN);
+    let world = demo::world::World::new(DAY_END_SEED, merchants, days, demo::run::first_day());
     let app = open_app(data)?;
     ingest_records(&app, &world.onboarding(), InputKind::Admin, "the onboarding records").await?;
     let mut generator = demo::day::Generator::new(&world, DAY_END_SEED, payments);
-    let before = generator.day(0)?;
-    ingest_day(&app, &world, 0, &before).await?;
-    let end = app.day_end(before.date, &statement_files_of(&before)).await.map_err(failed("the first day-end"))?;
-    anyhow::ensure!(end.verified(), "the first day-end verified: {:?}", end.verify);
-    drop(before);
-    let day = generator.day(1)?;
-    ingest_day(&app, &world, 1, &day).await?;
+    for n in 0..closed {
+        let before = generator.day(n)?;
+        ingest_day(&app, &world, n, &before).await?;
+        let end = app.day_end(before.date, &statement_files_of(&before)).await.map_err(failed("an earlier day-end"))?;
+        anyhow::ensure!(end.verified(), "the day-end of {} verified: {:?}", before.date, end.verify);
+    }
+    let day = generator.day(closed)?;
+    ingest_day(&app, &world, closed, &day).await?;
     let prepared = PreparedDay {
         date: day.date,
         files: statement_files_of(&day),
@@ -1879,7 +1895,7 @@ async fn day_end(dir: &Path, payments: u64, merchants: u32, repeat: usize) -> Re
     let payments = payments.clamp(demo::run::PAYMENTS_PER_DAY_MIN, demo::run::PAYMENTS_PER_DAY_MAX);
     let prepared_dir = dir.join("prepared");
     let start = Instant::now();
-    let day = day_end_data(&prepared_dir, merchants, payments).await?;
+    let day = day_end_data(&prepared_dir, merchants, payments, 1).await?;
     let prepare_s = start.elapsed().as_secs_f64();
     let date = day.date;
     let copy = dir.join("run");
@@ -1974,5 +1990,56 @@ async fn day_end(dir: &Path, payments: u64, merchants: u32, repeat: usize) -> Re
         params[*step] = json!(median(runs.clone()));
     }
     emit("day_end_1m_separate_commands_s", theirs, "s", params);
+    Ok(())
+}
+
+/// The days closed before the day of `day_end_after_history_ratio`.
+const HISTORY_DAYS: u32 = 30;
+
+/// The day-end of a day after `history` closed days beside the same size of day after one
+/// closed day, alternated, each on a fresh copy of its prepared data directory with the write
+/// model and books open before the clock starts.
+async fn day_end_after_history(dir: &Path, payments: u64, merchants: u32, history: u32, repeat: usize) -> Result<()> {
+    let merchants = merchants.clamp(demo::run::MERCHANTS_MIN, demo::run::MERCHANTS_MAX);
+    let payments = payments.clamp(demo::run::PAYMENTS_PER_DAY_MIN, demo::run::PAYMENTS_PER_DAY_MAX);
+    let (short_dir, long_dir) = (dir.join("one-day"), dir.join("history"));
+    let start = Instant::now();
+    let short = day_end_data(&short_dir, merchants, payments, 1).await?;
+    let long = day_end_data(&long_dir, merchants, payments, history).await?;
+    let prepare_s = start.elapsed().as_secs_f64();
+    let copy = dir.join("run");
+    let (mut short_runs, mut long_runs) = (Vec::new(), Vec::new());
+    let mut found = Vec::new();
+    for _ in 0..repeat {
+        for (prepared, from, runs) in [(&short, &short_dir, &mut short_runs), (&long, &long_dir, &mut long_runs)] {
+            copy_dir(from, &copy)?;
+            let app = open_app(&copy)?;
+            app.open_all().await.map_err(failed("opening the write model and the books"))?;
+            let start = Instant::now();
+            let end = app.day_end(prepared.date, &prepared.files).await.map_err(failed("the day-end"))?;
+            runs.push(start.elapsed().as_secs_f64());
+            app.close().await;
+            anyhow::ensure!(end.verified(), "the day-end verified: {:?}", end.verify);
+            anyhow::ensure!(end.report.reports.len() == prepared.files.len(), "every statement reconciled");
+            found.push(day_found(&end.report, &end.settlement));
+            std::fs::remove_dir_all(&copy)?;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&short_dir);
+    let _ = std::fs::remove_dir_all(&long_dir);
+    let (alone, after) = (median(short_runs.clone()), median(long_runs.clone()));
+    emit(
+        "day_end_after_history_ratio",
+        after / alone,
+        "x",
+        json!({
+            "payments": long.payments, "merchants": merchants, "history_days": history,
+            "events_before": long.events, "events_before_alone": short.events,
+            "after_history_s": after, "alone_s": alone, "prepare_s": prepare_s,
+            "after_history_runs_seconds": long_runs, "alone_runs_seconds": short_runs,
+            "found_statements_breaks_paid_held": found,
+        }),
+    );
+    emit("day_end_after_history_s", after, "s", json!({"history_days": history, "events_before": long.events}));
     Ok(())
 }

@@ -4,7 +4,7 @@
 //! File layout (little-endian):
 //!
 //! ```text
-//! magic    8 bytes  "PLLEDGR2" (the layout's version)
+//! magic    8 bytes  "PLLEDGR3" (the layout's version)
 //! body_len u64
 //! body_hash 32 bytes  BLAKE3 of the body
 //! body:
@@ -27,6 +27,8 @@
 //!   paid: count u64, then (merchant u32, currency, through i32, gross, refunds, fees), sorted
 //!   reconciliations booked: count u64, then per statement and date (sorted): channel,
 //!     date i32, the run's digest, count u32 and (slot u32, amount) each
+//!   terminal batches: count u64, then per terminal and batch (sorted): terminal id, batch
+//!     number, debit count u64, debit amount, credit count u64, credit amount
 //! ```
 //!
 //! Strings are a u32 length and UTF-8 bytes; a currency is its code as a string; a Decimal is
@@ -53,7 +55,7 @@ use crate::history::{Block, History};
 use crate::projection::{Balances, DayTotals, MerchantBook, Paid, PaymentBook, Projection, Refunded};
 use crate::timeline::Timeline;
 
-const MAGIC: &[u8; 8] = b"PLLEDGR2";
+const MAGIC: &[u8; 8] = b"PLLEDGR3";
 
 /// The version of the posting rules (and of what the state means) a checkpoint was written
 /// with: raise it whenever a rule changes, so that books built by other rules are rebuilt.
@@ -334,6 +336,18 @@ fn write_body(out: &mut impl Write, books: &Projection, anchor: &[u8; 32]) -> io
             put_dec(out, *amount)?;
         }
     }
+    let mut batches: Vec<_> =
+        books.batches.iter().flat_map(|(t, batches)| batches.iter().map(move |(b, totals)| (t, b, totals))).collect();
+    batches.sort_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)));
+    out.write_all(&(batches.len() as u64).to_le_bytes())?;
+    for (terminal, batch, t) in batches {
+        put_str(out, terminal)?;
+        put_str(out, batch)?;
+        out.write_all(&t.debit_count.to_le_bytes())?;
+        put_dec(out, t.debit_amount)?;
+        out.write_all(&t.credit_count.to_le_bytes())?;
+        put_dec(out, t.credit_amount)?;
+    }
     Ok(())
 }
 
@@ -567,6 +581,18 @@ fn read_body(input: &mut impl Read, len: u64) -> io::Result<(Projection, [u8; 32
             lines.push((slot, r.dec()?));
         }
         books.recon_booked.insert((channel, date), (digest, lines));
+    }
+    let n = r.u64()?;
+    r.fits(n, 56)?;
+    for _ in 0..n {
+        let (terminal, batch) = (r.string()?, r.string()?);
+        let totals = ingest::event::BatchTotals {
+            debit_count: r.u64()?,
+            debit_amount: r.dec()?,
+            credit_count: r.u64()?,
+            credit_amount: r.dec()?,
+        };
+        books.batches.entry(terminal).or_default().insert(batch, totals);
     }
     let mut rest = [0u8; 1];
     if r.input.read(&mut rest)? != 0 {

@@ -30,7 +30,7 @@ use std::collections::BTreeMap;
 use chrono::NaiveDate;
 use hashbrown::HashTable;
 use ingest::event::{
-    Channel, Event, FeeTerms, MerchantSettled, PaymentAdjustment, ReconBreak, ReconOutcome, SettlementCycle,
+    BatchTotals, Channel, Event, FeeTerms, MerchantSettled, PaymentAdjustment, ReconBreak, ReconOutcome, SettlementCycle,
 };
 use ingest::money::Currency;
 use ingest::statement::{LineKind, StatementChannel};
@@ -242,6 +242,9 @@ pub struct Projection {
     /// Per statement and date: the classification digest of the run booked last and what it
     /// booked, by balance slot (another run first takes that back).
     pub(crate) recon_booked: FastMap<(StatementChannel, NaiveDate), ReconBooked>,
+    /// The host's own totals of each terminal batch, by terminal and batch number (see
+    /// [`Projection::batch_totals`]).
+    pub(crate) batches: FastMap<String, FastMap<String, BatchTotals>>,
     /// Balance slots of each channel's clearing and fee income accounts (a cache).
     channel_slots: Vec<(Channel, Currency, u32, u32)>,
     pub(crate) balances: Balances,
@@ -342,8 +345,9 @@ impl Projection {
         }
         let late = self.timeline.push(event.occurred_at().timestamp_micros());
         let booked = self.book(position, event, want, late);
-        if let Err(e) = &booked {
-            self.broken = Some(e.clone());
+        match &booked {
+            Err(e) => self.broken = Some(e.clone()),
+            Ok(_) => self.count_in_batch(event),
         }
         self.next_position += 1;
         booked
@@ -497,6 +501,43 @@ impl Projection {
             ("histories", histories as u64),
             ("timeline", self.timeline.bytes() as u64),
         ]
+    }
+
+    /// The host's own totals of terminal `terminal_id`'s batch `batch_no` (zeros for a batch
+    /// without one): its sales less reversals (debits), its voids and refunds (credits), cash
+    /// left out. Final once the batch closes: the write model records nothing in a closed
+    /// batch, and keeps a void or reversal in its sale's batch.
+    pub fn batch_totals(&self, terminal_id: &str, batch_no: &str) -> BatchTotals {
+        self.batches.get(terminal_id).and_then(|b| b.get(batch_no)).copied().unwrap_or_default()
+    }
+
+    /// Counts a booked payment event in its terminal batch's totals.
+    fn count_in_batch(&mut self, event: &Event) {
+        let (terminal, batch, debit, credit) = match event {
+            Event::PaymentCaptured(s) if s.channel != Channel::Cash => {
+                (&s.terminal_id, &s.batch_no, Some((1, s.amount)), None)
+            }
+            Event::PaymentReversed(a) => match self.find_payment(a).map(|i| self.payment(i)) {
+                // Takes back the sale: its count and its amount.
+                Some(sale) if sale.channel != Channel::Cash => {
+                    (&a.terminal_id, &a.batch_no, Some((-1, -sale.amount)), None)
+                }
+                _ => return,
+            },
+            Event::PaymentVoided(a) | Event::PaymentRefunded(a) if a.channel != Channel::Cash => {
+                (&a.terminal_id, &a.batch_no, None, Some(a.amount))
+            }
+            _ => return,
+        };
+        let totals = self.batches.entry_ref(terminal.as_str()).or_default().entry_ref(batch.as_str()).or_default();
+        if let Some((count, amount)) = debit {
+            totals.debit_count = totals.debit_count.saturating_add_signed(count);
+            totals.debit_amount += amount;
+        }
+        if let Some(amount) = credit {
+            totals.credit_count += 1;
+            totals.credit_amount += amount;
+        }
     }
 
     /// The payment found by [`Projection::find_payment`] (so it exists).

@@ -210,7 +210,7 @@ fn hostile_checkpoints_are_refused_without_large_allocations() {
     body.extend_from_slice(&(u64::MAX / 2).to_le_bytes()); // chunks of payment ids
     body.extend_from_slice(&[0; 64]);
     let file = |len: u64, body: &[u8]| {
-        let mut f = b"PLLEDGR2".to_vec();
+        let mut f = b"PLLEDGR3".to_vec();
         f.extend_from_slice(&len.to_le_bytes());
         f.extend_from_slice(&[0; 32]);
         f.extend_from_slice(body);
@@ -224,7 +224,7 @@ fn hostile_checkpoints_are_refused_without_large_allocations() {
     assert!(err.to_string().contains("header says"), "{err}");
     // An older layout is refused by its magic.
     let mut old = file(body.len() as u64, &body);
-    old[7] = b'1';
+    old[7] = b'2';
     std::fs::write(&path, old).expect("write");
     assert!(checkpoint::load(&path).err().expect("refused").to_string().contains("bad magic"));
 }

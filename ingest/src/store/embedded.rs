@@ -590,6 +590,11 @@ impl EventStore for EmbeddedStore {
         *self.head_rx.borrow()
     }
 
+    fn position_since(&self, occurred_at_us: i64) -> u64 {
+        // A poisoned lock only costs the shortcut: 0 is always a true answer.
+        self.shared.index.read().map_or(0, |index| index.position_since(occurred_at_us))
+    }
+
     async fn wait_for(&self, position: u64) {
         let mut rx = self.head_rx.clone();
         let _ = rx.wait_for(|head| *head > position).await;

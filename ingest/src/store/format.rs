@@ -66,6 +66,12 @@ use uuid::Uuid;
 
 use super::{EventData, RecordedEvent};
 
+/// The occurred-at of a record's body (the bytes after its 8-byte prefix), which must hold at
+/// least its fixed fields.
+pub fn record_occurred_at_us(body: &[u8]) -> i64 {
+    le_u64(&body[40..48]) as i64
+}
+
 /// Bytes of the segment header.
 pub const SEGMENT_HEADER_LEN: usize = 32;
 /// Magic at the start of every segment.
@@ -330,7 +336,7 @@ pub fn decode_record(buf: &[u8]) -> Result<(RecordView<'_>, usize), &'static str
             recorded_at_us: le_u64(&body[48..56]) as i64,
         },
         event_id: Uuid::from_bytes(id),
-        occurred_at_us: le_u64(&body[40..48]) as i64,
+        occurred_at_us: record_occurred_at_us(body),
         schema_version: le_u16(&body[56..58]),
         stream,
         event_type,

@@ -14,7 +14,7 @@
 //!
 //! | size | field |
 //! |---|---|
-//! | 8 | magic `PLIDX002` |
+//! | 8 | magic `PLIDX003` |
 //! | 8 | head (events covered) |
 //! | 32 | hash-chain link after the last covered frame |
 //! | 8 | location of the last covered frame's header (`u64::MAX` if none) |
@@ -23,7 +23,7 @@
 //! | 16 × n | ids in memory: (hash, location) |
 //! | var | stream collisions: (u16 name length, name, u64 location) |
 //! | 24 × n | id collisions: (u128 id, u64 location) |
-//! | 24 × n | sparse entries: (position, location, frame end) |
+//! | 32 × n | sparse entries: (position, location, frame end, latest occurred-at in µs of the span it starts) |
 //! | 8 × n | logical length of each segment |
 //! | 20 × n | stream runs: (number, entries, CRC32C of the run file) |
 //! | 20 × n | id runs: (number, entries, CRC32C of the run file) |
@@ -32,7 +32,8 @@
 //! It is written when the store closes and every so many events, and trusted on open only if
 //! the frame it names holds exactly its link and head and every run it names checks out; the
 //! log after it is then scanned as usual. A snapshot holds the entries in memory and names
-//! the runs; what grows with the log is only the sparse position index (24 bytes per 64 KiB).
+//! the runs; what grows with the log is only the sparse position index (32 bytes per 64 KiB).
+//! A snapshot of an earlier format is not trusted: the log is indexed from its start once.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -49,7 +50,7 @@ use super::keymap::{Keep, KeyMap, RunName, SpillOptions};
 use super::{ReadError, RecordedEvent};
 
 /// The snapshot file's magic.
-const SNAPSHOT_MAGIC: [u8; 8] = *b"PLIDX002";
+const SNAPSHOT_MAGIC: [u8; 8] = *b"PLIDX003";
 /// Most runs a snapshot may name per map (merging keeps a few dozen at most).
 const SNAPSHOT_RUNS_MAX: u64 = 1024;
 /// The sparse position index gets an entry at least every this many bytes of log.
@@ -99,12 +100,17 @@ pub(crate) struct StreamHead {
     pub loc: u64,
 }
 
-/// A place to start reading the log for a position.
+/// A place to start reading the log for a position, and how late the events of the span it
+/// starts (up to the next entry) occurred: a zone map over occurred-at, so a read of what
+/// happened since a time skips the spans that ended before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SparseEntry {
     pub position: u64,
     pub loc: u64,
     pub frame_end: u64,
+    /// The latest occurred-at (µs since the epoch) of the span's events; `i64::MIN` while it
+    /// holds none.
+    pub occurred_max_us: i64,
 }
 
 /// The committed state of the log, shared by the writer and readers.
@@ -178,15 +184,25 @@ impl Index {
     }
 
     /// Records a place to start reading for `position`, if the last one is far enough back.
-    pub fn add_sparse(&mut self, position: u64, loc: u64, frame_end: u64) {
+    /// `occurred_at_us` is that of the record at `loc` (`None` at a frame header): it widens
+    /// the span's zone map.
+    pub fn add_sparse(&mut self, position: u64, loc: u64, frame_end: u64, occurred_at_us: Option<i64>) {
         let (seg, off) = split_location(loc);
-        let dense_enough = self.sparse.last().is_some_and(|last| {
-            let (last_seg, last_off) = split_location(last.loc);
-            last_seg == seg && off - last_off < SPARSE_INDEX_STRIDE_BYTES
-        });
-        if !dense_enough {
-            self.sparse.push(SparseEntry { position, loc, frame_end });
+        let occurred = occurred_at_us.unwrap_or(i64::MIN);
+        match self.sparse.last_mut() {
+            Some(last)
+                if split_location(last.loc).0 == seg && off - split_location(last.loc).1 < SPARSE_INDEX_STRIDE_BYTES =>
+            {
+                last.occurred_max_us = last.occurred_max_us.max(occurred);
+            }
+            _ => self.sparse.push(SparseEntry { position, loc, frame_end, occurred_max_us: occurred }),
         }
+    }
+
+    /// A position before which every event occurred before `occurred_at_us`: the start of the
+    /// first span whose latest event occurred at or after it (the head when none did).
+    pub fn position_since(&self, occurred_at_us: i64) -> u64 {
+        self.sparse.iter().find(|e| e.occurred_max_us >= occurred_at_us).map_or(self.head, |e| e.position)
     }
 
     /// Sets the logical length of segment `seg`.
@@ -340,7 +356,7 @@ impl Index {
             out.put(&loc.to_le_bytes())?;
         }
         for e in &self.sparse {
-            for v in [e.position, e.loc, e.frame_end] {
+            for v in [e.position, e.loc, e.frame_end, e.occurred_max_us as u64] {
                 out.put(&v.to_le_bytes())?;
             }
         }
@@ -419,7 +435,7 @@ impl Index {
         index.last_frame = r.u64()?;
         let counts: Vec<u64> = (0..8).map(|_| r.u64()).collect::<Option<_>>()?;
         // Counts are checked against the file's length before anything is allocated for them.
-        let fixed = [16u64, 16, 0, 24, 24, 8, 20, 20]
+        let fixed = [16u64, 16, 0, 24, 32, 8, 20, 20]
             .iter()
             .zip(&counts)
             .try_fold(0u64, |acc, (w, n)| acc.checked_add(w.checked_mul(*n)?))?;
@@ -448,7 +464,12 @@ impl Index {
             index.id_collisions.insert(id, r.u64()?);
         }
         for _ in 0..counts[4] {
-            index.sparse.push(SparseEntry { position: r.u64()?, loc: r.u64()?, frame_end: r.u64()? });
+            index.sparse.push(SparseEntry {
+                position: r.u64()?,
+                loc: r.u64()?,
+                frame_end: r.u64()?,
+                occurred_max_us: r.u64()? as i64,
+            });
         }
         for _ in 0..counts[5] {
             index.segment_lens.push(r.u64()?);

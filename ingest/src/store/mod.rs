@@ -203,6 +203,16 @@ pub trait EventStore: Send + Sync + 'static {
     /// The position the next appended event will get: the number of events stored.
     fn head(&self) -> u64;
 
+    /// A position before which every stored event occurred before `occurred_at_us` (µs since
+    /// the epoch), so that reading on from it finds every event that occurred at or after that
+    /// time. Always true of 0, the default; a backend that keeps a zone map over occurred-at
+    /// answers nearer the head. Events that arrive late or with a wrong clock only move the
+    /// answer back, never past one of them.
+    fn position_since(&self, occurred_at_us: i64) -> u64 {
+        let _ = occurred_at_us;
+        0
+    }
+
     /// Resolves once an event at `position` exists (`head() > position`).
     fn wait_for(&self, position: u64) -> impl Future<Output = ()> + Send;
 

@@ -391,13 +391,13 @@ impl ScanVisitor for IndexBuilder<'_> {
         if !self.index.insert_id(view.event_id, loc).map_err(|e| self.failed(e))? {
             return Err(format!("event id {} appears twice", view.event_id));
         }
-        self.index.add_sparse(view.meta.position, loc, self.frame_end);
+        self.index.add_sparse(view.meta.position, loc, self.frame_end, Some(view.occurred_at_us));
         Ok(())
     }
     fn frame(&mut self, first_position: u64, frame_loc: u64, frame_end: u64) {
         // An entry at a frame header has `frame_end` equal to its own offset, which tells a
         // reader to read the header first.
-        self.index.add_sparse(first_position, frame_loc, split_location(frame_loc).1);
+        self.index.add_sparse(first_position, frame_loc, split_location(frame_loc).1, None);
         self.index.last_frame = frame_loc;
         self.frame_end = frame_end;
     }

@@ -213,11 +213,12 @@ impl Writer {
             index.last_frame = frame_loc;
             // Entries every stride bytes inside the frame too, so a reader starts near any position.
             let frame_start = split_location(frame_loc).1;
-            index.add_sparse(batch.first_position, frame_loc, frame_start);
+            index.add_sparse(batch.first_position, frame_loc, frame_start, None);
             let mut at = FRAME_HEADER_LEN;
             while at < batch.frame.len() {
-                let position = format::le_u64(&batch.frame[at + format::RECORD_PREFIX_LEN..]);
-                index.add_sparse(position, location(self.segment, frame_start + at as u64), frame_end);
+                let body = &batch.frame[at + format::RECORD_PREFIX_LEN..];
+                let (position, occurred) = (format::le_u64(body), format::record_occurred_at_us(body));
+                index.add_sparse(position, location(self.segment, frame_start + at as u64), frame_end, Some(occurred));
                 at += format::RECORD_PREFIX_LEN + format::le_u32(&batch.frame[at..]) as usize;
             }
             index.set_segment_len(self.segment, frame_end);

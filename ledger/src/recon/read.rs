@@ -16,42 +16,40 @@ use super::{
     Terms, ToRecord, break_ids, classify, file_digest, import_record, resolution, run_record, statement_of,
 };
 
-/// Our items a statement of `date` may settle, read from the log in one pass: every payment
-/// and refund of its channels on `date`, and those of the [`CARRY_FORWARD_DAYS_MAX`] days
-/// before that fall in the cut-off window (only those can be carried to it); and each ledger
-/// channel's terms in force on `date` (the latest `ChannelTermsSet` effective by then).
+/// Our items a statement of `date` may settle: every payment and refund of its channels on
+/// `date`, and those of the days before it within the longest `carry_forward_days` in force
+/// that fall in the cut-off window (only those can be carried to it); and each ledger channel's
+/// terms in force on `date` (the latest `ChannelTermsSet` effective by then).
+///
+/// Reads only the channels' streams and the log from where the window's events can start
+/// ([`window_start`]), so its cost follows the days since the window, not the history before
+/// it. A void or reversal always follows its sale in the log, so none of the window's sales is
+/// cancelled before that position; a refund of an older sale finds the sale by its event id.
 pub async fn load_items<S: ingest::store::EventStore>(
     store: &S,
     statement: StatementChannel,
     date: NaiveDate,
 ) -> Result<(Vec<Item>, HashMap<Channel, Terms>), crate::ReplayError> {
-    let to = date;
-    let from = date - chrono::Duration::days(i64::from(CARRY_FORWARD_DAYS_MAX));
+    let terms = terms_in_force(store, date).await?;
+    let carry = terms.values().map(|t| t.carry_forward_days).max().unwrap_or(0).min(CARRY_FORWARD_DAYS_MAX);
+    let from = date - chrono::Duration::days(i64::from(carry));
     use ingest::event::Event;
     let mut items: Vec<Item> = Vec::new();
-    // Our payments of this statement by merchant and txn_id (two merchants may use one
-    // txn_id): the channel id a refund carries, and where a void or reversal marks its sale.
+    // Our payments of this statement read here, by merchant and txn_id (two merchants may use
+    // one txn_id): the channel id a refund carries, and where a void or reversal marks its sale.
     let mut payments: HashMap<(String, String), (Option<String>, Option<usize>)> = HashMap::new();
-    let mut terms: HashMap<Channel, (NaiveDate, Terms)> = HashMap::new();
+    // Refunds whose sale came before the part of the log read: (item, merchant, sale's txn_id).
+    let mut older: Vec<(usize, String, String)> = Vec::new();
     let in_range = |at: &DateTime<FixedOffset>| {
         let day = at.date_naive();
         day == date || (from..date).contains(&day) && near_cutoff(at)
     };
-    for_each_event(
+    let mut position = store.position_since(window_start(from));
+    for_each_event_from(
         store,
-        &["PaymentCaptured", "PaymentRefunded", "PaymentVoided", "PaymentReversed", "ChannelTermsSet"],
+        &mut position,
+        &["PaymentCaptured", "PaymentRefunded", "PaymentVoided", "PaymentReversed"],
         |event| match event {
-            Event::ChannelTermsSet(t) if t.effective_from <= to => {
-                let new = Terms {
-                    fee_rate: t.fee_rate,
-                    fee_tolerance: t.fee_tolerance,
-                    carry_forward_days: t.carry_forward_days,
-                };
-                let entry = terms.entry(t.channel).or_insert((t.effective_from, new));
-                if t.effective_from >= entry.0 {
-                    *entry = (t.effective_from, new);
-                }
-            }
             Event::PaymentCaptured(s) if statement_of(s.channel) == Some(statement) => {
                 let index = in_range(&s.at).then(|| {
                     items.push(Item {
@@ -69,7 +67,14 @@ pub async fn load_items<S: ingest::store::EventStore>(
                 payments.insert((s.merchant_id, s.txn_id), (s.channel_txn_id, index));
             }
             Event::PaymentRefunded(r) if statement_of(r.channel) == Some(statement) && in_range(&r.at) => {
-                let channel_txn_id = payments.get(&(r.merchant_id, r.original_txn_id)).and_then(|(c, _)| c.clone());
+                let key = (r.merchant_id, r.original_txn_id);
+                let channel_txn_id = match payments.get(&key) {
+                    Some((c, _)) => c.clone(),
+                    None => {
+                        older.push((items.len(), key.0, key.1));
+                        None
+                    }
+                };
                 items.push(Item {
                     kind: LineKind::Refund,
                     txn_id: r.txn_id,
@@ -90,7 +95,73 @@ pub async fn load_items<S: ingest::store::EventStore>(
         },
     )
     .await?;
-    Ok((items, terms.into_iter().map(|(c, (_, t))| (c, t)).collect()))
+    for (i, merchant_id, txn_id) in older {
+        if let Some(sale) = captured(store, &merchant_id, &txn_id).await?
+            && statement_of(sale.channel) == Some(statement)
+        {
+            items[i].channel_txn_id = sale.channel_txn_id;
+        }
+    }
+    Ok((items, terms))
+}
+
+/// A time before every event a reconciliation window opening on `from` can hold, in µs since
+/// the epoch: the day before `from` at 00:00 UTC, earlier than `from`'s start at any offset a
+/// time may carry (chrono's offsets stay within a day).
+pub fn window_start(from: NaiveDate) -> i64 {
+    let day_before = from.pred_opt().unwrap_or(from);
+    day_before.and_hms_opt(0, 0, 0).map_or(i64::MIN, |t| t.and_utc().timestamp_micros())
+}
+
+/// Merchant `merchant_id`'s sale `txn_id`, found by its event id (the txn_id's own, or the one
+/// named by merchant too when another merchant used the txn_id first).
+async fn captured<S: ingest::store::EventStore>(
+    store: &S,
+    merchant_id: &str,
+    txn_id: &str,
+) -> Result<Option<ingest::event::PaymentCaptured>, crate::ReplayError> {
+    use ingest::event::{Event, PAYMENT_ID_SPACE, event_id_of, payment_event_id_of};
+    for id in [event_id_of(PAYMENT_ID_SPACE, txn_id), payment_event_id_of(merchant_id, txn_id)] {
+        let Some(e) = store.event_by_id(id).await? else { continue };
+        if let Event::PaymentCaptured(sale) = Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)
+            .map_err(|source| crate::ReplayError::Decode { position: e.position, source })?
+            && sale.merchant_id == merchant_id
+            && sale.txn_id == txn_id
+        {
+            return Ok(Some(sale));
+        }
+    }
+    Ok(None)
+}
+
+/// Each ledger channel's terms in force on `date` (the latest `ChannelTermsSet` effective by
+/// then; of two effective the same day, the later recorded), read from the channels' streams.
+async fn terms_in_force<S: ingest::store::EventStore>(
+    store: &S,
+    date: NaiveDate,
+) -> Result<HashMap<Channel, Terms>, crate::ReplayError> {
+    let mut terms = HashMap::new();
+    for channel in Channel::ALL {
+        let mut latest: Option<(NaiveDate, Terms)> = None;
+        for event in stream_events(store, &ingest::streams::channel(channel)).await? {
+            if let ingest::event::Event::ChannelTermsSet(t) = event
+                && t.channel == channel
+                && t.effective_from <= date
+                && latest.is_none_or(|(d, _)| t.effective_from >= d)
+            {
+                let new = Terms {
+                    fee_rate: t.fee_rate,
+                    fee_tolerance: t.fee_tolerance,
+                    carry_forward_days: t.carry_forward_days,
+                };
+                latest = Some((t.effective_from, new));
+            }
+        }
+        if let Some((_, t)) = latest {
+            terms.insert(channel, t);
+        }
+    }
+    Ok(terms)
 }
 
 /// Parses a statement file (all or nothing) and works out what importing it records: its
@@ -139,14 +210,14 @@ async fn statement_events<S: ingest::store::EventStore>(
     channel: StatementChannel,
     date: NaiveDate,
 ) -> Result<Vec<ingest::event::Event>, ReconError> {
-    stream_events(store, &ingest::streams::statement(channel, date)).await
+    Ok(stream_events(store, &ingest::streams::statement(channel, date)).await?)
 }
 
 /// Every event of one stream, decoded.
 async fn stream_events<S: ingest::store::EventStore>(
     store: &S,
     stream: &str,
-) -> Result<Vec<ingest::event::Event>, ReconError> {
+) -> Result<Vec<ingest::event::Event>, crate::ReplayError> {
     let mut out = Vec::new();
     let mut from = 0;
     loop {
@@ -248,7 +319,9 @@ pub async fn prepare_run<S: ingest::store::EventStore>(
 
 /// The host's verdict on every terminal batch closed on `date`: the terminal's totals against
 /// the host's for the same terminal and batch (debits: sales less reversals; credits: voids
-/// and refunds; cash left out), read from the log.
+/// and refunds; cash left out), read from the whole log. The books keep the same totals as
+/// they go ([`crate::Projection::batch_totals`]): [`batch_closes`] with those is the way that
+/// does not read the history; this one is the reference it is checked against.
 pub async fn batch_verdicts<S: ingest::store::EventStore>(
     store: &S,
     date: NaiveDate,
@@ -256,6 +329,25 @@ pub async fn batch_verdicts<S: ingest::store::EventStore>(
     let mut host = BatchHost::default();
     for_each_event(store, &BATCH_EVENT_TYPES, |event| host.apply(event, date)).await?;
     Ok(host.verdicts(date))
+}
+
+/// Every terminal batch close of `date` (its time's own date), reading the log only from where
+/// events of that day can start.
+pub async fn batch_closes<S: ingest::store::EventStore>(
+    store: &S,
+    date: NaiveDate,
+) -> Result<Vec<ingest::event::TerminalBatchClosed>, crate::ReplayError> {
+    let mut closes = Vec::new();
+    let mut position = store.position_since(window_start(date));
+    for_each_event_from(store, &mut position, &["TerminalBatchClosed"], |event| {
+        if let ingest::event::Event::TerminalBatchClosed(c) = event
+            && c.at.date_naive() == date
+        {
+            closes.push(c);
+        }
+    })
+    .await?;
+    Ok(closes)
 }
 
 /// Reads the latest reconciliation of every statement and date, and every resolved break.
@@ -308,6 +400,16 @@ impl BreaksFollower {
         )
         .await?;
         Ok(())
+    }
+
+    /// The latest run of every statement and date read so far, with its breaks.
+    pub fn latest(&self) -> &std::collections::BTreeMap<(StatementChannel, NaiveDate), RecordedRun> {
+        &self.latest
+    }
+
+    /// Every resolution read so far, by break id.
+    pub fn resolved(&self) -> &std::collections::BTreeMap<String, ingest::event::BreakResolved> {
+        &self.resolved
     }
 
     /// Breaks of the latest runs that are not resolved.

@@ -304,40 +304,50 @@ impl BatchHost {
 
     /// The verdict on every batch closed on `date`: the terminal's totals against the host's.
     pub fn verdicts(self, date: NaiveDate) -> Vec<ingest::event::TerminalBatchReconciled> {
-        use ingest::event::{BatchTotals, TerminalBatchReconciled};
-        let mut verdicts: Vec<TerminalBatchReconciled> = self
-            .closes
-            .into_iter()
-            .map(|c| {
-                let h = self.host.get(&(c.terminal_id.clone(), c.batch_no.clone())).copied().unwrap_or_default();
-                let terminal = BatchTotals {
-                    debit_count: c.debit_count,
-                    debit_amount: c.debit_amount,
-                    credit_count: c.credit_count,
-                    credit_amount: c.credit_amount,
-                };
-                let net = |t: &BatchTotals| t.debit_amount - t.credit_amount;
-                let balanced = terminal.debit_count == h.debit_count
-                    && terminal.debit_amount == h.debit_amount
-                    && terminal.credit_count == h.credit_count
-                    && terminal.credit_amount == h.credit_amount;
-                let mut difference = net(&terminal) - net(&h);
-                difference.rescale(c.currency.scale());
-                TerminalBatchReconciled {
-                    merchant_id: c.merchant_id,
-                    terminal_id: c.terminal_id,
-                    batch_no: c.batch_no,
-                    date,
-                    terminal,
-                    host: h,
-                    balanced,
-                    difference,
-                }
-            })
-            .collect();
-        verdicts.sort_by(|a, b| (&a.terminal_id, &a.batch_no).cmp(&(&b.terminal_id, &b.batch_no)));
-        verdicts
+        let host = self.host;
+        batch_verdicts_of(self.closes, |t, b| host.get(&(t.to_owned(), b.to_owned())).copied().unwrap_or_default(), date)
     }
+}
+
+/// The verdict on each batch close of `date`: the terminal's totals against the host's own
+/// (`host` gives them by terminal and batch), in terminal and batch order.
+pub fn batch_verdicts_of(
+    closes: Vec<ingest::event::TerminalBatchClosed>,
+    host: impl Fn(&str, &str) -> ingest::event::BatchTotals,
+    date: NaiveDate,
+) -> Vec<ingest::event::TerminalBatchReconciled> {
+    use ingest::event::{BatchTotals, TerminalBatchReconciled};
+    let mut verdicts: Vec<TerminalBatchReconciled> = closes
+        .into_iter()
+        .map(|c| {
+            let h = host(&c.terminal_id, &c.batch_no);
+            let terminal = BatchTotals {
+                debit_count: c.debit_count,
+                debit_amount: c.debit_amount,
+                credit_count: c.credit_count,
+                credit_amount: c.credit_amount,
+            };
+            let net = |t: &BatchTotals| t.debit_amount - t.credit_amount;
+            let balanced = terminal.debit_count == h.debit_count
+                && terminal.debit_amount == h.debit_amount
+                && terminal.credit_count == h.credit_count
+                && terminal.credit_amount == h.credit_amount;
+            let mut difference = net(&terminal) - net(&h);
+            difference.rescale(c.currency.scale());
+            TerminalBatchReconciled {
+                merchant_id: c.merchant_id,
+                terminal_id: c.terminal_id,
+                batch_no: c.batch_no,
+                date,
+                terminal,
+                host: h,
+                balanced,
+                difference,
+            }
+        })
+        .collect();
+    verdicts.sort_by(|a, b| (&a.terminal_id, &a.batch_no).cmp(&(&b.terminal_id, &b.batch_no)));
+    verdicts
 }
 
 /// What a break parks in its statement's suspense account (debit positive), in the break's
