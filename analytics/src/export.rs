@@ -81,7 +81,26 @@ pub enum ExportError {
     /// The checkpoint does not belong to this log (it is ahead of it).
     #[error("{0}")]
     Checkpoint(String),
+    /// The books that give the entries could not.
+    #[error("the books: {0}")]
+    Books(String),
 }
+
+/// The books an export takes each event's entry from, when they are kept already (a running
+/// application's): the entries of a range of positions, read back from them. Without such
+/// books, [`export`] replays the log before its range.
+pub trait Books {
+    /// The entries of the events at positions `from..to`, in position order (events that
+    /// book nothing have none); the books must have applied every one of them.
+    fn entries(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> impl std::future::Future<Output = Result<Vec<ledger::entry::BalancedEntry>, ExportError>> + Send;
+}
+
+/// Events an export reads and decodes at a time when it takes the entries from [`Books`].
+pub const EXPORT_READ_EVENTS: usize = 16_384;
 
 /// The export checkpoint: how far the log is exported, and the range of a run in progress.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -390,8 +409,36 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
     std::fs::rename(&tmp, path).map_err(err)
 }
 
-/// Exports what the log holds beyond the checkpoint in `out` (see the module doc).
+/// Exports what the log holds beyond the checkpoint in `out` (see the module doc), replaying
+/// the books up to its range.
 pub async fn export<S: EventStore>(store: &S, out: &Path) -> Result<ExportSummary, ExportError> {
+    export_inner(store, out, None::<&NoBooks>).await
+}
+
+/// [`export`] with each event's entry taken from `books`, which have applied the log at least
+/// as far as its head: nothing before the range is read.
+pub async fn export_with_books<S: EventStore, B: Books + Sync>(
+    store: &S,
+    out: &Path,
+    books: &B,
+) -> Result<ExportSummary, ExportError> {
+    export_inner(store, out, Some(books)).await
+}
+
+/// No books: [`export`] replays.
+struct NoBooks;
+
+impl Books for NoBooks {
+    async fn entries(&self, _: u64, _: u64) -> Result<Vec<ledger::entry::BalancedEntry>, ExportError> {
+        Ok(Vec::new())
+    }
+}
+
+async fn export_inner<S: EventStore, B: Books + Sync>(
+    store: &S,
+    out: &Path,
+    books: Option<&B>,
+) -> Result<ExportSummary, ExportError> {
     std::fs::create_dir_all(out).map_err(|source| ExportError::Io { path: out.display().to_string(), source })?;
     let checkpoint = read_checkpoint(out)?;
     let (from, to) = checkpoint.running.unwrap_or((checkpoint.position, store.head()));
@@ -403,19 +450,43 @@ pub async fn export<S: EventStore>(store: &S, out: &Path) -> Result<ExportSummar
     }
     let running = Checkpoint { position: from, running: Some((from, to)) };
     write_atomically(&out.join(CHECKPOINT_FILE), &serde_json::to_vec(&running).unwrap_or_default())?;
-    // The books as of `from`, to book what comes after.
-    let mut books = ledger::replay(store, from).await?;
     let mut summary = ExportSummary { from, to, ..ExportSummary::default() };
     let mut pending = Pending::default();
-    // The events of the range, read and decoded ahead on another thread, booked here.
-    ledger::catch_up_events(store, &mut books, to, |position, event, entry| -> Result<(), ExportError> {
+    let mut take = |position: u64, event: &Event, entry: Option<&ledger::entry::BalancedEntry>| {
         rows_of(position, event, entry, &mut pending);
         if pending.rows.values().any(|r| r.rows >= EXPORT_PART_ROWS_MAX) {
             flush(out, from, to, &mut pending, &mut summary, true)?;
         }
-        Ok(())
-    })
-    .await?;
+        Ok::<(), ExportError>(())
+    };
+    match books {
+        Some(books) => {
+            let mut position = from;
+            while position < to {
+                let batch = store.read_all(position, EXPORT_READ_EVENTS.min((to - position) as usize)).await?;
+                let Some(last) = batch.last() else { break };
+                let end = last.position + 1;
+                let entries = books.entries(position, end).await?;
+                let mut entries = entries.iter().peekable();
+                for e in &batch {
+                    let event = Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)
+                        .map_err(|source| ledger::ReplayError::Decode { position: e.position, source })?;
+                    let entry = entries.next_if(|x| x.position() == e.position);
+                    take(e.position, &event, entry)?;
+                }
+                if let Some(stray) = entries.next() {
+                    return Err(ExportError::Books(format!("an entry at {} for no event read", stray.position())));
+                }
+                position = end;
+            }
+        }
+        None => {
+            // The books as of `from`, to book what comes after.
+            let mut books = ledger::replay(store, from).await?;
+            // The events of the range, read and decoded ahead on another thread, booked here.
+            ledger::catch_up_events(store, &mut books, to, take).await?;
+        }
+    }
     flush(out, from, to, &mut pending, &mut summary, false)?;
     let done = Checkpoint { position: to, running: None };
     write_atomically(&out.join(CHECKPOINT_FILE), &serde_json::to_vec(&done).unwrap_or_default())?;

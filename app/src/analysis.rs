@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use analytics::export::ExportError;
 use analytics::sql::SqlError;
 use analytics::table::Table;
 use chrono::NaiveDate;
@@ -152,7 +153,7 @@ impl App {
     pub async fn export(&self, out: Option<PathBuf>) -> Result<analytics::export::ExportSummary, Failure> {
         let out = out.unwrap_or_else(|| self.dir.export());
         let _writer = self.writes.lock().await;
-        analytics::export::export(&*self.store, &out).await.map_err(export_failure)
+        analytics::export::export_with_books(&*self.store, &out, &AppBooks(self)).await.map_err(export_failure)
     }
 
     /// A place among the queries and analyses running.
@@ -427,4 +428,18 @@ fn run_analysis(dir: &Path, analysis: &Analysis, chart: bool) -> Result<Answer, 
         ));
     }
     Ok(answer)
+}
+
+/// The application's books, which an export takes its entries from (they follow the log, so
+/// the export reads only its own range).
+struct AppBooks<'a>(&'a App);
+
+impl analytics::export::Books for AppBooks<'_> {
+    async fn entries(&self, from: u64, to: u64) -> Result<Vec<ledger::entry::BalancedEntry>, ExportError> {
+        let books = self.0.books().await.map_err(|f| ExportError::Books(f.message))?;
+        if books.position() < to {
+            return Err(ExportError::Books(format!("they stand at {}, the export needs {to}", books.position())));
+        }
+        books.entries_between(from, to).map_err(|e| ExportError::Books(e.to_string()))
+    }
 }

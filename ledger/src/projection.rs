@@ -167,6 +167,19 @@ impl Balances {
         }
     }
 
+    /// Every posting by an event at positions `from..to`, from the accounts' histories: (the
+    /// event's position, the account's slot, the amount), in position order and, within an
+    /// event, in the order the accounts were first used.
+    pub(crate) fn postings_between(&self, from: u64, to: u64) -> Vec<(u64, u32, Decimal)> {
+        let mut postings: Vec<(u64, u32, Decimal)> = Vec::new();
+        for (slot, (_, _, h)) in self.accounts.iter().enumerate() {
+            let points = h.points_from(from).take_while(|p| p.position < to);
+            postings.extend(points.map(|p| (p.position, slot as u32, p.amount)));
+        }
+        postings.sort_unstable_by_key(|&(position, slot, _)| (position, slot));
+        postings
+    }
+
     /// Every account's balance before position `until`, accounts in path order; zero
     /// balances of accounts that were used are kept (a trial balance lists them).
     pub fn trial_balance(&self, until: u64) -> Vec<(Account, Currency, Decimal)> {
@@ -538,6 +551,28 @@ impl Projection {
             totals.credit_count += 1;
             totals.credit_amount += amount;
         }
+    }
+
+    /// The entries booked for the events at positions `from..to` (as far as the books have
+    /// applied), read back from the accounts' histories instead of booked again: each holds
+    /// the postings its event booked, in the order the accounts were first used (an entry's
+    /// own order is not kept). An export of a day takes them here rather than replaying the
+    /// history before it.
+    pub fn entries_between(&self, from: u64, to: u64) -> Result<Vec<BalancedEntry>, LedgerError> {
+        let postings = self.balances.postings_between(from, to.min(self.next_position));
+        let mut entries = Vec::new();
+        for event in postings.chunk_by(|a, b| a.0 == b.0) {
+            let position = event[0].0;
+            let postings = event
+                .iter()
+                .map(|&(_, slot, amount)| {
+                    let (account, currency, _) = &self.balances.accounts[slot as usize];
+                    Posting { account: account.clone(), amount, currency: *currency }
+                })
+                .collect();
+            entries.push(BalancedEntry::new(position, postings)?);
+        }
+        Ok(entries)
     }
 
     /// The payment found by [`Projection::find_payment`] (so it exists).
