@@ -60,8 +60,14 @@ pub fn serve(dir: &DataDir, addr: SocketAddr) -> Result<ExitCode> {
                 _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
             }
         };
+        // The books follow the log in the background, so reads seldom wait for them.
+        let follower = tokio::spawn({
+            let app = app.clone();
+            async move { app.follow_books().await }
+        });
         let state = crate::http::State::new(app.clone());
         crate::http::listen::serve(state, listener, shutdown).await;
+        follower.abort();
         // Requests in flight have finished; the local clients finish theirs too.
         tokio::task::spawn_blocking(move || socket.stop()).await.context("stopping the local socket")?;
         // Save the write model's and the books' positions for a quick start.

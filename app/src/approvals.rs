@@ -188,7 +188,11 @@ impl App {
         let by = &actor.name();
         let threshold = self.approval_over.clone()?;
         let _writer = self.writes.lock().await;
-        match ledger::recon::prepare_resolution(&*self.store, id, action, reason, by, None, threshold).await {
+        let prepared = {
+            let mut breaks = self.breaks.lock().await;
+            ledger::recon::prepare_resolution(&*self.store, &mut breaks, id, action, reason, by, None, threshold).await
+        };
+        match prepared {
             Err(ledger::recon::ResolveError::NeedsApproval { amount, threshold, .. }) => {
                 let proposal = Proposal { action, reason: reason.to_owned(), by: by.trim().to_owned() };
                 // Proposals that can no longer be approved are dropped (only when the keys are
@@ -276,6 +280,7 @@ impl App {
         }
         let prepared = ledger::recon::prepare_resolution(
             &*self.store,
+            &mut *self.breaks.lock().await,
             id,
             proposal.action,
             &proposal.reason,

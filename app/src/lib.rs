@@ -53,6 +53,10 @@ use tokio::sync::{MappedMutexGuard, MutexGuard, RwLockReadGuard};
 
 /// The books as this process holds them, and the position of the checkpoint they came from
 /// or were last saved to.
+/// How long the books' follower lets commits gather before it applies them
+/// ([`App::follow_books`]).
+pub const BOOKS_FOLLOW_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+
 struct Books {
     projection: ledger::Projection,
     saved_at: Option<u64>,
@@ -266,6 +270,22 @@ impl App {
         }
         RwLockReadGuard::try_map(books.downgrade(), |b| b.as_ref().map(|b| &b.projection))
             .map_err(|_| Failure::internal("the books are not open"))
+    }
+
+    /// Keeps the books following the log (a server runs it beside its requests): after each
+    /// commit they catch up on their own, so a read finds them current instead of applying
+    /// what was appended since the last read while it waits. Returns if the books cannot go on
+    /// (reads then report why).
+    pub async fn follow_books(&self) {
+        loop {
+            let position = self.books.read().await.as_ref().map_or(0, |b| b.projection.position());
+            self.store.wait_for(position).await;
+            // Commits come in bursts: a short pause lets one catch-up take several.
+            tokio::time::sleep(BOOKS_FOLLOW_PAUSE).await;
+            if self.books().await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Events the books have not applied yet (the whole log before they are first opened).

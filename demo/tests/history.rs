@@ -5,9 +5,7 @@
 use std::sync::Arc;
 
 use demo::{Options, run};
-use ingest::store::{
-    AppendError, AppendRequest, Appended, EmbeddedStore, EventStore, ReadError, RecordedEvent,
-};
+use ingest::store::{AppendError, AppendRequest, Appended, EmbeddedStore, EventStore, ReadError, RecordedEvent};
 
 /// A store that reads the whole log for every question about time: the default
 /// `position_since`, everything else the embedded store's.

@@ -30,7 +30,8 @@ use std::collections::BTreeMap;
 use chrono::NaiveDate;
 use hashbrown::HashTable;
 use ingest::event::{
-    BatchTotals, Channel, Event, FeeTerms, MerchantSettled, PaymentAdjustment, ReconBreak, ReconOutcome, SettlementCycle,
+    BatchTotals, Channel, Event, FeeTerms, MerchantSettled, PaymentAdjustment, ReconBreak, ReconOutcome,
+    SettlementCycle,
 };
 use ingest::money::Currency;
 use ingest::statement::{LineKind, StatementChannel};

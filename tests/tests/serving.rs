@@ -393,3 +393,27 @@ fn a_stalled_command_does_not_hold_a_stopping_server() {
     assert!(waited < Duration::from_secs(50), "stopped within its grace: {waited:?}");
     assert!(!data.join("posledger.sock").exists());
 }
+
+/// While a server runs, the books follow the log on their own: after terminals post, the
+/// books' lag falls to zero with no read asking for them (`/metrics` only looks).
+#[test]
+fn the_books_follow_the_log_without_a_read() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path();
+    assert_eq!(posledger(data, &["merchants", "import", &fixture("admin.ndjson")]).status.code(), Some(0));
+    let token = text(&posledger(data, &["keys", "create", "--role", "admin"])).trim().to_owned();
+    let server = Server::start(POSLEDGER, data);
+    let lag = || {
+        get(server.addr, "/metrics", &token).and_then(|m| {
+            m.lines().find_map(|l| l.strip_prefix("posledger_projection_lag_events ")?.parse::<u64>().ok())
+        })
+    };
+    assert_eq!(lag(), Some(0), "the server opened its books");
+    assert_eq!(post(server.addr, &token, &LIVE.ndjson(0, 500)), Ok(500));
+    let started = Instant::now();
+    while lag() != Some(0) && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(lag(), Some(0), "the books caught up on their own");
+    server.stop();
+}

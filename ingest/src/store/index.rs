@@ -191,7 +191,8 @@ impl Index {
         let occurred = occurred_at_us.unwrap_or(i64::MIN);
         match self.sparse.last_mut() {
             Some(last)
-                if split_location(last.loc).0 == seg && off - split_location(last.loc).1 < SPARSE_INDEX_STRIDE_BYTES =>
+                if split_location(last.loc).0 == seg
+                    && off - split_location(last.loc).1 < SPARSE_INDEX_STRIDE_BYTES =>
             {
                 last.occurred_max_us = last.occurred_max_us.max(occurred);
             }

@@ -427,10 +427,12 @@ impl BreaksFollower {
 /// Works out a break's resolution: checks it is open, that the action is possible, that a
 /// large one carries a second person's approval, and returns the
 /// [`ingest::event::BreakResolved`] to record (in its own stream, expected not to exist: a
-/// break is resolved once), which the books post: its suspense out. Reads the log; records
-/// nothing.
+/// break is resolved once), which the books post: its suspense out. Reads what the log holds
+/// beyond what `breaks` has read; records nothing.
+#[allow(clippy::too_many_arguments)] // the resolution's own fields, and where to read
 pub async fn prepare_resolution<S: ingest::store::EventStore>(
     store: &S,
+    breaks: &mut BreaksFollower,
     id: &str,
     action: ingest::event::ResolveAction,
     reason: &str,
@@ -438,8 +440,8 @@ pub async fn prepare_resolution<S: ingest::store::EventStore>(
     approved_by: Option<&str>,
     threshold: Decimal,
 ) -> Result<ingest::event::BreakResolved, ResolveError> {
-    let (latest, resolved) = recorded_breaks(store).await?;
-    resolution(&latest, &resolved, id, action, reason, by, approved_by, threshold)
+    breaks.catch_up(store).await?;
+    resolution(&breaks.latest, &breaks.resolved, id, action, reason, by, approved_by, threshold)
 }
 
 /// Hands `f` every event of the given types in the log, in order (the others are passed over

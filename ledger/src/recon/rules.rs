@@ -305,7 +305,11 @@ impl BatchHost {
     /// The verdict on every batch closed on `date`: the terminal's totals against the host's.
     pub fn verdicts(self, date: NaiveDate) -> Vec<ingest::event::TerminalBatchReconciled> {
         let host = self.host;
-        batch_verdicts_of(self.closes, |t, b| host.get(&(t.to_owned(), b.to_owned())).copied().unwrap_or_default(), date)
+        batch_verdicts_of(
+            self.closes,
+            |t, b| host.get(&(t.to_owned(), b.to_owned())).copied().unwrap_or_default(),
+            date,
+        )
     }
 }
 
