@@ -921,6 +921,11 @@ async fn http(dir: &Path, records: u64, repeat: usize) -> Result<()> {
         let server = tokio::spawn(api::http::listen::serve(state, listener, async {
             let _ = stopped.await;
         }));
+        // The books follow the log beside the requests, as `posledger serve` runs them.
+        let follower = tokio::spawn({
+            let app = app.clone();
+            async move { app.follow_books().await }
+        });
         // Ingest: batches of 1000 lines, alternately by two clients, in the feed's order.
         let lines: Vec<&[u8]> = feed.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
         let batches: Vec<Vec<u8>> = lines.chunks(1000).map(|c| c.join(&b'\n')).collect();
@@ -945,8 +950,8 @@ async fn http(dir: &Path, records: u64, repeat: usize) -> Result<()> {
         runs.push(start.elapsed().as_secs_f64());
         accepted = counted;
         // Balance reads under wrk, once the books have caught up with the ingest above (the
-        // first read applies the 200k records' events under the books' write lock; that is
-        // timed on its own, so the read figures are the steady state).
+        // first read waits for whatever of the 200k records' events the books' follower has
+        // not applied yet; that is timed on its own, so the read figures are the steady state).
         let url = format!("http://{addr}/v1/balances/liabilities:merchant:M000001:payable");
         let warm = Instant::now();
         {
@@ -1018,6 +1023,7 @@ async fn http(dir: &Path, records: u64, repeat: usize) -> Result<()> {
         }
         let _ = stop.send(());
         let _ = server.await;
+        follower.abort();
         let _ = std::fs::remove_dir_all(&data);
     }
     emit(
@@ -1057,7 +1063,7 @@ async fn http(dir: &Path, records: u64, repeat: usize) -> Result<()> {
         "http_first_read_after_ingest_ms",
         median(catch_up.clone()),
         "ms",
-        json!({"records": records, "runs": catch_up, "note": "the books applying the ingested events"}),
+        json!({"records": records, "runs": catch_up, "note": "the books applying what their follower had not yet"}),
     );
     Ok(())
 }
