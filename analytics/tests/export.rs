@@ -274,9 +274,25 @@ for table in ["payments", "adjustments", "postings", "merchants"]:
 
 /// Reconciliation runs are exported as `recon_items`: every break one row, the matched lines
 /// summed per ledger channel and kind; the matched counts are the answer key's.
+/// Imports the fixture's three statements of `date` and reconciles each (runs recorded by the
+/// application layer); the breaks found.
+async fn reconcile_fixture_day(app: &app::App, date: &str) -> u64 {
+    use ingest::statement::StatementChannel;
+    let mut breaks = 0;
+    for (channel, ext) in
+        [(StatementChannel::Wechat, "csv"), (StatementChannel::Alipay, "csv"), (StatementChannel::Unionpay, "txt")]
+    {
+        let name = format!("statements/{channel}-{date}.{ext}");
+        let bytes = std::fs::read(fixture(&name)).expect("statement");
+        app.import_statement(channel, &name, &bytes, None).await.expect("import");
+        let day = app.reconcile(date.parse().expect("date"), Some(channel)).await.expect("reconcile");
+        breaks += day.reports[0].breaks.len() as u64;
+    }
+    breaks
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconciliation_runs_are_exported() {
-    use ingest::statement::StatementChannel;
     let dir = tempfile::tempdir().expect("tmp");
     drop(both_days(dir.path()).await);
     // Statements are imported and runs recorded by the application layer.
@@ -284,15 +300,7 @@ async fn reconciliation_runs_are_exported() {
     let store = app.store().clone();
     let mut breaks = 0;
     for date in ["2026-11-24", "2026-11-25"] {
-        for (channel, ext) in
-            [(StatementChannel::Wechat, "csv"), (StatementChannel::Alipay, "csv"), (StatementChannel::Unionpay, "txt")]
-        {
-            let name = format!("statements/{channel}-{date}.{ext}");
-            let bytes = std::fs::read(fixture(&name)).expect("statement");
-            app.import_statement(channel, &name, &bytes, None).await.expect("import");
-            let day = app.reconcile(date.parse().expect("date"), Some(channel)).await.expect("reconcile");
-            breaks += day.reports[0].breaks.len() as u64;
-        }
+        breaks += reconcile_fixture_day(&app, date).await;
     }
     let out = dir.path().join("export");
     export::export(&*store, &out).await.expect("export");
@@ -346,21 +354,13 @@ fn all_rows(dir: &Path) -> BTreeMap<String, Vec<String>> {
 /// included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_export_from_the_books_equals_one_that_replays() {
-    use ingest::statement::StatementChannel;
     let dir = tempfile::tempdir().expect("tmp");
     drop(both_days(dir.path()).await);
     let app = app::App::open(app::DataDir::new(dir.path()), Box::new(|w| panic!("{w}"))).expect("app");
     let from_books = dir.path().join("from-books");
     let mut runs = Vec::new();
     for date in ["2026-11-24", "2026-11-25"] {
-        for (channel, ext) in
-            [(StatementChannel::Wechat, "csv"), (StatementChannel::Alipay, "csv"), (StatementChannel::Unionpay, "txt")]
-        {
-            let name = format!("statements/{channel}-{date}.{ext}");
-            let bytes = std::fs::read(fixture(&name)).expect("statement");
-            app.import_statement(channel, &name, &bytes, None).await.expect("import");
-            app.reconcile(date.parse().expect("date"), Some(channel)).await.expect("reconcile");
-        }
+        reconcile_fixture_day(&app, date).await;
         runs.push(app.export(Some(from_books.clone())).await.expect("export from the books"));
     }
     assert!(runs[0].to > 0 && runs[1].from == runs[0].to && runs[1].to > runs[1].from, "{runs:?}");

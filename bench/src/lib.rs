@@ -32,7 +32,9 @@ pub struct Benchmark {
 pub const BENCHMARKS: &[Benchmark] = &[
     Benchmark {
         name: "append_durable_events_per_s",
-        about: "1M PaymentCaptured events (~200 bytes on disk) appended by 4 concurrent writers, fdatasync on",
+        about: "1M PaymentCaptured events (~200 bytes on disk) appended by 4 concurrent writers, fdatasync on; \
+                after each run the disk on its own with the same bytes in the same commits \
+                (disk_commit_pattern_mb_per_s, append_vs_disk_ratio)",
     },
     Benchmark {
         name: "ingest_feed_records_per_s",
@@ -287,7 +289,7 @@ async fn run_writers(store: &Arc<EmbeddedStore>, prepared: Vec<Vec<Vec<AppendReq
 
 async fn append_durable(dir: &Path, events: u64, repeat: usize) -> Result<()> {
     let (writers, batch) = (4u64, 1000u64);
-    let mut runs = Vec::new();
+    let (mut runs, mut disk_runs) = (Vec::new(), Vec::new());
     let (mut bytes, mut frames) = (0, 0);
     for run in 0..repeat {
         let dir = dir.join(run.to_string());
@@ -300,8 +302,27 @@ async fn append_durable(dir: &Path, events: u64, repeat: usize) -> Result<()> {
         let report = ingest::store::verify_dir(&dir)?;
         (bytes, frames) = (logical_bytes(&dir), report.frames);
         let _ = std::fs::remove_dir_all(&dir);
+        // The disk on its own, right after: the same bytes in the same commits.
+        disk_runs.push(disk_commits(&dir, bytes, frames)?);
+        let _ = std::fs::remove_dir_all(&dir);
     }
     let secs = median(runs.clone());
+    let disk = median(disk_runs.clone());
+    emit(
+        "disk_commit_pattern_mb_per_s",
+        bytes as f64 / disk / 1e6,
+        "MB/s",
+        json!({
+            "bytes": bytes, "commits": frames, "bytes_per_commit": bytes / frames.max(1),
+            "runs_seconds": disk_runs, "pattern": "one file, each commit's bytes at the next offset, fdatasync after each",
+        }),
+    );
+    emit(
+        "append_vs_disk_ratio",
+        disk / secs,
+        "x",
+        json!({"append_mb_per_s": bytes as f64 / secs / 1e6, "disk_mb_per_s": bytes as f64 / disk / 1e6}),
+    );
     emit(
         "append_durable_events_per_s",
         events as f64 / secs,
@@ -329,6 +350,29 @@ async fn append_durable(dir: &Path, events: u64, repeat: usize) -> Result<()> {
         Err(e) => eprintln!("peer skipped: PostgreSQL run failed: {e:#}"),
     }
     Ok(())
+}
+
+/// Seconds the disk takes for the store's commit pattern on its own: `bytes` written as
+/// `commits` equal chunks at growing offsets of one new file in `dir`, an fdatasync after each
+/// (what the writer does, without building frames or indexing them).
+fn disk_commits(dir: &Path, bytes: u64, commits: u64) -> Result<f64> {
+    use std::os::unix::fs::FileExt;
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("disk-commit-pattern");
+    let file = std::fs::File::create(&path)?;
+    let commits = commits.max(1);
+    let chunk = vec![0x5a_u8; (bytes / commits).max(1) as usize];
+    let start = Instant::now();
+    let mut offset = 0;
+    for _ in 0..commits {
+        file.write_all_at(&chunk, offset)?;
+        file.sync_data()?;
+        offset += chunk.len() as u64;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    drop(file);
+    std::fs::remove_file(&path)?;
+    Ok(secs)
 }
 
 /// Times loading the same events into a throwaway PostgreSQL cluster with `psql` and COPY,

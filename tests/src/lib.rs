@@ -6,6 +6,23 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+/// Waits for `child` to exit, at most `limit`: past it the child is killed and the test fails,
+/// naming `what` took too long.
+pub fn wait_with_limit(child: &mut Child, limit: std::time::Duration, what: &str) -> std::process::ExitStatus {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for a child process") {
+            return status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} took longer than {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// One HTTP/1.1 request on its own connection (`Connection: close`), with a bearer key: the
 /// status and the body (a chunked body decoded). An error when the connection broke
 /// before a whole answer came.

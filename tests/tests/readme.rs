@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const POSLEDGER: &str = env!("CARGO_BIN_EXE_posledger-under-test");
 /// Longest the whole README may take (the default demo on a debug build is about two minutes).
@@ -166,18 +166,7 @@ fn every_readme_command_runs_as_written() {
     let stderr = child.stderr.take().expect("stderr");
     let out = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
     let err = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if started.elapsed() > SCRIPT_TIME_MAX {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the README's commands took longer than {SCRIPT_TIME_MAX:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = tests::wait_with_limit(&mut child, SCRIPT_TIME_MAX, "the README's commands");
     let out = out.join().expect("stdout");
     let err = err.join().expect("stderr");
     assert!(status.success(), "{err}\n--- stdout ---\n{out}");

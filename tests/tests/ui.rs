@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const POSLEDGER: &str = env!("CARGO_BIN_EXE_posledger-under-test");
 /// The demo's sizes: enough days and merchants for every kind of break.
@@ -81,17 +81,7 @@ fn every_role_uses_the_screen_in_a_browser() {
         .stdin(Stdio::null())
         .spawn()
         .expect("run node");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = node.try_wait().expect("wait for node") {
-            break status;
-        }
-        if started.elapsed() > BROWSER_TIME_MAX {
-            let _ = node.kill();
-            panic!("the browser run took longer than {BROWSER_TIME_MAX:?}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let status = tests::wait_with_limit(&mut node, BROWSER_TIME_MAX, "the browser run");
     assert!(status.success(), "the browser run failed ({status}): its output above says where");
     let taken = std::fs::read_dir(&shots).expect("screenshots").count();
     assert!(taken >= 10, "{taken} screenshots in {}", shots.display());
