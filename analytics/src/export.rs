@@ -412,7 +412,13 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
 /// Exports what the log holds beyond the checkpoint in `out` (see the module doc), replaying
 /// the books up to its range.
 pub async fn export<S: EventStore>(store: &S, out: &Path) -> Result<ExportSummary, ExportError> {
-    export_inner(store, out, None::<&NoBooks>).await
+    let mut run = Run::begin(store, out)?;
+    // The books as of `from`, to book what comes after.
+    let mut books = ledger::replay(store, run.from).await?;
+    // The events of the range, read and decoded ahead on another thread, booked here.
+    let to = run.to;
+    ledger::catch_up_events(store, &mut books, to, |position, event, entry| run.take(position, event, entry)).await?;
+    run.finish()
 }
 
 /// [`export`] with each event's entry taken from `books`, which have applied the log at least
@@ -422,75 +428,76 @@ pub async fn export_with_books<S: EventStore, B: Books + Sync>(
     out: &Path,
     books: &B,
 ) -> Result<ExportSummary, ExportError> {
-    export_inner(store, out, Some(books)).await
+    let mut run = Run::begin(store, out)?;
+    let mut position = run.from;
+    while position < run.to {
+        let batch = store.read_all(position, EXPORT_READ_EVENTS.min((run.to - position) as usize)).await?;
+        let Some(last) = batch.last() else { break };
+        let end = last.position + 1;
+        let entries = books.entries(position, end).await?;
+        let mut entries = entries.iter().peekable();
+        for e in &batch {
+            let event = Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)
+                .map_err(|source| ledger::ReplayError::Decode { position: e.position, source })?;
+            run.take(e.position, &event, entries.next_if(|x| x.position() == e.position))?;
+        }
+        if let Some(stray) = entries.next() {
+            return Err(ExportError::Books(format!("an entry at {} for no event read", stray.position())));
+        }
+        position = end;
+    }
+    run.finish()
 }
 
-/// No books: [`export`] replays.
-struct NoBooks;
-
-impl Books for NoBooks {
-    async fn entries(&self, _: u64, _: u64) -> Result<Vec<ledger::entry::BalancedEntry>, ExportError> {
-        Ok(Vec::new())
-    }
+/// One export run under way: its range, the rows waiting to be written, what it wrote.
+struct Run<'a> {
+    out: &'a Path,
+    from: u64,
+    to: u64,
+    pending: Pending,
+    summary: ExportSummary,
 }
 
-async fn export_inner<S: EventStore, B: Books + Sync>(
-    store: &S,
-    out: &Path,
-    books: Option<&B>,
-) -> Result<ExportSummary, ExportError> {
-    std::fs::create_dir_all(out).map_err(|source| ExportError::Io { path: out.display().to_string(), source })?;
-    let checkpoint = read_checkpoint(out)?;
-    let (from, to) = checkpoint.running.unwrap_or((checkpoint.position, store.head()));
-    if to > store.head() || from > to {
-        return Err(ExportError::Checkpoint(format!(
-            "the export is at position {to} but the log ends at {}: it is another log's export",
-            store.head()
-        )));
+impl<'a> Run<'a> {
+    /// Takes the range from the checkpoint (a run that did not finish is finished first) and
+    /// records it as running.
+    fn begin<S: EventStore>(store: &S, out: &'a Path) -> Result<Run<'a>, ExportError> {
+        std::fs::create_dir_all(out).map_err(|source| ExportError::Io { path: out.display().to_string(), source })?;
+        let checkpoint = read_checkpoint(out)?;
+        let (from, to) = checkpoint.running.unwrap_or((checkpoint.position, store.head()));
+        if to > store.head() || from > to {
+            return Err(ExportError::Checkpoint(format!(
+                "the export is at position {to} but the log ends at {}: it is another log's export",
+                store.head()
+            )));
+        }
+        let running = Checkpoint { position: from, running: Some((from, to)) };
+        write_atomically(&out.join(CHECKPOINT_FILE), &serde_json::to_vec(&running).unwrap_or_default())?;
+        let summary = ExportSummary { from, to, ..ExportSummary::default() };
+        Ok(Run { out, from, to, pending: Pending::default(), summary })
     }
-    let running = Checkpoint { position: from, running: Some((from, to)) };
-    write_atomically(&out.join(CHECKPOINT_FILE), &serde_json::to_vec(&running).unwrap_or_default())?;
-    let mut summary = ExportSummary { from, to, ..ExportSummary::default() };
-    let mut pending = Pending::default();
-    let mut take = |position: u64, event: &Event, entry: Option<&ledger::entry::BalancedEntry>| {
-        rows_of(position, event, entry, &mut pending);
-        if pending.rows.values().any(|r| r.rows >= EXPORT_PART_ROWS_MAX) {
-            flush(out, from, to, &mut pending, &mut summary, true)?;
+
+    /// Takes one event's rows (and its entry's), writing the parts that are full.
+    fn take(
+        &mut self,
+        position: u64,
+        event: &Event,
+        entry: Option<&ledger::entry::BalancedEntry>,
+    ) -> Result<(), ExportError> {
+        rows_of(position, event, entry, &mut self.pending);
+        if self.pending.rows.values().any(|r| r.rows >= EXPORT_PART_ROWS_MAX) {
+            flush(self.out, self.from, self.to, &mut self.pending, &mut self.summary, true)?;
         }
-        Ok::<(), ExportError>(())
-    };
-    match books {
-        Some(books) => {
-            let mut position = from;
-            while position < to {
-                let batch = store.read_all(position, EXPORT_READ_EVENTS.min((to - position) as usize)).await?;
-                let Some(last) = batch.last() else { break };
-                let end = last.position + 1;
-                let entries = books.entries(position, end).await?;
-                let mut entries = entries.iter().peekable();
-                for e in &batch {
-                    let event = Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)
-                        .map_err(|source| ledger::ReplayError::Decode { position: e.position, source })?;
-                    let entry = entries.next_if(|x| x.position() == e.position);
-                    take(e.position, &event, entry)?;
-                }
-                if let Some(stray) = entries.next() {
-                    return Err(ExportError::Books(format!("an entry at {} for no event read", stray.position())));
-                }
-                position = end;
-            }
-        }
-        None => {
-            // The books as of `from`, to book what comes after.
-            let mut books = ledger::replay(store, from).await?;
-            // The events of the range, read and decoded ahead on another thread, booked here.
-            ledger::catch_up_events(store, &mut books, to, take).await?;
-        }
+        Ok(())
     }
-    flush(out, from, to, &mut pending, &mut summary, false)?;
-    let done = Checkpoint { position: to, running: None };
-    write_atomically(&out.join(CHECKPOINT_FILE), &serde_json::to_vec(&done).unwrap_or_default())?;
-    Ok(summary)
+
+    /// Writes what is left and moves the checkpoint past the range.
+    fn finish(mut self) -> Result<ExportSummary, ExportError> {
+        flush(self.out, self.from, self.to, &mut self.pending, &mut self.summary, false)?;
+        let done = Checkpoint { position: self.to, running: None };
+        write_atomically(&self.out.join(CHECKPOINT_FILE), &serde_json::to_vec(&done).unwrap_or_default())?;
+        Ok(self.summary)
+    }
 }
 
 fn rows_of(position: u64, event: &Event, entry: Option<&ledger::entry::BalancedEntry>, pending: &mut Pending) {

@@ -51,12 +51,12 @@ use ingest::pipeline::Ingestor;
 use ingest::store::{EmbeddedStore, EventStore};
 use tokio::sync::{MappedMutexGuard, MutexGuard, RwLockReadGuard};
 
-/// The books as this process holds them, and the position of the checkpoint they came from
-/// or were last saved to.
 /// How long the books' follower lets commits gather before it applies them
 /// ([`App::follow_books`]).
 pub const BOOKS_FOLLOW_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
 
+/// The books as this process holds them, and the position of the checkpoint they came from
+/// or were last saved to.
 struct Books {
     projection: ledger::Projection,
     saved_at: Option<u64>,
@@ -170,7 +170,7 @@ impl App {
         }
         drop(self.ingestor().await?);
         drop(self.books().await?);
-        self.breaks.lock().await.catch_up(&*self.store).await?;
+        drop(self.breaks_now().await?);
         self.keys.check()?;
         self.approvals.check()?;
         Ok(())

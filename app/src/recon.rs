@@ -452,9 +452,7 @@ impl App {
         after: Option<&str>,
         limit: usize,
     ) -> Result<BreakPage, Failure> {
-        // The follower reads only what was appended since it last did.
-        let mut follower = self.breaks.lock().await;
-        follower.catch_up(&*self.store).await?;
+        let follower = self.breaks_now().await?;
         let (latest, resolved) = (follower.latest(), follower.resolved());
         let waiting = self.approvals.waiting(self)?;
         // Every break in list order with its id; a page starts after `after`'s place.
@@ -516,9 +514,17 @@ impl App {
     /// Breaks of the latest runs that are not resolved, following the log from where the last
     /// call stopped (cheap to ask often).
     pub async fn open_breaks(&self) -> Result<usize, Failure> {
+        Ok(self.breaks_now().await?.open_breaks())
+    }
+
+    /// The breaks recorded, caught up with the log: the follower reads only what was appended
+    /// since it last did.
+    pub(crate) async fn breaks_now(
+        &self,
+    ) -> Result<tokio::sync::MutexGuard<'_, ledger::recon::BreaksFollower>, Failure> {
         let mut follower = self.breaks.lock().await;
         follower.catch_up(&*self.store).await?;
-        Ok(follower.open_breaks())
+        Ok(follower)
     }
 }
 

@@ -1935,6 +1935,35 @@ fn day_found(report: &app::recon::DayReport, settlement: &app::settle::Settlemen
     (report.reports.len(), breaks, settlement.paid.len(), settlement.held.len())
 }
 
+/// A day-end timed on a fresh copy of a prepared data directory: opening the application
+/// (its write model and books, as a server has them before the clock starts), the day-end
+/// itself, closing; checked to have verified and reconciled every statement.
+struct TimedDayEnd {
+    open_s: f64,
+    day_end_s: f64,
+    close_s: f64,
+    end: app::dayend::DayEnd,
+}
+
+/// Runs `day`'s day-end on a copy of `prepared` made at `copy` (removed after).
+async fn timed_day_end(prepared: &Path, copy: &Path, day: &PreparedDay) -> Result<TimedDayEnd> {
+    copy_dir(prepared, copy)?;
+    let start = Instant::now();
+    let app = open_app(copy)?;
+    app.open_all().await.map_err(failed("opening the write model and the books"))?;
+    let open_s = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let end = app.day_end(day.date, &day.files).await.map_err(failed("the day-end"))?;
+    let day_end_s = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    app.close().await;
+    let close_s = start.elapsed().as_secs_f64();
+    anyhow::ensure!(end.verified(), "the day-end verified: {:?}", end.verify);
+    anyhow::ensure!(end.report.reports.len() == day.files.len(), "every statement reconciled");
+    std::fs::remove_dir_all(copy)?;
+    Ok(TimedDayEnd { open_s, day_end_s, close_s, end })
+}
+
 /// One day-end of a day of `payments` sales on a store that holds it, beside the separate use
 /// cases that `posledger statement import` (once per file), `reconcile`, `settle`, `export` and
 /// `verify` run, each way on its own copy of the same data directory. Each copy's application
@@ -1957,23 +1986,13 @@ async fn day_end(dir: &Path, payments: u64, merchants: u32, repeat: usize) -> Re
     let mut exported = 0;
     for _ in 0..repeat {
         // The day-end.
-        copy_dir(&prepared_dir, &copy)?;
-        let start = Instant::now();
-        let app = open_app(&copy)?;
-        app.open_all().await.map_err(failed("opening the write model and the books"))?;
-        open_runs.push(start.elapsed().as_secs_f64());
-        let start = Instant::now();
-        let end = app.day_end(date, &day.files).await.map_err(failed("the day-end"))?;
-        together.push(start.elapsed().as_secs_f64());
-        let start = Instant::now();
-        app.close().await;
-        close_runs.push(start.elapsed().as_secs_f64());
-        anyhow::ensure!(end.verified(), "the day-end verified: {:?}", end.verify);
-        anyhow::ensure!(end.report.reports.len() == day.files.len(), "every statement reconciled");
-        anyhow::ensure!(!end.settlement.paid.is_empty(), "the day-end paid the day before's business");
-        found = day_found(&end.report, &end.settlement);
-        exported = end.export.through;
-        std::fs::remove_dir_all(&copy)?;
+        let timed = timed_day_end(&prepared_dir, &copy, &day).await?;
+        open_runs.push(timed.open_s);
+        together.push(timed.day_end_s);
+        close_runs.push(timed.close_s);
+        anyhow::ensure!(!timed.end.settlement.paid.is_empty(), "the day-end paid the day before's business");
+        found = day_found(&timed.end.report, &timed.end.settlement);
+        exported = timed.end.export.through;
 
         // The same day, one use case after another.
         copy_dir(&prepared_dir, &copy)?;
@@ -2062,17 +2081,9 @@ async fn day_end_after_history(dir: &Path, payments: u64, merchants: u32, histor
     let mut found = Vec::new();
     for _ in 0..repeat {
         for (prepared, from, runs) in [(&short, &short_dir, &mut short_runs), (&long, &long_dir, &mut long_runs)] {
-            copy_dir(from, &copy)?;
-            let app = open_app(&copy)?;
-            app.open_all().await.map_err(failed("opening the write model and the books"))?;
-            let start = Instant::now();
-            let end = app.day_end(prepared.date, &prepared.files).await.map_err(failed("the day-end"))?;
-            runs.push(start.elapsed().as_secs_f64());
-            app.close().await;
-            anyhow::ensure!(end.verified(), "the day-end verified: {:?}", end.verify);
-            anyhow::ensure!(end.report.reports.len() == prepared.files.len(), "every statement reconciled");
-            found.push(day_found(&end.report, &end.settlement));
-            std::fs::remove_dir_all(&copy)?;
+            let timed = timed_day_end(from, &copy, prepared).await?;
+            runs.push(timed.day_end_s);
+            found.push(day_found(&timed.end.report, &timed.end.settlement));
         }
     }
     let _ = std::fs::remove_dir_all(&short_dir);

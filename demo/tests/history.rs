@@ -42,6 +42,8 @@ async fn the_days_reads_equal_reading_the_whole_log() {
     let options = Options { merchants: 6, payments_per_day: 2_500, days: 5, seed: 11 };
     let report = run(&dir, options, &|_| {}).await.expect("demo");
     assert!(report.disagreements.is_empty(), "{:#?}", report.disagreements);
+    let last = demo::run::first_day() + chrono::Days::new(u64::from(options.days - 1));
+    let sale = refund_an_early_sale(&dir, last).await;
     let store = Arc::new(EmbeddedStore::open(app::DataDir::new(&dir).events()).expect("open the demo's log"));
     let whole = WholeLog(store.clone());
     let (books, _) = ledger::open_books(&*store, None).await.expect("books");
@@ -65,7 +67,53 @@ async fn the_days_reads_equal_reading_the_whole_log() {
         // The demo's channels carry items one day forward.
         skipped = store.position_since(ledger::recon::window_start(date - chrono::Days::new(1)));
     }
+    // The refund of the first day's sale on the last: its sale lies before what the last day
+    // reads, and is found by its id.
+    let (items, _) =
+        ledger::recon::load_items(&*store, ingest::statement::StatementChannel::Wechat, last).await.expect("items");
+    let refund = items.iter().find(|i| i.txn_id == format!("{}-RH", sale.txn_id)).expect("the late refund");
+    assert!(sale.position < skipped, "the sale at {} is before the last day's reads ({skipped})", sale.position);
+    assert_eq!(refund.channel_txn_id, sale.channel_txn_id);
     eprintln!("cancelled {cancelled}, refunds {refunds}, skipped {skipped} of {}", store.head());
     assert!(cancelled > 0 && refunds > 0, "voids and refunds were compared: {cancelled}, {refunds}");
     assert!(skipped > store.head() / 4, "the last day's reads skip the first days: from {skipped} of {}", store.head());
+}
+
+/// A WeChat sale of the first day, refunded here.
+struct Sale {
+    position: u64,
+    txn_id: String,
+    channel_txn_id: Option<String>,
+}
+
+/// Records, on `date`, a refund of one of the first day's WeChat sales (in a batch of its own,
+/// open): the refund of a sale far older than the reconciliation window.
+async fn refund_an_early_sale(dir: &std::path::Path, date: chrono::NaiveDate) -> Sale {
+    let app = app::App::open(app::DataDir::new(dir), Box::new(|w| panic!("{w}"))).expect("app");
+    let early = app.store().read_all(0, 20_000).await.expect("read");
+    for e in early {
+        let Ok(ingest::event::Event::PaymentCaptured(s)) =
+            ingest::event::Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)
+        else {
+            continue;
+        };
+        if s.channel != ingest::event::Channel::Wechat || s.channel_txn_id.is_none() {
+            continue;
+        }
+        let record = format!(
+            r#"{{"kind": "refund", "txn_id": "{t}-RH", "original_txn_id": "{t}", "merchant_id": "{m}", "terminal_id": "{term}", "batch_no": "990001", "stan": "990001", "channel": "wechat", "amount": "0.01", "currency": "CNY", "at": "{date}T12:00:00+08:00"}}"#,
+            t = s.txn_id,
+            m = s.merchant_id,
+            term = s.terminal_id,
+        );
+        let summary = app
+            .ingest_reader(format!("{record}\n").as_bytes(), ingest::pipeline::InputKind::Feed, |_, _| {})
+            .await
+            .expect("ingest");
+        if summary.accepted == 1 {
+            app.close().await;
+            return Sale { position: e.position, txn_id: s.txn_id, channel_txn_id: s.channel_txn_id };
+        }
+    }
+    panic!("no early WeChat sale could be refunded");
 }

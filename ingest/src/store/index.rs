@@ -189,13 +189,12 @@ impl Index {
     pub fn add_sparse(&mut self, position: u64, loc: u64, frame_end: u64, occurred_at_us: Option<i64>) {
         let (seg, off) = split_location(loc);
         let occurred = occurred_at_us.unwrap_or(i64::MIN);
+        let near = |last: &SparseEntry| {
+            let (last_seg, last_off) = split_location(last.loc);
+            last_seg == seg && off - last_off < SPARSE_INDEX_STRIDE_BYTES
+        };
         match self.sparse.last_mut() {
-            Some(last)
-                if split_location(last.loc).0 == seg
-                    && off - split_location(last.loc).1 < SPARSE_INDEX_STRIDE_BYTES =>
-            {
-                last.occurred_max_us = last.occurred_max_us.max(occurred);
-            }
+            Some(last) if near(last) => last.occurred_max_us = last.occurred_max_us.max(occurred),
             _ => self.sparse.push(SparseEntry { position, loc, frame_end, occurred_max_us: occurred }),
         }
     }

@@ -31,7 +31,7 @@ pub async fn load_items<S: ingest::store::EventStore>(
     date: NaiveDate,
 ) -> Result<(Vec<Item>, HashMap<Channel, Terms>), crate::ReplayError> {
     let terms = terms_in_force(store, date).await?;
-    let carry = terms.values().map(|t| t.carry_forward_days).max().unwrap_or(0).min(CARRY_FORWARD_DAYS_MAX);
+    let carry = longest_carry(&terms);
     let from = date - chrono::Duration::days(i64::from(carry));
     use ingest::event::Event;
     let mut items: Vec<Item> = Vec::new();
@@ -103,6 +103,12 @@ pub async fn load_items<S: ingest::store::EventStore>(
         }
     }
     Ok((items, terms))
+}
+
+/// The longest `carry_forward_days` of the terms in force: how many days before a statement's
+/// date its items and earlier files count.
+fn longest_carry(terms: &HashMap<Channel, Terms>) -> u32 {
+    terms.values().map(|t| t.carry_forward_days).max().unwrap_or(0).min(CARRY_FORWARD_DAYS_MAX)
 }
 
 /// A time before every event a reconciliation window opening on `from` can hold, in µs since
@@ -281,7 +287,7 @@ pub async fn prepare_run<S: ingest::store::EventStore>(
         stored_statement(store, channel, date, None).await?.ok_or(ReconError::NoStatement(channel, date))?;
     let (items, terms) = load_items(store, channel, date).await?;
     // The longest carry-forward of the statement's channels says how far back files count.
-    let carry = terms.values().map(|t| t.carry_forward_days).max().unwrap_or(0);
+    let carry = longest_carry(&terms);
     let first = date - chrono::Duration::days(i64::from(carry));
     let mut earlier = Vec::new();
     let mut day = first;
