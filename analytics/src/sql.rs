@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
@@ -204,13 +204,7 @@ impl Session {
         functions::sandbox(&mut builder, &generated);
         let ctx = SessionContext::new_with_state(builder.build());
         for (name, schema) in export::schemas() {
-            let schema = if payers || name != "payments" {
-                schema
-            } else {
-                let kept: Vec<Field> =
-                    schema.fields().iter().filter(|f| f.name() != "payer").map(|f| f.as_ref().clone()).collect();
-                Arc::new(Schema::new(kept))
-            };
+            let schema = scanned(&schema, payers || name != "payments");
             let table_dir = dir.join(name);
             if table_dir.is_dir() {
                 let url = ListingTableUrl::parse(format!("{}/", table_dir.display()))
@@ -362,4 +356,21 @@ fn scalar(value: &Value) -> ScalarValue {
 
 fn decimal_scalar(d: Decimal) -> ScalarValue {
     ScalarValue::Decimal128(Some(d.mantissa()), 38, d.scale() as i8)
+}
+
+/// The schema a query sees of an exported table: text columns are read as string views (the
+/// files keep plain `string` columns, so every Parquet reader reads them as before). A view
+/// keeps a short value inline, so grouping and comparing merchant ids, channels and currencies
+/// neither copies nor follows a pointer per row. Without `payers`, the `payer` column is left out.
+fn scanned(schema: &Schema, payers: bool) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .filter(|f| payers || f.name() != "payer")
+        .map(|f| match f.data_type() {
+            DataType::Utf8 => f.as_ref().clone().with_data_type(DataType::Utf8View),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
 }
