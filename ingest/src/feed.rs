@@ -10,6 +10,8 @@ use std::fmt;
 
 use serde::Deserialize;
 
+mod scan;
+
 use crate::event::{Channel, Event, PaymentAdjustment, PaymentCaptured, TerminalBatchClosed};
 use crate::fields::{self, FieldError, absent, mask_card_numbers, required};
 use crate::money::Currency;
@@ -100,7 +102,7 @@ impl LineError {
 }
 
 /// The record as it arrives, before any check.
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFeedRecord<'a> {
     #[serde(borrow)]
@@ -144,9 +146,61 @@ struct RawFeedRecord<'a> {
 }
 
 /// Parses one feed line (`line` is its 1-based number, for errors).
+///
+/// A line of the common shape is read by a scanner; any other line by serde, which gives the
+/// same record or names what is wrong (see [`parse_feed_line_with_serde`]).
 pub fn parse_feed_line(line: u64, text: &[u8]) -> Result<FeedCommand, LineError> {
+    let raw = match (text.len() <= FEED_LINE_BYTES_MAX).then(|| scan_raw(text)).flatten() {
+        Some(raw) => raw,
+        None => parse_raw(line, text)?,
+    };
+    validate(raw).map_err(|e| LineError::from_field(line, e))
+}
+
+/// Parses one feed line with serde alone: the reference [`parse_feed_line`] must always agree
+/// with, record for record and error for error.
+pub fn parse_feed_line_with_serde(line: u64, text: &[u8]) -> Result<FeedCommand, LineError> {
     let raw: RawFeedRecord<'_> = parse_raw(line, text)?;
     validate(raw).map_err(|e| LineError::from_field(line, e))
+}
+
+/// The raw record of a line of the common shape, as serde would decode it; `None` for any
+/// other line.
+fn scan_raw(text: &[u8]) -> Option<RawFeedRecord<'_>> {
+    let mut r = RawFeedRecord::default();
+    let complete = scan::object(text, |key, value| {
+        use scan::Value::{Count, Text};
+        let (slot, value) = match (key, value) {
+            (b"debit_count", Count(n)) => return r.debit_count.replace(n).is_none(),
+            (b"credit_count", Count(n)) => return r.credit_count.replace(n).is_none(),
+            (_, Count(_)) => return false,
+            (key, Text(s)) => (
+                match key {
+                    b"kind" => &mut r.kind,
+                    b"txn_id" => &mut r.txn_id,
+                    b"original_txn_id" => &mut r.original_txn_id,
+                    b"merchant_id" => &mut r.merchant_id,
+                    b"terminal_id" => &mut r.terminal_id,
+                    b"batch_no" => &mut r.batch_no,
+                    b"stan" => &mut r.stan,
+                    b"rrn" => &mut r.rrn,
+                    b"channel" => &mut r.channel,
+                    b"channel_txn_id" => &mut r.channel_txn_id,
+                    b"amount" => &mut r.amount,
+                    b"currency" => &mut r.currency,
+                    b"at" => &mut r.at,
+                    b"payer" => &mut r.payer,
+                    b"mcc" => &mut r.mcc,
+                    b"debit_amount" => &mut r.debit_amount,
+                    b"credit_amount" => &mut r.credit_amount,
+                    _ => return false,
+                },
+                s,
+            ),
+        };
+        slot.replace(Cow::Borrowed(value)).is_none()
+    });
+    complete.then_some(r)
 }
 
 /// Decodes one NDJSON line into its raw record type, refusing lines over
@@ -403,6 +457,16 @@ mod tests {
             err(&line.replace(r#""debit_count":18"#, r#""debit_count":1000001"#)).field.as_deref()
                 == Some("debit_count")
         );
+    }
+
+    #[test]
+    fn the_common_line_is_read_by_the_scanner() {
+        let path = format!("{}/../tests/fixtures/day/feed-2026-11-24.ndjson", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(path).expect("fixture");
+        for line in text.lines().chain([SALE]) {
+            assert!(scan_raw(line.as_bytes()).is_some(), "{line}");
+        }
+        assert!(scan_raw(with("payer", r#""a\"b""#).as_bytes()).is_none(), "an escape goes to serde");
     }
 
     #[test]
