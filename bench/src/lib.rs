@@ -38,7 +38,8 @@ pub const BENCHMARKS: &[Benchmark] = &[
     },
     Benchmark {
         name: "ingest_feed_records_per_s",
-        about: "a generated 1M-record terminal feed through parsing, the write model and durable append",
+        about: "a generated 1M-record terminal feed through parsing, the write model and durable append; \
+                then its parsing alone against serde alone (feed_parse_records_per_s, feed_parse_vs_serde_ratio)",
     },
     Benchmark {
         name: "open_recover_s",
@@ -537,6 +538,36 @@ async fn ingest_feed(dir: &Path, records: u64, repeat: usize) -> Result<()> {
     if !peak.is_empty() {
         emit("ingest_feed_peak_rss_mib", median(peak.clone()), "MiB", json!({"records": records, "runs_mib": peak}));
     }
+    feed_parse(&feed_path, repeat)
+}
+
+/// The parse stage alone over the same feed, in memory: each line through `parse_feed_line`
+/// (the scanner, serde for any other shape) and through serde alone, alternated.
+fn feed_parse(feed_path: &Path, repeat: usize) -> Result<()> {
+    use ingest::feed::{parse_feed_line, parse_feed_line_with_serde};
+    let text = std::fs::read(feed_path)?;
+    let lines: Vec<&[u8]> = text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+    let time = |parse: fn(u64, &[u8]) -> Result<ingest::feed::FeedCommand, ingest::feed::LineError>| {
+        let start = Instant::now();
+        for (i, line) in lines.iter().enumerate() {
+            std::hint::black_box(parse(i as u64 + 1, line)).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        anyhow::Ok(start.elapsed().as_secs_f64())
+    };
+    let (mut ours, mut serde) = (Vec::new(), Vec::new());
+    for _ in 0..repeat {
+        ours.push(time(parse_feed_line)?);
+        serde.push(time(parse_feed_line_with_serde)?);
+    }
+    let (ours_s, serde_s) = (median(ours.clone()), median(serde.clone()));
+    let n = lines.len() as f64;
+    emit(
+        "feed_parse_records_per_s",
+        n / ours_s,
+        "records/s",
+        json!({"records": lines.len(), "runs_seconds": ours, "serde_records_per_s": n / serde_s, "serde_runs_seconds": serde}),
+    );
+    emit("feed_parse_vs_serde_ratio", ours_s / serde_s, "x", json!({"records": lines.len()}));
     Ok(())
 }
 
