@@ -272,8 +272,6 @@ for table in ["payments", "adjustments", "postings", "merchants"]:
     assert_eq!(theirs, ours, "DuckDB's rows and totals per table and day against ours");
 }
 
-/// Reconciliation runs are exported as `recon_items`: every break one row, the matched lines
-/// summed per ledger channel and kind; the matched counts are the answer key's.
 /// Imports the fixture's three statements of `date` and reconciles each (runs recorded by the
 /// application layer); the breaks found.
 async fn reconcile_fixture_day(app: &app::App, date: &str) -> u64 {
@@ -291,6 +289,8 @@ async fn reconcile_fixture_day(app: &app::App, date: &str) -> u64 {
     breaks
 }
 
+/// Reconciliation runs are exported as `recon_items`: every break one row, the matched lines
+/// summed per ledger channel and kind; the matched counts are the answer key's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconciliation_runs_are_exported() {
     let dir = tempfile::tempdir().expect("tmp");

@@ -150,11 +150,10 @@ struct RawFeedRecord<'a> {
 /// A line of the common shape is read by a scanner; any other line by serde, which gives the
 /// same record or names what is wrong (see [`parse_feed_line_with_serde`]).
 pub fn parse_feed_line(line: u64, text: &[u8]) -> Result<FeedCommand, LineError> {
-    let raw = match (text.len() <= FEED_LINE_BYTES_MAX).then(|| scan_raw(text)).flatten() {
-        Some(raw) => raw,
-        None => parse_raw(line, text)?,
-    };
-    validate(raw).map_err(|e| LineError::from_field(line, e))
+    match (text.len() <= FEED_LINE_BYTES_MAX).then(|| scan_raw(text)).flatten() {
+        Some(raw) => validate(raw).map_err(|e| LineError::from_field(line, e)),
+        None => parse_feed_line_with_serde(line, text),
+    }
 }
 
 /// Parses one feed line with serde alone: the reference [`parse_feed_line`] must always agree
@@ -165,40 +164,41 @@ pub fn parse_feed_line_with_serde(line: u64, text: &[u8]) -> Result<FeedCommand,
 }
 
 /// The raw record of a line of the common shape, as serde would decode it; `None` for any
-/// other line.
+/// other line (a key unknown or repeated, a value of the wrong kind among them).
 fn scan_raw(text: &[u8]) -> Option<RawFeedRecord<'_>> {
     let mut r = RawFeedRecord::default();
-    let complete = scan::object(text, |key, value| {
-        use scan::Value::{Count, Text};
-        let (slot, value) = match (key, value) {
-            (b"debit_count", Count(n)) => return r.debit_count.replace(n).is_none(),
-            (b"credit_count", Count(n)) => return r.credit_count.replace(n).is_none(),
-            (_, Count(_)) => return false,
-            (key, Text(s)) => (
-                match key {
-                    b"kind" => &mut r.kind,
-                    b"txn_id" => &mut r.txn_id,
-                    b"original_txn_id" => &mut r.original_txn_id,
-                    b"merchant_id" => &mut r.merchant_id,
-                    b"terminal_id" => &mut r.terminal_id,
-                    b"batch_no" => &mut r.batch_no,
-                    b"stan" => &mut r.stan,
-                    b"rrn" => &mut r.rrn,
-                    b"channel" => &mut r.channel,
-                    b"channel_txn_id" => &mut r.channel_txn_id,
-                    b"amount" => &mut r.amount,
-                    b"currency" => &mut r.currency,
-                    b"at" => &mut r.at,
-                    b"payer" => &mut r.payer,
-                    b"mcc" => &mut r.mcc,
-                    b"debit_amount" => &mut r.debit_amount,
-                    b"credit_amount" => &mut r.credit_amount,
-                    _ => return false,
-                },
-                s,
-            ),
-        };
-        slot.replace(Cow::Borrowed(value)).is_none()
+    let complete = scan::object(text, |key, value| match value {
+        scan::Value::Count(n) => {
+            let slot = match key {
+                b"debit_count" => &mut r.debit_count,
+                b"credit_count" => &mut r.credit_count,
+                _ => return false,
+            };
+            slot.replace(n).is_none()
+        }
+        scan::Value::Text(s) => {
+            let slot = match key {
+                b"kind" => &mut r.kind,
+                b"txn_id" => &mut r.txn_id,
+                b"original_txn_id" => &mut r.original_txn_id,
+                b"merchant_id" => &mut r.merchant_id,
+                b"terminal_id" => &mut r.terminal_id,
+                b"batch_no" => &mut r.batch_no,
+                b"stan" => &mut r.stan,
+                b"rrn" => &mut r.rrn,
+                b"channel" => &mut r.channel,
+                b"channel_txn_id" => &mut r.channel_txn_id,
+                b"amount" => &mut r.amount,
+                b"currency" => &mut r.currency,
+                b"at" => &mut r.at,
+                b"payer" => &mut r.payer,
+                b"mcc" => &mut r.mcc,
+                b"debit_amount" => &mut r.debit_amount,
+                b"credit_amount" => &mut r.credit_amount,
+                _ => return false,
+            };
+            slot.replace(Cow::Borrowed(s)).is_none()
+        }
     });
     complete.then_some(r)
 }

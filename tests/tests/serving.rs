@@ -60,6 +60,13 @@ fn text(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Onboards the fixture's merchants in `data` and serves it: the server and an admin's key.
+fn serve_fixture_merchants(data: &Path) -> (Server, String) {
+    assert_eq!(posledger(data, &["merchants", "import", &fixture("admin.ndjson")]).status.code(), Some(0));
+    let token = text(&posledger(data, &["keys", "create", "--role", "admin"])).trim().to_owned();
+    (Server::start(POSLEDGER, data), token)
+}
+
 fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(out)))
 }
@@ -167,9 +174,7 @@ fn every_command_answers_alike_with_and_without_a_server() {
 fn commands_run_while_terminals_post() {
     let root = tempfile::tempdir().expect("tempdir");
     let data = root.path();
-    assert_eq!(posledger(data, &["merchants", "import", &fixture("admin.ndjson")]).status.code(), Some(0));
-    let token = text(&posledger(data, &["keys", "create", "--role", "admin"])).trim().to_owned();
-    let server = Server::start(POSLEDGER, data);
+    let (server, token) = serve_fixture_merchants(data);
     let addr = server.addr;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let terminal = {
@@ -400,9 +405,7 @@ fn a_stalled_command_does_not_hold_a_stopping_server() {
 fn the_books_follow_the_log_without_a_read() {
     let root = tempfile::tempdir().expect("tempdir");
     let data = root.path();
-    assert_eq!(posledger(data, &["merchants", "import", &fixture("admin.ndjson")]).status.code(), Some(0));
-    let token = text(&posledger(data, &["keys", "create", "--role", "admin"])).trim().to_owned();
-    let server = Server::start(POSLEDGER, data);
+    let (server, token) = serve_fixture_merchants(data);
     let lag = || {
         get(server.addr, "/metrics", &token).and_then(|m| {
             m.lines().find_map(|l| l.strip_prefix("posledger_projection_lag_events ")?.parse::<u64>().ok())
