@@ -109,8 +109,10 @@ pub const BENCHMARKS: &[Benchmark] = &[
         about: "rebuilding the books from a stored log of 10M events (9.1M captures of 1000 merchants, \
                 a refund for one in ten) without a checkpoint: read, decode, project; also its peak \
                 memory (replay_peak_rss_mib), as-of balances by position (as_of_balance_ms) and business \
-                time (as_of_time_balance_ms) over its 30M postings, and resuming from a checkpoint \
-                of it (checkpoint_resume_s)",
+                time (as_of_time_balance_ms) over its 30M postings, resuming from a checkpoint \
+                of it (checkpoint_resume_s); then a day more (a thirtieth of the history) appended and \
+                the checkpoint saved again (checkpoint_save_after_day_s), and a `posledger balance` \
+                process, start to exit, on the directory with no server (cli_balance_10m_events_ms)",
     },
     Benchmark {
         name: "projection_postings_per_s",
@@ -718,37 +720,35 @@ fn payment_events(first: u64, payments: u64, merchants: u64) -> Vec<Event> {
     events
 }
 
-/// The books rebuilt from a stored log of `payments` captures (and their refunds) of 1000
-/// merchants: read, decode and project every event, as a restart without a checkpoint does.
 /// A store of `payments` captures (and a refund for one in ten) of 1000 merchants.
 async fn payments_store(dir: &Path, payments: u64) -> Result<()> {
     let merchants = 1000;
-    let store = Arc::new(EmbeddedStore::open(dir)?);
-    let append = |events: Vec<Event>| {
-        let requests: Vec<AppendRequest> = events
-            .iter()
-            .map(|e| AppendRequest {
-                stream: e.stream(),
-                expected: ExpectedRevision::Any,
-                events: vec![e.to_event_data()],
-            })
-            .collect();
-        let store = store.clone();
-        async move {
-            for chunk in requests.chunks(5000) {
-                for r in store.append_many(chunk.to_vec()).await {
-                    r.context("append")?;
-                }
-            }
-            anyhow::Ok(())
-        }
-    };
-    append(contracts(merchants)).await?;
+    let store = EmbeddedStore::open(dir)?;
+    append_events(&store, contracts(merchants)).await?;
+    append_payments(&store, 0, payments).await
+}
+
+/// Appends captures `first..first + payments` (and their refunds) of 1000 merchants.
+async fn append_payments(store: &EmbeddedStore, first: u64, payments: u64) -> Result<()> {
     let mut done = 0;
     while done < payments {
         let n = 500_000u64.min(payments - done);
-        append(payment_events(done, n, merchants)).await?;
+        append_events(store, payment_events(first + done, n, 1000)).await?;
         done += n;
+    }
+    Ok(())
+}
+
+/// Appends `events`, each to its own stream, in group commits of 5000.
+async fn append_events(store: &EmbeddedStore, events: Vec<Event>) -> Result<()> {
+    let requests: Vec<AppendRequest> = events
+        .iter()
+        .map(|e| AppendRequest { stream: e.stream(), expected: ExpectedRevision::Any, events: vec![e.to_event_data()] })
+        .collect();
+    for chunk in requests.chunks(5000) {
+        for r in store.append_many(chunk.to_vec()).await {
+            r.context("append")?;
+        }
     }
     Ok(())
 }
@@ -1461,8 +1461,9 @@ async fn backup_restore(dir: &Path, payments: u64, repeat: usize) -> Result<()> 
 
 async fn replay(dir: &Path, payments: u64, repeat: usize) -> Result<()> {
     let merchants = 1000;
-    payments_store(dir, payments).await?;
-    let store = EmbeddedStore::open(dir)?;
+    let data = app::DataDir::new(dir);
+    payments_store(&data.events(), payments).await?;
+    let store = EmbeddedStore::open(data.events())?;
     let events = store.head();
     let mut runs = Vec::new();
     let mut rss = Vec::new();
@@ -1501,11 +1502,11 @@ async fn replay(dir: &Path, payments: u64, repeat: usize) -> Result<()> {
     let books = last.context("at least one replay ran")?;
     as_of_queries(&books)?;
     // The checkpoint of these books: written, then read back and checked against the log.
-    let path = dir.join("ledger.ckpt");
+    let path = data.ledger_checkpoint();
     let start = Instant::now();
     ledger::save_books(&store, &books, &path).await?;
     let save = start.elapsed().as_secs_f64();
-    let bytes = std::fs::metadata(&path)?.len();
+    let bytes = checkpoint_bytes(&data)?;
     let mut runs = Vec::new();
     for _ in 0..repeat {
         let start = Instant::now();
@@ -1520,7 +1521,40 @@ async fn replay(dir: &Path, payments: u64, repeat: usize) -> Result<()> {
         "s",
         json!({"events": events, "checkpoint_bytes": bytes, "save_seconds": save, "runs_seconds": runs}),
     );
+    drop(books);
+    // A day more (a thirtieth of the history): resumed, caught up and saved again.
+    let day = (payments / 30).max(1);
+    append_payments(&store, payments, day).await?;
+    let (books, _) = ledger::open_books(&store, Some(&path)).await?;
+    let start = Instant::now();
+    ledger::save_books(&store, &books, &path).await?;
+    let day_save = start.elapsed().as_secs_f64();
+    let (events_after, day_bytes) = (store.head(), checkpoint_bytes(&data)?);
+    drop((books, store));
+    // `posledger balance` in its own process, start to exit, on the directory (no server).
+    let cli = time_balance_commands(dir, (repeat * 3).max(5))?;
+    emit(
+        "checkpoint_save_after_day_s",
+        day_save,
+        "s",
+        json!({"events_added": events_after - events, "whole_save_seconds": save, "checkpoint_bytes": day_bytes}),
+    );
+    emit("cli_balance_10m_events_ms", median(cli.clone()), "ms", json!({"events": events_after, "runs_ms": cli}));
     Ok(())
+}
+
+/// Bytes of the books' checkpoint files in a data directory.
+fn checkpoint_bytes(data: &app::DataDir) -> Result<u64> {
+    let name = data.ledger_checkpoint();
+    let prefix = name.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+    let mut bytes = 0;
+    for entry in std::fs::read_dir(data.root())? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            bytes += entry.metadata()?.len();
+        }
+    }
+    Ok(bytes)
 }
 
 /// As-of balances over the replayed books: by position (a merchant's payable and the busiest
