@@ -116,16 +116,22 @@ impl App {
     /// in (a CNY zero for an account never used).
     pub async fn balance(&self, account: &str, currency: Option<Currency>, as_of: AsOf) -> Result<Balances, Failure> {
         let parsed = parse_account(account)?;
-        let books = self.books().await?;
-        let currencies: Vec<Currency> = match currency {
-            Some(c) => vec![c],
-            None => {
-                let used: Vec<Currency> =
-                    Currency::ALL.into_iter().filter(|c| books.balances().history(&parsed, *c).is_some()).collect();
-                if used.is_empty() { vec![Currency::Cny] } else { used }
-            }
+        let row = |c: Currency, amount| BalanceRow {
+            account: parsed.path().to_owned(),
+            currency: c,
+            balance: money(amount, c),
         };
-        let rows = currencies
+        if matches!(as_of, AsOf::Now)
+            && let Some(summary) = self.summary_now().await
+        {
+            let rows = currencies(currency, |c| summary.holds(&parsed, c))
+                .into_iter()
+                .map(|c| row(c, summary.balance(&parsed, c)))
+                .collect();
+            return Ok(Balances { as_of, position: summary.position, rows });
+        }
+        let books = self.books().await?;
+        let rows = currencies(currency, |c| books.balances().history(&parsed, c).is_some())
             .into_iter()
             .map(|c| {
                 let amount = match as_of {
@@ -133,7 +139,7 @@ impl App {
                     AsOf::Position(p) => books.balances().balance(&parsed, c, p),
                     AsOf::Time(t) => books.balance_at_time(&parsed, c, t.timestamp_micros()),
                 };
-                BalanceRow { account: parsed.path().to_owned(), currency: c, balance: money(amount, c) }
+                row(c, amount)
             })
             .collect();
         Ok(Balances { as_of, position: books.position(), rows })
@@ -141,6 +147,11 @@ impl App {
 
     /// Every account's balance as of a point; they sum to zero per currency.
     pub async fn trial_balance(&self, as_of: AsOf) -> Result<Balances, Failure> {
+        if matches!(as_of, AsOf::Now)
+            && let Some(summary) = self.summary_now().await
+        {
+            return Ok(Balances { as_of, position: summary.position, rows: rows(summary.trial_balance()) });
+        }
         let books = self.books().await?;
         let all = match as_of {
             AsOf::Now => books.balances().trial_balance(u64::MAX),
@@ -233,4 +244,14 @@ impl App {
             Err(ledger::journal::JournalError::Replay(e)) => Err(OutputFailure::Failed(e.into())),
         }
     }
+}
+
+/// The currencies a balance is given in: the one asked for, else every currency the books hold
+/// the account in (CNY when none).
+fn currencies(asked: Option<Currency>, held: impl Fn(Currency) -> bool) -> Vec<Currency> {
+    if let Some(c) = asked {
+        return vec![c];
+    }
+    let used: Vec<Currency> = Currency::ALL.into_iter().filter(|c| held(*c)).collect();
+    if used.is_empty() { vec![Currency::Cny] } else { used }
 }

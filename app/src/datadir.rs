@@ -3,7 +3,9 @@
 //! ```text
 //! DATA_DIR/
 //!   events/          the event log (segments, indexes, LOCK): the only thing that is not derived
-//!   ledger.ckpt      the books as of a position (derived: rebuilt from the log when missing)
+//!   ledger.ckpt      the books as of a position: their summary and the maps (derived: rebuilt
+//!                    from the log when missing)
+//!   ledger.ckpt.N.log  what each save of the books appended since the one before (derived)
 //!   writemodel.json  the write model's registry as of a position (derived)
 //!   export/          the Parquet export and its checkpoint `_export.json` (derived)
 //!   keys.json        API keys, hashed (not derivable: back it up)

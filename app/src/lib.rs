@@ -55,11 +55,11 @@ use tokio::sync::{MappedMutexGuard, MutexGuard, RwLockReadGuard};
 /// ([`App::follow_books`]).
 pub const BOOKS_FOLLOW_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
 
-/// The books as this process holds them, and the position of the checkpoint they came from
-/// or were last saved to.
+/// The books as this process holds them, and the mark of the checkpoint they came from or were
+/// last saved to (the next save appends what changed since).
 struct Books {
     projection: ledger::Projection,
-    saved_at: Option<u64>,
+    saved: Option<ledger::Mark>,
 }
 
 /// Where warnings go (a checkpoint refused, a torn tail cut off): the adapter decides.
@@ -212,10 +212,11 @@ impl App {
     pub async fn save_books(&self) {
         let mut books = self.books.write().await;
         if let Some(b) = books.as_mut()
-            && b.saved_at != Some(b.projection.position())
+            && b.saved.as_ref().map(ledger::Mark::position) != Some(b.projection.position())
         {
-            match ledger::save_books(&*self.store, &b.projection, &self.dir.ledger_checkpoint()).await {
-                Ok(()) => b.saved_at = Some(b.projection.position()),
+            let path = self.dir.ledger_checkpoint();
+            match ledger::save_books(&*self.store, &b.projection, &path, b.saved.as_ref()).await {
+                Ok(mark) => b.saved = Some(mark),
                 Err(e) => (self.warn)(&format!("{e} (the next run replays the log instead)")),
             }
         }
@@ -252,16 +253,11 @@ impl App {
         match books.as_mut() {
             None => {
                 let path = self.dir.ledger_checkpoint();
-                let (projection, opened) = ledger::open_books(&*self.store, Some(&path)).await?;
-                let saved_at = match opened {
-                    ledger::Opened::Resumed(at) => Some(at),
-                    ledger::Opened::Refused(why) => {
-                        (self.warn)(&format!("{why}; the books were rebuilt from position 0"));
-                        None
-                    }
-                    ledger::Opened::Rebuilt => None,
-                };
-                *books = Some(Books { projection, saved_at });
+                let (projection, opened, saved) = ledger::open_books(&*self.store, Some(&path)).await?;
+                if let ledger::Opened::Refused(why) = opened {
+                    (self.warn)(&format!("{why}; the books were rebuilt from position 0"));
+                }
+                *books = Some(Books { projection, saved });
             }
             Some(b) if b.projection.position() < self.store.head() => {
                 ledger::catch_up(&*self.store, &mut b.projection, u64::MAX).await?;
@@ -270,6 +266,16 @@ impl App {
         }
         RwLockReadGuard::try_map(books.downgrade(), |b| b.as_ref().map(|b| &b.projection))
             .map_err(|_| Failure::internal("the books are not open"))
+    }
+
+    /// Every balance as it is now from the books' checkpoint alone, when this process has not
+    /// opened the books and the checkpoint is at the head of the log: a command that only asks
+    /// for balances now is answered without loading the books.
+    pub(crate) async fn summary_now(&self) -> Option<ledger::Summary> {
+        if self.books.read().await.is_some() {
+            return None;
+        }
+        ledger::summary_at_head(&*self.store, &self.dir.ledger_checkpoint()).await.ok().flatten()
     }
 
     /// Keeps the books following the log (a server runs it beside its requests): after each

@@ -1504,13 +1504,13 @@ async fn replay(dir: &Path, payments: u64, repeat: usize) -> Result<()> {
     // The checkpoint of these books: written, then read back and checked against the log.
     let path = data.ledger_checkpoint();
     let start = Instant::now();
-    ledger::save_books(&store, &books, &path).await?;
+    ledger::save_books(&store, &books, &path, None).await?;
     let save = start.elapsed().as_secs_f64();
     let bytes = checkpoint_bytes(&data)?;
     let mut runs = Vec::new();
     for _ in 0..repeat {
         let start = Instant::now();
-        let (resumed, opened) = ledger::open_books(&store, Some(&path)).await?;
+        let (resumed, opened, _) = ledger::open_books(&store, Some(&path)).await?;
         runs.push(start.elapsed().as_secs_f64());
         anyhow::ensure!(opened == ledger::Opened::Resumed(events), "resumed from the checkpoint: {opened:?}");
         anyhow::ensure!(resumed.position() == events);
@@ -1525,9 +1525,9 @@ async fn replay(dir: &Path, payments: u64, repeat: usize) -> Result<()> {
     // A day more (a thirtieth of the history): resumed, caught up and saved again.
     let day = (payments / 30).max(1);
     append_payments(&store, payments, day).await?;
-    let (books, _) = ledger::open_books(&store, Some(&path)).await?;
+    let (books, _, mark) = ledger::open_books(&store, Some(&path)).await?;
     let start = Instant::now();
-    ledger::save_books(&store, &books, &path).await?;
+    ledger::save_books(&store, &books, &path, mark.as_ref()).await?;
     let day_save = start.elapsed().as_secs_f64();
     let (events_after, day_bytes) = (store.head(), checkpoint_bytes(&data)?);
     drop((books, store));

@@ -46,7 +46,7 @@ async fn the_days_reads_equal_reading_the_whole_log() {
     let sale = refund_an_early_sale(&dir, last).await;
     let store = Arc::new(EmbeddedStore::open(app::DataDir::new(&dir).events()).expect("open the demo's log"));
     let whole = WholeLog(store.clone());
-    let (books, _) = ledger::open_books(&*store, None).await.expect("books");
+    let (books, _, _) = ledger::open_books(&*store, None).await.expect("books");
     let (mut skipped, mut cancelled, mut refunds) = (0, 0, 0);
     for day in 0..options.days {
         let date = demo::run::first_day() + chrono::Days::new(u64::from(day));

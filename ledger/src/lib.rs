@@ -24,6 +24,7 @@ use ingest::money::Currency;
 use ingest::store::{EventStore, READ_EVENTS_MAX, ReadError, RecordedEvent};
 use rust_decimal::Decimal;
 
+pub use checkpoint::{Mark, Summary};
 pub use projection::{LedgerError, Projection};
 
 use crate::entry::{Account, BalancedEntry};
@@ -310,36 +311,47 @@ pub enum Opened {
 }
 
 /// Opens the books: from the checkpoint at `checkpoint` when it is one of this log, else from
-/// position 0, then caught up to the head of the log.
+/// position 0, then caught up to the head of the log. With them, the checkpoint's [`Mark`]
+/// when they were resumed from one (for [`save_books`] to append to).
 pub async fn open_books<S: EventStore>(
     store: &S,
     checkpoint: Option<&Path>,
-) -> Result<(Projection, Opened), ReplayError> {
-    let (mut books, opened) = match checkpoint.filter(|p| p.exists()) {
-        None => (Projection::default(), Opened::Rebuilt),
+) -> Result<(Projection, Opened, Option<Mark>), ReplayError> {
+    let (mut books, opened, mark) = match checkpoint.filter(|p| p.exists()) {
+        None => (Projection::default(), Opened::Rebuilt, None),
         Some(path) => match checkpoint::load(path) {
-            Err(e) => (Projection::default(), Opened::Refused(e.to_string())),
-            Ok(loaded) => match mismatch(store, &loaded).await? {
+            Err(e) => (Projection::default(), Opened::Refused(e.to_string()), None),
+            Ok(loaded) => match mismatch(store, loaded.books.position(), &loaded.anchor).await? {
                 None => {
                     let at = loaded.books.position();
-                    (loaded.books, Opened::Resumed(at))
+                    (loaded.books, Opened::Resumed(at), Some(loaded.mark))
                 }
-                Some(reason) => (Projection::default(), Opened::Refused(reason)),
+                Some(reason) => (Projection::default(), Opened::Refused(reason), None),
             },
         },
     };
     catch_up(store, &mut books, u64::MAX).await?;
     books.check_trial_balance()?;
-    Ok((books, opened))
+    Ok((books, opened, mark))
 }
 
-/// Why a checkpoint is not one of this log, if it is not.
-async fn mismatch<S: EventStore>(store: &S, loaded: &checkpoint::Loaded) -> Result<Option<String>, ReplayError> {
-    let position = loaded.books.position();
+/// The checkpoint's [`Summary`] when it is one of this log and at its head: every balance as
+/// it is now, without loading the books. `None` when it is missing, refused, or behind the log
+/// (then [`open_books`] says why and catches up).
+pub async fn summary_at_head<S: EventStore>(store: &S, checkpoint: &Path) -> Result<Option<Summary>, ReplayError> {
+    let Ok(summary) = checkpoint::summary(checkpoint) else { return Ok(None) };
+    if summary.position != store.head() || mismatch(store, summary.position, &summary.anchor).await?.is_some() {
+        return Ok(None);
+    }
+    Ok(Some(summary))
+}
+
+/// Why a checkpoint at `position` ending with `anchor` is not one of this log, if it is not.
+async fn mismatch<S: EventStore>(store: &S, position: u64, anchor: &[u8; 32]) -> Result<Option<String>, ReplayError> {
     if position > store.head() {
         return Ok(Some(format!("it is at position {position} but the log ends at {}", store.head())));
     }
-    if loaded.anchor != log_anchor(store, position).await? {
+    if *anchor != log_anchor(store, position).await? {
         return Ok(Some(format!("its last event is not the log's event at position {}", position.saturating_sub(1))));
     }
     Ok(None)
@@ -354,10 +366,16 @@ async fn log_anchor<S: EventStore>(store: &S, position: u64) -> Result<[u8; 32],
     Ok(events.first().map(checkpoint::anchor).unwrap_or_default())
 }
 
-/// Saves the books as a checkpoint of `store`'s log.
-pub async fn save_books<S: EventStore>(store: &S, books: &Projection, path: &Path) -> Result<(), ReplayError> {
+/// Saves the books as a checkpoint of `store`'s log. With the [`Mark`] of these books' last
+/// save or load, only what changed since is written; the mark of this save is returned.
+pub async fn save_books<S: EventStore>(
+    store: &S,
+    books: &Projection,
+    path: &Path,
+    mark: Option<&Mark>,
+) -> Result<Mark, ReplayError> {
     let anchor = log_anchor(store, books.position()).await?;
-    Ok(checkpoint::save(path, books, &anchor)?)
+    Ok(checkpoint::save(path, books, &anchor, mark)?)
 }
 
 /// What `verify` found about the books.
@@ -424,7 +442,7 @@ pub async fn verify_books<S: EventStore>(
             Ok(loaded) => {
                 let position = loaded.books.position();
                 until = until.max(position);
-                let refused = mismatch(store, &loaded).await?;
+                let refused = mismatch(store, position, &loaded.anchor).await?;
                 let mut c =
                     CheckpointCheck { position, refused, matches_rebuild: false, resumed_matches_rebuild: false };
                 if c.refused.is_none() {

@@ -246,6 +246,9 @@ pub struct Projection {
     /// Payments by the hash of their id (indexes into `payments`).
     pub(crate) payment_index: HashTable<u32>,
     pub(crate) refunds: FastMap<u32, Refunded>,
+    /// Payments voided, reversed or refunded, in the order it happened (since the books were
+    /// built or loaded): a checkpoint saves again only those changed since its last save.
+    pub(crate) payment_changes: Vec<u32>,
     /// What each merchant's business day brought, per currency, for settlement.
     pub(crate) days: FastMap<(u32, NaiveDate, Currency), DayTotals>,
     /// Merchant, settlement date and currency of every settlement booked.
@@ -512,6 +515,7 @@ impl Projection {
             ("payment_ids", self.payment_ids.bytes() as u64),
             ("payment_index", (self.payment_index.capacity() * 5) as u64),
             ("refunds", (self.refunds.capacity() * 40) as u64),
+            ("payment_changes", (self.payment_changes.capacity() * 4) as u64),
             ("histories", histories as u64),
             ("timeline", self.timeline.bytes() as u64),
         ]
@@ -705,6 +709,7 @@ impl Projection {
                 if let Some(b) = self.payments.get_mut(i as usize) {
                     b.cancelled = true;
                 }
+                self.payment_changes.push(i);
                 if book.channel == Channel::Cash {
                     return Ok(None);
                 }
@@ -727,6 +732,7 @@ impl Projection {
                 let fee_part =
                     fees::refunded_fee(book.fee, so_far.fee, book.amount, so_far.amount, a.amount, book.currency);
                 self.refunds.insert(i, Refunded { amount: so_far.amount + a.amount, fee: so_far.fee + fee_part });
+                self.payment_changes.push(i);
                 if book.channel == Channel::Cash {
                     return Ok(None);
                 }

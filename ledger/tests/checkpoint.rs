@@ -7,7 +7,7 @@ use std::path::Path;
 
 use common::store_fixture;
 use ingest::store::EventStore;
-use ledger::checkpoint::{self, state_digest};
+use ledger::checkpoint::{self, CHECKPOINT_RECORDS_MAX, state_digest};
 use ledger::{Opened, open_books, replay, save_books, verify_books};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -15,13 +15,14 @@ async fn a_checkpoint_resumes_to_the_same_books_as_a_replay() {
     let dir = tempfile::tempdir().expect("tmp");
     let store = store_fixture(dir.path(), &["2026-11-24"]).await;
     let path = dir.path().join("ledger.ckpt");
-    let (books, opened) = open_books(&*store, Some(&path)).await.expect("books");
+    let (books, opened, mark) = open_books(&*store, Some(&path)).await.expect("books");
     assert_eq!(opened, Opened::Rebuilt);
-    save_books(&*store, &books, &path).await.expect("saved");
+    assert!(mark.is_none());
+    save_books(&*store, &books, &path, None).await.expect("saved");
     let day_one = books.position();
 
     // Resuming at the head: nothing to catch up, the same state.
-    let (again, opened) = open_books(&*store, Some(&path)).await.expect("books");
+    let (again, opened, _) = open_books(&*store, Some(&path)).await.expect("books");
     assert_eq!(opened, Opened::Resumed(day_one));
     assert_eq!(state_digest(&again), state_digest(&books));
 
@@ -33,7 +34,7 @@ async fn a_checkpoint_resumes_to_the_same_books_as_a_replay() {
         .await
         .map_err(|f| f.error)
         .expect("day two");
-    let (resumed, opened) = open_books(&*store, Some(&path)).await.expect("books");
+    let (resumed, opened, _) = open_books(&*store, Some(&path)).await.expect("books");
     assert_eq!(opened, Opened::Resumed(day_one));
     assert!(resumed.position() > day_one);
     let rebuilt = replay(&*store, u64::MAX).await.expect("replay");
@@ -59,36 +60,49 @@ async fn checkpoints_that_do_not_match_the_log_are_refused() {
     let store = store_fixture(&dir.path().join("a"), &["2026-11-24"]).await;
     let path = dir.path().join("ledger.ckpt");
     let books = replay(&*store, u64::MAX).await.expect("books");
-    save_books(&*store, &books, &path).await.expect("saved");
+    let mark = save_books(&*store, &books, &path, None).await.expect("saved");
     let good = std::fs::read(&path).expect("read");
+    let log = checkpoint::log_path(&path, 0);
+    let good_log = std::fs::read(&log).expect("read");
+    assert_eq!(good_log.len() as u64, std::fs::metadata(&log).expect("log").len());
     let want = state_digest(&books);
 
-    // Damaged: one byte of the body flipped.
-    let mut bytes = good.clone();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x40;
-    std::fs::write(&path, &bytes).expect("write");
-    let (rebuilt, opened) = open_books(&*store, Some(&path)).await.expect("books");
-    refused(&opened, "refused");
-    assert_eq!(state_digest(&rebuilt), want, "rebuilt from the log");
-    let report = verify_books(&*store, Some(&path), u64::MAX).await.expect("verify");
-    assert!(!report.ok(), "verify reports the damaged checkpoint");
+    // Damaged: one byte flipped in the summary, in the maps, in the log.
+    for (file, good, at) in [(&path, &good, 100), (&path, &good, good.len() - 3), (&log, &good_log, good_log.len() / 2)]
+    {
+        let mut bytes = good.clone();
+        bytes[at] ^= 0x40;
+        std::fs::write(file, &bytes).expect("write");
+        let (rebuilt, opened, mark) = open_books(&*store, Some(&path)).await.expect("books");
+        refused(&opened, "damaged");
+        assert!(mark.is_none());
+        assert_eq!(state_digest(&rebuilt), want, "rebuilt from the log");
+        let report = verify_books(&*store, Some(&path), u64::MAX).await.expect("verify");
+        assert!(!report.ok(), "verify reports the damaged checkpoint");
+        std::fs::write(file, good).expect("write");
+    }
+    assert_eq!(open_books(&*store, Some(&path)).await.expect("books").1, Opened::Resumed(mark.position()));
 
-    // Truncated.
+    // Truncated: the state, the log.
     std::fs::write(&path, &good[..good.len() - 7]).expect("write");
     refused(&open_books(&*store, Some(&path)).await.expect("books").1, "header says");
+    std::fs::write(&path, &good).expect("write");
+    std::fs::write(&log, &good_log[..good_log.len() - 7]).expect("write");
+    refused(&open_books(&*store, Some(&path)).await.expect("books").1, "the state says");
+    std::fs::remove_file(&log).expect("remove");
+    refused(&open_books(&*store, Some(&path)).await.expect("books").1, "its log");
 
     // Ahead of the log: a checkpoint of a longer log.
     let longer = store_fixture(&dir.path().join("b"), &["2026-11-24", "2026-11-25"]).await;
     let ahead = replay(&*longer, u64::MAX).await.expect("books");
-    save_books(&*longer, &ahead, &path).await.expect("saved");
+    save_books(&*longer, &ahead, &path, None).await.expect("saved");
     refused(&open_books(&*store, Some(&path)).await.expect("books").1, "log ends at");
 
     // Same position, another log: the anchor differs.
     let other = store_fixture(&dir.path().join("c"), &["2026-11-25"]).await;
     let cut = replay(&*other, store.head()).await.expect("books");
     assert_eq!(cut.position(), store.head());
-    save_books(&*other, &cut, &path).await.expect("saved");
+    save_books(&*other, &cut, &path, None).await.expect("saved");
     refused(&open_books(&*store, Some(&path)).await.expect("books").1, "is not the log's event");
 
     // Not a checkpoint at all.
@@ -194,37 +208,143 @@ async fn a_replay_whose_reader_fails_fails() {
     assert!(err.to_string().contains("stopped"), "{err}");
 }
 
-/// Counts in a damaged file are checked against what is left of it before anything is
-/// allocated for them, and a header length near `u64::MAX` is refused.
+/// A state file of `a` and `b` (hashes right unless `len` overrides section A's length).
+fn state_file(a: &[u8], b: &[u8], a_len: u64) -> Vec<u8> {
+    let mut f = b"PLLEDGR4".to_vec();
+    f.extend_from_slice(&a_len.to_le_bytes());
+    f.extend_from_slice(blake3::hash(a).as_bytes());
+    f.extend_from_slice(&(b.len() as u64).to_le_bytes());
+    f.extend_from_slice(blake3::hash(b).as_bytes());
+    f.extend_from_slice(a);
+    f.extend_from_slice(b);
+    f
+}
+
+/// Section A at position `position` naming a log of `log_len` bytes ending in `log_hash`
+/// (one record), with `accounts` as its count of accounts.
+fn summary_section(position: u64, log_len: u64, log_hash: &[u8; 32], accounts: u32) -> Vec<u8> {
+    let mut a = Vec::new();
+    a.extend_from_slice(&checkpoint::RULES_VERSION.to_le_bytes());
+    a.extend_from_slice(&position.to_le_bytes());
+    a.extend_from_slice(&[0; 16]); // entries, postings
+    a.extend_from_slice(&[0; 32]); // anchor
+    a.extend_from_slice(&0u64.to_le_bytes()); // generation
+    a.extend_from_slice(&log_len.to_le_bytes());
+    a.extend_from_slice(log_hash);
+    a.extend_from_slice(&1u64.to_le_bytes()); // records
+    a.extend_from_slice(&accounts.to_le_bytes());
+    a
+}
+
+/// Counts in a damaged checkpoint are checked against what is left of it before anything is
+/// allocated for them, and lengths near `u64::MAX` are refused.
 #[test]
 fn hostile_checkpoints_are_refused_without_large_allocations() {
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("ledger.ckpt");
-    let mut body = Vec::new();
-    body.extend_from_slice(&checkpoint::RULES_VERSION.to_le_bytes());
-    body.extend_from_slice(&[0; 24]); // position, entries, postings
-    body.extend_from_slice(&[0; 32]); // anchor
-    body.extend_from_slice(&0u64.to_le_bytes()); // timeline
-    body.extend_from_slice(&0u32.to_le_bytes()); // accounts
-    body.extend_from_slice(&0u32.to_le_bytes()); // merchants
-    body.extend_from_slice(&(u64::MAX / 2).to_le_bytes()); // chunks of payment ids
+    // Maps: no merchants, then empty days, settled, paid, booked and batches.
+    let mut maps = 0u32.to_le_bytes().to_vec();
+    maps.extend_from_slice(&[0; 40]);
+    // A summary claiming four billion accounts in a few bytes.
+    let a = summary_section(0, 0, &[0; 32], u32::MAX);
+    std::fs::write(&path, state_file(&a, &maps, a.len() as u64)).expect("write");
+    let err = checkpoint::summary(&path).err().expect("refused");
+    assert!(err.to_string().contains("larger than the rest"), "{err}");
+    assert!(checkpoint::load(&path).is_err());
+    // Lengths near u64::MAX.
+    std::fs::write(&path, state_file(&a, &maps, u64::MAX - 10)).expect("write");
+    assert!(checkpoint::load(&path).err().expect("refused").to_string().contains("header says"));
+    // A log record claiming half of u64::MAX positions and a record longer than the log.
+    let mut body = 0u64.to_le_bytes().to_vec();
+    body.extend_from_slice(&(u64::MAX / 2).to_le_bytes());
     body.extend_from_slice(&[0; 64]);
-    let file = |len: u64, body: &[u8]| {
-        let mut f = b"PLLEDGR3".to_vec();
-        f.extend_from_slice(&len.to_le_bytes());
-        f.extend_from_slice(&[0; 32]);
-        f.extend_from_slice(body);
-        f
+    let hash = {
+        let mut h = blake3::Hasher::new();
+        h.update(&[0; 32]);
+        h.update(&body);
+        *h.finalize().as_bytes()
     };
-    std::fs::write(&path, file(body.len() as u64, &body)).expect("write");
-    let err = checkpoint::load(&path).err().expect("refused");
-    assert!(err.to_string().contains("refused"), "{err}");
-    std::fs::write(&path, file(u64::MAX - 10, &body)).expect("write");
-    let err = checkpoint::load(&path).err().expect("refused");
-    assert!(err.to_string().contains("header says"), "{err}");
+    for claimed in [body.len() as u64, u64::MAX - 1] {
+        let mut record = claimed.to_le_bytes().to_vec();
+        record.extend_from_slice(&hash);
+        record.extend_from_slice(&body);
+        std::fs::write(checkpoint::log_path(&path, 0), &record).expect("write");
+        let a = summary_section(u64::MAX / 2, record.len() as u64, &hash, 0);
+        std::fs::write(&path, state_file(&a, &maps, a.len() as u64)).expect("write");
+        let err = checkpoint::load(&path).err().expect("refused").to_string();
+        assert!(err.contains("larger than the rest") || err.contains("longer than the log"), "{err}");
+    }
     // An older layout is refused by its magic.
-    let mut old = file(body.len() as u64, &body);
-    old[7] = b'2';
+    let mut old = state_file(&a, &maps, a.len() as u64);
+    old[7] = b'3';
     std::fs::write(&path, old).expect("write");
     assert!(checkpoint::load(&path).err().expect("refused").to_string().contains("bad magic"));
+}
+
+/// Saving again appends what changed (day two's events, the day-one sales it refunds and
+/// voids) to the log; the books loaded from a log of several records equal a replay; a save
+/// that stopped before its state was written is cut off by the next; and after
+/// `CHECKPOINT_RECORDS_MAX` records a save starts a new generation holding the whole books.
+#[tokio::test(flavor = "multi_thread")]
+async fn saves_append_what_changed_and_load_to_the_same_books() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = store_fixture(&dir.path().join("log"), &["2026-11-24"]).await;
+    let path = dir.path().join("ledger.ckpt");
+    let log = checkpoint::log_path(&path, 0);
+    let day_one = replay(&*store, u64::MAX).await.expect("books");
+    let first = save_books(&*store, &day_one, &path, None).await.expect("saved");
+    let whole = std::fs::metadata(&log).expect("log").len();
+    drop(day_one);
+
+    let mut ingestor = ingest::pipeline::Ingestor::open(store.clone(), None).await.expect("ingestor");
+    let feed = std::fs::File::open(common::fixture("feed-2026-11-25.ndjson")).expect("feed");
+    ingestor
+        .ingest_reader(std::io::BufReader::new(feed), ingest::pipeline::InputKind::Feed, |_, _| {})
+        .await
+        .map_err(|f| f.error)
+        .expect("day two");
+    let (books, opened, mark) = open_books(&*store, Some(&path)).await.expect("books");
+    assert_eq!(opened, Opened::Resumed(first.position()));
+    let second = save_books(&*store, &books, &path, mark.as_ref()).await.expect("saved");
+    assert_eq!(second.records(), 2);
+    let appended = std::fs::metadata(&log).expect("log").len() - whole;
+    assert!(appended > 0 && appended < whole * 3 / 2, "day two's record is {appended} bytes, day one's {whole}");
+
+    let rebuilt = replay(&*store, u64::MAX).await.expect("replay");
+    let want = state_digest(&rebuilt);
+    let loaded = checkpoint::load(&path).expect("loaded");
+    assert_eq!(state_digest(&loaded.books), want);
+    assert_eq!((loaded.mark.position(), loaded.mark.records()), (second.position(), 2));
+    // The summary answers what the books answer.
+    let summary = checkpoint::summary(&path).expect("summary");
+    assert_eq!(summary.position, store.head());
+    assert_eq!(summary.trial_balance(), rebuilt.balances().trial_balance(u64::MAX));
+    for (account, currency, _) in rebuilt.balances().trial_balance(u64::MAX) {
+        assert!(summary.holds(&account, currency));
+        assert_eq!(summary.balance(&account, currency), rebuilt.balances().balance(&account, currency, u64::MAX));
+    }
+    assert_eq!(ledger::summary_at_head(&*store, &path).await.expect("summary").as_ref(), Some(&summary));
+
+    // A save that appended its record but stopped before its state: the state before it stays
+    // right, and the next save from it cuts the record off before appending its own.
+    let state = std::fs::read(&path).expect("state");
+    let third = save_books(&*store, &books, &path, Some(&second)).await.expect("saved");
+    assert_eq!(third.records(), 3);
+    std::fs::write(&path, &state).expect("the older state back");
+    let reloaded = checkpoint::load(&path).expect("loaded");
+    assert_eq!((reloaded.mark.records(), state_digest(&reloaded.books)), (2, want));
+    let after = save_books(&*store, &reloaded.books, &path, Some(&reloaded.mark)).await.expect("saved");
+    assert_eq!(after.records(), 3);
+    assert_eq!(state_digest(&checkpoint::load(&path).expect("loaded").books), want);
+
+    // Records up to the limit, then a new generation with the whole books.
+    let mut mark = after;
+    while mark.records() < CHECKPOINT_RECORDS_MAX {
+        mark = save_books(&*store, &books, &path, Some(&mark)).await.expect("saved");
+    }
+    let next = save_books(&*store, &books, &path, Some(&mark)).await.expect("saved");
+    assert_eq!(next.records(), 1);
+    assert!(!log.exists(), "the older generation is removed");
+    assert!(checkpoint::log_path(&path, 1).exists());
+    assert_eq!(state_digest(&checkpoint::load(&path).expect("loaded").books), want);
 }
