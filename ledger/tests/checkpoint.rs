@@ -248,7 +248,7 @@ fn hostile_checkpoints_are_refused_without_large_allocations() {
     // A summary claiming four billion accounts in a few bytes.
     let a = summary_section(0, 0, &[0; 32], u32::MAX);
     std::fs::write(&path, state_file(&a, &maps, a.len() as u64)).expect("write");
-    let err = checkpoint::summary(&path).err().expect("refused");
+    let err = checkpoint::summary(&path).expect_err("refused");
     assert!(err.to_string().contains("larger than the rest"), "{err}");
     assert!(checkpoint::load(&path).is_err());
     // Lengths near u64::MAX.
