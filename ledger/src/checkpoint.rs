@@ -561,26 +561,31 @@ pub fn load(path: &Path) -> Result<Loaded, CheckpointError> {
     let mut books = Projection::default();
     let mut maps = Body { input: &maps[..], left: maps.len() as u64 };
     read_merchants(&mut maps, &mut books).map_err(|e| refused(format!("its merchants do not decode: {e}")))?;
-    let mut input = BufReader::with_capacity(1 << 20, file).take(rest.log_len);
+    let (mut file, mut left) = (file, rest.log_len);
     let (mut times, mut previous, mut records) = (Vec::new(), [0u8; 32], 0u64);
-    while input.limit() > 0 {
+    while left > 0 {
         let mut header = [0u8; RECORD_HEADER_LEN as usize];
-        input.read_exact(&mut header).map_err(|_| refused(format!("record {records} of its log is cut short")))?;
+        if left < RECORD_HEADER_LEN || file.read_exact(&mut header).is_err() {
+            return Err(refused(format!("record {records} of its log is cut short")));
+        }
+        left -= RECORD_HEADER_LEN;
         let len = u64::from_le_bytes(header[..8].try_into().unwrap_or_default());
-        if len > input.limit() {
+        if len > left {
             return Err(refused(format!("record {records} of its log is longer than the log")));
         }
         let mut hasher = blake3::Hasher::new();
         hasher.update(&previous);
-        let mut body = Body { input: HashingReader { inner: (&mut input).take(len), hasher }, left: len };
+        // Hashed below the buffer: the hasher gets whole megabytes, not field-sized pieces.
+        let hashing = HashingReader { inner: (&mut file).take(len), hasher };
+        let mut body = Body { input: BufReader::with_capacity(1 << 20, hashing), left: len };
         read_record(&mut body, &mut books, &mut times)
             .and_then(|()| if body.left == 0 { Ok(()) } else { Err(bad("bytes after the record")) })
             .map_err(|e| refused(format!("record {records} of its log does not decode: {e}")))?;
-        let hash = *body.input.hasher.finalize().as_bytes();
+        let hash = *body.input.into_inner().hasher.finalize().as_bytes();
         if hash[..] != header[8..] {
             return Err(refused(format!("record {records} of its log does not match its hash (damaged)")));
         }
-        (previous, records) = (hash, records + 1);
+        (previous, records, left) = (hash, records + 1, left - len);
     }
     if records != rest.records || previous != rest.log_hash {
         return Err(refused("its log does not end where its state says".into()));
@@ -669,8 +674,9 @@ fn read_record<R: Read>(r: &mut Body<R>, books: &mut Projection, times: &mut Vec
     }
     r.fits(n, 4 + 4 + 4 + 32 + 1 + 4 + 1)?;
     let merchants = books.merchants.len();
+    let mut id_buf = Vec::new();
     for _ in 0..n {
-        let id = r.string()?;
+        let id = r.str_into(&mut id_buf)?;
         let p = PaymentBook {
             id_start: 0,
             id_len: id.len() as u32,
@@ -685,7 +691,7 @@ fn read_record<R: Read>(r: &mut Body<R>, books: &mut Projection, times: &mut Vec
         if p.merchant as usize >= merchants {
             return Err(bad("a payment points outside the merchants"));
         }
-        let id_start = books.payment_ids.push(&id);
+        let id_start = books.payment_ids.push(id);
         let i = books.payments.push(PaymentBook { id_start, ..p }) as u32;
         books.index_payment(i);
     }
@@ -962,6 +968,13 @@ impl<R: Read> Body<R> {
         self.input.read_exact(&mut v[start..])?;
         self.left -= len;
         Ok(())
+    }
+    /// Reads a string into `buf` (reused: no allocation per string).
+    fn str_into<'b>(&mut self, buf: &'b mut Vec<u8>) -> io::Result<&'b str> {
+        let len = self.u32()?;
+        buf.clear();
+        self.extend(buf, u64::from(len))?;
+        std::str::from_utf8(buf).map_err(|_| bad("a string is not UTF-8"))
     }
     fn string(&mut self) -> io::Result<String> {
         let len = self.u32()?;
