@@ -672,7 +672,9 @@ fn read_record<R: Read>(r: &mut Body<R>, books: &mut Projection, times: &mut Vec
     if first != books.payments.len() as u64 {
         return Err(bad("its payments do not follow the payments before"));
     }
-    r.fits(n, 4 + 4 + 4 + 32 + 1 + 4 + 1)?;
+    // Room in the payment index at once: growing it payment by payment would rehash it again
+    // and again.
+    books.reserve(r.fits(n, 4 + 4 + 4 + 32 + 1 + 4 + 1)? as u64);
     let merchants = books.merchants.len();
     let mut id_buf = Vec::new();
     for _ in 0..n {

@@ -336,6 +336,9 @@ impl EmbeddedStore {
                 if index.head > 0 && !current && index.write_snapshot(&self.shared.dir.join(SNAPSHOT_FILE)).is_ok() {
                     remove_files(&index.take_retired());
                 }
+                if current {
+                    index.save_filters_if_changed();
+                }
             }
         }
     }
