@@ -565,41 +565,45 @@ fn filter_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.filter"))
 }
 
-/// The filter saved in `path` if it is whole, of `bytes` bytes, and holds exactly `runs`.
+/// The filter saved in `path` if it is whole, of `bytes` bytes, and holds exactly `runs`. Read
+/// straight into the filter's blocks (no second copy of the file in memory).
 fn read_filter(path: &Path, runs: &[RunName], bytes: usize) -> Option<Filter> {
     let blocks = (bytes / 64).max(1);
-    let data = fs::read(path).ok()?;
-    let expected = 8 + 8 + 20 * runs.len() + 8 + 64 * blocks + 4;
-    if data.len() != expected || runs.len() as u64 > FILTER_RUNS_MAX || data[..8] != FILTER_MAGIC {
+    let mut file = File::open(path).ok()?;
+    let head_len = 8 + 8 + 20 * runs.len() + 8;
+    let expected = head_len + 64 * blocks + 4;
+    if file.metadata().ok()?.len() != expected as u64 || runs.len() as u64 > FILTER_RUNS_MAX {
         return None;
     }
-    let (body, stored) = data.split_at(expected - 4);
-    if crc32c::crc32c(body) != u32::from_le_bytes(stored.try_into().ok()?) {
-        return None;
-    }
-    let u64_at = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().unwrap_or_default());
-    if u64_at(8) != runs.len() as u64 {
+    let mut head = vec![0u8; head_len];
+    file.read_exact(&mut head).ok()?;
+    let u64_at = |at: usize| u64::from_le_bytes(head[at..at + 8].try_into().unwrap_or_default());
+    if head[..8] != FILTER_MAGIC || u64_at(8) != runs.len() as u64 || u64_at(head_len - 8) != blocks as u64 {
         return None;
     }
     for (i, run) in runs.iter().enumerate() {
         let at = 16 + 20 * i;
-        let crc = u32::from_le_bytes(body[at + 16..at + 20].try_into().unwrap_or_default());
+        let crc = u32::from_le_bytes(head[at + 16..at + 20].try_into().unwrap_or_default());
         if (u64_at(at), u64_at(at + 8), crc) != (run.number, run.entries, run.crc) {
             return None;
         }
     }
-    let at = 16 + 20 * runs.len();
-    if u64_at(at) != blocks as u64 {
-        return None;
-    }
-    let words = &body[at + 8..];
+    let mut crc = crc32c::crc32c(&head);
     let mut filter = Filter { blocks: vec![[0u64; 8]; blocks] };
-    for (block, chunk) in filter.blocks.iter_mut().zip(words.chunks_exact(64)) {
-        for (word, b) in block.iter_mut().zip(chunk.chunks_exact(8)) {
-            *word = u64::from_le_bytes(b.try_into().unwrap_or_default());
+    let mut chunk = vec![0u8; 64 << 10];
+    for group in filter.blocks.chunks_mut(chunk.len() / 64) {
+        let bytes = &mut chunk[..group.len() * 64];
+        file.read_exact(bytes).ok()?;
+        crc = crc32c::crc32c_append(crc, bytes);
+        for (block, b) in group.iter_mut().zip(bytes.chunks_exact(64)) {
+            for (word, w) in block.iter_mut().zip(b.chunks_exact(8)) {
+                *word = u64::from_le_bytes(w.try_into().unwrap_or_default());
+            }
         }
     }
-    Some(filter)
+    let mut stored = [0u8; 4];
+    file.read_exact(&mut stored).ok()?;
+    (u32::from_le_bytes(stored) == crc).then_some(filter)
 }
 
 pub(crate) fn run_path(dir: &Path, name: &str, number: u64) -> PathBuf {
