@@ -348,6 +348,12 @@ impl Projection {
     /// coming; growing the payment index step by step would rehash it again and again).
     pub fn reserve(&mut self, n: u64) {
         self.timeline.reserve(n);
+        self.reserve_payments(n);
+    }
+
+    /// Makes room in the payment index for `n` more payments at once (bounded like
+    /// [`Projection::reserve`]).
+    pub(crate) fn reserve_payments(&mut self, n: u64) {
         let (ids, payments) = (&self.payment_ids, &self.payments);
         let n = n.min(PAYMENTS_RESERVED_MAX) as usize;
         self.payment_index.reserve(n, |&j| payment_hash_of(ids, payments, j));

@@ -311,8 +311,7 @@ impl Index {
         Ok(true)
     }
 
-    /// Saves each map's filter whose file does not hold it (a store opened from a snapshot
-    /// written before filters were saved, closed with nothing appended).
+    /// Saves each map's filter whose file does not hold it as it is.
     pub fn save_filters_if_changed(&self) {
         let _ = self.streams.save_filter_if_changed();
         let _ = self.ids.save_filter_if_changed();
@@ -328,10 +327,9 @@ impl Index {
     /// file's path; [`finish_snapshot`] makes it durable and puts it in place. Streaming keeps
     /// memory flat: the snapshot is as large as the index.
     pub fn write_snapshot_tmp(&self, path: &Path) -> io::Result<std::path::PathBuf> {
-        // The maps' filters go beside their runs; one that cannot be saved is built at the
-        // next open instead.
-        let _ = self.streams.save_filter();
-        let _ = self.ids.save_filter();
+        // The maps' filters go beside their runs (when they changed since they were saved); one
+        // that cannot be saved is built at the next open instead.
+        self.save_filters_if_changed();
         let tmp = path.with_extension("tmp");
         let mut out = CrcWriter::new(File::create(&tmp)?);
         out.put(&SNAPSHOT_MAGIC)?;

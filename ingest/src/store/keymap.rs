@@ -31,7 +31,8 @@
 //!
 //! | size | field |
 //! |---|---|
-//! | 8 | magic `PLFLT001` |
+//! | 8 | magic `PLFLT001` (changed whenever the filter's hashing changes) |
+//! | 8 | bits set per key ([`FILTER_BITS_PER_KEY`]) |
 //! | 8 | run count r |
 //! | 20 × r | the runs whose keys it holds: (number u64, entries u64, checksum u32) |
 //! | 8 | block count b |
@@ -68,7 +69,8 @@ pub const INDEX_FILTER_BYTES_DEFAULT: usize = 16 << 20;
 
 /// A run file's magic.
 const RUN_MAGIC: [u8; 8] = *b"PLRUN002";
-/// A filter file's magic.
+/// A filter file's magic: a new one whenever [`Filter::place`] or [`splitmix`] changes, so a
+/// file of the old hashing is never taken (it would miss keys).
 const FILTER_MAGIC: [u8; 8] = *b"PLFLT001";
 /// Most runs a filter file may name.
 const FILTER_RUNS_MAX: u64 = 1024;
@@ -429,8 +431,9 @@ impl KeyMap {
     pub fn save_filter(&self) -> io::Result<()> {
         let (Some(spill), Some(filter)) = (&self.spill, &self.filter) else { return Ok(()) };
         let runs = self.runs();
-        let mut bytes = Vec::with_capacity(8 + 8 + 20 * runs.len() + 8 + 64 * filter.blocks.len() + 4);
+        let mut bytes = Vec::with_capacity(8 + 8 + 8 + 20 * runs.len() + 8 + 64 * filter.blocks.len() + 4);
         bytes.extend_from_slice(&FILTER_MAGIC);
+        bytes.extend_from_slice(&u64::from(FILTER_BITS_PER_KEY).to_le_bytes());
         bytes.extend_from_slice(&(runs.len() as u64).to_le_bytes());
         for run in &runs {
             bytes.extend_from_slice(&run.number.to_le_bytes());
@@ -522,6 +525,8 @@ impl KeyMap {
                 return Err(io::Error::other(format!("index runs {older} and {newer} are no longer side by side")));
             };
             self.runs.splice(at..at + 2, [merged]);
+            // The filter holds the same keys, but its file names the runs merged away.
+            self.filter_on_disk.store(false, std::sync::atomic::Ordering::Relaxed);
             for number in [older, newer] {
                 let path = run_path(&spill.dir, self.name, number);
                 if spill.durable {
@@ -570,7 +575,7 @@ fn filter_path(dir: &Path, name: &str) -> PathBuf {
 fn read_filter(path: &Path, runs: &[RunName], bytes: usize) -> Option<Filter> {
     let blocks = (bytes / 64).max(1);
     let mut file = File::open(path).ok()?;
-    let head_len = 8 + 8 + 20 * runs.len() + 8;
+    let head_len = 8 + 8 + 8 + 20 * runs.len() + 8;
     let expected = head_len + 64 * blocks + 4;
     if file.metadata().ok()?.len() != expected as u64 || runs.len() as u64 > FILTER_RUNS_MAX {
         return None;
@@ -578,11 +583,15 @@ fn read_filter(path: &Path, runs: &[RunName], bytes: usize) -> Option<Filter> {
     let mut head = vec![0u8; head_len];
     file.read_exact(&mut head).ok()?;
     let u64_at = |at: usize| u64::from_le_bytes(head[at..at + 8].try_into().unwrap_or_default());
-    if head[..8] != FILTER_MAGIC || u64_at(8) != runs.len() as u64 || u64_at(head_len - 8) != blocks as u64 {
+    if head[..8] != FILTER_MAGIC
+        || u64_at(8) != u64::from(FILTER_BITS_PER_KEY)
+        || u64_at(16) != runs.len() as u64
+        || u64_at(head_len - 8) != blocks as u64
+    {
         return None;
     }
     for (i, run) in runs.iter().enumerate() {
-        let at = 16 + 20 * i;
+        let at = 24 + 20 * i;
         let crc = u32::from_le_bytes(head[at + 16..at + 20].try_into().unwrap_or_default());
         if (u64_at(at), u64_at(at + 8), crc) != (run.number, run.entries, run.crc) {
             return None;
@@ -946,7 +955,7 @@ mod tests {
         // It is really what the restored map answers from: an empty filter saved for the same
         // runs hides every key on disk.
         let good = fs::read(&path).expect("read");
-        let mut bytes = good[..8 + 8 + 20 * runs.len()].to_vec();
+        let mut bytes = good[..8 + 8 + 8 + 20 * runs.len()].to_vec();
         bytes.extend_from_slice(&((4096 / 64) as u64).to_le_bytes());
         bytes.extend_from_slice(&vec![0; 4096]);
         let crc = crc32c::crc32c(&bytes);
