@@ -441,13 +441,7 @@ fn write_record(out: &mut impl Write, books: &Projection, mark: Option<&Mark>) -
     for i in first as usize..books.payments.len() {
         let Some(p) = books.payments.get(i) else { break };
         put_str(&mut buf, books.payment_ids.get(p.id_start, p.id_len as usize).unwrap_or_default())?;
-        buf.extend_from_slice(&p.merchant.to_le_bytes());
-        buf.extend_from_slice(&days_of(p.date));
-        buf.extend_from_slice(&p.amount.serialize());
-        buf.extend_from_slice(&p.fee.serialize());
-        buf.push(channel_code(p.channel));
-        put_str(&mut buf, p.currency.code())?;
-        buf.push(u8::from(p.cancelled));
+        put_payment(&mut buf, p)?;
         if buf.len() > (1 << 16) - 256 {
             out.write_all(&buf)?;
             buf.clear();
@@ -817,13 +811,7 @@ fn write_body(out: &mut impl Write, books: &Projection, anchor: &[u8; 32]) -> io
     for p in books.payments.iter() {
         buf.extend_from_slice(&p.id_start.to_le_bytes());
         buf.extend_from_slice(&p.id_len.to_le_bytes());
-        buf.extend_from_slice(&p.merchant.to_le_bytes());
-        buf.extend_from_slice(&days_of(p.date));
-        buf.extend_from_slice(&p.amount.serialize());
-        buf.extend_from_slice(&p.fee.serialize());
-        buf.push(channel_code(p.channel));
-        put_str(&mut buf, p.currency.code())?;
-        buf.push(u8::from(p.cancelled));
+        put_payment(&mut buf, p)?;
         if buf.len() > (1 << 16) - 128 {
             out.write_all(&buf)?;
             buf.clear();
@@ -913,6 +901,18 @@ fn write_maps(out: &mut impl Write, books: &Projection) -> io::Result<()> {
         out.write_all(&t.credit_count.to_le_bytes())?;
         put_dec(out, t.credit_amount)?;
     }
+    Ok(())
+}
+
+/// A payment's fields after its id: merchant, date, amount, fee, channel, currency, cancelled.
+fn put_payment(buf: &mut Vec<u8>, p: &PaymentBook) -> io::Result<()> {
+    buf.extend_from_slice(&p.merchant.to_le_bytes());
+    buf.extend_from_slice(&days_of(p.date));
+    buf.extend_from_slice(&p.amount.serialize());
+    buf.extend_from_slice(&p.fee.serialize());
+    buf.push(channel_code(p.channel));
+    put_str(buf, p.currency.code())?;
+    buf.push(u8::from(p.cancelled));
     Ok(())
 }
 

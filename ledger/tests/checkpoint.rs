@@ -27,13 +27,7 @@ async fn a_checkpoint_resumes_to_the_same_books_as_a_replay() {
     assert_eq!(state_digest(&again), state_digest(&books));
 
     // Day two arrives: resumed and caught up equals a replay from position 0.
-    let mut ingestor = ingest::pipeline::Ingestor::open(store.clone(), None).await.expect("ingestor");
-    let feed = std::fs::File::open(common::fixture("feed-2026-11-25.ndjson")).expect("feed");
-    ingestor
-        .ingest_reader(std::io::BufReader::new(feed), ingest::pipeline::InputKind::Feed, |_, _| {})
-        .await
-        .map_err(|f| f.error)
-        .expect("day two");
+    ingest_day_two(&store).await;
     let (resumed, opened, _) = open_books(&*store, Some(&path)).await.expect("books");
     assert_eq!(opened, Opened::Resumed(day_one));
     assert!(resumed.position() > day_one);
@@ -45,6 +39,17 @@ async fn a_checkpoint_resumes_to_the_same_books_as_a_replay() {
     let c = report.checkpoint.as_ref().expect("checkpoint compared");
     assert_eq!(c.position, day_one);
     assert!(report.ok() && c.matches_rebuild && c.resumed_matches_rebuild, "{report:?}");
+}
+
+/// Stores the fixture's second day (its refunds and voids reach back to day one's sales).
+async fn ingest_day_two(store: &std::sync::Arc<ingest::store::EmbeddedStore>) {
+    let mut ingestor = ingest::pipeline::Ingestor::open(store.clone(), None).await.expect("ingestor");
+    let feed = std::fs::File::open(common::fixture("feed-2026-11-25.ndjson")).expect("feed");
+    ingestor
+        .ingest_reader(std::io::BufReader::new(feed), ingest::pipeline::InputKind::Feed, |_, _| {})
+        .await
+        .map_err(|f| f.error)
+        .expect("day two");
 }
 
 fn refused(opened: &Opened, why: &str) {
@@ -296,13 +301,7 @@ async fn saves_append_what_changed_and_load_to_the_same_books() {
     let whole = std::fs::metadata(&log).expect("log").len();
     drop(day_one);
 
-    let mut ingestor = ingest::pipeline::Ingestor::open(store.clone(), None).await.expect("ingestor");
-    let feed = std::fs::File::open(common::fixture("feed-2026-11-25.ndjson")).expect("feed");
-    ingestor
-        .ingest_reader(std::io::BufReader::new(feed), ingest::pipeline::InputKind::Feed, |_, _| {})
-        .await
-        .map_err(|f| f.error)
-        .expect("day two");
+    ingest_day_two(&store).await;
     let (books, opened, mark) = open_books(&*store, Some(&path)).await.expect("books");
     assert_eq!(opened, Opened::Resumed(first.position()));
     let second = save_books(&*store, &books, &path, mark.as_ref()).await.expect("saved");
