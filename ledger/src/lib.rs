@@ -368,12 +368,18 @@ async fn log_anchor<S: EventStore>(store: &S, position: u64) -> Result<[u8; 32],
 
 /// Saves the books as a checkpoint of `store`'s log. With the [`Mark`] of these books' last
 /// save or load, only what changed since is written; the mark of this save is returned.
+/// Books that an event broke are never saved (the error that broke them is returned).
 pub async fn save_books<S: EventStore>(
     store: &S,
     books: &Projection,
     path: &Path,
     mark: Option<&Mark>,
 ) -> Result<Mark, ReplayError> {
+    // Broken books are past an event they could not apply: saved, the next start would
+    // resume after it as if it had been booked.
+    if let Some(e) = books.broken() {
+        return Err(e.clone().into());
+    }
     let anchor = log_anchor(store, books.position()).await?;
     Ok(checkpoint::save(path, books, &anchor, mark)?)
 }

@@ -328,6 +328,11 @@ impl Projection {
         self.postings
     }
 
+    /// The error that broke the books, if one did (see the type's doc).
+    pub fn broken(&self) -> Option<&LedgerError> {
+        self.broken.as_ref()
+    }
+
     /// Payments booked so far.
     pub fn payments(&self) -> u64 {
         self.payments.len() as u64

@@ -347,3 +347,31 @@ async fn saves_append_what_changed_and_load_to_the_same_books() {
     assert!(checkpoint::log_path(&path, 1).exists());
     assert_eq!(state_digest(&checkpoint::load(&path).expect("loaded").books), want);
 }
+
+/// Books an event broke are past that event: they are never saved, so no start resumes after
+/// it as if it had been booked.
+#[tokio::test(flavor = "multi_thread")]
+async fn broken_books_are_not_saved() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = store_fixture(&dir.path().join("log"), &["2026-11-24"]).await;
+    let path = dir.path().join("ledger.ckpt");
+    let mut books = replay(&*store, u64::MAX).await.expect("books");
+    let date = chrono::NaiveDate::from_ymd_opt(2026, 11, 25).expect("date");
+    let one = rust_decimal::Decimal::ONE;
+    // A settlement whose net is not gross − refunds − fees breaks the books.
+    let settled = ingest::event::Event::MerchantSettled(ingest::event::MerchantSettled {
+        merchant_id: "M000001".into(),
+        settlement_date: date,
+        business_date: date,
+        gross: one,
+        refunds: rust_decimal::Decimal::ZERO,
+        fees: rust_decimal::Decimal::ZERO,
+        net: one + one,
+        currency: ingest::money::Currency::Cny,
+    });
+    assert!(books.apply(books.position(), &settled).is_err());
+    assert!(books.broken().is_some());
+    let err = save_books(&*store, &books, &path, None).await.expect_err("broken books are not saved");
+    assert!(err.to_string().contains("does not add up"), "{err}");
+    assert!(!path.exists());
+}
