@@ -389,10 +389,7 @@ fn write_record(out: &mut impl Write, books: &Projection, mark: Option<&Mark>) -
     let from = mark.map_or(0, |m| m.position);
     out.write_all(&from.to_le_bytes())?;
     out.write_all(&books.next_position.to_le_bytes())?;
-    for chunk in books.timeline.times()[from as usize..].chunks(8192) {
-        let bytes: Vec<u8> = chunk.iter().flat_map(|t| t.to_le_bytes()).collect();
-        out.write_all(&bytes)?;
-    }
+    put_times(out, &books.timeline.times()[from as usize..])?;
     let accounts = &books.balances.accounts;
     let known = mark.map_or(0, |m| m.histories.len());
     out.write_all(&(known as u32).to_le_bytes())?;
@@ -415,24 +412,14 @@ fn write_record(out: &mut impl Write, books: &Projection, mark: Option<&Mark>) -
         // The last block may have taken more points since: it is written again.
         let blocks_from = w.blocks.saturating_sub(1) as usize;
         out.write_all(&(blocks_from as u64).to_le_bytes())?;
-        out.write_all(&((h.blocks.len() - blocks_from) as u64).to_le_bytes())?;
-        for b in &h.blocks[blocks_from..] {
-            out.write_all(&b.first.to_le_bytes())?;
-            put_dec(out, b.before)?;
-            out.write_all(&b.start.to_le_bytes())?;
-            out.write_all(&b.count.to_le_bytes())?;
-        }
+        put_blocks(out, &h.blocks[blocks_from..])?;
         out.write_all(&w.bytes.to_le_bytes())?;
         out.write_all(&(h.bytes.len() as u64 - w.bytes).to_le_bytes())?;
         out.write_all(&h.bytes[w.bytes as usize..])?;
         out.write_all(&[u8::from(h.late_given_up)])?;
         let late_from = if h.late_given_up { 0 } else { w.late.min(h.late.len() as u64) };
         out.write_all(&late_from.to_le_bytes())?;
-        out.write_all(&(h.late.len() as u64 - late_from).to_le_bytes())?;
-        for (position, amount) in &h.late[late_from as usize..] {
-            out.write_all(&position.to_le_bytes())?;
-            put_dec(out, *amount)?;
-        }
+        put_late(out, &h.late[late_from as usize..])?;
     }
     let first = mark.map_or(0, |m| m.payments);
     out.write_all(&first.to_le_bytes())?;
@@ -448,15 +435,14 @@ fn write_record(out: &mut impl Write, books: &Projection, mark: Option<&Mark>) -
         }
     }
     out.write_all(&buf)?;
-    // Payments voided, reversed or refunded since the mark, with what they are now.
-    let mut changed: Vec<u32> = books.payment_changes[mark.map_or(0, |m| m.changes) as usize..].to_vec();
+    // Payments voided, reversed or refunded since the mark, with what they are now; for the
+    // whole books, every refund (the payments above carry their cancellations).
+    let mut changed: Vec<u32> = match mark {
+        Some(m) => books.payment_changes[m.changes as usize..].to_vec(),
+        None => books.refunds.keys().copied().collect(),
+    };
     changed.sort_unstable();
     changed.dedup();
-    if mark.is_none() {
-        // The whole books: every refund (the payments above carry their cancellations).
-        changed = books.refunds.keys().copied().collect();
-        changed.sort_unstable();
-    }
     out.write_all(&(changed.len() as u64).to_le_bytes())?;
     for i in changed {
         let cancelled = books.payments.get(i as usize).is_some_and(|p| p.cancelled);
@@ -773,10 +759,7 @@ fn write_body(out: &mut impl Write, books: &Projection, anchor: &[u8; 32]) -> io
     out.write_all(anchor)?;
     let times = books.timeline.times();
     out.write_all(&(times.len() as u64).to_le_bytes())?;
-    for chunk in times.chunks(8192) {
-        let bytes: Vec<u8> = chunk.iter().flat_map(|t| t.to_le_bytes()).collect();
-        out.write_all(&bytes)?;
-    }
+    put_times(out, times)?;
     out.write_all(&(books.balances.accounts.len() as u32).to_le_bytes())?;
     for (account, currency, h) in &books.balances.accounts {
         put_str(out, account.path())?;
@@ -784,21 +767,11 @@ fn write_body(out: &mut impl Write, books: &Projection, anchor: &[u8; 32]) -> io
         out.write_all(&h.points.to_le_bytes())?;
         out.write_all(&h.last_position.to_le_bytes())?;
         put_dec(out, h.current)?;
-        out.write_all(&(h.blocks.len() as u64).to_le_bytes())?;
-        for b in &h.blocks {
-            out.write_all(&b.first.to_le_bytes())?;
-            put_dec(out, b.before)?;
-            out.write_all(&b.start.to_le_bytes())?;
-            out.write_all(&b.count.to_le_bytes())?;
-        }
+        put_blocks(out, &h.blocks)?;
         out.write_all(&(h.bytes.len() as u64).to_le_bytes())?;
         out.write_all(&h.bytes)?;
         out.write_all(&[u8::from(h.late_given_up)])?;
-        out.write_all(&(h.late.len() as u64).to_le_bytes())?;
-        for (position, amount) in &h.late {
-            out.write_all(&position.to_le_bytes())?;
-            put_dec(out, *amount)?;
-        }
+        put_late(out, &h.late)?;
     }
     write_merchants(out, books)?;
     out.write_all(&(books.payment_ids.chunks.len() as u64).to_le_bytes())?;
@@ -900,6 +873,37 @@ fn write_maps(out: &mut impl Write, books: &Projection) -> io::Result<()> {
         put_dec(out, t.debit_amount)?;
         out.write_all(&t.credit_count.to_le_bytes())?;
         put_dec(out, t.credit_amount)?;
+    }
+    Ok(())
+}
+
+/// Event times, as they are (the count is the reader's to know).
+fn put_times(out: &mut impl Write, times: &[i64]) -> io::Result<()> {
+    for chunk in times.chunks(8192) {
+        let bytes: Vec<u8> = chunk.iter().flat_map(|t| t.to_le_bytes()).collect();
+        out.write_all(&bytes)?;
+    }
+    Ok(())
+}
+
+/// A count, then each block of a history: first u64, before, start u64, count u32.
+fn put_blocks(out: &mut impl Write, blocks: &[Block]) -> io::Result<()> {
+    out.write_all(&(blocks.len() as u64).to_le_bytes())?;
+    for b in blocks {
+        out.write_all(&b.first.to_le_bytes())?;
+        put_dec(out, b.before)?;
+        out.write_all(&b.start.to_le_bytes())?;
+        out.write_all(&b.count.to_le_bytes())?;
+    }
+    Ok(())
+}
+
+/// A count, then each late posting: position u64, amount.
+fn put_late(out: &mut impl Write, late: &[(u64, Decimal)]) -> io::Result<()> {
+    out.write_all(&(late.len() as u64).to_le_bytes())?;
+    for (position, amount) in late {
+        out.write_all(&position.to_le_bytes())?;
+        put_dec(out, *amount)?;
     }
     Ok(())
 }
