@@ -485,3 +485,136 @@ async fn position_since_skips_only_what_happened_before() {
     let store = EmbeddedStore::open(dir.path()).expect("reopen without the snapshot");
     assert_eq!(check_position_since(&store, &times, &asked).await, answers);
 }
+
+/// A file layer whose syncs wait for a permit from the test, so a frame stays in flight.
+#[derive(Clone, Default)]
+struct GatedFs {
+    permits: Arc<(std::sync::Mutex<u64>, std::sync::Condvar)>,
+}
+
+impl GatedFs {
+    fn allow(&self, n: u64) {
+        let (permits, cv) = &*self.permits;
+        *permits.lock().expect("gate") += n;
+        cv.notify_all();
+    }
+}
+
+/// Opens the gate for good when dropped, so a failing test stops instead of waiting forever.
+struct OpenOnDrop(GatedFs);
+
+impl Drop for OpenOnDrop {
+    fn drop(&mut self) {
+        self.0.allow(u64::MAX / 2);
+    }
+}
+
+struct GatedFile {
+    inner: Box<dyn ingest::store::fault::LogFile>,
+    fs: GatedFs,
+}
+
+impl ingest::store::fault::LogFile for GatedFile {
+    fn write_all_at(&mut self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.inner.write_all_at(buf, offset)
+    }
+    fn sync_data(&mut self) -> std::io::Result<()> {
+        let (permits, cv) = &*self.fs.permits;
+        let mut left = permits.lock().expect("gate");
+        while *left == 0 {
+            left = cv.wait(left).expect("gate");
+        }
+        *left -= 1;
+        drop(left);
+        self.inner.sync_data()
+    }
+    fn zero_fill(&mut self, from: u64, to: u64) -> std::io::Result<()> {
+        self.inner.zero_fill(from, to)
+    }
+}
+
+impl ingest::store::fault::LogFs for GatedFs {
+    fn open(&self, path: &Path, create: bool) -> std::io::Result<Box<dyn ingest::store::fault::LogFile>> {
+        let inner = ingest::store::fault::RealFs.open(path, create)?;
+        Ok(Box::new(GatedFile { inner, fs: self.clone() }))
+    }
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        ingest::store::fault::RealFs.sync_dir(dir)
+    }
+}
+
+/// Polls a future once without waiting: queues an append with the writer.
+fn poll_once<F: std::future::Future + Unpin>(f: &mut F) -> Option<F::Output> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::Pin::new(f).poll(&mut cx) {
+        std::task::Poll::Ready(out) => Some(out),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// While one frame is being made durable the writer stages the next against it: a retry of an
+/// event in flight is its duplicate, a revision follows the one in flight, and no answer is
+/// given before the frames it was decided on are durable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_frame_is_staged_against_the_one_in_flight() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().join("s");
+    let gate = GatedFs::default();
+    // Creating the first segment syncs once.
+    gate.allow(1);
+    let options = StoreOptions { batch_events_max: 1, fs: Arc::new(gate.clone()), ..StoreOptions::default() };
+    let store = EmbeddedStore::open_with(&dir, options).expect("open");
+    // Dropped before the store, also when an assertion fails.
+    let _open = OpenOnDrop(gate.clone());
+    let first = event("first", 0);
+    let (x, y, z) = (event("x", 1), event("y", 2), event("z", 3));
+    let req = |stream: &str, expected, e: &ingest::store::EventData| AppendRequest {
+        stream: stream.into(),
+        expected,
+        events: vec![e.clone()],
+    };
+    let mut p = Box::pin(store.append_many(vec![req("p", ExpectedRevision::NoStream, &first)]));
+    let mut a = Box::pin(store.append_many(vec![req("s", ExpectedRevision::NoStream, &x)]));
+    let mut b = Box::pin(store.append_many(vec![req("s", ExpectedRevision::NoStream, &x)]));
+    let mut c = Box::pin(store.append_many(vec![req("s", ExpectedRevision::Exact(0), &y)]));
+    let mut d = Box::pin(store.append_many(vec![req("s", ExpectedRevision::Exact(0), &z)]));
+    for f in [&mut p, &mut a, &mut b, &mut c, &mut d] {
+        assert!(poll_once(f).is_none(), "nothing is answered before its frame is durable");
+    }
+    let wait = std::time::Duration::from_secs(20);
+    let settle = || tokio::time::sleep(std::time::Duration::from_millis(100));
+
+    gate.allow(1);
+    let p = tokio::time::timeout(wait, p).await.expect("p answered").remove(0).expect("p appended");
+    assert_eq!((p.first_position, p.duplicate), (0, false));
+    settle().await;
+    assert!(poll_once(&mut a).is_none(), "a's frame is not durable yet");
+    assert!(poll_once(&mut b).is_none(), "b was decided against a's frame, which is not durable yet");
+
+    gate.allow(1);
+    let a = tokio::time::timeout(wait, a).await.expect("a answered").remove(0).expect("a appended");
+    assert_eq!((a.first_position, a.last_revision, a.duplicate), (1, 0, false));
+    let b = tokio::time::timeout(wait, b).await.expect("b answered").remove(0).expect("b is a retry");
+    assert_eq!((b.first_position, b.last_revision, b.duplicate), (1, 0, true), "the retry names the original");
+    settle().await;
+    assert!(poll_once(&mut c).is_none(), "c's frame is not durable yet");
+    assert!(poll_once(&mut d).is_none(), "d was refused against c's frame, which is not durable yet");
+
+    gate.allow(1);
+    let c = tokio::time::timeout(wait, c).await.expect("c answered").remove(0).expect("c appended");
+    assert_eq!((c.first_position, c.last_revision), (2, 1));
+    let d = tokio::time::timeout(wait, d).await.expect("d answered").remove(0);
+    assert!(
+        matches!(d, Err(ingest::store::AppendError::WrongExpectedRevision { actual: Some(1), .. })),
+        "d expected revision 0 after c made 1: {d:?}"
+    );
+    drop(_open);
+    drop(store);
+
+    let store = EmbeddedStore::open(&dir).expect("reopen");
+    let events = store.read_stream("s", 0, 10).await.expect("read");
+    let ids: Vec<_> = events.iter().map(|e| (e.revision, e.position, e.data.event_id)).collect();
+    assert_eq!(ids, vec![(0, 1, x.event_id), (1, 2, y.event_id)]);
+    drop(store);
+    assert_eq!(verify_dir(&dir).expect("verify").events, 3);
+}

@@ -19,7 +19,7 @@ use super::format::{self, FRAME_HEADER_LEN, NO_LOCATION, SEGMENT_HEADER_LEN, spl
 use super::index::Index;
 use super::keymap::{self, INDEX_FILTER_BYTES_DEFAULT, INDEX_RECENT_ENTRIES_MAX_DEFAULT, SpillOptions};
 use super::scan::{IndexBuilder, Resume, TailCheck, list_segments, open_for_reading, scan_log, valid_frame_after};
-use super::writer::{Batch, Job, Writer};
+use super::writer::{Batch, Io, Job, Writer};
 use super::{AppendError, AppendRequest, Appended, EventStore, READ_EVENTS_MAX, ReadError, RecordedEvent};
 
 /// Default size at which a segment is closed and the next one started.
@@ -257,7 +257,8 @@ impl EmbeddedStore {
         let writer_state = Writer {
             dir: dir.clone(),
             options: options.clone(),
-            file,
+            file: Some(file),
+            io: Io::spawn().map_err(io_at(&dir))?,
             segment: last_seg,
             segment_len: seg_len,
             preallocated,
@@ -265,6 +266,7 @@ impl EmbeddedStore {
             link: index.link,
             head_tx,
             spare: Batch::default(),
+            in_flight: None,
             snapshot_head: index.head,
             snapshot_writer: None,
         };

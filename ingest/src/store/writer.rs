@@ -1,17 +1,31 @@
 //! The writer thread: takes every append waiting in its queue, checks each request against the
-//! committed index plus what the same batch already staged, encodes the accepted events into
-//! one frame, writes it with one call and makes it durable with one fdatasync (group commit).
-//! Only then does it publish the new head and answer the callers. A write or sync failure
-//! stops the writer (fail-stop): the file's state is unknown until the store is reopened and
-//! recovered. It also zero-fills space ahead of the log, starts segments, spills the index
+//! committed index plus what the batches not yet published staged, encodes the accepted events
+//! into one frame, and hands the frame to the I/O thread, which writes it with one call and
+//! makes it durable with one fdatasync (group commit). Only then does the writer publish the
+//! new head and answer the callers. A write or sync failure stops the writer (fail-stop): the
+//! file's state is unknown until the store is reopened and recovered. It also zero-fills space
+//! ahead of the log (on the I/O thread, before the frame), starts segments, spills the index
 //! and takes snapshots.
+//!
+//! # The commit pipeline
+//!
+//! One frame is in flight at a time. While the I/O thread writes and syncs frame N, the writer
+//! stages frame N+1 against the index and frame N's streams and ids. As soon as N is durable,
+//! N+1 goes to the I/O thread and the writer publishes N (index, head, answers) while N+1 is
+//! written. So the disk's time and the writer's checking and indexing overlap, and the bytes
+//! reach the file in the same order as before: N+1 is written only after N's sync returned.
+//! Answers, including refusals and duplicates decided against N, are given only once every
+//! frame they depend on is durable. If N fails, N+1 fails with it; if N is durable but cannot
+//! be indexed, N+1 (already written) is answered with that failure as well, as N is.
 
 use std::fs::File;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
@@ -20,7 +34,7 @@ use super::embedded::{
     create_segment, now_us, remove_files,
 };
 use super::fault::{LogFile, ZERO_FILL_ALIGN};
-use super::format::{self, FRAME_HEADER_LEN, NO_LOCATION, RecordMeta, SEGMENT_HEADER_LEN, location, split_location};
+use super::format::{self, FRAME_HEADER_LEN, NO_LOCATION, RecordMeta, SEGMENT_HEADER_LEN, location};
 use super::index::{HashKeyMap, Index, StreamHead};
 use super::{
     AppendError, AppendRequest, Appended, ExpectedRevision, ReadError, RecordedEvent, check_request, stream_hash,
@@ -54,16 +68,23 @@ impl Job {
 pub(super) struct Writer {
     pub(super) dir: PathBuf,
     pub(super) options: StoreOptions,
-    pub(super) file: Box<dyn LogFile>,
+    /// The current segment, open for writing; away on the I/O thread while a frame is in flight.
+    pub(super) file: Option<Box<dyn LogFile>>,
+    pub(super) io: Io,
     pub(super) segment: u32,
+    /// The segment's length once the frames staged so far are written.
     pub(super) segment_len: u64,
     /// The segment file's length: space up to here is allocated (zero-filled or written).
     pub(super) preallocated: u64,
+    /// The head once the frames staged so far are durable.
     pub(super) head: u64,
+    /// The chain link of the last frame staged.
     pub(super) link: [u8; 32],
     pub(super) head_tx: watch::Sender<u64>,
-    /// The last batch's buffers, kept for the next one.
+    /// A published batch's buffers, kept for the next one.
     pub(super) spare: Batch,
+    /// The frame the I/O thread is writing, if any.
+    pub(super) in_flight: Option<InFlight>,
     /// Head when the last snapshot was taken.
     pub(super) snapshot_head: u64,
     /// The thread writing the last snapshot, if it may still run.
@@ -90,10 +111,106 @@ pub(super) struct Batch {
     recorded_at_us: i64,
 }
 
+/// A staged batch with the jobs it answers.
+struct Staging {
+    batch: Batch,
+    jobs: Vec<Job>,
+    results: Vec<Vec<Result<Appended, AppendError>>>,
+}
+
+/// A batch whose frame is on the I/O thread: its frame shared with that thread, its maps
+/// still looked at by the staging of the next batch.
+pub(super) struct InFlight {
+    staging: Staging,
+    frame: Arc<Vec<u8>>,
+    segment: u32,
+    frame_start: u64,
+    link: [u8; 32],
+}
+
+impl InFlight {
+    fn frame_end(&self) -> u64 {
+        self.frame_start + self.frame.len() as u64
+    }
+}
+
+/// What the I/O thread is asked to do with one frame: zero-fill `zero` ahead of it when set,
+/// write it at `offset`, fdatasync.
+struct IoJob {
+    file: Box<dyn LogFile>,
+    frame: Arc<Vec<u8>>,
+    offset: u64,
+    zero: Option<(u64, u64)>,
+}
+
+/// The I/O thread's answer: the file back, and whether the frame is durable.
+struct IoDone {
+    file: Box<dyn LogFile>,
+    result: Result<(), IoFailure>,
+}
+
+enum IoFailure {
+    Allocating(io::Error),
+    Writing(io::Error),
+}
+
+/// The thread that writes and syncs frames for the writer, one at a time.
+pub(super) struct Io {
+    jobs: Option<std_mpsc::SyncSender<IoJob>>,
+    done: std_mpsc::Receiver<IoDone>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Io {
+    pub(super) fn spawn() -> io::Result<Io> {
+        let (jobs, rx) = std_mpsc::sync_channel::<IoJob>(1);
+        let (tx, done) = std_mpsc::sync_channel(1);
+        let thread = std::thread::Builder::new().name("posledger-sync".into()).spawn(move || {
+            for IoJob { mut file, frame, offset, zero } in rx {
+                let result = match zero.map_or(Ok(()), |(from, to)| file.zero_fill(from, to)) {
+                    Err(e) => Err(IoFailure::Allocating(e)),
+                    Ok(()) => file.write_all_at(&frame, offset).and_then(|()| file.sync_data()).map_err(IoFailure::Writing),
+                };
+                // The writer takes the frame back for its next batch once this copy is gone.
+                drop(frame);
+                if tx.send(IoDone { file, result }).is_err() {
+                    return;
+                }
+            }
+        })?;
+        Ok(Io { jobs: Some(jobs), done, thread: Some(thread) })
+    }
+}
+
+impl Drop for Io {
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 impl Writer {
     pub(super) fn run(mut self, shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
         let mut failed: Option<String> = None;
-        while let Some(first) = rx.blocking_recv() {
+        loop {
+            let first = if self.in_flight.is_some() {
+                // Something to stage while the frame in flight is written; otherwise publish it.
+                match rx.try_recv() {
+                    Ok(job) => job,
+                    Err(TryRecvError::Empty) => {
+                        self.settle_in_flight(&shared, &mut failed);
+                        continue;
+                    }
+                    Err(TryRecvError::Disconnected) => break,
+                }
+            } else {
+                match rx.blocking_recv() {
+                    Some(job) => job,
+                    None => break,
+                }
+            };
             let mut jobs = vec![first];
             let mut events: usize = jobs[0].requests.iter().map(|r| r.events.len()).sum();
             let mut bytes: usize = jobs[0].requests.iter().map(request_bytes).sum();
@@ -118,21 +235,101 @@ impl Writer {
                 failed = Some(e);
             }
         }
+        self.settle_in_flight(&shared, &mut failed);
         // A snapshot still being written must land before the closing one replaces it.
         if let Some(handle) = self.snapshot_writer.take() {
             let _ = handle.join();
         }
     }
 
+    /// Waits for the frame in flight, if any, and publishes it.
+    fn settle_in_flight(&mut self, shared: &Shared, failed: &mut Option<String>) {
+        let Some(flight) = self.in_flight.take() else { return };
+        let result = match self.wait(&flight) {
+            Ok(()) => self.publish(shared, flight),
+            Err(reason) => {
+                reply_all_failed(flight.staging.jobs, &reason);
+                Err(reason)
+            }
+        };
+        if let Err(e) = result {
+            shared.failed.store(true, std::sync::atomic::Ordering::SeqCst);
+            *failed = Some(e);
+        }
+    }
+
+    /// Waits until the I/O thread is done with `flight`'s frame, taking the file back.
+    fn wait(&mut self, flight: &InFlight) -> Result<(), String> {
+        let Ok(done) = self.io.done.recv() else {
+            return Err(format!("segment {}: the I/O thread stopped", flight.segment));
+        };
+        self.file = Some(done.file);
+        match done.result {
+            Ok(()) => Ok(()),
+            Err(IoFailure::Allocating(e)) => Err(format!("segment {}: allocating space: {e}", flight.segment)),
+            Err(IoFailure::Writing(e)) => Err(format!("segment {}: {e}", flight.segment)),
+        }
+    }
+
     fn commit_batch(&mut self, shared: &Shared, jobs: Vec<Job>) -> Result<(), String> {
-        if self.segment_len >= self.options.segment_bytes_max
-            && let Err(e) = self.roll_segment(shared)
-        {
-            let reason = format!("starting segment {}: {e}", self.segment + 1);
-            reply_all_failed(jobs, &reason);
+        if self.segment_len >= self.options.segment_bytes_max {
+            // The next frame's locations name the next segment: the frame in flight lands first.
+            let mut failed = None;
+            self.settle_in_flight(shared, &mut failed);
+            if let Some(reason) = failed {
+                reply_all_failed(jobs, &reason);
+                return Err(reason);
+            }
+            if let Err(e) = self.roll_segment(shared) {
+                let reason = format!("starting segment {}: {e}", self.segment + 1);
+                reply_all_failed(jobs, &reason);
+                return Err(reason);
+            }
+        }
+        let staging = self.stage_jobs(shared, jobs);
+        // The frame before this one must be durable before this one is written or answered.
+        let previous = match self.in_flight.take() {
+            None => None,
+            Some(flight) => match self.wait(&flight) {
+                Ok(()) => Some(flight),
+                Err(reason) => {
+                    reply_all_failed(flight.staging.jobs, &reason);
+                    reply_all_failed(staging.jobs, &reason);
+                    return Err(reason);
+                }
+            },
+        };
+        if staging.batch.next_position == staging.batch.first_position {
+            // Nothing accepted: the answers stand once what they were decided against is durable.
+            for (job, results) in staging.jobs.into_iter().zip(staging.results) {
+                job.answer(results);
+            }
+            self.spare = staging.batch;
+        } else if let Some(file) = self.file.take() {
+            self.submit(staging, file);
+        } else {
+            // Only a stopped I/O thread keeps the file: `wait` has reported it for `previous`.
+            let reason = format!("segment {}: the I/O thread stopped", self.segment);
+            reply_all_failed(staging.jobs, &reason);
             return Err(reason);
         }
-        // The batch reuses the previous one's buffers: no allocation or page faults per commit.
+        match previous {
+            None => Ok(()),
+            Some(flight) => self.publish(shared, flight).inspect_err(|reason| {
+                // The frame just handed over may become durable, but it was staged on the one
+                // that could not be indexed: its callers hear the same failure.
+                if let Some(next) = self.in_flight.take() {
+                    let _ = self.wait(&next);
+                    reply_all_failed(next.staging.jobs, reason);
+                }
+            }),
+        }
+    }
+
+    /// Checks every job's requests against the index and the frame in flight, staging the
+    /// accepted events into a new batch.
+    fn stage_jobs(&mut self, shared: &Shared, jobs: Vec<Job>) -> Staging {
+        // The batch reuses a published one's buffers: no allocation or page faults per commit.
         let mut batch = std::mem::take(&mut self.spare);
         batch.frame.clear();
         batch.frame.resize(FRAME_HEADER_LEN, 0);
@@ -176,80 +373,88 @@ impl Writer {
                 results.push(job_results);
             }
         }
+        Staging { batch, jobs, results }
+    }
+
+    /// Seals a staged batch's frame and hands it to the I/O thread.
+    fn submit(&mut self, mut staging: Staging, file: Box<dyn LogFile>) {
+        let batch = &mut staging.batch;
         let count = batch.next_position - batch.first_position;
-        if count > 0 {
-            let header = format::encode_frame_header(
-                &self.link,
-                count as u32,
-                batch.first_position,
-                &batch.frame[FRAME_HEADER_LEN..],
-            );
-            batch.frame[..FRAME_HEADER_LEN].copy_from_slice(&header);
-            if let Err(e) = self.preallocate(self.segment_len + batch.frame.len() as u64) {
-                let reason = format!("segment {}: allocating space: {e}", self.segment);
-                reply_all_failed(jobs, &reason);
-                return Err(reason);
-            }
-            let write = self.file.write_all_at(&batch.frame, self.segment_len).and_then(|()| self.file.sync_data());
-            if let Err(e) = write {
-                let reason = format!("segment {}: {e}", self.segment);
-                reply_all_failed(jobs, &reason);
-                return Err(reason);
-            }
-            let frame_loc = location(self.segment, self.segment_len);
-            let frame_end = self.segment_len + batch.frame.len() as u64;
-            self.segment_len = frame_end;
-            self.head = batch.next_position;
-            self.link.copy_from_slice(&header[32..64]);
-            let mut index = shared.index.write().unwrap_or_else(|p| p.into_inner());
-            if let Err(e) = index_batch(&mut index, &mut batch) {
-                // The frame is durable but the index could not take it: stop writing; a
-                // reopen indexes the log from disk.
-                drop(index);
-                let reason = format!("indexing the commit: {e}");
-                reply_all_failed(jobs, &reason);
-                return Err(reason);
-            }
-            index.last_frame = frame_loc;
-            // Entries every stride bytes inside the frame too, so a reader starts near any position.
-            let frame_start = split_location(frame_loc).1;
-            index.add_sparse(batch.first_position, frame_loc, frame_start, None);
-            let mut at = FRAME_HEADER_LEN;
-            while at < batch.frame.len() {
-                let body = &batch.frame[at + format::RECORD_PREFIX_LEN..];
-                let (position, occurred) = (format::le_u64(body), format::record_occurred_at_us(body));
-                index.add_sparse(position, location(self.segment, frame_start + at as u64), frame_end, Some(occurred));
-                at += format::RECORD_PREFIX_LEN + format::le_u32(&batch.frame[at..]) as usize;
-            }
-            index.set_segment_len(self.segment, frame_end);
-            index.head = self.head;
-            index.link = self.link;
-            drop(index);
-            self.head_tx.send_replace(self.head);
+        let header =
+            format::encode_frame_header(&self.link, count as u32, batch.first_position, &batch.frame[FRAME_HEADER_LEN..]);
+        batch.frame[..FRAME_HEADER_LEN].copy_from_slice(&header);
+        let frame = Arc::new(std::mem::take(&mut batch.frame));
+        let frame_start = self.segment_len;
+        let zero = self.preallocate(frame_start + frame.len() as u64);
+        let mut link = [0u8; 32];
+        link.copy_from_slice(&header[32..64]);
+        self.link = link;
+        self.segment_len = frame_start + frame.len() as u64;
+        self.head = batch.next_position;
+        let job = IoJob { file, frame: frame.clone(), offset: frame_start, zero };
+        // A stopped I/O thread answers nothing: `wait` reports it.
+        if let Some(jobs) = &self.io.jobs {
+            let _ = jobs.send(job);
         }
+        self.in_flight = Some(InFlight { staging, frame, segment: self.segment, frame_start, link });
+    }
+
+    /// Puts a durable frame's streams and ids into the index, publishes the new head and
+    /// answers the frame's callers.
+    fn publish(&mut self, shared: &Shared, flight: InFlight) -> Result<(), String> {
+        let frame_end = flight.frame_end();
+        let InFlight { staging: Staging { mut batch, jobs, results }, frame, segment, frame_start, link } = flight;
+        let mut index = shared.index.write().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = index_batch(&mut index, &mut batch) {
+            // The frame is durable but the index could not take it: stop writing; a
+            // reopen indexes the log from disk.
+            drop(index);
+            let reason = format!("indexing the commit: {e}");
+            reply_all_failed(jobs, &reason);
+            return Err(reason);
+        }
+        let frame_loc = location(segment, frame_start);
+        index.last_frame = frame_loc;
+        // Entries every stride bytes inside the frame too, so a reader starts near any position.
+        index.add_sparse(batch.first_position, frame_loc, frame_start, None);
+        let mut at = FRAME_HEADER_LEN;
+        while at < frame.len() {
+            let body = &frame[at + format::RECORD_PREFIX_LEN..];
+            let (position, occurred) = (format::le_u64(body), format::record_occurred_at_us(body));
+            index.add_sparse(position, location(segment, frame_start + at as u64), frame_end, Some(occurred));
+            at += format::RECORD_PREFIX_LEN + format::le_u32(&frame[at..]) as usize;
+        }
+        index.set_segment_len(segment, frame_end);
+        let index_head = batch.next_position;
+        index.head = index_head;
+        index.link = link;
+        drop(index);
+        self.head_tx.send_replace(batch.next_position);
         for (job, job_results) in jobs.into_iter().zip(results) {
             job.answer(job_results);
         }
+        // The I/O thread has let go of the frame: its buffer serves the next batch.
+        batch.frame = Arc::try_unwrap(frame).unwrap_or_default();
         self.spare = batch;
-        if self.snapshot_due() {
-            self.take_snapshot(shared);
+        if self.snapshot_due(index_head) {
+            self.take_snapshot(shared, index_head);
         }
         Ok(())
     }
 
     /// Whether enough has been appended since the last snapshot to take another.
-    fn snapshot_due(&self) -> bool {
+    fn snapshot_due(&self, head: u64) -> bool {
         let every = self.options.snapshot_every_events;
         every > 0
-            && self.head - self.snapshot_head >= every
+            && head - self.snapshot_head >= every
             && self.snapshot_writer.as_ref().is_none_or(|h| h.is_finished())
     }
 
     /// Streams the index into the snapshot's temporary file (appends wait meanwhile, readers
     /// do not), then makes it durable and puts it in place on a thread of its own. Taken after
     /// a durable commit, it describes a prefix of the log whatever happens later.
-    fn take_snapshot(&mut self, shared: &Shared) {
-        self.snapshot_head = self.head;
+    fn take_snapshot(&mut self, shared: &Shared, head: u64) {
+        self.snapshot_head = head;
         let path = shared.dir.join(SNAPSHOT_FILE);
         let tmp = {
             let index = shared.index.read().unwrap_or_else(|p| p.into_inner());
@@ -268,29 +473,27 @@ impl Writer {
         self.snapshot_writer = spawned.ok();
     }
 
-    /// Makes sure `..end` of the current segment is allocated, zero-filling ahead of the log
-    /// in steps of [`PREALLOCATE_STEP_BYTES`], never past the segment's size limit.
-    fn preallocate(&mut self, end: u64) -> io::Result<()> {
+    /// The range to zero-fill so that `..end` of the current segment is allocated, ahead of the
+    /// log in steps of [`PREALLOCATE_STEP_BYTES`], never past the segment's size limit; the
+    /// I/O thread fills it before it writes the frame ending at `end`.
+    fn preallocate(&mut self, end: u64) -> Option<(u64, u64)> {
         if end <= self.preallocated {
-            return Ok(());
+            return None;
         }
         // Never zero a byte at or before the log's end: start at the next block after it.
         let from = self.preallocated.max(self.segment_len).next_multiple_of(ZERO_FILL_ALIGN);
         let limit = self.options.segment_bytes_max.next_multiple_of(ZERO_FILL_ALIGN);
         let to = (end + PREALLOCATE_STEP_BYTES).next_multiple_of(ZERO_FILL_ALIGN).min(limit.max(from));
-        if to > from {
-            self.file.zero_fill(from, to)?;
-        }
         // Past the limit the frame itself extends the file.
         self.preallocated = to.max(end);
-        Ok(())
+        (to > from).then_some((from, to))
     }
 
     fn roll_segment(&mut self, shared: &Shared) -> io::Result<()> {
         let next = self.segment + 1;
         let file = create_segment(&*self.options.fs, &self.dir, next, self.head)?;
         let read = File::open(self.dir.join(format::segment_file_name(next)))?;
-        self.file = file;
+        self.file = Some(file);
         self.segment = next;
         self.segment_len = SEGMENT_HEADER_LEN as u64;
         self.preallocated = SEGMENT_HEADER_LEN as u64;
@@ -332,9 +535,15 @@ impl Writer {
                 actual: None,
             });
         }
-        let current = match batch.streams.get(&hash) {
-            Some((_, head, _)) => Some(*head),
-            None => index.stream_head(&req.stream).map_err(|e| AppendError::Io(e.to_string()))?,
+        // The frame in flight is published before this batch: a stream it holds is indexed then.
+        let in_flight = self.in_flight.as_ref().and_then(|f| f.staging.batch.streams.get(&hash));
+        let (current, indexed) = match (batch.streams.get(&hash), in_flight) {
+            (Some((_, head, indexed)), _) => (Some(*head), *indexed),
+            (None, Some((_, head, _))) => (Some(*head), true),
+            (None, None) => {
+                let head = index.stream_head(&req.stream).map_err(|e| AppendError::Io(e.to_string()))?;
+                (head, head.is_some())
+            }
         };
         let ok = match (req.expected, current) {
             (ExpectedRevision::Any, _) => true,
@@ -367,8 +576,7 @@ impl Writer {
         match batch.streams.get_mut(&hash) {
             Some((_, h, _)) => *h = head,
             None => {
-                // Not in the batch before: `current` came from the index.
-                batch.streams.insert(hash, (req.stream.clone(), head, current.is_some()));
+                batch.streams.insert(hash, (req.stream.clone(), head, indexed));
             }
         }
         Ok(Appended { first_position, last_revision: revision - 1, duplicate: false })
@@ -376,8 +584,13 @@ impl Writer {
 
     /// The stored or staged event with this id.
     fn lookup_id(&self, index: &Index, batch: &Batch, id: Uuid) -> Result<Option<RecordedEvent>, AppendError> {
-        if let Some(staged) = batch.ids.get(&id.as_u128()) {
-            let (view, _) = format::decode_record(&batch.frame[staged.body_offset..])
+        let key = id.as_u128();
+        let staged = batch.ids.get(&key).map(|s| (s, batch.frame.as_slice())).or_else(|| {
+            let flight = self.in_flight.as_ref()?;
+            flight.staging.batch.ids.get(&key).map(|s| (s, flight.frame.as_slice()))
+        });
+        if let Some((staged, frame)) = staged {
+            let (view, _) = format::decode_record(&frame[staged.body_offset..])
                 .map_err(|e| AppendError::Io(format!("staged record unreadable: {e}")))?;
             return Ok(Some(view.to_recorded()));
         }
