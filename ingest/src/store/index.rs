@@ -249,6 +249,19 @@ impl Index {
         Ok(self.with_record(loc, |v| v.stream == name)?.then_some(loc))
     }
 
+    /// Brings into the cache what looking up these streams and event ids will read first
+    /// (see [`KeyMap::touch`]).
+    pub fn touch<'a>(&self, streams: impl Iterator<Item = &'a str>, ids: impl Iterator<Item = Uuid>) {
+        let mut seen = 0u64;
+        for name in streams {
+            seen ^= self.streams.touch(stream_key(name));
+        }
+        for id in ids {
+            seen ^= self.ids.touch(id_key(id));
+        }
+        std::hint::black_box(seen);
+    }
+
     /// The stream's last record, if the stream exists.
     pub fn stream_head(&self, name: &str) -> Result<Option<StreamHead>, ReadError> {
         match self.stream_loc(name)? {

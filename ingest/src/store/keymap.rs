@@ -210,6 +210,11 @@ impl Filter {
         let (block, mut masks) = self.place(key);
         masks.all(|(word, mask)| self.blocks[block][word] & mask != 0)
     }
+
+    /// The first word of `key`'s block: reading it brings the block into the cache.
+    fn touch(&self, key: u64) -> u64 {
+        self.blocks[self.place(key).0][0]
+    }
 }
 
 fn splitmix(mut z: u64) -> u64 {
@@ -329,6 +334,14 @@ impl KeyMap {
         }
         map.filter = Some(filter);
         Ok(Some(map))
+    }
+
+    /// Reads the memory a lookup of `key` starts with (its slot in memory, its filter block)
+    /// and returns a value that depends on it. A batch touches all its keys first: the cache
+    /// misses of independent keys then overlap instead of following one another.
+    pub fn touch(&self, key: u64) -> u64 {
+        let filter = self.filter.as_ref().map_or(0, |f| f.touch(key));
+        filter ^ u64::from(self.recent.contains_key(&key))
     }
 
     /// The entry for `key` in memory, if any.

@@ -1,11 +1,11 @@
 //! The writer thread: takes every append waiting in its queue, checks each request against the
 //! committed index plus what the batches not yet published staged, encodes the accepted events
-//! into one frame, and hands the frame to the I/O thread, which writes it with one call and
-//! makes it durable with one fdatasync (group commit). Only then does the writer publish the
-//! new head and answer the callers. A write or sync failure stops the writer (fail-stop): the
-//! file's state is unknown until the store is reopened and recovered. It also zero-fills space
-//! ahead of the log (on the I/O thread, before the frame), starts segments, spills the index
-//! and takes snapshots.
+//! into one frame, and hands the frame to the I/O thread, which seals it (its header and hash
+//! chain link), writes it and makes it durable with one fdatasync (group commit). Only then
+//! does the writer publish the new head and answer the callers. A write or sync failure stops
+//! the writer (fail-stop): the file's state is unknown until the store is reopened and
+//! recovered. It also zero-fills space ahead of the log (on the I/O thread, before the frame),
+//! starts segments, spills the index and takes snapshots.
 //!
 //! # The commit pipeline
 //!
@@ -39,6 +39,10 @@ use super::index::{HashKeyMap, Index, StreamHead};
 use super::{
     AppendError, AppendRequest, Appended, ExpectedRevision, ReadError, RecordedEvent, check_request, stream_hash,
 };
+
+/// Requests whose index lookups are brought into the cache together before they are staged:
+/// enough for their cache misses to overlap, few enough for the lines to stay in the cache.
+const TOUCH_AHEAD_REQUESTS: usize = 256;
 
 /// A job for the writer thread.
 pub(super) struct Job {
@@ -78,8 +82,6 @@ pub(super) struct Writer {
     pub(super) preallocated: u64,
     /// The head once the frames staged so far are durable.
     pub(super) head: u64,
-    /// The chain link of the last frame staged.
-    pub(super) link: [u8; 32],
     pub(super) head_tx: watch::Sender<u64>,
     /// A published batch's buffers, kept for the next one.
     pub(super) spare: Batch,
@@ -125,6 +127,7 @@ pub(super) struct InFlight {
     frame: Arc<Vec<u8>>,
     segment: u32,
     frame_start: u64,
+    /// The frame's chain link, once the I/O thread has sealed it.
     link: [u8; 32],
 }
 
@@ -135,18 +138,21 @@ impl InFlight {
 }
 
 /// What the I/O thread is asked to do with one frame: zero-fill `zero` ahead of it when set,
-/// write it at `offset`, fdatasync.
+/// seal it (its header, with the chain link over its records), write it at `offset`, fdatasync.
 struct IoJob {
     file: Box<dyn LogFile>,
+    /// Header space, then the records.
     frame: Arc<Vec<u8>>,
+    count: u32,
+    first_position: u64,
     offset: u64,
     zero: Option<(u64, u64)>,
 }
 
-/// The I/O thread's answer: the file back, and whether the frame is durable.
+/// The I/O thread's answer: the file back, and the frame's link once it is durable.
 struct IoDone {
     file: Box<dyn LogFile>,
-    result: Result<(), IoFailure>,
+    result: Result<[u8; 32], IoFailure>,
 }
 
 enum IoFailure {
@@ -154,7 +160,9 @@ enum IoFailure {
     Writing(io::Error),
 }
 
-/// The thread that writes and syncs frames for the writer, one at a time.
+/// The thread that seals, writes and syncs frames for the writer, one at a time. It keeps the
+/// hash chain: each frame's link is computed from the one before on this thread, off the
+/// writer's.
 pub(super) struct Io {
     jobs: Option<std_mpsc::SyncSender<IoJob>>,
     done: std_mpsc::Receiver<IoDone>,
@@ -162,14 +170,25 @@ pub(super) struct Io {
 }
 
 impl Io {
-    pub(super) fn spawn() -> io::Result<Io> {
+    /// Starts the thread; `link` is the link of the log's last frame.
+    pub(super) fn spawn(mut link: [u8; 32]) -> io::Result<Io> {
         let (jobs, rx) = std_mpsc::sync_channel::<IoJob>(1);
         let (tx, done) = std_mpsc::sync_channel(1);
         let thread = std::thread::Builder::new().name("posledger-sync".into()).spawn(move || {
-            for IoJob { mut file, frame, offset, zero } in rx {
+            for IoJob { mut file, frame, count, first_position, offset, zero } in rx {
+                let records = &frame[FRAME_HEADER_LEN..];
+                let header = format::encode_frame_header(&link, count, first_position, records);
+                link.copy_from_slice(&header[32..64]);
+                // The records first: a frame cut short before its header is written leaves no
+                // header, where the log simply ends.
                 let result = match zero.map_or(Ok(()), |(from, to)| file.zero_fill(from, to)) {
                     Err(e) => Err(IoFailure::Allocating(e)),
-                    Ok(()) => file.write_all_at(&frame, offset).and_then(|()| file.sync_data()).map_err(IoFailure::Writing),
+                    Ok(()) => file
+                        .write_all_at(records, offset + FRAME_HEADER_LEN as u64)
+                        .and_then(|()| file.write_all_at(&header, offset))
+                        .and_then(|()| file.sync_data())
+                        .map(|()| link)
+                        .map_err(IoFailure::Writing),
                 };
                 // The writer takes the frame back for its next batch once this copy is gone.
                 drop(frame);
@@ -244,8 +263,8 @@ impl Writer {
 
     /// Waits for the frame in flight, if any, and publishes it.
     fn settle_in_flight(&mut self, shared: &Shared, failed: &mut Option<String>) {
-        let Some(flight) = self.in_flight.take() else { return };
-        let result = match self.wait(&flight) {
+        let Some(mut flight) = self.in_flight.take() else { return };
+        let result = match self.wait(&mut flight) {
             Ok(()) => self.publish(shared, flight),
             Err(reason) => {
                 reply_all_failed(flight.staging.jobs, &reason);
@@ -259,13 +278,16 @@ impl Writer {
     }
 
     /// Waits until the I/O thread is done with `flight`'s frame, taking the file back.
-    fn wait(&mut self, flight: &InFlight) -> Result<(), String> {
+    fn wait(&mut self, flight: &mut InFlight) -> Result<(), String> {
         let Ok(done) = self.io.done.recv() else {
             return Err(format!("segment {}: the I/O thread stopped", flight.segment));
         };
         self.file = Some(done.file);
         match done.result {
-            Ok(()) => Ok(()),
+            Ok(link) => {
+                flight.link = link;
+                Ok(())
+            }
             Err(IoFailure::Allocating(e)) => Err(format!("segment {}: allocating space: {e}", flight.segment)),
             Err(IoFailure::Writing(e)) => Err(format!("segment {}: {e}", flight.segment)),
         }
@@ -290,7 +312,7 @@ impl Writer {
         // The frame before this one must be durable before this one is written or answered.
         let previous = match self.in_flight.take() {
             None => None,
-            Some(flight) => match self.wait(&flight) {
+            Some(mut flight) => match self.wait(&mut flight) {
                 Ok(()) => Some(flight),
                 Err(reason) => {
                     reply_all_failed(flight.staging.jobs, &reason);
@@ -318,8 +340,8 @@ impl Writer {
             Some(flight) => self.publish(shared, flight).inspect_err(|reason| {
                 // The frame just handed over may become durable, but it was staged on the one
                 // that could not be indexed: its callers hear the same failure.
-                if let Some(next) = self.in_flight.take() {
-                    let _ = self.wait(&next);
+                if let Some(mut next) = self.in_flight.take() {
+                    let _ = self.wait(&mut next);
                     reply_all_failed(next.staging.jobs, reason);
                 }
             }),
@@ -359,16 +381,21 @@ impl Writer {
                     // A request decided on the effect of an earlier one to the same stream must
                     // not land if that one was refused: its revision may still match.
                     let mut refused: HashKeyMap<u128, ()> = HashKeyMap::default();
-                    job.requests
-                        .iter()
-                        .map(|r| {
+                    let mut job_results = Vec::with_capacity(job.requests.len());
+                    for chunk in job.requests.chunks(TOUCH_AHEAD_REQUESTS) {
+                        index.touch(
+                            chunk.iter().map(|r| r.stream.as_str()),
+                            chunk.iter().flat_map(|r| r.events.iter().map(|e| e.event_id)),
+                        );
+                        for r in chunk {
                             let result = self.stage(&index, &mut batch, r, &refused);
                             if result.is_err() {
                                 refused.insert(stream_hash(&r.stream), ());
                             }
-                            result
-                        })
-                        .collect()
+                            job_results.push(result);
+                        }
+                    }
+                    job_results
                 };
                 results.push(job_results);
             }
@@ -379,24 +406,19 @@ impl Writer {
     /// Seals a staged batch's frame and hands it to the I/O thread.
     fn submit(&mut self, mut staging: Staging, file: Box<dyn LogFile>) {
         let batch = &mut staging.batch;
-        let count = batch.next_position - batch.first_position;
-        let header =
-            format::encode_frame_header(&self.link, count as u32, batch.first_position, &batch.frame[FRAME_HEADER_LEN..]);
-        batch.frame[..FRAME_HEADER_LEN].copy_from_slice(&header);
+        let count = (batch.next_position - batch.first_position) as u32;
+        let first_position = batch.first_position;
         let frame = Arc::new(std::mem::take(&mut batch.frame));
         let frame_start = self.segment_len;
         let zero = self.preallocate(frame_start + frame.len() as u64);
-        let mut link = [0u8; 32];
-        link.copy_from_slice(&header[32..64]);
-        self.link = link;
         self.segment_len = frame_start + frame.len() as u64;
         self.head = batch.next_position;
-        let job = IoJob { file, frame: frame.clone(), offset: frame_start, zero };
+        let job = IoJob { file, frame: frame.clone(), count, first_position, offset: frame_start, zero };
         // A stopped I/O thread answers nothing: `wait` reports it.
         if let Some(jobs) = &self.io.jobs {
             let _ = jobs.send(job);
         }
-        self.in_flight = Some(InFlight { staging, frame, segment: self.segment, frame_start, link });
+        self.in_flight = Some(InFlight { staging, frame, segment: self.segment, frame_start, link: [0; 32] });
     }
 
     /// Puts a durable frame's streams and ids into the index, publishes the new head and
