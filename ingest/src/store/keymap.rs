@@ -87,6 +87,8 @@ const RUN_IO_BUFFER_BYTES: usize = 256 << 10;
 /// Runs a map may have before a spill waits for the running merge: merges keep about
 /// log2(entries / table size) runs, so this is reached only when merging falls behind.
 const RUNS_PENDING_MAX: usize = 48;
+/// How many keys ahead of its inserts a spill reads the filter blocks they will change.
+const FILTER_TOUCH_AHEAD: usize = 16;
 /// Filter bits set per key, all in one 64-byte block.
 const FILTER_BITS_PER_KEY: u32 = 6;
 
@@ -209,6 +211,19 @@ impl Filter {
     fn may_contain(&self, key: u64) -> bool {
         let (block, mut masks) = self.place(key);
         masks.all(|(word, mask)| self.blocks[block][word] & mask != 0)
+    }
+
+    /// Inserts every key of `keys`; `ahead` yields the same keys some places later, whose
+    /// blocks are read first so that their cache misses overlap with the inserts before them.
+    fn insert_all(&mut self, keys: impl Iterator<Item = u64>, mut ahead: impl Iterator<Item = u64>) {
+        let mut seen = 0;
+        for key in keys {
+            if let Some(later) = ahead.next() {
+                seen ^= self.touch(later);
+            }
+            self.insert(key);
+        }
+        std::hint::black_box(seen);
     }
 
     /// The first word of `key`'s block: reading it brings the block into the cache.
@@ -506,9 +521,7 @@ impl KeyMap {
             sync_dir(&spill.dir)?;
         }
         let filter = self.filter.get_or_insert_with(|| Filter::new(spill.filter_bytes));
-        for &(k, _) in &scratch {
-            filter.insert(k);
-        }
+        filter.insert_all(scratch.iter().map(|&(k, _)| k), scratch.iter().map(|&(k, _)| k).skip(FILTER_TOUCH_AHEAD));
         self.filter_on_disk.store(false, std::sync::atomic::Ordering::Relaxed);
         self.scratch = scratch;
         self.recent.clear();
