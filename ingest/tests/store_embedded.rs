@@ -596,6 +596,8 @@ async fn the_next_frame_is_staged_against_the_one_in_flight() {
     assert_eq!((a.first_position, a.last_revision, a.duplicate), (1, 0, false));
     let b = tokio::time::timeout(wait, b).await.expect("b answered").remove(0).expect("b is a retry");
     assert_eq!((b.first_position, b.last_revision, b.duplicate), (1, 0, true), "the retry names the original");
+    let read = store.read_stream("s", 0, 10).await.expect("read after b");
+    assert_eq!(read.len(), 1, "what b was answered with is readable once it is answered");
     settle().await;
     assert!(poll_once(&mut c).is_none(), "c's frame is not durable yet");
     assert!(poll_once(&mut d).is_none(), "d was refused against c's frame, which is not durable yet");
@@ -608,6 +610,10 @@ async fn the_next_frame_is_staged_against_the_one_in_flight() {
         matches!(d, Err(ingest::store::AppendError::WrongExpectedRevision { actual: Some(1), .. })),
         "d expected revision 0 after c made 1: {d:?}"
     );
+    assert_eq!(store.read_stream("s", 0, 10).await.expect("read after d").len(), 2, "d's refusal follows c");
+    // b and d at least were staged while the frame before them (a's, c's) waited for its sync;
+    // a may have been too, behind p's.
+    assert!(store.batches_staged_during_sync() >= 2, "staged during a sync: {}", store.batches_staged_during_sync());
     drop(_open);
     drop(store);
 

@@ -124,6 +124,8 @@ pub(crate) struct Shared {
     pub(crate) index: RwLock<Index>,
     /// Set when the writer stopped after a failed write.
     pub(crate) failed: std::sync::atomic::AtomicBool,
+    /// Batches the writer staged while the frame before them was being written and synced.
+    pub(crate) staged_during_sync: std::sync::atomic::AtomicU64,
 }
 
 /// The embedded event store. Cheap to share behind an `Arc`; dropping it stops the writer
@@ -269,7 +271,12 @@ impl EmbeddedStore {
             snapshot_head: index.head,
             snapshot_writer: None,
         };
-        let shared = Arc::new(Shared { dir, index: RwLock::new(index), failed: Default::default() });
+        let shared = Arc::new(Shared {
+            dir,
+            index: RwLock::new(index),
+            failed: Default::default(),
+            staged_during_sync: Default::default(),
+        });
         let (tx, rx) = mpsc::channel(WRITER_QUEUE_JOBS_MAX);
         let writer_shared = shared.clone();
         let writer = std::thread::Builder::new()
@@ -287,6 +294,13 @@ impl EmbeddedStore {
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.shared.dir
+    }
+
+    /// How many batches of appends the writer has checked and staged while the frame before
+    /// them was being written and synced (see the writer's commit pipeline), since the store
+    /// was opened.
+    pub fn batches_staged_during_sync(&self) -> u64 {
+        self.shared.staged_during_sync.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The hash-chain link of the last committed frame: commits to the whole log.

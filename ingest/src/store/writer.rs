@@ -179,8 +179,10 @@ impl Io {
                 let records = &frame[FRAME_HEADER_LEN..];
                 let header = format::encode_frame_header(&link, count, first_position, records);
                 link.copy_from_slice(&header[32..64]);
-                // The records first: a frame cut short before its header is written leaves no
-                // header, where the log simply ends.
+                // The records first, then the header: a process stopped between the two leaves
+                // no header where the log ends. The sync after both is what makes the frame
+                // durable; until then either may be lost, and recovery cuts a frame whose link
+                // does not match as a torn tail.
                 let result = match zero.map_or(Ok(()), |(from, to)| file.zero_fill(from, to)) {
                     Err(e) => Err(IoFailure::Allocating(e)),
                     Ok(()) => file
@@ -308,6 +310,9 @@ impl Writer {
                 return Err(reason);
             }
         }
+        if self.in_flight.is_some() {
+            shared.staged_during_sync.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let staging = self.stage_jobs(shared, jobs);
         // The frame before this one must be durable before this one is written or answered.
         let previous = match self.in_flight.take() {
@@ -321,12 +326,10 @@ impl Writer {
                 }
             },
         };
-        if staging.batch.next_position == staging.batch.first_position {
-            // Nothing accepted: the answers stand once what they were decided against is durable.
-            for (job, results) in staging.jobs.into_iter().zip(staging.results) {
-                job.answer(results);
-            }
-            self.spare = staging.batch;
+        let accepted_none = staging.batch.next_position == staging.batch.first_position;
+        let mut unwritten = None;
+        if accepted_none {
+            unwritten = Some(staging);
         } else if let Some(file) = self.file.take() {
             self.submit(staging, file);
         } else {
@@ -335,17 +338,29 @@ impl Writer {
             reply_all_failed(staging.jobs, &reason);
             return Err(reason);
         }
-        match previous {
-            None => Ok(()),
-            Some(flight) => self.publish(shared, flight).inspect_err(|reason| {
-                // The frame just handed over may become durable, but it was staged on the one
-                // that could not be indexed: its callers hear the same failure.
-                if let Some(mut next) = self.in_flight.take() {
-                    let _ = self.wait(&mut next);
-                    reply_all_failed(next.staging.jobs, reason);
-                }
-            }),
+        if let Some(flight) = previous
+            && let Err(reason) = self.publish(shared, flight)
+        {
+            // What was staged on the frame that could not be indexed hears the same failure,
+            // also a frame just handed over that may become durable.
+            if let Some(mut next) = self.in_flight.take() {
+                let _ = self.wait(&mut next);
+                reply_all_failed(next.staging.jobs, &reason);
+            }
+            if let Some(staging) = unwritten {
+                reply_all_failed(staging.jobs, &reason);
+            }
+            return Err(reason);
         }
+        if let Some(staging) = unwritten {
+            // Nothing accepted: the answers (duplicates, refusals) are given once what they were
+            // decided against is durable and published, so a read after them sees it.
+            for (job, results) in staging.jobs.into_iter().zip(staging.results) {
+                job.answer(results);
+            }
+            self.spare = staging.batch;
+        }
+        Ok(())
     }
 
     /// Checks every job's requests against the index and the frame in flight, staging the
