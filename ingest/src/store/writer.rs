@@ -482,9 +482,7 @@ impl Writer {
     /// Whether enough has been appended since the last snapshot to take another.
     fn snapshot_due(&self, head: u64) -> bool {
         let every = self.options.snapshot_every_events;
-        every > 0
-            && head - self.snapshot_head >= every
-            && self.snapshot_writer.as_ref().is_none_or(|h| h.is_finished())
+        every > 0 && head - self.snapshot_head >= every && self.snapshot_writer.as_ref().is_none_or(|h| h.is_finished())
     }
 
     /// Streams the index into the snapshot's temporary file (appends wait meanwhile, readers
