@@ -333,8 +333,12 @@ impl Writer {
         } else if let Some(file) = self.file.take() {
             self.submit(staging, file);
         } else {
-            // Only a stopped I/O thread keeps the file: `wait` has reported it for `previous`.
+            // Only a stopped I/O thread keeps the file, and `wait` has reported that already;
+            // whatever waits here is answered all the same.
             let reason = format!("segment {}: the I/O thread stopped", self.segment);
+            if let Some(flight) = previous {
+                reply_all_failed(flight.staging.jobs, &reason);
+            }
             reply_all_failed(staging.jobs, &reason);
             return Err(reason);
         }
