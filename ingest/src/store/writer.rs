@@ -221,7 +221,9 @@ impl Writer {
                 match rx.try_recv() {
                     Ok(job) => job,
                     Err(TryRecvError::Empty) => {
-                        self.settle_in_flight(&shared, &mut failed);
+                        if let Err(e) = self.settle_in_flight(&shared) {
+                            failed = Some(fail_stop(&shared, e));
+                        }
                         continue;
                     }
                     Err(TryRecvError::Disconnected) => break,
@@ -252,30 +254,27 @@ impl Writer {
                 continue;
             }
             if let Err(e) = self.commit_batch(&shared, jobs) {
-                shared.failed.store(true, std::sync::atomic::Ordering::SeqCst);
-                failed = Some(e);
+                failed = Some(fail_stop(&shared, e));
             }
         }
-        self.settle_in_flight(&shared, &mut failed);
+        if let Err(e) = self.settle_in_flight(&shared) {
+            fail_stop(&shared, e);
+        }
         // A snapshot still being written must land before the closing one replaces it.
         if let Some(handle) = self.snapshot_writer.take() {
             let _ = handle.join();
         }
     }
 
-    /// Waits for the frame in flight, if any, and publishes it.
-    fn settle_in_flight(&mut self, shared: &Shared, failed: &mut Option<String>) {
-        let Some(mut flight) = self.in_flight.take() else { return };
-        let result = match self.wait(&mut flight) {
+    /// Waits for the frame in flight, if any, and publishes it; its callers hear a failure.
+    fn settle_in_flight(&mut self, shared: &Shared) -> Result<(), String> {
+        let Some(mut flight) = self.in_flight.take() else { return Ok(()) };
+        match self.wait(&mut flight) {
             Ok(()) => self.publish(shared, flight),
             Err(reason) => {
                 reply_all_failed(flight.staging.jobs, &reason);
                 Err(reason)
             }
-        };
-        if let Err(e) = result {
-            shared.failed.store(true, std::sync::atomic::Ordering::SeqCst);
-            *failed = Some(e);
         }
     }
 
@@ -298,9 +297,7 @@ impl Writer {
     fn commit_batch(&mut self, shared: &Shared, jobs: Vec<Job>) -> Result<(), String> {
         if self.segment_len >= self.options.segment_bytes_max {
             // The next frame's locations name the next segment: the frame in flight lands first.
-            let mut failed = None;
-            self.settle_in_flight(shared, &mut failed);
-            if let Some(reason) = failed {
+            if let Err(reason) = self.settle_in_flight(shared) {
                 reply_all_failed(jobs, &reason);
                 return Err(reason);
             }
@@ -326,9 +323,8 @@ impl Writer {
                 }
             },
         };
-        let accepted_none = staging.batch.next_position == staging.batch.first_position;
         let mut unwritten = None;
-        if accepted_none {
+        if staging.batch.next_position == staging.batch.first_position {
             unwritten = Some(staging);
         } else if let Some(file) = self.file.take() {
             self.submit(staging, file);
@@ -671,6 +667,13 @@ fn duplicate_result(req: &AppendRequest, found: &[(usize, RecordedEvent)]) -> Re
 
 fn request_bytes(r: &AppendRequest) -> usize {
     r.events.iter().map(|e| format::record_len(&r.stream, e)).sum()
+}
+
+/// Marks the store failed after a write, sync or index failure; returns the reason, which every
+/// later append is answered with.
+fn fail_stop(shared: &Shared, reason: String) -> String {
+    shared.failed.store(true, std::sync::atomic::Ordering::SeqCst);
+    reason
 }
 
 pub(super) fn reply_all_failed(jobs: Vec<Job>, reason: &str) {
