@@ -213,12 +213,12 @@ impl Filter {
         masks.all(|(word, mask)| self.blocks[block][word] & mask != 0)
     }
 
-    /// Inserts every key of `keys`; `ahead` yields the same keys some places later, whose
-    /// blocks are read first so that their cache misses overlap with the inserts before them.
-    fn insert_all(&mut self, keys: impl Iterator<Item = u64>, mut ahead: impl Iterator<Item = u64>) {
+    /// Inserts the key of every entry, reading the block of the key [`FILTER_TOUCH_AHEAD`]
+    /// places later first, so that their cache misses overlap with the inserts before them.
+    fn insert_all(&mut self, entries: &[(u64, u64)]) {
         let mut seen = 0;
-        for key in keys {
-            if let Some(later) = ahead.next() {
+        for (i, &(key, _)) in entries.iter().enumerate() {
+            if let Some(&(later, _)) = entries.get(i + FILTER_TOUCH_AHEAD) {
                 seen ^= self.touch(later);
             }
             self.insert(key);
@@ -521,7 +521,7 @@ impl KeyMap {
             sync_dir(&spill.dir)?;
         }
         let filter = self.filter.get_or_insert_with(|| Filter::new(spill.filter_bytes));
-        filter.insert_all(scratch.iter().map(|&(k, _)| k), scratch.iter().map(|&(k, _)| k).skip(FILTER_TOUCH_AHEAD));
+        filter.insert_all(&scratch);
         self.filter_on_disk.store(false, std::sync::atomic::Ordering::Relaxed);
         self.scratch = scratch;
         self.recent.clear();
