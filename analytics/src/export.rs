@@ -99,9 +99,6 @@ pub trait Books {
     ) -> impl std::future::Future<Output = Result<Vec<ledger::entry::BalancedEntry>, ExportError>> + Send;
 }
 
-/// Events an export reads and decodes at a time when it takes the entries from [`Books`].
-pub const EXPORT_READ_EVENTS: usize = 16_384;
-
 /// The export checkpoint: how far the log is exported, and the range of a run in progress.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
@@ -429,22 +426,20 @@ pub async fn export_with_books<S: EventStore, B: Books + Sync>(
     books: &B,
 ) -> Result<ExportSummary, ExportError> {
     let mut run = Run::begin(store, out)?;
-    let mut position = run.from;
-    while position < run.to {
-        let batch = store.read_all(position, EXPORT_READ_EVENTS.min((run.to - position) as usize)).await?;
-        let Some(last) = batch.last() else { break };
-        let end = last.position + 1;
+    // The events are read and decoded ahead on another thread while this one writes.
+    let mut scan = ledger::scan::Scan::new(store, run.from, run.to, None)?;
+    loop {
+        let position = scan.position();
+        let Some(batch) = scan.next().await? else { break };
+        let end = scan.position();
         let entries = books.entries(position, end).await?;
         let mut entries = entries.iter().peekable();
-        for e in &batch {
-            let event = Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)
-                .map_err(|source| ledger::ReplayError::Decode { position: e.position, source })?;
-            run.take(e.position, &event, entries.next_if(|x| x.position() == e.position))?;
+        for (at, event) in &batch {
+            run.take(*at, event, entries.next_if(|x| x.position() == *at))?;
         }
         if let Some(stray) = entries.next() {
             return Err(ExportError::Books(format!("an entry at {} for no event read", stray.position())));
         }
-        position = end;
     }
     run.finish()
 }

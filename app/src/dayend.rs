@@ -150,10 +150,11 @@ pub struct DayView {
     pub settlement: Settlement,
 }
 
-/// A file checked before anything is recorded: its channel, name and bytes.
+/// A file checked before anything is recorded: its channel, name and bytes, parsed.
 struct Checked<'a> {
     channel: StatementChannel,
     file: &'a StatementFile,
+    statement: ingest::statement::Statement,
 }
 
 /// Checks every file: recognised, of `date` (by its name when it has a date, and by its
@@ -211,7 +212,7 @@ fn check_files(date: NaiveDate, files: &[StatementFile]) -> Result<Vec<Checked<'
             )
             .field(name.clone()));
         }
-        checked.push(Checked { channel, file });
+        checked.push(Checked { channel, file, statement });
     }
     Ok(checked)
 }
@@ -223,7 +224,7 @@ impl App {
         crate::dates::not_after_today(date, chrono::Utc::now(), "a day-end", "date")?;
         let checked = check_files(date, files)?;
         for c in &checked {
-            match self.import_statement(c.channel, &c.file.name, &c.file.bytes, Some(date)).await? {
+            match self.import_parsed(&c.file.name, &c.file.bytes, &c.statement, Some(date)).await? {
                 ImportOutcome::Imported(_) | ImportOutcome::Again(_) => {}
                 ImportOutcome::Refused(e) => {
                     return Err(Failure::new(Class::Refused, "invalid_statement", e.to_string()).field(e.file));

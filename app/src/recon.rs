@@ -280,6 +280,31 @@ pub(crate) async fn record<S: EventStore>(store: &S, run: ToRecord) -> Result<()
     Ok(())
 }
 
+/// Most verdicts one durable commit takes when [`record_verdicts`] records a day's: 4,096.
+pub const VERDICTS_PER_COMMIT_MAX: usize = 4096;
+
+/// Records the host's verdicts, each in its batch's stream (one stored already, by its id, is
+/// not stored twice), [`VERDICTS_PER_COMMIT_MAX`] to a durable commit.
+async fn record_verdicts<S: EventStore>(store: &S, verdicts: &[TerminalBatchReconciled]) -> Result<(), Failure> {
+    for chunk in verdicts.chunks(VERDICTS_PER_COMMIT_MAX) {
+        let requests = chunk
+            .iter()
+            .map(|v| {
+                let e = ingest::event::Event::TerminalBatchReconciled(v.clone());
+                ingest::store::AppendRequest {
+                    stream: e.stream(),
+                    expected: ExpectedRevision::Any,
+                    events: vec![e.to_event_data()],
+                }
+            })
+            .collect();
+        for result in store.append_many(requests).await {
+            result?;
+        }
+    }
+    Ok(())
+}
+
 fn recon_failure(e: ledger::recon::ReconError) -> Failure {
     use ledger::recon::ReconError as E;
     match e {
@@ -320,7 +345,31 @@ impl App {
             return Ok(ImportOutcome::Refused(e));
         }
         let _writer = self.writes.lock().await;
-        let (imported, run) = match ledger::recon::prepare_import(&*self.store, channel, name, bytes, date).await {
+        let prepared = ledger::recon::prepare_import(&*self.store, channel, name, bytes, date).await;
+        self.record_import(prepared).await
+    }
+
+    /// Imports a statement file checked and parsed already ([`ingest::statement::check_name`],
+    /// [`ingest::statement::check_size`], then [`ingest::statement::parse_dated`] with `date`
+    /// as the hint), as [`App::import_statement`] does.
+    pub(crate) async fn import_parsed(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        statement: &ingest::statement::Statement,
+        date: Option<NaiveDate>,
+    ) -> Result<ImportOutcome, Failure> {
+        let _writer = self.writes.lock().await;
+        let prepared = ledger::recon::prepare_import_parsed(&*self.store, name, bytes, statement, date).await;
+        self.record_import(prepared).await
+    }
+
+    /// Records what an import prepared (the writer's lock held).
+    async fn record_import(
+        &self,
+        prepared: Result<(ledger::recon::Imported, ToRecord), ledger::recon::ReconError>,
+    ) -> Result<ImportOutcome, Failure> {
+        let (imported, run) = match prepared {
             Ok(prepared) => prepared,
             // Refused input: nothing was recorded.
             Err(ledger::recon::ReconError::Statement(e)) => return Ok(ImportOutcome::Refused(e)),
@@ -392,25 +441,31 @@ impl App {
                 format!("no statement is imported for {date}; import one with `posledger statement import`"),
             ));
         }
+        // One pass over the day's part of the log gathers every statement's items and the
+        // day's terminal batch closes.
+        let mut inputs = ledger::recon::load_day(store, &channels, date).await.map_err(|e| {
+            let mut f: Failure = e.into();
+            f.message = format!("reconciling {date}: {}", f.message);
+            f
+        })?;
         let mut runs = Vec::new();
         for c in channels {
-            let (run, to_record) = ledger::recon::prepare_run(store, c, date).await.map_err(|e| {
-                let mut f = recon_failure(e);
-                f.message = format!("reconciling {c} {date}: {}", f.message);
-                f
-            })?;
+            let items = inputs.items.remove(&c).unwrap_or_default();
+            let (run, to_record) =
+                ledger::recon::prepare_run_with(store, c, date, &items, &inputs.terms).await.map_err(|e| {
+                    let mut f = recon_failure(e);
+                    f.message = format!("reconciling {c} {date}: {}", f.message);
+                    f
+                })?;
             if recording {
                 record(store, to_record).await?;
             }
             runs.push(run);
         }
         // Terminal batches closed that day: the host's verdict, recorded once.
-        let verdicts = self.batch_verdicts(date).await?;
+        let verdicts = self.batch_verdicts_of(std::mem::take(&mut inputs.closes), date).await?;
         if recording {
-            for v in &verdicts {
-                let e = ingest::event::Event::TerminalBatchReconciled(v.clone());
-                store.append(&e.stream(), ExpectedRevision::Any, vec![e.to_event_data()]).await?;
-            }
+            record_verdicts(store, &verdicts).await?;
         }
         Ok((runs, verdicts))
     }
@@ -507,6 +562,16 @@ impl App {
     pub(crate) async fn batch_verdicts(&self, date: NaiveDate) -> Result<Vec<TerminalBatchReconciled>, Failure> {
         // Closes first: the books, caught up after, hold every event before each of them.
         let closes = ledger::recon::batch_closes(&*self.store, date).await?;
+        self.batch_verdicts_of(closes, date).await
+    }
+
+    /// The host's verdict on each of `closes` (the terminal batches closed on `date`, read
+    /// before the books are caught up: they then hold every event before each close).
+    async fn batch_verdicts_of(
+        &self,
+        closes: Vec<ingest::event::TerminalBatchClosed>,
+        date: NaiveDate,
+    ) -> Result<Vec<TerminalBatchReconciled>, Failure> {
         let books = self.books().await?;
         Ok(ledger::recon::batch_verdicts_of(closes, |t, b| books.batch_totals(t, b), date))
     }

@@ -15,6 +15,7 @@ pub mod holds;
 pub mod journal;
 pub mod projection;
 pub mod recon;
+pub mod scan;
 pub mod timeline;
 
 use std::path::Path;

@@ -213,6 +213,103 @@ async fn a_replay_whose_reader_fails_fails() {
     assert!(err.to_string().contains("stopped"), "{err}");
 }
 
+/// Every event of `[from, end)` a scan hands over, with its position.
+async fn scanned<S: EventStore>(
+    store: &S,
+    from: u64,
+    end: u64,
+    types: Option<&[&str]>,
+) -> Result<Vec<(u64, ingest::event::Event)>, ledger::ReplayError> {
+    let mut scan = ledger::scan::Scan::new(store, from, end, types)?;
+    let mut all = Vec::new();
+    while let Some(batch) = scan.next().await? {
+        all.extend(batch);
+    }
+    assert_eq!(scan.position(), end.min(store.head()), "the scan ends at the end of its range");
+    Ok(all)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scans_hand_over_the_events_of_their_range_and_types_in_order() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = store_fixture(dir.path(), &["2026-11-24", "2026-11-25"]).await;
+    let head = store.head();
+    // The reference: every event read and decoded one by one.
+    let mut every = Vec::new();
+    let mut at = 0;
+    while at < head {
+        for e in store.read_all(at, 1000).await.expect("read") {
+            let event = ingest::event::Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)
+                .expect("decode");
+            every.push((e.position, event));
+            at = e.position + 1;
+        }
+    }
+    let types = ["PaymentCaptured", "TerminalBatchClosed"];
+    let of_types: Vec<_> = every.iter().filter(|(_, e)| types.contains(&e.event_type())).cloned().collect();
+    assert!(!of_types.is_empty() && of_types.len() < every.len());
+    let (from, end) = (37, head - 11);
+    let in_range: Vec<_> = every.iter().filter(|(p, _)| (from..end).contains(p)).cloned().collect();
+    // On the store's own thread, and read on the caller's task: the same events.
+    let async_only = TestStore(store.clone(), Reader::None);
+    assert_eq!(scanned(&*store, 0, u64::MAX, None).await.expect("scan"), every);
+    assert_eq!(scanned(&async_only, 0, u64::MAX, None).await.expect("scan"), every);
+    assert_eq!(scanned(&*store, 0, head, Some(&types)).await.expect("scan"), of_types);
+    assert_eq!(scanned(&async_only, 0, head, Some(&types)).await.expect("scan"), of_types);
+    assert_eq!(scanned(&*store, from, end, None).await.expect("scan"), in_range);
+    assert_eq!(scanned(&async_only, from, end, None).await.expect("scan"), in_range);
+    assert!(scanned(&*store, head, head, None).await.expect("scan").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scan_stops_at_the_first_event_it_cannot_decode_having_handed_over_those_before() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = store_fixture(dir.path(), &["2026-11-24"]).await;
+    let bad = store.head();
+    let damaged = ingest::store::EventData {
+        event_id: uuid::Uuid::from_u128(7),
+        event_type: "PaymentCaptured".into(),
+        schema_version: 1,
+        occurred_at_us: 0,
+        payload: b"{\"txn_id\":".to_vec(),
+    };
+    store.append("damaged", ingest::store::ExpectedRevision::Any, vec![damaged]).await.expect("append");
+    // Read on the caller's task, and on the store's own thread.
+    stops_at_the_damaged_event(&TestStore(store.clone(), Reader::None), bad - 50, bad).await;
+    stops_at_the_damaged_event(&*store, bad - 20_000.min(bad), bad).await;
+    // A thread whose reader stops short: an error naming where, never a quiet end.
+    let short = TestStore(store.clone(), Reader::EndsAfterFirst);
+    let mut scan = ledger::scan::Scan::new(&short, 0, bad, None).expect("scan");
+    let mut err = None;
+    while err.is_none() {
+        match scan.next().await {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("a scan that stopped short ended quietly"),
+            Err(e) => err = Some(e),
+        }
+    }
+    let err = err.expect("error").to_string();
+    assert!(err.contains("stopped at position 100"), "{err}");
+    let err = scanned(&TestStore(store, Reader::FailsAfterFirst), 0, bad, None).await.expect_err("read error");
+    assert!(err.to_string().contains("disk on fire"), "{err}");
+}
+
+/// A scan from `from` hands over every event before `bad`, then fails naming it.
+async fn stops_at_the_damaged_event<S: EventStore>(store: &S, from: u64, bad: u64) {
+    let mut scan = ledger::scan::Scan::new(store, from, u64::MAX, None).expect("scan");
+    let mut handed = 0;
+    let err = loop {
+        match scan.next().await {
+            Ok(Some(batch)) => handed += batch.len() as u64,
+            Ok(None) => panic!("the damaged event was passed over"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(handed, bad - from, "every event before the damaged one");
+    assert_eq!(scan.position(), bad, "the scan names the first event not handled");
+    assert!(err.to_string().contains(&format!("decoding the event at position {bad}")), "{err}");
+}
+
 /// A state file of `a` and `b` (hashes right unless `len` overrides section A's length).
 fn state_file(a: &[u8], b: &[u8], a_len: u64) -> Vec<u8> {
     let mut f = b"PLLEDGR4".to_vec();

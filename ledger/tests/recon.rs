@@ -40,7 +40,20 @@ async fn the_fixture_days_reconcile_to_the_answer_key() {
     let mut parked = std::collections::BTreeMap::new();
     for date in ["2026-11-24", "2026-11-25"] {
         let date: NaiveDate = date.parse().expect("date");
-        for channel in [StatementChannel::Wechat, StatementChannel::Alipay, StatementChannel::Unionpay] {
+        // One pass for every statement (the day-end's) gathers what each statement's own read
+        // does, and the day's batch closes.
+        let all = [StatementChannel::Wechat, StatementChannel::Alipay, StatementChannel::Unionpay];
+        let day = ledger::recon::load_day(&*store, &all, date).await.expect("day");
+        for channel in all {
+            let (items, terms) = load_items(&*store, channel, date).await.expect("items");
+            assert!(!items.is_empty(), "{channel} {date} has items");
+            assert_eq!(day.items[&channel], items, "{channel} {date}");
+            assert_eq!(day.terms, terms);
+        }
+        let closes = ledger::recon::batch_closes(&*store, date).await.expect("closes");
+        assert!(!closes.is_empty(), "{date} closes batches");
+        assert_eq!(day.closes, closes);
+        for channel in all {
             let c = run(&store, channel, date).await;
             assert_eq!(c, run(&store, channel, date).await, "a re-run gives the same classification");
             let matched = c.matched;

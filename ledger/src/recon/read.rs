@@ -21,25 +21,69 @@ use super::{
 /// that fall in the cut-off window (only those can be carried to it); and each ledger channel's
 /// terms in force on `date` (the latest `ChannelTermsSet` effective by then).
 ///
-/// Reads only the channels' streams and the log from where the window's events can start
-/// ([`window_start`]), so its cost follows the days since the window, not the history before
-/// it. A void or reversal always follows its sale in the log, so none of the window's sales is
-/// cancelled before that position; a refund of an older sale finds the sale by its event id.
+/// [`load_day`] of one statement.
 pub async fn load_items<S: ingest::store::EventStore>(
     store: &S,
     statement: StatementChannel,
     date: NaiveDate,
 ) -> Result<(Vec<Item>, HashMap<Channel, Terms>), crate::ReplayError> {
+    let mut day = load_day(store, &[statement], date).await?;
+    Ok((day.items.remove(&statement).unwrap_or_default(), day.terms))
+}
+
+/// What a day's reconciliation reads from the log, gathered in one pass: each statement's
+/// items ([`load_items`]), the terms in force, and the terminal batches closed on the date
+/// ([`batch_closes`]).
+#[derive(Debug, Default)]
+pub struct DayInputs {
+    /// Our items, by statement asked for (each present, possibly empty).
+    pub items: HashMap<StatementChannel, Vec<Item>>,
+    /// Each ledger channel's terms in force on the date.
+    pub terms: HashMap<Channel, Terms>,
+    /// Every terminal batch close of the date, in log order.
+    pub closes: Vec<ingest::event::TerminalBatchClosed>,
+}
+
+/// One statement's share of a [`load_day`] pass.
+struct Gathering {
+    statement: StatementChannel,
+    items: Vec<Item>,
+    /// Our payments of this statement read here, by merchant and txn_id (two merchants may use
+    /// one txn_id): the channel id a refund carries, and where a void or reversal marks its sale.
+    payments: HashMap<(String, String), (Option<String>, Option<usize>)>,
+    /// Refunds whose sale came before the part of the log read: (item, merchant, sale's txn_id).
+    older: Vec<(usize, String, String)>,
+}
+
+/// [`load_items`] of every statement in `statements` and [`batch_closes`] of `date`, in one
+/// pass over the log: the events are read and decoded once for all of them.
+///
+/// Reads only the channels' streams and the log from where the window's events can start
+/// ([`window_start`]), so its cost follows the days since the window, not the history before
+/// it. A void or reversal always follows its sale in the log, so none of the window's sales is
+/// cancelled before that position; a refund of an older sale finds the sale by its event id.
+pub async fn load_day<S: ingest::store::EventStore>(
+    store: &S,
+    statements: &[StatementChannel],
+    date: NaiveDate,
+) -> Result<DayInputs, crate::ReplayError> {
+    use ingest::event::Event;
     let terms = terms_in_force(store, date).await?;
     let carry = longest_carry(&terms);
     let from = date - chrono::Duration::days(i64::from(carry));
-    use ingest::event::Event;
-    let mut items: Vec<Item> = Vec::new();
-    // Our payments of this statement read here, by merchant and txn_id (two merchants may use
-    // one txn_id): the channel id a refund carries, and where a void or reversal marks its sale.
-    let mut payments: HashMap<(String, String), (Option<String>, Option<usize>)> = HashMap::new();
-    // Refunds whose sale came before the part of the log read: (item, merchant, sale's txn_id).
-    let mut older: Vec<(usize, String, String)> = Vec::new();
+    let mut unique: Vec<StatementChannel> = Vec::with_capacity(statements.len());
+    for &statement in statements {
+        if !unique.contains(&statement) {
+            unique.push(statement);
+        }
+    }
+    let mut gathering: Vec<Gathering> = unique
+        .iter()
+        .map(|&statement| Gathering { statement, items: Vec::new(), payments: HashMap::new(), older: Vec::new() })
+        .collect();
+    // The share of the statement a ledger channel settles with, if it is asked for.
+    let slot = |channel: Channel| statement_of(channel).and_then(|s| unique.iter().position(|u| *u == s));
+    let mut closes = Vec::new();
     let in_range = |at: &DateTime<FixedOffset>| {
         let day = at.date_naive();
         day == date || (from..date).contains(&day) && near_cutoff(at)
@@ -48,11 +92,12 @@ pub async fn load_items<S: ingest::store::EventStore>(
     for_each_event_from(
         store,
         &mut position,
-        &["PaymentCaptured", "PaymentRefunded", "PaymentVoided", "PaymentReversed"],
+        &["PaymentCaptured", "PaymentRefunded", "PaymentVoided", "PaymentReversed", "TerminalBatchClosed"],
         |event| match event {
-            Event::PaymentCaptured(s) if statement_of(s.channel) == Some(statement) => {
+            Event::PaymentCaptured(s) => {
+                let Some(g) = slot(s.channel).map(|i| &mut gathering[i]) else { return };
                 let index = in_range(&s.at).then(|| {
-                    items.push(Item {
+                    g.items.push(Item {
                         kind: LineKind::Payment,
                         txn_id: s.txn_id.clone(),
                         channel_txn_id: s.channel_txn_id.clone(),
@@ -62,20 +107,21 @@ pub async fn load_items<S: ingest::store::EventStore>(
                         at: s.at,
                         cancelled: false,
                     });
-                    items.len() - 1
+                    g.items.len() - 1
                 });
-                payments.insert((s.merchant_id, s.txn_id), (s.channel_txn_id, index));
+                g.payments.insert((s.merchant_id, s.txn_id), (s.channel_txn_id, index));
             }
-            Event::PaymentRefunded(r) if statement_of(r.channel) == Some(statement) && in_range(&r.at) => {
+            Event::PaymentRefunded(r) if in_range(&r.at) => {
+                let Some(g) = slot(r.channel).map(|i| &mut gathering[i]) else { return };
                 let key = (r.merchant_id, r.original_txn_id);
-                let channel_txn_id = match payments.get(&key) {
+                let channel_txn_id = match g.payments.get(&key) {
                     Some((c, _)) => c.clone(),
                     None => {
-                        older.push((items.len(), key.0, key.1));
+                        g.older.push((g.items.len(), key.0, key.1));
                         None
                     }
                 };
-                items.push(Item {
+                g.items.push(Item {
                     kind: LineKind::Refund,
                     txn_id: r.txn_id,
                     channel_txn_id,
@@ -87,22 +133,30 @@ pub async fn load_items<S: ingest::store::EventStore>(
                 });
             }
             Event::PaymentVoided(a) | Event::PaymentReversed(a) => {
-                if let Some((_, Some(i))) = payments.get(&(a.merchant_id, a.original_txn_id)) {
-                    items[*i].cancelled = true;
+                let key = (a.merchant_id, a.original_txn_id);
+                for g in &mut gathering {
+                    if let Some((_, Some(i))) = g.payments.get(&key) {
+                        g.items[*i].cancelled = true;
+                    }
                 }
             }
+            Event::TerminalBatchClosed(c) if c.at.date_naive() == date => closes.push(c),
             _ => {}
         },
     )
     .await?;
-    for (i, merchant_id, txn_id) in older {
-        if let Some(sale) = captured(store, &merchant_id, &txn_id).await?
-            && statement_of(sale.channel) == Some(statement)
-        {
-            items[i].channel_txn_id = sale.channel_txn_id;
+    let mut items = HashMap::new();
+    for mut g in gathering {
+        for (i, merchant_id, txn_id) in std::mem::take(&mut g.older) {
+            if let Some(sale) = captured(store, &merchant_id, &txn_id).await?
+                && statement_of(sale.channel) == Some(g.statement)
+            {
+                g.items[i].channel_txn_id = sale.channel_txn_id;
+            }
         }
+        items.insert(g.statement, g.items);
     }
-    Ok((items, terms))
+    Ok(DayInputs { items, terms, closes })
 }
 
 /// The longest `carry_forward_days` of the terms in force: how many days before a statement's
@@ -183,6 +237,20 @@ pub async fn prepare_import<S: ingest::store::EventStore>(
 ) -> Result<(Imported, ToRecord), ReconError> {
     let date_hint = date.or_else(|| ingest::statement::date_in_name(name));
     let statement = ingest::statement::parse_dated(channel, name, bytes, date_hint)?;
+    prepare_import_parsed(store, name, bytes, &statement, date).await
+}
+
+/// [`prepare_import`] of a file parsed already (by [`ingest::statement::parse_dated`] with
+/// `date`, or the date its name gives, as the hint).
+pub async fn prepare_import_parsed<S: ingest::store::EventStore>(
+    store: &S,
+    name: &str,
+    bytes: &[u8],
+    statement: &ingest::statement::Statement,
+    date: Option<NaiveDate>,
+) -> Result<(Imported, ToRecord), ReconError> {
+    let channel = statement.channel;
+    let date_hint = date.or_else(|| ingest::statement::date_in_name(name));
     if let (Some(given), Some(stated)) = (date, statement.stated_date)
         && given != stated
     {
@@ -191,7 +259,7 @@ pub async fn prepare_import<S: ingest::store::EventStore>(
     let date = date.or(statement.stated_date).or(date_hint).ok_or_else(|| ReconError::NoDate(name.to_owned()))?;
     let digest = file_digest(bytes);
     let imports = statement_imports(store, channel, date).await?;
-    Ok(import_record(channel, date, name, digest, &statement, &imports))
+    Ok(import_record(channel, date, name, digest, statement, &imports))
 }
 
 /// Every import of a statement's channel and date, in order (the last is in force).
@@ -283,11 +351,23 @@ pub async fn prepare_run<S: ingest::store::EventStore>(
     channel: StatementChannel,
     date: NaiveDate,
 ) -> Result<(Reconciled, ToRecord), ReconError> {
+    let (items, terms) = load_items(store, channel, date).await?;
+    prepare_run_with(store, channel, date, &items, &terms).await
+}
+
+/// [`prepare_run`] with the statement's items and the terms in force read already (by
+/// [`load_day`], in one pass for every statement of the day).
+pub async fn prepare_run_with<S: ingest::store::EventStore>(
+    store: &S,
+    channel: StatementChannel,
+    date: NaiveDate,
+    items: &[Item],
+    terms: &HashMap<Channel, Terms>,
+) -> Result<(Reconciled, ToRecord), ReconError> {
     let (statement, lines) =
         stored_statement(store, channel, date, None).await?.ok_or(ReconError::NoStatement(channel, date))?;
-    let (items, terms) = load_items(store, channel, date).await?;
     // The longest carry-forward of the statement's channels says how far back files count.
-    let carry = longest_carry(&terms);
+    let carry = longest_carry(terms);
     let first = date - chrono::Duration::days(i64::from(carry));
     let mut earlier = Vec::new();
     let mut day = first;
@@ -297,13 +377,13 @@ pub async fn prepare_run<S: ingest::store::EventStore>(
         }
         day = day.succ_opt().unwrap_or(date);
     }
-    for item in &items {
+    for item in items {
         if !terms.contains_key(&item.channel) {
             return Err(ReconError::NoTerms(item.channel, date));
         }
     }
     let earlier_refs: Vec<&[StatementLine]> = earlier.iter().map(Vec::as_slice).collect();
-    let classification = classify(date, &lines, &earlier_refs, &items, |c| {
+    let classification = classify(date, &lines, &earlier_refs, items, |c| {
         terms.get(&c).copied().unwrap_or(Terms {
             fee_rate: Decimal::ZERO,
             fee_tolerance: Decimal::ZERO,
@@ -320,7 +400,7 @@ pub async fn prepare_run<S: ingest::store::EventStore>(
                 _ => None,
             })
             .collect();
-    Ok(run_record(date, statement, classification, &items, &terms, &earlier))
+    Ok(run_record(date, statement, classification, items, terms, &earlier))
 }
 
 /// The host's verdict on every terminal batch closed on `date`: the terminal's totals against
@@ -461,26 +541,21 @@ async fn for_each_event<S: ingest::store::EventStore>(
 }
 
 /// [`for_each_event`] from `*position` on, moving `*position` past each event handed over
-/// (or passed over), so that on an error it names the first event not handled.
+/// (or passed over), so that on an error it names the first event not handled. The log is read
+/// and decoded ahead on a thread of its own when the store allows ([`crate::scan::Scan`]).
 async fn for_each_event_from<S: ingest::store::EventStore>(
     store: &S,
     position: &mut u64,
     types: &[&str],
     mut f: impl FnMut(ingest::event::Event),
 ) -> Result<(), crate::ReplayError> {
-    let head = store.head();
-    while *position < head {
-        let batch = store.read_all(*position, crate::REPLAY_BATCH_EVENTS).await?;
-        if batch.is_empty() {
-            break;
-        }
-        for e in batch {
-            if types.contains(&e.data.event_type.as_str()) {
-                f(ingest::event::Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)
-                    .map_err(|source| crate::ReplayError::Decode { position: e.position, source })?);
-            }
-            *position = e.position + 1;
+    let mut scan = crate::scan::Scan::new(store, *position, store.head(), Some(types))?;
+    loop {
+        let batch = scan.next().await;
+        *position = (*position).max(scan.position());
+        match batch? {
+            Some(events) => events.into_iter().for_each(|(_, event)| f(event)),
+            None => return Ok(()),
         }
     }
-    Ok(())
 }
