@@ -50,7 +50,7 @@ struct Gathering {
     items: Vec<Item>,
     /// Our payments of this statement read here, by merchant and txn_id (two merchants may use
     /// one txn_id): the channel id a refund carries, and where a void or reversal marks its sale.
-    payments: HashMap<(String, String), (Option<String>, Option<usize>)>,
+    payments: crate::projection::FastMap<(String, String), (Option<String>, Option<usize>)>,
     /// Refunds whose sale came before the part of the log read: (item, merchant, sale's txn_id).
     older: Vec<(usize, String, String)>,
 }
@@ -79,7 +79,7 @@ pub async fn load_day<S: ingest::store::EventStore>(
     }
     let mut gathering: Vec<Gathering> = unique
         .iter()
-        .map(|&statement| Gathering { statement, items: Vec::new(), payments: HashMap::new(), older: Vec::new() })
+        .map(|&statement| Gathering { statement, items: Vec::new(), payments: Default::default(), older: Vec::new() })
         .collect();
     // The share of the statement a ledger channel settles with, if it is asked for.
     let slot = |channel: Channel| statement_of(channel).and_then(|s| unique.iter().position(|u| *u == s));
