@@ -427,7 +427,7 @@ pub async fn export_with_books<S: EventStore, B: Books + Sync>(
 ) -> Result<ExportSummary, ExportError> {
     let mut run = Run::begin(store, out)?;
     // The events are read and decoded ahead on another thread while this one writes.
-    let mut scan = ledger::scan::Scan::new(store, run.from, run.to, None)?;
+    let mut scan = ledger::scan::Scan::new(store, run.from, run.to, None);
     loop {
         let position = scan.position();
         let Some(batch) = scan.next().await? else { break };

@@ -422,12 +422,19 @@ impl App {
     ) -> Result<(Vec<Reconciled>, Vec<TerminalBatchReconciled>), Failure> {
         let store = &*self.store;
         let channels: Vec<StatementChannel> = match only {
-            Some(c) => vec![c],
+            Some(c) => {
+                if !ledger::recon::has_statement(store, c, date).await.map_err(recon_failure)? {
+                    let mut f = recon_failure(ledger::recon::ReconError::NoStatement(c, date));
+                    f.message = format!("reconciling {c} {date}: {}", f.message);
+                    return Err(f);
+                }
+                vec![c]
+            }
             None => {
                 let mut found = Vec::new();
                 for c in STATEMENT_CHANNELS {
                     // A statement stored damaged is an error, not a statement to skip.
-                    if !ledger::recon::statement_imports(store, c, date).await.map_err(recon_failure)?.is_empty() {
+                    if ledger::recon::has_statement(store, c, date).await.map_err(recon_failure)? {
                         found.push(c);
                     }
                 }
@@ -450,9 +457,9 @@ impl App {
         })?;
         let mut runs = Vec::new();
         for c in channels {
-            let items = inputs.items.remove(&c).unwrap_or_default();
+            let items = inputs.items.get(&c).map_or(&[][..], Vec::as_slice);
             let (run, to_record) =
-                ledger::recon::prepare_run_with(store, c, date, &items, &inputs.terms).await.map_err(|e| {
+                ledger::recon::prepare_run_with(store, c, date, items, &inputs.terms).await.map_err(|e| {
                     let mut f = recon_failure(e);
                     f.message = format!("reconciling {c} {date}: {}", f.message);
                     f

@@ -8,9 +8,14 @@ use ingest::store::EventStore;
 
 use crate::{REPLAY_BATCH_EVENTS, ReplayError};
 
-/// Batches a scan's thread may hold decoded ahead of the caller: 4 (of up to
-/// [`REPLAY_BATCH_EVENTS`] events each).
+/// Batches (of up to [`REPLAY_BATCH_EVENTS`] events each) a scan's thread may have waiting for
+/// the caller: 4. With the one it is decoding and the one the caller holds, a scan has at most
+/// 6 batches of decoded events at a time.
 pub const SCAN_BATCHES_AHEAD: usize = 4;
+
+/// A range shorter than this is read on the caller's task, without a thread: one batch,
+/// [`REPLAY_BATCH_EVENTS`] (a follower that reads what was appended since it last did).
+pub const SCAN_THREAD_EVENTS_MIN: u64 = REPLAY_BATCH_EVENTS as u64;
 
 /// A batch from the thread: the events of the wanted types with their positions, and the
 /// position after the last event read.
@@ -31,23 +36,32 @@ pub struct Scan<'a, S: EventStore> {
 
 impl<'a, S: EventStore> Scan<'a, S> {
     /// A scan of `[from, end)` (`end` at most the head of the log), handing over only the
-    /// events of `types` when given (the others are passed over without being decoded).
-    pub fn new(store: &'a S, from: u64, end: u64, types: Option<&[&str]>) -> Result<Self, ReplayError> {
+    /// events of `types` when given (the others are passed over without being decoded); read
+    /// ahead on a thread when the range holds at least [`SCAN_THREAD_EVENTS_MIN`] events.
+    pub fn new(store: &'a S, from: u64, end: u64, types: Option<&[&str]>) -> Self {
+        let end = end.min(store.head());
+        Self::with_thread(store, from, end, types, end.saturating_sub(from) >= SCAN_THREAD_EVENTS_MIN)
+    }
+
+    /// [`Scan::new`], read ahead on a thread whatever the range's length when `thread` (and the
+    /// store can read without the runtime). Without a thread (or when one cannot be started),
+    /// the caller's task reads.
+    pub fn with_thread(store: &'a S, from: u64, end: u64, types: Option<&[&str]>, thread: bool) -> Self {
         let end = end.min(store.head());
         let types: Option<Vec<String>> = types.map(|t| t.iter().map(|t| (*t).to_owned()).collect());
         let ahead = match store.blocking_reader() {
-            Some(read) if from < end => {
+            Some(read) if thread && from < end => {
                 let (tx, rx) = tokio::sync::mpsc::channel(SCAN_BATCHES_AHEAD);
                 let wanted = types.clone();
-                let thread = std::thread::Builder::new()
+                std::thread::Builder::new()
                     .name("posledger-scan".into())
                     .spawn(move || read_ahead(read, from, end, wanted.as_deref(), &tx))
-                    .map_err(|e| ReplayError::Decoder(e.to_string()))?;
-                Some((rx, thread))
+                    .ok()
+                    .map(|thread| (rx, thread))
             }
             _ => None,
         };
-        Ok(Scan { store, position: from, end, types, ahead, failed: None })
+        Scan { store, position: from, end, types, ahead, failed: None }
     }
 
     /// The position after the last event handed over or passed over: on an error, the first

@@ -125,6 +125,8 @@ enum Reader {
     FailsAfterFirst,
     /// Its first batch (100 events), then "the log ends here".
     EndsAfterFirst,
+    /// At most 37 events a call, as long as there are events.
+    Small,
 }
 
 /// The embedded store with another way of reading for replays.
@@ -177,6 +179,7 @@ impl EventStore for TestStore {
         Some(Box::new(move |from, max| {
             calls += 1;
             match (calls, mode) {
+                (_, Reader::Small) => inner(from, max.min(37)),
                 (1, _) => inner(from, max.min(100)),
                 (_, Reader::FailsAfterFirst) => {
                     Err(ingest::store::ReadError::Io(std::io::Error::other("disk on fire")))
@@ -213,16 +216,22 @@ async fn a_replay_whose_reader_fails_fails() {
     assert!(err.to_string().contains("stopped"), "{err}");
 }
 
-/// Every event of `[from, end)` a scan hands over, with its position.
+/// Every event of `[from, end)` a scan hands over (read ahead on a thread when the store
+/// allows, however short the range), with its position.
 async fn scanned<S: EventStore>(
     store: &S,
     from: u64,
     end: u64,
     types: Option<&[&str]>,
 ) -> Result<Vec<(u64, ingest::event::Event)>, ledger::ReplayError> {
-    let mut scan = ledger::scan::Scan::new(store, from, end, types)?;
-    let mut all = Vec::new();
+    let mut scan = ledger::scan::Scan::with_thread(store, from, end, types, true);
+    let mut all: Vec<(u64, ingest::event::Event)> = Vec::new();
     while let Some(batch) = scan.next().await? {
+        // The position is past every event handed over, and no further than the range.
+        if let Some((last, _)) = batch.last() {
+            assert!(scan.position() > *last);
+        }
+        assert!(scan.position() <= end.min(store.head()));
         all.extend(batch);
     }
     assert_eq!(scan.position(), end.min(store.head()), "the scan ends at the end of its range");
@@ -258,6 +267,21 @@ async fn scans_hand_over_the_events_of_their_range_and_types_in_order() {
     assert_eq!(scanned(&async_only, 0, head, Some(&types)).await.expect("scan"), of_types);
     assert_eq!(scanned(&*store, from, end, None).await.expect("scan"), in_range);
     assert_eq!(scanned(&async_only, from, end, None).await.expect("scan"), in_range);
+    // A thread whose reader gives 37 events at a time: many batches, more than the channel
+    // holds, in order.
+    let small = TestStore(store.clone(), Reader::Small);
+    assert_eq!(scanned(&small, 0, u64::MAX, None).await.expect("scan"), every);
+    assert_eq!(
+        scanned(&small, from, end, Some(&types)).await.expect("scan").len(),
+        in_range.iter().filter(|(_, e)| types.contains(&e.event_type())).count()
+    );
+    // Scans of a short range on the caller's task, by default.
+    let mut scan = ledger::scan::Scan::new(&*store, from, end, None);
+    let mut handed = Vec::new();
+    while let Some(batch) = scan.next().await.expect("scan") {
+        handed.extend(batch);
+    }
+    assert_eq!(handed, in_range);
     assert!(scanned(&*store, head, head, None).await.expect("scan").is_empty());
 }
 
@@ -276,27 +300,30 @@ async fn a_scan_stops_at_the_first_event_it_cannot_decode_having_handed_over_tho
     store.append("damaged", ingest::store::ExpectedRevision::Any, vec![damaged]).await.expect("append");
     // Read on the caller's task, and on the store's own thread.
     stops_at_the_damaged_event(&TestStore(store.clone(), Reader::None), bad - 50, bad).await;
-    stops_at_the_damaged_event(&*store, bad - 20_000.min(bad), bad).await;
+    stops_at_the_damaged_event(&*store, 0, bad).await;
+    stops_at_the_damaged_event(&TestStore(store.clone(), Reader::Small), 0, bad).await;
     // A thread whose reader stops short: an error naming where, never a quiet end.
-    let short = TestStore(store.clone(), Reader::EndsAfterFirst);
-    let mut scan = ledger::scan::Scan::new(&short, 0, bad, None).expect("scan");
-    let mut err = None;
-    while err.is_none() {
-        match scan.next().await {
-            Ok(Some(_)) => {}
-            Ok(None) => panic!("a scan that stopped short ended quietly"),
-            Err(e) => err = Some(e),
-        }
+    for (reader, why) in
+        [(Reader::EndsAfterFirst, "stopped at position 100"), (Reader::FailsAfterFirst, "disk on fire")]
+    {
+        let short = TestStore(store.clone(), reader);
+        let mut scan = ledger::scan::Scan::with_thread(&short, 0, bad, None, true);
+        let mut handed = 0;
+        let err = loop {
+            match scan.next().await {
+                Ok(Some(batch)) => handed += batch.len(),
+                Ok(None) => panic!("a scan that stopped short ended quietly"),
+                Err(e) => break e.to_string(),
+            }
+        };
+        assert!(err.contains(why), "{err}");
+        assert_eq!((handed, scan.position()), (100, 100), "the first batch, and where it stopped");
     }
-    let err = err.expect("error").to_string();
-    assert!(err.contains("stopped at position 100"), "{err}");
-    let err = scanned(&TestStore(store, Reader::FailsAfterFirst), 0, bad, None).await.expect_err("read error");
-    assert!(err.to_string().contains("disk on fire"), "{err}");
 }
 
 /// A scan from `from` hands over every event before `bad`, then fails naming it.
 async fn stops_at_the_damaged_event<S: EventStore>(store: &S, from: u64, bad: u64) {
-    let mut scan = ledger::scan::Scan::new(store, from, u64::MAX, None).expect("scan");
+    let mut scan = ledger::scan::Scan::with_thread(store, from, u64::MAX, None, true);
     let mut handed = 0;
     let err = loop {
         match scan.next().await {

@@ -77,6 +77,10 @@ pub async fn load_day<S: ingest::store::EventStore>(
             unique.push(statement);
         }
     }
+    if unique.is_empty() {
+        // No statement: only the day's closes, read from the day on.
+        return Ok(DayInputs { items: HashMap::new(), terms, closes: batch_closes(store, date).await? });
+    }
     let mut gathering: Vec<Gathering> = unique
         .iter()
         .map(|&statement| Gathering { statement, items: Vec::new(), payments: Default::default(), older: Vec::new() })
@@ -260,6 +264,30 @@ pub async fn prepare_import_parsed<S: ingest::store::EventStore>(
     let digest = file_digest(bytes);
     let imports = statement_imports(store, channel, date).await?;
     Ok(import_record(channel, date, name, digest, statement, &imports))
+}
+
+/// Whether a statement of `channel` is imported for `date` (its stream holds an import):
+/// reads the stream, decoding its imports only (the parts of lines are passed over).
+pub async fn has_statement<S: ingest::store::EventStore>(
+    store: &S,
+    channel: StatementChannel,
+    date: NaiveDate,
+) -> Result<bool, ReconError> {
+    let stream = ingest::streams::statement(channel, date);
+    let mut from = 0;
+    loop {
+        let batch = store.read_stream(&stream, from, ingest::store::READ_EVENTS_MAX).await?;
+        if batch.is_empty() {
+            return Ok(false);
+        }
+        from += batch.len() as u64;
+        if let Some(e) = batch.iter().find(|e| e.data.event_type == "StatementImported") {
+            // A damaged import is an error, not a statement to pass over.
+            ingest::event::Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload)
+                .map_err(|source| crate::ReplayError::Decode { position: e.position, source })?;
+            return Ok(true);
+        }
+    }
 }
 
 /// Every import of a statement's channel and date, in order (the last is in force).
@@ -549,13 +577,15 @@ async fn for_each_event_from<S: ingest::store::EventStore>(
     types: &[&str],
     mut f: impl FnMut(ingest::event::Event),
 ) -> Result<(), crate::ReplayError> {
-    let mut scan = crate::scan::Scan::new(store, *position, store.head(), Some(types))?;
+    let mut scan = crate::scan::Scan::new(store, *position, store.head(), Some(types));
     loop {
         let batch = scan.next().await;
-        *position = (*position).max(scan.position());
-        match batch? {
-            Some(events) => events.into_iter().for_each(|(_, event)| f(event)),
-            None => return Ok(()),
+        if let Ok(Some(events)) = batch {
+            events.into_iter().for_each(|(_, event)| f(event));
+            *position = scan.position();
+            continue;
         }
+        *position = scan.position();
+        return batch.map(|_| ());
     }
 }
