@@ -317,6 +317,13 @@ fn recon_failure(e: ledger::recon::ReconError) -> Failure {
     }
 }
 
+/// [`recon_failure`] of reconciling one statement and date, saying which.
+fn run_failure(channel: StatementChannel, date: NaiveDate, e: ledger::recon::ReconError) -> Failure {
+    let mut f = recon_failure(e);
+    f.message = format!("reconciling {channel} {date}: {}", f.message);
+    f
+}
+
 /// How a reconciliation runs: whether a date without a statement is refused, and whether the
 /// runs and verdicts are recorded or only reported.
 #[derive(Clone, Copy)]
@@ -424,9 +431,7 @@ impl App {
         let channels: Vec<StatementChannel> = match only {
             Some(c) => {
                 if !ledger::recon::has_statement(store, c, date).await.map_err(recon_failure)? {
-                    let mut f = recon_failure(ledger::recon::ReconError::NoStatement(c, date));
-                    f.message = format!("reconciling {c} {date}: {}", f.message);
-                    return Err(f);
+                    return Err(run_failure(c, date, ledger::recon::ReconError::NoStatement(c, date)));
                 }
                 vec![c]
             }
@@ -458,12 +463,9 @@ impl App {
         let mut runs = Vec::new();
         for c in channels {
             let items = inputs.items.get(&c).map_or(&[][..], Vec::as_slice);
-            let (run, to_record) =
-                ledger::recon::prepare_run_with(store, c, date, items, &inputs.terms).await.map_err(|e| {
-                    let mut f = recon_failure(e);
-                    f.message = format!("reconciling {c} {date}: {}", f.message);
-                    f
-                })?;
+            let (run, to_record) = ledger::recon::prepare_run_with(store, c, date, items, &inputs.terms)
+                .await
+                .map_err(|e| run_failure(c, date, e))?;
             if recording {
                 record(store, to_record).await?;
             }

@@ -228,14 +228,7 @@ async fn catch_up_inner<S: EventStore, E: From<ReplayError>>(
     if books.position() < end {
         // The log holds events up to `end` (its head when the replay began): a decoder that
         // stopped before handing them all over failed, whatever it said.
-        let why = match decoder.join() {
-            Err(panic) => panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                .unwrap_or_else(|| "it panicked".into()),
-            Ok(()) => "it stopped early".into(),
-        };
+        let why = why_stopped(decoder.join());
         return Err(ReplayError::Decoder(format!(
             "{why}; the books stopped at position {} of {end}",
             books.position()
@@ -243,6 +236,19 @@ async fn catch_up_inner<S: EventStore, E: From<ReplayError>>(
         .into());
     }
     Ok(())
+}
+
+/// Why a reading thread that hung up early stopped, from its join: its panic's message, or
+/// that it stopped early.
+pub(crate) fn why_stopped(joined: std::thread::Result<()>) -> String {
+    match joined {
+        Err(panic) => panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "it panicked".into()),
+        Ok(()) => "it stopped early".into(),
+    }
 }
 
 /// Where the decoder thread gets stored events.

@@ -90,14 +90,7 @@ impl<'a, S: EventStore> Scan<'a, S> {
             Some(Err(e)) => Err(e),
             None => {
                 // The thread hung up before the end of the range: it failed, whatever it said.
-                let why = match self.ahead.take().map(|(_, thread)| thread.join()) {
-                    Some(Err(panic)) => panic
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                        .unwrap_or_else(|| "it panicked".into()),
-                    _ => "it stopped early".into(),
-                };
+                let why = crate::why_stopped(self.ahead.take().map_or(Ok(()), |(_, thread)| thread.join()));
                 Err(ReplayError::Decoder(format!(
                     "{why}; the read stopped at position {} of {}",
                     self.position, self.end
@@ -116,26 +109,44 @@ impl<'a, S: EventStore> Scan<'a, S> {
                 self.position, self.end
             )));
         }
-        let mut events = Vec::new();
-        for e in stored {
-            if self.types.as_ref().is_none_or(|t| t.contains(&e.data.event_type)) {
-                match Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload) {
-                    Ok(event) => events.push((e.position, event)),
-                    Err(source) => {
-                        // The events before the one that failed are handed over first.
-                        let failed = ReplayError::Decode { position: e.position, source };
-                        if events.is_empty() {
-                            return Err(failed);
-                        }
-                        self.failed = Some(failed);
-                        return Ok(Some(events));
-                    }
+        let decoded = decode_batch(stored, self.types.as_deref());
+        self.position = decoded.next;
+        match decoded.failed {
+            // The events before the one that failed are handed over first.
+            Some(failed) if decoded.events.is_empty() => Err(failed),
+            failed => {
+                self.failed = failed;
+                Ok(Some(decoded.events))
+            }
+        }
+    }
+}
+
+/// A batch of stored events decoded: those of the wanted types with their positions, the
+/// position after the last one taken (the failed one's on a failure), and the failure.
+struct Decoded {
+    events: Vec<(u64, Event)>,
+    next: u64,
+    failed: Option<ReplayError>,
+}
+
+/// Decodes the events of `types` (all when `None`) of a batch, in order, up to the first that
+/// fails.
+fn decode_batch(stored: Vec<ingest::store::RecordedEvent>, types: Option<&[String]>) -> Decoded {
+    let mut decoded = Decoded { events: Vec::new(), next: stored.first().map_or(0, |e| e.position), failed: None };
+    for e in stored {
+        if types.is_none_or(|t| t.contains(&e.data.event_type)) {
+            match Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload) {
+                Ok(event) => decoded.events.push((e.position, event)),
+                Err(source) => {
+                    decoded.failed = Some(ReplayError::Decode { position: e.position, source });
+                    return decoded;
                 }
             }
-            self.position = e.position + 1;
         }
-        Ok(Some(events))
+        decoded.next = e.position + 1;
     }
+    decoded
 }
 
 /// The scan's thread: reads and decodes `[next, end)` batch by batch into `out`, until the end,
@@ -156,21 +167,14 @@ fn read_ahead(
                 return;
             }
         };
-        let mut events = Vec::new();
-        for e in stored {
-            if types.is_none_or(|t| t.contains(&e.data.event_type)) {
-                match Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload) {
-                    Ok(event) => events.push((e.position, event)),
-                    Err(source) => {
-                        let _ = out.blocking_send(Ok((events, e.position)));
-                        let _ = out.blocking_send(Err(ReplayError::Decode { position: e.position, source }));
-                        return;
-                    }
-                }
-            }
-            next = e.position + 1;
+        let decoded = decode_batch(stored, types);
+        next = decoded.next;
+        if let Some(failed) = decoded.failed {
+            let _ = out.blocking_send(Ok((decoded.events, next)));
+            let _ = out.blocking_send(Err(failed));
+            return;
         }
-        if out.blocking_send(Ok((events, next))).is_err() {
+        if out.blocking_send(Ok((decoded.events, next))).is_err() {
             return;
         }
     }
