@@ -353,10 +353,11 @@ impl<S: EventStore> Ingestor<S> {
         let mut reader = ChunkReader::new(&mut input);
         let mut in_flight: Option<InFlight> = None;
         let mut parsing: Option<Parsing> = None;
-        let mut spare: Vec<Vec<u8>> = Vec::new();
+        let mut spare: Vec<Lines> = Vec::new();
         loop {
             // Stage 1: read a chunk and parse it on another thread.
-            let lines = reader.next_chunk(&mut spare)?;
+            let mut lines = spare.pop().unwrap_or_default();
+            reader.next_chunk(&mut lines)?;
             let bytes_read = reader.bytes_read();
             let parsing_next = (!lines.is_empty()).then(|| {
                 tokio::task::spawn_blocking(move || {
@@ -407,7 +408,8 @@ impl<S: EventStore> Ingestor<S> {
         lines: &[(u64, Vec<u8>)],
         kind: InputKind,
     ) -> Result<Vec<RecordOutcome>, IngestError> {
-        self.decide_and_store(parse_chunk(lines, kind), lines.to_vec(), kind).await
+        let lines = Lines::from_numbered(lines);
+        self.decide_and_store(parse_chunk(&lines, kind), lines, kind).await
     }
 
     /// Decides and stores a chunk whose every line was found valid by [`validate_chunk`]
@@ -419,7 +421,7 @@ impl<S: EventStore> Ingestor<S> {
     async fn decide_and_store(
         &mut self,
         parsed: Vec<ParsedLine>,
-        raw: Vec<(u64, Vec<u8>)>,
+        raw: Lines,
         kind: InputKind,
     ) -> Result<Vec<RecordOutcome>, IngestError> {
         // Another writer may have changed the registry since the last chunk.
@@ -434,17 +436,34 @@ impl<S: EventStore> Ingestor<S> {
     async fn decide_chunk(
         &mut self,
         lines: Vec<ParsedLine>,
-        raw: Vec<(u64, Vec<u8>)>,
+        raw: Lines,
         kind: InputKind,
     ) -> Result<Chunk, IngestError> {
         self.seq += 1;
         self.not_after = self.clock.map(|now| now() + chrono::Duration::seconds(AT_AHEAD_OF_CLOCK_SECONDS_MAX));
+        // The chunk's ids are looked up in the store together; an id an earlier record of
+        // this chunk stages is answered by the tentative state instead, as one staged by a
+        // chunk not yet settled already is.
+        let (mut slots, mut ids) = (Vec::new(), Vec::new());
+        for (slot, line) in lines.iter().enumerate() {
+            if let Ok(Parsed { data: Some(data), .. }) = &line.parsed
+                && !self.tentative.staged.contains_key(&data.event_id.as_u128())
+            {
+                slots.push(slot);
+                ids.push(data.event_id);
+            }
+        }
+        let mut found = vec![None; lines.len()];
+        for (slot, stored) in slots.into_iter().zip(self.store.events_by_ids(&ids).await?) {
+            found[slot] = Some(stored);
+        }
         let mut chunk = Chunk {
             seq: self.seq,
             outcomes: vec![None; lines.len()],
             lines,
             raw,
             kind,
+            found,
             requests: Vec::new(),
             pending: Vec::new(),
             registry_changed: false,
@@ -457,7 +476,7 @@ impl<S: EventStore> Ingestor<S> {
     }
 
     async fn decide_one(&mut self, chunk: &mut Chunk, slot: usize) -> Result<(), IngestError> {
-        let Chunk { seq, lines, outcomes, requests, pending, registry_changed, deferred, .. } = chunk;
+        let Chunk { seq, lines, outcomes, found, requests, pending, registry_changed, deferred, .. } = chunk;
         let line = lines[slot].line;
         let p = match &mut lines[slot].parsed {
             Ok(p) => p,
@@ -480,7 +499,10 @@ impl<S: EventStore> Ingestor<S> {
         let owner = match self.tentative.staged.get(&data.event_id.as_u128()) {
             Some(&(_, owner)) => Some(owner),
             None => {
-                stored = self.store.event_by_id(data.event_id).await?;
+                stored = match found.get_mut(slot).and_then(Option::take) {
+                    Some(looked_up) => looked_up,
+                    None => self.store.event_by_id(data.event_id).await?,
+                };
                 // The same record again (a re-sent file) is its own merchant's: decoded only
                 // when it differs.
                 stored.as_ref().map(|found| match found.data == data {
@@ -589,7 +611,7 @@ impl<S: EventStore> Ingestor<S> {
         &mut self,
         flight: InFlight,
         summary: &mut IngestSummary,
-        spare: &mut Vec<Vec<u8>>,
+        spare: &mut Vec<Lines>,
     ) -> Result<bool, IngestError> {
         let registry_changed = flight.chunk.registry_changed;
         let chunk = self.settle(flight).await?;
@@ -597,10 +619,7 @@ impl<S: EventStore> Ingestor<S> {
         for outcome in chunk.outcomes {
             summary.count(outcome.unwrap_or_else(unreachable_outcome));
         }
-        spare.extend(chunk.raw.into_iter().map(|(_, mut b)| {
-            b.clear();
-            b
-        }));
+        spare.push(chunk.raw);
         Ok(clean)
     }
 
@@ -642,13 +661,14 @@ impl<S: EventStore> Ingestor<S> {
                     }));
                     continue;
                 }
-                let raw = vec![chunk.raw[slot].clone()];
+                let raw = chunk.raw.one(slot);
                 let mut single = Chunk {
                     seq,
                     outcomes: vec![None],
                     lines: parse_chunk(&raw, chunk.kind),
                     raw,
                     kind: chunk.kind,
+                    found: Vec::new(),
                     requests: Vec::new(),
                     pending: Vec::new(),
                     registry_changed: false,
@@ -686,8 +706,7 @@ impl<S: EventStore> Ingestor<S> {
         for (p, result) in std::mem::take(&mut chunk.pending).into_iter().zip(results) {
             // The event has moved on; the rare refusal that names it parses its line again.
             let reference = || {
-                let raw = &chunk.raw[p.slot];
-                parse_chunk(std::slice::from_ref(raw), chunk.kind)
+                parse_chunk(&chunk.raw.one(p.slot), chunk.kind)
                     .pop()
                     .and_then(|l| l.parsed.ok())
                     .and_then(|parsed| parsed.event)
@@ -855,9 +874,12 @@ struct Chunk {
     lines: Vec<ParsedLine>,
     /// The lines as read, kept until the chunk is settled: a record decided again is parsed
     /// again from them.
-    raw: Vec<(u64, Vec<u8>)>,
+    raw: Lines,
     kind: InputKind,
     outcomes: Vec<Option<RecordOutcome>>,
+    /// Each record's id as looked up in the store before the chunk was decided (the stored
+    /// event or `None`); `None` outside where it was not looked up.
+    found: Vec<Option<Option<crate::store::RecordedEvent>>>,
     requests: Vec<AppendRequest>,
     pending: Vec<Pending>,
     registry_changed: bool,
@@ -875,12 +897,12 @@ struct InFlight {
 /// A chunk with every outcome known.
 struct Settled {
     outcomes: Vec<Option<RecordOutcome>>,
-    raw: Vec<(u64, Vec<u8>)>,
+    raw: Lines,
     retried: bool,
 }
 
 /// A chunk being parsed on a blocking thread; the raw lines come back for reuse.
-type Parsing = tokio::task::JoinHandle<(Vec<ParsedLine>, Vec<(u64, Vec<u8>)>)>;
+type Parsing = tokio::task::JoinHandle<(Vec<ParsedLine>, Lines)>;
 
 /// A line as the parser left it.
 struct ParsedLine {
@@ -904,13 +926,14 @@ struct Parsed {
 /// any of it is decided, without parsing anything twice.
 pub struct ValidChunk {
     lines: Vec<ParsedLine>,
-    raw: Vec<(u64, Vec<u8>)>,
+    raw: Lines,
     kind: InputKind,
 }
 
 /// Parses a chunk of lines: all valid gives a [`ValidChunk`], else every line's error.
 pub fn validate_chunk(lines: &[(u64, Vec<u8>)], kind: InputKind) -> Result<ValidChunk, Vec<LineError>> {
-    let parsed = parse_chunk(lines, kind);
+    let lines = Lines::from_numbered(lines);
+    let parsed = parse_chunk(&lines, kind);
     let errors: Vec<LineError> = parsed
         .iter()
         .filter_map(|p| match &p.parsed {
@@ -918,16 +941,16 @@ pub fn validate_chunk(lines: &[(u64, Vec<u8>)], kind: InputKind) -> Result<Valid
             Ok(_) => None,
         })
         .collect();
-    if errors.is_empty() { Ok(ValidChunk { lines: parsed, raw: lines.to_vec(), kind }) } else { Err(errors) }
+    if errors.is_empty() { Ok(ValidChunk { lines: parsed, raw: lines, kind }) } else { Err(errors) }
 }
 
-fn parse_chunk(lines: &[(u64, Vec<u8>)], kind: InputKind) -> Vec<ParsedLine> {
+fn parse_chunk(lines: &Lines, kind: InputKind) -> Vec<ParsedLine> {
     lines
         .iter()
         .map(|(line, text)| {
             let parsed = match kind {
-                InputKind::Feed => parse_feed_line(*line, text).map(|cmd| (cmd.into_event(), true)),
-                InputKind::Admin => parse_admin_line(*line, text).map(|e| (e, false)),
+                InputKind::Feed => parse_feed_line(line, text).map(|cmd| (cmd.into_event(), true)),
+                InputKind::Admin => parse_admin_line(line, text).map(|e| (e, false)),
             };
             let parsed = parsed.map(|(event, is_feed)| Parsed {
                 data: Some(event.to_event_data()),
@@ -935,7 +958,7 @@ fn parse_chunk(lines: &[(u64, Vec<u8>)], kind: InputKind) -> Vec<ParsedLine> {
                 event: Some(event),
                 is_feed,
             });
-            ParsedLine { line: *line, parsed }
+            ParsedLine { line, parsed }
         })
         .collect()
 }
@@ -963,19 +986,80 @@ fn unreachable_outcome() -> RecordOutcome {
     })
 }
 
-/// Reads NDJSON input a chunk of up to [`CHUNK_RECORDS_MAX`] records at a time, each with its
-/// 1-based line number: a byte-order mark before the first line is dropped, blank lines are
-/// not records, and a line over [`FEED_LINE_BYTES_MAX`] is kept cut (the parser refuses it).
+/// A chunk of input lines held in one buffer: each line's number and where its bytes lie.
+#[derive(Debug, Default, Clone)]
+pub struct Lines {
+    text: Vec<u8>,
+    spans: Vec<(u64, usize, usize)>,
+}
+
+impl Lines {
+    /// Lines copied from numbered buffers.
+    pub fn from_numbered(lines: &[(u64, Vec<u8>)]) -> Self {
+        let mut out = Lines::default();
+        for (line, bytes) in lines {
+            out.push(*line, bytes);
+        }
+        out
+    }
+
+    fn push(&mut self, line: u64, bytes: &[u8]) {
+        let start = self.text.len();
+        self.text.extend_from_slice(bytes);
+        self.spans.push((line, start, self.text.len()));
+    }
+
+    /// How many lines.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Line `i`: its 1-based number in the input and its bytes.
+    pub fn get(&self, i: usize) -> (u64, &[u8]) {
+        let (line, start, end) = self.spans[i];
+        (line, &self.text[start..end])
+    }
+
+    /// Every line, in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (u64, &[u8])> + '_ {
+        self.spans.iter().map(|&(line, start, end)| (line, &self.text[start..end]))
+    }
+
+    /// Line `i` alone.
+    fn one(&self, i: usize) -> Lines {
+        let (line, bytes) = self.get(i);
+        let mut out = Lines::default();
+        out.push(line, bytes);
+        out
+    }
+
+    fn clear(&mut self) {
+        self.text.clear();
+        self.spans.clear();
+    }
+}
+
+/// Reads NDJSON input a chunk of up to [`CHUNK_RECORDS_MAX`] records at a time into one
+/// buffer, each with its 1-based line number: a byte-order mark before the first line is
+/// dropped, blank lines are not records, and a line over [`FEED_LINE_BYTES_MAX`] is kept cut
+/// (the parser refuses it).
 pub struct ChunkReader<R> {
     input: R,
     line_no: u64,
     bytes_read: u64,
+    /// Bytes of the line being read so far (it may span reads), kept or not.
+    line_len: usize,
 }
 
 impl<R: BufRead> ChunkReader<R> {
     /// Reads `input` from its start.
     pub fn new(input: R) -> Self {
-        ChunkReader { input, line_no: 0, bytes_read: 0 }
+        ChunkReader { input, line_no: 0, bytes_read: 0, line_len: 0 }
     }
 
     /// Bytes consumed so far.
@@ -983,65 +1067,151 @@ impl<R: BufRead> ChunkReader<R> {
         self.bytes_read
     }
 
-    /// The next chunk (empty at the end of input); line buffers are taken from `spare` when
-    /// it has some.
-    pub fn next_chunk(&mut self, spare: &mut Vec<Vec<u8>>) -> io::Result<Vec<(u64, Vec<u8>)>> {
-        let mut lines: Vec<(u64, Vec<u8>)> = Vec::with_capacity(CHUNK_RECORDS_MAX);
+    /// Reads the next chunk into `lines` (left empty at the end of input), reusing its buffers.
+    pub fn next_chunk(&mut self, lines: &mut Lines) -> io::Result<()> {
+        lines.clear();
+        let ChunkReader { input, line_no, bytes_read, line_len } = self;
+        let mut start = 0;
         while lines.len() < CHUNK_RECORDS_MAX {
-            let mut buf = spare.pop().unwrap_or_default();
-            let Some(n) = read_bounded_line(&mut self.input, &mut buf, FEED_LINE_BYTES_MAX)? else { break };
-            self.bytes_read += n as u64;
-            self.line_no += 1;
-            if self.line_no == 1 && buf.starts_with(b"\xEF\xBB\xBF") {
-                buf.drain(..3);
+            let available = match input.fill_buf() {
+                Ok(b) => b,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if available.is_empty() {
+                if *line_len > 0 {
+                    end_line(lines, start, line_no, line_len);
+                }
+                break;
             }
-            if buf.iter().all(u8::is_ascii_whitespace) {
-                spare.push(buf);
-                continue;
+            let mut used = 0;
+            while lines.len() < CHUNK_RECORDS_MAX {
+                let rest = &available[used..];
+                let (part, done) = match memchr::memchr(b'\n', rest) {
+                    Some(i) => (&rest[..i], Some(i + 1)),
+                    None => (rest, None),
+                };
+                let room = (FEED_LINE_BYTES_MAX + 1).saturating_sub(lines.text.len() - start);
+                lines.text.extend_from_slice(&part[..part.len().min(room)]);
+                *line_len += part.len();
+                used += done.unwrap_or(rest.len());
+                if done.is_none() {
+                    break;
+                }
+                end_line(lines, start, line_no, line_len);
+                start = lines.text.len();
             }
-            lines.push((self.line_no, buf));
+            input.consume(used);
+            *bytes_read += used as u64;
         }
-        Ok(lines)
+        Ok(())
     }
 }
 
-/// Reads one line into `buf` (without its `\n` or `\r\n`), keeping at most `max + 1` bytes of
-/// it so that an overlong line costs bounded memory and is still refused by the parser.
-/// Returns the bytes consumed, or `None` at the end of input.
-pub fn read_bounded_line(input: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> io::Result<Option<usize>> {
-    buf.clear();
-    let mut consumed = 0usize;
-    let mut line_len = 0usize;
-    loop {
-        let available = match input.fill_buf() {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if available.is_empty() {
-            if consumed == 0 {
-                return Ok(None);
-            }
-            break;
-        }
-        let (part, done) = match available.iter().position(|&b| b == b'\n') {
-            Some(i) => (&available[..i], Some(i + 1)),
-            None => (available, None),
-        };
-        let room = (max + 1).saturating_sub(buf.len());
-        buf.extend_from_slice(&part[..part.len().min(room)]);
-        line_len += part.len();
-        let used = done.unwrap_or(available.len());
-        input.consume(used);
-        consumed += used;
-        if done.is_some() {
-            break;
-        }
-    }
+/// Ends the line whose kept bytes start at `start` of the chunk's text: numbered, and a record
+/// unless blank. `line_len` is the bytes it had in the input before its newline.
+fn end_line(lines: &mut Lines, mut start: usize, line_no: &mut u64, line_len: &mut usize) {
+    *line_no += 1;
+    let kept = lines.text.len() - start;
     // A cut line keeps its `max + 1` bytes whatever they end with, so the parser refuses it.
-    let truncated = line_len > buf.len();
-    if !truncated && buf.last() == Some(&b'\r') {
-        buf.pop();
+    let truncated = std::mem::take(line_len) > kept;
+    if !truncated && kept > 0 && lines.text.last() == Some(&b'\r') {
+        lines.text.pop();
     }
-    Ok(Some(consumed))
+    if *line_no == 1 && lines.text[start..].starts_with(b"\xEF\xBB\xBF") {
+        start += 3;
+    }
+    if lines.text[start..].iter().all(u8::is_ascii_whitespace) {
+        lines.text.truncate(start);
+        return;
+    }
+    lines.spans.push((*line_no, start, lines.text.len()));
+}
+#[cfg(test)]
+mod tests {
+    use std::io::BufReader;
+
+    use proptest::strategy::Strategy as _;
+
+    use super::{CHUNK_RECORDS_MAX, ChunkReader, FEED_LINE_BYTES_MAX, Lines};
+
+    /// What the reader must give, line by line: numbered from 1, a byte-order mark dropped
+    /// before the first line, a `\r` before the newline dropped unless the line was cut,
+    /// blank lines left out, and a line longer than the limit cut to one byte past it.
+    fn expected(input: &[u8]) -> Vec<(u64, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut parts: Vec<&[u8]> = input.split(|&b| b == b'\n').collect();
+        if input.ends_with(b"\n") || input.is_empty() {
+            parts.pop();
+        }
+        for (i, part) in parts.into_iter().enumerate() {
+            let mut line = part[..part.len().min(FEED_LINE_BYTES_MAX + 1)].to_vec();
+            if line.len() == part.len() && line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            if i == 0 && line.starts_with(b"\xEF\xBB\xBF") {
+                line.drain(..3);
+            }
+            if !line.iter().all(u8::is_ascii_whitespace) {
+                out.push((i as u64 + 1, line));
+            }
+        }
+        out
+    }
+
+    fn read_all(input: &[u8], buffer: usize) -> (Vec<(u64, Vec<u8>)>, Vec<usize>, u64) {
+        let mut reader = ChunkReader::new(BufReader::with_capacity(buffer, input));
+        let (mut all, mut sizes, mut lines) = (Vec::new(), Vec::new(), Lines::default());
+        loop {
+            reader.next_chunk(&mut lines).expect("read");
+            if lines.is_empty() {
+                break;
+            }
+            sizes.push(lines.len());
+            all.extend(lines.iter().map(|(n, l)| (n, l.to_vec())));
+        }
+        (all, sizes, reader.bytes_read())
+    }
+
+    proptest::proptest! {
+        /// Any input, read through any buffer size: every line as the rules say, in chunks
+        /// of at most the chunk size, every byte counted.
+        #[test]
+        fn chunks_hold_every_line_as_read(
+            pieces in proptest::collection::vec(proptest::prop_oneof![
+                proptest::strategy::Just(b"\n".to_vec()),
+                proptest::strategy::Just(b"\r\n".to_vec()),
+                proptest::strategy::Just(b"\r".to_vec()),
+                proptest::strategy::Just(b"\xEF\xBB\xBF".to_vec()),
+                proptest::strategy::Just(b"  \t".to_vec()),
+                proptest::strategy::Just(vec![b'x'; FEED_LINE_BYTES_MAX - 1]),
+                proptest::collection::vec(proptest::num::u8::ANY, 0..40),
+                "[a-z{}\":,]{1,30}".prop_map(String::into_bytes),
+            ], 0..60),
+            buffer in 1usize..300,
+        ) {
+            let input = pieces.concat();
+            let (lines, sizes, bytes) = read_all(&input, buffer);
+            proptest::prop_assert_eq!(lines, expected(&input));
+            proptest::prop_assert!(sizes.iter().all(|&n| n <= CHUNK_RECORDS_MAX));
+            proptest::prop_assert_eq!(bytes, input.len() as u64);
+        }
+    }
+
+    #[test]
+    fn a_long_input_comes_in_full_chunks() {
+        let mut input = b"\xEF\xBB\xBF{\"first\":1}\r\n\n".to_vec();
+        for i in 0..CHUNK_RECORDS_MAX * 2 + 5 {
+            input.extend_from_slice(format!("{{\"n\":{i}}}\n").as_bytes());
+        }
+        input.extend_from_slice(&vec![b'y'; FEED_LINE_BYTES_MAX * 2]);
+        let (lines, sizes, bytes) = read_all(&input, 1 << 16);
+        assert_eq!(sizes, vec![CHUNK_RECORDS_MAX, CHUNK_RECORDS_MAX, 7]);
+        assert_eq!(lines[0], (1, b"{\"first\":1}".to_vec()));
+        assert_eq!(lines[1], (3, b"{\"n\":0}".to_vec()));
+        let last = lines.last().expect("last");
+        assert_eq!((last.0, last.1.len()), (CHUNK_RECORDS_MAX as u64 * 2 + 8, FEED_LINE_BYTES_MAX + 1));
+        assert_eq!(lines, expected(&input));
+        assert_eq!(bytes, input.len() as u64);
+    }
 }

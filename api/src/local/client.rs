@@ -9,7 +9,7 @@ use app::failure::OutputFailure;
 use app::records::Stopped;
 use app::request::{Reply, Request};
 use app::{Class, DataDir, Failure};
-use ingest::pipeline::{ChunkReader, IngestSummary};
+use ingest::pipeline::{ChunkReader, IngestSummary, Lines};
 
 use super::wire::{self, Hello, Opening};
 
@@ -180,30 +180,30 @@ impl Client {
             return Err(stopped(&summary, f));
         }
         let mut reader = ChunkReader::new(input);
-        let mut spare = Vec::new();
+        let mut lines = Lines::default();
         loop {
-            let lines = match reader.next_chunk(&mut spare) {
-                Ok(lines) => lines,
-                Err(e) => return Err(stopped(&summary, Failure::unavailable(format!("reading input: {e}")))),
-            };
+            if let Err(e) = reader.next_chunk(&mut lines) {
+                return Err(stopped(&summary, Failure::unavailable(format!("reading input: {e}"))));
+            }
             if lines.is_empty() {
                 break;
             }
             // A chunk goes in frames of at most LINES_FRAME_BYTES, each answered once durable.
-            let mut rest = &lines[..];
-            while !rest.is_empty() {
+            let mut next = 0;
+            while next < lines.len() {
                 let mut bytes = 0;
-                let take = rest
+                let take = lines
                     .iter()
+                    .skip(next)
                     .take_while(|(_, l)| {
                         bytes += l.len() + 12;
                         bytes <= wire::LINES_FRAME_BYTES
                     })
                     .count()
                     .max(1);
-                let (piece, after) = rest.split_at(take);
-                rest = after;
-                let sent = wire::write_frame(&mut self.out, wire::LINES, &wire::encode_lines(piece));
+                let piece = wire::encode_lines(lines.iter().skip(next).take(take));
+                next += take;
+                let sent = wire::write_frame(&mut self.out, wire::LINES, &piece);
                 if let Err(e) = sent {
                     return Err(stopped(&summary, self.gone(&e)));
                 }
@@ -224,7 +224,6 @@ impl Client {
                 }
             }
             progress(reader.bytes_read(), &summary);
-            spare.extend(lines.into_iter().map(|(_, l)| l));
         }
         if let Err(e) = wire::write_frame(&mut self.out, wire::END, &[]) {
             return Err(stopped(&summary, self.gone(&e)));

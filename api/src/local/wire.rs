@@ -174,8 +174,8 @@ pub fn from_json<T: for<'de> Deserialize<'de>>(payload: &[u8]) -> io::Result<T> 
 }
 
 /// Encodes numbered lines: per line its number (u64), length (u32), bytes, little-endian.
-pub fn encode_lines(lines: &[(u64, Vec<u8>)]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(lines.iter().map(|(_, l)| l.len() + 12).sum());
+pub fn encode_lines<'a>(lines: impl IntoIterator<Item = (u64, &'a [u8])>) -> Vec<u8> {
+    let mut out = Vec::new();
     for (n, line) in lines {
         out.extend_from_slice(&n.to_le_bytes());
         out.extend_from_slice(&(line.len() as u32).to_le_bytes());
@@ -219,8 +219,9 @@ mod tests {
             assert!(read_frame(&mut &bytes[..]).is_err(), "{len}");
         }
         let lines = vec![(3u64, b"{\"a\":1}".to_vec()), (7, vec![0xff, 0xfe]), (8, Vec::new())];
-        assert_eq!(decode_lines(&encode_lines(&lines)).expect("decode"), lines);
-        assert!(decode_lines(&encode_lines(&lines)[..5]).is_err());
+        let encoded = encode_lines(lines.iter().map(|(n, l)| (*n, l.as_slice())));
+        assert_eq!(decode_lines(&encoded).expect("decode"), lines);
+        assert!(decode_lines(&encoded[..5]).is_err());
         assert!(write_frame(&mut Vec::new(), INPUT, &vec![0u8; FRAME_BYTES_MAX]).is_err());
     }
 

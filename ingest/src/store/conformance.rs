@@ -68,6 +68,13 @@ pub async fn append_and_read_back(store: &impl EventStore) {
     let by_id = store.event_by_id(event("b0", 2).event_id).await.expect("by id").expect("found");
     assert_eq!(by_id.position, 2);
     assert!(store.event_by_id(Uuid::nil()).await.expect("by id").is_none());
+    let ids = [event("a2", 3).event_id, Uuid::nil(), event("a0", 0).event_id, event("a2", 3).event_id];
+    let found = store.events_by_ids(&ids).await.expect("by ids");
+    assert_eq!(
+        found.iter().map(|e| e.as_ref().map(|e| e.position)).collect::<Vec<_>>(),
+        vec![Some(3), None, Some(0), Some(3)]
+    );
+    assert!(store.events_by_ids(&[]).await.expect("no ids").is_empty());
 }
 
 /// Events at the payload limit, between small ones, read back whole by every read.

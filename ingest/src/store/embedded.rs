@@ -30,6 +30,8 @@ pub const BATCH_EVENTS_MAX_DEFAULT: usize = 65_536;
 pub const BATCH_BYTES_MAX_DEFAULT: usize = 16 << 20;
 /// Default events between index snapshots written while the store runs.
 pub const SNAPSHOT_EVERY_EVENTS_DEFAULT: u64 = 2_000_000;
+/// Ids a batched lookup asks the index to bring into the cache before it looks them up.
+const ID_LOOKUPS_AHEAD: usize = 256;
 /// Most events one `append_many` call may carry in all.
 pub const APPEND_MANY_EVENTS_MAX: usize = 100_000;
 /// Largest frame a writer produces and a reader accepts; anything larger is damage. It also
@@ -597,6 +599,19 @@ impl EventStore for EmbeddedStore {
     async fn event_by_id(&self, id: Uuid) -> Result<Option<RecordedEvent>, ReadError> {
         let index = self.shared.index.read().map_err(|_| poisoned())?;
         index.id_loc(id)?.map(|loc| index.read_at(loc).map(|(e, _)| e)).transpose()
+    }
+
+    async fn events_by_ids(&self, ids: &[Uuid]) -> Result<Vec<Option<RecordedEvent>>, ReadError> {
+        let index = self.shared.index.read().map_err(|_| poisoned())?;
+        let mut found = Vec::with_capacity(ids.len());
+        // The index's first reads for the next ids are asked of memory before they are needed.
+        for batch in ids.chunks(ID_LOOKUPS_AHEAD) {
+            index.touch(std::iter::empty(), batch.iter().copied());
+            for &id in batch {
+                found.push(index.id_loc(id)?.map(|loc| index.read_at(loc).map(|(e, _)| e)).transpose()?);
+            }
+        }
+        Ok(found)
     }
 
     async fn stream_revision(&self, stream: &str) -> Result<Option<u64>, ReadError> {

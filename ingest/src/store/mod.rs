@@ -197,6 +197,21 @@ pub trait EventStore: Send + Sync + 'static {
     /// The stored event with this id, if any.
     fn event_by_id(&self, id: Uuid) -> impl Future<Output = Result<Option<RecordedEvent>, ReadError>> + Send;
 
+    /// The stored events with these ids, in their order (`None` for an id not stored): one
+    /// call for many, which a store answers with one look at its index.
+    fn events_by_ids(
+        &self,
+        ids: &[Uuid],
+    ) -> impl Future<Output = Result<Vec<Option<RecordedEvent>>, ReadError>> + Send {
+        async move {
+            let mut found = Vec::with_capacity(ids.len());
+            for &id in ids {
+                found.push(self.event_by_id(id).await?);
+            }
+            Ok(found)
+        }
+    }
+
     /// The revision of the stream's last event, or `None` if the stream does not exist.
     fn stream_revision(&self, stream: &str) -> impl Future<Output = Result<Option<u64>, ReadError>> + Send;
 
