@@ -1138,7 +1138,10 @@ mod tests {
     /// What the reader must give, line by line: numbered from 1, a byte-order mark dropped
     /// before the first line, a `\r` before the newline dropped unless the line was cut,
     /// blank lines left out, and a line longer than the limit cut to one byte past it.
-    fn expected(input: &[u8]) -> Vec<(u64, Vec<u8>)> {
+    /// Lines with their numbers, each in its own buffer.
+    type Numbered = Vec<(u64, Vec<u8>)>;
+
+    fn expected(input: &[u8]) -> Numbered {
         let mut out = Vec::new();
         let mut parts: Vec<&[u8]> = input.split(|&b| b == b'\n').collect();
         if input.ends_with(b"\n") || input.is_empty() {
@@ -1159,7 +1162,8 @@ mod tests {
         out
     }
 
-    fn read_all(input: &[u8], buffer: usize) -> (Vec<(u64, Vec<u8>)>, Vec<usize>, u64) {
+    /// Every line read through a buffer of `buffer` bytes, each chunk's size, and the bytes read.
+    fn read_all(input: &[u8], buffer: usize) -> (Numbered, Vec<usize>, u64) {
         let mut reader = ChunkReader::new(BufReader::with_capacity(buffer, input));
         let (mut all, mut sizes, mut lines) = (Vec::new(), Vec::new(), Lines::default());
         loop {
