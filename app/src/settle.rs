@@ -127,7 +127,7 @@ impl App {
                 }
                 _ => return Ok(None),
             };
-        Ok((b.our_amount == Some(amount) && b.currency == currency).then_some(merchant_id))
+        Ok((b.our_amount == Some(amount) && b.currency == currency).then_some(merchant_id.to_string()))
     }
 
     /// Appends one settlement event (its own stream; a retry is recognised by its id).

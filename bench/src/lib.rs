@@ -242,11 +242,11 @@ pub fn run(names: &[String], scale: f64, repeat: usize, work_dir: Option<&Path>)
 fn capture(i: u64) -> AppendRequest {
     let txn_id = format!("M{:06}-20261126-{i:09}", i % 1000);
     let event = Event::PaymentCaptured(PaymentCaptured {
-        txn_id: txn_id.clone(),
-        merchant_id: format!("M{:06}", i % 1000),
-        terminal_id: format!("T{:08}", i % 2000),
+        txn_id: txn_id.clone().into(),
+        merchant_id: format!("M{:06}", i % 1000).into(),
+        terminal_id: format!("T{:08}", i % 2000).into(),
         batch_no: "000001".into(),
-        stan: format!("{:06}", i % 1_000_000),
+        stan: format!("{:06}", i % 1_000_000).into(),
         rrn: None,
         channel: Channel::Wechat,
         channel_txn_id: None,
@@ -694,14 +694,14 @@ fn payment_events(first: u64, payments: u64, merchants: u64) -> Vec<Event> {
         else {
             continue;
         };
-        sale.merchant_id = format!("M{:06}", i % merchants);
+        sale.merchant_id = format!("M{:06}", i % merchants).into();
         // A payment every 10 ms, terminals' clocks a few seconds apart: the log is nearly,
         // not exactly, in time order. A refund follows its sale at the till.
         let jitter = chrono::Duration::seconds((i % 7) as i64);
         sale.at = at + chrono::Duration::milliseconds(i as i64 * 10) - jitter;
         let refund_at = sale.at + chrono::Duration::seconds(2);
         let refund = (i % 10 == 0).then(|| PaymentAdjustment {
-            txn_id: format!("{}-R1", sale.txn_id),
+            txn_id: format!("{}-R1", sale.txn_id).into(),
             original_txn_id: sale.txn_id.clone(),
             merchant_id: sale.merchant_id.clone(),
             terminal_id: sale.terminal_id.clone(),
@@ -1674,8 +1674,8 @@ fn recon_inputs(n: u64) -> (Vec<ledger::recon::Item>, Vec<ingest::statement::Sta
         let amount = rust_decimal::Decimal::new(100 + (i % 50_000) as i64, 2);
         let item = ledger::recon::Item {
             kind: LineKind::Payment,
-            txn_id: format!("M{:06}-20261124-{i:09}", i % 1000),
-            channel_txn_id: Some(format!("42000{i:023}")),
+            txn_id: format!("M{:06}-20261124-{i:09}", i % 1000).into(),
+            channel_txn_id: Some(format!("42000{i:023}").into()),
             channel: Channel::Wechat,
             amount,
             currency: ingest::money::Currency::Cny,
@@ -1687,9 +1687,9 @@ fn recon_inputs(n: u64) -> (Vec<ledger::recon::Item>, Vec<ingest::statement::Sta
             let mut line = StatementLine {
                 line: lines.len() as u64 + 2,
                 kind: LineKind::Payment,
-                txn_id: item.txn_id.clone(),
+                txn_id: item.txn_id.to_string(),
                 original_txn_id: None,
-                channel_txn_id: item.channel_txn_id.clone().unwrap_or_default(),
+                channel_txn_id: item.channel_txn_id.clone().unwrap_or_default().to_string(),
                 amount,
                 fee: amount * rust_decimal::Decimal::new(25, 4),
                 at: None,

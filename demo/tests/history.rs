@@ -82,8 +82,8 @@ async fn the_days_reads_equal_reading_the_whole_log() {
 /// A WeChat sale of the first day, refunded here.
 struct Sale {
     position: u64,
-    txn_id: String,
-    channel_txn_id: Option<String>,
+    txn_id: ingest::event::Id,
+    channel_txn_id: Option<ingest::event::Id>,
 }
 
 /// Records, on `date`, a refund of one of the first day's WeChat sales (in a batch of its own,

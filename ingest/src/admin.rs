@@ -80,7 +80,7 @@ pub fn parse_admin_line(line: u64, text: &[u8]) -> Result<Event, LineError> {
 }
 
 fn timezone(value: Option<Cow<'_, str>>) -> Result<String, FieldError> {
-    let v = fields::text("timezone", value)?;
+    let v: String = fields::text("timezone", value)?;
     let ok = v.contains('/') && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'-' | b'+'));
     if !ok {
         return Err(FieldError::new("timezone", "must be an IANA time zone such as Asia/Shanghai"));

@@ -47,7 +47,7 @@ pub fn absent<T>(field: &'static str, value: &Option<T>, kind: &str) -> FieldRes
 }
 
 /// An identifier: 1 to [`ID_BYTES_MAX`] bytes of ASCII letters, digits, `-`, `_` and `.`.
-pub fn id(field: &'static str, value: Option<Cow<'_, str>>) -> FieldResult<String> {
+pub fn id<'v, T: From<Cow<'v, str>>>(field: &'static str, value: Option<Cow<'v, str>>) -> FieldResult<T> {
     let v = required(field, value)?;
     let ok = !v.is_empty()
         && v.len() <= ID_BYTES_MAX
@@ -55,30 +55,38 @@ pub fn id(field: &'static str, value: Option<Cow<'_, str>>) -> FieldResult<Strin
     if !ok {
         return Err(FieldError::new(field, format!("must be 1 to {ID_BYTES_MAX} letters, digits, '-', '_' or '.'")));
     }
-    Ok(v.into_owned())
+    Ok(T::from(v))
 }
 
 /// A string of 1 to `max` ASCII digits.
-pub fn digits(field: &'static str, value: Option<Cow<'_, str>>, max: usize) -> FieldResult<String> {
+pub fn digits<'v, T: From<Cow<'v, str>>>(
+    field: &'static str,
+    value: Option<Cow<'v, str>>,
+    max: usize,
+) -> FieldResult<T> {
     let v = required(field, value)?;
     if v.is_empty() || v.len() > max || !v.bytes().all(|b| b.is_ascii_digit()) {
         return Err(FieldError::new(field, format!("must be 1 to {max} digits")));
     }
-    Ok(v.into_owned())
+    Ok(T::from(v))
 }
 
 /// Exactly `len` ASCII digits (batch numbers and trace numbers are fixed-width on terminals,
 /// so `000012` and `12` are not allowed to name the same batch).
-pub fn fixed_digits(field: &'static str, value: Option<Cow<'_, str>>, len: usize) -> FieldResult<String> {
+pub fn fixed_digits<'v, T: From<Cow<'v, str>>>(
+    field: &'static str,
+    value: Option<Cow<'v, str>>,
+    len: usize,
+) -> FieldResult<T> {
     let v = required(field, value)?;
     if v.len() != len || !v.bytes().all(|b| b.is_ascii_digit()) {
         return Err(FieldError::new(field, format!("must be exactly {len} digits")));
     }
-    Ok(v.into_owned())
+    Ok(T::from(v))
 }
 
 /// Free text: 1 to [`TEXT_BYTES_MAX`] bytes, no control characters.
-pub fn text(field: &'static str, value: Option<Cow<'_, str>>) -> FieldResult<String> {
+pub fn text<'v, T: From<Cow<'v, str>>>(field: &'static str, value: Option<Cow<'v, str>>) -> FieldResult<T> {
     let v = required(field, value)?;
     if v.trim().is_empty() || v.len() > TEXT_BYTES_MAX || v.chars().any(char::is_control) {
         return Err(FieldError::new(
@@ -86,16 +94,16 @@ pub fn text(field: &'static str, value: Option<Cow<'_, str>>) -> FieldResult<Str
             format!("must be 1 to {TEXT_BYTES_MAX} bytes of text without control characters"),
         ));
     }
-    Ok(v.into_owned())
+    Ok(T::from(v))
 }
 
 /// A merchant category code: four digits.
-pub fn mcc(field: &'static str, value: Option<Cow<'_, str>>) -> FieldResult<String> {
+pub fn mcc<'v, T: From<Cow<'v, str>>>(field: &'static str, value: Option<Cow<'v, str>>) -> FieldResult<T> {
     let v = required(field, value)?;
     if v.len() != 4 || !v.bytes().all(|b| b.is_ascii_digit()) {
         return Err(FieldError::new(field, "must be a four-digit merchant category code"));
     }
-    Ok(v.into_owned())
+    Ok(T::from(v))
 }
 
 /// A payment channel.
@@ -276,7 +284,11 @@ fn luhn_valid(digits: &str) -> bool {
 /// when spaces or dashes separate them or other text surrounds them) is refused, except
 /// Alipay's own 16-digit buyer ids (`2088…`) on the Alipay channel. The error never repeats
 /// the value.
-pub fn payer(field: &'static str, value: Option<Cow<'_, str>>, ch: Channel) -> FieldResult<Option<String>> {
+pub fn payer<'v, T: From<Cow<'v, str>>>(
+    field: &'static str,
+    value: Option<Cow<'v, str>>,
+    ch: Channel,
+) -> FieldResult<Option<T>> {
     let Some(v) = value else { return Ok(None) };
     let all_digits = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
     let alipay_buyer = ch == Channel::Alipay && v.len() == 16 && v.starts_with("2088") && all_digits;
@@ -290,7 +302,7 @@ pub fn payer(field: &'static str, value: Option<Cow<'_, str>>, ch: Channel) -> F
             && b[6..b.len() - 4].iter().all(|&c| c == b'*')
             && b.len() - 10 >= 2;
         if masked {
-            return Ok(Some(v.into_owned()));
+            return Ok(Some(T::from(v)));
         }
         if all_digits && (12..=19).contains(&v.len()) {
             return Err(FieldError::new(field, full_pan));
@@ -306,7 +318,7 @@ pub fn payer(field: &'static str, value: Option<Cow<'_, str>>, ch: Channel) -> F
     if v.is_empty() || v.len() > ID_BYTES_MAX || v.chars().any(char::is_control) {
         return Err(FieldError::new(field, format!("must be 1 to {ID_BYTES_MAX} bytes without control characters")));
     }
-    Ok(Some(v.into_owned()))
+    Ok(Some(T::from(v)))
 }
 
 #[cfg(test)]
@@ -321,16 +333,16 @@ mod tests {
     fn full_card_numbers_are_refused_without_being_repeated() {
         let pan = "6222021234567890128"; // 19 digits, Luhn-valid
         assert!(luhn_valid(pan));
-        let err = payer("payer", c(pan), Channel::UnionpayCard).expect_err("refused");
+        let err = payer::<String>("payer", c(pan), Channel::UnionpayCard).expect_err("refused");
         assert!(err.reason.contains("full card number") && !err.reason.contains(pan), "{err:?}");
-        let err = payer("payer", c(pan), Channel::Wechat).expect_err("refused on QR too");
+        let err = payer::<String>("payer", c(pan), Channel::Wechat).expect_err("refused on QR too");
         assert!(!err.reason.contains(pan));
-        assert!(payer("payer", c("622848******1964"), Channel::UnionpayCard).is_ok());
-        assert!(payer("payer", c("622848*1964"), Channel::UnionpayCard).is_err(), "too short a mask");
-        assert!(payer("payer", c("62284812345X1964"), Channel::UnionpayCard).is_err());
-        assert!(payer("payer", c("2088498289387902"), Channel::Alipay).is_ok(), "Alipay buyer id");
-        assert!(payer("payer", c("o397e0750ea82"), Channel::Wechat).is_ok());
-        assert_eq!(payer("payer", None, Channel::Cash), Ok(None));
+        assert!(payer::<String>("payer", c("622848******1964"), Channel::UnionpayCard).is_ok());
+        assert!(payer::<String>("payer", c("622848*1964"), Channel::UnionpayCard).is_err(), "too short a mask");
+        assert!(payer::<String>("payer", c("62284812345X1964"), Channel::UnionpayCard).is_err());
+        assert!(payer::<String>("payer", c("2088498289387902"), Channel::Alipay).is_ok(), "Alipay buyer id");
+        assert!(payer::<String>("payer", c("o397e0750ea82"), Channel::Wechat).is_ok());
+        assert_eq!(payer::<String>("payer", None, Channel::Cash), Ok(None));
     }
 
     #[test]
@@ -338,7 +350,7 @@ mod tests {
         for hidden in
             ["6222 0212 3456 7890 128", "6222-0212-3456-7890-128", "card:6222021234567890128", "x6222021234567890128y"]
         {
-            let err = payer("payer", c(hidden), Channel::Wechat).expect_err(hidden);
+            let err = payer::<String>("payer", c(hidden), Channel::Wechat).expect_err(hidden);
             assert!(err.reason.contains("full card number"), "{hidden}: {err:?}");
         }
         assert_eq!(
@@ -351,15 +363,15 @@ mod tests {
 
     #[test]
     fn ids_and_fractions_are_checked() {
-        assert!(id("txn_id", c("M1-20261126-000123")).is_ok());
-        assert!(id("txn_id", c("bad id")).is_err());
-        assert!(id("txn_id", c(&"x".repeat(65))).is_err());
-        assert_eq!(id("txn_id", None).expect_err("missing").reason, "is required");
+        assert!(id::<String>("txn_id", c("M1-20261126-000123")).is_ok());
+        assert!(id::<String>("txn_id", c("bad id")).is_err());
+        assert!(id::<String>("txn_id", c(&"x".repeat(65))).is_err());
+        assert_eq!(id::<String>("txn_id", None).expect_err("missing").reason, "is required");
         assert!(fraction("fee_rate", c("0.0038")).is_ok());
         for bad in ["1", "1.5", "-0.1", "0.0000001", "abc", ".5"] {
             assert!(fraction("fee_rate", c(bad)).is_err(), "{bad}");
         }
         assert!(timestamp("at", c("2026-11-26T12:00:01")).is_err(), "offset required");
-        assert!(mcc("mcc", c("58123")).is_err());
+        assert!(mcc::<String>("mcc", c("58123")).is_err());
     }
 }

@@ -820,7 +820,7 @@ fn payment_names(event: &Event) -> Option<(&str, &str)> {
 }
 
 /// The merchant of a stored payment event (`None` if it is not one or does not decode).
-fn stored_merchant(stored: &crate::store::RecordedEvent) -> Option<String> {
+fn stored_merchant(stored: &crate::store::RecordedEvent) -> Option<crate::event::Id> {
     let data = &stored.data;
     match Event::decode(&data.event_type, data.schema_version, &data.payload).ok()? {
         Event::PaymentCaptured(c) => Some(c.merchant_id),

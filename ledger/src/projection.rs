@@ -599,13 +599,15 @@ impl Projection {
     fn entry_for(&mut self, position: u64, event: &Event) -> Result<Option<Lines>, LedgerError> {
         let invariant = |message: String| LedgerError::Invariant { position, message };
         let merchant_id = match event {
-            Event::PaymentCaptured(s) => Some(&s.merchant_id),
-            Event::PaymentVoided(a) | Event::PaymentRefunded(a) | Event::PaymentReversed(a) => Some(&a.merchant_id),
-            Event::MerchantSettled(m) => Some(&m.merchant_id),
+            Event::PaymentCaptured(s) => Some(s.merchant_id.as_str()),
+            Event::PaymentVoided(a) | Event::PaymentRefunded(a) | Event::PaymentReversed(a) => {
+                Some(a.merchant_id.as_str())
+            }
+            Event::MerchantSettled(m) => Some(m.merchant_id.as_str()),
             _ => None,
         };
         if let Some(m) = merchant_id
-            && self.merchant_index.get(m.as_str()).is_some_and(|&i| self.merchants[i as usize].closed)
+            && self.merchant_index.get(m).is_some_and(|&i| self.merchants[i as usize].closed)
         {
             return Err(invariant(format!("{} posts to merchant {m}, which is closed", event.event_type())));
         }

@@ -40,7 +40,7 @@ fn sale(txn: &str, merchant: &str, channel: Channel, amount: &str) -> Event {
         stan: "000001".into(),
         rrn: None,
         channel,
-        channel_txn_id: (channel != Channel::Cash).then(|| format!("C{txn}")),
+        channel_txn_id: (channel != Channel::Cash).then(|| format!("C{txn}").into()),
         amount: d(amount),
         currency: Currency::Cny,
         at: at(),

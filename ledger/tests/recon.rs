@@ -204,8 +204,8 @@ mod shuffled {
                     + chrono::Duration::minutes(i64::from(*minute));
                 items.push(Item {
                     kind: LineKind::Payment,
-                    txn_id: format!("T{i}"),
-                    channel_txn_id: Some(format!("C{i}")),
+                    txn_id: format!("T{i}").into(),
+                    channel_txn_id: Some(format!("C{i}").into()),
                     channel: Channel::Wechat,
                     amount,
                     at,
@@ -370,7 +370,7 @@ fn lines_and_items_match_only_in_their_own_currency() {
     let item = |txn: &str, amount: &str, currency| Item {
         kind: LineKind::Payment,
         txn_id: txn.into(),
-        channel_txn_id: Some(format!("C{txn}")),
+        channel_txn_id: Some(format!("C{txn}").into()),
         channel: Channel::Wechat,
         amount: d(amount),
         currency,

@@ -107,7 +107,7 @@ async fn a_refund_recorded_after_its_day_was_settled_is_settled_next() {
     // fee 0.06; half the amount gives back half the fee, 0.03).
     let sale = "M000006-20261124-000042";
     let refund = Event::PaymentRefunded(ingest::event::PaymentAdjustment {
-        txn_id: format!("{sale}-late"),
+        txn_id: format!("{sale}-late").into(),
         original_txn_id: sale.into(),
         merchant_id: "M000006".into(),
         terminal_id: "T0000601".into(),

@@ -7,7 +7,7 @@
 use chrono::{DateTime, FixedOffset};
 use rust_decimal::Decimal;
 
-use super::{Channel, PaymentAdjustment, PaymentCaptured};
+use super::{Channel, Id, PaymentAdjustment, PaymentCaptured};
 
 /// Writes `"name":` and a JSON string value, escaping exactly as serde_json does.
 fn put_str(out: &mut Vec<u8>, name: &str, value: &str) {
@@ -270,19 +270,19 @@ fn channel_named(name: &str) -> Option<Channel> {
 pub(super) fn read_capture(payload: &[u8]) -> Option<PaymentCaptured> {
     let mut r = Exact { bytes: payload, at: 0 };
     r.literal(b"{")?;
-    let txn_id = r.field("txn_id")?.to_owned();
-    let merchant_id = r.field("merchant_id")?.to_owned();
-    let terminal_id = r.field("terminal_id")?.to_owned();
-    let batch_no = r.field("batch_no")?.to_owned();
-    let stan = r.field("stan")?.to_owned();
-    let rrn = r.optional("rrn")?.map(str::to_owned);
+    let txn_id = r.field("txn_id")?.into();
+    let merchant_id = r.field("merchant_id")?.into();
+    let terminal_id = r.field("terminal_id")?.into();
+    let batch_no = r.field("batch_no")?.into();
+    let stan = r.field("stan")?.into();
+    let rrn = r.optional("rrn")?.map(Id::from);
     let channel = channel_named(r.field("channel")?)?;
-    let channel_txn_id = r.optional("channel_txn_id")?.map(str::to_owned);
+    let channel_txn_id = r.optional("channel_txn_id")?.map(Id::from);
     let amount = r.field("amount")?.parse().ok()?;
     let currency = r.field("currency")?.parse().ok()?;
     let at = time(r.field("at")?)?;
-    let payer = r.optional("payer")?.map(str::to_owned);
-    let mcc = r.field("mcc")?.to_owned();
+    let payer = r.optional("payer")?.map(Id::from);
+    let mcc = r.field("mcc")?.into();
     r.end()?;
     Some(PaymentCaptured {
         txn_id,
@@ -305,12 +305,12 @@ pub(super) fn read_adjustment(payload: &[u8]) -> Option<PaymentAdjustment> {
     let mut r = Exact { bytes: payload, at: 0 };
     r.literal(b"{")?;
     let adjustment = PaymentAdjustment {
-        txn_id: r.field("txn_id")?.to_owned(),
-        original_txn_id: r.field("original_txn_id")?.to_owned(),
-        merchant_id: r.field("merchant_id")?.to_owned(),
-        terminal_id: r.field("terminal_id")?.to_owned(),
-        batch_no: r.field("batch_no")?.to_owned(),
-        stan: r.field("stan")?.to_owned(),
+        txn_id: r.field("txn_id")?.into(),
+        original_txn_id: r.field("original_txn_id")?.into(),
+        merchant_id: r.field("merchant_id")?.into(),
+        terminal_id: r.field("terminal_id")?.into(),
+        batch_no: r.field("batch_no")?.into(),
+        stan: r.field("stan")?.into(),
         channel: channel_named(r.field("channel")?)?,
         amount: r.field("amount")?.parse().ok()?,
         currency: r.field("currency")?.parse().ok()?,

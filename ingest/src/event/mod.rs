@@ -17,6 +17,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::money::Currency;
+
+/// A payment's identifiers and codes (order numbers, merchant, terminal, batch, trace, payer
+/// token, category): text kept inline, without an allocation of its own, up to 24 bytes.
+pub type Id = compact_str::CompactString;
 use crate::statement::{LineKind, StatementChannel, StatementLine, Totals};
 use crate::store::EventData;
 use crate::streams;
@@ -233,23 +237,23 @@ pub struct MerchantClosed {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentCaptured {
     /// Our order number (商户订单号), unique per payment.
-    pub txn_id: String,
+    pub txn_id: Id,
     /// Merchant.
-    pub merchant_id: String,
+    pub merchant_id: Id,
     /// Terminal.
-    pub terminal_id: String,
+    pub terminal_id: Id,
     /// The terminal's batch the sale belongs to.
-    pub batch_no: String,
+    pub batch_no: Id,
     /// System trace audit number.
-    pub stan: String,
+    pub stan: Id,
     /// Retrieval reference number, if the channel gave one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rrn: Option<String>,
+    pub rrn: Option<Id>,
     /// Payment channel.
     pub channel: Channel,
     /// The channel's own transaction id; absent for cash.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub channel_txn_id: Option<String>,
+    pub channel_txn_id: Option<Id>,
     /// Amount, at the currency's scale.
     pub amount: Decimal,
     /// Currency.
@@ -258,26 +262,26 @@ pub struct PaymentCaptured {
     pub at: DateTime<FixedOffset>,
     /// Payer token: a masked PAN for cards, the channel's payer id for QR; never a full PAN.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub payer: Option<String>,
+    pub payer: Option<Id>,
     /// Merchant category code of the sale.
-    pub mcc: String,
+    pub mcc: Id,
 }
 
 /// The shape shared by voids, refunds and reversals: an operation on an earlier capture.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentAdjustment {
     /// This operation's own order number.
-    pub txn_id: String,
+    pub txn_id: Id,
     /// The capture it applies to.
-    pub original_txn_id: String,
+    pub original_txn_id: Id,
     /// Merchant.
-    pub merchant_id: String,
+    pub merchant_id: Id,
     /// Terminal that sent it.
-    pub terminal_id: String,
+    pub terminal_id: Id,
     /// The terminal batch it was made in.
-    pub batch_no: String,
+    pub batch_no: Id,
     /// System trace audit number.
-    pub stan: String,
+    pub stan: Id,
     /// Channel of the original payment.
     pub channel: Channel,
     /// Amount, at the currency's scale.
@@ -925,8 +929,8 @@ impl Event {
             Event::TerminalSuspended(e) => format!("{}/{at}", e.terminal_id),
             Event::TerminalUnbound(e) => format!("{}/{at}", e.terminal_id),
             Event::MerchantClosed(e) => e.merchant_id.clone(),
-            Event::PaymentCaptured(e) => e.txn_id.clone(),
-            Event::PaymentVoided(e) | Event::PaymentRefunded(e) | Event::PaymentReversed(e) => e.txn_id.clone(),
+            Event::PaymentCaptured(e) => e.txn_id.to_string(),
+            Event::PaymentVoided(e) | Event::PaymentRefunded(e) | Event::PaymentReversed(e) => e.txn_id.to_string(),
             Event::TerminalBatchClosed(e) => format!("{}/{}", e.terminal_id, e.batch_no),
             Event::MerchantSettled(e) => format!("{}/{}/{}", e.merchant_id, e.settlement_date, e.currency),
             // A hold of the same settlement for other causes (a re-run after some were
@@ -1283,6 +1287,7 @@ mod tests {
             offset_minutes in -14 * 60i32..14 * 60,
             channel in 0usize..5,
         ) {
+            let texts: Vec<Id> = texts.into_iter().map(Id::from).collect();
             // Offsets in whole minutes, as RFC 3339 text carries them.
             let tz = chrono::FixedOffset::east_opt(offset_minutes * 60).expect("offset");
             let at = DateTime::from_timestamp(secs, micros * 1000).map(|t| t.with_timezone(&tz)).expect("time");

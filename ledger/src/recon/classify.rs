@@ -26,7 +26,7 @@
 //! line's when it has no item.
 
 use chrono::{DateTime, FixedOffset, NaiveDate, Timelike};
-use ingest::event::Channel;
+use ingest::event::{Channel, Id};
 use ingest::money::Currency;
 use ingest::statement::{LineKind, StatementChannel, StatementLine};
 use rust_decimal::Decimal;
@@ -57,9 +57,9 @@ pub struct Item {
     /// Payment or refund.
     pub kind: LineKind,
     /// The sale's or the refund's `txn_id`.
-    pub txn_id: String,
+    pub txn_id: Id,
     /// The channel's id of the payment (a refund carries its sale's).
-    pub channel_txn_id: Option<String>,
+    pub channel_txn_id: Option<Id>,
     /// The ledger channel.
     pub channel: Channel,
     /// Amount, positive.
@@ -285,7 +285,7 @@ pub fn classify(
         let detail = |outcome: Outcome, item: Option<(&Item, NaiveDate)>, expected: Option<Decimal>| Classified {
             outcome,
             kind: line.kind,
-            txn_id: item.map_or_else(|| line.txn_id.clone(), |(i, _)| i.txn_id.clone()),
+            txn_id: item.map_or_else(|| line.txn_id.clone(), |(i, _)| i.txn_id.to_string()),
             channel_txn_id: Some(line.channel_txn_id.clone()),
             ledger_channel: item.map(|(i, _)| i.channel),
             line: Some(line.line),
@@ -339,8 +339,8 @@ pub fn classify(
         out.push(Classified {
             outcome,
             kind: item.kind,
-            txn_id: item.txn_id.clone(),
-            channel_txn_id: item.channel_txn_id.clone(),
+            txn_id: item.txn_id.to_string(),
+            channel_txn_id: item.channel_txn_id.as_ref().map(ToString::to_string),
             ledger_channel: Some(item.channel),
             line: None,
             our_amount: Some(item.amount),

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, FixedOffset, NaiveDate};
 use ingest::admin::CARRY_FORWARD_DAYS_MAX;
-use ingest::event::Channel;
+use ingest::event::{Channel, Id};
 use ingest::statement::{LineKind, StatementChannel, StatementLine};
 use rust_decimal::Decimal;
 
@@ -50,9 +50,9 @@ struct Gathering {
     items: Vec<Item>,
     /// Our payments of this statement read here, by merchant and txn_id (two merchants may use
     /// one txn_id): the channel id a refund carries, and where a void or reversal marks its sale.
-    payments: crate::projection::FastMap<(String, String), (Option<String>, Option<usize>)>,
+    payments: crate::projection::FastMap<(Id, Id), (Option<Id>, Option<usize>)>,
     /// Refunds whose sale came before the part of the log read: (item, merchant, sale's txn_id).
-    older: Vec<(usize, String, String)>,
+    older: Vec<(usize, Id, Id)>,
 }
 
 /// [`load_items`] of every statement in `statements` and [`batch_closes`] of `date`, in one

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use chrono::NaiveDate;
-use ingest::event::Channel;
+use ingest::event::{Channel, Id};
 use ingest::statement::{LineKind, StatementChannel};
 use rust_decimal::Decimal;
 
@@ -262,9 +262,9 @@ pub fn run_record(
 /// closes of one date, to give each its verdict.
 #[derive(Debug, Default)]
 pub struct BatchHost {
-    host: HashMap<(String, String), ingest::event::BatchTotals>,
+    host: HashMap<(Id, Id), ingest::event::BatchTotals>,
     /// Sales by merchant and txn_id: their terminal batch and amount.
-    sales: HashMap<(String, String), ((String, String), Decimal)>,
+    sales: HashMap<(Id, Id), ((Id, Id), Decimal)>,
     closes: Vec<ingest::event::TerminalBatchClosed>,
 }
 
@@ -305,11 +305,7 @@ impl BatchHost {
     /// The verdict on every batch closed on `date`: the terminal's totals against the host's.
     pub fn verdicts(self, date: NaiveDate) -> Vec<ingest::event::TerminalBatchReconciled> {
         let host = self.host;
-        batch_verdicts_of(
-            self.closes,
-            |t, b| host.get(&(t.to_owned(), b.to_owned())).copied().unwrap_or_default(),
-            date,
-        )
+        batch_verdicts_of(self.closes, |t, b| host.get(&(Id::from(t), Id::from(b))).copied().unwrap_or_default(), date)
     }
 }
 
