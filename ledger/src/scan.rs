@@ -135,7 +135,7 @@ struct Decoded {
 fn decode_batch(stored: Vec<ingest::store::RecordedEvent>, types: Option<&[String]>) -> Decoded {
     let mut decoded = Decoded { events: Vec::new(), next: stored.first().map_or(0, |e| e.position), failed: None };
     for e in stored {
-        if types.is_none_or(|t| t.contains(&e.data.event_type)) {
+        if types.is_none_or(|t| t.iter().any(|t| *t == e.data.event_type)) {
             match Event::decode(&e.data.event_type, e.data.schema_version, &e.data.payload) {
                 Ok(event) => decoded.events.push((e.position, event)),
                 Err(source) => {

@@ -1033,7 +1033,7 @@ impl Event {
     pub fn to_event_data(&self) -> EventData {
         EventData {
             event_id: self.event_id(),
-            event_type: self.event_type().to_owned(),
+            event_type: crate::event::Id::const_new(self.event_type()),
             schema_version: self.schema_version(),
             occurred_at_us: self.occurred_at().timestamp_micros(),
             payload: self.payload_json(),

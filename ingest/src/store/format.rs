@@ -281,7 +281,7 @@ impl RecordView<'_> {
             recorded_at_us: self.meta.recorded_at_us,
             data: EventData {
                 event_id: self.event_id,
-                event_type: self.event_type.to_owned(),
+                event_type: self.event_type.into(),
                 schema_version: self.schema_version,
                 occurred_at_us: self.occurred_at_us,
                 payload: self.payload.to_vec(),

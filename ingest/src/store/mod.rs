@@ -46,8 +46,8 @@ pub const READ_EVENTS_MAX: usize = 100_000;
 pub struct EventData {
     /// Deterministic id; appending the same id again is recognised.
     pub event_id: Uuid,
-    /// Type name, e.g. `PaymentCaptured`.
-    pub event_type: String,
+    /// Type name, e.g. `PaymentCaptured` (kept inline: every type name fits).
+    pub event_type: crate::event::Id,
     /// Schema version of the payload.
     pub schema_version: u16,
     /// When it happened at the source, microseconds since the Unix epoch (UTC).
