@@ -28,8 +28,6 @@ use crate::writemodel::{PaymentState, REGISTRY_EVENT_TYPES, Registry, Rejection,
 pub const CHUNK_RECORDS_MAX: usize = 4096;
 /// Rejections kept word for word in a summary; the rest are counted.
 pub const REJECTIONS_LISTED_MAX: usize = 20;
-/// Lines from which a chunk is parsed in two halves at once.
-const PARSE_SPLIT_LINES_MIN: usize = 1024;
 /// Times a record decided on a stale view is decided again before it is reported.
 const CONFLICT_RETRIES_MAX: u32 = 3;
 /// How far a record's business time (`at`) may be ahead of the clock of the process that
@@ -945,33 +943,11 @@ pub fn validate_chunk(lines: &[(u64, Vec<u8>)], kind: InputKind) -> Result<Valid
     if errors.is_empty() { Ok(ValidChunk { lines: parsed, raw: lines, kind }) } else { Err(errors) }
 }
 
-/// Parses a chunk of lines. Pure, so it runs on any thread; a chunk of at least
-/// [`PARSE_SPLIT_LINES_MIN`] lines is parsed in two halves at once, the second on a thread of
-/// its own, so parsing (the longest stage of an ingest) keeps both cores busy.
+/// Parses a chunk of lines. Pure, so it runs on any thread.
 fn parse_chunk(lines: &Lines, kind: InputKind) -> Vec<ParsedLine> {
-    let n = lines.len();
-    if n < PARSE_SPLIT_LINES_MIN {
-        return parse_lines(lines, 0..n, kind);
-    }
-    std::thread::scope(|scope| {
-        let second = std::thread::Builder::new()
-            .name("posledger-parse".into())
-            .spawn_scoped(scope, || parse_lines(lines, n / 2..n, kind));
-        let mut parsed = parse_lines(lines, 0..n / 2, kind);
-        match second.map(|handle| handle.join()) {
-            Ok(Ok(rest)) => parsed.extend(rest),
-            Ok(Err(panic)) => std::panic::resume_unwind(panic),
-            // No thread to be had: the second half here too.
-            Err(_) => parsed.extend(parse_lines(lines, n / 2..n, kind)),
-        }
-        parsed
-    })
-}
-
-fn parse_lines(lines: &Lines, range: std::ops::Range<usize>, kind: InputKind) -> Vec<ParsedLine> {
-    range
-        .map(|i| {
-            let (line, text) = lines.get(i);
+    lines
+        .iter()
+        .map(|(line, text)| {
             let parsed = match kind {
                 InputKind::Feed => parse_feed_line(line, text).map(|cmd| (cmd.into_event(), true)),
                 InputKind::Admin => parse_admin_line(line, text).map(|e| (e, false)),
@@ -1224,33 +1200,6 @@ mod tests {
             proptest::prop_assert!(sizes.iter().all(|&n| n <= CHUNK_RECORDS_MAX));
             proptest::prop_assert_eq!(bytes, input.len() as u64);
         }
-    }
-
-    #[test]
-    fn a_chunk_parsed_in_halves_equals_one_parsed_in_order() {
-        let shape = crate::generate::Shape { merchants: 20, terminals_per_merchant: 2, seed: 7 };
-        let mut feed = Vec::new();
-        crate::generate::write_feed(&mut feed, shape, CHUNK_RECORDS_MAX as u64 - 3).expect("feed");
-        // Refused lines among them, in both halves.
-        let mut text = Vec::new();
-        for (i, line) in feed.split(|&b| b == b'\n').enumerate() {
-            text.extend_from_slice(if i % 997 == 5 { b"{\"kind\":\"sale\"}" } else { line });
-            text.push(b'\n');
-        }
-        let mut lines = Lines::default();
-        ChunkReader::new(text.as_slice()).next_chunk(&mut lines).expect("read");
-        assert!(lines.len() >= super::PARSE_SPLIT_LINES_MIN);
-        let show = |parsed: Vec<super::ParsedLine>| -> Vec<String> {
-            parsed
-                .into_iter()
-                .map(|p| format!("{} {:?}", p.line, p.parsed.map(|p| (p.event, p.data, p.stream))))
-                .collect()
-        };
-        let halves = show(super::parse_chunk(&lines, super::InputKind::Feed));
-        let in_order = show(super::parse_lines(&lines, 0..lines.len(), super::InputKind::Feed));
-        assert_eq!(halves.len(), lines.len());
-        assert_eq!(halves.iter().filter(|p| p.contains("Err(")).count(), 5);
-        assert_eq!(halves, in_order);
     }
 
     #[test]
