@@ -1689,7 +1689,7 @@ fn recon_inputs(n: u64) -> (Vec<ledger::recon::Item>, Vec<ingest::statement::Sta
                 kind: LineKind::Payment,
                 txn_id: item.txn_id.to_string(),
                 original_txn_id: None,
-                channel_txn_id: item.channel_txn_id.clone().unwrap_or_default().to_string(),
+                channel_txn_id: item.channel_txn_id.as_deref().unwrap_or_default().to_owned(),
                 amount,
                 fee: amount * rust_decimal::Decimal::new(25, 4),
                 at: None,

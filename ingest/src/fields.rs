@@ -128,9 +128,16 @@ pub const UTC_OFFSET_SECONDS_MAX: i32 = 14 * 3600;
 pub fn timestamp(field: &'static str, value: Option<Cow<'_, str>>) -> FieldResult<DateTime<FixedOffset>> {
     use chrono::{Datelike, Timelike};
     let v = required(field, value)?;
-    let t = DateTime::parse_from_rfc3339(&v).map_err(|e| {
-        FieldError::new(field, format!("must be an RFC 3339 time with offset, like 2026-11-26T12:00:01+08:00 ({e})"))
-    })?;
+    // The common shape is read directly; chrono reads (and explains) any other.
+    let t = match crate::event::read_rfc3339(&v) {
+        Some(t) => t,
+        None => DateTime::parse_from_rfc3339(&v).map_err(|e| {
+            FieldError::new(
+                field,
+                format!("must be an RFC 3339 time with offset, like 2026-11-26T12:00:01+08:00 ({e})"),
+            )
+        })?,
+    };
     if !(TIME_YEAR_MIN..TIME_YEAR_END).contains(&t.year()) {
         return Err(FieldError::new(field, format!("must be in the years {TIME_YEAR_MIN} to {}", TIME_YEAR_END - 1)));
     }

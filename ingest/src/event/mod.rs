@@ -26,6 +26,7 @@ use crate::store::EventData;
 use crate::streams;
 
 mod codec;
+pub(crate) use codec::read_rfc3339;
 use codec::{read_adjustment, read_capture, write_adjustment, write_capture};
 
 /// Namespace of the version-5 UUIDs that identify events.
@@ -1033,7 +1034,7 @@ impl Event {
     pub fn to_event_data(&self) -> EventData {
         EventData {
             event_id: self.event_id(),
-            event_type: crate::event::Id::const_new(self.event_type()),
+            event_type: Id::const_new(self.event_type()),
             schema_version: self.schema_version(),
             occurred_at_us: self.occurred_at().timestamp_micros(),
             payload: self.payload_json(),

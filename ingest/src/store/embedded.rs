@@ -598,7 +598,7 @@ impl EventStore for EmbeddedStore {
 
     async fn event_by_id(&self, id: Uuid) -> Result<Option<RecordedEvent>, ReadError> {
         let index = self.shared.index.read().map_err(|_| poisoned())?;
-        index.id_loc(id)?.map(|loc| index.read_at(loc).map(|(e, _)| e)).transpose()
+        index.event_by_id(id)
     }
 
     async fn events_by_ids(&self, ids: &[Uuid]) -> Result<Vec<Option<RecordedEvent>>, ReadError> {
@@ -608,7 +608,7 @@ impl EventStore for EmbeddedStore {
         for batch in ids.chunks(ID_LOOKUPS_AHEAD) {
             index.touch(std::iter::empty(), batch.iter().copied());
             for &id in batch {
-                found.push(index.id_loc(id)?.map(|loc| index.read_at(loc).map(|(e, _)| e)).transpose()?);
+                found.push(index.event_by_id(id)?);
             }
         }
         Ok(found)

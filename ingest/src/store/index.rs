@@ -292,6 +292,11 @@ impl Index {
         Ok(())
     }
 
+    /// The stored event with this id, if any.
+    pub fn event_by_id(&self, id: Uuid) -> Result<Option<RecordedEvent>, ReadError> {
+        self.id_loc(id)?.map(|loc| self.read_at(loc).map(|(e, _)| e)).transpose()
+    }
+
     /// Where the event with this id is, if stored.
     pub fn id_loc(&self, id: Uuid) -> Result<Option<u64>, ReadError> {
         if !self.id_collisions.is_empty()

@@ -629,9 +629,7 @@ impl Writer {
                 .map_err(|e| AppendError::Io(format!("staged record unreadable: {e}")))?;
             return Ok(Some(view.to_recorded()));
         }
-        let io = |e: ReadError| AppendError::Io(e.to_string());
-        let Some(loc) = index.id_loc(id).map_err(io)? else { return Ok(None) };
-        index.read_at(loc).map(|(e, _)| Some(e)).map_err(io)
+        index.event_by_id(id).map_err(|e| AppendError::Io(e.to_string()))
     }
 }
 
