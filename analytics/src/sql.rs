@@ -21,7 +21,11 @@
 //! - results measured as Arrow holds them, each batch before it is converted.
 //!
 //! Named queries run under the same limits.
+//!
+//! A session runs its queries in this process ([`Engine::Local`]) or on a Ballista cluster
+//! ([`Engine::Cluster`], [`cluster`]), with the same rules.
 
+pub mod cluster;
 pub mod functions;
 
 use std::collections::HashMap;
@@ -129,6 +133,10 @@ pub enum SqlError {
         /// The limit.
         max: usize,
     },
+    /// Resource: the cluster could not run the query (its scheduler cannot be reached, or it
+    /// failed the job, for example after losing an executor beyond Ballista's retries).
+    #[error("{0}")]
+    Cluster(String),
     /// I/O: the export cannot be read.
     #[error("reading the export: {0}")]
     Export(String),
@@ -148,6 +156,7 @@ impl SqlError {
             SqlError::NotReadOnly(t) => SqlError::NotReadOnly(scrub(t)),
             SqlError::Export(t) => SqlError::Export(scrub(t)),
             SqlError::Internal(t) => SqlError::Internal(scrub(t)),
+            SqlError::Cluster(t) => SqlError::Cluster(scrub(t)),
             other => other,
         }
     }
@@ -162,6 +171,25 @@ impl SqlError {
             _ => SqlError::Invalid(e.to_string()),
         }
     }
+
+    /// An error of a query's run on the cluster: the plan was accepted here, so what went
+    /// wrong happened there (Ballista reports its failures as text).
+    fn from_cluster(e: DataFusionError, limits: &Limits) -> SqlError {
+        match e.find_root() {
+            DataFusionError::ResourcesExhausted(_) => SqlError::MemoryLimit { max: limits.memory_bytes_max },
+            _ => SqlError::Cluster(format!("the cluster did not run the query: {e}")),
+        }
+    }
+}
+
+/// Where a session's queries run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Engine {
+    /// In this process.
+    #[default]
+    Local,
+    /// On the Ballista cluster whose scheduler is at this address ([`cluster`]).
+    Cluster(cluster::ClusterUrl),
 }
 
 /// A DataFusion session over one export directory.
@@ -170,6 +198,8 @@ pub struct Session {
     ctx: SessionContext,
     limits: Limits,
     dir: PathBuf,
+    /// The cluster queries run on, if not this process.
+    cluster: Option<cluster::ClusterUrl>,
     /// Text built by `repeat`, `lpad` and `rpad` in the query running
     /// ([`functions::GENERATED_TEXT_BYTES_MAX`]).
     generated: Arc<AtomicUsize>,
@@ -178,17 +208,27 @@ pub struct Session {
 impl Session {
     /// Registers the tables of the export at `dir` (a table not exported yet is empty).
     pub async fn open(dir: &Path, limits: Limits) -> Result<Session, SqlError> {
-        Session::open_with(dir, limits, true).await
+        Session::open_on(dir, limits, true, &Engine::Local).await
     }
 
     /// Like [`Session::open`], but `payments` has no `payer` column: for analysts, who see no
     /// payer identities (the column is not there to select, filter or join on).
     pub async fn open_without_payers(dir: &Path, limits: Limits) -> Result<Session, SqlError> {
-        Session::open_with(dir, limits, false).await
+        Session::open_on(dir, limits, false, &Engine::Local).await
     }
 
-    async fn open_with(dir: &Path, limits: Limits, payers: bool) -> Result<Session, SqlError> {
+    /// A session over the export at `dir` whose queries run on `engine`; without `payers`,
+    /// `payments` has no `payer` column. A cluster's scheduler that cannot be reached is
+    /// [`SqlError::Cluster`] within [`cluster::CLUSTER_CONNECT_TIMEOUT`].
+    pub async fn open_on(dir: &Path, limits: Limits, payers: bool, engine: &Engine) -> Result<Session, SqlError> {
         let dir = std::fs::canonicalize(dir).map_err(|e| SqlError::Export(format!("{}: {e}", dir.display())))?;
+        let cluster = match engine {
+            Engine::Local => None,
+            Engine::Cluster(url) => {
+                cluster::reachable(url).await?;
+                Some(url)
+            }
+        };
         // No spilling: a query that needs more memory than its limit fails clearly instead of
         // writing temporary files outside the export.
         let runtime = RuntimeEnvBuilder::new()
@@ -197,16 +237,26 @@ impl Session {
             .build_arc()
             .map_err(|e| SqlError::Internal(e.to_string()))?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let config = SessionConfig::new().with_target_partitions(cores).with_information_schema(false);
+        let config = match cluster {
+            None => SessionConfig::new(),
+            Some(_) => cluster::config(),
+        };
+        let config = config.with_target_partitions(cores).with_information_schema(false);
         let mut builder =
             SessionStateBuilder::new().with_config(config).with_runtime_env(runtime).with_default_features();
         let generated = Arc::new(AtomicUsize::new(0));
         functions::sandbox(&mut builder, &generated);
-        let ctx = SessionContext::new_with_state(builder.build());
+        let state = match cluster {
+            None => builder.build(),
+            Some(url) => cluster::upgrade(builder.build(), url)?,
+        };
+        let ctx = SessionContext::new_with_state(state);
         for (name, schema) in export::schemas() {
             let schema = scanned(&schema, payers || name != "payments");
             let table_dir = dir.join(name);
-            if table_dir.is_dir() {
+            // A cluster's plan carries listing tables only: a table not exported yet is one
+            // over a directory that holds no files, which reads as no rows.
+            if table_dir.is_dir() || cluster.is_some() {
                 let url = ListingTableUrl::parse(format!("{}/", table_dir.display()))
                     .map_err(|e| SqlError::Export(e.to_string()))?;
                 let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
@@ -223,7 +273,8 @@ impl Session {
                 ctx.register_table(name, Arc::new(table)).map_err(|e| SqlError::from_engine(e, &limits))?;
             }
         }
-        Ok(Session { ctx, limits, dir, generated })
+        let cluster = cluster.cloned();
+        Ok(Session { ctx, limits, dir, cluster, generated })
     }
 
     /// The export directory this session reads.
@@ -256,19 +307,21 @@ impl Session {
         values: &[(String, Value)],
     ) -> Result<SendableRecordBatchStream, SqlError> {
         let params = values.iter().map(|(name, value)| (name.clone(), scalar(value))).collect();
-        self.stream(&query.sql, params).await
+        Ok(self.stream(&query.sql, params).await?.0)
     }
 
     /// Plans and runs `sql`, collecting at most `rows_max` rows and `result_bytes_max` bytes
     /// within `time_max`.
     async fn run(&self, sql: &str, params: HashMap<String, ScalarValue>) -> Result<Table, SqlError> {
         let limits = self.limits;
+        let mut job = None;
         let work = async {
-            let mut stream = self.stream(sql, params).await?;
+            let (mut stream, on_cluster) = self.stream(sql, params).await?;
+            job = on_cluster;
             let mut table = Table::new(stream.schema().fields().iter().map(|f| f.name().clone()));
             let mut bytes = 0usize;
             while let Some(batch) = stream.next().await {
-                let batch = batch.map_err(|e| SqlError::from_engine(e, &limits))?;
+                let batch = batch.map_err(|e| self.run_error(e))?;
                 if table.rows.len() + batch.num_rows() > limits.rows_max {
                     return Err(SqlError::RowLimit { max: limits.rows_max });
                 }
@@ -280,15 +333,23 @@ impl Session {
             }
             Ok(table)
         };
-        tokio::time::timeout(limits.time_max, work).await.map_err(|_| SqlError::TimeLimit { max: limits.time_max })?
+        let answer = tokio::time::timeout(limits.time_max, work).await;
+        // A query stopped here is stopped on the cluster too, before the answer goes out.
+        if let Some(job) = &job
+            && !matches!(answer, Ok(Ok(_)))
+        {
+            job.cancel().await;
+        }
+        answer.map_err(|_| SqlError::TimeLimit { max: limits.time_max })?
     }
 
-    /// Plans `sql` with the session's statement rules and returns its result stream.
+    /// Plans `sql` with the session's statement rules and returns its result stream, and the
+    /// job it started on the cluster, if it runs there.
     async fn stream(
         &self,
         sql: &str,
         params: HashMap<String, ScalarValue>,
-    ) -> Result<SendableRecordBatchStream, SqlError> {
+    ) -> Result<(SendableRecordBatchStream, Option<cluster::Job>), SqlError> {
         if sql.len() > SQL_BYTES_MAX {
             return Err(SqlError::TooLong { bytes: sql.len(), max: SQL_BYTES_MAX });
         }
@@ -299,7 +360,23 @@ impl Session {
         if !params.is_empty() {
             frame = frame.with_param_values(params).map_err(|e| SqlError::from_engine(e, &limits))?;
         }
-        frame.execute_stream().await.map_err(|e| SqlError::from_engine(e, &limits))
+        let Some(url) = &self.cluster else {
+            return Ok((frame.execute_stream().await.map_err(|e| self.run_error(e))?, None));
+        };
+        let plan = frame.create_physical_plan().await.map_err(|e| SqlError::from_engine(e, &limits))?;
+        let job = cluster::Job::of(&plan, url);
+        let stream =
+            datafusion::physical_plan::execute_stream(plan, self.ctx.task_ctx()).map_err(|e| self.run_error(e))?;
+        Ok((Box::pin(cluster::JobStream::new(stream, job.clone())), job))
+    }
+
+    /// An error met while the query ran (after it was planned here).
+    fn run_error(&self, e: DataFusionError) -> SqlError {
+        if self.cluster.is_some() {
+            SqlError::from_cluster(e, &self.limits)
+        } else {
+            SqlError::from_engine(e, &self.limits)
+        }
     }
 }
 

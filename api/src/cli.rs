@@ -24,6 +24,8 @@ use ingest::pipeline::InputKind;
 
 use crate::render;
 
+use analytics::sql::cluster::ClusterUrl;
+
 /// posledger: the back office of a POS acquirer.
 #[derive(Parser)]
 #[command(name = "posledger", version, about)]
@@ -263,6 +265,15 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         addr: std::net::SocketAddr,
+        /// Run the SQL query routes on this Ballista cluster (df://HOST:PORT) instead of in
+        /// the server's own worker processes.
+        #[arg(long)]
+        cluster: Option<ClusterUrl>,
+    },
+    /// Be a node of a Ballista cluster that runs `query --cluster` and `serve --cluster`.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
     },
     /// Manage the HTTP API's keys (stored hashed in DATA_DIR/keys.json).
     Keys {
@@ -283,6 +294,10 @@ enum Command {
         /// A parameter of the named query, NAME=VALUE (repeatable).
         #[arg(long = "param")]
         params: Vec<String>,
+        /// Run it on the Ballista cluster whose scheduler is at df://HOST:PORT (every node
+        /// must read the export at the same path).
+        #[arg(long, conflicts_with = "list")]
+        cluster: Option<ClusterUrl>,
         #[command(flatten)]
         out: AnalyticsOut,
     },
@@ -402,6 +417,41 @@ struct AnalyticsOut {
     /// Also draw the chart (the query's line, bars or heat map) into this SVG file.
     #[arg(long)]
     chart: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Run Ballista's scheduler: it plans each query's stages and hands their tasks to the
+    /// executors. Prints `scheduler listening on df://HOST:PORT`.
+    Scheduler {
+        /// Address to listen on (port 0: any free port).
+        #[arg(long, default_value = cluster::SCHEDULER_BIND_DEFAULT)]
+        bind: std::net::SocketAddr,
+        /// Seconds without an executor's heartbeat before its tasks run elsewhere.
+        #[arg(long, default_value_t = cluster::EXECUTOR_TIMEOUT_DEFAULT.as_secs())]
+        executor_timeout: u64,
+    },
+    /// Run Ballista's executor for a scheduler: it runs query tasks over the export.
+    Executor {
+        /// The scheduler, df://HOST:PORT.
+        #[arg(long)]
+        scheduler: ClusterUrl,
+        /// Tasks it runs at once [default: the machine's cores].
+        #[arg(long)]
+        slots: Option<usize>,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        bind_host: String,
+        /// The host name other nodes reach it by [default: --bind-host].
+        #[arg(long)]
+        external_host: Option<String>,
+        /// Its Arrow Flight port (shuffle data); its gRPC port is the next one.
+        #[arg(long, default_value_t = cluster::EXECUTOR_PORT_DEFAULT)]
+        port: u16,
+        /// Where it keeps shuffle files between a query's stages [default: DATA_DIR/cluster-work].
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -618,6 +668,54 @@ pub fn with_worker(app: app::App) -> app::App {
     }
 }
 
+/// `posledger cluster scheduler|executor`: runs until SIGINT or SIGTERM.
+fn cluster_node(dir: &DataDir, command: ClusterCommand) -> Result<ExitCode> {
+    cluster::init_logger()?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let stop = async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+            }
+        };
+        let node = async {
+            match command {
+                ClusterCommand::Scheduler { bind, executor_timeout } => {
+                    let options = cluster::SchedulerOptions { bind, executor_timeout: Duration::from_secs(executor_timeout) };
+                    cluster::run_scheduler(options, |addr| {
+                        // One line on standard output: scripts read the address from it.
+                        let mut out = std::io::stdout().lock();
+                        let _ = writeln!(out, "scheduler listening on df://{addr}").and_then(|()| out.flush());
+                    })
+                    .await
+                }
+                ClusterCommand::Executor { scheduler, slots, bind_host, external_host, port, work_dir } => {
+                    let slots = slots.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+                    let work_dir = work_dir.unwrap_or_else(|| dir.root().join("cluster-work"));
+                    eprintln!("executor with {slots} slots for {scheduler}, shuffle files in {}", work_dir.display());
+                    let options = cluster::ExecutorOptions {
+                        scheduler,
+                        bind_host,
+                        external_host,
+                        port,
+                        slots,
+                        work_dir,
+                        memory_bytes_max: analytics::sql::QUERY_MEMORY_BYTES_MAX,
+                    };
+                    cluster::run_executor(options).await
+                }
+            }
+        };
+        tokio::select! {
+            done = node => done?,
+            () = stop => eprintln!("stopped"),
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
 /// A multi-threaded runtime for a command.
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
@@ -732,7 +830,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }),
-        Command::Serve { addr } => crate::serve::serve(&dir, addr),
+        Command::Serve { addr, cluster } => crate::serve::serve(&dir, addr, cluster),
+        Command::Cluster { command } => cluster_node(&dir, command),
         Command::Demo { merchants, payments_per_day, days, seed, serve, addr, format } => {
             let options = demo::Options { merchants, payments_per_day, days, seed };
             crate::demo::demo(&root, options, format == Format::Json, serve.then_some(addr))
@@ -814,7 +913,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             })
         }
-        Command::Query { name, sql, list, params, out: how } => {
+        Command::Query { name, sql, list, params, cluster, out: how } => {
             if list {
                 return call(&dir, Request::ListQueries, None, |reply| {
                     let Reply::Queries { queries } = reply else { return Err(unexpected(&reply)) };
@@ -849,7 +948,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 (None, None) => anyhow::bail!("name a query, or give --sql or --list"),
             };
             let export = how.export.map(|p| std::path::absolute(&p).unwrap_or(p));
-            let request = Request::Query { export, target, chart: how.chart.is_some() };
+            let request = Request::Query { export, target, chart: how.chart.is_some(), cluster };
             call(&dir, request, None, |reply| answer(&mut out, reply, how.format, how.chart.as_deref()))
         }
         Command::Analyze { analysis, payers, as_of, merchant, out: how } => {

@@ -54,7 +54,7 @@ pub fn demo(dir: &Path, options: Options, json: bool, serve: Option<SocketAddr>)
     let base = if addr.port() == 0 { "http://ADDRESS".to_string() } else { format!("http://{addr}") };
     let listening = if addr.port() == 0 { " (ADDRESS as printed below)" } else { "" };
     eprintln!("try: curl -H 'Authorization: Bearer {finance}' {base}/v1/trial-balance{listening}");
-    crate::serve::serve(&data, addr)
+    crate::serve::serve(&data, addr, None)
 }
 
 fn rows(table: &[Vec<String>], columns: &[String]) -> String {

@@ -11,11 +11,21 @@ use app::{App, DataDir};
 
 /// Serves until SIGINT or SIGTERM; prints the address it listens on. A second server on the
 /// same data directory is refused, naming the first.
-pub fn serve(dir: &DataDir, addr: SocketAddr) -> Result<ExitCode> {
+pub fn serve(
+    dir: &DataDir,
+    addr: SocketAddr,
+    cluster: Option<analytics::sql::cluster::ClusterUrl>,
+) -> Result<ExitCode> {
     let rt = crate::cli::runtime()?;
     rt.block_on(async {
         let app = match App::open(dir.clone(), Box::new(|w| eprintln!("warning: {w}"))) {
-            Ok(app) => Arc::new(crate::cli::with_worker(app)),
+            Ok(app) => {
+                let app = crate::cli::with_worker(app);
+                Arc::new(match cluster {
+                    Some(url) => app.with_cluster(url),
+                    None => app,
+                })
+            }
             Err(f) if f.code == "store_locked" => {
                 let who = match crate::local::client::connect(dir) {
                     Ok(Some(client)) => format!(

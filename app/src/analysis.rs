@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use analytics::export::ExportError;
-use analytics::sql::SqlError;
+use analytics::sql::cluster::ClusterUrl;
+use analytics::sql::{Engine, SqlError};
 use analytics::table::Table;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
@@ -139,6 +140,7 @@ pub fn sql_failure(e: SqlError) -> Failure {
         E::ResultBytesLimit { .. } => Failure::new(Class::Refused, "query_result_limit", text),
         E::MemoryLimit { .. } => Failure::new(Class::Unavailable, "query_memory_limit", text),
         E::TimeLimit { .. } => Failure::new(Class::Unavailable, "query_time_limit", text),
+        E::Cluster(_) => Failure::new(Class::Unavailable, "cluster_unavailable", text),
         E::Export(_) | E::Internal(_) => Failure::internal(text),
     }
 }
@@ -219,6 +221,19 @@ impl App {
         audience: Audience,
         chart: bool,
     ) -> Result<Answer, Failure> {
+        self.query_on(export, target, audience, chart, None).await
+    }
+
+    /// [`App::query`] on the Ballista cluster at `cluster`, or (when `None`) on the app's own
+    /// cluster if it has one ([`App::with_cluster`]), else in this process.
+    pub async fn query_on(
+        &self,
+        export: Option<PathBuf>,
+        target: QueryTarget,
+        audience: Audience,
+        chart: bool,
+        cluster: Option<ClusterUrl>,
+    ) -> Result<Answer, Failure> {
         // The query's name and parameters first: an unknown query is unknown, export or not.
         if let QueryTarget::Named { name, params } = &target {
             let query = queries::get(name).map_err(|e| sql_failure(e.into()))?;
@@ -226,7 +241,8 @@ impl App {
         }
         let dir = self.export_dir(export)?;
         let running = self.query_place()?;
-        self.run_job(Job::Query { export: dir, target, audience, chart }, running).await
+        let cluster = cluster.or_else(|| self.cluster.clone());
+        self.run_job(Job::Query { export: dir, target, audience, chart, cluster }, running).await
     }
 
     /// Runs a polars analysis over the export, and draws its chart when asked. Off the async
@@ -273,6 +289,9 @@ pub enum Job {
         audience: Audience,
         /// Whether to draw the chart.
         chart: bool,
+        /// The Ballista cluster that runs it, if not this process.
+        #[serde(default)]
+        cluster: Option<ClusterUrl>,
     },
     /// A polars analysis.
     Analyze {
@@ -316,8 +335,8 @@ impl Job {
     pub async fn run(self, running: Option<crate::admission::Admitted>) -> Result<Answer, Failure> {
         let time_failure = self.time_failure();
         match self {
-            Job::Query { export, target, audience, chart } => {
-                let answer = run_query(&export, target, audience, chart).await;
+            Job::Query { export, target, audience, chart, cluster } => {
+                let answer = run_query(&export, target, audience, chart, cluster).await;
                 drop(running);
                 answer
             }
@@ -336,16 +355,20 @@ impl Job {
 }
 
 /// Runs a named query or an analyst's SQL over the export at `dir`.
-async fn run_query(dir: &Path, target: QueryTarget, audience: Audience, chart: bool) -> Result<Answer, Failure> {
+async fn run_query(
+    dir: &Path,
+    target: QueryTarget,
+    audience: Audience,
+    chart: bool,
+    cluster: Option<ClusterUrl>,
+) -> Result<Answer, Failure> {
     let limits = analytics::sql::Limits::default();
     // A named query is posledger's own SQL, built into the binary: it may count payers (repeat
     // payers) for anyone, as long as no payer identity is in its answer. Anyone else's SQL sees
     // the payer column only when its audience may.
-    let session = match (&target, audience) {
-        (QueryTarget::Named { .. }, _) | (_, Audience::Everyone) => analytics::sql::Session::open(dir, limits).await,
-        (QueryTarget::Sql(_), Audience::NoPayers) => analytics::sql::Session::open_without_payers(dir, limits).await,
-    }
-    .map_err(sql_failure)?;
+    let payers = matches!((&target, audience), (QueryTarget::Named { .. }, _) | (_, Audience::Everyone));
+    let engine = cluster.map_or(Engine::Local, Engine::Cluster);
+    let session = analytics::sql::Session::open_on(dir, limits, payers, &engine).await.map_err(sql_failure)?;
     match target {
         QueryTarget::Named { name, params } => {
             let query = queries::get(&name).map_err(|e| sql_failure(e.into()))?;

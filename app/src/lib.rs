@@ -87,6 +87,8 @@ pub struct App {
     listings: Arc<admission::Admission>,
     /// The executable that runs analytics in worker processes, if any ([`worker`]).
     analytics_worker: Option<std::path::PathBuf>,
+    /// The Ballista cluster that runs SQL queries, if not this process ([`App::with_cluster`]).
+    cluster: Option<analytics::sql::cluster::ClusterUrl>,
     warn: Warn,
 }
 
@@ -137,6 +139,7 @@ impl App {
             verifies: Arc::new(admission::Admission::new(verify::VERIFIES_RUNNING_MAX)),
             listings: Arc::new(admission::Admission::new(audit::LISTINGS_RUNNING_MAX)),
             analytics_worker: None,
+            cluster: None,
             warn,
         })
     }
@@ -153,6 +156,14 @@ impl App {
     /// Without one they run in this process.
     pub fn with_analytics_worker(mut self, exe: std::path::PathBuf) -> App {
         self.analytics_worker = Some(exe);
+        self
+    }
+
+    /// Runs SQL queries (named and an analyst's own) on the Ballista cluster whose scheduler
+    /// is at `url`, under the same sandbox (`analytics::sql::cluster`). Analyses (polars) still
+    /// run here.
+    pub fn with_cluster(mut self, url: analytics::sql::cluster::ClusterUrl) -> App {
+        self.cluster = Some(url);
         self
     }
 

@@ -132,6 +132,9 @@ pub enum Request {
         target: QueryTarget,
         /// Draw its chart too.
         chart: bool,
+        /// Run it on this Ballista cluster (default: the server's own, if it has one).
+        #[serde(default)]
+        cluster: Option<analytics::sql::cluster::ClusterUrl>,
     },
     /// [`App::analyze`].
     Analyze {
@@ -312,8 +315,8 @@ impl App {
             Request::Replay { until } => Reply::Replayed { replayed: self.replay(until).await? },
             Request::Export { out } => Reply::Exported { summary: self.export(out).await? },
             Request::ListQueries => Reply::Queries { queries: self.list_queries()? },
-            Request::Query { export, target, chart } => {
-                Reply::Answer { answer: self.query(export, target, Audience::Everyone, chart).await? }
+            Request::Query { export, target, chart, cluster } => {
+                Reply::Answer { answer: self.query_on(export, target, Audience::Everyone, chart, cluster).await? }
             }
             Request::Analyze { export, analysis, chart } => {
                 Reply::Answer { answer: self.analyze(export, analysis, Audience::Everyone, chart).await? }

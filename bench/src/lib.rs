@@ -71,6 +71,13 @@ pub const BENCHMARKS: &[Benchmark] = &[
                 when it is installed (groupby_10m_vs_duckdb_ratio)",
     },
     Benchmark {
+        name: "cluster_groupby_10m_s",
+        about: "groupby_10m_payments_s's query and export on a Ballista cluster on loopback: a `posledger \
+                cluster scheduler` and one `posledger cluster executor` (2 slots) as child processes, then \
+                with a second executor (cluster_groupby_10m_2_executors_s); beside them the local run in the \
+                same minute (cluster_local_groupby_10m_s) and the ratios to it",
+    },
+    Benchmark {
         name: "http_balance_reads_per_s",
         about: "posledger serve on 127.0.0.1 (in this process): GET /v1/balances/{account} under wrk \
                 (2 threads, 64 connections, 5 s, after one read has caught the books up: also http_balance_p99_ms \
@@ -211,6 +218,7 @@ pub fn run(names: &[String], scale: f64, repeat: usize, work_dir: Option<&Path>)
             "backup_10m_events_s" => rt.block_on(backup_restore(&dir, scaled(9_090_909, scale), repeat))?,
             "export_rows_per_s" => rt.block_on(export(&dir, scaled(1_000_000, scale), repeat))?,
             "groupby_10m_payments_s" => rt.block_on(groupby(&dir, scaled(10_000_000, scale), repeat))?,
+            "cluster_groupby_10m_s" => rt.block_on(cluster_groupby(&dir, scaled(10_000_000, scale), repeat))?,
             "http_balance_reads_per_s" => rt.block_on(http(&dir, scaled(200_000, scale), repeat))?,
             "http_sustained_ingest_rss_spread_pct" => {
                 rt.block_on(http_sustained(&dir, scaled(600, scale).max(120), SUSTAINED_RECORDS_PER_S))?
@@ -783,29 +791,10 @@ async fn export(dir: &Path, payments: u64, repeat: usize) -> Result<()> {
 /// The named query `daily_sales` over an export of `payments` captures: DataFusion in this
 /// process, then DuckDB (Python) on the same files with the same SQL, parameters as literals.
 async fn groupby(dir: &Path, payments: u64, repeat: usize) -> Result<()> {
-    use futures::StreamExt;
-    let events_dir = dir.join("events");
-    payments_store(&events_dir, payments).await?;
-    let out = dir.join("export");
-    {
-        let store = EmbeddedStore::open(&events_dir)?;
-        analytics::export::export(&store, &out).await?;
-    }
-    let _ = std::fs::remove_dir_all(&events_dir);
+    let out = groupby_export(dir, payments).await?;
     let query = queries::get("daily_sales")?;
     let values = query.bind(&[])?;
-    let session = analytics::sql::Session::open(&out, analytics::sql::Limits::default()).await?;
-    let mut runs = Vec::new();
-    let mut groups = 0;
-    for _ in 0..repeat {
-        let start = Instant::now();
-        let mut stream = session.named_stream(&query, &values).await?;
-        groups = 0;
-        while let Some(batch) = stream.next().await {
-            groups += batch?.num_rows();
-        }
-        runs.push(start.elapsed().as_secs_f64());
-    }
+    let (runs, groups) = time_daily_sales(&out, &analytics::sql::Engine::Local, repeat).await?;
     let ours = median(runs.clone());
     emit(
         "groupby_10m_payments_s",
@@ -853,6 +842,124 @@ print("duckdb=%f groups=%d" % (statistics.median(runs), len(rows)))
         }
         Ok(o) => eprintln!("peer failed: {}", String::from_utf8_lossy(&o.stderr)),
         Err(_) => eprintln!("peer skipped: python3 is not available"),
+    }
+    Ok(())
+}
+
+/// The export of `payments` captures (and their refunds) that the group-by benchmarks query.
+async fn groupby_export(dir: &Path, payments: u64) -> Result<std::path::PathBuf> {
+    let events_dir = dir.join("events");
+    payments_store(&events_dir, payments).await?;
+    let out = dir.join("export");
+    {
+        let store = EmbeddedStore::open(&events_dir)?;
+        analytics::export::export(&store, &out).await?;
+    }
+    let _ = std::fs::remove_dir_all(&events_dir);
+    Ok(out)
+}
+
+/// Seconds each of `repeat` runs of the named query `daily_sales` over `export` on `engine`
+/// took, and the groups it found.
+async fn time_daily_sales(export: &Path, engine: &analytics::sql::Engine, repeat: usize) -> Result<(Vec<f64>, usize)> {
+    use futures::StreamExt;
+    let query = queries::get("daily_sales")?;
+    let values = query.bind(&[])?;
+    let session = analytics::sql::Session::open_on(export, analytics::sql::Limits::default(), true, engine).await?;
+    let mut runs = Vec::new();
+    let mut groups = 0;
+    for _ in 0..repeat {
+        let start = Instant::now();
+        let mut stream = session.named_stream(&query, &values).await?;
+        groups = 0;
+        while let Some(batch) = stream.next().await {
+            groups += batch?.num_rows();
+        }
+        runs.push(start.elapsed().as_secs_f64());
+    }
+    Ok((runs, groups))
+}
+
+/// A `posledger cluster` node (this executable, in a child process), killed when dropped.
+struct ClusterNode(std::process::Child);
+
+impl Drop for ClusterNode {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl ClusterNode {
+    /// A scheduler on a free loopback port, and its address.
+    fn scheduler() -> Result<(ClusterNode, analytics::sql::cluster::ClusterUrl)> {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(std::env::current_exe()?)
+            .args(["posledger", "cluster", "scheduler", "--bind", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting posledger cluster scheduler")?;
+        let stdout = child.stdout.take().context("the scheduler's output")?;
+        let node = ClusterNode(child);
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        let url = line.trim().strip_prefix("scheduler listening on ").context("the scheduler's address")?.parse()?;
+        Ok((node, url))
+    }
+
+    /// An executor of two slots for the scheduler at `url`, its shuffle files under `work`.
+    fn executor(url: &analytics::sql::cluster::ClusterUrl, work: &Path) -> Result<ClusterNode> {
+        let port = loop {
+            let first = std::net::TcpListener::bind("127.0.0.1:0")?;
+            let port = first.local_addr()?.port();
+            if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+                break port;
+            }
+        };
+        let child = std::process::Command::new(std::env::current_exe()?)
+            .args(["posledger", "cluster", "executor", "--slots", "2", "--scheduler", &url.to_string()])
+            .args(["--port", &port.to_string()])
+            .arg("--work-dir")
+            .arg(work)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting posledger cluster executor")?;
+        Ok(ClusterNode(child))
+    }
+}
+
+/// `daily_sales` over the group-by export on a loopback cluster of one, then two executors,
+/// beside the local run in the same minute. The first run on a cluster waits for its executors
+/// to register and is not timed.
+async fn cluster_groupby(dir: &Path, payments: u64, repeat: usize) -> Result<()> {
+    let out = groupby_export(dir, payments).await?;
+    let (local_runs, local_groups) = time_daily_sales(&out, &analytics::sql::Engine::Local, repeat).await?;
+    let local = median(local_runs.clone());
+    emit("cluster_local_groupby_10m_s", local, "s", json!({"payments": payments, "runs_seconds": local_runs}));
+    let (_scheduler, url) = ClusterNode::scheduler()?;
+    let engine = analytics::sql::Engine::Cluster(url.clone());
+    let mut executors = Vec::new();
+    for (n, name) in [(1, "cluster_groupby_10m_s"), (2, "cluster_groupby_10m_2_executors_s")] {
+        executors.push(ClusterNode::executor(&url, &dir.join(format!("work-{n}")))?);
+        // Registered when a query answers; with a second executor, once both have beaten.
+        let ready = Instant::now();
+        while time_daily_sales(&out, &engine, 1).await.is_err() {
+            anyhow::ensure!(ready.elapsed() < std::time::Duration::from_secs(60), "the cluster never answered");
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let (runs, groups) = time_daily_sales(&out, &engine, repeat).await?;
+        anyhow::ensure!(groups == local_groups, "the cluster found {groups} groups, the local run {local_groups}");
+        let secs = median(runs.clone());
+        emit(
+            name,
+            secs,
+            "s",
+            json!({"payments": payments, "executors": n, "slots_each": 2, "groups": groups, "runs_seconds": runs}),
+        );
+        emit(&format!("{name}_vs_local_ratio"), secs / local, "x", json!({"executors": n}));
     }
     Ok(())
 }

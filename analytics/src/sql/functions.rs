@@ -167,6 +167,29 @@ pub(crate) fn sandbox(builder: &mut SessionStateBuilder, budget: &Arc<AtomicUsiz
     }
 }
 
+/// Keeps in `builder` only the functions a query may call on a cluster
+/// ([`super::cluster`]): the allow-list without the text-building functions, whose budget
+/// lives in the planning process, and without table functions, whose tables a plan cannot
+/// carry to the executors.
+pub(crate) fn sandbox_for_cluster(builder: &mut SessionStateBuilder) {
+    if let Some(functions) = builder.scalar_functions() {
+        functions.retain(|udf| {
+            std::iter::once(udf.name())
+                .chain(udf.aliases().iter().map(String::as_str))
+                .any(|n| SCALAR_FUNCTIONS_ALLOWED.contains(&n) && !TEXT_BUILDING.contains(&n))
+        });
+    }
+    if let Some(functions) = builder.higher_order_functions() {
+        functions.clear();
+    }
+    if let Some(tables) = builder.table_functions() {
+        tables.clear();
+    }
+}
+
+/// The text-building functions, counted against [`GENERATED_TEXT_BYTES_MAX`].
+const TEXT_BUILDING: &[&str] = &["repeat", "lpad", "rpad"];
+
 /// A text-building function that first charges what it will build to the query's budget.
 #[derive(Debug)]
 struct Bounded {
