@@ -17,6 +17,7 @@ pub fn serve(
     cluster: Option<analytics::sql::cluster::ClusterUrl>,
 ) -> Result<ExitCode> {
     let rt = crate::cli::runtime()?;
+    let cluster_named = cluster.clone();
     rt.block_on(async {
         let app = match App::open(dir.clone(), Box::new(|w| eprintln!("warning: {w}"))) {
             Ok(app) => {
@@ -62,6 +63,14 @@ pub fn serve(
             let _ = writeln!(out, "listening on http://{local}").and_then(|()| out.flush());
         }
         eprintln!("commands on {} go through {}", dir.root().display(), socket_path.display());
+        if let Some(url) = &cluster_named {
+            // Not a reason to refuse to start: the cluster may come up after the server. Each
+            // query says again if it cannot be reached.
+            match analytics::sql::cluster::reachable(url).await {
+                Ok(()) => eprintln!("SQL queries run on the cluster at {url}"),
+                Err(e) => eprintln!("warning: SQL queries are to run on a cluster, but {e}"),
+            }
+        }
         let started = Instant::now();
         let shutdown = async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
