@@ -173,11 +173,32 @@ impl SqlError {
     }
 
     /// An error of a query's run on the cluster: the plan was accepted here, so what went
-    /// wrong happened there (Ballista reports its failures as text).
+    /// wrong happened there. Ballista reports a task's failure as text, so the errors a local
+    /// run tells apart (memory, the data) are recognised by DataFusion's and Arrow's wording.
     fn from_cluster(e: DataFusionError, limits: &Limits) -> SqlError {
-        match e.find_root() {
-            DataFusionError::ResourcesExhausted(_) => SqlError::MemoryLimit { max: limits.memory_bytes_max },
-            _ => SqlError::Cluster(format!("the cluster did not run the query: {e}")),
+        if let DataFusionError::ResourcesExhausted(_) = e.find_root() {
+            return SqlError::MemoryLimit { max: limits.memory_bytes_max };
+        }
+        let text = e.to_string();
+        if text.contains("Resources exhausted") {
+            return SqlError::MemoryLimit { max: limits.memory_bytes_max };
+        }
+        // Each as DataFusion and Arrow write it, and as Ballista's task failure shows it
+        // (Arrow's error in its debug form).
+        const DATA_ERRORS: &[(&str, &str)] = &[
+            ("Divide by zero", "division by zero"),
+            ("DivideByZero", "division by zero"),
+            ("Cast error", "a value that cannot be cast"),
+            ("CastError", "a value that cannot be cast"),
+            ("Arithmetic overflow", "an arithmetic overflow"),
+            ("ArithmeticOverflow", "an arithmetic overflow"),
+            ("Overflow happened", "an arithmetic overflow"),
+            ("Compute error", "a computation on the data failed"),
+            ("ComputeError", "a computation on the data failed"),
+        ];
+        match DATA_ERRORS.iter().find(|(wording, _)| text.contains(wording)) {
+            Some((_, what)) => SqlError::Invalid(format!("the query failed on the data, on the cluster: {what}")),
+            None => SqlError::Cluster(format!("the cluster did not run the query: {text}")),
         }
     }
 }
@@ -363,8 +384,14 @@ impl Session {
         let Some(url) = &self.cluster else {
             return Ok((frame.execute_stream().await.map_err(|e| self.run_error(e))?, None));
         };
-        let plan = frame.create_physical_plan().await.map_err(|e| SqlError::from_engine(e, &limits))?;
+        let schema = frame.schema().as_arrow().clone();
+        let mut plan = frame.create_physical_plan().await.map_err(|e| SqlError::from_engine(e, &limits))?;
         let job = cluster::Job::of(&plan, url);
+        if job.is_none() && plan.schema().fields().is_empty() && !schema.fields().is_empty() {
+            // A query the optimiser found empty is answered here, by Ballista's planner, with
+            // no columns; the local answer has the query's columns and no rows.
+            plan = Arc::new(datafusion::physical_plan::empty::EmptyExec::new(Arc::new(schema)));
+        }
         let stream =
             datafusion::physical_plan::execute_stream(plan, self.ctx.task_ctx()).map_err(|e| self.run_error(e))?;
         Ok((Box::pin(cluster::JobStream::new(stream, job.clone())), job))

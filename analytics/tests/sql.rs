@@ -344,6 +344,10 @@ async fn only_functions_with_bounded_results_are_there_to_call() {
         "SELECT generate_series(1, 4000000000)",
         "SELECT array_repeat('a', 2147483647)",
         "SELECT make_array(txn_id, txn_id) FROM payments",
+        // The same builders by syntax rather than by name.
+        "SELECT [txn_id, txn_id] FROM payments",
+        "SELECT MAP {'a': 1}",
+        "SELECT [1, 2][1]",
         "SELECT replace('aaaa', 'a', 'bbbbbbbbbbbb')",
         "SELECT regexp_replace('aaaa', 'a', 'bbbbbbbbbbbb')",
         "SELECT * FROM parquet_metadata('payments')",

@@ -265,8 +265,8 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         addr: std::net::SocketAddr,
-        /// Run the SQL query routes on this Ballista cluster (df://HOST:PORT) instead of in
-        /// the server's own worker processes.
+        /// Run the SQL query routes' queries on this Ballista cluster (df://HOST:PORT): planned
+        /// and checked in the server's worker processes, run by the cluster's executors.
         #[arg(long)]
         cluster: Option<ClusterUrl>,
     },
@@ -448,7 +448,8 @@ enum ClusterCommand {
         /// Its Arrow Flight port (shuffle data); its gRPC port is the next one.
         #[arg(long, default_value_t = cluster::EXECUTOR_PORT_DEFAULT)]
         port: u16,
-        /// Where it keeps shuffle files between a query's stages [default: DATA_DIR/cluster-work].
+        /// Where it keeps shuffle files between a query's stages, in a directory of its own,
+        /// executor-PORT [default: DATA_DIR/cluster-work].
         #[arg(long)]
         work_dir: Option<PathBuf>,
     },

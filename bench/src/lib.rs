@@ -945,7 +945,11 @@ async fn cluster_groupby(dir: &Path, payments: u64, repeat: usize) -> Result<()>
         executors.push(ClusterNode::executor(&url, &dir.join(format!("work-{n}")))?);
         // Registered when a query answers; with a second executor, once both have beaten.
         let ready = Instant::now();
-        while time_daily_sales(&out, &engine, 1).await.is_err() {
+        let answered = || async {
+            let once = time_daily_sales(&out, &engine, 1);
+            matches!(tokio::time::timeout(std::time::Duration::from_secs(30), once).await, Ok(Ok(_)))
+        };
+        while !answered().await {
             anyhow::ensure!(ready.elapsed() < std::time::Duration::from_secs(60), "the cluster never answered");
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         }

@@ -125,7 +125,8 @@ pub struct ExecutorOptions {
     pub port: u16,
     /// Tasks it runs at once (at most [`EXECUTOR_SLOTS_MAX`]).
     pub slots: usize,
-    /// Where it keeps the shuffle files between a query's stages.
+    /// Where it keeps the shuffle files between a query's stages: in a directory of its own
+    /// inside this one, `executor-PORT`.
     pub work_dir: PathBuf,
     /// Memory its tasks may hold together, in bytes, shared evenly among its slots.
     pub memory_bytes_max: usize,
@@ -142,9 +143,20 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<(), ClusterError> 
         .port
         .checked_add(1)
         .ok_or_else(|| ClusterError::Invalid("--port must leave room for the gRPC port after it".into()))?;
-    std::fs::create_dir_all(&options.work_dir)
-        .map_err(|e| ClusterError::Invalid(format!("work directory {}: {e}", options.work_dir.display())))?;
-    let target = (options.scheduler.host().trim_start_matches('[').trim_end_matches(']'), options.scheduler.port());
+    let unspecified = options.bind_host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_unspecified());
+    if unspecified && options.external_host.is_none() {
+        return Err(ClusterError::Invalid(format!(
+            "--bind-host {} needs --external-host: the address other nodes reach this executor by",
+            options.bind_host
+        )));
+    }
+    // Ballista removes every directory inside its work directory (at a clean stop, and those
+    // older than their lifetime): it gets one of its own, named by its port, so that nothing
+    // else under the directory given (another executor's files, a data directory) is touched.
+    let work_dir = options.work_dir.join(format!("executor-{}", options.port));
+    std::fs::create_dir_all(&work_dir)
+        .map_err(|e| ClusterError::Invalid(format!("work directory {}: {e}", work_dir.display())))?;
+    let target = (options.scheduler.connect_host(), options.scheduler.port());
     match tokio::time::timeout(SCHEDULER_CONNECT_TIMEOUT, tokio::net::TcpStream::connect(target)).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => {
@@ -162,7 +174,8 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<(), ClusterError> 
         }
     }
     // Like a local query: no spilling, so a task needing more than its share of memory fails
-    // clearly instead of filling the disk.
+    // clearly. (Shuffle files between stages are written all the same: that is how stages
+    // hand data on.)
     let runtime = Arc::new(|_: &datafusion::prelude::SessionConfig| {
         let env = RuntimeEnvBuilder::new()
             .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
@@ -174,11 +187,12 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<(), ClusterError> 
         external_host: Some(options.external_host.unwrap_or(options.bind_host)),
         port: options.port,
         grpc_port,
-        scheduler_host: target.0.to_owned(),
+        // As written in the address: Ballista puts it in a URL, where IPv6 needs its brackets.
+        scheduler_host: options.scheduler.host().to_owned(),
         scheduler_port: options.scheduler.port(),
         scheduler_connect_timeout_seconds: u16::try_from(SCHEDULER_CONNECT_TIMEOUT.as_secs()).unwrap_or(u16::MAX),
         vcores: options.slots,
-        work_dir: Some(options.work_dir.display().to_string()),
+        work_dir: Some(work_dir.display().to_string()),
         print_thread_info: false,
         executor_heartbeat_interval_seconds: EXECUTOR_HEARTBEAT.as_secs(),
         job_data_ttl_seconds: SHUFFLE_FILES_TTL.as_secs(),

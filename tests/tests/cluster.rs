@@ -120,6 +120,9 @@ const AD_HOC: &[&str] = &[
     "SELECT merchant_id FROM payments UNION SELECT merchant_id FROM adjustments ORDER BY merchant_id",
     "WITH big AS (SELECT * FROM payments WHERE amount > 100) \
      SELECT currency, avg(amount) AS mean FROM big GROUP BY currency ORDER BY currency",
+    // Found empty by the optimiser: no rows, the query's columns.
+    "SELECT txn_id, amount FROM payments LIMIT 0",
+    "SELECT txn_id FROM payments WHERE false",
     // With Ballista's adaptive planner this came back with no rows (see `analytics::sql::cluster`).
     SLOW_JOIN,
 ];
@@ -127,7 +130,7 @@ const AD_HOC: &[&str] = &[
 /// A join a few seconds long on the cluster in a debug build: long enough to lose an
 /// executor in the middle of it.
 const SLOW_JOIN: &str = "SELECT count(*) AS n FROM payments a JOIN payments b ON a.merchant_id = b.merchant_id \
-     JOIN (SELECT * FROM payments ORDER BY txn_id LIMIT 300) c ON b.merchant_id = c.merchant_id";
+     JOIN (SELECT * FROM payments ORDER BY txn_id LIMIT 200) c ON b.merchant_id = c.merchant_id";
 
 #[test]
 fn queries_on_a_loopback_cluster_equal_the_local_run() {
@@ -164,11 +167,23 @@ fn queries_on_a_loopback_cluster_equal_the_local_run() {
         let cluster = ok(&posledger(&data, &["query", "--sql", sql, "--format", "json", "--cluster", &url]));
         assert_eq!(cluster, local, "{sql}");
     }
+    // A table not exported yet reads as no rows there too, with its columns.
+    let partial = tmp.path().join("partial-export");
+    copy_dir(&data.join("export"), &partial);
+    std::fs::remove_dir_all(partial.join("recon_items")).expect("remove a table");
+    let sql = "SELECT count(*) AS n, sum(our_amount) AS total FROM recon_items";
+    let export = partial.display().to_string();
+    let local = ok(&posledger(&data, &["query", "--sql", sql, "--export", &export, "--format", "json"]));
+    let cluster =
+        ok(&posledger(&data, &["query", "--sql", sql, "--export", &export, "--format", "json", "--cluster", &url]));
+    assert_eq!(cluster, local);
+    assert!(local.contains(r#""n":0"#), "{local}");
     // Both executors ran tasks: each holds a job's shuffle files.
     for work in ["work-a", "work-b"] {
-        let jobs = std::fs::read_dir(tmp.path().join(work)).map(Iterator::count).unwrap_or(0);
-        assert!(jobs > 0, "{work} ran no task");
+        assert!(!jobs_in(&[tmp.path().join(work)]).is_empty(), "{work} ran no task");
     }
+    let jobs = || jobs_in(&[tmp.path().join("work-a"), tmp.path().join("work-b")]).len();
+    let jobs_before = jobs();
 
     // The sandbox holds on the cluster: checked where the query is planned.
     for (sql, expected) in [
@@ -184,6 +199,9 @@ fn queries_on_a_loopback_cluster_equal_the_local_run() {
         assert_eq!(out.status.code(), Some(2), "{sql}: {}", ok_text(&out));
         assert!(stderr(&out).contains(expected), "{sql}: {}", stderr(&out));
     }
+    // Refused where they were asked: none reached an executor. (The row limit's query did: it
+    // is refused on its result, and its job's files may already be gone with its cancel.)
+    assert!(jobs() <= jobs_before + 1, "jobs run for the refused queries: {} after {jobs_before}", jobs());
 
     // The server's query routes on the cluster, with an analyst's key: no payer column, the
     // named queries as locally.
@@ -203,9 +221,17 @@ fn queries_on_a_loopback_cluster_equal_the_local_run() {
     let (status, body) = tests::http(addr, "POST", "/v1/sql", &key, b"SELECT payer FROM payments").expect("http");
     assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
     assert!(String::from_utf8_lossy(&body).contains("payer"));
+    let jobs_before = jobs();
     let (status, body) =
         tests::http(addr, "POST", "/v1/sql", &key, b"SELECT count(*) AS n FROM payments").expect("http");
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(jobs() > jobs_before, "the server's query ran on the cluster");
+    // The data's fault, found on an executor, is the caller's error as it is locally.
+    let (status, body) =
+        tests::http(addr, "POST", "/v1/sql", &key, b"SELECT 1 / (count(*) - count(*)) AS x FROM payments")
+            .expect("http");
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("division by zero"), "{}", String::from_utf8_lossy(&body));
     let (status, body) = tests::http(addr, "GET", "/v1/queries/daily_sales", &key, b"").expect("http");
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     drop(server);
@@ -247,6 +273,25 @@ fn an_executor_killed_during_a_query_is_retried_on_the_other() {
     std::io::Read::read_to_string(&mut query.stderr.take().expect("stderr"), &mut err).expect("read");
     assert!(status.success(), "{err}");
     assert_eq!(stdout, local);
+}
+
+/// The jobs whose shuffle files the executors working in `works` hold (`WORK/executor-PORT/JOB`).
+fn jobs_in(works: &[std::path::PathBuf]) -> std::collections::BTreeSet<std::ffi::OsString> {
+    let executors = works.iter().filter_map(|w| std::fs::read_dir(w).ok()).flatten().flatten();
+    executors.filter_map(|e| std::fs::read_dir(e.path()).ok()).flatten().flatten().map(|j| j.file_name()).collect()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy");
+        }
+    }
 }
 
 fn ok_text(out: &Output) -> String {

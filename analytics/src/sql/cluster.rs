@@ -45,9 +45,12 @@ pub const CLUSTER_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const SCHEDULER_PORT_DEFAULT: u16 = 50050;
 /// Longest host name accepted in a cluster address, in bytes (DNS's limit).
 pub const CLUSTER_HOST_BYTES_MAX: usize = 253;
+/// Longest a query that stopped waits for the scheduler to take its job's cancellation: short,
+/// so that the answer (the reason it stopped) is not held back, and inside a worker's grace.
+pub const CANCEL_WAIT: Duration = Duration::from_secs(2);
 
 /// A Ballista scheduler's address, `df://HOST[:PORT]` (port [`SCHEDULER_PORT_DEFAULT`] when
-/// left out).
+/// left out): HOST a name, an IPv4 address or a bracketed IPv6 address (`[::1]`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct ClusterUrl {
@@ -64,9 +67,14 @@ pub struct ClusterUrlError {
 }
 
 impl ClusterUrl {
-    /// The scheduler's host.
+    /// The scheduler's host, as written in the address (an IPv6 address in brackets).
     pub fn host(&self) -> &str {
         &self.host
+    }
+
+    /// The host as a socket connects to it (an IPv6 address without its brackets).
+    pub fn connect_host(&self) -> &str {
+        self.host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(&self.host)
     }
 
     /// The scheduler's port.
@@ -85,25 +93,35 @@ impl std::str::FromStr for ClusterUrl {
         if rest.contains(['/', '?', '#', '@']) {
             return Err(refuse("only a host and a port may follow df://"));
         }
-        let (host, port) = match rest.rsplit_once(':') {
-            // A bracketed IPv6 address keeps its colons.
-            Some((host, port)) if !host.starts_with('[') || host.ends_with(']') => {
-                (host, port.parse::<u16>().map_err(|_| refuse("the port is not a number from 1 to 65535"))?)
-            }
-            _ => (rest, SCHEDULER_PORT_DEFAULT),
+        let bad_port = || refuse("the port is not a number from 1 to 65535");
+        let port_of = |text: &str| match text.parse::<u16>() {
+            Ok(port) if port > 0 && text.bytes().all(|b| b.is_ascii_digit()) => Ok(port),
+            _ => Err(bad_port()),
         };
-        if port == 0 {
-            return Err(refuse("the port is not a number from 1 to 65535"));
-        }
+        let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
+            // An IPv6 address, bracketed so that its colons are not the port's.
+            let (address, after) = bracketed.split_once(']').ok_or_else(|| refuse("a '[' is not closed"))?;
+            address.parse::<std::net::Ipv6Addr>().map_err(|_| refuse("inside [ ] is not an IPv6 address"))?;
+            let port = match after {
+                "" => SCHEDULER_PORT_DEFAULT,
+                _ => port_of(after.strip_prefix(':').ok_or_else(|| refuse("only a port may follow the ]"))?)?,
+            };
+            (&rest[..address.len() + 2], port)
+        } else {
+            match rest.split_once(':') {
+                Some((host, port)) => (host, port_of(port)?),
+                None => (rest, SCHEDULER_PORT_DEFAULT),
+            }
+        };
         if host.is_empty() {
             return Err(refuse("it names no host"));
         }
         if host.len() > CLUSTER_HOST_BYTES_MAX {
             return Err(refuse("the host name is longer than 253 bytes"));
         }
-        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '[' | ']');
-        if !host.chars().all(allowed) {
-            return Err(refuse("the host holds characters a host name cannot"));
+        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
+        if !host.starts_with('[') && !host.chars().all(allowed) {
+            return Err(refuse("the host holds characters a host name cannot (an IPv6 address goes in [ ])"));
         }
         Ok(ClusterUrl { host: host.to_owned(), port })
     }
@@ -132,7 +150,7 @@ impl From<ClusterUrl> for String {
 /// Fails within [`CLUSTER_CONNECT_TIMEOUT`] unless the scheduler at `url` accepts a TCP
 /// connection: an unreachable cluster is named at once, not after Ballista's own retries.
 pub async fn reachable(url: &ClusterUrl) -> Result<(), SqlError> {
-    let target = (url.host.trim_start_matches('[').trim_end_matches(']'), url.port);
+    let target = (url.connect_host(), url.port);
     let unreachable = |why: String| {
         SqlError::Cluster(format!(
             "the cluster's scheduler at {url} cannot be reached: {why} (waited at most {}s)",
@@ -170,8 +188,10 @@ pub(crate) fn upgrade(state: SessionState, url: &ClusterUrl) -> Result<SessionSt
     Ok(builder.build())
 }
 
-/// A query sent to the cluster: cancelled there when its caller stops reading early (a time
-/// limit, a row limit, a caller gone), so that executors do not run on for nobody.
+/// A query sent to the cluster: cancelled there when the query stops before its end (its time
+/// limit, or its stream dropped), so that executors do not run on for nobody. (A row or byte
+/// limit is met only once the job has finished: a cluster's result is read after its last
+/// stage.)
 #[derive(Clone)]
 pub(crate) struct Job {
     plan: Arc<dyn ExecutionPlan>,
@@ -190,7 +210,7 @@ impl Job {
         exec.job_id().map(String::from)
     }
 
-    /// Asks the scheduler to cancel the job, waiting at most [`CLUSTER_CONNECT_TIMEOUT`]. A job
+    /// Asks the scheduler to cancel the job, waiting at most [`CANCEL_WAIT`]. A job
     /// not accepted yet has nothing to cancel; a failure is only reported on standard error,
     /// since the caller is already answering with the reason it stopped.
     pub(crate) async fn cancel(&self) {
@@ -206,7 +226,7 @@ impl Job {
                 .map_err(|e| e.to_string())?;
             Ok::<_, String>(())
         };
-        match tokio::time::timeout(CLUSTER_CONNECT_TIMEOUT, work).await {
+        match tokio::time::timeout(CANCEL_WAIT, work).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => eprintln!("warning: cancelling the query on the cluster: {e}"),
             Err(_) => eprintln!("warning: cancelling the query on the cluster: the scheduler did not answer"),
@@ -265,7 +285,9 @@ mod tests {
         let url: ClusterUrl = "df://scheduler.internal".parse().expect("parses");
         assert_eq!(url.to_string(), "df://scheduler.internal:50050");
         let url: ClusterUrl = "df://[::1]:7000/".parse().expect("parses");
-        assert_eq!((url.host(), url.port()), ("[::1]", 7000));
+        assert_eq!((url.host(), url.connect_host(), url.port()), ("[::1]", "::1", 7000));
+        let url: ClusterUrl = "df://[fe80::1]".parse().expect("parses");
+        assert_eq!(url.to_string(), "df://[fe80::1]:50050");
         for (text, why) in [
             ("http://h:1", "does not start with df://"),
             ("df://", "names no host"),
@@ -274,6 +296,16 @@ mod tests {
             ("df://h:1/path", "only a host and a port"),
             ("df://user@h:1", "only a host and a port"),
             ("df://h h:1", "characters a host name cannot"),
+            ("df://fe80::1", "port is not a number"),
+            ("df://::1", "port is not a number"),
+            ("df://[::1", "is not closed"),
+            ("df://[]:80", "not an IPv6 address"),
+            ("df://[nothost]:80", "not an IPv6 address"),
+            ("df://a]:1", "characters a host name cannot"),
+            ("df://[[::1]]", "not an IPv6 address"),
+            ("df://[::1]x", "only a port may follow"),
+            ("df://h:+80", "port is not a number"),
+            ("df://h:", "port is not a number"),
         ] {
             let e = text.parse::<ClusterUrl>().expect_err(text).to_string();
             assert!(e.contains(why), "{text}: {e}");

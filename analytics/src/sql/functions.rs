@@ -165,6 +165,19 @@ pub(crate) fn sandbox(builder: &mut SessionStateBuilder, budget: &Arc<AtomicUsiz
     if let Some(tables) = builder.table_functions() {
         tables.retain(|name, _| TABLE_FUNCTIONS_ALLOWED.contains(&name.as_str()));
     }
+    without_nested_planners(builder);
+}
+
+/// Leaves out the planners that build arrays and maps from SQL syntax (`[a, b]`, `MAP {...}`,
+/// `a || b` on arrays, `a[1]`) without going through a function: the array and map builders
+/// are not on the allow-list, whatever the syntax.
+fn without_nested_planners(builder: &mut SessionStateBuilder) {
+    if let Some(planners) = builder.expr_planners() {
+        planners.retain(|p| {
+            let name = format!("{p:?}");
+            !name.starts_with("NestedFunctionPlanner") && !name.starts_with("FieldAccessPlanner")
+        });
+    }
 }
 
 /// Keeps in `builder` only the functions a query may call on a cluster
@@ -185,6 +198,7 @@ pub(crate) fn sandbox_for_cluster(builder: &mut SessionStateBuilder) {
     if let Some(tables) = builder.table_functions() {
         tables.clear();
     }
+    without_nested_planners(builder);
 }
 
 /// The text-building functions, counted against [`GENERATED_TEXT_BYTES_MAX`].
