@@ -37,7 +37,8 @@ pub const EXECUTOR_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 pub const EXECUTOR_HEARTBEAT: Duration = Duration::from_secs(1);
 /// The shortest executor timeout accepted: a few heartbeats.
 pub const EXECUTOR_TIMEOUT_MIN: Duration = Duration::from_secs(3);
-/// How long an executor tries to reach its scheduler at start before it gives up.
+/// How long an executor tries to reach its scheduler at start (again every 200 ms) before it
+/// gives up.
 pub const SCHEDULER_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an executor keeps a job's shuffle files when its scheduler has not had them
 /// removed (the scheduler removes a finished job's files after a few minutes).
@@ -157,21 +158,23 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<(), ClusterError> 
     std::fs::create_dir_all(&work_dir)
         .map_err(|e| ClusterError::Invalid(format!("work directory {}: {e}", work_dir.display())))?;
     let target = (options.scheduler.connect_host(), options.scheduler.port());
-    match tokio::time::timeout(SCHEDULER_CONNECT_TIMEOUT, tokio::net::TcpStream::connect(target)).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => {
+    // Tried again until the timeout: nodes started together find their scheduler starting too.
+    let started = std::time::Instant::now();
+    loop {
+        let left = SCHEDULER_CONNECT_TIMEOUT.saturating_sub(started.elapsed());
+        let why = match tokio::time::timeout(left, tokio::net::TcpStream::connect(target)).await {
+            Ok(Ok(_)) => break,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "no answer".to_owned(),
+        };
+        if started.elapsed() >= SCHEDULER_CONNECT_TIMEOUT {
             return Err(ClusterError::Unreachable(format!(
-                "the scheduler at {} cannot be reached: {e}",
-                options.scheduler
-            )));
-        }
-        Err(_) => {
-            return Err(ClusterError::Unreachable(format!(
-                "the scheduler at {} did not answer within {}s",
+                "the scheduler at {} cannot be reached: {why} (tried for {}s)",
                 options.scheduler,
                 SCHEDULER_CONNECT_TIMEOUT.as_secs()
             )));
         }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Like a local query: no spilling, so a task needing more than its share of memory fails
     // clearly. (Shuffle files between stages are written all the same: that is how stages
