@@ -695,7 +695,6 @@ fn cluster_node(dir: &DataDir, command: ClusterCommand) -> Result<ExitCode> {
                 ClusterCommand::Executor { scheduler, slots, bind_host, external_host, port, work_dir } => {
                     let slots = slots.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
                     let work_dir = work_dir.unwrap_or_else(|| dir.root().join("cluster-work"));
-                    eprintln!("executor with {slots} slots for {scheduler}, shuffle files in {}", work_dir.display());
                     let options = cluster::ExecutorOptions {
                         scheduler,
                         bind_host,

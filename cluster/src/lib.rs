@@ -157,6 +157,12 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<(), ClusterError> 
     let work_dir = options.work_dir.join(format!("executor-{}", options.port));
     std::fs::create_dir_all(&work_dir)
         .map_err(|e| ClusterError::Invalid(format!("work directory {}: {e}", work_dir.display())))?;
+    eprintln!(
+        "executor with {} slots for {}, shuffle files in {}",
+        options.slots,
+        options.scheduler,
+        work_dir.display()
+    );
     let target = (options.scheduler.connect_host(), options.scheduler.port());
     // Tried again until the timeout: nodes started together find their scheduler starting too.
     let started = std::time::Instant::now();
