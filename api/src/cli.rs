@@ -674,17 +674,12 @@ fn cluster_node(dir: &DataDir, command: ClusterCommand) -> Result<ExitCode> {
     cluster::init_logger()?;
     let rt = runtime()?;
     rt.block_on(async {
-        let stop = async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
-            }
-        };
+        let stop = stop_signal();
         let node = async {
             match command {
                 ClusterCommand::Scheduler { bind, executor_timeout } => {
-                    let options = cluster::SchedulerOptions { bind, executor_timeout: Duration::from_secs(executor_timeout) };
+                    let options =
+                        cluster::SchedulerOptions { bind, executor_timeout: Duration::from_secs(executor_timeout) };
                     cluster::run_scheduler(options, |addr| {
                         // One line on standard output: scripts read the address from it.
                         let mut out = std::io::stdout().lock();
@@ -714,6 +709,15 @@ fn cluster_node(dir: &DataDir, command: ClusterCommand) -> Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Resolves at the first SIGINT or SIGTERM: when a server or a cluster node stops.
+pub(crate) async fn stop_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+    }
 }
 
 /// A multi-threaded runtime for a command.

@@ -72,13 +72,7 @@ pub fn serve(
             }
         }
         let started = Instant::now();
-        let shutdown = async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
-            }
-        };
+        let shutdown = crate::cli::stop_signal();
         // The books follow the log in the background, so reads seldom wait for them.
         let follower = tokio::spawn({
             let app = app.clone();
