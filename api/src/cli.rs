@@ -330,6 +330,23 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Copy the whole event history between this data directory and a KurrentDB server:
+    /// `--to ADDRESS` copies the data directory's log into an empty namespace, `--from
+    /// ADDRESS` a namespace into a new data directory. Both chains are verified and every
+    /// event compared. ADDRESS: kurrentdb://[user:password@]host:port[?tls=false][&namespace=NS]
+    /// (namespace default `posledger`). Needs a build with `--features kurrentdb`, and the data
+    /// directory free (no server running on it).
+    Migrate {
+        /// Copy this data directory's log to the KurrentDB namespace at this address.
+        #[arg(long, conflicts_with = "from", required_unless_present = "from")]
+        to: Option<String>,
+        /// Copy the KurrentDB namespace at this address into this (new) data directory.
+        #[arg(long)]
+        from: Option<String>,
+        /// How to print the report.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// Restore a backup into a new data directory (--data-dir), whole or cut at a commit, then
     /// rebuild the books and the write model from the restored log.
     Restore {
@@ -842,6 +859,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Journal { format, until } => journal(&dir, format, until.as_deref()),
         Command::Backup { to, format } => backup(&dir, &to, format),
+        Command::Migrate { to, from, format } => migrate(&dir, to, from, format),
         Command::Restore { from, manifest, until, format } => {
             restore(&dir, &from, manifest.as_deref(), until.as_deref(), format)
         }
@@ -1272,6 +1290,31 @@ fn backup(dir: &DataDir, to: &Path, format: Format) -> Result<ExitCode> {
     };
     bar.finish_and_clear();
     show(&report.map_err(failed)?, format, render::backed_up)
+}
+
+/// `migrate`: always in this process, on a data directory no server holds.
+fn migrate(dir: &DataDir, to: Option<String>, from: Option<String>, format: Format) -> Result<ExitCode> {
+    let rt = runtime()?;
+    let bar = progress_bar(Some(0));
+    let mut progress = job_progress(&bar);
+    let options = kurrent::KurrentOptions::default();
+    let report = rt.block_on(async {
+        match (to, from) {
+            (Some(to), None) => {
+                let (wire, url) = app::migrate::connect(&to)?;
+                app::migrate::to_kurrent(dir, wire, url.namespace.clone(), &url.redacted(), options, &mut progress)
+                    .await
+            }
+            (None, Some(from)) => {
+                let (wire, url) = app::migrate::connect(&from)?;
+                app::migrate::from_kurrent(dir, wire, url.namespace.clone(), &url.redacted(), options, &mut progress)
+                    .await
+            }
+            _ => Err(Failure::invalid("invalid_arguments", "give one of --to and --from")),
+        }
+    });
+    bar.finish_and_clear();
+    show(&report.map_err(failed)?, format, render::migrated)
 }
 
 /// A long job's progress on the bar: bytes done of the total, and the step it is at.

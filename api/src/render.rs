@@ -575,6 +575,13 @@ pub fn backed_up(out: &mut impl Write, r: &app::backup::BackupReport) -> io::Res
     )
 }
 
+/// What a migration did.
+pub fn migrated(out: &mut impl Write, r: &app::migrate::Migrated) -> io::Result<()> {
+    writeln!(out, "copied {} events from {} to {}; every event compared equal", r.events, r.from, r.to)?;
+    writeln!(out, "source head hash {} (chain verified before the copy)", r.source_head_hash)?;
+    writeln!(out, "target head hash {} (chain verified after the copy)", r.target_head_hash)
+}
+
 /// What a restore did.
 pub fn restored(out: &mut impl Write, r: &app::backup::RestoreReport) -> io::Result<()> {
     writeln!(

@@ -34,6 +34,7 @@ pub mod dayend;
 pub mod failure;
 mod jsonfile;
 pub mod keys;
+pub mod migrate;
 pub mod recon;
 pub mod records;
 pub mod registry;

@@ -66,6 +66,9 @@ pub struct StoreOptions {
     pub index_recent_entries_max: usize,
     /// Bytes of each index's filter over the entries on disk.
     pub index_filter_bytes: usize,
+    /// The commit clock (µs since the epoch) when not the system's: a migration sets each
+    /// copied commit's original time through it.
+    pub clock: Option<Arc<dyn Fn() -> i64 + Send + Sync>>,
 }
 
 impl Default for StoreOptions {
@@ -78,6 +81,7 @@ impl Default for StoreOptions {
             snapshot_every_events: SNAPSHOT_EVERY_EVENTS_DEFAULT,
             index_recent_entries_max: INDEX_RECENT_ENTRIES_MAX_DEFAULT,
             index_filter_bytes: INDEX_FILTER_BYTES_DEFAULT,
+            clock: None,
         }
     }
 }

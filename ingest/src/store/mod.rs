@@ -29,6 +29,7 @@ pub use embedded::{
 pub(crate) use index::HashKeyMap;
 pub use keymap::{INDEX_FILTER_BYTES_DEFAULT, INDEX_RECENT_ENTRIES_MAX_DEFAULT};
 pub use verify::{VerifiedHead, VerifyError, VerifyReport, verify_dir, verify_dir_head, verify_open, verify_open_from};
+pub use writer::duplicate_result;
 
 /// Longest stream name accepted, in bytes.
 pub const STREAM_NAME_BYTES_MAX: usize = 255;

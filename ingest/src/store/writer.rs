@@ -374,7 +374,7 @@ impl Writer {
         batch.ids.clear();
         batch.first_position = self.head;
         batch.next_position = self.head;
-        batch.recorded_at_us = now_us();
+        batch.recorded_at_us = self.options.clock.as_ref().map_or_else(now_us, |clock| clock());
         let mut results = Vec::with_capacity(jobs.len());
         {
             // Readers may run meanwhile; the writer is the only one that changes the index.
@@ -646,9 +646,11 @@ fn index_batch(index: &mut Index, batch: &mut Batch) -> Result<(), ReadError> {
     Ok(())
 }
 
-/// The answer to a request some of whose ids are stored already: the original result if all
-/// of them are, with the same content, in order in the same stream; a conflict otherwise.
-fn duplicate_result(req: &AppendRequest, found: &[(usize, RecordedEvent)]) -> Result<Appended, AppendError> {
+/// The answer to a request some of whose ids are stored already (`found`: the index of each
+/// such event in the request, with what is stored): the original result if all of them are,
+/// with the same content, in order in the same stream; a conflict otherwise. Every backend
+/// answers retries by this rule.
+pub fn duplicate_result(req: &AppendRequest, found: &[(usize, RecordedEvent)]) -> Result<Appended, AppendError> {
     let conflict = |e: &RecordedEvent| AppendError::IdConflict { event_id: e.data.event_id, position: e.position };
     if found.len() != req.events.len() {
         return Err(conflict(&found[0].1));
