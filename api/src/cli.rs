@@ -33,6 +33,12 @@ struct Cli {
     /// Where posledger keeps its data [default: ./posledger-data; for `demo`, ./posledger-demo].
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
+    /// Keep the events in a KurrentDB server instead of the data directory's own log:
+    /// kurrentdb://[user:password@]host:port[?tls=false][&namespace=NS] (default namespace
+    /// `posledger`), or `embedded` [default: POSLEDGER_STORE, else embedded]. Needs a build with
+    /// `--features kurrentdb`; the data directory still holds keys, checkpoints and exports.
+    #[arg(long, global = true)]
+    store: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -786,7 +792,11 @@ impl Backend {
             );
         }
         let rt = runtime()?;
-        match app::App::open(dir.clone(), warn()) {
+        let opened = match dir.store() {
+            Some(address) => rt.block_on(app::App::open_kurrent(dir.clone(), address, warn())),
+            None => app::App::open(dir.clone(), warn()),
+        };
+        match opened {
             Ok(app) => Ok(Backend::Local(Box::new(with_worker(app)), rt)),
             // A server may have started since we looked.
             Err(f) if f.code == "store_locked" => match crate::local::client::connect(dir).map_err(failed)? {
@@ -830,7 +840,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let root = cli.data_dir.clone().unwrap_or_else(|| {
         PathBuf::from(if matches!(cli.command, Command::Demo { .. }) { "./posledger-demo" } else { "./posledger-data" })
     });
-    let dir = DataDir::new(&root);
+    let store = cli.store.clone().or_else(|| std::env::var(app::store::STORE_ENV).ok());
+    let dir = DataDir::new(&root).with_store(store.filter(|s| !s.is_empty() && s != "embedded"));
     let mut out = std::io::stdout().lock();
     match cli.command {
         Command::Ingest { file, format } => ingest(&dir, &file, InputKind::Feed, format),
@@ -1301,12 +1312,12 @@ fn migrate(dir: &DataDir, to: Option<String>, from: Option<String>, format: Form
     let report = rt.block_on(async {
         match (to, from) {
             (Some(to), None) => {
-                let (wire, url) = app::migrate::connect(&to)?;
+                let (wire, url) = app::store::connect_kurrent(&to)?;
                 app::migrate::to_kurrent(dir, wire, url.namespace.clone(), &url.redacted(), options, &mut progress)
                     .await
             }
             (None, Some(from)) => {
-                let (wire, url) = app::migrate::connect(&from)?;
+                let (wire, url) = app::store::connect_kurrent(&from)?;
                 app::migrate::from_kurrent(dir, wire, url.namespace.clone(), &url.redacted(), options, &mut progress)
                     .await
             }

@@ -188,7 +188,7 @@ impl App {
                 format!("{LISTINGS_RUNNING_MAX} event listings are running already; retry when one has finished"),
             )
         })?;
-        let extent = self.store.extent();
+        let extent = self.embedded_log("the event listing")?.extent();
         let paths = frames::segment_paths(&self.dir.events(), extent.segment_lens.len());
         let limit = Limit::of(until);
         let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(OUTPUT_CHUNKS_AHEAD);
@@ -309,7 +309,7 @@ impl App {
         use ingest::event::{Event, LogAnchored};
         use ingest::store::{EventStore, ExpectedRevision};
         let _writes = self.writes.lock().await;
-        let extent = self.store.extent();
+        let extent = self.embedded_log("an anchor")?.extent();
         let anchor = Anchor { head: extent.events, head_hash: hex::encode(extent.link) };
         let zone = chrono::FixedOffset::east_opt(crate::dates::BUSINESS_UTC_OFFSET_SECONDS)
             .ok_or_else(|| Failure::internal("the business time zone"))?;
@@ -325,7 +325,7 @@ impl App {
     /// Checks that the log extends `anchor`: walks every commit up to its position (checking
     /// each link) and compares the link of the commit ending there.
     pub async fn check_anchor(&self, anchor: Anchor) -> Result<AnchorCheck, Failure> {
-        let extent = self.store.extent();
+        let extent = self.embedded_log("an anchor's check")?.extent();
         let paths = frames::segment_paths(&self.dir.events(), extent.segment_lens.len());
         let want = anchor.clone();
         let found = tokio::task::spawn_blocking(move || {

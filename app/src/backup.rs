@@ -200,7 +200,7 @@ impl App {
     /// Backs the data directory up into `to` while it may be appended to: the log up to its
     /// durable head as of the call, and the state files. See the module documentation.
     pub async fn backup(&self, to: &Path, progress: OnProgress<'_>) -> Result<BackupReport, Failure> {
-        let extent = self.store.extent();
+        let extent = self.embedded_log("a backup")?.extent();
         let log_dir = self.dir.events();
         let state: Vec<(&'static str, PathBuf)> = STATE_FILES.iter().map(|n| (*n, self.dir.root().join(n))).collect();
         let to = to.to_path_buf();

@@ -13,6 +13,9 @@
 //!   verified.json    where the last verify ended (derived)
 //!   posledger.sock   the running server's local socket (owner only; gone when it stops)
 //!   RESTORING        a restore into this directory has not finished (it is not opened)
+//!   kurrentdb.store  the KurrentDB namespace whose history this directory goes with, when the
+//!                    events are there rather than in `events/` (`--store`)
+//!   store.lock       held by the process using the directory, when the events are on KurrentDB
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -24,12 +27,29 @@ pub const EXPORT_DIR_NAME: &str = "export";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataDir {
     root: PathBuf,
+    store: Option<String>,
 }
 
 impl DataDir {
     /// The data directory at `root` (nothing is created or checked).
     pub fn new(root: impl Into<PathBuf>) -> DataDir {
-        DataDir { root: root.into() }
+        DataDir { root: root.into(), store: None }
+    }
+
+    /// The same directory with its events in the KurrentDB store at `address` (see
+    /// [`crate::store`]) rather than in its own log; `None` keeps the embedded log.
+    pub fn with_store(self, address: Option<String>) -> DataDir {
+        DataDir { store: address, ..self }
+    }
+
+    /// The KurrentDB store address, when the events are there.
+    pub fn store(&self) -> Option<&str> {
+        self.store.as_deref()
+    }
+
+    /// The file naming the KurrentDB namespace this directory goes with.
+    pub fn kurrent_marker(&self) -> PathBuf {
+        self.root.join("kurrentdb.store")
     }
 
     /// The directory itself.

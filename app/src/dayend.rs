@@ -259,21 +259,19 @@ impl App {
     async fn verify_day(&self) -> Result<DayVerified, Failure> {
         let path = self.dir.verified();
         let from: Option<ingest::store::VerifiedHead> = crate::jsonfile::load(&path, "verified head").ok().flatten();
-        let store = self.store.clone();
-        let walked = tokio::task::spawn_blocking(move || {
-            match ingest::store::verify_open_from(&store, from.as_ref()) {
-                // A verified head that is not this log's (a copied directory, a stale file):
-                // walk everything rather than trust it.
-                Err(_) if from.is_some() => ingest::store::verify_open_from(&store, None),
-                walked => walked,
-            }
-        })
-        .await
-        .map_err(|e| Failure::internal(format!("verify stopped: {e}")))?;
+        let resumed = from.is_some();
+        let walked = match self.walk_log(from).await {
+            // A verified head that is not this log's (a copied directory, a stale file):
+            // walk everything rather than trust it.
+            Err(_) if resumed => self.walk_log(None).await,
+            walked => walked,
+        };
         let trial_balance_zero = self.books().await?.check_trial_balance().is_ok();
         Ok(match walked {
             Ok((report, head)) => {
-                self.remember_verified(&head);
+                if let Some(head) = head {
+                    self.remember_verified(&head);
+                }
                 DayVerified { head: report.events, head_hash: report.head_hash, trial_balance_zero, error: None }
             }
             Err(ingest::store::VerifyError::Io(e)) => return Err(Failure::unavailable(e)),

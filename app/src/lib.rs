@@ -40,6 +40,7 @@ pub mod records;
 pub mod registry;
 pub mod request;
 pub mod settle;
+pub mod store;
 pub mod verify;
 pub mod worker;
 
@@ -50,6 +51,7 @@ pub use datadir::DataDir;
 pub use failure::{Class, Failure};
 use ingest::pipeline::Ingestor;
 use ingest::store::{EmbeddedStore, EventStore};
+use store::Store;
 use tokio::sync::{MappedMutexGuard, MutexGuard, RwLockReadGuard};
 
 /// How long the books' follower lets commits gather before it applies them
@@ -63,14 +65,51 @@ struct Books {
     saved: Option<ledger::Mark>,
 }
 
+/// Refuses a data directory for the KurrentDB store `named` when it goes with another one, or
+/// holds an embedded log (whose checkpoints are that log's).
+fn check_kurrent_dir(dir: &DataDir, named: &str) -> Result<(), Failure> {
+    if let Some(before) = kurrent_marker(dir)?
+        && before != named
+    {
+        return Err(Failure::new(
+            Class::Refused,
+            "store_elsewhere",
+            format!("{} goes with {before}, not {named}", dir.root().display()),
+        ));
+    }
+    if dir.events().join(ingest::store::format::segment_file_name(0)).exists() {
+        return Err(Failure::new(
+            Class::Refused,
+            "store_elsewhere",
+            format!(
+                "{} holds an embedded event log: a KurrentDB store needs a data directory of its own \
+                 (`posledger migrate --to` copies this one's log)",
+                dir.root().display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The KurrentDB store a data directory goes with, if it names one.
+fn kurrent_marker(dir: &DataDir) -> Result<Option<String>, Failure> {
+    match std::fs::read_to_string(dir.kurrent_marker()) {
+        Ok(text) => Ok(Some(text.trim().to_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Failure::unavailable(format!("{}: {e}", dir.kurrent_marker().display()))),
+    }
+}
+
 /// Where warnings go (a checkpoint refused, a torn tail cut off): the adapter decides.
 pub type Warn = Box<dyn Fn(&str) + Send + Sync>;
 
 /// posledger's use cases over one data directory. See the crate documentation.
 pub struct App {
     dir: DataDir,
-    store: Arc<EmbeddedStore>,
-    ingestor: tokio::sync::Mutex<Option<Ingestor<EmbeddedStore>>>,
+    store: Arc<Store>,
+    /// The data directory's lock when the store is not the embedded log (which holds it).
+    _dir_lock: Option<std::fs::File>,
+    ingestor: tokio::sync::Mutex<Option<Ingestor<Store>>>,
     books: tokio::sync::RwLock<Option<Books>>,
     /// Serialises the writes decided outside the write model.
     writes: tokio::sync::Mutex<()>,
@@ -105,7 +144,66 @@ impl App {
                 format!("{} is a restore that did not finish: run the restore into it again", dir.root().display()),
             ));
         }
+        if let Some(named) = kurrent_marker(&dir)? {
+            return Err(Failure::new(
+                Class::Refused,
+                "store_elsewhere",
+                format!(
+                    "{}'s events are on KurrentDB ({named}): give --store (or POSLEDGER_STORE) with that address",
+                    dir.root().display()
+                ),
+            ));
+        }
         App::open_unchecked(dir, warn)
+    }
+
+    /// Opens the data directory with its events in the KurrentDB store at `address`: reads
+    /// and checks the namespace's whole history ([`kurrent::KurrentStore::open`]), then
+    /// [`App::open_on_kurrent`]. A data directory that holds an embedded log is refused (its
+    /// checkpoints are that log's): `posledger migrate --to` copies the log instead.
+    pub async fn open_kurrent(dir: DataDir, address: &str, warn: Warn) -> Result<App, Failure> {
+        let (wire, url) = store::connect_kurrent(address)?;
+        let named = format!("{} namespace {}", url.redacted(), url.namespace);
+        check_kurrent_dir(&dir, &named)?;
+        let store = kurrent::KurrentStore::open(wire, url.namespace.clone(), kurrent::KurrentOptions::default())
+            .await
+            .map_err(store::open_failure(&url.redacted()))?;
+        App::open_on_kurrent(dir, store, &named, warn)
+    }
+
+    /// Opens the data directory on a KurrentDB namespace's history (`store`, opened by the
+    /// caller; `named` says which, for messages and the directory's `kurrentdb.store` file)
+    /// instead of its own log. The data directory keeps the rest (keys, checkpoints, exports)
+    /// and is locked as the embedded log would lock it: one process at a time.
+    pub fn open_on_kurrent(
+        dir: DataDir,
+        store: kurrent::KurrentStore<kurrent::wire::AnyWire>,
+        named: &str,
+        warn: Warn,
+    ) -> Result<App, Failure> {
+        check_kurrent_dir(&dir, named)?;
+        let root = dir.root();
+        std::fs::create_dir_all(root).map_err(|e| Failure::unavailable(format!("creating {}: {e}", root.display())))?;
+        let path = root.join("store.lock");
+        let lock = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Failure::unavailable(format!("{}: {e}", path.display())))?;
+        if lock.try_lock().is_err() {
+            return Err(Failure::new(
+                Class::Busy,
+                "store_locked",
+                format!("{} is in use by another posledger process", root.display()),
+            ));
+        }
+        let marker = dir.kurrent_marker();
+        if !marker.exists() {
+            std::fs::write(&marker, format!("{named}\n"))
+                .map_err(|e| Failure::unavailable(format!("{}: {e}", marker.display())))?;
+        }
+        Ok(App::with_store(dir, Store::Kurrent(Box::new(store)), Some(lock), warn))
     }
 
     /// [`App::open`] of a directory a restore is still writing (to rebuild what it derives).
@@ -125,11 +223,16 @@ impl App {
                 report.truncated_bytes
             ));
         }
-        Ok(App {
+        Ok(App::with_store(dir, Store::Embedded(store), None, warn))
+    }
+
+    fn with_store(dir: DataDir, store: Store, dir_lock: Option<std::fs::File>, warn: Warn) -> App {
+        App {
             keys: keys::KeyRing::new(dir.keys()),
             approvals: approvals::Approvals::new(dir.approvals()),
             dir,
             store: Arc::new(store),
+            _dir_lock: dir_lock,
             ingestor: tokio::sync::Mutex::new(None),
             books: tokio::sync::RwLock::new(None),
             writes: tokio::sync::Mutex::new(()),
@@ -142,7 +245,7 @@ impl App {
             analytics_worker: None,
             cluster: None,
             warn,
-        })
+        }
     }
 
     /// Breaks parking more than `threshold` need a second person (instead of
@@ -194,8 +297,23 @@ impl App {
     }
 
     /// The event store.
-    pub fn store(&self) -> &Arc<EmbeddedStore> {
+    pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// The embedded log, for what reads its files (backup, the audit's chain listing and
+    /// anchors); refused when the history is on KurrentDB.
+    pub(crate) fn embedded_log(&self, what: &str) -> Result<&EmbeddedStore, Failure> {
+        self.store.embedded().ok_or_else(|| {
+            Failure::new(
+                Class::Refused,
+                "not_on_kurrentdb",
+                format!(
+                    "{what} reads the embedded log's files, and this history is on KurrentDB: use the server's own \
+                     backups, `posledger verify`, or `posledger migrate --from` to copy it into a data directory"
+                ),
+            )
+        })
     }
 
     /// The API keys.
@@ -236,7 +354,7 @@ impl App {
 
     /// The write model, opened (from its checkpoint, caught up) on first use. One decider at a
     /// time: the guard is the write model's lock.
-    pub(crate) async fn ingestor(&self) -> Result<MappedMutexGuard<'_, Ingestor<EmbeddedStore>>, Failure> {
+    pub(crate) async fn ingestor(&self) -> Result<MappedMutexGuard<'_, Ingestor<Store>>, Failure> {
         let mut guard = self.ingestor.lock().await;
         if guard.is_none() {
             let opened = Ingestor::open(self.store.clone(), Some(&self.dir.writemodel_checkpoint()))

@@ -8,7 +8,7 @@
 //! ([`kurrent::mapping::StoreUrl`]).
 
 use ingest::store::{EmbeddedStore, EventStore, StoreOptions, verify_dir, verify_open};
-use kurrent::mapping::{Namespace, StoreUrl};
+use kurrent::mapping::Namespace;
 use kurrent::migrate::{self, Stamp};
 use kurrent::wire::Wire;
 use kurrent::{KurrentOptions, KurrentStore};
@@ -31,32 +31,6 @@ pub struct Migrated {
     /// The target's head hash, its chain verified after the copy. It differs from the
     /// source's: the embedded log links group commits, KurrentDB's layout single events.
     pub target_head_hash: String,
-}
-
-/// The KurrentDB client named by `url`, when this build has one.
-pub fn connect(url: &str) -> Result<(impl Wire + use<>, StoreUrl), Failure> {
-    let url = StoreUrl::parse(url).map_err(|e| Failure::invalid("invalid_store", e))?;
-    #[cfg(feature = "kurrentdb")]
-    {
-        let wire = kurrent::client::KurrentWire::connect(&url).map_err(|e| Failure::invalid("invalid_store", e))?;
-        Ok((wire, url))
-    }
-    #[cfg(not(feature = "kurrentdb"))]
-    {
-        let _ = url;
-        Err::<(kurrent::wire::MemoryWire, StoreUrl), _>(Failure::new(
-            Class::Unavailable,
-            "kurrentdb_not_built",
-            "this posledger was built without the KurrentDB client: build it with `--features kurrentdb`",
-        ))
-    }
-}
-
-fn store_failure(address: &str) -> impl Fn(kurrent::OpenError) -> Failure + '_ {
-    move |e| match e {
-        kurrent::OpenError::Server(w) => Failure::unavailable(format!("KurrentDB at {address}: {w}")),
-        kurrent::OpenError::Damaged(d) => Failure::new(Class::Internal, "store_damaged", format!("{address}: {d}")),
-    }
 }
 
 fn copy_failure(e: migrate::MigrateError) -> Failure {
@@ -97,11 +71,13 @@ pub async fn to_kurrent<W: Wire>(
     let verified = verify_open(&source).map_err(|e| Failure::new(Class::Internal, "store_damaged", e.to_string()))?;
     let stamp = Stamp::new();
     let target_options = KurrentOptions { clock: Some(stamp.clock()), ..options.clone() };
-    let target = KurrentStore::open(wire, ns.clone(), target_options).await.map_err(store_failure(address))?;
+    let target =
+        KurrentStore::open(wire, ns.clone(), target_options).await.map_err(crate::store::open_failure(address))?;
     migrate::copy(&source, &target, &stamp, step(progress, "copying")).await.map_err(copy_failure)?;
     migrate::compare(&source, &target, step(progress, "comparing")).await.map_err(copy_failure)?;
     // Opened again from nothing, the target's chain is recomputed from what the server holds.
-    let target = KurrentStore::open(target.into_wire(), ns, options).await.map_err(store_failure(address))?;
+    let target =
+        KurrentStore::open(target.into_wire(), ns, options).await.map_err(crate::store::open_failure(address))?;
     let events = migrate::compare(&source, &target, step(progress, "re-reading")).await.map_err(copy_failure)?;
     source.close();
     Ok(Migrated {
@@ -123,7 +99,7 @@ pub async fn from_kurrent<W: Wire>(
     progress: OnProgress<'_>,
 ) -> Result<Migrated, Failure> {
     // Opening reads the whole namespace and checks its chain.
-    let source = KurrentStore::open(wire, ns, options).await.map_err(store_failure(address))?;
+    let source = KurrentStore::open(wire, ns, options).await.map_err(crate::store::open_failure(address))?;
     let stamp = Stamp::new();
     let target = open_log(dir, StoreOptions { clock: Some(stamp.clock()), ..StoreOptions::default() })?;
     if target.head() > 0 {

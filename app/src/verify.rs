@@ -4,9 +4,10 @@
 //! writing, so a damaged log is reported, never repaired) or online ([`App::verify`]: by the
 //! process that holds the store, up to its head as of the call, while appends go on).
 
-use ingest::store::{VerifyError, VerifyReport};
+use ingest::store::{VerifiedHead, VerifyError, VerifyReport};
 use serde::{Deserialize, Serialize};
 
+use crate::store::Store;
 use crate::{App, DataDir, Failure, Warn};
 
 /// What verify found.
@@ -38,6 +39,13 @@ fn log_result<T>(walked: Result<T, VerifyError>) -> Result<Result<T, String>, Fa
 /// Verifies a data directory no process has open: the strict walk of the log (every byte
 /// after the last commit must be zero), then, when the log is whole, the books.
 pub async fn verify_offline(dir: &DataDir, warn: Warn) -> Result<Verified, Failure> {
+    if let Some(address) = dir.store() {
+        // On KurrentDB there are no files to walk: the namespace is read again from the server.
+        let app = App::open_kurrent(dir.clone(), address, warn).await?;
+        let verified = app.verify().await;
+        app.close().await;
+        return verified;
+    }
     let events = dir.events();
     if !events.exists() {
         return Err(Failure::not_found("no_log", format!("{} holds no event log", dir.root().display())));
@@ -69,16 +77,45 @@ impl App {
                 format!("{VERIFIES_RUNNING_MAX} verify is running already; retry when it has finished"),
             )
         })?;
-        let store = self.store.clone();
-        let walked = tokio::task::spawn_blocking(move || ingest::store::verify_open_from(&store, None))
-            .await
-            .map_err(|e| Failure::internal(format!("verify stopped: {e}")))?;
-        match log_result(walked)? {
+        match log_result(self.walk_log(None).await)? {
             Ok((log, head)) => {
-                self.remember_verified(&head);
+                if let Some(head) = head {
+                    self.remember_verified(&head);
+                }
                 self.verify_books(log).await
             }
             Err(e) => Ok(Verified { log: None, books: None, error: Some(e) }),
+        }
+    }
+
+    /// Walks the log up to its head as of the call: the embedded log's strict walk (from
+    /// `from`, an earlier verify's end, when given) with where it ended; or the KurrentDB
+    /// namespace read again from the server (whole, with no place to resume from).
+    pub(crate) async fn walk_log(
+        &self,
+        from: Option<VerifiedHead>,
+    ) -> Result<(VerifyReport, Option<VerifiedHead>), VerifyError> {
+        match &*self.store {
+            Store::Embedded(_) => {
+                let store = self.store.clone();
+                let walked = tokio::task::spawn_blocking(move || match &*store {
+                    Store::Embedded(log) => ingest::store::verify_open_from(log, from.as_ref()),
+                    Store::Kurrent(_) => Err(VerifyError::Io("the store changed backend".into())),
+                })
+                .await
+                .map_err(|e| VerifyError::Io(format!("verify stopped: {e}")))?;
+                walked.map(|(report, head)| (report, Some(head)))
+            }
+            Store::Kurrent(k) => match k.verify().await {
+                Ok((events, head_hash)) => Ok((VerifyReport { events, frames: events, segments: 0, head_hash }, None)),
+                Err(kurrent::OpenError::Server(e)) => Err(VerifyError::Io(e.to_string())),
+                Err(kurrent::OpenError::Damaged(reason)) => Err(VerifyError::Corrupt {
+                    segment: 0,
+                    file: format!("KurrentDB namespace {}", k.namespace()),
+                    offset: 0,
+                    reason,
+                }),
+            },
         }
     }
 

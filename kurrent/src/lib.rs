@@ -335,6 +335,17 @@ impl<W: Wire> KurrentStore<W> {
     }
 }
 
+impl<W: Wire + Clone> KurrentStore<W> {
+    /// The backend's verify: reads the namespace's whole history again from the server as a
+    /// newly opened store does, checking every position, revision, id and chain link, and
+    /// returns the events read and the head hash. Holds a second id index meanwhile.
+    pub async fn verify(&self) -> Result<(u64, String), OpenError> {
+        let options = KurrentOptions { clock: None, ..self.options.clone() };
+        let fresh = KurrentStore::open(self.wire.clone(), self.ns.clone(), options).await?;
+        Ok((fresh.head(), fresh.head_hash()))
+    }
+}
+
 const DAMAGED: &str = "damaged: ";
 
 enum Refresh {

@@ -228,3 +228,48 @@ impl<W: Wire> Wire for std::sync::Arc<W> {
         (**self).stream_revision(stream)
     }
 }
+
+/// The connection a posledger process uses: the real client, or the in-memory model (tests,
+/// and trying the backend without a server).
+#[derive(Clone)]
+pub enum AnyWire {
+    /// The in-memory model.
+    Memory(std::sync::Arc<MemoryWire>),
+    /// The `kurrentdb` client.
+    #[cfg(feature = "kurrentdb")]
+    Client(std::sync::Arc<crate::client::KurrentWire>),
+}
+
+impl Wire for AnyWire {
+    async fn append(&self, stream: &str, expected: WireExpected, events: Vec<WireEvent>) -> Result<(), WireError> {
+        match self {
+            AnyWire::Memory(w) => w.append(stream, expected, events).await,
+            #[cfg(feature = "kurrentdb")]
+            AnyWire::Client(w) => w.append(stream, expected, events).await,
+        }
+    }
+
+    async fn read_all(&self, from: AllPosition, prefix: &str, max: usize) -> Result<Vec<WireRecorded>, WireError> {
+        match self {
+            AnyWire::Memory(w) => w.read_all(from, prefix, max).await,
+            #[cfg(feature = "kurrentdb")]
+            AnyWire::Client(w) => w.read_all(from, prefix, max).await,
+        }
+    }
+
+    async fn read_stream(&self, stream: &str, from: u64, max: usize) -> Result<Vec<WireRecorded>, WireError> {
+        match self {
+            AnyWire::Memory(w) => w.read_stream(stream, from, max).await,
+            #[cfg(feature = "kurrentdb")]
+            AnyWire::Client(w) => w.read_stream(stream, from, max).await,
+        }
+    }
+
+    async fn stream_revision(&self, stream: &str) -> Result<Option<u64>, WireError> {
+        match self {
+            AnyWire::Memory(w) => w.stream_revision(stream).await,
+            #[cfg(feature = "kurrentdb")]
+            AnyWire::Client(w) => w.stream_revision(stream).await,
+        }
+    }
+}

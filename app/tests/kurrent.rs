@@ -1,6 +1,7 @@
-//! `posledger migrate` through the application layer, on the in-memory model of a KurrentDB
-//! server: a data directory's history goes to a namespace and comes back into a new data
-//! directory whose books and journal are the original's.
+//! posledger on KurrentDB through the application layer, on the in-memory model of the
+//! server: `migrate` takes a data directory's history to a namespace and back into a new data
+//! directory whose books and journal are the original's; and a data directory runs on a
+//! namespace (`--store`) with the same books as on its own log.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use app::{App, AsOf, Class, DataDir};
 use ingest::pipeline::InputKind;
 use kurrent::KurrentOptions;
 use kurrent::mapping::Namespace;
-use kurrent::wire::MemoryWire;
+use kurrent::wire::{AnyWire, MemoryWire};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/day").join(name)
@@ -88,4 +89,66 @@ async fn a_data_directory_goes_to_kurrentdb_and_back() {
     assert!(verified.ok(), "{:?}", verified.error);
     assert_eq!(verified.log.expect("log").events, there.events);
     app.close().await;
+}
+
+async fn on_kurrent(dir: &Path, wire: &Arc<MemoryWire>) -> Result<App, app::Failure> {
+    let ns = Namespace::new("shop").expect("ns");
+    let store = kurrent::KurrentStore::open(AnyWire::Memory(wire.clone()), ns, KurrentOptions::default())
+        .await
+        .expect("namespace");
+    App::open_on_kurrent(DataDir::new(dir), store, "memory namespace shop", Box::new(|w| panic!("warning: {w}")))
+}
+
+async fn ingest_day(app: &App) {
+    for (name, kind) in [("admin.ndjson", InputKind::Admin), ("feed-2026-11-24.ndjson", InputKind::Feed)] {
+        let file = std::io::BufReader::new(std::fs::File::open(fixture(name)).expect("fixture"));
+        let s = app.ingest_reader(file, kind, |_, _| {}).await.expect("ingest");
+        assert_eq!(s.rejected, 0);
+    }
+}
+
+/// A data directory whose events are in a KurrentDB namespace (the in-memory model) keeps the
+/// same books as one on the embedded log, verifies, refuses what reads the embedded log's
+/// files, and is held by one process at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_runs_on_a_kurrentdb_namespace() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (k, e) = (tmp.path().join("k"), tmp.path().join("e"));
+    let embedded = open(&e);
+    ingest_day(&embedded).await;
+    let want = journal(&embedded).await;
+    embedded.close().await;
+
+    let wire = Arc::new(MemoryWire::new());
+    let app = on_kurrent(&k, &wire).await.expect("open on KurrentDB");
+    ingest_day(&app).await;
+    assert_eq!(journal(&app).await, want, "the same books on either store");
+    let verified = app.verify().await.expect("verify");
+    assert!(verified.ok(), "{:?}", verified.error);
+    assert_eq!(verified.log.as_ref().map(|l| l.events), Some(app.head()));
+
+    let mut progress = |_: &app::backup::Progress| {};
+    let refused = app.backup(&tmp.path().join("b"), &mut progress).await.expect_err("no files to copy");
+    assert_eq!(refused.code, "not_on_kurrentdb", "{}", refused.message);
+    let second = on_kurrent(&k, &wire).await.err().expect("held");
+    assert_eq!(second.code, "store_locked");
+    app.close().await;
+
+    // The directory goes with the namespace: not opened on its own (empty) log.
+    let alone = App::open(DataDir::new(&k), Box::new(|_| {})).err().expect("refused");
+    assert_eq!(alone.code, "store_elsewhere", "{}", alone.message);
+    // And a directory with an embedded log is not put on a namespace.
+    let mixed = on_kurrent(&e, &wire).await.err().expect("refused");
+    assert_eq!(mixed.code, "store_elsewhere", "{}", mixed.message);
+
+    // Reopened, the books come from the checkpoint and the namespace.
+    let again = on_kurrent(&k, &wire).await.expect("reopen");
+    assert_eq!(journal(&again).await, want);
+    // An event altered on the server: verify names it.
+    wire.tamper(5, |e| e.data.push(b' '));
+    let damaged = again.verify().await.expect("verify runs");
+    assert!(!damaged.ok());
+    let error = damaged.error.expect("an error");
+    assert!(error.contains("hash-chain link"), "{error}");
+    again.close().await;
 }
