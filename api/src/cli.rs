@@ -342,9 +342,10 @@ enum Command {
     /// event compared. ADDRESS: kurrentdb://[user:password@]host:port[?tls=false][&namespace=NS]
     /// (namespace default `posledger`). Needs a build with `--features kurrentdb`, and the data
     /// directory free (no server running on it).
+    #[command(group(clap::ArgGroup::new("direction").required(true).args(["to", "from"])))]
     Migrate {
         /// Copy this data directory's log to the KurrentDB namespace at this address.
-        #[arg(long, conflicts_with = "from", required_unless_present = "from")]
+        #[arg(long)]
         to: Option<String>,
         /// Copy the KurrentDB namespace at this address into this (new) data directory.
         #[arg(long)]

@@ -520,3 +520,27 @@ fn a_data_directory_that_does_not_exist_is_named_and_not_created() {
     assert_eq!(started.status.code(), Some(0), "{}", String::from_utf8_lossy(&started.stderr));
     assert!(missing.join("events").is_dir());
 }
+
+/// `--store` and `migrate` name what is wrong with an address, and this build (without the
+/// `kurrentdb` feature) says it has no KurrentDB client rather than trying.
+#[test]
+fn kurrentdb_addresses_are_checked_and_the_missing_client_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path();
+    let cases: [(&[&str], &str); 5] = [
+        (&["--store", "http://localhost:2113", "verify"], "starts with kurrentdb://"),
+        (&["--store", "kurrentdb://h:2113?namespace=$all", "verify"], "namespace \"$all\""),
+        (&["--store", "kurrentdb://127.0.0.1:2113", "verify"], "built without the KurrentDB client"),
+        (&["migrate", "--from", "kurrentdb://127.0.0.1:2113"], "built without the KurrentDB client"),
+        (&["migrate"], "--to"),
+    ];
+    for (args, says) in cases {
+        let out = posledger(data, args, None);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    // `embedded` (or an empty POSLEDGER_STORE) is the data directory's own log.
+    let out = posledger(data, &["--store", "embedded", "verify"], None);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds no event log"));
+}
