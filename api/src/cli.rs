@@ -1311,17 +1311,13 @@ fn migrate(dir: &DataDir, to: Option<String>, from: Option<String>, format: Form
     let mut progress = job_progress(&bar);
     let options = kurrent::KurrentOptions::default();
     let report = rt.block_on(async {
+        let remote = |address: &str| {
+            let (wire, url) = app::store::connect_kurrent(address)?;
+            Ok::<_, Failure>(app::migrate::Remote { wire, address: url.redacted(), namespace: url.namespace, options })
+        };
         match (to, from) {
-            (Some(to), None) => {
-                let (wire, url) = app::store::connect_kurrent(&to)?;
-                app::migrate::to_kurrent(dir, wire, url.namespace.clone(), &url.redacted(), options, &mut progress)
-                    .await
-            }
-            (None, Some(from)) => {
-                let (wire, url) = app::store::connect_kurrent(&from)?;
-                app::migrate::from_kurrent(dir, wire, url.namespace.clone(), &url.redacted(), options, &mut progress)
-                    .await
-            }
+            (Some(to), None) => app::migrate::to_kurrent(dir, remote(&to)?, &mut progress).await,
+            (None, Some(from)) => app::migrate::from_kurrent(dir, remote(&from)?, &mut progress).await,
             _ => Err(Failure::invalid("invalid_arguments", "give one of --to and --from")),
         }
     });

@@ -58,15 +58,26 @@ fn open_log(dir: &DataDir, options: StoreOptions) -> Result<EmbeddedStore, Failu
     })
 }
 
-/// Copies the data directory's log into the empty namespace `ns` on `wire`.
+/// The KurrentDB side of a migration.
+pub struct Remote<W: Wire> {
+    /// The connection.
+    pub wire: W,
+    /// The namespace.
+    pub namespace: Namespace,
+    /// The address for messages and the report (password hidden).
+    pub address: String,
+    /// The store's settings.
+    pub options: KurrentOptions,
+}
+
+/// Copies the data directory's log into the empty namespace of `remote`.
 pub async fn to_kurrent<W: Wire>(
     dir: &DataDir,
-    wire: W,
-    ns: Namespace,
-    address: &str,
-    options: KurrentOptions,
+    remote: Remote<W>,
     progress: OnProgress<'_>,
 ) -> Result<Migrated, Failure> {
+    let Remote { wire, namespace: ns, address, options } = remote;
+    let address = address.as_str();
     let source = open_log(dir, StoreOptions::default())?;
     let verified = verify_open(&source).map_err(|e| Failure::new(Class::Internal, "store_damaged", e.to_string()))?;
     let stamp = Stamp::new();
@@ -89,15 +100,14 @@ pub async fn to_kurrent<W: Wire>(
     })
 }
 
-/// Copies the namespace `ns` on `wire` into the data directory, whose log must be empty.
+/// Copies the namespace of `remote` into the data directory, whose log must be empty.
 pub async fn from_kurrent<W: Wire>(
     dir: &DataDir,
-    wire: W,
-    ns: Namespace,
-    address: &str,
-    options: KurrentOptions,
+    remote: Remote<W>,
     progress: OnProgress<'_>,
 ) -> Result<Migrated, Failure> {
+    let Remote { wire, namespace: ns, address, options } = remote;
+    let address = address.as_str();
     // Opening reads the whole namespace and checks its chain.
     let source = KurrentStore::open(wire, ns, options).await.map_err(crate::store::open_failure(address))?;
     let stamp = Stamp::new();

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use app::books::JournalKind;
-use app::migrate::{from_kurrent, to_kurrent};
+use app::migrate::{Remote, from_kurrent, to_kurrent};
 use app::{App, AsOf, Class, DataDir};
 use ingest::pipeline::InputKind;
 use kurrent::KurrentOptions;
@@ -16,6 +16,10 @@ use kurrent::wire::{AnyWire, MemoryWire};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/day").join(name)
+}
+
+fn remote(wire: Arc<MemoryWire>, namespace: Namespace) -> Remote<Arc<MemoryWire>> {
+    Remote { wire, namespace, address: "memory".into(), options: KurrentOptions::default() }
 }
 
 fn open(dir: &Path) -> App {
@@ -45,40 +49,28 @@ async fn a_data_directory_goes_to_kurrentdb_and_back() {
     let wire = Arc::new(MemoryWire::new());
     let ns = Namespace::new("shop").expect("ns");
     let mut progress = |_: &app::backup::Progress| {};
-    let busy =
-        to_kurrent(&DataDir::new(&a), wire.clone(), ns.clone(), "memory", KurrentOptions::default(), &mut progress)
-            .await
-            .expect_err("held");
+    let busy = to_kurrent(&DataDir::new(&a), remote(wire.clone(), ns.clone()), &mut progress).await.expect_err("held");
     assert_eq!((busy.class, busy.code.as_str()), (Class::Busy, "store_locked"));
     app.close().await;
 
     let mut steps = Vec::new();
     let mut progress = |p: &app::backup::Progress| steps.push(p.step.clone());
     let there =
-        to_kurrent(&DataDir::new(&a), wire.clone(), ns.clone(), "memory", KurrentOptions::default(), &mut progress)
-            .await
-            .expect("to KurrentDB");
+        to_kurrent(&DataDir::new(&a), remote(wire.clone(), ns.clone()), &mut progress).await.expect("to KurrentDB");
     assert!(there.events > 100);
     assert!(steps.contains(&"copying".to_owned()) && steps.contains(&"re-reading".to_owned()), "{steps:?}");
 
     // A second copy into the same namespace is refused: it is not empty.
     let mut progress = |_: &app::backup::Progress| {};
     let again =
-        to_kurrent(&DataDir::new(&a), wire.clone(), ns.clone(), "memory", KurrentOptions::default(), &mut progress)
-            .await
-            .expect_err("not empty");
+        to_kurrent(&DataDir::new(&a), remote(wire.clone(), ns.clone()), &mut progress).await.expect_err("not empty");
     assert_eq!(again.class, Class::Conflict, "{}", again.message);
 
-    let back =
-        from_kurrent(&DataDir::new(&b), wire.clone(), ns.clone(), "memory", KurrentOptions::default(), &mut progress)
-            .await
-            .expect("back");
+    let back = from_kurrent(&DataDir::new(&b), remote(wire.clone(), ns.clone()), &mut progress).await.expect("back");
     assert_eq!(back.events, there.events);
     assert_eq!(back.source_head_hash, there.target_head_hash);
     // Into a data directory that holds events: refused.
-    let refused = from_kurrent(&DataDir::new(&a), wire, ns, "memory", KurrentOptions::default(), &mut progress)
-        .await
-        .expect_err("holds events");
+    let refused = from_kurrent(&DataDir::new(&a), remote(wire, ns), &mut progress).await.expect_err("holds events");
     assert_eq!(refused.class, Class::Conflict, "{}", refused.message);
 
     // The new data directory's books are rebuilt from the copied events: the same journal, and
