@@ -65,16 +65,20 @@ struct Books {
     saved: Option<ledger::Mark>,
 }
 
-/// Refuses a data directory for the KurrentDB store `named` when it goes with another one, or
-/// holds an embedded log (whose checkpoints are that log's).
-fn check_kurrent_dir(dir: &DataDir, named: &str) -> Result<(), Failure> {
+/// Refuses a data directory for the KurrentDB namespace `ns` when it goes with another one,
+/// or holds an embedded log (whose checkpoints are that log's).
+fn check_kurrent_dir(dir: &DataDir, ns: &kurrent::mapping::Namespace) -> Result<(), Failure> {
     if let Some(before) = kurrent_marker(dir)?
-        && before != named
+        && before != ns.as_str()
     {
         return Err(Failure::new(
             Class::Refused,
             "store_elsewhere",
-            format!("{} goes with {before}, not {named}", dir.root().display()),
+            format!(
+                "{} goes with KurrentDB namespace {before}, not {ns} (its file {} says so)",
+                dir.root().display(),
+                dir.kurrent_marker().display()
+            ),
         ));
     }
     if dir.events().join(ingest::store::format::segment_file_name(0)).exists() {
@@ -91,10 +95,34 @@ fn check_kurrent_dir(dir: &DataDir, named: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The KurrentDB store a data directory goes with, if it names one.
-fn kurrent_marker(dir: &DataDir) -> Result<Option<String>, Failure> {
+/// Takes a data directory's lock when its events are on KurrentDB (the embedded log's own lock
+/// plays this part otherwise): one process at a time.
+fn lock_dir(dir: &DataDir) -> Result<std::fs::File, Failure> {
+    let root = dir.root();
+    std::fs::create_dir_all(root).map_err(|e| Failure::unavailable(format!("creating {}: {e}", root.display())))?;
+    let path = root.join("store.lock");
+    let lock = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Failure::unavailable(format!("{}: {e}", path.display())))?;
+    if lock.try_lock().is_err() {
+        return Err(Failure::new(
+            Class::Busy,
+            "store_locked",
+            format!("{} is in use by another posledger process", root.display()),
+        ));
+    }
+    Ok(lock)
+}
+
+/// The KurrentDB namespace a data directory goes with, if its `kurrentdb.store` names one.
+pub(crate) fn kurrent_marker(dir: &DataDir) -> Result<Option<String>, Failure> {
     match std::fs::read_to_string(dir.kurrent_marker()) {
-        Ok(text) => Ok(Some(text.trim().to_owned())),
+        Ok(text) => {
+            Ok(Some(text.lines().find_map(|l| l.strip_prefix("namespace ")).unwrap_or_default().trim().to_owned()))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Failure::unavailable(format!("{}: {e}", dir.kurrent_marker().display()))),
     }
@@ -149,7 +177,8 @@ impl App {
                 Class::Refused,
                 "store_elsewhere",
                 format!(
-                    "{}'s events are on KurrentDB ({named}): give --store (or POSLEDGER_STORE) with that address",
+                    "{}'s events are in KurrentDB namespace {named}: give --store (or POSLEDGER_STORE) with its \
+                     address",
                     dir.root().display()
                 ),
             ));
@@ -157,50 +186,45 @@ impl App {
         App::open_unchecked(dir, warn)
     }
 
-    /// Opens the data directory with its events in the KurrentDB store at `address`: reads
-    /// and checks the namespace's whole history ([`kurrent::KurrentStore::open`]), then
-    /// [`App::open_on_kurrent`]. A data directory that holds an embedded log is refused (its
-    /// checkpoints are that log's): `posledger migrate --to` copies the log instead.
+    /// Opens the data directory with its events in the KurrentDB store at `address`: takes
+    /// the directory's lock, reads and checks the namespace's whole history
+    /// ([`kurrent::KurrentStore::open`]), then opens as [`App::open_on_kurrent`]. A data
+    /// directory that holds an embedded log, or goes with another namespace, is refused.
     pub async fn open_kurrent(dir: DataDir, address: &str, warn: Warn) -> Result<App, Failure> {
         let (wire, url) = store::connect_kurrent(address)?;
-        let named = format!("{} namespace {}", url.redacted(), url.namespace);
-        check_kurrent_dir(&dir, &named)?;
+        check_kurrent_dir(&dir, &url.namespace)?;
+        let lock = lock_dir(&dir)?;
         let store = kurrent::KurrentStore::open(wire, url.namespace.clone(), kurrent::KurrentOptions::default())
             .await
             .map_err(store::open_failure(&url.redacted()))?;
-        App::open_on_kurrent(dir, store, &named, warn)
+        App::on_kurrent_locked(dir, store, lock, &url.redacted(), warn)
     }
 
     /// Opens the data directory on a KurrentDB namespace's history (`store`, opened by the
-    /// caller; `named` says which, for messages and the directory's `kurrentdb.store` file)
+    /// caller; `address` names it in messages and in the directory's `kurrentdb.store` file)
     /// instead of its own log. The data directory keeps the rest (keys, checkpoints, exports)
     /// and is locked as the embedded log would lock it: one process at a time.
     pub fn open_on_kurrent(
         dir: DataDir,
         store: kurrent::KurrentStore<kurrent::wire::AnyWire>,
-        named: &str,
+        address: &str,
         warn: Warn,
     ) -> Result<App, Failure> {
-        check_kurrent_dir(&dir, named)?;
-        let root = dir.root();
-        std::fs::create_dir_all(root).map_err(|e| Failure::unavailable(format!("creating {}: {e}", root.display())))?;
-        let path = root.join("store.lock");
-        let lock = std::fs::File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Failure::unavailable(format!("{}: {e}", path.display())))?;
-        if lock.try_lock().is_err() {
-            return Err(Failure::new(
-                Class::Busy,
-                "store_locked",
-                format!("{} is in use by another posledger process", root.display()),
-            ));
-        }
+        check_kurrent_dir(&dir, store.namespace())?;
+        let lock = lock_dir(&dir)?;
+        App::on_kurrent_locked(dir, store, lock, address, warn)
+    }
+
+    fn on_kurrent_locked(
+        dir: DataDir,
+        store: kurrent::KurrentStore<kurrent::wire::AnyWire>,
+        lock: std::fs::File,
+        address: &str,
+        warn: Warn,
+    ) -> Result<App, Failure> {
         let marker = dir.kurrent_marker();
         if !marker.exists() {
-            std::fs::write(&marker, format!("{named}\n"))
+            std::fs::write(&marker, format!("namespace {}\naddress {address}\n", store.namespace()))
                 .map_err(|e| Failure::unavailable(format!("{}: {e}", marker.display())))?;
         }
         Ok(App::with_store(dir, Store::Kurrent(Box::new(store)), Some(lock), warn))
@@ -413,13 +437,19 @@ impl App {
     /// what was appended since the last read while it waits. Returns if the books cannot go on
     /// (reads then report why).
     pub async fn follow_books(&self) {
+        const BOOKS_FOLLOW_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
         loop {
             let position = self.books.read().await.as_ref().map_or(0, |b| b.projection.position());
             self.store.wait_for(position).await;
             // Commits come in bursts: a short pause lets one catch-up take several.
             tokio::time::sleep(BOOKS_FOLLOW_PAUSE).await;
             if self.books().await.is_err() {
-                return;
+                // On the embedded log a failed read is damage; over a network it is often
+                // passing, so a KurrentDB store's follower tries again after a pause.
+                if self.store.embedded().is_some() {
+                    return;
+                }
+                tokio::time::sleep(BOOKS_FOLLOW_RETRY).await;
             }
         }
     }

@@ -48,6 +48,16 @@ fn step<'a>(progress: &'a mut (dyn FnMut(&Progress) + Send), name: &str) -> impl
 }
 
 fn open_log(dir: &DataDir, options: StoreOptions) -> Result<EmbeddedStore, Failure> {
+    if let Some(ns) = crate::kurrent_marker(dir)? {
+        return Err(Failure::new(
+            Class::Refused,
+            "store_elsewhere",
+            format!(
+                "{}'s events are in KurrentDB namespace {ns}, not in its own log: migrate another data directory",
+                dir.root().display()
+            ),
+        ));
+    }
     EmbeddedStore::open_with(dir.events(), options).map_err(|e| match e {
         ingest::store::OpenError::Locked(_) => Failure::new(
             Class::Busy,

@@ -46,6 +46,13 @@ pub async fn verify_offline(dir: &DataDir, warn: Warn) -> Result<Verified, Failu
         app.close().await;
         return verified;
     }
+    if let Some(ns) = crate::kurrent_marker(dir)? {
+        return Err(Failure::new(
+            crate::Class::Refused,
+            "store_elsewhere",
+            format!("{}'s events are in KurrentDB namespace {ns}: give --store with its address", dir.root().display()),
+        ));
+    }
     let events = dir.events();
     if !events.exists() {
         return Err(Failure::not_found("no_log", format!("{} holds no event log", dir.root().display())));

@@ -88,7 +88,7 @@ async fn on_kurrent(dir: &Path, wire: &Arc<MemoryWire>) -> Result<App, app::Fail
     let store = kurrent::KurrentStore::open(AnyWire::Memory(wire.clone()), ns, KurrentOptions::default())
         .await
         .expect("namespace");
-    App::open_on_kurrent(DataDir::new(dir), store, "memory namespace shop", Box::new(|w| panic!("warning: {w}")))
+    App::open_on_kurrent(DataDir::new(dir), store, "memory", Box::new(|w| panic!("warning: {w}")))
 }
 
 async fn ingest_day(app: &App) {
@@ -132,6 +132,13 @@ async fn an_app_runs_on_a_kurrentdb_namespace() {
     // And a directory with an embedded log is not put on a namespace.
     let mixed = on_kurrent(&e, &wire).await.err().expect("refused");
     assert_eq!(mixed.code, "store_elsewhere", "{}", mixed.message);
+
+    // Nor migrated as if its events were in its own log.
+    let mut progress = |_: &app::backup::Progress| {};
+    let ns = Namespace::new("other").expect("ns");
+    let moved = to_kurrent(&DataDir::new(&k), remote(wire.clone(), ns), &mut progress).await.expect_err("refused");
+    assert_eq!(moved.code, "store_elsewhere", "{}", moved.message);
+    assert!(!k.join("events").join("seg-000000.log").exists(), "no embedded log was started");
 
     // Reopened, the books come from the checkpoint and the namespace.
     let again = on_kurrent(&k, &wire).await.expect("reopen");

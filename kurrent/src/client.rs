@@ -31,6 +31,9 @@ impl KurrentWire {
     }
 }
 
+/// Only the answers that say nothing was written are refusals; every other error (a
+/// timeout, a transport failure, a server's "operation timed out", an unmapped status) leaves
+/// an append's outcome unknown, which the store resolves by looking in `$all`.
 fn wire_error(e: Error) -> WireError {
     match e {
         Error::WrongExpectedVersion { current, .. } => WireError::WrongExpectedVersion {
@@ -39,11 +42,15 @@ fn wire_error(e: Error) -> WireError {
                 CurrentRevision::NoStream => None,
             },
         },
-        e @ (Error::ConnectionClosed
-        | Error::GrpcConnectionError(_)
-        | Error::DeadlineExceeded
-        | Error::NotLeaderException(_)) => WireError::Unreachable(e.to_string()),
-        e => WireError::Refused(e.to_string()),
+        e @ (Error::AccessDenied | Error::ResourceDeleted | Error::ResourceNotFound | Error::UnsupportedFeature) => {
+            WireError::Refused(e.to_string())
+        }
+        // The server refuses an append over its size limit as an invalid argument (the status
+        // code's type is the client's tonic, named here by its name).
+        Error::Grpc { code, message } if format!("{code:?}") == "InvalidArgument" => {
+            WireError::Refused(format!("invalid argument: {message}"))
+        }
+        e => WireError::Unreachable(e.to_string()),
     }
 }
 
@@ -74,7 +81,9 @@ impl Wire for KurrentWire {
     }
 
     async fn read_all(&self, from: AllPosition, prefix: &str, max: usize) -> Result<Vec<WireRecorded>, WireError> {
+        // From the leader: a follower may not have the append this store just made.
         let options = ReadAllOptions::default()
+            .requires_leader(true)
             .forwards()
             .position(StreamPosition::Position(Position { commit: from.commit, prepare: from.prepare }))
             .filter(SubscriptionFilter::on_stream_name().add_prefix(prefix))
@@ -91,7 +100,11 @@ impl Wire for KurrentWire {
     }
 
     async fn read_stream(&self, stream: &str, from: u64, max: usize) -> Result<Vec<WireRecorded>, WireError> {
-        let options = ReadStreamOptions::default().forwards().position(StreamPosition::Position(from)).max_count(max);
+        let options = ReadStreamOptions::default()
+            .requires_leader(true)
+            .forwards()
+            .position(StreamPosition::Position(from))
+            .max_count(max);
         let mut read = match self.client.read_stream(stream, &options).await {
             Ok(read) => read,
             Err(Error::ResourceNotFound) => return Ok(Vec::new()),
@@ -108,7 +121,8 @@ impl Wire for KurrentWire {
     }
 
     async fn stream_revision(&self, stream: &str) -> Result<Option<u64>, WireError> {
-        let options = ReadStreamOptions::default().backwards().position(StreamPosition::End).max_count(1);
+        let options =
+            ReadStreamOptions::default().requires_leader(true).backwards().position(StreamPosition::End).max_count(1);
         let mut read = match self.client.read_stream(stream, &options).await {
             Ok(read) => read,
             Err(Error::ResourceNotFound) => return Ok(None),

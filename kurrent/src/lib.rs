@@ -54,6 +54,12 @@ pub const CALL_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
 /// How often a caught-up reader asks the server for events another process appended.
 pub const POLL_INTERVAL_DEFAULT: Duration = Duration::from_millis(200);
 
+/// The largest append, in bytes, a KurrentDB server takes by default (its `MaxAppendSize`).
+pub const APPEND_BYTES_MAX_DEFAULT: usize = 1 << 20;
+/// What an event adds to an append beyond its payload, metadata, type and id (an estimate on
+/// the safe side of the server's own accounting).
+pub const APPEND_EVENT_OVERHEAD_BYTES: usize = 128;
+
 /// Settings of a [`KurrentStore`].
 #[derive(Clone)]
 pub struct KurrentOptions {
@@ -63,11 +69,20 @@ pub struct KurrentOptions {
     pub poll_interval: Duration,
     /// The commit clock when not the system's ([`migrate::Stamp`]).
     pub clock: Option<migrate::Clock>,
+    /// The largest append sent, in bytes: the server's `MaxAppendSize` (default
+    /// [`APPEND_BYTES_MAX_DEFAULT`]; a server started with a larger `--max-append-size`, at
+    /// most 16 MiB, takes larger appends). A larger request is refused as invalid, naming it.
+    pub append_bytes_max: usize,
 }
 
 impl Default for KurrentOptions {
     fn default() -> Self {
-        KurrentOptions { call_timeout: CALL_TIMEOUT_DEFAULT, poll_interval: POLL_INTERVAL_DEFAULT, clock: None }
+        KurrentOptions {
+            call_timeout: CALL_TIMEOUT_DEFAULT,
+            poll_interval: POLL_INTERVAL_DEFAULT,
+            clock: None,
+            append_bytes_max: APPEND_BYTES_MAX_DEFAULT,
+        }
     }
 }
 
@@ -91,6 +106,9 @@ pub struct KurrentStore<W: Wire> {
     state: Mutex<State>,
     head: AtomicU64,
     writer: tokio::sync::Mutex<()>,
+    /// One refresh at a time, so that a full page is never taken for the end of `$all`
+    /// because another refresh took its events in first.
+    refreshing: tokio::sync::Mutex<()>,
     changed: tokio::sync::Notify,
 }
 
@@ -116,6 +134,7 @@ impl<W: Wire> KurrentStore<W> {
             state: Mutex::new(State::default()),
             head: AtomicU64::new(0),
             writer: tokio::sync::Mutex::new(()),
+            refreshing: tokio::sync::Mutex::new(()),
             changed: tokio::sync::Notify::new(),
         };
         store.refresh().await.map_err(|e| match e {
@@ -159,6 +178,7 @@ impl<W: Wire> KurrentStore<W> {
 
     /// Reads what the server holds past the last known event and takes it in.
     async fn refresh(&self) -> Result<(), Refresh> {
+        let _one = self.refreshing.lock().await;
         loop {
             let from = self.lock().last_all.unwrap_or(AllPosition::START);
             let page = self.call(self.wire.read_all(from, &self.prefix, READ_PAGE_EVENTS)).await?;
@@ -284,6 +304,9 @@ impl<W: Wire> KurrentStore<W> {
         if refused.contains(&req.stream) && req.expected != ingest::store::ExpectedRevision::Any {
             return Err(wrong(None));
         }
+        // What another process appended since (a writer that took its turn before this one)
+        // comes first, so this append follows it on the chain.
+        self.refresh().await.map_err(|e| AppendError::Io(e.to_string()))?;
         let wire_stream = self.ns.stream(&req.stream);
         let current =
             self.call(self.wire.stream_revision(&wire_stream)).await.map_err(|e| AppendError::Io(e.to_string()))?;
@@ -299,6 +322,17 @@ impl<W: Wire> KurrentStore<W> {
             events.push(w);
             link = next;
             revision += 1;
+        }
+        let bytes: usize = events
+            .iter()
+            .map(|e| e.data.len() + e.metadata.len() + e.event_type.len() + APPEND_EVENT_OVERHEAD_BYTES)
+            .sum();
+        if bytes > self.options.append_bytes_max {
+            return Err(AppendError::Invalid(format!(
+                "an append to {:?} of about {bytes} bytes exceeds the KurrentDB server's largest append, {} bytes \
+                 (the server's --max-append-size, at most 16 MiB, and the store's append_bytes_max)",
+                req.stream, self.options.append_bytes_max
+            )));
         }
         let last_revision = revision - 1;
         let written = Appended { first_position, last_revision, duplicate: false };

@@ -364,16 +364,18 @@ impl StoreUrl {
 
     /// The address with any password replaced, for messages.
     pub fn redacted(&self) -> String {
-        match self.connection.split_once("://") {
-            Some((scheme, rest)) => match rest.split_once('@') {
-                Some((user, hosts)) if !hosts.contains('@') || user.contains(':') => {
-                    let user = user.split_once(':').map_or(user, |(u, _)| u);
-                    format!("{scheme}://{user}:***@{hosts} (namespace {})", self.namespace)
-                }
-                _ => format!("{} (namespace {})", self.connection, self.namespace),
-            },
-            None => self.connection.clone(),
-        }
+        let Some((scheme, rest)) = self.connection.split_once("://") else { return self.connection.clone() };
+        let (authority, query) = rest.split_once('?').map_or((rest, None), |(a, q)| (a, Some(q)));
+        // The hosts follow the last '@': a password may hold '@' itself.
+        let authority = match authority.rsplit_once('@') {
+            Some((credentials, hosts)) => {
+                let user = credentials.split_once(':').map_or(credentials, |(u, _)| u);
+                format!("{user}:***@{hosts}")
+            }
+            None => authority.to_owned(),
+        };
+        let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+        format!("{scheme}://{authority}{query} (namespace {})", self.namespace)
     }
 }
 
@@ -521,6 +523,8 @@ mod tests {
         assert_eq!(u.connection, "kurrentdb://admin:changeit@localhost:2113?tls=false");
         assert_eq!(u.namespace.as_str(), "shop-2");
         assert_eq!(u.redacted(), "kurrentdb://admin:***@localhost:2113?tls=false (namespace shop-2)");
+        let at = StoreUrl::parse("kurrentdb://ops:p@ss@w0rd@db1:2113,db2:2113?tls=true").expect("ok");
+        assert_eq!(at.redacted(), "kurrentdb://ops:***@db1:2113,db2:2113?tls=true (namespace posledger)");
         let d = StoreUrl::parse("kurrentdb+discover://a:2113,b:2113").expect("ok");
         assert_eq!(d.connection, "kurrentdb+discover://a:2113,b:2113");
         assert_eq!(d.namespace.as_str(), NAMESPACE_DEFAULT);

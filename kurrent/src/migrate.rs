@@ -113,20 +113,32 @@ pub async fn copy<S: EventStore, T: EventStore>(
 fn runs(page: &[RecordedEvent]) -> Vec<&[RecordedEvent]> {
     let mut out = Vec::new();
     let mut start = 0;
+    let mut bytes = 0;
     for i in 1..=page.len() {
+        bytes += event_bytes(&page[i - 1]);
         let ends = i == page.len() || {
             let (a, b) = (&page[i - 1], &page[i]);
             b.stream != a.stream
                 || b.recorded_at_us != a.recorded_at_us
                 || b.revision != a.revision + 1
                 || i - start == REQUEST_EVENTS_MAX
+                || bytes + event_bytes(b) > RUN_BYTES_MAX
         };
         if ends {
             out.push(&page[start..i]);
             start = i;
+            bytes = 0;
         }
     }
     out
+}
+
+/// Most bytes of events in one append of a copy, well inside a KurrentDB server's default
+/// largest append (1 MiB); an event larger alone goes alone.
+pub const RUN_BYTES_MAX: usize = 512 << 10;
+
+fn event_bytes(e: &RecordedEvent) -> usize {
+    e.data.payload.len() + e.data.event_type.len() + e.stream.len() + 256
 }
 
 async fn append_run<T: EventStore>(to: &T, stamp: &Stamp, run: &[RecordedEvent]) -> Result<(), MigrateError> {
@@ -235,8 +247,21 @@ mod tests {
         let lens: Vec<_> = runs(&page).iter().map(|r| (r[0].position, r.len())).collect();
         assert_eq!(lens, vec![(0, 2), (2, 1), (3, 1), (4, 2)]);
         let long: Vec<_> = (0..REQUEST_EVENTS_MAX as u64 + 3).map(|i| rec(i, "s", i, 9)).collect();
-        let lens: Vec<_> = runs(&long).iter().map(|r| r.len()).collect();
-        assert_eq!(lens, vec![REQUEST_EVENTS_MAX, 3]);
+        let long_runs = runs(&long);
+        assert!(long_runs.len() > 1, "split");
+        assert_eq!(long_runs.iter().map(|r| r.len()).sum::<usize>(), long.len(), "every event once");
+        for r in &long_runs {
+            assert!(r.len() <= REQUEST_EVENTS_MAX);
+            assert!(r.iter().map(event_bytes).sum::<usize>() <= RUN_BYTES_MAX);
+        }
+        // Large events: split by bytes, one larger than the cap alone.
+        let mut big: Vec<_> = (0..5).map(|i| rec(i, "s", i, 9)).collect();
+        for e in &mut big[..3] {
+            e.data.payload = vec![b'x'; RUN_BYTES_MAX / 2];
+        }
+        big[3].data.payload = vec![b'x'; RUN_BYTES_MAX * 2];
+        let lens: Vec<_> = runs(&big).iter().map(|r| r.len()).collect();
+        assert_eq!(lens, vec![1, 1, 1, 1, 1], "each half-cap event with its overhead fills a run");
         assert!(runs(&[]).is_empty());
     }
 }

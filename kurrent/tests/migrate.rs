@@ -15,6 +15,7 @@ fn options(stamp: Option<&Stamp>) -> KurrentOptions {
         call_timeout: Duration::from_secs(2),
         poll_interval: Duration::from_millis(20),
         clock: stamp.map(Stamp::clock),
+        ..KurrentOptions::default()
     }
 }
 

@@ -17,7 +17,14 @@ fn ns(name: &str) -> Namespace {
 }
 
 fn quick() -> KurrentOptions {
-    KurrentOptions { call_timeout: Duration::from_secs(2), poll_interval: Duration::from_millis(20), clock: None }
+    // The conformance suite appends two 1 MiB events at once: a server started with
+    // `--max-append-size 16777216` (its largest) takes them.
+    KurrentOptions {
+        call_timeout: Duration::from_secs(2),
+        poll_interval: Duration::from_millis(20),
+        append_bytes_max: 16 << 20,
+        ..KurrentOptions::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,16 +104,27 @@ async fn an_append_whose_answer_is_lost_is_found_or_stops_the_store() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_writer_or_an_altered_event_is_named() {
-    // Another writer in the same namespace: its event does not follow the chain.
+    // Two processes that take turns on one namespace: each append first takes in what the
+    // other appended, so the chain goes on whole.
     let wire = Arc::new(MemoryWire::new());
     let store = KurrentStore::open(wire.clone(), ns("two"), quick()).await.expect("open");
     store.append("a", ExpectedRevision::NoStream, vec![event("a0", 0)]).await.expect("first");
-    let other = KurrentStore::open(wire.clone(), ns("two"), quick()).await.expect("second writer");
-    other.append("b", ExpectedRevision::NoStream, vec![event("b0", 1)]).await.expect("its append");
-    let err = store.append("c", ExpectedRevision::NoStream, vec![event("c0", 2)]).await.expect_err("refused");
+    let other = KurrentStore::open(wire.clone(), ns("two"), quick()).await.expect("second process");
+    other.append("b", ExpectedRevision::NoStream, vec![event("b0", 1)]).await.expect("its turn");
+    let third = store.append("c", ExpectedRevision::NoStream, vec![event("c0", 2)]).await.expect("after it");
+    assert_eq!(third.first_position, 2);
+    assert_eq!(KurrentStore::open(wire.clone(), ns("two"), quick()).await.expect("whole").head(), 3);
+
+    // Two writers racing: the other's event was decided at position 3 too, and lands after
+    // this store's. The store names it and takes no more appends.
+    let link = hex::decode(store.head_hash()).expect("hex");
+    let (racing, _) = mapping::to_wire("d", &event("d0", 3), 3, 0, 5, &link.try_into().expect("32 bytes"));
+    store.append("e", ExpectedRevision::NoStream, vec![event("e0", 4)]).await.expect("at 3");
+    wire.append_raw("two:d", vec![racing]);
+    let err = store.append("f", ExpectedRevision::NoStream, vec![event("f0", 5)]).await.expect_err("refused");
     assert!(matches!(&err, AppendError::Io(m) if m.contains("another writer is appending to namespace two")), "{err}");
-    assert!(err.to_string().contains("\"two:c\""), "the event's stream is named: {err}");
-    let later = store.append("d", ExpectedRevision::Any, vec![event("d0", 3)]).await.expect_err("stopped");
+    assert!(err.to_string().contains("\"two:d\""), "the racing event's stream is named: {err}");
+    let later = store.append("g", ExpectedRevision::Any, vec![event("g0", 6)]).await.expect_err("stopped");
     assert!(later.to_string().contains("another writer"), "{later}");
 
     // An event changed on the server: opening finds it, naming the stream and $all place.
@@ -205,7 +223,9 @@ async fn real_server(url: &str) {
     for i in 0..12 {
         let wire = kurrent::client::KurrentWire::connect(&url).expect("client");
         let ns = ns(&format!("t{run}-{i}"));
-        stores.push(KurrentStore::open(wire, ns, KurrentOptions::default()).await.expect("open on the server"));
+        // The server must take 16 MiB appends (`--max-append-size 16777216`).
+        let options = KurrentOptions { append_bytes_max: 16 << 20, ..KurrentOptions::default() };
+        stores.push(KurrentStore::open(wire, ns, options).await.expect("open on the server"));
     }
     stores.reverse();
     conformance::run_all(|| stores.pop().expect("enough stores")).await;
@@ -216,4 +236,16 @@ async fn real_server(_url: &str) {
     panic!(
         "POSLEDGER_TEST_KURRENTDB is set but this build has no KurrentDB client: run with `--features kurrent/kurrentdb`"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_over_the_servers_largest_is_refused_and_named() {
+    let store = KurrentStore::open(MemoryWire::new(), ns("big"), KurrentOptions::default()).await.expect("open");
+    let mut big = event("big", 0);
+    big.payload = vec![b'7'; kurrent::APPEND_BYTES_MAX_DEFAULT];
+    let err = store.append("s", ExpectedRevision::Any, vec![big]).await.expect_err("too large");
+    assert!(matches!(&err, AppendError::Invalid(m) if m.contains("--max-append-size")), "{err}");
+    assert_eq!(store.head(), 0);
+    // Nothing was sent, so the store goes on.
+    store.append("s", ExpectedRevision::Any, vec![event("small", 1)]).await.expect("append");
 }
