@@ -444,16 +444,25 @@ impl<W: Wire> EventStore for KurrentStore<W> {
 
     async fn read_stream(&self, stream: &str, from: u64, max: usize) -> Result<Vec<RecordedEvent>, ReadError> {
         let max = max.min(READ_EVENTS_MAX);
-        let page = self.call(self.wire.read_stream(&self.ns.stream(stream), from, max)).await.map_err(io_error)?;
+        let wire_stream = self.ns.stream(stream);
         let head = self.head();
-        let mut out = Vec::with_capacity(page.len());
-        for w in &page {
-            let (e, _) = mapping::from_wire(&self.ns, w).map_err(|e| damaged(e.to_string()))?;
-            if e.position >= head {
-                // Appended after this store's view of the log: not shown until it is read in order.
+        let mut out = Vec::new();
+        // In pages, so that each call stays well inside the call timeout.
+        while out.len() < max {
+            let next = from + out.len() as u64;
+            let ask = (max - out.len()).min(READ_PAGE_EVENTS);
+            let page = self.call(self.wire.read_stream(&wire_stream, next, ask)).await.map_err(io_error)?;
+            for w in &page {
+                let (e, _) = mapping::from_wire(&self.ns, w).map_err(|e| damaged(e.to_string()))?;
+                if e.position >= head {
+                    // Appended after this store's view of the log: not shown until it is read in order.
+                    return Ok(out);
+                }
+                out.push(e);
+            }
+            if page.len() < ask {
                 break;
             }
-            out.push(e);
         }
         Ok(out)
     }

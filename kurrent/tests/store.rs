@@ -249,3 +249,21 @@ async fn an_append_over_the_servers_largest_is_refused_and_named() {
     // Nothing was sent, so the store goes on.
     store.append("s", ExpectedRevision::Any, vec![event("small", 1)]).await.expect("append");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_longer_than_a_read_page_is_read_whole() {
+    let store = KurrentStore::open(MemoryWire::new(), ns("long"), quick()).await.expect("open");
+    let chunks = kurrent::READ_PAGE_EVENTS as u64 / 100 + 2;
+    let n = chunks * 100;
+    for chunk in 0..chunks {
+        let events = (0..100).map(|k| event(&format!("l{chunk}-{k}"), chunk * 100 + k)).collect();
+        store.append("long", ExpectedRevision::Any, events).await.expect("append");
+    }
+    let stream = store.read_stream("long", 0, usize::MAX).await.expect("stream");
+    assert_eq!(stream.len() as u64, n);
+    assert!(stream.iter().enumerate().all(|(i, e)| e.revision == i as u64 && e.position == i as u64));
+    let tail = store.read_stream("long", n - 10, 100).await.expect("tail");
+    assert_eq!(tail.iter().map(|e| e.revision).collect::<Vec<_>>(), (n - 10..n).collect::<Vec<_>>());
+    let some = store.read_stream("long", 5, 4100).await.expect("a page and a bit");
+    assert_eq!((some.len(), some[0].revision, some[4099].revision), (4100, 5, 4104));
+}
