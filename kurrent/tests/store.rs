@@ -267,3 +267,34 @@ async fn a_stream_longer_than_a_read_page_is_read_whole() {
     let some = store.read_stream("long", 5, 4100).await.expect("a page and a bit");
     assert_eq!((some.len(), some[0].revision, some[4099].revision), (4100, 5, 4104));
 }
+
+/// A reader that keeps refreshing while the writer appends more than a read page at once:
+/// the append is still found in `$all`, and both see the same history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_append_beside_a_refreshing_reader() {
+    let wire = Arc::new(MemoryWire::new());
+    let writer = Arc::new(KurrentStore::open(wire.clone(), ns("busy"), quick()).await.expect("writer"));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (reader_store, reader_stop) = (writer.clone(), stop.clone());
+    let reader = tokio::spawn(async move {
+        let mut reads = 0u64;
+        while !reader_stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let head = reader_store.head();
+            reader_store.read_all(head, 10).await.expect("a refreshing read");
+            reads += 1;
+            tokio::task::yield_now().await;
+        }
+        reads
+    });
+    let n = kurrent::READ_PAGE_EVENTS as u64 + 500;
+    for round in 0..3u64 {
+        let events = (0..n).map(|k| event(&format!("b{round}-{k}"), k)).collect();
+        let appended = writer.append("bulk", ExpectedRevision::Any, events).await.expect("append");
+        assert_eq!(appended.first_position, round * n);
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(reader.await.expect("reader") > 0);
+    assert_eq!(writer.head(), 3 * n);
+    let fresh = KurrentStore::open(wire, ns("busy"), quick()).await.expect("reopen");
+    assert_eq!((fresh.head(), fresh.head_hash()), (writer.head(), writer.head_hash()));
+}
