@@ -118,7 +118,9 @@ struct State {
     last_all: Option<AllPosition>,
     checkpoints: Checkpoints,
     ids: HashMap<Uuid, u64>,
-    /// Why the store stopped accepting appends.
+    /// Why the history read so far cannot be trusted: reads and appends report it.
+    damaged: Option<String>,
+    /// Why the store stopped accepting appends (an append's unknown outcome).
     failed: Option<String>,
 }
 
@@ -137,10 +139,7 @@ impl<W: Wire> KurrentStore<W> {
             refreshing: tokio::sync::Mutex::new(()),
             changed: tokio::sync::Notify::new(),
         };
-        store.refresh().await.map_err(|e| match e {
-            Refresh::Wire(w) => OpenError::Server(w),
-            Refresh::Damaged(d) => OpenError::Damaged(d),
-        })?;
+        store.refresh().await?;
         Ok(store)
     }
 
@@ -153,11 +152,6 @@ impl<W: Wire> KurrentStore<W> {
     /// the whole history.
     pub fn head_hash(&self) -> String {
         hex::encode(self.lock().link)
-    }
-
-    /// The server connection.
-    pub fn wire(&self) -> &W {
-        &self.wire
     }
 
     /// The server connection, the store closed.
@@ -177,7 +171,7 @@ impl<W: Wire> KurrentStore<W> {
     }
 
     /// Reads what the server holds past the last known event and takes it in.
-    async fn refresh(&self) -> Result<(), Refresh> {
+    async fn refresh(&self) -> Result<(), OpenError> {
         let _one = self.refreshing.lock().await;
         loop {
             let from = self.lock().last_all.unwrap_or(AllPosition::START);
@@ -192,12 +186,10 @@ impl<W: Wire> KurrentStore<W> {
 
     /// Checks and applies events read from `$all` (skipping those already known). Returns
     /// how many were new.
-    fn take_in(&self, page: &[WireRecorded]) -> Result<usize, Refresh> {
+    fn take_in(&self, page: &[WireRecorded]) -> Result<usize, OpenError> {
         let mut state = self.lock();
-        if let Some(reason) = &state.failed
-            && reason.starts_with(DAMAGED)
-        {
-            return Err(Refresh::Damaged(reason.clone()));
+        if let Some(reason) = &state.damaged {
+            return Err(OpenError::Damaged(reason.clone()));
         }
         let mut took = 0;
         for w in page {
@@ -225,9 +217,9 @@ impl<W: Wire> KurrentStore<W> {
             let link = match checked {
                 Ok(link) => link,
                 Err(e) => {
-                    let reason = format!("{DAMAGED}{e}");
-                    state.failed = Some(reason.clone());
-                    return Err(Refresh::Damaged(reason));
+                    let reason = format!("damaged: {e}");
+                    state.damaged = Some(reason.clone());
+                    return Err(OpenError::Damaged(reason));
                 }
             };
             state.link = link;
@@ -280,6 +272,10 @@ impl<W: Wire> KurrentStore<W> {
 
     async fn append_one(&self, req: AppendRequest, refused: &HashSet<String>) -> Result<Appended, AppendError> {
         check_request(&req)?;
+        // What another process appended since (a writer that took its turn before this one)
+        // comes first: a retry of its events is then recognised, and this append follows it on
+        // the chain.
+        self.refresh().await.map_err(|e| AppendError::Io(e.to_string()))?;
         let mut found = Vec::new();
         for (i, e) in req.events.iter().enumerate() {
             if req.events[..i].iter().any(|p| p.event_id == e.event_id) {
@@ -304,9 +300,6 @@ impl<W: Wire> KurrentStore<W> {
         if refused.contains(&req.stream) && req.expected != ingest::store::ExpectedRevision::Any {
             return Err(wrong(None));
         }
-        // What another process appended since (a writer that took its turn before this one)
-        // comes first, so this append follows it on the chain.
-        self.refresh().await.map_err(|e| AppendError::Io(e.to_string()))?;
         let wire_stream = self.ns.stream(&req.stream);
         let current =
             self.call(self.wire.stream_revision(&wire_stream)).await.map_err(|e| AppendError::Io(e.to_string()))?;
@@ -364,8 +357,10 @@ impl<W: Wire> KurrentStore<W> {
     /// Stops appends with `reason` (unless stopped already) and returns the error to answer.
     fn fail(&self, reason: String) -> AppendError {
         let mut state = self.lock();
-        let reason = state.failed.get_or_insert(reason).clone();
-        AppendError::Io(reason)
+        match &state.damaged {
+            Some(damaged) => AppendError::Io(damaged.clone()),
+            None => AppendError::Io(state.failed.get_or_insert(reason).clone()),
+        }
     }
 }
 
@@ -380,28 +375,6 @@ impl<W: Wire + Clone> KurrentStore<W> {
     }
 }
 
-const DAMAGED: &str = "damaged: ";
-
-enum Refresh {
-    Wire(WireError),
-    Damaged(String),
-}
-
-impl From<WireError> for Refresh {
-    fn from(e: WireError) -> Self {
-        Refresh::Wire(e)
-    }
-}
-
-impl std::fmt::Display for Refresh {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Refresh::Wire(e) => e.fmt(f),
-            Refresh::Damaged(d) => f.write_str(d),
-        }
-    }
-}
-
 fn io_error(e: WireError) -> ReadError {
     ReadError::Io(io::Error::other(e.to_string()))
 }
@@ -410,10 +383,10 @@ fn damaged(reason: String) -> ReadError {
     ReadError::Io(io::Error::new(io::ErrorKind::InvalidData, format!("the history in KurrentDB: {reason}")))
 }
 
-fn refresh_error(e: Refresh) -> ReadError {
+fn refresh_error(e: OpenError) -> ReadError {
     match e {
-        Refresh::Wire(w) => io_error(w),
-        Refresh::Damaged(d) => damaged(d),
+        OpenError::Server(w) => io_error(w),
+        OpenError::Damaged(d) => damaged(d),
     }
 }
 
@@ -429,7 +402,10 @@ impl<W: Wire> EventStore for KurrentStore<W> {
         let mut results = Vec::with_capacity(requests.len());
         for req in requests {
             let stream = req.stream.clone();
-            let failed = self.lock().failed.clone();
+            let failed = {
+                let state = self.lock();
+                state.damaged.clone().or_else(|| state.failed.clone())
+            };
             let result = match failed {
                 Some(reason) => Err(AppendError::Io(reason)),
                 None => self.append_one(req, &refused).await,
