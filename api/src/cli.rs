@@ -793,11 +793,7 @@ impl Backend {
             );
         }
         let rt = runtime()?;
-        let opened = match dir.store() {
-            Some(address) => rt.block_on(app::App::open_kurrent(dir.clone(), address, warn())),
-            None => app::App::open(dir.clone(), warn()),
-        };
-        match opened {
+        match rt.block_on(app::App::open_dir(dir.clone(), warn())) {
             Ok(app) => Ok(Backend::Local(Box::new(with_worker(app)), rt)),
             // A server may have started since we looked.
             Err(f) if f.code == "store_locked" => match crate::local::client::connect(dir).map_err(failed)? {

@@ -19,12 +19,7 @@ pub fn serve(
     let rt = crate::cli::runtime()?;
     let cluster_named = cluster.clone();
     rt.block_on(async {
-        let warn: app::Warn = Box::new(|w| eprintln!("warning: {w}"));
-        let opened = match dir.store() {
-            Some(address) => App::open_kurrent(dir.clone(), address, warn).await,
-            None => App::open(dir.clone(), warn),
-        };
-        let app = match opened {
+        let app = match App::open_dir(dir.clone(), Box::new(|w| eprintln!("warning: {w}"))).await {
             Ok(app) => {
                 let app = crate::cli::with_worker(app);
                 Arc::new(match cluster {

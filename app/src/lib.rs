@@ -117,8 +117,37 @@ fn lock_dir(dir: &DataDir) -> Result<std::fs::File, Failure> {
     Ok(lock)
 }
 
+/// The data directory's embedded log, opened (taking its lock: one process at a time). A log
+/// another process holds is [`Class::Busy`] with code `store_locked`.
+pub(crate) fn open_embedded(dir: &DataDir, options: ingest::store::StoreOptions) -> Result<EmbeddedStore, Failure> {
+    EmbeddedStore::open_with(dir.events(), options).map_err(|e| match e {
+        ingest::store::OpenError::Locked(_) => Failure::new(
+            Class::Busy,
+            "store_locked",
+            format!("{} is in use by another posledger process", dir.root().display()),
+        ),
+        e => Failure::unavailable(format!("opening the event store in {}: {e}", dir.root().display())),
+    })
+}
+
+/// Refuses what would use a data directory's own log when its events are on KurrentDB.
+pub(crate) fn not_on_kurrent(dir: &DataDir) -> Result<(), Failure> {
+    match kurrent_marker(dir)? {
+        Some(ns) => Err(Failure::new(
+            Class::Refused,
+            "store_elsewhere",
+            format!(
+                "{}'s events are in KurrentDB namespace {ns}, not in its own log: give --store (or \
+                 POSLEDGER_STORE) with the namespace's address",
+                dir.root().display()
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The KurrentDB namespace a data directory goes with, if its `kurrentdb.store` names one.
-pub(crate) fn kurrent_marker(dir: &DataDir) -> Result<Option<String>, Failure> {
+fn kurrent_marker(dir: &DataDir) -> Result<Option<String>, Failure> {
     match std::fs::read_to_string(dir.kurrent_marker()) {
         Ok(text) => {
             Ok(Some(text.lines().find_map(|l| l.strip_prefix("namespace ")).unwrap_or_default().trim().to_owned()))
@@ -172,18 +201,20 @@ impl App {
                 format!("{} is a restore that did not finish: run the restore into it again", dir.root().display()),
             ));
         }
-        if let Some(named) = kurrent_marker(&dir)? {
-            return Err(Failure::new(
-                Class::Refused,
-                "store_elsewhere",
-                format!(
-                    "{}'s events are in KurrentDB namespace {named}: give --store (or POSLEDGER_STORE) with its \
-                     address",
-                    dir.root().display()
-                ),
-            ));
-        }
+        not_on_kurrent(&dir)?;
         App::open_unchecked(dir, warn)
+    }
+
+    /// Opens the data directory on the store it names: [`App::open_kurrent`] when it was given
+    /// a KurrentDB address ([`DataDir::with_store`]), [`App::open`] otherwise.
+    pub async fn open_dir(dir: DataDir, warn: Warn) -> Result<App, Failure> {
+        match dir.store() {
+            Some(address) => {
+                let address = address.to_owned();
+                App::open_kurrent(dir, &address, warn).await
+            }
+            None => App::open(dir, warn),
+        }
     }
 
     /// Opens the data directory with its events in the KurrentDB store at `address`: takes
@@ -232,14 +263,7 @@ impl App {
 
     /// [`App::open`] of a directory a restore is still writing (to rebuild what it derives).
     pub(crate) fn open_unchecked(dir: DataDir, warn: Warn) -> Result<App, Failure> {
-        let store = EmbeddedStore::open(dir.events()).map_err(|e| match e {
-            ingest::store::OpenError::Locked(_) => Failure::new(
-                Class::Busy,
-                "store_locked",
-                format!("{} is in use by another posledger process", dir.root().display()),
-            ),
-            e => Failure::unavailable(format!("opening the event store in {}: {e}", dir.root().display())),
-        })?;
+        let store = open_embedded(&dir, ingest::store::StoreOptions::default())?;
         let report = store.open_report();
         if report.truncated_bytes > 0 {
             warn(&format!(

@@ -48,24 +48,8 @@ fn step<'a>(progress: &'a mut (dyn FnMut(&Progress) + Send), name: &str) -> impl
 }
 
 fn open_log(dir: &DataDir, options: StoreOptions) -> Result<EmbeddedStore, Failure> {
-    if let Some(ns) = crate::kurrent_marker(dir)? {
-        return Err(Failure::new(
-            Class::Refused,
-            "store_elsewhere",
-            format!(
-                "{}'s events are in KurrentDB namespace {ns}, not in its own log: migrate another data directory",
-                dir.root().display()
-            ),
-        ));
-    }
-    EmbeddedStore::open_with(dir.events(), options).map_err(|e| match e {
-        ingest::store::OpenError::Locked(_) => Failure::new(
-            Class::Busy,
-            "store_locked",
-            format!("{} is in use by another posledger process (stop the server first)", dir.root().display()),
-        ),
-        e => Failure::unavailable(format!("opening the event store in {}: {e}", dir.root().display())),
-    })
+    crate::not_on_kurrent(dir)?;
+    crate::open_embedded(dir, options)
 }
 
 /// The KurrentDB side of a migration.
@@ -95,8 +79,8 @@ pub async fn to_kurrent<W: Wire>(
     let target =
         KurrentStore::open(wire, ns.clone(), target_options).await.map_err(crate::store::open_failure(address))?;
     migrate::copy(&source, &target, &stamp, step(progress, "copying")).await.map_err(copy_failure)?;
-    migrate::compare(&source, &target, step(progress, "comparing")).await.map_err(copy_failure)?;
-    // Opened again from nothing, the target's chain is recomputed from what the server holds.
+    // Opened again from nothing, the target's chain is recomputed from what the server holds,
+    // and what it holds is compared with the source.
     let target =
         KurrentStore::open(target.into_wire(), ns, options).await.map_err(crate::store::open_failure(address))?;
     let events = migrate::compare(&source, &target, step(progress, "re-reading")).await.map_err(copy_failure)?;

@@ -39,20 +39,14 @@ fn log_result<T>(walked: Result<T, VerifyError>) -> Result<Result<T, String>, Fa
 /// Verifies a data directory no process has open: the strict walk of the log (every byte
 /// after the last commit must be zero), then, when the log is whole, the books.
 pub async fn verify_offline(dir: &DataDir, warn: Warn) -> Result<Verified, Failure> {
-    if let Some(address) = dir.store() {
+    if dir.store().is_some() {
         // On KurrentDB there are no files to walk: the namespace is read again from the server.
-        let app = App::open_kurrent(dir.clone(), address, warn).await?;
+        let app = App::open_dir(dir.clone(), warn).await?;
         let verified = app.verify().await;
         app.close().await;
         return verified;
     }
-    if let Some(ns) = crate::kurrent_marker(dir)? {
-        return Err(Failure::new(
-            crate::Class::Refused,
-            "store_elsewhere",
-            format!("{}'s events are in KurrentDB namespace {ns}: give --store with its address", dir.root().display()),
-        ));
-    }
+    crate::not_on_kurrent(dir)?;
     let events = dir.events();
     if !events.exists() {
         return Err(Failure::not_found("no_log", format!("{} holds no event log", dir.root().display())));
