@@ -163,25 +163,14 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<(), ClusterError> 
         options.scheduler,
         work_dir.display()
     );
-    let target = (options.scheduler.connect_host(), options.scheduler.port());
     // Tried again until the timeout: nodes started together find their scheduler starting too.
-    let started = std::time::Instant::now();
-    loop {
-        let left = SCHEDULER_CONNECT_TIMEOUT.saturating_sub(started.elapsed());
-        let why = match tokio::time::timeout(left, tokio::net::TcpStream::connect(target)).await {
-            Ok(Ok(_)) => break,
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "no answer".to_owned(),
-        };
-        if started.elapsed() >= SCHEDULER_CONNECT_TIMEOUT {
-            return Err(ClusterError::Unreachable(format!(
-                "the scheduler at {} cannot be reached: {why} (tried for {}s)",
-                options.scheduler,
-                SCHEDULER_CONNECT_TIMEOUT.as_secs()
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    options.scheduler.tcp_check(SCHEDULER_CONNECT_TIMEOUT, Some(Duration::from_millis(200))).await.map_err(|why| {
+        ClusterError::Unreachable(format!(
+            "the scheduler at {} cannot be reached: {why} (tried for {}s)",
+            options.scheduler,
+            SCHEDULER_CONNECT_TIMEOUT.as_secs()
+        ))
+    })?;
     // Like a local query: no spilling, so a task needing more than its share of memory fails
     // clearly. (Shuffle files between stages are written all the same: that is how stages
     // hand data on.)

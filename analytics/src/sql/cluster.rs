@@ -81,6 +81,25 @@ impl ClusterUrl {
     pub fn port(&self) -> u16 {
         self.port
     }
+
+    /// Opens (and drops) a TCP connection to the scheduler's port within `within`, trying
+    /// again every `retry` when one is given; the error says why the last try failed.
+    pub async fn tcp_check(&self, within: Duration, retry: Option<Duration>) -> Result<(), String> {
+        let target = (self.connect_host(), self.port);
+        let started = std::time::Instant::now();
+        loop {
+            let left = within.saturating_sub(started.elapsed());
+            let why = match tokio::time::timeout(left, tokio::net::TcpStream::connect(target)).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "no answer".to_owned(),
+            };
+            match retry {
+                Some(pause) if started.elapsed() < within => tokio::time::sleep(pause).await,
+                _ => return Err(why),
+            }
+        }
+    }
 }
 
 impl std::str::FromStr for ClusterUrl {
@@ -150,18 +169,12 @@ impl From<ClusterUrl> for String {
 /// Fails within [`CLUSTER_CONNECT_TIMEOUT`] unless the scheduler at `url` accepts a TCP
 /// connection: an unreachable cluster is named at once, not after Ballista's own retries.
 pub async fn reachable(url: &ClusterUrl) -> Result<(), SqlError> {
-    let target = (url.connect_host(), url.port);
-    let unreachable = |why: String| {
+    url.tcp_check(CLUSTER_CONNECT_TIMEOUT, None).await.map_err(|why| {
         SqlError::Cluster(format!(
             "the cluster's scheduler at {url} cannot be reached: {why} (waited at most {}s)",
             CLUSTER_CONNECT_TIMEOUT.as_secs()
         ))
-    };
-    match tokio::time::timeout(CLUSTER_CONNECT_TIMEOUT, tokio::net::TcpStream::connect(target)).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(unreachable(e.to_string())),
-        Err(_) => Err(unreachable("no answer".into())),
-    }
+    })
 }
 
 /// A session configuration that carries Ballista's settings, with its client connecting within
